@@ -1,0 +1,49 @@
+import { BitBratError, isBitBratError } from '../core/index.js';
+import type { MessageBus, PublishOptions } from './types.js';
+
+export interface PublishRetryOptions {
+  /** Retries after the first attempt (PUBLISH_MAX_RETRIES). Default 5. */
+  maxRetries?: number;
+  /** First backoff; doubles each retry up to maxDelayMs. Default 100 ms. */
+  baseDelayMs?: number;
+  maxDelayMs?: number;
+  /** Called before each retry, so the failure is surfaced even when a later try succeeds. */
+  onRetry?: (error: unknown, attempt: number, delayMs: number) => void;
+}
+
+export const DEFAULT_PUBLISH_MAX_RETRIES = 5;
+
+/**
+ * Publishes with bounded exponential backoff. The final failure is thrown as PUBLISH_FAILED with the
+ * last cause, never swallowed.
+ */
+export async function publishWithRetry(
+  bus: MessageBus,
+  topic: string,
+  data: Uint8Array,
+  publishOptions: PublishOptions | undefined,
+  retry: PublishRetryOptions = {},
+): Promise<void> {
+  const maxRetries = retry.maxRetries ?? DEFAULT_PUBLISH_MAX_RETRIES;
+  const base = retry.baseDelayMs ?? 100;
+  const max = retry.maxDelayMs ?? 5_000;
+  let lastError: unknown;
+  for (let attempt = 0; attempt <= maxRetries; attempt += 1) {
+    try {
+      await bus.publish(topic, data, publishOptions);
+      return;
+    } catch (error) {
+      lastError = error;
+      if (isBitBratError(error) && !error.retryable) break;
+      if (attempt === maxRetries) break;
+      const delay = Math.min(max, base * 2 ** attempt);
+      retry.onRetry?.(error, attempt + 1, delay);
+      await new Promise((resolve) => setTimeout(resolve, delay));
+    }
+  }
+  const reason = lastError instanceof Error ? lastError.message : String(lastError);
+  throw new BitBratError('PUBLISH_FAILED', `publish to ${topic} failed after ${maxRetries + 1} attempts: ${reason}`, {
+    retryable: true,
+    cause: lastError,
+  });
+}

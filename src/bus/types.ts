@@ -1,0 +1,77 @@
+/**
+ * The message-bus contract every driver implements (memory, nats, pubsub).
+ *
+ * Topics are logical names such as `internal.ingress.v1`; each driver prepends its `prefix` itself.
+ * Consumers are grouped: every group gets every message of a topic (fan-out across groups), and the
+ * subscribers inside one group share the load. Delivery is at-least-once: a message stays on the bus
+ * until it is acked, terminated, or its ack deadline passes (then it is redelivered).
+ */
+
+/** Headers travel with a message; keys are lower-case. */
+export type BusHeaders = Record<string, string>;
+
+/** A delivered message. Exactly one of ack / nak / term settles it; later calls are ignored. */
+export interface BusMessage {
+  readonly topic: string;
+  readonly data: Uint8Array;
+  readonly headers: BusHeaders;
+  /** The publisher's message id, when it gave one. */
+  readonly msgId?: string;
+  /** 1 on first delivery, incremented on every redelivery. */
+  readonly deliveryCount: number;
+  /** Done: never deliver again to this group. */
+  ack(): Promise<void>;
+  /** Not done: redeliver to this group after `delayMs` (0 = as soon as possible). */
+  nak(delayMs?: number): Promise<void>;
+  /** Still working: push the ack deadline out. */
+  working(): Promise<void>;
+  /** Never deliver again to this group (poison message). */
+  term(reason?: string): Promise<void>;
+}
+
+export interface PublishOptions {
+  headers?: BusHeaders;
+  /** Idempotency key: a second publish with the same id inside the driver's dedup window is dropped. */
+  msgId?: string;
+}
+
+export interface SubscribeOptions {
+  /** At most this many messages of this subscription are handled at once. Default 64. */
+  maxInFlight?: number;
+  /** Unacked messages are redelivered after this long. Default 30 000 ms. */
+  ackWaitMs?: number;
+}
+
+export type MessageHandler = (msg: BusMessage) => Promise<void>;
+
+export interface Subscription {
+  readonly topic: string;
+  readonly group: string;
+  /** Stop taking new messages and wait for the in-flight ones to finish. */
+  drain(): Promise<void>;
+}
+
+export type BusStatus = 'connecting' | 'connected' | 'disconnected' | 'closed';
+
+export interface BusStatusEvent {
+  status: BusStatus;
+  error?: Error;
+}
+
+/** The one interface services and the runtime see; drivers stay behind `createBus`. */
+export interface MessageBus {
+  readonly driver: string;
+  connect(): Promise<void>;
+  /** Resolves once the bus has durably accepted the message; rejects when it could not. */
+  publish(topic: string, data: Uint8Array, options?: PublishOptions): Promise<void>;
+  subscribe(topic: string, group: string, handler: MessageHandler, options?: SubscribeOptions): Promise<Subscription>;
+  isConnected(): boolean;
+  /** Status changes (disconnect, reconnect); returns an unsubscribe function. */
+  onStatus(listener: (event: BusStatusEvent) => void): () => void;
+  /** Drain every subscription, then close the connection. */
+  close(): Promise<void>;
+}
+
+export const DEFAULT_MAX_IN_FLIGHT = 64;
+export const DEFAULT_ACK_WAIT_MS = 30_000;
+export const DEFAULT_DEDUP_WINDOW_MS = 120_000;

@@ -1,0 +1,200 @@
+import { z } from 'zod';
+
+/** Status of one routing-slip step (R1). */
+export const StepStatus = { PENDING: 'PENDING', OK: 'OK', ERROR: 'ERROR', SKIP: 'SKIP' } as const;
+export type StepStatus = (typeof StepStatus)[keyof typeof StepStatus];
+
+const isoTimestamp = z.string().refine((value) => !Number.isNaN(Date.parse(value)), 'must be an ISO-8601 timestamp');
+
+export const StepErrorSchema = z.object({
+  code: z.string().min(1),
+  message: z.string().optional(),
+  retryable: z.boolean().optional(),
+});
+
+export const RoutingStepSchema = z.looseObject({
+  /** Logical step id, e.g. `router`, `llm-bot`. */
+  id: z.string().min(1),
+  /** Version of the step contract, default "1". */
+  v: z.string().optional(),
+  status: z.enum(['PENDING', 'OK', 'ERROR', 'SKIP']),
+  /** How many attempts this step has had (the runtime increments it before each run). */
+  attempt: z.number().int().min(0).optional(),
+  /** Default 3. */
+  maxAttempts: z.number().int().min(1).optional(),
+  /** Topic the envelope is published to for this step. */
+  destination: z.string().min(1).optional(),
+  /** Transport hints (traceparent, priority, …). */
+  attributes: z.record(z.string(), z.string()).optional(),
+  startedAt: isoTimestamp.optional(),
+  endedAt: isoTimestamp.optional(),
+  /** Per-attempt time limit; past it the step fails with DEADLINE (R9). */
+  timeoutMs: z.number().int().positive().optional(),
+  error: StepErrorSchema.nullable().optional(),
+  notes: z.string().optional(),
+});
+
+export const SourceSchema = z.looseObject({
+  platform: z.string().min(1),
+  channel: z.string(),
+  channelId: z.string(),
+  /** Topic of the ingress-egress / api-gateway instance that holds the connection to reply on. */
+  egressDestination: z.string().min(1).optional(),
+});
+
+export const UserSchema = z.looseObject({
+  id: z.string(),
+  name: z.string(),
+  displayName: z.string(),
+  profileImageUrl: z.string(),
+  role: z.string(),
+  /** Set by auth. */
+  permissions: z.array(z.string()).optional(),
+});
+
+export const MessageSchema = z.looseObject({
+  id: z.string().optional(),
+  text: z.string(),
+  /** The text split off a leading command, e.g. `!ping` → `ping`. */
+  command: z.string().optional(),
+  args: z.array(z.string()).optional(),
+  replyToMessageId: z.string().optional(),
+});
+
+export const ExternalEventSchema = z.looseObject({
+  id: z.string().min(1),
+  source: z.string().min(1),
+  kind: z.string().min(1),
+  version: z.string(),
+  createdAt: isoTimestamp,
+  payload: z.record(z.string(), z.unknown()),
+  rawPayload: z.record(z.string(), z.unknown()).optional(),
+});
+
+export const AnnotationSchema = z.looseObject({
+  id: z.string().min(1),
+  /** e.g. `intent`, `sentiment`, `spam`, `moderation`, `first-message`. */
+  kind: z.string().min(1),
+  /** Service that wrote it. */
+  source: z.string().min(1),
+  createdAt: isoTimestamp,
+  label: z.string().optional(),
+  value: z.union([z.string(), z.number(), z.boolean()]).optional(),
+  score: z.number().optional(),
+  payload: z.record(z.string(), z.unknown()).optional(),
+});
+
+export const CandidateSchema = z.looseObject({
+  id: z.string().min(1),
+  /** `text` is a chat reply. */
+  kind: z.string().min(1),
+  source: z.string().min(1),
+  createdAt: isoTimestamp,
+  text: z.string(),
+  priority: z.number().optional(),
+  metadata: z.record(z.string(), z.unknown()).optional(),
+});
+
+export const ErrorEntrySchema = z.looseObject({
+  code: z.string().min(1),
+  message: z.string(),
+  /** Step id and index that failed, when a step failed. */
+  step: z.string().optional(),
+  stepIndex: z.number().int().optional(),
+  service: z.string().optional(),
+  retryable: z.boolean().optional(),
+  at: isoTimestamp,
+  details: z.record(z.string(), z.unknown()).optional(),
+});
+
+export const QosSchema = z.looseObject({
+  /** The reply must reach the platform within this many ms of `timestamp` (R9). */
+  maxResponseMs: z.number().int().positive().optional(),
+  priority: z.number().int().optional(),
+});
+
+/** How the envelope's processing ended, set by the runtime before finalization. */
+export const Outcome = {
+  completed: 'completed',
+  handled: 'handled',
+  failed: 'failed',
+  unrouted: 'unrouted',
+} as const;
+export type Outcome = (typeof Outcome)[keyof typeof Outcome];
+
+export const DeliverySchema = z.looseObject({
+  delivered: z.boolean(),
+  at: isoTimestamp,
+  destination: z.string().optional(),
+  /** Why not delivered: DEADLINE, NO_REPLY, SEND_FAILED, … */
+  reason: z.string().optional(),
+  platformMessageIds: z.array(z.string()).optional(),
+});
+
+/**
+ * The envelope: the seeds' Envelope v1 plus the InternalEventV2 fields. This one schema is the source of
+ * truth; types are inferred from it and `schemas/envelope.v1.json` is generated from it.
+ */
+export const EnvelopeSchema = z.looseObject({
+  v: z.literal('1'),
+  id: z.string().min(1),
+  correlationId: z.string().min(1),
+  traceId: z.string().min(1),
+  timestamp: isoTimestamp,
+  type: z.string().min(1),
+  source: SourceSchema,
+  user: UserSchema,
+  routingSlip: z.array(RoutingStepSchema),
+  /** Topic that records the final state; an envelope that must finalize without one goes to the DLQ (R6). */
+  finalizationDestination: z.string().optional(),
+  payload: z.record(z.string(), z.unknown()),
+  channel: z.string().optional(),
+  userId: z.string().optional(),
+  message: MessageSchema.optional(),
+  externalEvent: ExternalEventSchema.optional(),
+  annotations: z.array(AnnotationSchema).optional(),
+  candidates: z.array(CandidateSchema).optional(),
+  errors: z.array(ErrorEntrySchema).optional(),
+  qos: QosSchema.optional(),
+  outcome: z.enum(['completed', 'handled', 'failed', 'unrouted']).optional(),
+  delivery: DeliverySchema.optional(),
+});
+
+export type RoutingStep = z.infer<typeof RoutingStepSchema>;
+export type StepError = z.infer<typeof StepErrorSchema>;
+export type EnvelopeSource = z.infer<typeof SourceSchema>;
+export type EnvelopeUser = z.infer<typeof UserSchema>;
+export type ChatMessage = z.infer<typeof MessageSchema>;
+export type ExternalEvent = z.infer<typeof ExternalEventSchema>;
+export type Annotation = z.infer<typeof AnnotationSchema>;
+export type Candidate = z.infer<typeof CandidateSchema>;
+export type ErrorEntry = z.infer<typeof ErrorEntrySchema>;
+export type Qos = z.infer<typeof QosSchema>;
+export type Delivery = z.infer<typeof DeliverySchema>;
+export type Envelope = z.infer<typeof EnvelopeSchema>;
+
+/** Event types used across the platform. */
+export const EventType = {
+  chatMessage: 'external.chat.message.v1',
+  twitchEventSub: 'twitch.eventsub.v1',
+  streamOnline: 'system.stream.online',
+  streamOffline: 'system.stream.offline',
+  sourceStatus: 'system.source.status',
+} as const;
+export type EventType = (typeof EventType)[keyof typeof EventType];
+
+export type ValidationResult = { ok: true; envelope: Envelope } | { ok: false; error: string; issues: z.core.$ZodIssue[] };
+
+/** Validates unknown input against the envelope schema; the error lists every problem with its path. */
+export function validateEnvelope(input: unknown): ValidationResult {
+  const parsed = EnvelopeSchema.safeParse(input);
+  if (parsed.success) return { ok: true, envelope: parsed.data };
+  const error = parsed.error.issues.map((issue) => `${issue.path.join('.') || '(root)'}: ${issue.message}`).join('; ');
+  return { ok: false, error, issues: parsed.error.issues };
+}
+
+/** JSON Schema (draft 2020-12) generated from the zod schema. */
+export function envelopeJsonSchema(): Record<string, unknown> {
+  const schema = z.toJSONSchema(EnvelopeSchema, { target: 'draft-2020-12', unrepresentable: 'any' }) as Record<string, unknown>;
+  return { $id: 'https://bitbrat.dev/schemas/envelope.v1.json', title: 'BitBrat Envelope v1', ...schema };
+}

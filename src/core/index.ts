@@ -1,0 +1,6 @@
+export * from './envelope.js';
+export * from './errors.js';
+export * from './topics.js';
+export * from './builders.js';
+export * from './slip.js';
+export * from './deadletter.js';

@@ -1,0 +1,49 @@
+import type { Envelope, RoutingStep } from './envelope.js';
+
+/** Default attempts per step (R4). */
+export const DEFAULT_MAX_ATTEMPTS = 3;
+
+/** Index of the current step: the first PENDING one (R1); -1 when none is left. */
+export function currentStepIndex(envelope: Envelope): number {
+  return envelope.routingSlip.findIndex((step) => step.status === 'PENDING');
+}
+
+export function currentStep(envelope: Envelope): RoutingStep | undefined {
+  const index = currentStepIndex(envelope);
+  return index < 0 ? undefined : envelope.routingSlip[index];
+}
+
+/** Whether the envelope carries a reply for egress to deliver. */
+export function hasReply(envelope: Envelope): boolean {
+  return (envelope.candidates ?? []).some((candidate) => candidate.kind === 'text' && candidate.text.trim().length > 0);
+}
+
+/** The reply egress should deliver: the highest-priority text candidate, earliest first on ties. */
+export function selectReply(envelope: Envelope) {
+  const texts = (envelope.candidates ?? []).filter((candidate) => candidate.kind === 'text' && candidate.text.trim().length > 0);
+  return texts.sort((a, b) => (b.priority ?? 0) - (a.priority ?? 0))[0];
+}
+
+/**
+ * Replace the remaining (PENDING) part of the slip with new steps, keeping every finished step as
+ * history (R10).
+ */
+export function replanSlip(envelope: Envelope, steps: RoutingStep[]): Envelope {
+  const history = envelope.routingSlip.filter((step) => step.status !== 'PENDING');
+  return { ...envelope, routingSlip: [...history, ...steps] };
+}
+
+/** Capped exponential backoff with full jitter (R4). `attempt` is 1-based. */
+export function backoffDelayMs(attempt: number, options: { baseMs?: number; maxMs?: number; random?: () => number } = {}): number {
+  const base = options.baseMs ?? 500;
+  const max = options.maxMs ?? 30_000;
+  const random = options.random ?? Math.random;
+  const ceiling = Math.min(max, base * 2 ** Math.max(0, attempt - 1));
+  return Math.round(ceiling / 2 + random() * (ceiling / 2));
+}
+
+/** The absolute deadline of a reply (R9), from `qos.maxResponseMs` and the envelope timestamp. */
+export function replyDeadline(envelope: Envelope): number | undefined {
+  const ms = envelope.qos?.maxResponseMs;
+  return ms === undefined ? undefined : Date.parse(envelope.timestamp) + ms;
+}

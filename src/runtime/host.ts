@@ -1,0 +1,292 @@
+import type { FastifyInstance } from 'fastify';
+import { createBus, type MessageBus, type Subscription } from '../bus/index.js';
+import { BitBratError, type Envelope } from '../core/index.js';
+import type { Store } from '../store/index.js';
+import { loadPlatformConfig, parseConfig, readEnv, type PlatformConfig } from './config.js';
+import { createSlipEngine, type SlipEngine } from './engine.js';
+import { createHealthRegistry, type HealthRegistry } from './health.js';
+import { createHttpServer } from './http.js';
+import { createLogger, createSecretScrubber, type Logger } from './logger.js';
+import { loadArchitecture, resolveTopic, serviceManifest, type Architecture } from './manifest.js';
+import { createRuntimeMetrics, type RuntimeMetrics } from './metrics.js';
+import { createEnvSecretsProvider, type SecretsProvider } from './secrets.js';
+import type { Consumer, ServiceContext, ServiceDefinition } from './service.js';
+
+export interface HostOptions {
+  services: ServiceDefinition[];
+  /** Environment to read config from; default the process environment. */
+  env?: Record<string, string | undefined>;
+  /** Use this bus instead of creating one from config (tests, benchmarks). */
+  bus?: MessageBus;
+  /** Use this store instead of creating one from config. */
+  store?: Store;
+  secrets?: SecretsProvider;
+  /** Listen on PORT (default true); false keeps the server in-process for `inject`. */
+  listen?: boolean;
+  /** Name used in logs for the whole process. Default: the service name, or `bitbrat` for several. */
+  processName?: string;
+  logDestination?: { write(line: string): void };
+  architecture?: Architecture;
+  /** Overrides for the R4 backoff (tests). */
+  retryBaseMs?: number;
+  retryMaxMs?: number;
+  /** Whether to collect default process metrics (default true). */
+  defaultMetrics?: boolean;
+}
+
+export interface Host {
+  readonly platform: Readonly<PlatformConfig>;
+  readonly app: FastifyInstance;
+  readonly bus: MessageBus;
+  readonly store: Store | undefined;
+  readonly health: HealthRegistry;
+  readonly metrics: RuntimeMetrics;
+  readonly logger: Logger;
+  /** The port the HTTP server listens on (after start). */
+  readonly port: number;
+  context(service: string): ServiceContext;
+  start(): Promise<void>;
+  stop(): Promise<void>;
+}
+
+interface Running {
+  definition: ServiceDefinition;
+  ctx: ServiceContext;
+  engine: SlipEngine;
+  subscriptions: Subscription[];
+  started: boolean;
+}
+
+/**
+ * Hosts one or more services in this process: config, secrets, logging, bus, store, HTTP health, the
+ * slip engine and graceful shutdown in reverse start order.
+ */
+export async function createHost(options: HostOptions): Promise<Host> {
+  const env = options.env ?? readEnv();
+  const architecture = options.architecture ?? loadArchitecture();
+  const problems: string[] = [];
+  let platform: Readonly<PlatformConfig> | undefined;
+  try {
+    platform = loadPlatformConfig(env);
+  } catch (error) {
+    problems.push((error as Error).message);
+  }
+  const serviceConfigs = new Map<string, unknown>();
+  for (const definition of options.services) {
+    try {
+      serviceManifest(definition.name, architecture);
+      serviceConfigs.set(definition.name, definition.configSchema ? parseConfig(definition.configSchema, env, `configuration for ${definition.name}`) : {});
+    } catch (error) {
+      problems.push((error as Error).message);
+    }
+  }
+  if (problems.length > 0 || !platform) throw new BitBratError('CONFIG_INVALID', problems.join('\n'));
+  const config = platform;
+
+  const scrubber = createSecretScrubber();
+  const processName = options.processName ?? (options.services.length === 1 ? options.services[0]!.name : 'bitbrat');
+  const rootLogger = createLogger({ level: config.LOG_LEVEL, service: processName, instanceId: config.INSTANCE_ID, scrubber, destination: options.logDestination });
+  const secrets = options.secrets ?? (await createSecrets(config, env));
+  const metrics = createRuntimeMetrics({ defaultMetrics: options.defaultMetrics });
+  const health = createHealthRegistry();
+  const bus =
+    options.bus ??
+    (await createBus({
+      driver: config.MESSAGE_BUS_DRIVER,
+      prefix: config.BUS_PREFIX,
+      natsUrl: config.NATS_URL,
+      name: `${processName}-${config.INSTANCE_ID}`,
+      pubsub: config.GOOGLE_CLOUD_PROJECT ? { projectId: config.GOOGLE_CLOUD_PROJECT, emulatorHost: config.PUBSUB_EMULATOR_HOST } : undefined,
+      logger: rootLogger.child({ component: 'bus' }),
+    }));
+  const needsStore = options.services.some((service) => service.needsStore);
+  let store: Store | undefined = options.store;
+  const app = createHttpServer({ health, metrics, services: () => options.services.map((service) => service.name) });
+  const running: Running[] = [];
+  let storeTimer: NodeJS.Timeout | undefined;
+  let unsubscribeBus: (() => void) | undefined;
+  let port = 0;
+
+  const makeContext = (definition: ServiceDefinition): Running => {
+    const logger = options.services.length === 1 ? rootLogger : rootLogger.child({ service: definition.name });
+    const engine = createSlipEngine({
+      service: definition.name,
+      instanceId: config.INSTANCE_ID,
+      bus,
+      logger,
+      metrics,
+      publishMaxRetries: config.PUBLISH_MAX_RETRIES,
+      retryBaseMs: options.retryBaseMs,
+      retryMaxMs: options.retryMaxMs,
+      onDependency: (name, ready, detail) => {
+        if (name === 'store' && !store) return;
+        health.set(name, ready && (name === 'bus' ? bus.isConnected() : true), ready ? undefined : detail);
+      },
+    });
+    const ctx: ServiceContext = {
+      name: definition.name,
+      instanceId: config.INSTANCE_ID,
+      platform: config,
+      config: serviceConfigs.get(definition.name) as Record<string, unknown>,
+      logger,
+      bus,
+      get store(): Store {
+        if (!store) throw new BitBratError('NOT_CONFIGURED', `${definition.name} has no store (set needsStore)`);
+        return store;
+      },
+      secrets,
+      metrics,
+      health: health.scoped(`${definition.name}.`),
+      publish: (topic: string, envelope: Envelope, publishOptions?: { msgId?: string }) => engine.publishEnvelope(topic, envelope, publishOptions?.msgId),
+      registerSecret: (value) => scrubber.add(value),
+    };
+    return { definition, ctx, engine, subscriptions: [], started: false };
+  };
+
+  const host: Host = {
+    platform: config,
+    app,
+    bus,
+    get store() {
+      return store;
+    },
+    health,
+    metrics,
+    logger: rootLogger,
+    get port() {
+      return port;
+    },
+    context(name) {
+      const found = running.find((entry) => entry.definition.name === name);
+      if (!found) throw new BitBratError('UNKNOWN_SERVICE', `service ${name} is not hosted here`);
+      return found.ctx;
+    },
+
+    async start() {
+      health.set('bus', false, 'connecting');
+      if (needsStore) health.set('store', false, 'connecting');
+      for (const definition of options.services) running.push(makeContext(definition));
+
+      // Check the code against architecture.yaml before touching the network.
+      for (const entry of running) {
+        const manifest = serviceManifest(entry.definition.name, architecture);
+        const declared = Object.keys(entry.definition.consumers(entry.ctx)).sort();
+        const expected = [...manifest.consumes].sort();
+        if (JSON.stringify(declared) !== JSON.stringify(expected)) {
+          throw new BitBratError('CONFIG_INVALID', `service ${entry.definition.name} consumes [${declared.join(', ')}] but architecture.yaml says [${expected.join(', ')}]`);
+        }
+      }
+
+      for (const entry of running) await entry.definition.routes?.(app, entry.ctx);
+      if (options.listen !== false) {
+        await app.listen({ port: config.PORT, host: config.HOST });
+        const address = app.server.address();
+        port = typeof address === 'object' && address ? address.port : config.PORT;
+        rootLogger.info({ port, host: config.HOST }, 'http server listening');
+      } else {
+        await app.ready();
+      }
+
+      unsubscribeBus = bus.onStatus((event) => {
+        health.set('bus', event.status === 'connected', event.status === 'connected' ? undefined : `bus ${event.status}`);
+        if (event.status !== 'connected') rootLogger.warn({ status: event.status }, 'bus connection changed');
+        else rootLogger.info('bus connected');
+      });
+      await bus.connect();
+      health.set('bus', bus.isConnected(), bus.isConnected() ? undefined : 'bus disconnected');
+
+      if (needsStore) {
+        if (!store) {
+          const { createStore } = await import('../store/index.js');
+          store = await createStore({
+            driver: config.STORE_DRIVER,
+            dataDir: config.DATA_DIR,
+            databaseUrl: config.DATABASE_URL,
+            firestore: config.GOOGLE_CLOUD_PROJECT ? { projectId: config.GOOGLE_CLOUD_PROJECT, host: config.FIRESTORE_EMULATOR_HOST } : undefined,
+            secrets,
+            embedded: config.STORE_DRIVER === 'pglite',
+            logger: rootLogger.child({ component: 'store' }),
+          } as never);
+        }
+        await store.init();
+        health.set('store', true);
+        const activeStore = store;
+        storeTimer = setInterval(() => {
+          void activeStore.ping().then((ok) => health.set('store', ok, ok ? undefined : 'store unreachable'));
+        }, 5_000);
+        storeTimer.unref();
+      }
+
+      for (const entry of running) {
+        await entry.definition.start?.(entry.ctx);
+        entry.started = true;
+      }
+
+      for (const entry of running) {
+        const consumers = entry.definition.consumers(entry.ctx) as Record<string, Consumer>;
+        for (const [manifestTopic, consumer] of Object.entries(consumers)) {
+          const topic = resolveTopic(manifestTopic, config.INSTANCE_ID);
+          const perInstance = manifestTopic !== topic;
+          const group = perInstance ? `${entry.definition.name}-${config.INSTANCE_ID}` : entry.definition.name;
+          const subscription = await bus.subscribe(topic, group, (message) => entry.engine.process(topic, consumer, message), {
+            maxInFlight: consumer.maxInFlight ?? config.MAX_IN_FLIGHT,
+            ackWaitMs: consumer.ackWaitMs ?? config.ACK_WAIT_MS,
+          });
+          entry.subscriptions.push(subscription);
+        }
+        entry.ctx.health.set('consumers', true, `${entry.subscriptions.length} topic(s)`);
+      }
+      rootLogger.info({ services: running.map((entry) => entry.definition.name), bus: bus.driver, store: store ? config.STORE_DRIVER : 'none' }, 'started');
+    },
+
+    async stop() {
+      rootLogger.info('stopping');
+      const deadline = setTimeout(() => {
+        rootLogger.warn('shutdown timeout: releasing held messages');
+        for (const entry of running) entry.engine.releaseHolds();
+      }, config.SHUTDOWN_TIMEOUT_MS);
+      deadline.unref();
+      // Stop consuming and let in-flight work finish, services in reverse start order.
+      for (const entry of [...running].reverse()) {
+        entry.ctx.health.set('consumers', false, 'stopping');
+        entry.engine.releaseHolds();
+        await Promise.all(entry.subscriptions.map((subscription) => subscription.drain().catch((error) => rootLogger.warn({ err: error }, 'drain failed'))));
+        entry.subscriptions = [];
+      }
+      for (const entry of [...running].reverse()) {
+        if (entry.started) await entry.definition.stop?.(entry.ctx).catch((error) => rootLogger.error({ err: error, service: entry.definition.name }, 'service stop failed'));
+        entry.started = false;
+      }
+      if (storeTimer) clearInterval(storeTimer);
+      unsubscribeBus?.();
+      await app.close().catch(() => undefined);
+      if (store && !options.store) await store.close().catch((error: unknown) => rootLogger.warn({ err: error }, 'store close failed'));
+      if (!options.bus) await bus.close().catch((error) => rootLogger.warn({ err: error }, 'bus close failed'));
+      clearTimeout(deadline);
+      rootLogger.info('stopped');
+    },
+  };
+  return host;
+}
+
+async function createSecrets(config: Readonly<PlatformConfig>, env: Record<string, string | undefined>): Promise<SecretsProvider> {
+  if (config.SECRETS_PROVIDER === 'env') return createEnvSecretsProvider(env);
+  const { createSecretsProvider } = await import('./secrets-providers.js');
+  return createSecretsProvider({ kind: config.SECRETS_PROVIDER, env, dir: config.SECRETS_DIR, projectId: config.GOOGLE_CLOUD_PROJECT } as never);
+}
+
+/** Runs a host until SIGTERM/SIGINT, then stops it gracefully. */
+export async function runUntilSignal(host: Host): Promise<void> {
+  await host.start();
+  await new Promise<void>((resolve) => {
+    let stopping = false;
+    const onSignal = (signal: NodeJS.Signals) => {
+      if (stopping) return;
+      stopping = true;
+      host.logger.info({ signal }, 'signal received; shutting down');
+      void host.stop().finally(resolve);
+    };
+    process.once('SIGTERM', onSignal);
+    process.once('SIGINT', onSignal);
+  });
+}

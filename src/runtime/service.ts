@@ -1,0 +1,117 @@
+import type { FastifyInstance } from 'fastify';
+import type { z } from 'zod';
+import type { Envelope, ErrorCode, Outcome, RoutingStep } from '../core/index.js';
+import type { BusMessage, MessageBus } from '../bus/index.js';
+import type { Logger } from './logger.js';
+import type { RuntimeMetrics } from './metrics.js';
+import type { PlatformConfig } from './config.js';
+import type { SecretsProvider } from './secrets.js';
+import type { HealthRegistry } from './health.js';
+import type { Store } from '../store/index.js';
+
+/** What a handler returns; the runtime applies the routing-slip rules to it (DESIGN §4). */
+export type HandlerResult =
+  | { kind: 'continue'; envelope?: Envelope }
+  | { kind: 'skip'; envelope?: Envelope }
+  | { kind: 'handled'; envelope?: Envelope; outcome?: Extract<Outcome, 'handled' | 'unrouted' | 'completed'> }
+  | { kind: 'failed'; code: ErrorCode | string; message: string; retryable?: boolean; envelope?: Envelope; details?: Record<string, unknown> };
+
+/** Step OK; publish to the next step (changes, if any, in `envelope`). */
+export const continueWith = (envelope?: Envelope): HandlerResult => ({ kind: 'continue', envelope });
+/** Step not applicable; move on. */
+export const skip = (envelope?: Envelope): HandlerResult => ({ kind: 'skip', envelope });
+/** No further processing; egress delivers any reply, then the envelope is finalized. */
+export const handled = (envelope?: Envelope, outcome?: 'handled' | 'unrouted' | 'completed'): HandlerResult => ({ kind: 'handled', envelope, outcome });
+/** The step failed; retryable failures are redelivered after a backoff (R4). */
+export const failed = (code: ErrorCode | string, message: string, options: { retryable?: boolean; envelope?: Envelope; details?: Record<string, unknown> } = {}): HandlerResult => ({
+  kind: 'failed',
+  code,
+  message,
+  ...options,
+});
+
+/** Per-message context. */
+export interface HandlerContext {
+  readonly service: string;
+  readonly instanceId: string;
+  /** Logical topic the message came from. */
+  readonly topic: string;
+  readonly logger: Logger;
+  /** The current step (step consumers only). */
+  readonly step?: RoutingStep;
+  readonly stepIndex: number;
+  /** 1-based attempt number for this step. */
+  readonly attempt: number;
+  readonly maxAttempts: number;
+  /** Aborted when the step's deadline passes. */
+  readonly signal: AbortSignal;
+}
+
+/**
+ * How the runtime treats a consumed topic:
+ * - `step`: the topic is a routing-slip step; the runtime does the slip bookkeeping and publishes to the
+ *   next step, egress or finalization (R1–R6).
+ * - `stage`: a fixed pipeline stage that always hands on to `next` (a topic, or `finalization`).
+ * - `slip`: not a step itself, but `continue` routes by the slip (e.g. the router on `authenticated`).
+ * - `sink`: terminal; `continue` just acks; a failure goes to the DLQ.
+ * - `raw`: the payload is not an envelope (the dead-letter topic); the handler gets the bytes.
+ */
+export type ConsumerMode = 'step' | 'stage' | 'slip' | 'sink' | 'raw';
+
+export interface EnvelopeConsumer {
+  mode: 'step' | 'stage' | 'slip' | 'sink';
+  /** For `stage`: a topic, or `finalization`. */
+  next?: string;
+  handle(envelope: Envelope, ctx: HandlerContext): Promise<HandlerResult>;
+  maxInFlight?: number;
+  ackWaitMs?: number;
+}
+
+export interface RawConsumer {
+  mode: 'raw';
+  /** Throw a retryable BitBratError to have the message redelivered. */
+  handleRaw(message: BusMessage, ctx: HandlerContext): Promise<void>;
+  maxInFlight?: number;
+  ackWaitMs?: number;
+}
+
+export type Consumer = EnvelopeConsumer | RawConsumer;
+
+/** Everything a service gets from the host. */
+export interface ServiceContext<C = Record<string, unknown>> {
+  readonly name: string;
+  readonly instanceId: string;
+  readonly platform: Readonly<PlatformConfig>;
+  readonly config: Readonly<C>;
+  readonly logger: Logger;
+  readonly bus: MessageBus;
+  /** Present when the service declares `needsStore`. */
+  readonly store: Store;
+  readonly secrets: SecretsProvider;
+  readonly metrics: RuntimeMetrics;
+  readonly health: HealthRegistry;
+  /** Publish an envelope with retries, trace headers and an idempotency key. */
+  publish(topic: string, envelope: Envelope, options?: { msgId?: string }): Promise<void>;
+  /** Register a secret value so it is scrubbed from logs. */
+  registerSecret(value: string | undefined): void;
+}
+
+/** A service as written by its author: a name, a config schema, handlers per topic, optional hooks. */
+export interface ServiceDefinition<C = any> {
+  name: string;
+  /** Service-specific env, validated at start with the platform config. */
+  configSchema?: z.ZodType<C>;
+  needsStore?: boolean;
+  /** Handlers keyed by the manifest's topic names (may contain `{instanceId}`). */
+  consumers(ctx: ServiceContext<C>): Record<string, Consumer>;
+  /** Register HTTP routes (before the server listens). */
+  routes?(app: FastifyInstance, ctx: ServiceContext<C>): Promise<void> | void;
+  /** Connect to external systems; runs after the bus and store are up, before consuming. */
+  start?(ctx: ServiceContext<C>): Promise<void>;
+  stop?(ctx: ServiceContext<C>): Promise<void>;
+}
+
+/** Identity helper for type inference. */
+export function defineService<C>(definition: ServiceDefinition<C>): ServiceDefinition<C> {
+  return definition;
+}
