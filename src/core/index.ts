@@ -4,3 +4,4 @@ export * from './topics.js';
 export * from './builders.js';
 export * from './slip.js';
 export * from './deadletter.js';
+export * from './schema-file.js';
