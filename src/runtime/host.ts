@@ -89,6 +89,8 @@ export async function createHost(options: HostOptions): Promise<Host> {
   const secrets = options.secrets ?? (await createSecrets(config, env));
   const metrics = createRuntimeMetrics({ defaultMetrics: options.defaultMetrics });
   const health = createHealthRegistry();
+  // Not ready until start() has connected the bus and the consumers run.
+  health.set('bus', false, 'not started');
   const bus =
     options.bus ??
     (await createBus({
@@ -206,13 +208,13 @@ export async function createHost(options: HostOptions): Promise<Host> {
             secrets,
             embedded: config.STORE_DRIVER === 'pglite',
             logger: rootLogger.child({ component: 'store' }),
-          } as never);
+          });
         }
         await store.init();
         health.set('store', true);
         const activeStore = store;
         storeTimer = setInterval(() => {
-          void activeStore.ping().then((ok) => health.set('store', ok, ok ? undefined : 'store unreachable'));
+          void activeStore.ping().then((ok: boolean) => health.set('store', ok, ok ? undefined : 'store unreachable'));
         }, 5_000);
         storeTimer.unref();
       }
@@ -276,8 +278,9 @@ async function createSecrets(config: Readonly<PlatformConfig>, env: Record<strin
 }
 
 /** Runs a host until SIGTERM/SIGINT, then stops it gracefully. */
-export async function runUntilSignal(host: Host): Promise<void> {
+export async function runUntilSignal(host: Host, onStarted?: () => void): Promise<void> {
   await host.start();
+  onStarted?.();
   await new Promise<void>((resolve) => {
     let stopping = false;
     const onSignal = (signal: NodeJS.Signals) => {

@@ -1,0 +1,166 @@
+import { afterEach, describe, expect, it } from 'vitest';
+import { z } from 'zod';
+import { createMemoryBus, type MemoryBus } from '../../src/bus/index.js';
+import { createEnvelope, createStep, Topic } from '../../src/core/index.js';
+import { env } from '../../src/runtime/config.js';
+import { continueWith, createHost, defineService, handled, type Host } from '../../src/runtime/index.js';
+import { collect, createLogSink, startTestHost, testArchitecture } from '../support/harness.js';
+import { waitFor } from '../support/wait.js';
+
+const hosts: Host[] = [];
+afterEach(async () => {
+  for (const host of hosts.splice(0)) await host.stop().catch(() => undefined);
+});
+
+function chat(slip: string[]) {
+  return createEnvelope({
+    type: 'external.chat.message.v1',
+    source: { platform: 'test', channel: 'chan', channelId: '1' },
+    user: { id: 'u1', name: 'viewer', displayName: 'Viewer', profileImageUrl: '', role: 'viewer' },
+    payload: { text: 'hello' },
+    routingSlip: slip.map((id) => createStep(id)),
+  });
+}
+
+const publishEnvelope = (bus: MemoryBus, topic: string, envelope: object) => bus.publish(topic, new TextEncoder().encode(JSON.stringify(envelope)));
+
+describe('service host', () => {
+  it('fails at start-up with one error listing every config problem', async () => {
+    const svc = defineService({
+      name: 'echo',
+      configSchema: z.object({ ECHO_LIMIT: env.int(5, { min: 1 }), ECHO_NAME: env.requiredString() }),
+      consumers: () => ({}),
+    });
+    const error = await createHost({
+      services: [svc],
+      bus: createMemoryBus(),
+      env: { PORT: 'eighty', MESSAGE_BUS_DRIVER: 'kafka', ECHO_LIMIT: '0', LOG_LEVEL: 'silent' },
+      architecture: testArchitecture([{ name: 'echo', consumes: [] }]),
+    }).then(() => undefined, (caught: Error) => caught);
+    expect(error).toBeInstanceOf(Error);
+    const message = String((error as Error).message);
+    for (const fragment of ['PORT', 'MESSAGE_BUS_DRIVER', 'ECHO_LIMIT', 'ECHO_NAME']) expect(message).toContain(fragment);
+  });
+
+  it('refuses a service whose consumers disagree with the manifest', async () => {
+    const svc = defineService({ name: 'echo', consumers: () => ({ 'internal.echo.v1': { mode: 'step', handle: async () => continueWith() } }) });
+    const host = await createHost({
+      services: [svc],
+      bus: createMemoryBus(),
+      env: { LOG_LEVEL: 'silent' },
+      listen: false,
+      architecture: testArchitecture([{ name: 'echo', consumes: ['internal.other.v1'] }]),
+    });
+    hosts.push(host);
+    await expect(host.start()).rejects.toThrow(/consumes \[internal\.echo\.v1\] but architecture\.yaml says \[internal\.other\.v1\]/);
+  });
+
+  it('is not ready until the bus is connected and consumers run, and not ready while the bus is down', async () => {
+    const bus = createMemoryBus();
+    const svc = defineService({ name: 'echo', consumers: () => ({ 'internal.echo.v1': { mode: 'step', handle: async () => continueWith() } }) });
+    const host = await createHost({ services: [svc], bus, env: { LOG_LEVEL: 'silent' }, listen: false, architecture: testArchitecture([{ name: 'echo', consumes: ['internal.echo.v1'] }]) });
+    hosts.push(host);
+    await host.app.ready();
+    expect((await host.app.inject({ url: '/readyz' })).statusCode).toBe(503);
+    await host.start();
+    const ready = await host.app.inject({ url: '/readyz' });
+    expect(ready.statusCode).toBe(200);
+    expect(ready.json().components['echo.consumers'].ready).toBe(true);
+    bus.setConnected(false);
+    const down = await host.app.inject({ url: '/readyz' });
+    expect(down.statusCode).toBe(503);
+    expect(down.json().components.bus.ready).toBe(false);
+    bus.setConnected(true);
+    expect((await host.app.inject({ url: '/readyz' })).statusCode).toBe(200);
+    expect((await host.app.inject({ url: '/healthz' })).json()).toEqual({ status: 'ok', services: ['echo'] });
+    expect((await host.app.inject({ url: '/livez' })).statusCode).toBe(200);
+  });
+
+  it('exports Prometheus metrics per service and topic', async () => {
+    const bus = createMemoryBus();
+    const svc = defineService({ name: 'echo', consumers: () => ({ 'internal.echo.v1': { mode: 'step', handle: async (envelope) => handled(envelope) } }) });
+    const host = await startTestHost({ services: [svc], bus });
+    hosts.push(host);
+    const observer = await collect(bus, [Topic.finalizer, Topic.deadletter]);
+    await publishEnvelope(bus, 'internal.echo.v1', chat(['echo']));
+    await bus.publish('internal.echo.v1', new TextEncoder().encode('not json'));
+    await observer.waitFor(Topic.finalizer);
+    await observer.waitFor(Topic.deadletter);
+    const text = (await host.app.inject({ url: '/metrics' })).body;
+    expect(text).toMatch(/bitbrat_messages_consumed_total\{[^}]*service="echo"[^}]*topic="internal\.echo\.v1"[^}]*\} 2/);
+    expect(text).toMatch(/bitbrat_messages_deadlettered_total\{[^}]*service="echo"[^}]*code="DECODE_FAILED"[^}]*\} 1/);
+    expect(text).toMatch(/bitbrat_messages_published_total\{[^}]*topic="internal\.finalizer\.v1"[^}]*\} 1/);
+    expect(text).toMatch(/bitbrat_handler_duration_seconds_bucket\{[^}]*service="echo"/);
+  });
+
+  it('logs carry service, correlationId and traceId, and secret values are redacted', async () => {
+    const bus = createMemoryBus();
+    const sink = createLogSink();
+    const secret = 'sk-verysecretvalue-123456';
+    const svc = defineService({
+      name: 'echo',
+      consumers: (ctx) => ({
+        'internal.echo.v1': {
+          mode: 'step',
+          handle: async (envelope, handlerCtx) => {
+            handlerCtx.logger.info({ token: secret, note: `leaked ${secret}` }, 'handling');
+            return handled(envelope);
+          },
+        },
+      }),
+      start: async (ctx) => ctx.registerSecret(secret),
+    });
+    const host = await createHost({
+      services: [svc, defineService({ name: 'other', consumers: () => ({}) })],
+      bus,
+      env: { LOG_LEVEL: 'info' },
+      listen: false,
+      logDestination: sink.stream,
+      architecture: testArchitecture([{ name: 'echo', consumes: ['internal.echo.v1'] }, { name: 'other', consumes: [] }]),
+    });
+    hosts.push(host);
+    await host.start();
+    const envelope = chat(['echo']);
+    await publishEnvelope(bus, 'internal.echo.v1', envelope);
+    const line = await waitFor(() => sink.records().find((record) => record.msg === 'handling'));
+    expect(line.service).toBe('echo');
+    expect(line.correlationId).toBe(envelope.correlationId);
+    expect(line.traceId).toBe(envelope.traceId);
+    expect(sink.lines.join('\n')).not.toContain(secret);
+  });
+
+  it('shuts down gracefully: stops consuming, finishes in-flight work, stops services in reverse order', async () => {
+    const bus = createMemoryBus();
+    const order: string[] = [];
+    let release!: () => void;
+    const gate = new Promise<void>((resolve) => (release = resolve));
+    let started = false;
+    const slow = defineService({
+      name: 'slow',
+      consumers: () => ({
+        'internal.slow.v1': {
+          mode: 'step',
+          handle: async (envelope) => {
+            started = true;
+            await gate;
+            order.push('handler-done');
+            return handled(envelope);
+          },
+        },
+      }),
+      stop: async () => void order.push('slow-stopped'),
+    });
+    const first = defineService({ name: 'first', consumers: () => ({}), stop: async () => void order.push('first-stopped') });
+    const host = await startTestHost({ services: [first, slow], bus });
+    const observer = await collect(bus, [Topic.finalizer]);
+    await publishEnvelope(bus, 'internal.slow.v1', chat(['slow']));
+    await waitFor(() => started);
+    const stopping = host.stop();
+    await new Promise((resolve) => setTimeout(resolve, 100));
+    expect(order).toEqual([]);
+    release();
+    await stopping;
+    expect(order).toEqual(['handler-done', 'slow-stopped', 'first-stopped']);
+    expect(observer.envelopes(Topic.finalizer)).toHaveLength(1);
+  });
+});
