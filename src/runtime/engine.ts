@@ -18,7 +18,7 @@ import {
   type Outcome,
 } from '../core/index.js';
 import { publishWithRetry, type BusMessage, type MessageBus } from '../bus/index.js';
-import type { Logger } from './logger.js';
+import { lazyChild, type Logger } from './logger.js';
 import type { RuntimeMetrics } from './metrics.js';
 import type { Consumer, EnvelopeConsumer, HandlerContext, HandlerResult, RawConsumer } from './service.js';
 
@@ -63,14 +63,20 @@ function headersFor(envelope: Envelope, service: string): Record<string, string>
   };
 }
 
-/** A small insertion-ordered set that forgets its oldest keys. */
+/** A set that forgets its oldest keys once it holds `limit` (a ring buffer keeps the order in O(1)). */
 function createLruSet(limit: number) {
   const keys = new Set<string>();
+  const ring: Array<string | undefined> = new Array(limit);
+  let next = 0;
   return {
     has: (key: string) => keys.has(key),
     add(key: string) {
+      if (keys.has(key)) return;
+      const evicted = ring[next];
+      if (evicted !== undefined) keys.delete(evicted);
+      ring[next] = key;
+      next = (next + 1) % limit;
       keys.add(key);
-      if (keys.size > limit) keys.delete(keys.values().next().value!);
     },
   };
 }
@@ -81,6 +87,19 @@ export function createSlipEngine(options: EngineOptions): SlipEngine {
   const { service, bus, metrics, logger } = options;
   const done = createLruSet(options.idempotencyCacheSize ?? 50_000);
   const shutdownController = new AbortController();
+  // Labelled metric children are looked up once per topic, not hashed on every message.
+  const publishedChildren = new Map<string, ReturnType<RuntimeMetrics['published']['labels']>>();
+  const publishedCounter = (topic: string) => {
+    let child = publishedChildren.get(topic);
+    if (!child) publishedChildren.set(topic, (child = metrics.published.labels({ service, topic })));
+    return child;
+  };
+  const topicChildren = new Map<string, { consumed: ReturnType<RuntimeMetrics['consumed']['labels']>; handlerSeconds: ReturnType<RuntimeMetrics['handlerSeconds']['labels']> }>();
+  const topicMetrics = (topic: string) => {
+    let children = topicChildren.get(topic);
+    if (!children) topicChildren.set(topic, (children = { consumed: metrics.consumed.labels({ service, topic }), handlerSeconds: metrics.handlerSeconds.labels({ service, topic }) }));
+    return children;
+  };
   const retryBase = options.retryBaseMs ?? 500;
   const retryMax = options.retryMaxMs ?? 30_000;
 
@@ -89,7 +108,7 @@ export function createSlipEngine(options: EngineOptions): SlipEngine {
       maxRetries: options.publishMaxRetries,
       onRetry: (error, attempt, delayMs) => logger.warn({ topic, attempt, delayMs, err: error }, 'publish failed; retrying'),
     });
-    metrics.published.inc({ service, topic });
+    publishedCounter(topic).inc();
   };
 
   const publishEnvelope = async (topic: string, envelope: Envelope, msgId?: string) => {
@@ -208,10 +227,11 @@ export function createSlipEngine(options: EngineOptions): SlipEngine {
   };
 
   const runWithDeadline = async (work: (signal: AbortSignal) => Promise<HandlerResult>, timeoutMs: number | undefined): Promise<HandlerResult> => {
+    // Without a deadline the handler's signal is the shutdown signal; no controller per message.
+    if (timeoutMs === undefined) return await work(shutdownController.signal);
     const controller = new AbortController();
     let timer: NodeJS.Timeout | undefined;
     try {
-      if (timeoutMs === undefined) return await work(controller.signal);
       if (timeoutMs <= 0) throw new DeadlineError('the deadline had already passed when the step started');
       const deadline = new Promise<never>((_, reject) => {
         timer = setTimeout(() => {
@@ -255,9 +275,11 @@ export function createSlipEngine(options: EngineOptions): SlipEngine {
   };
 
   const process = async (topic: string, consumer: Consumer, message: BusMessage) => {
-    metrics.consumed.inc({ service, topic });
-    const stopTimer = metrics.handlerSeconds.startTimer({ service, topic });
-    let log = logger.child({ topic });
+    const perTopic = topicMetrics(topic);
+    perTopic.consumed.inc();
+    const started = performance.now();
+    const stopTimer = () => perTopic.handlerSeconds.observe((performance.now() - started) / 1000);
+    let log = lazyChild(logger, { topic });
     try {
       if (consumer.mode === 'raw') return await processRaw(topic, consumer, message, log);
 
@@ -318,6 +340,11 @@ export function createSlipEngine(options: EngineOptions): SlipEngine {
         timeoutMs = timeoutMs === undefined ? remaining : Math.min(timeoutMs, remaining);
       }
 
+      // The handler gets its own copy: the decoded JSON, which zod's parse did not share with `envelope`
+      // for anything the runtime reads (slip, outcome, errors, source). Cheaper than a deep clone.
+      const handlerCopy = json as Envelope;
+      if (step) Object.assign(handlerCopy.routingSlip[stepIndex]!, { attempt: step.attempt, startedAt: step.startedAt });
+
       let result: HandlerResult;
       const held = await holdWhileDown(
         message,
@@ -325,7 +352,7 @@ export function createSlipEngine(options: EngineOptions): SlipEngine {
           try {
             return await runWithDeadline(
               (signal) =>
-                consumer.handle(structuredClone(envelope), {
+                consumer.handle(handlerCopy, {
                   service,
                   instanceId: options.instanceId,
                   topic,

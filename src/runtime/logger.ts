@@ -59,3 +59,27 @@ export function createLogger(options: LoggerOptions): Logger {
     destination as never,
   );
 }
+
+const LEVELS = new Set(['fatal', 'error', 'warn', 'info', 'debug', 'trace']);
+const noop = () => undefined;
+
+/**
+ * A child logger that costs nothing until a line is actually written at an enabled level: the runtime
+ * makes one per message (topic, envelope, step bindings), and most messages log nothing.
+ */
+export function lazyChild(base: Logger, bindings: Record<string, unknown>): Logger {
+  let real: Logger | undefined;
+  const materialize = () => (real ??= base.child(bindings));
+  return new Proxy({} as Logger, {
+    get(_target, property) {
+      if (property === 'child') {
+        return (more: Record<string, unknown>, options?: unknown) =>
+          options === undefined && !real ? lazyChild(base, { ...bindings, ...more }) : materialize().child(more, options as never);
+      }
+      if (typeof property === 'string' && LEVELS.has(property) && !real && !base.isLevelEnabled(property)) return noop;
+      const target = materialize();
+      const value = (target as unknown as Record<string | symbol, unknown>)[property];
+      return typeof value === 'function' ? (value as (...args: unknown[]) => unknown).bind(target) : value;
+    },
+  });
+}

@@ -1,0 +1,12 @@
+import { startNatsServer } from '/work/main/test/support/nats-server.ts';
+import { createNatsBus } from '/work/main/src/bus/nats.ts';
+import { runPipeline, runRawBus } from '/work/main/bench/pipeline.ts';
+const server = await startNatsServer();
+const kind = process.argv[2] ?? 'pipe';
+const rate = Number(process.argv[3] ?? 0);
+const n = Number(process.argv[4] ?? 3000);
+const bus = await createNatsBus({ servers: server.url, prefix: `b${Date.now()}.` });
+await bus.connect();
+console.log(kind, await (kind === 'pipe' ? runPipeline(bus, n, rate) : runRawBus(bus, n, rate)));
+await bus.close(); await server.stop();
+process.exit(0);
