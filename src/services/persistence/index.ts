@@ -1,0 +1,46 @@
+import { z } from 'zod';
+import { Topic } from '../../core/index.js';
+import { createBatcher } from '../../runtime/batcher.js';
+import { env } from '../../runtime/config.js';
+import { continueWith, defineService } from '../../runtime/service.js';
+import type { EventRecord } from '../../store/index.js';
+import { writeEach } from './write-each.js';
+import { ingressRecord, sourcePatch } from './records.js';
+
+const ConfigSchema = z.object({
+  PERSISTENCE_BATCH_SIZE: env.int(200, { min: 1, max: 1000 }),
+  PERSISTENCE_BATCH_DELAY_MS: env.int(5, { min: 0, max: 1000 }),
+});
+
+/**
+ * Records every envelope received on ingress (raw and normalized) and folds `system.source.status` /
+ * `system.stream.*` events into the `sources` documents. Writes are idempotent, so a redelivered message
+ * never makes a second record; while the store is down the runtime holds messages on the bus.
+ */
+export const service = defineService({
+  name: 'persistence',
+  configSchema: ConfigSchema,
+  needsStore: true,
+  consumers(ctx) {
+    const batcher = createBatcher<EventRecord, true>(
+      (records) => writeEach(records, async (batch) => {
+        await ctx.store.recordIngress(batch);
+        return batch.map(() => true as const);
+      }),
+      { maxSize: ctx.config.PERSISTENCE_BATCH_SIZE, maxDelayMs: ctx.config.PERSISTENCE_BATCH_DELAY_MS },
+    );
+    return {
+      [Topic.ingress]: {
+        mode: 'sink',
+        async handle(envelope) {
+          await batcher.add(ingressRecord(envelope));
+          const patch = sourcePatch(envelope);
+          if (patch) await ctx.store.mergeSource(patch);
+          return continueWith();
+        },
+      },
+    };
+  },
+});
+
+export default service;

@@ -1,0 +1,28 @@
+import { isBitBratError } from '../../core/index.js';
+
+/**
+ * Writes a batch in one call; when the batch is refused because of one bad record (a constraint, a
+ * document too large), writes the records one by one so only the bad one fails and the rest are kept.
+ * A store outage is thrown as is: the runtime holds every message of the batch.
+ */
+export async function writeEach<T, R>(items: T[], write: (batch: T[]) => Promise<R[]>): Promise<Array<R | Error>> {
+  try {
+    return await write(items);
+  } catch (error) {
+    if (items.length === 1 || !isBadRecord(error)) throw error;
+    const results: Array<R | Error> = [];
+    for (const item of items) {
+      try {
+        results.push((await write([item]))[0]!);
+      } catch (itemError) {
+        if (!isBadRecord(itemError)) throw itemError;
+        results.push(itemError as Error);
+      }
+    }
+    return results;
+  }
+}
+
+function isBadRecord(error: unknown): boolean {
+  return isBitBratError(error) && (error.code === 'STORE_CONSTRAINT' || error.code === 'DOCUMENT_TOO_LARGE');
+}
