@@ -1,0 +1,76 @@
+import { readFile } from 'node:fs/promises';
+import path from 'node:path';
+import { createBus, type MessageBus } from '../bus/index.js';
+import { BitBratError } from '../core/index.js';
+import { loadPlatformConfig, type PlatformConfig } from '../runtime/config.js';
+import { createEnvSecretsProvider } from '../runtime/secrets.js';
+import type { Store } from '../store/index.js';
+
+/** Platform config for an operator command (same variables as the services). */
+export function cliConfig(env: Record<string, string | undefined>): Readonly<PlatformConfig> {
+  return loadPlatformConfig(env);
+}
+
+/** Opens the configured store directly (for commands that run next to, not inside, the platform). */
+export async function openStore(config: Readonly<PlatformConfig>, env: Record<string, string | undefined>): Promise<Store> {
+  const { createStore } = await import('../store/index.js');
+  const secrets = config.SECRETS_PROVIDER === 'env' ? createEnvSecretsProvider(env) : await (await import('../runtime/secrets-providers.js')).createSecretsProvider({ kind: config.SECRETS_PROVIDER, env, dir: config.SECRETS_DIR, projectId: config.GOOGLE_CLOUD_PROJECT });
+  const store = await createStore({
+    driver: config.STORE_DRIVER,
+    dataDir: config.DATA_DIR,
+    databaseUrl: config.DATABASE_URL,
+    firestore: config.GOOGLE_CLOUD_PROJECT ? { projectId: config.GOOGLE_CLOUD_PROJECT, host: config.FIRESTORE_EMULATOR_HOST } : undefined,
+    secrets,
+    embedded: config.STORE_DRIVER === 'pglite',
+  });
+  await store.init();
+  return store;
+}
+
+/** Connects to the configured bus; the memory bus lives inside the running platform, so it is refused. */
+export async function openBus(config: Readonly<PlatformConfig>): Promise<MessageBus> {
+  if (config.MESSAGE_BUS_DRIVER === 'memory') {
+    throw new BitBratError('NOT_CONFIGURED', 'the memory bus lives inside the running platform; start it (npm start) so this command can go through its API, or use MESSAGE_BUS_DRIVER=nats|pubsub');
+  }
+  const bus = await createBus({
+    driver: config.MESSAGE_BUS_DRIVER,
+    prefix: config.BUS_PREFIX,
+    natsUrl: config.NATS_URL,
+    name: 'bitbrat-cli',
+    pubsub: config.GOOGLE_CLOUD_PROJECT ? { projectId: config.GOOGLE_CLOUD_PROJECT, emulatorHost: config.PUBSUB_EMULATOR_HOST } : undefined,
+  });
+  await bus.connect();
+  return bus;
+}
+
+/** The running platform's API: `--url`/API_URL or http://HOST:PORT, with `--token`/API_TOKEN or the embedded token file. */
+export async function apiTarget(config: Readonly<PlatformConfig>, env: Record<string, string | undefined>, flags: { url?: string; token?: string } = {}) {
+  const host = config.HOST === '0.0.0.0' ? '127.0.0.1' : config.HOST;
+  const url = (flags.url ?? env.API_URL ?? `http://${host}:${config.PORT}`).replace(/\/$/, '');
+  let token = flags.token ?? env.API_TOKEN;
+  if (!token) token = (await readFile(path.join(config.DATA_DIR, 'gateway-token'), 'utf8').catch(() => '')).trim() || undefined;
+  return { url, token };
+}
+
+/** Calls the API; undefined when nothing is listening there. */
+export async function callApi(target: { url: string; token?: string }, method: string, route: string, body?: unknown): Promise<{ status: number; json: any } | undefined> {
+  let response: Response;
+  try {
+    response = await fetch(target.url + route, {
+      method,
+      headers: { ...(target.token ? { authorization: `Bearer ${target.token}` } : {}), ...(body !== undefined ? { 'content-type': 'application/json' } : {}) },
+      body: body !== undefined ? JSON.stringify(body) : undefined,
+      signal: AbortSignal.timeout(10_000),
+    });
+  } catch {
+    return undefined;
+  }
+  const text = await response.text();
+  let json: unknown = text;
+  try {
+    json = text ? JSON.parse(text) : undefined;
+  } catch {
+    // keep text
+  }
+  return { status: response.status, json };
+}
