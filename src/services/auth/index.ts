@@ -1,0 +1,72 @@
+import { EventType, Topic, newId, type Annotation, type Envelope } from '../../core/index.js';
+import { continueWith, defineService, handled } from '../../runtime/service.js';
+import { badgeRole, resolveIdentity, trustedApiRole } from './resolve.js';
+import { Role } from './roles.js';
+
+export * from './roles.js';
+export * from './resolve.js';
+
+const SERVICE = 'auth';
+
+function annotation(kind: string, label: string, payload?: Record<string, unknown>): Annotation {
+  return { id: newId(), kind, source: SERVICE, createdAt: new Date().toISOString(), label, value: true, ...(payload ? { payload } : {}) };
+}
+
+/** Whether the envelope is about a real person (not the platform itself). */
+function hasRealUser(envelope: Envelope): boolean {
+  const { id, role } = envelope.user;
+  return id.trim() !== '' && id !== 'system' && role !== Role.system;
+}
+
+/**
+ * Resolves who sent an event: platform badges (or a trusted console's role), overridden by roles stored
+ * by moderators, then the permissions that follow. Chat messages also update the user's record, and a
+ * first message ever is annotated `first-message`. Banned users are handled here: nothing further runs.
+ * System events pass through untouched.
+ */
+export const service = defineService({
+  name: SERVICE,
+  needsStore: true,
+  consumers: (ctx) => ({
+    [Topic.ingress]: {
+      mode: 'stage',
+      next: Topic.authenticated,
+      async handle(envelope) {
+        if (envelope.type.startsWith('system.') || !hasRealUser(envelope)) {
+          if (!envelope.user.role) envelope.user.role = Role.system;
+          return continueWith(envelope);
+        }
+        const platform = envelope.source.platform;
+        let storedRoles: string[] = [];
+        let firstMessage: string | undefined;
+        if (envelope.type === EventType.chatMessage) {
+          const { user, created } = await ctx.store.touchUser({
+            platform,
+            userId: envelope.user.id,
+            login: envelope.user.name,
+            displayName: envelope.user.displayName || undefined,
+            at: envelope.timestamp,
+          });
+          storedRoles = user.roles;
+          if (created) firstMessage = user.firstSeen;
+        } else {
+          storedRoles = (await ctx.store.getUser(`${platform}:${envelope.user.id}`))?.roles ?? [];
+        }
+        const identity = resolveIdentity(trustedApiRole(envelope) ?? badgeRole(envelope), storedRoles);
+        const out: Envelope = {
+          ...envelope,
+          user: { ...envelope.user, role: identity.role, roles: identity.roles, permissions: identity.permissions },
+          annotations: [...(envelope.annotations ?? [])],
+        };
+        if (firstMessage) out.annotations!.push(annotation('first-message', 'first-message', { firstSeen: firstMessage }));
+        if (identity.banned) {
+          out.annotations!.push(annotation('moderation', 'banned', { reason: 'the user is banned', action: 'ignore' }));
+          return handled(out, 'handled');
+        }
+        return continueWith(out);
+      },
+    },
+  }),
+});
+
+export default service;

@@ -1,0 +1,122 @@
+import { z } from 'zod';
+import { stepTopic, type Envelope } from '../../core/index.js';
+import { env } from '../../runtime/config.js';
+import { continueWith, handled, skip, type HandlerResult, type ServiceDefinition } from '../../runtime/service.js';
+import { Intent, Sentiment, analysisAnnotations, createAnalyzer, type Analysis, type Analyzer } from './analyze.js';
+
+export * from './analyze.js';
+
+const ConfigSchema = z.object({
+  /** The bot's login: `@name` or the bare name is a mention. */
+  BOT_NAME: env.string().transform((value) => value ?? 'bitbrat'),
+  /** Command prefix (shared with the commands service). */
+  COMMAND_PREFIX: env.string().transform((value) => value ?? '!'),
+  /** Comma-separated domains links may point to, e.g. `twitch.tv,youtube.com`. */
+  ANALYZER_LINK_ALLOWLIST: env.csv([]),
+  /** Comma-separated words or phrases that make a message spam. */
+  ANALYZER_BLOCKLIST: env.csv([]),
+});
+type Config = z.infer<typeof ConfigSchema>;
+
+/**
+ * An optional second opinion, asked only when the deterministic analysis is ambiguous (e.g. a longer
+ * message with no clear intent). The llm-bot engineer wires an LLM-backed one when LLM_PROVIDER is set;
+ * whatever it returns overrides intent/sentiment. It must be fast: it is raced against a timeout and any
+ * failure keeps the deterministic result.
+ */
+export type IntentClassifier = (
+  text: string,
+  analysis: Analysis,
+  signal: AbortSignal,
+) => Promise<{ intent?: Intent; intentScore?: number; sentiment?: Sentiment; sentimentScore?: number } | undefined>;
+
+export interface QueryAnalyzerOptions {
+  classifier?: IntentClassifier;
+  /** Budget for the classifier (ms); past it the deterministic result stands. Default 500. */
+  classifierTimeoutMs?: number;
+}
+
+export const DEFAULT_CLASSIFIER_TIMEOUT_MS = 500;
+
+async function refine(analysis: Analysis, text: string, classifier: IntentClassifier, timeoutMs: number, parent: AbortSignal): Promise<Analysis> {
+  const controller = new AbortController();
+  const abort = () => controller.abort();
+  parent.addEventListener('abort', abort, { once: true });
+  const timer = setTimeout(abort, timeoutMs);
+  try {
+    const verdict = await Promise.race([
+      classifier(text, analysis, controller.signal),
+      new Promise<undefined>((resolve) => controller.signal.addEventListener('abort', () => resolve(undefined), { once: true })),
+    ]);
+    if (!verdict) return analysis;
+    const intent = verdict.intent && verdict.intent !== Intent.command && Object.values(Intent).includes(verdict.intent) ? verdict.intent : analysis.intent;
+    const sentiment = verdict.sentiment && Object.values(Sentiment).includes(verdict.sentiment) ? verdict.sentiment : analysis.sentiment;
+    return {
+      ...analysis,
+      intent,
+      intentScore: intent !== analysis.intent ? (verdict.intentScore ?? 0.7) : analysis.intentScore,
+      sentiment,
+      sentimentScore: sentiment !== analysis.sentiment ? (verdict.sentimentScore ?? analysis.sentimentScore) : analysis.sentimentScore,
+      ...(intent !== analysis.intent || sentiment !== analysis.sentiment ? { classifiedBy: 'classifier' } : {}),
+    };
+  } catch {
+    return analysis;
+  } finally {
+    clearTimeout(timer);
+    parent.removeEventListener('abort', abort);
+  }
+}
+
+/**
+ * The query analyzer step: annotates intent, sentiment and spam. Spam is handled here (a `moderation`
+ * annotation, no reply, nothing further runs). Commands also get `message.command`/`args`.
+ */
+export function createQueryAnalyzer(options: QueryAnalyzerOptions = {}): ServiceDefinition<Config> {
+  let analyzer: Analyzer | undefined;
+  let analyzerConfig: Config | undefined;
+  const analyzerFor = (config: Config) => {
+    if (!analyzer || analyzerConfig !== config) {
+      analyzer = createAnalyzer({ botName: config.BOT_NAME, commandPrefix: config.COMMAND_PREFIX, linkAllowlist: config.ANALYZER_LINK_ALLOWLIST, blocklist: config.ANALYZER_BLOCKLIST });
+      analyzerConfig = config;
+    }
+    return analyzer;
+  };
+
+  return {
+    name: 'query-analyzer',
+    configSchema: ConfigSchema,
+    consumers: (ctx) => ({
+      [stepTopic('query-analyzer')]: {
+        mode: 'step',
+        async handle(envelope, hctx): Promise<HandlerResult> {
+          const text = envelope.message?.text ?? (typeof envelope.payload.text === 'string' ? envelope.payload.text : undefined);
+          if (text === undefined || text.trim() === '') return skip();
+          const user = envelope.user;
+          let analysis: Analysis = analyzerFor(ctx.config)({
+            text,
+            role: user.role,
+            roles: Array.isArray(user.roles) ? (user.roles as unknown[]).map(String) : undefined,
+            permissions: user.permissions,
+            emotes: envelope.payload.emotes,
+          });
+          if (analysis.ambiguous && options.classifier) {
+            analysis = await refine(analysis, text, options.classifier, options.classifierTimeoutMs ?? DEFAULT_CLASSIFIER_TIMEOUT_MS, hctx.signal);
+          }
+          const out: Envelope = {
+            ...envelope,
+            message: {
+              ...(envelope.message ?? { text }),
+              text,
+              ...(analysis.command ? { command: analysis.command.name, args: analysis.command.args } : {}),
+            },
+            annotations: [...(envelope.annotations ?? []), ...analysisAnnotations(analysis)],
+          };
+          return analysis.spam ? handled(out, 'handled') : continueWith(out);
+        },
+      },
+    }),
+  };
+}
+
+export const service = createQueryAnalyzer();
+export default service;
