@@ -419,6 +419,11 @@ export function createSlipEngine(options: EngineOptions): SlipEngine {
           },
         ];
         out.outcome = 'failed';
+        // An egress stage that could not deliver records that on the envelope (R9: a reply past its
+        // deadline is not sent, and the record says so).
+        if (consumer.mode === 'stage' && consumer.next === 'finalization' && !out.delivery) {
+          out.delivery = { delivered: false, at: now, destination: topic, reason: String(result.code) };
+        }
         log.warn({ code: result.code, error: message_ }, 'step failed');
         const settle = async () => {
           if (consumer.mode === 'sink') {

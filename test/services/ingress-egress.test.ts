@@ -1,0 +1,436 @@
+/**
+ * ingress-egress against a fake Twitch chat server (test/fakes/twitch-irc.ts) with the real Twurple
+ * ChatClient, a memory bus, and the embedded PGlite store.
+ */
+import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { createMemoryBus, type MemoryBus } from '../../src/bus/index.js';
+import { createReply, instanceEgressTopic, validateEnvelope, type Envelope } from '../../src/core/index.js';
+import { loadArchitecture, type Host } from '../../src/runtime/index.js';
+import { safeAuthErrorMessage } from '../../src/platforms/twitch/auth.js';
+import { reconnectDelayMs } from '../../src/platforms/twitch/chat.js';
+import service from '../../src/services/ingress-egress/index.js';
+import { createStore, type Store } from '../../src/store/index.js';
+import { startFakeTwitchIrc, type FakeTwitchIrc } from '../fakes/twitch-irc.js';
+import { collect, startTestHost } from '../support/harness.js';
+import { waitFor } from '../support/wait.js';
+
+const TOKEN = 'secret-chat-token-abc123';
+const STORE_TOKEN = 'stored-oauth-token-xyz789';
+const CHANNEL = 'mychan';
+const INSTANCE = 'ie-test-1';
+
+const encoder = new TextEncoder();
+
+async function readyz(host: Host): Promise<{ status: number; body: any }> {
+  const response = await host.app.inject({ method: 'GET', url: '/readyz' });
+  return { status: response.statusCode, body: response.json() };
+}
+
+async function debug(host: Host): Promise<{ text: string; body: any }> {
+  const response = await host.app.inject({ method: 'GET', url: '/_debug/twitch' });
+  expect(response.statusCode).toBe(200);
+  return { text: response.body, body: response.json() };
+}
+
+async function publish(bus: MemoryBus, topic: string, envelope: Envelope): Promise<void> {
+  await bus.publish(topic, encoder.encode(JSON.stringify(envelope)));
+}
+
+let fake: FakeTwitchIrc;
+let store: Store;
+
+beforeAll(async () => {
+  fake = await startFakeTwitchIrc({ acceptTokens: [TOKEN, STORE_TOKEN], userStates: { modchan: { badges: 'moderator/1' } } });
+  // Twurple validates chat tokens against id.twitch.tv; this sends /auth/* to the fake instead.
+  process.env.TWURPLE_MOCK_API_PORT = String(fake.port);
+  store = await createStore({ driver: 'pglite', dataDir: 'memory://', embedded: true });
+  await store.init();
+});
+
+afterAll(async () => {
+  await fake?.stop();
+  await store?.close();
+  delete process.env.TWURPLE_MOCK_API_PORT;
+});
+
+function chatEnv(extra: Record<string, string> = {}): Record<string, string> {
+  return {
+    INSTANCE_ID: INSTANCE,
+    TWITCH_BOT_USERNAME: 'bitbrat_bot',
+    TWITCH_CHANNELS: `${CHANNEL},modchan`,
+    TWITCH_IRC_URL: fake.url,
+    TWITCH_ACCESS_TOKEN: TOKEN,
+    IRC_RECONNECT_INITIAL_MS: '150',
+    IRC_RECONNECT_MAX_MS: '600',
+    SOURCE_HEARTBEAT_MS: '200',
+    ...extra,
+  };
+}
+
+describe('ingress-egress with a configured Twitch chat connection', () => {
+  let bus: MemoryBus;
+  let host: Host;
+  let observed: Awaited<ReturnType<typeof collect>>;
+  const linesBefore = { count: 0 };
+
+  beforeAll(async () => {
+    linesBefore.count = fake.lines.length;
+    bus = createMemoryBus();
+    observed = await collect(bus, ['internal.ingress.v1', 'internal.finalizer.v1', 'internal.deadletter.v1']);
+    host = await startTestHost({ services: [service], bus, env: chatEnv(), architecture: loadArchitecture(), extra: { store } });
+    await waitFor(async () => (await readyz(host)).status === 200, { timeoutMs: 15_000, message: 'readyz 200 after joining' });
+  });
+
+  afterAll(async () => {
+    await host?.stop();
+    await bus?.close();
+  });
+
+  it('completes the IRC handshake with the real client and joins the configured channels', async () => {
+    const lines = fake.lines.slice(linesBefore.count).map((entry) => entry.line);
+    expect(lines[0]).toBe('CAP LS 302');
+    expect(lines).toContain('CAP REQ :twitch.tv/tags twitch.tv/commands');
+    expect(lines).toContain('CAP END');
+    expect(lines).toContain(`PASS oauth:${TOKEN}`);
+    expect(lines).toContain('NICK bitbrat_bot');
+    expect(lines.filter((line) => line.startsWith('JOIN')).sort()).toEqual(['JOIN #modchan', `JOIN #${CHANNEL}`]);
+    expect(fake.joinedClients(CHANNEL)).toBe(1);
+
+    const { body } = await debug(host);
+    expect(body).toMatchObject({ status: 'connected', configured: true, authStatus: 'valid', authSource: 'secrets', botUsername: 'bitbrat_bot' });
+    expect(body.joinedChannels.sort()).toEqual(['modchan', CHANNEL]);
+    const ready = await readyz(host);
+    expect(ready.body.components['ingress-egress.twitch']).toMatchObject({ ready: true, configured: true });
+  });
+
+  it('reads the bot’s permissions from USERSTATE and raises the reply limit where it moderates', async () => {
+    const { body } = await debug(host);
+    expect(body.permissions.modchan).toEqual({ moderator: true, vip: false, broadcaster: false });
+    expect(body.permissions[CHANNEL]).toEqual({ moderator: false, vip: false, broadcaster: false });
+    expect(body.egress.limits).toMatchObject({ normal: 20, privileged: 100, windowMs: 30_000 });
+  });
+
+  it('turns a chat message into a valid external.chat.message.v1 envelope on internal.ingress.v1', async () => {
+    const id = fake.sendChat({
+      channel: CHANNEL,
+      user: 'coolviewer',
+      text: 'Kappa hello bot',
+      tags: { badges: 'subscriber/6', 'badge-info': 'subscriber/8', subscriber: '1', color: '#AABBCC', 'display-name': 'CoolViewer', emotes: '25:0-4', 'user-id': '4242' },
+    });
+    const envelope = (await observed.waitFor('internal.ingress.v1', (value) => value.payload?.messageId === id)) as Envelope;
+    const validation = validateEnvelope(envelope);
+    expect(validation.ok, validation.ok ? '' : validation.error).toBe(true);
+    expect(envelope).toMatchObject({
+      type: 'external.chat.message.v1',
+      source: { platform: 'twitch', channel: CHANNEL, channelId: fake.roomId(CHANNEL), egressDestination: 'internal.egress.v1' },
+      user: { id: '4242', name: 'coolviewer', displayName: 'CoolViewer', profileImageUrl: '', role: '' },
+      routingSlip: [],
+      finalizationDestination: 'internal.finalizer.v1',
+      message: { id, text: 'Kappa hello bot' },
+      qos: { maxResponseMs: 30_000 },
+      payload: { text: 'Kappa hello bot', messageId: id, badges: ['subscriber'], isMod: false, isSubscriber: true, color: '#AABBCC', emotes: [{ id: '25', name: 'Kappa', positions: [{ start: 0, end: 4 }] }] },
+    });
+    expect((envelope.payload.raw as any).tags['badge-info']).toBe('subscriber/8');
+    const { body } = await debug(host);
+    expect(body.perChannel[CHANNEL].messagesIn).toBeGreaterThanOrEqual(1);
+  });
+
+  it('delivers a reply from internal.egress.v1 as a threaded PRIVMSG, then finalizes with delivery.delivered', async () => {
+    const id = fake.sendChat({ channel: CHANNEL, user: 'asker', text: '!hello' });
+    const incoming = (await observed.waitFor('internal.ingress.v1', (value) => value.payload?.messageId === id)) as Envelope;
+    const before = fake.messagesTo(CHANNEL).length;
+    await publish(bus, 'internal.egress.v1', { ...incoming, candidates: [createReply('commands', 'Hello back, asker!')] });
+
+    const final = (await observed.waitFor('internal.finalizer.v1', (value) => value.id === incoming.id)) as Envelope;
+    const sent = fake.messagesTo(CHANNEL).slice(before);
+    expect(sent).toHaveLength(1);
+    expect(sent[0]).toMatchObject({ text: 'Hello back, asker!', tags: { 'reply-parent-msg-id': id }, accepted: true });
+    expect(final.delivery).toMatchObject({ delivered: true, destination: `twitch:#${CHANNEL}`, platformMessageIds: [sent[0]!.id] });
+    expect(final.outcome).toBe('completed');
+    expect(validateEnvelope(final).ok).toBe(true);
+    expect((await debug(host)).body.perChannel[CHANNEL].messagesOut).toBeGreaterThanOrEqual(1);
+  });
+
+  it('splits a long reply into several threaded messages of at most 500 characters', async () => {
+    const id = fake.sendChat({ channel: CHANNEL, user: 'asker', text: '!story' });
+    const incoming = (await observed.waitFor('internal.ingress.v1', (value) => value.payload?.messageId === id)) as Envelope;
+    const words = Array.from({ length: 220 }, (_, i) => `word${i}`);
+    const before = fake.messagesTo(CHANNEL).length;
+    await publish(bus, 'internal.egress.v1', { ...incoming, candidates: [createReply('llm-bot', words.join(' '))] });
+
+    const final = (await observed.waitFor('internal.finalizer.v1', (value) => value.id === incoming.id)) as Envelope;
+    const sent = fake.messagesTo(CHANNEL).slice(before);
+    expect(sent.length).toBeGreaterThanOrEqual(3);
+    for (const message of sent) {
+      expect(message.text.length).toBeLessThanOrEqual(500);
+      expect(message.tags['reply-parent-msg-id']).toBe(id);
+    }
+    expect(sent.map((message) => message.text).join(' ')).toBe(words.join(' '));
+    expect(final.delivery).toMatchObject({ delivered: true, platformMessageIds: sent.map((message) => message.id) });
+  });
+
+  it('also delivers replies sent to this instance’s own egress topic', async () => {
+    const id = fake.sendChat({ channel: 'modchan', user: 'asker', text: '!mod' });
+    const incoming = (await observed.waitFor('internal.ingress.v1', (value) => value.payload?.messageId === id)) as Envelope;
+    await publish(bus, instanceEgressTopic(INSTANCE), { ...incoming, candidates: [createReply('commands', 'per-instance reply')] });
+    const final = (await observed.waitFor('internal.finalizer.v1', (value) => value.id === incoming.id)) as Envelope;
+    expect(final.delivery?.delivered).toBe(true);
+    expect(fake.messagesTo('modchan').at(-1)).toMatchObject({ text: 'per-instance reply', tags: { 'reply-parent-msg-id': id } });
+  });
+
+  it('does not send a reply past its deadline and records the failed step with DEADLINE', async () => {
+    const id = fake.sendChat({ channel: CHANNEL, user: 'asker', text: '!late' });
+    const incoming = (await observed.waitFor('internal.ingress.v1', (value) => value.payload?.messageId === id)) as Envelope;
+    const before = fake.messagesTo(CHANNEL).length;
+    const stale = { ...incoming, timestamp: new Date(Date.now() - 60_000).toISOString(), candidates: [createReply('llm-bot', 'too late to matter')] };
+    await publish(bus, 'internal.egress.v1', stale);
+    const final = (await observed.waitFor('internal.finalizer.v1', (value) => value.id === incoming.id)) as Envelope;
+    expect(final.outcome).toBe('failed');
+    expect(final.errors?.map((error) => error.code)).toContain('DEADLINE');
+    await new Promise((resolve) => setTimeout(resolve, 200));
+    expect(fake.messagesTo(CHANNEL).slice(before)).toEqual([]);
+  });
+
+  it('records a reply Twitch refuses with NOTICE msg_ratelimit as not delivered (RATE_LIMITED)', async () => {
+    const id = fake.sendChat({ channel: CHANNEL, user: 'asker', text: '!spam' });
+    const incoming = (await observed.waitFor('internal.ingress.v1', (value) => value.payload?.messageId === id)) as Envelope;
+    fake.setRateLimit({ max: 0, windowMs: 30_000 });
+    try {
+      await publish(bus, 'internal.egress.v1', { ...incoming, candidates: [createReply('commands', 'refused by twitch')] });
+      const final = (await observed.waitFor('internal.finalizer.v1', (value) => value.id === incoming.id)) as Envelope;
+      expect(fake.messagesTo(CHANNEL).at(-1)).toMatchObject({ text: 'refused by twitch', accepted: false });
+      expect(final.delivery).toMatchObject({ delivered: false, reason: 'RATE_LIMITED' });
+      expect(final.outcome).toBe('failed');
+      expect(final.errors?.[0]).toMatchObject({ code: 'RATE_LIMITED' });
+      expect((await debug(host)).body.lastError).toMatchObject({ code: 'RATE_LIMITED' });
+    } finally {
+      fake.setRateLimit(undefined);
+    }
+  });
+
+  it('records replies for other platforms as not delivered (UNSUPPORTED_PLATFORM)', async () => {
+    const envelope: Envelope = {
+      v: '1',
+      id: 'discord-envelope-1',
+      correlationId: 'discord-envelope-1',
+      traceId: 'a'.repeat(32),
+      timestamp: new Date().toISOString(),
+      type: 'external.chat.message.v1',
+      source: { platform: 'discord', channel: 'general', channelId: '1', egressDestination: 'internal.egress.v1' },
+      user: { id: 'u', name: 'u', displayName: 'u', profileImageUrl: '', role: '' },
+      routingSlip: [],
+      finalizationDestination: 'internal.finalizer.v1',
+      payload: {},
+      candidates: [createReply('commands', 'hi discord')],
+    };
+    await publish(bus, 'internal.egress.v1', envelope);
+    const final = (await observed.waitFor('internal.finalizer.v1', (value) => value.id === envelope.id)) as Envelope;
+    expect(final.delivery).toMatchObject({ delivered: false, reason: 'UNSUPPORTED_PLATFORM' });
+  });
+
+  it('publishes system.source.status heartbeats per channel every SOURCE_HEARTBEAT_MS', async () => {
+    const since = Date.now();
+    const isStatus = (value: any) => value.type === 'system.source.status' && value.payload.sourceId === `twitch:${CHANNEL}` && Date.parse(value.timestamp) >= since;
+    await waitFor(() => observed.envelopes('internal.ingress.v1').filter(isStatus).length >= 3, { timeoutMs: 5_000, message: 'three heartbeats' });
+    const beats = observed.envelopes('internal.ingress.v1').filter(isStatus);
+    for (const beat of beats) expect(validateEnvelope(beat).ok).toBe(true);
+    const last = beats.at(-1)!;
+    expect(last.routingSlip).toEqual([]);
+    expect(last.source).toMatchObject({ platform: 'twitch', channel: CHANNEL, channelId: fake.roomId(CHANNEL) });
+    expect(last.payload).toMatchObject({
+      sourceId: `twitch:${CHANNEL}`,
+      platform: 'twitch',
+      displayName: CHANNEL,
+      status: 'connected',
+      authStatus: 'valid',
+      permissions: { moderator: false, vip: false, broadcaster: false },
+      metrics: { messagesIn: expect.any(Number), messagesOut: expect.any(Number), errors: expect.any(Number), reconnects: expect.any(Number), lastHeartbeat: expect.any(String) },
+    });
+    expect(typeof last.payload.latencyMs).toBe('number');
+    const gaps = beats.slice(1).map((beat, i) => Date.parse(beat.timestamp) - Date.parse(beats[i]!.timestamp));
+    for (const gap of gaps) expect(gap).toBeGreaterThanOrEqual(150);
+    expect(observed.envelopes('internal.ingress.v1').some((value) => value.type === 'system.source.status' && value.payload.sourceId === 'twitch:modchan')).toBe(true);
+  });
+
+  it('never shows the token on /_debug/twitch', async () => {
+    const { text } = await debug(host);
+    expect(text).not.toContain(TOKEN);
+    expect(text.toLowerCase()).not.toContain('oauth:');
+  });
+
+  it('reconnects with its own backoff after the connection drops (readyz false while down)', async () => {
+    const connectionsBefore = fake.connections;
+    const reconnectsBefore = (await debug(host)).body.counters.reconnects;
+    const droppedAt = Date.now();
+    fake.dropConnections();
+    await waitFor(async () => (await readyz(host)).status === 503, { timeoutMs: 5_000, message: 'readyz 503 after the drop' });
+    const down = await readyz(host);
+    expect(down.body.components['ingress-egress.twitch'].detail).toMatch(/disconnected|connecting/);
+    await waitFor(async () => (await readyz(host)).status === 200, { timeoutMs: 10_000, message: 'readyz 200 after reconnecting' });
+    const reconnectedAt = fake.lines.filter((line) => line.line === 'CAP LS 302').at(-1)!.at;
+    // Our backoff (150 ms first), not Twurple's immediate reconnect; and exactly one new connection.
+    expect(reconnectedAt - droppedAt).toBeGreaterThanOrEqual(140);
+    expect(fake.connections).toBe(connectionsBefore + 1);
+    const { body } = await debug(host);
+    expect(body.counters.reconnects).toBe(reconnectsBefore + 1);
+    expect(body.lastReconnectAt).toEqual(expect.any(String));
+    expect(body.lastError).toMatchObject({ code: 'DISCONNECTED' });
+    expect(body.status).toBe('connected');
+  });
+
+  it('keeps retrying with growing delays while the server is down, and recovers when it returns', async () => {
+    const reconnectsBefore = (await debug(host)).body.counters.reconnects;
+    await fake.stop();
+    await waitFor(async () => (await readyz(host)).status === 503, { timeoutMs: 5_000, message: 'readyz 503 while the server is down' });
+    const statuses = new Set<string>();
+    const attempts: number[] = [];
+    const started = Date.now();
+    while (Date.now() - started < 1_500) {
+      const { body } = await debug(host);
+      statuses.add(body.status);
+      attempts.push(body.reconnectAttempt);
+      await new Promise((resolve) => setTimeout(resolve, 25));
+    }
+    // 150, 300, 600, 600 … ms: about four attempts in 1.5 s; an uncapped or immediate retry would show many more.
+    const maxAttempt = Math.max(...attempts);
+    expect(maxAttempt).toBeGreaterThanOrEqual(3);
+    expect(maxAttempt).toBeLessThanOrEqual(5);
+    expect([...statuses].every((status) => ['disconnected', 'connecting'].includes(status))).toBe(true);
+    expect((await readyz(host)).status).toBe(503);
+
+    await fake.start();
+    await waitFor(async () => (await readyz(host)).status === 200, { timeoutMs: 10_000, message: 'readyz 200 after the server returned' });
+    const { body } = await debug(host);
+    expect(body.counters.reconnects).toBe(reconnectsBefore + 1);
+    expect(body.reconnectAttempt).toBe(0);
+
+    // And chat flows again.
+    const id = fake.sendChat({ channel: CHANNEL, text: 'back online' });
+    await observed.waitFor('internal.ingress.v1', (value) => value.payload?.messageId === id);
+    const statusEvents = observed.envelopes('internal.ingress.v1').filter((value) => value.type === 'system.source.status' && value.payload.sourceId === `twitch:${CHANNEL}`);
+    expect(statusEvents.some((value) => value.payload.status === 'disconnected')).toBe(true);
+    expect(statusEvents.at(-1)!.payload.status).toBe('connected');
+    expect(observed.deadLetters()).toEqual([]);
+  });
+});
+
+describe('ingress-egress without Twitch configuration', () => {
+  let bus: MemoryBus;
+  let host: Host;
+
+  afterEach(async () => {
+    await host?.stop();
+    await bus?.close();
+  });
+
+  it('is ready, says not_configured and how to connect, and records twitch replies as not delivered', async () => {
+    bus = createMemoryBus();
+    const observed = await collect(bus, ['internal.ingress.v1', 'internal.finalizer.v1']);
+    host = await startTestHost({
+      services: [service],
+      bus,
+      env: { INSTANCE_ID: 'ie-unconfigured', SOURCE_HEARTBEAT_MS: '200', TWITCH_EVENTSUB_ENABLED: 'true' },
+      architecture: loadArchitecture(),
+      extra: { store },
+    });
+    // EventSub is enabled but has no app credentials: reported as not configured, not as down.
+    await waitFor(async () => (await readyz(host)).body.components['ingress-egress.eventsub'], { timeoutMs: 5_000, message: 'eventsub health' });
+    const ready = await readyz(host);
+    expect(ready.body.components['ingress-egress.eventsub']).toMatchObject({ ready: true, configured: false });
+    expect(ready.body.components['ingress-egress.eventsub'].detail).toContain('TWITCH_CLIENT_ID');
+    expect(ready.status).toBe(200);
+    expect(ready.body.components['ingress-egress.twitch']).toMatchObject({ ready: true, configured: false });
+    expect(ready.body.components['ingress-egress.twitch'].detail).toContain('/oauth/twitch/start');
+    const { body } = await debug(host);
+    expect(body).toMatchObject({ status: 'not_configured', configured: false });
+    expect(body.hint).toContain('TWITCH_CHANNELS');
+    expect(body.hint).toContain('TWITCH_ACCESS_TOKEN');
+
+    const status = await observed.waitFor('internal.ingress.v1', (value) => value.type === 'system.source.status');
+    expect(status.payload).toMatchObject({ status: 'not_configured', authStatus: 'missing', platform: 'twitch' });
+
+    const envelope: Envelope = {
+      v: '1',
+      id: 'unconfigured-reply-1',
+      correlationId: 'unconfigured-reply-1',
+      traceId: 'b'.repeat(32),
+      timestamp: new Date().toISOString(),
+      type: 'external.chat.message.v1',
+      source: { platform: 'twitch', channel: 'somewhere', channelId: '1', egressDestination: 'internal.egress.v1' },
+      user: { id: 'u', name: 'u', displayName: 'u', profileImageUrl: '', role: '' },
+      routingSlip: [],
+      finalizationDestination: 'internal.finalizer.v1',
+      payload: {},
+      candidates: [createReply('commands', 'nobody will see this')],
+    };
+    await publish(bus, 'internal.egress.v1', envelope);
+    const final = (await observed.waitFor('internal.finalizer.v1', (value) => value.id === envelope.id)) as Envelope;
+    expect(final.delivery).toMatchObject({ delivered: false, reason: 'NOT_CONFIGURED' });
+    expect(final.outcome).toBe('failed');
+    expect(final.errors?.[0]?.code).toBe('NOT_CONFIGURED');
+  });
+
+  it('reports a rejected token as an auth error (not ready) and keeps retrying with backoff', async () => {
+    bus = createMemoryBus();
+    host = await startTestHost({
+      services: [service],
+      bus,
+      env: { ...chatEnv({ TWITCH_ACCESS_TOKEN: 'revoked-token-000', TWITCH_CHANNELS: 'authchan', INSTANCE_ID: 'ie-badtoken' }) },
+      architecture: loadArchitecture(),
+      extra: { store },
+    });
+    await waitFor(async () => (await debug(host)).body.reconnectAttempt >= 2, { timeoutMs: 10_000, message: 'two failed attempts' });
+    const { body, text } = await debug(host);
+    expect(body).toMatchObject({ status: 'error', configured: true, authStatus: 'invalid', lastError: { code: 'AUTH_FAILED' } });
+    expect(text).not.toContain('revoked-token-000');
+    const ready = await readyz(host);
+    expect(ready.status).toBe(503);
+    expect(ready.body.components['ingress-egress.twitch'].detail).toContain('error');
+    expect(fake.joinedClients('authchan')).toBe(0);
+  });
+
+  it('connects with the token the OAuth flow stored as twitch:bot, refreshing and persisting it when expired', async () => {
+    const saved = await store.putToken({
+      id: 'twitch:bot',
+      accessToken: STORE_TOKEN,
+      refreshToken: 'stored-refresh-token',
+      scopes: ['chat:read', 'chat:edit'],
+      obtainedAt: new Date(Date.now() - 7_200_000).toISOString(),
+      expiresAt: new Date(Date.now() - 3_600_000).toISOString(),
+      userId: fake.botUserId,
+      login: 'bitbrat_bot',
+    });
+    bus = createMemoryBus();
+    const linesBefore = fake.lines.length;
+    host = await startTestHost({
+      services: [service],
+      bus,
+      env: { INSTANCE_ID: 'ie-stored', TWITCH_CHANNELS: 'storechan', TWITCH_IRC_URL: fake.url, TWITCH_CLIENT_ID: 'fake-client-id', TWITCH_CLIENT_SECRET: 'fake-client-secret-value' },
+      architecture: loadArchitecture(),
+      extra: { store },
+    });
+    await waitFor(async () => (await readyz(host)).status === 200, { timeoutMs: 15_000, message: 'connected with the stored token' });
+    const refreshed = await store.getToken('twitch:bot');
+    expect(refreshed!.version).toBeGreaterThan(saved.version);
+    expect(refreshed!.accessToken).toMatch(/^refreshed-/);
+    expect(fake.refreshedTokens).toContain(refreshed!.accessToken);
+    const pass = fake.lines.slice(linesBefore).find((line) => line.line.startsWith('PASS '));
+    expect(pass?.line).toBe(`PASS oauth:${refreshed!.accessToken}`);
+    const { body, text } = await debug(host);
+    expect(body).toMatchObject({ status: 'connected', authSource: 'store', botUsername: 'bitbrat_bot' });
+    for (const secret of [STORE_TOKEN, refreshed!.accessToken, 'stored-refresh-token', 'fake-client-secret-value']) expect(text).not.toContain(secret);
+    await store.deleteToken('twitch:bot');
+  });
+});
+
+describe('connector helpers', () => {
+  it('doubles the reconnect delay from the initial value and stays at the cap', () => {
+    expect([1, 2, 3, 4, 5, 6].map((attempt) => reconnectDelayMs(attempt, 1_000, 30_000))).toEqual([1_000, 2_000, 4_000, 8_000, 16_000, 30_000]);
+    expect(reconnectDelayMs(50, 1_000, 30_000)).toBe(30_000);
+  });
+
+  it('keeps secrets from Twitch error messages out of what it reports', () => {
+    expect(safeAuthErrorMessage(Object.assign(new Error('Encountered HTTP status code 400: Bad Request\n\nURL: https://id.twitch.tv/oauth2/token?client_secret=s3cr3t'), { statusCode: 400 }))).toBe('Twitch answered HTTP 400');
+    expect(safeAuthErrorMessage(new Error('failed https://id.twitch.tv/oauth2/token?refresh_token=r3fr3sh&client_secret=s3cr3t now'))).toBe('failed https://id.twitch.tv/oauth2/token?… now');
+  });
+});

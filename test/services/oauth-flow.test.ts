@@ -1,0 +1,259 @@
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { PGlite } from '@electric-sql/pglite';
+import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
+import { createMemoryBus } from '../../src/bus/index.js';
+import type { Host } from '../../src/runtime/index.js';
+import oauthFlow, { DEFAULT_TWITCH_OAUTH_SCOPES, signState, verifyState } from '../../src/services/oauth-flow/index.js';
+import { loadTwitchAuth, persistTokenWithCas } from '../../src/platforms/twitch/token-store.js';
+import { createStore, type OAuthToken, type Store } from '../../src/store/index.js';
+import { startFakeTwitch, useFakeTwitch, type FakeTwitch } from '../fakes/twitch-api.js';
+import { startTestHost } from '../support/harness.js';
+
+const TOKEN_KEY = { get: async (name: string) => (name === 'TOKEN_ENCRYPTION_KEY' ? 'a'.repeat(64) : undefined) };
+const STATE_SECRET = 'state-secret-for-tests';
+const REDIRECT = 'http://localhost:8080/oauth/twitch/callback';
+const STREAMER = { id: '1001', login: 'streamer', displayName: 'Streamer' };
+const BOT = { id: '1002', login: 'brat_bot', displayName: 'Brat_Bot' };
+const SCOPES = DEFAULT_TWITCH_OAUTH_SCOPES.split(' ');
+
+describe('oauth-flow service (Twitch authorization code flow against the fake)', () => {
+  let fake: FakeTwitch;
+  let restoreEnv: () => void;
+  let dataDir: string;
+  let store: Store;
+  const hosts: Host[] = [];
+
+  beforeAll(async () => {
+    fake = await startFakeTwitch();
+    restoreEnv = useFakeTwitch(fake);
+    fake.addUser(STREAMER);
+    fake.addUser(BOT);
+    dataDir = await mkdtemp(join(tmpdir(), 'bitbrat-oauth-'));
+    store = await createStore({ driver: 'pglite', dataDir, embedded: true, secrets: TOKEN_KEY });
+    await store.init();
+  });
+  afterAll(async () => {
+    await store?.close();
+    restoreEnv?.();
+    await fake?.stop();
+    if (dataDir) await rm(dataDir, { recursive: true, force: true });
+  });
+  afterEach(async () => {
+    for (const host of hosts.splice(0)) await host.stop();
+  });
+
+  async function host(env: Record<string, string | undefined> = {}): Promise<Host> {
+    const started = await startTestHost({
+      services: [oauthFlow],
+      bus: createMemoryBus(),
+      env: {
+        TWITCH_CLIENT_ID: fake.clientId,
+        TWITCH_CLIENT_SECRET: fake.clientSecret,
+        OAUTH_STATE_SECRET: STATE_SECRET,
+        OAUTH_REDIRECT_URL: REDIRECT,
+        ...env,
+      },
+      extra: { store },
+    });
+    hosts.push(started);
+    return started;
+  }
+
+  async function startFlow(app: Host['app'], role: string) {
+    const response = await app.inject({ method: 'GET', url: `/oauth/twitch/start?role=${role}` });
+    expect(response.statusCode).toBe(302);
+    return new URL(String(response.headers.location));
+  }
+
+  describe('when the operator starts the flow', () => {
+    let app: Host['app'];
+    beforeEach(async () => {
+      app = (await host()).app;
+    });
+
+    it('redirects to Twitch with client id, redirect URI, code response type, the scopes and a signed state', async () => {
+      const location = await startFlow(app, 'broadcaster');
+      expect(`${location.origin}${location.pathname}`).toBe('https://id.twitch.tv/oauth2/authorize');
+      expect(location.searchParams.get('client_id')).toBe(fake.clientId);
+      expect(location.searchParams.get('redirect_uri')).toBe(REDIRECT);
+      expect(location.searchParams.get('response_type')).toBe('code');
+      expect(location.searchParams.get('scope')!.split(' ')).toEqual(SCOPES);
+      const state = verifyState(STATE_SECRET, location.searchParams.get('state')!);
+      expect(state).toMatchObject({ ok: true, role: 'broadcaster' });
+      expect(verifyState('another-secret', location.searchParams.get('state')!).ok).toBe(false);
+    });
+
+    it('answers 400 to an unknown role', async () => {
+      const response = await app.inject({ method: 'GET', url: '/oauth/twitch/start?role=admin' });
+      expect(response.statusCode).toBe(400);
+      expect(response.json()).toMatchObject({ error: 'BAD_REQUEST' });
+    });
+  });
+
+  it('answers 503 with how to configure when the client id and secret are missing', async () => {
+    const { app } = await host({ TWITCH_CLIENT_ID: '', TWITCH_CLIENT_SECRET: '', OAUTH_REDIRECT_URL: '' });
+    const response = await app.inject({ method: 'GET', url: '/oauth/twitch/start?role=bot' });
+    expect(response.statusCode).toBe(503);
+    expect(response.json().message).toMatch(/TWITCH_CLIENT_ID and TWITCH_CLIENT_SECRET/);
+    expect(response.json().message).toContain('/oauth/twitch/callback');
+    expect((await app.inject({ method: 'GET', url: '/oauth/twitch/status' })).json()).toMatchObject({ configured: false });
+  });
+
+  it('exchanges the code on callback, stores the token encrypted and shows the login on /status without token values', async () => {
+    const started = await host();
+    const { app } = started;
+    const location = await startFlow(app, 'broadcaster');
+    const code = fake.createAuthorizationCode(STREAMER.id, { scopes: SCOPES, redirectUri: REDIRECT });
+    const callback = await app.inject({ method: 'GET', url: `/oauth/twitch/callback?code=${code}&scope=x&state=${encodeURIComponent(location.searchParams.get('state')!)}` });
+    expect(callback.statusCode).toBe(200);
+    expect(callback.headers['content-type']).toMatch(/text\/html/);
+    expect(callback.body).toContain('streamer');
+
+    const exchange = fake.requests.find((request) => request.path === '/auth/token' && request.query.grant_type === 'authorization_code')!;
+    expect(exchange.query).toMatchObject({ code, redirect_uri: REDIRECT, client_id: fake.clientId });
+
+    const token = (await store.getToken('twitch:broadcaster'))!;
+    expect(token).toMatchObject({ id: 'twitch:broadcaster', userId: STREAMER.id, login: STREAMER.login, scopes: SCOPES });
+    expect(Date.parse(token.expiresAt!)).toBeGreaterThan(Date.now());
+    expect(token.refreshToken).toBeTruthy();
+    // The stored token is the real one: Twitch (the fake) accepts it.
+    const validate = await fetch(`${fake.url}/auth/validate`, { headers: { authorization: `OAuth ${token.accessToken}` } });
+    expect(await validate.json()).toMatchObject({ user_id: STREAMER.id, login: STREAMER.login });
+    expect(callback.body).not.toContain(token.accessToken);
+    expect(callback.body).not.toContain(token.refreshToken!);
+
+    const status = await app.inject({ method: 'GET', url: '/oauth/twitch/status' });
+    expect(status.json()).toMatchObject({
+      configured: true,
+      broadcaster: { connected: true, login: 'streamer', userId: STREAMER.id, scopes: SCOPES, expired: false },
+      bot: { connected: false },
+    });
+    expect(status.body).not.toContain(token.accessToken);
+    expect(status.body).not.toContain(token.refreshToken!);
+
+    // The same link cannot be used twice.
+    const replay = await app.inject({ method: 'GET', url: `/oauth/twitch/callback?code=${code}&state=${encodeURIComponent(location.searchParams.get('state')!)}` });
+    expect(replay.statusCode).toBe(400);
+    expect(replay.body).toMatch(/already used/);
+
+    // At rest the row holds ciphertext only: read it with PGlite directly.
+    hosts.splice(hosts.indexOf(started), 1);
+    await started.stop();
+    await store.close();
+    const raw = await PGlite.create(join(dataDir, 'pglite'));
+    const { rows } = await raw.query<{ access_token: string; refresh_token: string }>("SELECT access_token, refresh_token FROM oauth_tokens WHERE id = 'twitch:broadcaster'");
+    await raw.close();
+    expect(rows[0]!.access_token.startsWith('enc:v1:')).toBe(true);
+    expect(rows[0]!.access_token).not.toContain(token.accessToken);
+    expect(rows[0]!.refresh_token).not.toContain(token.refreshToken!);
+    store = await createStore({ driver: 'pglite', dataDir, embedded: true, secrets: TOKEN_KEY });
+    await store.init();
+    expect((await store.getToken('twitch:broadcaster'))!.accessToken).toBe(token.accessToken);
+  });
+
+  it('answers 400 with a message to a forged, tampered or expired state', async () => {
+    const { app } = await host();
+    const callback = (state: string) => app.inject({ method: 'GET', url: `/oauth/twitch/callback?code=abc&state=${encodeURIComponent(state)}` });
+    const forged = await callback(signState('not-the-secret', 'bot'));
+    expect(forged.statusCode).toBe(400);
+    expect(forged.body).toMatch(/invalid signature/);
+    const valid = signState(STATE_SECRET, 'bot');
+    const tampered = await callback(`${Buffer.from(JSON.stringify({ r: 'broadcaster', e: Date.now() + 60_000, n: 'x' })).toString('base64url')}.${valid.split('.')[1]}`);
+    expect(tampered.statusCode).toBe(400);
+    const expired = await callback(signState(STATE_SECRET, 'bot', Date.now() - 11 * 60_000));
+    expect(expired.statusCode).toBe(400);
+    expect(expired.body).toMatch(/expired/);
+    expect((await callback('garbage')).statusCode).toBe(400);
+    expect((await app.inject({ method: 'GET', url: '/oauth/twitch/callback?code=abc' })).statusCode).toBe(400);
+    // None of these reached Twitch.
+    expect(fake.requests.filter((request) => request.query.code === 'abc')).toHaveLength(0);
+  });
+
+  it('shows a 502 page without secrets when Twitch rejects the code', async () => {
+    const { app } = await host();
+    const location = await startFlow(app, 'bot');
+    const response = await app.inject({ method: 'GET', url: `/oauth/twitch/callback?code=unknown-code&state=${encodeURIComponent(location.searchParams.get('state')!)}` });
+    expect(response.statusCode).toBe(502);
+    expect(response.body).toMatch(/HTTP 400: Invalid authorization code/);
+    expect(response.body).not.toContain(fake.clientSecret);
+    expect(response.body).not.toContain('unknown-code');
+    expect(await store.getToken('twitch:bot')).toBeUndefined();
+  });
+
+  describe('RefreshingAuthProvider from the store', () => {
+    async function storeExpiredBotToken() {
+      const issued = fake.issueToken(BOT.id, { scopes: ['chat:read', 'chat:edit'] });
+      fake.invalidateAccessToken(issued.accessToken);
+      return await store.putToken({
+        id: 'twitch:bot',
+        accessToken: issued.accessToken,
+        refreshToken: issued.refreshToken,
+        scopes: ['chat:read', 'chat:edit'],
+        expiresAt: new Date(Date.now() - 60_000).toISOString(),
+        obtainedAt: new Date(Date.now() - 4 * 3_600_000).toISOString(),
+        userId: BOT.id,
+        login: BOT.login,
+      });
+    }
+
+    it('refreshes an expired token against Twitch and persists the new one with compare-and-set', async () => {
+      const before = await storeExpiredBotToken();
+      const auth = await loadTwitchAuth({ store, clientId: fake.clientId, clientSecret: fake.clientSecret, ids: ['twitch:bot', 'twitch:nobody'] });
+      expect(auth.users).toEqual({ 'twitch:bot': { userId: BOT.id, login: BOT.login } });
+      const fresh = await auth.authProvider.getAccessTokenForIntent('chat');
+      expect(fresh!.accessToken).not.toBe(before.accessToken);
+      await auth.flush();
+
+      const after = (await store.getToken('twitch:bot'))!;
+      expect(after.version).toBe(before.version + 1);
+      expect(after.accessToken).toBe(fresh!.accessToken);
+      expect(after.refreshToken).toBe(fresh!.refreshToken);
+      expect(after.refreshToken).not.toBe(before.refreshToken);
+      expect(after).toMatchObject({ userId: BOT.id, login: BOT.login, scopes: ['chat:read', 'chat:edit'] });
+      expect(Date.parse(after.expiresAt!)).toBeGreaterThan(Date.now());
+      const validate = await fetch(`${fake.url}/auth/validate`, { headers: { authorization: `OAuth ${after.accessToken}` } });
+      expect(validate.status).toBe(200);
+    });
+
+    it('re-reads and retries when another writer updated the token in between', async () => {
+      const before = await storeExpiredBotToken();
+      const attempts: Array<number | undefined> = [];
+      let interfered = false;
+      // Someone else writes right after our first read: our first compare-and-set must lose.
+      const racing: Store = Object.create(store, {
+        getToken: {
+          value: async (id: string) => {
+            const current = await store.getToken(id);
+            if (!interfered && id === 'twitch:bot') {
+              interfered = true;
+              await store.putToken({ ...current!, login: 'renamed_elsewhere' });
+            }
+            return current;
+          },
+        },
+        updateTokenIf: {
+          value: async (expected: number, token: Omit<OAuthToken, 'version'>) => {
+            const written = await store.updateTokenIf(expected, token);
+            attempts.push(written?.version);
+            return written;
+          },
+        },
+      });
+      const written = await persistTokenWithCas(racing, { ...before, accessToken: 'at-new', refreshToken: 'rt-new', login: undefined });
+      expect(attempts).toEqual([undefined, before.version + 2]);
+      expect(written).toMatchObject({ accessToken: 'at-new', refreshToken: 'rt-new', version: before.version + 2, login: 'renamed_elsewhere' });
+      expect((await store.getToken('twitch:bot'))!.accessToken).toBe('at-new');
+    });
+
+    it('does not persist anything when Twitch rejects the refresh token', async () => {
+      const before = await storeExpiredBotToken();
+      fake.invalidateRefreshToken(before.refreshToken!);
+      const auth = await loadTwitchAuth({ store, clientId: fake.clientId, clientSecret: fake.clientSecret, ids: ['twitch:bot'] });
+      await expect(auth.authProvider.getAccessTokenForIntent('chat')).rejects.toThrow();
+      await auth.flush();
+      expect((await store.getToken('twitch:bot'))!.version).toBe(before.version);
+    });
+  });
+});
