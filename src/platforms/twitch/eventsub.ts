@@ -86,7 +86,8 @@ export interface EventSubOptions {
   /** Dedup claims (`claimKey('eventsub', messageId, ttl)`) survive restarts. */
   store: Pick<Store, 'claimKey'>;
   /** Publishes one envelope (the caller picks the topic, normally `internal.ingress.v1`). */
-  publish(envelope: Envelope): Promise<void>;
+  /** `msgId` lets the bus drop a second publish of the same notification. */
+  publish(envelope: Envelope, msgId?: string): Promise<void>;
   logger: EventSubLogger;
   /** Called on every connection / subscription change; report it as health, never throw. */
   onState?(state: EventSubState): void;
@@ -513,14 +514,21 @@ export async function startEventSub(options: EventSubOptions): Promise<EventSubH
       const info = online ? await fetchStreamInfo() : undefined;
       envelopes.push(buildStreamStatusEnvelope({ online, eventSub: envelope, info, broadcaster }));
     }
+    // The notification is claimed, so it must not be lost: keep trying until the bus takes it (the
+    // bus-level id makes a retried publish harmless) or the connector stops.
     for (const item of envelopes) {
-      try {
-        await options.publish(item);
-        counters.published += 1;
-      } catch (error) {
-        counters.failed += 1;
-        recordError(`publish ${item.type}: ${(error as Error).message}`);
-        logger.error({ component: 'eventsub', err: error, kind: entry.kind, messageId, type: item.type }, 'publishing eventsub envelope failed');
+      for (let attempt = 1; ; attempt += 1) {
+        try {
+          await options.publish(item, `eventsub:${messageId}:${item.type}`);
+          counters.published += 1;
+          break;
+        } catch (error) {
+          counters.failed += 1;
+          recordError(`publish ${item.type}: ${(error as Error).message}`);
+          logger.error({ component: 'eventsub', err: error, kind: entry.kind, messageId, type: item.type, attempt }, 'publishing eventsub envelope failed; retrying');
+          if (status === 'stopped') return;
+          await new Promise((resolve) => setTimeout(resolve, Math.min(5_000, 250 * 2 ** Math.min(attempt, 5))));
+        }
       }
     }
   };

@@ -282,7 +282,7 @@ async function attachEventSub(ctx: Ctx, credentials: { clientId?: string; client
       broadcasterId: broadcaster.userId,
       broadcasterLogin: ctx.config.TWITCH_BROADCASTER_LOGIN ?? broadcaster.login,
       store: ctx.store,
-      publish: (envelope) => ctx.publish(Topic.ingress, envelope),
+      publish: (envelope, msgId) => ctx.publish(Topic.ingress, envelope, msgId ? { msgId } : undefined),
       logger,
       onState: (eventsub) => ctx.health.set('eventsub', eventsub.status === 'connected', eventsub.detail ?? `twitch eventsub ${eventsub.status}`, { configured: true }),
     });
