@@ -1,0 +1,980 @@
+/**
+ * The one SQL implementation of the store, shared by PGlite and PostgreSQL. The drivers only provide
+ * an executor (query + transaction); everything else — schema, migrations, idempotent writes, paging,
+ * error mapping — lives here.
+ */
+import { BitBratError } from '../core/errors.js';
+import type { TokenCipher } from './crypto.js';
+import type {
+  CommandRecord,
+  ConversationTurn,
+  CreateStoreOptions,
+  DeadLetterRecord,
+  EventQuery,
+  EventRecord,
+  OAuthToken,
+  Page,
+  RuleRecord,
+  SourceState,
+  Store,
+  TouchUserInput,
+  UserRecord,
+} from './types.js';
+
+type Row = Record<string, any>;
+
+/** Anything that runs one statement: the pool/database itself or a transaction. */
+export interface SqlQueryable {
+  query(sql: string, params?: unknown[]): Promise<{ rows: Row[] }>;
+  /** Runs a multi-statement script without parameters (migrations). */
+  exec(sql: string): Promise<void>;
+}
+
+/** What a SQL driver provides. */
+export interface SqlExecutor extends SqlQueryable {
+  /** Runs `fn` in one transaction (BEGIN … COMMIT, ROLLBACK on throw). */
+  transaction<T>(fn: (tx: SqlQueryable) => Promise<T>): Promise<T>;
+  close(): Promise<void>;
+}
+
+export interface Migration {
+  version: number;
+  name: string;
+  sql: string;
+}
+
+/** Two-key advisory lock namespace for migrations; the second key is the schema name's hash. */
+export const MIGRATION_LOCK_KEY = 0x0b17b4a7;
+
+/** Ordered, append-only: never edit a migration that has shipped, add a new one. */
+export const MIGRATIONS: readonly Migration[] = [
+  {
+    version: 1,
+    name: 'initial',
+    sql: `
+CREATE TABLE events (
+  id text PRIMARY KEY,
+  correlation_id text NOT NULL,
+  type text NOT NULL,
+  platform text,
+  channel text,
+  user_id text,
+  user_name text,
+  text text,
+  received_at timestamptz NOT NULL,
+  ingested boolean NOT NULL DEFAULT false,
+  ingress jsonb,
+  outcome text CHECK (outcome IN ('completed', 'handled', 'failed', 'unrouted')),
+  finalized_at timestamptz,
+  final jsonb,
+  reply_delivered boolean,
+  reply_text text,
+  errors jsonb,
+  latency_ms double precision
+);
+CREATE INDEX events_received_at_idx ON events (received_at DESC, id DESC);
+CREATE INDEX events_type_idx ON events (type, received_at DESC);
+CREATE INDEX events_outcome_idx ON events (outcome, received_at DESC);
+CREATE INDEX events_user_name_idx ON events (user_name, received_at DESC);
+CREATE INDEX events_user_id_idx ON events (user_id, received_at DESC);
+CREATE INDEX events_channel_idx ON events (channel, received_at DESC);
+
+CREATE TABLE deadletters (
+  id text PRIMARY KEY,
+  received_at timestamptz NOT NULL,
+  dead_letter jsonb NOT NULL,
+  replayed_at timestamptz,
+  replay_count integer NOT NULL DEFAULT 0
+);
+CREATE INDEX deadletters_received_at_idx ON deadletters (received_at DESC, id DESC);
+
+CREATE TABLE sources (
+  id text PRIMARY KEY CHECK (id <> ''),
+  platform text NOT NULL CHECK (platform <> ''),
+  doc jsonb NOT NULL,
+  updated_at timestamptz NOT NULL DEFAULT now()
+);
+
+CREATE TABLE users (
+  id text PRIMARY KEY,
+  platform text NOT NULL,
+  user_id text NOT NULL,
+  login text NOT NULL,
+  display_name text,
+  roles jsonb NOT NULL DEFAULT '[]'::jsonb,
+  first_seen timestamptz NOT NULL,
+  last_seen timestamptz NOT NULL,
+  message_count bigint NOT NULL DEFAULT 0
+);
+CREATE INDEX users_login_idx ON users (platform, lower(login));
+
+CREATE TABLE rules (
+  id text PRIMARY KEY CHECK (id <> ''),
+  description text,
+  priority integer NOT NULL,
+  enabled boolean NOT NULL,
+  logic jsonb,
+  action jsonb NOT NULL,
+  updated_at timestamptz NOT NULL
+);
+
+CREATE TABLE commands (
+  name text PRIMARY KEY CHECK (name <> ''),
+  response text NOT NULL,
+  aliases jsonb NOT NULL DEFAULT '[]'::jsonb,
+  min_role text NOT NULL,
+  cooldown_sec double precision NOT NULL DEFAULT 0,
+  user_cooldown_sec double precision NOT NULL DEFAULT 0,
+  enabled boolean NOT NULL,
+  uses bigint NOT NULL DEFAULT 0,
+  created_by text,
+  updated_at timestamptz NOT NULL
+);
+
+CREATE TABLE oauth_tokens (
+  id text PRIMARY KEY CHECK (id <> ''),
+  access_token text NOT NULL,
+  refresh_token text,
+  scopes jsonb NOT NULL DEFAULT '[]'::jsonb,
+  expires_at timestamptz,
+  obtained_at timestamptz NOT NULL,
+  user_id text,
+  login text,
+  version integer NOT NULL,
+  updated_at timestamptz NOT NULL DEFAULT now()
+);
+
+CREATE TABLE claims (
+  namespace text NOT NULL,
+  key text NOT NULL,
+  expires_at timestamptz NOT NULL,
+  PRIMARY KEY (namespace, key)
+);
+CREATE INDEX claims_expires_at_idx ON claims (expires_at);
+
+CREATE TABLE conversations (
+  channel_key text PRIMARY KEY,
+  turns jsonb NOT NULL DEFAULT '[]'::jsonb,
+  updated_at timestamptz NOT NULL DEFAULT now()
+);
+
+CREATE TABLE counters (
+  key text PRIMARY KEY,
+  value double precision NOT NULL,
+  expires_at timestamptz,
+  updated_at timestamptz NOT NULL DEFAULT now()
+);
+
+-- Recursive object merge: objects merge key by key, anything else (arrays, scalars, null) replaces.
+CREATE FUNCTION bitbrat_jsonb_deep_merge(a jsonb, b jsonb) RETURNS jsonb LANGUAGE plpgsql IMMUTABLE AS $fn$
+DECLARE
+  result jsonb;
+  k text;
+  v jsonb;
+BEGIN
+  IF a IS NULL OR jsonb_typeof(a) <> 'object' OR b IS NULL OR jsonb_typeof(b) <> 'object' THEN
+    RETURN b;
+  END IF;
+  result := a;
+  FOR k, v IN SELECT key, value FROM jsonb_each(b) LOOP
+    IF jsonb_typeof(v) = 'object' AND jsonb_typeof(result -> k) = 'object' THEN
+      result := result || jsonb_build_object(k, bitbrat_jsonb_deep_merge(result -> k, v));
+    ELSE
+      result := result || jsonb_build_object(k, v);
+    END IF;
+  END LOOP;
+  RETURN result;
+END
+$fn$;
+
+-- Source documents: top-level fields replace (lastError: null clears), metrics/permissions/metadata merge deeply.
+CREATE FUNCTION bitbrat_merge_source(a jsonb, b jsonb) RETURNS jsonb LANGUAGE plpgsql IMMUTABLE AS $fn$
+DECLARE
+  result jsonb;
+  k text;
+BEGIN
+  IF a IS NULL THEN
+    RETURN b;
+  END IF;
+  result := a || b;
+  FOREACH k IN ARRAY ARRAY['metrics', 'permissions', 'metadata'] LOOP
+    IF jsonb_typeof(a -> k) = 'object' AND jsonb_typeof(b -> k) = 'object' THEN
+      result := result || jsonb_build_object(k, bitbrat_jsonb_deep_merge(a -> k, b -> k));
+    END IF;
+  END LOOP;
+  RETURN result;
+END
+$fn$;
+`,
+  },
+];
+
+export interface SqlStoreOptions {
+  driver: 'pglite' | 'postgres';
+  /** Opens the connection(s); called by init(). */
+  open(): Promise<SqlExecutor>;
+  /** Created (under the migration lock) before migrating; the executor's search_path points at it. */
+  schema?: string;
+  options: Pick<CreateStoreOptions, 'secrets' | 'embedded' | 'dataDir' | 'logger'>;
+  loadCipher(): Promise<TokenCipher>;
+}
+
+const DEFAULT_PAGE_SIZE = 50;
+const MAX_PAGE_SIZE = 1000;
+/** Rows per multi-row statement: large enough for throughput, small enough to keep statements sane. */
+const BATCH_ROWS = 1000;
+const PING_TIMEOUT_MS = 3000;
+
+// ------------------------------------------------------------------------------------------- errors
+
+const UNAVAILABLE_ERRNO = new Set(['ECONNREFUSED', 'ECONNRESET', 'ETIMEDOUT', 'EPIPE', 'ENOTFOUND', 'EHOSTUNREACH', 'ENETUNREACH', 'EAI_AGAIN', 'ECONNABORTED']);
+/** admin/crash shutdown, cannot connect now, too many connections, serialization failure, deadlock. */
+const UNAVAILABLE_SQLSTATE = new Set(['57P01', '57P02', '57P03', '53300', '40001', '40P01']);
+const UNAVAILABLE_MESSAGE =
+  /connection terminated|terminating connection|connection error|not queryable|timeout exceeded when trying to connect|connection timeout|server closed the connection|ECONNREFUSED|ECONNRESET|pool after calling end|client was closed|PGlite is closed/i;
+
+/** Turns driver errors into BitBratErrors with a stable code; anything unrecognized is returned as is. */
+export function mapSqlError(error: unknown): unknown {
+  if (error instanceof BitBratError) return error;
+  const candidate = error as { code?: unknown; message?: unknown; constraint?: unknown; table?: unknown; column?: unknown; errors?: unknown[] };
+  const code = typeof candidate?.code === 'string' ? candidate.code : undefined;
+  const message = typeof candidate?.message === 'string' ? candidate.message : String(error);
+  if (code && /^[0-9A-Z]{5}$/.test(code) && /^(22|23|54)/.test(code)) {
+    return new BitBratError('STORE_CONSTRAINT', `record rejected by the store: ${message}`, {
+      cause: error,
+      details: { sqlState: code, constraint: candidate.constraint, table: candidate.table, column: candidate.column },
+    });
+  }
+  // AggregateError from a dual-stack connect carries the errnos inside.
+  const nested = Array.isArray(candidate?.errors) ? candidate.errors.map((inner) => (inner as { code?: unknown })?.code) : [];
+  if (
+    (code && (UNAVAILABLE_ERRNO.has(code) || UNAVAILABLE_SQLSTATE.has(code) || /^08/.test(code))) ||
+    nested.some((inner) => typeof inner === 'string' && UNAVAILABLE_ERRNO.has(inner)) ||
+    UNAVAILABLE_MESSAGE.test(message)
+  ) {
+    return new BitBratError('STORE_UNAVAILABLE', `store unavailable: ${message || code}`, { retryable: true, cause: error, details: code ? { code } : undefined });
+  }
+  return error;
+}
+
+// ------------------------------------------------------------------------------------------ helpers
+
+const iso = (value: unknown): string | undefined => {
+  if (value === null || value === undefined) return undefined;
+  return value instanceof Date ? value.toISOString() : new Date(String(value)).toISOString();
+};
+const optional = <T>(value: T | null | undefined): T | undefined => (value === null ? undefined : value);
+const json = (value: unknown): string | null => (value === undefined ? null : JSON.stringify(value));
+
+/** Drops undefined values so records compare cleanly and JSON stays small. */
+function compact<T extends Record<string, unknown>>(record: T): T {
+  for (const key of Object.keys(record)) if (record[key] === undefined) delete record[key];
+  return record;
+}
+
+/** Query parameters are caller input: an unparseable time is a bad request, not a bad record. */
+function queryTime(name: string, value: string): string {
+  if (typeof value !== 'string' || Number.isNaN(Date.parse(value))) throw new BitBratError('BAD_REQUEST', `${name} must be an ISO-8601 timestamp`);
+  return value;
+}
+
+function pageSize(limit: number | undefined): number {
+  if (limit === undefined) return DEFAULT_PAGE_SIZE;
+  if (!Number.isFinite(limit)) return DEFAULT_PAGE_SIZE;
+  return Math.max(1, Math.min(MAX_PAGE_SIZE, Math.floor(limit)));
+}
+
+/** Keyset cursor: the last row's (received_at in µs since the epoch, id), base64url JSON. */
+export function encodeCursor(receivedUs: string, id: string): string {
+  return Buffer.from(JSON.stringify([receivedUs, id])).toString('base64url');
+}
+
+export function decodeCursor(cursor: string): { receivedUs: string; id: string } {
+  try {
+    const value = JSON.parse(Buffer.from(cursor, 'base64url').toString('utf8')) as unknown;
+    if (Array.isArray(value) && value.length === 2 && typeof value[0] === 'string' && /^-?\d{1,20}$/.test(value[0]) && typeof value[1] === 'string') {
+      return { receivedUs: value[0], id: value[1] };
+    }
+  } catch {
+    // fall through
+  }
+  throw new BitBratError('BAD_REQUEST', 'invalid paging cursor');
+}
+
+function dedupe<T extends { id: string }>(records: T[]): T[] {
+  const seen = new Set<string>();
+  return records.filter((record) => (seen.has(record.id) ? false : (seen.add(record.id), true)));
+}
+
+function chunks<T>(items: T[], size: number): T[][] {
+  const out: T[][] = [];
+  for (let index = 0; index < items.length; index += size) out.push(items.slice(index, index + size));
+  return out;
+}
+
+async function withTimeout<T>(promise: Promise<T>, ms: number): Promise<T> {
+  let timer: NodeJS.Timeout | undefined;
+  try {
+    return await Promise.race([promise, new Promise<never>((_, reject) => (timer = setTimeout(() => reject(new Error('timeout')), ms)))]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+// ------------------------------------------------------------------------------------------ mapping
+
+const EVENT_COLUMNS = `*, (extract(epoch from received_at) * 1000000)::bigint::text AS received_us`;
+
+function toEvent(row: Row): EventRecord {
+  return compact({
+    id: row.id,
+    correlationId: row.correlation_id,
+    type: row.type,
+    platform: optional(row.platform),
+    channel: optional(row.channel),
+    userId: optional(row.user_id),
+    userName: optional(row.user_name),
+    text: optional(row.text),
+    receivedAt: iso(row.received_at)!,
+    ingress: optional(row.ingress),
+    outcome: optional(row.outcome),
+    finalizedAt: iso(row.finalized_at),
+    final: optional(row.final),
+    replyDelivered: optional(row.reply_delivered),
+    replyText: optional(row.reply_text),
+    errors: optional(row.errors),
+    latencyMs: row.latency_ms === null || row.latency_ms === undefined ? undefined : Number(row.latency_ms),
+  });
+}
+
+function toDeadLetter(row: Row): DeadLetterRecord {
+  return compact({
+    id: row.id,
+    receivedAt: iso(row.received_at)!,
+    deadLetter: row.dead_letter,
+    replayedAt: iso(row.replayed_at),
+    replayCount: Number(row.replay_count),
+  });
+}
+
+function toUser(row: Row): UserRecord {
+  return compact({
+    id: row.id,
+    platform: row.platform,
+    userId: row.user_id,
+    login: row.login,
+    displayName: optional(row.display_name),
+    roles: row.roles ?? [],
+    firstSeen: iso(row.first_seen)!,
+    lastSeen: iso(row.last_seen)!,
+    messageCount: Number(row.message_count),
+  });
+}
+
+function toRule(row: Row): RuleRecord {
+  return compact({
+    id: row.id,
+    description: optional(row.description),
+    priority: Number(row.priority),
+    enabled: row.enabled,
+    logic: row.logic,
+    action: row.action ?? {},
+    updatedAt: iso(row.updated_at)!,
+  });
+}
+
+function toCommand(row: Row): CommandRecord {
+  return compact({
+    name: row.name,
+    response: row.response,
+    aliases: row.aliases ?? [],
+    minRole: row.min_role,
+    cooldownSec: Number(row.cooldown_sec),
+    userCooldownSec: Number(row.user_cooldown_sec),
+    enabled: row.enabled,
+    uses: Number(row.uses),
+    createdBy: optional(row.created_by),
+    updatedAt: iso(row.updated_at)!,
+  });
+}
+
+// -------------------------------------------------------------------------------------------- store
+
+/** Builds a Store over a SQL executor. */
+export function createSqlStore(config: SqlStoreOptions): Store {
+  return new SqlStore(config);
+}
+
+class SqlStore implements Store {
+  readonly driver: 'pglite' | 'postgres';
+  #config: SqlStoreOptions;
+  #db?: SqlExecutor;
+  #cipher?: TokenCipher;
+  #closed = false;
+  #claimCalls = 0;
+
+  constructor(config: SqlStoreOptions) {
+    this.driver = config.driver;
+    this.#config = config;
+  }
+
+  async init(): Promise<void> {
+    if (this.#db) return;
+    this.#cipher = await this.#config.loadCipher();
+    let db: SqlExecutor;
+    try {
+      db = await this.#config.open();
+    } catch (error) {
+      throw mapSqlError(error);
+    }
+    try {
+      await this.#migrate(db);
+    } catch (error) {
+      await db.close().catch(() => undefined);
+      throw mapSqlError(error);
+    }
+    this.#db = db;
+    this.#closed = false;
+  }
+
+  async #migrate(db: SqlExecutor): Promise<void> {
+    const schema = this.#config.schema;
+    await db.transaction(async (tx) => {
+      // Serializes concurrent starters, including CREATE SCHEMA, which races on its own.
+      await tx.query('SELECT pg_advisory_xact_lock($1::int, hashtext($2::text))', [MIGRATION_LOCK_KEY, schema ?? 'public']);
+      if (schema) await tx.query(`CREATE SCHEMA IF NOT EXISTS "${schema}"`);
+      await tx.query(`CREATE TABLE IF NOT EXISTS schema_migrations (version integer PRIMARY KEY, name text NOT NULL, applied_at timestamptz NOT NULL DEFAULT now())`);
+      const applied = new Set((await tx.query('SELECT version FROM schema_migrations')).rows.map((row) => Number(row.version)));
+      for (const migration of MIGRATIONS) {
+        if (applied.has(migration.version)) continue;
+        await tx.exec(migration.sql);
+        await tx.query('INSERT INTO schema_migrations (version, name) VALUES ($1, $2)', [migration.version, migration.name]);
+        this.#config.options.logger?.info({ version: migration.version, name: migration.name }, 'applied store migration');
+      }
+    });
+  }
+
+  async ping(): Promise<boolean> {
+    const db = this.#db;
+    if (!db || this.#closed) return false;
+    try {
+      await withTimeout(db.query('SELECT 1'), PING_TIMEOUT_MS);
+      return true;
+    } catch {
+      return false;
+    }
+  }
+
+  async close(): Promise<void> {
+    const db = this.#db;
+    this.#closed = true;
+    this.#db = undefined;
+    if (db) await db.close();
+  }
+
+  /** Runs one operation with the error mapping every method shares. */
+  async #run<T>(fn: (db: SqlExecutor) => Promise<T>): Promise<T> {
+    const db = this.#db;
+    if (!db) throw new BitBratError('STORE_UNAVAILABLE', this.#closed ? 'store is closed' : 'store is not initialized (call init() first)');
+    try {
+      return await fn(db);
+    } catch (error) {
+      throw mapSqlError(error);
+    }
+  }
+
+  // -------------------------------------------------------------------------------------- events
+
+  async recordIngress(records: EventRecord[]): Promise<void> {
+    if (records.length === 0) return;
+    await this.#run(async (db) => {
+      for (const batch of chunks(dedupe(records), BATCH_ROWS)) {
+        const rows = batch.map((record) => ({
+          id: record.id,
+          correlation_id: record.correlationId,
+          type: record.type,
+          platform: record.platform,
+          channel: record.channel,
+          user_id: record.userId,
+          user_name: record.userName,
+          text: record.text,
+          received_at: record.receivedAt,
+          ingress: record.ingress,
+        }));
+        // A finalizer may have written the row first: then ingress fills in what it lacks, once.
+        await db.query(
+          `INSERT INTO events AS e (id, correlation_id, type, platform, channel, user_id, user_name, text, received_at, ingested, ingress)
+           SELECT x.id, x.correlation_id, x.type, x.platform, x.channel, x.user_id, x.user_name, x.text, x.received_at, true, x.ingress
+           FROM jsonb_to_recordset($1::jsonb) AS x(id text, correlation_id text, type text, platform text, channel text, user_id text,
+             user_name text, text text, received_at timestamptz, ingress jsonb)
+           ON CONFLICT (id) DO UPDATE SET
+             ingested = true,
+             ingress = EXCLUDED.ingress,
+             platform = coalesce(e.platform, EXCLUDED.platform),
+             channel = coalesce(e.channel, EXCLUDED.channel),
+             user_id = coalesce(e.user_id, EXCLUDED.user_id),
+             user_name = coalesce(e.user_name, EXCLUDED.user_name),
+             text = coalesce(e.text, EXCLUDED.text)
+           WHERE NOT e.ingested`,
+          [JSON.stringify(rows)],
+        );
+      }
+    });
+  }
+
+  async recordFinal(records: EventRecord[]): Promise<string[]> {
+    if (records.length === 0) return [];
+    return await this.#run(async (db) => {
+      const finalized = new Set<string>();
+      const unique = dedupe(records);
+      for (const batch of chunks(unique, BATCH_ROWS)) {
+        const rows = batch.map((record) => ({
+          id: record.id,
+          correlation_id: record.correlationId,
+          type: record.type,
+          platform: record.platform,
+          channel: record.channel,
+          user_id: record.userId,
+          user_name: record.userName,
+          text: record.text,
+          received_at: record.receivedAt,
+          ingress: record.ingress,
+          outcome: record.outcome,
+          finalized_at: record.finalizedAt,
+          final: record.final,
+          reply_delivered: record.replyDelivered,
+          reply_text: record.replyText,
+          errors: record.errors,
+          latency_ms: record.latencyMs,
+        }));
+        // finalized_at marks a finalized row; rows already finalized are skipped and not returned.
+        const result = await db.query(
+          `INSERT INTO events AS e (id, correlation_id, type, platform, channel, user_id, user_name, text, received_at, ingress,
+             outcome, finalized_at, final, reply_delivered, reply_text, errors, latency_ms)
+           SELECT x.id, x.correlation_id, x.type, x.platform, x.channel, x.user_id, x.user_name, x.text, x.received_at, x.ingress,
+             x.outcome, coalesce(x.finalized_at, now()), x.final, x.reply_delivered, x.reply_text, x.errors, x.latency_ms
+           FROM jsonb_to_recordset($1::jsonb) AS x(id text, correlation_id text, type text, platform text, channel text, user_id text,
+             user_name text, text text, received_at timestamptz, ingress jsonb, outcome text, finalized_at timestamptz, final jsonb,
+             reply_delivered boolean, reply_text text, errors jsonb, latency_ms double precision)
+           ON CONFLICT (id) DO UPDATE SET
+             outcome = EXCLUDED.outcome,
+             finalized_at = EXCLUDED.finalized_at,
+             final = EXCLUDED.final,
+             reply_delivered = EXCLUDED.reply_delivered,
+             reply_text = EXCLUDED.reply_text,
+             errors = EXCLUDED.errors,
+             latency_ms = EXCLUDED.latency_ms,
+             ingress = coalesce(e.ingress, EXCLUDED.ingress),
+             platform = coalesce(e.platform, EXCLUDED.platform),
+             channel = coalesce(e.channel, EXCLUDED.channel),
+             user_id = coalesce(e.user_id, EXCLUDED.user_id),
+             user_name = coalesce(e.user_name, EXCLUDED.user_name),
+             text = coalesce(e.text, EXCLUDED.text)
+           WHERE e.finalized_at IS NULL
+           RETURNING e.id`,
+          [JSON.stringify(rows)],
+        );
+        for (const row of result.rows) finalized.add(row.id);
+      }
+      return unique.filter((record) => finalized.has(record.id)).map((record) => record.id);
+    });
+  }
+
+  async getEvent(id: string): Promise<EventRecord | undefined> {
+    return await this.#run(async (db) => {
+      const { rows } = await db.query('SELECT * FROM events WHERE id = $1', [id]);
+      return rows[0] ? toEvent(rows[0]) : undefined;
+    });
+  }
+
+  /** Newest first. `since` and `until` are both inclusive. */
+  async listEvents(query: EventQuery): Promise<Page<EventRecord>> {
+    const limit = pageSize(query.limit);
+    const params: unknown[] = [];
+    const where: string[] = [];
+    const add = (clause: (param: string) => string, value: unknown) => {
+      params.push(value);
+      where.push(clause(`$${params.length}`));
+    };
+    if (query.type !== undefined) add((p) => `type = ${p}`, query.type);
+    if (query.outcome !== undefined) add((p) => `outcome = ${p}`, query.outcome);
+    if (query.userId !== undefined) add((p) => `user_id = ${p}`, query.userId);
+    if (query.userName !== undefined) add((p) => `user_name = ${p}`, query.userName);
+    if (query.channel !== undefined) add((p) => `channel = ${p}`, query.channel);
+    if (query.since !== undefined) add((p) => `received_at >= ${p}::timestamptz`, queryTime('since', query.since));
+    if (query.until !== undefined) add((p) => `received_at <= ${p}::timestamptz`, queryTime('until', query.until));
+    if (query.cursor !== undefined) {
+      const cursor = decodeCursor(query.cursor);
+      params.push(cursor.receivedUs, cursor.id);
+      where.push(`(received_at, id) < (timestamptz 'epoch' + $${params.length - 1}::bigint * interval '1 microsecond', $${params.length}::text)`);
+    }
+    params.push(limit + 1);
+    const sql = `SELECT ${EVENT_COLUMNS} FROM events ${where.length ? `WHERE ${where.join(' AND ')}` : ''}
+      ORDER BY received_at DESC, id DESC LIMIT $${params.length}`;
+    return await this.#run(async (db) => {
+      const { rows } = await db.query(sql, params);
+      const page = rows.slice(0, limit);
+      const last = page[page.length - 1];
+      return compact({ items: page.map(toEvent), nextCursor: rows.length > limit && last ? encodeCursor(last.received_us, last.id) : undefined });
+    });
+  }
+
+  async pruneEvents(before: string): Promise<number> {
+    return await this.#run(async (db) => {
+      const { rows } = await db.query('WITH gone AS (DELETE FROM events WHERE received_at < $1::timestamptz RETURNING 1) SELECT count(*)::int AS n FROM gone', [queryTime('before', before)]);
+      return Number(rows[0]?.n ?? 0);
+    });
+  }
+
+  // --------------------------------------------------------------------------------- dead letters
+
+  async insertDeadLetter(record: Omit<DeadLetterRecord, 'replayCount'>): Promise<boolean> {
+    return await this.#run(async (db) => {
+      const { rows } = await db.query(
+        `INSERT INTO deadletters (id, received_at, dead_letter, replayed_at, replay_count) VALUES ($1, $2::timestamptz, $3::jsonb, $4::timestamptz, 0)
+         ON CONFLICT (id) DO NOTHING RETURNING id`,
+        [record.id, record.receivedAt, json(record.deadLetter), record.replayedAt ?? null],
+      );
+      return rows.length === 1;
+    });
+  }
+
+  /** Newest first; replayed letters are left out unless `includeReplayed`. */
+  async listDeadLetters(query: { limit?: number; cursor?: string; includeReplayed?: boolean }): Promise<Page<DeadLetterRecord>> {
+    const limit = pageSize(query.limit);
+    const params: unknown[] = [];
+    const where: string[] = [];
+    if (!query.includeReplayed) where.push('replayed_at IS NULL');
+    if (query.cursor !== undefined) {
+      const cursor = decodeCursor(query.cursor);
+      params.push(cursor.receivedUs, cursor.id);
+      where.push(`(received_at, id) < (timestamptz 'epoch' + $1::bigint * interval '1 microsecond', $2::text)`);
+    }
+    params.push(limit + 1);
+    const sql = `SELECT *, (extract(epoch from received_at) * 1000000)::bigint::text AS received_us FROM deadletters
+      ${where.length ? `WHERE ${where.join(' AND ')}` : ''} ORDER BY received_at DESC, id DESC LIMIT $${params.length}`;
+    return await this.#run(async (db) => {
+      const { rows } = await db.query(sql, params);
+      const page = rows.slice(0, limit);
+      const last = page[page.length - 1];
+      return compact({ items: page.map(toDeadLetter), nextCursor: rows.length > limit && last ? encodeCursor(last.received_us, last.id) : undefined });
+    });
+  }
+
+  async getDeadLetter(id: string): Promise<DeadLetterRecord | undefined> {
+    return await this.#run(async (db) => {
+      const { rows } = await db.query('SELECT * FROM deadletters WHERE id = $1', [id]);
+      return rows[0] ? toDeadLetter(rows[0]) : undefined;
+    });
+  }
+
+  async markDeadLetterReplayed(id: string, at: string): Promise<DeadLetterRecord | undefined> {
+    return await this.#run(async (db) => {
+      const { rows } = await db.query(
+        'UPDATE deadletters SET replayed_at = $2::timestamptz, replay_count = replay_count + 1 WHERE id = $1 RETURNING *',
+        [id, at],
+      );
+      return rows[0] ? toDeadLetter(rows[0]) : undefined;
+    });
+  }
+
+  async pruneDeadLetters(before: string): Promise<number> {
+    return await this.#run(async (db) => {
+      const { rows } = await db.query('WITH gone AS (DELETE FROM deadletters WHERE received_at < $1::timestamptz RETURNING 1) SELECT count(*)::int AS n FROM gone', [queryTime('before', before)]);
+      return Number(rows[0]?.n ?? 0);
+    });
+  }
+
+  // -------------------------------------------------------------------------------------- sources
+
+  async mergeSource(patch: SourceState): Promise<SourceState> {
+    return await this.#run(async (db) => {
+      // One statement: the row lock taken by ON CONFLICT makes concurrent merges apply one after the other.
+      const { rows } = await db.query(
+        `INSERT INTO sources AS s (id, platform, doc, updated_at) VALUES ($1, $2, $3::jsonb, now())
+         ON CONFLICT (id) DO UPDATE SET doc = bitbrat_merge_source(s.doc, EXCLUDED.doc), updated_at = now()
+         RETURNING doc`,
+        [patch.id, patch.platform, JSON.stringify(patch)],
+      );
+      return rows[0]!.doc as SourceState;
+    });
+  }
+
+  async getSource(id: string): Promise<SourceState | undefined> {
+    return await this.#run(async (db) => {
+      const { rows } = await db.query('SELECT doc FROM sources WHERE id = $1', [id]);
+      return rows[0]?.doc as SourceState | undefined;
+    });
+  }
+
+  async listSources(): Promise<SourceState[]> {
+    return await this.#run(async (db) => (await db.query('SELECT doc FROM sources ORDER BY id')).rows.map((row) => row.doc as SourceState));
+  }
+
+  // ---------------------------------------------------------------------------------------- users
+
+  async touchUser(input: TouchUserInput): Promise<{ user: UserRecord; created: boolean }> {
+    return await this.#run(async (db) => {
+      const { rows } = await db.query(
+        `INSERT INTO users AS u (id, platform, user_id, login, display_name, roles, first_seen, last_seen, message_count)
+         VALUES ($1, $2, $3, $4, $5, '[]'::jsonb, $6::timestamptz, $6::timestamptz, 1)
+         ON CONFLICT (id) DO UPDATE SET
+           login = EXCLUDED.login,
+           display_name = coalesce(EXCLUDED.display_name, u.display_name),
+           first_seen = least(u.first_seen, EXCLUDED.first_seen),
+           last_seen = greatest(u.last_seen, EXCLUDED.last_seen),
+           message_count = u.message_count + 1
+         RETURNING *, (xmax = 0) AS created`,
+        [`${input.platform}:${input.userId}`, input.platform, input.userId, input.login, input.displayName ?? null, input.at],
+      );
+      return { user: toUser(rows[0]!), created: rows[0]!.created === true };
+    });
+  }
+
+  async getUser(id: string): Promise<UserRecord | undefined> {
+    return await this.#run(async (db) => {
+      const { rows } = await db.query('SELECT * FROM users WHERE id = $1', [id]);
+      return rows[0] ? toUser(rows[0]) : undefined;
+    });
+  }
+
+  /** Case-insensitive; when a login moved between accounts the most recently seen wins. */
+  async findUserByLogin(platform: string, login: string): Promise<UserRecord | undefined> {
+    return await this.#run(async (db) => {
+      const { rows } = await db.query('SELECT * FROM users WHERE platform = $1 AND lower(login) = lower($2) ORDER BY last_seen DESC LIMIT 1', [platform, login]);
+      return rows[0] ? toUser(rows[0]) : undefined;
+    });
+  }
+
+  async setUserRoles(id: string, roles: string[]): Promise<UserRecord | undefined> {
+    return await this.#run(async (db) => {
+      const { rows } = await db.query('UPDATE users SET roles = $2::jsonb WHERE id = $1 RETURNING *', [id, JSON.stringify([...new Set(roles)])]);
+      return rows[0] ? toUser(rows[0]) : undefined;
+    });
+  }
+
+  // ---------------------------------------------------------------------------------------- rules
+
+  async listRules(): Promise<RuleRecord[]> {
+    return await this.#run(async (db) => (await db.query('SELECT * FROM rules ORDER BY priority DESC, id')).rows.map(toRule));
+  }
+
+  async getRule(id: string): Promise<RuleRecord | undefined> {
+    return await this.#run(async (db) => {
+      const { rows } = await db.query('SELECT * FROM rules WHERE id = $1', [id]);
+      return rows[0] ? toRule(rows[0]) : undefined;
+    });
+  }
+
+  async upsertRule(rule: Omit<RuleRecord, 'updatedAt'>): Promise<RuleRecord> {
+    return await this.#run(async (db) => {
+      const { rows } = await db.query(
+        `INSERT INTO rules (id, description, priority, enabled, logic, action, updated_at) VALUES ($1, $2, $3, $4, $5::jsonb, $6::jsonb, clock_timestamp())
+         ON CONFLICT (id) DO UPDATE SET description = EXCLUDED.description, priority = EXCLUDED.priority, enabled = EXCLUDED.enabled,
+           logic = EXCLUDED.logic, action = EXCLUDED.action, updated_at = EXCLUDED.updated_at
+         RETURNING *`,
+        [rule.id, rule.description ?? null, rule.priority, rule.enabled, json(rule.logic ?? null), json(rule.action ?? {})],
+      );
+      return toRule(rows[0]!);
+    });
+  }
+
+  async deleteRule(id: string): Promise<boolean> {
+    return await this.#run(async (db) => (await db.query('DELETE FROM rules WHERE id = $1 RETURNING id', [id])).rows.length === 1);
+  }
+
+  /** A digest of every rule's content and update time: it changes with any upsert or delete. */
+  async rulesVersion(): Promise<string> {
+    return await this.#run(async (db) => {
+      const { rows } = await db.query(`SELECT md5(coalesce(jsonb_agg(to_jsonb(r) ORDER BY r.id)::text, '[]')) AS version FROM rules r`);
+      return String(rows[0]!.version);
+    });
+  }
+
+  // ------------------------------------------------------------------------------------- commands
+
+  async listCommands(): Promise<CommandRecord[]> {
+    return await this.#run(async (db) => (await db.query('SELECT * FROM commands ORDER BY name')).rows.map(toCommand));
+  }
+
+  async getCommand(name: string): Promise<CommandRecord | undefined> {
+    return await this.#run(async (db) => {
+      const { rows } = await db.query('SELECT * FROM commands WHERE name = $1', [name.toLowerCase()]);
+      return rows[0] ? toCommand(rows[0]) : undefined;
+    });
+  }
+
+  /** Names are stored lower-case; `uses` is kept unless given. */
+  async upsertCommand(command: Omit<CommandRecord, 'updatedAt' | 'uses'> & { uses?: number }): Promise<CommandRecord> {
+    return await this.#run(async (db) => {
+      const { rows } = await db.query(
+        `INSERT INTO commands AS c (name, response, aliases, min_role, cooldown_sec, user_cooldown_sec, enabled, uses, created_by, updated_at)
+         VALUES ($1, $2, $3::jsonb, $4, $5, $6, $7, coalesce($8::bigint, 0), $9, clock_timestamp())
+         ON CONFLICT (name) DO UPDATE SET response = EXCLUDED.response, aliases = EXCLUDED.aliases, min_role = EXCLUDED.min_role,
+           cooldown_sec = EXCLUDED.cooldown_sec, user_cooldown_sec = EXCLUDED.user_cooldown_sec, enabled = EXCLUDED.enabled,
+           uses = coalesce($8::bigint, c.uses), created_by = coalesce(c.created_by, EXCLUDED.created_by), updated_at = EXCLUDED.updated_at
+         RETURNING *`,
+        [
+          command.name.toLowerCase(),
+          command.response,
+          JSON.stringify(command.aliases ?? []),
+          command.minRole,
+          command.cooldownSec ?? 0,
+          command.userCooldownSec ?? 0,
+          command.enabled,
+          command.uses ?? null,
+          command.createdBy ?? null,
+        ],
+      );
+      return toCommand(rows[0]!);
+    });
+  }
+
+  async deleteCommand(name: string): Promise<boolean> {
+    return await this.#run(async (db) => (await db.query('DELETE FROM commands WHERE name = $1 RETURNING name', [name.toLowerCase()])).rows.length === 1);
+  }
+
+  async incrementCommandUse(name: string): Promise<number> {
+    return await this.#run(async (db) => {
+      const { rows } = await db.query('UPDATE commands SET uses = uses + 1 WHERE name = $1 RETURNING uses', [name.toLowerCase()]);
+      if (!rows[0]) throw new BitBratError('NOT_FOUND', `command ${name} does not exist`);
+      return Number(rows[0].uses);
+    });
+  }
+
+  // --------------------------------------------------------------------------------------- tokens
+
+  #tokenParams(token: Omit<OAuthToken, 'version'>): unknown[] {
+    const cipher = this.#cipher!;
+    return [
+      token.id,
+      cipher.encrypt(token.accessToken, `oauth_tokens:${token.id}`),
+      token.refreshToken === undefined ? null : cipher.encrypt(token.refreshToken, `oauth_tokens:${token.id}`),
+      JSON.stringify(token.scopes ?? []),
+      token.expiresAt ?? null,
+      token.obtainedAt,
+      token.userId ?? null,
+      token.login ?? null,
+    ];
+  }
+
+  #toToken(row: Row): OAuthToken {
+    const cipher = this.#cipher!;
+    return compact({
+      id: row.id,
+      accessToken: cipher.decrypt(row.access_token, `oauth_tokens:${row.id}`),
+      refreshToken: row.refresh_token === null ? undefined : cipher.decrypt(row.refresh_token, `oauth_tokens:${row.id}`),
+      scopes: row.scopes ?? [],
+      // null means no known expiry.
+      expiresAt: row.expires_at === null ? null : iso(row.expires_at),
+      obtainedAt: iso(row.obtained_at)!,
+      userId: optional(row.user_id),
+      login: optional(row.login),
+      version: Number(row.version),
+    });
+  }
+
+  async getToken(id: string): Promise<OAuthToken | undefined> {
+    return await this.#run(async (db) => {
+      const { rows } = await db.query('SELECT * FROM oauth_tokens WHERE id = $1', [id]);
+      return rows[0] ? this.#toToken(rows[0]) : undefined;
+    });
+  }
+
+  async putToken(token: Omit<OAuthToken, 'version'>): Promise<OAuthToken> {
+    return await this.#run(async (db) => {
+      const { rows } = await db.query(
+        `INSERT INTO oauth_tokens AS t (id, access_token, refresh_token, scopes, expires_at, obtained_at, user_id, login, version, updated_at)
+         VALUES ($1, $2, $3, $4::jsonb, $5::timestamptz, $6::timestamptz, $7, $8, 1, now())
+         ON CONFLICT (id) DO UPDATE SET access_token = EXCLUDED.access_token, refresh_token = EXCLUDED.refresh_token, scopes = EXCLUDED.scopes,
+           expires_at = EXCLUDED.expires_at, obtained_at = EXCLUDED.obtained_at, user_id = EXCLUDED.user_id, login = EXCLUDED.login,
+           version = t.version + 1, updated_at = now()
+         RETURNING *`,
+        this.#tokenParams(token),
+      );
+      return this.#toToken(rows[0]!);
+    });
+  }
+
+  /** `expectedVersion` 0 means "only if no token exists yet". */
+  async updateTokenIf(expectedVersion: number, token: Omit<OAuthToken, 'version'>): Promise<OAuthToken | undefined> {
+    return await this.#run(async (db) => {
+      const params = this.#tokenParams(token);
+      const { rows } =
+        expectedVersion === 0
+          ? await db.query(
+              `INSERT INTO oauth_tokens (id, access_token, refresh_token, scopes, expires_at, obtained_at, user_id, login, version, updated_at)
+               VALUES ($1, $2, $3, $4::jsonb, $5::timestamptz, $6::timestamptz, $7, $8, 1, now())
+               ON CONFLICT (id) DO NOTHING RETURNING *`,
+              params,
+            )
+          : await db.query(
+              `UPDATE oauth_tokens SET access_token = $2, refresh_token = $3, scopes = $4::jsonb, expires_at = $5::timestamptz,
+                 obtained_at = $6::timestamptz, user_id = $7, login = $8, version = version + 1, updated_at = now()
+               WHERE id = $1 AND version = $9 RETURNING *`,
+              [...params, expectedVersion],
+            );
+      return rows[0] ? this.#toToken(rows[0]) : undefined;
+    });
+  }
+
+  async deleteToken(id: string): Promise<boolean> {
+    return await this.#run(async (db) => (await db.query('DELETE FROM oauth_tokens WHERE id = $1 RETURNING id', [id])).rows.length === 1);
+  }
+
+  // ---------------------------------------------------------------------------------- coordination
+
+  async claimKey(namespace: string, key: string, ttlMs: number): Promise<boolean> {
+    return await this.#run(async (db) => {
+      const { rows } = await db.query(
+        `INSERT INTO claims AS c (namespace, key, expires_at) VALUES ($1, $2, now() + $3::double precision * interval '1 millisecond')
+         ON CONFLICT (namespace, key) DO UPDATE SET expires_at = EXCLUDED.expires_at WHERE c.expires_at <= now()
+         RETURNING key`,
+        [namespace, key, ttlMs],
+      );
+      // Expired claims are garbage; sweep them now and then instead of on a timer.
+      if (++this.#claimCalls % 500 === 0) await db.query('DELETE FROM claims WHERE expires_at < now()');
+      return rows.length === 1;
+    });
+  }
+
+  async appendConversation(channelKey: string, turns: ConversationTurn[], max: number): Promise<ConversationTurn[]> {
+    const keep = Math.max(0, Math.floor(max));
+    return await this.#run(async (db) => {
+      const { rows } = await db.query(
+        `INSERT INTO conversations AS c (channel_key, turns, updated_at) VALUES ($1, $2::jsonb, now())
+         ON CONFLICT (channel_key) DO UPDATE SET updated_at = now(), turns = (
+           SELECT coalesce(jsonb_agg(t.turn ORDER BY t.n), '[]'::jsonb)
+           FROM jsonb_array_elements(c.turns || EXCLUDED.turns) WITH ORDINALITY AS t(turn, n)
+           WHERE t.n > jsonb_array_length(c.turns || EXCLUDED.turns) - $3::int)
+         RETURNING turns`,
+        [channelKey, JSON.stringify(keep === 0 ? [] : turns.slice(-keep)), keep],
+      );
+      return rows[0]!.turns as ConversationTurn[];
+    });
+  }
+
+  async getConversation(channelKey: string): Promise<ConversationTurn[]> {
+    return await this.#run(async (db) => {
+      const { rows } = await db.query('SELECT turns FROM conversations WHERE channel_key = $1', [channelKey]);
+      return (rows[0]?.turns as ConversationTurn[] | undefined) ?? [];
+    });
+  }
+
+  /** With `ttlMs` the counter is a window: once it expires the next increment starts it again from `by`. */
+  async incrementCounter(key: string, by: number, ttlMs?: number): Promise<number> {
+    return await this.#run(async (db) => {
+      const { rows } = await db.query(
+        `INSERT INTO counters AS c (key, value, expires_at, updated_at)
+         VALUES ($1, $2::double precision, CASE WHEN $3::double precision IS NULL THEN NULL ELSE now() + $3::double precision * interval '1 millisecond' END, now())
+         ON CONFLICT (key) DO UPDATE SET
+           value = CASE WHEN c.expires_at IS NOT NULL AND c.expires_at <= now() THEN EXCLUDED.value ELSE c.value + EXCLUDED.value END,
+           expires_at = CASE WHEN c.expires_at IS NOT NULL AND c.expires_at <= now() THEN EXCLUDED.expires_at ELSE coalesce(c.expires_at, EXCLUDED.expires_at) END,
+           updated_at = now()
+         RETURNING value`,
+        [key, by, ttlMs ?? null],
+      );
+      return Number(rows[0]!.value);
+    });
+  }
+}

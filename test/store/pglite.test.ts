@@ -1,0 +1,135 @@
+import { mkdtemp, readFile, rm, stat } from 'node:fs/promises';
+import { existsSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { randomBytes } from 'node:crypto';
+import { PGlite } from '@electric-sql/pglite';
+import { afterAll, describe, expect, it } from 'vitest';
+import { isBitBratError } from '../../src/core/index.js';
+import { createStore, type CreateStoreOptions, type Store } from '../../src/store/index.js';
+import { createTokenCipher, parseTokenKey } from '../../src/store/crypto.js';
+import { MIGRATIONS } from '../../src/store/sql.js';
+import { describeStoreContract } from './store-contract.js';
+
+const secrets = (values: Record<string, string> = {}) => ({ get: async (name: string) => values[name] });
+
+async function codeOf(promise: Promise<unknown>): Promise<string | undefined> {
+  try {
+    await promise;
+    return undefined;
+  } catch (error) {
+    return isBitBratError(error) ? error.code : `not a BitBratError: ${String(error)}`;
+  }
+}
+
+describeStoreContract('pglite (memory)', {
+  create: () => createStore({ driver: 'pglite', dataDir: 'memory://', embedded: true, secrets: secrets() }),
+});
+
+describe('pglite store on disk', () => {
+  const dirs: string[] = [];
+  const tempDir = async () => {
+    const dir = await mkdtemp(join(tmpdir(), 'bitbrat-pglite-'));
+    dirs.push(dir);
+    return dir;
+  };
+  afterAll(async () => {
+    for (const dir of dirs) await rm(dir, { recursive: true, force: true });
+  });
+
+  const open = async (dataDir: string, extra: Partial<CreateStoreOptions> = {}): Promise<Store> => {
+    const store = await createStore({ driver: 'pglite', dataDir, embedded: true, secrets: secrets(), ...extra });
+    await store.init();
+    return store;
+  };
+
+  it('keeps data across close and reopen, reusing the generated token key', async () => {
+    const dataDir = await tempDir();
+    const first = await open(dataDir);
+    await first.recordIngress([{ id: 'e1', correlationId: 'e1', type: 'external.chat.message.v1', channel: '#c', receivedAt: '2030-01-01T00:00:00.000Z', text: 'hi' }]);
+    await first.recordFinal([{ id: 'e1', correlationId: 'e1', type: 'external.chat.message.v1', receivedAt: '2030-01-01T00:00:00.000Z', outcome: 'completed' }]);
+    await first.putToken({ id: 'twitch:bot', accessToken: 'plain-access-SECRET', refreshToken: 'plain-refresh-SECRET', scopes: ['chat:read'], obtainedAt: '2030-01-01T00:00:00.000Z' });
+    await first.mergeSource({ id: 'twitch:1', platform: 'twitch', status: 'connected', metrics: { messagesIn: 3 } });
+    await first.upsertRule({ id: 'r1', priority: 1, enabled: true, logic: true, action: { steps: ['router'] } });
+    const version = await first.rulesVersion();
+    await first.close();
+
+    const keyFile = join(dataDir, 'token.key');
+    expect(existsSync(keyFile)).toBe(true);
+    expect((await stat(keyFile)).mode & 0o777).toBe(0o600);
+    const keyText = await readFile(keyFile, 'utf8');
+    expect(parseTokenKey(keyText)).toHaveLength(32);
+    expect(existsSync(join(dataDir, 'pglite'))).toBe(true);
+
+    const second = await open(dataDir);
+    expect(await second.getEvent('e1')).toMatchObject({ id: 'e1', text: 'hi', outcome: 'completed' });
+    expect(await second.recordFinal([{ id: 'e1', correlationId: 'e1', type: 'x', receivedAt: '2030-01-01T00:00:00.000Z', outcome: 'failed' }])).toEqual([]);
+    expect(await second.getToken('twitch:bot')).toMatchObject({ accessToken: 'plain-access-SECRET', refreshToken: 'plain-refresh-SECRET', version: 1 });
+    expect(await second.getSource('twitch:1')).toEqual({ id: 'twitch:1', platform: 'twitch', status: 'connected', metrics: { messagesIn: 3 } });
+    expect(await second.rulesVersion()).toBe(version);
+    await second.close();
+    expect(await readFile(keyFile, 'utf8')).toBe(keyText);
+
+    // The raw row holds ciphertext that the key file's key opens, never the plaintext.
+    const db = await PGlite.create(join(dataDir, 'pglite'));
+    try {
+      const { rows } = await db.query<{ access_token: string; refresh_token: string }>(`SELECT access_token, refresh_token FROM oauth_tokens WHERE id = 'twitch:bot'`);
+      const raw = rows[0]!;
+      expect(raw.access_token).toMatch(/^enc:v1:[A-Za-z0-9+/=]+:[A-Za-z0-9+/=]+:[A-Za-z0-9+/=]+$/);
+      expect(raw.access_token).not.toContain('SECRET');
+      expect(raw.refresh_token).not.toContain('SECRET');
+      expect(createTokenCipher(parseTokenKey(keyText)).decrypt(raw.access_token, 'oauth_tokens:twitch:bot')).toBe('plain-access-SECRET');
+      const migrations = await db.query<{ version: number }>('SELECT version FROM schema_migrations ORDER BY version');
+      expect(migrations.rows.map((row) => row.version)).toEqual(MIGRATIONS.map((migration) => migration.version));
+    } finally {
+      await db.close();
+    }
+  });
+
+  it('uses TOKEN_ENCRYPTION_KEY when set and writes no key file', async () => {
+    const dataDir = await tempDir();
+    const hexKey = randomBytes(32).toString('hex');
+    const store = await open(dataDir, { secrets: secrets({ TOKEN_ENCRYPTION_KEY: hexKey }) });
+    await store.putToken({ id: 't', accessToken: 'a', scopes: [], obtainedAt: '2030-01-01T00:00:00.000Z' });
+    await store.close();
+    expect(existsSync(join(dataDir, 'token.key'))).toBe(false);
+
+    // The same key in base64 opens the same data; a different key cannot decrypt it.
+    const again = await open(dataDir, { secrets: secrets({ TOKEN_ENCRYPTION_KEY: Buffer.from(hexKey, 'hex').toString('base64') }) });
+    expect((await again.getToken('t'))?.accessToken).toBe('a');
+    await again.close();
+    const wrong = await open(dataDir, { secrets: secrets({ TOKEN_ENCRYPTION_KEY: randomBytes(32).toString('base64') }) });
+    expect(await codeOf(wrong.getToken('t'))).toBe('CONFIG_INVALID');
+    await wrong.close();
+  });
+
+  it('rejects a key that is not 32 bytes of base64 or hex', async () => {
+    const store = await createStore({ driver: 'pglite', dataDir: 'memory://', embedded: true, secrets: secrets({ TOKEN_ENCRYPTION_KEY: 'too-short' }) });
+    const error = await store.init().then(() => undefined, (caught: unknown) => caught);
+    expect(isBitBratError(error) && error.code).toBe('CONFIG_INVALID');
+    expect(String((error as Error).message)).not.toContain('too-short');
+    expect(await codeOf(createStore({ driver: 'pglite', dataDir: 'memory://', secrets: secrets({ TOKEN_ENCRYPTION_KEY: randomBytes(16).toString('hex') }) }).then((s) => s.init()))).toBe('CONFIG_INVALID');
+  });
+
+  it('fails init with SECRET_MISSING when not embedded and no key is set', async () => {
+    const store = await createStore({ driver: 'pglite', dataDir: 'memory://', embedded: false, secrets: secrets() });
+    expect(await codeOf(store.init())).toBe('SECRET_MISSING');
+  });
+
+  it('reports closed stores: ping false, writes STORE_UNAVAILABLE', async () => {
+    const store = await open('memory://');
+    expect(await store.ping()).toBe(true);
+    await store.close();
+    expect(await store.ping()).toBe(false);
+    expect(await codeOf(store.incrementCounter('x', 1))).toBe('STORE_UNAVAILABLE');
+  });
+});
+
+describe('createStore', () => {
+  it('rejects unknown drivers and missing connection settings with CONFIG_INVALID', async () => {
+    expect(await codeOf(createStore({ driver: 'mongodb' as never }))).toBe('CONFIG_INVALID');
+    expect(await codeOf(createStore({ driver: 'postgres' }))).toBe('CONFIG_INVALID');
+    expect(await codeOf(createStore({ driver: 'firestore' }))).toBe('CONFIG_INVALID');
+    expect(await codeOf(createStore({ driver: 'postgres', databaseUrl: 'postgres://x@127.0.0.1/db', schema: 'bad; drop' }))).toBe('CONFIG_INVALID');
+  });
+});
