@@ -168,6 +168,8 @@ export async function createHost(options: HostOptions): Promise<Host> {
       health.set('bus', false, 'connecting');
       if (needsStore) health.set('store', false, 'connecting');
       for (const definition of options.services) running.push(makeContext(definition));
+      // Not ready until every service's consumers run (not just the bus and store).
+      for (const entry of running) entry.ctx.health.set('consumers', false, 'starting');
 
       // Check the code against architecture.yaml before touching the network.
       for (const entry of running) {

@@ -1,0 +1,516 @@
+/**
+ * The gateway's HTTP API (same tokens as the WebSocket; the dashboard uses it too). Reads need any
+ * token; writes (rules, commands, dead-letter replay) need a moderator or owner token. Input is
+ * validated with zod: a bad request gets 400 with every problem listed, an unknown id 404.
+ *
+ *   GET  /api/me                         who the token is
+ *   GET  /api/health                     readiness of every service (see healthReport)
+ *   GET  /api/sources                    source documents (+ this gateway's console)
+ *   GET  /api/events                     ?type&outcome&user&userId&channel&since&until&limit(≤200)&cursor
+ *   GET  /api/events/:id                 the record with its slip timeline
+ *   GET  /api/deadletters                ?limit&cursor&includeReplayed
+ *   GET  /api/deadletters/:id
+ *   POST /api/deadletters/:id/replay     {raw?} → {id, topic, envelopeId, replayedAt, replayCount}
+ *   GET/POST /api/rules, GET/PUT/DELETE /api/rules/:id
+ *   GET/POST /api/commands, GET/PUT/DELETE /api/commands/:name
+ *   GET  /api/live                       server-sent events (live.ts)
+ */
+import { readFile } from 'node:fs/promises';
+import path from 'node:path';
+import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
+import { z } from 'zod';
+import { BitBratError, isBitBratError, type Envelope } from '../../core/index.js';
+import { replayDeadLetter } from '../../ops/dlq.js';
+import type { ComponentHealth } from '../../runtime/health.js';
+import { loadArchitecture } from '../../runtime/manifest.js';
+import type { ServiceContext } from '../../runtime/service.js';
+import type { EventRecord, RuleRecord, SourceState } from '../../store/index.js';
+import { manageCommand, normalizeName } from '../commands/manage.js';
+import { RuleSchema } from '../event-router/rules.js';
+import { hasApiRole, tokenFromRequest, type ApiRole, type Authenticator, type Principal } from './auth.js';
+import { summarizeDeadLetter, summarizeEvent, type LiveFeed } from './live.js';
+import type { ChatGateway } from './ws.js';
+
+export interface GatewayConfig {
+  API_GATEWAY_ALLOW_ANONYMOUS: boolean;
+  API_GATEWAY_HEALTH_URLS?: string;
+  API_GATEWAY_LIVE_POLL_MS: number;
+}
+
+export interface ApiDeps {
+  ctx: ServiceContext<GatewayConfig>;
+  /** The process's root app, for its /healthz and /readyz. */
+  root: FastifyInstance;
+  authenticator: () => Authenticator;
+  chat: ChatGateway;
+  live: LiveFeed;
+  consoleSource: () => SourceState;
+  health: () => Promise<HealthReport>;
+  /** Open SSE responses, ended on stop. */
+  streams: Set<{ end(): void }>;
+}
+
+// ------------------------------------------------------------------------------------------ health
+
+export interface ServiceHealth {
+  name: string;
+  /** `unknown`: runs elsewhere and no URL was given (API_GATEWAY_HEALTH_URLS). */
+  state: 'ready' | 'not_ready' | 'unreachable' | 'unknown';
+  /** `local`: in this process; `remote`: asked over HTTP. */
+  where: 'local' | 'remote' | 'elsewhere';
+  components: Record<string, ComponentHealth>;
+  detail?: string;
+}
+
+export interface HealthReport {
+  ready: boolean;
+  instanceId: string;
+  at: string;
+  services: ServiceHealth[];
+}
+
+/** `auth=http://auth:8080,finalizer=http://finalizer:8080` → map. */
+export function parseHealthUrls(value: string | undefined): Map<string, string> {
+  const out = new Map<string, string>();
+  for (const part of (value ?? '').split(',').map((item) => item.trim()).filter(Boolean)) {
+    const eq = part.indexOf('=');
+    if (eq <= 0) throw new BitBratError('CONFIG_INVALID', `API_GATEWAY_HEALTH_URLS: "${part}" is not name=url`);
+    out.set(part.slice(0, eq).trim(), part.slice(eq + 1).trim().replace(/\/$/, ''));
+  }
+  return out;
+}
+
+/**
+ * Health of every service in architecture.yaml. Services in this process (all of them in the all-in-one
+ * mode) are read from the process's own /readyz: their components (`<service>.<component>`) plus the
+ * shared `bus` and `store`. Others are asked at `<url>/readyz` when API_GATEWAY_HEALTH_URLS names them
+ * (cached 5 s, 1.5 s timeout), else reported `unknown`.
+ */
+export function createHealthReporter(root: FastifyInstance, instanceId: string, urls: Map<string, string>): () => Promise<HealthReport> {
+  const remoteCache = new Map<string, { at: number; value: ServiceHealth }>();
+  const remote = async (name: string, url: string): Promise<ServiceHealth> => {
+    const cached = remoteCache.get(name);
+    if (cached && Date.now() - cached.at < 5_000) return cached.value;
+    let value: ServiceHealth;
+    try {
+      const response = await fetch(`${url}/readyz`, { signal: AbortSignal.timeout(1_500) });
+      const body = (await response.json()) as { ready?: boolean; components?: Record<string, ComponentHealth> };
+      value = { name, state: response.ok && body.ready ? 'ready' : 'not_ready', where: 'remote', components: body.components ?? {} };
+    } catch (error) {
+      value = { name, state: 'unreachable', where: 'remote', components: {}, detail: `${url}/readyz: ${(error as Error).message}` };
+    }
+    remoteCache.set(name, { at: Date.now(), value });
+    return value;
+  };
+  return async () => {
+    const [healthz, readyz] = await Promise.all([root.inject({ method: 'GET', url: '/healthz' }), root.inject({ method: 'GET', url: '/readyz' })]);
+    const local: string[] = (healthz.json() as { services?: string[] }).services ?? [];
+    const components = ((readyz.json() as { components?: Record<string, ComponentHealth> }).components ?? {}) as Record<string, ComponentHealth>;
+    let names: string[];
+    try {
+      names = Object.keys(loadArchitecture().services);
+    } catch {
+      names = [];
+    }
+    for (const name of local) if (!names.includes(name)) names.push(name);
+    const services = await Promise.all(
+      names.map(async (name): Promise<ServiceHealth> => {
+        if (local.includes(name)) {
+          const own: Record<string, ComponentHealth> = {};
+          for (const [key, value] of Object.entries(components)) {
+            if (key.startsWith(`${name}.`) || !local.some((other) => key.startsWith(`${other}.`))) own[key] = value;
+          }
+          const ready = Object.values(own).every((component) => component.ready);
+          return { name, state: ready ? 'ready' : 'not_ready', where: 'local', components: own };
+        }
+        const url = urls.get(name);
+        if (url) return await remote(name, url);
+        return { name, state: 'unknown', where: 'elsewhere', components: {}, detail: 'not running in this process; list it in API_GATEWAY_HEALTH_URLS to see its health here' };
+      }),
+    );
+    return {
+      ready: services.every((service) => service.state === 'ready' || service.state === 'unknown'),
+      instanceId,
+      at: new Date().toISOString(),
+      services,
+    };
+  };
+}
+
+// -------------------------------------------------------------------------------------- validation
+
+const isoDate = z
+  .string()
+  .refine((value) => !Number.isNaN(Date.parse(value)), 'must be an ISO-8601 date/time')
+  .transform((value) => new Date(value).toISOString());
+const limit = (max: number, fallback: number) => z.coerce.number({ error: 'must be a number' }).int('must be an integer').min(1, 'must be at least 1').max(max, `must be at most ${max}`).default(fallback);
+const boolFlag = z.enum(['true', 'false', '1', '0']).transform((value) => value === 'true' || value === '1');
+const token = z.string().optional();
+
+const EventsQuerySchema = z
+  .object({
+    type: z.string().min(1).max(200).optional(),
+    outcome: z.enum(['completed', 'handled', 'failed', 'unrouted']).optional(),
+    user: z.string().min(1).max(100).optional(),
+    userId: z.string().min(1).max(200).optional(),
+    channel: z.string().min(1).max(200).optional(),
+    since: isoDate.optional(),
+    until: isoDate.optional(),
+    limit: limit(200, 50),
+    cursor: z.string().min(1).max(500).optional(),
+    token,
+  })
+  .strict()
+  .refine((query) => !query.since || !query.until || query.since <= query.until, { message: 'since must not be after until', path: ['since'] });
+
+const DeadLettersQuerySchema = z.object({ limit: limit(200, 50), cursor: z.string().min(1).max(500).optional(), includeReplayed: boolFlag.optional(), token }).strict();
+const ReplayBodySchema = z.object({ raw: z.string().min(1).max(1_000_000).optional() }).strict();
+const IdParams = z.object({ id: z.string().min(1).max(200) });
+const NameParams = z.object({ name: z.string().min(1).max(64) });
+
+const CommandFields = {
+  response: z.string().min(1).max(500),
+  aliases: z.array(z.string().min(1).max(40)).max(20),
+  minRole: z.string().min(1).max(40),
+  cooldownSec: z.number().int().min(0).max(86_400),
+  userCooldownSec: z.number().int().min(0).max(86_400),
+  enabled: z.boolean(),
+};
+const CommandCreateSchema = z.object({ name: z.string().min(1).max(64), ...CommandFields }).partial({ aliases: true, minRole: true, cooldownSec: true, userCooldownSec: true, enabled: true }).strict();
+const CommandUpdateSchema = z.object({ name: z.string().min(1).max(64), ...CommandFields }).partial().strict();
+const RuleUpdateSchema = z.object({ id: z.string().min(1).max(200).optional() }).loose();
+
+const issuesOf = (error: z.ZodError) => error.issues.map((issue) => `${issue.path.join('.') || '(body)'}: ${issue.message}`);
+
+/** Parses or throws BAD_REQUEST listing every problem. */
+export function validate<S extends z.ZodType>(schema: S, value: unknown, what: string): z.output<S> {
+  const parsed = schema.safeParse(value);
+  if (parsed.success) return parsed.data;
+  const problems = issuesOf(parsed.error);
+  throw new BitBratError('BAD_REQUEST', `invalid ${what}: ${problems.join('; ')}`, { details: { problems } });
+}
+
+const STATUS: Record<string, number> = {
+  BAD_REQUEST: 400,
+  UNAUTHORIZED: 401,
+  FORBIDDEN: 403,
+  NOT_FOUND: 404,
+  RATE_LIMITED: 429,
+  NOT_CONFIGURED: 503,
+  STORE_UNAVAILABLE: 503,
+  BUS_UNAVAILABLE: 503,
+  PUBLISH_FAILED: 503,
+};
+
+// ---------------------------------------------------------------------------------------- timeline
+
+export interface TimelineStep {
+  index: number;
+  id: string;
+  status: string;
+  attempt: number;
+  maxAttempts?: number;
+  destination?: string;
+  startedAt?: string;
+  endedAt?: string;
+  durationMs?: number;
+  error?: { code: string; message?: string; retryable?: boolean } | null;
+  notes?: string;
+}
+
+/** Each slip step with its timing, from the finalized envelope (or the ingress one while in flight). */
+export function slipTimeline(record: EventRecord): TimelineStep[] {
+  const envelope: Envelope | undefined = record.final ?? record.ingress?.envelope;
+  return (envelope?.routingSlip ?? []).map((step, index) => {
+    const started = step.startedAt ? Date.parse(step.startedAt) : Number.NaN;
+    const ended = step.endedAt ? Date.parse(step.endedAt) : Number.NaN;
+    return {
+      index,
+      id: step.id,
+      status: step.status,
+      attempt: step.attempt ?? 0,
+      ...(step.maxAttempts !== undefined ? { maxAttempts: step.maxAttempts } : {}),
+      ...(step.destination ? { destination: step.destination } : {}),
+      ...(step.startedAt ? { startedAt: step.startedAt } : {}),
+      ...(step.endedAt ? { endedAt: step.endedAt } : {}),
+      ...(Number.isFinite(started) && Number.isFinite(ended) ? { durationMs: Math.max(0, ended - started) } : {}),
+      ...(step.error !== undefined ? { error: step.error } : {}),
+      ...(step.notes ? { notes: step.notes } : {}),
+    };
+  });
+}
+
+// ------------------------------------------------------------------------------------------ routes
+
+const principals = new WeakMap<FastifyRequest, Principal>();
+
+/** The caller of a request that passed the auth hook. */
+export function principalOf(request: FastifyRequest): Principal {
+  const principal = principals.get(request);
+  if (!principal) throw new BitBratError('UNAUTHORIZED', 'not authenticated');
+  return principal;
+}
+
+function requireRole(request: FastifyRequest, minimum: ApiRole): Principal {
+  const principal = principalOf(request);
+  if (!hasApiRole(principal, minimum)) throw new BitBratError('FORBIDDEN', `this needs a ${minimum} or owner token; yours is a ${principal.role} token`);
+  return principal;
+}
+
+/** Registers the auth hook, error handler and every /api and /ws route inside an encapsulated scope. */
+export async function registerApi(scope: FastifyInstance, deps: ApiDeps): Promise<void> {
+  const { ctx } = deps;
+
+  scope.setErrorHandler((error: any, _request, reply) => {
+    if (isBitBratError(error)) {
+      const problems = error.details?.problems;
+      return reply.status(STATUS[error.code] ?? 500).send({ error: error.code, message: error.message, ...(Array.isArray(problems) ? { problems } : {}) });
+    }
+    if (typeof error?.statusCode === 'number' && error.statusCode >= 400 && error.statusCode < 500) {
+      return reply.status(error.statusCode === 413 ? 413 : 400).send({ error: 'BAD_REQUEST', message: error.message });
+    }
+    ctx.logger.error({ err: error }, 'api request failed');
+    return reply.status(500).send({ error: 'INTERNAL', message: 'internal error' });
+  });
+
+  scope.addHook('onRequest', async (request: FastifyRequest, reply: FastifyReply) => {
+    const presented = tokenFromRequest(request.headers, request.query);
+    const isSocket = request.routeOptions.url === '/ws/v1';
+    // A WebSocket without a token may still authenticate with its first frame.
+    if (isSocket && presented === undefined) return;
+    const result = deps.authenticator().authenticate(presented);
+    if (!result.ok) {
+      reply.header('www-authenticate', 'Bearer realm="bitbrat"');
+      return reply.status(401).send({ error: 'UNAUTHORIZED', message: result.message });
+    }
+    principals.set(request, result.principal);
+  });
+
+  scope.get('/ws/v1', { websocket: true }, (socket, request) => {
+    deps.chat.accept(socket, principals.get(request));
+  });
+
+  scope.get('/api/me', async (request) => {
+    const principal = principalOf(request);
+    return { role: principal.role, label: principal.label, anonymous: principal.anonymous, instanceId: ctx.instanceId };
+  });
+
+  scope.get('/api/health', async () => await deps.health());
+
+  scope.get('/api/sources', async () => {
+    const stored = await ctx.store.listSources();
+    return { items: withPlaceholders([...stored, deps.consoleSource()]) };
+  });
+
+  scope.get('/api/events', async (request) => {
+    const query = validate(EventsQuerySchema, request.query, 'query');
+    const page = await ctx.store.listEvents({
+      ...(query.type ? { type: query.type } : {}),
+      ...(query.outcome ? { outcome: query.outcome } : {}),
+      ...(query.user ? { userName: query.user.toLowerCase() } : {}),
+      ...(query.userId ? { userId: query.userId } : {}),
+      ...(query.channel ? { channel: query.channel } : {}),
+      ...(query.since ? { since: query.since } : {}),
+      ...(query.until ? { until: query.until } : {}),
+      ...(query.cursor ? { cursor: query.cursor } : {}),
+      limit: query.limit,
+    });
+    return { items: page.items.map(summarizeEvent), ...(page.nextCursor ? { nextCursor: page.nextCursor } : {}) };
+  });
+
+  scope.get('/api/events/:id', async (request) => {
+    const { id } = validate(IdParams, request.params, 'path');
+    const record = await ctx.store.getEvent(id);
+    if (!record) throw new BitBratError('NOT_FOUND', `no event with id ${id}`);
+    return { ...record, timeline: slipTimeline(record) };
+  });
+
+  scope.get('/api/deadletters', async (request) => {
+    const query = validate(DeadLettersQuerySchema, request.query, 'query');
+    const page = await ctx.store.listDeadLetters({ limit: query.limit, ...(query.cursor ? { cursor: query.cursor } : {}), includeReplayed: query.includeReplayed ?? false });
+    return { items: page.items, summaries: page.items.map(summarizeDeadLetter), ...(page.nextCursor ? { nextCursor: page.nextCursor } : {}) };
+  });
+
+  scope.get('/api/deadletters/:id', async (request) => {
+    const { id } = validate(IdParams, request.params, 'path');
+    const record = await ctx.store.getDeadLetter(id);
+    if (!record) throw new BitBratError('NOT_FOUND', `no dead letter with id ${id}`);
+    return record;
+  });
+
+  scope.post('/api/deadletters/:id/replay', async (request) => {
+    const principal = requireRole(request, 'moderator');
+    const { id } = validate(IdParams, request.params, 'path');
+    const body = validate(ReplayBodySchema, request.body ?? {}, 'body');
+    const result = await replayDeadLetter(
+      ctx.store,
+      // Back through ctx.publish for the retries and trace headers every publish gets.
+      async (topic, data, msgId) => await ctx.publish(topic, JSON.parse(new TextDecoder().decode(data)) as Envelope, { msgId }),
+      id,
+      body.raw !== undefined ? { raw: body.raw } : {},
+    );
+    ctx.logger.info({ deadLetterId: id, topic: result.topic, envelopeId: result.envelopeId, by: principal.label }, 'dead letter replayed');
+    return { id, topic: result.topic, envelopeId: result.envelopeId, replayedAt: result.record.replayedAt, replayCount: result.record.replayCount };
+  });
+
+  // rules ------------------------------------------------------------------------------------------
+
+  const toRecord = (input: unknown, what: string): Omit<RuleRecord, 'updatedAt'> => {
+    const rule = validate(RuleSchema, input, what);
+    return { id: rule.id, priority: rule.priority, enabled: rule.enabled, logic: rule.logic, action: rule.action as Record<string, unknown>, ...(rule.description ? { description: rule.description } : {}) };
+  };
+
+  scope.get('/api/rules', async () => ({ items: await ctx.store.listRules() }));
+
+  scope.get('/api/rules/:id', async (request) => {
+    const { id } = validate(IdParams, request.params, 'path');
+    const rule = await ctx.store.getRule(id);
+    if (!rule) throw new BitBratError('NOT_FOUND', `no rule with id ${id}`);
+    return rule;
+  });
+
+  scope.post('/api/rules', async (request, reply) => {
+    requireRole(request, 'moderator');
+    const record = toRecord(request.body, 'rule');
+    if (await ctx.store.getRule(record.id)) return reply.status(409).send({ error: 'CONFLICT', message: `rule ${record.id} already exists; use PUT /api/rules/${record.id} to change it` });
+    return reply.status(201).send(await ctx.store.upsertRule(record));
+  });
+
+  scope.put('/api/rules/:id', async (request) => {
+    requireRole(request, 'moderator');
+    const { id } = validate(IdParams, request.params, 'path');
+    const body = validate(RuleUpdateSchema, request.body, 'rule');
+    if (body.id !== undefined && body.id !== id) throw new BitBratError('BAD_REQUEST', `invalid rule: id "${body.id}" in the body does not match "${id}" in the path (renaming is not supported)`);
+    const record = toRecord({ ...body, id }, 'rule');
+    if (!(await ctx.store.getRule(id))) throw new BitBratError('NOT_FOUND', `no rule with id ${id}`);
+    return await ctx.store.upsertRule(record);
+  });
+
+  scope.delete('/api/rules/:id', async (request, reply) => {
+    requireRole(request, 'moderator');
+    const { id } = validate(IdParams, request.params, 'path');
+    if (!(await ctx.store.deleteRule(id))) throw new BitBratError('NOT_FOUND', `no rule with id ${id}`);
+    return reply.status(204).send();
+  });
+
+  // commands ---------------------------------------------------------------------------------------
+
+  const commandName = (raw: string) => {
+    const name = normalizeName(raw);
+    if (!name) throw new BitBratError('BAD_REQUEST', `invalid path: "${raw}" is not a valid command name`);
+    return name;
+  };
+
+  scope.get('/api/commands', async () => ({ items: await ctx.store.listCommands() }));
+
+  scope.get('/api/commands/:name', async (request) => {
+    const name = commandName(validate(NameParams, request.params, 'path').name);
+    const command = await ctx.store.getCommand(name);
+    if (!command) throw new BitBratError('NOT_FOUND', `no command !${name}`);
+    return command;
+  });
+
+  scope.post('/api/commands', async (request, reply) => {
+    const principal = requireRole(request, 'moderator');
+    const body = validate(CommandCreateSchema, request.body, 'command');
+    const result = await manageCommand(ctx.store, 'add', { ...body, createdBy: `api:${principal.label}` });
+    if (!result.ok) throw new BitBratError(result.code, result.message);
+    return reply.status(201).send(result.command);
+  });
+
+  scope.put('/api/commands/:name', async (request) => {
+    requireRole(request, 'moderator');
+    const name = commandName(validate(NameParams, request.params, 'path').name);
+    const body = validate(CommandUpdateSchema, request.body, 'command');
+    if (body.name !== undefined && normalizeName(body.name) !== name) throw new BitBratError('BAD_REQUEST', `invalid command: name "${body.name}" in the body does not match "${name}" in the path (renaming is not supported)`);
+    if (!(await ctx.store.getCommand(name))) throw new BitBratError('NOT_FOUND', `no command !${name}`);
+    const result = await manageCommand(ctx.store, 'edit', { ...body, name });
+    if (!result.ok) throw new BitBratError(result.code, result.message);
+    return result.command;
+  });
+
+  scope.delete('/api/commands/:name', async (request, reply) => {
+    requireRole(request, 'moderator');
+    const name = commandName(validate(NameParams, request.params, 'path').name);
+    if (!(await ctx.store.deleteCommand(name))) throw new BitBratError('NOT_FOUND', `no command !${name}`);
+    return reply.status(204).send();
+  });
+
+  // live -------------------------------------------------------------------------------------------
+
+  scope.get('/api/live', async (request, reply) => {
+    reply.hijack();
+    const response = reply.raw;
+    response.writeHead(200, { 'content-type': 'text/event-stream; charset=utf-8', 'cache-control': 'no-cache, no-transform', connection: 'keep-alive', 'x-accel-buffering': 'no' });
+    let closed = false;
+    let unsubscribe: (() => void) | undefined;
+    const stream = {
+      end() {
+        if (closed) return;
+        closed = true;
+        clearInterval(heartbeat);
+        unsubscribe?.();
+        deps.streams.delete(stream);
+        response.end();
+      },
+    };
+    const write = (event: string, data: unknown) => {
+      if (closed) return;
+      // A viewer that stops reading is dropped rather than buffered without bound; the page reconnects.
+      if (response.writableLength > 1024 * 1024) return stream.end();
+      response.write(`event: ${event}\ndata: ${JSON.stringify(data)}\n\n`);
+    };
+    const heartbeat = setInterval(() => !closed && response.write(': keep-alive\n\n'), 15_000);
+    heartbeat.unref();
+    deps.streams.add(stream);
+    // The response's 'close' fires when the client goes away (or we end it).
+    response.on('close', () => stream.end());
+    write('hello', { instanceId: ctx.instanceId, pollMs: ctx.config.API_GATEWAY_LIVE_POLL_MS });
+    unsubscribe = await deps.live.subscribe((message) => write(message.type, message.data));
+    if (closed) return unsubscribe();
+    write('sources', withPlaceholders(deps.live.sources()));
+    write('health', await deps.health().catch(() => undefined));
+  });
+}
+
+/** A card telling the streamer how to connect Twitch when no Twitch source exists yet. */
+export function withPlaceholders(sources: SourceState[]): SourceState[] {
+  const out = [...sources].sort((a, b) => (a.id < b.id ? -1 : a.id > b.id ? 1 : 0));
+  if (!out.some((source) => source.platform === 'twitch')) {
+    out.push({
+      id: 'twitch',
+      platform: 'twitch',
+      displayName: 'Twitch',
+      status: 'not_configured',
+      streamStatus: 'unknown',
+      metadata: {
+        placeholder: true,
+        howToConnect: 'Set TWITCH_CLIENT_ID, TWITCH_CLIENT_SECRET, TWITCH_BOT_USERNAME and TWITCH_CHANNELS, restart, then authorize the bot at /oauth/twitch/start.',
+      },
+    });
+  }
+  return out;
+}
+
+// ------------------------------------------------------------------------------------------ static
+
+const ASSETS: Record<string, { file: string; type: string }> = {
+  '/': { file: 'index.html', type: 'text/html; charset=utf-8' },
+  '/assets/app.js': { file: 'app.js', type: 'text/javascript; charset=utf-8' },
+  '/assets/style.css': { file: 'style.css', type: 'text/css; charset=utf-8' },
+};
+
+const SECURITY_HEADERS = {
+  'content-security-policy': "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self' ws: wss:; frame-ancestors 'none'; base-uri 'none'; form-action 'self'",
+  'x-content-type-options': 'nosniff',
+  'referrer-policy': 'no-referrer',
+  'cache-control': 'no-cache',
+};
+
+/** Serves the dashboard (plain HTML/CSS/ES module files read once at start; no build step). */
+export async function registerDashboard(app: FastifyInstance, publicDir: string): Promise<void> {
+  for (const [route, asset] of Object.entries(ASSETS)) {
+    const body = await readFile(path.join(publicDir, asset.file));
+    app.get(route, async (_request, reply) => reply.headers({ ...SECURITY_HEADERS, 'content-type': asset.type }).send(body));
+  }
+}

@@ -1,0 +1,143 @@
+/**
+ * API tokens for the gateway (WebSocket, HTTP API, dashboard).
+ *
+ * `API_GATEWAY_TOKENS` is a comma list of `token` or `token:role` with role `viewer`, `moderator` or
+ * `owner`; a bare token is an owner token (it is the operator's own). Viewers may read and chat;
+ * moderators and owners may also change rules and commands and replay dead letters.
+ *
+ * The embedded default (`npm start`: no tokens configured and the PGlite store; container and cloud
+ * deployments use PostgreSQL or Firestore and configure tokens) generates one owner token on first start and keeps it in `${DATA_DIR}/gateway-token` (mode 0600), where
+ * `bitbrat send` finds it. `API_GATEWAY_ALLOW_ANONYMOUS=true` lets requests without a token in as
+ * viewers (a wrong token is still refused).
+ */
+import { createHash, randomBytes, timingSafeEqual } from 'node:crypto';
+import { chmod, mkdir, readFile, writeFile } from 'node:fs/promises';
+import path from 'node:path';
+import { BitBratError } from '../../core/index.js';
+import { Role, isRole, roleRank } from '../auth/roles.js';
+
+export const ApiRole = { viewer: 'viewer', moderator: 'moderator', owner: 'owner' } as const;
+export type ApiRole = (typeof ApiRole)[keyof typeof ApiRole];
+
+const API_RANK: Record<ApiRole, number> = { viewer: 0, moderator: 1, owner: 2 };
+
+/** Who is calling: never the token itself, only a label safe to log. */
+export interface Principal {
+  role: ApiRole;
+  /** `token#1`, `embedded`, `anonymous`. */
+  label: string;
+  anonymous: boolean;
+}
+
+interface TokenEntry {
+  digest: Buffer;
+  role: ApiRole;
+  label: string;
+}
+
+export type AuthResult = { ok: true; principal: Principal } | { ok: false; code: 'UNAUTHORIZED'; message: string };
+
+export interface Authenticator {
+  /** Checks a presented token (undefined when none was presented). */
+  authenticate(token: string | undefined): AuthResult;
+  /** How many tokens are accepted (0 with anonymous-only or nothing configured). */
+  readonly tokenCount: number;
+  readonly allowAnonymous: boolean;
+}
+
+const digest = (token: string) => createHash('sha256').update(token, 'utf8').digest();
+
+/** Parses `API_GATEWAY_TOKENS`; a malformed entry is a configuration error naming its position. */
+export function parseTokenList(list: string | undefined): Array<{ token: string; role: ApiRole }> {
+  if (!list || list.trim() === '') return [];
+  const out: Array<{ token: string; role: ApiRole }> = [];
+  const problems: string[] = [];
+  list.split(',').map((part) => part.trim()).filter(Boolean).forEach((entry, index) => {
+    const colon = entry.lastIndexOf(':');
+    const maybeRole = colon > 0 ? entry.slice(colon + 1).trim().toLowerCase() : '';
+    const isKnownRole = (Object.values(ApiRole) as string[]).includes(maybeRole);
+    const token = isKnownRole ? entry.slice(0, colon).trim() : entry;
+    const role = isKnownRole ? (maybeRole as ApiRole) : ApiRole.owner;
+    if (colon > 0 && !isKnownRole && /^[a-z]+$/i.test(entry.slice(colon + 1))) {
+      problems.push(`entry ${index + 1}: unknown role "${entry.slice(colon + 1)}" (use viewer, moderator or owner)`);
+      return;
+    }
+    if (token.length < 8) {
+      problems.push(`entry ${index + 1}: a token must be at least 8 characters`);
+      return;
+    }
+    out.push({ token, role });
+  });
+  if (problems.length > 0) throw new BitBratError('CONFIG_INVALID', `API_GATEWAY_TOKENS is invalid: ${problems.join('; ')}`);
+  return out;
+}
+
+export function createAuthenticator(tokens: Array<{ token: string; role: ApiRole; label?: string }>, allowAnonymous: boolean): Authenticator {
+  const entries: TokenEntry[] = tokens.map((entry, index) => ({ digest: digest(entry.token), role: entry.role, label: entry.label ?? `token#${index + 1}` }));
+  return {
+    tokenCount: entries.length,
+    allowAnonymous,
+    authenticate(token) {
+      if (token === undefined || token === '') {
+        if (allowAnonymous) return { ok: true, principal: { role: ApiRole.viewer, label: 'anonymous', anonymous: true } };
+        return { ok: false, code: 'UNAUTHORIZED', message: 'a token is required (Authorization: Bearer <token>, ?token=, or an auth frame)' };
+      }
+      const presented = digest(token);
+      // Compare against every entry so the time taken does not depend on which one matched.
+      let match: TokenEntry | undefined;
+      for (const entry of entries) if (timingSafeEqual(entry.digest, presented) && !match) match = entry;
+      if (!match) return { ok: false, code: 'UNAUTHORIZED', message: 'the token is not valid' };
+      return { ok: true, principal: { role: match.role, label: match.label, anonymous: false } };
+    },
+  };
+}
+
+/** Whether `principal` has at least `minimum`. */
+export function hasApiRole(principal: Principal, minimum: ApiRole): boolean {
+  return API_RANK[principal.role] >= API_RANK[minimum];
+}
+
+/** The highest chat role a token may claim in the console: viewers up to vip, moderators up to moderator, owners up to broadcaster. */
+export const CHAT_ROLE_CAP: Record<ApiRole, Role> = { viewer: Role.vip, moderator: Role.moderator, owner: Role.broadcaster };
+
+/** Roles a console user may ask for (never `system`; `banned` is a stored role, not a claim). */
+export const CLAIMABLE_ROLES: readonly Role[] = [Role.viewer, Role.subscriber, Role.vip, Role.trusted, Role.moderator, Role.broadcaster];
+
+/** The chat role actually used: the requested one, lowered to the token's cap. */
+export function effectiveChatRole(requested: string | undefined, principal: Principal): Role {
+  const wanted: Role = requested && isRole(requested) ? requested : Role.viewer;
+  const cap = CHAT_ROLE_CAP[principal.role];
+  return roleRank(wanted) > roleRank(cap) ? cap : wanted;
+}
+
+/** The token presented with an HTTP request: `Authorization: Bearer …`, else `?token=`. */
+export function tokenFromRequest(headers: Record<string, string | string[] | undefined>, query: unknown): string | undefined {
+  const header = headers.authorization;
+  const value = Array.isArray(header) ? header[0] : header;
+  if (value) {
+    const match = /^Bearer\s+(.+)$/i.exec(value.trim());
+    if (match) return match[1]!.trim();
+  }
+  const fromQuery = query && typeof query === 'object' ? (query as Record<string, unknown>).token : undefined;
+  return typeof fromQuery === 'string' && fromQuery !== '' ? fromQuery : undefined;
+}
+
+export const TOKEN_FILE = 'gateway-token';
+
+/** Reads `${dataDir}/gateway-token`, creating it (0600) with a fresh random token when missing. */
+export async function ensureEmbeddedToken(dataDir: string): Promise<{ token: string; file: string; created: boolean }> {
+  const file = path.resolve(dataDir, TOKEN_FILE);
+  const existing = (await readFile(file, 'utf8').catch(() => '')).trim();
+  if (existing.length >= 8) return { token: existing, file, created: false };
+  await mkdir(path.dirname(file), { recursive: true });
+  const token = randomBytes(24).toString('base64url');
+  try {
+    await writeFile(file, token + '\n', { mode: 0o600, flag: existing ? 'w' : 'wx' });
+  } catch (error) {
+    // Another instance created it first: use theirs.
+    if ((error as NodeJS.ErrnoException).code === 'EEXIST') return { token: (await readFile(file, 'utf8')).trim(), file, created: false };
+    throw error;
+  }
+  await chmod(file, 0o600);
+  return { token, file, created: true };
+}

@@ -1,0 +1,191 @@
+/**
+ * The dashboard's live stream. One poller per gateway instance reads the store every
+ * `API_GATEWAY_LIVE_POLL_MS` (default 1 s) while at least one client listens, and fans changes out to
+ * every subscriber: new or changed events (the newest 100 are compared each tick, so an event also
+ * shows up again when it is finalized), source documents, dead letters and service health.
+ *
+ * Polling the store rather than tapping the bus is deliberate: it works the same in every topology
+ * (the events were written by persistence/finalizer, possibly in other processes), costs one small
+ * query per tick per instance whatever the number of viewers, and sees exactly what the API returns.
+ */
+import type { Logger } from '../../runtime/logger.js';
+import type { DeadLetterRecord, EventRecord, SourceState, Store } from '../../store/index.js';
+
+export type LiveMessage =
+  | { type: 'event'; data: EventSummary }
+  | { type: 'source'; data: SourceState }
+  | { type: 'sources'; data: SourceState[] }
+  | { type: 'deadletter'; data: DeadLetterSummary }
+  | { type: 'health'; data: unknown };
+
+export type EventSummary = Omit<EventRecord, 'ingress' | 'final'> & { steps?: number };
+
+export interface DeadLetterSummary {
+  id: string;
+  receivedAt: string;
+  replayedAt?: string;
+  replayCount: number;
+  code: string;
+  message: string;
+  topic: string;
+  service: string;
+  replayTopic?: string;
+  envelopeId?: string;
+  correlationId?: string;
+}
+
+/** The list form of an event: everything but the two envelopes. */
+export function summarizeEvent(record: EventRecord): EventSummary {
+  const { ingress, final, ...rest } = record;
+  const slip = (final ?? ingress?.envelope)?.routingSlip;
+  return { ...rest, ...(slip ? { steps: slip.length } : {}) };
+}
+
+export function summarizeDeadLetter(record: DeadLetterRecord): DeadLetterSummary {
+  const letter = record.deadLetter;
+  return {
+    id: record.id,
+    receivedAt: record.receivedAt,
+    ...(record.replayedAt ? { replayedAt: record.replayedAt } : {}),
+    replayCount: record.replayCount,
+    code: letter.reason.code,
+    message: letter.reason.message,
+    topic: letter.topic,
+    service: letter.service,
+    ...(letter.replayTopic ? { replayTopic: letter.replayTopic } : {}),
+    ...(letter.envelopeId ? { envelopeId: letter.envelopeId } : {}),
+    ...(letter.correlationId ? { correlationId: letter.correlationId } : {}),
+  };
+}
+
+export interface LiveFeedOptions {
+  store: () => Store;
+  /** Sources the store does not hold (e.g. this gateway's console). */
+  extraSources: () => SourceState[];
+  health: () => Promise<unknown>;
+  pollMs: number;
+  logger: Logger;
+  /** How many of the newest events are compared each tick. */
+  window?: number;
+}
+
+export interface LiveFeed {
+  /** Resolves once the baseline is known, so the subscriber only gets what changes afterwards. */
+  subscribe(listener: (message: LiveMessage) => void): Promise<() => void>;
+  /** Current sources (store + extra), as the poller last saw them. */
+  sources(): SourceState[];
+  stop(): void;
+}
+
+export function createLiveFeed(options: LiveFeedOptions): LiveFeed {
+  const listeners = new Set<(message: LiveMessage) => void>();
+  const window = options.window ?? 100;
+  let events = new Map<string, string>();
+  let sources = new Map<string, string>();
+  let sourceDocs: SourceState[] = [];
+  let letters = new Map<string, string>();
+  let health = '';
+  let timer: NodeJS.Timeout | undefined;
+  let baseline: Promise<void> | undefined;
+  let ticking: Promise<void> | undefined;
+  let stopped = false;
+
+  const emit = (message: LiveMessage) => {
+    for (const listener of listeners) {
+      try {
+        listener(message);
+      } catch (error) {
+        options.logger.debug({ err: error }, 'live listener failed');
+      }
+    }
+  };
+
+  const eventKey = (record: EventRecord) => `${record.outcome ?? ''}|${record.finalizedAt ?? ''}|${record.replyDelivered ?? ''}|${record.latencyMs ?? ''}`;
+  const letterKey = (record: DeadLetterRecord) => `${record.replayedAt ?? ''}|${record.replayCount}`;
+
+  /** One poll; `quiet` records the state without emitting (the baseline). */
+  const tick = async (quiet: boolean) => {
+    const store = options.store();
+    const [page, stored, letterPage, report] = await Promise.all([
+      store.listEvents({ limit: window }),
+      store.listSources(),
+      store.listDeadLetters({ limit: 50, includeReplayed: true }),
+      options.health().catch(() => undefined),
+    ]);
+
+    const nextEvents = new Map<string, string>();
+    // Oldest first, so the dashboard prepends in order.
+    for (const record of [...page.items].reverse()) {
+      const key = eventKey(record);
+      nextEvents.set(record.id, key);
+      if (!quiet && events.get(record.id) !== key) emit({ type: 'event', data: summarizeEvent(record) });
+    }
+    events = nextEvents;
+
+    const docs = [...stored, ...options.extraSources()];
+    const nextSources = new Map<string, string>();
+    for (const doc of docs) {
+      const key = JSON.stringify(doc);
+      nextSources.set(doc.id, key);
+      if (!quiet && sources.get(doc.id) !== key) emit({ type: 'source', data: doc });
+    }
+    sources = nextSources;
+    sourceDocs = docs;
+
+    const nextLetters = new Map<string, string>();
+    for (const record of [...letterPage.items].reverse()) {
+      const key = letterKey(record);
+      nextLetters.set(record.id, key);
+      if (!quiet && letters.get(record.id) !== key) emit({ type: 'deadletter', data: summarizeDeadLetter(record) });
+    }
+    letters = nextLetters;
+
+    if (report !== undefined) {
+      const key = JSON.stringify(report);
+      if (!quiet && key !== health) emit({ type: 'health', data: report });
+      health = key;
+    }
+  };
+
+  const schedule = () => {
+    if (stopped || listeners.size === 0) {
+      timer = undefined;
+      return;
+    }
+    timer = setTimeout(() => {
+      ticking = tick(false)
+        .catch((error) => options.logger.warn({ err: error }, 'live feed poll failed; will retry'))
+        .finally(() => {
+          ticking = undefined;
+          schedule();
+        });
+    }, options.pollMs);
+    timer.unref();
+  };
+
+  return {
+    async subscribe(listener) {
+      if (!baseline && listeners.size === 0) {
+        baseline = (ticking ?? Promise.resolve()).then(() => tick(true)).finally(() => (baseline = undefined));
+      }
+      // A failing baseline still subscribes: the next tick reports everything as new.
+      await (baseline ?? Promise.resolve()).catch((error) => options.logger.warn({ err: error }, 'live feed baseline failed'));
+      listeners.add(listener);
+      if (!timer && !ticking) schedule();
+      return () => {
+        listeners.delete(listener);
+        if (listeners.size === 0 && timer) {
+          clearTimeout(timer);
+          timer = undefined;
+        }
+      };
+    },
+    sources: () => sourceDocs,
+    stop() {
+      stopped = true;
+      listeners.clear();
+      if (timer) clearTimeout(timer);
+      timer = undefined;
+    },
+  };
+}
