@@ -23,7 +23,7 @@ export async function commandsCommand(args: string[], env: Record<string, string
   if (action !== 'list') {
     const parsed = parseManageArgs(words);
     if ('error' in parsed) throw new BitBratError('BAD_REQUEST', `bitbrat commands ${sub}: ${parsed.error}`);
-    input = { ...parsed.input, createdBy: 'cli' };
+    input = parsed.input;
   }
   const config = cliConfig(env);
 
@@ -50,7 +50,7 @@ export async function commandsCommand(args: string[], env: Record<string, string
 
   const store = await openStore(config, env);
   try {
-    const result = await manageCommand(store, action, input);
+    const result = await manageCommand(store, action, action === 'list' ? input : { ...input, createdBy: 'cli' });
     if (!result.ok) {
       process.stderr.write(`bitbrat commands ${sub}: ${result.message}\n`);
       return result.code === 'NOT_FOUND' ? 1 : 2;

@@ -93,3 +93,41 @@ describe('bitbrat CLI', () => {
     }
   }, 150_000);
 });
+
+describe('bitbrat commands and dlq against a running platform (embedded store, through the API)', () => {
+  it('adds, lists and deletes a custom command, lists dead letters, and sends a chat message', async () => {
+    const dataDir = await mkdtemp(path.join(tmpdir(), 'bitbrat-ops-'));
+    const port = await freePort();
+    const env = { PORT: String(port), DATA_DIR: dataDir };
+    const child = spawn(process.execPath, [BIN, 'start'], { env: { ...process.env, LOG_LEVEL: 'warn', ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
+    let output = '';
+    child.stdout.on('data', (chunk) => (output += chunk));
+    child.stderr.on('data', (chunk) => (output += chunk));
+    try {
+      await waitFor(async () => (await fetch(`http://127.0.0.1:${port}/readyz`).catch(() => undefined))?.status === 200, { timeoutMs: 90_000, intervalMs: 250, message: `ready; output: ${output.slice(-1500)}` });
+      const add = await run(['commands', 'add', '!discord', '-cd=0', 'Join', 'us', 'at', 'example.org/{user}'], env);
+      expect(add.stderr).toBe('');
+      expect(add.code).toBe(0);
+      const list = await run(['commands', 'list'], env);
+      expect(list.stdout).toContain('!discord');
+      expect(list.stdout).toContain('Join us at example.org/{user}');
+      const reply = await run(['send', '!discord', '--user', 'carol'], env);
+      expect(reply.stdout.trim()).toBe('Join us at example.org/carol');
+      const pong = await run(['send', '!ping'], env);
+      expect(pong.stdout.trim()).toBe('pong');
+      const removed = await run(['commands', 'delete', '!discord'], env);
+      expect(removed.code).toBe(0);
+      expect((await run(['commands', 'list'], env)).stdout).not.toContain('!discord');
+      const letters = await run(['dlq', 'list'], env);
+      expect(letters.code).toBe(0);
+      expect(letters.stdout).toContain('no dead letters');
+      const missing = await run(['dlq', 'replay', 'dl-nope'], env);
+      expect(missing.code).toBe(1);
+      expect(missing.stderr).toContain('404');
+    } finally {
+      child.kill('SIGTERM');
+      await new Promise((resolve) => child.on('exit', resolve));
+      await rm(dataDir, { recursive: true, force: true });
+    }
+  }, 180_000);
+});
