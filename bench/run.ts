@@ -26,6 +26,7 @@ try {
     ['twitch', './twitch-ingest.js'],
     ['analyzer', './analyzer.js'],
     ['llm', './llm-bot.js'],
+    ['chaos', './chaos.js'],
   ] as const) {
     if (!wanted(name)) continue;
     const module = (await import(file)) as Record<string, unknown>;
