@@ -96,8 +96,7 @@ export async function runChaos(options: { log?: (line: string) => void; ratePerS
           source: { platform: 'chaos', channel: 'chaos', channelId: '1', egressDestination: Topic.egress },
           user: { id: `u${index % 7}`, name: `viewer${index % 7}`, displayName: 'Viewer', profileImageUrl: '', role: 'viewer' },
           payload: { text: '!ping' },
-          message: { id: `m${index}`, text: '!ping' },
-          extra: { qos: { maxResponseMs: 600_000 } },
+          extra: { message: { id: `m${index}`, text: '!ping' }, qos: { maxResponseMs: 600_000 } },
         });
         index += 1;
         const data = new TextEncoder().encode(JSON.stringify(envelope));

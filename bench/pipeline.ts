@@ -27,8 +27,8 @@ function benchEnvelope(index: number, steps: string[]): Envelope {
     source: { platform: 'bench', channel: 'bench', channelId: '1' },
     user: { id: `u${index % 100}`, name: `viewer${index % 100}`, displayName: 'Viewer', profileImageUrl: '', role: 'viewer' },
     payload: { text: `message number ${index} with a little text in it` },
-    message: { id: `m${index}`, text: `message number ${index} with a little text in it` },
     routingSlip: steps.map((id) => createStep(id)),
+    extra: { message: { id: `m${index}`, text: `message number ${index} with a little text in it` } },
   });
 }
 

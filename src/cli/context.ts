@@ -48,7 +48,7 @@ export async function apiTarget(config: Readonly<PlatformConfig>, env: Record<st
   const host = config.HOST === '0.0.0.0' ? '127.0.0.1' : config.HOST;
   const url = (flags.url ?? env.API_URL ?? `http://${host}:${config.PORT}`).replace(/\/$/, '');
   let token = flags.token ?? env.API_TOKEN;
-  if (!token) token = (await readFile(path.join(config.DATA_DIR, 'gateway-token'), 'utf8').catch(() => '')).trim() || undefined;
+  if (!token) token = (await readFile(path.join(config.DATA_DIR ?? './data', 'gateway-token'), 'utf8').catch(() => '')).trim() || undefined;
   return { url, token };
 }
 

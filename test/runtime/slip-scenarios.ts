@@ -240,7 +240,7 @@ export function describeSlipScenarios(driver: string, factory: BusFactory) {
         stepService('a', async () => continueWith()),
         stepService('router', async (envelope) => {
           const history = envelope.routingSlip.filter((step: any) => step.status !== 'PENDING');
-          return continueWith({ ...envelope, routingSlip: [...history, envelope.routingSlip.find((s: any) => s.id === 'router'), createStep('c')] });
+          return continueWith({ ...envelope, routingSlip: [...history, envelope.routingSlip.find((s: any) => s.id === 'router')!, createStep('c')] });
         }),
         stepService('c', async () => continueWith()),
       ]);

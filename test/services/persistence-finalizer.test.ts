@@ -18,8 +18,7 @@ function chat(text: string, extra: Partial<Envelope> = {}): Envelope {
     source: { platform: 'twitch', channel: 'streamer', channelId: '42' },
     user: { id: 'u1', name: 'alice', displayName: 'Alice', profileImageUrl: '', role: 'viewer' },
     payload: { text, raw: { tags: { id: 'abc' } } },
-    message: { id: 'm1', text },
-    extra,
+    extra: { message: { id: 'm1', text }, ...extra },
   });
 }
 
