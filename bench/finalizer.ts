@@ -6,15 +6,11 @@ import { createMemoryBus } from '../src/bus/index.js';
 import { createEnvelope, createReply, createStep, Topic } from '../src/core/index.js';
 import finalizer from '../src/services/finalizer/index.js';
 import { createStore, type CreateStoreOptions, type Store } from '../src/store/index.js';
-import { createHost, type Architecture } from '../src/runtime/index.js';
+import { createHost } from '../src/runtime/index.js';
+import { testArchitecture } from '../test/support/harness.js';
 import { round } from './stats.js';
 
-const architecture: Architecture = {
-  version: 1,
-  name: 'bench',
-  defaults: { port: 0, health: [], env: [], secrets: [] },
-  services: { finalizer: { description: '', entry: 'bench', consumes: [Topic.finalizer, Topic.deadletter], publishes: [], paths: [], env: [], secrets: [], scaling: { min: 1, max: 1 }, expose: false } },
-};
+const architecture = testArchitecture([{ name: 'finalizer', consumes: [Topic.finalizer, Topic.deadletter] }]);
 
 async function measure(driver: string, store: Store, events: number) {
   const bus = createMemoryBus();

@@ -5,7 +5,8 @@
  */
 import type { MessageBus } from '../src/bus/index.js';
 import { createEnvelope, createStep, Topic, type Envelope } from '../src/core/index.js';
-import { createHost, continueWith, defineService, type Architecture, type ServiceDefinition } from '../src/runtime/index.js';
+import { createHost, continueWith, defineService, type ServiceDefinition } from '../src/runtime/index.js';
+import { testArchitecture } from '../test/support/harness.js';
 import { drive, percentile, round } from './stats.js';
 
 export const HOPS = 6;
@@ -86,17 +87,7 @@ export async function runPipeline(bus: MessageBus, events: number, offeredPerSec
       }),
     }),
   );
-  const architecture: Architecture = {
-    version: 1,
-    name: 'bench',
-    defaults: { port: 0, health: [], env: [], secrets: [] },
-    services: Object.fromEntries(
-      services.map((service) => [
-        service.name,
-        { description: '', entry: 'bench', consumes: Object.keys(service.consumers({} as never)), publishes: [], paths: [], env: [], secrets: [], scaling: { min: 1, max: 1 }, expose: false },
-      ]),
-    ),
-  };
+  const architecture = testArchitecture(services.map((service) => ({ name: service.name, consumes: Object.keys(service.consumers({} as never)) })));
   const host = await createHost({ services, bus, env: { LOG_LEVEL: 'silent', PORT: '0' }, architecture, listen: false, defaultMetrics: false });
   await host.start();
   try {

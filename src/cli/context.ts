@@ -3,7 +3,7 @@ import path from 'node:path';
 import { createBus, type MessageBus } from '../bus/index.js';
 import { BitBratError } from '../core/index.js';
 import { loadPlatformConfig, type PlatformConfig } from '../runtime/config.js';
-import { createEnvSecretsProvider } from '../runtime/secrets.js';
+import { createSecrets, storeOptionsFromConfig } from '../runtime/host.js';
 import type { Store } from '../store/index.js';
 
 /** Platform config for an operator command (same variables as the services). */
@@ -14,15 +14,7 @@ export function cliConfig(env: Record<string, string | undefined>): Readonly<Pla
 /** Opens the configured store directly (for commands that run next to, not inside, the platform). */
 export async function openStore(config: Readonly<PlatformConfig>, env: Record<string, string | undefined>): Promise<Store> {
   const { createStore } = await import('../store/index.js');
-  const secrets = config.SECRETS_PROVIDER === 'env' ? createEnvSecretsProvider(env) : await (await import('../runtime/secrets-providers.js')).createSecretsProvider({ kind: config.SECRETS_PROVIDER, env, dir: config.SECRETS_DIR, projectId: config.GOOGLE_CLOUD_PROJECT });
-  const store = await createStore({
-    driver: config.STORE_DRIVER,
-    dataDir: config.DATA_DIR,
-    databaseUrl: config.DATABASE_URL,
-    firestore: config.GOOGLE_CLOUD_PROJECT ? { projectId: config.GOOGLE_CLOUD_PROJECT, host: config.FIRESTORE_EMULATOR_HOST } : undefined,
-    secrets,
-    embedded: config.STORE_DRIVER === 'pglite',
-  });
+  const store = await createStore(storeOptionsFromConfig(config, await createSecrets(config, env)));
   await store.init();
   return store;
 }

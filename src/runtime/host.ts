@@ -1,7 +1,7 @@
 import type { FastifyInstance } from 'fastify';
 import { createBus, type MessageBus, type Subscription } from '../bus/index.js';
 import { BitBratError, type Envelope } from '../core/index.js';
-import type { Store } from '../store/index.js';
+import type { CreateStoreOptions, Store } from '../store/index.js';
 import { loadPlatformConfig, parseConfig, readEnv, type PlatformConfig } from './config.js';
 import { createSlipEngine, type SlipEngine } from './engine.js';
 import { createHealthRegistry, type HealthRegistry } from './health.js';
@@ -202,15 +202,7 @@ export async function createHost(options: HostOptions): Promise<Host> {
       if (needsStore) {
         if (!store) {
           const { createStore } = await import('../store/index.js');
-          store = await createStore({
-            driver: config.STORE_DRIVER,
-            dataDir: config.DATA_DIR,
-            databaseUrl: config.DATABASE_URL,
-            firestore: config.GOOGLE_CLOUD_PROJECT ? { projectId: config.GOOGLE_CLOUD_PROJECT, host: config.FIRESTORE_EMULATOR_HOST } : undefined,
-            secrets,
-            embedded: config.STORE_DRIVER === 'pglite',
-            logger: rootLogger.child({ component: 'store' }),
-          });
+          store = await createStore(storeOptionsFromConfig(config, secrets, rootLogger.child({ component: 'store' })));
         }
         await store.init();
         health.set('store', true);
@@ -273,7 +265,21 @@ export async function createHost(options: HostOptions): Promise<Host> {
   return host;
 }
 
-async function createSecrets(config: Readonly<PlatformConfig>, env: Record<string, string | undefined>): Promise<SecretsProvider> {
+/** The store options the platform config describes (the embedded store generates its own keys). */
+export function storeOptionsFromConfig(config: Readonly<PlatformConfig>, secrets: SecretsProvider, logger?: CreateStoreOptions['logger']): CreateStoreOptions {
+  return {
+    driver: config.STORE_DRIVER,
+    dataDir: config.DATA_DIR,
+    databaseUrl: config.DATABASE_URL,
+    firestore: config.GOOGLE_CLOUD_PROJECT ? { projectId: config.GOOGLE_CLOUD_PROJECT, host: config.FIRESTORE_EMULATOR_HOST } : undefined,
+    secrets,
+    embedded: config.STORE_DRIVER === 'pglite',
+    ...(logger ? { logger } : {}),
+  };
+}
+
+/** The configured secrets provider. */
+export async function createSecrets(config: Readonly<PlatformConfig>, env: Record<string, string | undefined>): Promise<SecretsProvider> {
   if (config.SECRETS_PROVIDER === 'env') return createEnvSecretsProvider(env);
   const { createSecretsProvider } = await import('./secrets-providers.js');
   return createSecretsProvider({ kind: config.SECRETS_PROVIDER, env, dir: config.SECRETS_DIR, projectId: config.GOOGLE_CLOUD_PROJECT } as never);
