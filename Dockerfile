@@ -1,0 +1,40 @@
+# syntax=docker/dockerfile:1
+# One image for every BitBrat service: `bitbrat service <name>` runs one service (compose, Cloud Run),
+# the default `bitbrat start` runs them all in one process. TypeScript runs through tsx, which is a
+# runtime dependency (bin/bitbrat.js registers it), so there is no compile step.
+
+# --- build: install every dependency from the lock file, then drop the dev ones -------------------
+FROM node:24-slim AS build
+WORKDIR /app
+ENV NODE_ENV=development
+COPY package.json package-lock.json ./
+RUN npm ci --no-audit --no-fund
+COPY tsconfig.json architecture.yaml ./
+COPY bin ./bin
+COPY src ./src
+COPY config ./config
+COPY schemas ./schemas
+# Fail the image build on type errors, then keep only what runs in production.
+RUN npx tsc --noEmit -p tsconfig.json \
+ && npm prune --omit=dev --no-audit --no-fund
+
+# --- runtime: production dependencies and the sources only, as the unprivileged `node` user ---------
+FROM node:24-slim AS runtime
+ENV NODE_ENV=production \
+    HOST=0.0.0.0 \
+    PORT=8080 \
+    DATA_DIR=/app/data
+WORKDIR /app
+COPY --from=build --chown=node:node /app/node_modules ./node_modules
+COPY --chown=node:node package.json package-lock.json architecture.yaml ./
+COPY --chown=node:node bin ./bin
+COPY --chown=node:node src ./src
+COPY --chown=node:node config ./config
+COPY --chown=node:node schemas ./schemas
+RUN mkdir -p /app/data && chown node:node /app/data
+USER node
+EXPOSE 8080
+HEALTHCHECK --interval=15s --timeout=5s --start-period=30s --retries=3 \
+  CMD node -e "fetch('http://127.0.0.1:${PORT:-8080}/readyz').then((r) => process.exit(r.ok ? 0 : 1), () => process.exit(1))"
+ENTRYPOINT ["node", "bin/bitbrat.js"]
+CMD ["start"]
