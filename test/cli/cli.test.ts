@@ -131,3 +131,22 @@ describe('bitbrat commands and dlq against a running platform (embedded store, t
     }
   }, 180_000);
 });
+
+describe('bitbrat infra generate', () => {
+  it('writes compose and Terraform into --out, and --check reports the repository copy in sync', async () => {
+    const out = await mkdtemp(path.join(tmpdir(), 'bitbrat-infra-'));
+    try {
+      const generated = await run(['infra', 'generate', '--out', out]);
+      expect(generated.code).toBe(0);
+      expect(generated.stdout).toContain('compose.yaml');
+      expect(generated.stdout).toMatch(/terraform\//);
+      const inRepo = await run(['infra', 'generate', '--check']);
+      expect(inRepo.stderr).toBe('');
+      expect(inRepo.code).toBe(0);
+      const bad = await run(['infra', 'deploy']);
+      expect(bad.code).toBe(2);
+    } finally {
+      await rm(out, { recursive: true, force: true });
+    }
+  });
+});
