@@ -39,7 +39,7 @@ describe('the phased flow: auth → router → query-analyzer → router → rea
     host = await startTestHost({
       services: [authService, createEventRouter(), createQueryAnalyzer(), createCommandsService()],
       bus,
-      env: { ANALYZER_BLOCKLIST: 'buy followers' },
+      env: { ANALYZER_BLOCKLIST: 'buy followers', LLM_PROVIDER: 'openai' },
       extra: { store },
     });
   });

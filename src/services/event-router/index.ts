@@ -18,6 +18,8 @@ const ConfigSchema = z.object({
   RULES_RELOAD_MS: env.int(2_000, { min: 50 }),
   /** The bot's login, available to rules as `botName`. */
   BOT_NAME: env.string().transform((value) => value ?? 'bitbrat'),
+  /** Whether an LLM is configured; without one, rules see `capabilities.llm` false and send llm-bot nothing. */
+  LLM_PROVIDER: env.string(),
 });
 type Config = z.infer<typeof ConfigSchema>;
 
@@ -58,8 +60,8 @@ export function createEventRouter(): EventRouter {
     return reloading;
   };
 
-  const route = async (envelope: Envelope, stage: Stage, botName: string, logger: Logger): Promise<HandlerResult> => {
-    const match = matchRule(ruleSet, evaluationData(envelope, stage, botName), (rule, error) =>
+  const route = async (envelope: Envelope, stage: Stage, botName: string, logger: Logger, llm: boolean): Promise<HandlerResult> => {
+    const match = matchRule(ruleSet, evaluationData(envelope, stage, botName, { llm }), (rule, error) =>
       logger.warn({ rule: rule.id, err: error }, 'routing rule failed to evaluate; treated as no match'),
     );
     const decision = applyDecision(envelope, stage, match);
@@ -91,8 +93,8 @@ export function createEventRouter(): EventRouter {
       context = undefined;
     },
     consumers: (ctx) => ({
-      [Topic.authenticated]: { mode: 'slip', handle: (envelope, hctx) => route(envelope, 'ingress', ctx.config.BOT_NAME, hctx.logger) },
-      [Topic.router]: { mode: 'step', handle: (envelope, hctx) => route(envelope, 'enriched', ctx.config.BOT_NAME, hctx.logger) },
+      [Topic.authenticated]: { mode: 'slip', handle: (envelope, hctx) => route(envelope, 'ingress', ctx.config.BOT_NAME, hctx.logger, Boolean(ctx.config.LLM_PROVIDER)) },
+      [Topic.router]: { mode: 'step', handle: (envelope, hctx) => route(envelope, 'enriched', ctx.config.BOT_NAME, hctx.logger, Boolean(ctx.config.LLM_PROVIDER)) },
     }),
     reload,
     current: () => ruleSet,

@@ -20,6 +20,8 @@ export interface EvaluationData {
   annotationLabels: Record<string, string>;
   stage: Stage;
   botName: string;
+  /** Which optional services can take work here (an unconfigured LLM gets none: no made-up answers). */
+  capabilities: { llm: boolean };
   payload: Record<string, unknown>;
 }
 
@@ -148,7 +150,7 @@ jsonLogic.add_operation('lower', (value: unknown) => (typeof value === 'string' 
 // ------------------------------------------------------------------------------------ evaluation
 
 /** Builds the evaluation data for an envelope at a stage. */
-export function evaluationData(envelope: Envelope, stage: Stage, botName: string): EvaluationData {
+export function evaluationData(envelope: Envelope, stage: Stage, botName: string, capabilities: { llm: boolean } = { llm: true }): EvaluationData {
   const annotations = envelope.annotations ?? [];
   const annotationLabels: Record<string, string> = {};
   for (const annotation of annotations) if (annotation.label !== undefined) annotationLabels[annotation.kind] = annotation.label;
@@ -172,6 +174,7 @@ export function evaluationData(envelope: Envelope, stage: Stage, botName: string
     annotationLabels,
     stage,
     botName,
+    capabilities,
     payload: envelope.payload,
   };
 }
