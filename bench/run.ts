@@ -27,6 +27,7 @@ try {
     ['analyzer', './analyzer.js'],
     ['llm', './llm-bot.js'],
     ['chaos', './chaos.js'],
+    ['full', './full-pipeline.js'],
   ] as const) {
     if (!wanted(name)) continue;
     const module = (await import(file)) as Record<string, unknown>;

@@ -1,8 +1,9 @@
 /**
- * Twitch chat ingestion: the fake Twitch IRC server offers 2 000 chat lines per second for ~5 s (batched
- * per 10 ms tick into WebSocket frames, as Twitch does); the real Twurple ChatClient inside the
- * ingress-egress service turns them into envelopes on internal.ingress.v1 of a memory bus. Latency is
- * from the line leaving the fake to the envelope arriving on the bus.
+ * Twitch chat ingestion: the fake Twitch IRC server offers 2 000 chat lines per second for 30 s
+ * (BENCH_TWITCH_SECONDS overrides the duration), batched per 10 ms tick into WebSocket frames as Twitch
+ * does; the real Twurple ChatClient inside the ingress-egress service turns them into envelopes on
+ * internal.ingress.v1 of a memory bus. Latency is from the line leaving the fake to the envelope arriving
+ * on the bus.
  */
 import { realpathSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
@@ -15,7 +16,7 @@ import { startFakeTwitchIrc } from '../test/fakes/twitch-irc.js';
 import { percentile, round } from './stats.js';
 
 const OFFERED_PER_SEC = 2_000;
-const DURATION_MS = 5_000;
+const DURATION_MS = Math.max(1, Number(process.env.BENCH_TWITCH_SECONDS ?? '30') || 30) * 1_000;
 const TICK_MS = 10;
 const DRAIN_TIMEOUT_MS = 15_000;
 const CHANNEL = 'benchchan';

@@ -155,3 +155,34 @@ describe('the auth service', () => {
     expect(await store.getUser('twitch:system')).toBeUndefined();
   });
 });
+
+describe('auth never hands out the system role for chat', () => {
+  it('a chat message without a user id, or claiming the system role, gets viewer rights', async () => {
+    const { createStore } = await import('../../src/store/index.js');
+    const { createMemoryBus } = await import('../../src/bus/index.js');
+    const { createEnvelope, Topic } = await import('../../src/core/index.js');
+    const { collect, startTestHost } = await import('../support/harness.js');
+    const authModule = await import('../../src/services/auth/index.js');
+    const store = await createStore({ driver: 'pglite', dataDir: 'memory://', embedded: true });
+    await store.init();
+    const bus = createMemoryBus();
+    await bus.connect();
+    const observer = await collect(bus, [Topic.authenticated]);
+    const host = await startTestHost({ services: [authModule.default], bus, extra: { store } });
+    try {
+      for (const user of [
+        { id: '', name: '', displayName: '', profileImageUrl: '', role: '' },
+        { id: 'system', name: 'mallory', displayName: 'mallory', profileImageUrl: '', role: 'system' },
+      ]) {
+        const envelope = createEnvelope({ type: 'external.chat.message.v1', source: { platform: 'twitch', channel: 'c', channelId: '1' }, user, payload: { text: '!addcom !x y' } });
+        await bus.publish(Topic.ingress, new TextEncoder().encode(JSON.stringify(envelope)));
+        const out = await observer.waitFor(Topic.authenticated, (value) => value.id === envelope.id);
+        expect(out.user.role).toBe('viewer');
+        expect(out.user.permissions).not.toContain('commands:manage');
+      }
+    } finally {
+      await host.stop();
+      await store.close();
+    }
+  });
+});

@@ -252,6 +252,73 @@ describe('ingress-egress with a configured Twitch chat connection', () => {
     expect(observed.envelopes('internal.ingress.v1').some((value) => value.type === 'system.source.status' && value.payload.sourceId === 'twitch:modchan')).toBe(true);
   });
 
+  it('survives malformed IRC input: stays connected and keeps turning the well-formed lines into valid envelopes', async () => {
+    const connectionsBefore = fake.connections;
+    const reconnectsBefore = (await debug(host)).body.counters.reconnects;
+    const ingressBefore = observed.envelopes('internal.ingress.v1').length;
+    const prefix = (login: string) => `:${login}!${login}@${login}.tmi.twitch.tv`;
+    const emojiId = 'malformed-emoji-1';
+    const emojiText = 'Kappa 🎉 héllo 世界 Kappa';
+    fake.sendLines(CHANNEL, [
+      // Plain garbage, a bare prefix, a lone tag block, control characters and an unknown command.
+      'this is not irc at all',
+      ':',
+      '@;;;=',
+      '@badges=broadcaster/1 :nobody PRIVMSG',
+      '\u0001\u0000 ::: @@@',
+      `${prefix('x')} FROBNICATE #${CHANNEL} :what`,
+      // A PRIVMSG without any tags.
+      `${prefix('notags')} PRIVMSG #${CHANNEL} :a message without tags`,
+      // Broken tag escaping: a dangling backslash, unknown escapes, a tag without a value, a stray `=`.
+      `@badges=;color=#FF0000;display-name=Broken\\;emotes=;id=malformed-escape-1;user-id=5151\\q\\;novalue;=orphan :broken!broken@broken.tmi.twitch.tv PRIVMSG #${CHANNEL} :escape\\s trouble`,
+      // Emotes whose positions are garbage or out of range.
+      fake.chatLine({ channel: CHANNEL, user: 'emotebad', text: 'Kappa oops', tags: { id: 'malformed-emotes-1', emotes: '25:a-b,100-104/x:/:0-4', 'user-id': '5252' } }).line,
+      // Unicode and emoji with emote positions counted in code points.
+      fake.chatLine({ channel: CHANNEL, user: 'emojifan', text: emojiText, tags: { id: emojiId, emotes: '25:0-4,17-21', 'user-id': '5353', 'display-name': 'ÉmojiFan' } }).line,
+    ]);
+    // Well-formed chat after the garbage still arrives, in order and valid.
+    const after = [0, 1, 2].map((i) => fake.sendChat({ channel: CHANNEL, user: `aftergarbage${i}`, text: `still here ${i}` }));
+    const last = (await observed.waitFor('internal.ingress.v1', (value) => value.payload?.messageId === after[2]).catch(async (error: Error) => {
+      const seen = observed.envelopes('internal.ingress.v1').slice(ingressBefore).map((value) => value.payload?.messageId ?? value.type);
+      throw new Error(`${error.message}; connector status ${(await debug(host)).body.status}; ingress since: ${JSON.stringify(seen)}`);
+    })) as Envelope;
+
+    const chats = observed
+      .envelopes('internal.ingress.v1')
+      .slice(ingressBefore)
+      .filter((value) => value.type === 'external.chat.message.v1');
+    for (const envelope of chats) {
+      const validation = validateEnvelope(envelope);
+      expect(validation.ok, validation.ok ? '' : `${envelope.message?.text}: ${validation.error}`).toBe(true);
+    }
+    const ids = chats.map((envelope) => envelope.payload.messageId);
+    expect(ids.slice(-3)).toEqual(after);
+    expect(last).toMatchObject({ message: { text: 'still here 2' }, user: { name: 'aftergarbage2' } });
+
+    const emoji = chats.find((envelope) => envelope.payload.messageId === emojiId)!;
+    expect(emoji).toMatchObject({
+      message: { id: emojiId, text: emojiText },
+      user: { id: '5353', name: 'emojifan', displayName: 'ÉmojiFan' },
+      payload: { text: emojiText, emotes: [{ id: '25', name: 'Kappa', positions: [{ start: 0, end: 4 }, { start: 17, end: 21 }] }] },
+    });
+    // A line with broken tag escaping still comes through with its text as sent.
+    expect(chats.find((envelope) => envelope.payload.messageId === 'malformed-escape-1')).toMatchObject({ user: { name: 'broken' }, message: { text: 'escape\\s trouble' } });
+    // Unparsable emote positions (`a-b`, `x:`) are dropped; the message itself is kept as sent.
+    const badEmotes = chats.find((envelope) => envelope.payload.messageId === 'malformed-emotes-1')!;
+    expect(badEmotes.message).toMatchObject({ text: 'Kappa oops' });
+    for (const emote of badEmotes.payload.emotes as Array<{ positions: Array<{ start: number; end: number }> }>) {
+      for (const position of emote.positions) expect(Number.isInteger(position.start) && Number.isInteger(position.end)).toBe(true);
+    }
+
+    // Still the same connection, never dropped, and still serving the channel.
+    const { body } = await debug(host);
+    expect(body.status).toBe('connected');
+    expect(body.counters.reconnects).toBe(reconnectsBefore);
+    expect(fake.connections).toBe(connectionsBefore);
+    expect(fake.joinedClients(CHANNEL)).toBe(1);
+    expect((await readyz(host)).status).toBe(200);
+  });
+
   it('never shows the token on /_debug/twitch', async () => {
     const { text } = await debug(host);
     expect(text).not.toContain(TOKEN);

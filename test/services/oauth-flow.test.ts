@@ -61,8 +61,8 @@ describe('oauth-flow service (Twitch authorization code flow against the fake)',
     return started;
   }
 
-  async function startFlow(app: Host['app'], role: string) {
-    const response = await app.inject({ method: 'GET', url: `/oauth/twitch/start?role=${role}` });
+  async function startFlow(app: Host['app'], identity: string, param: 'identity' | 'role' = 'identity') {
+    const response = await app.inject({ method: 'GET', url: `/oauth/twitch/start?${param}=${identity}` });
     expect(response.statusCode).toBe(302);
     return new URL(String(response.headers.location));
   }
@@ -89,6 +89,32 @@ describe('oauth-flow service (Twitch authorization code flow against the fake)',
       const response = await app.inject({ method: 'GET', url: '/oauth/twitch/start?role=admin' });
       expect(response.statusCode).toBe(400);
       expect(response.json()).toMatchObject({ error: 'BAD_REQUEST' });
+    });
+
+    it('takes the account from ?identity=broadcaster (the documented parameter)', async () => {
+      const location = await startFlow(app, 'broadcaster', 'identity');
+      expect(verifyState(STATE_SECRET, location.searchParams.get('state')!)).toMatchObject({ ok: true, role: 'broadcaster' });
+      expect(location.searchParams.get('force_verify')).toBe('true');
+    });
+
+    it('accepts ?identity=bot, ?role= as an alias, and defaults to the bot', async () => {
+      const stateRole = (location: URL) => (verifyState(STATE_SECRET, location.searchParams.get('state')!) as { role?: string }).role;
+      expect(stateRole(await startFlow(app, 'bot', 'identity'))).toBe('bot');
+      expect(stateRole(await startFlow(app, 'broadcaster', 'role'))).toBe('broadcaster');
+      const bare = await app.inject({ method: 'GET', url: '/oauth/twitch/start' });
+      expect(bare.statusCode).toBe(302);
+      expect(stateRole(new URL(String(bare.headers.location)))).toBe('bot');
+      const agreeing = await app.inject({ method: 'GET', url: '/oauth/twitch/start?identity=broadcaster&role=broadcaster' });
+      expect(stateRole(new URL(String(agreeing.headers.location)))).toBe('broadcaster');
+    });
+
+    it('answers 400 to an unknown identity, a repeated one, or identity and role that disagree', async () => {
+      for (const query of ['identity=admin', 'identity=', 'identity=bot&identity=broadcaster', 'identity=bot&role=broadcaster']) {
+        const response = await app.inject({ method: 'GET', url: `/oauth/twitch/start?${query}` });
+        expect(response.statusCode, query).toBe(400);
+        expect(response.json(), query).toMatchObject({ error: 'BAD_REQUEST' });
+        expect(response.headers.location, query).toBeUndefined();
+      }
     });
   });
 

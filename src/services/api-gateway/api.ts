@@ -485,7 +485,7 @@ export function withPlaceholders(sources: SourceState[]): SourceState[] {
       streamStatus: 'unknown',
       metadata: {
         placeholder: true,
-        howToConnect: 'Set TWITCH_CLIENT_ID, TWITCH_CLIENT_SECRET, TWITCH_BOT_USERNAME and TWITCH_CHANNELS, restart, then authorize the bot at /oauth/twitch/start.',
+        howToConnect: 'Set TWITCH_CLIENT_ID, TWITCH_CLIENT_SECRET, TWITCH_BOT_USERNAME and TWITCH_CHANNELS, restart, then authorize the bot at /oauth/twitch/start?identity=bot (and the broadcaster at ?identity=broadcaster for EventSub).',
       },
     });
   }

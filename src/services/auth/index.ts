@@ -32,6 +32,12 @@ export const service = defineService({
       mode: 'stage',
       next: Topic.authenticated,
       async handle(envelope) {
+        if (envelope.type === EventType.chatMessage && !hasRealUser(envelope)) {
+          // A chat message always comes from a viewer at least: one without a usable user id (e.g. a
+          // line without tags) or claiming the system role gets viewer rights, never system's.
+          const identity = resolveIdentity(Role.viewer, []);
+          return continueWith({ ...envelope, user: { ...envelope.user, role: identity.role, roles: identity.roles, permissions: identity.permissions } });
+        }
         if (envelope.type.startsWith('system.') || !hasRealUser(envelope)) {
           if (!envelope.user.role) envelope.user.role = Role.system;
           return continueWith(envelope);

@@ -5,7 +5,7 @@ import { env } from '../../runtime/config.js';
 import { continueWith, defineService, type ServiceContext } from '../../runtime/service.js';
 import type { EventRecord } from '../../store/index.js';
 import { finalRecord } from '../persistence/records.js';
-import { writeEach } from '../persistence/write-each.js';
+import { batchSizeFor, writeEach } from '../persistence/write-each.js';
 import { createHash } from 'node:crypto';
 
 const ConfigSchema = z.object({
@@ -31,7 +31,7 @@ export const service = defineService<Config>({
         const fresh = new Set(await ctx.store.recordFinal(batch));
         return batch.map((record) => fresh.has(record.id));
       }),
-      { maxSize: ctx.config.FINALIZER_BATCH_SIZE, maxDelayMs: ctx.config.FINALIZER_BATCH_DELAY_MS },
+      { maxSize: batchSizeFor(ctx.config.FINALIZER_BATCH_SIZE, ctx.platform?.MAX_IN_FLIGHT), maxDelayMs: ctx.config.FINALIZER_BATCH_DELAY_MS },
     );
     return {
       [Topic.finalizer]: {

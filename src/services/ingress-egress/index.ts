@@ -54,7 +54,7 @@ function setupHint(config: Config, hasToken: boolean): string | undefined {
   const missing: string[] = [];
   if (config.TWITCH_CHANNELS.length === 0) missing.push('set TWITCH_CHANNELS (comma-separated channel logins)');
   if (!config.TWITCH_BOT_USERNAME) missing.push('set TWITCH_BOT_USERNAME');
-  if (!hasToken) missing.push('connect the bot account: run the OAuth flow at /oauth/twitch/start (or set the TWITCH_ACCESS_TOKEN secret)');
+  if (!hasToken) missing.push('connect the bot account: run the OAuth flow at /oauth/twitch/start?identity=bot (or set the TWITCH_ACCESS_TOKEN secret)');
   return missing.length ? `twitch chat is not configured: ${missing.join('; ')}` : undefined;
 }
 
@@ -274,7 +274,7 @@ async function attachEventSub(ctx: Ctx, credentials: { clientId?: string; client
   try {
     const loaded = await loadTwitchAuth({ store: ctx.store, clientId: credentials.clientId, clientSecret: credentials.clientSecret, ids: [TwitchTokenId.broadcaster], logger });
     const broadcaster = loaded.users[TwitchTokenId.broadcaster];
-    if (!broadcaster) return notConfigured('connect the broadcaster account at /oauth/twitch/start');
+    if (!broadcaster) return notConfigured('connect the broadcaster account at /oauth/twitch/start?identity=broadcaster');
     ctx.health.set('eventsub', false, 'twitch eventsub connecting', { configured: true });
     return await startEventSub({
       authProvider: loaded.authProvider,

@@ -137,7 +137,28 @@ function tokenStatus(token: Awaited<ReturnType<ServiceContext['store']['getToken
 }
 
 /**
- * Twitch OAuth2 authorization-code flow: `/oauth/twitch/start?role=bot|broadcaster` sends the operator
+ * Which account `/oauth/twitch/start` authorizes: `?identity=bot|broadcaster` (default `bot`); `?role=` is
+ * accepted as an alias. Both given must agree.
+ */
+export function startIdentity(query: Record<string, unknown>): OAuthRole {
+  const pick = (name: string): string | undefined => {
+    const value = query[name];
+    if (value === undefined) return undefined;
+    if (typeof value !== 'string') throw new BitBratError('BAD_REQUEST', `${name} must be given once`);
+    return value.trim().toLowerCase();
+  };
+  const identity = pick('identity');
+  const alias = pick('role');
+  if (identity !== undefined && alias !== undefined && identity !== alias) {
+    throw new BitBratError('BAD_REQUEST', `identity=${identity} and role=${alias} disagree; use identity only`);
+  }
+  const wanted = identity ?? alias ?? OAuthRole.bot;
+  if (!ROLES.includes(wanted as OAuthRole)) throw new BitBratError('BAD_REQUEST', `identity must be one of ${ROLES.join(', ')}`);
+  return wanted as OAuthRole;
+}
+
+/**
+ * Twitch OAuth2 authorization-code flow: `/oauth/twitch/start?identity=bot|broadcaster` sends the operator
  * to Twitch, `/oauth/twitch/callback` exchanges the code and stores the token (encrypted at rest) as
  * `twitch:<role>`, `/oauth/twitch/status` shows who is connected. Token values never leave the store.
  */
@@ -156,9 +177,7 @@ export const service = defineService<OAuthFlowConfig>({
 
   routes(app, ctx) {
     app.get('/oauth/twitch/start', async (request, reply) => {
-      const query = request.query as Record<string, string | undefined>;
-      const role = (query.role ?? OAuthRole.bot) as OAuthRole;
-      if (!ROLES.includes(role)) throw new BitBratError('BAD_REQUEST', `role must be one of ${ROLES.join(', ')}`);
+      const role = startIdentity(request.query as Record<string, unknown>);
       const redirect = redirectUri(app, ctx);
       const current = await settings(ctx);
       const { clientId, stateSecret } = requireConfigured(current, redirect);

@@ -4,7 +4,7 @@ import { createBatcher } from '../../runtime/batcher.js';
 import { env } from '../../runtime/config.js';
 import { continueWith, defineService } from '../../runtime/service.js';
 import type { EventRecord } from '../../store/index.js';
-import { writeEach } from './write-each.js';
+import { batchSizeFor, writeEach } from './write-each.js';
 import { ingressRecord, sourcePatch } from './records.js';
 
 const ConfigSchema = z.object({
@@ -27,7 +27,7 @@ export const service = defineService({
         await ctx.store.recordIngress(batch);
         return batch.map(() => true as const);
       }),
-      { maxSize: ctx.config.PERSISTENCE_BATCH_SIZE, maxDelayMs: ctx.config.PERSISTENCE_BATCH_DELAY_MS },
+      { maxSize: batchSizeFor(ctx.config.PERSISTENCE_BATCH_SIZE, ctx.platform?.MAX_IN_FLIGHT), maxDelayMs: ctx.config.PERSISTENCE_BATCH_DELAY_MS },
     );
     return {
       [Topic.ingress]: {

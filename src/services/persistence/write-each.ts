@@ -26,3 +26,13 @@ export async function writeEach<T, R>(items: T[], write: (batch: T[]) => Promise
 function isBadRecord(error: unknown): boolean {
   return isBitBratError(error) && (error.code === 'STORE_CONSTRAINT' || error.code === 'DOCUMENT_TOO_LARGE');
 }
+
+/**
+ * Batch size for a consumer that batches its writes: each message waits for its batch, so a batch never
+ * holds more than the messages in flight (MAX_IN_FLIGHT). Capping it there flushes a batch as soon as it
+ * can grow no further instead of waiting for the batch timer — which, under a sustained burst on the
+ * in-process bus, fires late (promise jobs run back to back), so the writer fell behind the pipeline.
+ */
+export function batchSizeFor(configured: number, maxInFlight = configured): number {
+  return Math.max(1, Math.min(configured, maxInFlight));
+}

@@ -1,0 +1,244 @@
+/**
+ * The full non-LLM pipeline through the real services: a viewer's `!ping` goes
+ * ingress → auth → event-router → query-analyzer → event-router → commands → egress → finalizer
+ * (persistence also consumes ingress). Egress is a bench stage that marks the reply delivered instead of
+ * talking to Twitch. Latency is from the publish on internal.ingress.v1 to the envelope arriving on
+ * internal.finalizer.v1 (seen by an extra observer group); afterwards every event must have a final record
+ * with outcome `completed` and reply `pong` (and its ingress record) in the store.
+ *
+ * Scenarios: memory bus + embedded PGlite (full speed and 500/s), NATS JetStream + the machine's
+ * PostgreSQL (500/s and full speed). Each scenario starts fresh (bus prefix, store), warms up with 300
+ * unmeasured events, and must find every record in the store afterwards. BENCH_FULL_SCALE (default 1)
+ * scales the event counts.
+ */
+import { performance as perfHooks } from 'node:perf_hooks';
+import type { MessageBus } from '../src/bus/index.js';
+import { createMemoryBus } from '../src/bus/index.js';
+import { Topic, stepTopic, type Envelope } from '../src/core/index.js';
+import { normalizeChatMessage } from '../src/platforms/twitch/normalize.js';
+import { continueWith, createHost, defineService, type ServiceDefinition } from '../src/runtime/index.js';
+import auth from '../src/services/auth/index.js';
+import commands from '../src/services/commands/index.js';
+import router from '../src/services/event-router/index.js';
+import finalizer from '../src/services/finalizer/index.js';
+import persistence from '../src/services/persistence/index.js';
+import analyzer from '../src/services/query-analyzer/index.js';
+import { createStore, type CreateStoreOptions, type Store } from '../src/store/index.js';
+import { testArchitecture } from '../test/support/harness.js';
+import { drive, percentile, round } from './stats.js';
+
+const SCALE = Number(process.env.BENCH_FULL_SCALE ?? '1') || 1;
+const VIEWERS = 2_000;
+const WARMUP_EVENTS = 300;
+const CHANNEL = 'benchchan';
+const CHANNEL_ID = '100000';
+
+const encoder = new TextEncoder();
+const decoder = new TextDecoder();
+
+/** Egress for the bench: the reply counts as delivered, then the envelope goes to finalization. */
+export const benchEgress = defineService({
+  name: 'bench-egress',
+  consumers: () => ({
+    [Topic.egress]: {
+      mode: 'stage',
+      next: 'finalization',
+      async handle(envelope) {
+        envelope.delivery = { delivered: true, at: new Date().toISOString() };
+        return continueWith(envelope);
+      },
+    },
+  }),
+});
+
+const SERVICES: ServiceDefinition[] = [persistence, auth, router, analyzer, commands, benchEgress, finalizer];
+
+/** The consumed topics exactly as architecture.yaml lists them (plus the bench egress). */
+const ARCHITECTURE = testArchitecture([
+  { name: 'auth', consumes: [Topic.ingress] },
+  { name: 'event-router', consumes: [Topic.authenticated, Topic.router] },
+  { name: 'query-analyzer', consumes: [stepTopic('query-analyzer')] },
+  { name: 'commands', consumes: [stepTopic('commands')] },
+  { name: 'persistence', consumes: [Topic.ingress] },
+  { name: 'finalizer', consumes: [Topic.finalizer, Topic.deadletter] },
+  { name: 'bench-egress', consumes: [Topic.egress] },
+]);
+
+/** A `!ping` from one of many viewers, as the Twitch IRC normalizer turns a PRIVMSG into an envelope. */
+function pingEnvelope(tag: string, index: number): Envelope {
+  const viewer = index % VIEWERS;
+  const login = `viewer_${tag}${viewer}`;
+  return normalizeChatMessage(
+    {
+      channel: `#${CHANNEL}`,
+      userLogin: login,
+      text: '!ping',
+      tags: {
+        'badge-info': '',
+        badges: viewer % 7 === 0 ? 'premium/1' : '',
+        color: '#1E90FF',
+        'display-name': `Viewer_${tag}${viewer}`,
+        emotes: '',
+        'first-msg': '0',
+        flags: '',
+        id: `${tag}-${index}-${Math.random().toString(36).slice(2, 10)}`,
+        mod: '0',
+        'returning-chatter': '0',
+        'room-id': CHANNEL_ID,
+        subscriber: '0',
+        'tmi-sent-ts': String(Date.now()),
+        turbo: '0',
+        'user-id': String(200_000 + viewer),
+        'user-type': '',
+      },
+    },
+    { egressDestination: Topic.egress },
+  );
+}
+
+interface Scenario {
+  driver: string;
+  store: string;
+  offeredPerSec: number;
+  events: number;
+  makeBus: (prefix: string) => Promise<MessageBus>;
+  makeStore: () => Promise<{ store: Store; cleanup: () => Promise<void> }>;
+}
+
+/**
+ * Waits until every id has a final record and its ingress record; throws unless each is `completed` with
+ * reply `pong` delivered. Reads in publish order and waits at the first incomplete one, so polling does
+ * not compete with the writers it is waiting for.
+ */
+async function verifyStore(store: Store, ids: string[], timeoutMs = 60_000) {
+  const deadline = performance.now() + timeoutMs;
+  const CHUNK = 32;
+  let index = 0;
+  while (index < ids.length) {
+    const chunk = ids.slice(index, index + CHUNK);
+    const records = await Promise.all(chunk.map((id) => store.getEvent(id)));
+    let complete = 0;
+    for (const record of records) {
+      if (!record?.outcome || !record.ingress) break;
+      if (record.outcome !== 'completed' || record.replyText !== 'pong' || record.replyDelivered !== true) {
+        throw new Error(`full-pipeline bench: event ${record.id} finalized as ${record.outcome} with reply ${JSON.stringify(record.replyText)} (delivered: ${record.replyDelivered})`);
+      }
+      complete += 1;
+    }
+    index += complete;
+    if (complete < chunk.length) {
+      if (performance.now() > deadline) {
+        const record = records[complete];
+        const state = record ? (record.outcome ? 'has no ingress record' : 'is not finalized') : 'has no record';
+        throw new Error(`full-pipeline bench: ${ids.length - index} of ${ids.length} events incomplete in the store (event ${chunk[complete]} ${state})`);
+      }
+      await new Promise((resolve) => setTimeout(resolve, 50));
+    }
+  }
+}
+
+async function runScenario(scenario: Scenario): Promise<Record<string, unknown>> {
+  const tag = Math.random().toString(36).slice(2, 6);
+  const bus = await scenario.makeBus(`bfp${Date.now().toString(36)}${tag}.`);
+  const { store, cleanup } = await scenario.makeStore();
+  let host: Awaited<ReturnType<typeof createHost>> | undefined;
+  try {
+    await bus.connect();
+    await store.init();
+    const sentAt = new Map<string, number>();
+    let latencies: number[] = [];
+    await bus.subscribe(Topic.finalizer, 'bench-observer', async (message) => {
+      const envelope = JSON.parse(decoder.decode(message.data)) as Envelope;
+      const started = sentAt.get(envelope.id);
+      if (started !== undefined) {
+        latencies.push(performance.now() - started);
+        sentAt.delete(envelope.id);
+      }
+      await message.ack();
+    }, { maxInFlight: 1_000, ackWaitMs: 60_000 });
+    host = await createHost({ services: SERVICES, bus, store, env: { LOG_LEVEL: 'silent', PORT: '0' }, architecture: ARCHITECTURE, listen: false, defaultMetrics: false });
+    await host.start();
+
+    let ids: string[] = [];
+    const run = async (prefix: string, events: number, offeredPerSec: number) => {
+      latencies = [];
+      ids = [];
+      return drive({
+        events,
+        offeredPerSec,
+        completed: () => latencies.length,
+        send: async (index) => {
+          const envelope = pingEnvelope(prefix, index);
+          ids.push(envelope.id);
+          sentAt.set(envelope.id, performance.now());
+          await bus.publish(Topic.ingress, encoder.encode(JSON.stringify(envelope)), { msgId: envelope.id });
+        },
+      });
+    };
+    // Warm-up (not measured): JIT, connection pools, first rows; its records are settled before measuring.
+    await run(`w${tag}`, WARMUP_EVENTS, 0);
+    await verifyStore(store, ids);
+    const cpuBefore = process.cpuUsage();
+    const eluBefore = perfHooks.eventLoopUtilization();
+    const { elapsedMs } = await run(tag, scenario.events, scenario.offeredPerSec);
+    const cpu = process.cpuUsage(cpuBefore);
+    const elu = perfHooks.eventLoopUtilization(eluBefore);
+    const measured = latencies;
+    await verifyStore(store, ids);
+    return {
+      scenario: 'full-pipeline',
+      driver: scenario.driver,
+      store: scenario.store,
+      offeredPerSec: scenario.offeredPerSec,
+      events: measured.length,
+      eventsPerSec: round((measured.length / elapsedMs) * 1000, 1),
+      p50Ms: round(percentile(measured, 50)),
+      p99Ms: round(percentile(measured, 99)),
+      // How busy this process was while measuring: CPU time per wall time (%, can exceed 100 with GC and
+      // worker threads) and event-loop utilization (%). Near 100 means the bench is CPU-bound here.
+      cpuPct: round(((cpu.user + cpu.system) / 1_000 / elapsedMs) * 100, 0),
+      loopPct: round(elu.utilization * 100, 0),
+    };
+  } finally {
+    await host?.stop().catch(() => undefined);
+    await bus.close().catch(() => undefined);
+    await store.close().catch(() => undefined);
+    await cleanup().catch(() => undefined);
+  }
+}
+
+export async function benchFullPipeline(): Promise<Record<string, unknown>[]> {
+  const lines: Record<string, unknown>[] = [];
+  const n = (events: number) => Math.max(100, Math.round(events * SCALE));
+
+  const memoryBus = async (prefix: string) => createMemoryBus({ prefix });
+  const pglite = async () => ({
+    store: await createStore({ driver: 'pglite', dataDir: 'memory://', embedded: true, secrets: { get: async () => undefined } }),
+    cleanup: async () => undefined,
+  });
+  lines.push(await runScenario({ driver: 'memory', store: 'pglite', offeredPerSec: 0, events: n(10_000), makeBus: memoryBus, makeStore: pglite }));
+  lines.push(await runScenario({ driver: 'memory', store: 'pglite', offeredPerSec: 500, events: n(5_000), makeBus: memoryBus, makeStore: pglite }));
+
+  const { sharedPostgresUrl, uniqueSchema, dropSchema, postgresAvailable } = await import('../test/support/pg-server.js');
+  if (!(await postgresAvailable())) {
+    lines.push({ scenario: 'full-pipeline', driver: 'nats', store: 'postgres', error: 'no PostgreSQL at 127.0.0.1:5432' });
+    return lines;
+  }
+  const { startNatsServer } = await import('../test/support/nats-server.js');
+  const { createNatsBus } = await import('../src/bus/nats.js');
+  const server = await startNatsServer();
+  try {
+    const natsBus = async (prefix: string) => createNatsBus({ servers: server.url, prefix });
+    const postgres = async () => {
+      const databaseUrl = sharedPostgresUrl();
+      const schema = uniqueSchema('bfp');
+      const options: CreateStoreOptions = { driver: 'postgres', databaseUrl, schema, secrets: { get: async () => 'a'.repeat(64) } };
+      return { store: await createStore(options), cleanup: () => dropSchema(databaseUrl, schema) };
+    };
+    lines.push(await runScenario({ driver: 'nats', store: 'postgres', offeredPerSec: 500, events: n(5_000), makeBus: natsBus, makeStore: postgres }));
+    lines.push(await runScenario({ driver: 'nats', store: 'postgres', offeredPerSec: 0, events: n(6_000), makeBus: natsBus, makeStore: postgres }));
+  } finally {
+    await server.stop();
+  }
+  return lines;
+}
