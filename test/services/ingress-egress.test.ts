@@ -84,6 +84,14 @@ describe('ingress-egress with a configured Twitch chat connection', () => {
   afterAll(async () => {
     await host?.stop();
     await bus?.close();
+    // The secret seeded the store (the quick-start path); later tests start without a stored token.
+    await store.deleteToken('twitch:bot');
+  });
+
+  it('seeds the store from TWITCH_ACCESS_TOKEN once, encrypted, so refreshed tokens live in one place', async () => {
+    const stored = await store.getToken('twitch:bot');
+    expect(stored?.accessToken).toBe(TOKEN);
+    expect(stored?.scopes[0]).toMatch(/^seed:/);
   });
 
   it('completes the IRC handshake with the real client and joins the configured channels', async () => {
@@ -97,7 +105,7 @@ describe('ingress-egress with a configured Twitch chat connection', () => {
     expect(fake.joinedClients(CHANNEL)).toBe(1);
 
     const { body } = await debug(host);
-    expect(body).toMatchObject({ status: 'connected', configured: true, authStatus: 'valid', authSource: 'secrets', botUsername: 'bitbrat_bot' });
+    expect(body).toMatchObject({ status: 'connected', configured: true, authStatus: 'valid', authSource: 'store', botUsername: 'bitbrat_bot' });
     expect(body.joinedChannels.sort()).toEqual(['modchan', CHANNEL]);
     const ready = await readyz(host);
     expect(ready.body.components['ingress-egress.twitch']).toMatchObject({ ready: true, configured: true });

@@ -4,6 +4,8 @@
  * With a client secret and a refresh token the provider refreshes by itself and writes every refreshed
  * token back to the store so other processes (and the next start) see it.
  */
+import { createHash } from 'node:crypto';
+import { persistTokenWithCas } from './token-store.js';
 import { RefreshingAuthProvider, StaticAuthProvider, type AccessToken, type AuthProvider } from '@twurple/auth';
 import type { OAuthToken, Store } from '../../store/index.js';
 
@@ -19,7 +21,7 @@ export interface TwitchAuthOptions {
   accessToken?: string;
   refreshToken?: string;
   /** Where the OAuth flow keeps tokens; refreshed tokens are written back here. */
-  store?: Pick<Store, 'getToken' | 'putToken'>;
+  store?: Pick<Store, 'getToken' | 'updateTokenIf'>;
   /** Default `twitch:bot`. */
   tokenId?: string;
   /** Called with every token value seen, so logs can scrub it. */
@@ -94,9 +96,20 @@ export function createTwitchAuthProvider(options: TwitchAuthOptions): TwitchAuth
 
   const material = async (): Promise<TokenMaterial | undefined> => {
     const stored = await readStored();
-    if (stored?.accessToken) return { source: 'store', ...stored };
-    if (options.accessToken) return { source: 'secrets', accessToken: options.accessToken, refreshToken: options.refreshToken, scopes: [] };
-    return undefined;
+    const seedMark = options.accessToken ? `seed:${createHash('sha256').update(options.accessToken).digest('hex').slice(0, 16)}` : undefined;
+    // A token seeded from a secret that has since changed is replaced by the new secret; a token the
+    // OAuth flow stored or a refresh produced (no seed mark) is newer than any secret and wins.
+    const staleSeed = stored?.scopes.some((scope) => scope.startsWith('seed:')) && seedMark !== undefined && !stored.scopes.includes(seedMark);
+    if (stored?.accessToken && !staleSeed) return { source: 'store', ...stored, scopes: stored.scopes.filter((scope) => !scope.startsWith('seed:')) };
+    if (!options.accessToken) return undefined;
+    if (options.store) {
+      // Quick start: the secrets seed the store (compare-and-set), so from then on the store is the
+      // single source of truth and refreshed tokens are never overwritten by the stale secret.
+      const seeded = await options.store.updateTokenIf(stored?.version ?? 0, { id: tokenId, accessToken: options.accessToken, ...(options.refreshToken ? { refreshToken: options.refreshToken } : {}), scopes: [seedMark!], obtainedAt: new Date().toISOString() });
+      const token = seeded ?? (await readStored());
+      if (token?.accessToken) return { source: 'store', ...token, scopes: token.scopes.filter((scope) => !scope.startsWith('seed:')) };
+    }
+    return { source: 'secrets', accessToken: options.accessToken, refreshToken: options.refreshToken, scopes: [] };
   };
 
   const build = async (token: TokenMaterial): Promise<TwitchChatAuth> => {
@@ -116,9 +129,10 @@ export function createTwitchAuthProvider(options: TwitchAuthOptions): TwitchAuth
       if (!options.store) return;
       const obtainedAt = new Date(refreshed.obtainmentTimestamp).toISOString();
       const expiresAt = refreshed.expiresIn === null ? null : new Date(refreshed.obtainmentTimestamp + refreshed.expiresIn * 1000).toISOString();
-      void options.store
-        .putToken({ id: tokenId, accessToken: refreshed.accessToken, refreshToken: refreshed.refreshToken ?? undefined, scopes: refreshed.scope, expiresAt, obtainedAt, userId, login })
+      // Compare-and-set: one writer wins per version, so two refreshers of one identity never lose a pair.
+      void persistTokenWithCas(options.store, { id: tokenId, accessToken: refreshed.accessToken, refreshToken: refreshed.refreshToken ?? undefined, scopes: refreshed.scope, expiresAt, obtainedAt, userId, login })
         .then((saved) => {
+          if (!saved) throw new Error('the stored token kept changing; refreshed token not saved');
           // Our own write must not look like a new token from the OAuth flow.
           if (current) current.key = `store:${saved.version}`;
         })
