@@ -11,7 +11,7 @@
  *   deadletters (replayedAt ASC, receivedAt DESC, __name__ DESC). The emulator needs none.
  * - Claims and counters carry `expireAt` (Timestamp) so a Firestore TTL policy can sweep them.
  */
-import { FieldPath, Firestore, Timestamp, type CollectionReference, type DocumentData, type Query, type Transaction } from '@google-cloud/firestore';
+import { FieldPath, Firestore, Timestamp, type CollectionReference, type DocumentData, type DocumentReference, type Query, type Transaction } from '@google-cloud/firestore';
 import { BitBratError } from '../core/errors.js';
 import { loadTokenCipher, type TokenCipher } from './crypto.js';
 import type {
@@ -42,6 +42,8 @@ const TRANSACTION_ATTEMPTS = 50;
 const PING_TIMEOUT_MS = 3_000;
 const INIT_TIMEOUT_MS = 20_000;
 const PRUNE_BATCH = 400;
+/** Users per touchUsers transaction. */
+const USER_TOUCH_BATCH = 400;
 
 const COLLECTIONS = ['events', 'deadletters', 'sources', 'users', 'rules', 'commands', 'oauth_tokens', 'claims', 'conversations', 'counters', 'meta'] as const;
 type CollectionName = (typeof COLLECTIONS)[number];
@@ -281,6 +283,23 @@ function toUser(data: DocumentData): UserRecord {
   });
 }
 
+/** A user document after one more message: first/last seen only widen, the count goes up by one. */
+function touchedUser(existing: DocumentData | undefined, id: string, input: TouchUserInput, at: string): DocumentData {
+  if (!existing) {
+    return compact({ id, platform: input.platform, userId: input.userId, login: input.login, loginLower: input.login.toLowerCase(), displayName: input.displayName, roles: [], firstSeen: at, lastSeen: at, messageCount: 1 });
+  }
+  return {
+    ...existing,
+    roles: [...(existing.roles ?? [])],
+    login: input.login,
+    loginLower: input.login.toLowerCase(),
+    ...(input.displayName !== undefined ? { displayName: input.displayName } : {}),
+    firstSeen: existing.firstSeen < at ? existing.firstSeen : at,
+    lastSeen: existing.lastSeen > at ? existing.lastSeen : at,
+    messageCount: Number(existing.messageCount ?? 0) + 1,
+  };
+}
+
 function toRule(data: DocumentData): RuleRecord {
   return compact({
     id: data.id,
@@ -346,22 +365,24 @@ class FirestoreStore implements Store {
   }
 
   /**
-   * A transaction on the document at `lockKey`. Transactions from this process on the same document are
-   * queued here first: contending through Firestore only buys aborts and retry back-off. Other processes
-   * are still kept consistent by the transaction itself.
+   * A transaction on the document at `lockKey` (or the documents at several). Transactions from this
+   * process on the same document are queued here first: contending through Firestore only buys aborts and
+   * retry back-off. Other processes are still kept consistent by the transaction itself.
    */
-  async #transaction<T>(db: Firestore, lockKey: string, fn: (tx: Transaction) => Promise<T>): Promise<T> {
-    const previous = this.#queues.get(lockKey) ?? Promise.resolve();
+  async #transaction<T>(db: Firestore, lockKey: string | string[], fn: (tx: Transaction) => Promise<T>): Promise<T> {
+    const keys = typeof lockKey === 'string' ? [lockKey] : [...new Set(lockKey)];
+    // Keys are queued in one synchronous step, so a transaction waits only for ones queued before it.
+    const previous = keys.length === 1 ? (this.#queues.get(keys[0]!) ?? Promise.resolve()) : Promise.all(keys.map((key) => this.#queues.get(key)));
     const run = previous.then(() => db.runTransaction(fn, { maxAttempts: TRANSACTION_ATTEMPTS }));
     const settled = run.then(
       () => undefined,
       () => undefined,
     );
-    this.#queues.set(lockKey, settled);
+    for (const key of keys) this.#queues.set(key, settled);
     try {
       return await run;
     } finally {
-      if (this.#queues.get(lockKey) === settled) this.#queues.delete(lockKey);
+      for (const key of keys) if (this.#queues.get(key) === settled) this.#queues.delete(key);
     }
   }
 
@@ -628,26 +649,51 @@ class FirestoreStore implements Store {
   // ---------------------------------------------------------------------------------------- users
 
   async touchUser(input: TouchUserInput): Promise<{ user: UserRecord; created: boolean }> {
+    return (await this.touchUsers([input]))[0]!;
+  }
+
+  /**
+   * Every input is checked before anything is written; then one transaction per USER_TOUCH_BATCH users
+   * reads their documents, applies each of their inputs in order and writes each document once.
+   */
+  async touchUsers(inputs: TouchUserInput[]): Promise<Array<{ user: UserRecord; created: boolean }>> {
+    if (inputs.length === 0) return [];
     return await this.#run(async (db) => {
-      const id = `${input.platform}:${input.userId}`;
-      const at = normIso(input.at);
-      const ref = this.#col('users').doc(docId(id));
-      return await this.#transaction(db, ref.path, async (tx) => {
-        const existing = (await tx.get(ref)).data();
-        const data = existing
-          ? {
-              ...existing,
-              login: input.login,
-              loginLower: input.login.toLowerCase(),
-              ...(input.displayName !== undefined ? { displayName: input.displayName } : {}),
-              firstSeen: existing.firstSeen < at ? existing.firstSeen : at,
-              lastSeen: existing.lastSeen > at ? existing.lastSeen : at,
-              messageCount: Number(existing.messageCount ?? 0) + 1,
-            }
-          : compact({ id, platform: input.platform, userId: input.userId, login: input.login, loginLower: input.login.toLowerCase(), displayName: input.displayName, roles: [], firstSeen: at, lastSeen: at, messageCount: 1 });
-        tx.set(ref, data);
-        return { user: toUser(data), created: !existing };
+      const groups = new Map<string, { id: string; ref: DocumentReference; items: Array<{ index: number; input: TouchUserInput; at: string }> }>();
+      inputs.forEach((input, index) => {
+        if (typeof input.login !== 'string') throw new BitBratError('STORE_CONSTRAINT', 'a user needs a login');
+        const id = `${input.platform}:${input.userId}`;
+        const at = normIso(input.at);
+        let group = groups.get(id);
+        if (!group) groups.set(id, (group = { id, ref: this.#col('users').doc(docId(id)), items: [] }));
+        group.items.push({ index, input, at });
       });
+      const results = new Array<{ user: UserRecord; created: boolean }>(inputs.length);
+      const all = [...groups.values()];
+      for (let start = 0; start < all.length; start += USER_TOUCH_BATCH) {
+        const batch = all.slice(start, start + USER_TOUCH_BATCH);
+        // The function may run more than once (contention): answers come from the attempt that committed.
+        const answers = await this.#transaction(
+          db,
+          batch.map((group) => group.ref.path),
+          async (tx) => {
+            const snapshots = await tx.getAll(...batch.map((group) => group.ref));
+            const out: Array<[number, { user: UserRecord; created: boolean }]> = [];
+            batch.forEach((group, position) => {
+              let data = snapshots[position]!.data();
+              const existed = data !== undefined;
+              group.items.forEach(({ index, input, at }, step) => {
+                data = touchedUser(data, group.id, input, at);
+                out.push([index, { user: toUser(data), created: !existed && step === 0 }]);
+              });
+              tx.set(group.ref, data!);
+            });
+            return out;
+          },
+        );
+        for (const [index, answer] of answers) results[index] = answer;
+      }
+      return results;
     });
   }
 

@@ -371,6 +371,115 @@ function toUser(row: Row): UserRecord {
   });
 }
 
+/** One user's inputs in a touchUsers batch, folded into the row the upsert writes. */
+interface TouchGroup {
+  id: string;
+  /** Positions in the input array, in order. */
+  indices: number[];
+  row: { id: string; platform: string; user_id: string; login: string; display_name: string | null; first_seen: string; last_seen: string; message_count: number };
+}
+
+const timeOf = (value: string): number => Date.parse(value);
+
+/** Groups inputs by user: count, earliest and latest time, last login and last display name given. */
+function groupTouches(inputs: TouchUserInput[]): Map<string, TouchGroup> {
+  const groups = new Map<string, TouchGroup>();
+  inputs.forEach((input, index) => {
+    const id = `${input.platform}:${input.userId}`;
+    const displayName = input.displayName ?? null;
+    const group = groups.get(id);
+    if (!group) {
+      groups.set(id, {
+        id,
+        indices: [index],
+        row: { id, platform: input.platform, user_id: input.userId, login: input.login, display_name: displayName, first_seen: input.at, last_seen: input.at, message_count: 1 },
+      });
+      return;
+    }
+    const row = group.row;
+    group.indices.push(index);
+    row.login = input.login;
+    if (displayName !== null) row.display_name = displayName;
+    row.message_count += 1;
+    const time = timeOf(input.at);
+    // An unparseable time goes to the database as is, which rejects it as it would in touchUser.
+    if (Number.isNaN(time) || Number.isNaN(timeOf(row.first_seen))) {
+      if (Number.isNaN(time)) row.first_seen = row.last_seen = input.at;
+      return;
+    }
+    if (time < timeOf(row.first_seen)) row.first_seen = input.at;
+    if (time > timeOf(row.last_seen)) row.last_seen = input.at;
+  });
+  return groups;
+}
+
+/**
+ * Upserts folded rows. For users touched more than once, `previous` is the row as it was before this
+ * statement (a subquery in RETURNING reads the statement's snapshot, which does not see its own writes).
+ */
+async function upsertTouches(db: SqlQueryable, batch: TouchGroup[]): Promise<Row[]> {
+  const repeated = batch.some((group) => group.indices.length > 1);
+  const { rows } = await db.query(
+    `INSERT INTO users AS u (id, platform, user_id, login, display_name, roles, first_seen, last_seen, message_count)
+     SELECT x.id, x.platform, x.user_id, x.login, x.display_name, '[]'::jsonb, x.first_seen, x.last_seen, x.message_count
+     FROM jsonb_to_recordset($1::jsonb) AS x(id text, platform text, user_id text, login text, display_name text,
+       first_seen timestamptz, last_seen timestamptz, message_count bigint)
+     ON CONFLICT (id) DO UPDATE SET
+       login = EXCLUDED.login,
+       display_name = coalesce(EXCLUDED.display_name, u.display_name),
+       first_seen = least(u.first_seen, EXCLUDED.first_seen),
+       last_seen = greatest(u.last_seen, EXCLUDED.last_seen),
+       message_count = u.message_count + EXCLUDED.message_count
+     RETURNING *, (xmax = 0) AS inserted${
+       repeated
+         ? `, (SELECT jsonb_build_object('first_seen', o.first_seen, 'last_seen', o.last_seen, 'display_name', o.display_name) FROM users o WHERE o.id = u.id) AS previous`
+         : ''
+     }`,
+    [JSON.stringify(batch.map((group) => group.row))],
+  );
+  return rows;
+}
+
+/** Fills in each of a group's inputs' answer as if it had been touched on its own, in order. */
+function replayTouches(inputs: TouchUserInput[], group: TouchGroup, row: Row, results: Array<{ user: UserRecord; created: boolean }>): void {
+  const final = toUser(row);
+  const created = row.inserted === true;
+  const count = group.indices.length;
+  if (count === 1) {
+    results[group.indices[0]!] = { user: final, created };
+    return;
+  }
+  // The state before this call: none when created; otherwise the snapshot row. When another writer
+  // created the user after that snapshot, there is none to read, and the final row stands in for it.
+  const previous = row.previous as { first_seen: string; last_seen: string; display_name: string | null } | null | undefined;
+  let state: { firstSeen: string; lastSeen: string; displayName?: string } | undefined = created
+    ? undefined
+    : previous
+      ? { firstSeen: iso(previous.first_seen)!, lastSeen: iso(previous.last_seen)!, displayName: optional(previous.display_name) }
+      : { firstSeen: final.firstSeen, lastSeen: final.lastSeen, displayName: final.displayName };
+  const before = final.messageCount - count;
+  group.indices.forEach((index, position) => {
+    const input = inputs[index]!;
+    if (position === count - 1) {
+      results[index] = { user: final, created: created && position === 0 };
+      return;
+    }
+    // The database took the time, so only a form JavaScript cannot read ('now', …) lands here unparsed.
+    const at = Number.isNaN(timeOf(input.at)) ? final.lastSeen : iso(input.at)!;
+    state = state
+      ? {
+          firstSeen: timeOf(at) < timeOf(state.firstSeen) ? at : state.firstSeen,
+          lastSeen: timeOf(at) > timeOf(state.lastSeen) ? at : state.lastSeen,
+          displayName: input.displayName ?? state.displayName,
+        }
+      : { firstSeen: at, lastSeen: at, displayName: input.displayName };
+    results[index] = {
+      user: compact({ ...final, roles: [...final.roles], login: input.login, displayName: state.displayName, firstSeen: state.firstSeen, lastSeen: state.lastSeen, messageCount: before + position + 1 }),
+      created: created && position === 0,
+    };
+  });
+}
+
 function toRule(row: Row): RuleRecord {
   return compact({
     id: row.id,
@@ -714,20 +823,33 @@ class SqlStore implements Store {
   // ---------------------------------------------------------------------------------------- users
 
   async touchUser(input: TouchUserInput): Promise<{ user: UserRecord; created: boolean }> {
+    return (await this.touchUsers([input]))[0]!;
+  }
+
+  /**
+   * One upsert statement per batch (a transaction when it takes more than one). A statement may change
+   * a row only once, so each user's inputs are folded into one row first; the per-input answers are then
+   * replayed from the row the statement returns (and, for repeated users, the row as it was before).
+   */
+  async touchUsers(inputs: TouchUserInput[]): Promise<Array<{ user: UserRecord; created: boolean }>> {
+    if (inputs.length === 0) return [];
+    const groups = groupTouches(inputs);
+    const batches = chunks([...groups.values()], BATCH_ROWS);
     return await this.#run(async (db) => {
-      const { rows } = await db.query(
-        `INSERT INTO users AS u (id, platform, user_id, login, display_name, roles, first_seen, last_seen, message_count)
-         VALUES ($1, $2, $3, $4, $5, '[]'::jsonb, $6::timestamptz, $6::timestamptz, 1)
-         ON CONFLICT (id) DO UPDATE SET
-           login = EXCLUDED.login,
-           display_name = coalesce(EXCLUDED.display_name, u.display_name),
-           first_seen = least(u.first_seen, EXCLUDED.first_seen),
-           last_seen = greatest(u.last_seen, EXCLUDED.last_seen),
-           message_count = u.message_count + 1
-         RETURNING *, (xmax = 0) AS created`,
-        [`${input.platform}:${input.userId}`, input.platform, input.userId, input.login, input.displayName ?? null, input.at],
-      );
-      return { user: toUser(rows[0]!), created: rows[0]!.created === true };
+      const upsert = async (q: SqlQueryable) => {
+        const rows: Row[] = [];
+        for (const batch of batches) rows.push(...(await upsertTouches(q, batch)));
+        return rows;
+      };
+      const rows = batches.length === 1 ? await upsert(db) : await db.transaction(upsert);
+      const byId = new Map(rows.map((row) => [row.id as string, row]));
+      const results = new Array<{ user: UserRecord; created: boolean }>(inputs.length);
+      for (const group of groups.values()) {
+        const row = byId.get(group.id);
+        if (!row) throw new Error(`touchUsers: the upsert returned no row for user ${group.id}`);
+        replayTouches(inputs, group, row, results);
+      }
+      return results;
     });
   }
 

@@ -204,6 +204,13 @@ export interface Store {
   // users
   /** Upsert: first/last seen, message count +1; returns the record and whether it is new. */
   touchUser(input: TouchUserInput): Promise<{ user: UserRecord; created: boolean }>;
+  /**
+   * touchUser for many messages in one round trip. Results are in input order and are what calling
+   * touchUser for each input in turn would have answered: every input counts one message, `created` is
+   * true only for the first input of a user that did not exist before the call. A bad input fails the
+   * whole call with nothing written.
+   */
+  touchUsers(inputs: TouchUserInput[]): Promise<Array<{ user: UserRecord; created: boolean }>>;
   getUser(id: string): Promise<UserRecord | undefined>;
   findUserByLogin(platform: string, login: string): Promise<UserRecord | undefined>;
   setUserRoles(id: string, roles: string[]): Promise<UserRecord | undefined>;

@@ -434,6 +434,88 @@ export function describeStoreContract(name: string, factory: StoreFactory): void
         const stored = await store.getUser(`twitch:${userId}`);
         expect(stored).toMatchObject({ messageCount: 10, firstSeen: '2036-03-01T00:00:00.000Z', lastSeen: '2036-03-01T00:00:09.000Z' });
       });
+
+      it('touches many in one call: answers in input order, running counts, created once per new user', async () => {
+        const [fresh, known, single] = [uid('u'), uid('u'), uid('u')];
+        await store.touchUser({ platform: 'twitch', userId: known, login: 'known', displayName: 'Known', at: '2036-04-01T12:00:00.000Z' });
+        await store.setUserRoles(`twitch:${known}`, ['trusted']);
+        const results = await store.touchUsers([
+          { platform: 'twitch', userId: fresh, login: 'Fresh', displayName: 'Fresh', at: '2036-04-02T10:00:00.000Z' },
+          { platform: 'twitch', userId: known, login: 'known2', at: '2036-04-01T11:00:00.000Z' },
+          { platform: 'twitch', userId: fresh, login: 'fresh', at: '2036-04-02T09:00:00.000Z' },
+          { platform: 'twitch', userId: single, login: 'single', at: '2036-04-02T00:00:00.000Z' },
+          { platform: 'twitch', userId: known, login: 'known3', displayName: 'Known3', at: '2036-04-01T13:00:00.000Z' },
+          { platform: 'twitch', userId: fresh, login: 'fresh', displayName: 'FRESH', at: '2036-04-02T11:00:00.000Z' },
+        ]);
+        expect(results.map((result) => [result.user.id, result.created, result.user.messageCount])).toEqual([
+          [`twitch:${fresh}`, true, 1],
+          [`twitch:${known}`, false, 2],
+          [`twitch:${fresh}`, false, 2],
+          [`twitch:${single}`, true, 1],
+          [`twitch:${known}`, false, 3],
+          [`twitch:${fresh}`, false, 3],
+        ]);
+        // Each answer is the record right after its own input: bounds widen in input order.
+        expect(results[0]!.user).toEqual({ id: `twitch:${fresh}`, platform: 'twitch', userId: fresh, login: 'Fresh', displayName: 'Fresh', roles: [], firstSeen: '2036-04-02T10:00:00.000Z', lastSeen: '2036-04-02T10:00:00.000Z', messageCount: 1 });
+        expect(results[2]!.user).toMatchObject({ login: 'fresh', displayName: 'Fresh', firstSeen: '2036-04-02T09:00:00.000Z', lastSeen: '2036-04-02T10:00:00.000Z' });
+        expect(results[5]!.user).toMatchObject({ login: 'fresh', displayName: 'FRESH', firstSeen: '2036-04-02T09:00:00.000Z', lastSeen: '2036-04-02T11:00:00.000Z' });
+        expect(results[1]!.user).toMatchObject({ login: 'known2', displayName: 'Known', roles: ['trusted'], firstSeen: '2036-04-01T11:00:00.000Z', lastSeen: '2036-04-01T12:00:00.000Z' });
+        expect(results[4]!.user).toMatchObject({ login: 'known3', displayName: 'Known3', roles: ['trusted'], firstSeen: '2036-04-01T11:00:00.000Z', lastSeen: '2036-04-01T13:00:00.000Z' });
+        expect(results[3]!.user).toMatchObject({ login: 'single', firstSeen: '2036-04-02T00:00:00.000Z', lastSeen: '2036-04-02T00:00:00.000Z', messageCount: 1 });
+        expect(await store.getUser(`twitch:${fresh}`)).toEqual(results[5]!.user);
+        expect(await store.getUser(`twitch:${known}`)).toEqual(results[4]!.user);
+        expect(await store.getUser(`twitch:${single}`)).toEqual(results[3]!.user);
+        expect(await store.touchUsers([])).toEqual([]);
+      });
+
+      it('touches many exactly as touching them one by one would', async () => {
+        const times = ['2036-05-01T10:00:00.000Z', '2036-05-01T08:00:00.000Z', '2036-05-01T12:00:00.000Z', '2036-05-01T09:00:00.000Z', '2036-05-01T11:00:00.000Z'];
+        const script = Array.from({ length: 12 }, (_, index) => ({
+          who: index % 3 === 2 ? 'b' : 'a',
+          login: `login${index % 4}`,
+          displayName: index % 4 === 1 ? `Name${index}` : undefined,
+          at: times[index % times.length]!,
+        }));
+        const run = (ids: Record<string, string>) => script.map(({ who, login, displayName, at: time }) => ({ platform: 'twitch', userId: ids[who]!, login, at: time, ...(displayName ? { displayName } : {}) }));
+        const batchIds = { a: uid('u'), b: uid('u') };
+        const oneByOneIds = { a: uid('u'), b: uid('u') };
+        // 'b' exists beforehand in both runs.
+        for (const ids of [batchIds, oneByOneIds]) await store.touchUser({ platform: 'twitch', userId: ids.b, login: 'before', displayName: 'Before', at: '2036-05-01T09:30:00.000Z' });
+        const batched = await store.touchUsers(run(batchIds));
+        const oneByOne: Array<{ user: unknown; created: boolean }> = [];
+        for (const input of run(oneByOneIds)) oneByOne.push(await store.touchUser(input));
+        const anonymize = (ids: Record<string, string>) => (result: { user: { id: string; userId: string }; created: boolean }) => {
+          const who = Object.keys(ids).find((key) => ids[key] === result.user.userId);
+          return { ...result, user: { ...result.user, id: who, userId: who } };
+        };
+        expect(batched.map(anonymize(batchIds))).toEqual(oneByOne.map((result) => anonymize(oneByOneIds)(result as { user: { id: string; userId: string }; created: boolean })));
+      });
+
+      it('counts every concurrent batch and reports exactly one creation', async () => {
+        const userId = uid('u');
+        const batches = await Promise.all(
+          Array.from({ length: 4 }, (_, batch) =>
+            store.touchUsers(Array.from({ length: 3 }, (_, index) => ({ platform: 'twitch', userId, login: 'busy', at: at('2036-06-01T00:00:00.000Z', (batch * 3 + index) * 1000) }))),
+          ),
+        );
+        const results = batches.flat();
+        expect(results.filter((result) => result.created)).toHaveLength(1);
+        expect(results.map((result) => result.user.messageCount).sort((a, b) => a - b)).toEqual(Array.from({ length: 12 }, (_, index) => index + 1));
+        expect(await store.getUser(`twitch:${userId}`)).toMatchObject({ messageCount: 12, firstSeen: '2036-06-01T00:00:00.000Z', lastSeen: '2036-06-01T00:00:11.000Z' });
+      });
+
+      it('refuses a batch with a bad input as a whole, writing none of it', async () => {
+        const [good, other] = [uid('u'), uid('u')];
+        await expectCode(
+          store.touchUsers([
+            { platform: 'twitch', userId: good, login: 'good', at: '2036-07-01T00:00:00.000Z' },
+            { platform: 'twitch', userId: other, login: 'other', at: 'not a time' },
+          ]),
+          'STORE_CONSTRAINT',
+        );
+        expect(await store.getUser(`twitch:${good}`)).toBeUndefined();
+        expect(await store.getUser(`twitch:${other}`)).toBeUndefined();
+      });
     });
 
     describe('rules', () => {

@@ -1,5 +1,8 @@
 import { EventType, Topic, newId, type Annotation, type Envelope } from '../../core/index.js';
+import { createBatcher } from '../../runtime/batcher.js';
 import { continueWith, defineService, handled } from '../../runtime/service.js';
+import type { TouchUserInput, UserRecord } from '../../store/index.js';
+import { batchSizeFor, writeEach } from '../persistence/write-each.js';
 import { badgeRole, resolveIdentity, trustedApiRole } from './resolve.js';
 import { Role } from './roles.js';
 
@@ -7,6 +10,13 @@ export * from './roles.js';
 export * from './resolve.js';
 
 const SERVICE = 'auth';
+
+/**
+ * Chat messages' user touches are written together (one store call per batch instead of one per message).
+ * A batch holds at most the messages in flight and waits at most this long for more after its first.
+ */
+const TOUCH_BATCH_SIZE = 200;
+const TOUCH_BATCH_DELAY_MS = 2;
 
 function annotation(kind: string, label: string, payload?: Record<string, unknown>): Annotation {
   return { id: newId(), kind, source: SERVICE, createdAt: new Date().toISOString(), label, value: true, ...(payload ? { payload } : {}) };
@@ -20,59 +30,65 @@ function hasRealUser(envelope: Envelope): boolean {
 
 /**
  * Resolves who sent an event: platform badges (or a trusted console's role), overridden by roles stored
- * by moderators, then the permissions that follow. Chat messages also update the user's record, and a
- * first message ever is annotated `first-message`. Banned users are handled here: nothing further runs.
+ * by moderators, then the permissions that follow. Chat messages also update the user's record (written in
+ * batches with the other messages in flight), and a first message ever is annotated `first-message`. Banned users are handled here: nothing further runs.
  * System events pass through untouched.
  */
 export const service = defineService({
   name: SERVICE,
   needsStore: true,
-  consumers: (ctx) => ({
-    [Topic.ingress]: {
-      mode: 'stage',
-      next: Topic.authenticated,
-      async handle(envelope) {
-        if (envelope.type === EventType.chatMessage && !hasRealUser(envelope)) {
-          // A chat message always comes from a viewer at least: one without a usable user id (e.g. a
-          // line without tags) or claiming the system role gets viewer rights, never system's.
-          const identity = resolveIdentity(Role.viewer, []);
-          return continueWith({ ...envelope, user: { ...envelope.user, role: identity.role, roles: identity.roles, permissions: identity.permissions } });
-        }
-        if (envelope.type.startsWith('system.') || !hasRealUser(envelope)) {
-          if (!envelope.user.role) envelope.user.role = Role.system;
-          return continueWith(envelope);
-        }
-        const platform = envelope.source.platform;
-        let storedRoles: string[] = [];
-        let firstMessage: string | undefined;
-        if (envelope.type === EventType.chatMessage) {
-          const { user, created } = await ctx.store.touchUser({
-            platform,
-            userId: envelope.user.id,
-            login: envelope.user.name,
-            displayName: envelope.user.displayName || undefined,
-            at: envelope.timestamp,
-          });
-          storedRoles = user.roles;
-          if (created) firstMessage = user.firstSeen;
-        } else {
-          storedRoles = (await ctx.store.getUser(`${platform}:${envelope.user.id}`))?.roles ?? [];
-        }
-        const identity = resolveIdentity(trustedApiRole(envelope) ?? badgeRole(envelope), storedRoles);
-        const out: Envelope = {
-          ...envelope,
-          user: { ...envelope.user, role: identity.role, roles: identity.roles, permissions: identity.permissions },
-          annotations: [...(envelope.annotations ?? [])],
-        };
-        if (firstMessage) out.annotations!.push(annotation('first-message', 'first-message', { firstSeen: firstMessage }));
-        if (identity.banned) {
-          out.annotations!.push(annotation('moderation', 'banned', { reason: 'the user is banned', action: 'ignore' }));
-          return handled(out, 'handled');
-        }
-        return continueWith(out);
+  consumers: (ctx) => {
+    const touches = createBatcher<TouchUserInput, { user: UserRecord; created: boolean }>(
+      (inputs) => writeEach(inputs, (batch) => ctx.store.touchUsers(batch)),
+      { maxSize: batchSizeFor(TOUCH_BATCH_SIZE, ctx.platform?.MAX_IN_FLIGHT), maxDelayMs: TOUCH_BATCH_DELAY_MS },
+    );
+    return {
+      [Topic.ingress]: {
+        mode: 'stage',
+        next: Topic.authenticated,
+        async handle(envelope) {
+          if (envelope.type === EventType.chatMessage && !hasRealUser(envelope)) {
+            // A chat message always comes from a viewer at least: one without a usable user id (e.g. a
+            // line without tags) or claiming the system role gets viewer rights, never system's.
+            const identity = resolveIdentity(Role.viewer, []);
+            return continueWith({ ...envelope, user: { ...envelope.user, role: identity.role, roles: identity.roles, permissions: identity.permissions } });
+          }
+          if (envelope.type.startsWith('system.') || !hasRealUser(envelope)) {
+            if (!envelope.user.role) envelope.user.role = Role.system;
+            return continueWith(envelope);
+          }
+          const platform = envelope.source.platform;
+          let storedRoles: string[] = [];
+          let firstMessage: string | undefined;
+          if (envelope.type === EventType.chatMessage) {
+            const { user, created } = await touches.add({
+              platform,
+              userId: envelope.user.id,
+              login: envelope.user.name,
+              displayName: envelope.user.displayName || undefined,
+              at: envelope.timestamp,
+            });
+            storedRoles = user.roles;
+            if (created) firstMessage = user.firstSeen;
+          } else {
+            storedRoles = (await ctx.store.getUser(`${platform}:${envelope.user.id}`))?.roles ?? [];
+          }
+          const identity = resolveIdentity(trustedApiRole(envelope) ?? badgeRole(envelope), storedRoles);
+          const out: Envelope = {
+            ...envelope,
+            user: { ...envelope.user, role: identity.role, roles: identity.roles, permissions: identity.permissions },
+            annotations: [...(envelope.annotations ?? [])],
+          };
+          if (firstMessage) out.annotations!.push(annotation('first-message', 'first-message', { firstSeen: firstMessage }));
+          if (identity.banned) {
+            out.annotations!.push(annotation('moderation', 'banned', { reason: 'the user is banned', action: 'ignore' }));
+            return handled(out, 'handled');
+          }
+          return continueWith(out);
+        },
       },
-    },
-  }),
+    };
+  },
 });
 
 export default service;
