@@ -41,30 +41,146 @@ interface Delivery {
   deliveryCount: number;
 }
 
+/** A FIFO with O(1) shift (an array with a moving head, compacted now and then). */
+class Queue<T> {
+  #items: Array<T | undefined> = [];
+  #head = 0;
+
+  get length(): number {
+    return this.#items.length - this.#head;
+  }
+
+  push(item: T) {
+    this.#items.push(item);
+  }
+
+  shift(): T | undefined {
+    if (this.#head >= this.#items.length) return undefined;
+    const item = this.#items[this.#head];
+    this.#items[this.#head] = undefined;
+    this.#head += 1;
+    if (this.#head >= 1024 && this.#head * 2 >= this.#items.length) {
+      this.#items = this.#items.slice(this.#head);
+      this.#head = 0;
+    }
+    return item;
+  }
+}
+
 interface Subscriber {
   readonly handler: MessageHandler;
   readonly maxInFlight: number;
   readonly ackWaitMs: number;
   inFlight: number;
   draining: boolean;
-  readonly running: Set<Promise<void>>;
   idle?: () => void;
+  /**
+   * Unsettled deliveries in ack-deadline order. Every deadline is `now + ackWaitMs` (working() moves a
+   * delivery to the end), so one timer for the oldest covers them all.
+   */
+  readonly unacked: Set<MemoryMessage>;
+  ackTimer?: NodeJS.Timeout;
+  readonly group: Group;
 }
 
 interface Group {
   readonly name: string;
-  readonly ready: Delivery[];
+  readonly ready: Queue<Delivery>;
   readonly subscribers: Subscriber[];
+  /** Every subscriber that ever joined (their ack timers are cleared on close). */
+  readonly members: Set<Subscriber>;
   /** Deliveries handed out and not yet settled. */
   outstanding: number;
   cursor: number;
   scheduled: boolean;
+  /** Dispatches the group; made once per group so scheduling allocates nothing. */
+  readonly run: () => void;
   readonly timers: Set<NodeJS.Timeout>;
 }
 
 interface TopicState {
   readonly groups: Map<string, Group>;
   retained: StoredMessage[];
+}
+
+const RESOLVED: Promise<void> = Promise.resolve();
+
+/** One delivery of a message to one subscriber; settling is once-only. */
+class MemoryMessage implements BusMessage {
+  readonly topic: string;
+  readonly data: Uint8Array;
+  readonly headers: BusHeaders;
+  readonly msgId: string | undefined;
+  readonly deliveryCount: number;
+  readonly delivery: Delivery;
+  readonly subscriber: Subscriber;
+  readonly requeue: (group: Group, delivery: Delivery, delayMs: number) => void;
+  settled = false;
+  /** When the ack deadline passes (Date.now() ms). */
+  deadline: number;
+
+  constructor(delivery: Delivery, subscriber: Subscriber, requeue: MemoryMessage['requeue']) {
+    const { stored } = delivery;
+    this.topic = stored.topic;
+    this.data = stored.data;
+    this.headers = stored.headers;
+    this.msgId = stored.msgId;
+    this.deliveryCount = delivery.deliveryCount;
+    this.delivery = delivery;
+    this.subscriber = subscriber;
+    this.requeue = requeue;
+    this.deadline = Date.now() + subscriber.ackWaitMs;
+  }
+
+  /** True for the first settle only. */
+  settle(): boolean {
+    if (this.settled) return false;
+    this.settled = true;
+    const { subscriber } = this;
+    subscriber.group.outstanding -= 1;
+    subscriber.unacked.delete(this);
+    // Nothing left to time out: no timer keeps the process alive for nothing.
+    if (subscriber.unacked.size === 0 && subscriber.ackTimer) {
+      clearTimeout(subscriber.ackTimer);
+      subscriber.ackTimer = undefined;
+    }
+    return true;
+  }
+
+  ack(): Promise<void> {
+    this.settle();
+    return RESOLVED;
+  }
+
+  nak(delayMs = 0): Promise<void> {
+    if (this.settle()) this.requeue(this.subscriber.group, this.delivery, delayMs);
+    return RESOLVED;
+  }
+
+  working(): Promise<void> {
+    if (!this.settled) {
+      const { unacked } = this.subscriber;
+      unacked.delete(this);
+      this.deadline = Date.now() + this.subscriber.ackWaitMs;
+      unacked.add(this);
+    }
+    return RESOLVED;
+  }
+
+  term(): Promise<void> {
+    this.settle();
+    return RESOLVED;
+  }
+}
+
+/** Runs a handler; a throw gives the message back. Settles the subscriber's in-flight slot after. */
+async function runHandler(message: MemoryMessage, after: (subscriber: Subscriber) => void): Promise<void> {
+  try {
+    await message.subscriber.handler(message);
+  } catch {
+    await message.nak(0);
+  }
+  after(message.subscriber);
 }
 
 const EMPTY_HEADERS: BusHeaders = Object.freeze({}) as BusHeaders;
@@ -94,25 +210,32 @@ export function createMemoryBus(options: MemoryBusOptions = {}): MemoryBus {
     for (const listener of listeners) listener(event);
   };
 
+  /** When the oldest remembered id expires; nothing to sweep before then. */
+  let oldestExpiry = Infinity;
   const isDuplicate = (msgId: string): boolean => {
     const now = Date.now();
-    // Map keeps insertion order, so expired ids are always at the head.
-    for (const [id, expiry] of seenIds) {
-      if (expiry > now) break;
-      seenIds.delete(id);
+    if (now >= oldestExpiry) {
+      // Map keeps insertion order, so expired ids are always at the head.
+      oldestExpiry = Infinity;
+      for (const [id, expiry] of seenIds) {
+        if (expiry > now) {
+          oldestExpiry = expiry;
+          break;
+        }
+        seenIds.delete(id);
+      }
     }
     if (seenIds.has(msgId)) return true;
-    seenIds.set(msgId, now + duplicateWindowMs);
+    const expiry = now + duplicateWindowMs;
+    if (seenIds.size === 0) oldestExpiry = expiry;
+    seenIds.set(msgId, expiry);
     return false;
   };
 
   const schedule = (group: Group) => {
     if (group.scheduled) return;
     group.scheduled = true;
-    queueMicrotask(() => {
-      group.scheduled = false;
-      dispatch(group);
-    });
+    queueMicrotask(group.run);
   };
 
   const requeue = (group: Group, delivery: Delivery, delayMs: number) => {
@@ -129,6 +252,24 @@ export function createMemoryBus(options: MemoryBusOptions = {}): MemoryBus {
     group.timers.add(timer);
   };
 
+  /** Ack deadline passed: those deliveries are void, their messages go back for redelivery. */
+  const expireUnacked = (subscriber: Subscriber) => {
+    subscriber.ackTimer = undefined;
+    const now = Date.now();
+    for (const message of subscriber.unacked) {
+      if (message.deadline > now) break;
+      if (message.settle()) requeue(subscriber.group, message.delivery, 0);
+    }
+    armAckTimer(subscriber);
+  };
+
+  const armAckTimer = (subscriber: Subscriber) => {
+    if (subscriber.ackTimer || closed) return;
+    const oldest = subscriber.unacked.values().next();
+    if (oldest.done) return;
+    subscriber.ackTimer = setTimeout(expireUnacked, Math.max(0, oldest.value.deadline - Date.now()), subscriber);
+  };
+
   const nextSubscriber = (group: Group): Subscriber | undefined => {
     const count = group.subscribers.length;
     for (let i = 0; i < count; i += 1) {
@@ -141,69 +282,20 @@ export function createMemoryBus(options: MemoryBusOptions = {}): MemoryBus {
     return undefined;
   };
 
+  const afterHandler = (subscriber: Subscriber) => {
+    subscriber.inFlight -= 1;
+    if (subscriber.draining && subscriber.inFlight === 0) subscriber.idle?.();
+    if (subscriber.group.ready.length > 0) schedule(subscriber.group);
+  };
+
   const deliver = (group: Group, subscriber: Subscriber, delivery: Delivery) => {
     delivery.deliveryCount += 1;
     group.outstanding += 1;
-    let settled = false;
-    let ackTimer: NodeJS.Timeout | undefined;
-    const settle = (): boolean => {
-      if (settled) return false;
-      settled = true;
-      group.outstanding -= 1;
-      if (ackTimer) {
-        clearTimeout(ackTimer);
-        group.timers.delete(ackTimer);
-      }
-      return true;
-    };
-    const armAckTimer = () => {
-      if (ackTimer) {
-        clearTimeout(ackTimer);
-        group.timers.delete(ackTimer);
-      }
-      ackTimer = setTimeout(() => {
-        group.timers.delete(ackTimer!);
-        // Ack deadline passed: this delivery is void, the message goes back for redelivery.
-        if (settle()) requeue(group, delivery, 0);
-      }, subscriber.ackWaitMs);
-      group.timers.add(ackTimer);
-    };
-    armAckTimer();
-    const { stored } = delivery;
-    const message: BusMessage = {
-      topic: stored.topic,
-      data: stored.data,
-      headers: stored.headers,
-      msgId: stored.msgId,
-      deliveryCount: delivery.deliveryCount,
-      async ack() {
-        settle();
-      },
-      async nak(delayMs = 0) {
-        if (settle()) requeue(group, delivery, delayMs);
-      },
-      async working() {
-        if (!settled) armAckTimer();
-      },
-      async term() {
-        settle();
-      },
-    };
+    const message = new MemoryMessage(delivery, subscriber, requeue);
+    subscriber.unacked.add(message);
+    armAckTimer(subscriber);
     subscriber.inFlight += 1;
-    const run = (async () => {
-      try {
-        await subscriber.handler(message);
-      } catch {
-        await message.nak(0);
-      }
-    })();
-    subscriber.running.add(run);
-    void run.finally(() => {
-      subscriber.running.delete(run);
-      subscriber.inFlight -= 1;
-      if (subscriber.draining && subscriber.inFlight === 0) subscriber.idle?.();
-      if (group.ready.length > 0) schedule(group);
-    });
+    void runHandler(message, afterHandler);
   };
 
   const dispatch = (group: Group) => {
@@ -213,6 +305,24 @@ export function createMemoryBus(options: MemoryBusOptions = {}): MemoryBus {
       if (!subscriber) return;
       deliver(group, subscriber, group.ready.shift()!);
     }
+  };
+
+  const createGroup = (name: string): Group => {
+    const group: Group = {
+      name,
+      ready: new Queue(),
+      subscribers: [],
+      members: new Set(),
+      outstanding: 0,
+      cursor: 0,
+      scheduled: false,
+      run: () => {
+        group.scheduled = false;
+        dispatch(group);
+      },
+      timers: new Set(),
+    };
+    return group;
   };
 
   const bus: MemoryBus = {
@@ -225,29 +335,31 @@ export function createMemoryBus(options: MemoryBusOptions = {}): MemoryBus {
       emit({ status: 'connected' });
     },
 
-    async publish(topic: string, data: Uint8Array, publishOptions: PublishOptions = {}) {
-      if (!connected) throw new BitBratError('BUS_UNAVAILABLE', `memory bus is not connected (publish to ${prefix}${topic})`, { retryable: true });
-      if (publishOptions.msgId !== undefined && isDuplicate(publishOptions.msgId)) return;
+    // Not `async`: one shared resolved promise instead of a new one per publish.
+    publish(topic: string, data: Uint8Array, publishOptions: PublishOptions = {}): Promise<void> {
+      if (!connected) return Promise.reject(new BitBratError('BUS_UNAVAILABLE', `memory bus is not connected (publish to ${prefix}${topic})`, { retryable: true }));
+      if (publishOptions.msgId !== undefined && isDuplicate(publishOptions.msgId)) return RESOLVED;
       const stored: StoredMessage = { topic, data, headers: publishOptions.headers ?? EMPTY_HEADERS, msgId: publishOptions.msgId };
       const state = topicState(topic);
       if (state.groups.size === 0) {
         if (state.retained.length >= maxRetained) {
-          throw new BitBratError('PUBLISH_FAILED', `topic ${prefix}${topic} has no consumer and already retains ${maxRetained} messages`, { retryable: true });
+          return Promise.reject(new BitBratError('PUBLISH_FAILED', `topic ${prefix}${topic} has no consumer and already retains ${maxRetained} messages`, { retryable: true }));
         }
         state.retained.push(stored);
-        return;
+        return RESOLVED;
       }
       for (const group of state.groups.values()) {
         group.ready.push({ stored, deliveryCount: 0 });
         schedule(group);
       }
+      return RESOLVED;
     },
 
     async subscribe(topic: string, groupName: string, handler: MessageHandler, subscribeOptions: SubscribeOptions = {}) {
       const state = topicState(topic);
       let group = state.groups.get(groupName);
       if (!group) {
-        group = { name: groupName, ready: [], subscribers: [], outstanding: 0, cursor: 0, scheduled: false, timers: new Set() };
+        group = createGroup(groupName);
         // The first group on a topic takes what was published before anyone listened.
         if (state.groups.size === 0) {
           for (const stored of state.retained) group.ready.push({ stored, deliveryCount: 0 });
@@ -261,9 +373,11 @@ export function createMemoryBus(options: MemoryBusOptions = {}): MemoryBus {
         ackWaitMs: subscribeOptions.ackWaitMs ?? DEFAULT_ACK_WAIT_MS,
         inFlight: 0,
         draining: false,
-        running: new Set(),
+        unacked: new Set(),
+        group,
       };
       group.subscribers.push(subscriber);
+      group.members.add(subscriber);
       schedule(group);
       const owner = group;
       const subscription: Subscription = {
@@ -294,7 +408,12 @@ export function createMemoryBus(options: MemoryBusOptions = {}): MemoryBus {
       await Promise.all([...subscriptions].map((subscription) => subscription.drain()));
       closed = true;
       connected = false;
-      for (const state of topics.values()) for (const group of state.groups.values()) for (const timer of group.timers) clearTimeout(timer);
+      for (const state of topics.values()) {
+        for (const group of state.groups.values()) {
+          for (const timer of group.timers) clearTimeout(timer);
+          for (const member of group.members) if (member.ackTimer) clearTimeout(member.ackTimer);
+        }
+      }
       emit({ status: 'closed' });
     },
 

@@ -1,10 +1,11 @@
 import { createHash } from 'node:crypto';
 import {
+  canonicalMIMEHeaderKey,
   connect as natsConnect,
   createInbox,
   ClosedConnectionError,
   DrainingConnectionError,
-  headers as natsHeaders,
+  MsgHdrsImpl,
   nanos,
   type MsgHdrs,
   type NatsConnection,
@@ -132,21 +133,90 @@ interface PendingPublish {
 
 interface AckedPublisher {
   publish(subject: string, data: Uint8Array, headers: MsgHdrs | undefined): Promise<void>;
+  /** Acks `msg` with the next batch of outgoing commands. */
+  ack(msg: JsMsg): void;
+  /** Hands every queued command to the client now. */
+  flush(): void;
   close(): void;
 }
 
 const decoder = new TextDecoder();
 
+/** Header names already checked (the runtime uses a handful; bounded in case callers invent names). */
+const checkedHeaderNames = new Set<string>();
+
+/**
+ * `hdrs.set(key, value)` (exact match) without its per-call cost: nats.js canonicalizes and searches
+ * the key twice and compiles a regex for every value. Same checks: a name nats.js would reject throws
+ * its error (checked once per name), a value with CR or LF throws, the value is trimmed.
+ */
+function setHeader(hdrs: MsgHdrsImpl, key: string, value: string) {
+  if (!checkedHeaderNames.has(key)) {
+    canonicalMIMEHeaderKey(key);
+    if (checkedHeaderNames.size < 1_000) checkedHeaderNames.add(key);
+  }
+  if (value.includes('\r') || value.includes('\n')) MsgHdrsImpl.validHeaderValue(value);
+  hdrs.headers.set(key, [value.trim()]);
+}
+
+/** A JetStream publish waiting in the outbox. */
+class QueuedPublish {
+  constructor(
+    readonly subject: string,
+    readonly data: Uint8Array,
+    readonly options: { reply: string; headers?: MsgHdrs },
+    readonly token: string,
+  ) {}
+}
+
 /**
  * JetStream publish: the message goes out with a reply subject under one shared inbox, and the stream's
  * PubAck settles the promise. This is what `js.publish` does, minus its per-call request object, timer,
  * and the two Error objects nats.js allocates for every request; deadlines are swept by one timer.
+ *
+ * Publishes and acks go through an outbox that hands them to the client once per event-loop turn
+ * (setImmediate). nats.js writes its outbound buffer to the socket in a microtask queued by the first
+ * command, so commands issued from later microtasks (each `await` in a handler is one) would each cost
+ * a write syscall of their own; from the outbox, everything one turn produced leaves in one write.
+ * Order is kept: commands go out in the order they were issued.
  */
 function createAckedPublisher(nc: NatsConnection, timeoutMs: number): AckedPublisher {
   const inbox = createInbox();
   const replyPrefix = `${inbox}.`;
   const pending = new Map<string, PendingPublish>();
   let counter = 0;
+  let outbox: Array<QueuedPublish | JsMsg> = [];
+  let scheduled: NodeJS.Immediate | undefined;
+  let closed = false;
+
+  const flush = () => {
+    scheduled = undefined;
+    const batch = outbox;
+    if (batch.length === 0) return;
+    outbox = [];
+    for (const op of batch) {
+      if (op instanceof QueuedPublish) {
+        try {
+          nc.publish(op.subject, op.data, op.options);
+        } catch (error) {
+          const entry = pending.get(op.token);
+          pending.delete(op.token);
+          entry?.reject(error as BitBratError);
+        }
+      } else {
+        try {
+          op.ack();
+        } catch {
+          // closed: the server redelivers after ack_wait (see NatsBusMessage)
+        }
+      }
+    }
+  };
+
+  const enqueue = (op: QueuedPublish | JsMsg) => {
+    outbox.push(op);
+    scheduled ??= setImmediate(flush);
+  };
 
   nc.subscribe(`${inbox}.*`, {
     callback: (error, msg) => {
@@ -202,15 +272,30 @@ function createAckedPublisher(nc: NatsConnection, timeoutMs: number): AckedPubli
         counter = (counter + 1) % Number.MAX_SAFE_INTEGER;
         const token = counter.toString(36);
         pending.set(token, { resolve, reject, deadline: Date.now() + timeoutMs, subject });
-        try {
-          nc.publish(subject, data, headers ? { reply: replyPrefix + token, headers } : { reply: replyPrefix + token });
-        } catch (error) {
-          pending.delete(token);
-          reject(error);
-        }
+        enqueue(new QueuedPublish(subject, data, headers ? { reply: replyPrefix + token, headers } : { reply: replyPrefix + token }, token));
       });
     },
+    ack(msg) {
+      // After close nothing flushes the outbox any more: ack directly (it throws on a closed connection).
+      if (closed) {
+        try {
+          msg.ack();
+        } catch {
+          // closed: redelivered after ack_wait
+        }
+        return;
+      }
+      enqueue(msg);
+    },
+    flush() {
+      if (scheduled) clearImmediate(scheduled);
+      flush();
+    },
     close() {
+      if (scheduled) clearImmediate(scheduled);
+      scheduled = undefined;
+      flush();
+      closed = true;
       clearInterval(sweeper);
       for (const entry of pending.values()) entry.reject(new BitBratError('BUS_UNAVAILABLE', `publish to ${entry.subject}: the NATS bus closed before the ack`, { retryable: true }));
       pending.clear();
@@ -227,10 +312,13 @@ class NatsBusMessage implements BusMessage {
   #headers: BusHeaders | undefined;
   #termReason: boolean;
 
-  constructor(topic: string, msg: JsMsg, termReason: boolean) {
+  #acks: AckedPublisher | undefined;
+
+  constructor(topic: string, msg: JsMsg, termReason: boolean, acks: AckedPublisher | undefined) {
     this.topic = topic;
     this.#msg = msg;
     this.#termReason = termReason;
+    this.#acks = acks;
     this.deliveryCount = msg.info.deliveryCount;
   }
 
@@ -268,10 +356,13 @@ class NatsBusMessage implements BusMessage {
 
   ack(): Promise<void> {
     if (this.#settle()) {
-      try {
-        this.#msg.ack();
-      } catch {
-        // see above
+      if (this.#acks) this.#acks.ack(this.#msg);
+      else {
+        try {
+          this.#msg.ack();
+        } catch {
+          // see above
+        }
       }
     }
     return RESOLVED;
@@ -452,7 +543,7 @@ export async function createNatsBus(options: NatsBusOptions): Promise<MessageBus
 
   const run = (state: SubscriptionState, msg: JsMsg) => {
     state.inFlight += 1;
-    const message = new NatsBusMessage(state.topic, msg, termReason);
+    const message = new NatsBusMessage(state.topic, msg, termReason, publisher);
     let pending: Promise<void>;
     try {
       pending = state.handler(message);
@@ -672,18 +763,18 @@ export async function createNatsBus(options: NatsBusOptions): Promise<MessageBus
         throw new BitBratError('BUS_UNAVAILABLE', `publish to ${subject}: the NATS bus is ${closed || closing ? 'closed' : 'not connected'}`, { retryable: !(closed || closing) });
       }
       if (!connected) throw new BitBratError('BUS_UNAVAILABLE', `publish to ${subject}: NATS is disconnected`, { retryable: true });
-      let hdrs: MsgHdrs | undefined;
+      let hdrs: MsgHdrsImpl | undefined;
       const given = publishOptions?.headers;
       if (given) {
         for (const key in given) {
-          hdrs ??= natsHeaders();
-          hdrs.set(key, given[key]!);
+          hdrs ??= new MsgHdrsImpl();
+          setHeader(hdrs, key, given[key]!);
         }
       }
       const msgId = publishOptions?.msgId;
       if (msgId !== undefined) {
-        hdrs ??= natsHeaders();
-        hdrs.set(MSG_ID_HEADER, msgId);
+        hdrs ??= new MsgHdrsImpl();
+        setHeader(hdrs, MSG_ID_HEADER, msgId);
       }
       try {
         await publisher.publish(subject, data, hdrs);
@@ -760,6 +851,8 @@ export async function createNatsBus(options: NatsBusOptions): Promise<MessageBus
     await connecting?.catch(() => undefined);
     await Promise.all([...subscriptions].map((state) => drainState(state)));
     const connection = nc;
+    // Acks and publishes still in the outbox go to the client before it drains.
+    publisher?.flush();
     if (connection && !connection.isClosed()) {
       // drain() flushes outstanding acks; a dead server would make it wait, so bound it.
       let timer: NodeJS.Timeout | undefined;

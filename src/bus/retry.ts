@@ -24,22 +24,44 @@ export async function publishWithRetry(
   publishOptions: PublishOptions | undefined,
   retry: PublishRetryOptions = {},
 ): Promise<void> {
+  try {
+    await bus.publish(topic, data, publishOptions);
+  } catch (error) {
+    await retryFailedPublish(bus, topic, data, publishOptions, retry, error);
+  }
+}
+
+/**
+ * The rest of publishWithRetry after its first attempt failed with `firstError`: callers that make the
+ * first attempt themselves (the runtime's hot path) continue here. Resolves on a later success, throws
+ * PUBLISH_FAILED otherwise.
+ */
+export async function retryFailedPublish(
+  bus: MessageBus,
+  topic: string,
+  data: Uint8Array,
+  publishOptions: PublishOptions | undefined,
+  retry: PublishRetryOptions,
+  firstError: unknown,
+): Promise<void> {
   const maxRetries = retry.maxRetries ?? DEFAULT_PUBLISH_MAX_RETRIES;
   const base = retry.baseDelayMs ?? 100;
   const max = retry.maxDelayMs ?? 5_000;
-  let lastError: unknown;
+  let lastError: unknown = firstError;
   for (let attempt = 0; attempt <= maxRetries; attempt += 1) {
-    try {
-      await bus.publish(topic, data, publishOptions);
-      return;
-    } catch (error) {
-      lastError = error;
-      if (isBitBratError(error) && !error.retryable) break;
-      if (attempt === maxRetries) break;
-      const delay = Math.min(max, base * 2 ** attempt);
-      retry.onRetry?.(error, attempt + 1, delay);
-      await new Promise((resolve) => setTimeout(resolve, delay));
+    if (attempt > 0) {
+      try {
+        await bus.publish(topic, data, publishOptions);
+        return;
+      } catch (error) {
+        lastError = error;
+      }
     }
+    if (isBitBratError(lastError) && !lastError.retryable) break;
+    if (attempt === maxRetries) break;
+    const delay = Math.min(max, base * 2 ** attempt);
+    retry.onRetry?.(lastError, attempt + 1, delay);
+    await new Promise((resolve) => setTimeout(resolve, delay));
   }
   const reason = lastError instanceof Error ? lastError.message : String(lastError);
   throw new BitBratError('PUBLISH_FAILED', `publish to ${topic} failed after ${maxRetries + 1} attempts: ${reason}`, {

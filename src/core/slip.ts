@@ -5,7 +5,9 @@ export const DEFAULT_MAX_ATTEMPTS = 3;
 
 /** Index of the current step: the first PENDING one (R1); -1 when none is left. */
 export function currentStepIndex(envelope: Envelope): number {
-  return envelope.routingSlip.findIndex((step) => step.status === 'PENDING');
+  const slip = envelope.routingSlip;
+  for (let index = 0; index < slip.length; index += 1) if (slip[index]!.status === 'PENDING') return index;
+  return -1;
 }
 
 export function currentStep(envelope: Envelope): RoutingStep | undefined {

@@ -17,9 +17,10 @@ import {
   type ErrorCode,
   type Outcome,
 } from '../core/index.js';
-import { publishWithRetry, type BusMessage, type MessageBus } from '../bus/index.js';
+import type { BusMessage, MessageBus, PublishRetryOptions } from '../bus/index.js';
+import { retryFailedPublish } from '../bus/retry.js';
 import { lazyChild, type Logger } from './logger.js';
-import type { RuntimeMetrics } from './metrics.js';
+import { counterChild, type CounterChild, type RuntimeMetrics } from './metrics.js';
 import type { Consumer, EnvelopeConsumer, HandlerContext, HandlerResult, RawConsumer } from './service.js';
 
 /** Error codes that mean "a dependency is down": hold the message and retry, do not spend attempts. */
@@ -53,6 +54,7 @@ export interface SlipEngine {
 
 const encoder = new TextEncoder();
 const decoder = new TextDecoder();
+const RESOLVED: Promise<void> = Promise.resolve();
 
 function headersFor(envelope: Envelope, service: string): Record<string, string> {
   return {
@@ -71,81 +73,202 @@ function createLruSet(limit: number) {
   return {
     has: (key: string) => keys.has(key),
     add(key: string) {
-      if (keys.has(key)) return;
+      // One hash lookup: a key already present leaves the size unchanged.
+      const size = keys.size;
+      keys.add(key);
+      if (keys.size === size) return;
       const evicted = ring[next];
       if (evicted !== undefined) keys.delete(evicted);
       ring[next] = key;
       next = (next + 1) % limit;
-      keys.add(key);
     },
   };
 }
 
 class DeadlineError extends Error {}
 
+/**
+ * `new Date().toISOString()` for the current millisecond, formatted once per millisecond: the runtime
+ * stamps two times per message, and at high rates most of them fall in the same millisecond.
+ */
+let isoClockMs = -1;
+let isoClockText = '';
+function isoNow(): string {
+  const now = Date.now();
+  if (now !== isoClockMs) {
+    isoClockMs = now;
+    isoClockText = new Date(now).toISOString();
+  }
+  return isoClockText;
+}
+
+type Held<T> = { ok: true; value: T } | { ok: false };
+
+/**
+ * The per-message handler context. It doubles as the message's log scope: the child logger (topic,
+ * then envelope, then step bindings) is only made when something logs, so a message that logs nothing
+ * costs one object, not a chain of child loggers.
+ */
+class MessageContext implements HandlerContext {
+  stepIndex = -1;
+  step: HandlerContext['step'] = undefined;
+  attempt: number;
+  maxAttempts = DEFAULT_MAX_ATTEMPTS;
+  signal: AbortSignal;
+  #base: Logger;
+  #logger: Logger | undefined;
+  #envelope: Envelope | undefined;
+  #stepBinding = false;
+
+  constructor(
+    readonly service: string,
+    readonly instanceId: string,
+    readonly topic: string,
+    base: Logger,
+    attempt: number,
+    signal: AbortSignal,
+  ) {
+    this.#base = base;
+    this.attempt = attempt;
+    this.signal = signal;
+  }
+
+  get logger(): Logger {
+    if (this.#logger) return this.#logger;
+    const bindings: Record<string, unknown> = { topic: this.topic };
+    const envelope = this.#envelope;
+    if (envelope) {
+      bindings.envelopeId = envelope.id;
+      bindings.correlationId = envelope.correlationId;
+      bindings.traceId = envelope.traceId;
+    }
+    if (this.#stepBinding && this.step) {
+      bindings.step = this.step.id;
+      bindings.stepIndex = this.stepIndex;
+      bindings.attempt = this.attempt;
+    }
+    return (this.#logger = lazyChild(this.#base, bindings));
+  }
+
+  /** From here on logs carry the envelope's ids. */
+  bindEnvelope(envelope: Envelope) {
+    this.#envelope = envelope;
+    this.#logger = undefined;
+  }
+
+  /** From here on logs carry the step (R1 bookkeeping done). */
+  bindStep(step: NonNullable<HandlerContext['step']>, stepIndex: number, attempt: number) {
+    this.step = step;
+    this.stepIndex = stepIndex;
+    this.attempt = attempt;
+    this.#stepBinding = true;
+    this.#logger = undefined;
+  }
+}
+
+function isDependencyDown(error: unknown): boolean {
+  return isBitBratError(error) && DEPENDENCY_DOWN.has(error.code);
+}
+
 export function createSlipEngine(options: EngineOptions): SlipEngine {
   const { service, bus, metrics, logger } = options;
+  const instanceId = options.instanceId;
   const done = createLruSet(options.idempotencyCacheSize ?? 50_000);
   const shutdownController = new AbortController();
-  // Labelled metric children are looked up once per topic, not hashed on every message.
-  const publishedChildren = new Map<string, ReturnType<RuntimeMetrics['published']['labels']>>();
-  const publishedCounter = (topic: string) => {
-    let child = publishedChildren.get(topic);
-    if (!child) publishedChildren.set(topic, (child = metrics.published.labels({ service, topic })));
-    return child;
+  const shutdownSignal = shutdownController.signal;
+  // Per destination topic, looked up once: the labelled counter and the retry options (with its logger).
+  const publishTargets = new Map<string, { published: CounterChild; retry: PublishRetryOptions }>();
+  const publishTarget = (topic: string) => {
+    let target = publishTargets.get(topic);
+    if (!target) {
+      target = {
+        published: counterChild(metrics.published, { service, topic }),
+        retry: {
+          maxRetries: options.publishMaxRetries,
+          onRetry: (error, attempt, delayMs) => logger.warn({ topic, attempt, delayMs, err: error }, 'publish failed; retrying'),
+        },
+      };
+      publishTargets.set(topic, target);
+    }
+    return target;
   };
-  const topicChildren = new Map<string, { consumed: ReturnType<RuntimeMetrics['consumed']['labels']>; handlerSeconds: ReturnType<RuntimeMetrics['handlerSeconds']['labels']> }>();
+  // Labelled metric children are looked up once per topic, not hashed on every message.
+  const topicChildren = new Map<string, { consumed: CounterChild; handlerSeconds: ReturnType<RuntimeMetrics['handlerSeconds']['labels']> }>();
   const topicMetrics = (topic: string) => {
     let children = topicChildren.get(topic);
-    if (!children) topicChildren.set(topic, (children = { consumed: metrics.consumed.labels({ service, topic }), handlerSeconds: metrics.handlerSeconds.labels({ service, topic }) }));
+    if (!children) {
+      children = { consumed: counterChild(metrics.consumed, { service, topic }), handlerSeconds: metrics.handlerSeconds.labels({ service, topic }) };
+      topicChildren.set(topic, children);
+    }
     return children;
   };
   const retryBase = options.retryBaseMs ?? 500;
   const retryMax = options.retryMaxMs ?? 30_000;
 
   const publishRaw = async (topic: string, data: Uint8Array, headers: Record<string, string>, msgId?: string) => {
-    await publishWithRetry(bus, topic, data, { headers, msgId }, {
-      maxRetries: options.publishMaxRetries,
-      onRetry: (error, attempt, delayMs) => logger.warn({ topic, attempt, delayMs, err: error }, 'publish failed; retrying'),
-    });
-    publishedCounter(topic).inc();
+    const target = publishTarget(topic);
+    const publishOptions = { headers, msgId };
+    // publishWithRetry, with its first attempt inlined.
+    try {
+      await bus.publish(topic, data, publishOptions);
+    } catch (error) {
+      await retryFailedPublish(bus, topic, data, publishOptions, target.retry, error);
+    }
+    target.published.inc();
   };
 
-  const publishEnvelope = async (topic: string, envelope: Envelope, msgId?: string) => {
-    await publishRaw(topic, encoder.encode(JSON.stringify(envelope)), headersFor(envelope, service), msgId);
+  const publishEnvelope = (topic: string, envelope: Envelope, msgId?: string): Promise<void> => {
+    try {
+      return publishRaw(topic, encoder.encode(JSON.stringify(envelope)), headersFor(envelope, service), msgId);
+    } catch (error) {
+      return Promise.reject(error);
+    }
   };
 
   /**
-   * Keeps trying `work` while a dependency is down, extending the message's lease so it stays ours and
-   * on the bus. Returns false when the service is shutting down (the caller naks the message).
+   * Called when `work` failed with `error`: while that is a dependency being down, keeps retrying
+   * `work`, extending the message's lease so it stays ours and on the bus. Any other error is rethrown.
+   * Returns `{ ok: false }` when the service is shutting down (the caller naks the message).
    */
-  const holdWhileDown = async <T>(message: BusMessage, work: () => Promise<T>, log: Logger): Promise<{ ok: true; value: T } | { ok: false }> => {
-    let attempt = 0;
-    for (;;) {
-      try {
-        const value = await work();
-        if (attempt > 0) {
-          options.onDependency?.('bus', true);
-          options.onDependency?.('store', true);
-        }
-        return { ok: true, value };
-      } catch (error) {
-        if (!isBitBratError(error) || !DEPENDENCY_DOWN.has(error.code)) throw error;
-        attempt += 1;
-        const which = error.code === 'STORE_UNAVAILABLE' ? 'store' : 'bus';
-        options.onDependency?.(which, false, error.message);
-        if (attempt === 1 || attempt % 10 === 0) log.warn({ err: error, attempt }, `${which} unavailable; holding the message and retrying`);
-        if (shutdownController.signal.aborted) return { ok: false };
-        await message.working().catch(() => undefined);
-        await new Promise<void>((resolve) => {
-          const timer = setTimeout(resolve, Math.min(5_000, 200 * 2 ** Math.min(attempt, 5)));
-          shutdownController.signal.addEventListener('abort', () => {
+  const holdAfter = async <T>(message: BusMessage, work: () => Promise<T>, scope: MessageContext, firstError: unknown): Promise<Held<T>> => {
+    let error = firstError;
+    for (let attempt = 1; ; attempt += 1) {
+      if (!isDependencyDown(error)) throw error;
+      const code = (error as BitBratError).code;
+      const which = code === 'STORE_UNAVAILABLE' ? 'store' : 'bus';
+      options.onDependency?.(which, false, (error as Error).message);
+      if (attempt === 1 || attempt % 10 === 0) scope.logger.warn({ err: error, attempt }, `${which} unavailable; holding the message and retrying`);
+      if (shutdownSignal.aborted) return { ok: false };
+      await message.working().catch(() => undefined);
+      await new Promise<void>((resolve) => {
+        const timer = setTimeout(resolve, Math.min(5_000, 200 * 2 ** Math.min(attempt, 5)));
+        shutdownSignal.addEventListener(
+          'abort',
+          () => {
             clearTimeout(timer);
             resolve();
-          }, { once: true });
-        });
-        if (shutdownController.signal.aborted) return { ok: false };
+          },
+          { once: true },
+        );
+      });
+      if (shutdownSignal.aborted) return { ok: false };
+      try {
+        const value = await work();
+        options.onDependency?.('bus', true);
+        options.onDependency?.('store', true);
+        return { ok: true, value };
+      } catch (next) {
+        error = next;
       }
+    }
+  };
+
+  /** `work`, held while a dependency is down (see holdAfter). */
+  const holdWhileDown = async <T>(message: BusMessage, work: () => Promise<T>, scope: MessageContext): Promise<Held<T>> => {
+    try {
+      return { ok: true, value: await work() };
+    } catch (error) {
+      return holdAfter(message, work, scope, error);
     }
   };
 
@@ -181,55 +304,55 @@ export function createSlipEngine(options: EngineOptions): SlipEngine {
   };
 
   /** R6: finalize, or DLQ when there is no finalization destination. */
-  const finalize = async (message: BusMessage, topic: string, envelope: Envelope, stepIndex: number, log: Logger) => {
+  const finalize = (message: BusMessage, topic: string, envelope: Envelope, stepIndex: number, log: Logger): Promise<void> => {
     const destination = envelope.finalizationDestination;
     if (!destination) {
-      await deadLetter(message, topic, 'NO_FINALIZATION_DESTINATION', 'the envelope had to be finalized but has no finalizationDestination', { envelope, stepIndex, replayTopic: Topic.finalizer }, log);
-      return;
+      return deadLetter(message, topic, 'NO_FINALIZATION_DESTINATION', 'the envelope had to be finalized but has no finalizationDestination', { envelope, stepIndex, replayTopic: Topic.finalizer }, log);
     }
-    await publishEnvelope(destination, envelope, `${envelope.id}:final`);
+    return publishEnvelope(destination, envelope, `${envelope.id}:final`);
   };
 
-  /** R2/R3: where an envelope goes after a step succeeded. */
-  const route = async (message: BusMessage, topic: string, consumer: EnvelopeConsumer, envelope: Envelope, result: HandlerResult, stepIndex: number, log: Logger) => {
-    const msgId = `${envelope.id}:${stepIndex}:${topic}`;
-    if (consumer.mode === 'sink') return;
-    if (consumer.mode === 'stage' && result.kind !== 'handled') {
-      if (consumer.next === 'finalization') {
-        envelope.outcome ??= 'completed';
-        await finalize(message, topic, envelope, stepIndex, log);
-      } else {
-        await publishEnvelope(consumer.next!, envelope, msgId);
+  /**
+   * R2/R3: where an envelope goes after a step succeeded. Returns the publish itself (no async frame of
+   * its own: this runs for every message).
+   */
+  const route = (message: BusMessage, topic: string, consumer: EnvelopeConsumer, envelope: Envelope, result: HandlerResult, stepIndex: number, scope: MessageContext): Promise<void> => {
+    try {
+      if (consumer.mode === 'sink') return RESOLVED;
+      if (consumer.mode === 'stage' && result.kind !== 'handled') {
+        if (consumer.next === 'finalization') {
+          envelope.outcome ??= 'completed';
+          return finalize(message, topic, envelope, stepIndex, scope.logger);
+        }
+        return publishEnvelope(consumer.next!, envelope, `${envelope.id}:${stepIndex}:${topic}`);
       }
-      return;
-    }
-    const egress = envelope.source.egressDestination;
-    if (result.kind === 'handled') {
-      envelope.outcome = result.outcome ?? 'handled';
-      if (egress && consumer.next !== 'finalization') await publishEnvelope(egress, envelope, `${envelope.id}:egress`);
-      else await finalize(message, topic, envelope, stepIndex, log);
-      return;
-    }
-    const nextIndex = currentStepIndex(envelope);
-    if (nextIndex >= 0) {
-      const next = envelope.routingSlip[nextIndex]!;
-      if (!next.destination) throw new BitBratError('ENVELOPE_INVALID', `step ${nextIndex} (${next.id}) has no destination`);
-      await publishEnvelope(next.destination, envelope, msgId);
-      return;
-    }
-    if (egress && hasReply(envelope)) {
+      const egress = envelope.source.egressDestination;
+      if (result.kind === 'handled') {
+        envelope.outcome = result.outcome ?? 'handled';
+        if (egress && consumer.next !== 'finalization') return publishEnvelope(egress, envelope, `${envelope.id}:egress`);
+        return finalize(message, topic, envelope, stepIndex, scope.logger);
+      }
+      const nextIndex = currentStepIndex(envelope);
+      if (nextIndex >= 0) {
+        const next = envelope.routingSlip[nextIndex]!;
+        if (!next.destination) throw new BitBratError('ENVELOPE_INVALID', `step ${nextIndex} (${next.id}) has no destination`);
+        return publishEnvelope(next.destination, envelope, `${envelope.id}:${stepIndex}:${topic}`);
+      }
+      if (egress && hasReply(envelope)) {
+        envelope.outcome ??= 'completed';
+        return publishEnvelope(egress, envelope, `${envelope.id}:egress`);
+      }
       envelope.outcome ??= 'completed';
-      await publishEnvelope(egress, envelope, `${envelope.id}:egress`);
-      return;
+      return finalize(message, topic, envelope, stepIndex, scope.logger);
+    } catch (error) {
+      return Promise.reject(error);
     }
-    envelope.outcome ??= 'completed';
-    await finalize(message, topic, envelope, stepIndex, log);
   };
 
-  const runWithDeadline = async (work: (signal: AbortSignal) => Promise<HandlerResult>, timeoutMs: number | undefined): Promise<HandlerResult> => {
-    // Without a deadline the handler's signal is the shutdown signal; no controller per message.
-    if (timeoutMs === undefined) return await work(shutdownController.signal);
+  /** The handler under its deadline (R9): its signal aborts when the deadline passes. */
+  const runWithDeadline = async (consumer: EnvelopeConsumer, envelope: Envelope, ctx: MessageContext, timeoutMs: number): Promise<HandlerResult> => {
     const controller = new AbortController();
+    ctx.signal = controller.signal;
     let timer: NodeJS.Timeout | undefined;
     try {
       if (timeoutMs <= 0) throw new DeadlineError('the deadline had already passed when the step started');
@@ -240,25 +363,38 @@ export function createSlipEngine(options: EngineOptions): SlipEngine {
           reject(error);
         }, timeoutMs);
       });
-      return await Promise.race([work(controller.signal), deadline]);
+      return await Promise.race([consumer.handle(envelope, ctx), deadline]);
     } finally {
       if (timer) clearTimeout(timer);
     }
   };
 
-  const processRaw = async (topic: string, consumer: RawConsumer, message: BusMessage, log: Logger) => {
-    const ctx: HandlerContext = {
-      service,
-      instanceId: options.instanceId,
-      topic,
-      logger: log,
-      stepIndex: -1,
-      attempt: message.deliveryCount,
-      maxAttempts: DEFAULT_MAX_ATTEMPTS,
-      signal: shutdownController.signal,
-    };
+  /**
+   * Runs the handler; failures become `failed` results, except a dependency being down, which is thrown.
+   * Without a deadline the handler's signal is the shutdown signal: no controller or timer per message.
+   */
+  const runHandler = async (consumer: EnvelopeConsumer, envelope: Envelope, ctx: MessageContext, timeoutMs: number | undefined): Promise<HandlerResult> => {
     try {
-      const held = await holdWhileDown(message, () => consumer.handleRaw(message, ctx), log);
+      if (timeoutMs !== undefined) return await runWithDeadline(consumer, envelope, ctx, timeoutMs);
+      ctx.signal = shutdownSignal;
+      return await consumer.handle(envelope, ctx);
+    } catch (error) {
+      return handlerFailure(error, ctx);
+    }
+  };
+
+  /** What a handler's exception means as a result; a dependency being down is rethrown (hold and retry). */
+  const handlerFailure = (error: unknown, ctx: MessageContext): HandlerResult => {
+    if (error instanceof DeadlineError) return { kind: 'failed', code: 'DEADLINE', message: error.message, retryable: false } satisfies HandlerResult;
+    if (isDependencyDown(error)) throw error;
+    if (isBitBratError(error)) return { kind: 'failed', code: error.code, message: error.message, retryable: error.retryable, details: error.details } satisfies HandlerResult;
+    ctx.logger.error({ err: error }, 'handler threw');
+    return { kind: 'failed', code: 'HANDLER_EXCEPTION', message: error instanceof Error ? error.message : String(error), retryable: false } satisfies HandlerResult;
+  };
+
+  const processRaw = async (topic: string, consumer: RawConsumer, message: BusMessage, ctx: MessageContext) => {
+    try {
+      const held = await holdWhileDown(message, () => consumer.handleRaw(message, ctx), ctx);
       if (!held.ok) return message.nak(0);
       return message.ack();
     } catch (error) {
@@ -269,7 +405,7 @@ export function createSlipEngine(options: EngineOptions): SlipEngine {
         return message.nak(backoffDelayMs(message.deliveryCount, { baseMs: retryBase, maxMs: retryMax }));
       }
       // A raw consumer's own failures cannot go back to the DLQ it reads; log everything and settle.
-      log.error({ err: error, raw: encodeRaw(message.data).raw.slice(0, 4096) }, 'raw handler failed for good; message terminated');
+      ctx.logger.error({ err: error, raw: encodeRaw(message.data).raw.slice(0, 4096) }, 'raw handler failed for good; message terminated');
       return message.term(error instanceof Error ? error.message : String(error));
     }
   };
@@ -278,30 +414,31 @@ export function createSlipEngine(options: EngineOptions): SlipEngine {
     const perTopic = topicMetrics(topic);
     perTopic.consumed.inc();
     const started = performance.now();
-    const stopTimer = () => perTopic.handlerSeconds.observe((performance.now() - started) / 1000);
-    let log = lazyChild(logger, { topic });
+    const ctx = new MessageContext(service, instanceId, topic, logger, message.deliveryCount, shutdownSignal);
     try {
-      if (consumer.mode === 'raw') return await processRaw(topic, consumer, message, log);
+      if (consumer.mode === 'raw') return await processRaw(topic, consumer, message, ctx);
 
       // R7: undecodable or invalid → DLQ with the raw bytes, ack, keep going.
       let json: unknown;
       try {
         json = JSON.parse(decoder.decode(message.data));
       } catch (error) {
-        const held = await holdWhileDown(message, () => deadLetter(message, topic, 'DECODE_FAILED', `message is not valid JSON: ${(error as Error).message}`, { replayTopic: topic }, log), log);
+        const log = ctx.logger;
+        const held = await holdWhileDown(message, () => deadLetter(message, topic, 'DECODE_FAILED', `message is not valid JSON: ${(error as Error).message}`, { replayTopic: topic }, log), ctx);
         return held.ok ? message.ack() : message.nak(0);
       }
       const validation = validateEnvelope(json);
       if (!validation.ok) {
+        const log = ctx.logger;
         const held = await holdWhileDown(
           message,
           () => deadLetter(message, topic, 'ENVELOPE_INVALID', validation.error, { replayTopic: topic, details: { issues: validation.issues.slice(0, 50) as unknown as Record<string, unknown> } }, log),
-          log,
+          ctx,
         );
         return held.ok ? message.ack() : message.nak(0);
       }
       const envelope = validation.envelope;
-      log = log.child({ envelopeId: envelope.id, correlationId: envelope.correlationId, traceId: envelope.traceId });
+      ctx.bindEnvelope(envelope);
 
       let stepIndex = -1;
       if (consumer.mode === 'step') {
@@ -309,7 +446,8 @@ export function createSlipEngine(options: EngineOptions): SlipEngine {
         const current = stepIndex >= 0 ? envelope.routingSlip[stepIndex] : undefined;
         if (!current || current.destination !== topic) {
           const reason = current ? `current step ${stepIndex} (${current.id}) is for ${current.destination ?? 'no destination'}, not ${topic}` : 'the slip has no PENDING step';
-          const held = await holdWhileDown(message, () => deadLetter(message, topic, 'SLIP_MISMATCH', reason, { envelope, stepIndex }, log), log);
+          const log = ctx.logger;
+          const held = await holdWhileDown(message, () => deadLetter(message, topic, 'SLIP_MISMATCH', reason, { envelope, stepIndex }, log), ctx);
           return held.ok ? message.ack() : message.nak(0);
         }
       }
@@ -319,17 +457,20 @@ export function createSlipEngine(options: EngineOptions): SlipEngine {
       const idempotencyKey = `${envelope.id}:${stepIndex}:${step?.attempt ?? 0}:${topic}`;
       if (done.has(idempotencyKey)) {
         metrics.duplicates.inc({ service, topic });
-        log.debug('duplicate delivery skipped');
+        ctx.logger.debug('duplicate delivery skipped');
         return message.ack();
       }
 
       // R1: attempt bookkeeping; the bus's delivery count carries retries across redeliveries.
       const attempt = (step?.attempt ?? 0) + message.deliveryCount;
       const maxAttempts = step?.maxAttempts ?? DEFAULT_MAX_ATTEMPTS;
+      ctx.attempt = attempt;
+      ctx.maxAttempts = maxAttempts;
+      ctx.stepIndex = stepIndex;
       if (step) {
         step.attempt = attempt;
-        step.startedAt = new Date().toISOString();
-        log = log.child({ step: step.id, stepIndex, attempt });
+        step.startedAt = isoNow();
+        ctx.bindStep(step, stepIndex, attempt);
       }
 
       // R9: the step's own timeout, bounded by the reply deadline.
@@ -340,43 +481,33 @@ export function createSlipEngine(options: EngineOptions): SlipEngine {
         timeoutMs = timeoutMs === undefined ? remaining : Math.min(timeoutMs, remaining);
       }
 
-      // The handler gets its own copy: the decoded JSON, which zod's parse did not share with `envelope`
+      // The handler gets its own copy: the decoded JSON, which validation did not share with `envelope`
       // for anything the runtime reads (slip, outcome, errors, source). Cheaper than a deep clone.
       const handlerCopy = json as Envelope;
-      if (step) Object.assign(handlerCopy.routingSlip[stepIndex]!, { attempt: step.attempt, startedAt: step.startedAt });
+      if (step) {
+        const copyStep = handlerCopy.routingSlip[stepIndex]!;
+        copyStep.attempt = step.attempt;
+        copyStep.startedAt = step.startedAt;
+      }
 
+      // The handler, inline when there is no deadline (runHandler, without its own async frame).
       let result: HandlerResult;
-      const held = await holdWhileDown(
-        message,
-        async () => {
-          try {
-            return await runWithDeadline(
-              (signal) =>
-                consumer.handle(handlerCopy, {
-                  service,
-                  instanceId: options.instanceId,
-                  topic,
-                  logger: log,
-                  step,
-                  stepIndex,
-                  attempt,
-                  maxAttempts,
-                  signal,
-                }),
-              timeoutMs,
-            );
-          } catch (error) {
-            if (error instanceof DeadlineError) return { kind: 'failed', code: 'DEADLINE', message: error.message, retryable: false } satisfies HandlerResult;
-            if (isBitBratError(error) && DEPENDENCY_DOWN.has(error.code)) throw error;
-            if (isBitBratError(error)) return { kind: 'failed', code: error.code, message: error.message, retryable: error.retryable, details: error.details } satisfies HandlerResult;
-            log.error({ err: error }, 'handler threw');
-            return { kind: 'failed', code: 'HANDLER_EXCEPTION', message: error instanceof Error ? error.message : String(error), retryable: false } satisfies HandlerResult;
-          }
-        },
-        log,
-      );
-      if (!held.ok) return message.nak(0);
-      result = held.value;
+      try {
+        if (timeoutMs === undefined) {
+          ctx.signal = shutdownSignal;
+          result = await consumer.handle(handlerCopy, ctx);
+        } else {
+          result = await runWithDeadline(consumer, handlerCopy, ctx, timeoutMs);
+        }
+      } catch (error) {
+        try {
+          result = handlerFailure(error, ctx);
+        } catch (down) {
+          const held = await holdAfter(message, () => runHandler(consumer, handlerCopy, ctx, timeoutMs), ctx, down);
+          if (!held.ok) return message.nak(0);
+          result = held.value;
+        }
+      }
 
       // The handler may return a modified copy; slip bookkeeping is always the runtime's.
       const out: Envelope = result.envelope ?? envelope;
@@ -387,9 +518,10 @@ export function createSlipEngine(options: EngineOptions): SlipEngine {
         out.routingSlip[stepIndex] = { ...out.routingSlip[stepIndex]!, ...step };
       }
       const outStep = stepIndex >= 0 ? out.routingSlip[stepIndex] : undefined;
-      const now = new Date().toISOString();
+      const now = isoNow();
 
       if (result.kind === 'failed') {
+        const log = ctx.logger;
         metrics.failed.inc({ service, topic, code: String(result.code) });
         // R4: retryable and attempts left → redeliver the same step after a backoff.
         if (result.retryable && attempt < maxAttempts) {
@@ -432,7 +564,7 @@ export function createSlipEngine(options: EngineOptions): SlipEngine {
             await finalize(message, topic, out, stepIndex, log);
           }
         };
-        const published = await holdWhileDown(message, settle, log);
+        const published = await holdWhileDown(message, settle, ctx);
         if (!published.ok) return message.nak(0);
         done.add(idempotencyKey);
         return message.ack();
@@ -443,12 +575,18 @@ export function createSlipEngine(options: EngineOptions): SlipEngine {
         outStep.endedAt = now;
         outStep.error = null;
       }
-      const published = await holdWhileDown(message, () => route(message, topic, consumer, out, result, stepIndex, log), log);
-      if (!published.ok) return message.nak(0);
+      // R8: ack only once the next publish is confirmed.
+      try {
+        await route(message, topic, consumer, out, result, stepIndex, ctx);
+      } catch (error) {
+        const published = await holdAfter(message, () => route(message, topic, consumer, out, result, stepIndex, ctx), ctx, error);
+        if (!published.ok) return message.nak(0);
+      }
       done.add(idempotencyKey);
       return message.ack();
     } catch (error) {
       // Only the runtime's own publishing can land here (e.g. a slip step without a destination).
+      const log = ctx.logger;
       log.error({ err: error }, 'runtime could not route the message; dead-lettering it');
       try {
         await deadLetter(message, topic, isBitBratError(error) ? error.code : 'HANDLER_EXCEPTION', error instanceof Error ? error.message : String(error), {}, log);
@@ -458,7 +596,7 @@ export function createSlipEngine(options: EngineOptions): SlipEngine {
         return message.nak(1_000);
       }
     } finally {
-      stopTimer();
+      perTopic.handlerSeconds.observe((performance.now() - started) / 1000);
     }
   };
 

@@ -1,4 +1,4 @@
-import { Counter, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
+import { Counter, Histogram, Registry, collectDefaultMetrics, type LabelValues } from 'prom-client';
 
 /** Prometheus metrics the runtime records for every service and topic. */
 export interface RuntimeMetrics {
@@ -12,14 +12,75 @@ export interface RuntimeMetrics {
   readonly handlerSeconds: Histogram<'service' | 'topic'>;
 }
 
+/** One labelled series of a counter, incremented on the hot path. */
+export interface CounterChild {
+  inc(): void;
+}
+
+interface PendingSeries {
+  readonly labels: LabelValues<string>;
+  count: number;
+}
+
+/** Counters whose series may count locally: they hand their counts to prom-client when read. */
+const deferred = new WeakMap<Counter<string>, PendingSeries[]>();
+
+function flushInto(counter: Counter<string>) {
+  const series = deferred.get(counter);
+  if (!series) return;
+  for (const entry of series) {
+    if (entry.count === 0) continue;
+    const count = entry.count;
+    entry.count = 0;
+    counter.inc(entry.labels, count);
+  }
+}
+
+/**
+ * A counter whose labelled series are incremented as plain numbers: prom-client's `inc(labels)` hashes
+ * and validates the labels on every call. The counts are added to the metric whenever it is read
+ * (`registry.metrics()`, `get()`), so every read sees every increment made before it.
+ */
+function deferredCounter<T extends string>(config: ConstructorParameters<typeof Counter<T>>[0]): Counter<T> {
+  const counter: Counter<T> = new Counter<T>({
+    ...config,
+    collect() {
+      flushInto(counter as unknown as Counter<string>);
+    },
+  });
+  deferred.set(counter as unknown as Counter<string>, []);
+  const reset = counter.reset.bind(counter);
+  counter.reset = () => {
+    for (const entry of deferred.get(counter as unknown as Counter<string>) ?? []) entry.count = 0;
+    reset();
+  };
+  return counter;
+}
+
+/** The series of `counter` for `labels`; counted locally when the counter allows it. */
+export function counterChild<T extends string>(counter: Counter<T>, labels: LabelValues<T>): CounterChild {
+  const series = deferred.get(counter as unknown as Counter<string>);
+  if (!series) {
+    const child = counter.labels(labels);
+    return { inc: () => child.inc() };
+  }
+  const entry: PendingSeries = { labels: labels as LabelValues<string>, count: 0 };
+  series.push(entry);
+  return {
+    inc() {
+      entry.count += 1;
+    },
+  };
+}
+
 export function createRuntimeMetrics(options: { defaultMetrics?: boolean } = {}): RuntimeMetrics {
   const registry = new Registry();
   if (options.defaultMetrics !== false) collectDefaultMetrics({ register: registry, prefix: 'bitbrat_process_' });
   const labelNames = ['service', 'topic'] as const;
   return {
     registry,
-    consumed: new Counter({ name: 'bitbrat_messages_consumed_total', help: 'Messages taken from the bus.', labelNames, registers: [registry] }),
-    published: new Counter({ name: 'bitbrat_messages_published_total', help: 'Messages published (by destination topic).', labelNames, registers: [registry] }),
+    consumed: deferredCounter({ name: 'bitbrat_messages_consumed_total', help: 'Messages taken from the bus.', labelNames, registers: [registry] }),
+    published: deferredCounter({ name: 'bitbrat_messages_published_total', help: 'Messages published (by destination topic).', labelNames, registers: [registry] }),
     failed: new Counter({ name: 'bitbrat_messages_failed_total', help: 'Handler failures (by error code).', labelNames: ['service', 'topic', 'code'] as const, registers: [registry] }),
     retried: new Counter({ name: 'bitbrat_messages_retried_total', help: 'Retryable failures redelivered after a backoff.', labelNames, registers: [registry] }),
     deadLettered: new Counter({ name: 'bitbrat_messages_deadlettered_total', help: 'Messages sent to the dead-letter topic (by reason).', labelNames: ['service', 'topic', 'code'] as const, registers: [registry] }),
