@@ -1,4 +1,5 @@
 import { BitBratError } from '../core/index.js';
+import { nextSubscriber } from './round-robin.js';
 import {
   DEFAULT_ACK_WAIT_MS,
   DEFAULT_DEDUP_WINDOW_MS,
@@ -270,17 +271,6 @@ export function createMemoryBus(options: MemoryBusOptions = {}): MemoryBus {
     subscriber.ackTimer = setTimeout(expireUnacked, Math.max(0, oldest.value.deadline - Date.now()), subscriber);
   };
 
-  const nextSubscriber = (group: Group): Subscriber | undefined => {
-    const count = group.subscribers.length;
-    for (let i = 0; i < count; i += 1) {
-      const subscriber = group.subscribers[(group.cursor + i) % count]!;
-      if (!subscriber.draining && subscriber.inFlight < subscriber.maxInFlight) {
-        group.cursor = (group.cursor + i + 1) % count;
-        return subscriber;
-      }
-    }
-    return undefined;
-  };
 
   const afterHandler = (subscriber: Subscriber) => {
     subscriber.inFlight -= 1;

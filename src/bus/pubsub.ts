@@ -1,4 +1,5 @@
 import { createHash } from 'node:crypto';
+import { nextSubscriber } from './round-robin.js';
 import { Duration, PubSub, type Message, type Subscription as PsSubscription, type SubscriptionOptions, type Topic } from '@google-cloud/pubsub';
 import { BitBratError } from '../core/index.js';
 import {
@@ -414,17 +415,6 @@ export async function createPubSubBus(options: PubSubBusOptions): Promise<Messag
     };
   };
 
-  const nextSubscriber = (consumer: Consumer): LocalSubscriber | undefined => {
-    const count = consumer.subscribers.length;
-    for (let i = 0; i < count; i += 1) {
-      const subscriber = consumer.subscribers[(consumer.cursor + i) % count]!;
-      if (!subscriber.draining && subscriber.inFlight < subscriber.maxInFlight) {
-        consumer.cursor = (consumer.cursor + i + 1) % count;
-        return subscriber;
-      }
-    }
-    return undefined;
-  };
 
   const deliveryCountOf = (consumer: Consumer, message: Message): number => {
     if (message.deliveryAttempt > 0) return message.deliveryAttempt;

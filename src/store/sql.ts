@@ -306,6 +306,22 @@ function dedupe<T extends { id: string }>(records: T[]): T[] {
   return records.filter((record) => (seen.has(record.id) ? false : (seen.add(record.id), true)));
 }
 
+/** The columns an event row shares between ingress and final writes. */
+function eventSummaryRow(record: EventRecord) {
+  return {
+    id: record.id,
+    correlation_id: record.correlationId,
+    type: record.type,
+    platform: record.platform,
+    channel: record.channel,
+    user_id: record.userId,
+    user_name: record.userName,
+    text: record.text,
+    received_at: record.receivedAt,
+    ingress: record.ingress,
+  };
+}
+
 function chunks<T>(items: T[], size: number): T[][] {
   const out: T[][] = [];
   for (let index = 0; index < items.length; index += size) out.push(items.slice(index, index + size));
@@ -598,18 +614,7 @@ class SqlStore implements Store {
     if (records.length === 0) return;
     await this.#run(async (db) => {
       for (const batch of chunks(dedupe(records), BATCH_ROWS)) {
-        const rows = batch.map((record) => ({
-          id: record.id,
-          correlation_id: record.correlationId,
-          type: record.type,
-          platform: record.platform,
-          channel: record.channel,
-          user_id: record.userId,
-          user_name: record.userName,
-          text: record.text,
-          received_at: record.receivedAt,
-          ingress: record.ingress,
-        }));
+        const rows = batch.map(eventSummaryRow);
         // A finalizer may have written the row first: then ingress fills in what it lacks, once.
         await db.query(
           `INSERT INTO events AS e (id, correlation_id, type, platform, channel, user_id, user_name, text, received_at, ingested, ingress)
@@ -638,16 +643,7 @@ class SqlStore implements Store {
       const unique = dedupe(records);
       for (const batch of chunks(unique, BATCH_ROWS)) {
         const rows = batch.map((record) => ({
-          id: record.id,
-          correlation_id: record.correlationId,
-          type: record.type,
-          platform: record.platform,
-          channel: record.channel,
-          user_id: record.userId,
-          user_name: record.userName,
-          text: record.text,
-          received_at: record.receivedAt,
-          ingress: record.ingress,
+          ...eventSummaryRow(record),
           outcome: record.outcome,
           finalized_at: record.finalizedAt,
           final: record.final,

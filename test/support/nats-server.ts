@@ -1,9 +1,8 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { accessSync, constants, mkdtempSync, rmSync } from 'node:fs';
-import { connect as tcpConnect } from 'node:net';
 import { tmpdir } from 'node:os';
 import { delimiter, join } from 'node:path';
-import { freePort } from './ports.js';
+import { canConnect, freePort } from './ports.js';
 
 /** A nats-server with JetStream that a test started on loopback; the store lives in a temp dir. */
 export interface NatsServerHandle {
@@ -48,19 +47,6 @@ export async function sharedNatsUrl(): Promise<string | undefined> {
   return (await canConnect(4222)) ? SHARED_URL : undefined;
 }
 
-function canConnect(port: number, host = '127.0.0.1', timeoutMs = 500): Promise<boolean> {
-  return new Promise((resolve) => {
-    const socket = tcpConnect({ port, host });
-    const done = (ok: boolean) => {
-      socket.removeAllListeners();
-      socket.destroy();
-      resolve(ok);
-    };
-    socket.setTimeout(timeoutMs, () => done(false));
-    socket.once('connect', () => done(true));
-    socket.once('error', () => done(false));
-  });
-}
 
 /** Starts `nats-server -js` on a free loopback port and waits until it accepts connections. */
 export async function startNatsServer(options: { port?: number; startTimeoutMs?: number } = {}): Promise<NatsServerHandle> {

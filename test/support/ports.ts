@@ -1,4 +1,4 @@
-import { createServer } from 'node:net';
+import { connect as tcpConnect, createServer } from 'node:net';
 
 /** A TCP port that was free on `host` a moment ago (the OS picks it). */
 export async function freePort(host = '127.0.0.1'): Promise<number> {
@@ -11,5 +11,20 @@ export async function freePort(host = '127.0.0.1'): Promise<number> {
       const port = typeof address === 'object' && address ? address.port : 0;
       server.close(() => resolve(port));
     });
+  });
+}
+
+/** True when something accepts TCP connections on `host:port` within `timeoutMs`. */
+export function canConnect(port: number, host = '127.0.0.1', timeoutMs = 500): Promise<boolean> {
+  return new Promise((resolve) => {
+    const socket = tcpConnect({ port, host });
+    const done = (ok: boolean) => {
+      socket.removeAllListeners();
+      socket.destroy();
+      resolve(ok);
+    };
+    socket.setTimeout(timeoutMs, () => done(false));
+    socket.once('connect', () => done(true));
+    socket.once('error', () => done(false));
   });
 }

@@ -1,8 +1,7 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { accessSync, constants, existsSync, readdirSync } from 'node:fs';
-import { connect as tcpConnect } from 'node:net';
 import { delimiter, join } from 'node:path';
-import { freePort } from './ports.js';
+import { canConnect, freePort } from './ports.js';
 
 /** Google's Pub/Sub emulator (a JVM) that a test started on loopback. */
 export interface PubSubEmulatorHandle {
@@ -50,19 +49,6 @@ export function pubsubEmulatorAvailable(): boolean {
   return javaBinary() !== undefined && pubsubEmulatorJar() !== undefined;
 }
 
-function canConnect(port: number, host = '127.0.0.1', timeoutMs = 500): Promise<boolean> {
-  return new Promise((resolve) => {
-    const socket = tcpConnect({ port, host });
-    const done = (ok: boolean) => {
-      socket.removeAllListeners();
-      socket.destroy();
-      resolve(ok);
-    };
-    socket.setTimeout(timeoutMs, () => done(false));
-    socket.once('connect', () => done(true));
-    socket.once('error', () => done(false));
-  });
-}
 
 /**
  * Starts the emulator with the system java on a free loopback port and waits until it listens. The
