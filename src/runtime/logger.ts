@@ -36,7 +36,9 @@ export function createSecretScrubber(): SecretScrubber {
 
 export interface LoggerOptions {
   level?: string;
-  service: string;
+  /** The service of a one-service process; a process hosting several names itself with `process`. */
+  service?: string;
+  process?: string;
   instanceId?: string;
   scrubber?: SecretScrubber;
   /** Where lines go; default stdout. */
@@ -50,7 +52,7 @@ export function createLogger(options: LoggerOptions): Logger {
   return pino(
     {
       level: options.level ?? 'info',
-      base: { service: options.service, ...(options.instanceId ? { instanceId: options.instanceId } : {}) },
+      base: { ...(options.service ? { service: options.service } : {}), ...(options.process ? { process: options.process } : {}), ...(options.instanceId ? { instanceId: options.instanceId } : {}) },
       redact: { paths: REDACT_PATHS, censor: '[REDACTED]' },
       timestamp: pino.stdTimeFunctions.isoTime,
       formatters: { level: (label) => ({ level: label }) },
