@@ -11,6 +11,9 @@
  * unmeasured events, and must find every record in the store afterwards. BENCH_FULL_SCALE (default 1)
  * scales the event counts.
  */
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
 import { performance as perfHooks } from 'node:perf_hooks';
 import type { MessageBus } from '../src/bus/index.js';
 import { createMemoryBus } from '../src/bus/index.js';
@@ -212,10 +215,14 @@ export async function benchFullPipeline(): Promise<Record<string, unknown>[]> {
   const n = (events: number) => Math.max(100, Math.round(events * SCALE));
 
   const memoryBus = async (prefix: string) => createMemoryBus({ prefix });
-  const pglite = async () => ({
-    store: await createStore({ driver: 'pglite', dataDir: 'memory://', embedded: true, secrets: { get: async () => undefined } }),
-    cleanup: async () => undefined,
-  });
+  // The embedded mode as `npm start` runs it: PGlite on disk in a data directory.
+  const pglite = async () => {
+    const dataDir = await mkdtemp(path.join(tmpdir(), 'bitbrat-bench-'));
+    return {
+      store: await createStore({ driver: 'pglite', dataDir, embedded: true, secrets: { get: async () => undefined } }),
+      cleanup: async () => rm(dataDir, { recursive: true, force: true }),
+    };
+  };
   lines.push(await runScenario({ driver: 'memory', store: 'pglite', offeredPerSec: 0, events: n(10_000), makeBus: memoryBus, makeStore: pglite }));
   lines.push(await runScenario({ driver: 'memory', store: 'pglite', offeredPerSec: 500, events: n(5_000), makeBus: memoryBus, makeStore: pglite }));
 
