@@ -170,13 +170,87 @@ function pieces(text: string): string[] {
   return out;
 }
 
-/** Starts the fake on a free loopback port. */
-export async function startFakeOpenAI(options: { defaultScript?: FakeScript | FakeReply } = {}): Promise<FakeOpenAI> {
-  const defaultScript: FakeScript | FakeReply = options.defaultScript ?? { text: DEFAULT_FAKE_TEXT };
+/** An answer with content: text and/or tool calls. */
+export type FakeAnswer = { text?: string; toolCalls?: FakeToolCall[]; usage?: FakeUsage };
+
+/** The scripting every fake model shares: standing and one-shot replies, recorded requests, token count. */
+export interface ScriptedModel {
+  readonly requests: RecordedRequest[];
+  /** Adds to `tokensServed`. */
+  count(tokens: number): void;
+  /**
+   * Records `request`, runs the next script and carries out delays, drops and error statuses (through
+   * `sendError`); resolves to the answer to send, or undefined when the response is already done.
+   */
+  next(request: RecordedRequest, req: IncomingMessage, res: ServerResponse, sendError: (status: number, message: string) => void): Promise<FakeAnswer | undefined>;
+  /** The test-facing controls of a fake. */
+  readonly controls: Pick<FakeOpenAI, 'requests' | 'tokensServed' | 'reply' | 'replyOnce' | 'reset'>;
+}
+
+export function createScriptedModel(defaultScript: FakeScript | FakeReply = { text: DEFAULT_FAKE_TEXT }): ScriptedModel {
   let standing: FakeScript | FakeReply = defaultScript;
   const queue: Array<FakeScript | FakeReply> = [];
   const requests: RecordedRequest[] = [];
   let tokensServed = 0;
+  return {
+    requests,
+    count(tokens) {
+      tokensServed += tokens;
+    },
+    async next(request, req, res, sendError) {
+      requests.push(request);
+      const script = queue.shift() ?? standing;
+      let reply: FakeReply;
+      try {
+        reply = typeof script === 'function' ? await script(request) : script;
+      } catch (error) {
+        sendError(500, `fake script threw: ${(error as Error).message}`);
+        return undefined;
+      }
+      if (reply.delayMs) {
+        const aborted = await new Promise<boolean>((resolve) => {
+          const timer = setTimeout(() => resolve(false), reply.delayMs);
+          res.on('close', () => {
+            clearTimeout(timer);
+            resolve(true);
+          });
+        });
+        if (aborted || res.destroyed) return undefined;
+      }
+      if ('drop' in reply) {
+        req.socket.destroy();
+        return undefined;
+      }
+      if ('status' in reply) {
+        sendError(reply.status, reply.message ?? `fake error ${reply.status}`);
+        return undefined;
+      }
+      return 'text' in reply || 'toolCalls' in reply ? reply : { text: DEFAULT_FAKE_TEXT };
+    },
+    controls: {
+      requests,
+      get tokensServed() {
+        return tokensServed;
+      },
+      reply(script) {
+        standing = script;
+      },
+      replyOnce(...replies) {
+        queue.push(...replies);
+      },
+      reset() {
+        requests.length = 0;
+        queue.length = 0;
+        standing = defaultScript;
+      },
+    },
+  };
+}
+
+/** Starts the fake on a free loopback port. */
+export async function startFakeOpenAI(options: { defaultScript?: FakeScript | FakeReply } = {}): Promise<FakeOpenAI> {
+  const model = createScriptedModel(options.defaultScript);
+  const { requests } = model;
   let ids = 0;
   const nextId = (prefix: string) => `${prefix}_${(++ids).toString(36)}${Math.random().toString(36).slice(2, 8)}`;
 
@@ -184,7 +258,7 @@ export async function startFakeOpenAI(options: { defaultScript?: FakeScript | Fa
     const promptText = request.messages.map((m) => m.text + (m.toolCalls ? JSON.stringify(m.toolCalls) : '')).join('\n') + request.tools.join(',');
     const input = reply.usage?.input ?? countTokens(promptText);
     const output = reply.usage?.output ?? countTokens((reply.text ?? '') + (reply.toolCalls ? JSON.stringify(reply.toolCalls) : ''));
-    tokensServed += input + output;
+    model.count(input + output);
     return { input, output };
   };
 
@@ -280,36 +354,11 @@ export async function startFakeOpenAI(options: { defaultScript?: FakeScript | Fa
     }
     const normalized = api === 'chat' ? normalizeChat(body) : normalizeResponses(body);
     const request: RecordedRequest = { api, path, headers: req.headers, body, model: String(body.model ?? ''), stream: body.stream === true, ...normalized, index: requests.length + 1 };
-    requests.push(request);
-
-    const script = queue.shift() ?? standing;
-    let reply: FakeReply;
-    try {
-      reply = typeof script === 'function' ? await script(request) : script;
-    } catch (error) {
-      sendJson(res, 500, { error: { message: `fake script threw: ${(error as Error).message}`, type: 'server_error', code: null } });
-      return;
-    }
-    if (reply.delayMs) {
-      const aborted = await new Promise<boolean>((resolve) => {
-        const timer = setTimeout(() => resolve(false), reply.delayMs);
-        res.on('close', () => {
-          clearTimeout(timer);
-          resolve(true);
-        });
-      });
-      if (aborted || res.destroyed) return;
-    }
-    if ('drop' in reply) {
-      req.socket.destroy();
-      return;
-    }
-    if ('status' in reply) {
-      const type = reply.status >= 500 ? 'server_error' : reply.status === 429 ? 'rate_limit_error' : 'invalid_request_error';
-      sendJson(res, reply.status, { error: { message: reply.message ?? `fake error ${reply.status}`, type, param: null, code: null } });
-      return;
-    }
-    const answer = 'text' in reply || 'toolCalls' in reply ? reply : { text: DEFAULT_FAKE_TEXT };
+    const answer = await model.next(request, req, res, (status, message) => {
+      const type = status >= 500 ? 'server_error' : status === 429 ? 'rate_limit_error' : 'invalid_request_error';
+      sendJson(res, status, { error: { message, type, param: null, code: null } });
+    });
+    if (!answer) return;
     if (api === 'chat') answerChat(res, request, answer);
     else answerResponses(res, request, answer);
   };
@@ -329,21 +378,13 @@ export async function startFakeOpenAI(options: { defaultScript?: FakeScript | Fa
   return {
     baseURL: `http://127.0.0.1:${port}/v1`,
     port,
-    requests,
+    requests: model.controls.requests,
     get tokensServed() {
-      return tokensServed;
+      return model.controls.tokensServed;
     },
-    reply(script) {
-      standing = script;
-    },
-    replyOnce(...replies) {
-      queue.push(...replies);
-    },
-    reset() {
-      requests.length = 0;
-      queue.length = 0;
-      standing = defaultScript;
-    },
+    reply: model.controls.reply,
+    replyOnce: model.controls.replyOnce,
+    reset: model.controls.reset,
     async stop() {
       server.closeAllConnections();
       await new Promise<void>((resolve) => server.close(() => resolve()));

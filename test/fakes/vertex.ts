@@ -9,7 +9,7 @@
  */
 import { createServer, type IncomingMessage, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
-import { DEFAULT_FAKE_TEXT, countTokens, type FakeReply, type FakeScript, type FakeToolCall, type FakeUsage, type RecordedMessage, type RecordedRequest } from './openai.js';
+import { countTokens, createScriptedModel, type FakeReply, type FakeScript, type FakeToolCall, type FakeUsage, type RecordedMessage, type RecordedRequest } from './openai.js';
 
 export interface FakeVertex {
   /** Base URL for `createVertex({ baseURL })` (ends at `/publishers/google`). */
@@ -77,11 +77,8 @@ function sendJson(res: ServerResponse, status: number, value: unknown) {
 export async function startFakeVertex(options: { project?: string; location?: string; defaultScript?: FakeScript | FakeReply } = {}): Promise<FakeVertex> {
   const project = options.project ?? 'test-project';
   const location = options.location ?? 'us-central1';
-  const defaultScript: FakeScript | FakeReply = options.defaultScript ?? { text: DEFAULT_FAKE_TEXT };
-  let standing = defaultScript;
-  const queue: Array<FakeScript | FakeReply> = [];
-  const requests: RecordedRequest[] = [];
-  let tokensServed = 0;
+  const model = createScriptedModel(options.defaultScript);
+  const { requests } = model;
 
   const answer = (res: ServerResponse, request: RecordedRequest, reply: { text?: string; toolCalls?: FakeToolCall[]; usage?: FakeUsage }) => {
     const parts: any[] = [];
@@ -91,7 +88,7 @@ export async function startFakeVertex(options: { project?: string; location?: st
     const promptText = request.messages.map((m) => m.text).join('\n');
     const input = reply.usage?.input ?? countTokens(promptText);
     const output = reply.usage?.output ?? countTokens((reply.text ?? '') + (reply.toolCalls ? JSON.stringify(reply.toolCalls) : ''));
-    tokensServed += input + output;
+    model.count(input + output);
     const usageMetadata = { promptTokenCount: input, candidatesTokenCount: output, totalTokenCount: input + output, trafficType: 'ON_DEMAND' };
     const response = {
       candidates: [{ content: { role: 'model', parts }, finishReason: 'STOP', avgLogprobs: -0.1 }],
@@ -140,34 +137,10 @@ export async function startFakeVertex(options: { project?: string; location?: st
       ...normalizeGemini(body),
       index: requests.length + 1,
     };
-    requests.push(request);
-    const script = queue.shift() ?? standing;
-    let reply: FakeReply;
-    try {
-      reply = typeof script === 'function' ? await script(request) : script;
-    } catch (error) {
-      sendJson(res, 500, { error: { code: 500, message: `fake script threw: ${(error as Error).message}`, status: 'INTERNAL' } });
-      return;
-    }
-    if (reply.delayMs) {
-      const aborted = await new Promise<boolean>((resolve) => {
-        const timer = setTimeout(() => resolve(false), reply.delayMs);
-        res.on('close', () => {
-          clearTimeout(timer);
-          resolve(true);
-        });
-      });
-      if (aborted || res.destroyed) return;
-    }
-    if ('drop' in reply) {
-      req.socket.destroy();
-      return;
-    }
-    if ('status' in reply) {
-      sendJson(res, reply.status, { error: { code: reply.status, message: reply.message ?? `fake error ${reply.status}`, status: STATUS_NAMES[reply.status] ?? 'UNKNOWN' } });
-      return;
-    }
-    answer(res, request, 'text' in reply || 'toolCalls' in reply ? reply : { text: DEFAULT_FAKE_TEXT });
+    const reply = await model.next(request, req, res, (status, message) =>
+      sendJson(res, status, { error: { code: status, message, status: STATUS_NAMES[status] ?? 'UNKNOWN' } }),
+    );
+    if (reply) answer(res, request, reply);
   };
 
   const server = createServer((req, res) => {
@@ -186,21 +159,13 @@ export async function startFakeVertex(options: { project?: string; location?: st
     port,
     project,
     location,
-    requests,
+    requests: model.controls.requests,
     get tokensServed() {
-      return tokensServed;
+      return model.controls.tokensServed;
     },
-    reply(script) {
-      standing = script;
-    },
-    replyOnce(...replies) {
-      queue.push(...replies);
-    },
-    reset() {
-      requests.length = 0;
-      queue.length = 0;
-      standing = defaultScript;
-    },
+    reply: model.controls.reply,
+    replyOnce: model.controls.replyOnce,
+    reset: model.controls.reset,
     async stop() {
       server.closeAllConnections();
       await new Promise<void>((resolve) => server.close(() => resolve()));
