@@ -3,7 +3,7 @@ import path from 'node:path';
 import { createBus, type MessageBus } from '../bus/index.js';
 import { BitBratError } from '../core/index.js';
 import { loadPlatformConfig, type PlatformConfig } from '../runtime/config.js';
-import { createSecrets, storeOptionsFromConfig } from '../runtime/host.js';
+import { busOptionsFromConfig, createSecrets, storeOptionsFromConfig } from '../runtime/host.js';
 import type { Store } from '../store/index.js';
 
 /** Platform config for an operator command (same variables as the services). */
@@ -24,13 +24,7 @@ export async function openBus(config: Readonly<PlatformConfig>): Promise<Message
   if (config.MESSAGE_BUS_DRIVER === 'memory') {
     throw new BitBratError('NOT_CONFIGURED', 'the memory bus lives inside the running platform; start it (npm start) so this command can go through its API, or use MESSAGE_BUS_DRIVER=nats|pubsub');
   }
-  const bus = await createBus({
-    driver: config.MESSAGE_BUS_DRIVER,
-    prefix: config.BUS_PREFIX,
-    natsUrl: config.NATS_URL,
-    name: 'bitbrat-cli',
-    pubsub: config.GOOGLE_CLOUD_PROJECT ? { projectId: config.GOOGLE_CLOUD_PROJECT, emulatorHost: config.PUBSUB_EMULATOR_HOST } : undefined,
-  });
+  const bus = await createBus(busOptionsFromConfig(config, 'bitbrat-cli'));
   await bus.connect();
   return bus;
 }

@@ -1,5 +1,5 @@
 import type { FastifyInstance } from 'fastify';
-import { createBus, type MessageBus, type Subscription } from '../bus/index.js';
+import { createBus, type CreateBusOptions, type MessageBus, type Subscription } from '../bus/index.js';
 import { BitBratError, type Envelope } from '../core/index.js';
 import type { CreateStoreOptions, Store } from '../store/index.js';
 import { loadPlatformConfig, parseConfig, readEnv, type PlatformConfig } from './config.js';
@@ -93,14 +93,7 @@ export async function createHost(options: HostOptions): Promise<Host> {
   health.set('bus', false, 'not started');
   const bus =
     options.bus ??
-    (await createBus({
-      driver: config.MESSAGE_BUS_DRIVER,
-      prefix: config.BUS_PREFIX,
-      natsUrl: config.NATS_URL,
-      name: `${processName}-${config.INSTANCE_ID}`,
-      pubsub: config.GOOGLE_CLOUD_PROJECT ? { projectId: config.GOOGLE_CLOUD_PROJECT, emulatorHost: config.PUBSUB_EMULATOR_HOST } : undefined,
-      logger: rootLogger.child({ component: 'bus' }),
-    }));
+    (await createBus(busOptionsFromConfig(config, `${processName}-${config.INSTANCE_ID}`, rootLogger.child({ component: 'bus' }))));
   const needsStore = options.services.some((service) => service.needsStore);
   let store: Store | undefined = options.store;
   const app = createHttpServer({ health, metrics, services: () => options.services.map((service) => service.name) });
@@ -263,6 +256,18 @@ export async function createHost(options: HostOptions): Promise<Host> {
     },
   };
   return host;
+}
+
+/** The bus options the platform config describes; `name` is the connection name the server shows. */
+export function busOptionsFromConfig(config: Readonly<PlatformConfig>, name: string, logger?: CreateBusOptions['logger']): CreateBusOptions {
+  return {
+    driver: config.MESSAGE_BUS_DRIVER,
+    prefix: config.BUS_PREFIX,
+    natsUrl: config.NATS_URL,
+    name,
+    pubsub: config.GOOGLE_CLOUD_PROJECT ? { projectId: config.GOOGLE_CLOUD_PROJECT, emulatorHost: config.PUBSUB_EMULATOR_HOST } : undefined,
+    ...(logger ? { logger } : {}),
+  };
 }
 
 /** The store options the platform config describes (the embedded store generates its own keys). */
