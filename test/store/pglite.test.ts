@@ -1,4 +1,5 @@
-import { mkdtemp, readFile, rm, stat } from 'node:fs/promises';
+import { mkdtemp, readFile, rm, stat, writeFile } from 'node:fs/promises';
+import { pathToFileURL } from 'node:url';
 import { existsSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -8,7 +9,9 @@ import { afterAll, describe, expect, it } from 'vitest';
 import { isBitBratError } from '../../src/core/index.js';
 import { createStore, type CreateStoreOptions, type Store } from '../../src/store/index.js';
 import { createTokenCipher, parseTokenKey } from '../../src/store/crypto.js';
-import { MIGRATIONS } from '../../src/store/sql.js';
+import { MIGRATIONS, mapSqlError } from '../../src/store/sql.js';
+import { openPgliteWorker } from '../../src/store/pglite.js';
+import { spawnSync } from 'node:child_process';
 import { describeStoreContract } from './store-contract.js';
 
 const secrets = (values: Record<string, string> = {}) => ({ get: async (name: string) => values[name] });
@@ -122,6 +125,86 @@ describe('pglite store on disk', () => {
     await store.close();
     expect(await store.ping()).toBe(false);
     expect(await codeOf(store.incrementCounter('x', 1))).toBe('STORE_UNAVAILABLE');
+  });
+});
+
+describe('pglite worker thread', () => {
+  it('runs statements beside the event loop: timers keep firing during a slow statement', async () => {
+    const db = await openPgliteWorker(undefined);
+    try {
+      let ticks = 0;
+      const ticker = setInterval(() => (ticks += 1), 10);
+      await db.query('SELECT pg_sleep(0.5)');
+      clearInterval(ticker);
+      // In the same thread the WASM call would block the loop for the whole half second: no ticks at all.
+      expect(ticks).toBeGreaterThanOrEqual(10);
+    } finally {
+      await db.close();
+    }
+  });
+
+  it('keeps a transaction to itself: a statement issued meanwhile runs after it, and a rollback undoes only its own work', async () => {
+    const db = await openPgliteWorker(undefined);
+    try {
+      await db.exec('CREATE TABLE t (id int PRIMARY KEY, who text)');
+      let release!: () => void;
+      const held = new Promise<void>((resolve) => (release = resolve));
+      const transaction = db.transaction(async (tx) => {
+        await tx.query("INSERT INTO t VALUES (1, 'tx')");
+        await held;
+        throw new Error('roll back');
+      });
+      // Issued while the transaction is open: it must neither run inside it nor be rolled back with it.
+      await new Promise((resolve) => setTimeout(resolve, 50));
+      const outside = db.query("INSERT INTO t VALUES (2, 'outside') RETURNING id");
+      release();
+      await expect(transaction).rejects.toThrow('roll back');
+      expect((await outside).rows).toEqual([{ id: 2 }]);
+      expect((await db.query('SELECT id, who FROM t ORDER BY id')).rows).toEqual([{ id: 2, who: 'outside' }]);
+      const committed = await db.transaction(async (tx) => (await tx.query("INSERT INTO t VALUES (3, 'tx') RETURNING id")).rows[0]);
+      expect(committed).toEqual({ id: 3 });
+    } finally {
+      await db.close();
+    }
+  });
+
+  it('hands PostgreSQL errors across with their SQLSTATE, types (dates, JSON) with the rows, and refuses work once closed', async () => {
+    const db = await openPgliteWorker(undefined);
+    await db.exec('CREATE TABLE u (id int PRIMARY KEY, at timestamptz, doc jsonb)');
+    await db.query('INSERT INTO u VALUES ($1, $2, $3)', [1, '2030-01-01T00:00:00.000Z', JSON.stringify({ a: [1, 2] })]);
+    const { rows } = await db.query('SELECT * FROM u');
+    expect(rows[0]!.at).toBeInstanceOf(Date);
+    expect(rows[0]!.doc).toEqual({ a: [1, 2] });
+    const duplicate = await db.query('INSERT INTO u VALUES (1, now(), null)').then(() => undefined, (error: unknown) => error);
+    expect(duplicate).toMatchObject({ code: '23505', constraint: 'u_pkey' });
+    const mapped = mapSqlError(duplicate);
+    expect(isBitBratError(mapped) && mapped.code).toBe('STORE_CONSTRAINT');
+    await db.close();
+    expect(await codeOf(db.query('SELECT 1'))).toBe('STORE_UNAVAILABLE');
+  });
+
+  it('does not keep the process alive once nothing is pending', async () => {
+    // A child opens a store, writes, and never closes it: it must still exit on its own.
+    const dir = await mkdtemp(join(tmpdir(), 'bitbrat-pglite-child-'));
+    try {
+      const script = join(dir, 'child.mjs');
+      await writeFile(
+        script,
+        [
+          `import { createStore } from ${JSON.stringify(pathToFileURL(join(process.cwd(), 'src/store/index.ts')).href)};`,
+          "const store = await createStore({ driver: 'pglite', dataDir: 'memory://', embedded: true, secrets: { get: async () => undefined } });",
+          'await store.init();',
+          "await store.recordIngress([{ id: 'e1', correlationId: 'e1', type: 'x', receivedAt: new Date().toISOString() }]);",
+          "console.log('written');",
+        ].join('\n'),
+      );
+      const child = spawnSync(process.execPath, ['--import', 'tsx', script], { encoding: 'utf8', timeout: 30_000 });
+      expect(child.error).toBeUndefined();
+      expect(child.stdout, child.stderr).toContain('written');
+      expect(child.status).toBe(0);
+    } finally {
+      await rm(dir, { recursive: true, force: true });
+    }
   });
 });
 
