@@ -87,6 +87,45 @@ function createLruSet(limit: number) {
 
 class DeadlineError extends Error {}
 
+/** Width of a deadline slot: a step's deadline fires at most this much late, never early. */
+const DEADLINE_SLOT_MS = 10;
+
+/**
+ * Step deadlines (R9) grouped into slots of DEADLINE_SLOT_MS: one timer per slot fires every deadline
+ * in it, instead of a timer (and its list) per message. A slot's timer is cleared once its last
+ * deadline is cancelled.
+ */
+function createDeadlineSlots() {
+  const slots = new Map<number, { timer: NodeJS.Timeout; fires: Set<() => void> }>();
+  return {
+    /** Calls `fire` once `at` (epoch ms) has passed, unless cancelled; returns the slot for `cancel`. */
+    add(at: number, fire: () => void): number {
+      const key = Math.ceil(at / DEADLINE_SLOT_MS) * DEADLINE_SLOT_MS;
+      let slot = slots.get(key);
+      if (!slot) {
+        const fires = new Set<() => void>();
+        const timer = setTimeout(() => {
+          slots.delete(key);
+          for (const due of fires) due();
+        }, Math.max(0, key - Date.now()));
+        slot = { timer, fires };
+        slots.set(key, slot);
+      }
+      slot.fires.add(fire);
+      return key;
+    },
+    cancel(key: number, fire: () => void) {
+      const slot = slots.get(key);
+      if (!slot) return;
+      slot.fires.delete(fire);
+      if (slot.fires.size === 0) {
+        clearTimeout(slot.timer);
+        slots.delete(key);
+      }
+    },
+  };
+}
+
 /**
  * `new Date().toISOString()` for the current millisecond, formatted once per millisecond: the runtime
  * stamps two times per message, and at high rates most of them fall in the same millisecond.
@@ -114,7 +153,11 @@ class MessageContext implements HandlerContext {
   step: HandlerContext['step'] = undefined;
   attempt: number;
   maxAttempts = DEFAULT_MAX_ATTEMPTS;
-  signal: AbortSignal;
+  #signal: AbortSignal;
+  /** Under a deadline: the step's own controller, made when the handler first reads `signal`. */
+  #deadlineSignal = false;
+  #controller: AbortController | undefined;
+  #expired: Error | undefined;
   #base: Logger;
   #logger: Logger | undefined;
   #envelope: Envelope | undefined;
@@ -130,7 +173,34 @@ class MessageContext implements HandlerContext {
   ) {
     this.#base = base;
     this.attempt = attempt;
-    this.signal = signal;
+    this.#signal = signal;
+  }
+
+  get signal(): AbortSignal {
+    if (!this.#deadlineSignal) return this.#signal;
+    if (!this.#controller) {
+      this.#controller = new AbortController();
+      if (this.#expired) this.#controller.abort(this.#expired);
+    }
+    return this.#controller.signal;
+  }
+
+  set signal(signal: AbortSignal) {
+    this.#deadlineSignal = false;
+    this.#signal = signal;
+  }
+
+  /** From here on `signal` is the step's own, aborted by `expire`; most handlers never read it. */
+  useDeadlineSignal() {
+    this.#deadlineSignal = true;
+    this.#controller = undefined;
+    this.#expired = undefined;
+  }
+
+  /** The deadline passed: abort the step's signal (now, or when it is first read). */
+  expire(error: Error) {
+    this.#expired = error;
+    this.#controller?.abort(error);
   }
 
   get logger(): Logger {
@@ -349,24 +419,38 @@ export function createSlipEngine(options: EngineOptions): SlipEngine {
     }
   };
 
-  /** The handler under its deadline (R9): its signal aborts when the deadline passes. */
-  const runWithDeadline = async (consumer: EnvelopeConsumer, envelope: Envelope, ctx: MessageContext, timeoutMs: number): Promise<HandlerResult> => {
-    const controller = new AbortController();
-    ctx.signal = controller.signal;
-    let timer: NodeJS.Timeout | undefined;
-    try {
-      if (timeoutMs <= 0) throw new DeadlineError('the deadline had already passed when the step started');
-      const deadline = new Promise<never>((_, reject) => {
-        timer = setTimeout(() => {
-          const error = new DeadlineError(`the step did not finish within ${timeoutMs} ms`);
-          controller.abort(error);
+  const deadlines = createDeadlineSlots();
+
+  /** The handler under its deadline (R9): it fails with DEADLINE, and its signal aborts, when the deadline passes. */
+  const runWithDeadline = (consumer: EnvelopeConsumer, envelope: Envelope, ctx: MessageContext, timeoutMs: number): Promise<HandlerResult> => {
+    if (timeoutMs <= 0) return Promise.reject(new DeadlineError('the deadline had already passed when the step started'));
+    ctx.useDeadlineSignal();
+    return new Promise<HandlerResult>((resolve, reject) => {
+      const expire = () => {
+        const error = new DeadlineError(`the step did not finish within ${timeoutMs} ms`);
+        ctx.expire(error);
+        reject(error);
+      };
+      const slot = deadlines.add(Date.now() + timeoutMs, expire);
+      let handled: Promise<HandlerResult>;
+      try {
+        handled = Promise.resolve(consumer.handle(envelope, ctx));
+      } catch (error) {
+        deadlines.cancel(slot, expire);
+        reject(error);
+        return;
+      }
+      handled.then(
+        (result) => {
+          deadlines.cancel(slot, expire);
+          resolve(result);
+        },
+        (error: unknown) => {
+          deadlines.cancel(slot, expire);
           reject(error);
-        }, timeoutMs);
-      });
-      return await Promise.race([consumer.handle(envelope, ctx), deadline]);
-    } finally {
-      if (timer) clearTimeout(timer);
-    }
+        },
+      );
+    });
   };
 
   /**

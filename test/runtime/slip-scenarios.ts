@@ -224,6 +224,54 @@ export function describeSlipScenarios(driver: string, factory: BusFactory) {
       expect(final.routingSlip[0]).toMatchObject({ status: 'ERROR', error: { code: 'DEADLINE' } });
     });
 
+    it('R9: the handler signal aborts at the deadline, whether it was read before or only after it', async () => {
+      let abortedWith: unknown;
+      let readLate: boolean | undefined;
+      const { observer } = await start([
+        defineService({
+          name: 'a',
+          consumers: () => ({
+            'internal.a.v1': {
+              mode: 'step',
+              async handle(_envelope, ctx) {
+                const signal = ctx.signal;
+                await new Promise((resolve) => signal.addEventListener('abort', resolve, { once: true }));
+                abortedWith = signal.reason;
+                return continueWith();
+              },
+            },
+          }),
+        }),
+        defineService({
+          name: 'b',
+          consumers: () => ({
+            'internal.b.v1': {
+              mode: 'step',
+              async handle(_envelope, ctx) {
+                await new Promise((resolve) => setTimeout(resolve, 400));
+                readLate = ctx.signal.aborted;
+                return continueWith();
+              },
+            },
+          }),
+        }),
+      ]);
+      const early = chat(['a']);
+      const late = chat(['b']);
+      early.routingSlip[0]!.timeoutMs = 100;
+      late.routingSlip[0]!.timeoutMs = 100;
+      await bus.publish('internal.a.v1', encoder.encode(JSON.stringify(early)));
+      await bus.publish('internal.b.v1', encoder.encode(JSON.stringify(late)));
+      for (const envelope of [early, late]) {
+        const final: Envelope = await observer.waitFor(Topic.finalizer, (value) => value.id === envelope.id);
+        expect(final.routingSlip[0]?.error?.code).toBe('DEADLINE');
+      }
+      await waitFor(() => abortedWith !== undefined && readLate !== undefined);
+      expect(abortedWith).toBeInstanceOf(Error);
+      expect((abortedWith as Error).message).toBe('the step did not finish within 100 ms');
+      expect(readLate).toBe(true);
+    });
+
     it('R9: an envelope whose reply deadline has passed fails the step with DEADLINE without running it', async () => {
       let ran = false;
       const { observer } = await start([stepService('a', async () => ((ran = true), continueWith()))]);
