@@ -31,6 +31,8 @@ import { testArchitecture } from '../test/support/harness.js';
 import { drive, percentile, round } from './stats.js';
 
 const SCALE = Number(process.env.BENCH_FULL_SCALE ?? '1') || 1;
+/** BENCH_FULL_DRIVERS=memory or =nats runs only those scenarios (default: both). */
+const DRIVERS = (process.env.BENCH_FULL_DRIVERS ?? 'memory,nats').split(',').map((part) => part.trim());
 const VIEWERS = 2_000;
 const WARMUP_EVENTS = 300;
 const CHANNEL = 'benchchan';
@@ -223,8 +225,11 @@ export async function benchFullPipeline(): Promise<Record<string, unknown>[]> {
       cleanup: async () => rm(dataDir, { recursive: true, force: true }),
     };
   };
-  lines.push(await runScenario({ driver: 'memory', store: 'pglite', offeredPerSec: 0, events: n(10_000), makeBus: memoryBus, makeStore: pglite }));
-  lines.push(await runScenario({ driver: 'memory', store: 'pglite', offeredPerSec: 500, events: n(5_000), makeBus: memoryBus, makeStore: pglite }));
+  if (DRIVERS.includes('memory')) {
+    lines.push(await runScenario({ driver: 'memory', store: 'pglite', offeredPerSec: 0, events: n(10_000), makeBus: memoryBus, makeStore: pglite }));
+    lines.push(await runScenario({ driver: 'memory', store: 'pglite', offeredPerSec: 500, events: n(5_000), makeBus: memoryBus, makeStore: pglite }));
+  }
+  if (!DRIVERS.includes('nats')) return lines;
 
   const { sharedPostgresUrl, uniqueSchema, dropSchema, postgresAvailable } = await import('../test/support/pg-server.js');
   if (!(await postgresAvailable())) {
