@@ -21,7 +21,6 @@ RUN npx tsc --noEmit -p tsconfig.json \
 # --- runtime: production dependencies and the sources only, as the unprivileged `node` user ---------
 FROM node:24-slim AS runtime
 ENV NODE_ENV=production \
-    NODE_OPTIONS=--max-semi-space-size=16 \
     HOST=0.0.0.0 \
     PORT=8080 \
     DATA_DIR=/app/data

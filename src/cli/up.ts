@@ -14,8 +14,6 @@ import { loadArchitecture, PROJECT_ROOT } from '../runtime/manifest.js';
 import { parseFlags } from './flags.js';
 
 const BIN = path.join(PROJECT_ROOT, 'bin', 'bitbrat.js');
-/** The node flags bin/bitbrat.js's shebang sets (its young-generation size), for children started as `node BIN`. */
-export const NODE_FLAGS = ['--max-semi-space-size=16'];
 
 export interface UpOptions {
   services: string[];
@@ -116,7 +114,7 @@ export async function startUp(options: UpOptions): Promise<UpHandle> {
       INSTANCE_ID: `${entry.name}-1`,
       LOG_PRETTY: 'false',
     };
-    const child = spawn(process.execPath, [...NODE_FLAGS, BIN, 'service', entry.name], { cwd: PROJECT_ROOT, env, stdio: ['ignore', 'pipe', 'pipe'] });
+    const child = spawn(process.execPath, [BIN, 'service', entry.name], { cwd: PROJECT_ROOT, env, stdio: ['ignore', 'pipe', 'pipe'] });
     entry.child = child;
     entry.startedAt = Date.now();
     const label = `${entry.name.padEnd(width)} |`;
@@ -214,7 +212,7 @@ export async function upCommand(args: string[], env: Record<string, string | und
     mkdirSync(options.dataDir, { recursive: true });
     const logFile = path.join(options.dataDir, 'up.log');
     const out = openSync(logFile, 'a');
-    const child = spawn(process.execPath, [...NODE_FLAGS, BIN, 'up', ...args.filter((arg) => arg !== '--detach')], { cwd: process.cwd(), env: { ...process.env }, detached: true, stdio: ['ignore', out, out] });
+    const child = spawn(process.execPath, [BIN, 'up', ...args.filter((arg) => arg !== '--detach')], { cwd: process.cwd(), env: { ...process.env }, detached: true, stdio: ['ignore', out, out] });
     child.unref();
     closeSync(out);
     await writeFile(stateFile, JSON.stringify({ pid: child.pid, startedAt: new Date().toISOString(), logFile }, null, 2));

@@ -1,7 +1,6 @@
 import { existsSync, readFileSync, statSync } from 'node:fs';
 import path from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { NODE_FLAGS } from '../../src/cli/up.js';
 import { PROJECT_ROOT } from '../../src/runtime/manifest.js';
 
 /**
@@ -81,7 +80,7 @@ const dockerfile = readFileSync(path.join(PROJECT_ROOT, 'Dockerfile'), 'utf8');
 const all = instructions(dockerfile);
 const parsed = stages(all);
 const runtime = parsed.at(-1)!;
-const packageJson = JSON.parse(readFileSync(path.join(PROJECT_ROOT, 'package.json'), 'utf8')) as { dependencies: Record<string, string>; devDependencies: Record<string, string>; scripts: Record<string, string> };
+const packageJson = JSON.parse(readFileSync(path.join(PROJECT_ROOT, 'package.json'), 'utf8')) as { dependencies: Record<string, string>; devDependencies: Record<string, string> };
 
 describe('the Dockerfile', () => {
   it('has a build stage and a runtime stage, both on node:24-slim', () => {
@@ -128,16 +127,6 @@ describe('the Dockerfile', () => {
     const copied = runtime.instructions.filter((instruction) => instruction.keyword === 'COPY').flatMap((instruction) => copyParts(instruction.args).sources);
     for (const needed of ['architecture.yaml', 'package.json', 'bin', 'src', 'config', 'schemas']) expect(copied, needed).toContain(needed);
     expect(statSync(path.join(PROJECT_ROOT, 'config', 'rules.default.json')).isFile()).toBe(true);
-  });
-
-  it('starts node with the same heap flags everywhere: npm start, the bench, bin/bitbrat.js, bitbrat up and the image', () => {
-    expect(NODE_FLAGS.length).toBeGreaterThan(0);
-    const flags = NODE_FLAGS.join(' ');
-    expect(packageJson.scripts.start).toContain(`node ${flags} `);
-    expect(packageJson.scripts.bench).toContain(`node ${flags} `);
-    expect(readFileSync(path.join(PROJECT_ROOT, 'bin', 'bitbrat.js'), 'utf8').split('\n')[0]).toBe(`#!/usr/bin/env -S node ${flags}`);
-    const env = runtime.instructions.filter((instruction) => instruction.keyword === 'ENV').map((instruction) => instruction.args).join(' ');
-    expect(env).toContain(`NODE_OPTIONS=${flags}`);
   });
 
   it('runs as the unprivileged node user with a /readyz health check and the bitbrat entry point', () => {
