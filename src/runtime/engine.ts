@@ -1,4 +1,5 @@
 import { createHash } from 'node:crypto';
+import { setMaxListeners } from 'node:events';
 import {
   BitBratError,
   DEFAULT_MAX_ATTEMPTS,
@@ -246,6 +247,9 @@ export function createSlipEngine(options: EngineOptions): SlipEngine {
   const done = createLruSet(options.idempotencyCacheSize ?? 50_000);
   const shutdownController = new AbortController();
   const shutdownSignal = shutdownController.signal;
+  // Every message held during an outage waits on this signal at once (up to the in-flight limit), and
+  // handlers without a deadline get it as their signal: that many listeners is expected, not a leak.
+  setMaxListeners(0, shutdownSignal);
   // Per destination topic, looked up once: the labelled counter and the retry options (with its logger).
   const publishTargets = new Map<string, { published: CounterChild; retry: PublishRetryOptions }>();
   const publishTarget = (topic: string) => {
@@ -311,15 +315,15 @@ export function createSlipEngine(options: EngineOptions): SlipEngine {
       if (shutdownSignal.aborted) return { ok: false };
       await message.working().catch(() => undefined);
       await new Promise<void>((resolve) => {
-        const timer = setTimeout(resolve, Math.min(5_000, 200 * 2 ** Math.min(attempt, 5)));
-        shutdownSignal.addEventListener(
-          'abort',
-          () => {
-            clearTimeout(timer);
-            resolve();
-          },
-          { once: true },
-        );
+        const onShutdown = () => {
+          clearTimeout(timer);
+          resolve();
+        };
+        const timer = setTimeout(() => {
+          shutdownSignal.removeEventListener('abort', onShutdown);
+          resolve();
+        }, Math.min(5_000, 200 * 2 ** Math.min(attempt, 5)));
+        shutdownSignal.addEventListener('abort', onShutdown, { once: true });
       });
       if (shutdownSignal.aborted) return { ok: false };
       try {

@@ -1,7 +1,8 @@
+import { getEventListeners } from 'node:events';
 import { afterEach, describe, expect, it } from 'vitest';
 import { z } from 'zod';
 import { createMemoryBus, type MemoryBus } from '../../src/bus/index.js';
-import { createEnvelope, createStep, Topic } from '../../src/core/index.js';
+import { BitBratError, createEnvelope, createStep, Topic } from '../../src/core/index.js';
 import { env } from '../../src/runtime/config.js';
 import { continueWith, createHost, defineService, handled, type Host } from '../../src/runtime/index.js';
 import { collect, createLogSink, startTestHost, testArchitecture } from '../support/harness.js';
@@ -74,6 +75,36 @@ describe('service host', () => {
     expect((await host.app.inject({ url: '/readyz' })).statusCode).toBe(200);
     expect((await host.app.inject({ url: '/healthz' })).json()).toEqual({ status: 'ok', services: ['echo'] });
     expect((await host.app.inject({ url: '/livez' })).statusCode).toBe(200);
+  });
+
+  it('holds a message while a dependency is down and leaves no listener behind on the shutdown signal once it passes', async () => {
+    const bus = createMemoryBus();
+    let signal: AbortSignal | undefined;
+    let calls = 0;
+    const svc = defineService({
+      name: 'flaky',
+      consumers: () => ({
+        'internal.flaky.v1': {
+          mode: 'step',
+          async handle(_envelope, ctx) {
+            // No deadline on this envelope: the handler's signal is the runtime's shutdown signal.
+            signal = ctx.signal;
+            calls += 1;
+            if (calls <= 2) throw new BitBratError('STORE_UNAVAILABLE', 'store down for the test', { retryable: true });
+            return continueWith();
+          },
+        },
+      }),
+    });
+    const host = await startTestHost({ services: [svc], bus });
+    hosts.push(host);
+    const observer = await collect(bus, [Topic.finalizer]);
+    const envelope = chat(['flaky']);
+    await publishEnvelope(bus, 'internal.flaky.v1', envelope);
+    const final = await observer.waitFor(Topic.finalizer, (value) => value.id === envelope.id);
+    expect(final.outcome).toBe('completed');
+    expect(calls).toBe(3);
+    expect(getEventListeners(signal!, 'abort')).toHaveLength(0);
   });
 
   it('exports Prometheus metrics per service and topic', async () => {
