@@ -43,27 +43,20 @@ function revive(error: WorkerError): Error {
   return Object.assign(new Error(message), { name }, fields);
 }
 
-/**
- * Opens PGlite in a worker thread and speaks to it by messages. Statements are sent as soon as they are
- * issued and run in order, so the services' writes queue in the worker rather than behind each other's
- * round trips. A transaction holds back everything issued after it until it commits or rolls back, so
- * no other statement lands inside it. The worker keeps the process alive only while a call is pending.
- */
-export async function openPgliteWorker(path: string | undefined): Promise<SqlExecutor> {
+/** One worker and the calls waiting on it; `down` is set once it has stopped. */
+interface WorkerLink {
+  readonly worker: Worker;
+  readonly pending: Map<number, { resolve: (rows: Record<string, any>[]) => void; reject: (error: unknown) => void }>;
+  down?: BitBratError;
+}
+
+/** Starts a worker on `path` (in memory when undefined) and resolves once its database is open. */
+async function startWorker(path: string | undefined, onWorker?: (worker: Worker) => void): Promise<WorkerLink> {
   const worker = new Worker(new URL('./pglite-worker.mjs', import.meta.url), { workerData: { dataDir: path } });
-  const pending = new Map<number, { resolve: (rows: Record<string, any>[]) => void; reject: (error: unknown) => void }>();
-  let nextId = 1;
-  let stopped: BitBratError | undefined;
-
-  const fail = (reason: string) => {
-    stopped ??= new BitBratError('STORE_UNAVAILABLE', `the embedded database stopped: ${reason}`, { retryable: true });
-    for (const call of pending.values()) call.reject(stopped);
-    pending.clear();
-    worker.unref();
-  };
-
+  onWorker?.(worker);
+  const link: WorkerLink = { worker, pending: new Map() };
   await new Promise<void>((resolve, reject) => {
-    const onExit = (code: number) => reject(new BitBratError('STORE_UNAVAILABLE', `the embedded database worker exited (code ${code}) while opening`));
+    const onExit = (code: number) => reject(new BitBratError('STORE_UNAVAILABLE', `the embedded database worker exited (code ${code}) while opening`, { retryable: true }));
     worker.once('error', reject);
     worker.once('exit', onExit);
     worker.once('message', (message: { ready: boolean; error?: WorkerError }) => {
@@ -74,31 +67,73 @@ export async function openPgliteWorker(path: string | undefined): Promise<SqlExe
     });
   });
   worker.unref();
+  const fail = (reason: string) => {
+    link.down ??= new BitBratError('STORE_UNAVAILABLE', `the embedded database stopped: ${reason}`, { retryable: true });
+    for (const call of link.pending.values()) call.reject(link.down);
+    link.pending.clear();
+    worker.unref();
+  };
   worker.on('message', (reply: Reply) => {
-    const call = pending.get(reply.id);
+    const call = link.pending.get(reply.id);
     if (!call) return;
-    pending.delete(reply.id);
-    if (pending.size === 0) worker.unref();
+    link.pending.delete(reply.id);
+    if (link.pending.size === 0) worker.unref();
     if (reply.ok) call.resolve(reply.rows ?? []);
     else call.reject(revive(reply.error));
   });
   worker.on('error', (error) => fail(error.message));
   worker.on('exit', (code) => fail(`worker exited with code ${code}`));
+  return link;
+}
 
-  const call = (op: 'query' | 'exec' | 'close', sql?: string, params?: unknown[]) =>
-    new Promise<Record<string, any>[]>((resolve, reject) => {
-      if (stopped) return reject(stopped);
-      const id = nextId++;
-      if (pending.size === 0) worker.ref();
-      pending.set(id, { resolve, reject });
-      worker.postMessage({ id, op, sql, params });
-    });
-  const direct: SqlQueryable = {
-    query: async (sql, params) => ({ rows: await call('query', sql, (params ?? []).map((value) => (value === undefined ? null : value))) }),
-    exec: async (sql) => {
-      await call('exec', sql);
-    },
+/**
+ * Opens PGlite in a worker thread and speaks to it by messages. Statements are sent as soon as they are
+ * issued and run in order, so the services' writes queue in the worker rather than behind each other's
+ * round trips. A transaction holds back everything issued after it until it commits or rolls back, so
+ * no other statement lands inside it. The worker keeps the process alive only while a call is pending.
+ *
+ * If the worker dies, the calls waiting on it fail with STORE_UNAVAILABLE (the runtime holds their
+ * messages) and, for a database on disk, the next call starts a new worker on the same data, which
+ * PostgreSQL recovers from its write-ahead log. An in-memory database has nothing to come back to and
+ * stays unavailable. `onWorker` sees every worker started (tests use it to stop one).
+ */
+export async function openPgliteWorker(path: string | undefined, options: { onWorker?: (worker: Worker) => void } = {}): Promise<SqlExecutor> {
+  let link = await startWorker(path, options.onWorker);
+  let closed: BitBratError | undefined;
+  let restarting: Promise<WorkerLink> | undefined;
+  let nextId = 1;
+
+  /** The worker to use: the current one, or after a crash a new one on the same data. */
+  const live = async (): Promise<WorkerLink> => {
+    if (closed) throw closed;
+    if (!link.down || path === undefined) return link;
+    restarting ??= startWorker(path, options.onWorker)
+      .then((fresh) => {
+        if (closed) {
+          void fresh.worker.terminate();
+          throw closed;
+        }
+        return (link = fresh);
+      })
+      .finally(() => (restarting = undefined));
+    return await restarting;
   };
+
+  const send = (target: WorkerLink, op: 'query' | 'exec' | 'close', sql?: string, params?: unknown[]) =>
+    new Promise<Record<string, any>[]>((resolve, reject) => {
+      if (target.down) return reject(target.down);
+      const id = nextId++;
+      if (target.pending.size === 0) target.worker.ref();
+      target.pending.set(id, { resolve, reject });
+      target.worker.postMessage({ id, op, sql, params });
+    });
+  const queryable = (run: (op: 'query' | 'exec', sql: string, params?: unknown[]) => Promise<Record<string, any>[]>): SqlQueryable => ({
+    query: async (sql, params) => ({ rows: await run('query', sql, (params ?? []).map((value) => (value === undefined ? null : value))) }),
+    exec: async (sql) => {
+      await run('exec', sql);
+    },
+  });
+  const direct = queryable(async (op, sql, params) => send(await live(), op, sql, params));
 
   // While a transaction runs, statements from outside it wait here.
   let gate: Promise<void> | undefined;
@@ -115,13 +150,17 @@ export async function openPgliteWorker(path: string | undefined): Promise<SqlExe
         let open!: () => void;
         gate = new Promise<void>((resolve) => (open = resolve));
         try {
-          await direct.exec('BEGIN');
+          // Every statement of the transaction goes to the worker that began it: if that one dies, the
+          // rest fail instead of running outside the transaction on its successor.
+          const target = await live();
+          const tx = queryable((op, sql, params) => send(target, op, sql, params));
+          await tx.exec('BEGIN');
           try {
-            const result = await fn(direct);
-            await direct.exec('COMMIT');
+            const result = await fn(tx);
+            await tx.exec('COMMIT');
             return result;
           } catch (error) {
-            await direct.exec('ROLLBACK').catch(() => undefined);
+            await tx.exec('ROLLBACK').catch(() => undefined);
             throw error;
           }
         } finally {
@@ -131,9 +170,11 @@ export async function openPgliteWorker(path: string | undefined): Promise<SqlExe
       }),
     close: () =>
       outside(async () => {
-        if (!stopped) await call('close');
-        stopped ??= new BitBratError('STORE_UNAVAILABLE', 'PGlite is closed');
-        await worker.terminate();
+        if (closed) return;
+        closed = new BitBratError('STORE_UNAVAILABLE', 'PGlite is closed');
+        await restarting?.catch(() => undefined);
+        if (!link.down) await send(link, 'close').catch(() => undefined);
+        await link.worker.terminate();
       }),
   };
 }

@@ -12,6 +12,7 @@ import { createTokenCipher, parseTokenKey } from '../../src/store/crypto.js';
 import { MIGRATIONS, mapSqlError } from '../../src/store/sql.js';
 import { openPgliteWorker } from '../../src/store/pglite.js';
 import { spawnSync } from 'node:child_process';
+import type { Worker } from 'node:worker_threads';
 import { describeStoreContract } from './store-contract.js';
 
 const secrets = (values: Record<string, string> = {}) => ({ get: async (name: string) => values[name] });
@@ -181,6 +182,37 @@ describe('pglite worker thread', () => {
     expect(isBitBratError(mapped) && mapped.code).toBe('STORE_CONSTRAINT');
     await db.close();
     expect(await codeOf(db.query('SELECT 1'))).toBe('STORE_UNAVAILABLE');
+  });
+
+  it('after the worker dies: waiting calls fail with STORE_UNAVAILABLE, and a database on disk comes back in a new worker with its data', async () => {
+    const dir = await mkdtemp(join(tmpdir(), 'bitbrat-pglite-crash-'));
+    const workers: Worker[] = [];
+    const db = await openPgliteWorker(join(dir, 'pglite'), { onWorker: (worker) => workers.push(worker) });
+    try {
+      await db.exec('CREATE TABLE t (id int PRIMARY KEY)');
+      await db.query('INSERT INTO t VALUES (1)');
+      const waiting = db.query('SELECT pg_sleep(2)').then(() => 'finished', (error: unknown) => (isBitBratError(error) ? error.code : String(error)));
+      await new Promise((resolve) => setTimeout(resolve, 100));
+      await workers[0]!.terminate();
+      expect(await waiting).toBe('STORE_UNAVAILABLE');
+      expect((await db.query('SELECT id FROM t')).rows).toEqual([{ id: 1 }]);
+      await db.query('INSERT INTO t VALUES (2)');
+      expect(workers).toHaveLength(2);
+      expect((await db.query('SELECT count(*)::int AS n FROM t')).rows).toEqual([{ n: 2 }]);
+    } finally {
+      await db.close();
+      await rm(dir, { recursive: true, force: true });
+    }
+  });
+
+  it('keeps an in-memory database unavailable after its worker dies: there is no data to come back to', async () => {
+    const workers: Worker[] = [];
+    const db = await openPgliteWorker(undefined, { onWorker: (worker) => workers.push(worker) });
+    await db.exec('CREATE TABLE t (id int)');
+    await workers[0]!.terminate();
+    expect(await codeOf(db.query('SELECT 1'))).toBe('STORE_UNAVAILABLE');
+    expect(workers).toHaveLength(1);
+    await db.close();
   });
 
   it('does not keep the process alive once nothing is pending', async () => {
