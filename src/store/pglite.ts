@@ -115,6 +115,10 @@ export async function openPgliteWorker(path: string | undefined, options: { onWo
         }
         return (link = fresh);
       })
+      .catch((error: unknown) => {
+        if (error instanceof BitBratError) throw error;
+        throw new BitBratError('STORE_UNAVAILABLE', `could not restart the embedded database: ${error instanceof Error ? error.message : String(error)}`, { retryable: true, cause: error });
+      })
       .finally(() => (restarting = undefined));
     return await restarting;
   };
