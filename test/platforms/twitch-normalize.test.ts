@@ -88,6 +88,17 @@ describe('twitch chat normalization (seed 003 §3/§13)', () => {
     expect(founder.payload.isSubscriber).toBe(true);
   });
 
+  it('marks a /me line (CTCP ACTION) with isAction and keeps its text without the ACTION wrapper', () => {
+    const action = normalizeChatMessage({ channel: '#My_Channel', userLogin: 'coolviewer', text: 'Kappa Keepo Kappa', tags, receivedAt, action: true });
+    const result = validateEnvelope(action);
+    expect(result.ok, result.ok ? '' : result.error).toBe(true);
+    expect(action.type).toBe(EventType.chatMessage);
+    expect(action.payload).toMatchObject({ text: 'Kappa Keepo Kappa', isAction: true });
+    expect(action.message?.text).toBe('Kappa Keepo Kappa');
+    expect(action.payload.emotes).toEqual(envelope.payload.emotes);
+    expect(envelope.payload).not.toHaveProperty('isAction');
+  });
+
   it('still validates when Twitch omits optional tags', () => {
     const bare = normalizeChatMessage({ channel: 'c', userLogin: 'Someone', text: 'héllo 👋', tags: {} });
     expect(validateEnvelope(bare).ok).toBe(true);

@@ -143,6 +143,19 @@ describe('ingress-egress with a configured Twitch chat connection', () => {
     expect(body.perChannel[CHANNEL].messagesIn).toBeGreaterThanOrEqual(1);
   });
 
+  it('ingests /me lines (CTCP ACTION) as chat messages marked isAction, with the text Twitch shows', async () => {
+    const id = fake.sendChat({ channel: CHANNEL, user: 'actor', text: '\u0001ACTION waves Kappa\u0001', tags: { emotes: '25:6-10', 'user-id': '5151' } });
+    const envelope = (await observed.waitFor('internal.ingress.v1', (value) => value.payload?.messageId === id)) as Envelope;
+    const validation = validateEnvelope(envelope);
+    expect(validation.ok, validation.ok ? '' : validation.error).toBe(true);
+    expect(envelope).toMatchObject({
+      type: 'external.chat.message.v1',
+      user: { id: '5151', name: 'actor' },
+      message: { id, text: 'waves Kappa' },
+      payload: { text: 'waves Kappa', isAction: true, emotes: [{ id: '25', name: 'Kappa', positions: [{ start: 6, end: 10 }] }] },
+    });
+  });
+
   it('delivers a reply from internal.egress.v1 as a threaded PRIVMSG, then finalizes with delivery.delivered', async () => {
     const id = fake.sendChat({ channel: CHANNEL, user: 'asker', text: '!hello' });
     const incoming = (await observed.waitFor('internal.ingress.v1', (value) => value.payload?.messageId === id)) as Envelope;

@@ -425,7 +425,8 @@ export function createTwitchChat(options: TwitchChatOptions): TwitchChatConnecto
       if (!live()) return;
       drop(current, 'DISCONNECTED', reason?.message ? `connection closed (${reason.message})` : 'connection closed');
     });
-    client.onMessage((channel: string, user: string, text: string, msg: ChatMessage) => {
+    // Twurple reports `/me` lines (CTCP ACTION) as actions, not messages: both are chat.
+    const ingest = (action: boolean) => (channel: string, user: string, text: string, msg: ChatMessage) => {
       if (!live()) return;
       const name = channelName(channel);
       const entry = counters(name);
@@ -433,12 +434,14 @@ export function createTwitchChat(options: TwitchChatOptions): TwitchChatConnecto
       const roomId = msg.channelId;
       if (roomId) entry.roomId = roomId;
       try {
-        options.onMessage?.({ channel: name, userLogin: user, text, tags: msg.tags, receivedAt: new Date() });
+        options.onMessage?.({ channel: name, userLogin: user, text, tags: msg.tags, receivedAt: new Date(), ...(action ? { action } : {}) });
       } catch (error) {
         recordError('INGEST_FAILED', (error as Error).message, name);
         log?.error({ err: error }, 'twitch chat message handler failed');
       }
-    });
+    };
+    client.onMessage(ingest(false));
+    client.onAction(ingest(true));
     client.onMessageRatelimit((channel, text) => {
       if (!live()) return;
       const name = channelName(channel);

@@ -18,6 +18,8 @@ export interface IrcChatMessage {
   tags: ReadonlyMap<string, string> | Readonly<Record<string, string>>;
   /** When the line was received; the envelope timestamp (the reply deadline counts from it). */
   receivedAt?: Date;
+  /** A `/me` message (CTCP ACTION); `text` is without the ACTION wrapper. */
+  action?: boolean;
 }
 
 export interface NormalizeOptions {
@@ -100,6 +102,7 @@ export function normalizeChatMessage(input: IrcChatMessage, options: NormalizeOp
       isSubscriber: tags.subscriber === '1' || badges.includes('subscriber') || badges.includes('founder'),
       color: tags.color ?? '',
       emotes: parseEmotes(tags.emotes, input.text),
+      ...(input.action ? { isAction: true } : {}),
       raw: { tags },
     },
   });
