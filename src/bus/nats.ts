@@ -809,6 +809,7 @@ export async function createNatsBus(options: NatsBusOptions): Promise<MessageBus
           // The server never lets more than this many messages of the group be unacked at once.
           max_ack_pending: maxInFlight,
           max_deliver: -1,
+          ...(subscribeOptions.expireAfterIdleMs ? { inactive_threshold: nanos(subscribeOptions.expireAfterIdleMs) } : {}),
         },
         handler,
         maxInFlight,

@@ -91,6 +91,8 @@ export interface PubSubBusOptions {
 
 export const DEFAULT_PUBSUB_MIN_ACK_DEADLINE_SEC = 10;
 export const PUBSUB_MAX_ACK_DEADLINE_SEC = 600;
+/** Pub/Sub refuses a subscription expiration shorter than a day. */
+export const PUBSUB_MIN_EXPIRATION_SEC = 86_400;
 export const DEFAULT_PUBSUB_MAX_EXTENSION_MINUTES = 60;
 export const DEFAULT_PUBSUB_MAX_DELIVERY_ATTEMPTS = 20;
 export const DEFAULT_PUBSUB_RETRY_POLICY = { minBackoffSec: 1, maxBackoffSec: 60 } as const;
@@ -310,6 +312,9 @@ export async function createPubSubBus(options: PubSubBusOptions): Promise<Messag
     return pending;
   };
 
+  /** Subscriptions of one process (per-instance topics) and their expiration when idle, in seconds. */
+  const expiringSubscriptions = new Map<string, number>();
+
   /** Creates the subscription with dead-letter and retry policies; falls back to none where unsupported. */
   const ensureSubscription = (topicId: string, subscriptionId: string, ackDeadlineSeconds: number, withPolicies = true): Promise<void> => {
     let pending = ensuredSubscriptions.get(subscriptionId);
@@ -317,7 +322,14 @@ export async function createPubSubBus(options: PubSubBusOptions): Promise<Messag
       pending = (async () => {
         await ensureTopic(topicId);
         if (!autoCreate) return;
-        const base = { ackDeadlineSeconds, gaxOpts: { timeout: adminTimeoutMs } };
+        const expireSec = expiringSubscriptions.get(subscriptionId);
+        const base = {
+          ackDeadlineSeconds,
+          gaxOpts: { timeout: adminTimeoutMs },
+          // Without a policy Pub/Sub expires an idle subscription after 31 days; a service's group must
+          // not vanish because the service was quiet for a month, so only per-instance groups expire.
+          expirationPolicy: expireSec ? { ttl: { seconds: expireSec } } : {},
+        };
         const policies = {
           ...(deadLetter && withPolicies ? { deadLetterPolicy: { deadLetterTopic: `projects/${options.projectId}/topics/${deadLetterTopicId}`, maxDeliveryAttempts: deadLetter.maxDeliveryAttempts } } : {}),
           ...(retryPolicy && withPolicies ? { retryPolicy: { minimumBackoff: { seconds: retryPolicy.minBackoffSec }, maximumBackoff: { seconds: retryPolicy.maxBackoffSec } } } : {}),
@@ -701,6 +713,9 @@ export async function createPubSubBus(options: PubSubBusOptions): Promise<Messag
       const topicId = pubsubTopicId(prefix, topic);
       const subscriptionId = pubsubSubscriptionId(prefix, topic, group);
       const leaseSec = leaseSecondsFor(subscriber.ackWaitMs);
+      if (subscribeOptions.expireAfterIdleMs) {
+        expiringSubscriptions.set(subscriptionId, Math.max(PUBSUB_MIN_EXPIRATION_SEC, Math.ceil(subscribeOptions.expireAfterIdleMs / 1_000)));
+      }
       try {
         if (deadLetter) await ensureDeadLetter();
         await ensureSubscription(topicId, subscriptionId, leaseSec);

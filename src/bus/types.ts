@@ -40,6 +40,13 @@ export interface SubscribeOptions {
   maxInFlight?: number;
   /** Unacked messages are redelivered after this long. Default 30 000 ms. */
   ackWaitMs?: number;
+  /**
+   * The group belongs to one process (a per-instance topic): once nothing has consumed it for this long,
+   * the broker may delete it, so instances that are gone leave nothing behind. NATS deletes the consumer
+   * after exactly this long; Pub/Sub expires the subscription after at least a day (its minimum). The
+   * memory bus forgets everything with the process anyway.
+   */
+  expireAfterIdleMs?: number;
 }
 
 export type MessageHandler = (msg: BusMessage) => Promise<void>;

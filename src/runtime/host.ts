@@ -12,6 +12,12 @@ import { createRuntimeMetrics, type RuntimeMetrics } from './metrics.js';
 import { createEnvSecretsProvider, type SecretsProvider } from './secrets.js';
 import type { Consumer, ServiceContext, ServiceDefinition } from './service.js';
 
+/**
+ * A per-instance group (egress replies for one process) nobody has consumed for this long is deleted by
+ * the broker: the instance that owned it is gone. A live instance keeps consuming, however quiet.
+ */
+export const PER_INSTANCE_GROUP_EXPIRY_MS = 60 * 60 * 1000;
+
 export interface HostOptions {
   services: ServiceDefinition[];
   /** Environment to read config from; default the process environment. */
@@ -220,6 +226,8 @@ export async function createHost(options: HostOptions): Promise<Host> {
           const subscription = await bus.subscribe(topic, group, (message) => entry.engine.process(topic, consumer, message), {
             maxInFlight: consumer.maxInFlight ?? config.MAX_IN_FLIGHT,
             ackWaitMs: consumer.ackWaitMs ?? config.ACK_WAIT_MS,
+            // Nobody else consumes this instance's own topic: its group may go once the instance has.
+            ...(perInstance ? { expireAfterIdleMs: PER_INSTANCE_GROUP_EXPIRY_MS } : {}),
           });
           entry.subscriptions.push(subscription);
         }

@@ -56,6 +56,34 @@ describe('the nats bus on JetStream', () => {
     }
   });
 
+  it('lets the server delete a per-instance group once nothing consumes it, and keeps it while its instance runs', async () => {
+    const prefix = uniquePrefix();
+    const nc = await connect({ servers: server!.url });
+    const durable = natsDurableName('gateway-abc123', 'internal.egress.abc123.v1');
+    const lingering = natsDurableName('gateway-shared', 'internal.egress.abc123.v1');
+    const bus = await createNatsBus({ servers: server!.url, prefix });
+    try {
+      await bus.connect();
+      await bus.subscribe('internal.egress.abc123.v1', 'gateway-abc123', async (message) => message.ack(), { expireAfterIdleMs: 1_500 });
+      await bus.subscribe('internal.egress.abc123.v1', 'gateway-shared', async (message) => message.ack());
+      const jsm = await jetstreamManager(nc);
+      expect((await jsm.consumers.info(natsStreamName(prefix), durable)).config.inactive_threshold).toBe(1_500 * 1_000_000);
+      // While the instance is consuming, the group stays however long it is quiet.
+      await new Promise((resolve) => setTimeout(resolve, 3_000));
+      expect((await jsm.consumers.info(natsStreamName(prefix), durable)).name).toBe(durable);
+      await bus.close();
+      await waitFor(
+        () => jsm.consumers.info(natsStreamName(prefix), durable).then(() => false, (error: Error) => /consumer not found/i.test(error.message)),
+        { timeoutMs: 15_000, intervalMs: 250, message: 'the idle per-instance consumer to be deleted' },
+      );
+      // A group without the option is durable as before.
+      expect((await jsm.consumers.info(natsStreamName(prefix), lingering)).name).toBe(lingering);
+    } finally {
+      await bus.close().catch(() => undefined);
+      await nc.close();
+    }
+  });
+
   it('keeps a message published before any subscriber and delivers it to the first group that subscribes', async () => {
     const bus = await createNatsBus({ servers: server!.url, prefix: uniquePrefix() });
     try {

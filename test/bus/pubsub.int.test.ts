@@ -102,6 +102,27 @@ describe('the pubsub bus on the emulator', () => {
     }
   });
 
+  it('gives a per-instance group an expiration when idle, at least Pub/Sub’s one-day minimum, and other groups none', async () => {
+    const prefix = uniquePrefix();
+    const bus = await createPubSubBus({ projectId: PROJECT, emulatorHost: emulator!.host, prefix });
+    const admin = adminClient();
+    try {
+      await bus.connect();
+      await bus.subscribe('internal.egress.abc.v1', 'gateway-abc', async (message) => message.ack(), { expireAfterIdleMs: 60 * 60 * 1000 });
+      await bus.subscribe('internal.egress.abc.v1', 'gateway-long', async (message) => message.ack(), { expireAfterIdleMs: 3 * 24 * 60 * 60 * 1000 });
+      await bus.subscribe('internal.egress.abc.v1', 'shared', async (message) => message.ack());
+      const [short] = await admin.subscription(`${prefix}internal.egress.abc.v1--gateway-abc`).getMetadata();
+      const [long] = await admin.subscription(`${prefix}internal.egress.abc.v1--gateway-long`).getMetadata();
+      const [shared] = await admin.subscription(`${prefix}internal.egress.abc.v1--shared`).getMetadata();
+      expect(Number(short.expirationPolicy?.ttl?.seconds)).toBe(86_400);
+      expect(Number(long.expirationPolicy?.ttl?.seconds)).toBe(3 * 86_400);
+      expect(shared.expirationPolicy?.ttl ?? null).toBeNull();
+    } finally {
+      await bus.close();
+      await admin.close();
+    }
+  });
+
   it('extends the lease of a slow handler, so it is not redelivered while it still works', async () => {
     const bus = await createPubSubBus({ projectId: PROJECT, emulatorHost: emulator!.host, prefix: uniquePrefix() });
     try {

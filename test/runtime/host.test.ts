@@ -1,10 +1,11 @@
 import { getEventListeners } from 'node:events';
 import { afterEach, describe, expect, it } from 'vitest';
 import { z } from 'zod';
-import { createMemoryBus, type MemoryBus } from '../../src/bus/index.js';
+import { createMemoryBus, type MemoryBus, type SubscribeOptions } from '../../src/bus/index.js';
 import { BitBratError, createEnvelope, createStep, Topic } from '../../src/core/index.js';
 import { env } from '../../src/runtime/config.js';
 import { continueWith, createHost, defineService, handled, type Host } from '../../src/runtime/index.js';
+import { PER_INSTANCE_GROUP_EXPIRY_MS } from '../../src/runtime/host.js';
 import { collect, createLogSink, startTestHost, testArchitecture } from '../support/harness.js';
 import { waitFor } from '../support/wait.js';
 
@@ -105,6 +106,30 @@ describe('service host', () => {
     expect(final.outcome).toBe('completed');
     expect(calls).toBe(3);
     expect(getEventListeners(signal!, 'abort')).toHaveLength(0);
+  });
+
+  it('subscribes a per-instance topic with a group of its own that the broker may expire, and shared topics without', async () => {
+    const bus = createMemoryBus();
+    const seen: Array<{ topic: string; group: string; options: SubscribeOptions | undefined }> = [];
+    const subscribe = bus.subscribe.bind(bus);
+    bus.subscribe = (topic, group, handler, options) => {
+      seen.push({ topic, group, options });
+      return subscribe(topic, group, handler, options);
+    };
+    const svc = defineService({
+      name: 'gateway',
+      consumers: () => ({
+        'internal.egress.{instanceId}.v1': { mode: 'sink', handle: async () => continueWith() },
+        'internal.shared.v1': { mode: 'sink', handle: async () => continueWith() },
+      }),
+    });
+    const host = await startTestHost({ services: [svc], bus, env: { INSTANCE_ID: 'abc123' } });
+    hosts.push(host);
+    const own = seen.find((entry) => entry.topic === 'internal.egress.abc123.v1');
+    const shared = seen.find((entry) => entry.topic === 'internal.shared.v1');
+    expect(own).toMatchObject({ group: 'gateway-abc123', options: { expireAfterIdleMs: PER_INSTANCE_GROUP_EXPIRY_MS } });
+    expect(shared?.group).toBe('gateway');
+    expect(shared?.options?.expireAfterIdleMs).toBeUndefined();
   });
 
   it('exports Prometheus metrics per service and topic', async () => {
