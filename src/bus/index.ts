@@ -3,7 +3,7 @@ export { createMemoryBus, type MemoryBus, type MemoryBusOptions } from './memory
 export { publishWithRetry, DEFAULT_PUBLISH_MAX_RETRIES, type PublishRetryOptions } from './retry.js';
 import { BitBratError } from '../core/index.js';
 import { createMemoryBus } from './memory.js';
-import type { MessageBus } from './types.js';
+import type { BusLogger, MessageBus } from './types.js';
 
 export const BusDriver = { memory: 'memory', nats: 'nats', pubsub: 'pubsub' } as const;
 export type BusDriver = (typeof BusDriver)[keyof typeof BusDriver];
@@ -15,7 +15,7 @@ export interface CreateBusOptions {
   /** Connection name shown by the server (service and instance). */
   name?: string;
   pubsub?: { projectId: string; emulatorHost?: string; minAckDeadlineSec?: number };
-  logger?: { info: (...args: any[]) => void; warn: (...args: any[]) => void; error: (...args: any[]) => void };
+  logger?: BusLogger;
 }
 
 /** Builds the configured driver; drivers other than memory are loaded only when chosen. */

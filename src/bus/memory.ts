@@ -4,6 +4,7 @@ import {
   DEFAULT_ACK_WAIT_MS,
   DEFAULT_DEDUP_WINDOW_MS,
   DEFAULT_MAX_IN_FLIGHT,
+  EMPTY_HEADERS,
   type BusHeaders,
   type BusMessage,
   type BusStatusEvent,
@@ -184,7 +185,6 @@ async function runHandler(message: MemoryMessage, after: (subscriber: Subscriber
   after(message.subscriber);
 }
 
-const EMPTY_HEADERS: BusHeaders = Object.freeze({}) as BusHeaders;
 
 /** Creates the in-process bus: real consumer-group semantics, no persistence across restarts. */
 export function createMemoryBus(options: MemoryBusOptions = {}): MemoryBus {

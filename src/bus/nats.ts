@@ -33,7 +33,10 @@ import {
   DEFAULT_ACK_WAIT_MS,
   DEFAULT_DEDUP_WINDOW_MS,
   DEFAULT_MAX_IN_FLIGHT,
+  EMPTY_HEADERS,
+  NO_BUS_LOGGER,
   type BusHeaders,
+  type BusLogger,
   type BusMessage,
   type BusStatus,
   type BusStatusEvent,
@@ -44,14 +47,6 @@ import {
   type Subscription,
 } from './types.js';
 
-/** What the driver logs through; the runtime passes its pino child logger. */
-export interface NatsBusLogger {
-  info: (...args: any[]) => void;
-  warn: (...args: any[]) => void;
-  error: (...args: any[]) => void;
-  debug?: (...args: any[]) => void;
-}
-
 export interface NatsBusOptions {
   /** One URL or a comma-separated list (`NATS_URL`). */
   servers: string | string[];
@@ -59,7 +54,7 @@ export interface NatsBusOptions {
   prefix?: string;
   /** Connection name shown by the server. */
   name?: string;
-  logger?: NatsBusLogger;
+  logger?: BusLogger;
   /** Stream holding `${prefix}internal.>`. Default `BITBRAT`, or `BITBRAT_<PREFIX>` with a prefix. */
   streamName?: string;
   /** Nats-Msg-Id dedup window of the stream. Default 120 000 ms. */
@@ -86,9 +81,7 @@ const STREAM_RECREATE_DELAY_MS = 500;
 export const HANDLER_ERROR_NAK_DELAY_MS = 100;
 
 const MSG_ID_HEADER = 'Nats-Msg-Id';
-const EMPTY_HEADERS: BusHeaders = Object.freeze({}) as BusHeaders;
 const RESOLVED: Promise<void> = Promise.resolve();
-const NO_LOGGER: NatsBusLogger = { info() {}, warn() {}, error() {} };
 
 /** Stream names may not contain `.`, `*`, `>` or whitespace; keep them readable. */
 export function natsStreamName(prefix: string): string {
@@ -429,7 +422,7 @@ interface SubscriptionState {
  */
 export async function createNatsBus(options: NatsBusOptions): Promise<MessageBus> {
   const prefix = options.prefix ?? '';
-  const logger = options.logger ?? NO_LOGGER;
+  const logger = options.logger ?? NO_BUS_LOGGER;
   const streamName = options.streamName ?? natsStreamName(prefix);
   const streamSubject = `${prefix}internal.>`;
   const duplicateWindowMs = options.duplicateWindowMs ?? DEFAULT_DEDUP_WINDOW_MS;

@@ -6,7 +6,10 @@ import {
   DEFAULT_ACK_WAIT_MS,
   DEFAULT_DEDUP_WINDOW_MS,
   DEFAULT_MAX_IN_FLIGHT,
+  EMPTY_HEADERS,
+  NO_BUS_LOGGER,
   type BusHeaders,
+  type BusLogger,
   type BusMessage,
   type BusStatus,
   type BusStatusEvent,
@@ -49,14 +52,6 @@ import {
  * are feature-detected; without them a nak is held in process and nacked when its delay has passed.
  */
 
-/** What the driver logs through; the runtime passes its pino child logger. */
-export interface PubSubBusLogger {
-  info: (...args: any[]) => void;
-  warn: (...args: any[]) => void;
-  error: (...args: any[]) => void;
-  debug?: (...args: any[]) => void;
-}
-
 export interface PubSubBusOptions {
   /** Google Cloud project (`GOOGLE_CLOUD_PROJECT`). */
   projectId: string;
@@ -64,7 +59,7 @@ export interface PubSubBusOptions {
   emulatorHost?: string;
   /** Prepended to every topic (`BUS_PREFIX`). Default ''. */
   prefix?: string;
-  logger?: PubSubBusLogger;
+  logger?: BusLogger;
   /** Lower bound of the ack deadline in seconds (Pub/Sub allows 10–600). Default 10. */
   minAckDeadlineSec?: number;
   /** How long the lease manager keeps extending a message whose handler still runs. Default 60 minutes. */
@@ -112,8 +107,6 @@ const Grpc = { DEADLINE_EXCEEDED: 4, INVALID_ARGUMENT: 3, NOT_FOUND: 5, ALREADY_
 /** How often a disconnected bus checks whether Pub/Sub answers again. */
 const PROBE_INTERVAL_MS = 1_000;
 
-const NO_LOGGER: PubSubBusLogger = { info() {}, warn() {}, error() {} };
-const EMPTY_HEADERS: BusHeaders = Object.freeze({}) as BusHeaders;
 const RESOLVED: Promise<void> = Promise.resolve();
 const DELIVERY_COUNT_TTL_MS = 60 * 60 * 1_000;
 const MAX_ID_LENGTH = 255;
@@ -220,7 +213,7 @@ interface Consumer {
 export async function createPubSubBus(options: PubSubBusOptions): Promise<MessageBus> {
   if (!options.projectId) throw new BitBratError('CONFIG_INVALID', 'the pubsub bus needs a project id (GOOGLE_CLOUD_PROJECT)');
   const prefix = options.prefix ?? '';
-  const logger = options.logger ?? NO_LOGGER;
+  const logger = options.logger ?? NO_BUS_LOGGER;
   const minAckDeadlineSec = Math.min(PUBSUB_MAX_ACK_DEADLINE_SEC, Math.max(DEFAULT_PUBSUB_MIN_ACK_DEADLINE_SEC, options.minAckDeadlineSec ?? DEFAULT_PUBSUB_MIN_ACK_DEADLINE_SEC));
   const maxExtensionMinutes = options.maxExtensionMinutes ?? DEFAULT_PUBSUB_MAX_EXTENSION_MINUTES;
   const duplicateWindowMs = options.duplicateWindowMs ?? DEFAULT_DEDUP_WINDOW_MS;

@@ -10,6 +10,20 @@
 /** Headers travel with a message; keys are lower-case. */
 export type BusHeaders = Record<string, string>;
 
+/** No headers (shared, frozen). */
+export const EMPTY_HEADERS: BusHeaders = Object.freeze({}) as BusHeaders;
+
+/** What a driver logs through; the runtime passes its pino child logger. */
+export interface BusLogger {
+  info: (...args: any[]) => void;
+  warn: (...args: any[]) => void;
+  error: (...args: any[]) => void;
+  debug?: (...args: any[]) => void;
+}
+
+/** The logger of a driver given none. */
+export const NO_BUS_LOGGER: BusLogger = { info() {}, warn() {}, error() {} };
+
 /** A delivered message. Exactly one of ack / nak / term settles it; later calls are ignored. */
 export interface BusMessage {
   readonly topic: string;
