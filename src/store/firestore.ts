@@ -14,6 +14,7 @@
 import { FieldPath, Firestore, Timestamp, type CollectionReference, type DocumentData, type DocumentReference, type Query, type Transaction } from '@google-cloud/firestore';
 import { BitBratError } from '../core/errors.js';
 import { loadTokenCipher, type TokenCipher } from './crypto.js';
+import { compact, decodeCursor, dedupe, encodeCursor, pageSize, parseQueryTime } from './common.js';
 import type {
   CommandRecord,
   ConversationTurn,
@@ -35,8 +36,6 @@ export const FIRESTORE_SCHEMA_VERSION = 1;
 /** Firestore's per-document limit. */
 export const MAX_DOCUMENT_BYTES = 1_048_576;
 
-const DEFAULT_PAGE_SIZE = 50;
-const MAX_PAGE_SIZE = 1000;
 const WRITE_CONCURRENCY = 16;
 const TRANSACTION_ATTEMPTS = 50;
 const PING_TIMEOUT_MS = 3_000;
@@ -85,25 +84,11 @@ const normIso = (value: string): string => {
   return new Date(time).toISOString();
 };
 /** Query parameters are caller input: an unparseable time is a bad request, not a bad record. */
-const queryIso = (name: string, value: string): string => {
-  const time = Date.parse(value);
-  if (Number.isNaN(time)) throw new BitBratError('BAD_REQUEST', `${name} must be an ISO-8601 timestamp`);
-  return new Date(time).toISOString();
-};
+const queryIso = (name: string, value: string): string => new Date(parseQueryTime(name, value)).toISOString();
 const parseJson = (value: unknown): any => (typeof value === 'string' ? JSON.parse(value) : value);
 const toJson = (value: unknown): string | undefined => (value === undefined ? undefined : JSON.stringify(value));
 /** Plain JSON copy: drops undefined (JSON semantics), keeps null. */
 const plain = <T>(value: T): T => JSON.parse(JSON.stringify(value)) as T;
-
-function compact<T extends Record<string, unknown>>(record: T): T {
-  for (const key of Object.keys(record)) if (record[key] === undefined) delete record[key];
-  return record;
-}
-
-function pageSize(limit: number | undefined): number {
-  if (limit === undefined || !Number.isFinite(limit)) return DEFAULT_PAGE_SIZE;
-  return Math.max(1, Math.min(MAX_PAGE_SIZE, Math.floor(limit)));
-}
 
 /** Document ids may not contain `/`, be `.`/`..` or look like `__x__`; escape those reversibly. */
 export function docId(raw: string): string {
@@ -112,20 +97,6 @@ export function docId(raw: string): string {
   if (id === '.' || id === '..') id = id.replace(/\./g, '%2E');
   if (/^__.*__$/.test(id)) id = `%5F${id.slice(1)}`;
   return id;
-}
-
-function encodeCursor(receivedAt: string, id: string): string {
-  return Buffer.from(JSON.stringify([receivedAt, id])).toString('base64url');
-}
-
-function decodeCursor(cursor: string): [string, string] {
-  try {
-    const value = JSON.parse(Buffer.from(cursor, 'base64url').toString('utf8')) as unknown;
-    if (Array.isArray(value) && value.length === 2 && typeof value[0] === 'string' && typeof value[1] === 'string') return [value[0], value[1]];
-  } catch {
-    // fall through
-  }
-  throw new BitBratError('BAD_REQUEST', 'invalid paging cursor');
 }
 
 /** Firestore's documented storage size of a value. */
@@ -980,8 +951,3 @@ class FirestoreStore implements Store {
   }
 }
 
-/** Keeps the first record per id, in input order. */
-function dedupe(records: EventRecord[]): EventRecord[] {
-  const seen = new Set<string>();
-  return records.filter((record) => (seen.has(record.id) ? false : (seen.add(record.id), true)));
-}

@@ -4,6 +4,7 @@
  * error mapping — lives here.
  */
 import { BitBratError } from '../core/errors.js';
+import { chunks, compact, decodeCursor, dedupe, encodeCursor, invalidCursor, pageSize, parseQueryTime } from './common.js';
 import type { TokenCipher } from './crypto.js';
 import type {
   CommandRecord,
@@ -219,8 +220,6 @@ export interface SqlStoreOptions {
   loadCipher(): Promise<TokenCipher>;
 }
 
-const DEFAULT_PAGE_SIZE = 50;
-const MAX_PAGE_SIZE = 1000;
 /** Rows per multi-row statement: large enough for throughput, small enough to keep statements sane. */
 const BATCH_ROWS = 1000;
 const PING_TIMEOUT_MS = 3000;
@@ -266,44 +265,18 @@ const iso = (value: unknown): string | undefined => {
 const optional = <T>(value: T | null | undefined): T | undefined => (value === null ? undefined : value);
 const json = (value: unknown): string | null => (value === undefined ? null : JSON.stringify(value));
 
-/** Drops undefined values so records compare cleanly and JSON stays small. */
-function compact<T extends Record<string, unknown>>(record: T): T {
-  for (const key of Object.keys(record)) if (record[key] === undefined) delete record[key];
-  return record;
-}
-
-/** Query parameters are caller input: an unparseable time is a bad request, not a bad record. */
+/** A caller's time, passed on as given (PostgreSQL parses it); unparseable is a BAD_REQUEST. */
 function queryTime(name: string, value: string): string {
-  if (typeof value !== 'string' || Number.isNaN(Date.parse(value))) throw new BitBratError('BAD_REQUEST', `${name} must be an ISO-8601 timestamp`);
+  if (typeof value !== 'string') throw new BitBratError('BAD_REQUEST', `${name} must be an ISO-8601 timestamp`);
+  parseQueryTime(name, value);
   return value;
 }
 
-function pageSize(limit: number | undefined): number {
-  if (limit === undefined) return DEFAULT_PAGE_SIZE;
-  if (!Number.isFinite(limit)) return DEFAULT_PAGE_SIZE;
-  return Math.max(1, Math.min(MAX_PAGE_SIZE, Math.floor(limit)));
-}
-
-/** Keyset cursor: the last row's (received_at in µs since the epoch, id), base64url JSON. */
-export function encodeCursor(receivedUs: string, id: string): string {
-  return Buffer.from(JSON.stringify([receivedUs, id])).toString('base64url');
-}
-
-export function decodeCursor(cursor: string): { receivedUs: string; id: string } {
-  try {
-    const value = JSON.parse(Buffer.from(cursor, 'base64url').toString('utf8')) as unknown;
-    if (Array.isArray(value) && value.length === 2 && typeof value[0] === 'string' && /^-?\d{1,20}$/.test(value[0]) && typeof value[1] === 'string') {
-      return { receivedUs: value[0], id: value[1] };
-    }
-  } catch {
-    // fall through
-  }
-  throw new BitBratError('BAD_REQUEST', 'invalid paging cursor');
-}
-
-function dedupe<T extends { id: string }>(records: T[]): T[] {
-  const seen = new Set<string>();
-  return records.filter((record) => (seen.has(record.id) ? false : (seen.add(record.id), true)));
+/** Keyset cursor: the last row's (received_at in µs since the epoch, id). */
+function decodeEventCursor(cursor: string): { receivedUs: string; id: string } {
+  const [receivedUs, id] = decodeCursor(cursor);
+  if (!/^-?\d{1,20}$/.test(receivedUs)) throw invalidCursor();
+  return { receivedUs, id };
 }
 
 /** The columns an event row shares between ingress and final writes. */
@@ -320,12 +293,6 @@ function eventSummaryRow(record: EventRecord) {
     received_at: record.receivedAt,
     ingress: record.ingress,
   };
-}
-
-function chunks<T>(items: T[], size: number): T[][] {
-  const out: T[][] = [];
-  for (let index = 0; index < items.length; index += size) out.push(items.slice(index, index + size));
-  return out;
 }
 
 async function withTimeout<T>(promise: Promise<T>, ms: number): Promise<T> {
@@ -709,7 +676,7 @@ class SqlStore implements Store {
     if (query.since !== undefined) add((p) => `received_at >= ${p}::timestamptz`, queryTime('since', query.since));
     if (query.until !== undefined) add((p) => `received_at <= ${p}::timestamptz`, queryTime('until', query.until));
     if (query.cursor !== undefined) {
-      const cursor = decodeCursor(query.cursor);
+      const cursor = decodeEventCursor(query.cursor);
       params.push(cursor.receivedUs, cursor.id);
       where.push(`(received_at, id) < (timestamptz 'epoch' + $${params.length - 1}::bigint * interval '1 microsecond', $${params.length}::text)`);
     }
@@ -751,7 +718,7 @@ class SqlStore implements Store {
     const where: string[] = [];
     if (!query.includeReplayed) where.push('replayed_at IS NULL');
     if (query.cursor !== undefined) {
-      const cursor = decodeCursor(query.cursor);
+      const cursor = decodeEventCursor(query.cursor);
       params.push(cursor.receivedUs, cursor.id);
       where.push(`(received_at, id) < (timestamptz 'epoch' + $1::bigint * interval '1 microsecond', $2::text)`);
     }

@@ -1,0 +1,57 @@
+/** Helpers both store implementations (SQL and Firestore) use the same way. */
+import { BitBratError } from '../core/errors.js';
+
+const DEFAULT_PAGE_SIZE = 50;
+const MAX_PAGE_SIZE = 1000;
+
+/** Drops undefined values so records compare cleanly and JSON stays small. */
+export function compact<T extends Record<string, unknown>>(record: T): T {
+  for (const key of Object.keys(record)) if (record[key] === undefined) delete record[key];
+  return record;
+}
+
+/** A listing's page size: the default when unset or not a number, else clamped to 1…1000. */
+export function pageSize(limit: number | undefined): number {
+  if (limit === undefined || !Number.isFinite(limit)) return DEFAULT_PAGE_SIZE;
+  return Math.max(1, Math.min(MAX_PAGE_SIZE, Math.floor(limit)));
+}
+
+/** Keeps the first record per id, in input order. */
+export function dedupe<T extends { id: string }>(records: T[]): T[] {
+  const seen = new Set<string>();
+  return records.filter((record) => (seen.has(record.id) ? false : (seen.add(record.id), true)));
+}
+
+export function chunks<T>(items: T[], size: number): T[][] {
+  const out: T[][] = [];
+  for (let index = 0; index < items.length; index += size) out.push(items.slice(index, index + size));
+  return out;
+}
+
+/**
+ * Query parameters are caller input: an unparseable time is a bad request, not a bad record.
+ * Returns the time in ms since the epoch.
+ */
+export function parseQueryTime(name: string, value: string): number {
+  const time = Date.parse(value);
+  if (Number.isNaN(time)) throw new BitBratError('BAD_REQUEST', `${name} must be an ISO-8601 timestamp`);
+  return time;
+}
+
+/** Keyset paging cursor: the last item's (sort key, id), as base64url JSON. */
+export function encodeCursor(key: string, id: string): string {
+  return Buffer.from(JSON.stringify([key, id])).toString('base64url');
+}
+
+/** The (sort key, id) of a cursor from encodeCursor; anything else is a BAD_REQUEST. */
+export function decodeCursor(cursor: string): [string, string] {
+  try {
+    const value = JSON.parse(Buffer.from(cursor, 'base64url').toString('utf8')) as unknown;
+    if (Array.isArray(value) && value.length === 2 && typeof value[0] === 'string' && typeof value[1] === 'string') return [value[0], value[1]];
+  } catch {
+    // fall through
+  }
+  throw invalidCursor();
+}
+
+export const invalidCursor = () => new BitBratError('BAD_REQUEST', 'invalid paging cursor');
