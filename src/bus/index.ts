@@ -1,6 +1,6 @@
 export * from './types.js';
 export { createMemoryBus, type MemoryBus, type MemoryBusOptions } from './memory.js';
-export { publishWithRetry, DEFAULT_PUBLISH_MAX_RETRIES, type PublishRetryOptions } from './retry.js';
+export { DEFAULT_PUBLISH_MAX_RETRIES, type PublishRetryOptions } from './retry.js';
 import { BitBratError } from '../core/index.js';
 import { createMemoryBus } from './memory.js';
 import type { BusLogger, MessageBus } from './types.js';

@@ -14,27 +14,9 @@ export interface PublishRetryOptions {
 export const DEFAULT_PUBLISH_MAX_RETRIES = 5;
 
 /**
- * Publishes with bounded exponential backoff. The final failure is thrown as PUBLISH_FAILED with the
- * last cause, never swallowed.
- */
-export async function publishWithRetry(
-  bus: MessageBus,
-  topic: string,
-  data: Uint8Array,
-  publishOptions: PublishOptions | undefined,
-  retry: PublishRetryOptions = {},
-): Promise<void> {
-  try {
-    await bus.publish(topic, data, publishOptions);
-  } catch (error) {
-    await retryFailedPublish(bus, topic, data, publishOptions, retry, error);
-  }
-}
-
-/**
- * The rest of publishWithRetry after its first attempt failed with `firstError`: callers that make the
- * first attempt themselves (the runtime's hot path) continue here. Resolves on a later success, throws
- * PUBLISH_FAILED otherwise.
+ * Retries a publish whose first attempt (made by the caller, on the runtime's hot path) failed with
+ * `firstError`, with bounded exponential backoff. Resolves on a later success; the final failure is
+ * thrown as PUBLISH_FAILED with the last cause, never swallowed.
  */
 export async function retryFailedPublish(
   bus: MessageBus,

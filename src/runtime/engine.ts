@@ -282,7 +282,7 @@ export function createSlipEngine(options: EngineOptions): SlipEngine {
   const publishRaw = async (topic: string, data: Uint8Array, headers: Record<string, string>, msgId?: string) => {
     const target = publishTarget(topic);
     const publishOptions = { headers, msgId };
-    // publishWithRetry, with its first attempt inlined.
+    // The first attempt here; retryFailedPublish backs off and retries.
     try {
       await bus.publish(topic, data, publishOptions);
     } catch (error) {
@@ -377,11 +377,14 @@ export function createSlipEngine(options: EngineOptions): SlipEngine {
     metrics.deadLettered.inc({ service, topic, code: String(code) });
   };
 
-  /** R6: finalize, or DLQ when there is no finalization destination. */
-  const finalize = (message: BusMessage, topic: string, envelope: Envelope, stepIndex: number, log: Logger): Promise<void> => {
+  /**
+   * R6: finalize, or DLQ when there is no finalization destination. Takes the message scope, not its
+   * logger: the logger is only made when the dead-letter branch logs.
+   */
+  const finalize = (message: BusMessage, topic: string, envelope: Envelope, stepIndex: number, scope: MessageContext): Promise<void> => {
     const destination = envelope.finalizationDestination;
     if (!destination) {
-      return deadLetter(message, topic, 'NO_FINALIZATION_DESTINATION', 'the envelope had to be finalized but has no finalizationDestination', { envelope, stepIndex, replayTopic: Topic.finalizer }, log);
+      return deadLetter(message, topic, 'NO_FINALIZATION_DESTINATION', 'the envelope had to be finalized but has no finalizationDestination', { envelope, stepIndex, replayTopic: Topic.finalizer }, scope.logger);
     }
     return publishEnvelope(destination, envelope, `${envelope.id}:final`);
   };
@@ -396,7 +399,7 @@ export function createSlipEngine(options: EngineOptions): SlipEngine {
       if (consumer.mode === 'stage' && result.kind !== 'handled') {
         if (consumer.next === 'finalization') {
           envelope.outcome ??= 'completed';
-          return finalize(message, topic, envelope, stepIndex, scope.logger);
+          return finalize(message, topic, envelope, stepIndex, scope);
         }
         return publishEnvelope(consumer.next!, envelope, `${envelope.id}:${stepIndex}:${topic}`);
       }
@@ -404,7 +407,7 @@ export function createSlipEngine(options: EngineOptions): SlipEngine {
       if (result.kind === 'handled') {
         envelope.outcome = result.outcome ?? 'handled';
         if (egress && consumer.next !== 'finalization') return publishEnvelope(egress, envelope, `${envelope.id}:egress`);
-        return finalize(message, topic, envelope, stepIndex, scope.logger);
+        return finalize(message, topic, envelope, stepIndex, scope);
       }
       const nextIndex = currentStepIndex(envelope);
       if (nextIndex >= 0) {
@@ -417,7 +420,7 @@ export function createSlipEngine(options: EngineOptions): SlipEngine {
         return publishEnvelope(egress, envelope, `${envelope.id}:egress`);
       }
       envelope.outcome ??= 'completed';
-      return finalize(message, topic, envelope, stepIndex, scope.logger);
+      return finalize(message, topic, envelope, stepIndex, scope);
     } catch (error) {
       return Promise.reject(error);
     }
@@ -649,7 +652,7 @@ export function createSlipEngine(options: EngineOptions): SlipEngine {
           if (consumer.mode === 'sink') {
             await deadLetter(message, topic, String(result.code), message_, { envelope: out, replayTopic: topic }, log);
           } else {
-            await finalize(message, topic, out, stepIndex, log);
+            await finalize(message, topic, out, stepIndex, ctx);
           }
         };
         const published = await holdWhileDown(message, settle, ctx);
