@@ -63,8 +63,6 @@ export interface DeployService {
   manifest: ServiceManifest;
   /** Default env names followed by the service's own, without duplicates. */
   env: string[];
-  /** The service's own env names (not the defaults). */
-  ownEnv: string[];
   /** Default secrets followed by the service's own, without duplicates. */
   secrets: string[];
   /** Consumed topics without `{instanceId}` (one subscription each). */
@@ -117,7 +115,6 @@ export function buildDeployModel(architecture: Architecture, options: InfraOptio
     name,
     manifest,
     env: unique([...architecture.defaults.env, ...manifest.env]),
-    ownEnv: unique(manifest.env),
     secrets: unique([...architecture.defaults.secrets, ...manifest.secrets]),
     consumes: unique(manifest.consumes.filter((topic) => !isPerInstance(topic))),
     perInstanceConsumes: unique(manifest.consumes.filter(isPerInstance)),

@@ -20,7 +20,6 @@ export interface NatsServerHandle {
 }
 
 const DEFAULT_BINARY = '/usr/sbin/nats-server';
-const SHARED_URL = 'nats://127.0.0.1:4222';
 
 /** Where the nats-server binary is: NATS_SERVER_BIN, /usr/sbin/nats-server, or on PATH. */
 export function natsServerBinary(): string | undefined {
@@ -42,10 +41,6 @@ export async function natsAvailable(): Promise<boolean> {
   return natsServerBinary() !== undefined;
 }
 
-/** The shared server on 127.0.0.1:4222 when something accepts connections there. */
-export async function sharedNatsUrl(): Promise<string | undefined> {
-  return (await canConnect(4222)) ? SHARED_URL : undefined;
-}
 
 
 /** Starts `nats-server -js` on a free loopback port and waits until it accepts connections. */

@@ -1,11 +1,11 @@
 import { z } from 'zod';
-import { DeadLetterSchema, Topic, encodeRaw, isBitBratError, type DeadLetter } from '../../core/index.js';
+import { DeadLetterSchema, Topic, encodeRaw, type DeadLetter } from '../../core/index.js';
 import { createBatcher } from '../../runtime/batcher.js';
 import { env } from '../../runtime/config.js';
 import { continueWith, defineService, type ServiceContext } from '../../runtime/service.js';
 import type { EventRecord } from '../../store/index.js';
 import { finalRecord } from '../persistence/records.js';
-import { batchSizeFor, writeEach } from '../persistence/write-each.js';
+import { batchSizeFor, isBadRecord, writeEach } from '../persistence/write-each.js';
 import { createHash } from 'node:crypto';
 
 const ConfigSchema = z.object({
@@ -50,7 +50,7 @@ export const service = defineService<Config>({
             const inserted = await ctx.store.insertDeadLetter({ id: letter.id, receivedAt: new Date().toISOString(), deadLetter: letter });
             handlerCtx.logger.warn({ deadLetterId: letter.id, code: letter.reason.code, topic: letter.topic, inserted }, 'dead letter stored');
           } catch (error) {
-            if (isBitBratError(error) && (error.code === 'DOCUMENT_TOO_LARGE' || error.code === 'STORE_CONSTRAINT')) {
+            if (isBadRecord(error)) {
               // Keep the reason and a truncated payload rather than losing the letter or blocking the queue.
               const truncated = { ...letter, raw: letter.raw.slice(0, 64 * 1024), envelope: undefined, reason: { ...letter.reason, details: { ...letter.reason.details, truncated: true, storeError: error.message } } };
               await ctx.store.insertDeadLetter({ id: letter.id, receivedAt: new Date().toISOString(), deadLetter: truncated });

@@ -1,4 +1,4 @@
-import { isBitBratError } from '../../core/index.js';
+import { isBitBratError, type BitBratError } from '../../core/index.js';
 
 /**
  * Writes a batch in one call; when the batch is refused because of one bad record (a constraint, a
@@ -23,7 +23,8 @@ export async function writeEach<T, R>(items: T[], write: (batch: T[]) => Promise
   }
 }
 
-function isBadRecord(error: unknown): boolean {
+/** The store refused this record itself (a constraint, a document too large), not because it is down. */
+export function isBadRecord(error: unknown): error is BitBratError {
   return isBitBratError(error) && (error.code === 'STORE_CONSTRAINT' || error.code === 'DOCUMENT_TOO_LARGE');
 }
 
