@@ -225,6 +225,13 @@ export async function createPubSubBus(options: PubSubBusOptions): Promise<Messag
   const publishBatchMs = options.publishBatchMs ?? 5;
   const ackBatchMs = options.ackBatchMs ?? 10;
   const streams = Math.max(1, options.streamsPerSubscription ?? 1);
+  /** Pub/Sub topic id per bus topic: encoding the name per publish would run its regexes every time. */
+  const topicIds = new Map<string, string>();
+  const topicIdOf = (topic: string): string => {
+    let id = topicIds.get(topic);
+    if (id === undefined) topicIds.set(topic, (id = pubsubTopicId(prefix, topic)));
+    return id;
+  };
   if (deadLetter && (deadLetter.maxDeliveryAttempts < 5 || deadLetter.maxDeliveryAttempts > 100)) {
     throw new BitBratError('CONFIG_INVALID', `pubsub deadLetter.maxDeliveryAttempts must be 5–100, got ${deadLetter.maxDeliveryAttempts}`);
   }
@@ -577,11 +584,11 @@ export async function createPubSubBus(options: PubSubBusOptions): Promise<Messag
       if (consumer.closing || closing) return;
       // The server may have lost everything (an emulator restart): check every resource again.
       ensuredSubscriptions.delete(consumer.subscriptionId);
-      ensuredTopics.delete(pubsubTopicId(prefix, consumer.topic));
+      ensuredTopics.delete(topicIdOf(consumer.topic));
       ensuredTopics.delete(deadLetterTopicId);
       ensuredSubscriptions.delete(pubsubSubscriptionId(prefix, PUBSUB_DEADLETTER_TOPIC, PUBSUB_DEADLETTER_RETAINED_GROUP));
       (deadLetter ? ensureDeadLetter() : Promise.resolve())
-        .then(() => ensureSubscription(pubsubTopicId(prefix, consumer.topic), consumer.subscriptionId, consumer.leaseSec))
+        .then(() => ensureSubscription(topicIdOf(consumer.topic), consumer.subscriptionId, consumer.leaseSec))
         .then(() => {
           if (consumer.closing || closing) return;
           if (!consumer.subscription.isOpen) consumer.subscription.open();
@@ -674,7 +681,7 @@ export async function createPubSubBus(options: PubSubBusOptions): Promise<Messag
       for (const [key, value] of Object.entries(publishOptions.headers ?? {})) attributes[key.toLowerCase()] = value;
       if (msgId !== undefined) attributes[PUBSUB_MSG_ID_ATTRIBUTE] = msgId;
       if (data.byteLength === 0 && Object.keys(attributes).length === 0) attributes[EMPTY_ATTRIBUTE] = '1';
-      const topicId = pubsubTopicId(prefix, topic);
+      const topicId = topicIdOf(topic);
       const message = { data: Buffer.from(data.buffer, data.byteOffset, data.byteLength), attributes };
       try {
         await ensureTopic(topicId);
@@ -703,7 +710,7 @@ export async function createPubSubBus(options: PubSubBusOptions): Promise<Messag
         inFlight: 0,
         draining: false,
       };
-      const topicId = pubsubTopicId(prefix, topic);
+      const topicId = topicIdOf(topic);
       const subscriptionId = pubsubSubscriptionId(prefix, topic, group);
       const leaseSec = leaseSecondsFor(subscriber.ackWaitMs);
       if (subscribeOptions.expireAfterIdleMs) {
