@@ -9,7 +9,7 @@
  * results) for assertions.
  */
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
-import type { AddressInfo } from 'node:net';
+import { listenLoopback, readBody, sendJson as sendJsonBody } from './http.js';
 
 export interface FakeToolCall {
   name: string;
@@ -145,16 +145,9 @@ function normalizeResponses(body: any): Pick<RecordedRequest, 'system' | 'messag
   };
 }
 
-async function readBody(req: IncomingMessage): Promise<string> {
-  const chunks: Buffer[] = [];
-  for await (const chunk of req) chunks.push(chunk as Buffer);
-  return Buffer.concat(chunks).toString('utf8');
-}
-
+/** JSON with a request id, as OpenAI answers. */
 function sendJson(res: ServerResponse, status: number, value: unknown) {
-  const body = JSON.stringify(value);
-  res.writeHead(status, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(body), 'x-request-id': `req_${Math.random().toString(36).slice(2)}` });
-  res.end(body);
+  sendJsonBody(res, status, value, { 'x-request-id': `req_${Math.random().toString(36).slice(2)}` });
 }
 
 function startSse(res: ServerResponse) {
@@ -369,11 +362,7 @@ export async function startFakeOpenAI(options: { defaultScript?: FakeScript | Fa
       else res.end();
     });
   });
-  await new Promise<void>((resolve, reject) => {
-    server.once('error', reject);
-    server.listen(0, '127.0.0.1', () => resolve());
-  });
-  const port = (server.address() as AddressInfo).port;
+  const { port, stop } = await listenLoopback(server);
 
   return {
     baseURL: `http://127.0.0.1:${port}/v1`,
@@ -385,9 +374,6 @@ export async function startFakeOpenAI(options: { defaultScript?: FakeScript | Fa
     reply: model.controls.reply,
     replyOnce: model.controls.replyOnce,
     reset: model.controls.reset,
-    async stop() {
-      server.closeAllConnections();
-      await new Promise<void>((resolve) => server.close(() => resolve()));
-    },
+    stop,
   };
 }

@@ -1,5 +1,5 @@
 import { createServer, type IncomingMessage, type ServerResponse } from 'node:http';
-import type { AddressInfo } from 'node:net';
+import { listenLoopback, sendJson as sendJsonBody } from './http.js';
 
 /**
  * A fake Google Secret Manager REST API plus the GCE metadata server's token endpoint, on one loopback
@@ -31,9 +31,7 @@ const ACCESS_PATH = /^\/v1\/projects\/([^/]+)\/secrets\/([^/]+)\/versions\/lates
 const TOKEN_PATH = '/computeMetadata/v1/instance/service-accounts/default/token';
 
 function sendJson(res: ServerResponse, status: number, body: unknown): void {
-  const text = JSON.stringify(body);
-  res.writeHead(status, { 'content-type': 'application/json; charset=utf-8', 'content-length': Buffer.byteLength(text) });
-  res.end(text);
+  sendJsonBody(res, status, body, { 'content-type': 'application/json; charset=utf-8' });
 }
 
 function googleError(res: ServerResponse, code: number, status: string, message: string): void {
@@ -76,11 +74,7 @@ export async function startFakeSecretManager(): Promise<FakeSecretManager> {
   };
 
   const server = createServer(handle);
-  await new Promise<void>((resolve, reject) => {
-    server.once('error', reject);
-    server.listen(0, '127.0.0.1', () => resolve());
-  });
-  const { port } = server.address() as AddressInfo;
+  const { port, stop } = await listenLoopback(server);
   return {
     url: `http://127.0.0.1:${port}`,
     port,
@@ -90,10 +84,6 @@ export async function startFakeSecretManager(): Promise<FakeSecretManager> {
     failNext: (status, count = 1) => void (failures = { status, count }),
     rotateToken: () => void (generation += 1),
     currentToken: tokenValue,
-    stop: () =>
-      new Promise<void>((resolve) => {
-        server.closeAllConnections();
-        server.close(() => resolve());
-      }),
+    stop,
   };
 }

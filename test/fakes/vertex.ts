@@ -8,7 +8,7 @@
  * with `api: 'gemini'`), so a test can drive either provider with the same script.
  */
 import { createServer, type IncomingMessage, type ServerResponse } from 'node:http';
-import type { AddressInfo } from 'node:net';
+import { listenLoopback, readBody, sendJson as sendJsonBody } from './http.js';
 import { countTokens, createScriptedModel, type FakeReply, type FakeScript, type FakeToolCall, type FakeUsage, type RecordedMessage, type RecordedRequest } from './openai.js';
 
 export interface FakeVertex {
@@ -61,16 +61,8 @@ function normalizeGemini(body: any): Pick<RecordedRequest, 'system' | 'messages'
   };
 }
 
-async function readBody(req: IncomingMessage): Promise<string> {
-  const chunks: Buffer[] = [];
-  for await (const chunk of req) chunks.push(chunk as Buffer);
-  return Buffer.concat(chunks).toString('utf8');
-}
-
 function sendJson(res: ServerResponse, status: number, value: unknown) {
-  const body = JSON.stringify(value);
-  res.writeHead(status, { 'content-type': 'application/json; charset=UTF-8', 'content-length': Buffer.byteLength(body) });
-  res.end(body);
+  sendJsonBody(res, status, value, { 'content-type': 'application/json; charset=UTF-8' });
 }
 
 /** Starts the fake Vertex endpoint on a free loopback port. */
@@ -149,11 +141,7 @@ export async function startFakeVertex(options: { project?: string; location?: st
       else res.end();
     });
   });
-  await new Promise<void>((resolve, reject) => {
-    server.once('error', reject);
-    server.listen(0, '127.0.0.1', () => resolve());
-  });
-  const port = (server.address() as AddressInfo).port;
+  const { port, stop } = await listenLoopback(server);
   return {
     baseURL: `http://127.0.0.1:${port}/v1beta1/projects/${project}/locations/${location}/publishers/google`,
     port,
@@ -166,9 +154,6 @@ export async function startFakeVertex(options: { project?: string; location?: st
     reply: model.controls.reply,
     replyOnce: model.controls.replyOnce,
     reset: model.controls.reset,
-    async stop() {
-      server.closeAllConnections();
-      await new Promise<void>((resolve) => server.close(() => resolve()));
-    },
+    stop,
   };
 }
