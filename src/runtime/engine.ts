@@ -530,6 +530,8 @@ export function createSlipEngine(options: EngineOptions): SlipEngine {
       }
       const envelope = validation.envelope;
       ctx.bindEnvelope(envelope);
+      // Another consumer of this topic in the process delivers this platform (see the host).
+      if (consumer.declines?.(envelope)) return message.ack();
 
       let stepIndex = -1;
       if (consumer.mode === 'step') {

@@ -217,10 +217,18 @@ export async function createHost(options: HostOptions): Promise<Host> {
         entry.started = true;
       }
 
-      for (const entry of running) {
-        const consumers = entry.definition.consumers(entry.ctx) as Record<string, Consumer>;
-        for (const [manifestTopic, consumer] of Object.entries(consumers)) {
-          const topic = resolveTopic(manifestTopic, config.INSTANCE_ID);
+      const planned = running.map((entry) => ({
+        entry,
+        consumers: Object.entries(entry.definition.consumers(entry.ctx) as Record<string, Consumer>).map(([manifestTopic, consumer]) => ({
+          manifestTopic,
+          topic: resolveTopic(manifestTopic, config.INSTANCE_ID),
+          consumer,
+        })),
+      }));
+      const share = platformShares(planned.flatMap((plan) => plan.consumers));
+      for (const { entry, consumers } of planned) {
+        for (const { manifestTopic, topic, consumer: declared } of consumers) {
+          const consumer = share(topic, declared);
           const perInstance = manifestTopic !== topic;
           const group = perInstance ? `${entry.definition.name}-${config.INSTANCE_ID}` : entry.definition.name;
           const subscription = await bus.subscribe(topic, group, (message) => entry.engine.process(topic, consumer, message), {
@@ -267,6 +275,27 @@ export async function createHost(options: HostOptions): Promise<Host> {
 }
 
 /** The bus options the platform config describes; `name` is the connection name the server shows. */
+/**
+ * For topics that several consumers of this process take (each in its own group, so each gets every
+ * envelope) and where some name the platforms they deliver to: every consumer declines the envelopes
+ * of a platform another one names, so each envelope is handled once. In the all-in-one process the
+ * per-instance egress topic is one such: Twitch replies belong to ingress-egress, console replies to
+ * the api-gateway. Envelopes of a platform nobody names still reach every consumer.
+ */
+function platformShares(consumers: Array<{ topic: string; consumer: Consumer }>) {
+  const byTopic = new Map<string, Consumer[]>();
+  for (const { topic, consumer } of consumers) byTopic.set(topic, [...(byTopic.get(topic) ?? []), consumer]);
+  return (topic: string, consumer: Consumer): Consumer => {
+    const peers = byTopic.get(topic) ?? [];
+    if (consumer.mode === 'raw' || peers.length < 2) return consumer;
+    const mine = new Set(consumer.platforms ?? []);
+    const others = new Set(peers.flatMap((peer) => (peer !== consumer && peer.mode !== 'raw' ? (peer.platforms ?? []) : [])));
+    for (const platform of mine) others.delete(platform);
+    if (others.size === 0) return consumer;
+    return { ...consumer, declines: (envelope) => others.has(envelope.source.platform) };
+  };
+}
+
 export function busOptionsFromConfig(config: Readonly<PlatformConfig>, name: string, logger?: CreateBusOptions['logger']): CreateBusOptions {
   return {
     driver: config.MESSAGE_BUS_DRIVER,

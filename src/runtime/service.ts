@@ -65,6 +65,14 @@ export interface EnvelopeConsumer {
   handle(envelope: Envelope, ctx: HandlerContext): Promise<HandlerResult>;
   maxInFlight?: number;
   ackWaitMs?: number;
+  /**
+   * The platforms (envelope.source.platform) this consumer delivers to, for a topic several services of
+   * one process consume, like the per-instance egress topic: each envelope is then handled only by the
+   * consumer whose platform it is. Envelopes of a platform no co-located consumer names go to all.
+   */
+  platforms?: readonly string[];
+  /** Set by the host: envelopes another consumer of this topic in the process delivers; acked untouched. */
+  declines?: (envelope: Envelope) => boolean;
 }
 
 export interface RawConsumer {

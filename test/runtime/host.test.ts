@@ -132,6 +132,37 @@ describe('service host', () => {
     expect(shared?.options?.expireAfterIdleMs).toBeUndefined();
   });
 
+  it('hands each envelope on a topic two services of the process consume to the one that names its platform', async () => {
+    const bus = createMemoryBus();
+    const seen: Record<string, string[]> = { twitchy: [], console: [] };
+    const sink = (name: string, platforms: string[]) =>
+      defineService({
+        name,
+        consumers: () => ({
+          'internal.egress.{instanceId}.v1': {
+            mode: 'sink',
+            platforms,
+            async handle(envelope) {
+              seen[name]!.push(envelope.source.platform);
+              return continueWith();
+            },
+          },
+        }),
+      });
+    const host = await startTestHost({ services: [sink('twitchy', ['twitch']), sink('console', ['api'])], bus, env: { INSTANCE_ID: 'i1' } });
+    hosts.push(host);
+    for (const platform of ['twitch', 'api', 'discord']) {
+      const envelope = chat([]);
+      envelope.source.platform = platform;
+      await publishEnvelope(bus, 'internal.egress.i1.v1', envelope);
+    }
+    // A platform nobody names still reaches both.
+    await waitFor(() => seen.twitchy!.includes('discord') && seen.console!.includes('discord'));
+    await new Promise((resolve) => setTimeout(resolve, 100));
+    expect(seen.twitchy!.sort()).toEqual(['discord', 'twitch']);
+    expect(seen.console!.sort()).toEqual(['api', 'discord']);
+  });
+
   it('exports Prometheus metrics per service and topic', async () => {
     const bus = createMemoryBus();
     const svc = defineService({ name: 'echo', consumers: () => ({ 'internal.echo.v1': { mode: 'step', handle: async (envelope) => handled(envelope) } }) });

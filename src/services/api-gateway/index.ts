@@ -105,6 +105,7 @@ export function createApiGateway(): ServiceDefinition<GatewayConfig> {
       'internal.egress.{instanceId}.v1': {
         mode: 'stage',
         next: 'finalization',
+        platforms: ['api'],
         async handle(envelope) {
           return continueWith(stateOf(ctx).chat.deliver(envelope));
         },

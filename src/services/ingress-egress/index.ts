@@ -138,6 +138,7 @@ export const service = defineService({
       next: 'finalization',
       // A reply may wait for the rate limiter up to its deadline; keep the bus from redelivering meanwhile.
       ackWaitMs: 120_000,
+      platforms: ['twitch'],
       async handle(envelope: Envelope, handler: HandlerContext) {
         const sender = running.get(ctx)?.sender ?? unconfiguredSender;
         const outcome = await deliverEnvelopeReply(envelope, sender, { signal: handler.signal });
