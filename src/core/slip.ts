@@ -20,10 +20,15 @@ export function hasReply(envelope: Envelope): boolean {
   return (envelope.candidates ?? []).some((candidate) => candidate.kind === 'text' && candidate.text.trim().length > 0);
 }
 
-/** The reply egress should deliver: the highest-priority text candidate, earliest first on ties. */
-export function selectReply(envelope: Envelope) {
+/** The non-empty text candidates, highest priority first, earliest first on ties. */
+export function textReplies(envelope: Envelope) {
   const texts = (envelope.candidates ?? []).filter((candidate) => candidate.kind === 'text' && candidate.text.trim().length > 0);
-  return texts.sort((a, b) => (b.priority ?? 0) - (a.priority ?? 0))[0];
+  return texts.sort((a, b) => (b.priority ?? 0) - (a.priority ?? 0));
+}
+
+/** The reply egress should deliver: the first of textReplies. */
+export function selectReply(envelope: Envelope) {
+  return textReplies(envelope)[0];
 }
 
 /**

@@ -18,7 +18,7 @@
  */
 import type { WebSocket } from 'ws';
 import { z } from 'zod';
-import { EventType, Topic, createEnvelope, instanceEgressTopic, newId, replyDeadline, type Delivery, type Envelope } from '../../core/index.js';
+import { EventType, Topic, createEnvelope, instanceEgressTopic, newId, replyDeadline, textReplies, type Delivery, type Envelope } from '../../core/index.js';
 import type { Logger } from '../../runtime/logger.js';
 import { CLAIMABLE_ROLES, effectiveChatRole, type Authenticator, type Principal } from './auth.js';
 
@@ -245,12 +245,11 @@ export function createChatGateway(options: ChatGatewayOptions): ChatGateway {
         send(entry.connection, { type: 'error', code: 'DEADLINE', message: 'the reply missed its deadline', inReplyTo: entry.messageId });
         return done({ delivered: false, reason: 'DEADLINE' });
       }
-      const replies = (envelope.candidates ?? []).filter((candidate) => candidate.kind === 'text' && candidate.text.trim() !== '');
+      const replies = textReplies(envelope);
       if (replies.length === 0) {
         send(entry.connection, { type: 'noreply', inReplyTo: entry.messageId, envelopeId: envelope.id, outcome: envelope.outcome ?? 'completed' });
         return done({ delivered: false, reason: 'NO_REPLY' });
       }
-      replies.sort((a, b) => (b.priority ?? 0) - (a.priority ?? 0));
       let sent = 0;
       for (const reply of replies) {
         if (send(entry.connection, { type: 'reply', inReplyTo: entry.messageId, text: reply.text, envelopeId: envelope.id, candidateId: reply.id })) sent += 1;
