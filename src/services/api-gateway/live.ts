@@ -113,32 +113,22 @@ export function createLiveFeed(options: LiveFeedOptions): LiveFeed {
       options.health().catch(() => undefined),
     ]);
 
-    const nextEvents = new Map<string, string>();
+    /** The state of `items` by id; emits every item whose key differs from `previous` (unless quiet). */
+    const changes = <T extends { id: string }>(items: T[], previous: Map<string, string>, key: (item: T) => string, message: (item: T) => LiveMessage) => {
+      const next = new Map<string, string>();
+      for (const item of items) {
+        const value = key(item);
+        next.set(item.id, value);
+        if (!quiet && previous.get(item.id) !== value) emit(message(item));
+      }
+      return next;
+    };
     // Oldest first, so the dashboard prepends in order.
-    for (const record of [...page.items].reverse()) {
-      const key = eventKey(record);
-      nextEvents.set(record.id, key);
-      if (!quiet && events.get(record.id) !== key) emit({ type: 'event', data: summarizeEvent(record) });
-    }
-    events = nextEvents;
-
+    events = changes([...page.items].reverse(), events, eventKey, (record) => ({ type: 'event', data: summarizeEvent(record) }));
     const docs = [...stored, ...options.extraSources()];
-    const nextSources = new Map<string, string>();
-    for (const doc of docs) {
-      const key = JSON.stringify(doc);
-      nextSources.set(doc.id, key);
-      if (!quiet && sources.get(doc.id) !== key) emit({ type: 'source', data: doc });
-    }
-    sources = nextSources;
+    sources = changes(docs, sources, (doc) => JSON.stringify(doc), (doc) => ({ type: 'source', data: doc }));
     sourceDocs = docs;
-
-    const nextLetters = new Map<string, string>();
-    for (const record of [...letterPage.items].reverse()) {
-      const key = letterKey(record);
-      nextLetters.set(record.id, key);
-      if (!quiet && letters.get(record.id) !== key) emit({ type: 'deadletter', data: summarizeDeadLetter(record) });
-    }
-    letters = nextLetters;
+    letters = changes([...letterPage.items].reverse(), letters, letterKey, (record) => ({ type: 'deadletter', data: summarizeDeadLetter(record) }));
 
     if (report !== undefined) {
       const key = JSON.stringify(report);
