@@ -1,8 +1,7 @@
 import { EventType, Topic, newId, type Annotation, type Envelope } from '../../core/index.js';
-import { createBatcher } from '../../runtime/batcher.js';
 import { continueWith, defineService, handled } from '../../runtime/service.js';
 import type { TouchUserInput, UserRecord } from '../../store/index.js';
-import { batchSizeFor, writeEach } from '../persistence/write-each.js';
+import { createStoreBatcher } from '../../runtime/store-batcher.js';
 import { badgeRole, resolveIdentity, trustedApiRole } from './resolve.js';
 import { Role } from './roles.js';
 
@@ -38,10 +37,11 @@ export const service = defineService({
   name: SERVICE,
   needsStore: true,
   consumers: (ctx) => {
-    const touches = createBatcher<TouchUserInput, { user: UserRecord; created: boolean }>(
-      (inputs) => writeEach(inputs, (batch) => ctx.store.touchUsers(batch)),
-      { maxSize: batchSizeFor(TOUCH_BATCH_SIZE, ctx.platform?.MAX_IN_FLIGHT), maxDelayMs: TOUCH_BATCH_DELAY_MS },
-    );
+    const touches = createStoreBatcher<TouchUserInput, { user: UserRecord; created: boolean }>((batch) => ctx.store.touchUsers(batch), {
+      size: TOUCH_BATCH_SIZE,
+      delayMs: TOUCH_BATCH_DELAY_MS,
+      maxInFlight: ctx.platform?.MAX_IN_FLIGHT,
+    });
     return {
       [Topic.ingress]: {
         mode: 'stage',

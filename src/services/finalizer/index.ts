@@ -1,11 +1,10 @@
 import { z } from 'zod';
 import { DeadLetterSchema, Topic, encodeRaw, type DeadLetter } from '../../core/index.js';
-import { createBatcher } from '../../runtime/batcher.js';
 import { env } from '../../runtime/config.js';
 import { continueWith, defineService, type ServiceContext } from '../../runtime/service.js';
 import type { EventRecord } from '../../store/index.js';
 import { finalRecord } from '../persistence/records.js';
-import { batchSizeFor, isBadRecord, writeEach } from '../persistence/write-each.js';
+import { createStoreBatcher, isBadRecord } from '../../runtime/store-batcher.js';
 import { createHash } from 'node:crypto';
 
 const ConfigSchema = z.object({
@@ -26,12 +25,12 @@ export const service = defineService<Config>({
   configSchema: ConfigSchema,
   needsStore: true,
   consumers(ctx) {
-    const finals = createBatcher<EventRecord, boolean>(
-      (records) => writeEach(records, async (batch) => {
+    const finals = createStoreBatcher<EventRecord, boolean>(
+      async (batch) => {
         const fresh = new Set(await ctx.store.recordFinal(batch));
         return batch.map((record) => fresh.has(record.id));
-      }),
-      { maxSize: batchSizeFor(ctx.config.FINALIZER_BATCH_SIZE, ctx.platform?.MAX_IN_FLIGHT), maxDelayMs: ctx.config.FINALIZER_BATCH_DELAY_MS },
+      },
+      { size: ctx.config.FINALIZER_BATCH_SIZE, delayMs: ctx.config.FINALIZER_BATCH_DELAY_MS, maxInFlight: ctx.platform?.MAX_IN_FLIGHT },
     );
     return {
       [Topic.finalizer]: {

@@ -1,10 +1,9 @@
 import { z } from 'zod';
 import { Topic } from '../../core/index.js';
-import { createBatcher } from '../../runtime/batcher.js';
 import { env } from '../../runtime/config.js';
 import { continueWith, defineService } from '../../runtime/service.js';
 import type { EventRecord } from '../../store/index.js';
-import { batchSizeFor, writeEach } from './write-each.js';
+import { createStoreBatcher } from '../../runtime/store-batcher.js';
 import { ingressRecord, sourcePatch } from './records.js';
 
 const ConfigSchema = z.object({
@@ -22,12 +21,12 @@ export const service = defineService({
   configSchema: ConfigSchema,
   needsStore: true,
   consumers(ctx) {
-    const batcher = createBatcher<EventRecord, true>(
-      (records) => writeEach(records, async (batch) => {
+    const batcher = createStoreBatcher<EventRecord, true>(
+      async (batch) => {
         await ctx.store.recordIngress(batch);
         return batch.map(() => true as const);
-      }),
-      { maxSize: batchSizeFor(ctx.config.PERSISTENCE_BATCH_SIZE, ctx.platform?.MAX_IN_FLIGHT), maxDelayMs: ctx.config.PERSISTENCE_BATCH_DELAY_MS },
+      },
+      { size: ctx.config.PERSISTENCE_BATCH_SIZE, delayMs: ctx.config.PERSISTENCE_BATCH_DELAY_MS, maxInFlight: ctx.platform?.MAX_IN_FLIGHT },
     );
     return {
       [Topic.ingress]: {

@@ -1,4 +1,14 @@
-import { isBitBratError, type BitBratError } from '../../core/index.js';
+import { isBitBratError, type BitBratError } from '../core/index.js';
+import { createBatcher, type Batcher } from './batcher.js';
+
+/**
+ * Batches a service's store writes: concurrent calls share one write (see createBatcher), a record the
+ * store refuses fails alone (writeEach), and a batch never waits for more than the messages in flight
+ * (batchSizeFor).
+ */
+export function createStoreBatcher<T, R>(write: (batch: T[]) => Promise<R[]>, options: { size: number; delayMs: number; maxInFlight?: number }): Batcher<T, R> {
+  return createBatcher<T, R>((items) => writeEach(items, write), { maxSize: batchSizeFor(options.size, options.maxInFlight), maxDelayMs: options.delayMs });
+}
 
 /**
  * Writes a batch in one call; when the batch is refused because of one bad record (a constraint, a
