@@ -12,7 +12,7 @@ import net from 'node:net';
 import tls from 'node:tls';
 import { ChatClient, LogLevel, Reconnect, UserState, type ChatMessage } from '@twurple/chat';
 import type { AuthProvider } from '@twurple/auth';
-import type { IrcChatMessage } from './normalize.js';
+import { channelName, type IrcChatMessage } from './normalize.js';
 import { SendError, type ChatTransport } from './egress.js';
 import { safeAuthErrorMessage } from './auth.js';
 
@@ -146,8 +146,6 @@ interface PendingConfirmation {
   reject(error: Error): void;
   timer: NodeJS.Timeout;
 }
-
-const channelName = (channel: string) => channel.replace(/^#/, '').toLowerCase();
 
 /** Creates the chat connector (call start()). */
 export function createTwitchChat(options: TwitchChatOptions): TwitchChatConnector {

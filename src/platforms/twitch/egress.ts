@@ -5,6 +5,7 @@
  * (R9) checked before anything is sent. Every outcome is a value recorded on the envelope's `delivery`.
  */
 import { ErrorCode, replyDeadline, selectReply, type Envelope } from '../../core/index.js';
+import { channelName } from './normalize.js';
 
 /** Twitch's maximum PRIVMSG text length. */
 export const TWITCH_MESSAGE_MAX_LENGTH = 500;
@@ -277,7 +278,7 @@ export function createReplySender(options: ReplySenderOptions): ReplySender {
   return {
     limits,
     async deliver(request) {
-      const channel = request.channel.replace(/^#/, '').toLowerCase();
+      const channel = channelName(request.channel);
       const parts = splitMessage(request.text);
       const empty: Job = { request, parts, next: 0, ids: [], done: true, finish: () => undefined, fail: () => undefined };
       if (parts.length === 0) return result(empty, false, DeliveryReason.NO_REPLY, 'the reply text is empty');
@@ -363,7 +364,7 @@ export interface EgressOutcome {
 export async function deliverEnvelopeReply(envelope: Envelope, sender: ReplySender, options: { signal?: AbortSignal; now?: () => number } = {}): Promise<EgressOutcome> {
   const now = options.now ?? Date.now;
   const at = () => new Date(now()).toISOString();
-  const channel = envelope.source.channel.replace(/^#/, '').toLowerCase();
+  const channel = channelName(envelope.source.channel);
   const destination = `twitch:#${channel}`;
   const record = (delivery: { delivered: boolean; reason?: string; platformMessageIds?: string[] }): Envelope => ({ ...envelope, delivery: { at: at(), destination, ...delivery } });
 

@@ -17,6 +17,7 @@ import { EventSubWsListener } from '@twurple/eventsub-ws';
 import { BitBratError, createEnvelope, EventType, type Envelope, type EnvelopeSource, type EnvelopeUser, SYSTEM_USER } from '../../core/index.js';
 import type { Store } from '../../store/index.js';
 import { safeTwitchErrorMessage } from './token-store.js';
+import { channelName } from './normalize.js';
 
 /** The EventSub subscription types BitBrat listens to, with the version it speaks. */
 export const EventSubKind = {
@@ -598,7 +599,7 @@ async function resolveBroadcaster(apiClient: ApiClient, id: string | undefined, 
     return { id, login: user.name };
   }
   if (login) {
-    const user = await apiClient.users.getUserByName(login.replace(/^#/, '').toLowerCase());
+    const user = await apiClient.users.getUserByName(channelName(login));
     if (!user) throw new BitBratError('NOT_FOUND', `Twitch user ${login} not found`);
     return { id: user.id, login: user.name };
   }

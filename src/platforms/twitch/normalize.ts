@@ -70,9 +70,12 @@ export function parseEmotes(emotes: string | undefined, text: string): EmoteRef[
 }
 
 /** Builds the ingress envelope for one chat message. */
+/** A channel as Twitch names it: the login, without `#`, lower-case. */
+export const channelName = (channel: string): string => channel.replace(/^#/, '').toLowerCase();
+
 export function normalizeChatMessage(input: IrcChatMessage, options: NormalizeOptions = {}): Envelope {
   const tags = tagRecord(input.tags);
-  const channel = input.channel.replace(/^#/, '').toLowerCase();
+  const channel = channelName(input.channel);
   const login = input.userLogin.toLowerCase();
   const badges = parseBadgeNames(tags.badges);
   const messageId = tags.id ?? '';
@@ -132,13 +135,13 @@ export interface SourceStatusInput {
 
 /** Source id of a Twitch chat channel (`twitch:<channel>`); `twitch:chat` before any channel is configured. */
 export function twitchSourceId(channel: string): string {
-  return `twitch:${channel.replace(/^#/, '').toLowerCase() || 'chat'}`;
+  return `twitch:${channelName(channel) || 'chat'}`;
 }
 
 /** A `system.source.status` envelope for internal.ingress.v1 (persistence merges it into `sources`). */
 export function buildSourceStatusEnvelope(input: SourceStatusInput): Envelope {
   const at = input.at ?? new Date();
-  const channel = input.channel.replace(/^#/, '').toLowerCase();
+  const channel = channelName(input.channel);
   return createEnvelope({
     type: EventType.sourceStatus,
     timestamp: at,
