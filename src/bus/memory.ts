@@ -31,11 +31,37 @@ export interface MemoryBus extends MessageBus {
   depth(topic: string, group: string): number;
 }
 
-interface StoredMessage {
+const encoder = new TextEncoder();
+
+/** A published message: its bytes, or the value given to publishJson (encoded when somebody reads `data`). */
+class StoredMessage {
   readonly topic: string;
-  readonly data: Uint8Array;
+  readonly json: unknown;
   readonly headers: BusHeaders;
-  readonly msgId?: string;
+  readonly msgId: string | undefined;
+  #data: Uint8Array | undefined;
+
+  constructor(topic: string, data: Uint8Array | undefined, json: unknown, options: PublishOptions) {
+    this.topic = topic;
+    this.#data = data;
+    this.json = json;
+    this.headers = options.headers ?? EMPTY_HEADERS;
+    this.msgId = options.msgId;
+  }
+
+  get data(): Uint8Array {
+    if (this.#data === undefined) {
+      let text: string | undefined;
+      try {
+        text = JSON.stringify(this.json);
+      } catch (error) {
+        // Not JSON after all (a cycle, a BigInt): the consumer sees text that does not parse, with the reason.
+        text = `unserializable value: ${(error as Error).message}`;
+      }
+      this.#data = encoder.encode(text ?? 'undefined');
+    }
+    return this.#data;
+  }
 }
 
 interface Delivery {
@@ -110,7 +136,7 @@ const RESOLVED: Promise<void> = Promise.resolve();
 /** One delivery of a message to one subscriber; settling is once-only. */
 class MemoryMessage implements BusMessage {
   readonly topic: string;
-  readonly data: Uint8Array;
+  readonly json: unknown;
   readonly headers: BusHeaders;
   readonly msgId: string | undefined;
   readonly deliveryCount: number;
@@ -124,7 +150,7 @@ class MemoryMessage implements BusMessage {
   constructor(delivery: Delivery, subscriber: Subscriber, requeue: MemoryMessage['requeue']) {
     const { stored } = delivery;
     this.topic = stored.topic;
-    this.data = stored.data;
+    this.json = stored.json;
     this.headers = stored.headers;
     this.msgId = stored.msgId;
     this.deliveryCount = delivery.deliveryCount;
@@ -132,6 +158,10 @@ class MemoryMessage implements BusMessage {
     this.subscriber = subscriber;
     this.requeue = requeue;
     this.deadline = Date.now() + subscriber.ackWaitMs;
+  }
+
+  get data(): Uint8Array {
+    return this.delivery.stored.data;
   }
 
   /** True for the first settle only. */
@@ -315,6 +345,26 @@ export function createMemoryBus(options: MemoryBusOptions = {}): MemoryBus {
     return group;
   };
 
+  /** Publishes a message (bytes, or a value for publishJson). Not `async`: one shared resolved promise per publish. */
+  const store = (topic: string, data: Uint8Array | undefined, json: unknown, publishOptions: PublishOptions): Promise<void> => {
+    if (!connected) return Promise.reject(new BitBratError('BUS_UNAVAILABLE', `memory bus is not connected (publish to ${prefix}${topic})`, { retryable: true }));
+    if (publishOptions.msgId !== undefined && isDuplicate(publishOptions.msgId)) return RESOLVED;
+    const stored = new StoredMessage(topic, data, json, publishOptions);
+    const state = topicState(topic);
+    if (state.groups.size === 0) {
+      if (state.retained.length >= maxRetained) {
+        return Promise.reject(new BitBratError('PUBLISH_FAILED', `topic ${prefix}${topic} has no consumer and already retains ${maxRetained} messages`, { retryable: true }));
+      }
+      state.retained.push(stored);
+      return RESOLVED;
+    }
+    for (const group of state.groups.values()) {
+      group.ready.push({ stored, deliveryCount: 0 });
+      schedule(group);
+    }
+    return RESOLVED;
+  };
+
   const bus: MemoryBus = {
     driver: 'memory',
 
@@ -325,24 +375,12 @@ export function createMemoryBus(options: MemoryBusOptions = {}): MemoryBus {
       emit({ status: 'connected' });
     },
 
-    // Not `async`: one shared resolved promise instead of a new one per publish.
     publish(topic: string, data: Uint8Array, publishOptions: PublishOptions = {}): Promise<void> {
-      if (!connected) return Promise.reject(new BitBratError('BUS_UNAVAILABLE', `memory bus is not connected (publish to ${prefix}${topic})`, { retryable: true }));
-      if (publishOptions.msgId !== undefined && isDuplicate(publishOptions.msgId)) return RESOLVED;
-      const stored: StoredMessage = { topic, data, headers: publishOptions.headers ?? EMPTY_HEADERS, msgId: publishOptions.msgId };
-      const state = topicState(topic);
-      if (state.groups.size === 0) {
-        if (state.retained.length >= maxRetained) {
-          return Promise.reject(new BitBratError('PUBLISH_FAILED', `topic ${prefix}${topic} has no consumer and already retains ${maxRetained} messages`, { retryable: true }));
-        }
-        state.retained.push(stored);
-        return RESOLVED;
-      }
-      for (const group of state.groups.values()) {
-        group.ready.push({ stored, deliveryCount: 0 });
-        schedule(group);
-      }
-      return RESOLVED;
+      return store(topic, data, undefined, publishOptions);
+    },
+
+    publishJson(topic: string, value: unknown, publishOptions: PublishOptions = {}): Promise<void> {
+      return store(topic, undefined, value, publishOptions);
     },
 
     async subscribe(topic: string, groupName: string, handler: MessageHandler, subscribeOptions: SubscribeOptions = {}) {

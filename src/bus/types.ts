@@ -28,6 +28,12 @@ export const NO_BUS_LOGGER: BusLogger = { info() {}, warn() {}, error() {} };
 export interface BusMessage {
   readonly topic: string;
   readonly data: Uint8Array;
+  /**
+   * The published value itself, when it came through `publishJson` on a driver that keeps it (the
+   * memory bus); `data` is then its JSON text, encoded on first read. Shared by every consumer and
+   * every redelivery: read it or copy it (`cloneJson`), never change it.
+   */
+  readonly json?: unknown;
   readonly headers: BusHeaders;
   /** The publisher's message id, when it gave one. */
   readonly msgId?: string;
@@ -85,6 +91,13 @@ export interface MessageBus {
   connect(): Promise<void>;
   /** Resolves once the bus has durably accepted the message; rejects when it could not. */
   publish(topic: string, data: Uint8Array, options?: PublishOptions): Promise<void>;
+  /**
+   * Publishes a JSON value: what `publish` does with its UTF-8 JSON text, except that an in-process
+   * driver (memory) keeps the value and hands it to consumers as `BusMessage.json`, with no text in
+   * between. The caller gives the value up: it must not change it afterwards. Drivers that cross a
+   * process boundary do not have this; callers publish the text instead.
+   */
+  publishJson?(topic: string, value: unknown, options?: PublishOptions): Promise<void>;
   subscribe(topic: string, group: string, handler: MessageHandler, options?: SubscribeOptions): Promise<Subscription>;
   isConnected(): boolean;
   /** Status changes (disconnect, reconnect); returns an unsubscribe function. */

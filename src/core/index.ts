@@ -5,3 +5,4 @@ export * from './builders.js';
 export * from './slip.js';
 export * from './deadletter.js';
 export * from './schema-file.js';
+export * from './json.js';

@@ -20,6 +20,7 @@ import {
 } from '../core/index.js';
 import type { BusMessage, MessageBus, PublishRetryOptions } from '../bus/index.js';
 import { retryFailedPublish } from '../bus/retry.js';
+import { cloneJson } from '../core/json.js';
 import { lazyChild, type Logger } from './logger.js';
 import { counterChild, type CounterChild, type RuntimeMetrics } from './metrics.js';
 import type { Consumer, EnvelopeConsumer, HandlerContext, HandlerResult, RawConsumer } from './service.js';
@@ -279,21 +280,27 @@ export function createSlipEngine(options: EngineOptions): SlipEngine {
   const retryBase = options.retryBaseMs ?? 500;
   const retryMax = options.retryMaxMs ?? 30_000;
 
-  const publishRaw = async (topic: string, data: Uint8Array, headers: Record<string, string>, msgId?: string) => {
+  /** Publishes bytes, or (data undefined) a value through the bus's publishJson. */
+  const publishRaw = async (topic: string, data: Uint8Array | undefined, headers: Record<string, string>, msgId?: string, value?: unknown) => {
     const target = publishTarget(topic);
     const publishOptions = { headers, msgId };
-    // The first attempt here; retryFailedPublish backs off and retries.
+    // The first attempt here; retryFailedPublish backs off and retries (with the bytes the value stands for).
     try {
-      await bus.publish(topic, data, publishOptions);
+      await (data === undefined ? bus.publishJson!(topic, value, publishOptions) : bus.publish(topic, data, publishOptions));
     } catch (error) {
-      await retryFailedPublish(bus, topic, data, publishOptions, target.retry, error);
+      await retryFailedPublish(bus, topic, data ?? encoder.encode(JSON.stringify(value)), publishOptions, target.retry, error);
     }
     target.published.inc();
   };
 
+  /**
+   * Publishes an envelope the runtime is done with (it is not changed afterwards). An in-process bus takes
+   * the object itself (publishJson): its consumers copy it instead of parsing text.
+   */
   const publishEnvelope = (topic: string, envelope: Envelope, msgId?: string): Promise<void> => {
     try {
-      return publishRaw(topic, encoder.encode(JSON.stringify(envelope)), headersFor(envelope, service), msgId);
+      const data = bus.publishJson ? undefined : encoder.encode(JSON.stringify(envelope));
+      return publishRaw(topic, data, headersFor(envelope, service), msgId, envelope);
     } catch (error) {
       return Promise.reject(error);
     }
@@ -512,7 +519,9 @@ export function createSlipEngine(options: EngineOptions): SlipEngine {
       // R7: undecodable or invalid → DLQ with the raw bytes, ack, keep going.
       let json: unknown;
       try {
-        json = JSON.parse(decoder.decode(message.data));
+        // A value from the in-process bus is shared with its other consumers: this copy is ours.
+        const shared = message.json;
+        json = shared === undefined ? JSON.parse(decoder.decode(message.data)) : cloneJson(shared);
       } catch (error) {
         const log = ctx.logger;
         const held = await holdWhileDown(message, () => deadLetter(message, topic, 'DECODE_FAILED', `message is not valid JSON: ${(error as Error).message}`, { replayTopic: topic }, log), ctx);

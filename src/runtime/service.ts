@@ -98,7 +98,10 @@ export interface ServiceContext<C = Record<string, unknown>> {
   readonly secrets: SecretsProvider;
   readonly metrics: RuntimeMetrics;
   readonly health: HealthRegistry;
-  /** Publish an envelope with retries, trace headers and an idempotency key. */
+  /**
+   * Publish an envelope with retries, trace headers and an idempotency key. The envelope is handed over:
+   * do not change it afterwards (the in-process bus delivers the object itself).
+   */
   publish(topic: string, envelope: Envelope, options?: { msgId?: string }): Promise<void>;
   /** Register a secret value so it is scrubbed from logs. */
   registerSecret(value: string | undefined): void;

@@ -215,6 +215,42 @@ export function describeSlipScenarios(driver: string, factory: BusFactory) {
       expect(observer.envelopes(Topic.egress).filter((value) => value.id === envelope.id)).toHaveLength(1);
     });
 
+    it('every delivery is a copy of its own: a retried step and a second consumer never see what a handler changed', async () => {
+      const seenByB: string[] = [];
+      let seenBySinkTwo = '';
+      let release!: () => void;
+      const aChanged = new Promise<void>((resolve) => (release = resolve));
+      const sink = (name: string, handle: (envelope: Envelope) => Promise<void>) =>
+        defineService({ name, consumers: () => ({ [Topic.finalizer]: { mode: 'sink', handle: async (envelope) => (await handle(envelope), handled()) } }) });
+      const { observer } = await start([
+        stepService('a', async (envelope) => continueWith({ ...envelope, payload: { ...envelope.payload, text: 'from a' } })),
+        stepService('b', async (envelope, attempt) => {
+          seenByB.push(String(envelope.payload.text));
+          // The first attempt changes its envelope in place, then fails: the retry must not see the change.
+          envelope.payload.text = `changed by attempt ${attempt}`;
+          envelope.annotations = [...(envelope.annotations ?? []), { id: `x${attempt}`, kind: 'x', source: 'b', createdAt: new Date().toISOString() }];
+          return attempt === 1 ? failed('PROVIDER_ERROR', 'once', { retryable: true }) : continueWith();
+        }),
+        // Two other consumers of the final envelope: one changes its copy, the other reads after that.
+        sink('sink-one', async (envelope) => {
+          envelope.payload.text = 'changed by sink-one';
+          release();
+        }),
+        sink('sink-two', async (envelope) => {
+          await aChanged;
+          seenBySinkTwo = String(envelope.payload.text);
+        }),
+      ]);
+      const envelope = chat(['a', 'b']);
+      await bus.publish('internal.a.v1', encoder.encode(JSON.stringify(envelope)));
+      const final: Envelope = await observer.waitFor(Topic.finalizer, (value) => value.id === envelope.id);
+      expect(seenByB).toEqual(['from a', 'from a']);
+      expect(final.payload.text).toBe('from a');
+      expect(final.annotations).toBeUndefined();
+      await waitFor(() => seenBySinkTwo !== '');
+      expect(seenBySinkTwo).toBe('from a');
+    });
+
     it('R9: a step that outlives its timeout fails with DEADLINE', async () => {
       const { observer } = await start([stepService('a', async () => new Promise((resolve) => setTimeout(() => resolve(continueWith()), 2_000)))]);
       const envelope = chat(['a']);
