@@ -17,7 +17,7 @@ const OBJECT_PROTOTYPE = Object.prototype;
 const MAX_DEPTH = 64;
 
 export function cloneJson<T>(value: T): T {
-  const copy = copyValue(value, 0);
+  const copy = prototypeHasEnumerableKeys() ? UNSUPPORTED : copyValue(value, 0);
   if (copy !== UNSUPPORTED && copy !== undefined) return copy as T;
   const text = JSON.stringify(value);
   if (text === undefined) throw new TypeError('the value has no JSON form');
@@ -60,13 +60,19 @@ function copyObject(value: Record<string, unknown>, depth: number): unknown {
   const proto: unknown = Object.getPrototypeOf(value);
   if ((proto !== OBJECT_PROTOTYPE && proto !== null) || typeof value.toJSON === 'function') return UNSUPPORTED;
   const out: Record<string, unknown> = {};
-  const keys = Object.keys(value);
-  for (let index = 0; index < keys.length; index += 1) {
-    const key = keys[index]!;
+  // for-in visits the own enumerable keys in JSON's order without allocating a key array (cloneJson has
+  // checked that Object.prototype adds none).
+  for (const key in value) {
     if (key === '__proto__') return UNSUPPORTED;
     const item = copyValue(value[key], depth);
     if (item === UNSUPPORTED) return UNSUPPORTED;
     if (item !== undefined) out[key] = item;
   }
   return out;
+}
+
+/** True when something made a key of Object.prototype enumerable: for-in would see it in every object. */
+function prototypeHasEnumerableKeys(): boolean {
+  for (const _ in OBJECT_PROTOTYPE) return true;
+  return false;
 }

@@ -61,3 +61,17 @@ describe('cloneJson', () => {
     expect(() => cloneJson(undefined)).toThrow(TypeError);
   });
 });
+
+describe('cloneJson with a polluted Object.prototype', () => {
+  it('still matches JSON, which ignores inherited keys', () => {
+    const value = { a: 1, nested: { b: [1, { c: 2 }] } };
+    (Object.prototype as Record<string, unknown>).injected = 'x';
+    try {
+      const copy = cloneJson(value);
+      expect(Object.keys(copy)).toEqual(['a', 'nested']);
+      expect(JSON.stringify(copy)).toBe(JSON.stringify(value));
+    } finally {
+      delete (Object.prototype as Record<string, unknown>).injected;
+    }
+  });
+});
