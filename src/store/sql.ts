@@ -4,6 +4,7 @@
  * error mapping — lives here.
  */
 import { BitBratError } from '../core/errors.js';
+import type { Envelope } from '../core/envelope.js';
 import { chunks, compact, decodeCursor, dedupe, encodeCursor, invalidCursor, pageSize, parseQueryTime } from './common.js';
 import type { TokenCipher } from './crypto.js';
 import type {
@@ -208,6 +209,17 @@ END
 $fn$;
 `,
   },
+  {
+    version: 2,
+    name: 'envelopes-as-text',
+    // The ingress and final envelopes are kept as the JSON text the runtime wrote. Nothing queries inside
+    // them, and having PostgreSQL parse every 1–4 KB envelope into jsonb was most of the cost of the two
+    // writes each event makes.
+    sql: `
+ALTER TABLE events ALTER COLUMN ingress TYPE text USING ingress::text;
+ALTER TABLE events ALTER COLUMN final TYPE text USING final::text;
+`,
+  },
 ];
 
 export interface SqlStoreOptions {
@@ -279,9 +291,29 @@ function decodeEventCursor(cursor: string): { receivedUs: string; id: string } {
   return { receivedUs, id };
 }
 
-/** The columns an event row shares between ingress and final writes. */
-function eventSummaryRow(record: EventRecord) {
+/**
+ * Appends each envelope to `params` as its JSON text (null when absent) and returns the SQL array of
+ * those parameters; row `n` (1-based) reads its own as `<array>[x.n]`. The envelopes travel beside the
+ * row JSON, not inside it, so PostgreSQL stores their text without parsing it.
+ */
+function envelopeTexts(params: unknown[], envelopes: unknown[]): string {
+  const refs = envelopes.map((envelope) => {
+    params.push(envelope === undefined ? null : JSON.stringify(envelope));
+    return `$${params.length}`;
+  });
+  return `(ARRAY[${refs.join(', ')}]::text[])`;
+}
+
+/** An envelope column: JSON text (rows from before migration 2 were jsonb, which drivers hand over parsed). */
+function envelopeColumn<T>(value: unknown): T | undefined {
+  if (value === null || value === undefined) return undefined;
+  return (typeof value === 'string' ? JSON.parse(value) : value) as T;
+}
+
+/** The columns an event row shares between ingress and final writes; `n` is its index in the batch (1-based). */
+function eventSummaryRow(record: EventRecord, index: number) {
   return {
+    n: index + 1,
     id: record.id,
     correlation_id: record.correlationId,
     type: record.type,
@@ -291,7 +323,6 @@ function eventSummaryRow(record: EventRecord) {
     user_name: record.userName,
     text: record.text,
     received_at: record.receivedAt,
-    ingress: record.ingress,
   };
 }
 
@@ -319,10 +350,10 @@ function toEvent(row: Row): EventRecord {
     userName: optional(row.user_name),
     text: optional(row.text),
     receivedAt: iso(row.received_at)!,
-    ingress: optional(row.ingress),
+    ingress: envelopeColumn<NonNullable<EventRecord['ingress']>>(row.ingress),
     outcome: optional(row.outcome),
     finalizedAt: iso(row.finalized_at),
-    final: optional(row.final),
+    final: envelopeColumn<Envelope>(row.final),
     replyDelivered: optional(row.reply_delivered),
     replyText: optional(row.reply_text),
     errors: optional(row.errors),
@@ -581,13 +612,14 @@ class SqlStore implements Store {
     if (records.length === 0) return;
     await this.#run(async (db) => {
       for (const batch of chunks(dedupe(records), BATCH_ROWS)) {
-        const rows = batch.map(eventSummaryRow);
+        const params: unknown[] = [JSON.stringify(batch.map(eventSummaryRow))];
+        const ingress = envelopeTexts(params, batch.map((record) => record.ingress));
         // A finalizer may have written the row first: then ingress fills in what it lacks, once.
         await db.query(
           `INSERT INTO events AS e (id, correlation_id, type, platform, channel, user_id, user_name, text, received_at, ingested, ingress)
-           SELECT x.id, x.correlation_id, x.type, x.platform, x.channel, x.user_id, x.user_name, x.text, x.received_at, true, x.ingress
-           FROM jsonb_to_recordset($1::jsonb) AS x(id text, correlation_id text, type text, platform text, channel text, user_id text,
-             user_name text, text text, received_at timestamptz, ingress jsonb)
+           SELECT x.id, x.correlation_id, x.type, x.platform, x.channel, x.user_id, x.user_name, x.text, x.received_at, true, ${ingress}[x.n]
+           FROM jsonb_to_recordset($1::jsonb) AS x(n integer, id text, correlation_id text, type text, platform text, channel text, user_id text,
+             user_name text, text text, received_at timestamptz)
            ON CONFLICT (id) DO UPDATE SET
              ingested = true,
              ingress = EXCLUDED.ingress,
@@ -597,7 +629,7 @@ class SqlStore implements Store {
              user_name = coalesce(e.user_name, EXCLUDED.user_name),
              text = coalesce(e.text, EXCLUDED.text)
            WHERE NOT e.ingested`,
-          [JSON.stringify(rows)],
+          params,
         );
       }
     });
@@ -609,24 +641,26 @@ class SqlStore implements Store {
       const finalized = new Set<string>();
       const unique = dedupe(records);
       for (const batch of chunks(unique, BATCH_ROWS)) {
-        const rows = batch.map((record) => ({
-          ...eventSummaryRow(record),
+        const rows = batch.map((record, index) => ({
+          ...eventSummaryRow(record, index),
           outcome: record.outcome,
           finalized_at: record.finalizedAt,
-          final: record.final,
           reply_delivered: record.replyDelivered,
           reply_text: record.replyText,
           errors: record.errors,
           latency_ms: record.latencyMs,
         }));
+        const params: unknown[] = [JSON.stringify(rows)];
+        const ingress = envelopeTexts(params, batch.map((record) => record.ingress));
+        const final = envelopeTexts(params, batch.map((record) => record.final));
         // finalized_at marks a finalized row; rows already finalized are skipped and not returned.
         const result = await db.query(
           `INSERT INTO events AS e (id, correlation_id, type, platform, channel, user_id, user_name, text, received_at, ingress,
              outcome, finalized_at, final, reply_delivered, reply_text, errors, latency_ms)
-           SELECT x.id, x.correlation_id, x.type, x.platform, x.channel, x.user_id, x.user_name, x.text, x.received_at, x.ingress,
-             x.outcome, coalesce(x.finalized_at, now()), x.final, x.reply_delivered, x.reply_text, x.errors, x.latency_ms
-           FROM jsonb_to_recordset($1::jsonb) AS x(id text, correlation_id text, type text, platform text, channel text, user_id text,
-             user_name text, text text, received_at timestamptz, ingress jsonb, outcome text, finalized_at timestamptz, final jsonb,
+           SELECT x.id, x.correlation_id, x.type, x.platform, x.channel, x.user_id, x.user_name, x.text, x.received_at, ${ingress}[x.n],
+             x.outcome, coalesce(x.finalized_at, now()), ${final}[x.n], x.reply_delivered, x.reply_text, x.errors, x.latency_ms
+           FROM jsonb_to_recordset($1::jsonb) AS x(n integer, id text, correlation_id text, type text, platform text, channel text, user_id text,
+             user_name text, text text, received_at timestamptz, outcome text, finalized_at timestamptz,
              reply_delivered boolean, reply_text text, errors jsonb, latency_ms double precision)
            ON CONFLICT (id) DO UPDATE SET
              outcome = EXCLUDED.outcome,
@@ -644,7 +678,7 @@ class SqlStore implements Store {
              text = coalesce(e.text, EXCLUDED.text)
            WHERE e.finalized_at IS NULL
            RETURNING e.id`,
-          [JSON.stringify(rows)],
+          params,
         );
         for (const row of result.rows) finalized.add(row.id);
       }

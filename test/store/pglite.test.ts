@@ -90,6 +90,39 @@ describe('pglite store on disk', () => {
     }
   });
 
+  it('upgrades a data directory from migration 1, keeping the events written as jsonb, and stores new envelopes as their JSON text', async () => {
+    const dataDir = await tempDir();
+    const envelope = { v: '1', id: 'old', nested: { list: [1, 'two', null], flag: true }, text: 'ünïcödé "quoted"' };
+    // A data directory as the first release left it: migration 1 only, envelopes in jsonb columns.
+    const old = await PGlite.create(join(dataDir, 'pglite'));
+    await old.exec('CREATE TABLE schema_migrations (version integer PRIMARY KEY, name text NOT NULL, applied_at timestamptz NOT NULL DEFAULT now())');
+    await old.exec(MIGRATIONS[0]!.sql);
+    await old.query(`INSERT INTO schema_migrations (version, name) VALUES (1, 'initial')`);
+    await old.query(
+      `INSERT INTO events (id, correlation_id, type, received_at, ingested, ingress, outcome, finalized_at, final) VALUES ('old', 'old', 't', now(), true, $1::jsonb, 'completed', now(), $2::jsonb)`,
+      [JSON.stringify({ envelope }), JSON.stringify(envelope)],
+    );
+    await old.close();
+
+    const store = await open(dataDir);
+    expect(await store.getEvent('old')).toMatchObject({ id: 'old', ingress: { envelope }, final: envelope, outcome: 'completed' });
+    const fresh = { ...envelope, id: 'new' };
+    await store.recordIngress([{ id: 'new', correlationId: 'new', type: 't', receivedAt: '2030-01-01T00:00:00.000Z', ingress: { envelope: fresh as never, raw: { line: 'PRIVMSG' } } }]);
+    await store.recordFinal([{ id: 'new', correlationId: 'new', type: 't', receivedAt: '2030-01-01T00:00:00.000Z', outcome: 'completed', final: fresh as never }]);
+    expect(await store.getEvent('new')).toMatchObject({ ingress: { envelope: fresh, raw: { line: 'PRIVMSG' } }, final: fresh });
+    await store.close();
+
+    const db = await PGlite.create(join(dataDir, 'pglite'));
+    try {
+      const { rows } = await db.query<{ final_type: string; final: string }>(`SELECT pg_typeof(final)::text AS final_type, final FROM events WHERE id = 'new'`);
+      expect(rows[0]).toEqual({ final_type: 'text', final: JSON.stringify(fresh) });
+      const versions = await db.query<{ version: number }>('SELECT version FROM schema_migrations ORDER BY version');
+      expect(versions.rows.map((row) => row.version)).toEqual(MIGRATIONS.map((migration) => migration.version));
+    } finally {
+      await db.close();
+    }
+  });
+
   it('uses TOKEN_ENCRYPTION_KEY when set and writes no key file', async () => {
     const dataDir = await tempDir();
     const hexKey = randomBytes(32).toString('hex');
