@@ -136,7 +136,7 @@ describe('the Dockerfile', () => {
     expect(healthcheck).toMatch(/CMD node -e/);
     expect(healthcheck).toContain('http://127.0.0.1:${PORT:-8080}/readyz');
     expect(healthcheck).toContain('fetch(');
-    expect(JSON.parse(last('ENTRYPOINT')!)).toEqual(['node', 'bin/bitbrat.js']);
+    expect(JSON.parse(last('ENTRYPOINT')!)).toEqual(['node', '--max-semi-space-size=32', 'bin/bitbrat.js']);
     expect(JSON.parse(last('CMD')!)).toEqual(['start']);
     expect(existsSync(path.join(PROJECT_ROOT, 'bin', 'bitbrat.js'))).toBe(true);
     // The entry point loads the CLI, which must exist in the copied sources.
