@@ -274,7 +274,6 @@ export async function createHost(options: HostOptions): Promise<Host> {
   return host;
 }
 
-/** The bus options the platform config describes; `name` is the connection name the server shows. */
 /**
  * For topics that several consumers of this process take (each in its own group, so each gets every
  * envelope) and where some name the platforms they deliver to: every consumer declines the envelopes
@@ -296,6 +295,7 @@ function platformShares(consumers: Array<{ topic: string; consumer: Consumer }>)
   };
 }
 
+/** The bus options the platform config describes; `name` is the connection name the server shows. */
 export function busOptionsFromConfig(config: Readonly<PlatformConfig>, name: string, logger?: CreateBusOptions['logger']): CreateBusOptions {
   return {
     driver: config.MESSAGE_BUS_DRIVER,
