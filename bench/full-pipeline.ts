@@ -8,14 +8,17 @@
  * ingress record) in the store.
  *
  * Scenarios: memory bus + embedded PGlite (full speed and 500/s), NATS JetStream + the machine's
- * PostgreSQL (500/s and full speed). Each scenario starts fresh (bus prefix, store), warms up with 300
+ * PostgreSQL with every service in this process (500/s and full speed, as `bitbrat start` runs on NATS)
+ * and with a process per service (500/s, as `bitbrat up` and the containers run). Each scenario starts fresh (bus prefix, store), warms up with 300
  * unmeasured events, and must find every record in the store afterwards. BENCH_FULL_SCALE (default 1)
  * scales the event counts.
  */
+import { fork } from 'node:child_process';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { performance as perfHooks } from 'node:perf_hooks';
+import { fileURLToPath } from 'node:url';
 import type { MessageBus } from '../src/bus/index.js';
 import { createMemoryBus } from '../src/bus/index.js';
 import { Topic, stepTopic, type Envelope } from '../src/core/index.js';
@@ -57,10 +60,10 @@ export const benchEgress = defineService({
   }),
 });
 
-const SERVICES: ServiceDefinition[] = [persistence, auth, router, analyzer, commands, benchEgress, finalizer];
+export const FULL_PIPELINE_SERVICES: ServiceDefinition[] = [persistence, auth, router, analyzer, commands, benchEgress, finalizer];
 
 /** The consumed topics exactly as architecture.yaml lists them (plus the bench egress). */
-const ARCHITECTURE = testArchitecture([
+export const FULL_PIPELINE_ARCHITECTURE = testArchitecture([
   { name: 'auth', consumes: [Topic.ingress] },
   { name: 'event-router', consumes: [Topic.authenticated, Topic.router] },
   { name: 'query-analyzer', consumes: [stepTopic('query-analyzer')] },
@@ -108,7 +111,51 @@ interface Scenario {
   offeredPerSec: number;
   events: number;
   makeBus: (prefix: string) => Promise<MessageBus>;
-  makeStore: () => Promise<{ store: Store; cleanup: () => Promise<void> }>;
+  /** `childEnv` tells a service process where the store is (see bench/service-process.ts). */
+  makeStore: () => Promise<{ store: Store; cleanup: () => Promise<void>; childEnv?: Record<string, string> }>;
+  /**
+   * Run every service in a process of its own (bench/service-process.ts), as `bitbrat up` and the compose
+   * deployment do, with this environment (where the bus is); by default they all run in this process.
+   */
+  processPerService?: { env: Record<string, string> };
+}
+
+/** A forked service process: `request` sends a command and resolves with its answer. */
+interface ServiceProcess {
+  readonly name: string;
+  request(message: string): Promise<unknown>;
+  stop(): Promise<void>;
+}
+
+/** Forks bench/service-process.ts for one service, with the Node flags of `npm start`, and waits until it consumes. */
+async function startServiceProcess(name: string, env: Record<string, string>): Promise<ServiceProcess> {
+  const child = fork(fileURLToPath(new URL('./service-process.ts', import.meta.url)), [], {
+    env: { ...process.env, ...env, BENCH_SERVICE: name },
+    execArgv: ['--max-semi-space-size=32', '--import', 'tsx'],
+    stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
+  });
+  const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)));
+  const replies: Array<(value: unknown) => void> = [];
+  child.on('message', (message) => replies.shift()?.(message));
+  const next = () => new Promise<unknown>((resolve) => replies.push(resolve));
+  const ready = next();
+  const outcome = await Promise.race([ready, exited.then((code) => ({ exited: code }))]);
+  if (outcome !== 'ready') throw new Error(`full-pipeline bench: service process ${name} did not start (${JSON.stringify(outcome)})`);
+  return {
+    name,
+    request(message) {
+      const reply = next();
+      child.send(message);
+      return Promise.race([reply, exited.then((code) => Promise.reject(new Error(`service process ${name} exited (${code})`)))]);
+    },
+    async stop() {
+      if (child.exitCode !== null) return;
+      child.send('stop');
+      const timer = setTimeout(() => child.kill('SIGKILL'), 15_000);
+      await exited;
+      clearTimeout(timer);
+    },
+  };
 }
 
 /**
@@ -145,9 +192,11 @@ async function verifyStore(store: Store, ids: string[], timeoutMs = 60_000) {
 
 async function runScenario(scenario: Scenario): Promise<Record<string, unknown>> {
   const tag = Math.random().toString(36).slice(2, 6);
-  const bus = await scenario.makeBus(`bfp${Date.now().toString(36)}${tag}.`);
-  const { store, cleanup } = await scenario.makeStore();
+  const busPrefix = `bfp${Date.now().toString(36)}${tag}.`;
+  const bus = await scenario.makeBus(busPrefix);
+  const { store, cleanup, childEnv } = await scenario.makeStore();
   let host: Awaited<ReturnType<typeof createHost>> | undefined;
+  const children: ServiceProcess[] = [];
   try {
     await bus.connect();
     await store.init();
@@ -164,8 +213,16 @@ async function runScenario(scenario: Scenario): Promise<Record<string, unknown>>
       }
       await message.ack();
     }, { maxInFlight: 1_000, ackWaitMs: 60_000 });
-    host = await createHost({ services: SERVICES, bus, store, env: { LOG_LEVEL: 'silent', PORT: '0' }, architecture: ARCHITECTURE, listen: false, defaultMetrics: false });
-    await host.start();
+    if (scenario.processPerService) {
+      const env = { ...scenario.processPerService.env, ...childEnv, BENCH_BUS_PREFIX: busPrefix };
+      const started = await Promise.allSettled(FULL_PIPELINE_SERVICES.map((service) => startServiceProcess(service.name, env)));
+      for (const result of started) if (result.status === 'fulfilled') children.push(result.value);
+      const failed = started.find((result) => result.status === 'rejected');
+      if (failed) throw (failed as PromiseRejectedResult).reason;
+    } else {
+      host = await createHost({ services: FULL_PIPELINE_SERVICES, bus, store, env: { LOG_LEVEL: 'silent', PORT: '0' }, architecture: FULL_PIPELINE_ARCHITECTURE, listen: false, defaultMetrics: false });
+      await host.start();
+    }
 
     let ids: string[] = [];
     const run = async (prefix: string, events: number, offeredPerSec: number) => {
@@ -186,17 +243,21 @@ async function runScenario(scenario: Scenario): Promise<Record<string, unknown>>
     // Warm-up (not measured): JIT, connection pools, first rows; its records are settled before measuring.
     await run(`w${tag}`, WARMUP_EVENTS, 0);
     await verifyStore(store, ids);
+    // Each service process measures its own CPU and event-loop use over the same window.
+    await Promise.all(children.map((child) => child.request('mark')));
     const cpuBefore = process.cpuUsage();
     const eluBefore = perfHooks.eventLoopUtilization();
     const { elapsedMs } = await run(tag, scenario.events, scenario.offeredPerSec);
     const cpu = process.cpuUsage(cpuBefore);
     const elu = perfHooks.eventLoopUtilization(eluBefore);
+    const childUse = (await Promise.all(children.map((child) => child.request('report')))) as Array<{ cpuMs: number; loop: number }>;
     const measured = latencies;
     await verifyStore(store, ids);
     return {
       scenario: 'full-pipeline',
       driver: scenario.driver,
       store: scenario.store,
+      layout: children.length > 0 ? 'process per service' : 'one process',
       offeredPerSec: scenario.offeredPerSec,
       events: measured.length,
       eventsPerSec: round((measured.length / elapsedMs) * 1000, 1),
@@ -206,9 +267,18 @@ async function runScenario(scenario: Scenario): Promise<Record<string, unknown>>
       // worker threads) and event-loop utilization (%). Near 100 means the bench is CPU-bound here.
       cpuPct: round(((cpu.user + cpu.system) / 1_000 / elapsedMs) * 100, 0),
       loopPct: round(elu.utilization * 100, 0),
+      // With a process per service, the figures above are the bench's own process (publisher and
+      // observer); these are every service process's.
+      ...(children.length > 0
+        ? {
+            processes: children.length + 1,
+            services: Object.fromEntries(children.map((child, index) => [child.name, { cpuPct: round((childUse[index]!.cpuMs / elapsedMs) * 100, 0), loopPct: round(childUse[index]!.loop * 100, 0) }])),
+          }
+        : {}),
     };
   } finally {
     await host?.stop().catch(() => undefined);
+    await Promise.all(children.map((child) => child.stop().catch(() => undefined)));
     await bus.close().catch(() => undefined);
     await store.close().catch(() => undefined);
     await cleanup().catch(() => undefined);
@@ -248,10 +318,12 @@ export async function benchFullPipeline(): Promise<Record<string, unknown>[]> {
       const databaseUrl = sharedPostgresUrl();
       const schema = uniqueSchema('bfp');
       const options: CreateStoreOptions = { driver: 'postgres', databaseUrl, schema, secrets: { get: async () => 'a'.repeat(64) } };
-      return { store: await createStore(options), cleanup: () => dropSchema(databaseUrl, schema) };
+      return { store: await createStore(options), cleanup: () => dropSchema(databaseUrl, schema), childEnv: { BENCH_DATABASE_URL: databaseUrl, BENCH_SCHEMA: schema } };
     };
     lines.push(await runScenario({ driver: 'nats', store: 'postgres', offeredPerSec: 500, events: n(5_000), makeBus: natsBus, makeStore: postgres }));
     lines.push(await runScenario({ driver: 'nats', store: 'postgres', offeredPerSec: 0, events: n(6_000), makeBus: natsBus, makeStore: postgres }));
+    // The NATS topology of `bitbrat up` and the containers: every service its own process.
+    lines.push(await runScenario({ driver: 'nats', store: 'postgres', offeredPerSec: 500, events: n(5_000), makeBus: natsBus, makeStore: postgres, processPerService: { env: { BENCH_NATS_URL: server.url } } }));
   } finally {
     await server.stop();
   }
