@@ -2,8 +2,8 @@
  * The full non-LLM pipeline through the real services: a viewer's `!ping` goes
  * ingress → auth → event-router → query-analyzer → event-router → commands → egress → finalizer
  * (persistence also consumes ingress). Egress is a bench stage that marks the reply delivered instead of
- * talking to Twitch. Latency is from the publish on internal.ingress.v1 to the envelope arriving on
- * internal.finalizer.v1 (seen by an extra observer group, which reads the x-envelope-id header only);
+ * talking to Twitch. Latency is from the publish on internal.ingress.v1 to the envelope arriving at the
+ * finalizer's handler (a hook in the finalizer reports it; no extra consumer adds to the load measured);
  * afterwards every event must have a final record with outcome `completed` and reply `pong` (and its
  * ingress record) in the store.
  *
@@ -43,7 +43,6 @@ const CHANNEL = 'benchchan';
 const CHANNEL_ID = '100000';
 
 const encoder = new TextEncoder();
-const decoder = new TextDecoder();
 
 /** Egress for the bench: the reply counts as delivered, then the envelope goes to finalization. */
 export const benchEgress = defineService({
@@ -61,6 +60,35 @@ export const benchEgress = defineService({
 });
 
 export const FULL_PIPELINE_SERVICES: ServiceDefinition[] = [persistence, auth, router, analyzer, commands, benchEgress, finalizer];
+
+/** Now as epoch milliseconds with sub-millisecond precision, comparable between processes. */
+export const epochNow = () => performance.timeOrigin + performance.now();
+
+/**
+ * The pipeline's services with the finalizer telling `onArrival` when each envelope reaches it (before
+ * it records it): the end of the measured path, seen without an extra consumer loading the bus.
+ */
+export function observedServices(onArrival: (id: string, at: number) => void): ServiceDefinition[] {
+  const observedFinalizer: ServiceDefinition = {
+    ...finalizer,
+    consumers: (ctx) => {
+      const consumers = finalizer.consumers(ctx);
+      const consumer = consumers[Topic.finalizer];
+      if (!consumer || consumer.mode === 'raw') throw new Error(`full-pipeline bench: the finalizer has no envelope consumer for ${Topic.finalizer}`);
+      return {
+        ...consumers,
+        [Topic.finalizer]: {
+          ...consumer,
+          handle: (envelope, handlerCtx) => {
+            onArrival(envelope.id, epochNow());
+            return consumer.handle(envelope, handlerCtx);
+          },
+        },
+      };
+    },
+  };
+  return FULL_PIPELINE_SERVICES.map((service) => (service === finalizer ? observedFinalizer : service));
+}
 
 /** The consumed topics exactly as architecture.yaml lists them (plus the bench egress). */
 export const FULL_PIPELINE_ARCHITECTURE = testArchitecture([
@@ -120,6 +148,9 @@ interface Scenario {
   processPerService?: { env: Record<string, string> };
 }
 
+/** What a service process (bench/service-process.ts) tells the benchmark. */
+export type ServiceProcessMessage = { type: 'ready' | 'marked' } | { type: 'report'; cpuMs: number; loop: number } | { type: 'arrivals'; arrivals: Array<[string, number]> };
+
 /** A forked service process: `request` sends a command and resolves with its answer. */
 interface ServiceProcess {
   readonly name: string;
@@ -128,7 +159,7 @@ interface ServiceProcess {
 }
 
 /** Forks bench/service-process.ts for one service, with the Node flags of `npm start`, and waits until it consumes. */
-async function startServiceProcess(name: string, env: Record<string, string>): Promise<ServiceProcess> {
+async function startServiceProcess(name: string, env: Record<string, string>, onArrival: (id: string, at: number) => void): Promise<ServiceProcess> {
   const child = fork(fileURLToPath(new URL('./service-process.ts', import.meta.url)), [], {
     env: { ...process.env, ...env, BENCH_SERVICE: name },
     execArgv: ['--max-semi-space-size=32', '--import', 'tsx'],
@@ -136,11 +167,14 @@ async function startServiceProcess(name: string, env: Record<string, string>): P
   });
   const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)));
   const replies: Array<(value: unknown) => void> = [];
-  child.on('message', (message) => replies.shift()?.(message));
+  child.on('message', (message: ServiceProcessMessage) => {
+    if (message.type === 'arrivals') for (const [id, at] of message.arrivals) onArrival(id, at);
+    else replies.shift()?.(message);
+  });
   const next = () => new Promise<unknown>((resolve) => replies.push(resolve));
   const ready = next();
   const outcome = await Promise.race([ready, exited.then((code) => ({ exited: code }))]);
-  if (outcome !== 'ready') throw new Error(`full-pipeline bench: service process ${name} did not start (${JSON.stringify(outcome)})`);
+  if ((outcome as ServiceProcessMessage).type !== 'ready') throw new Error(`full-pipeline bench: service process ${name} did not start (${JSON.stringify(outcome)})`);
   return {
     name,
     request(message) {
@@ -202,25 +236,21 @@ async function runScenario(scenario: Scenario): Promise<Record<string, unknown>>
     await store.init();
     const sentAt = new Map<string, number>();
     let latencies: number[] = [];
-    await bus.subscribe(Topic.finalizer, 'bench-observer', async (message) => {
-      // The runtime's x-envelope-id header names the envelope: the observer does not parse the JSON, so
-      // it takes as little as possible of the CPU it is measuring.
-      const id = message.headers['x-envelope-id'] ?? (JSON.parse(decoder.decode(message.data)) as Envelope).id;
+    // A redelivered envelope arrives again: only its first arrival counts.
+    const onArrival = (id: string, at: number) => {
       const started = sentAt.get(id);
-      if (started !== undefined) {
-        latencies.push(performance.now() - started);
-        sentAt.delete(id);
-      }
-      await message.ack();
-    }, { maxInFlight: 1_000, ackWaitMs: 60_000 });
+      if (started === undefined) return;
+      latencies.push(at - started);
+      sentAt.delete(id);
+    };
     if (scenario.processPerService) {
       const env = { ...scenario.processPerService.env, ...childEnv, BENCH_BUS_PREFIX: busPrefix };
-      const started = await Promise.allSettled(FULL_PIPELINE_SERVICES.map((service) => startServiceProcess(service.name, env)));
+      const started = await Promise.allSettled(FULL_PIPELINE_SERVICES.map((service) => startServiceProcess(service.name, env, onArrival)));
       for (const result of started) if (result.status === 'fulfilled') children.push(result.value);
       const failed = started.find((result) => result.status === 'rejected');
       if (failed) throw (failed as PromiseRejectedResult).reason;
     } else {
-      host = await createHost({ services: FULL_PIPELINE_SERVICES, bus, store, env: { LOG_LEVEL: 'silent', PORT: '0' }, architecture: FULL_PIPELINE_ARCHITECTURE, listen: false, defaultMetrics: false });
+      host = await createHost({ services: observedServices(onArrival), bus, store, env: { LOG_LEVEL: 'silent', PORT: '0' }, architecture: FULL_PIPELINE_ARCHITECTURE, listen: false, defaultMetrics: false });
       await host.start();
     }
 
@@ -235,7 +265,7 @@ async function runScenario(scenario: Scenario): Promise<Record<string, unknown>>
         send: async (index) => {
           const envelope = pingEnvelope(prefix, index);
           ids.push(envelope.id);
-          sentAt.set(envelope.id, performance.now());
+          sentAt.set(envelope.id, epochNow());
           await bus.publish(Topic.ingress, encoder.encode(JSON.stringify(envelope)), { msgId: envelope.id });
         },
       });
@@ -267,8 +297,8 @@ async function runScenario(scenario: Scenario): Promise<Record<string, unknown>>
       // worker threads) and event-loop utilization (%). Near 100 means the bench is CPU-bound here.
       cpuPct: round(((cpu.user + cpu.system) / 1_000 / elapsedMs) * 100, 0),
       loopPct: round(elu.utilization * 100, 0),
-      // With a process per service, the figures above are the bench's own process (publisher and
-      // observer); these are every service process's.
+      // With a process per service, the figures above are the bench's own process (the publisher);
+      // these are every service process's.
       ...(children.length > 0
         ? {
             processes: children.length + 1,

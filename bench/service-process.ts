@@ -2,13 +2,14 @@
  * One service of the full-pipeline benchmark in a process of its own, as `bitbrat up` and the compose
  * deployment run them: it hosts BENCH_SERVICE on the NATS bus and PostgreSQL schema the benchmark names.
  * Started with `fork`; answers `ready` once it consumes, `mark`/`report` with its CPU and event-loop use
- * since the last mark, and drains, closes and exits on `stop`.
+ * since the last mark, and drains, closes and exits on `stop`. The finalizer's process also sends when
+ * each envelope arrived (epoch ms), in batches every 10 ms.
  */
 import { performance as perfHooks } from 'node:perf_hooks';
 import { createNatsBus } from '../src/bus/nats.js';
 import { createHost } from '../src/runtime/index.js';
 import { createStore } from '../src/store/index.js';
-import { FULL_PIPELINE_ARCHITECTURE, FULL_PIPELINE_SERVICES } from './full-pipeline.js';
+import { FULL_PIPELINE_ARCHITECTURE, observedServices, type ServiceProcessMessage } from './full-pipeline.js';
 
 const env = (name: string): string => {
   const value = process.env[name];
@@ -16,8 +17,16 @@ const env = (name: string): string => {
   return value;
 };
 
+const send = (message: ServiceProcessMessage) => process.send!(message);
+let arrivals: Array<[string, number]> = [];
+const flushArrivals = setInterval(() => {
+  if (arrivals.length === 0) return;
+  send({ type: 'arrivals', arrivals });
+  arrivals = [];
+}, 10);
+
 const name = env('BENCH_SERVICE');
-const service = FULL_PIPELINE_SERVICES.find((definition) => definition.name === name);
+const service = observedServices((id, at) => arrivals.push([id, at])).find((definition) => definition.name === name);
 if (!service) throw new Error(`service-process: no service "${name}" in the full pipeline`);
 const bus = await createNatsBus({ servers: env('BENCH_NATS_URL'), prefix: env('BENCH_BUS_PREFIX'), name });
 const store = await createStore({ driver: 'postgres', databaseUrl: env('BENCH_DATABASE_URL'), schema: env('BENCH_SCHEMA'), secrets: { get: async () => 'a'.repeat(64) } });
@@ -40,19 +49,20 @@ process.on('message', (message) => {
   if (message === 'mark') {
     cpuMark = process.cpuUsage();
     loopMark = perfHooks.eventLoopUtilization();
-    process.send!('marked');
+    send({ type: 'marked' });
   } else if (message === 'report') {
     const cpu = process.cpuUsage(cpuMark);
-    process.send!({ cpuMs: (cpu.user + cpu.system) / 1_000, loop: perfHooks.eventLoopUtilization(loopMark).utilization });
+    send({ type: 'report', cpuMs: (cpu.user + cpu.system) / 1_000, loop: perfHooks.eventLoopUtilization(loopMark).utilization });
   } else if (message === 'stop') {
     void (async () => {
       await host.stop().catch(() => undefined);
       await bus.close().catch(() => undefined);
       await store.close().catch(() => undefined);
+      clearInterval(flushArrivals);
       process.exit(0);
     })();
   }
 });
 // The benchmark is gone (it crashed or was killed): do not outlive it.
 process.on('disconnect', () => process.exit(1));
-process.send!('ready');
+send({ type: 'ready' });
