@@ -19,14 +19,18 @@ const env = (name: string): string => {
 
 const send = (message: ServiceProcessMessage) => process.send!(message);
 let arrivals: Array<[string, number]> = [];
-const flushArrivals = setInterval(() => {
-  if (arrivals.length === 0) return;
-  send({ type: 'arrivals', arrivals });
-  arrivals = [];
-}, 10);
+let flushArrivals: NodeJS.Timeout | undefined;
+const arrived = (id: string, at: number) => {
+  arrivals.push([id, at]);
+  flushArrivals ??= setTimeout(() => {
+    flushArrivals = undefined;
+    send({ type: 'arrivals', arrivals });
+    arrivals = [];
+  }, 10);
+};
 
 const name = env('BENCH_SERVICE');
-const service = observedServices((id, at) => arrivals.push([id, at])).find((definition) => definition.name === name);
+const service = observedServices(arrived).find((definition) => definition.name === name);
 if (!service) throw new Error(`service-process: no service "${name}" in the full pipeline`);
 const bus = await createNatsBus({ servers: env('BENCH_NATS_URL'), prefix: env('BENCH_BUS_PREFIX'), name });
 const store = await createStore({ driver: 'postgres', databaseUrl: env('BENCH_DATABASE_URL'), schema: env('BENCH_SCHEMA'), secrets: { get: async () => 'a'.repeat(64) } });
@@ -58,7 +62,7 @@ process.on('message', (message) => {
       await host.stop().catch(() => undefined);
       await bus.close().catch(() => undefined);
       await store.close().catch(() => undefined);
-      clearInterval(flushArrivals);
+      clearTimeout(flushArrivals);
       process.exit(0);
     })();
   }
