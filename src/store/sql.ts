@@ -25,9 +25,17 @@ import type {
 
 type Row = Record<string, any>;
 
+export interface SqlQueryOptions {
+  /**
+   * The statement's text is constant and runs often: a driver that can keeps it parsed and planned on
+   * each connection (a named prepared statement) instead of parsing and planning it every time.
+   */
+  prepare?: boolean;
+}
+
 /** Anything that runs one statement: the pool/database itself or a transaction. */
 export interface SqlQueryable {
-  query(sql: string, params?: unknown[]): Promise<{ rows: Row[] }>;
+  query(sql: string, params?: unknown[], options?: SqlQueryOptions): Promise<{ rows: Row[] }>;
   /** Runs a multi-statement script without parameters (migrations). */
   exec(sql: string): Promise<void>;
 }
@@ -450,6 +458,8 @@ async function upsertTouches(db: SqlQueryable, batch: TouchGroup[]): Promise<Row
          : ''
      }`,
     [JSON.stringify(batch.map((group) => group.row))],
+    // Auth waits for this on every chat message; parsing and planning it was over half its server time.
+    { prepare: true },
   );
   return rows;
 }

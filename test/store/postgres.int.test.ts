@@ -1,4 +1,5 @@
 import { randomBytes } from 'node:crypto';
+import { readFile } from 'node:fs/promises';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { BitBratError, isBitBratError } from '../../src/core/index.js';
 import { createStore, type Store } from '../../src/store/index.js';
@@ -133,5 +134,72 @@ describe('postgres store when the database goes away', () => {
     expect(await store.incrementCounter('c0', 1)).toBe(2);
     await store.recordIngress([{ id: 'after-outage', correlationId: 'after-outage', type: 't', receivedAt: '2030-01-01T00:00:00.000Z' }]);
     expect((await store.getEvent('after-outage'))?.id).toBe('after-outage');
+  });
+});
+
+describe('postgres store prepared statements', () => {
+  let server: PostgresInstance | undefined;
+  let store: Store | undefined;
+
+  beforeAll(async () => {
+    server = await startPostgres({ settings: ['log_statement=all'] });
+  }, 120_000);
+  afterAll(async () => {
+    await store?.close().catch(() => undefined);
+    await server?.dispose();
+  });
+
+  const touch = (userId: string) => ({ platform: 'twitch', userId, login: `login_${userId}`, at: '2030-01-01T00:00:00.000Z' });
+  /** The user upserts the server ran so far, by how: `prepared` ran a named statement, `unnamed` the text. */
+  const upsertsInLog = async () => {
+    const log = await readFile(server!.logFile, 'utf8');
+    return {
+      prepared: (log.match(/execute bitbrat_[0-9a-f]{24}: INSERT INTO users/g) ?? []).length,
+      unnamed: (log.match(/execute <unnamed>: INSERT INTO users/g) ?? []).length,
+    };
+  };
+
+  it('runs the user upsert as a prepared statement, and unprepared once a migration changed its table', async () => {
+    store = await createStore({ driver: 'postgres', databaseUrl: server!.url, schema: 'prepared', secrets: secrets() });
+    await store.init();
+    for (let index = 0; index < 5; index += 1) await store.touchUsers([touch(`u${index}`)]);
+    expect(await upsertsInLog()).toEqual({ prepared: 5, unnamed: 0 });
+
+    // A newer version adds a column while this process runs: RETURNING * now has another row type, which
+    // PostgreSQL refuses for the plans prepared before. The touch still goes through.
+    await sql(server!.url, 'ALTER TABLE prepared.users ADD COLUMN added_later text');
+    // The pool hands out the connection it got back last, the one that prepared the upsert.
+    const [first] = await store.touchUsers([touch('u0')]);
+    expect([first!.user.messageCount, first!.created]).toEqual([2, false]);
+    expect((await upsertsInLog()).unnamed).toBe(1);
+    // From then on the text runs unprepared on every connection.
+    const results = await Promise.all(Array.from({ length: 6 }, (_, index) => store!.touchUsers([touch(`u${index}`)])));
+    expect(results.map(([result]) => [result!.user.userId, result!.user.messageCount, result!.created])).toEqual([
+      ['u0', 3, false],
+      ['u1', 2, false],
+      ['u2', 2, false],
+      ['u3', 2, false],
+      ['u4', 2, false],
+      ['u5', 1, true],
+    ]);
+    expect((await upsertsInLog()).unnamed).toBe(7);
+  });
+
+  it('runs a whole transaction again when a stale prepared plan aborted it', async () => {
+    const big = await createStore({ driver: 'postgres', databaseUrl: server!.url, schema: 'prepared_tx', secrets: secrets() });
+    try {
+      await big.init();
+      // More users than one statement carries: touchUsers writes them in one transaction of several upserts.
+      const many = Array.from({ length: 1_500 }, (_, index) => touch(`m${index}`));
+      await big.touchUsers(many);
+      await sql(server!.url, 'ALTER TABLE prepared_tx.users ADD COLUMN added_later text');
+      const again = await big.touchUsers(many);
+      expect(again).toHaveLength(1_500);
+      expect(again.every((result) => result.user.messageCount === 2 && !result.created)).toBe(true);
+      const counts = await sql(server!.url, 'SELECT count(*)::int AS users, sum(message_count)::int AS messages FROM prepared_tx.users');
+      expect(counts.rows[0]).toEqual({ users: 1_500, messages: 3_000 });
+    } finally {
+      await big.close();
+    }
   });
 });

@@ -19,6 +19,8 @@ export const SHARED_POSTGRES_PORT = 5432;
 export interface PostgresInstance {
   url: string;
   port: number;
+  /** The server's log (statements too when started with `log_statement=all`). */
+  logFile: string;
   /** pg_ctl stop -m fast (the database goes away; the data stays). */
   stop(): Promise<void>;
   /** Starts it again on the same port. */
@@ -46,8 +48,11 @@ async function pgBin(asPostgres: boolean, binary: string, args: string[]): Promi
   }
 }
 
-/** Starts a private PostgreSQL 15 on a free loopback port with trust auth and fsync off. */
-export async function startPostgres(): Promise<PostgresInstance> {
+/**
+ * Starts a private PostgreSQL 15 on a free loopback port with trust auth and fsync off; `settings` adds
+ * server settings (`name=value`), e.g. `log_statement=all`.
+ */
+export async function startPostgres(options: { settings?: string[] } = {}): Promise<PostgresInstance> {
   if (!existsSync(join(PG_BIN, 'initdb'))) throw new Error(`PostgreSQL binaries not found in ${PG_BIN}`);
   const ids = await postgresIds();
   const root = await mkdtemp(join(tmpdir(), 'bitbrat-pg-'));
@@ -60,7 +65,8 @@ export async function startPostgres(): Promise<PostgresInstance> {
   let running = false;
   const start = async () => {
     if (running) return;
-    const settings = `-p ${port} -k ${socketDir} -c listen_addresses=127.0.0.1 -c fsync=off -c synchronous_commit=off -c full_page_writes=off`;
+    const extra = (options.settings ?? []).map((setting) => ` -c ${setting}`).join('');
+    const settings = `-p ${port} -k ${socketDir} -c listen_addresses=127.0.0.1 -c fsync=off -c synchronous_commit=off -c full_page_writes=off${extra}`;
     await pgBin(Boolean(ids), 'pg_ctl', ['-D', dataDir, '-l', logFile, '-w', '-t', '60', '-o', settings, 'start']);
     running = true;
   };
@@ -73,6 +79,7 @@ export async function startPostgres(): Promise<PostgresInstance> {
   return {
     url: `postgres://postgres@127.0.0.1:${port}/postgres`,
     port,
+    logFile,
     start,
     stop,
     dispose: async () => {
