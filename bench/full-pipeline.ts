@@ -266,7 +266,9 @@ async function runScenario(scenario: Scenario): Promise<Record<string, unknown>>
           const envelope = pingEnvelope(prefix, index);
           ids.push(envelope.id);
           sentAt.set(envelope.id, epochNow());
-          await bus.publish(Topic.ingress, encoder.encode(JSON.stringify(envelope)), { msgId: envelope.id });
+          // As the ingress service publishes (ctx.publish): the in-process bus takes the envelope itself.
+          if (bus.publishJson) await bus.publishJson(Topic.ingress, envelope, { msgId: envelope.id });
+          else await bus.publish(Topic.ingress, encoder.encode(JSON.stringify(envelope)), { msgId: envelope.id });
         },
       });
     };
