@@ -3,7 +3,7 @@
  * deployment run them: it hosts BENCH_SERVICE on the NATS bus and PostgreSQL schema the benchmark names.
  * Started with `fork`; answers `ready` once it consumes, `mark`/`report` with its CPU and event-loop use
  * since the last mark, and drains, closes and exits on `stop`. The finalizer's process also sends when
- * each envelope arrived (epoch ms), in batches every 10 ms.
+ * each envelope arrived (epoch ms), in batches sent 10 ms after the first arrival of each.
  */
 import { performance as perfHooks } from 'node:perf_hooks';
 import { createNatsBus } from '../src/bus/nats.js';

@@ -458,7 +458,7 @@ async function upsertTouches(db: SqlQueryable, batch: TouchGroup[]): Promise<Row
          : ''
      }`,
     [JSON.stringify(batch.map((group) => group.row))],
-    // Auth waits for this on every chat message; parsing and planning it was over half its server time.
+    // Auth waits for this on every chat message; parsing and planning it cost PostgreSQL about as much as running it.
     { prepare: true },
   );
   return rows;
