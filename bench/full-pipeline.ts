@@ -9,9 +9,9 @@
  *
  * Scenarios: memory bus + embedded PGlite (full speed and 500/s), NATS JetStream + the machine's
  * PostgreSQL with every service in this process (500/s and full speed, as `bitbrat start` runs on NATS)
- * and with a process per service (500/s, as `bitbrat up` and the containers run). Each scenario starts fresh (bus prefix, store), warms up with 300
- * unmeasured events, and must find every record in the store afterwards. BENCH_FULL_SCALE (default 1)
- * scales the event counts.
+ * and with a process per service (500/s, as `bitbrat up` and the containers run). Each scenario starts
+ * fresh (bus prefix, store), warms up with 300 unmeasured events, and must find every record in the store
+ * afterwards. BENCH_FULL_SCALE (default 1) scales the event counts.
  */
 import { fork } from 'node:child_process';
 import { mkdtemp, rm } from 'node:fs/promises';
