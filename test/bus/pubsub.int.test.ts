@@ -1,6 +1,6 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { PubSub } from '@google-cloud/pubsub';
-import type { BusMessage } from '../../src/bus/index.js';
+import type { BusMessage, MessageBus } from '../../src/bus/index.js';
 import {
   createPubSubBus,
   PUBSUB_DEADLETTER_RETAINED_GROUP,
@@ -9,6 +9,7 @@ import {
   pubsubResourceId,
   pubsubSubscriptionId,
   pubsubTopicId,
+  type PubSubBusOptions,
 } from '../../src/bus/pubsub.js';
 import { pubsubEmulatorAvailable, startPubSubEmulator, type PubSubEmulatorHandle } from '../support/pubsub-emulator.js';
 import { freePort } from '../support/ports.js';
@@ -25,6 +26,20 @@ let emulator: PubSubEmulatorHandle | undefined;
 
 /** A plain client for inspecting the emulator; the universe domain keeps it from probing for a metadata server. */
 const adminClient = () => new PubSub({ projectId: PROJECT, apiEndpoint: emulator!.host, emulatorMode: true, universeDomain: 'googleapis.com' });
+
+/** Runs `test` with a connected bus on a fresh prefix and an admin client on the emulator; closes both. */
+async function withBusAndAdmin(test: (bus: MessageBus, admin: PubSub, prefix: string) => Promise<void>, options: Partial<PubSubBusOptions> = {}) {
+  const prefix = uniquePrefix();
+  const bus = await createPubSubBus({ projectId: PROJECT, emulatorHost: emulator!.host, prefix, ...options });
+  const admin = adminClient();
+  try {
+    await bus.connect();
+    await test(bus, admin, prefix);
+  } finally {
+    await bus.close();
+    await admin.close();
+  }
+}
 
 beforeAll(async () => {
   requireServer('Pub/Sub emulator', pubsubEmulatorAvailable(), 'install google-cloud-cli-pubsub-emulator and a java runtime, or set PUBSUB_EMULATOR_JAR');
@@ -60,12 +75,8 @@ describe('pubsub resource names', () => {
 });
 
 describe('the pubsub bus on the emulator', () => {
-  it('creates the topic, a subscription per group with ack deadline, dead-letter and retry policies, and the dead-letter topic', async () => {
-    const prefix = uniquePrefix();
-    const bus = await createPubSubBus({ projectId: PROJECT, emulatorHost: emulator!.host, prefix });
-    const admin = adminClient();
-    try {
-      await bus.connect();
+  it('creates the topic, a subscription per group with ack deadline, dead-letter and retry policies, and the dead-letter topic', () =>
+    withBusAndAdmin(async (bus, admin, prefix) => {
       await bus.subscribe('internal.shape.v1', 'shape-group', async (message) => message.ack(), { ackWaitMs: 42_000 });
       const [topics] = await admin.getTopics();
       const topicNames = topics.map((topic) => topic.name.split('/').pop());
@@ -81,33 +92,17 @@ describe('the pubsub bus on the emulator', () => {
       // Dead-lettered messages are kept by a subscription on the dead-letter topic.
       const [retained] = await admin.subscription(pubsubSubscriptionId(prefix, PUBSUB_DEADLETTER_TOPIC, PUBSUB_DEADLETTER_RETAINED_GROUP)).exists();
       expect(retained).toBe(true);
-    } finally {
-      await bus.close();
-      await admin.close();
-    }
-  });
+    }));
 
-  it('clamps a short ackWaitMs to Pub/Sub’s 10 s minimum ack deadline', async () => {
-    const prefix = uniquePrefix();
-    const bus = await createPubSubBus({ projectId: PROJECT, emulatorHost: emulator!.host, prefix });
-    const admin = adminClient();
-    try {
-      await bus.connect();
+  it('clamps a short ackWaitMs to Pub/Sub’s 10 s minimum ack deadline', () =>
+    withBusAndAdmin(async (bus, admin, prefix) => {
       await bus.subscribe('internal.short.v1', 'g', async (message) => message.ack(), { ackWaitMs: 500 });
       const [metadata] = await admin.subscription(`${prefix}internal.short.v1--g`).getMetadata();
       expect(metadata.ackDeadlineSeconds).toBe(10);
-    } finally {
-      await bus.close();
-      await admin.close();
-    }
-  });
+    }));
 
-  it('gives a per-instance group an expiration when idle, at least Pub/Sub’s one-day minimum, and other groups none', async () => {
-    const prefix = uniquePrefix();
-    const bus = await createPubSubBus({ projectId: PROJECT, emulatorHost: emulator!.host, prefix });
-    const admin = adminClient();
-    try {
-      await bus.connect();
+  it('gives a per-instance group an expiration when idle, at least Pub/Sub’s one-day minimum, and other groups none', () =>
+    withBusAndAdmin(async (bus, admin, prefix) => {
       await bus.subscribe('internal.egress.abc.v1', 'gateway-abc', async (message) => message.ack(), { expireAfterIdleMs: 60 * 60 * 1000 });
       await bus.subscribe('internal.egress.abc.v1', 'gateway-long', async (message) => message.ack(), { expireAfterIdleMs: 3 * 24 * 60 * 60 * 1000 });
       await bus.subscribe('internal.egress.abc.v1', 'shared', async (message) => message.ack());
@@ -117,11 +112,7 @@ describe('the pubsub bus on the emulator', () => {
       expect(Number(short.expirationPolicy?.ttl?.seconds)).toBe(86_400);
       expect(Number(long.expirationPolicy?.ttl?.seconds)).toBe(3 * 86_400);
       expect(shared.expirationPolicy?.ttl ?? null).toBeNull();
-    } finally {
-      await bus.close();
-      await admin.close();
-    }
-  });
+    }));
 
   it('extends the lease of a slow handler, so it is not redelivered while it still works', async () => {
     const bus = await createPubSubBus({ projectId: PROJECT, emulatorHost: emulator!.host, prefix: uniquePrefix() });
@@ -206,12 +197,8 @@ describe('the pubsub bus on the emulator', () => {
     }
   });
 
-  it('rejects a publish to a topic that does not exist (autoCreate off) with PUBLISH_FAILED and frees the msgId for a retry', async () => {
-    const prefix = uniquePrefix();
-    const bus = await createPubSubBus({ projectId: PROJECT, emulatorHost: emulator!.host, prefix, autoCreate: false, deadLetter: false });
-    const admin = adminClient();
-    try {
-      await bus.connect();
+  it('rejects a publish to a topic that does not exist (autoCreate off) with PUBLISH_FAILED and frees the msgId for a retry', () =>
+    withBusAndAdmin(async (bus, admin, prefix) => {
       const error = await bus.publish('internal.missing.v1', encoder.encode('x'), { msgId: 'retry-me' }).then(
         () => undefined,
         (caught: unknown) => caught,
@@ -230,11 +217,7 @@ describe('the pubsub bus on the emulator', () => {
       await waitFor(() => got.length === 1, { message: 'the retried publish' });
       expect(got).toEqual(['second try']);
       expect(subscription.name).toContain('--g');
-    } finally {
-      await bus.close();
-      await admin.close();
-    }
-  });
+    }, { autoCreate: false, deadLetter: false }));
 
   it('fails to connect with a retryable BUS_UNAVAILABLE when nothing listens at the emulator address', async () => {
     const port = await freePort();
