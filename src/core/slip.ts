@@ -1,4 +1,4 @@
-import type { Envelope, RoutingStep } from './envelope.js';
+import type { Candidate, Envelope, RoutingStep } from './envelope.js';
 
 /** Default attempts per step (R4). */
 export const DEFAULT_MAX_ATTEMPTS = 3;
@@ -15,15 +15,17 @@ export function currentStep(envelope: Envelope): RoutingStep | undefined {
   return index < 0 ? undefined : envelope.routingSlip[index];
 }
 
+/** A candidate egress can deliver: text that is not blank. */
+const isTextReply = (candidate: Candidate): boolean => candidate.kind === 'text' && candidate.text.trim().length > 0;
+
 /** Whether the envelope carries a reply for egress to deliver. */
 export function hasReply(envelope: Envelope): boolean {
-  return (envelope.candidates ?? []).some((candidate) => candidate.kind === 'text' && candidate.text.trim().length > 0);
+  return (envelope.candidates ?? []).some(isTextReply);
 }
 
 /** The non-empty text candidates, highest priority first, earliest first on ties. */
 export function textReplies(envelope: Envelope) {
-  const texts = (envelope.candidates ?? []).filter((candidate) => candidate.kind === 'text' && candidate.text.trim().length > 0);
-  return texts.sort((a, b) => (b.priority ?? 0) - (a.priority ?? 0));
+  return (envelope.candidates ?? []).filter(isTextReply).sort((a, b) => (b.priority ?? 0) - (a.priority ?? 0));
 }
 
 /** The reply egress should deliver: the first of textReplies. */
