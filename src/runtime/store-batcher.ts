@@ -2,6 +2,13 @@ import { isBitBratError, type BitBratError } from '../core/index.js';
 import { createBatcher, type Batcher } from './batcher.js';
 
 /**
+ * Default wait for more records of services that record events (persistence, finalizer). They are not on
+ * the reply's path: waiting up to 25 ms makes a few large writes instead of many small ones, which at a
+ * few hundred events/s is most of what the store costs (queries and syscalls).
+ */
+export const RECORD_BATCH_DELAY_MS = 25;
+
+/**
  * Batches a service's store writes: concurrent calls share one write (see createBatcher), a record the
  * store refuses fails alone (writeEach), and a batch never waits for more than the messages in flight
  * (batchSizeFor).

@@ -4,16 +4,14 @@ import { env } from '../../runtime/config.js';
 import { continueWith, defineService, type ServiceContext } from '../../runtime/service.js';
 import type { EventRecord } from '../../store/index.js';
 import { finalRecord } from '../persistence/records.js';
-import { createStoreBatcher, isBadRecord } from '../../runtime/store-batcher.js';
+import { RECORD_BATCH_DELAY_MS, createStoreBatcher, isBadRecord } from '../../runtime/store-batcher.js';
 import { createHash } from 'node:crypto';
 
 const ConfigSchema = z.object({
   EVENTS_RETENTION_DAYS: env.int(30, { min: 1, max: 3650 }),
   RETENTION_INTERVAL_MS: env.int(3_600_000, { min: 1_000 }),
   FINALIZER_BATCH_SIZE: env.int(200, { min: 1, max: 1000 }),
-  // Not on the reply's path: waiting up to 25 ms for more records makes a few large writes instead of many
-  // small ones, which at a few hundred events/s is most of what the store costs (queries and syscalls).
-  FINALIZER_BATCH_DELAY_MS: env.int(25, { min: 0, max: 1000 }),
+  FINALIZER_BATCH_DELAY_MS: env.int(RECORD_BATCH_DELAY_MS, { min: 0, max: 1000 }),
 });
 type Config = z.infer<typeof ConfigSchema>;
 

@@ -3,14 +3,12 @@ import { Topic } from '../../core/index.js';
 import { env } from '../../runtime/config.js';
 import { continueWith, defineService } from '../../runtime/service.js';
 import type { EventRecord } from '../../store/index.js';
-import { createStoreBatcher } from '../../runtime/store-batcher.js';
+import { RECORD_BATCH_DELAY_MS, createStoreBatcher } from '../../runtime/store-batcher.js';
 import { ingressRecord, sourcePatch } from './records.js';
 
 const ConfigSchema = z.object({
   PERSISTENCE_BATCH_SIZE: env.int(200, { min: 1, max: 1000 }),
-  // Not on the reply's path: waiting up to 25 ms for more records makes a few large writes instead of many
-  // small ones, which at a few hundred events/s is most of what the store costs (queries and syscalls).
-  PERSISTENCE_BATCH_DELAY_MS: env.int(25, { min: 0, max: 1000 }),
+  PERSISTENCE_BATCH_DELAY_MS: env.int(RECORD_BATCH_DELAY_MS, { min: 0, max: 1000 }),
 });
 
 /**
