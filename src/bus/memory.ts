@@ -215,7 +215,6 @@ async function runHandler(message: MemoryMessage, after: (subscriber: Subscriber
   after(message.subscriber);
 }
 
-
 /** Creates the in-process bus: real consumer-group semantics, no persistence across restarts. */
 export function createMemoryBus(options: MemoryBusOptions = {}): MemoryBus {
   const prefix = options.prefix ?? '';

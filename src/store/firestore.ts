@@ -950,4 +950,3 @@ class FirestoreStore implements Store {
     });
   }
 }
-

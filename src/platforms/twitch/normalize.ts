@@ -69,10 +69,10 @@ export function parseEmotes(emotes: string | undefined, text: string): EmoteRef[
   return out;
 }
 
-/** Builds the ingress envelope for one chat message. */
 /** A channel as Twitch names it: the login, without `#`, lower-case. */
 export const channelName = (channel: string): string => channel.replace(/^#/, '').toLowerCase();
 
+/** Builds the ingress envelope for one chat message. */
 export function normalizeChatMessage(input: IrcChatMessage, options: NormalizeOptions = {}): Envelope {
   const tags = tagRecord(input.tags);
   const channel = channelName(input.channel);

@@ -119,7 +119,8 @@ export async function persistTokenWithCas(
 /**
  * A RefreshingAuthProvider holding the stored tokens for `ids` (with intents, e.g. `chat` for the bot);
  * every refresh Twurple performs is persisted back with compare-and-set. Also which Twitch user each
- * stored id belongs to, and a `flush()` that waits for refreshed tokens to be written. Tokens stored without a user id are validated once to learn it.
+ * stored id belongs to, and a `flush()` that waits for refreshed tokens to be written. Tokens stored
+ * without a user id are validated once to learn it.
  */
 export async function loadTwitchAuth(options: LoadAuthProviderOptions): Promise<LoadedTwitchAuth> {
   const authProvider = new RefreshingAuthProvider({ clientId: options.clientId, clientSecret: options.clientSecret });
