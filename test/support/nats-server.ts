@@ -41,8 +41,6 @@ export async function natsAvailable(): Promise<boolean> {
   return natsServerBinary() !== undefined;
 }
 
-
-
 /** Starts `nats-server -js` on a free loopback port and waits until it accepts connections. */
 export async function startNatsServer(options: { port?: number; startTimeoutMs?: number } = {}): Promise<NatsServerHandle> {
   const binary = natsServerBinary();
