@@ -23,7 +23,7 @@ import type { MessageBus } from '../src/bus/index.js';
 import { createMemoryBus } from '../src/bus/index.js';
 import { Topic, stepTopic, type Envelope } from '../src/core/index.js';
 import { normalizeChatMessage } from '../src/platforms/twitch/normalize.js';
-import { continueWith, createHost, defineService, type ServiceDefinition } from '../src/runtime/index.js';
+import { continueWith, createHost, defineService, SERVICE_NODE_FLAGS, type ServiceDefinition } from '../src/runtime/index.js';
 import auth from '../src/services/auth/index.js';
 import commands from '../src/services/commands/index.js';
 import router from '../src/services/event-router/index.js';
@@ -162,7 +162,7 @@ interface ServiceProcess {
 async function startServiceProcess(name: string, env: Record<string, string>, onArrival: (id: string, at: number) => void): Promise<ServiceProcess> {
   const child = fork(fileURLToPath(new URL('./service-process.ts', import.meta.url)), [], {
     env: { ...process.env, ...env, BENCH_SERVICE: name },
-    execArgv: ['--max-semi-space-size=32', '--import', 'tsx'],
+    execArgv: [...SERVICE_NODE_FLAGS, '--import', 'tsx'],
     stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
   });
   const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)));

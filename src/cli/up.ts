@@ -11,6 +11,7 @@ import path from 'node:path';
 import pg from 'pg';
 import { BitBratError } from '../core/index.js';
 import { loadArchitecture, PROJECT_ROOT } from '../runtime/manifest.js';
+import { SERVICE_NODE_FLAGS } from '../runtime/node-flags.js';
 import { parseFlags } from './flags.js';
 
 const BIN = path.join(PROJECT_ROOT, 'bin', 'bitbrat.js');
@@ -114,7 +115,7 @@ export async function startUp(options: UpOptions): Promise<UpHandle> {
       INSTANCE_ID: `${entry.name}-1`,
       LOG_PRETTY: 'false',
     };
-    const child = spawn(process.execPath, [BIN, 'service', entry.name], { cwd: PROJECT_ROOT, env, stdio: ['ignore', 'pipe', 'pipe'] });
+    const child = spawn(process.execPath, [...SERVICE_NODE_FLAGS, BIN, 'service', entry.name], { cwd: PROJECT_ROOT, env, stdio: ['ignore', 'pipe', 'pipe'] });
     entry.child = child;
     entry.startedAt = Date.now();
     const label = `${entry.name.padEnd(width)} |`;

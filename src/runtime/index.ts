@@ -4,6 +4,7 @@ export * from './metrics.js';
 export * from './health.js';
 export * from './http.js';
 export * from './manifest.js';
+export * from './node-flags.js';
 export * from './secrets.js';
 export * from './service.js';
 export * from './engine.js';

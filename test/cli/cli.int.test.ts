@@ -1,10 +1,15 @@
 import { spawn } from 'node:child_process';
-import { mkdtemp, rm } from 'node:fs/promises';
+import { existsSync, readdirSync, readFileSync } from 'node:fs';
+import { mkdtemp, readFile, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { freePort } from '../support/ports.js';
-import { waitFor } from '../support/wait.js';
+import { loadArchitecture } from '../../src/runtime/manifest.js';
+import { SERVICE_NODE_FLAGS } from '../../src/runtime/node-flags.js';
+import { startNatsServer } from '../support/nats-server.js';
+import { postgresAvailable, sharedPostgresUrl, sql } from '../support/pg-server.js';
+import { freePort, freePortBlock } from '../support/ports.js';
+import { requireServer, waitFor } from '../support/wait.js';
 
 const BIN = path.resolve('bin/bitbrat.js');
 
@@ -149,4 +154,108 @@ describe('bitbrat infra generate', () => {
       await rm(out, { recursive: true, force: true });
     }
   });
+});
+
+/** The live child processes of `pid`, with their command lines (Linux /proc). */
+function childProcesses(pid: number): Array<{ pid: number; argv: string[] }> {
+  const children: Array<{ pid: number; argv: string[] }> = [];
+  for (const entry of readdirSync('/proc')) {
+    if (!/^\d+$/.test(entry)) continue;
+    try {
+      const stat = readFileSync(`/proc/${entry}/stat`, 'utf8');
+      // pid (comm) state ppid …: comm may contain spaces and parentheses, so read after the last ')'.
+      const ppid = Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1]);
+      if (ppid !== pid) continue;
+      children.push({ pid: Number(entry), argv: readFileSync(`/proc/${entry}/cmdline`, 'utf8').split('\0').filter(Boolean) });
+    } catch {
+      // exited while we looked
+    }
+  }
+  return children;
+}
+
+function alive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+describe('bitbrat up and down (a process per service over NATS and PostgreSQL)', () => {
+  it('runs every service in its own process, answers chat through them, restarts a killed one, and stops with bitbrat down', async () => {
+    requireServer('PostgreSQL', await postgresAvailable(), 'the machine server at 127.0.0.1:5432');
+    const nats = await startNatsServer();
+    const dataDir = await mkdtemp(path.join(tmpdir(), 'bitbrat-up-'));
+    const database = `bitbrat_up_${Date.now().toString(36)}_${Math.random().toString(36).slice(2, 6)}`;
+    const services = Object.keys(loadArchitecture().services);
+    const basePort = await freePortBlock(services.length);
+    const env = { DATA_DIR: dataDir, PORT: String(basePort), NATS_URL: nats.url, DATABASE_URL: sharedPostgresUrl(database), LOG_LEVEL: 'info' };
+    const logFile = path.join(dataDir, 'up.log');
+    const log = () => (existsSync(logFile) ? readFileSync(logFile, 'utf8') : '');
+    let upPid: number | undefined;
+    try {
+      const up = await run(['up', '--detach'], env);
+      expect(up.stderr).toBe('');
+      expect(up.code).toBe(0);
+      expect(up.stdout).toContain('running in the background');
+      upPid = (JSON.parse(await readFile(path.join(dataDir, 'up.json'), 'utf8')) as { pid: number }).pid;
+
+      // api-gateway on PORT, the other services on the ports after it: every one answers /readyz.
+      for (let port = basePort; port < basePort + services.length; port += 1) {
+        await waitFor(async () => (await fetch(`http://127.0.0.1:${port}/readyz`).catch(() => undefined))?.status === 200, {
+          timeoutMs: 120_000,
+          intervalMs: 250,
+          message: `the service on port ${port} to be ready; log: ${log().slice(-3000)}`,
+        });
+      }
+      const children = childProcesses(upPid);
+      const byService = new Map(children.map((child) => [child.argv.at(-1)!, child]));
+      expect([...byService.keys()].sort()).toEqual([...services].sort());
+      for (const child of children) {
+        expect(child.argv.slice(1, 1 + SERVICE_NODE_FLAGS.length), child.argv.join(' ')).toEqual(SERVICE_NODE_FLAGS);
+        expect(child.argv.at(-2)).toBe('service');
+      }
+
+      // A chat message goes api-gateway → auth → router → query-analyzer → router → commands → back.
+      const pong = await run(['send', '!ping', '--user', 'dana', '--timeout', '30000'], env);
+      expect(pong.stderr).toBe('');
+      expect(pong.stdout.trim()).toBe('pong');
+      // … and the finalizer recorded it in PostgreSQL.
+      const recorded = await waitFor(
+        async () => (await sql(sharedPostgresUrl(database), "SELECT outcome, reply_text, reply_delivered FROM events WHERE user_name = 'dana' AND outcome IS NOT NULL")).rows[0],
+        { timeoutMs: 15_000, intervalMs: 100, message: 'the final record of the !ping' },
+      );
+      expect(recorded).toEqual({ outcome: 'completed', reply_text: 'pong', reply_delivered: true });
+
+      // A service that dies is started again, and the pipeline works through the new process.
+      const killed = byService.get('commands')!.pid;
+      process.kill(killed, 'SIGKILL');
+      await waitFor(() => /commands\s+\| exited \(SIGKILL\); restarting in \d+ ms/.test(log()), { timeoutMs: 10_000, intervalMs: 100, message: 'up to report the crash' });
+      const restarted = await waitFor(() => childProcesses(upPid!).find((child) => child.argv.at(-1) === 'commands' && child.pid !== killed), {
+        timeoutMs: 10_000,
+        intervalMs: 100,
+        message: 'a new commands process',
+      });
+      expect(restarted.argv.slice(1, 1 + SERVICE_NODE_FLAGS.length)).toEqual(SERVICE_NODE_FLAGS);
+      const again = await run(['send', '!ping', '--user', 'erin', '--timeout', '60000'], env);
+      expect(again.stdout.trim()).toBe('pong');
+
+      const down = await run(['down'], env);
+      expect(down.code).toBe(0);
+      expect(down.stdout).toContain('bitbrat down: stopped');
+      expect(alive(upPid)).toBe(false);
+      const servicePids = [...children.map((child) => child.pid), restarted.pid];
+      expect(servicePids.filter(alive)).toEqual([]);
+      expect(existsSync(path.join(dataDir, 'up.json'))).toBe(false);
+      expect(log()).toContain('bitbrat up: stopping every service');
+    } finally {
+      // The detached supervisor leads its own process group, with its services in it.
+      if (upPid !== undefined && alive(upPid)) process.kill(-upPid, 'SIGKILL');
+      await nats.stop();
+      await sql(sharedPostgresUrl(), `DROP DATABASE IF EXISTS "${database}" WITH (FORCE)`).catch(() => undefined);
+      await rm(dataDir, { recursive: true, force: true });
+    }
+  }, 300_000);
 });

@@ -2,6 +2,7 @@ import { existsSync, readFileSync, statSync } from 'node:fs';
 import path from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { PROJECT_ROOT } from '../../src/runtime/manifest.js';
+import { SERVICE_NODE_FLAGS } from '../../src/runtime/node-flags.js';
 
 /**
  * Static checks of the Dockerfile: there is no Docker engine on the build machines, so the image is
@@ -136,7 +137,7 @@ describe('the Dockerfile', () => {
     expect(healthcheck).toMatch(/CMD node -e/);
     expect(healthcheck).toContain('http://127.0.0.1:${PORT:-8080}/readyz');
     expect(healthcheck).toContain('fetch(');
-    expect(JSON.parse(last('ENTRYPOINT')!)).toEqual(['node', '--max-semi-space-size=32', 'bin/bitbrat.js']);
+    expect(JSON.parse(last('ENTRYPOINT')!)).toEqual(['node', ...SERVICE_NODE_FLAGS, 'bin/bitbrat.js']);
     expect(JSON.parse(last('CMD')!)).toEqual(['start']);
     expect(existsSync(path.join(PROJECT_ROOT, 'bin', 'bitbrat.js'))).toBe(true);
     // The entry point loads the CLI, which must exist in the copied sources.
@@ -150,5 +151,13 @@ describe('the Dockerfile', () => {
   it('keeps local state and secrets out of the build context', () => {
     const patterns = dockerignorePatterns();
     for (const path of ['node_modules', 'data', '.git', 'deploy', '.env']) expect(patterns, path).toContain(path);
+  });
+});
+
+describe('the Node flags of service processes (SERVICE_NODE_FLAGS)', () => {
+  it('npm start and npm run bench use them, as the container entry point and bitbrat up do', () => {
+    const scripts = (JSON.parse(readFileSync(path.join(PROJECT_ROOT, 'package.json'), 'utf8')) as { scripts: Record<string, string> }).scripts;
+    expect(scripts.start).toBe(['node', ...SERVICE_NODE_FLAGS, 'bin/bitbrat.js', 'start'].join(' '));
+    expect(scripts.bench!.startsWith(['node', ...SERVICE_NODE_FLAGS, ''].join(' '))).toBe(true);
   });
 });

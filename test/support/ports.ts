@@ -28,3 +28,25 @@ export function canConnect(port: number, host = '127.0.0.1', timeoutMs = 500): P
     socket.once('error', () => done(false));
   });
 }
+
+/** True when a server can listen on `host:port` right now. */
+function canListen(port: number, host: string): Promise<boolean> {
+  return new Promise((resolve) => {
+    const server = createServer();
+    server.unref();
+    server.once('error', () => resolve(false));
+    server.listen(port, host, () => server.close(() => resolve(true)));
+  });
+}
+
+/** The first of `count` consecutive TCP ports that were all free on `host` a moment ago. */
+export async function freePortBlock(count: number, host = '127.0.0.1'): Promise<number> {
+  for (let attempt = 0; attempt < 50; attempt += 1) {
+    // Below the Linux ephemeral range (32768+), where the OS hands out ports to outgoing connections.
+    const base = 20_000 + Math.floor(Math.random() * (32_000 - 20_000 - count));
+    let free = true;
+    for (let port = base; port < base + count && free; port += 1) free = await canListen(port, host);
+    if (free) return base;
+  }
+  throw new Error(`no block of ${count} free ports found on ${host}`);
+}
