@@ -15,6 +15,8 @@ export interface CreateBusOptions {
   /** Connection name shown by the server (service and instance). */
   name?: string;
   pubsub?: { projectId: string; emulatorHost?: string; minAckDeadlineSec?: number };
+  /** JetStream stream limits (see NatsBusOptions). */
+  nats?: { maxAgeMs?: number; maxBytes?: number };
   logger?: BusLogger;
 }
 
@@ -25,7 +27,7 @@ export async function createBus(options: CreateBusOptions): Promise<MessageBus> 
       return createMemoryBus({ prefix: options.prefix });
     case 'nats': {
       const { createNatsBus } = await import('./nats.js');
-      return createNatsBus({ servers: options.natsUrl ?? 'nats://127.0.0.1:4222', prefix: options.prefix, name: options.name, logger: options.logger });
+      return createNatsBus({ servers: options.natsUrl ?? 'nats://127.0.0.1:4222', prefix: options.prefix, name: options.name, logger: options.logger, ...options.nats });
     }
     case 'pubsub': {
       if (!options.pubsub) throw new BitBratError('CONFIG_INVALID', 'pubsub driver needs a project id (GOOGLE_CLOUD_PROJECT)');

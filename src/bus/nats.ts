@@ -33,6 +33,7 @@ import {
   DEFAULT_ACK_WAIT_MS,
   DEFAULT_DEDUP_WINDOW_MS,
   DEFAULT_MAX_IN_FLIGHT,
+  DEFAULT_NATS_MAX_AGE_MS,
   EMPTY_HEADERS,
   NO_BUS_LOGGER,
   type BusHeaders,
@@ -61,6 +62,11 @@ export interface NatsBusOptions {
   duplicateWindowMs?: number;
   /** How long the stream keeps messages (limits retention). Default 24 h. */
   maxAgeMs?: number;
+  /**
+   * Most bytes the stream holds; 0 or unset: no limit. A full stream refuses publishes (PUBLISH_FAILED,
+   * retried like any other) until messages age out: it never makes room by dropping unread ones.
+   */
+  maxBytes?: number;
   /** Stream storage. Default `file`. */
   storage?: 'file' | 'memory';
   /** How long a publish waits for the stream's ack. Default 5 000 ms. */
@@ -74,7 +80,6 @@ export interface NatsBusOptions {
 export const DEFAULT_NATS_PUBLISH_TIMEOUT_MS = 5_000;
 export const DEFAULT_NATS_RECONNECT_WAIT_MS = 250;
 export const DEFAULT_NATS_PULL_EXPIRES_MS = 5_000;
-export const DEFAULT_NATS_MAX_AGE_MS = 24 * 60 * 60 * 1_000;
 /** Pause before recreating a stream that disappeared while we were using it. */
 const STREAM_RECREATE_DELAY_MS = 500;
 /** A handler that throws gets its message back after this pause (not in a hot loop). */
@@ -427,6 +432,7 @@ export async function createNatsBus(options: NatsBusOptions): Promise<MessageBus
   const streamSubject = `${prefix}internal.>`;
   const duplicateWindowMs = options.duplicateWindowMs ?? DEFAULT_DEDUP_WINDOW_MS;
   const maxAgeMs = options.maxAgeMs ?? DEFAULT_NATS_MAX_AGE_MS;
+  const maxBytes = options.maxBytes !== undefined && options.maxBytes > 0 ? Math.floor(options.maxBytes) : -1;
   const publishTimeoutMs = options.publishTimeoutMs ?? DEFAULT_NATS_PUBLISH_TIMEOUT_MS;
   const pullExpiresMs = Math.max(1_000, options.pullExpiresMs ?? DEFAULT_NATS_PULL_EXPIRES_MS);
   const servers = Array.isArray(options.servers)
@@ -470,13 +476,15 @@ export async function createNatsBus(options: NatsBusOptions): Promise<MessageBus
     subjects: [streamSubject],
     retention: RetentionPolicy.Limits,
     storage: options.storage === 'memory' ? StorageType.Memory : StorageType.File,
-    discard: DiscardPolicy.Old,
+    // Only a byte limit discards anything: refuse new messages rather than drop old ones nobody has read.
+    discard: DiscardPolicy.New,
     duplicate_window: nanos(duplicateWindowMs),
     max_age: nanos(maxAgeMs),
+    max_bytes: maxBytes,
     num_replicas: 1,
   });
 
-  /** Creates the stream, or brings an existing one to our subjects, dedup window and age. */
+  /** Creates the stream, or brings an existing one to our subjects, dedup window, age and size limits. */
   const ensureStream = async (manager: JetStreamManager) => {
     const wanted = streamConfig();
     for (let attempt = 0; ; attempt += 1) {
@@ -484,12 +492,16 @@ export async function createNatsBus(options: NatsBusOptions): Promise<MessageBus
         const info = await manager.streams.info(streamName);
         const subjects = info.config.subjects ?? [];
         const needsSubject = !subjects.includes(streamSubject);
-        if (needsSubject || info.config.duplicate_window !== wanted.duplicate_window || info.config.max_age !== wanted.max_age) {
+        const limitsDiffer =
+          info.config.duplicate_window !== wanted.duplicate_window || info.config.max_age !== wanted.max_age || info.config.max_bytes !== wanted.max_bytes || info.config.discard !== wanted.discard;
+        if (needsSubject || limitsDiffer) {
           await manager.streams.update(streamName, {
             ...info.config,
             subjects: needsSubject ? [...subjects, streamSubject] : subjects,
             duplicate_window: wanted.duplicate_window,
             max_age: wanted.max_age,
+            max_bytes: wanted.max_bytes,
+            discard: wanted.discard,
           });
           logger.info({ stream: streamName }, 'jetstream stream updated');
         }

@@ -109,3 +109,5 @@ export interface MessageBus {
 export const DEFAULT_MAX_IN_FLIGHT = 64;
 export const DEFAULT_ACK_WAIT_MS = 30_000;
 export const DEFAULT_DEDUP_WINDOW_MS = 120_000;
+/** How long the JetStream stream keeps messages unless NATS_STREAM_MAX_AGE_MS says otherwise. */
+export const DEFAULT_NATS_MAX_AGE_MS = 24 * 60 * 60 * 1_000;

@@ -1,5 +1,6 @@
 import { randomBytes } from 'node:crypto';
 import { z } from 'zod';
+import { DEFAULT_NATS_MAX_AGE_MS } from '../bus/types.js';
 import { BitBratError } from '../core/index.js';
 
 /**
@@ -44,6 +45,10 @@ export const env = {
 export const PlatformConfigSchema = z.object({
   MESSAGE_BUS_DRIVER: env.enumOf(['memory', 'nats', 'pubsub'] as const, 'memory'),
   NATS_URL: env.string('nats://127.0.0.1:4222'),
+  /** How long the JetStream stream keeps every hop: how long a stopped service can be behind without loss. */
+  NATS_STREAM_MAX_AGE_MS: env.int(DEFAULT_NATS_MAX_AGE_MS, { min: 60_000 }),
+  /** Most bytes that stream holds (0: no limit); when full, publishes fail and are retried, nothing is dropped. */
+  NATS_STREAM_MAX_BYTES: env.int(0, { min: 0 }),
   BUS_PREFIX: env.string(''),
   PUBLISH_MAX_RETRIES: env.int(5, { min: 0, max: 100 }),
   MAX_IN_FLIGHT: env.int(64, { min: 1, max: 10_000 }),

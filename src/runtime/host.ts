@@ -301,6 +301,7 @@ export function busOptionsFromConfig(config: Readonly<PlatformConfig>, name: str
     driver: config.MESSAGE_BUS_DRIVER,
     prefix: config.BUS_PREFIX,
     natsUrl: config.NATS_URL,
+    nats: { maxAgeMs: config.NATS_STREAM_MAX_AGE_MS, maxBytes: config.NATS_STREAM_MAX_BYTES },
     name,
     pubsub: config.GOOGLE_CLOUD_PROJECT ? { projectId: config.GOOGLE_CLOUD_PROJECT, emulatorHost: config.PUBSUB_EMULATOR_HOST } : undefined,
     ...(logger ? { logger } : {}),

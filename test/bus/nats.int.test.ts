@@ -1,6 +1,6 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { connect } from '@nats-io/transport-node';
-import { AckPolicy, jetstreamManager, StorageType } from '@nats-io/jetstream';
+import { connect, nanos } from '@nats-io/transport-node';
+import { AckPolicy, DiscardPolicy, jetstreamManager, RetentionPolicy, StorageType } from '@nats-io/jetstream';
 import type { BusStatusEvent, MessageBus } from '../../src/bus/index.js';
 import { createNatsBus, natsDurableName, natsStreamName } from '../../src/bus/nats.js';
 import { startNatsServer, natsAvailable, type NatsServerHandle } from '../support/nats-server.js';
@@ -38,6 +38,9 @@ describe('the nats bus on JetStream', () => {
       expect(stream.config.storage).toBe(StorageType.File);
       expect(stream.config.retention).toBe('limits');
       expect(stream.config.duplicate_window).toBe(120_000 * 1_000_000);
+      expect(stream.config.max_age).toBe(24 * 3_600_000 * 1_000_000);
+      expect(stream.config.max_bytes).toBe(-1);
+      expect(stream.config.discard).toBe(DiscardPolicy.New);
       const consumer = await jsm.consumers.info(natsStreamName(prefix), natsDurableName('shape-group', 'internal.shape.v1'));
       expect(consumer.config.durable_name).toMatch(/^[A-Za-z0-9_-]+$/);
       expect(consumer.config.filter_subject).toBe(`${prefix}internal.shape.v1`);
@@ -151,6 +154,59 @@ describe('the nats bus on JetStream', () => {
     try {
       await bus.connect();
       await expect(bus.publish('external.nowhere.v1', encoder.encode('lost'))).rejects.toMatchObject({ name: 'BitBratError', code: 'PUBLISH_FAILED', retryable: true });
+    } finally {
+      await bus.close();
+    }
+  });
+
+  it('brings an existing stream to the configured age and size limits, set to refuse rather than discard when full', async () => {
+    const prefix = uniquePrefix();
+    const name = natsStreamName(prefix);
+    const nc = await connect({ servers: server!.url });
+    // As an earlier version left it: no size limit, and discard old.
+    const jsm = await jetstreamManager(nc);
+    await jsm.streams.add({ name, subjects: [`${prefix}internal.>`], retention: RetentionPolicy.Limits, storage: StorageType.File, discard: DiscardPolicy.Old, max_age: nanos(86_400_000) });
+    const bus = await createNatsBus({ servers: server!.url, prefix, maxAgeMs: 3_600_000, maxBytes: 5_000_000 });
+    try {
+      await bus.connect();
+      const stream = await jsm.streams.info(name);
+      expect(stream.config.max_age).toBe(nanos(3_600_000));
+      expect(stream.config.max_bytes).toBe(5_000_000);
+      expect(stream.config.discard).toBe(DiscardPolicy.New);
+    } finally {
+      await bus.close();
+      await nc.close();
+    }
+  });
+
+  it('refuses publishes to a full stream with a retryable PUBLISH_FAILED and keeps every message it accepted', async () => {
+    const prefix = uniquePrefix();
+    const bus = await createNatsBus({ servers: server!.url, prefix, maxBytes: 20_000 });
+    try {
+      await bus.connect();
+      const accepted: string[] = [];
+      let refusal: unknown;
+      for (let index = 0; index < 100 && !refusal; index += 1) {
+        const text = `${index}:${'x'.repeat(1_000)}`;
+        try {
+          await bus.publish('internal.full.v1', encoder.encode(text), { msgId: `full-${index}` });
+          accepted.push(text);
+        } catch (error) {
+          refusal = error;
+        }
+      }
+      expect(refusal).toMatchObject({ name: 'BitBratError', code: 'PUBLISH_FAILED', retryable: true });
+      expect((refusal as Error).message).toMatch(/rejected by JetStream: .*maximum bytes/i);
+      expect(accepted.length).toBeGreaterThan(10);
+      expect(accepted.length).toBeLessThan(20);
+      // Nothing was discarded to make room: a consumer gets every accepted message, first one included.
+      const received: string[] = [];
+      await bus.subscribe('internal.full.v1', 'full-reader', async (message) => {
+        received.push(decoder.decode(message.data));
+        await message.ack();
+      });
+      await waitFor(() => received.length === accepted.length, { timeoutMs: 10_000, message: `${accepted.length} messages` });
+      expect(received).toEqual(accepted);
     } finally {
       await bus.close();
     }

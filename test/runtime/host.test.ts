@@ -3,9 +3,9 @@ import { afterEach, describe, expect, it } from 'vitest';
 import { z } from 'zod';
 import { createMemoryBus, type MemoryBus, type SubscribeOptions } from '../../src/bus/index.js';
 import { BitBratError, createEnvelope, createStep, Topic } from '../../src/core/index.js';
-import { env } from '../../src/runtime/config.js';
+import { env, loadPlatformConfig } from '../../src/runtime/config.js';
 import { continueWith, createHost, defineService, handled, type Host } from '../../src/runtime/index.js';
-import { PER_INSTANCE_GROUP_EXPIRY_MS } from '../../src/runtime/host.js';
+import { busOptionsFromConfig, PER_INSTANCE_GROUP_EXPIRY_MS } from '../../src/runtime/host.js';
 import { collect, createLogSink, startTestHost, testArchitecture } from '../support/harness.js';
 import { waitFor } from '../support/wait.js';
 
@@ -25,6 +25,29 @@ function chat(slip: string[]) {
 }
 
 const publishEnvelope = (bus: MemoryBus, topic: string, envelope: object) => bus.publish(topic, new TextEncoder().encode(JSON.stringify(envelope)));
+
+describe('platform config for the JetStream stream', () => {
+  it('hands NATS_STREAM_MAX_AGE_MS and NATS_STREAM_MAX_BYTES to the bus: 24 h and no size limit by default', () => {
+    expect(busOptionsFromConfig(loadPlatformConfig({}), 'test').nats).toEqual({ maxAgeMs: 86_400_000, maxBytes: 0 });
+    const config = loadPlatformConfig({ MESSAGE_BUS_DRIVER: 'nats', NATS_STREAM_MAX_AGE_MS: '3600000', NATS_STREAM_MAX_BYTES: '10737418240' });
+    expect(busOptionsFromConfig(config, 'test').nats).toEqual({ maxAgeMs: 3_600_000, maxBytes: 10_737_418_240 });
+  });
+
+  it('refuses an age under a minute and a negative or non-numeric size, listing both', () => {
+    const error = (() => {
+      try {
+        loadPlatformConfig({ NATS_STREAM_MAX_AGE_MS: '500', NATS_STREAM_MAX_BYTES: '-1' });
+      } catch (caught) {
+        return caught as BitBratError;
+      }
+      return undefined;
+    })();
+    expect(error).toMatchObject({ code: 'CONFIG_INVALID' });
+    expect(error!.message).toContain('NATS_STREAM_MAX_AGE_MS');
+    expect(error!.message).toContain('NATS_STREAM_MAX_BYTES');
+    expect(() => loadPlatformConfig({ NATS_STREAM_MAX_BYTES: '10GB' })).toThrow(/NATS_STREAM_MAX_BYTES: must be a number/);
+  });
+});
 
 describe('service host', () => {
   it('fails at start-up with one error listing every config problem', async () => {
