@@ -1,4 +1,5 @@
 import { BitBratError } from '../core/index.js';
+import { createDedupWindow, createStatusEmitter } from './common.js';
 import { nextSubscriber } from './round-robin.js';
 import {
   DEFAULT_ACK_WAIT_MS,
@@ -7,7 +8,6 @@ import {
   EMPTY_HEADERS,
   type BusHeaders,
   type BusMessage,
-  type BusStatusEvent,
   type MessageBus,
   type MessageHandler,
   type PublishOptions,
@@ -221,8 +221,8 @@ export function createMemoryBus(options: MemoryBusOptions = {}): MemoryBus {
   const duplicateWindowMs = options.duplicateWindowMs ?? DEFAULT_DEDUP_WINDOW_MS;
   const maxRetained = options.maxRetainedPerTopic ?? 100_000;
   const topics = new Map<string, TopicState>();
-  const seenIds = new Map<string, number>();
-  const listeners = new Set<(event: BusStatusEvent) => void>();
+  const dedup = createDedupWindow(duplicateWindowMs);
+  const status = createStatusEmitter();
   const subscriptions = new Set<Subscription>();
   let connected = false;
   let closed = false;
@@ -234,32 +234,6 @@ export function createMemoryBus(options: MemoryBusOptions = {}): MemoryBus {
       topics.set(topic, state);
     }
     return state;
-  };
-
-  const emit = (event: BusStatusEvent) => {
-    for (const listener of listeners) listener(event);
-  };
-
-  /** When the oldest remembered id expires; nothing to sweep before then. */
-  let oldestExpiry = Infinity;
-  const isDuplicate = (msgId: string): boolean => {
-    const now = Date.now();
-    if (now >= oldestExpiry) {
-      // Map keeps insertion order, so expired ids are always at the head.
-      oldestExpiry = Infinity;
-      for (const [id, expiry] of seenIds) {
-        if (expiry > now) {
-          oldestExpiry = expiry;
-          break;
-        }
-        seenIds.delete(id);
-      }
-    }
-    if (seenIds.has(msgId)) return true;
-    const expiry = now + duplicateWindowMs;
-    if (seenIds.size === 0) oldestExpiry = expiry;
-    seenIds.set(msgId, expiry);
-    return false;
   };
 
   const schedule = (group: Group) => {
@@ -347,11 +321,13 @@ export function createMemoryBus(options: MemoryBusOptions = {}): MemoryBus {
   /** Publishes a message (bytes, or a value for publishJson). Not `async`: one shared resolved promise per publish. */
   const store = (topic: string, data: Uint8Array | undefined, json: unknown, publishOptions: PublishOptions): Promise<void> => {
     if (!connected) return Promise.reject(new BitBratError('BUS_UNAVAILABLE', `memory bus is not connected (publish to ${prefix}${topic})`, { retryable: true }));
-    if (publishOptions.msgId !== undefined && isDuplicate(publishOptions.msgId)) return RESOLVED;
+    if (publishOptions.msgId !== undefined && dedup.isDuplicate(publishOptions.msgId)) return RESOLVED;
     const stored = new StoredMessage(topic, data, json, publishOptions);
     const state = topicState(topic);
     if (state.groups.size === 0) {
       if (state.retained.length >= maxRetained) {
+        // Not published, so its retry must not count as a duplicate.
+        if (publishOptions.msgId !== undefined) dedup.forget(publishOptions.msgId);
         return Promise.reject(new BitBratError('PUBLISH_FAILED', `topic ${prefix}${topic} has no consumer and already retains ${maxRetained} messages`, { retryable: true }));
       }
       state.retained.push(stored);
@@ -371,7 +347,7 @@ export function createMemoryBus(options: MemoryBusOptions = {}): MemoryBus {
       if (closed) throw new BitBratError('BUS_UNAVAILABLE', 'memory bus is closed');
       if (connected) return;
       connected = true;
-      emit({ status: 'connected' });
+      status.emit('connected');
     },
 
     publish(topic: string, data: Uint8Array, publishOptions: PublishOptions = {}): Promise<void> {
@@ -425,10 +401,7 @@ export function createMemoryBus(options: MemoryBusOptions = {}): MemoryBus {
 
     isConnected: () => connected,
 
-    onStatus(listener) {
-      listeners.add(listener);
-      return () => listeners.delete(listener);
-    },
+    onStatus: status.onStatus,
 
     async close() {
       if (closed) return;
@@ -441,13 +414,13 @@ export function createMemoryBus(options: MemoryBusOptions = {}): MemoryBus {
           for (const member of group.members) if (member.ackTimer) clearTimeout(member.ackTimer);
         }
       }
-      emit({ status: 'closed' });
+      status.emit('closed');
     },
 
     setConnected(value: boolean) {
       if (closed || connected === value) return;
       connected = value;
-      emit({ status: value ? 'connected' : 'disconnected' });
+      status.emit(value ? 'connected' : 'disconnected');
       if (value) for (const state of topics.values()) for (const group of state.groups.values()) schedule(group);
     },
 

@@ -29,6 +29,7 @@ import {
   type StreamConfig,
 } from '@nats-io/jetstream';
 import { BitBratError } from '../core/index.js';
+import { createStatusEmitter } from './common.js';
 import {
   DEFAULT_ACK_WAIT_MS,
   DEFAULT_DEDUP_WINDOW_MS,
@@ -39,8 +40,6 @@ import {
   type BusHeaders,
   type BusLogger,
   type BusMessage,
-  type BusStatus,
-  type BusStatusEvent,
   type MessageBus,
   type MessageHandler,
   type PublishOptions,
@@ -442,7 +441,8 @@ export async function createNatsBus(options: NatsBusOptions): Promise<MessageBus
         .map((server) => server.trim())
         .filter(Boolean);
 
-  const listeners = new Set<(event: BusStatusEvent) => void>();
+  const status = createStatusEmitter(logger);
+  const emit = status.emit;
   const subscriptions = new Set<SubscriptionState>();
   let nc: NatsConnection | undefined;
   let js: JetStreamClient | undefined;
@@ -454,16 +454,6 @@ export async function createNatsBus(options: NatsBusOptions): Promise<MessageBus
   let closing: Promise<void> | undefined;
   let closed = false;
   let termReason = false;
-
-  const emit = (status: BusStatus, error?: Error) => {
-    for (const listener of listeners) {
-      try {
-        listener(error ? { status, error } : { status });
-      } catch (listenerError) {
-        logger.warn({ err: listenerError }, 'bus status listener threw');
-      }
-    }
-  };
 
   const setConnected = (value: boolean, error?: Error) => {
     if (connected === value) return;
@@ -840,12 +830,7 @@ export async function createNatsBus(options: NatsBusOptions): Promise<MessageBus
 
     isConnected: () => connected && !closed,
 
-    onStatus(listener) {
-      listeners.add(listener);
-      return () => {
-        listeners.delete(listener);
-      };
-    },
+    onStatus: status.onStatus,
 
     close() {
       closing ??= shutdown();

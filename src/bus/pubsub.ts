@@ -1,4 +1,5 @@
 import { createHash } from 'node:crypto';
+import { createDedupWindow, createStatusEmitter } from './common.js';
 import { nextSubscriber } from './round-robin.js';
 import { Duration, PubSub, type Message, type Subscription as PsSubscription, type SubscriptionOptions, type Topic } from '@google-cloud/pubsub';
 import { BitBratError } from '../core/index.js';
@@ -11,8 +12,6 @@ import {
   type BusHeaders,
   type BusLogger,
   type BusMessage,
-  type BusStatus,
-  type BusStatusEvent,
   type MessageBus,
   type MessageHandler,
   type PublishOptions,
@@ -243,28 +242,19 @@ export async function createPubSubBus(options: PubSubBusOptions): Promise<Messag
     ...(options.emulatorHost ? { apiEndpoint: options.emulatorHost, emulatorMode: true, universeDomain: 'googleapis.com' } : {}),
   });
   const deadLetterTopicId = pubsubDeadLetterTopicId(prefix);
-  const listeners = new Set<(event: BusStatusEvent) => void>();
+  const status = createStatusEmitter(logger);
+  const emit = status.emit;
   const consumers = new Map<string, Consumer>();
   const handles = new Set<Subscription>();
   const topics = new Map<string, Topic>();
   const ensuredTopics = new Map<string, Promise<void>>();
   const ensuredSubscriptions = new Map<string, Promise<void>>();
-  const publishedIds = new Map<string, number>();
+  const publishedIds = createDedupWindow(duplicateWindowMs);
   let connected = false;
   /** connect() succeeded once: publishing is allowed from then on (a stream error does not stop it). */
   let started = false;
   let closing = false;
   let closed = false;
-
-  const emit = (status: BusStatus, error?: Error) => {
-    for (const listener of listeners) {
-      try {
-        listener(error ? { status, error } : { status });
-      } catch (listenerError) {
-        logger.warn({ err: listenerError }, 'bus status listener threw');
-      }
-    }
-  };
 
   const setConnected = (value: boolean, error?: Error) => {
     if (connected === value || closed) return;
@@ -369,17 +359,6 @@ export async function createPubSubBus(options: PubSubBusOptions): Promise<Messag
   const ensureDeadLetter = async () => {
     await ensureTopic(deadLetterTopicId);
     await ensureSubscription(deadLetterTopicId, pubsubSubscriptionId(prefix, PUBSUB_DEADLETTER_TOPIC, PUBSUB_DEADLETTER_RETAINED_GROUP), 60, false);
-  };
-
-  const isDuplicatePublish = (msgId: string): boolean => {
-    const now = Date.now();
-    for (const [id, expiry] of publishedIds) {
-      if (expiry > now) break;
-      publishedIds.delete(id);
-    }
-    if (publishedIds.has(msgId)) return true;
-    publishedIds.set(msgId, now + duplicateWindowMs);
-    return false;
   };
 
   const pruneByExpiry = <V extends { expires: number }>(map: Map<string, V>, now: number) => {
@@ -676,7 +655,7 @@ export async function createPubSubBus(options: PubSubBusOptions): Promise<Messag
     async publish(topic: string, data: Uint8Array, publishOptions: PublishOptions = {}) {
       if (closed || closing || !started) throw new BitBratError('BUS_UNAVAILABLE', `pubsub bus is not connected (publish to ${prefix}${topic})`, { retryable: true });
       const { msgId } = publishOptions;
-      if (msgId !== undefined && isDuplicatePublish(msgId)) return;
+      if (msgId !== undefined && publishedIds.isDuplicate(msgId)) return;
       const attributes: Record<string, string> = {};
       for (const [key, value] of Object.entries(publishOptions.headers ?? {})) attributes[key.toLowerCase()] = value;
       if (msgId !== undefined) attributes[PUBSUB_MSG_ID_ATTRIBUTE] = msgId;
@@ -695,7 +674,7 @@ export async function createPubSubBus(options: PubSubBusOptions): Promise<Messag
           await topicHandle(topicId).publishMessage(message);
         }
       } catch (error) {
-        if (msgId !== undefined) publishedIds.delete(msgId);
+        if (msgId !== undefined) publishedIds.forget(msgId);
         if (grpcCode(error) === Grpc.UNAVAILABLE) markUnreachable(error as Error);
         throw new BitBratError('PUBLISH_FAILED', `publish to ${topicId} failed: ${describe(error)}`, { retryable: grpcCode(error) !== Grpc.INVALID_ARGUMENT, cause: error });
       }
@@ -760,10 +739,7 @@ export async function createPubSubBus(options: PubSubBusOptions): Promise<Messag
 
     isConnected: () => connected && !closed,
 
-    onStatus(listener) {
-      listeners.add(listener);
-      return () => listeners.delete(listener);
-    },
+    onStatus: status.onStatus,
 
     async close() {
       if (closed) return;

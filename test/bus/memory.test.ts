@@ -70,3 +70,47 @@ describe('the memory bus with publishJson', () => {
     await bus.close();
   });
 });
+
+describe('the memory bus retaining for a topic nobody consumes yet', () => {
+  const encoder = new TextEncoder();
+  const decoder = new TextDecoder();
+
+  it('refuses a publish past the retention limit with a retryable PUBLISH_FAILED, and its retry with the same msgId is not taken for a duplicate', async () => {
+    const bus = createMemoryBus({ maxRetainedPerTopic: 1 });
+    await bus.connect();
+    await bus.publish('t', encoder.encode('first'), { msgId: 'a' });
+    await expect(bus.publish('t', encoder.encode('second'), { msgId: 'b' })).rejects.toMatchObject({ code: 'PUBLISH_FAILED', retryable: true });
+    const seen: string[] = [];
+    await bus.subscribe('t', 'late', async (message) => {
+      seen.push(decoder.decode(message.data));
+      await message.ack();
+    });
+    // Retried once a consumer exists (as the runtime's publish retry does): delivered, not dropped.
+    await bus.publish('t', encoder.encode('second'), { msgId: 'b' });
+    await waitFor(() => seen.length === 2);
+    expect(seen).toEqual(['first', 'second']);
+    // The accepted ids still count inside the window.
+    await bus.publish('t', encoder.encode('second again'), { msgId: 'b' });
+    await bus.publish('t', encoder.encode('third'), { msgId: 'c' });
+    await waitFor(() => seen.length === 3);
+    expect(seen).toEqual(['first', 'second', 'third']);
+    await bus.close();
+  });
+});
+
+describe('the memory bus status listeners', () => {
+  it('tells every listener, even after one throws, and stops telling one that unsubscribed', async () => {
+    const bus = createMemoryBus();
+    const seen: string[] = [];
+    bus.onStatus(() => {
+      throw new Error('listener bug');
+    });
+    const stop = bus.onStatus((event) => seen.push(event.status));
+    await bus.connect();
+    bus.setConnected(false);
+    stop();
+    bus.setConnected(true);
+    expect(seen).toEqual(['connected', 'disconnected']);
+    await bus.close();
+  });
+});
