@@ -230,6 +230,19 @@ function toEvent(data: DocumentData): EventRecord {
   });
 }
 
+/** One page of `q`, newest first (receivedAt, then document id, as the cursor encodes them), after `cursor`. */
+async function newestFirstPage<T>(q: Query, cursor: string | undefined, limit: number, toItem: (data: DocumentData) => T): Promise<Page<T>> {
+  let ordered = q.orderBy('receivedAt', 'desc').orderBy(FieldPath.documentId(), 'desc');
+  if (cursor !== undefined) ordered = ordered.startAfter(...decodeCursor(cursor));
+  const snapshot = await ordered.limit(limit + 1).get();
+  const docs = snapshot.docs.slice(0, limit);
+  const last = docs[docs.length - 1];
+  return compact({
+    items: docs.map((doc) => toItem(doc.data())),
+    nextCursor: snapshot.docs.length > limit && last ? encodeCursor(last.get('receivedAt') as string, last.id) : undefined,
+  });
+}
+
 function toDeadLetter(data: DocumentData): DeadLetterRecord {
   return compact({
     id: data.id,
@@ -501,15 +514,7 @@ class FirestoreStore implements Store {
       if (query.channel !== undefined) q = q.where('channel', '==', query.channel);
       if (query.since !== undefined) q = q.where('receivedAt', '>=', queryIso('since', query.since));
       if (query.until !== undefined) q = q.where('receivedAt', '<=', queryIso('until', query.until));
-      q = q.orderBy('receivedAt', 'desc').orderBy(FieldPath.documentId(), 'desc');
-      if (query.cursor !== undefined) q = q.startAfter(...decodeCursor(query.cursor));
-      const snapshot = await q.limit(limit + 1).get();
-      const docs = snapshot.docs.slice(0, limit);
-      const last = docs[docs.length - 1];
-      return compact({
-        items: docs.map((doc) => toEvent(doc.data())),
-        nextCursor: snapshot.docs.length > limit && last ? encodeCursor(last.get('receivedAt') as string, last.id) : undefined,
-      });
+      return await newestFirstPage(q, query.cursor, limit, toEvent);
     });
   }
 
@@ -551,15 +556,7 @@ class FirestoreStore implements Store {
     return await this.#run(async () => {
       let q: Query = this.#col('deadletters');
       if (!query.includeReplayed) q = q.where('replayedAt', '==', null);
-      q = q.orderBy('receivedAt', 'desc').orderBy(FieldPath.documentId(), 'desc');
-      if (query.cursor !== undefined) q = q.startAfter(...decodeCursor(query.cursor));
-      const snapshot = await q.limit(limit + 1).get();
-      const docs = snapshot.docs.slice(0, limit);
-      const last = docs[docs.length - 1];
-      return compact({
-        items: docs.map((doc) => toDeadLetter(doc.data())),
-        nextCursor: snapshot.docs.length > limit && last ? encodeCursor(last.get('receivedAt') as string, last.id) : undefined,
-      });
+      return await newestFirstPage(q, query.cursor, limit, toDeadLetter);
     });
   }
 
