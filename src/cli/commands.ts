@@ -1,7 +1,7 @@
 import { BitBratError } from '../core/index.js';
 import { manageCommand, parseManageArgs, type ManageAction } from '../services/commands/manage.js';
 import type { CommandRecord } from '../store/index.js';
-import { apiTarget, callApi, cliConfig, openStore } from './context.js';
+import { apiTarget, callApiOrReport, cliConfig, openStore } from './context.js';
 import { parseFlags } from './flags.js';
 
 const ACTIONS: Record<string, ManageAction> = { list: 'list', add: 'add', edit: 'edit', delete: 'delete', del: 'delete' };
@@ -30,19 +30,13 @@ export async function commandsCommand(args: string[], env: Record<string, string
   if (config.STORE_DRIVER === 'pglite' || values.url !== undefined) {
     const target = await apiTarget(config, env, { url: values.url, token: values.token });
     const named = input as { name?: string };
+    const route = `/api/commands/${encodeURIComponent(named.name ?? '')}`;
     const response =
-      action === 'list' ? await callApi(target, 'GET', '/api/commands')
-      : action === 'add' ? await callApi(target, 'POST', '/api/commands', input)
-      : action === 'edit' ? await callApi(target, 'PUT', `/api/commands/${encodeURIComponent(named.name ?? '')}`, input)
-      : await callApi(target, 'DELETE', `/api/commands/${encodeURIComponent(named.name ?? '')}`);
-    if (!response) {
-      process.stderr.write(`bitbrat commands: nothing answers at ${target.url}; with the embedded store start the platform first (npm start) or pass --url\n`);
-      return 1;
-    }
-    if (response.status >= 300) {
-      process.stderr.write(`bitbrat commands: ${response.status}: ${response.json?.message ?? JSON.stringify(response.json)}\n`);
-      return 1;
-    }
+      action === 'list' ? await callApiOrReport('bitbrat commands', target, 'GET', '/api/commands')
+      : action === 'add' ? await callApiOrReport('bitbrat commands', target, 'POST', '/api/commands', input)
+      : action === 'edit' ? await callApiOrReport('bitbrat commands', target, 'PUT', route, input)
+      : await callApiOrReport('bitbrat commands', target, 'DELETE', route);
+    if (!response) return 1;
     if (action === 'list') return print((response.json.items ?? response.json) as CommandRecord[], values.json === true);
     process.stdout.write(`${action === 'delete' ? 'deleted' : 'saved'} !${named.name}\n`);
     return 0;

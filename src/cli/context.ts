@@ -60,3 +60,22 @@ export async function callApi(target: { url: string; token?: string }, method: s
   }
   return { status: response.status, json };
 }
+
+/**
+ * Calls the API for an operator command (`label`, e.g. "bitbrat dlq"): the answer when it is a success;
+ * otherwise writes why to stderr — nothing listening there, or the API's status and message — and
+ * returns undefined (the command then exits 1).
+ */
+export async function callApiOrReport(label: string, target: { url: string; token?: string }, method: string, route: string, body?: unknown): Promise<{ status: number; json: any } | undefined> {
+  const response = await callApi(target, method, route, body);
+  if (!response) {
+    process.stderr.write(`${label}: nothing answers at ${target.url}. With the embedded store the platform owns the database: start it with "npm start" (or pass --url of a running api-gateway).\n`);
+    return undefined;
+  }
+  if (response.status >= 300) {
+    const message = typeof response.json === 'string' ? response.json : (response.json?.message ?? JSON.stringify(response.json));
+    process.stderr.write(`${label}: the API answered ${response.status}: ${message}\n`);
+    return undefined;
+  }
+  return response;
+}

@@ -2,7 +2,7 @@ import { readFile } from 'node:fs/promises';
 import { BitBratError } from '../core/index.js';
 import { replayDeadLetter } from '../ops/dlq.js';
 import type { DeadLetterRecord } from '../store/index.js';
-import { apiTarget, callApi, cliConfig, openBus, openStore } from './context.js';
+import { apiTarget, callApiOrReport, cliConfig, openBus, openStore } from './context.js';
 import { parseFlags } from './flags.js';
 
 /**
@@ -31,14 +31,12 @@ export async function dlqCommand(args: string[], env: Record<string, string | un
   if (viaApi) {
     const target = await apiTarget(config, env, { url: values.url, token: values.token });
     if (sub === 'list') {
-      const response = await callApi(target, 'GET', `/api/deadletters?limit=${limit}${values.all ? '&includeReplayed=true' : ''}`);
-      if (!response) return notRunning(target.url);
-      if (response.status !== 200) return apiError(response);
+      const response = await callApiOrReport('bitbrat dlq', target, 'GET', `/api/deadletters?limit=${limit}${values.all ? '&includeReplayed=true' : ''}`);
+      if (!response) return 1;
       return printList((response.json.items ?? response.json) as DeadLetterRecord[], values.json === true);
     }
-    const response = await callApi(target, 'POST', `/api/deadletters/${encodeURIComponent(id!)}/replay`, raw !== undefined ? { raw } : {});
-    if (!response) return notRunning(target.url);
-    if (response.status !== 200) return apiError(response);
+    const response = await callApiOrReport('bitbrat dlq', target, 'POST', `/api/deadletters/${encodeURIComponent(id!)}/replay`, raw !== undefined ? { raw } : {});
+    if (!response) return 1;
     process.stdout.write(`replayed ${id} to ${response.json.topic} (envelope ${response.json.envelopeId})\n`);
     return 0;
   }
@@ -77,14 +75,4 @@ function printList(items: DeadLetterRecord[], json: boolean): number {
     process.stdout.write(`${item.id}  ${letter.at}  ${letter.reason.code}  ${letter.service}@${letter.topic}  ${letter.reason.message}${replayed}\n`);
   }
   return 0;
-}
-
-function notRunning(url: string): number {
-  process.stderr.write(`bitbrat dlq: nothing answers at ${url}. With the embedded store the platform owns the database: start it with "npm start" (or pass --url of a running api-gateway).\n`);
-  return 1;
-}
-
-function apiError(response: { status: number; json: any }): number {
-  process.stderr.write(`bitbrat dlq: the API answered ${response.status}: ${typeof response.json === 'string' ? response.json : (response.json?.message ?? JSON.stringify(response.json))}\n`);
-  return 1;
 }

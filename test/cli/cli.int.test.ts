@@ -58,6 +58,21 @@ describe('bitbrat CLI', () => {
     expect(result.stderr).toMatch(/--colour/);
   });
 
+  it('dlq and commands say how to start the platform when nothing answers at its API', async () => {
+    const dataDir = await mkdtemp(path.join(tmpdir(), 'bitbrat-noapi-'));
+    try {
+      const env = { PORT: String(await freePort()), DATA_DIR: dataDir };
+      for (const args of [['dlq', 'list'], ['commands', 'list']]) {
+        const result = await run(args, env);
+        expect(result.code, args.join(' ')).toBe(1);
+        expect(result.stderr).toContain(`bitbrat ${args[0]}: nothing answers at http://127.0.0.1:${env.PORT}`);
+        expect(result.stderr).toContain('npm start');
+      }
+    } finally {
+      await rm(dataDir, { recursive: true, force: true });
+    }
+  });
+
   it('fails at start-up with every config problem listed', async () => {
     const result = await run(['service', 'auth'], { PORT: 'abc', MESSAGE_BUS_DRIVER: 'carrier-pigeon' });
     expect(result.code).toBe(1);
