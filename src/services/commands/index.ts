@@ -2,9 +2,10 @@ import { z } from 'zod';
 import { createReply, stepTopic, type Envelope } from '../../core/index.js';
 import { env } from '../../runtime/config.js';
 import { continueWith, skip, type HandlerResult, type ServiceDefinition } from '../../runtime/service.js';
-import type { CommandRecord, SourceState, Store } from '../../store/index.js';
+import type { CommandRecord, Store } from '../../store/index.js';
 import { Permission, Role, permissionsFor, roleAtLeast } from '../auth/roles.js';
 import { parseCommand } from '../query-analyzer/analyze.js';
+import { findStreamSource } from '../stream-source.js';
 import { BUILTIN_COMMANDS, MANAGE_COMMANDS, findCommand, isBuiltin, manageCommand, parseManageArgs, type ManageAction } from './manage.js';
 import { MAX_REPLY_LENGTH, needsStream, renderTemplate, streamInfo } from './template.js';
 
@@ -32,21 +33,6 @@ const ROLE_LABEL: Record<string, string> = {
   moderator: 'moderators',
   broadcaster: 'the broadcaster',
 };
-
-/**
- * The stream's `sources` document: this platform's channel, else the Twitch channel of that name. Messages
- * from elsewhere (e.g. the api-gateway's test console) fall back to any live source.
- */
-async function findStreamSource(store: Store, source: Envelope['source']): Promise<SourceState | undefined> {
-  const channel = source.channel.replace(/^#/, '').toLowerCase();
-  for (const id of new Set([`${source.platform}:${channel}`, `twitch:${channel}`])) {
-    const found = channel ? await store.getSource(id) : undefined;
-    if (found) return found;
-  }
-  if (source.platform === 'twitch') return undefined;
-  const all = await store.listSources();
-  return all.find((item) => item.streamStatus === 'online') ?? all.find((item) => item.streamStatus !== undefined);
-}
 
 function userName(envelope: Envelope): string {
   return envelope.user.displayName || envelope.user.name;

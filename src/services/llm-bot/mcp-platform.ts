@@ -12,8 +12,9 @@ import { InMemoryTransport } from '@modelcontextprotocol/sdk/inMemory.js';
 import { McpServer } from '@modelcontextprotocol/sdk/server/mcp.js';
 import type { CallToolResult } from '@modelcontextprotocol/sdk/types.js';
 import { z } from 'zod';
-import type { SourceState, Store } from '../../store/types.js';
+import type { Store } from '../../store/types.js';
 import { Permission, Role, roleAtLeast } from '../auth/roles.js';
+import { findStreamSource } from '../stream-source.js';
 import { streamStateFrom, formatDuration, type StreamState } from './prompt.js';
 
 /** `_meta` key carrying a tool's access policy in a tool listing. */
@@ -54,26 +55,9 @@ export function toolAllowed(policy: ToolPolicy | undefined, requester: Pick<Requ
   return true;
 }
 
-/** Finds the `sources` document of a channel: `{platform}:{channelId}`, else by name. */
-export async function findSource(store: Pick<Store, 'getSource' | 'listSources'>, source: { platform: string; channel: string; channelId?: string }): Promise<SourceState | undefined> {
-  if (source.channelId) {
-    const direct = await store.getSource(`${source.platform}:${source.channelId}`);
-    if (direct) return direct;
-  }
-  const channel = source.channel.replace(/^#/, '').toLowerCase();
-  const all = await store.listSources();
-  return all.find(
-    (candidate) =>
-      candidate.platform === source.platform &&
-      (candidate.id === `${source.platform}:${channel}` ||
-        candidate.displayName?.toLowerCase() === channel ||
-        String(candidate.metadata?.channel ?? candidate.metadata?.login ?? '').toLowerCase() === channel),
-  );
-}
-
 /** Stream state of the requester's channel, for the prompt and the `stream_status` tool. */
-export async function readStreamState(store: Pick<Store, 'getSource' | 'listSources'>, source: { platform: string; channel: string; channelId?: string }): Promise<StreamState | undefined> {
-  return streamStateFrom(await findSource(store, source));
+export async function readStreamState(store: Pick<Store, 'getSource' | 'listSources'>, source: { platform: string; channel: string }): Promise<StreamState | undefined> {
+  return streamStateFrom(await findStreamSource(store, source));
 }
 
 const text = (value: unknown, isError = false): CallToolResult => ({
