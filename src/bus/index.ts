@@ -24,7 +24,7 @@ export interface CreateBusOptions {
 export async function createBus(options: CreateBusOptions): Promise<MessageBus> {
   switch (options.driver) {
     case 'memory':
-      return createMemoryBus({ prefix: options.prefix });
+      return createMemoryBus({ prefix: options.prefix, logger: options.logger });
     case 'nats': {
       const { createNatsBus } = await import('./nats.js');
       return createNatsBus({ servers: options.natsUrl ?? 'nats://127.0.0.1:4222', prefix: options.prefix, name: options.name, logger: options.logger, ...options.nats });

@@ -7,6 +7,7 @@ import {
   DEFAULT_MAX_IN_FLIGHT,
   EMPTY_HEADERS,
   type BusHeaders,
+  type BusLogger,
   type BusMessage,
   type MessageBus,
   type MessageHandler,
@@ -21,6 +22,8 @@ export interface MemoryBusOptions {
   duplicateWindowMs?: number;
   /** Messages kept for a topic nobody has subscribed to yet; past it publish fails. Default 100 000. */
   maxRetainedPerTopic?: number;
+  /** Where a status listener that throws is reported. */
+  logger?: BusLogger;
 }
 
 /** The in-memory bus also lets tests and the all-in-one mode simulate an outage. */
@@ -222,7 +225,7 @@ export function createMemoryBus(options: MemoryBusOptions = {}): MemoryBus {
   const maxRetained = options.maxRetainedPerTopic ?? 100_000;
   const topics = new Map<string, TopicState>();
   const dedup = createDedupWindow(duplicateWindowMs);
-  const status = createStatusEmitter();
+  const status = createStatusEmitter(options.logger);
   const subscriptions = new Set<Subscription>();
   let connected = false;
   let closed = false;

@@ -100,7 +100,8 @@ describe('the memory bus retaining for a topic nobody consumes yet', () => {
 
 describe('the memory bus status listeners', () => {
   it('tells every listener, even after one throws, and stops telling one that unsubscribed', async () => {
-    const bus = createMemoryBus();
+    const warnings: unknown[] = [];
+    const bus = createMemoryBus({ logger: { info: () => undefined, error: () => undefined, warn: (...args: unknown[]) => warnings.push(args) } });
     const seen: string[] = [];
     bus.onStatus(() => {
       throw new Error('listener bug');
@@ -111,6 +112,9 @@ describe('the memory bus status listeners', () => {
     stop();
     bus.setConnected(true);
     expect(seen).toEqual(['connected', 'disconnected']);
+    // The throwing listener was reported each time it ran, not swallowed.
+    expect(warnings).toHaveLength(3);
+    expect(JSON.stringify(warnings[0])).toContain('bus status listener threw');
     await bus.close();
   });
 });
