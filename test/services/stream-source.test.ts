@@ -20,6 +20,11 @@ describe('findStreamSource', () => {
     expect(await findStreamSource(store, { platform: 'twitch', channel: 'someone_else' })).toBe(other);
   });
 
+  it('finds a document kept under the channel id', async () => {
+    const byId: SourceState = { id: 'discord:99887766', platform: 'discord', streamStatus: 'online' };
+    expect(await findStreamSource(storeOf([live, byId]), { platform: 'discord', channel: 'general', channelId: '99887766' })).toBe(byId);
+  });
+
   it('finds a document by its display name or login when its id has an older name', async () => {
     expect(await findStreamSource(storeOf([live, renamed]), { platform: 'twitch', channel: 'newname' })).toBe(renamed);
   });

@@ -56,7 +56,7 @@ export function toolAllowed(policy: ToolPolicy | undefined, requester: Pick<Requ
 }
 
 /** Stream state of the requester's channel, for the prompt and the `stream_status` tool. */
-export async function readStreamState(store: Pick<Store, 'getSource' | 'listSources'>, source: { platform: string; channel: string }): Promise<StreamState | undefined> {
+export async function readStreamState(store: Pick<Store, 'getSource' | 'listSources'>, source: { platform: string; channel: string; channelId?: string }): Promise<StreamState | undefined> {
   return streamStateFrom(await findStreamSource(store, source));
 }
 
