@@ -832,6 +832,12 @@ export async function createNatsBus(options: NatsBusOptions): Promise<MessageBus
 
     onStatus: status.onStatus,
 
+    async storage() {
+      if (!jsm || !connected) throw new BitBratError('BUS_UNAVAILABLE', 'NATS is not connected', { retryable: true });
+      const info = await jsm.streams.info(streamName);
+      return { name: streamName, messages: info.state.messages, bytes: info.state.bytes, ...(info.config.max_bytes > 0 ? { maxBytes: info.config.max_bytes } : {}) };
+    },
+
     close() {
       closing ??= shutdown();
       return closing;

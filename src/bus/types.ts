@@ -85,6 +85,16 @@ export interface BusStatusEvent {
   error?: Error;
 }
 
+/** What a bus that keeps messages on its server holds now (the NATS stream). */
+export interface BusStorage {
+  /** The stream (or equivalent) name. */
+  name: string;
+  messages: number;
+  bytes: number;
+  /** Its size limit; undefined when it has none. */
+  maxBytes?: number;
+}
+
 /** The one interface services and the runtime see; drivers stay behind `createBus`. */
 export interface MessageBus {
   readonly driver: string;
@@ -102,6 +112,8 @@ export interface MessageBus {
   isConnected(): boolean;
   /** Status changes (disconnect, reconnect); returns an unsubscribe function. */
   onStatus(listener: (event: BusStatusEvent) => void): () => void;
+  /** How much the server keeps for this bus, where a driver can tell (NATS); rejects when it cannot ask now. */
+  storage?(): Promise<BusStorage>;
   /** Drain every subscription, then close the connection. */
   close(): Promise<void>;
 }

@@ -4,6 +4,7 @@ import { BitBratError, type Envelope } from '../core/index.js';
 import type { CreateStoreOptions, Store } from '../store/index.js';
 import { loadPlatformConfig, parseConfig, readEnv, type PlatformConfig } from './config.js';
 import { createSlipEngine, type SlipEngine } from './engine.js';
+import { watchBusStorage } from './bus-storage.js';
 import { createHealthRegistry, type HealthRegistry } from './health.js';
 import { createHttpServer } from './http.js';
 import { createLogger, createSecretScrubber, type Logger } from './logger.js';
@@ -105,6 +106,7 @@ export async function createHost(options: HostOptions): Promise<Host> {
   const app = createHttpServer({ health, metrics, services: () => options.services.map((service) => service.name) });
   const running: Running[] = [];
   let storeTimer: NodeJS.Timeout | undefined;
+  let busStorage: { stop(): void } | undefined;
   let unsubscribeBus: (() => void) | undefined;
   let port = 0;
 
@@ -197,6 +199,7 @@ export async function createHost(options: HostOptions): Promise<Host> {
       });
       await bus.connect();
       health.set('bus', bus.isConnected(), bus.isConnected() ? undefined : 'bus disconnected');
+      busStorage = watchBusStorage(bus, health, metrics, rootLogger);
 
       if (needsStore) {
         if (!store) {
@@ -263,6 +266,7 @@ export async function createHost(options: HostOptions): Promise<Host> {
         entry.started = false;
       }
       if (storeTimer) clearInterval(storeTimer);
+      busStorage?.stop();
       unsubscribeBus?.();
       await app.close().catch(() => undefined);
       if (store && !options.store) await store.close().catch((error: unknown) => rootLogger.warn({ err: error }, 'store close failed'));

@@ -1,4 +1,4 @@
-import { Counter, Histogram, Registry, collectDefaultMetrics, type LabelValues } from 'prom-client';
+import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics, type LabelValues } from 'prom-client';
 
 /** Prometheus metrics the runtime records for every service and topic. */
 export interface RuntimeMetrics {
@@ -10,6 +10,9 @@ export interface RuntimeMetrics {
   readonly deadLettered: Counter<'service' | 'topic' | 'code'>;
   readonly duplicates: Counter<'service' | 'topic'>;
   readonly handlerSeconds: Histogram<'service' | 'topic'>;
+  /** What the bus's server keeps (NATS stream), and its limit (0: none). */
+  readonly busStoredBytes: Gauge;
+  readonly busMaxBytes: Gauge;
 }
 
 /** One labelled series of a counter, incremented on the hot path. */
@@ -92,5 +95,7 @@ export function createRuntimeMetrics(options: { defaultMetrics?: boolean } = {})
       buckets: [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10],
       registers: [registry],
     }),
+    busStoredBytes: new Gauge({ name: 'bitbrat_bus_stored_bytes', help: 'Bytes the bus server keeps for this platform (the NATS stream).', registers: [registry] }),
+    busMaxBytes: new Gauge({ name: 'bitbrat_bus_max_bytes', help: 'Size limit of that storage (0: none).', registers: [registry] }),
   };
 }

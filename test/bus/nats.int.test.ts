@@ -179,6 +179,25 @@ describe('the nats bus on JetStream', () => {
     }
   });
 
+  it('tells how much its stream holds and the size limit', async () => {
+    const limited = await createNatsBus({ servers: server!.url, prefix: uniquePrefix(), maxBytes: 1_000_000 });
+    const unlimited = await createNatsBus({ servers: server!.url, prefix: uniquePrefix() });
+    try {
+      await expect(limited.storage!()).rejects.toMatchObject({ code: 'BUS_UNAVAILABLE' });
+      await limited.connect();
+      await unlimited.connect();
+      for (let index = 0; index < 3; index += 1) await limited.publish('internal.usage.v1', encoder.encode('x'.repeat(1_000)));
+      const usage = await limited.storage!();
+      expect(usage).toMatchObject({ messages: 3, maxBytes: 1_000_000 });
+      expect(usage.name).toMatch(/^BITBRAT_N/);
+      expect(usage.bytes).toBeGreaterThan(3_000);
+      expect(await unlimited.storage!()).toEqual({ name: expect.any(String), messages: 0, bytes: 0 });
+    } finally {
+      await limited.close();
+      await unlimited.close();
+    }
+  });
+
   it('refuses publishes to a full stream with a retryable PUBLISH_FAILED and keeps every message it accepted', async () => {
     const prefix = uniquePrefix();
     const bus = await createNatsBus({ servers: server!.url, prefix, maxBytes: 20_000 });

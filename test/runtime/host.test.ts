@@ -203,6 +203,30 @@ describe('service host', () => {
     expect(text).toMatch(/bitbrat_handler_duration_seconds_bucket\{[^}]*service="echo"/);
   });
 
+  it("shows how much the bus server keeps: a bus-storage component, gauges, and a warning from 80 % of the limit", async () => {
+    const usage = { name: 'BITBRAT', messages: 12_345, bytes: 900 * 1024 * 1024, maxBytes: 1024 * 1024 * 1024 };
+    const bus = Object.assign(createMemoryBus(), { storage: async () => ({ ...usage }) });
+    const sink = createLogSink();
+    const svc = defineService({ name: 'echo', consumers: () => ({}) });
+    const host = await createHost({ services: [svc], bus, env: { LOG_LEVEL: 'info' }, listen: false, logDestination: sink.stream, architecture: testArchitecture([{ name: 'echo', consumes: [] }]) });
+    hosts.push(host);
+    await host.start();
+    const component = await waitFor(() => host.health.snapshot()['bus-storage']);
+    expect(component).toMatchObject({ ready: true, detail: 'BITBRAT: 12345 messages, 900.0 MB of 1.0 GB (87 %)' });
+    const text = await host.metrics.registry.metrics();
+    expect(text).toMatch(/^bitbrat_bus_stored_bytes 943718400$/m);
+    expect(text).toMatch(/^bitbrat_bus_max_bytes 1073741824$/m);
+    const warning = await waitFor(() => sink.records().find((record) => String(record.msg).includes('bus storage is 87 % full')));
+    expect(warning.level).toBe('warn');
+    expect(String(warning.msg)).toContain('NATS_STREAM_MAX_BYTES');
+  });
+
+  it('has no bus-storage component for a bus that cannot tell (memory)', async () => {
+    const host = await startTestHost({ services: [defineService({ name: 'echo', consumers: () => ({}) })], bus: createMemoryBus() });
+    hosts.push(host);
+    expect(host.health.snapshot()['bus-storage']).toBeUndefined();
+  });
+
   it('logs carry service, correlationId and traceId, and secret values are redacted', async () => {
     const bus = createMemoryBus();
     const sink = createLogSink();
