@@ -39,7 +39,7 @@ export async function apiTarget(config: Readonly<PlatformConfig>, env: Record<st
 }
 
 /** Calls the API; undefined when nothing is listening there. */
-export async function callApi(target: { url: string; token?: string }, method: string, route: string, body?: unknown): Promise<{ status: number; json: any } | undefined> {
+async function callApi(target: { url: string; token?: string }, method: string, route: string, body?: unknown): Promise<{ status: number; json: any } | undefined> {
   let response: Response;
   try {
     response = await fetch(target.url + route, {

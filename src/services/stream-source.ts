@@ -1,3 +1,4 @@
+import { channelName, twitchSourceId } from '../platforms/twitch/normalize.js';
 import type { SourceState, Store } from '../store/types.js';
 
 /** Platforms whose channels are streams with a `sources` document of their own. */
@@ -12,8 +13,8 @@ const STREAMING_PLATFORMS: ReadonlySet<string> = new Set(['twitch']);
  * or else the one whose stream state is known. A stream platform's channel never borrows another's state.
  */
 export async function findStreamSource(store: Pick<Store, 'getSource' | 'listSources'>, source: { platform: string; channel: string; channelId?: string }): Promise<SourceState | undefined> {
-  const channel = source.channel.replace(/^#/, '').toLowerCase();
-  const ids = [channel && `${source.platform}:${channel}`, source.channelId && `${source.platform}:${source.channelId}`, channel && `twitch:${channel}`];
+  const channel = channelName(source.channel);
+  const ids = [channel && `${source.platform}:${channel}`, source.channelId && `${source.platform}:${source.channelId}`, channel && twitchSourceId(channel)];
   for (const id of new Set(ids)) {
     const found = id ? await store.getSource(id) : undefined;
     if (found) return found;
