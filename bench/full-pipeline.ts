@@ -72,7 +72,7 @@ export function observedServices(onArrival: (id: string, at: number) => void): S
   const observedFinalizer: ServiceDefinition = {
     ...finalizer,
     consumers: (ctx) => {
-      const consumers = finalizer.consumers(ctx);
+      const consumers = finalizer.consumers!(ctx);
       const consumer = consumers[Topic.finalizer];
       if (!consumer || consumer.mode === 'raw') throw new Error(`full-pipeline bench: the finalizer has no envelope consumer for ${Topic.finalizer}`);
       return {

@@ -87,7 +87,7 @@ export async function runPipeline(bus: MessageBus, events: number, offeredPerSec
       }),
     }),
   );
-  const architecture = testArchitecture(services.map((service) => ({ name: service.name, consumes: Object.keys(service.consumers({} as never)) })));
+  const architecture = testArchitecture(services.map((service) => ({ name: service.name, consumes: Object.keys(service.consumers!({} as never)) })));
   const host = await createHost({ services, bus, env: { LOG_LEVEL: 'silent', PORT: '0' }, architecture, listen: false, defaultMetrics: false });
   await host.start();
   try {

@@ -11,7 +11,7 @@ import { createLogger, createSecretScrubber, type Logger } from './logger.js';
 import { loadArchitecture, resolveTopic, serviceManifest, type Architecture } from './manifest.js';
 import { createRuntimeMetrics, type RuntimeMetrics } from './metrics.js';
 import { createEnvSecretsProvider, type SecretsProvider } from './secrets.js';
-import type { Consumer, ServiceContext, ServiceDefinition } from './service.js';
+import { instantiateService, type Consumer, type ServiceContext, type ServiceDefinition, type ServiceInstance } from './service.js';
 
 /**
  * A per-instance group (egress replies for one process) nobody has consumed for this long is deleted by
@@ -59,6 +59,8 @@ export interface Host {
 interface Running {
   definition: ServiceDefinition;
   ctx: ServiceContext;
+  /** What `setup` returned (set once, at start). */
+  instance?: ServiceInstance;
   engine: SlipEngine;
   subscriptions: Subscription[];
   started: boolean;
@@ -172,17 +174,19 @@ export async function createHost(options: HostOptions): Promise<Host> {
       // Not ready until every service's consumers run (not just the bus and store).
       for (const entry of running) entry.ctx.health.set('consumers', false, 'starting');
 
-      // Check the code against architecture.yaml before touching the network.
+      // Each service's setup runs once; its consumers are checked against architecture.yaml before
+      // touching the network.
       for (const entry of running) {
+        entry.instance = await instantiateService(entry.definition, entry.ctx);
         const manifest = serviceManifest(entry.definition.name, architecture);
-        const declared = Object.keys(entry.definition.consumers(entry.ctx)).sort();
+        const declared = Object.keys(entry.instance.consumers).sort();
         const expected = [...manifest.consumes].sort();
         if (JSON.stringify(declared) !== JSON.stringify(expected)) {
           throw new BitBratError('CONFIG_INVALID', `service ${entry.definition.name} consumes [${declared.join(', ')}] but architecture.yaml says [${expected.join(', ')}]`);
         }
       }
 
-      for (const entry of running) await entry.definition.routes?.(app, entry.ctx);
+      for (const entry of running) await entry.instance?.routes?.(app);
       if (options.listen !== false) {
         await app.listen({ port: config.PORT, host: config.HOST });
         const address = app.server.address();
@@ -216,13 +220,13 @@ export async function createHost(options: HostOptions): Promise<Host> {
       }
 
       for (const entry of running) {
-        await entry.definition.start?.(entry.ctx);
+        await entry.instance?.start?.();
         entry.started = true;
       }
 
       const planned = running.map((entry) => ({
         entry,
-        consumers: Object.entries(entry.definition.consumers(entry.ctx) as Record<string, Consumer>).map(([manifestTopic, consumer]) => ({
+        consumers: Object.entries((entry.instance?.consumers ?? {}) as Record<string, Consumer>).map(([manifestTopic, consumer]) => ({
           manifestTopic,
           topic: resolveTopic(manifestTopic, config.INSTANCE_ID),
           consumer,
@@ -262,7 +266,7 @@ export async function createHost(options: HostOptions): Promise<Host> {
         entry.subscriptions = [];
       }
       for (const entry of [...running].reverse()) {
-        if (entry.started) await entry.definition.stop?.(entry.ctx).catch((error) => rootLogger.error({ err: error, service: entry.definition.name }, 'service stop failed'));
+        if (entry.started) await entry.instance?.stop?.().catch((error) => rootLogger.error({ err: error, service: entry.definition.name }, 'service stop failed'));
         entry.started = false;
       }
       if (storeTimer) clearInterval(storeTimer);

@@ -107,19 +107,47 @@ export interface ServiceContext<C = Record<string, unknown>> {
   registerSecret(value: string | undefined): void;
 }
 
-/** A service as written by its author: a name, a config schema, handlers per topic, optional hooks. */
+/** What a service's `setup` returns: its consumers, and optional routes, start and stop hooks. */
+export interface ServiceInstance {
+  /** Handlers keyed by the manifest's topic names (may contain `{instanceId}`). */
+  consumers: Record<string, Consumer>;
+  /** Register HTTP routes (before the server listens). */
+  routes?(app: FastifyInstance): Promise<void> | void;
+  /** Connect to external systems; runs after the bus and store are up, before consuming. */
+  start?(): Promise<void>;
+  /** Release what `setup` and `start` acquired; runs once, in reverse start order. */
+  stop?(): Promise<void>;
+}
+
+/**
+ * A service as written by its author: a name, a config schema and one `setup(ctx)` (the fastify-plugin
+ * shape). The host calls `setup` exactly once per process; per-instance state lives in its closure. The
+ * store (`ctx.store`) is usable from `start` and the handlers on, not inside `setup` itself.
+ *
+ * Transitional: `consumers`/`routes`/`start`/`stop` each handed ctx is the older shape, adapted by
+ * `instantiateService` until every service is migrated to `setup`.
+ */
 export interface ServiceDefinition<C = any> {
   name: string;
   /** Service-specific env, validated at start with the platform config. */
   configSchema?: z.ZodType<C>;
   needsStore?: boolean;
-  /** Handlers keyed by the manifest's topic names (may contain `{instanceId}`). */
-  consumers(ctx: ServiceContext<C>): Record<string, Consumer>;
-  /** Register HTTP routes (before the server listens). */
+  setup?(ctx: ServiceContext<C>): ServiceInstance | Promise<ServiceInstance>;
+  consumers?(ctx: ServiceContext<C>): Record<string, Consumer>;
   routes?(app: FastifyInstance, ctx: ServiceContext<C>): Promise<void> | void;
-  /** Connect to external systems; runs after the bus and store are up, before consuming. */
   start?(ctx: ServiceContext<C>): Promise<void>;
   stop?(ctx: ServiceContext<C>): Promise<void>;
+}
+
+/** Runs a definition's setup (or adapts the older shape) once. */
+export async function instantiateService<C>(definition: ServiceDefinition<C>, ctx: ServiceContext<C>): Promise<ServiceInstance> {
+  if (definition.setup) return definition.setup(ctx);
+  return {
+    consumers: definition.consumers?.(ctx) ?? {},
+    routes: definition.routes ? (app) => definition.routes!(app, ctx) : undefined,
+    start: definition.start ? () => definition.start!(ctx) : undefined,
+    stop: definition.stop ? () => definition.stop!(ctx) : undefined,
+  };
 }
 
 /** Identity helper for type inference. */

@@ -74,7 +74,7 @@ export async function startTestHost(options: {
 }): Promise<Host> {
   const architecture =
     options.architecture ??
-    testArchitecture(options.services.map((service) => ({ name: service.name, consumes: Object.keys(service.consumers({} as never)) })));
+    testArchitecture(options.services.map((service) => ({ name: service.name, consumes: Object.keys(service.consumers!({} as never)) })));
   const host = await createHost({
     services: options.services,
     bus: options.bus,
