@@ -29,7 +29,8 @@ import { manageCommand, normalizeName } from '../commands/manage.js';
 import { RuleSchema } from '../event-router/rules.js';
 import { hasApiRole, tokenFromRequest, type ApiRole, type Authenticator, type Principal } from './auth.js';
 import { summarizeDeadLetter, summarizeEvent, type LiveFeed } from './live.js';
-import type { ChatGateway } from './ws.js';
+import { capKey, createConnectionCaps } from './caps.js';
+import { WS_LIMITS, type ChatGateway } from './ws.js';
 
 export interface GatewayConfig {
   API_GATEWAY_ALLOW_ANONYMOUS: boolean;
@@ -287,7 +288,7 @@ export async function registerApi(scope: FastifyInstance, deps: ApiDeps): Promis
   });
 
   scope.get('/ws/v1', { websocket: true }, (socket, request) => {
-    deps.chat.accept(socket, principals.get(request));
+    deps.chat.accept(socket, principals.get(request), request.ip);
   });
 
   scope.get('/api/me', async (request) => {
@@ -438,7 +439,12 @@ export async function registerApi(scope: FastifyInstance, deps: ApiDeps): Promis
 
   // live -------------------------------------------------------------------------------------------
 
+  /** Live-update streams are capped like chat sockets: each holds a timer, a subscription and a buffer. */
+  const liveCaps = createConnectionCaps({ max: WS_LIMITS.maxConnections, perKey: WS_LIMITS.maxPerToken, what: 'live-update streams' });
+
   scope.get('/api/live', async (request, reply) => {
+    const slot = liveCaps.acquire(capKey(principalOf(request), request.ip));
+    if (!slot.ok) return reply.status(429).send({ error: 'RATE_LIMITED', message: slot.reason });
     reply.hijack();
     const response = reply.raw;
     response.writeHead(200, { 'content-type': 'text/event-stream; charset=utf-8', 'cache-control': 'no-cache, no-transform', connection: 'keep-alive', 'x-accel-buffering': 'no' });
@@ -450,6 +456,7 @@ export async function registerApi(scope: FastifyInstance, deps: ApiDeps): Promis
         closed = true;
         clearInterval(heartbeat);
         unsubscribe?.();
+        slot.release();
         deps.streams.delete(stream);
         response.end();
       },
