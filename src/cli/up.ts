@@ -12,6 +12,7 @@ import pg from 'pg';
 import { BitBratError } from '../core/index.js';
 import { loadArchitecture, PROJECT_ROOT } from '../runtime/manifest.js';
 import { SERVICE_NODE_FLAGS } from '../runtime/node-flags.js';
+import { newToken } from '../services/api-gateway/auth.js';
 import { parseFlags } from './flags.js';
 
 const BIN = path.join(PROJECT_ROOT, 'bin', 'bitbrat.js');
@@ -56,7 +57,7 @@ async function upSecrets(dataDir: string) {
     secrets = {
       TOKEN_ENCRYPTION_KEY: randomBytes(32).toString('base64'),
       OAUTH_STATE_SECRET: randomBytes(32).toString('hex'),
-      API_GATEWAY_TOKENS: `${randomBytes(24).toString('base64url')}:owner`,
+      API_GATEWAY_TOKENS: `${newToken()}:owner`,
     };
     await writeFile(file, JSON.stringify(secrets, null, 2), { mode: 0o600 });
   }

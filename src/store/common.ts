@@ -1,5 +1,15 @@
 /** Helpers both store implementations (SQL and Firestore) use the same way. */
+import { chmod, mkdir } from 'node:fs/promises';
 import { BitBratError } from '../core/errors.js';
+
+/**
+ * Creates a data directory readable by its owner only (0700), and tightens an existing one: it holds the
+ * database, the token encryption key and the gateway token, none of which other local users may read.
+ */
+export async function ensurePrivateDir(dir: string): Promise<void> {
+  await mkdir(dir, { recursive: true, mode: 0o700 });
+  await chmod(dir, 0o700);
+}
 
 const DEFAULT_PAGE_SIZE = 50;
 const MAX_PAGE_SIZE = 1000;

@@ -4,7 +4,8 @@
  * token row does not decrypt.
  */
 import { createCipheriv, createDecipheriv, randomBytes } from 'node:crypto';
-import { mkdir, readFile, writeFile } from 'node:fs/promises';
+import { readFile, writeFile } from 'node:fs/promises';
+import { ensurePrivateDir } from './common.js';
 import { join } from 'node:path';
 import { BitBratError } from '../core/errors.js';
 import type { CreateStoreOptions } from './types.js';
@@ -88,7 +89,7 @@ async function keyFromFile(path: string, logger: CreateStoreOptions['logger']): 
     if ((error as NodeJS.ErrnoException).code !== 'ENOENT') throw error;
   }
   const key = randomBytes(KEY_BYTES);
-  await mkdir(join(path, '..'), { recursive: true });
+  await ensurePrivateDir(join(path, '..'));
   try {
     // `wx`: when two processes race, the loser reads the winner's key instead of replacing it.
     await writeFile(path, `${key.toString('base64')}\n`, { mode: 0o600, flag: 'wx' });

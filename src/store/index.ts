@@ -3,6 +3,7 @@ import { BitBratError } from '../core/errors.js';
 import type { CreateStoreOptions, Store } from './types.js';
 
 export * from './types.js';
+export { ensurePrivateDir } from './common.js';
 
 const DRIVERS = ['pglite', 'postgres', 'firestore'] as const;
 

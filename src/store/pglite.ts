@@ -3,7 +3,7 @@
  * own worker thread (`pglite-worker.mjs`): its CPU work — parsing, indexes, writing pages — then uses a
  * core of its own instead of sharing the event loop with every service in the process.
  */
-import { mkdir } from 'node:fs/promises';
+import { ensurePrivateDir } from './common.js';
 import { join } from 'node:path';
 import { Worker } from 'node:worker_threads';
 import { BitBratError } from '../core/errors.js';
@@ -23,7 +23,8 @@ export function createPgliteStore(options: CreateStoreOptions): Store {
     open: async () => {
       if (dataDir === MEMORY_DATA_DIR) return await openPgliteWorker(undefined);
       const path = join(dataDir, 'pglite');
-      await mkdir(path, { recursive: true });
+      await ensurePrivateDir(dataDir);
+      await ensurePrivateDir(path);
       return await openPgliteWorker(path);
     },
   });

@@ -274,6 +274,13 @@ export async function registerApi(scope: FastifyInstance, deps: ApiDeps): Promis
     return reply.status(500).send({ error: 'INTERNAL', message: 'internal error' });
   });
 
+  // API answers are per caller and may carry tokens' effects: never cached, never sniffed as another type.
+  scope.addHook('onSend', async (_request, reply, payload) => {
+    reply.header('cache-control', 'no-store');
+    reply.header('x-content-type-options', 'nosniff');
+    return payload;
+  });
+
   scope.addHook('onRequest', async (request: FastifyRequest, reply: FastifyReply) => {
     const presented = tokenFromRequest(request.headers, request.query);
     const isSocket = request.routeOptions.url === '/ws/v1';
@@ -508,7 +515,7 @@ const ASSETS: Record<string, { file: string; type: string }> = {
 };
 
 const SECURITY_HEADERS = {
-  'content-security-policy': "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self' ws: wss:; frame-ancestors 'none'; base-uri 'none'; form-action 'self'",
+  'content-security-policy': "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'self'",
   'x-content-type-options': 'nosniff',
   'referrer-policy': 'no-referrer',
   'cache-control': 'no-cache',

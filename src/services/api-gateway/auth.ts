@@ -11,7 +11,8 @@
  * viewers (a wrong token is still refused).
  */
 import { createHash, randomBytes, timingSafeEqual } from 'node:crypto';
-import { chmod, mkdir, readFile, writeFile } from 'node:fs/promises';
+import { chmod, readFile, writeFile } from 'node:fs/promises';
+import { ensurePrivateDir } from '../../store/index.js';
 import path from 'node:path';
 import { BitBratError } from '../../core/index.js';
 import { Role, isRole, roleRank } from '../auth/roles.js';
@@ -124,13 +125,24 @@ export function tokenFromRequest(headers: Record<string, string | string[] | und
 
 export const TOKEN_FILE = 'gateway-token';
 
+/**
+ * A fresh random token of 32 base64url characters that starts with a letter or digit: one starting with
+ * `-` is read as an option by command lines (`bitbrat send --token -x…` failed on one).
+ */
+export function newToken(): string {
+  for (;;) {
+    const token = randomBytes(24).toString('base64url');
+    if (/^[A-Za-z0-9]/.test(token)) return token;
+  }
+}
+
 /** Reads `${dataDir}/gateway-token`, creating it (0600) with a fresh random token when missing. */
 export async function ensureEmbeddedToken(dataDir: string): Promise<{ token: string; file: string; created: boolean }> {
   const file = path.resolve(dataDir, TOKEN_FILE);
   const existing = (await readFile(file, 'utf8').catch(() => '')).trim();
   if (existing.length >= 8) return { token: existing, file, created: false };
-  await mkdir(path.dirname(file), { recursive: true });
-  const token = randomBytes(24).toString('base64url');
+  await ensurePrivateDir(path.dirname(file));
+  const token = newToken();
   try {
     await writeFile(file, token + '\n', { mode: 0o600, flag: existing ? 'w' : 'wx' });
   } catch (error) {
