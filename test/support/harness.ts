@@ -6,6 +6,7 @@ import {
   createHealthRegistry,
   createHost,
   createLogger,
+  createSecretScrubber,
   createRuntimeMetrics,
   loadPlatformConfig,
   parseConfig,
@@ -59,12 +60,14 @@ export function derivedArchitecture(services: ServiceDefinition[]): { services: 
  */
 export function standaloneContext(definition: ServiceDefinition, env: Record<string, string | undefined> = {}): ServiceContext {
   const health = createHealthRegistry();
+  // A logger without a scrubber fails in pino (hooks: undefined); the host always passes one too.
+  const scrubber = createSecretScrubber();
   return {
     name: definition.name,
     instanceId: 'test',
     platform: loadPlatformConfig(env),
     config: definition.configSchema ? parseConfig(definition.configSchema, env, `configuration for ${definition.name}`) : {},
-    logger: createLogger({ level: 'silent' }),
+    logger: createLogger({ level: 'silent', scrubber }),
     bus: createMemoryBus(),
     get store(): never {
       throw new BitBratError('NOT_CONFIGURED', `${definition.name} has no store outside a host`);
@@ -75,7 +78,7 @@ export function standaloneContext(definition: ServiceDefinition, env: Record<str
     publish: async () => {
       throw new BitBratError('NOT_CONFIGURED', `${definition.name} cannot publish outside a host`);
     },
-    registerSecret: () => undefined,
+    registerSecret: (value) => scrubber.add(value),
   };
 }
 
