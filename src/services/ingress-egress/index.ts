@@ -2,7 +2,7 @@ import { Topic, type Envelope } from '../../core/index.js';
 import { continueWith, defineService, failed, type HandlerContext } from '../../runtime/service.js';
 import { createTwitchAuthProvider } from '../../platforms/twitch/auth.js';
 import { createTwitchChat } from '../../platforms/twitch/chat.js';
-import { DeliveryReason, SendError, createReplySender, deliverEnvelopeReply } from '../../platforms/twitch/egress.js';
+import { DeliveryReason, SendError, createReplySender, deliverEnvelopeReply, type ReplySender } from '../../platforms/twitch/egress.js';
 import { normalizeChatMessage } from '../../platforms/twitch/normalize.js';
 import { attachEventSub } from './eventsub.js';
 import { ConfigSchema, type Config } from './config.js';
@@ -24,6 +24,7 @@ export const service = defineService<Config>({
 
   setup(ctx) {
     let running: Running | undefined;
+    const unconfiguredSender = createUnconfiguredSender();
     // Deliver, record `delivery`, and hand on to finalization; a reply that could not go out fails the
     // stage (errors[] + outcome failed) with the envelope's delivery saying why.
     const egress = {
@@ -131,6 +132,7 @@ export const service = defineService<Config>({
       },
 
       async stop() {
+        unconfiguredSender.close();
         const state = running;
         if (!state) return;
         if (state.heartbeat) clearInterval(state.heartbeat);
@@ -147,13 +149,15 @@ export const service = defineService<Config>({
 });
 
 /** Egress while chat is not configured: a twitch reply is recorded as not delivered (NOT_CONFIGURED). */
-const unconfiguredSender = createReplySender({
-  transport: {
-    send: async () => {
-      throw new SendError(DeliveryReason.NOT_CONFIGURED, 'twitch chat is not configured on this instance');
+function createUnconfiguredSender(): ReplySender {
+  return createReplySender({
+    transport: {
+      send: async () => {
+        throw new SendError(DeliveryReason.NOT_CONFIGURED, 'twitch chat is not configured on this instance');
+      },
+      isPrivileged: () => false,
     },
-    isPrivileged: () => false,
-  },
-});
+  });
+}
 
 export default service;
