@@ -307,4 +307,25 @@ describe('service host', () => {
     expect(order).toEqual(['handler-done', 'slow-stopped', 'first-stopped']);
     expect(observer.envelopes(Topic.finalizer)).toHaveLength(1);
   });
+
+  it('runs each service\'s setup once, then its start and stop once each, and hands out what setup returned', async () => {
+    const calls: string[] = [];
+    const svc = defineService({
+      name: 'counted',
+      setup: () => {
+        calls.push('setup');
+        return {
+          consumers: { 'internal.counted.v1': { mode: 'step', handle: async () => continueWith() } },
+          start: async () => void calls.push('start'),
+          stop: async () => void calls.push('stop'),
+        };
+      },
+    });
+    const host = await startTestHost({ services: [svc], bus: createMemoryBus() });
+    expect(calls).toEqual(['setup', 'start']);
+    expect(Object.keys(host.instance('counted').consumers)).toEqual(['internal.counted.v1']);
+    expect(() => host.instance('missing')).toThrow(/not hosted here/);
+    await host.stop();
+    expect(calls).toEqual(['setup', 'start', 'stop']);
+  });
 });
