@@ -47,13 +47,15 @@ const encoder = new TextEncoder();
 /** Egress for the bench: the reply counts as delivered, then the envelope goes to finalization. */
 export const benchEgress = defineService({
   name: 'bench-egress',
-  consumers: () => ({
-    [Topic.egress]: {
-      mode: 'stage',
-      next: 'finalization',
-      async handle(envelope) {
-        envelope.delivery = { delivered: true, at: new Date().toISOString() };
-        return continueWith(envelope);
+  setup: () => ({
+    consumers: {
+      [Topic.egress]: {
+        mode: 'stage',
+        next: 'finalization',
+        async handle(envelope) {
+          envelope.delivery = { delivered: true, at: new Date().toISOString() };
+          return continueWith(envelope);
+        },
       },
     },
   }),
@@ -71,17 +73,20 @@ export const epochNow = () => performance.timeOrigin + performance.now();
 export function observedServices(onArrival: (id: string, at: number) => void): ServiceDefinition[] {
   const observedFinalizer: ServiceDefinition = {
     ...finalizer,
-    consumers: (ctx) => {
-      const consumers = finalizer.consumers!(ctx);
-      const consumer = consumers[Topic.finalizer];
+    async setup(ctx) {
+      const instance = await finalizer.setup(ctx);
+      const consumer = instance.consumers[Topic.finalizer];
       if (!consumer || consumer.mode === 'raw') throw new Error(`full-pipeline bench: the finalizer has no envelope consumer for ${Topic.finalizer}`);
       return {
-        ...consumers,
-        [Topic.finalizer]: {
-          ...consumer,
-          handle: (envelope, handlerCtx) => {
-            onArrival(envelope.id, epochNow());
-            return consumer.handle(envelope, handlerCtx);
+        ...instance,
+        consumers: {
+          ...instance.consumers,
+          [Topic.finalizer]: {
+            ...consumer,
+            handle: (envelope, handlerCtx) => {
+              onArrival(envelope.id, epochNow());
+              return consumer.handle(envelope, handlerCtx);
+            },
           },
         },
       };

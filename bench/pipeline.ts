@@ -6,7 +6,7 @@
 import type { MessageBus } from '../src/bus/index.js';
 import { createEnvelope, createStep, Topic, type Envelope } from '../src/core/index.js';
 import { createHost, continueWith, defineService, type ServiceDefinition } from '../src/runtime/index.js';
-import { testArchitecture } from '../test/support/harness.js';
+import { derivedArchitecture } from '../test/support/harness.js';
 import { drive, percentile, round } from './stats.js';
 
 export const HOPS = 6;
@@ -70,25 +70,27 @@ export async function runPipeline(bus: MessageBus, events: number, offeredPerSec
   const sentAt = new Map<string, number>();
   const latencies: number[] = [];
   const services: ServiceDefinition[] = steps.map((name) =>
-    defineService({ name, consumers: () => ({ [`internal.${name}.v1`]: { mode: 'step', handle: async () => continueWith() } }) }),
+    defineService({ name, setup: () => ({ consumers: { [`internal.${name}.v1`]: { mode: 'step', handle: async () => continueWith() } } }) }),
   );
   services.push(
     defineService({
       name: 'bench-final',
-      consumers: () => ({
-        [Topic.finalizer]: {
-          mode: 'sink',
-          handle: async (envelope) => {
-            const started = sentAt.get(envelope.id);
-            if (started !== undefined) latencies.push(performance.now() - started);
-            return continueWith();
+      setup: () => ({
+        consumers: {
+          [Topic.finalizer]: {
+            mode: 'sink',
+            handle: async (envelope) => {
+              const started = sentAt.get(envelope.id);
+              if (started !== undefined) latencies.push(performance.now() - started);
+              return continueWith();
+            },
           },
         },
       }),
     }),
   );
-  const architecture = testArchitecture(services.map((service) => ({ name: service.name, consumes: Object.keys(service.consumers!({} as never)) })));
-  const host = await createHost({ services, bus, env: { LOG_LEVEL: 'silent', PORT: '0' }, architecture, listen: false, defaultMetrics: false });
+  const { services: hosted, architecture } = derivedArchitecture(services);
+  const host = await createHost({ services: hosted, bus, env: { LOG_LEVEL: 'silent', PORT: '0' }, architecture, listen: false, defaultMetrics: false });
   await host.start();
   try {
     const { elapsedMs } = await drive({

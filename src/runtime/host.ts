@@ -11,7 +11,7 @@ import { createLogger, createSecretScrubber, type Logger } from './logger.js';
 import { loadArchitecture, resolveTopic, serviceManifest, type Architecture } from './manifest.js';
 import { createRuntimeMetrics, type RuntimeMetrics } from './metrics.js';
 import { createEnvSecretsProvider, type SecretsProvider } from './secrets.js';
-import { instantiateService, type Consumer, type ServiceContext, type ServiceDefinition, type ServiceInstance } from './service.js';
+import type { Consumer, ServiceContext, ServiceDefinition, ServiceInstance } from './service.js';
 
 /**
  * A per-instance group (egress replies for one process) nobody has consumed for this long is deleted by
@@ -52,6 +52,8 @@ export interface Host {
   /** The port the HTTP server listens on (after start). */
   readonly port: number;
   context(service: string): ServiceContext;
+  /** What a hosted service's `setup` returned (after start), for services that offer more (tests, tools). */
+  instance(service: string): ServiceInstance;
   start(): Promise<void>;
   stop(): Promise<void>;
 }
@@ -166,6 +168,11 @@ export async function createHost(options: HostOptions): Promise<Host> {
       if (!found) throw new BitBratError('UNKNOWN_SERVICE', `service ${name} is not hosted here`);
       return found.ctx;
     },
+    instance(name) {
+      const found = running.find((entry) => entry.definition.name === name);
+      if (!found?.instance) throw new BitBratError('UNKNOWN_SERVICE', `service ${name} is not hosted here or not started`);
+      return found.instance;
+    },
 
     async start() {
       health.set('bus', false, 'connecting');
@@ -177,7 +184,7 @@ export async function createHost(options: HostOptions): Promise<Host> {
       // Each service's setup runs once; its consumers are checked against architecture.yaml before
       // touching the network.
       for (const entry of running) {
-        entry.instance = await instantiateService(entry.definition, entry.ctx);
+        entry.instance = await entry.definition.setup(entry.ctx);
         const manifest = serviceManifest(entry.definition.name, architecture);
         const declared = Object.keys(entry.instance.consumers).sort();
         const expected = [...manifest.consumes].sort();

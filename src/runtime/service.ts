@@ -122,32 +122,16 @@ export interface ServiceInstance {
 /**
  * A service as written by its author: a name, a config schema and one `setup(ctx)` (the fastify-plugin
  * shape). The host calls `setup` exactly once per process; per-instance state lives in its closure. The
- * store (`ctx.store`) is usable from `start` and the handlers on, not inside `setup` itself.
- *
- * Transitional: `consumers`/`routes`/`start`/`stop` each handed ctx is the older shape, adapted by
- * `instantiateService` until every service is migrated to `setup`.
+ * store (`ctx.store`) is usable from `start` and the handlers on, not inside `setup` itself. `setup`
+ * should acquire nothing that needs releasing (timers, sockets): that belongs in `start`, so a setup
+ * that is never started leaves nothing behind.
  */
 export interface ServiceDefinition<C = any> {
   name: string;
   /** Service-specific env, validated at start with the platform config. */
   configSchema?: z.ZodType<C>;
   needsStore?: boolean;
-  setup?(ctx: ServiceContext<C>): ServiceInstance | Promise<ServiceInstance>;
-  consumers?(ctx: ServiceContext<C>): Record<string, Consumer>;
-  routes?(app: FastifyInstance, ctx: ServiceContext<C>): Promise<void> | void;
-  start?(ctx: ServiceContext<C>): Promise<void>;
-  stop?(ctx: ServiceContext<C>): Promise<void>;
-}
-
-/** Runs a definition's setup (or adapts the older shape) once. */
-export async function instantiateService<C>(definition: ServiceDefinition<C>, ctx: ServiceContext<C>): Promise<ServiceInstance> {
-  if (definition.setup) return definition.setup(ctx);
-  return {
-    consumers: definition.consumers?.(ctx) ?? {},
-    routes: definition.routes ? (app) => definition.routes!(app, ctx) : undefined,
-    start: definition.start ? () => definition.start!(ctx) : undefined,
-    stop: definition.stop ? () => definition.stop!(ctx) : undefined,
-  };
+  setup(ctx: ServiceContext<C>): ServiceInstance | Promise<ServiceInstance>;
 }
 
 /** Identity helper for type inference. */

@@ -17,7 +17,7 @@ export async function loadService(name: string, architecture: Architecture = loa
   if (!existsSync(file)) throw new BitBratError('UNKNOWN_SERVICE', `service "${name}" has no entry file at ${manifest.entry}`);
   const module = (await import(pathToFileURL(file).href)) as { default?: ServiceDefinition; service?: ServiceDefinition };
   const definition = module.default ?? module.service;
-  if (!definition || (typeof definition.setup !== 'function' && typeof definition.consumers !== 'function')) {
+  if (!definition || typeof definition.setup !== 'function') {
     throw new BitBratError('UNKNOWN_SERVICE', `${manifest.entry} does not export a service definition`);
   }
   if (definition.name !== name) throw new BitBratError('CONFIG_INVALID', `${manifest.entry} defines service "${definition.name}", but the manifest calls it "${name}"`);

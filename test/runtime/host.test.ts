@@ -54,7 +54,7 @@ describe('service host', () => {
     const svc = defineService({
       name: 'echo',
       configSchema: z.object({ ECHO_LIMIT: env.int(5, { min: 1 }), ECHO_NAME: env.requiredString() }),
-      consumers: () => ({}),
+      setup: () => ({ consumers: {} }),
     });
     const error = await createHost({
       services: [svc],
@@ -68,7 +68,7 @@ describe('service host', () => {
   });
 
   it('refuses a service whose consumers disagree with the manifest', async () => {
-    const svc = defineService({ name: 'echo', consumers: () => ({ 'internal.echo.v1': { mode: 'step', handle: async () => continueWith() } }) });
+    const svc = defineService({ name: 'echo', setup: () => ({ consumers: { 'internal.echo.v1': { mode: 'step', handle: async () => continueWith() } } }) });
     const host = await createHost({
       services: [svc],
       bus: createMemoryBus(),
@@ -82,7 +82,7 @@ describe('service host', () => {
 
   it('is not ready until the bus is connected and consumers run, and not ready while the bus is down', async () => {
     const bus = createMemoryBus();
-    const svc = defineService({ name: 'echo', consumers: () => ({ 'internal.echo.v1': { mode: 'step', handle: async () => continueWith() } }) });
+    const svc = defineService({ name: 'echo', setup: () => ({ consumers: { 'internal.echo.v1': { mode: 'step', handle: async () => continueWith() } } }) });
     const host = await createHost({ services: [svc], bus, env: { LOG_LEVEL: 'silent' }, listen: false, architecture: testArchitecture([{ name: 'echo', consumes: ['internal.echo.v1'] }]) });
     hosts.push(host);
     await host.app.ready();
@@ -107,15 +107,17 @@ describe('service host', () => {
     let calls = 0;
     const svc = defineService({
       name: 'flaky',
-      consumers: () => ({
-        'internal.flaky.v1': {
-          mode: 'step',
-          async handle(_envelope, ctx) {
-            // No deadline on this envelope: the handler's signal is the runtime's shutdown signal.
-            signal = ctx.signal;
-            calls += 1;
-            if (calls <= 2) throw new BitBratError('STORE_UNAVAILABLE', 'store down for the test', { retryable: true });
-            return continueWith();
+      setup: () => ({
+        consumers: {
+          'internal.flaky.v1': {
+            mode: 'step',
+            async handle(_envelope, ctx) {
+              // No deadline on this envelope: the handler's signal is the runtime's shutdown signal.
+              signal = ctx.signal;
+              calls += 1;
+              if (calls <= 2) throw new BitBratError('STORE_UNAVAILABLE', 'store down for the test', { retryable: true });
+              return continueWith();
+            },
           },
         },
       }),
@@ -141,9 +143,11 @@ describe('service host', () => {
     };
     const svc = defineService({
       name: 'gateway',
-      consumers: () => ({
-        'internal.egress.{instanceId}.v1': { mode: 'sink', handle: async () => continueWith() },
-        'internal.shared.v1': { mode: 'sink', handle: async () => continueWith() },
+      setup: () => ({
+        consumers: {
+          'internal.egress.{instanceId}.v1': { mode: 'sink', handle: async () => continueWith() },
+          'internal.shared.v1': { mode: 'sink', handle: async () => continueWith() },
+        },
       }),
     });
     const host = await startTestHost({ services: [svc], bus, env: { INSTANCE_ID: 'abc123' } });
@@ -161,13 +165,15 @@ describe('service host', () => {
     const sink = (name: string, platforms: string[]) =>
       defineService({
         name,
-        consumers: () => ({
-          'internal.egress.{instanceId}.v1': {
-            mode: 'sink',
-            platforms,
-            async handle(envelope) {
-              seen[name]!.push(envelope.source.platform);
-              return continueWith();
+        setup: () => ({
+          consumers: {
+            'internal.egress.{instanceId}.v1': {
+              mode: 'sink',
+              platforms,
+              async handle(envelope) {
+                seen[name]!.push(envelope.source.platform);
+                return continueWith();
+              },
             },
           },
         }),
@@ -188,7 +194,7 @@ describe('service host', () => {
 
   it('exports Prometheus metrics per service and topic', async () => {
     const bus = createMemoryBus();
-    const svc = defineService({ name: 'echo', consumers: () => ({ 'internal.echo.v1': { mode: 'step', handle: async (envelope) => handled(envelope) } }) });
+    const svc = defineService({ name: 'echo', setup: () => ({ consumers: { 'internal.echo.v1': { mode: 'step', handle: async (envelope) => handled(envelope) } } }) });
     const host = await startTestHost({ services: [svc], bus });
     hosts.push(host);
     const observer = await collect(bus, [Topic.finalizer, Topic.deadletter]);
@@ -207,7 +213,7 @@ describe('service host', () => {
     const usage = { name: 'BITBRAT', messages: 12_345, bytes: 900 * 1024 * 1024, maxBytes: 1024 * 1024 * 1024 };
     const bus = Object.assign(createMemoryBus(), { storage: async () => ({ ...usage }) });
     const sink = createLogSink();
-    const svc = defineService({ name: 'echo', consumers: () => ({}) });
+    const svc = defineService({ name: 'echo', setup: () => ({ consumers: {} }) });
     const host = await createHost({ services: [svc], bus, env: { LOG_LEVEL: 'info' }, listen: false, logDestination: sink.stream, architecture: testArchitecture([{ name: 'echo', consumes: [] }]) });
     hosts.push(host);
     await host.start();
@@ -222,7 +228,7 @@ describe('service host', () => {
   });
 
   it('has no bus-storage component for a bus that cannot tell (memory)', async () => {
-    const host = await startTestHost({ services: [defineService({ name: 'echo', consumers: () => ({}) })], bus: createMemoryBus() });
+    const host = await startTestHost({ services: [defineService({ name: 'echo', setup: () => ({ consumers: {} }) })], bus: createMemoryBus() });
     hosts.push(host);
     expect(host.health.snapshot()['bus-storage']).toBeUndefined();
   });
@@ -233,19 +239,21 @@ describe('service host', () => {
     const secret = 'sk-verysecretvalue-123456';
     const svc = defineService({
       name: 'echo',
-      consumers: (ctx) => ({
-        'internal.echo.v1': {
-          mode: 'step',
-          handle: async (envelope, handlerCtx) => {
-            handlerCtx.logger.info({ token: secret, note: `leaked ${secret}` }, 'handling');
-            return handled(envelope);
+      setup: (ctx) => ({
+        consumers: {
+          'internal.echo.v1': {
+            mode: 'step',
+            handle: async (envelope, handlerCtx) => {
+              handlerCtx.logger.info({ token: secret, note: `leaked ${secret}` }, 'handling');
+              return handled(envelope);
+            },
           },
         },
+        start: async () => ctx.registerSecret(secret),
       }),
-      start: async (ctx) => ctx.registerSecret(secret),
     });
     const host = await createHost({
-      services: [svc, defineService({ name: 'other', consumers: () => ({}) })],
+      services: [svc, defineService({ name: 'other', setup: () => ({ consumers: {} }) })],
       bus,
       env: { LOG_LEVEL: 'info' },
       listen: false,
@@ -271,20 +279,22 @@ describe('service host', () => {
     let started = false;
     const slow = defineService({
       name: 'slow',
-      consumers: () => ({
-        'internal.slow.v1': {
-          mode: 'step',
-          handle: async (envelope) => {
-            started = true;
-            await gate;
-            order.push('handler-done');
-            return handled(envelope);
+      setup: () => ({
+        consumers: {
+          'internal.slow.v1': {
+            mode: 'step',
+            handle: async (envelope) => {
+              started = true;
+              await gate;
+              order.push('handler-done');
+              return handled(envelope);
+            },
           },
         },
+        stop: async () => void order.push('slow-stopped'),
       }),
-      stop: async () => void order.push('slow-stopped'),
     });
-    const first = defineService({ name: 'first', consumers: () => ({}), stop: async () => void order.push('first-stopped') });
+    const first = defineService({ name: 'first', setup: () => ({ consumers: {}, stop: async () => void order.push('first-stopped') }) });
     const host = await startTestHost({ services: [first, slow], bus });
     const observer = await collect(bus, [Topic.finalizer]);
     await publishEnvelope(bus, 'internal.slow.v1', chat(['slow']));
@@ -296,5 +306,26 @@ describe('service host', () => {
     await stopping;
     expect(order).toEqual(['handler-done', 'slow-stopped', 'first-stopped']);
     expect(observer.envelopes(Topic.finalizer)).toHaveLength(1);
+  });
+
+  it('runs each service\'s setup once, then its start and stop once each, and hands out what setup returned', async () => {
+    const calls: string[] = [];
+    const svc = defineService({
+      name: 'counted',
+      setup: () => {
+        calls.push('setup');
+        return {
+          consumers: { 'internal.counted.v1': { mode: 'step', handle: async () => continueWith() } },
+          start: async () => void calls.push('start'),
+          stop: async () => void calls.push('stop'),
+        };
+      },
+    });
+    const host = await startTestHost({ services: [svc], bus: createMemoryBus() });
+    expect(calls).toEqual(['setup', 'start']);
+    expect(Object.keys(host.instance('counted').consumers)).toEqual(['internal.counted.v1']);
+    expect(() => host.instance('missing')).toThrow(/not hosted here/);
+    await host.stop();
+    expect(calls).toEqual(['setup', 'start', 'stop']);
   });
 });

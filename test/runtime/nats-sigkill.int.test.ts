@@ -61,7 +61,7 @@ async function stopWorker(worker: Worker): Promise<void> {
 /** Stands in for ingress-egress: takes the reply off egress and forwards the envelope to finalization. */
 const egressStandIn = defineService({
   name: 'egress-standin',
-  consumers: () => ({ [Topic.egress]: { mode: 'stage', next: 'finalization', handle: async () => continueWith() } }),
+  setup: () => ({ consumers: { [Topic.egress]: { mode: 'stage', next: 'finalization', handle: async () => continueWith() } } }),
 });
 
 describe('a worker killed with SIGKILL in the middle of a step on NATS', () => {

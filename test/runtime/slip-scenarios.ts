@@ -47,10 +47,10 @@ export function describeSlipScenarios(driver: string, factory: BusFactory) {
       await factory.cleanup?.();
     });
 
-    const stepService = (id: string, handle: ServiceDefinition['consumers'] extends never ? never : (envelope: Envelope, attempt: number) => Promise<any>) =>
+    const stepService = (id: string, handle: (envelope: Envelope, attempt: number) => Promise<any>) =>
       defineService({
         name: id,
-        consumers: () => ({ [`internal.${id}.v1`]: { mode: 'step', handle: (envelope, ctx) => handle(envelope, ctx.attempt), maxInFlight: 8 } }),
+        setup: () => ({ consumers: { [`internal.${id}.v1`]: { mode: 'step', handle: (envelope, ctx) => handle(envelope, ctx.attempt), maxInFlight: 8 } } }),
       });
 
     it('R1/R2: when every step continues, the steps run in order, are timed and marked OK, and the envelope is finalized as completed', async () => {
@@ -221,7 +221,7 @@ export function describeSlipScenarios(driver: string, factory: BusFactory) {
       let release!: () => void;
       const aChanged = new Promise<void>((resolve) => (release = resolve));
       const sink = (name: string, handle: (envelope: Envelope) => Promise<void>) =>
-        defineService({ name, consumers: () => ({ [Topic.finalizer]: { mode: 'sink', handle: async (envelope) => (await handle(envelope), handled()) } }) });
+        defineService({ name, setup: () => ({ consumers: { [Topic.finalizer]: { mode: 'sink', handle: async (envelope) => (await handle(envelope), handled()) } } }) });
       const { observer } = await start([
         stepService('a', async (envelope) => continueWith({ ...envelope, payload: { ...envelope.payload, text: 'from a' } })),
         stepService('b', async (envelope, attempt) => {
@@ -266,27 +266,31 @@ export function describeSlipScenarios(driver: string, factory: BusFactory) {
       const { observer } = await start([
         defineService({
           name: 'a',
-          consumers: () => ({
-            'internal.a.v1': {
-              mode: 'step',
-              async handle(_envelope, ctx) {
-                const signal = ctx.signal;
-                await new Promise((resolve) => signal.addEventListener('abort', resolve, { once: true }));
-                abortedWith = signal.reason;
-                return continueWith();
+          setup: () => ({
+            consumers: {
+              'internal.a.v1': {
+                mode: 'step',
+                async handle(_envelope, ctx) {
+                  const signal = ctx.signal;
+                  await new Promise((resolve) => signal.addEventListener('abort', resolve, { once: true }));
+                  abortedWith = signal.reason;
+                  return continueWith();
+                },
               },
             },
           }),
         }),
         defineService({
           name: 'b',
-          consumers: () => ({
-            'internal.b.v1': {
-              mode: 'step',
-              async handle(_envelope, ctx) {
-                await new Promise((resolve) => setTimeout(resolve, 400));
-                readLate = ctx.signal.aborted;
-                return continueWith();
+          setup: () => ({
+            consumers: {
+              'internal.b.v1': {
+                mode: 'step',
+                async handle(_envelope, ctx) {
+                  await new Promise((resolve) => setTimeout(resolve, 400));
+                  readLate = ctx.signal.aborted;
+                  return continueWith();
+                },
               },
             },
           }),
@@ -348,14 +352,16 @@ export function describeSlipScenarios(driver: string, factory: BusFactory) {
       let calls = 0;
       const stage = defineService({
         name: 'stage',
-        consumers: () => ({
-          'internal.stage-in.v1': {
-            mode: 'stage',
-            next: Topic.finalizer,
-            handle: async (envelope) => {
-              calls += 1;
-              if (calls === 1) throw new BitBratError('PROVIDER_ERROR', 'transient', { retryable: true });
-              return continueWith({ ...envelope, payload: { ...envelope.payload, staged: true } });
+        setup: () => ({
+          consumers: {
+            'internal.stage-in.v1': {
+              mode: 'stage',
+              next: Topic.finalizer,
+              handle: async (envelope) => {
+                calls += 1;
+                if (calls === 1) throw new BitBratError('PROVIDER_ERROR', 'transient', { retryable: true });
+                return continueWith({ ...envelope, payload: { ...envelope.payload, staged: true } });
+              },
             },
           },
         }),

@@ -5,7 +5,7 @@ import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from
 import { createMemoryBus, type MessageBus } from '../../src/bus/index.js';
 import { createEnvelope, createStep, Topic, type Envelope } from '../../src/core/index.js';
 import type { Host } from '../../src/runtime/index.js';
-import { createEventRouter, type EventRouter } from '../../src/services/event-router/index.js';
+import eventRouter, { type EventRouterInstance } from '../../src/services/event-router/index.js';
 import { createStore, type Store } from '../../src/store/index.js';
 import { collect, startTestHost } from '../support/harness.js';
 import { waitFor } from '../support/wait.js';
@@ -57,13 +57,13 @@ describe('the event router service', () => {
     await bus?.close();
   });
 
-  const start = async (env: Record<string, string> = {}, router: EventRouter = createEventRouter()) => {
+  const start = async (env: Record<string, string> = {}) => {
     bus = createMemoryBus();
     await bus.connect();
     const observer = await collect(bus, [Topic.finalizer, Topic.deadletter, Topic.egress, 'internal.query-analyzer.v1', 'internal.commands.v1', 'internal.llm-bot.v1']);
-    host = await startTestHost({ services: [router], bus, env: { RULES_FILE: rulesFile, ...env }, extra: { store } });
+    host = await startTestHost({ services: [eventRouter], bus, env: { RULES_FILE: rulesFile, ...env }, extra: { store } });
     const send = (topic: string, envelope: Envelope) => bus.publish(topic, encoder.encode(JSON.stringify(envelope)));
-    return { observer, send, router };
+    return { observer, send, router: host.instance('event-router') as EventRouterInstance };
   };
 
   it('seeds the empty rules table from RULES_FILE on first start and routes by those rules', async () => {
@@ -130,8 +130,7 @@ describe('the event router service', () => {
   });
 
   it('reloads changed rules without a restart (poll) and on reload()', async () => {
-    const router = createEventRouter();
-    const { observer, send } = await start({ RULES_RELOAD_MS: '50' }, router);
+    const { observer, send, router } = await start({ RULES_RELOAD_MS: '50' });
     expect(await router.reload()).toBe(false);
     await store.upsertRule({
       id: 'vip-lane',
@@ -154,8 +153,7 @@ describe('the event router service', () => {
   it('ignores an invalid stored rule and keeps routing with the others', async () => {
     await store.upsertRule({ id: 'broken', priority: 100, enabled: true, logic: true, action: { slip: 'not-a-list' } });
     await store.upsertRule({ id: 'fine', priority: 1, enabled: true, logic: true, action: { slip: ['commands'] } });
-    const router = createEventRouter();
-    const { observer, send } = await start({}, router);
+    const { observer, send, router } = await start();
     expect(router.current().rejected.map((rule) => rule.id)).toEqual(['broken']);
     const envelope = chat('!x');
     await send(Topic.authenticated, envelope);

@@ -186,7 +186,7 @@ describe('dead letters end to end: invalid input, storage, replay', () => {
     const bus = createMemoryBus();
     await bus.connect();
     const seen: string[] = [];
-    const intake = defineService({ name: 'intake', consumers: () => ({ [Topic.ingress]: { mode: 'sink', handle: async (envelope) => (seen.push(envelope.id), continueWith()) } }) });
+    const intake = defineService({ name: 'intake', setup: () => ({ consumers: { [Topic.ingress]: { mode: 'sink', handle: async (envelope) => (seen.push(envelope.id), continueWith()) } } }) });
     const host = await startTestHost({
       services: [intake, finalizer],
       bus,

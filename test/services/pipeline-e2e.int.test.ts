@@ -9,7 +9,7 @@ import { createEnvelope, Topic, type Envelope } from '../../src/core/index.js';
 import { continueWith, defineService, type Host, type ServiceDefinition } from '../../src/runtime/index.js';
 import authService from '../../src/services/auth/index.js';
 import { createCommandsService } from '../../src/services/commands/index.js';
-import { createEventRouter } from '../../src/services/event-router/index.js';
+import eventRouter from '../../src/services/event-router/index.js';
 import finalizer from '../../src/services/finalizer/index.js';
 import { createLlmBotService } from '../../src/services/llm-bot/index.js';
 import persistence from '../../src/services/persistence/index.js';
@@ -24,17 +24,19 @@ const API_KEY = 'sk-e2e-test-key-0123456789';
 /** Stands in for a platform's egress: "delivers" the reply, then the runtime finalizes. */
 const egress = defineService({
   name: 'test-egress',
-  consumers: () => ({
-    [Topic.egress]: {
-      mode: 'stage',
-      next: 'finalization',
-      handle: async (envelope) => continueWith({ ...envelope, delivery: { delivered: true, at: new Date().toISOString(), destination: 'test' } }),
+  setup: () => ({
+    consumers: {
+      [Topic.egress]: {
+        mode: 'stage',
+        next: 'finalization',
+        handle: async (envelope) => continueWith({ ...envelope, delivery: { delivered: true, at: new Date().toISOString(), destination: 'test' } }),
+      },
     },
   }),
 });
 
 function services(llm: boolean): ServiceDefinition[] {
-  return [authService, createEventRouter(), createQueryAnalyzer(), createCommandsService(), ...(llm ? [createLlmBotService()] : []), persistence, finalizer, egress];
+  return [authService, eventRouter, createQueryAnalyzer(), createCommandsService(), ...(llm ? [createLlmBotService()] : []), persistence, finalizer, egress];
 }
 
 function architectureFor(list: ServiceDefinition[]) {

@@ -4,7 +4,7 @@ import { createEnvelope, Topic, type Envelope } from '../../src/core/index.js';
 import type { Host } from '../../src/runtime/index.js';
 import authService from '../../src/services/auth/index.js';
 import { createCommandsService } from '../../src/services/commands/index.js';
-import { createEventRouter } from '../../src/services/event-router/index.js';
+import eventRouter from '../../src/services/event-router/index.js';
 import { createQueryAnalyzer } from '../../src/services/query-analyzer/index.js';
 import { createStore, type Store } from '../../src/store/index.js';
 import { collect, startTestHost } from '../support/harness.js';
@@ -37,7 +37,7 @@ describe('the phased flow: auth → router → query-analyzer → router → rea
     await bus.connect();
     observer = await collect(bus, [Topic.egress, Topic.finalizer, Topic.deadletter, LLM_TOPIC]);
     host = await startTestHost({
-      services: [authService, createEventRouter(), createQueryAnalyzer(), createCommandsService()],
+      services: [authService, eventRouter, createQueryAnalyzer(), createCommandsService()],
       bus,
       env: { ANALYZER_BLOCKLIST: 'buy followers', LLM_PROVIDER: 'openai' },
       extra: { store },

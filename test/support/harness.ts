@@ -1,7 +1,21 @@
 import { Writable } from 'node:stream';
-import type { MessageBus, BusMessage } from '../../src/bus/index.js';
-import type { DeadLetter, Envelope } from '../../src/core/index.js';
-import { createHost, type Architecture, type Host, type HostOptions, type ServiceDefinition } from '../../src/runtime/index.js';
+import { createMemoryBus, type MessageBus, type BusMessage } from '../../src/bus/index.js';
+import { BitBratError, type DeadLetter, type Envelope } from '../../src/core/index.js';
+import {
+  createEnvSecretsProvider,
+  createHealthRegistry,
+  createHost,
+  createLogger,
+  createSecretScrubber,
+  createRuntimeMetrics,
+  loadPlatformConfig,
+  parseConfig,
+  type Architecture,
+  type Host,
+  type HostOptions,
+  type ServiceContext,
+  type ServiceDefinition,
+} from '../../src/runtime/index.js';
 import { waitFor } from './wait.js';
 
 /** Builds an architecture for ad-hoc test services from their consumers. */
@@ -16,6 +30,55 @@ export function testArchitecture(services: Array<{ name: string; consumes: strin
         { description: '', entry: 'test', consumes: service.consumes, publishes: [], paths: [], env: [], secrets: [], scaling: { min: 1, max: 1 }, expose: false },
       ]),
     ),
+  };
+}
+
+/**
+ * The services with an architecture that lists, for each, the topics its setup returns consumers for
+ * (ad-hoc test services have no entry in architecture.yaml). Each list is filled when the host runs that
+ * setup, before it checks the consumers against it, so no setup runs twice or with a made-up context.
+ */
+export function derivedArchitecture(services: ServiceDefinition[]): { services: ServiceDefinition[]; architecture: Architecture } {
+  const consumes = new Map(services.map((service) => [service.name, [] as string[]]));
+  const architecture = testArchitecture(services.map((service) => ({ name: service.name, consumes: consumes.get(service.name)! })));
+  const wrapped = services.map(
+    (service): ServiceDefinition => ({
+      ...service,
+      async setup(ctx) {
+        const instance = await service.setup(ctx);
+        consumes.get(service.name)!.push(...Object.keys(instance.consumers));
+        return instance;
+      },
+    }),
+  );
+  return { services: wrapped, architecture };
+}
+
+/**
+ * A context for calling a service's setup outside a host (to look at what it returns): its config and the
+ * platform's from `env` and their defaults, a silent logger, an unconnected memory bus; no store.
+ */
+export function standaloneContext(definition: ServiceDefinition, env: Record<string, string | undefined> = {}): ServiceContext {
+  const health = createHealthRegistry();
+  // A logger without a scrubber fails in pino (hooks: undefined); the host always passes one too.
+  const scrubber = createSecretScrubber();
+  return {
+    name: definition.name,
+    instanceId: 'test',
+    platform: loadPlatformConfig(env),
+    config: definition.configSchema ? parseConfig(definition.configSchema, env, `configuration for ${definition.name}`) : {},
+    logger: createLogger({ level: 'silent', scrubber }),
+    bus: createMemoryBus(),
+    get store(): never {
+      throw new BitBratError('NOT_CONFIGURED', `${definition.name} has no store outside a host`);
+    },
+    secrets: createEnvSecretsProvider(env),
+    metrics: createRuntimeMetrics({ defaultMetrics: false }),
+    health: health.scoped(`${definition.name}.`),
+    publish: async () => {
+      throw new BitBratError('NOT_CONFIGURED', `${definition.name} cannot publish outside a host`);
+    },
+    registerSecret: (value) => scrubber.add(value),
   };
 }
 
@@ -72,11 +135,9 @@ export async function startTestHost(options: {
   listen?: boolean;
   extra?: Partial<HostOptions>;
 }): Promise<Host> {
-  const architecture =
-    options.architecture ??
-    testArchitecture(options.services.map((service) => ({ name: service.name, consumes: Object.keys(service.consumers!({} as never)) })));
+  const { services, architecture } = options.architecture ? { services: options.services, architecture: options.architecture } : derivedArchitecture(options.services);
   const host = await createHost({
-    services: options.services,
+    services,
     bus: options.bus,
     env: { LOG_LEVEL: 'silent', PORT: '0', ...options.env },
     architecture,

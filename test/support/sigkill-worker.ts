@@ -25,15 +25,17 @@ const say = (line: Record<string, unknown>) => process.stdout.write(`${JSON.stri
 
 const sticky = defineService({
   name: 'sticky',
-  consumers: () => ({
-    'internal.sticky.v1': {
-      mode: 'step',
-      maxInFlight: 4,
-      ackWaitMs: args.ackWaitMs,
-      handle: async (envelope, ctx) => {
-        say({ event: 'handling', envelopeId: envelope.id, attempt: ctx.attempt, instanceId: args.instanceId });
-        if (ctx.attempt === 1) await new Promise<never>(() => undefined);
-        return handled({ ...envelope, candidates: [createReply('sticky', `answered by ${args.instanceId}`)] });
+  setup: () => ({
+    consumers: {
+      'internal.sticky.v1': {
+        mode: 'step',
+        maxInFlight: 4,
+        ackWaitMs: args.ackWaitMs,
+        handle: async (envelope, ctx) => {
+          say({ event: 'handling', envelopeId: envelope.id, attempt: ctx.attempt, instanceId: args.instanceId });
+          if (ctx.attempt === 1) await new Promise<never>(() => undefined);
+          return handled({ ...envelope, candidates: [createReply('sticky', `answered by ${args.instanceId}`)] });
+        },
       },
     },
   }),

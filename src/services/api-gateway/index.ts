@@ -3,7 +3,7 @@ import websocket from '@fastify/websocket';
 import type { FastifyInstance } from 'fastify';
 import { z } from 'zod';
 import { env } from '../../runtime/config.js';
-import { continueWith, defineService, type ServiceContext, type ServiceDefinition } from '../../runtime/service.js';
+import { continueWith, defineService, type ServiceContext } from '../../runtime/service.js';
 import type { SourceState } from '../../store/index.js';
 import { createHealthReporter, parseHealthUrls, registerApi, registerDashboard, type GatewayConfig, type HealthReport } from './api.js';
 import { createAuthenticator, ensureEmbeddedToken, parseTokenList, type Authenticator } from './auth.js';
@@ -38,122 +38,127 @@ interface GatewayState {
 
 /**
  * The api-gateway: the chat WebSocket (`/ws/v1`, replies come back on the per-instance egress topic),
- * the HTTP API (`/api/*`) and the dashboard (`/`). State lives per service context, so several hosts
- * (tests, or split and all-in-one side by side) never share sockets.
+ * the HTTP API (`/api/*`) and the dashboard (`/`). State lives in each setup, so several hosts (tests,
+ * or split and all-in-one side by side) never share sockets.
  */
-export function createApiGateway(): ServiceDefinition<GatewayConfig> {
-  const states = new WeakMap<object, GatewayState>();
-
-  const stateOf = (ctx: ServiceContext<GatewayConfig>): GatewayState => {
-    let state = states.get(ctx);
-    if (state) return state;
-    const chat = createChatGateway({
-      instanceId: ctx.instanceId,
-      authenticator: () => {
-        if (!state!.authenticator) throw new Error('api-gateway: tokens not loaded yet');
-        return state!.authenticator;
-      },
-      publish: (topic, envelope) => ctx.publish(topic, envelope),
-      logger: ctx.logger,
-    });
-    const consoleSource = (): SourceState => {
-      const stats = chat.stats();
-      return {
-        id: `api:${ctx.instanceId}`,
-        platform: 'api',
-        displayName: `Chat console (gateway ${ctx.instanceId})`,
-        status: 'connected',
-        streamStatus: 'unknown',
-        metrics: { messagesIn: stats.messagesIn, messagesOut: stats.messagesOut, errors: stats.errors },
-        metadata: { clients: stats.clients, ...(stats.lastMessageAt ? { lastMessageAt: stats.lastMessageAt } : {}) },
-      };
-    };
-    const live = createLiveFeed({
-      store: () => ctx.store,
-      extraSources: () => [consoleSource()],
-      health: () => state!.health?.() ?? Promise.resolve(undefined),
-      pollMs: ctx.config.API_GATEWAY_LIVE_POLL_MS,
-      logger: ctx.logger,
-    });
-    state = { chat, live, consoleSource, streams: new Set() };
-    states.set(ctx, state);
-    return state;
-  };
-
-  const loadTokens = async (ctx: ServiceContext<GatewayConfig>, state: GatewayState) => {
-    const configured = parseTokenList(await ctx.secrets.get('API_GATEWAY_TOKENS'));
-    for (const entry of configured) ctx.registerSecret(entry.token);
-    const dataDir = ctx.platform.DATA_DIR ?? './data';
-    const embedded = configured.length === 0 && ctx.platform.STORE_DRIVER === 'pglite' && !dataDir.startsWith('memory://');
-    if (embedded) {
-      state.embeddedToken = await ensureEmbeddedToken(dataDir);
-      ctx.registerSecret(state.embeddedToken.token);
-      state.authenticator = createAuthenticator([{ token: state.embeddedToken.token, role: 'owner', label: 'embedded' }], ctx.config.API_GATEWAY_ALLOW_ANONYMOUS);
-      return;
-    }
-    state.authenticator = createAuthenticator(configured, ctx.config.API_GATEWAY_ALLOW_ANONYMOUS);
-    if (configured.length === 0 && !ctx.config.API_GATEWAY_ALLOW_ANONYMOUS) {
-      ctx.logger.warn('no API_GATEWAY_TOKENS configured and API_GATEWAY_ALLOW_ANONYMOUS is off: the API and dashboard refuse every request');
-    }
-  };
-
-  return defineService<GatewayConfig>({
-    name: 'api-gateway',
-    configSchema: ConfigSchema as unknown as z.ZodType<GatewayConfig>,
-    needsStore: true,
-    consumers: (ctx) => ({
-      'internal.egress.{instanceId}.v1': {
-        mode: 'stage',
-        next: 'finalization',
-        platforms: ['api'],
-        async handle(envelope) {
-          return continueWith(stateOf(ctx).chat.deliver(envelope));
+export const service = defineService<GatewayConfig>({
+  name: 'api-gateway',
+  configSchema: ConfigSchema as unknown as z.ZodType<GatewayConfig>,
+  needsStore: true,
+  setup(ctx) {
+    // Built on first use (routes, before start): the chat gateway runs a sweeper timer from creation.
+    let gateway: GatewayState | undefined;
+    const state = (): GatewayState => (gateway ??= createGatewayState(ctx));
+    return {
+      consumers: {
+        'internal.egress.{instanceId}.v1': {
+          mode: 'stage',
+          next: 'finalization',
+          platforms: ['api'],
+          async handle(envelope) {
+            return continueWith(state().chat.deliver(envelope));
+          },
         },
       },
-    }),
-    async routes(app, ctx) {
-      const state = stateOf(ctx);
-      state.app = app;
-      await loadTokens(ctx, state);
-      // One registration per app: in the all-in-one process every service shares this fastify instance.
-      if (!app.hasDecorator('websocketServer')) await app.register(websocket, { options: { maxPayload: WS_LIMITS.maxPayloadBytes } });
-      state.health = createHealthReporter(app, ctx.instanceId, parseHealthUrls(ctx.config.API_GATEWAY_HEALTH_URLS));
-      await registerDashboard(app, PUBLIC_DIR);
-      await app.register(async (scope) => {
-        await registerApi(scope, {
-          ctx,
-          root: app,
-          authenticator: () => state.authenticator!,
-          chat: state.chat,
-          live: state.live,
-          consoleSource: state.consoleSource,
-          health: () => state.health!(),
-          streams: state.streams,
+      async routes(app) {
+        const current = state();
+        current.app = app;
+        await loadTokens(ctx, current);
+        // One registration per app: in the all-in-one process every service shares this fastify instance.
+        if (!app.hasDecorator('websocketServer')) await app.register(websocket, { options: { maxPayload: WS_LIMITS.maxPayloadBytes } });
+        current.health = createHealthReporter(app, ctx.instanceId, parseHealthUrls(ctx.config.API_GATEWAY_HEALTH_URLS));
+        await registerDashboard(app, PUBLIC_DIR);
+        await app.register(async (scope) => {
+          await registerApi(scope, {
+            ctx,
+            root: app,
+            authenticator: () => current.authenticator!,
+            chat: current.chat,
+            live: current.live,
+            consoleSource: current.consoleSource,
+            health: () => current.health!(),
+            streams: current.streams,
+          });
         });
-      });
+      },
+      async start() {
+        announce(ctx, state());
+      },
+      async stop() {
+        if (!gateway) return;
+        gateway.live.stop();
+        for (const stream of [...gateway.streams]) stream.end();
+        gateway.chat.close();
+      },
+    };
+  },
+});
+
+/** The chat gateway, live feed and console source of one api-gateway instance. */
+function createGatewayState(ctx: ServiceContext<GatewayConfig>): GatewayState {
+  // The chat gateway and live feed ask for the tokens and health reporter, which routes() sets later.
+  let state: GatewayState | undefined;
+  const chat = createChatGateway({
+    instanceId: ctx.instanceId,
+    authenticator: () => {
+      if (!state?.authenticator) throw new Error('api-gateway: tokens not loaded yet');
+      return state.authenticator;
     },
-    async start(ctx) {
-      const state = stateOf(ctx);
-      const address = state.app?.server.address();
-      const port = typeof address === 'object' && address ? address.port : ctx.platform.PORT;
-      const host = ctx.platform.HOST === '0.0.0.0' || ctx.platform.HOST === '::' ? '127.0.0.1' : ctx.platform.HOST;
-      if (state.embeddedToken) {
-        ctx.logger.info({ tokenFile: state.embeddedToken.file, created: state.embeddedToken.created }, 'api-gateway: using the embedded owner token (bitbrat send reads it from the token file)');
-        // Printed, not logged: the logger scrubs the token, and this line is for the person at the console.
-        process.stderr.write(`\nDashboard: http://${host}:${port}/#token=${state.embeddedToken.token}\n  (token kept in ${state.embeddedToken.file}; bitbrat send '!ping' uses it)\n\n`);
-      } else {
-        ctx.logger.info({ url: `http://${host}:${port}/`, tokens: state.authenticator?.tokenCount ?? 0, anonymous: ctx.config.API_GATEWAY_ALLOW_ANONYMOUS }, 'api-gateway: dashboard and API ready');
-      }
-    },
-    async stop(ctx) {
-      const state = states.get(ctx);
-      if (!state) return;
-      state.live.stop();
-      for (const stream of [...state.streams]) stream.end();
-      state.chat.close();
-    },
+    publish: (topic, envelope) => ctx.publish(topic, envelope),
+    logger: ctx.logger,
   });
+  const consoleSource = (): SourceState => {
+    const stats = chat.stats();
+    return {
+      id: `api:${ctx.instanceId}`,
+      platform: 'api',
+      displayName: `Chat console (gateway ${ctx.instanceId})`,
+      status: 'connected',
+      streamStatus: 'unknown',
+      metrics: { messagesIn: stats.messagesIn, messagesOut: stats.messagesOut, errors: stats.errors },
+      metadata: { clients: stats.clients, ...(stats.lastMessageAt ? { lastMessageAt: stats.lastMessageAt } : {}) },
+    };
+  };
+  const live = createLiveFeed({
+    store: () => ctx.store,
+    extraSources: () => [consoleSource()],
+    health: () => state?.health?.() ?? Promise.resolve(undefined),
+    pollMs: ctx.config.API_GATEWAY_LIVE_POLL_MS,
+    logger: ctx.logger,
+  });
+  state = { chat, live, consoleSource, streams: new Set() };
+  return state;
 }
 
-export const service = createApiGateway();
+async function loadTokens(ctx: ServiceContext<GatewayConfig>, state: GatewayState): Promise<void> {
+  const configured = parseTokenList(await ctx.secrets.get('API_GATEWAY_TOKENS'));
+  for (const entry of configured) ctx.registerSecret(entry.token);
+  const dataDir = ctx.platform.DATA_DIR ?? './data';
+  const embedded = configured.length === 0 && ctx.platform.STORE_DRIVER === 'pglite' && !dataDir.startsWith('memory://');
+  if (embedded) {
+    state.embeddedToken = await ensureEmbeddedToken(dataDir);
+    ctx.registerSecret(state.embeddedToken.token);
+    state.authenticator = createAuthenticator([{ token: state.embeddedToken.token, role: 'owner', label: 'embedded' }], ctx.config.API_GATEWAY_ALLOW_ANONYMOUS);
+    return;
+  }
+  state.authenticator = createAuthenticator(configured, ctx.config.API_GATEWAY_ALLOW_ANONYMOUS);
+  if (configured.length === 0 && !ctx.config.API_GATEWAY_ALLOW_ANONYMOUS) {
+    ctx.logger.warn('no API_GATEWAY_TOKENS configured and API_GATEWAY_ALLOW_ANONYMOUS is off: the API and dashboard refuse every request');
+  }
+}
+
+/** Tells the person at the console where the dashboard is (and, embedded, its token). */
+function announce(ctx: ServiceContext<GatewayConfig>, state: GatewayState): void {
+  const address = state.app?.server.address();
+  const port = typeof address === 'object' && address ? address.port : ctx.platform.PORT;
+  const host = ctx.platform.HOST === '0.0.0.0' || ctx.platform.HOST === '::' ? '127.0.0.1' : ctx.platform.HOST;
+  if (state.embeddedToken) {
+    ctx.logger.info({ tokenFile: state.embeddedToken.file, created: state.embeddedToken.created }, 'api-gateway: using the embedded owner token (bitbrat send reads it from the token file)');
+    // Printed, not logged: the logger scrubs the token, and this line is for the person at the console.
+    process.stderr.write(`\nDashboard: http://${host}:${port}/#token=${state.embeddedToken.token}\n  (token kept in ${state.embeddedToken.file}; bitbrat send '!ping' uses it)\n\n`);
+  } else {
+    ctx.logger.info({ url: `http://${host}:${port}/`, tokens: state.authenticator?.tokenCount ?? 0, anonymous: ctx.config.API_GATEWAY_ALLOW_ANONYMOUS }, 'api-gateway: dashboard and API ready');
+  }
+}
+
 export default service;

@@ -1,7 +1,7 @@
-import { EventType, Topic, newId, type Annotation, type Envelope } from '../../core/index.js';
+import { EventType, Topic, createAnnotation, type Annotation, type Envelope } from '../../core/index.js';
 import { continueWith, defineService, handled } from '../../runtime/service.js';
 import type { TouchUserInput, UserRecord } from '../../store/index.js';
-import { createStoreBatcher } from '../../runtime/store-batcher.js';
+import { createServiceBatcher } from '../../runtime/store-batcher.js';
 import { badgeRole, resolveIdentity, trustedApiRole } from './resolve.js';
 import { Role } from './roles.js';
 
@@ -20,8 +20,8 @@ const SERVICE = 'auth';
 const TOUCH_BATCH_SIZE = 200;
 const TOUCH_BATCH_DELAY_MS = 5;
 
-function annotation(kind: string, label: string, payload?: Record<string, unknown>): Annotation {
-  return { id: newId(), kind, source: SERVICE, createdAt: new Date().toISOString(), label, value: true, ...(payload ? { payload } : {}) };
+function annotation(kind: string, label: string, payload: Record<string, unknown>): Annotation {
+  return createAnnotation(SERVICE, { kind, label, value: true, payload });
 }
 
 /** Whether the envelope is about a real person (not the platform itself). */
@@ -39,55 +39,55 @@ function hasRealUser(envelope: Envelope): boolean {
 export const service = defineService({
   name: SERVICE,
   needsStore: true,
-  consumers: (ctx) => {
-    const touches = createStoreBatcher<TouchUserInput, { user: UserRecord; created: boolean }>((batch) => ctx.store.touchUsers(batch), {
-      size: TOUCH_BATCH_SIZE,
-      delayMs: TOUCH_BATCH_DELAY_MS,
-      maxInFlight: ctx.platform?.MAX_IN_FLIGHT,
-    });
+  setup(ctx) {
+    const touches = createServiceBatcher<TouchUserInput, { user: UserRecord; created: boolean }>(ctx, { size: TOUCH_BATCH_SIZE, delayMs: TOUCH_BATCH_DELAY_MS }, (batch) =>
+      ctx.store.touchUsers(batch),
+    );
     return {
-      [Topic.ingress]: {
-        mode: 'stage',
-        next: Topic.authenticated,
-        async handle(envelope) {
-          if (envelope.type === EventType.chatMessage && !hasRealUser(envelope)) {
-            // A chat message always comes from a viewer at least: one without a usable user id (e.g. a
-            // line without tags) or claiming the system role gets viewer rights, never system's.
-            const identity = resolveIdentity(Role.viewer, []);
-            return continueWith({ ...envelope, user: { ...envelope.user, role: identity.role, roles: identity.roles, permissions: identity.permissions } });
-          }
-          if (envelope.type.startsWith('system.') || !hasRealUser(envelope)) {
-            if (!envelope.user.role) envelope.user.role = Role.system;
-            return continueWith(envelope);
-          }
-          const platform = envelope.source.platform;
-          let storedRoles: string[] = [];
-          let firstMessage: string | undefined;
-          if (envelope.type === EventType.chatMessage) {
-            const { user, created } = await touches.add({
-              platform,
-              userId: envelope.user.id,
-              login: envelope.user.name,
-              displayName: envelope.user.displayName || undefined,
-              at: envelope.timestamp,
-            });
-            storedRoles = user.roles;
-            if (created) firstMessage = user.firstSeen;
-          } else {
-            storedRoles = (await ctx.store.getUser(`${platform}:${envelope.user.id}`))?.roles ?? [];
-          }
-          const identity = resolveIdentity(trustedApiRole(envelope) ?? badgeRole(envelope), storedRoles);
-          const out: Envelope = {
-            ...envelope,
-            user: { ...envelope.user, role: identity.role, roles: identity.roles, permissions: identity.permissions },
-            annotations: [...(envelope.annotations ?? [])],
-          };
-          if (firstMessage) out.annotations!.push(annotation('first-message', 'first-message', { firstSeen: firstMessage }));
-          if (identity.banned) {
-            out.annotations!.push(annotation('moderation', 'banned', { reason: 'the user is banned', action: 'ignore' }));
-            return handled(out, 'handled');
-          }
-          return continueWith(out);
+      consumers: {
+        [Topic.ingress]: {
+          mode: 'stage',
+          next: Topic.authenticated,
+          async handle(envelope) {
+            if (envelope.type === EventType.chatMessage && !hasRealUser(envelope)) {
+              // A chat message always comes from a viewer at least: one without a usable user id (e.g. a
+              // line without tags) or claiming the system role gets viewer rights, never system's.
+              const identity = resolveIdentity(Role.viewer, []);
+              return continueWith({ ...envelope, user: { ...envelope.user, role: identity.role, roles: identity.roles, permissions: identity.permissions } });
+            }
+            if (envelope.type.startsWith('system.') || !hasRealUser(envelope)) {
+              if (!envelope.user.role) envelope.user.role = Role.system;
+              return continueWith(envelope);
+            }
+            const platform = envelope.source.platform;
+            let storedRoles: string[] = [];
+            let firstMessage: string | undefined;
+            if (envelope.type === EventType.chatMessage) {
+              const { user, created } = await touches.add({
+                platform,
+                userId: envelope.user.id,
+                login: envelope.user.name,
+                displayName: envelope.user.displayName || undefined,
+                at: envelope.timestamp,
+              });
+              storedRoles = user.roles;
+              if (created) firstMessage = user.firstSeen;
+            } else {
+              storedRoles = (await ctx.store.getUser(`${platform}:${envelope.user.id}`))?.roles ?? [];
+            }
+            const identity = resolveIdentity(trustedApiRole(envelope) ?? badgeRole(envelope), storedRoles);
+            const out: Envelope = {
+              ...envelope,
+              user: { ...envelope.user, role: identity.role, roles: identity.roles, permissions: identity.permissions },
+              annotations: [...(envelope.annotations ?? [])],
+            };
+            if (firstMessage) out.annotations!.push(annotation('first-message', 'first-message', { firstSeen: firstMessage }));
+            if (identity.banned) {
+              out.annotations!.push(annotation('moderation', 'banned', { reason: 'the user is banned', action: 'ignore' }));
+              return handled(out, 'handled');
+            }
+            return continueWith(out);
+          },
         },
       },
     };

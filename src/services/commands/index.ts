@@ -1,7 +1,7 @@
 import { z } from 'zod';
-import { createReply, stepTopic, type Envelope } from '../../core/index.js';
+import { createReply, messageText, stepTopic, type Envelope } from '../../core/index.js';
 import { env } from '../../runtime/config.js';
-import { continueWith, skip, type HandlerResult, type ServiceDefinition } from '../../runtime/service.js';
+import { continueWith, defineService, skip, type HandlerResult, type ServiceDefinition } from '../../runtime/service.js';
 import type { CommandRecord, Store } from '../../store/index.js';
 import { Permission, Role, permissionsFor, roleAtLeast } from '../auth/roles.js';
 import { parseCommand } from '../query-analyzer/analyze.js';
@@ -45,73 +45,75 @@ function userName(envelope: Envelope): string {
  * broadcaster are not held by cooldowns.
  */
 export function createCommandsService(): ServiceDefinition<Config> {
-  return {
+  return defineService<Config>({
     name: SERVICE,
     configSchema: ConfigSchema,
     needsStore: true,
-    consumers: (ctx) => ({
-      [stepTopic(SERVICE)]: {
-        mode: 'step',
-        async handle(envelope): Promise<HandlerResult> {
-          const store = ctx.store;
-          const prefix = ctx.config.COMMAND_PREFIX;
-          const text = envelope.message?.text ?? (typeof envelope.payload.text === 'string' ? envelope.payload.text : '');
-          const parsed = envelope.message?.command ? { name: envelope.message.command.toLowerCase(), args: envelope.message.args ?? [] } : parseCommand(text, prefix);
-          if (!parsed) return skip();
+    setup: (ctx) => ({
+      consumers: {
+        [stepTopic(SERVICE)]: {
+          mode: 'step',
+          async handle(envelope): Promise<HandlerResult> {
+            const store = ctx.store;
+            const prefix = ctx.config.COMMAND_PREFIX;
+            const text = messageText(envelope) ?? '';
+            const parsed = envelope.message?.command ? { name: envelope.message.command.toLowerCase(), args: envelope.message.args ?? [] } : parseCommand(text, prefix);
+            if (!parsed) return skip();
 
-          const role = envelope.user.role;
-          const permissions = envelope.user.permissions ?? permissionsFor([role]);
-          const channelKey = `${envelope.source.platform}:${envelope.source.channel.toLowerCase()}`;
-          const reply = (message: string): HandlerResult =>
-            continueWith({ ...envelope, candidates: [...(envelope.candidates ?? []), createReply(SERVICE, message, { command: parsed.name })] });
-          const refuse = async (message: string): Promise<HandlerResult> =>
-            (await store.claimKey('cooldown', `refusal:${channelKey}:${envelope.user.id}`, REFUSAL_COOLDOWN_MS)) ? reply(message) : skip();
+            const role = envelope.user.role;
+            const permissions = envelope.user.permissions ?? permissionsFor([role]);
+            const channelKey = `${envelope.source.platform}:${envelope.source.channel.toLowerCase()}`;
+            const reply = (message: string): HandlerResult =>
+              continueWith({ ...envelope, candidates: [...(envelope.candidates ?? []), createReply(SERVICE, message, { command: parsed.name })] });
+            const refuse = async (message: string): Promise<HandlerResult> =>
+              (await store.claimKey('cooldown', `refusal:${channelKey}:${envelope.user.id}`, REFUSAL_COOLDOWN_MS)) ? reply(message) : skip();
 
-          if (isBuiltin(parsed.name)) {
-            switch (parsed.name) {
-              case 'ping':
-                return reply('pong');
-              case 'uptime': {
-                const info = streamInfo(await findStreamSource(store, envelope.source));
-                return reply(info.online ? `The stream has been live for ${info.uptime}.` : 'The stream is offline.');
-              }
-              case 'help':
-              case 'commands': {
-                const builtins = BUILTIN_COMMANDS.filter((name) => !MANAGE_COMMANDS.has(name) || permissions.includes(Permission.commandsManage));
-                const custom = (await store.listCommands()).filter((command) => command.enabled && roleAtLeast(role, command.minRole)).map((command) => command.name);
-                let list = [...builtins, ...custom].map((name) => `${prefix}${name}`).join(' ');
-                if (list.length > MAX_REPLY_LENGTH - 20) list = `${list.slice(0, MAX_REPLY_LENGTH - 21)}…`;
-                return reply(`Commands: ${list}`);
-              }
-              default: {
-                if (!permissions.includes(Permission.commandsManage)) return refuse(`@${userName(envelope)} only moderators can manage commands.`);
-                const input = parseManageArgs(parsed.args, prefix);
-                if ('error' in input) return reply(`@${userName(envelope)} ${input.error}`);
-                const result = await manageCommand(store, MANAGE_ACTIONS[parsed.name]!, { ...input.input, createdBy: envelope.user.name });
-                return reply(result.ok ? result.message : `@${userName(envelope)} ${result.message}`);
+            if (isBuiltin(parsed.name)) {
+              switch (parsed.name) {
+                case 'ping':
+                  return reply('pong');
+                case 'uptime': {
+                  const info = streamInfo(await findStreamSource(store, envelope.source));
+                  return reply(info.online ? `The stream has been live for ${info.uptime}.` : 'The stream is offline.');
+                }
+                case 'help':
+                case 'commands': {
+                  const builtins = BUILTIN_COMMANDS.filter((name) => !MANAGE_COMMANDS.has(name) || permissions.includes(Permission.commandsManage));
+                  const custom = (await store.listCommands()).filter((command) => command.enabled && roleAtLeast(role, command.minRole)).map((command) => command.name);
+                  let list = [...builtins, ...custom].map((name) => `${prefix}${name}`).join(' ');
+                  if (list.length > MAX_REPLY_LENGTH - 20) list = `${list.slice(0, MAX_REPLY_LENGTH - 21)}…`;
+                  return reply(`Commands: ${list}`);
+                }
+                default: {
+                  if (!permissions.includes(Permission.commandsManage)) return refuse(`@${userName(envelope)} only moderators can manage commands.`);
+                  const input = parseManageArgs(parsed.args, prefix);
+                  if ('error' in input) return reply(`@${userName(envelope)} ${input.error}`);
+                  const result = await manageCommand(store, MANAGE_ACTIONS[parsed.name]!, { ...input.input, createdBy: envelope.user.name });
+                  return reply(result.ok ? result.message : `@${userName(envelope)} ${result.message}`);
+                }
               }
             }
-          }
 
-          const command: CommandRecord | undefined = await findCommand(store, parsed.name);
-          if (!command || !command.enabled) return skip();
-          if (!roleAtLeast(role, command.minRole)) {
-            return refuse(`@${userName(envelope)} ${prefix}${command.name} is for ${ROLE_LABEL[command.minRole] ?? command.minRole} only.`);
-          }
-          // Claims live in the store so cooldowns hold across instances; the user's claim goes first so a
-          // channel-wide cooldown is not spent on a user who is still cooling down.
-          if (!roleAtLeast(role, Role.moderator)) {
-            if (command.userCooldownSec > 0 && !(await store.claimKey('cooldown', `user:${channelKey}:${command.name}:${envelope.user.id}`, command.userCooldownSec * 1000))) return skip();
-            if (command.cooldownSec > 0 && !(await store.claimKey('cooldown', `command:${channelKey}:${command.name}`, command.cooldownSec * 1000))) return skip();
-          }
-          const count = await store.incrementCommandUse(command.name);
-          const stream = needsStream(command.response) ? streamInfo(await findStreamSource(store, envelope.source)) : undefined;
-          const message = renderTemplate(command.response, { user: userName(envelope), channel: envelope.source.channel.replace(/^#/, ''), args: parsed.args, count, stream });
-          return message ? reply(message) : skip();
+            const command: CommandRecord | undefined = await findCommand(store, parsed.name);
+            if (!command || !command.enabled) return skip();
+            if (!roleAtLeast(role, command.minRole)) {
+              return refuse(`@${userName(envelope)} ${prefix}${command.name} is for ${ROLE_LABEL[command.minRole] ?? command.minRole} only.`);
+            }
+            // Claims live in the store so cooldowns hold across instances; the user's claim goes first so a
+            // channel-wide cooldown is not spent on a user who is still cooling down.
+            if (!roleAtLeast(role, Role.moderator)) {
+              if (command.userCooldownSec > 0 && !(await store.claimKey('cooldown', `user:${channelKey}:${command.name}:${envelope.user.id}`, command.userCooldownSec * 1000))) return skip();
+              if (command.cooldownSec > 0 && !(await store.claimKey('cooldown', `command:${channelKey}:${command.name}`, command.cooldownSec * 1000))) return skip();
+            }
+            const count = await store.incrementCommandUse(command.name);
+            const stream = needsStream(command.response) ? streamInfo(await findStreamSource(store, envelope.source)) : undefined;
+            const message = renderTemplate(command.response, { user: userName(envelope), channel: envelope.source.channel.replace(/^#/, ''), args: parsed.args, count, stream });
+            return message ? reply(message) : skip();
+          },
         },
       },
     }),
-  };
+  });
 }
 
 export const service = createCommandsService();

@@ -2,7 +2,7 @@ import { z } from 'zod';
 import { Topic, type Envelope } from '../../core/index.js';
 import { env } from '../../runtime/config.js';
 import type { Logger } from '../../runtime/logger.js';
-import { continueWith, failed, handled, type HandlerResult, type ServiceContext, type ServiceDefinition } from '../../runtime/service.js';
+import { continueWith, defineService, failed, handled, type HandlerResult, type ServiceInstance } from '../../runtime/service.js';
 import { DEFAULT_RULES_FILE, seedRules } from './load.js';
 import { applyDecision } from './plan.js';
 import { compileRules, evaluationData, matchRule, type RuleSet, type Stage } from './rules.js';
@@ -23,7 +23,8 @@ const ConfigSchema = z.object({
 });
 type Config = z.infer<typeof ConfigSchema>;
 
-export interface EventRouter extends ServiceDefinition<Config> {
+/** The event router's instance: its consumers, plus a way to look at and reload its rules. */
+export interface EventRouterInstance extends ServiceInstance {
   /** Reload rules from the store now when their version changed (`force` reloads regardless). */
   reload(force?: boolean): Promise<boolean>;
   /** The rules in effect (for debugging and tests). */
@@ -35,72 +36,72 @@ export interface EventRouter extends ServiceDefinition<Config> {
  * message twice — from auth (`stage: ingress`, usually the enrichment slip) and as the `router` step after
  * enrichment (`stage: enriched`, the reaction slip). Rules reload without a restart when they change.
  */
-export function createEventRouter(): EventRouter {
-  let ruleSet: RuleSet = { rules: [], rejected: [] };
-  let version: string | undefined;
-  let timer: NodeJS.Timeout | undefined;
-  let context: ServiceContext<Config> | undefined;
-  let reloading: Promise<boolean> | undefined;
+export const service = defineService<Config>({
+  name: 'event-router',
+  configSchema: ConfigSchema,
+  needsStore: true,
+  setup(ctx): EventRouterInstance {
+    let ruleSet: RuleSet = { rules: [], rejected: [] };
+    let version: string | undefined;
+    let timer: NodeJS.Timeout | undefined;
+    let started = false;
+    let reloading: Promise<boolean> | undefined;
+    const llm = Boolean(ctx.config.LLM_PROVIDER);
 
-  const load = async (ctx: ServiceContext<Config>, force: boolean): Promise<boolean> => {
-    const next = await ctx.store.rulesVersion();
-    if (!force && next === version) return false;
-    const compiled = compileRules(await ctx.store.listRules());
-    for (const bad of compiled.rejected) ctx.logger.warn({ rule: bad.id, error: bad.error }, 'ignoring invalid routing rule');
-    ruleSet = compiled;
-    version = next;
-    ctx.logger.info({ version, rules: compiled.rules.length }, 'routing rules loaded');
-    return true;
-  };
+    const load = async (force: boolean): Promise<boolean> => {
+      const next = await ctx.store.rulesVersion();
+      if (!force && next === version) return false;
+      const compiled = compileRules(await ctx.store.listRules());
+      for (const bad of compiled.rejected) ctx.logger.warn({ rule: bad.id, error: bad.error }, 'ignoring invalid routing rule');
+      ruleSet = compiled;
+      version = next;
+      ctx.logger.info({ version, rules: compiled.rules.length }, 'routing rules loaded');
+      return true;
+    };
 
-  const reload = async (force = false): Promise<boolean> => {
-    if (!context) return false;
-    // One reload at a time: a poll tick and an explicit reload share the same work.
-    reloading ??= load(context, force).finally(() => (reloading = undefined));
-    return reloading;
-  };
+    const reload = async (force = false): Promise<boolean> => {
+      if (!started) return false;
+      // One reload at a time: a poll tick and an explicit reload share the same work.
+      reloading ??= load(force).finally(() => (reloading = undefined));
+      return reloading;
+    };
 
-  const route = async (envelope: Envelope, stage: Stage, botName: string, logger: Logger, llm: boolean): Promise<HandlerResult> => {
-    const match = matchRule(ruleSet, evaluationData(envelope, stage, botName, { llm }), (rule, error) =>
-      logger.warn({ rule: rule.id, err: error }, 'routing rule failed to evaluate; treated as no match'),
-    );
-    const decision = applyDecision(envelope, stage, match);
-    if (decision.kind === 'loop') {
-      return failed('HANDLER_FAILED', `routing loop: the envelope came back to the router ${decision.visits} times`, { retryable: false, envelope: decision.envelope });
-    }
-    if (decision.kind === 'handled') return handled(decision.envelope, decision.outcome);
-    return continueWith(decision.envelope);
-  };
+    const route = async (envelope: Envelope, stage: Stage, logger: Logger): Promise<HandlerResult> => {
+      const match = matchRule(ruleSet, evaluationData(envelope, stage, ctx.config.BOT_NAME, { llm }), (rule, error) =>
+        logger.warn({ rule: rule.id, err: error }, 'routing rule failed to evaluate; treated as no match'),
+      );
+      const decision = applyDecision(envelope, stage, match);
+      if (decision.kind === 'loop') {
+        return failed('HANDLER_FAILED', `routing loop: the envelope came back to the router ${decision.visits} times`, { retryable: false, envelope: decision.envelope });
+      }
+      if (decision.kind === 'handled') return handled(decision.envelope, decision.outcome);
+      return continueWith(decision.envelope);
+    };
 
-  const definition: EventRouter = {
-    name: 'event-router',
-    configSchema: ConfigSchema,
-    needsStore: true,
-    async start(ctx) {
-      context = ctx;
-      const seeded = await seedRules(ctx.store, ctx.config.RULES_FILE);
-      if (seeded > 0) ctx.logger.info({ file: ctx.config.RULES_FILE, rules: seeded }, 'seeded routing rules');
-      await load(ctx, true);
-      timer = setInterval(() => {
-        reload().catch((error) => ctx.logger.warn({ err: error }, 'routing rules reload failed; keeping the current rules'));
-      }, ctx.config.RULES_RELOAD_MS);
-      timer.unref();
-    },
-    async stop() {
-      if (timer) clearInterval(timer);
-      timer = undefined;
-      await reloading?.catch(() => undefined);
-      context = undefined;
-    },
-    consumers: (ctx) => ({
-      [Topic.authenticated]: { mode: 'slip', handle: (envelope, hctx) => route(envelope, 'ingress', ctx.config.BOT_NAME, hctx.logger, Boolean(ctx.config.LLM_PROVIDER)) },
-      [Topic.router]: { mode: 'step', handle: (envelope, hctx) => route(envelope, 'enriched', ctx.config.BOT_NAME, hctx.logger, Boolean(ctx.config.LLM_PROVIDER)) },
-    }),
-    reload,
-    current: () => ruleSet,
-  };
-  return definition;
-}
+    return {
+      consumers: {
+        [Topic.authenticated]: { mode: 'slip', handle: (envelope, hctx) => route(envelope, 'ingress', hctx.logger) },
+        [Topic.router]: { mode: 'step', handle: (envelope, hctx) => route(envelope, 'enriched', hctx.logger) },
+      },
+      async start() {
+        const seeded = await seedRules(ctx.store, ctx.config.RULES_FILE);
+        if (seeded > 0) ctx.logger.info({ file: ctx.config.RULES_FILE, rules: seeded }, 'seeded routing rules');
+        await load(true);
+        started = true;
+        timer = setInterval(() => {
+          reload().catch((error) => ctx.logger.warn({ err: error }, 'routing rules reload failed; keeping the current rules'));
+        }, ctx.config.RULES_RELOAD_MS);
+        timer.unref();
+      },
+      async stop() {
+        clearInterval(timer);
+        started = false;
+        await reloading?.catch(() => undefined);
+      },
+      reload,
+      current: () => ruleSet,
+    };
+  },
+});
 
-export const service = createEventRouter();
 export default service;

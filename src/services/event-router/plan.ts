@@ -1,4 +1,4 @@
-import { createStep, currentStepIndex, newId, replanSlip, type Annotation, type Envelope, type RoutingStep } from '../../core/index.js';
+import { createAnnotation, createStep, currentStepIndex, replanSlip, type Annotation, type Envelope, type RoutingStep } from '../../core/index.js';
 import type { RuleAction, RuleMatch, Stage } from './rules.js';
 
 const SERVICE = 'event-router';
@@ -21,22 +21,19 @@ export function stepsFor(action: RuleAction): RoutingStep[] {
 }
 
 function routeAnnotation(stage: Stage, match: RuleMatch | undefined): Annotation {
-  return {
-    id: newId(),
+  return createAnnotation(SERVICE, {
     kind: 'route',
-    source: SERVICE,
-    createdAt: new Date().toISOString(),
     label: match ? match.rule.id : 'unrouted',
     payload: {
       stage,
       ...(match ? { rule: match.rule.id, priority: match.rule.priority, slip: (match.action.slip ?? []).map((entry) => (typeof entry === 'string' ? entry : entry.id)) } : {}),
     },
-  };
+  });
 }
 
 function actionAnnotations(action: RuleAction): Annotation[] {
   const list = action.annotate === undefined ? [] : Array.isArray(action.annotate) ? action.annotate : [action.annotate];
-  return list.map((annotate) => ({ id: newId(), source: SERVICE, createdAt: new Date().toISOString(), ...annotate }));
+  return list.map((annotate) => createAnnotation(SERVICE, annotate));
 }
 
 /**

@@ -1,6 +1,7 @@
 import jsonLogic from 'json-logic-js';
 import { z } from 'zod';
 import type { Annotation, Envelope } from '../../core/index.js';
+import { messageText } from '../../core/index.js';
 import { Role, roleAtLeast } from '../auth/roles.js';
 
 /** Where the router sees an envelope: straight from auth, or back after the enrichment slip. */
@@ -154,7 +155,7 @@ export function evaluationData(envelope: Envelope, stage: Stage, botName: string
   const annotations = envelope.annotations ?? [];
   const annotationLabels: Record<string, string> = {};
   for (const annotation of annotations) if (annotation.label !== undefined) annotationLabels[annotation.kind] = annotation.label;
-  const text = envelope.message?.text ?? (typeof envelope.payload.text === 'string' ? envelope.payload.text : '');
+  const text = messageText(envelope) ?? '';
   const user = envelope.user;
   return {
     type: envelope.type,

@@ -3,7 +3,7 @@ import { Topic } from '../../core/index.js';
 import { env } from '../../runtime/config.js';
 import { continueWith, defineService } from '../../runtime/service.js';
 import type { EventRecord } from '../../store/index.js';
-import { RECORD_BATCH_DELAY_MS, createStoreBatcher } from '../../runtime/store-batcher.js';
+import { RECORD_BATCH_DELAY_MS, createServiceBatcher } from '../../runtime/store-batcher.js';
 import { ingressRecord, sourcePatch } from './records.js';
 
 const ConfigSchema = z.object({
@@ -20,22 +20,21 @@ export const service = defineService({
   name: 'persistence',
   configSchema: ConfigSchema,
   needsStore: true,
-  consumers(ctx) {
-    const batcher = createStoreBatcher<EventRecord, true>(
-      async (batch) => {
-        await ctx.store.recordIngress(batch);
-        return batch.map(() => true as const);
-      },
-      { size: ctx.config.PERSISTENCE_BATCH_SIZE, delayMs: ctx.config.PERSISTENCE_BATCH_DELAY_MS, maxInFlight: ctx.platform?.MAX_IN_FLIGHT },
-    );
+  setup(ctx) {
+    const records = createServiceBatcher<EventRecord, true>(ctx, { size: ctx.config.PERSISTENCE_BATCH_SIZE, delayMs: ctx.config.PERSISTENCE_BATCH_DELAY_MS }, async (batch) => {
+      await ctx.store.recordIngress(batch);
+      return batch.map(() => true as const);
+    });
     return {
-      [Topic.ingress]: {
-        mode: 'sink',
-        async handle(envelope) {
-          await batcher.add(ingressRecord(envelope));
-          const patch = sourcePatch(envelope);
-          if (patch) await ctx.store.mergeSource(patch);
-          return continueWith();
+      consumers: {
+        [Topic.ingress]: {
+          mode: 'sink',
+          async handle(envelope) {
+            await records.add(ingressRecord(envelope));
+            const patch = sourcePatch(envelope);
+            if (patch) await ctx.store.mergeSource(patch);
+            return continueWith();
+          },
         },
       },
     };

@@ -7,7 +7,7 @@
  * - `links:post` (vip, trusted, moderator, broadcaster): links are allowed. Subscribers are NOT exempt from
  *   the link rule: a subscription is cheap for a spammer, and the allowlist covers the common safe domains.
  */
-import { newId, type Annotation } from '../../core/index.js';
+import { createAnnotation, type Annotation, type AnnotationFields } from '../../core/index.js';
 import { Permission, permissionsFor } from '../auth/roles.js';
 
 export const Intent = { command: 'command', mention: 'mention', question: 'question', greeting: 'greeting', other: 'other' } as const;
@@ -340,42 +340,40 @@ export function createAnalyzer(options: AnalyzerOptions = {}): Analyzer {
 
 /** The annotations an analysis adds to an envelope (plus `moderation` when it is spam). */
 export function analysisAnnotations(analysis: Analysis, source = 'query-analyzer', at = new Date().toISOString()): Annotation[] {
-  const base = () => ({ id: newId(), source, createdAt: at });
+  const annotate = (fields: AnnotationFields) => createAnnotation(source, fields, at);
   const annotations: Annotation[] = [
-    {
-      ...base(),
+    annotate({
       kind: 'intent',
       label: analysis.intent,
       value: analysis.intent,
       score: analysis.intentScore,
       payload: { signals: analysis.signals, ambiguous: analysis.ambiguous, ...(analysis.classifiedBy ? { classifiedBy: analysis.classifiedBy } : {}), ...(analysis.command ? { command: analysis.command.name, args: analysis.command.args } : {}) },
-    },
-    {
-      ...base(),
+    }),
+    annotate({
       kind: 'sentiment',
       label: analysis.sentiment,
       value: analysis.sentimentScore,
       score: analysis.sentimentScore,
       payload: { words: analysis.sentimentWords },
-    },
-    {
-      ...base(),
+    }),
+    annotate({
       kind: 'spam',
       label: analysis.spam ? 'spam' : 'clean',
       value: analysis.spam,
       score: analysis.spamScore,
       payload: { reasons: analysis.spamSignals, ...(analysis.exempt ? { exempt: analysis.exempt } : {}) },
-    },
+    }),
   ];
   if (analysis.spam) {
-    annotations.push({
-      ...base(),
-      kind: 'moderation',
-      label: 'spam',
-      value: 'flag',
-      score: analysis.spamScore,
-      payload: { action: 'flag', reasons: [...new Set(analysis.spamSignals.map((signal) => signal.reason))] },
-    });
+    annotations.push(
+      annotate({
+        kind: 'moderation',
+        label: 'spam',
+        value: 'flag',
+        score: analysis.spamScore,
+        payload: { action: 'flag', reasons: [...new Set(analysis.spamSignals.map((signal) => signal.reason))] },
+      }),
+    );
   }
   return annotations;
 }

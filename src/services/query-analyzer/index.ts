@@ -1,8 +1,8 @@
 import { z } from 'zod';
-import { stepTopic, type Envelope } from '../../core/index.js';
+import { messageText, stepTopic, withAnnotations, type Envelope } from '../../core/index.js';
 import { env } from '../../runtime/config.js';
-import { continueWith, handled, skip, type HandlerResult, type ServiceDefinition } from '../../runtime/service.js';
-import { Intent, Sentiment, analysisAnnotations, createAnalyzer, type Analysis, type Analyzer } from './analyze.js';
+import { continueWith, defineService, handled, skip, type HandlerResult, type ServiceDefinition } from '../../runtime/service.js';
+import { Intent, Sentiment, analysisAnnotations, createAnalyzer, type Analysis } from './analyze.js';
 
 export * from './analyze.js';
 
@@ -72,50 +72,41 @@ async function refine(analysis: Analysis, text: string, classifier: IntentClassi
  * annotation, no reply, nothing further runs). Commands also get `message.command`/`args`.
  */
 export function createQueryAnalyzer(options: QueryAnalyzerOptions = {}): ServiceDefinition<Config> {
-  let analyzer: Analyzer | undefined;
-  let analyzerConfig: Config | undefined;
-  const analyzerFor = (config: Config) => {
-    if (!analyzer || analyzerConfig !== config) {
-      analyzer = createAnalyzer({ botName: config.BOT_NAME, commandPrefix: config.COMMAND_PREFIX, linkAllowlist: config.ANALYZER_LINK_ALLOWLIST, blocklist: config.ANALYZER_BLOCKLIST });
-      analyzerConfig = config;
-    }
-    return analyzer;
-  };
-
-  return {
+  return defineService<Config>({
     name: 'query-analyzer',
     configSchema: ConfigSchema,
-    consumers: (ctx) => ({
-      [stepTopic('query-analyzer')]: {
-        mode: 'step',
-        async handle(envelope, hctx): Promise<HandlerResult> {
-          const text = envelope.message?.text ?? (typeof envelope.payload.text === 'string' ? envelope.payload.text : undefined);
-          if (text === undefined || text.trim() === '') return skip();
-          const user = envelope.user;
-          let analysis: Analysis = analyzerFor(ctx.config)({
-            text,
-            role: user.role,
-            roles: Array.isArray(user.roles) ? (user.roles as unknown[]).map(String) : undefined,
-            permissions: user.permissions,
-            emotes: envelope.payload.emotes,
-          });
-          if (analysis.ambiguous && options.classifier) {
-            analysis = await refine(analysis, text, options.classifier, options.classifierTimeoutMs ?? DEFAULT_CLASSIFIER_TIMEOUT_MS, hctx.signal);
-          }
-          const out: Envelope = {
-            ...envelope,
-            message: {
-              ...(envelope.message ?? { text }),
-              text,
-              ...(analysis.command ? { command: analysis.command.name, args: analysis.command.args } : {}),
+    setup(ctx) {
+      const config = ctx.config;
+      const analyze = createAnalyzer({ botName: config.BOT_NAME, commandPrefix: config.COMMAND_PREFIX, linkAllowlist: config.ANALYZER_LINK_ALLOWLIST, blocklist: config.ANALYZER_BLOCKLIST });
+      return {
+        consumers: {
+          [stepTopic('query-analyzer')]: {
+            mode: 'step',
+            async handle(envelope, hctx): Promise<HandlerResult> {
+              const text = messageText(envelope);
+              if (text === undefined || text.trim() === '') return skip();
+              const user = envelope.user;
+              let analysis: Analysis = analyze({
+                text,
+                role: user.role,
+                roles: Array.isArray(user.roles) ? (user.roles as unknown[]).map(String) : undefined,
+                permissions: user.permissions,
+                emotes: envelope.payload.emotes,
+              });
+              if (analysis.ambiguous && options.classifier) {
+                analysis = await refine(analysis, text, options.classifier, options.classifierTimeoutMs ?? DEFAULT_CLASSIFIER_TIMEOUT_MS, hctx.signal);
+              }
+              const out: Envelope = withAnnotations(
+                { ...envelope, message: { ...(envelope.message ?? { text }), text, ...(analysis.command ? { command: analysis.command.name, args: analysis.command.args } : {}) } },
+                ...analysisAnnotations(analysis),
+              );
+              return analysis.spam ? handled(out, 'handled') : continueWith(out);
             },
-            annotations: [...(envelope.annotations ?? []), ...analysisAnnotations(analysis)],
-          };
-          return analysis.spam ? handled(out, 'handled') : continueWith(out);
+          },
         },
-      },
-    }),
-  };
+      };
+    },
+  });
 }
 
 export const service = createQueryAnalyzer();

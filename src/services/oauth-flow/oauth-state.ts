@@ -1,0 +1,57 @@
+import { createHmac, randomBytes, timingSafeEqual } from 'node:crypto';
+import { BitBratError } from '../../core/index.js';
+
+/** How long a /start link stays valid. */
+export const STATE_TTL_MS = 10 * 60_000;
+export const OAuthRole = { bot: 'bot', broadcaster: 'broadcaster' } as const;
+export type OAuthRole = (typeof OAuthRole)[keyof typeof OAuthRole];
+const ROLES: readonly OAuthRole[] = Object.values(OAuthRole);
+
+/** The outcome of checking a callback's `state`: the role it was started for, or why it is refused. */
+export type StateCheck = { ok: true; role: OAuthRole; nonce: string } | { ok: false; reason: string };
+
+/** `base64url(json).base64url(hmac)`: the role and an expiry, signed so a callback cannot be forged. */
+export function signState(secret: string, role: OAuthRole, now = Date.now(), ttlMs = STATE_TTL_MS): string {
+  const body = Buffer.from(JSON.stringify({ r: role, e: now + ttlMs, n: randomBytes(12).toString('base64url') })).toString('base64url');
+  return `${body}.${createHmac('sha256', secret).update(body).digest('base64url')}`;
+}
+
+/** Checks a `state` made by signState: signature, shape and expiry. */
+export function verifyState(secret: string, state: string | undefined, now = Date.now()): StateCheck {
+  if (!state) return { ok: false, reason: 'the state parameter is missing' };
+  const [body, signature, extra] = state.split('.');
+  if (!body || !signature || extra !== undefined) return { ok: false, reason: 'the state parameter is malformed' };
+  const expected = createHmac('sha256', secret).update(body).digest();
+  const given = Buffer.from(signature, 'base64url');
+  if (given.length !== expected.length || !timingSafeEqual(given, expected)) return { ok: false, reason: 'the state parameter has an invalid signature' };
+  let parsed: { r?: unknown; e?: unknown; n?: unknown };
+  try {
+    parsed = JSON.parse(Buffer.from(body, 'base64url').toString('utf8')) as typeof parsed;
+  } catch {
+    return { ok: false, reason: 'the state parameter is malformed' };
+  }
+  if (!ROLES.includes(parsed.r as OAuthRole) || typeof parsed.e !== 'number' || typeof parsed.n !== 'string') return { ok: false, reason: 'the state parameter is malformed' };
+  if (parsed.e < now) return { ok: false, reason: 'the authorization link expired; start again' };
+  return { ok: true, role: parsed.r as OAuthRole, nonce: parsed.n };
+}
+
+/**
+ * Which account `/oauth/twitch/start` authorizes: `?identity=bot|broadcaster` (default `bot`); `?role=` is
+ * accepted as an alias. Both given must agree.
+ */
+export function startIdentity(query: Record<string, unknown>): OAuthRole {
+  const pick = (name: string): string | undefined => {
+    const value = query[name];
+    if (value === undefined) return undefined;
+    if (typeof value !== 'string') throw new BitBratError('BAD_REQUEST', `${name} must be given once`);
+    return value.trim().toLowerCase();
+  };
+  const identity = pick('identity');
+  const alias = pick('role');
+  if (identity !== undefined && alias !== undefined && identity !== alias) {
+    throw new BitBratError('BAD_REQUEST', `identity=${identity} and role=${alias} disagree; use identity only`);
+  }
+  const wanted = identity ?? alias ?? OAuthRole.bot;
+  if (!ROLES.includes(wanted as OAuthRole)) throw new BitBratError('BAD_REQUEST', `identity must be one of ${ROLES.join(', ')}`);
+  return wanted as OAuthRole;
+}
