@@ -272,7 +272,6 @@ export function createSlipEngine(options: EngineOptions): SlipEngine {
     metrics.deadLettered.inc({ service, topic, code: String(code) });
   };
 
-
   /** Carries out the policy's order for a message: publish the envelope, dead-letter it, or nothing. */
   const carryOut = (message: BusMessage, topic: string, order: SettleOrder, envelope: Envelope | undefined, ctx: MessageContext): Promise<void> => {
     try {
