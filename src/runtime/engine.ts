@@ -36,6 +36,7 @@ import {
   recordSuccess,
   stepTimeoutMs,
   type DeadLetterOrder,
+  type RetryOrder,
   type RetryPolicy,
   type SettleOrder,
 } from './slip-policy.js';
@@ -310,6 +311,30 @@ export function createSlipEngine(options: EngineOptions): SlipEngine {
     }
   };
 
+  /**
+   * The policy's verdict on a handler's result, recorded on `out` (step status, errors, outcome) and
+   * counted: retry the message, or how to settle it.
+   */
+  const decide = (topic: string, consumer: EnvelopeConsumer, result: HandlerResult, out: Envelope, stepIndex: number, attempt: number, ctx: MessageContext): SettleOrder | RetryOrder => {
+    const now = isoNow();
+    if (result.kind !== 'failed') {
+      recordSuccess(out, stepIndex, result.kind, now);
+      return nextHop({ mode: consumer.mode, next: consumer.next, topic, stepIndex, result, envelope: out, isServedStep, knownSteps });
+    }
+    const code = String(result.code);
+    metrics.failed.inc({ service, topic, code });
+    const verdict = onFailure({ mode: consumer.mode, retryable: result.retryable, attempt, maxAttempts: ctx.maxAttempts, retry });
+    if (verdict.action === 'retry') {
+      metrics.retried.inc({ service, topic });
+      ctx.logger.warn({ code, error: result.message, delayMs: verdict.delayMs }, 'step failed; will retry');
+      return verdict;
+    }
+    const isEgressStage = consumer.mode === 'stage' && consumer.next === 'finalization';
+    const recorded = recordFailure(out, { failure: result, exhausted: verdict.exhausted, attempt, service, stepIndex, now, ...(isEgressStage ? { deliveryTopic: topic } : {}) });
+    ctx.logger.warn({ code, error: recorded }, 'step failed');
+    return failureHop(consumer.mode, out, stepIndex, topic, code, recorded);
+  };
+
   // ---- The orchestrator -------------------------------------------------------------------------
 
   /** A raw consumer (the dead-letter topic): run, then ack, retry or terminate (the policy's onRawFailure). */
@@ -384,25 +409,8 @@ export function createSlipEngine(options: EngineOptions): SlipEngine {
     // Settle: the handler may return a changed copy; the slip bookkeeping stays the runtime's (R10).
     const out: Envelope = result.envelope ?? envelope;
     if (result.envelope && step) protectHistory(out, step, stepIndex);
-    const now = isoNow();
-    let order: SettleOrder;
-    if (result.kind === 'failed') {
-      const code = String(result.code);
-      metrics.failed.inc({ service, topic, code });
-      const verdict = onFailure({ mode: consumer.mode, retryable: result.retryable, attempt, maxAttempts: ctx.maxAttempts, retry });
-      if (verdict.action === 'retry') {
-        metrics.retried.inc({ service, topic });
-        ctx.logger.warn({ code, error: result.message, delayMs: verdict.delayMs }, 'step failed; will retry');
-        return message.nak(verdict.delayMs);
-      }
-      const isEgressStage = consumer.mode === 'stage' && consumer.next === 'finalization';
-      const recorded = recordFailure(out, { failure: result, exhausted: verdict.exhausted, attempt, service, stepIndex, now, ...(isEgressStage ? { deliveryTopic: topic } : {}) });
-      ctx.logger.warn({ code, error: recorded }, 'step failed');
-      order = failureHop(consumer.mode, out, stepIndex, topic, code, recorded);
-    } else {
-      recordSuccess(out, stepIndex, result.kind, now);
-      order = nextHop({ mode: consumer.mode, next: consumer.next, topic, stepIndex, result, envelope: out, isServedStep, knownSteps });
-    }
+    const order = decide(topic, consumer, result, out, stepIndex, attempt, ctx);
+    if (order.action === 'retry') return message.nak(order.delayMs);
     // R8: ack only once the next publish is confirmed.
     const settled = await held(message, () => carryOut(message, topic, order, out, ctx), ctx);
     if (!settled.ok) return message.nak(0);
