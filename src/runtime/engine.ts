@@ -58,9 +58,10 @@ export interface EngineOptions {
   /**
    * The steps some service serves (`knownSteps(architecture)`): an envelope whose next step is not one
    * of them is dead-lettered with UNKNOWN_STEP instead of being published to a topic nobody reads.
-   * Default: not checked.
+   * A function is read once, at the first routing decision: the host learns the served steps only when
+   * every service's setup has returned. Default: not checked.
    */
-  knownSteps?: readonly string[];
+  knownSteps?: readonly string[] | (() => readonly string[]);
 }
 
 /** The part of the runtime that applies the routing-slip rules to one consumed message. */
@@ -132,9 +133,18 @@ export function createSlipEngine(options: EngineOptions): SlipEngine {
   const done = createLruSet(options.idempotencyCacheSize ?? 50_000);
   const deadlines = createDeadlineSlots();
   const retry: RetryPolicy = { baseMs: options.retryBaseMs ?? 500, maxMs: options.retryMaxMs ?? 30_000 };
-  const knownSteps = options.knownSteps;
-  const servedStepTopics = knownSteps ? new Set(knownSteps.map(stepTopic)) : undefined;
-  const isServedStep = servedStepTopics ? (topic: string) => servedStepTopics.has(topic) : undefined;
+  let knownSteps: readonly string[] | undefined;
+  let servedStepTopics: Set<string> | undefined;
+  const isServedStep =
+    options.knownSteps === undefined
+      ? undefined
+      : (topic: string) => {
+          if (!servedStepTopics) {
+            knownSteps = typeof options.knownSteps === 'function' ? options.knownSteps() : options.knownSteps;
+            servedStepTopics = new Set(knownSteps!.map(stepTopic));
+          }
+          return servedStepTopics.has(topic);
+        };
   const shutdownController = new AbortController();
   const shutdownSignal = shutdownController.signal;
   // Every message held during an outage waits on this signal at once (up to the in-flight limit), and
@@ -319,7 +329,19 @@ export function createSlipEngine(options: EngineOptions): SlipEngine {
     const now = isoNow();
     if (result.kind !== 'failed') {
       recordSuccess(out, stepIndex, result.kind, now);
-      return nextHop({ mode: consumer.mode, next: consumer.next, topic, stepIndex, result, envelope: out, isServedStep, knownSteps });
+      return nextHop({
+        mode: consumer.mode,
+        next: consumer.next,
+        topic,
+        stepIndex,
+        result,
+        envelope: out,
+        isServedStep,
+        // Read after isServedStep ran: the served steps are resolved on first use.
+        get knownSteps() {
+          return knownSteps;
+        },
+      });
     }
     const code = String(result.code);
     metrics.failed.inc({ service, topic, code });

@@ -126,7 +126,7 @@ export async function createHost(options: HostOptions): Promise<Host> {
       retryBaseMs: options.retryBaseMs,
       retryMaxMs: options.retryMaxMs,
       // Steps of architecture.yaml, and of the ad-hoc services a test or an embedding describes.
-      knownSteps: knownSteps(loadArchitecture(), architecture),
+      knownSteps: () => knownSteps(loadArchitecture(), architecture),
       onDependency: (name, ready, detail) => {
         if (name === 'store' && !store) return;
         health.set(name, ready && (name === 'bus' ? bus.isConnected() : true), ready ? undefined : detail);

@@ -353,7 +353,9 @@ export function describeSlipScenarios(driver: string, factory: BusFactory) {
       // The router's shape (a slip consumer on `authenticated`) assigns a slip whose second step is unknown.
       const router = defineService({
         name: 'router',
-        consumers: () => ({ [Topic.authenticated]: { mode: 'slip', handle: async (envelope) => continueWith({ ...envelope, routingSlip: [createStep('a'), createStep('bogus-step')] }) } }),
+        setup: () => ({
+          consumers: { [Topic.authenticated]: { mode: 'slip', handle: async (envelope) => continueWith({ ...envelope, routingSlip: [createStep('a'), createStep('bogus-step')] }) } },
+        }),
       });
       const { observer, host } = await start([router, stepService('a', async () => continueWith())]);
       const bogusReader = await collect(bus, [BOGUS]);
