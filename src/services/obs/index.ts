@@ -167,6 +167,8 @@ export const service = defineService<Config>({
 function replyText(result: ObsActionResult): string {
   if (result.ok) return `OBS: ${result.message}.`;
   if (result.code === 'UNKNOWN_SCENE' && result.scenes) return `OBS: ${result.message}. Scenes: ${result.scenes.join(', ') || '(none)'}`;
+  // The operator's hint (what to configure) is for the dashboard, not for chat.
+  if (result.code === 'NOT_CONFIGURED' || result.code === 'NOT_CONNECTED') return 'OBS is not connected right now.';
   return `OBS: ${result.message}.`;
 }
 
