@@ -1,7 +1,8 @@
 /**
- * `!scene <name>` through the real pipeline (auth → router → analyzer → commands → obs step) with the OBS
- * service connected to the fake obs-websocket server.
+ * `!scene <name>` and the documented raid rule through the real pipeline (auth → router → analyzer →
+ * commands → obs step) with the OBS service connected to the fake obs-websocket server.
  */
+import { readFile } from 'node:fs/promises';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createMemoryBus, type MessageBus } from '../../src/bus/index.js';
 import { createEnvelope, Topic, type Envelope } from '../../src/core/index.js';
@@ -9,6 +10,9 @@ import { loadArchitecture, type Host } from '../../src/runtime/index.js';
 import authService from '../../src/services/auth/index.js';
 import { createCommandsService } from '../../src/services/commands/index.js';
 import { createEventRouter } from '../../src/services/event-router/index.js';
+import { DEFAULT_RULES_FILE, seedRules } from '../../src/services/event-router/load.js';
+import { RuleSchema } from '../../src/services/event-router/rules.js';
+import { buildEventSubEnvelope } from '../../src/platforms/twitch/eventsub.js';
 import obsService from '../../src/services/obs/index.js';
 import { createQueryAnalyzer } from '../../src/services/query-analyzer/index.js';
 import { createStore, type Store } from '../../src/store/index.js';
@@ -40,6 +44,11 @@ describe('!scene from chat', () => {
   beforeAll(async () => {
     fake = await startFakeObs();
     store = await createStore({ driver: 'pglite', dataDir: 'memory://', embedded: true });
+    await store.init();
+    // The shipped rules plus the raid example from config/examples (the one README documents).
+    await seedRules(store, DEFAULT_RULES_FILE);
+    const example = RuleSchema.parse(JSON.parse(await readFile(new URL('../../config/examples/obs-raid-rule.json', import.meta.url), 'utf8')));
+    await store.upsertRule({ id: example.id, priority: example.priority, enabled: example.enabled, logic: example.logic, action: example.action as Record<string, unknown> });
     bus = createMemoryBus();
     await bus.connect();
     observer = await collect(bus, [Topic.egress, Topic.finalizer, Topic.deadletter]);
@@ -96,4 +105,26 @@ describe('!scene from chat', () => {
     expect(fake.requestsOf('SetCurrentProgramScene').length).toBe(before);
     expect(fake.programScene).toBe('Ending');
   });
+
+  it('shows the Raid source (inside its group) for the duration the example raid rule gives, then hides it', async () => {
+    const raid = buildEventSubEnvelope({
+      messageId: 'raid-1',
+      kind: 'channel.raid',
+      version: '1',
+      event: { from_broadcaster_user_id: '3001', from_broadcaster_user_login: 'raider', from_broadcaster_user_name: 'Raider', to_broadcaster_user_id: '1000', to_broadcaster_user_login: 'streamer', to_broadcaster_user_name: 'Streamer', viewers: 12 },
+      receivedAt: new Date(),
+      broadcaster: { id: '1000', login: 'streamer' },
+    });
+    await say('!scene Main', ['moderator']);
+    await waitFor(async () => ((await host.app.inject({ method: 'GET', url: '/_debug/obs' })).json().state.programScene === 'Main' ? true : undefined), { message: 'program scene Main' });
+    await bus.publish(Topic.ingress, encoder.encode(JSON.stringify(raid)));
+    const final = (await observer.waitFor(Topic.finalizer, (value) => value.id === raid.id)) as Envelope;
+    expect(final.routingSlip.map((step) => `${step.id}:${step.status}`)).toEqual(['obs:OK']);
+    expect(final.annotations?.find((annotation) => annotation.kind === 'obs.result')).toMatchObject({ value: true, payload: { message: 'showed "Raid" in "Alerts"' } });
+    const shown = fake.requestsOf('SetSceneItemEnabled').find((request) => request.requestData.sceneItemId === 3 && request.requestData.sceneItemEnabled === true);
+    expect(shown?.requestData.sceneName).toBe('Alerts');
+    // Hidden again after 10 s (the rule's durationMs); waited for as a request, not a sleep.
+    await fake.waitFor(() => fake.requestsOf('SetSceneItemEnabled').some((request) => request.requestData.sceneItemId === 3 && request.requestData.sceneItemEnabled === false), 20_000);
+    expect(fake.findItem('Alerts', 'Raid')?.enabled).toBe(false);
+  }, 30_000);
 });
