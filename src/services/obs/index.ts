@@ -44,7 +44,6 @@ export const service = defineService<Config>({
     let statusChain: Promise<void> = Promise.resolve();
     let ingest: Promise<void> = Promise.resolve();
     const undoTimers = new Set<NodeJS.Timeout>();
-    const egressTopic = instanceEgressTopic(ctx.instanceId);
 
     const reportHealth = (snapshot: ObsSnapshot | undefined) => {
       if (!snapshot) return ctx.health.set('obs', true, NOT_CONFIGURED_HINT, { configured: false });
@@ -137,7 +136,7 @@ export const service = defineService<Config>({
             reconnectMaxMs: ctx.config.OBS_RECONNECT_MAX_MS,
             logger: ctx.logger.child({ component: 'obs' }),
             onEvent(eventType, eventData) {
-              const envelope = normalizeObsEvent(eventType, eventData, { egressDestination: egressTopic });
+              const envelope = normalizeObsEvent(eventType, eventData, { egressDestination: instanceEgressTopic(ctx.instanceId) });
               ingest = ingest.then(() => ctx.publish(Topic.ingress, envelope)).catch((error: unknown) => ctx.logger.error({ err: error, eventType }, 'OBS event could not be published to ingress'));
             },
             onStateChange(snapshot) {
