@@ -19,8 +19,10 @@ import { service as auth } from '../../src/services/auth/index.js';
 import { service as eventRouter } from '../../src/services/event-router/index.js';
 import { service as finalizer } from '../../src/services/finalizer/index.js';
 import { service as ingressEgress } from '../../src/services/ingress-egress/index.js';
+import { service as obs } from '../../src/services/obs/index.js';
 import { service as persistence } from '../../src/services/persistence/index.js';
 import { createStore, type Store } from '../../src/store/index.js';
+import { startFakeObs, type FakeObs } from '../fakes/obs.js';
 import { startFakeTwitch, useFakeTwitch, type FakeTwitch } from '../fakes/twitch-api.js';
 import { startTestHost } from '../support/harness.js';
 
@@ -34,6 +36,7 @@ const SCOPES = ['moderator:read:followers', 'channel:read:subscriptions', 'bits:
 const encoder = new TextEncoder();
 
 let twitch: FakeTwitch;
+let fakeObs: FakeObs;
 let restoreEnv: () => void;
 let store: Store;
 let bus: MemoryBus;
@@ -45,7 +48,7 @@ let base: string;
 async function startPlatform(listenPort: number): Promise<Host> {
   bus = createMemoryBus();
   return startTestHost({
-    services: [ingressEgress, auth, eventRouter, persistence, finalizer, gateway],
+    services: [ingressEgress, auth, eventRouter, persistence, finalizer, gateway, obs],
     bus,
     listen: true,
     architecture: loadArchitecture(),
@@ -59,6 +62,7 @@ async function startPlatform(listenPort: number): Promise<Host> {
       TWITCH_CLIENT_ID: twitch.clientId,
       TWITCH_CLIENT_SECRET: twitch.clientSecret,
       SOURCE_HEARTBEAT_MS: '60000',
+      OBS_WEBSOCKET_URL: fakeObs.url,
     },
     extra: { store },
   });
@@ -67,6 +71,7 @@ async function startPlatform(listenPort: number): Promise<Host> {
 beforeAll(async () => {
   if (!existsSync(CHROMIUM)) throw new Error(`chromium is required for the overlay test but ${CHROMIUM} does not exist (apt-get install -y chromium, or set CHROMIUM_PATH)`);
   await mkdir(SCREENSHOTS, { recursive: true });
+  fakeObs = await startFakeObs();
   twitch = await startFakeTwitch();
   restoreEnv = useFakeTwitch(twitch);
   twitch.addUser(BROADCASTER);
@@ -86,6 +91,7 @@ afterAll(async () => {
   await store?.close();
   restoreEnv?.();
   await twitch?.stop();
+  await fakeObs?.stop();
 });
 
 async function overlayKey(): Promise<{ key: string; urls: { alerts: string; chat: string } }> {
@@ -101,6 +107,21 @@ async function openOverlay(url: string): Promise<Page> {
   await page.locator('body[data-state="connected"]').waitFor({ state: 'attached' });
   return page;
 }
+
+describe('OBS on the dashboard', () => {
+  it('shows the obs:studio source as connected with the live scene, from GET /api/sources too', async () => {
+    const page = await browser.newPage({ viewport: { width: 1360, height: 900 } });
+    page.setDefaultTimeout(UI_TIMEOUT);
+    await page.goto(`${base}/#token=${OWNER}`);
+    const card = page.getByTestId('source-card-obs:studio');
+    await card.and(page.locator('[data-status="connected"]')).waitFor();
+    await expect.poll(() => card.getByTestId('source-obs-scene').textContent(), { timeout: UI_TIMEOUT }).toBe('Main');
+    await page.screenshot({ path: path.join(SCREENSHOTS, 'dashboard-obs-source.png') });
+    const sources = (await (await fetch(`${base}/api/sources`, { headers: { authorization: `Bearer ${OWNER}` } })).json()) as Array<{ id: string; platform: string; status: string; metadata: Record<string, unknown> }>;
+    expect(sources.find((source) => source.id === 'obs:studio')).toMatchObject({ platform: 'obs', status: 'connected', metadata: { programScene: 'Main', streaming: false, recording: false } });
+    await page.close();
+  });
+});
 
 describe('overlays in Chromium', () => {
   it('shows an EventSub raid as an alert with the raider’s name on a transparent page', async () => {

@@ -235,7 +235,7 @@ describe('the OBS service when OBS refuses it', () => {
     const observed = await collect(bus, ['internal.ingress.v1']);
     host = await startTestHost({ services: [service], bus, env: { INSTANCE_ID: 'obs-none' }, architecture: loadArchitecture() });
     const status = (await statusOf(observed, (payload) => payload.status === 'not_configured')) as Envelope;
-    expect((status.payload.metadata as { hint: string }).hint).toContain('OBS_WEBSOCKET_URL');
+    expect((status.payload.metadata as { howToConnect: string }).howToConnect).toContain('OBS_WEBSOCKET_URL');
     const ready = await host.app.inject({ method: 'GET', url: '/readyz' });
     expect(ready.statusCode).toBe(200);
     expect(ready.json().components['obs.obs']).toMatchObject({ ready: true, configured: false });
