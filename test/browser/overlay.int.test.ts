@@ -117,7 +117,7 @@ describe('OBS on the dashboard', () => {
     await card.and(page.locator('[data-status="connected"]')).waitFor();
     await expect.poll(() => card.getByTestId('source-obs-scene').textContent(), { timeout: UI_TIMEOUT }).toBe('Main');
     await page.screenshot({ path: path.join(SCREENSHOTS, 'dashboard-obs-source.png') });
-    const sources = (await (await fetch(`${base}/api/sources`, { headers: { authorization: `Bearer ${OWNER}` } })).json()) as Array<{ id: string; platform: string; status: string; metadata: Record<string, unknown> }>;
+    const { items: sources } = (await (await fetch(`${base}/api/sources`, { headers: { authorization: `Bearer ${OWNER}` } })).json()) as { items: Array<{ id: string; platform: string; status: string; metadata: Record<string, unknown> }> };
     expect(sources.find((source) => source.id === 'obs:studio')).toMatchObject({ platform: 'obs', status: 'connected', metadata: { programScene: 'Main', streaming: false, recording: false } });
     await page.close();
   });
