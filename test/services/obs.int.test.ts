@@ -182,6 +182,8 @@ describe('the OBS service connected to OBS', () => {
     await fake.waitFor(() => fake.identifiedSessions === 1);
     const status = (await statusOf(observed, (payload) => payload.status === 'connected' && payload.metadata?.programScene === 'Ending')) as Envelope;
     expect(fake.identifies.length).toBe(identifies + 1);
+    expect(status.payload.metrics).toMatchObject({ reconnects: expect.any(Number) });
+    expect((status.payload.metrics as { reconnects: number; errors: number }).reconnects).toBeGreaterThan(0);
     expect((status.payload.metrics as { errors: number }).errors).toBeGreaterThan(0);
   });
 });

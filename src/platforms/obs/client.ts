@@ -125,6 +125,7 @@ export function createObsConnector(options: ObsConnectorOptions): ObsConnector {
     snap.nextReconnectAt = new Date(Date.now() + delayMs).toISOString();
     timer = setTimeout(() => {
       timer = undefined;
+      snap.counters.reconnects += 1;
       void connect();
     }, delayMs);
     timer.unref();

@@ -93,6 +93,8 @@ export const service = defineService<Config>({
       const annotations = [...(envelope.annotations ?? [])];
       const candidates = [...(envelope.candidates ?? [])];
       for (const item of pending) {
+        // A redelivered envelope never reaches here twice for one step attempt: the engine's idempotency
+        // key (envelope, step, attempt) acks it untouched (R8), so a toggle is not undone by a redelivery.
         const result: ObsActionResult = 'invalid' in item ? { ok: false, code: 'INVALID_ACTION', message: `invalid OBS action: ${item.invalid}` } : await perform(item.action);
         if (!result.ok) ctx.logger.warn({ actionId: item.actionId, code: result.code, message: result.message }, 'OBS action not done');
         annotations.push(obsResultAnnotation(SERVICE, item.actionId, result));
