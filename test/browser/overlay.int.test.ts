@@ -149,9 +149,11 @@ describe('overlays in Chromium', () => {
     await page.close();
   });
 
-  it('queues alerts and shows them one at a time with the page’s own text templates', async () => {
+  it('queues alerts, shows them one at a time with the page’s own text templates, and plays an alert’s sound', async () => {
     const { urls } = await overlayKey();
-    const page = await openOverlay(`${urls.alerts}&duration=1000&follow=${encodeURIComponent('Welcome, {name}!')}`);
+    const page = await openOverlay(`${urls.alerts}&duration=1000&follow=${encodeURIComponent('Welcome, {name}!')}&follow.sound=${encodeURIComponent('/overlay/assets/ding.ogg')}`);
+    // The follow's sound is fetched when its alert shows (the file need not exist for the request to be seen).
+    const sound = page.waitForRequest((request) => request.url().endsWith('/overlay/assets/ding.ogg'));
     const shown: string[] = [];
     await page.exposeFunction('reportAlert', (value: string) => shown.push(value));
     await page.evaluate(() => {
@@ -162,6 +164,7 @@ describe('overlays in Chromium', () => {
     twitch.notify('channel.cheer', undefined, { is_anonymous: false, user_id: '2003', user_login: 'cheerer', user_name: 'Cheerer', broadcaster_user_id: BROADCASTER.id, broadcaster_user_login: BROADCASTER.login, broadcaster_user_name: BROADCASTER.displayName, message: 'Cheer100', bits: 100 });
     await expect.poll(() => shown.length, { timeout: UI_TIMEOUT }).toBe(2);
     expect(shown.sort()).toEqual(['Cheerer cheered 100 bits!', 'Welcome, Fan_One!']);
+    expect((await sound).url()).toBe(`${base}/overlay/assets/ding.ogg`);
     await page.close();
   });
 

@@ -273,6 +273,16 @@ export class FakeObs {
         return [ok, { outputActive: this.streaming, outputReconnecting: false, outputTimecode: '00:00:00.000', outputDuration: 0, outputBytes: 0 }];
       case 'GetRecordStatus':
         return [ok, { outputActive: this.recording, outputPaused: false, outputTimecode: '00:00:00.000', outputDuration: 0, outputBytes: 0 }];
+      case 'StartStream':
+        if (this.streaming) return [{ result: false, code: 500, comment: 'Stream is already active.' }];
+        this.streaming = true;
+        this.emit('StreamStateChanged', { outputActive: true, outputState: 'OBS_WEBSOCKET_OUTPUT_STARTED' });
+        return [ok];
+      case 'StopStream':
+        if (!this.streaming) return [{ result: false, code: 501, comment: 'Stream is not active.' }];
+        this.streaming = false;
+        this.emit('StreamStateChanged', { outputActive: false, outputState: 'OBS_WEBSOCKET_OUTPUT_STOPPED' });
+        return [ok];
       case 'StartRecord':
         if (this.recording) return [{ result: false, code: 500, comment: 'Record is already active.' }];
         this.recording = true;

@@ -3,6 +3,7 @@
  * obs-websocket-js JSON client and a memory bus.
  */
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import OBSWebSocket, { EventSubscription } from 'obs-websocket-js/json';
 import WebSocket from 'ws';
 import { createMemoryBus, type MemoryBus } from '../../src/bus/index.js';
 import { createEnvelope, createStep, instanceEgressTopic, validateEnvelope, type Envelope } from '../../src/core/index.js';
@@ -251,6 +252,59 @@ describe('the OBS service when OBS refuses it', () => {
 });
 
 describe('the fake OBS', () => {
+  it('answers a request batch in order, carrying on past a failed request', async () => {
+    const fake = await startFakeObs({ password: PASSWORD });
+    const client = new OBSWebSocket();
+    try {
+      await client.connect(fake.url, PASSWORD, { rpcVersion: 1 });
+      const results = await client.callBatch([
+        { requestType: 'GetSceneItemId', requestData: { sceneName: 'Main', sourceName: 'Nope' } },
+        { requestType: 'SetCurrentProgramScene', requestData: { sceneName: 'BRB' } },
+        { requestType: 'GetCurrentProgramScene' },
+      ]);
+      expect(results.map((result) => [result.requestType, result.requestStatus.result, result.requestStatus.code])).toEqual([
+        ['GetSceneItemId', false, 600],
+        ['SetCurrentProgramScene', true, 100],
+        ['GetCurrentProgramScene', true, 100],
+      ]);
+      expect(results[2]!.responseData).toMatchObject({ currentProgramSceneName: 'BRB' });
+      expect(fake.requests.every((request) => request.batch)).toBe(true);
+    } finally {
+      await client.disconnect();
+      await fake.stop();
+    }
+  });
+
+  it('sends events only in the categories a session subscribed to', async () => {
+    const fake = await startFakeObs();
+    const client = new OBSWebSocket();
+    try {
+      await client.connect(fake.url, undefined, { rpcVersion: 1, eventSubscriptions: EventSubscription.Outputs });
+      const scenes: string[] = [];
+      client.on('CurrentProgramSceneChanged', (data) => scenes.push(data.sceneName));
+      const stream = new Promise<boolean>((resolve) => client.once('StreamStateChanged', (data) => resolve(data.outputActive)));
+      // In order on one socket: when the stream event arrives, a scene event sent before it would have too.
+      fake.emit('CurrentProgramSceneChanged', { sceneName: 'BRB', sceneUuid: 'uuid-BRB' });
+      fake.emit('StreamStateChanged', { outputActive: true, outputState: 'OBS_WEBSOCKET_OUTPUT_STARTED' });
+      expect(await stream).toBe(true);
+      expect(scenes).toEqual([]);
+    } finally {
+      await client.disconnect();
+      await fake.stop();
+    }
+  });
+
+  it('closes with 4009 when Identify answers the challenge with the wrong password', async () => {
+    const fake = await startFakeObs({ password: PASSWORD });
+    const client = new OBSWebSocket();
+    try {
+      const error = await client.connect(fake.url, 'not-it', { rpcVersion: 1 }).then(() => undefined, (caught: unknown) => caught as { code?: number });
+      expect(error?.code).toBe(4009);
+    } finally {
+      await fake.stop();
+    }
+  });
+
   it('refuses a client that does not offer the obswebsocket.json subprotocol', async () => {
     const fake = await startFakeObs();
     try {

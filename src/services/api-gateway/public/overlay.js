@@ -79,6 +79,14 @@ function addLine(line) {
 const seen = new Set();
 let source;
 
+/** Whether an id was handled already (a reconnect may repeat the newest items); keeps the last 500. */
+function firstTime(id) {
+  if (seen.has(id)) return false;
+  seen.add(id);
+  if (seen.size > 500) seen.delete(seen.values().next().value);
+  return true;
+}
+
 /** Opens the feed; after a platform restart EventSource retries by itself, and a refused retry is redone here. */
 function connect() {
   const url = `/overlay/feed?kind=${kind}&key=${encodeURIComponent(params.get('key') ?? '')}`;
@@ -88,15 +96,13 @@ function connect() {
   });
   source.addEventListener('alert', (event) => {
     const alert = JSON.parse(event.data);
-    if (seen.has(alert.id)) return;
-    seen.add(alert.id);
+    if (!firstTime(alert.id)) return;
     queue.push(alert);
     void showNext();
   });
   source.addEventListener('chat', (event) => {
     const line = JSON.parse(event.data);
-    if (seen.has(line.id)) return;
-    seen.add(line.id);
+    if (!firstTime(line.id)) return;
     addLine(line);
   });
   source.addEventListener('error', () => {
