@@ -1,5 +1,4 @@
 import { randomBytes } from 'node:crypto';
-import { generateText, stepCountIs } from 'ai';
 import { z } from 'zod';
 import { createReply, newId, stepTopic, type Annotation, type Envelope } from '../../core/index.js';
 import { env } from '../../runtime/config.js';
@@ -10,7 +9,7 @@ import { createBudgetGate, takeRateSlot, type BudgetGate } from './limits.js';
 import { createToolbox, McpServersSchema, type CreateToolboxOptions, type ToolAuditEntry, type Toolbox } from './mcp.js';
 import { connectPlatformMcp, readStreamState, type PlatformMcp, type PlatformMcpOptions, type Requester } from './mcp-platform.js';
 import { MEMORY_TURNS, buildMessages, buildSystemPrompt } from './prompt.js';
-import { chooseModel, classifyProviderError, type ModelChoice, type ProviderOptions } from './provider.js';
+import { chooseModel, classifyProviderError, loadAiSdk, type ModelChoice, type ProviderOptions } from './provider.js';
 
 export * from './guard.js';
 export * from './prompt.js';
@@ -146,6 +145,7 @@ export function createLlmBotService(options: LlmBotOptions = {}): ServiceDefinit
     const signal = AbortSignal.any([hctx.signal, timeout]);
     let result;
     try {
+      const { generateText, stepCountIs } = await loadAiSdk();
       result = await generateText({
         model,
         system: prompt.system,
@@ -192,7 +192,7 @@ export function createLlmBotService(options: LlmBotOptions = {}): ServiceDefinit
       if (globalThis.AI_SDK_LOG_WARNINGS === undefined) globalThis.AI_SDK_LOG_WARNINGS = false;
       const apiKey = await ctx.secrets.get('OPENAI_API_KEY');
       ctx.registerSecret(apiKey);
-      const choice = chooseModel(
+      const choice = await chooseModel(
         {
           provider: config.LLM_PROVIDER,
           model: config.LLM_MODEL,
