@@ -1,7 +1,7 @@
 import { createHmac, randomBytes, timingSafeEqual } from 'node:crypto';
 import type { AddressInfo } from 'node:net';
 import type { FastifyInstance, FastifyReply } from 'fastify';
-import { exchangeCode, getTokenInfo } from '@twurple/auth';
+import type { exchangeCode, getTokenInfo } from '@twurple/auth';
 import { z } from 'zod';
 import { BitBratError } from '../../core/index.js';
 import { env } from '../../runtime/config.js';
@@ -209,8 +209,9 @@ export const service = defineService<OAuthFlowConfig>({
       let token: Awaited<ReturnType<typeof exchangeCode>>;
       let info: Awaited<ReturnType<typeof getTokenInfo>>;
       try {
-        token = await exchangeCode(clientId, clientSecret, query.code, redirect);
-        info = await getTokenInfo(token.accessToken, clientId);
+        const twurple = await import('@twurple/auth');
+        token = await twurple.exchangeCode(clientId, clientSecret, query.code, redirect);
+        info = await twurple.getTokenInfo(token.accessToken, clientId);
       } catch (error) {
         const message = safeTwitchErrorMessage(error);
         ctx.logger.warn({ role: state.role, error: message }, 'twitch oauth code exchange failed');
