@@ -22,8 +22,11 @@ export function pgliteStartParams() {
  * V8 compiles PostgreSQL's 9 MB of WebAssembly twice by default: at once with its baseline compiler
  * (Liftoff), then hot functions again with the optimizing one (TurboFan), keeping both. For the embedded
  * database's light load the second tier costs ~60 MB resident and seconds of CPU on a 2-core machine
- * while starting, and measured no faster over the first thousands of queries. The flag is process-wide
- * (V8 has no per-isolate switch), and only PGlite uses WebAssembly in a BitBrat process.
+ * while starting, and measured no faster over the first thousands of queries (on Node 24 the second tier
+ * costs ~360 MB). The flag is process-wide (V8 has no per-isolate switch), and only PGlite uses
+ * WebAssembly in a BitBrat process. It belongs on the command line (SERVICE_NODE_FLAGS): Node 24 freezes
+ * V8's flags after start-up and ignores this call; on Node 20 it also covers processes started without
+ * those flags (tests, `tsx`).
  */
 export const PGLITE_V8_FLAGS = '--liftoff-only';
 

@@ -40,7 +40,8 @@ export function createPgliteStore(options: CreateStoreOptions): Store {
  */
 export async function initializePgliteDir(path: string): Promise<void> {
   const script = fileURLToPath(new URL('./pglite-init.mjs', import.meta.url));
-  const child = spawn(process.execPath, [script, path], { stdio: ['ignore', 'ignore', 'pipe'] });
+  // --liftoff-only as in SERVICE_NODE_FLAGS (see pglite-settings.mjs): initdb's WebAssembly compiled once.
+  const child = spawn(process.execPath, ['--liftoff-only', script, path], { stdio: ['ignore', 'ignore', 'pipe'] });
   let stderr = '';
   child.stderr!.on('data', (chunk: Buffer) => (stderr += chunk.toString()));
   const code = await new Promise<number | null>((resolve, reject) => {
