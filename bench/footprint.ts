@@ -37,6 +37,14 @@ async function residentMb(pid: number): Promise<{ rss: number; peak: number }> {
   return { rss: round(field('VmRSS'), 1), peak: round(field('VmHWM'), 1) };
 }
 
+/** CPU time (user + system, all threads) a process has used so far, in ms; clock ticks are 10 ms. */
+async function cpuMs(pid: number): Promise<number> {
+  const stat = await readFile(`/proc/${pid}/stat`, 'utf8');
+  // Fields after the command name (which may contain spaces) start at state; utime and stime are the 12th and 13th.
+  const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+  return (Number(fields[11]) + Number(fields[12])) * 10;
+}
+
 interface Started {
   child: ChildProcess;
   readyMs: number;
@@ -86,9 +94,11 @@ export async function benchFootprint(): Promise<Record<string, unknown>> {
   try {
     const first = await startPlatform(dataDir, await freePort(), node);
     const firstRss = await residentMb(first.child.pid!);
+    const firstCpu = await cpuMs(first.child.pid!);
     await stopPlatform(first);
     const warm = await startPlatform(dataDir, await freePort(), node);
     const readyRss = await residentMb(warm.child.pid!);
+    const warmCpu = await cpuMs(warm.child.pid!);
     await new Promise((resolve) => setTimeout(resolve, IDLE_MS));
     const idle = await residentMb(warm.child.pid!);
     await stopPlatform(warm);
@@ -98,6 +108,9 @@ export async function benchFootprint(): Promise<Record<string, unknown>> {
       firstStartMs: first.readyMs,
       warmStartMs: warm.readyMs,
       idleRssMb: idle.rss,
+      // CPU used until ready: unlike the wall-clock times, barely moved by other load on the machine.
+      firstStartCpuMs: firstCpu,
+      warmStartCpuMs: warmCpu,
       firstStartRssMb: firstRss.rss,
       firstStartPeakRssMb: firstRss.peak,
       warmReadyRssMb: readyRss.rss,
