@@ -36,5 +36,5 @@ USER node
 EXPOSE 8080
 HEALTHCHECK --interval=15s --timeout=5s --start-period=30s --retries=3 \
   CMD node -e "fetch('http://127.0.0.1:${PORT:-8080}/readyz').then((r) => process.exit(r.ok ? 0 : 1), () => process.exit(1))"
-ENTRYPOINT ["node", "--max-semi-space-size=32", "bin/bitbrat.js"]
+ENTRYPOINT ["node", "--max-semi-space-size=32", "--liftoff-only", "bin/bitbrat.js"]
 CMD ["start"]

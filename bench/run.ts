@@ -28,6 +28,7 @@ try {
     ['llm', './llm-bot.js'],
     ['chaos', './chaos.js'],
     ['full', './full-pipeline.js'],
+    ['footprint', './footprint.js'],
   ] as const) {
     if (!wanted(name)) continue;
     const module = (await import(file)) as Record<string, unknown>;

@@ -63,6 +63,8 @@ export const PlatformConfigSchema = z.object({
   SECRETS_DIR: env.string('/run/secrets'),
   LOG_LEVEL: env.enumOf(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'] as const, 'info'),
   LOG_PRETTY: env.bool(false),
+  /** auto: pretty coloured lines on a terminal, JSON otherwise; json: always JSON; pretty: always pretty. */
+  LOG_FORMAT: env.enumOf(['auto', 'json', 'pretty'] as const, 'auto'),
   PORT: env.int(8080, { min: 0, max: 65_535 }),
   HOST: env.string('127.0.0.1'),
   INSTANCE_ID: env.string(),

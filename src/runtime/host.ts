@@ -96,7 +96,7 @@ export async function createHost(options: HostOptions): Promise<Host> {
 
   const scrubber = createSecretScrubber();
   const processName = options.processName ?? (options.services.length === 1 ? options.services[0]!.name : 'bitbrat');
-  const rootLogger = createLogger({ level: config.LOG_LEVEL, ...(options.services.length === 1 ? { service: processName } : { process: processName }), instanceId: config.INSTANCE_ID, scrubber, destination: options.logDestination });
+  const rootLogger = createLogger({ level: config.LOG_LEVEL, ...(options.services.length === 1 ? { service: processName } : { process: processName }), instanceId: config.INSTANCE_ID, scrubber, destination: options.logDestination, format: config.LOG_FORMAT });
   const secrets = options.secrets ?? (await createSecrets(config, env));
   const metrics = createRuntimeMetrics({ defaultMetrics: options.defaultMetrics });
   const health = createHealthRegistry();

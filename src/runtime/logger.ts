@@ -1,3 +1,4 @@
+import { createRequire } from 'node:module';
 import { pino, type Logger } from 'pino';
 
 export type { Logger } from 'pino';
@@ -34,6 +35,16 @@ export function createSecretScrubber(): SecretScrubber {
   };
 }
 
+/** How log lines are written: JSON, one line per event for people, or pretty only on a terminal. */
+export const LogFormat = { auto: 'auto', json: 'json', pretty: 'pretty' } as const;
+export type LogFormat = (typeof LogFormat)[keyof typeof LogFormat];
+
+/** Where log lines go: anything with `write`; `isTTY` as on process.stdout. */
+export interface LogDestination {
+  write(line: string): void;
+  isTTY?: boolean;
+}
+
 export interface LoggerOptions {
   level?: string;
   /** The service of a one-service process; a process hosting several names itself with `process`. */
@@ -42,13 +53,46 @@ export interface LoggerOptions {
   instanceId?: string;
   scrubber?: SecretScrubber;
   /** Where lines go; default stdout. */
-  destination?: { write(line: string): void };
+  destination?: LogDestination;
+  /**
+   * `json` (one JSON object per line, for collectors), `pretty` (one coloured line per event, for people;
+   * colours only on a terminal), or `auto` (default): pretty when the destination is a terminal, else JSON.
+   */
+  format?: LogFormat;
+}
+
+/** Whether lines to `destination` are written pretty under `format`. */
+export function usesPrettyLogs(format: LogFormat | undefined, destination: LogDestination): boolean {
+  if (format === 'pretty') return true;
+  if (format === 'json') return false;
+  return destination.isTTY === true;
+}
+
+/**
+ * A destination that turns each JSON line into one human line before writing it. It formats in this
+ * thread, synchronously (no transport worker), so lines keep their order and the secret scrubbing that
+ * already ran on the JSON line holds for the pretty one. pino-pretty is loaded only here, so JSON
+ * logging never pays for it.
+ */
+function prettyDestination(destination: LogDestination): LogDestination {
+  const { prettyFactory } = createRequire(import.meta.url)('pino-pretty') as typeof import('pino-pretty');
+  const format = prettyFactory({
+    colorize: destination.isTTY === true,
+    singleLine: true,
+    translateTime: 'SYS:HH:MM:ss.l',
+    ignore: 'pid,hostname,instanceId,process,service',
+    messageFormat: '{if service}{service}: {end}{msg}',
+    // An error stays on its event's line (its stack as an escaped string) instead of a block below it.
+    errorLikeObjectKeys: [],
+  });
+  return { write: (line: string) => destination.write(format(line)), isTTY: destination.isTTY };
 }
 
 /** A pino logger with service/instance bindings, key-based redaction and secret-value scrubbing. */
 export function createLogger(options: LoggerOptions): Logger {
   const scrubber = options.scrubber;
-  const destination = options.destination ?? process.stdout;
+  const target: LogDestination = options.destination ?? process.stdout;
+  const destination = usesPrettyLogs(options.format, target) ? prettyDestination(target) : target;
   return pino(
     {
       level: options.level ?? 'info',
@@ -56,7 +100,8 @@ export function createLogger(options: LoggerOptions): Logger {
       redact: { paths: REDACT_PATHS, censor: '[REDACTED]' },
       timestamp: pino.stdTimeFunctions.isoTime,
       formatters: { level: (label) => ({ level: label }) },
-      hooks: scrubber ? { streamWrite: (line: string) => scrubber.scrub(line) } : undefined,
+      // Spread, not `hooks: undefined`: pino replaces its default hooks with whatever is passed.
+      ...(scrubber ? { hooks: { streamWrite: (line: string) => scrubber.scrub(line) } } : {}),
     },
     destination as never,
   );

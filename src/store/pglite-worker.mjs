@@ -8,7 +8,7 @@
 // Requests run one at a time in the order they arrive; transactions are BEGIN/COMMIT statements the
 // parent keeps together.
 import { parentPort, workerData } from 'node:worker_threads';
-import { PGlite } from '@electric-sql/pglite';
+import { openPglite } from './pglite-settings.mjs';
 
 /** What crosses the thread boundary of an error: its message and PostgreSQL's fields. */
 function serializeError(error) {
@@ -22,7 +22,7 @@ function serializeError(error) {
 
 let db;
 try {
-  db = workerData?.dataDir ? await PGlite.create(workerData.dataDir) : await PGlite.create();
+  db = await openPglite(workerData?.dataDir || undefined);
 } catch (error) {
   parentPort.postMessage({ ready: false, error: serializeError(error) });
   process.exit(1);

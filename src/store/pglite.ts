@@ -3,8 +3,11 @@
  * own worker thread (`pglite-worker.mjs`): its CPU work — parsing, indexes, writing pages — then uses a
  * core of its own instead of sharing the event loop with every service in the process.
  */
+import { spawn } from 'node:child_process';
+import { existsSync } from 'node:fs';
 import { ensurePrivateDir } from './common.js';
 import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { Worker } from 'node:worker_threads';
 import { BitBratError } from '../core/errors.js';
 import { loadTokenCipher } from './crypto.js';
@@ -25,9 +28,30 @@ export function createPgliteStore(options: CreateStoreOptions): Store {
       const path = join(dataDir, 'pglite');
       await ensurePrivateDir(dataDir);
       await ensurePrivateDir(path);
+      if (!existsSync(join(path, 'PG_VERSION'))) await initializePgliteDir(path);
       return await openPgliteWorker(path);
     },
   });
+}
+
+/**
+ * Creates the database in a new data directory in a child process that exits when done
+ * (`pglite-init.mjs`), so the memory initdb takes is returned to the system instead of staying with
+ * the platform for as long as it runs.
+ */
+export async function initializePgliteDir(path: string): Promise<void> {
+  const script = fileURLToPath(new URL('./pglite-init.mjs', import.meta.url));
+  // --liftoff-only as in SERVICE_NODE_FLAGS (see pglite-settings.mjs): initdb's WebAssembly compiled once.
+  const child = spawn(process.execPath, ['--liftoff-only', script, path], { stdio: ['ignore', 'ignore', 'pipe'] });
+  let stderr = '';
+  child.stderr!.on('data', (chunk: Buffer) => (stderr += chunk.toString()));
+  const code = await new Promise<number | null>((resolve, reject) => {
+    child.once('error', reject);
+    child.once('exit', (exitCode) => resolve(exitCode));
+  }).catch((error: unknown) => {
+    throw new BitBratError('STORE_UNAVAILABLE', `could not start the process that creates the embedded database at ${path}: ${error instanceof Error ? error.message : String(error)}`, { cause: error });
+  });
+  if (code !== 0) throw new BitBratError('STORE_UNAVAILABLE', `could not create the embedded database at ${path}: ${stderr.trim().split('\n')[0] || `exit code ${code}`}`);
 }
 
 interface WorkerError {

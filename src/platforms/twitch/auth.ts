@@ -6,7 +6,8 @@
  */
 import { createHash } from 'node:crypto';
 import { persistTokenWithCas } from './token-store.js';
-import { RefreshingAuthProvider, StaticAuthProvider, type AccessToken, type AuthProvider } from '@twurple/auth';
+// Twurple is loaded when a token is built, so a platform without Twitch configured never loads it.
+import type { AccessToken, AuthProvider } from '@twurple/auth';
 import type { OAuthToken, Store } from '../../store/index.js';
 
 /** Store id of the bot account's token. */
@@ -116,6 +117,7 @@ export function createTwitchAuthProvider(options: TwitchAuthOptions): TwitchAuth
     options.registerSecret?.(token.accessToken);
     if (token.refreshToken) options.registerSecret?.(token.refreshToken);
     const canRefresh = Boolean(options.clientId && options.clientSecret && token.refreshToken);
+    const { RefreshingAuthProvider, StaticAuthProvider } = await import('@twurple/auth');
     if (!canRefresh) {
       // Without a secret and a refresh token there is nothing to refresh with; Twurple validates the token.
       const provider = new StaticAuthProvider(options.clientId ?? '', token.accessToken, token.scopes.length > 0 ? token.scopes : undefined);

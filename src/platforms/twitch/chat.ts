@@ -10,7 +10,8 @@
  */
 import net from 'node:net';
 import tls from 'node:tls';
-import { ChatClient, LogLevel, Reconnect, UserState, type ChatMessage } from '@twurple/chat';
+// Twurple is loaded when a connection is made, so a platform without Twitch configured never loads it.
+import type { ChatClient, ChatMessage } from '@twurple/chat';
 import type { AuthProvider } from '@twurple/auth';
 import { channelName, type IrcChatMessage } from './normalize.js';
 import { SendError, type ChatTransport } from './egress.js';
@@ -340,6 +341,7 @@ export function createTwitchChat(options: TwitchChatOptions): TwitchChatConnecto
     if (stopped) return;
     const gen = ++generation;
     setStatus('connecting');
+    const { ChatClient, LogLevel, Reconnect, UserState } = await import('@twurple/chat');
     let auth: Awaited<ReturnType<ChatAuthSource['resolve']>>;
     try {
       auth = await options.auth.resolve();

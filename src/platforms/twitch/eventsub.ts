@@ -11,9 +11,10 @@
  * method and normalizes from the raw wire payload there. Twurple's typed handlers are registered only to
  * create the subscriptions.
  */
-import { ApiClient } from '@twurple/api';
+// Twurple is loaded when EventSub starts, so a platform without Twitch configured never loads it.
+import type { ApiClient } from '@twurple/api';
 import type { AuthProvider } from '@twurple/auth';
-import { EventSubWsListener } from '@twurple/eventsub-ws';
+import type { EventSubWsListener } from '@twurple/eventsub-ws';
 import { BitBratError, createEnvelope, EventType, type Envelope, type EnvelopeSource, type EnvelopeUser, SYSTEM_USER } from '../../core/index.js';
 import type { Store } from '../../store/index.js';
 import { safeTwitchErrorMessage } from './token-store.js';
@@ -320,13 +321,16 @@ function validIso(value: string | undefined): string | undefined {
 
 type TwurpleSubscription = Parameters<EventSubWsListener['_handleSingleEventPayload']>[0];
 
-/** Passes the EventSub message id (which Twurple keeps to itself) to `onNotification`. */
-class MessageIdListener extends EventSubWsListener {
-  onNotification?: (subscription: TwurpleSubscription, payload: Record<string, unknown>, messageId: string) => void;
+/** Builds the listener class once Twurple is loaded. */
+function messageIdListenerClass(Base: typeof EventSubWsListener) {
+  /** Passes the EventSub message id (which Twurple keeps to itself) to `onNotification`. */
+  return class MessageIdListener extends Base {
+    onNotification?: (subscription: TwurpleSubscription, payload: Record<string, unknown>, messageId: string) => void;
 
-  override _handleSingleEventPayload(subscription: TwurpleSubscription, payload: Record<string, unknown>, messageId: string): void {
-    this.onNotification?.(subscription, payload, messageId);
-  }
+    override _handleSingleEventPayload(subscription: TwurpleSubscription, payload: Record<string, unknown>, messageId: string): void {
+      this.onNotification?.(subscription, payload, messageId);
+    }
+  };
 }
 
 interface SubscriptionEntry {
@@ -349,6 +353,8 @@ export async function startEventSub(options: EventSubOptions): Promise<EventSubH
   const dedupTtlMs = options.dedupTtlMs ?? DEFAULT_DEDUP_TTL_MS;
   const streamInfoTimeoutMs = options.streamInfoTimeoutMs ?? DEFAULT_STREAM_INFO_TIMEOUT_MS;
   if (!options.apiClient && !options.authProvider) throw new BitBratError('NOT_CONFIGURED', 'startEventSub needs an apiClient or an authProvider');
+  const [{ ApiClient }, { EventSubWsListener }] = await Promise.all([import('@twurple/api'), import('@twurple/eventsub-ws')]);
+  const MessageIdListener = messageIdListenerClass(EventSubWsListener);
   const apiClient = options.apiClient ?? new ApiClient({ authProvider: options.authProvider! });
   if (options.clientId && options.authProvider && options.authProvider.clientId !== options.clientId) {
     logger.warn({ component: 'eventsub' }, 'clientId does not match the auth provider; using the auth provider');

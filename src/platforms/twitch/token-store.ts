@@ -3,7 +3,8 @@
  * RefreshingAuthProvider. Refreshed tokens are written back with compare-and-set so two instances that
  * refresh at once never silently lose a write.
  */
-import { RefreshingAuthProvider, getTokenInfo, type AccessToken } from '@twurple/auth';
+// Twurple is loaded when tokens are loaded, so a platform without Twitch configured never loads it.
+import type { AccessToken, RefreshingAuthProvider } from '@twurple/auth';
 import type { OAuthToken, Store } from '../../store/index.js';
 
 /** Store ids of the two Twitch identities. */
@@ -123,6 +124,7 @@ export async function persistTokenWithCas(
  * without a user id are validated once to learn it.
  */
 export async function loadTwitchAuth(options: LoadAuthProviderOptions): Promise<LoadedTwitchAuth> {
+  const { RefreshingAuthProvider, getTokenInfo } = await import('@twurple/auth');
   const authProvider = new RefreshingAuthProvider({ clientId: options.clientId, clientSecret: options.clientSecret });
   const users: LoadedTwitchAuth['users'] = {};
   /** Twitch user id → store ids holding that user's token (bot and broadcaster may be one account). */

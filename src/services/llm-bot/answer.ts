@@ -1,4 +1,3 @@
-import { generateText, stepCountIs } from 'ai';
 import { createAnnotation, createReply, messageText, withAnnotations, type Annotation, type Envelope } from '../../core/index.js';
 import { continueWith, failed, handled, skip, type HandlerContext, type HandlerResult, type ServiceContext } from '../../runtime/service.js';
 import { Role } from '../auth/roles.js';
@@ -7,7 +6,7 @@ import { takeRateSlot, type BudgetGate } from './limits.js';
 import type { ToolAuditEntry, Toolbox } from './mcp.js';
 import { readStreamState, type PlatformMcp, type Requester } from './mcp-platform.js';
 import { MEMORY_TURNS, buildMessages, buildSystemPrompt } from './prompt.js';
-import { classifyProviderError, type ModelChoice } from './provider.js';
+import { classifyProviderError, loadAiSdk, type ModelChoice } from './provider.js';
 import type { LlmBotConfig } from './config.js';
 
 const SERVICE = 'llm-bot';
@@ -99,6 +98,7 @@ export async function answer(ctx: ServiceContext<LlmBotConfig>, state: BotState,
   const signal = AbortSignal.any([hctx.signal, timeout]);
   let result;
   try {
+    const { generateText, stepCountIs } = await loadAiSdk();
     result = await generateText({
       model,
       system: prompt.system,

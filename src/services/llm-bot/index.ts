@@ -61,7 +61,7 @@ export function createLlmBotService(options: LlmBotOptions = {}): ServiceDefinit
           if (globalThis.AI_SDK_LOG_WARNINGS === undefined) globalThis.AI_SDK_LOG_WARNINGS = false;
           const apiKey = await ctx.secrets.get('OPENAI_API_KEY');
           ctx.registerSecret(apiKey);
-          const choice = chooseModel(
+          const choice = await chooseModel(
             {
               provider: config.LLM_PROVIDER,
               model: config.LLM_MODEL,

@@ -7,9 +7,9 @@
  * decide what to offer, and the tool re-checks the requester it is told about in the call's `_meta`
  * (defence in depth: a call without a requester, or from one without the right, is refused here too).
  */
-import { Client } from '@modelcontextprotocol/sdk/client/index.js';
-import { InMemoryTransport } from '@modelcontextprotocol/sdk/inMemory.js';
-import { McpServer } from '@modelcontextprotocol/sdk/server/mcp.js';
+// The MCP SDK is loaded when the server is built (only with an LLM configured), not at start.
+import type { Client } from '@modelcontextprotocol/sdk/client/index.js';
+import type { McpServer } from '@modelcontextprotocol/sdk/server/mcp.js';
 import type { CallToolResult } from '@modelcontextprotocol/sdk/types.js';
 import { z } from 'zod';
 import type { Envelope } from '../../core/index.js';
@@ -96,7 +96,8 @@ export interface PlatformMcpOptions {
 }
 
 /** Builds the platform MCP server (not connected). */
-export function createPlatformMcpServer(options: PlatformMcpOptions): McpServer {
+export async function createPlatformMcpServer(options: PlatformMcpOptions): Promise<McpServer> {
+  const { McpServer } = await import('@modelcontextprotocol/sdk/server/mcp.js');
   const { store, onCall } = options;
   const server = new McpServer({ name: 'bitbrat-platform', version: '1.0.0' });
 
@@ -205,7 +206,9 @@ export interface PlatformMcp {
 
 /** Starts the platform server and connects a client to it in-process. */
 export async function connectPlatformMcp(options: PlatformMcpOptions): Promise<PlatformMcp> {
-  const server = createPlatformMcpServer(options);
+  const server = await createPlatformMcpServer(options);
+  const { InMemoryTransport } = await import('@modelcontextprotocol/sdk/inMemory.js');
+  const { Client } = await import('@modelcontextprotocol/sdk/client/index.js');
   const [clientTransport, serverTransport] = InMemoryTransport.createLinkedPair();
   await server.connect(serverTransport);
   const client = new Client({ name: 'bitbrat-llm-bot', version: '1.0.0' });

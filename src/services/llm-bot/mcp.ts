@@ -12,11 +12,10 @@
  * external tool can do anything, so it is not open to viewers unless someone says so. A server's
  * self-declared policy is ignored.
  */
-import { Client } from '@modelcontextprotocol/sdk/client/index.js';
-import { StdioClientTransport } from '@modelcontextprotocol/sdk/client/stdio.js';
-import { StreamableHTTPClientTransport } from '@modelcontextprotocol/sdk/client/streamableHttp.js';
+// The MCP and AI SDKs are loaded when a toolbox is built (only with an LLM configured), not at start.
+import type { Client } from '@modelcontextprotocol/sdk/client/index.js';
 import type { CallToolResult, Tool as McpTool } from '@modelcontextprotocol/sdk/types.js';
-import { jsonSchema, tool, type ToolSet } from 'ai';
+import type { jsonSchema as JsonSchema, ToolSet } from 'ai';
 import { z } from 'zod';
 import { BitBratError } from '../../core/index.js';
 import { Role } from '../auth/roles.js';
@@ -139,9 +138,11 @@ type McpLogger = { warn: (...args: any[]) => void; info: (...args: any[]) => voi
 
 /** Connects one external MCP server; a stdio server's stderr goes to the logger line by line. */
 export async function connectMcpServer(config: McpServerConfig, logger?: McpLogger): Promise<Client> {
+  const { Client } = await import('@modelcontextprotocol/sdk/client/index.js');
   const client = new Client({ name: 'bitbrat-llm-bot', version: '1.0.0' });
   let transport;
   if (config.command) {
+    const { StdioClientTransport } = await import('@modelcontextprotocol/sdk/client/stdio.js');
     const stdio = new StdioClientTransport({ command: config.command, args: config.args, env: config.env, cwd: config.cwd, stderr: 'pipe' });
     // Always drained, so a chatty server never blocks on a full pipe.
     let pending = '';
@@ -153,6 +154,7 @@ export async function connectMcpServer(config: McpServerConfig, logger?: McpLogg
     });
     transport = stdio;
   } else {
+    const { StreamableHTTPClientTransport } = await import('@modelcontextprotocol/sdk/client/streamableHttp.js');
     transport = new StreamableHTTPClientTransport(new URL(config.url!), { requestInit: config.headers ? { headers: config.headers } : undefined });
   }
   await client.connect(transport, { timeout: config.timeoutMs ?? DEFAULT_TOOL_TIMEOUT_MS });
@@ -173,6 +175,7 @@ export interface CreateToolboxOptions {
  * left out (the bot still answers without it), never fatal.
  */
 export async function createToolbox(options: CreateToolboxOptions): Promise<Toolbox> {
+  const { jsonSchema, tool } = await import('ai');
   const entries: ToolEntry[] = [];
   const clients: Client[] = [];
   const unavailable: Array<{ server: string; error: string }> = [];
@@ -239,7 +242,7 @@ export async function createToolbox(options: CreateToolboxOptions): Promise<Tool
         if (!toolAllowed(entry.policy, requester)) continue;
         set[entry.name] = tool({
           description: entry.description,
-          inputSchema: jsonSchema<Record<string, unknown>>(entry.inputSchema as Parameters<typeof jsonSchema>[0]),
+          inputSchema: jsonSchema<Record<string, unknown>>(entry.inputSchema as Parameters<typeof JsonSchema>[0]),
           execute: async (input, { abortSignal }) => {
             const started = Date.now();
             // Checked again at call time: the set is per request, but never trust that alone.

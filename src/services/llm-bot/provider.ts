@@ -4,9 +4,8 @@
  * OpenAI-compatible servers implement; point OPENAI_BASE_URL at them. `vertex` uses Gemini on Vertex AI
  * with Application Default Credentials (VERTEX_BASE_URL overrides the endpoint).
  */
-import { createOpenAI } from '@ai-sdk/openai';
-import { createVertex } from '@ai-sdk/google-vertex';
-import { APICallError, AISDKError, RetryError, type LanguageModel } from 'ai';
+import type { createVertex } from '@ai-sdk/google-vertex';
+import type { LanguageModel } from 'ai';
 import type { ErrorCode } from '../../core/index.js';
 
 export const DEFAULT_MODELS = { openai: 'gpt-4o-mini', vertex: 'gemini-2.5-flash' } as const;
@@ -31,22 +30,37 @@ export interface ProviderOptions {
   fetch?: typeof globalThis.fetch;
 }
 
+/**
+ * The AI SDK, loaded the first time a model is chosen or a call is made: the embedded platform without
+ * an LLM configured never pays for it (tens of MB and a few hundred ms at start).
+ */
+let aiSdk: typeof import('ai') | undefined;
+
+/** Loads (once) and returns the AI SDK. */
+export async function loadAiSdk(): Promise<typeof import('ai')> {
+  return (aiSdk ??= await import('ai'));
+}
+
 export type ModelChoice = { ok: true; model: LanguageModel; provider: LlmProvider; modelId: string } | { ok: false; reason: string };
 
 /** Builds the configured model, or says why there is none. */
-export function chooseModel(settings: ProviderSettings, options: ProviderOptions = {}): ModelChoice {
+export async function chooseModel(settings: ProviderSettings, options: ProviderOptions = {}): Promise<ModelChoice> {
   if (!settings.provider) return { ok: false, reason: 'LLM not configured: set LLM_PROVIDER to openai or vertex (and LLM_MODEL)' };
   const modelId = settings.model || DEFAULT_MODELS[settings.provider];
   if (settings.provider === 'openai') {
     if (!settings.apiKey && !settings.openaiBaseUrl) {
       return { ok: false, reason: 'LLM not configured: LLM_PROVIDER=openai needs the OPENAI_API_KEY secret (or OPENAI_BASE_URL for a local OpenAI-compatible server)' };
     }
+    await loadAiSdk();
+    const { createOpenAI } = await import('@ai-sdk/openai');
     // Always pass a key so the SDK never falls back to reading process.env itself.
     const openai = createOpenAI({ baseURL: settings.openaiBaseUrl, apiKey: settings.apiKey ?? 'not-needed', fetch: options.fetch });
     return { ok: true, model: openai.chat(modelId), provider: 'openai', modelId };
   }
   if (!settings.vertexProject) return { ok: false, reason: 'LLM not configured: LLM_PROVIDER=vertex needs VERTEX_PROJECT (or GOOGLE_CLOUD_PROJECT)' };
-  const vertex = createVertex({
+  await loadAiSdk();
+  const { createVertex: makeVertex } = await import('@ai-sdk/google-vertex');
+  const vertex = makeVertex({
     project: settings.vertexProject,
     location: settings.vertexLocation ?? 'us-central1',
     baseURL: settings.vertexBaseUrl,
@@ -70,6 +84,9 @@ export interface ClassifiedError {
  * are not the SDK's are returned as undefined (the caller rethrows: a bug, not a provider problem).
  */
 export function classifyProviderError(error: unknown): ClassifiedError | undefined {
+  // Until the SDK is loaded nothing can have thrown one of its errors.
+  if (!aiSdk) return undefined;
+  const { APICallError, AISDKError, RetryError } = aiSdk;
   const cause = RetryError.isInstance(error) ? error.lastError : error;
   if (APICallError.isInstance(cause)) {
     const status = cause.statusCode;

@@ -1,4 +1,4 @@
-import { exchangeCode, getTokenInfo } from '@twurple/auth';
+import type { exchangeCode, getTokenInfo } from '@twurple/auth';
 import { defineService } from '../../runtime/service.js';
 import { safeTwitchErrorMessage } from '../../platforms/twitch/token-store.js';
 import { STATE_TTL_MS, signState, startIdentity, verifyState } from './oauth-state.js';
@@ -67,8 +67,10 @@ export const service = defineService<OAuthFlowConfig>({
           let token: Awaited<ReturnType<typeof exchangeCode>>;
           let info: Awaited<ReturnType<typeof getTokenInfo>>;
           try {
-            token = await exchangeCode(clientId, clientSecret, query.code, redirect);
-            info = await getTokenInfo(token.accessToken, clientId);
+            // Twurple is loaded when a flow completes, not at start-up (it is large and rarely needed).
+            const twurple = await import('@twurple/auth');
+            token = await twurple.exchangeCode(clientId, clientSecret, query.code, redirect);
+            info = await twurple.getTokenInfo(token.accessToken, clientId);
           } catch (error) {
             const message = safeTwitchErrorMessage(error);
             ctx.logger.warn({ role: state.role, error: message }, 'twitch oauth code exchange failed');
