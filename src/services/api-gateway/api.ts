@@ -22,11 +22,11 @@ import { z } from 'zod';
 import { BitBratError, isBitBratError, type Envelope } from '../../core/index.js';
 import { replayDeadLetter } from '../../ops/dlq.js';
 import type { ComponentHealth } from '../../runtime/health.js';
-import { loadArchitecture } from '../../runtime/manifest.js';
+import { loadArchitecture, type Architecture } from '../../runtime/manifest.js';
 import type { ServiceContext } from '../../runtime/service.js';
 import type { EventRecord, RuleRecord, SourceState } from '../../store/index.js';
 import { manageCommand, normalizeName } from '../commands/manage.js';
-import { RuleSchema } from '../event-router/rules.js';
+import { checkRule } from '../event-router/rules.js';
 import { hasApiRole, tokenFromRequest, type ApiRole, type Authenticator, type Principal } from './auth.js';
 import { summarizeDeadLetter, summarizeEvent, type LiveFeed } from './live.js';
 import type { ChatGateway } from './ws.js';
@@ -202,6 +202,33 @@ const STATUS: Record<string, number> = {
   PUBLISH_FAILED: 503,
 };
 
+/** Topics that carry envelopes between fixed roles, not to a slip step. */
+const NOT_STEPS = new Set(['ingress', 'authenticated', 'egress', 'finalizer', 'deadletter']);
+
+/**
+ * The slip steps some service in architecture.yaml serves: `x` for each consumed `internal.x.v1`,
+ * except the fixed topics. A stand-in until the manifest module offers one shared answer.
+ */
+export function stepsInArchitecture(architecture: Architecture): string[] {
+  const steps = new Set<string>();
+  for (const manifest of Object.values(architecture.services)) {
+    for (const topic of manifest.consumes) {
+      const step = /^internal\.([a-z0-9][a-z0-9._-]*)\.v1$/.exec(topic)?.[1];
+      if (step && !NOT_STEPS.has(step)) steps.add(step);
+    }
+  }
+  return [...steps].sort();
+}
+
+/** Known steps for checking a saved rule; without a readable architecture.yaml, slips are not checked. */
+function stepsServed(): string[] | undefined {
+  try {
+    return stepsInArchitecture(loadArchitecture());
+  } catch {
+    return undefined;
+  }
+}
+
 // ---------------------------------------------------------------------------------------- timeline
 
 export interface TimelineStep {
@@ -356,7 +383,9 @@ export async function registerApi(scope: FastifyInstance, deps: ApiDeps): Promis
   // rules ------------------------------------------------------------------------------------------
 
   const toRecord = (input: unknown, what: string): Omit<RuleRecord, 'updatedAt'> => {
-    const rule = validate(RuleSchema, input, what);
+    const checked = checkRule(input, stepsServed());
+    if (!checked.ok) throw new BitBratError('BAD_REQUEST', `invalid ${what}: ${checked.problems.join('; ')}`, { details: { problems: checked.problems } });
+    const rule = checked.rule;
     return { id: rule.id, priority: rule.priority, enabled: rule.enabled, logic: rule.logic, action: rule.action as Record<string, unknown>, ...(rule.description ? { description: rule.description } : {}) };
   };
 
