@@ -7,6 +7,7 @@ import { BitBratError } from '../../core/index.js';
 import { env } from '../../runtime/config.js';
 import { defineService, type ServiceContext } from '../../runtime/service.js';
 import { safeTwitchErrorMessage } from '../../platforms/twitch/token-store.js';
+import { parseCallbackQuery } from './callback-query.js';
 
 const SERVICE = 'oauth-flow';
 
@@ -193,7 +194,7 @@ export const service = defineService<OAuthFlowConfig>({
     });
 
     app.get('/oauth/twitch/callback', async (request, reply) => {
-      const query = request.query as Record<string, string | undefined>;
+      const query = parseCallbackQuery(request.query);
       const redirect = redirectUri(app, ctx);
       const { clientId, clientSecret, stateSecret } = requireConfigured(await settings(ctx), redirect);
       const state = verifyState(stateSecret, query.state);
