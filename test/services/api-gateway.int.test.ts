@@ -203,6 +203,24 @@ describe('api-gateway WebSocket /ws/v1', () => {
     closeAll(alice, bob);
   });
 
+  it('records a console message holding NUL and lone surrogates, with U+FFFD in their place and no dead letter', async () => {
+    const client = await connect({ token: OWNER });
+    await client.next((frame) => frame.type === 'ready');
+    // JSON escapes are how a frame carries them: the socket's UTF-8 cannot.
+    client.send(JSON.stringify({ type: 'chat', id: 'nul-1', text: '!ping \u0000 \ud800', user: { name: 'nuluser' }, channel: 'nulchannel' }));
+    const ack = await client.next((frame) => frame.type === 'ack' && frame.id === 'nul-1');
+    await client.next((frame) => frame.type === 'reply' && frame.inReplyTo === 'nul-1');
+    const record = await waitFor(async () => {
+      const event = await store.getEvent(ack.envelopeId);
+      return event?.final && event.ingress ? event : undefined;
+    }, { timeoutMs: 20_000, message: 'the ingress and final records' });
+    expect(record.text).toBe('!ping \uFFFD \uFFFD');
+    expect(record.ingress!.envelope.message?.text).toBe('!ping \uFFFD \uFFFD');
+    const letters = await store.listDeadLetters({ limit: 200, includeReplayed: true });
+    expect(letters.items.filter((letter) => JSON.stringify(letter).includes(ack.envelopeId))).toEqual([]);
+    closeAll(client);
+  });
+
   it('answers malformed, oversized, binary and unknown frames with an error frame and keeps the socket usable', async () => {
     const client = await connect({ token: OWNER });
     await client.next((frame) => frame.type === 'ready');
