@@ -320,9 +320,13 @@ function storable(db: SqlExecutor): SqlExecutor {
 /** A caller's time, passed on as given (PostgreSQL parses it); unparseable is a BAD_REQUEST. */
 function queryTime(name: string, value: string): string {
   if (typeof value !== 'string') throw new BitBratError('BAD_REQUEST', `${name} must be an ISO-8601 timestamp`);
-  parseQueryTime(name, value);
+  const time = parseQueryTime(name, value);
+  // Date accepts years ±275760; PostgreSQL's timestamptz starts at 4713 BC, so keep to years 1-9999.
+  if (time < EARLIEST_QUERY_TIME || time > LATEST_QUERY_TIME) throw new BitBratError('BAD_REQUEST', `${name} must be between the years 0001 and 9999`);
   return value;
 }
+const EARLIEST_QUERY_TIME = Date.parse('0001-01-01T00:00:00Z');
+const LATEST_QUERY_TIME = Date.parse('9999-12-31T23:59:59.999Z');
 
 /** Keyset cursor: the last row's (received_at in µs since the epoch, id). */
 function decodeEventCursor(cursor: string): { receivedUs: string; id: string } {

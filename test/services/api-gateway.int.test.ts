@@ -516,9 +516,11 @@ describe('api-gateway HTTP API', () => {
       for (const depth of [2_000, 50_000]) {
         // Built as text: JSON.stringify itself would overflow the stack on the deeper one.
         const body = `{"id":"deep-${depth}","logic":${'{"!":['.repeat(depth)}true${']}'.repeat(depth)},"action":{"outcome":"handled"}}`;
-        const response = await fetch(`${base}/api/rules`, { method: 'POST', headers: { authorization: `Bearer ${OWNER}`, 'content-type': 'application/json' }, body });
-        expect(response.status).toBe(400);
-        expect((await response.json()).message).toMatch(/nested deeper than 64 levels/);
+        for (const [method, route] of [['POST', '/api/rules'], ['PUT', `/api/rules/deep-${depth}`]] as const) {
+          const response = await fetch(`${base}${route}`, { method, headers: { authorization: `Bearer ${OWNER}`, 'content-type': 'application/json' }, body });
+          expect(response.status).toBe(400);
+          expect((await response.json()).message).toMatch(/nested deeper than 64 levels/);
+        }
       }
       expect((await call('GET', '/api/rules', { token: VIEWER })).status).toBe(200);
     });

@@ -300,6 +300,21 @@ describe('pglite worker thread', () => {
   });
 });
 
+describe('sql store queries', () => {
+  it('answers times PostgreSQL cannot hold with BAD_REQUEST instead of a database error', async () => {
+    const store = await createStore({ driver: 'pglite', dataDir: 'memory://', embedded: true, secrets: secrets() });
+    await store.init();
+    try {
+      expect(await codeOf(store.listEvents({ since: '-271821-04-20T00:00:00Z' }))).toBe('BAD_REQUEST');
+      expect(await codeOf(store.listEvents({ until: '+275760-09-13T00:00:00Z' }))).toBe('BAD_REQUEST');
+      expect(await codeOf(store.pruneEvents('-000100-01-01T00:00:00Z'))).toBe('BAD_REQUEST');
+      expect((await store.listEvents({ since: '0001-01-01T00:00:00Z' })).items).toEqual([]);
+    } finally {
+      await store.close();
+    }
+  });
+});
+
 describe('createStore', () => {
   it('rejects unknown drivers and missing connection settings with CONFIG_INVALID', async () => {
     expect(await codeOf(createStore({ driver: 'mongodb' as never }))).toBe('CONFIG_INVALID');
