@@ -227,6 +227,8 @@ describe('checking a rule before it is saved or loaded', () => {
     const problems = problemsOf(rule('r', { and: [true, { '==': [{ var: 'text' }, 'x'] }, { shout: [1] }] }, { slip: ['a'] }));
     expect(problems.join()).toMatch(/logic\.and\.2: unknown operator "shout"; known operators: .*has_role/);
     expect(problemsOf(rule('r', { log: 'x' }, { slip: ['a'] })).join()).toMatch(/unknown operator "log"/);
+    const many = problemsOf(rule('r', { and: Array.from({ length: 1_000 }, (_, i) => ({ [`op${i}`]: [] })) }, { slip: ['a'] }));
+    expect(many).toHaveLength(10);
   });
 
   it('refuses logic nested deeper than the limit, at 2,000 and at 50,000 levels, without overflowing the stack', () => {

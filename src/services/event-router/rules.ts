@@ -99,7 +99,8 @@ export function logicProblems(logic: unknown): string[] {
   const problems: string[] = [];
   const stack: Array<{ value: unknown; depth: number; path: string }> = [{ value: logic, depth: 0, path: 'logic' }];
   let nodes = 0;
-  while (stack.length > 0) {
+  // Ten problems say enough; a rule with thousands of bad operators should not get a megabyte of reply.
+  while (stack.length > 0 && problems.length < 10) {
     const { value, depth, path } = stack.pop()!;
     nodes += 1;
     if (nodes > RULE_LIMITS.logicNodes) {
