@@ -29,6 +29,49 @@ export function traceparentFor(traceId: string): string {
   return `00-${id}-${newSpanId()}-01`;
 }
 
+/** U+0000 or a UTF-16 surrogate without its partner. */
+const ILL_FORMED = /\u0000|[\uD800-\uDBFF](?![\uDC00-\uDFFF])|(?<![\uD800-\uDBFF])[\uDC00-\uDFFF]/g;
+
+/**
+ * Text every store can keep: NUL and lone surrogates become U+FFFD. PostgreSQL refuses both (text cannot
+ * hold U+0000, jsonb neither, and a lone surrogate is not UTF-8), so a viewer typing one would otherwise
+ * be answered but never recorded.
+ */
+export function wellFormedText(text: string): string {
+  ILL_FORMED.lastIndex = 0;
+  return ILL_FORMED.test(text) ? text.replace(ILL_FORMED, '\uFFFD') : text;
+}
+
+/**
+ * {@link wellFormedText} applied to every string (and object key) inside plain objects and arrays.
+ * Returns the same value when nothing needed repair, so the common case allocates nothing.
+ */
+export function wellFormedDeep<T>(value: T, depth = 0): T {
+  if (typeof value === 'string') return wellFormedText(value) as T;
+  if (value === null || typeof value !== 'object' || depth > 64) return value;
+  if (Array.isArray(value)) {
+    let out: unknown[] | undefined;
+    value.forEach((item, index) => {
+      const fixed = wellFormedDeep(item, depth + 1);
+      if (fixed !== item) (out ??= [...value])[index] = fixed;
+    });
+    return (out ?? value) as T;
+  }
+  const proto = Object.getPrototypeOf(value);
+  if (proto !== Object.prototype && proto !== null) return value;
+  let out: Record<string, unknown> | undefined;
+  for (const [key, item] of Object.entries(value)) {
+    const fixedKey = wellFormedText(key);
+    const fixed = wellFormedDeep(item, depth + 1);
+    if (fixed !== item || fixedKey !== key) {
+      out ??= { ...(value as Record<string, unknown>) };
+      if (fixedKey !== key) delete out[key];
+      out[fixedKey] = fixed;
+    }
+  }
+  return (out ?? value) as T;
+}
+
 export const SYSTEM_USER: EnvelopeUser = { id: 'system', name: 'system', displayName: 'System', profileImageUrl: '', role: 'system' };
 
 export interface NewEnvelopeInput {
@@ -46,8 +89,19 @@ export interface NewEnvelopeInput {
   extra?: Partial<Omit<Envelope, 'v' | 'id'>>;
 }
 
-/** Builds a valid envelope with fresh id, correlation id and trace id. */
-export function createEnvelope(input: NewEnvelopeInput): Envelope {
+/**
+ * Builds a valid envelope with fresh id, correlation id and trace id. Every string that comes in (from a
+ * platform or a console) is made well-formed here, at the edge, so whatever a viewer types can be recorded.
+ */
+export function createEnvelope(raw: NewEnvelopeInput): Envelope {
+  const input: NewEnvelopeInput = {
+    ...raw,
+    type: wellFormedText(raw.type),
+    source: wellFormedDeep(raw.source),
+    ...(raw.user ? { user: wellFormedDeep(raw.user) } : {}),
+    ...(raw.payload ? { payload: wellFormedDeep(raw.payload) } : {}),
+    ...(raw.extra ? { extra: wellFormedDeep(raw.extra) } : {}),
+  };
   const id = newId();
   const envelope: Envelope = {
     v: '1',

@@ -107,7 +107,7 @@ export async function createHost(options: HostOptions): Promise<Host> {
     (await createBus(busOptionsFromConfig(config, `${processName}-${config.INSTANCE_ID}`, rootLogger.child({ component: 'bus' }))));
   const needsStore = options.services.some((service) => service.needsStore);
   let store: Store | undefined = options.store;
-  const app = createHttpServer({ health, metrics, services: () => options.services.map((service) => service.name) });
+  const app = createHttpServer({ health, metrics, services: () => options.services.map((service) => service.name), logger: rootLogger });
   const running: Running[] = [];
   let storeTimer: NodeJS.Timeout | undefined;
   let busStorage: { stop(): void } | undefined;

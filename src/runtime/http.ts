@@ -1,6 +1,7 @@
 import Fastify, { type FastifyInstance } from 'fastify';
 import { monitorEventLoopDelay } from 'node:perf_hooks';
 import type { HealthRegistry } from './health.js';
+import type { Logger } from './logger.js';
 import type { RuntimeMetrics } from './metrics.js';
 import { BitBratError } from '../core/index.js';
 
@@ -12,7 +13,20 @@ export interface HttpServerOptions {
   /** /livez fails when the event loop has been blocked this long. Default 5 000 ms. */
   maxEventLoopDelayMs?: number;
   bodyLimit?: number;
+  /** Where unexpected errors (every 500) are logged; their text never goes to the client. */
+  logger?: Pick<Logger, 'error'>;
 }
+
+const STATUS_BY_CODE: Record<string, number> = {
+  BAD_REQUEST: 400,
+  UNAUTHORIZED: 401,
+  FORBIDDEN: 403,
+  NOT_FOUND: 404,
+  RATE_LIMITED: 429,
+  NOT_CONFIGURED: 503,
+  STORE_UNAVAILABLE: 503,
+  BUS_UNAVAILABLE: 503,
+};
 
 /**
  * One HTTP server per process: health endpoints aggregate every service in it; services add their own
@@ -30,18 +44,25 @@ export function createHttpServer(options: HttpServerOptions): FastifyInstance {
     clearInterval(ticker);
   });
 
-  app.setErrorHandler((error: any, _request, reply) => {
+  app.setErrorHandler((error: any, request, reply) => {
     if (error instanceof BitBratError) {
-      const status = { BAD_REQUEST: 400, UNAUTHORIZED: 401, FORBIDDEN: 403, NOT_FOUND: 404, RATE_LIMITED: 429, NOT_CONFIGURED: 503, STORE_UNAVAILABLE: 503, BUS_UNAVAILABLE: 503 }[error.code as string] ?? 500;
-      return reply.status(status).send({ error: error.code, message: error.message });
-    }
-    if (error?.validation || error?.statusCode === 400 || error?.code === 'FST_ERR_CTP_INVALID_MEDIA_TYPE' || error?.code === 'FST_ERR_CTP_EMPTY_JSON_BODY') {
+      const status = STATUS_BY_CODE[error.code as string];
+      if (status !== undefined) return reply.status(status).send({ error: error.code, message: error.message });
+    } else if (error?.validation || error?.statusCode === 400 || error?.code === 'FST_ERR_CTP_INVALID_MEDIA_TYPE' || error?.code === 'FST_ERR_CTP_EMPTY_JSON_BODY') {
       return reply.status(400).send({ error: 'BAD_REQUEST', message: error.message });
-    }
-    if (typeof error?.statusCode === 'number' && error.statusCode >= 400 && error.statusCode < 500) {
+    } else if (typeof error?.statusCode === 'number' && error.statusCode >= 400 && error.statusCode < 500) {
       return reply.status(error.statusCode).send({ error: 'BAD_REQUEST', message: error.message });
     }
+    // Unexpected: logged with the route pattern (the raw URL may carry a ?token=), answered without detail
+    // because a driver's error text can describe the database.
+    options.logger?.error({ err: error, method: request.method, route: request.routeOptions?.url ?? null }, 'http request failed');
     return reply.status(500).send({ error: 'INTERNAL', message: 'internal error' });
+  });
+  // PostgreSQL cannot store or compare U+0000, and no name, id or filter needs it: refuse it up front,
+  // on every route, instead of letting a query fail deep in a store.
+  app.addHook('preValidation', async (request, reply) => {
+    const where = nulIn('path', request.params) ?? nulIn('query', request.query);
+    if (where) return reply.status(400).send({ error: 'BAD_REQUEST', message: `invalid ${where}: must not contain the NUL character (U+0000)` });
   });
   app.setNotFoundHandler((request, reply) => reply.status(404).send({ error: 'NOT_FOUND', message: `no route for ${request.method} ${request.url.split('?')[0]}` }));
 
@@ -62,4 +83,14 @@ export function createHttpServer(options: HttpServerOptions): FastifyInstance {
     return options.metrics.registry.metrics();
   });
   return app;
+}
+
+/** `query parameter x` when a string value (or one of an array's) holds U+0000. */
+function nulIn(what: 'path' | 'query', values: unknown): string | undefined {
+  if (!values || typeof values !== 'object') return undefined;
+  for (const [name, value] of Object.entries(values)) {
+    const strings = Array.isArray(value) ? value : [value];
+    if (strings.some((item) => typeof item === 'string' && item.includes('\u0000'))) return `${what} parameter ${name}`;
+  }
+  return undefined;
 }

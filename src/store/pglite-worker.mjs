@@ -30,22 +30,31 @@ try {
 
 let tail = Promise.resolve();
 
+/** Posts a reply; one that cannot be cloned (rows nested too deeply) becomes an error reply instead. */
+function reply(message) {
+  try {
+    parentPort.postMessage(message);
+  } catch (error) {
+    parentPort.postMessage({ id: message.id, ok: false, error: serializeError(error) });
+  }
+}
+
 async function handle({ id, op, sql, params }) {
   try {
     if (op === 'query') {
       const result = await db.query(sql, params);
-      parentPort.postMessage({ id, ok: true, rows: result.rows });
+      reply({ id, ok: true, rows: result.rows });
     } else if (op === 'exec') {
       await db.exec(sql);
-      parentPort.postMessage({ id, ok: true });
+      reply({ id, ok: true });
     } else if (op === 'close') {
       if (!db.closed) await db.close();
-      parentPort.postMessage({ id, ok: true });
+      reply({ id, ok: true });
     } else {
-      parentPort.postMessage({ id, ok: false, error: { name: 'Error', message: `unknown operation ${op}` } });
+      reply({ id, ok: false, error: { name: 'Error', message: `unknown operation ${op}` } });
     }
   } catch (error) {
-    parentPort.postMessage({ id, ok: false, error: serializeError(error) });
+    reply({ id, ok: false, error: serializeError(error) });
   }
 }
 

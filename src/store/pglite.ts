@@ -62,6 +62,21 @@ interface WorkerError {
 
 type Reply = { id: number; ok: true; rows?: Record<string, any>[] } | { id: number; ok: false; error: WorkerError };
 
+/** How long a statement may take before its call fails (the worker itself may still be busy with it). */
+export const DEFAULT_PGLITE_CALL_TIMEOUT_MS = 60_000;
+/** How long `close()` waits for the database to shut down cleanly before the worker is stopped. */
+export const DEFAULT_PGLITE_CLOSE_TIMEOUT_MS = 5_000;
+
+/** Options for {@link openPgliteWorker}. */
+export interface PgliteWorkerOptions {
+  /** Sees every worker started (tests use it to stop one). */
+  onWorker?: (worker: Worker) => void;
+  /** A call not answered in this time fails with STORE_UNAVAILABLE. Default {@link DEFAULT_PGLITE_CALL_TIMEOUT_MS}. */
+  callTimeoutMs?: number;
+  /** Bound on a clean shutdown in `close()`. Default {@link DEFAULT_PGLITE_CLOSE_TIMEOUT_MS}. */
+  closeTimeoutMs?: number;
+}
+
 /** An error from the worker with PostgreSQL's fields (code, constraint, …) where mapSqlError reads them. */
 function revive(error: WorkerError): Error {
   const { name, message, ...fields } = error;
@@ -71,7 +86,10 @@ function revive(error: WorkerError): Error {
 /** One worker and the calls waiting on it; `down` is set once it has stopped. */
 interface WorkerLink {
   readonly worker: Worker;
+  /** Calls waiting for a reply, in the order they were sent (a Map keeps insertion order). */
   readonly pending: Map<number, { resolve: (rows: Record<string, any>[]) => void; reject: (error: unknown) => void }>;
+  /** Ids sent and not yet answered, oldest first, including calls that already timed out. */
+  readonly unanswered: number[];
   down?: BitBratError;
 }
 
@@ -79,7 +97,7 @@ interface WorkerLink {
 async function startWorker(path: string | undefined, onWorker?: (worker: Worker) => void): Promise<WorkerLink> {
   const worker = new Worker(new URL('./pglite-worker.mjs', import.meta.url), { workerData: { dataDir: path } });
   onWorker?.(worker);
-  const link: WorkerLink = { worker, pending: new Map() };
+  const link: WorkerLink = { worker, pending: new Map(), unanswered: [] };
   await new Promise<void>((resolve, reject) => {
     const onExit = (code: number) => reject(new BitBratError('STORE_UNAVAILABLE', `the embedded database worker exited (code ${code}) while opening`, { retryable: true }));
     worker.once('error', reject);
@@ -96,15 +114,30 @@ async function startWorker(path: string | undefined, onWorker?: (worker: Worker)
     link.down ??= new BitBratError('STORE_UNAVAILABLE', `the embedded database stopped: ${reason}`, { retryable: true });
     for (const call of link.pending.values()) call.reject(link.down);
     link.pending.clear();
+    link.unanswered.length = 0;
     worker.unref();
   };
-  worker.on('message', (reply: Reply) => {
-    const call = link.pending.get(reply.id);
+  const settle = (id: number, outcome: (call: { resolve: (rows: Record<string, any>[]) => void; reject: (error: unknown) => void }) => void) => {
+    const call = link.pending.get(id);
     if (!call) return;
-    link.pending.delete(reply.id);
+    link.pending.delete(id);
     if (link.pending.size === 0) worker.unref();
-    if (reply.ok) call.resolve(reply.rows ?? []);
-    else call.reject(revive(reply.error));
+    outcome(call);
+  };
+  worker.on('message', (reply: Reply) => {
+    // The worker answers strictly in the order it was asked: everything before this id was answered too.
+    const at = link.unanswered.indexOf(reply.id);
+    if (at >= 0) link.unanswered.splice(0, at + 1);
+    settle(reply.id, (call) => (reply.ok ? call.resolve(reply.rows ?? []) : call.reject(revive(reply.error))));
+  });
+  // A reply that cannot be deserialized here (rows nested deeper than this thread's decoder goes) arrives
+  // as 'messageerror' without its id; by that order it answers the oldest call not yet answered.
+  worker.on('messageerror', (error) => {
+    const oldest = link.unanswered.shift();
+    if (oldest === undefined) return;
+    settle(oldest, (call) =>
+      call.reject(new BitBratError('STORE_CONSTRAINT', `the embedded database's reply could not be read (${error.message}); the rows are probably nested too deeply`, { cause: error })),
+    );
   });
   worker.on('error', (error) => fail(error.message));
   worker.on('exit', (code) => fail(`worker exited with code ${code}`));
@@ -122,7 +155,9 @@ async function startWorker(path: string | undefined, onWorker?: (worker: Worker)
  * PostgreSQL recovers from its write-ahead log. An in-memory database has nothing to come back to and
  * stays unavailable. `onWorker` sees every worker started (tests use it to stop one).
  */
-export async function openPgliteWorker(path: string | undefined, options: { onWorker?: (worker: Worker) => void } = {}): Promise<SqlExecutor> {
+export async function openPgliteWorker(path: string | undefined, options: PgliteWorkerOptions = {}): Promise<SqlExecutor> {
+  const callTimeoutMs = options.callTimeoutMs ?? DEFAULT_PGLITE_CALL_TIMEOUT_MS;
+  const closeTimeoutMs = options.closeTimeoutMs ?? DEFAULT_PGLITE_CLOSE_TIMEOUT_MS;
   let link = await startWorker(path, options.onWorker);
   let closed: BitBratError | undefined;
   let restarting: Promise<WorkerLink> | undefined;
@@ -148,13 +183,29 @@ export async function openPgliteWorker(path: string | undefined, options: { onWo
     return await restarting;
   };
 
-  const send = (target: WorkerLink, op: 'query' | 'exec' | 'close', sql?: string, params?: unknown[]) =>
+  /** Every call settles: with the reply, the worker's failure, or after `timeoutMs` with STORE_UNAVAILABLE. */
+  const send = (target: WorkerLink, op: 'query' | 'exec' | 'close', sql?: string, params?: unknown[], timeoutMs = callTimeoutMs) =>
     new Promise<Record<string, any>[]>((resolve, reject) => {
       if (target.down) return reject(target.down);
       const id = nextId++;
+      const timer = setTimeout(() => {
+        if (!target.pending.delete(id)) return;
+        if (target.pending.size === 0) target.worker.unref();
+        reject(new BitBratError('STORE_UNAVAILABLE', `the embedded database did not answer within ${timeoutMs} ms`, { retryable: true }));
+      }, timeoutMs);
+      timer.unref();
+      const done = { resolve: (rows: Record<string, any>[]) => (clearTimeout(timer), resolve(rows)), reject: (error: unknown) => (clearTimeout(timer), reject(error)) };
       if (target.pending.size === 0) target.worker.ref();
-      target.pending.set(id, { resolve, reject });
-      target.worker.postMessage({ id, op, sql, params });
+      target.pending.set(id, done);
+      try {
+        target.worker.postMessage({ id, op, sql, params });
+        target.unanswered.push(id);
+      } catch (error) {
+        // Parameters that cannot be cloned never reach the worker.
+        target.pending.delete(id);
+        if (target.pending.size === 0) target.worker.unref();
+        done.reject(new BitBratError('STORE_CONSTRAINT', `a statement's parameters could not be sent to the embedded database: ${(error as Error).message}`, { cause: error }));
+      }
     });
   const queryable = (run: (op: 'query' | 'exec', sql: string, params?: unknown[]) => Promise<Record<string, any>[]>): SqlQueryable => ({
     query: async (sql, params) => ({ rows: await run('query', sql, (params ?? []).map((value) => (value === undefined ? null : value))) }),
@@ -202,7 +253,8 @@ export async function openPgliteWorker(path: string | undefined, options: { onWo
         if (closed) return;
         closed = new BitBratError('STORE_UNAVAILABLE', 'PGlite is closed');
         await restarting?.catch(() => undefined);
-        if (!link.down) await send(link, 'close').catch(() => undefined);
+        // Bounded: a worker stuck in a statement must not hold up the process's shutdown.
+        if (!link.down) await send(link, 'close', undefined, undefined, closeTimeoutMs).catch(() => undefined);
         await link.worker.terminate();
       }),
   };

@@ -4,6 +4,7 @@
  * error mapping — lives here.
  */
 import { BitBratError } from '../core/errors.js';
+import { wellFormedText } from '../core/builders.js';
 import type { Envelope } from '../core/envelope.js';
 import { chunks, compact, decodeCursor, dedupe, encodeCursor, invalidCursor, pageSize, parseQueryTime } from './common.js';
 import type { TokenCipher } from './crypto.js';
@@ -283,14 +284,49 @@ const iso = (value: unknown): string | undefined => {
   return value instanceof Date ? value.toISOString() : new Date(String(value)).toISOString();
 };
 const optional = <T>(value: T | null | undefined): T | undefined => (value === null ? undefined : value);
-const json = (value: unknown): string | null => (value === undefined ? null : JSON.stringify(value));
+const json = (value: unknown): string | null => (value === undefined ? null : sqlJson(value));
+
+/** `\u0000` or an escaped lone surrogate in JSON text, not preceded by an escaping backslash. */
+const JSON_ILL_FORMED_ESCAPE = /(?<!\\)((?:\\\\)*)\\u(0000|d[89a-f][0-9a-f]{2})/gi;
+
+/**
+ * JSON text that jsonb accepts and that reads back as valid UTF-16: JSON.stringify writes U+0000 and lone
+ * surrogates as `\u0000` / `\udXXX` escapes, which jsonb refuses, so those become `\ufffd`. (Paired
+ * surrogates are written as the characters themselves and are kept.)
+ */
+export function sqlJson(value: unknown): string {
+  const text = JSON.stringify(value);
+  if (typeof text !== 'string' || !text.includes('\\u')) return text;
+  return text.replace(JSON_ILL_FORMED_ESCAPE, '$1\\ufffd');
+}
+
+/** Parameters PostgreSQL can store: text cannot hold U+0000, and a lone surrogate is not UTF-8. */
+function wellFormedParams(params: unknown[] | undefined): unknown[] | undefined {
+  return params?.map((param) => (typeof param === 'string' ? wellFormedText(param) : param));
+}
+
+/**
+ * The executor with every string parameter made storable, so no viewer input (a name, a command reply, a
+ * source's error text) can make a write fail; JSON parameters are made storable by {@link sqlJson}.
+ */
+function storable(db: SqlExecutor): SqlExecutor {
+  const wrap = (q: SqlQueryable): SqlQueryable => ({
+    query: (sql, params, options) => q.query(sql, wellFormedParams(params), options),
+    exec: (sql) => q.exec(sql),
+  });
+  return { ...wrap(db), transaction: (fn) => db.transaction((tx) => fn(wrap(tx))), close: () => db.close() };
+}
 
 /** A caller's time, passed on as given (PostgreSQL parses it); unparseable is a BAD_REQUEST. */
 function queryTime(name: string, value: string): string {
   if (typeof value !== 'string') throw new BitBratError('BAD_REQUEST', `${name} must be an ISO-8601 timestamp`);
-  parseQueryTime(name, value);
+  const time = parseQueryTime(name, value);
+  // Date accepts years ±275760; PostgreSQL's timestamptz starts at 4713 BC, so keep to years 1-9999.
+  if (time < EARLIEST_QUERY_TIME || time > LATEST_QUERY_TIME) throw new BitBratError('BAD_REQUEST', `${name} must be between the years 0001 and 9999`);
   return value;
 }
+const EARLIEST_QUERY_TIME = Date.parse('0001-01-01T00:00:00Z');
+const LATEST_QUERY_TIME = Date.parse('9999-12-31T23:59:59.999Z');
 
 /** Keyset cursor: the last row's (received_at in µs since the epoch, id). */
 function decodeEventCursor(cursor: string): { receivedUs: string; id: string } {
@@ -306,7 +342,7 @@ function decodeEventCursor(cursor: string): { receivedUs: string; id: string } {
  */
 function envelopeTexts(params: unknown[], envelopes: unknown[]): string {
   const refs = envelopes.map((envelope) => {
-    params.push(envelope === undefined ? null : JSON.stringify(envelope));
+    params.push(envelope === undefined ? null : sqlJson(envelope));
     return `$${params.length}`;
   });
   return `(ARRAY[${refs.join(', ')}]::text[])`;
@@ -457,7 +493,7 @@ async function upsertTouches(db: SqlQueryable, batch: TouchGroup[]): Promise<Row
          ? `, (SELECT jsonb_build_object('first_seen', o.first_seen, 'last_seen', o.last_seen, 'display_name', o.display_name) FROM users o WHERE o.id = u.id) AS previous`
          : ''
      }`,
-    [JSON.stringify(batch.map((group) => group.row))],
+    [sqlJson(batch.map((group) => group.row))],
     // Auth waits for this on every chat message; parsing and planning it cost PostgreSQL about as much as running it.
     { prepare: true },
   );
@@ -610,7 +646,7 @@ class SqlStore implements Store {
     const db = this.#db;
     if (!db) throw new BitBratError('STORE_UNAVAILABLE', this.#closed ? 'store is closed' : 'store is not initialized (call init() first)');
     try {
-      return await fn(db);
+      return await fn(storable(db));
     } catch (error) {
       throw mapSqlError(error);
     }
@@ -622,7 +658,7 @@ class SqlStore implements Store {
     if (records.length === 0) return;
     await this.#run(async (db) => {
       for (const batch of chunks(dedupe(records), BATCH_ROWS)) {
-        const params: unknown[] = [JSON.stringify(batch.map(eventSummaryRow))];
+        const params: unknown[] = [sqlJson(batch.map(eventSummaryRow))];
         const ingress = envelopeTexts(params, batch.map((record) => record.ingress));
         // A finalizer may have written the row first: then ingress fills in what it lacks, once.
         await db.query(
@@ -660,7 +696,7 @@ class SqlStore implements Store {
           errors: record.errors,
           latency_ms: record.latencyMs,
         }));
-        const params: unknown[] = [JSON.stringify(rows)];
+        const params: unknown[] = [sqlJson(rows)];
         const ingress = envelopeTexts(params, batch.map((record) => record.ingress));
         const final = envelopeTexts(params, batch.map((record) => record.final));
         // finalized_at marks a finalized row; rows already finalized are skipped and not returned.
@@ -810,7 +846,7 @@ class SqlStore implements Store {
         `INSERT INTO sources AS s (id, platform, doc, updated_at) VALUES ($1, $2, $3::jsonb, now())
          ON CONFLICT (id) DO UPDATE SET doc = bitbrat_merge_source(s.doc, EXCLUDED.doc), updated_at = now()
          RETURNING doc`,
-        [patch.id, patch.platform, JSON.stringify(patch)],
+        [patch.id, patch.platform, sqlJson(patch)],
       );
       return rows[0]!.doc as SourceState;
     });
@@ -877,7 +913,7 @@ class SqlStore implements Store {
 
   async setUserRoles(id: string, roles: string[]): Promise<UserRecord | undefined> {
     return await this.#run(async (db) => {
-      const { rows } = await db.query('UPDATE users SET roles = $2::jsonb WHERE id = $1 RETURNING *', [id, JSON.stringify([...new Set(roles)])]);
+      const { rows } = await db.query('UPDATE users SET roles = $2::jsonb WHERE id = $1 RETURNING *', [id, sqlJson([...new Set(roles)])]);
       return rows[0] ? toUser(rows[0]) : undefined;
     });
   }
@@ -946,7 +982,7 @@ class SqlStore implements Store {
         [
           command.name.toLowerCase(),
           command.response,
-          JSON.stringify(command.aliases ?? []),
+          sqlJson(command.aliases ?? []),
           command.minRole,
           command.cooldownSec ?? 0,
           command.userCooldownSec ?? 0,
@@ -979,7 +1015,7 @@ class SqlStore implements Store {
       token.id,
       cipher.encrypt(token.accessToken, `oauth_tokens:${token.id}`),
       token.refreshToken === undefined ? null : cipher.encrypt(token.refreshToken, `oauth_tokens:${token.id}`),
-      JSON.stringify(token.scopes ?? []),
+      sqlJson(token.scopes ?? []),
       token.expiresAt ?? null,
       token.obtainedAt,
       token.userId ?? null,
@@ -1077,7 +1113,7 @@ class SqlStore implements Store {
            FROM jsonb_array_elements(c.turns || EXCLUDED.turns) WITH ORDINALITY AS t(turn, n)
            WHERE t.n > jsonb_array_length(c.turns || EXCLUDED.turns) - $3::int)
          RETURNING turns`,
-        [channelKey, JSON.stringify(keep === 0 ? [] : turns.slice(-keep)), keep],
+        [channelKey, sqlJson(keep === 0 ? [] : turns.slice(-keep)), keep],
       );
       return rows[0]!.turns as ConversationTurn[];
     });

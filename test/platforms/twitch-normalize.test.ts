@@ -145,3 +145,12 @@ describe('source status envelope (seed 002)', () => {
     expect(twitchSourceId('')).toBe('twitch:chat');
   });
 });
+
+describe('twitch chat text that a database cannot store', () => {
+  it('turns NUL and lone surrogates into U+FFFD in the payload and the message, keeping emote offsets', () => {
+    const envelope = normalizeChatMessage({ channel: '#c', userLogin: 'viewer', text: 'Kappa \u0000 \uD800 Keepo', tags: new Map([['emotes', '25:0-4/1902:10-14']]) });
+    expect(envelope.payload.text).toBe('Kappa \uFFFD \uFFFD Keepo');
+    expect(envelope.message?.text).toBe('Kappa \uFFFD \uFFFD Keepo');
+    expect((envelope.payload.emotes as Array<{ name: string }>).map((emote) => emote.name)).toEqual(['Kappa', 'Keepo']);
+  });
+});

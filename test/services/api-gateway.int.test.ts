@@ -203,6 +203,24 @@ describe('api-gateway WebSocket /ws/v1', () => {
     closeAll(alice, bob);
   });
 
+  it('records a console message holding NUL and lone surrogates, with U+FFFD in their place and no dead letter', async () => {
+    const client = await connect({ token: OWNER });
+    await client.next((frame) => frame.type === 'ready');
+    // JSON escapes are how a frame carries them: the socket's UTF-8 cannot.
+    client.send(JSON.stringify({ type: 'chat', id: 'nul-1', text: '!ping \u0000 \ud800', user: { name: 'nuluser' }, channel: 'nulchannel' }));
+    const ack = await client.next((frame) => frame.type === 'ack' && frame.id === 'nul-1');
+    await client.next((frame) => frame.type === 'reply' && frame.inReplyTo === 'nul-1');
+    const record = await waitFor(async () => {
+      const event = await store.getEvent(ack.envelopeId);
+      return event?.final && event.ingress ? event : undefined;
+    }, { timeoutMs: 20_000, message: 'the ingress and final records' });
+    expect(record.text).toBe('!ping \uFFFD \uFFFD');
+    expect(record.ingress!.envelope.message?.text).toBe('!ping \uFFFD \uFFFD');
+    const letters = await store.listDeadLetters({ limit: 200, includeReplayed: true });
+    expect(letters.items.filter((letter) => JSON.stringify(letter).includes(ack.envelopeId))).toEqual([]);
+    closeAll(client);
+  });
+
   it('answers malformed, oversized, binary and unknown frames with an error frame and keeps the socket usable', async () => {
     const client = await connect({ token: OWNER });
     await client.next((frame) => frame.type === 'ready');
@@ -456,6 +474,89 @@ describe('api-gateway HTTP API', () => {
       expect(json.problems.join('\n')).toMatch(/priority/);
       expect(json.problems.join('\n')).toMatch(/logic must be a JsonLogic expression/);
       expect(json.problems.join('\n')).toMatch(/an action needs a slip or an outcome/);
+    });
+  });
+
+  describe('refusing rules it could not run or manage', () => {
+    const minimal = { priority: 0, logic: true, action: { outcome: 'handled' } };
+    const post = async (body: unknown) => await call('POST', '/api/rules', { token: OWNER, body });
+
+    it('refuses a slip step no service serves, naming it and the known steps', async () => {
+      const { status, json } = await post({ ...minimal, id: 'bogus-slip', action: { slip: ['query-analyzer', 'bogus-step'] } });
+      expect(status).toBe(400);
+      expect(json.message).toContain('step "bogus-step" is served by no service; known steps: commands, llm-bot, query-analyzer, router');
+      expect((await call('GET', '/api/rules/bogus-slip', { token: VIEWER })).status).toBe(404);
+    });
+
+    it('refuses ids longer than 64 characters or with characters a URL must escape', async () => {
+      const long = await post({ ...minimal, id: 'r'.repeat(150) });
+      expect(long.status).toBe(400);
+      expect(long.json.message).toMatch(/at most 64 characters/);
+      expect((await post({ ...minimal, id: 'a b' })).status).toBe(400);
+      expect((await post({ ...minimal, id: 'r'.repeat(64) })).status).toBe(201);
+      expect((await call('GET', `/api/rules/${'r'.repeat(64)}`, { token: VIEWER })).status).toBe(200);
+      expect((await call('DELETE', `/api/rules/${'r'.repeat(64)}`, { token: OWNER })).status).toBe(204);
+    });
+
+    it('refuses unknown JsonLogic operators', async () => {
+      const { status, json } = await post({ ...minimal, id: 'unknown-op', logic: { and: [true, { frobnicate: [1] }] } });
+      expect(status).toBe(400);
+      expect(json.message).toMatch(/logic\.and\.1: unknown operator "frobnicate"/);
+    });
+
+    it('refuses regexes with backreferences or lookaround, and accepts a catastrophic one that RE2 runs in linear time', async () => {
+      const back = await post({ ...minimal, id: 'backref', logic: { regex: [{ var: 'text' }, '(a)\\1'] } });
+      expect(back.status).toBe(400);
+      expect(back.json.message).toMatch(/backreferences and lookaround are not supported/);
+      expect((await post({ ...minimal, id: 'nested-plus', logic: { regex: [{ var: 'text' }, '^(a+)+$'] } })).status).toBe(201);
+      expect((await call('DELETE', '/api/rules/nested-plus', { token: OWNER })).status).toBe(204);
+    });
+
+    it('refuses logic nested 2,000 and 50,000 deep with 400, and the rules stay listable', async () => {
+      for (const depth of [2_000, 50_000]) {
+        // Built as text: JSON.stringify itself would overflow the stack on the deeper one.
+        const body = `{"id":"deep-${depth}","logic":${'{"!":['.repeat(depth)}true${']}'.repeat(depth)},"action":{"outcome":"handled"}}`;
+        for (const [method, route] of [['POST', '/api/rules'], ['PUT', `/api/rules/deep-${depth}`]] as const) {
+          const response = await fetch(`${base}${route}`, { method, headers: { authorization: `Bearer ${OWNER}`, 'content-type': 'application/json' }, body });
+          expect(response.status).toBe(400);
+          expect((await response.json()).message).toMatch(/nested deeper than 64 levels/);
+        }
+      }
+      expect((await call('GET', '/api/rules', { token: VIEWER })).status).toBe(200);
+    });
+  });
+
+  describe('hostile values in paths and queries', () => {
+    it('answers NUL in a path or query value with 400 and never the database\'s text', async () => {
+      const requests: Array<[string, string, unknown?]> = [
+        ['GET', '/api/events/a%00b'],
+        ['GET', '/api/deadletters/a%00b'],
+        ['POST', '/api/deadletters/a%00b/replay', {}],
+        ['GET', '/api/rules/a%00b'],
+        ['PUT', '/api/rules/a%00b', { logic: true, action: { outcome: 'handled' } }],
+        ['DELETE', '/api/rules/a%00b'],
+        ['GET', '/api/commands/a%00b'],
+        ['DELETE', '/api/commands/a%00b'],
+        ['GET', '/api/events?type=a%00b'],
+        ['GET', '/api/events?user=a%00b'],
+        ['GET', '/api/events?userId=a%00b'],
+        ['GET', '/api/events?channel=a%00b'],
+      ];
+      for (const [method, route, body] of requests) {
+        const { status, json } = await call(method, route, { token: OWNER, ...(body !== undefined ? { body } : {}) });
+        expect({ route, status }).toEqual({ route, status: 400 });
+        expect(json.message).toMatch(/must not contain the NUL character/);
+        expect(JSON.stringify(json)).not.toMatch(/byte sequence|UTF8|store/);
+      }
+    });
+
+    it('answers dates outside the years 1 to 9999 with 400', async () => {
+      for (const since of ['-271821-04-20T00:00:00Z', '+275760-09-13T00:00:00Z']) {
+        const { status, json } = await call('GET', `/api/events?since=${encodeURIComponent(since)}`, { token: VIEWER });
+        expect(status).toBe(400);
+        expect(json.problems).toEqual(['since: must be between the years 0001 and 9999']);
+      }
+      expect((await call('GET', `/api/events?since=${encodeURIComponent('0001-01-01T00:00:00Z')}`, { token: VIEWER })).status).toBe(200);
     });
   });
 

@@ -98,7 +98,8 @@ describe('the event router service', () => {
 
   it('refuses to start with an unreadable or invalid rules file', async () => {
     const bad = join(dir, 'bad.json');
-    writeFileSync(bad, JSON.stringify({ rules: [{ id: 'x', logic: true, action: {} }] }));
+    // A bad rule is skipped (see router-rules); a file without a list of rules is a start-up error.
+    writeFileSync(bad, JSON.stringify({ rules: { id: 'x', logic: true, action: {} } }));
     await expect(start({ RULES_FILE: bad })).rejects.toThrow(/RULES_FILE .* is invalid/);
     await bus.close();
     await expect(start({ RULES_FILE: join(dir, 'missing.json') })).rejects.toThrow(/cannot be read/);

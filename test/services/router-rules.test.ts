@@ -1,9 +1,12 @@
 import { readFileSync } from 'node:fs';
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { createEnvelope, createStep, type Annotation, type Envelope } from '../../src/core/index.js';
 import { applyDecision, MAX_ROUTER_VISITS } from '../../src/services/event-router/plan.js';
-import { DEFAULT_RULES_FILE } from '../../src/services/event-router/load.js';
-import { compileRules, evaluationData, hasRole, matchRule, RulesFileSchema, type Stage } from '../../src/services/event-router/rules.js';
+import { DEFAULT_RULES_FILE, readRulesFile } from '../../src/services/event-router/load.js';
+import { checkRule, compileRules, evaluationData, hasRole, matchRule, RULE_LIMITS, RulesFileSchema, type Stage } from '../../src/services/event-router/rules.js';
 
 function chat(text: string, options: { role?: string; roles?: string[]; login?: string; annotations?: Array<Partial<Annotation> & { kind: string }>; type?: string } = {}): Envelope {
   return createEnvelope({
@@ -52,7 +55,8 @@ describe('routing rule matching', () => {
 
   it('treats a rule that throws as not matching and reports it', () => {
     const errors: string[] = [];
-    const set = compileRules([rule('broken', { unknown_operator: [1] }, { slip: ['a'] }, 5), rule('fallback', true, { slip: ['b'] })]);
+    // Known operators can still throw on odd arguments (json-logic-js reads null.length here).
+    const set = compileRules([rule('broken', { missing_some: [1, null] }, { slip: ['a'] }, 5), rule('fallback', true, { slip: ['b'] })]);
     const found = matchRule(set, evaluationData(chat('x'), 'ingress', 'bitbrat'), (r) => errors.push(r.id));
     expect(found?.rule.id).toBe('fallback');
     expect(errors).toEqual(['broken']);
@@ -95,11 +99,11 @@ describe('custom JsonLogic operators', () => {
     expect(match(explicit, chat('x', { role: 'subscriber' }))).toBeUndefined();
   });
 
-  it('regex matches with flags, and an invalid pattern never matches', () => {
+  it('regex matches with flags, and a computed pattern that cannot compile never matches', () => {
     const rules = [rule('re', { regex: [{ var: 'text' }, '^hello\\s+world$', 'i'] }, { slip: ['a'] })];
     expect(match(rules, chat('HELLO   world'))).toBeDefined();
     expect(match(rules, chat('hello there'))).toBeUndefined();
-    expect(match([rule('bad', { regex: [{ var: 'text' }, '(unclosed'] }, { slip: ['a'] })], chat('(unclosed'))).toBeUndefined();
+    expect(match([rule('bad', { regex: [{ var: 'text' }, { var: 'text' }] }, { slip: ['a'] })], chat('(unclosed'))).toBeUndefined();
     // The g flag would make repeated tests alternate; it is ignored.
     const global = compileRules([rule('g', { regex: [{ var: 'text' }, 'a', 'g'] }, { slip: ['a'] })]);
     const data = evaluationData(chat('a'), 'ingress', 'bitbrat');
@@ -196,5 +200,120 @@ describe('the default rules file', () => {
     expect(route(enriched({ intent: 'question', spam: 'clean' }), 'enriched')).toMatchObject({ slip: ['llm-bot'] });
     expect(route(enriched({ intent: 'mention', spam: 'clean' }), 'enriched')).toMatchObject({ slip: ['llm-bot'] });
     expect(route(enriched({ intent: 'other', spam: 'clean' }), 'enriched')).toBeUndefined();
+  });
+});
+
+/** `{"!": {"!": ... true}}` nested `depth` levels, built without recursion. */
+function nested(depth: number): unknown {
+  let logic: unknown = true;
+  for (let i = 0; i < depth; i += 1) logic = { '!': [logic] };
+  return logic;
+}
+
+const problemsOf = (input: unknown, knownSteps?: string[]) => {
+  const checked = checkRule(input, knownSteps);
+  return checked.ok ? [] : checked.problems;
+};
+
+describe('checking a rule before it is saved or loaded', () => {
+  it('refuses ids that are too long or need escaping in a URL, and accepts the usual ones', () => {
+    expect(problemsOf(rule('x'.repeat(150), true, { slip: ['a'] })).join()).toMatch(/at most 64 characters/);
+    expect(problemsOf(rule('has space', true, { slip: ['a'] })).join()).toMatch(/letters, digits/);
+    expect(problemsOf(rule('a/b', true, { slip: ['a'] })).join()).toMatch(/letters, digits/);
+    expect(problemsOf(rule('Chat-enrichment_2.v1', true, { slip: ['a'] }))).toEqual([]);
+  });
+
+  it('refuses unknown operators anywhere in the logic, naming them', () => {
+    const problems = problemsOf(rule('r', { and: [true, { '==': [{ var: 'text' }, 'x'] }, { shout: [1] }] }, { slip: ['a'] }));
+    expect(problems.join()).toMatch(/logic\.and\.2: unknown operator "shout"; known operators: .*has_role/);
+    expect(problemsOf(rule('r', { log: 'x' }, { slip: ['a'] })).join()).toMatch(/unknown operator "log"/);
+    const many = problemsOf(rule('r', { and: Array.from({ length: 1_000 }, (_, i) => ({ [`op${i}`]: [] })) }, { slip: ['a'] }));
+    expect(many).toHaveLength(10);
+  });
+
+  it('refuses logic nested deeper than the limit, at 2,000 and at 50,000 levels, without overflowing the stack', () => {
+    expect(problemsOf(rule('ok', nested(RULE_LIMITS.logicDepth / 2 - 1), { slip: ['a'] }))).toEqual([]);
+    for (const depth of [RULE_LIMITS.logicDepth, 2_000, 50_000]) {
+      expect(problemsOf(rule('deep', nested(depth), { slip: ['a'] })).join()).toMatch(/nested deeper than 64 levels/);
+    }
+  });
+
+  it('refuses logic with too many values and rules too large as JSON', () => {
+    expect(problemsOf(rule('wide', { in: [{ var: 'text' }, Array.from({ length: 6_000 }, (_, i) => i)] }, { slip: ['a'] })).join()).toMatch(/more than 5000 values/);
+    const long = Array.from({ length: 200 }, () => 'x'.repeat(400));
+    expect(problemsOf(rule('big', { in: [{ var: 'text' }, long] }, { slip: ['a'] })).join()).toMatch(/characters as JSON; at most 65536/);
+  });
+
+  it('refuses regex patterns the linear-time engine cannot run, saying why', () => {
+    const regex = (pattern: string, flags?: string) => rule('re', { regex: [{ var: 'text' }, pattern, ...(flags ? [flags] : [])] }, { slip: ['a'] });
+    expect(problemsOf(regex('(a)\\1')).join()).toMatch(/backreferences and lookaround are not supported/);
+    expect(problemsOf(regex('foo(?=bar)')).join()).toMatch(/backreferences and lookaround are not supported/);
+    expect(problemsOf(regex('(?<!x)y')).join()).toMatch(/refused/);
+    expect(problemsOf(regex('(unclosed')).join()).toMatch(/missing closing \)/);
+    expect(problemsOf(regex('a'.repeat(501))).join()).toMatch(/longer than 500/);
+    expect(problemsOf(regex('a', 'x')).join()).toMatch(/flags "x"/);
+    expect(problemsOf(regex('^(a+)+$', 'i'))).toEqual([]);
+  });
+
+  it('refuses slip steps no service serves, naming the step and the known ones', () => {
+    const known = ['commands', 'llm-bot', 'query-analyzer', 'router'];
+    const problems = problemsOf(rule('r', true, { slip: ['query-analyzer', 'bogus-step'] }), known);
+    expect(problems).toEqual(['action.slip.1: step "bogus-step" is served by no service; known steps: commands, llm-bot, query-analyzer, router']);
+    expect(problemsOf(rule('r', true, { slip: [{ id: 'x', destination: 'internal.nowhere.v1' }] }), known).join()).toMatch(/internal\.nowhere\.v1, which no service consumes/);
+    expect(problemsOf(rule('r', true, { slip: [{ id: 'ask', destination: 'internal.llm-bot.v1' }, 'commands'] }), known)).toEqual([]);
+  });
+});
+
+describe('rule regexes', () => {
+  it('run in linear time: a catastrophic pattern answers a long message at once', () => {
+    const set = compileRules([rule('evil', { regex: [{ var: 'text' }, '^(a+)+$'] }, { slip: ['a'] })]);
+    expect(set.rejected).toEqual([]);
+    // A backtracking engine needs seconds for 30 characters (2^n paths); RE2 needs microseconds.
+    const started = performance.now();
+    expect(matchRule(set, evaluationData(chat(`${'a'.repeat(26)}!`), 'ingress', 'bitbrat'))).toBeUndefined();
+    expect(performance.now() - started).toBeLessThan(2_000);
+    expect(matchRule(set, evaluationData(chat('aaaa'), 'ingress', 'bitbrat'))?.rule.id).toBe('evil');
+  });
+
+  it('honour the i, m and s flags', () => {
+    const one = (pattern: string, flags: string, text: string) => match([rule('r', { regex: [{ var: 'text' }, pattern, flags] }, { slip: ['a'] })], chat(text)) !== undefined;
+    expect(one('^b$', 'm', 'a\nb')).toBe(true);
+    expect(one('^b$', '', 'a\nb')).toBe(false);
+    expect(one('a.b', 's', 'a\nb')).toBe(true);
+    expect(one('a.b', '', 'a\nb')).toBe(false);
+    expect(one('ABC', 'i', 'xabcx')).toBe(true);
+  });
+});
+
+describe('reading a rules file', () => {
+  it('skips and reports each bad rule, keeping the good ones', async () => {
+    const dir = await mkdtemp(path.join(tmpdir(), 'rules-'));
+    try {
+      const file = path.join(dir, 'rules.json');
+      await writeFile(
+        file,
+        JSON.stringify({
+          rules: [
+            rule('good', true, { slip: ['commands'] }),
+            rule('unknown-op', { shout: [1] }, { slip: ['commands'] }),
+            rule('bogus', true, { slip: ['bogus-step'] }),
+            rule('good', false, { slip: ['commands'] }),
+            rule('also-good', { regex: [{ var: 'text' }, '^!'] }, { slip: ['commands'] }),
+          ],
+        }),
+      );
+      const { rules, rejected } = await readRulesFile(file, { knownSteps: ['commands'] });
+      expect(rules.map((r) => r.id)).toEqual(['good', 'also-good']);
+      expect(rejected.map((r) => [r.index, r.id])).toEqual([
+        [1, 'unknown-op'],
+        [2, 'bogus'],
+        [3, 'good'],
+      ]);
+      expect(rejected[0]!.problems.join()).toMatch(/unknown operator "shout"/);
+      expect(rejected[1]!.problems.join()).toMatch(/bogus-step/);
+      expect(rejected[2]!.problems.join()).toMatch(/defined twice/);
+    } finally {
+      await rm(dir, { recursive: true, force: true });
+    }
   });
 });

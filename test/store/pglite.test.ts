@@ -248,6 +248,33 @@ describe('pglite worker thread', () => {
     await db.close();
   });
 
+  it('settles a call whose reply is too deeply nested to read, and answers the calls after it', async () => {
+    const db = await openPgliteWorker(undefined);
+    try {
+      const deep = codeOf(db.query(`SELECT (repeat('[', 5000) || repeat(']', 5000))::jsonb AS j`));
+      const after = db.query('SELECT 42 AS n');
+      expect(await deep).toBe('STORE_CONSTRAINT');
+      expect((await after).rows).toEqual([{ n: 42 }]);
+      expect((await db.query('SELECT 7 AS n')).rows).toEqual([{ n: 7 }]);
+    } finally {
+      await db.close();
+    }
+  });
+
+  it('fails a call the worker does not answer in time, and close() stops a stuck worker instead of waiting for it', async () => {
+    const workers: Worker[] = [];
+    const db = await openPgliteWorker(undefined, { callTimeoutMs: 200, closeTimeoutMs: 200, onWorker: (worker) => workers.push(worker) });
+    const exited = new Promise<number>((resolve) => workers[0]!.once('exit', resolve));
+    const stuck = db.query('SELECT pg_sleep(3600)').then(
+      () => 'answered',
+      (error: unknown) => (isBitBratError(error) ? `${error.code}: ${error.message}` : String(error)),
+    );
+    expect(await stuck).toBe('STORE_UNAVAILABLE: the embedded database did not answer within 200 ms');
+    // Without a bound this waits out the hour-long statement (and the test times out).
+    await db.close();
+    expect(typeof (await exited)).toBe('number');
+  });
+
   it('does not keep the process alive once nothing is pending', async () => {
     // A child opens a store, writes, and never closes it: it must still exit on its own.
     const dir = await mkdtemp(join(tmpdir(), 'bitbrat-pglite-child-'));
@@ -269,6 +296,21 @@ describe('pglite worker thread', () => {
       expect(child.status).toBe(0);
     } finally {
       await rm(dir, { recursive: true, force: true });
+    }
+  });
+});
+
+describe('sql store queries', () => {
+  it('answers times PostgreSQL cannot hold with BAD_REQUEST instead of a database error', async () => {
+    const store = await createStore({ driver: 'pglite', dataDir: 'memory://', embedded: true, secrets: secrets() });
+    await store.init();
+    try {
+      expect(await codeOf(store.listEvents({ since: '-271821-04-20T00:00:00Z' }))).toBe('BAD_REQUEST');
+      expect(await codeOf(store.listEvents({ until: '+275760-09-13T00:00:00Z' }))).toBe('BAD_REQUEST');
+      expect(await codeOf(store.pruneEvents('-000100-01-01T00:00:00Z'))).toBe('BAD_REQUEST');
+      expect((await store.listEvents({ since: '0001-01-01T00:00:00Z' })).items).toEqual([]);
+    } finally {
+      await store.close();
     }
   });
 });

@@ -4,7 +4,7 @@
  */
 import { randomUUID } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { createEnvelope, createStep, isBitBratError, type DeadLetter, type Envelope } from '../../src/core/index.js';
+import { createEnvelope, createStep, isBitBratError, wellFormedText, type DeadLetter, type Envelope } from '../../src/core/index.js';
 import type { EventRecord, OAuthToken, SourceState, Store } from '../../src/store/index.js';
 
 export interface StoreFactory {
@@ -620,6 +620,42 @@ export function describeStoreContract(name: string, factory: StoreFactory): void
         expect(await store.updateTokenIf(0, token(id, 'second'))).toBeUndefined();
         expect((await store.getToken(id))?.accessToken).toBe('first');
         expect(await store.updateTokenIf(5, token(`twitch:${uid('nobody')}`, 'x'))).toBeUndefined();
+      });
+    });
+
+    describe('text a viewer can type but a database may refuse', () => {
+      // NUL and lone surrogates: a driver keeps them or stores U+FFFD in their place, but never refuses the write.
+      const hostile = 'hi\u0000there \uD800 and \uDC00 😀';
+      const kept = (value: unknown) => expect([hostile, wellFormedText(hostile)]).toContain(value);
+
+      it('records and finalizes an event whose text, user and envelope hold NUL and lone surrogates', async () => {
+        const id = uid('ev-nul');
+        const base = ingressRecord({ id, text: hostile, userName: hostile, channel: `#nul-${id}` });
+        const envelope = { ...base.ingress!.envelope, message: { text: hostile }, payload: { text: hostile, [`key${hostile}`]: 1 } };
+        const record: EventRecord = { ...base, ingress: { envelope, raw: { text: hostile } } };
+        await store.recordIngress([record]);
+        const final = finalRecord(record);
+        await store.recordFinal([{ ...final, replyText: hostile, errors: [{ code: 'HANDLER_FAILED', message: hostile, step: 'llm-bot' }] }]);
+        const stored = await store.getEvent(id);
+        expect(stored?.outcome).toBe('completed');
+        kept(stored?.text);
+        kept(stored?.userName);
+        kept(stored?.replyText);
+        kept(stored?.errors?.[0]?.message);
+        kept(stored?.ingress?.envelope.message?.text);
+        kept(stored?.final?.message?.text);
+        kept((stored?.ingress?.raw as { text?: unknown } | undefined)?.text);
+      });
+
+      it('saves rules, commands and sources whose strings hold NUL and lone surrogates', async () => {
+        const rule = await store.upsertRule({ id: uid('rule-nul'), description: hostile, priority: 0, enabled: true, logic: { '==': [{ var: 'text' }, hostile] }, action: { outcome: 'handled' } });
+        kept(rule.description);
+        kept(((await store.getRule(rule.id))?.logic as { '==': [unknown, string] })['=='][1]);
+        const command = await store.upsertCommand({ name: uid('nul'), response: hostile, aliases: [], minRole: 'viewer', cooldownSec: 0, userCooldownSec: 0, enabled: true, createdBy: hostile });
+        kept((await store.getCommand(command.name))?.response);
+        const source = await store.mergeSource({ id: uid('discord:nul'), platform: 'discord', displayName: hostile, lastError: { code: 'X', message: hostile } });
+        kept(source.displayName);
+        kept((await store.getSource(source.id))?.lastError?.message);
       });
     });
 

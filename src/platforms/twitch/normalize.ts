@@ -2,7 +2,7 @@
  * Twitch IRC chat line → `external.chat.message.v1` envelope, exactly as seed 003 §3/§13 lays it out.
  * Pure: takes the parsed wire values (channel, login, text, IRCv3 tags) so it is testable without a socket.
  */
-import { EventType, Topic, createEnvelope, type Envelope } from '../../core/index.js';
+import { EventType, Topic, createEnvelope, wellFormedText, type Envelope } from '../../core/index.js';
 
 /** Default reply deadline for chat (R9): a chat answer older than this is not worth sending. */
 export const DEFAULT_CHAT_MAX_RESPONSE_MS = 30_000;
@@ -73,7 +73,10 @@ export function parseEmotes(emotes: string | undefined, text: string): EmoteRef[
 export const channelName = (channel: string): string => channel.replace(/^#/, '').toLowerCase();
 
 /** Builds the ingress envelope for one chat message. */
-export function normalizeChatMessage(input: IrcChatMessage, options: NormalizeOptions = {}): Envelope {
+export function normalizeChatMessage(raw: IrcChatMessage, options: NormalizeOptions = {}): Envelope {
+  // Made well-formed before use: `message.text` below is set outside createEnvelope, and emote offsets
+  // count code points, which the U+FFFD replacement keeps.
+  const input: IrcChatMessage = { ...raw, text: wellFormedText(raw.text), userLogin: wellFormedText(raw.userLogin) };
   const tags = tagRecord(input.tags);
   const channel = channelName(input.channel);
   const login = input.userLogin.toLowerCase();

@@ -22,11 +22,11 @@ import { z } from 'zod';
 import { BitBratError, isBitBratError, type Envelope } from '../../core/index.js';
 import { replayDeadLetter } from '../../ops/dlq.js';
 import type { ComponentHealth } from '../../runtime/health.js';
-import { loadArchitecture } from '../../runtime/manifest.js';
+import { knownSteps, loadArchitecture } from '../../runtime/manifest.js';
 import type { ServiceContext } from '../../runtime/service.js';
 import type { EventRecord, RuleRecord, SourceState } from '../../store/index.js';
 import { manageCommand, normalizeName } from '../commands/manage.js';
-import { RuleSchema } from '../event-router/rules.js';
+import { checkRule } from '../event-router/rules.js';
 import { hasApiRole, tokenFromRequest, type ApiRole, type Authenticator, type Principal } from './auth.js';
 import { summarizeDeadLetter, summarizeEvent, type LiveFeed } from './live.js';
 import { capKey, createConnectionCaps } from './caps.js';
@@ -140,9 +140,16 @@ export function createHealthReporter(root: FastifyInstance, instanceId: string, 
 
 // -------------------------------------------------------------------------------------- validation
 
+/** Years every store can compare against (PostgreSQL's timestamptz stops at 294276, Date at 275760). */
+const MIN_TIME = Date.parse('0001-01-01T00:00:00Z');
+const MAX_TIME = Date.parse('9999-12-31T23:59:59.999Z');
 const isoDate = z
   .string()
   .refine((value) => !Number.isNaN(Date.parse(value)), 'must be an ISO-8601 date/time')
+  .refine((value) => {
+    const time = Date.parse(value);
+    return Number.isNaN(time) || (time >= MIN_TIME && time <= MAX_TIME);
+  }, 'must be between the years 0001 and 9999')
   .transform((value) => new Date(value).toISOString());
 const limit = (max: number, fallback: number) => z.coerce.number({ error: 'must be a number' }).int('must be an integer').min(1, 'must be at least 1').max(max, `must be at most ${max}`).default(fallback);
 const boolFlag = z.enum(['true', 'false', '1', '0']).transform((value) => value === 'true' || value === '1');
@@ -203,6 +210,15 @@ const STATUS: Record<string, number> = {
   PUBLISH_FAILED: 503,
 };
 
+/** Known steps for checking a saved rule; without a readable architecture.yaml, slips are not checked. */
+function stepsServed(): string[] | undefined {
+  try {
+    return knownSteps(loadArchitecture());
+  } catch {
+    return undefined;
+  }
+}
+
 // ---------------------------------------------------------------------------------------- timeline
 
 export interface TimelineStep {
@@ -262,15 +278,16 @@ function requireRole(request: FastifyRequest, minimum: ApiRole): Principal {
 export async function registerApi(scope: FastifyInstance, deps: ApiDeps): Promise<void> {
   const { ctx } = deps;
 
-  scope.setErrorHandler((error: any, _request, reply) => {
-    if (isBitBratError(error)) {
+  scope.setErrorHandler((error: any, request, reply) => {
+    if (isBitBratError(error) && STATUS[error.code] !== undefined) {
       const problems = error.details?.problems;
-      return reply.status(STATUS[error.code] ?? 500).send({ error: error.code, message: error.message, ...(Array.isArray(problems) ? { problems } : {}) });
+      return reply.status(STATUS[error.code]!).send({ error: error.code, message: error.message, ...(Array.isArray(problems) ? { problems } : {}) });
     }
-    if (typeof error?.statusCode === 'number' && error.statusCode >= 400 && error.statusCode < 500) {
+    if (!isBitBratError(error) && typeof error?.statusCode === 'number' && error.statusCode >= 400 && error.statusCode < 500) {
       return reply.status(error.statusCode === 413 ? 413 : 400).send({ error: 'BAD_REQUEST', message: error.message });
     }
-    ctx.logger.error({ err: error }, 'api request failed');
+    // Anything else is our fault: logged in full, answered without the text (a store error quotes the database).
+    ctx.logger.error({ err: error, method: request.method, route: request.routeOptions?.url ?? null }, 'api request failed');
     return reply.status(500).send({ error: 'INTERNAL', message: 'internal error' });
   });
 
@@ -364,7 +381,9 @@ export async function registerApi(scope: FastifyInstance, deps: ApiDeps): Promis
   // rules ------------------------------------------------------------------------------------------
 
   const toRecord = (input: unknown, what: string): Omit<RuleRecord, 'updatedAt'> => {
-    const rule = validate(RuleSchema, input, what);
+    const checked = checkRule(input, stepsServed());
+    if (!checked.ok) throw new BitBratError('BAD_REQUEST', `invalid ${what}: ${checked.problems.join('; ')}`, { details: { problems: checked.problems } });
+    const rule = checked.rule;
     return { id: rule.id, priority: rule.priority, enabled: rule.enabled, logic: rule.logic, action: rule.action as Record<string, unknown>, ...(rule.description ? { description: rule.description } : {}) };
   };
 

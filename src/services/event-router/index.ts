@@ -2,6 +2,7 @@ import { z } from 'zod';
 import { Topic, type Envelope } from '../../core/index.js';
 import { env } from '../../runtime/config.js';
 import type { Logger } from '../../runtime/logger.js';
+import { knownSteps } from '../../runtime/manifest.js';
 import { continueWith, defineService, failed, handled, type HandlerResult, type ServiceInstance } from '../../runtime/service.js';
 import { DEFAULT_RULES_FILE, seedRules } from './load.js';
 import { applyDecision } from './plan.js';
@@ -84,7 +85,7 @@ export const service = defineService<Config>({
         [Topic.router]: { mode: 'step', handle: (envelope, hctx) => route(envelope, 'enriched', hctx.logger) },
       },
       async start() {
-        const seeded = await seedRules(ctx.store, ctx.config.RULES_FILE);
+        const seeded = await seedRules(ctx.store, ctx.config.RULES_FILE, { logger: ctx.logger, knownSteps: knownSteps() });
         if (seeded > 0) ctx.logger.info({ file: ctx.config.RULES_FILE, rules: seeded }, 'seeded routing rules');
         await load(true);
         started = true;

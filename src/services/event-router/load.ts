@@ -2,13 +2,31 @@ import { readFile } from 'node:fs/promises';
 import { fileURLToPath } from 'node:url';
 import { BitBratError } from '../../core/index.js';
 import type { RuleRecord, Store } from '../../store/index.js';
-import { RulesFileSchema, type Rule } from './rules.js';
+import type { Logger } from '../../runtime/logger.js';
+import { checkRule, type Rule } from './rules.js';
 
 /** The rules shipped with BitBrat, used when RULES_FILE is not set. */
 export const DEFAULT_RULES_FILE = fileURLToPath(new URL('../../../config/rules.default.json', import.meta.url));
 
-/** Reads and validates a rules file; any invalid rule fails the whole file (it is a start-up input). */
-export async function readRulesFile(path: string): Promise<Rule[]> {
+/** A rule of a rules file that was not loaded, and why. */
+export interface RejectedRule {
+  /** Position in the file's list (0-based). */
+  index: number;
+  id: string;
+  problems: string[];
+}
+
+export interface ReadRulesOptions {
+  /** Step ids some service serves; when given, a rule whose slip names another step is rejected. */
+  knownSteps?: readonly string[];
+}
+
+/**
+ * Reads a rules file. A file that cannot be read, is not JSON or holds no list of rules fails as a whole
+ * (it is a start-up input); each rule is then checked like one saved through the API, and a bad one is
+ * returned in `rejected` instead of failing the others.
+ */
+export async function readRulesFile(path: string, options: ReadRulesOptions = {}): Promise<{ rules: Rule[]; rejected: RejectedRule[] }> {
   let text: string;
   try {
     text = await readFile(path, 'utf8');
@@ -21,26 +39,37 @@ export async function readRulesFile(path: string): Promise<Rule[]> {
   } catch (error) {
     throw new BitBratError('CONFIG_INVALID', `RULES_FILE ${path} is not valid JSON: ${(error as Error).message}`);
   }
-  const parsed = RulesFileSchema.safeParse(json);
-  if (!parsed.success) {
-    const problems = parsed.error.issues.map((issue) => `${issue.path.join('.') || '(root)'}: ${issue.message}`).join('; ');
-    throw new BitBratError('CONFIG_INVALID', `RULES_FILE ${path} is invalid: ${problems}`);
-  }
+  const list = Array.isArray(json) ? json : (json as { rules?: unknown } | null)?.rules;
+  if (!Array.isArray(list)) throw new BitBratError('CONFIG_INVALID', `RULES_FILE ${path} is invalid: expected { "rules": [...] } or a list of rules`);
+  const rules: Rule[] = [];
+  const rejected: RejectedRule[] = [];
   const ids = new Set<string>();
-  for (const rule of parsed.data.rules) {
-    if (ids.has(rule.id)) throw new BitBratError('CONFIG_INVALID', `RULES_FILE ${path} defines rule ${rule.id} twice`);
-    ids.add(rule.id);
-  }
-  return parsed.data.rules;
+  list.forEach((input: unknown, index) => {
+    const rawId = (input as { id?: unknown } | null)?.id;
+    const id = typeof rawId === 'string' ? rawId.slice(0, 100) : '(no id)';
+    const checked = checkRule(input, options.knownSteps);
+    if (!checked.ok) return rejected.push({ index, id, problems: checked.problems });
+    if (ids.has(checked.rule.id)) return rejected.push({ index, id, problems: [`rule ${checked.rule.id} is defined twice; the first one is kept`] });
+    ids.add(checked.rule.id);
+    rules.push(checked.rule);
+  });
+  return { rules, rejected };
+}
+
+export interface SeedRulesOptions extends ReadRulesOptions {
+  /** Told about each rule of the file that was skipped. */
+  logger?: Pick<Logger, 'warn'>;
 }
 
 /**
  * Seeds the `rules` table from a file when it holds no rules at all. Upserts are keyed by rule id, so two
- * instances seeding at once end with the same rules. Returns how many rules were written.
+ * instances seeding at once end with the same rules. Invalid rules are reported and skipped. Returns how
+ * many rules were written.
  */
-export async function seedRules(store: Pick<Store, 'listRules' | 'upsertRule'>, path: string): Promise<number> {
+export async function seedRules(store: Pick<Store, 'listRules' | 'upsertRule'>, path: string, options: SeedRulesOptions = {}): Promise<number> {
   if ((await store.listRules()).length > 0) return 0;
-  const rules = await readRulesFile(path);
+  const { rules, rejected } = await readRulesFile(path, options);
+  for (const bad of rejected) options.logger?.warn({ file: path, index: bad.index, rule: bad.id, problems: bad.problems }, 'skipping invalid rule in the rules file');
   for (const rule of rules) {
     const record: Omit<RuleRecord, 'updatedAt'> = {
       id: rule.id,

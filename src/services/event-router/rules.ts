@@ -1,7 +1,7 @@
 import jsonLogic from 'json-logic-js';
+import { RE2JS } from 're2js';
 import { z } from 'zod';
-import type { Annotation, Envelope } from '../../core/index.js';
-import { messageText } from '../../core/index.js';
+import { messageText, stepTopic, type Annotation, type Envelope } from '../../core/index.js';
 import { Role, roleAtLeast } from '../auth/roles.js';
 
 /** Where the router sees an envelope: straight from auth, or back after the enrichment slip. */
@@ -61,17 +61,156 @@ export const RuleActionSchema = z
   .refine((action) => action.slip !== undefined || action.outcome !== undefined, { message: 'an action needs a slip or an outcome' });
 export type RuleAction = z.infer<typeof RuleActionSchema>;
 
+/**
+ * Limits that keep every rule manageable and cheap to evaluate. An id is used in URL paths (fastify
+ * refuses path parameters over 100 characters), so it is short and needs no escaping; logic is walked on
+ * every message and travels as JSON between threads and to the database, whose decoders recurse.
+ */
+export const RULE_LIMITS = {
+  /** Characters in a rule id. */
+  idLength: 64,
+  /** Nesting of the logic (objects and arrays). */
+  logicDepth: 64,
+  /** Objects, arrays and values in the logic. */
+  logicNodes: 5_000,
+  /** The whole rule as JSON, in characters. */
+  ruleChars: 64 * 1024,
+  /** Characters in one regex pattern. */
+  patternLength: 500,
+} as const;
+
+const RULE_ID = /^[A-Za-z0-9][A-Za-z0-9._-]*$/;
+
+/** The JsonLogic operators of json-logic-js that rules may use (`log` writes to the console on every message, so it is left out). */
+const BUILTIN_OPERATORS = [
+  '==', '===', '!=', '!==', '>', '>=', '<', '<=', '!!', '!', '%', 'in', 'cat', 'substr', '+', '*', '-', '/', 'min', 'max', 'merge',
+  'var', 'missing', 'missing_some', 'if', '?:', 'and', 'or', 'filter', 'map', 'reduce', 'all', 'none', 'some',
+] as const;
+/** BitBrat's own operators, registered below. */
+const CUSTOM_OPERATORS = ['has_role', 'has_annotation', 'annotation_value', 'regex', 'starts_with', 'lower'] as const;
+/** Every operator a rule's logic may name. */
+export const RULE_OPERATORS: readonly string[] = [...BUILTIN_OPERATORS, ...CUSTOM_OPERATORS];
+const OPERATORS = new Set<string>(RULE_OPERATORS);
+
+/**
+ * Problems with a rule's logic, found without recursion (a hostile rule may nest thousands deep, which
+ * would overflow the stack of any recursive check): depth and size limits, unknown operators, and regex
+ * patterns the linear-time engine cannot compile. Empty when the logic is acceptable.
+ */
+export function logicProblems(logic: unknown): string[] {
+  const problems: string[] = [];
+  const stack: Array<{ value: unknown; depth: number; path: string }> = [{ value: logic, depth: 0, path: 'logic' }];
+  let nodes = 0;
+  // Ten problems say enough; a rule with thousands of bad operators should not get a megabyte of reply.
+  while (stack.length > 0 && problems.length < 10) {
+    const { value, depth, path } = stack.pop()!;
+    nodes += 1;
+    if (nodes > RULE_LIMITS.logicNodes) {
+      problems.push(`logic: more than ${RULE_LIMITS.logicNodes} values; split the rule`);
+      break;
+    }
+    if (value === null || typeof value !== 'object') continue;
+    if (depth >= RULE_LIMITS.logicDepth) {
+      problems.push(`logic: nested deeper than ${RULE_LIMITS.logicDepth} levels at ${path}`);
+      break;
+    }
+    if (Array.isArray(value)) {
+      value.forEach((item, index) => stack.push({ value: item, depth: depth + 1, path: `${path}.${index}` }));
+      continue;
+    }
+    const keys = Object.keys(value);
+    // JsonLogic evaluates an object with exactly one key as an operation; any other object is data.
+    if (keys.length === 1) {
+      const operator = keys[0]!;
+      if (!OPERATORS.has(operator)) problems.push(`${path}: unknown operator "${operator}"; known operators: ${RULE_OPERATORS.join(', ')}`);
+      if (operator === 'regex') problems.push(...regexProblems((value as Record<string, unknown>).regex, `${path}.regex`));
+    }
+    for (const key of keys) stack.push({ value: (value as Record<string, unknown>)[key], depth: depth + 1, path: `${path}.${key}` });
+  }
+  return problems;
+}
+
+/** Checks a `regex` operation's literal pattern and flags (computed ones are checked when evaluated). */
+function regexProblems(args: unknown, path: string): string[] {
+  if (!Array.isArray(args) || args.length < 2 || args.length > 3) return [`${path}: regex takes [text, pattern] or [text, pattern, flags]`];
+  const [, pattern, flags] = args as unknown[];
+  const problems: string[] = [];
+  if (typeof flags === 'string' && /[^gimsuy]/.test(flags)) problems.push(`${path}: regex flags "${flags}" may only use i, m, s (g, u and y are ignored)`);
+  if (typeof pattern === 'string') {
+    const error = regexError(pattern);
+    if (error) problems.push(`${path}: regex pattern ${JSON.stringify(pattern.slice(0, 80))} is refused: ${error}`);
+  }
+  return problems;
+}
+
+/** Why the linear-time engine refuses a pattern, or undefined when it compiles. */
+function regexError(pattern: string): string | undefined {
+  if (pattern.length > RULE_LIMITS.patternLength) return `longer than ${RULE_LIMITS.patternLength} characters`;
+  try {
+    RE2JS.compile(pattern);
+    return undefined;
+  } catch (error) {
+    // RE2 runs in linear time because it has no backreferences or lookaround; say so for those.
+    const message = error instanceof Error ? error.message : String(error);
+    const hint = /\\[1-9]|\(\?(=|!|<=|<!)/.test(pattern) ? ' (backreferences and lookaround are not supported: rules use a linear-time regex engine)' : '';
+    return `${message}${hint}`;
+  }
+}
+
+/** Why a rule's slip names steps that no service serves, given the known step ids. */
+export function slipProblems(action: RuleAction, knownSteps: readonly string[]): string[] {
+  const known = new Set(knownSteps);
+  const topics = new Set(knownSteps.map(stepTopic));
+  const problems: string[] = [];
+  (action.slip ?? []).forEach((entry, index) => {
+    const id = typeof entry === 'string' ? entry : entry.id;
+    const destination = typeof entry === 'string' ? undefined : entry.destination;
+    const served = destination !== undefined ? topics.has(destination) : known.has(id);
+    if (!served) {
+      const what = destination !== undefined ? `step "${id}" goes to ${destination}, which no service consumes` : `step "${id}" is served by no service`;
+      problems.push(`action.slip.${index}: ${what}; known steps: ${[...known].sort().join(', ')}`);
+    }
+  });
+  return problems;
+}
+
 /** A rule as written in a rules file or stored in the `rules` table. */
-export const RuleSchema = z.object({
-  id: z.string().min(1),
-  description: z.string().optional(),
-  priority: z.number().int().default(0),
-  enabled: z.boolean().default(true),
-  logic: z.unknown().refine((logic) => typeof logic === 'boolean' || jsonLogic.is_logic(logic), { message: 'logic must be a JsonLogic expression or a boolean' }),
-  action: RuleActionSchema,
-});
+export const RuleSchema = z
+  .object({
+    id: z
+      .string()
+      .min(1)
+      .max(RULE_LIMITS.idLength, `a rule id is at most ${RULE_LIMITS.idLength} characters`)
+      .regex(RULE_ID, 'a rule id is letters, digits, . _ - and starts with a letter or digit'),
+    description: z.string().max(1_000).optional(),
+    priority: z.number().int().default(0),
+    enabled: z.boolean().default(true),
+    logic: z.unknown().superRefine((logic, ctx) => {
+      const problems = logicProblems(logic);
+      for (const message of problems) ctx.addIssue({ code: 'custom', message });
+      if (problems.length === 0 && typeof logic !== 'boolean' && !jsonLogic.is_logic(logic)) ctx.addIssue({ code: 'custom', message: 'logic must be a JsonLogic expression or a boolean' });
+    }),
+    action: RuleActionSchema,
+  })
+  .superRefine((rule, ctx) => {
+    // Only measured once the logic is known to be shallow: JSON.stringify recurses.
+    if (logicProblems(rule.logic).length > 0) return;
+    const chars = JSON.stringify(rule).length;
+    if (chars > RULE_LIMITS.ruleChars) ctx.addIssue({ code: 'custom', message: `the rule is ${chars} characters as JSON; at most ${RULE_LIMITS.ruleChars}`, path: [] });
+  });
 export type RuleInput = z.input<typeof RuleSchema>;
 export type Rule = z.output<typeof RuleSchema>;
+
+/**
+ * Checks one rule as a whole: the schema (ids, limits, operators, regexes) and, when the known steps
+ * are given, that every slip step is served. Throws nothing: returns the rule or every problem.
+ */
+export function checkRule(input: unknown, knownSteps?: readonly string[]): { ok: true; rule: Rule } | { ok: false; problems: string[] } {
+  const parsed = RuleSchema.safeParse(input);
+  if (!parsed.success) return { ok: false, problems: parsed.error.issues.map((issue) => `${issue.path.join('.') || '(rule)'}: ${issue.message}`) };
+  const problems = knownSteps ? slipProblems(parsed.data.action, knownSteps) : [];
+  return problems.length > 0 ? { ok: false, problems } : { ok: true, rule: parsed.data };
+}
 
 /** A rules file: `{ "rules": [...] }` or a bare array. */
 export const RulesFileSchema = z.union([z.object({ rules: z.array(RuleSchema) }).loose(), z.array(RuleSchema).transform((rules) => ({ rules }))]);
@@ -81,17 +220,17 @@ export const RulesFileSchema = z.union([z.object({ rules: z.array(RuleSchema) })
 /** The data of the evaluation in progress; evaluation is synchronous, so one slot is enough. */
 let current: EvaluationData | undefined;
 
-const MAX_PATTERN_LENGTH = 500;
-const regexCache = new Map<string, RegExp | null>();
+const regexCache = new Map<string, RE2JS | null>();
 
-function compileRegex(pattern: string, flags: string): RegExp | null {
+/** A pattern compiled for RE2 (linear time: no catastrophic backtracking), or null when it cannot be. */
+function compileRegex(pattern: string, flags: string): RE2JS | null {
   const key = `${flags}\u0000${pattern}`;
   let compiled = regexCache.get(key);
   if (compiled === undefined) {
-    // `g`/`y` make test() stateful across calls; they are meaningless for a yes/no match.
-    const safeFlags = [...new Set(flags.replace(/[^imsu]/g, ''))].join('');
+    // `g`/`y` make no sense for a yes/no match and RE2 is always Unicode-aware, so only i, m, s count.
+    const bits = (flags.includes('i') ? RE2JS.CASE_INSENSITIVE : 0) | (flags.includes('m') ? RE2JS.MULTILINE : 0) | (flags.includes('s') ? RE2JS.DOTALL : 0);
     try {
-      compiled = pattern.length > MAX_PATTERN_LENGTH ? null : new RegExp(pattern, safeFlags);
+      compiled = pattern.length > RULE_LIMITS.patternLength ? null : RE2JS.compile(pattern, bits);
     } catch {
       compiled = null;
     }
@@ -143,7 +282,7 @@ jsonLogic.add_operation('annotation_value', function (this: unknown, kind: unkno
 jsonLogic.add_operation('regex', (text: unknown, pattern: unknown, flags?: unknown) => {
   if (typeof text !== 'string' || typeof pattern !== 'string') return false;
   const compiled = compileRegex(pattern, typeof flags === 'string' ? flags : '');
-  return compiled ? compiled.test(text) : false;
+  return compiled ? compiled.matcher(text).find() : false;
 });
 
 jsonLogic.add_operation('starts_with', (text: unknown, prefix: unknown) => typeof text === 'string' && typeof prefix === 'string' && text.startsWith(prefix));

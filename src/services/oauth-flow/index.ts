@@ -2,6 +2,7 @@ import type { exchangeCode, getTokenInfo } from '@twurple/auth';
 import { defineService } from '../../runtime/service.js';
 import { safeTwitchErrorMessage } from '../../platforms/twitch/token-store.js';
 import { STATE_TTL_MS, signState, startIdentity, verifyState } from './oauth-state.js';
+import { parseCallbackQuery } from './callback-query.js';
 import { page, tokenStatus } from './pages.js';
 import { ConfigSchema, TWITCH_AUTHORIZE_URL, loadSettings, redirectUri, requireConfigured, type OAuthFlowConfig, type Settings } from './settings.js';
 
@@ -51,7 +52,7 @@ export const service = defineService<OAuthFlowConfig>({
         });
 
         app.get('/oauth/twitch/callback', async (request, reply) => {
-          const query = request.query as Record<string, string | undefined>;
+          const query = parseCallbackQuery(request.query);
           const redirect = redirectUri(app, ctx);
           const { clientId, clientSecret, stateSecret } = requireConfigured(await settings(), redirect);
           const state = verifyState(stateSecret, query.state);
