@@ -16,7 +16,8 @@ describe('architecture.yaml agrees with the code', () => {
       expect(existsSync(path.join(PROJECT_ROOT, manifest.entry)), manifest.entry).toBe(true);
       const definition = await loadService(name);
       expect(definition.name).toBe(name);
-      const consumers = Object.keys(definition.consumers!(new Proxy({}, { get: () => new Proxy(() => undefined, { get: () => undefined }) }) as never)).sort();
+      const ctx = new Proxy({}, { get: () => new Proxy(() => undefined, { get: () => undefined }) }) as never;
+      const consumers = Object.keys(definition.setup ? (await definition.setup(ctx)).consumers : definition.consumers!(ctx)).sort();
       expect(consumers).toEqual([...manifest.consumes].sort());
       const schema = definition.configSchema as z.ZodObject | undefined;
       const declared = new Set([...manifest.env, ...manifest.secrets, ...architecture.defaults.env, ...architecture.defaults.secrets]);
