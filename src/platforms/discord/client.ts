@@ -19,6 +19,9 @@ export const MESSAGE_CONTENT_FIX =
 export const DISALLOWED_INTENTS_FIX =
   'Discord closed the connection with 4014 (disallowed intents): the bot asks for the Message Content intent, which is not enabled for it. Enable "Message Content Intent" under Bot → Privileged Gateway Intents in the Discord Developer Portal (https://discord.com/developers/applications), then restart.';
 
+/** How long `stop` waits for a login under way before leaving it to discord.js's own timeouts. */
+const STOP_WAIT_MS = 5_000;
+
 export type DiscordStatus = 'connected' | 'disconnected' | 'connecting' | 'error' | 'not_configured';
 
 export interface DiscordSnapshot {
@@ -63,6 +66,7 @@ export function createDiscordConnector(options: DiscordConnectorOptions): Discor
   let messageContentMissing = false;
   let authStatus: DiscordSnapshot['authStatus'] = 'unknown';
   let stopped = false;
+  let login: Promise<string> | undefined;
   const counters = { messagesIn: 0, messagesOut: 0, errors: 0, reconnects: 0 };
   const listen = new Set(options.channels);
 
@@ -135,6 +139,8 @@ export function createDiscordConnector(options: DiscordConnectorOptions): Discor
         rest: { api: options.apiUrl },
       });
       client.on(Events.ClientReady, (ready) => {
+        // A login that finished after stop(): close it instead of leaving a live bot behind.
+        if (stopped) return void ready.destroy();
         authStatus = 'valid';
         status = 'connected';
         const flags = ready.application.flags.bitfield;
@@ -170,8 +176,9 @@ export function createDiscordConnector(options: DiscordConnectorOptions): Discor
         report();
       });
       report();
+      login = client.login(options.token);
       try {
-        await client.login(options.token);
+        await login;
       } catch (error) {
         if (stopped) return;
         status = 'error';
@@ -189,6 +196,18 @@ export function createDiscordConnector(options: DiscordConnectorOptions): Discor
       stopped = true;
       status = 'disconnected';
       await client?.destroy();
+      // A login still under way connects after the first destroy; wait for it and close that too.
+      if (login) {
+        let timer: NodeJS.Timeout | undefined;
+        const settled = await Promise.race([
+          login.then(() => true, () => true),
+          new Promise<boolean>((resolve) => {
+            timer = setTimeout(() => resolve(false), STOP_WAIT_MS);
+          }),
+        ]);
+        clearTimeout(timer);
+        if (settled) await client?.destroy();
+      }
     },
     snapshot,
     isConfigured: () => client !== undefined,
