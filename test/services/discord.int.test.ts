@@ -9,6 +9,8 @@ import { loadArchitecture, type Host } from '../../src/runtime/index.js';
 import authService from '../../src/services/auth/index.js';
 import { createCommandsService } from '../../src/services/commands/index.js';
 import discordService from '../../src/services/discord/index.js';
+import ingressEgressService from '../../src/services/ingress-egress/index.js';
+import persistenceService from '../../src/services/persistence/index.js';
 import { createEventRouter } from '../../src/services/event-router/index.js';
 import { createQueryAnalyzer } from '../../src/services/query-analyzer/index.js';
 import type { ServiceDefinition } from '../../src/runtime/service.js';
@@ -89,7 +91,7 @@ function chatReply(text: string, messageId = '123456789012345678'): Envelope {
 
 describe('discord connection and status', () => {
   it('connects with the Guilds, GuildMessages and MessageContent intents and reports connected, guilds and latency as source status', async () => {
-    const observer = await start();
+    const observer = await start({ services: [discordService, persistenceService] });
     const status = await waitFor(() => statuses(observer).find((envelope) => envelope.payload.status === 'connected' && typeof envelope.payload.latencyMs === 'number'), { message: 'a connected status with latency' });
     expect(status.payload).toMatchObject({ sourceId: 'discord:800000000000000001', platform: 'discord', displayName: 'Discord · BitBrat HQ', authStatus: 'valid', lastError: null });
     expect((status.payload.metadata as Record<string, unknown>).guilds).toBe(1);
@@ -98,6 +100,9 @@ describe('discord connection and status', () => {
     expect(fake!.calls.find((call) => call.path === '/gateway/bot')).toMatchObject({ method: 'GET', status: 200 });
     const ready = await host!.app.inject({ method: 'GET', url: '/readyz' });
     expect(ready.json().components['discord.discord']).toMatchObject({ ready: true });
+    // Persistence keeps it in `sources`, which /api/sources and the dashboard show.
+    const source = await waitFor(() => store.getSource('discord:800000000000000001'));
+    expect(source).toMatchObject({ platform: 'discord', status: 'connected', authStatus: 'valid', metadata: { guilds: 1, guildName: 'BitBrat HQ' } });
   });
 
   it('says so in the status, with the Developer Portal fix, when Discord withholds message content', async () => {
@@ -130,7 +135,8 @@ describe('discord connection and status', () => {
 });
 
 describe('discord messages in and out', () => {
-  const pipeline = () => [authService, createEventRouter(), createQueryAnalyzer(), createCommandsService(), discordService];
+  // ingress-egress shares the per-instance egress topic in one process: Discord replies must not reach it.
+  const pipeline = () => [ingressEgressService, authService, createEventRouter(), createQueryAnalyzer(), createCommandsService(), discordService];
 
   it("answers a viewer's !ping with pong as a Discord reply, through the same rules as Twitch", async () => {
     const observer = await start({ services: pipeline() });
@@ -142,6 +148,8 @@ describe('discord messages in and out', () => {
     expect(final.source).toMatchObject({ platform: 'discord', channel: 'BitBrat HQ #general', channelId: CHANNEL });
     expect(final.routingSlip.map((step) => `${step.id}:${step.status}`)).toEqual(['query-analyzer:OK', 'router:OK', 'commands:OK']);
     expect(final.delivery).toMatchObject({ delivered: true, destination: `discord:${CHANNEL}`, platformMessageIds: [reply.id] });
+    expect(observer.envelopes(Topic.finalizer).filter((value: Envelope) => value.message?.id === messageId)).toHaveLength(1);
+    expect(fake!.posted).toHaveLength(1);
   });
 
   it('maps moderators from DISCORD_MOD_ROLES by id and by name, and from the Manage Messages permission', async () => {

@@ -35,17 +35,19 @@ export function neutralizeMassMentions(text: string): string {
 }
 
 /**
- * Splits text into parts of at most `max` UTF-16 units, preferring a line break, then a space, as the
- * cut; a part never ends inside a surrogate pair. Line breaks inside a part are kept (code blocks, lists).
+ * Splits text into parts of at most `max` UTF-16 units, preferring a line break, then a space, in the
+ * second half of a part as the cut; a part never ends inside a surrogate pair. Line breaks inside a
+ * part are kept (code blocks, lists).
  */
 export function splitDiscordMessage(text: string, max = DISCORD_MESSAGE_MAX_LENGTH): string[] {
   const parts: string[] = [];
   let rest = text.trim();
   while (rest.length > max) {
     const window = rest.slice(0, max + 1);
+    // A break in the first half would leave a stub of a part: cut hard at the limit instead.
     let cut = window.lastIndexOf('\n');
-    if (cut < max / 2) cut = Math.max(window.lastIndexOf(' '), cut);
-    if (cut <= 0) {
+    if (cut < max / 2) cut = window.lastIndexOf(' ');
+    if (cut < max / 2) {
       cut = max;
       const code = rest.charCodeAt(cut - 1);
       if (code >= 0xd800 && code <= 0xdbff) cut -= 1;
