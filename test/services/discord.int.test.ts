@@ -169,6 +169,14 @@ describe('discord messages in and out', () => {
     }
   });
 
+  it('turns mentions into readable names, the bot as @its username, so a question to the bot reads as a mention', async () => {
+    const observer = await start();
+    await waitFor(() => statuses(observer).some((envelope) => envelope.payload.status === 'connected'));
+    const messageId = fake!.sendMessage({ author: VIEWER, content: `<@900000000000000001> what is <#${ANNOUNCE}> for, <@&${MOD_ROLE.id}>?`, mentionsBot: true });
+    const chat: Envelope = await observer.waitFor(Topic.ingress, (value: Envelope) => value.message?.id === messageId);
+    expect(chat.message?.text).toBe('@bitbrat what is #announcements for, @Stream Mods?');
+  });
+
   it('splits a long reply at 2,000 characters, replying with the first part only', async () => {
     await start();
     await waitFor(() => fake!.connections() > 0);

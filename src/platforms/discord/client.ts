@@ -99,10 +99,31 @@ export function createDiscordConnector(options: DiscordConnectorOptions): Discor
   });
   const report = () => options.onStateChange(snapshot());
 
+  /**
+   * The text as people read it: `<@id>` mentions become `@username` (the bot's own as its username,
+   * which is what BOT_NAME and the analyzer's mention detection look for), roles `@name`, channels
+   * `#name`.
+   */
+  const readableText = (message: Message<true>): string =>
+    message.content
+      .replace(/<@!?(\d+)>/g, (raw, id: string) => {
+        const user = id === client?.user?.id ? client.user : message.mentions.users.get(id);
+        return user ? `@${user.username}` : raw;
+      })
+      .replace(/<@&(\d+)>/g, (raw, id: string) => {
+        const role = message.guild.roles.cache.get(id);
+        return role ? `@${role.name}` : raw;
+      })
+      .replace(/<#(\d+)>/g, (raw, id: string) => {
+        const channel = message.guild.channels.cache.get(id);
+        return channel ? `#${channel.name}` : raw;
+      });
+
   const onMessage = (message: Message) => {
     if (!message.inGuild() || message.author.bot || message.system) return;
     if (!readable(message.channelId)) return;
-    const empty = message.content === '' && message.attachments.size === 0 && message.embeds.length === 0 && message.stickers.size === 0 && message.poll === null;
+    const empty =
+      message.content === '' && message.attachments.size === 0 && message.embeds.length === 0 && message.stickers.size === 0 && message.poll === null && message.messageSnapshots.size === 0;
     if (empty && !messageContentMissing) {
       // Discord sends no error when the intent is missing: an empty text message is the only sign.
       messageContentMissing = true;
@@ -120,7 +141,7 @@ export function createDiscordConnector(options: DiscordConnectorOptions): Discor
       guildName: message.guild.name,
       guildOwnerId: message.guild.ownerId,
       author: { id: message.author.id, username: message.author.username, globalName: message.author.globalName, avatarUrl: message.author.displayAvatarURL() },
-      content: message.content,
+      content: readableText(message),
       roles: member ? [...member.roles.cache.values()].filter((role) => role.id !== message.guildId).map((role) => ({ id: role.id, name: role.name })) : [],
       canManageMessages: member ? Boolean(channel.permissionsFor(member)?.has('ManageMessages')) : false,
       ...(message.reference?.messageId ? { replyToMessageId: message.reference.messageId } : {}),
