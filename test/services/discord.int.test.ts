@@ -123,6 +123,17 @@ describe('discord connection and status', () => {
     expect(ready.json().components['discord.discord']).toMatchObject({ ready: false });
   });
 
+  it('refuses to start with channel names where ids belong, listing each problem', async () => {
+    const bad = startTestHost({
+      services: [discordService],
+      bus: createMemoryBus(),
+      architecture: loadArchitecture(),
+      env: { DISCORD_CHANNELS: 'general,700000000000000001', DISCORD_ANNOUNCE_CHANNEL: '#announcements' },
+      extra: { store },
+    });
+    await expect(bad).rejects.toThrow(/DISCORD_CHANNELS: must be channel ids[\s\S]*DISCORD_ANNOUNCE_CHANNEL: must be a channel id/);
+  });
+
   it('stays ready and says what to set when no bot token is configured', async () => {
     const observer = await start({ env: { DISCORD_BOT_TOKEN: '' } });
     const status = await waitFor(() => statuses(observer).find((envelope) => envelope.payload.status === 'not_configured'));

@@ -7,19 +7,23 @@ import {
   createDiscordConnector,
   DEFAULT_ANNOUNCE_TEMPLATE,
   deliverDiscordReply,
+  MESSAGE_CONTENT_FIX,
   normalizeDiscordMessage,
   type DiscordConnector,
   type DiscordSnapshot,
 } from '../../platforms/discord/index.js';
 import { announceStreamEvent, GO_LIVE_RULE } from './announce.js';
 
+/** A Discord id (a snowflake: a 64-bit number in decimal). */
+const SNOWFLAKE = /^\d{15,21}$/;
+
 const ConfigSchema = z.object({
   /** REST base for discord.js (its `api` option); the gateway URL is read from `{url}/v10/gateway/bot`. */
   DISCORD_API_URL: env.url().transform((value) => value ?? 'https://discord.com/api'),
   /** Channel ids to listen in; empty: every text channel the bot can read. */
-  DISCORD_CHANNELS: env.csv(),
+  DISCORD_CHANNELS: env.csv().refine((ids) => ids.every((id) => SNOWFLAKE.test(id)), 'must be channel ids (numbers; Developer Mode → right-click the channel → Copy Channel ID), not names'),
   /** Channel id for go-live announcements; unset: none. */
-  DISCORD_ANNOUNCE_CHANNEL: env.string(),
+  DISCORD_ANNOUNCE_CHANNEL: z.preprocess((value) => (value === '' ? undefined : value), z.string().regex(SNOWFLAKE, 'must be a channel id (a number), not a name').optional()),
   /** `{channel}`, `{title}`, `{game}`, `{link}` are filled in. */
   DISCORD_ANNOUNCE_TEMPLATE: env.string(DEFAULT_ANNOUNCE_TEMPLATE),
   /** Role ids or names whose members are moderators (besides everyone with Manage Messages). */
@@ -54,14 +58,14 @@ export const service = defineService({
 
     const reportHealth = (snapshot: DiscordSnapshot | undefined) => {
       if (!snapshot) return ctx.health.set('discord', true, NOT_CONFIGURED, { configured: false });
-      const why = snapshot.lastError ? `: ${snapshot.lastError.message}` : '';
+      const why = snapshot.status === 'connected' ? (snapshot.messageContentMissing ? `: ${MESSAGE_CONTENT_FIX}` : '') : snapshot.lastError ? `: ${snapshot.lastError.message}` : '';
       // A connected bot without message content still answers mentions: ready, with the fix in the detail.
-      ctx.health.set('discord', snapshot.status === 'connected', `discord ${snapshot.status}${snapshot.status === 'connected' && !snapshot.messageContentMissing ? '' : why}`, { configured: true });
+      ctx.health.set('discord', snapshot.status === 'connected', `discord ${snapshot.status}${why}`, { configured: true });
     };
 
     const publishStatus = () => {
       const snapshot = connector?.snapshot();
-      const hint = !snapshot ? NOT_CONFIGURED : snapshot.messageContentMissing || snapshot.status === 'error' ? snapshot.lastError?.message : undefined;
+      const hint = !snapshot ? NOT_CONFIGURED : snapshot.status === 'error' ? snapshot.lastError?.message : snapshot.messageContentMissing ? MESSAGE_CONTENT_FIX : undefined;
       const common = {
         status: snapshot?.status ?? ('not_configured' as const),
         guilds: snapshot?.guilds.length ?? 0,

@@ -312,7 +312,7 @@ function renderSources() {
             'div',
             { class: 'pills' },
             h('span', { class: `pill status ${status}`, testid: 'source-status' }, STATUS_TEXT[status] ?? status),
-            source.platform === 'api' ? null : h('span', { class: `pill stream ${stream}`, testid: 'source-stream' }, `stream ${stream}`),
+            source.platform === 'api' || source.platform === 'discord' ? null : h('span', { class: `pill stream ${stream}`, testid: 'source-stream' }, `stream ${stream}`),
             source.authStatus && source.authStatus !== 'unknown' ? h('span', { class: `pill auth ${source.authStatus}` }, `auth ${source.authStatus}`) : null,
           ),
           help ? h('p', { class: 'help', testid: 'source-help' }, help) : null,
@@ -324,6 +324,8 @@ function renderSources() {
             h('dt', {}, 'Reconnects'), h('dd', { testid: 'source-reconnects' }, String(metrics.reconnects ?? 0)),
             h('dt', {}, 'Errors'), h('dd', {}, String(metrics.errors ?? 0)),
             typeof source.viewerCount === 'number' ? [h('dt', {}, 'Viewers'), h('dd', {}, String(source.viewerCount))] : null,
+            source.platform === 'discord' ? [h('dt', {}, 'Guilds'), h('dd', { testid: 'source-guilds' }, String(source.metadata?.guilds ?? 0))] : null,
+            typeof source.latencyMs === 'number' ? [h('dt', {}, 'Latency'), h('dd', { testid: 'source-latency' }, `${source.latencyMs} ms`)] : null,
             source.platform === 'api' ? [h('dt', {}, 'Clients'), h('dd', {}, String(source.metadata?.clients ?? 0))] : [h('dt', {}, 'Heartbeat'), h('dd', {}, ago(metrics.lastHeartbeat ?? source.lastStatusUpdate))],
           ),
           source.lastError?.message
