@@ -294,6 +294,23 @@ describe('go-live announcements', () => {
     expect(fake!.posted).toHaveLength(2);
   });
 
+  it('does not post twice when the post went out but was not remembered (Discord enforces the nonce)', async () => {
+    const observer = await start({ env: { DISCORD_ANNOUNCE_CHANNEL: ANNOUNCE } });
+    await waitFor(() => statuses(observer).some((envelope) => envelope.payload.status === 'connected'));
+    const step = async () => {
+      const envelope = online('stream-crash');
+      envelope.routingSlip = [createStep('discord')];
+      await bus!.publish('internal.discord.v1', encoder.encode(JSON.stringify(envelope)));
+      return (await observer.waitFor(Topic.finalizer, (value: Envelope) => value.id === envelope.id)) as Envelope;
+    };
+    const first = await step();
+    // As if the process died between posting and remembering the post.
+    await store.mergeSource({ id: 'twitch:streamer', platform: 'twitch', metadata: { discordAnnouncement: null } });
+    const second = await step();
+    expect(fake!.posted).toHaveLength(1);
+    expect(second.delivery?.platformMessageIds).toEqual(first.delivery?.platformMessageIds);
+  });
+
   it('skips the step, saying what to set, when no announce channel is configured', async () => {
     const observer = await start();
     await waitFor(() => fake!.connections() > 0);
