@@ -86,6 +86,8 @@ export interface FakeDiscord {
   sendMessage(input: { channelId?: string; author: FakeMember; content: string; mentionsBot?: boolean }): string;
   /** The next `count` message creates answer 429 with this retry-after. */
   force429(retryAfterMs: number, count?: number): void;
+  /** Closes every gateway connection with `code` (4000: an unknown error, after which clients reconnect). */
+  dropConnections(code?: number): void;
   /** Open, identified gateway connections. */
   connections(): number;
   stop(): Promise<void>;
@@ -358,6 +360,9 @@ export async function startFakeDiscord(options: FakeDiscordOptions): Promise<Fak
     },
     force429(retryAfterMs, count = 1) {
       pending429 = { retryAfterMs, count };
+    },
+    dropConnections(code = 4000) {
+      for (const ws of sockets.keys()) ws.close(code, 'Unknown error.');
     },
     connections: () => sockets.size,
     async stop() {

@@ -123,6 +123,19 @@ describe('discord connection and status', () => {
     expect(ready.json().components['discord.discord']).toMatchObject({ ready: false });
   });
 
+  // The fake keeps no sessions, so the client identifies anew, which discord.js spaces 5 s apart as Discord requires.
+  it('reconnects when the gateway drops the connection, counting reconnects, and receives messages again', { timeout: 60_000 }, async () => {
+    const observer = await start();
+    await waitFor(() => statuses(observer).some((envelope) => envelope.payload.status === 'connected'));
+    fake!.dropConnections();
+    await waitFor(() => statuses(observer).some((envelope) => envelope.payload.status === 'connecting'), { message: 'a connecting status' });
+    const back = await waitFor(() => statuses(observer).find((envelope) => envelope.payload.status === 'connected' && (envelope.payload.metrics as { reconnects: number }).reconnects >= 1), { message: 'connected again', timeoutMs: 30_000 });
+    expect(back.payload.lastError).toBeNull();
+    const messageId = fake!.sendMessage({ author: VIEWER, content: 'still here?' });
+    await observer.waitFor(Topic.ingress, (value: Envelope) => value.message?.id === messageId);
+    expect(fake!.identifies).toHaveLength(2);
+  });
+
   it('refuses to start with channel names where ids belong, listing each problem', async () => {
     const bad = startTestHost({
       services: [discordService],

@@ -178,6 +178,12 @@ export function createDiscordConnector(options: DiscordConnectorOptions): Discor
         status = 'connecting';
         report();
       });
+      // After a reconnect Discord either resumes the session or, when it cannot, the shard identifies anew.
+      client.on(Events.ShardReady, () => {
+        if (status === 'connected') return;
+        status = 'connected';
+        report();
+      });
       client.on(Events.ShardResume, () => {
         status = 'connected';
         report();
