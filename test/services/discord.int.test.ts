@@ -12,10 +12,12 @@ import discordService from '../../src/services/discord/index.js';
 import ingressEgressService from '../../src/services/ingress-egress/index.js';
 import persistenceService from '../../src/services/persistence/index.js';
 import { createEventRouter } from '../../src/services/event-router/index.js';
+import { createLlmBotService } from '../../src/services/llm-bot/index.js';
 import { createQueryAnalyzer } from '../../src/services/query-analyzer/index.js';
 import type { ServiceDefinition } from '../../src/runtime/service.js';
 import { createStore, type Store } from '../../src/store/index.js';
 import { startFakeDiscord, type FakeDiscord, type FakeDiscordOptions } from '../fakes/discord.js';
+import { startFakeOpenAI } from '../fakes/openai.js';
 import { collect, startTestHost } from '../support/harness.js';
 import { waitFor } from '../support/wait.js';
 
@@ -174,6 +176,23 @@ describe('discord messages in and out', () => {
     expect(final.delivery).toMatchObject({ delivered: true, destination: `discord:${CHANNEL}`, platformMessageIds: [reply.id] });
     expect(observer.envelopes(Topic.finalizer).filter((value: Envelope) => value.message?.id === messageId)).toHaveLength(1);
     expect(fake!.posted).toHaveLength(1);
+  });
+
+  it('answers a question to the bot with the LLM, as a Discord reply', async () => {
+    const llm = await startFakeOpenAI({ defaultScript: { text: 'It is Celeste, and @everyone should watch.' } });
+    try {
+      const env = { LLM_PROVIDER: 'openai', LLM_MODEL: 'gpt-test', OPENAI_BASE_URL: llm.baseURL, OPENAI_API_KEY: 'sk-test', BOT_NAME: 'bitbrat', LLM_DAILY_TOKEN_BUDGET: '0', LLM_USER_RATE_PER_MIN: '0', LLM_CHANNEL_RATE_PER_MIN: '0' };
+      const observer = await start({ services: [authService, createEventRouter(), createQueryAnalyzer(), createLlmBotService(), discordService], env });
+      await waitFor(() => statuses(observer).some((envelope) => envelope.payload.status === 'connected'));
+      const messageId = fake!.sendMessage({ author: VIEWER, content: '<@900000000000000001> what game is this?', mentionsBot: true });
+      const reply = await waitFor(() => fake!.posted.find((message) => message.message_reference?.message_id === messageId), { message: 'the LLM reply', timeoutMs: 20_000 });
+      expect(reply.content).toBe('It is Celeste, and @\u200beveryone should watch.');
+      const final: Envelope = await observer.waitFor(Topic.finalizer, (value: Envelope) => value.message?.id === messageId);
+      expect(final.routingSlip.map((step) => `${step.id}:${step.status}`)).toEqual(['query-analyzer:OK', 'router:OK', 'llm-bot:OK']);
+      expect(llm.requests.at(-1)?.messages.at(-1)?.text).toContain('what game is this?');
+    } finally {
+      await llm.stop();
+    }
   });
 
   it('maps moderators from DISCORD_MOD_ROLES by id and by name, and from the Manage Messages permission', async () => {
