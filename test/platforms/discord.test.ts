@@ -1,3 +1,4 @@
+import { readFileSync } from 'node:fs';
 import { describe, expect, it } from 'vitest';
 import { createEnvelope, createReply, type Envelope } from '../../src/core/index.js';
 import {
@@ -16,6 +17,9 @@ import {
   type DiscordMessageBody,
 } from '../../src/platforms/discord/index.js';
 import { badgeRole } from '../../src/services/auth/resolve.js';
+import { GO_LIVE_RULE } from '../../src/services/discord/announce.js';
+import { DEFAULT_RULES_FILE } from '../../src/services/event-router/load.js';
+import { compileRules, evaluationData, matchRule, RulesFileSchema } from '../../src/services/event-router/rules.js';
 
 const message = (overrides: Partial<DiscordChatMessage> = {}): DiscordChatMessage => ({
   id: '1',
@@ -146,5 +150,20 @@ describe('go-live announcement text', () => {
     expect(streamKey(online({ channelId: '1000', streamId: 's1' }))).toBe(streamKey(online({ channelId: '1000', streamId: 's1', title: 'other' })));
     expect(streamKey(online({ channelId: '1000', streamId: 's1' }))).not.toBe(streamKey(online({ channelId: '1000', streamId: 's2' })));
     expect(streamKey(online({ channelId: '1000', startedAt: '2026-01-01T00:00:00Z' }))).toBe('1000:2026-01-01T00:00:00Z');
+  });
+});
+
+describe('the discord go-live rule', () => {
+  const defaults = RulesFileSchema.parse(JSON.parse(readFileSync(DEFAULT_RULES_FILE, 'utf8'))).rules;
+  const set = compileRules([...defaults, GO_LIVE_RULE]);
+  const route = (type: string) =>
+    matchRule(set, evaluationData(createEnvelope({ type, source: { platform: 'twitch', channel: 'streamer', channelId: '1' }, payload: { text: 'hello' }, extra: { message: { text: 'hello' } } }), 'ingress', 'bitbrat'));
+
+  it('is a valid rule that sends stream online and offline through the discord step, ahead of the default system rule', () => {
+    expect(set.rejected).toEqual([]);
+    expect(route('system.stream.online')?.rule.id).toBe('discord-go-live');
+    expect(route('system.stream.offline')?.action.slip).toEqual([{ id: 'discord', maxAttempts: 10 }]);
+    expect(route('system.source.status')?.rule.id).toBe('system-events-recorded');
+    expect(route('external.chat.message.v1')?.rule.id).toBe('chat-enrichment');
   });
 });

@@ -289,6 +289,7 @@ describe('go-live announcements', () => {
     await bus!.publish(Topic.ingress, encoder.encode(JSON.stringify(first)));
     const final: Envelope = await observer.waitFor(Topic.finalizer, (value: Envelope) => value.id === first.id);
     expect(final.routingSlip.map((step) => `${step.id}:${step.status}`)).toEqual(['discord:OK']);
+    expect(final.routingSlip[0]!.maxAttempts).toBe(10);
     expect(fake!.posted).toHaveLength(1);
     const post = fake!.posted[0]!;
     expect(post).toMatchObject({ channel_id: ANNOUNCE, allowed_mentions: { parse: [] } });

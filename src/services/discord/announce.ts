@@ -26,7 +26,8 @@ export const GO_LIVE_RULE = {
   priority: 1100,
   enabled: true,
   logic: { and: [{ '==': [{ var: 'stage' }, 'ingress'] }, { in: [{ var: 'type' }, [EventType.streamOnline, EventType.streamOffline]] }] },
-  action: { slip: ['discord'] },
+  // Up to 10 attempts (about two minutes of backoff): a go-live that arrives while the bot reconnects is still announced.
+  action: { slip: [{ id: 'discord', maxAttempts: 10 }] },
 } as const;
 
 /** What the service remembers about the last announcement, on the stream's source document. */

@@ -12,6 +12,7 @@ import {
   type DiscordConnector,
   type DiscordSnapshot,
 } from '../../platforms/discord/index.js';
+import type { RuleRecord } from '../../store/index.js';
 import { announceStreamEvent, GO_LIVE_RULE } from './announce.js';
 
 /** A Discord id (a snowflake: a 64-bit number in decimal). */
@@ -93,7 +94,7 @@ export const service = defineService({
       const rules = await ctx.store.listRules();
       if (rules.length === 0) return;
       if (!rules.some((rule) => rule.id === GO_LIVE_RULE.id)) {
-        await ctx.store.upsertRule({ ...GO_LIVE_RULE, logic: GO_LIVE_RULE.logic, action: { ...GO_LIVE_RULE.action, slip: [...GO_LIVE_RULE.action.slip] } });
+        await ctx.store.upsertRule(structuredClone(GO_LIVE_RULE) as unknown as Omit<RuleRecord, 'updatedAt'>);
         ctx.logger.info({ rule: GO_LIVE_RULE.id }, 'added the discord go-live routing rule');
       }
       ruleEnsured = true;
