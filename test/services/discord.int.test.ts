@@ -152,7 +152,7 @@ describe('discord connection and status', () => {
   it('stays ready and says what to set when no bot token is configured', async () => {
     const observer = await start({ env: { DISCORD_BOT_TOKEN: '' } });
     const status = await waitFor(() => statuses(observer).find((envelope) => envelope.payload.status === 'not_configured'));
-    expect(status.payload).toMatchObject({ sourceId: 'discord:bot', authStatus: 'missing' });
+    expect(status.payload).toMatchObject({ sourceId: 'discord:bot', authStatus: 'missing', metadata: { placeholder: true } });
     expect((status.payload.metadata as Record<string, string>).howToConnect).toMatch(/DISCORD_BOT_TOKEN/);
     const ready = await host!.app.inject({ method: 'GET', url: '/readyz' });
     expect(ready.statusCode).toBe(200);

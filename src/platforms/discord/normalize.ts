@@ -141,7 +141,8 @@ export function buildDiscordStatusEnvelope(input: DiscordStatusInput): Envelope 
       lastError: input.lastError,
       metadata: {
         guilds: input.guilds,
-        ...(input.guildId ? { guildId: input.guildId, guildName: input.guildName } : {}),
+        // The bot-level card stands in until a server is known; the dashboard hides it beside real ones.
+        ...(input.guildId ? { guildId: input.guildId, guildName: input.guildName } : { placeholder: true }),
         ...(input.channels ? { channels: input.channels.map((channel) => `#${channel.name}`) } : {}),
         // Always written, so a fixed problem's hint is cleared from the merged document.
         howToConnect: input.howToConnect ?? null,

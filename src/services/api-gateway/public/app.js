@@ -293,10 +293,11 @@ const STATUS_TEXT = { connected: 'connected', disconnected: 'disconnected', conn
 function renderSources() {
   const container = byTestId('source-cards');
   const sources = [...state.sources.values()].sort((a, b) => a.id.localeCompare(b.id));
-  const hasRealTwitch = sources.some((source) => source.platform === 'twitch' && !source.metadata?.placeholder);
+  // A placeholder card (how to connect a platform) gives way once that platform has a real source.
+  const real = new Set(sources.filter((source) => !source.metadata?.placeholder).map((source) => source.platform));
   container.replaceChildren(
     ...sources
-      .filter((source) => !(source.metadata?.placeholder && hasRealTwitch))
+      .filter((source) => !(source.metadata?.placeholder && real.has(source.platform)))
       .map((source) => {
         const status = String(source.status ?? 'unknown').toLowerCase();
         const stream = String(source.streamStatus ?? 'unknown').toLowerCase();
