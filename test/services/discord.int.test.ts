@@ -220,6 +220,16 @@ describe('discord messages in and out', () => {
     expect(chat.message?.text).toBe('@bitbrat what is #announcements for, @Stream Mods?');
   });
 
+  it('listens only in DISCORD_CHANNELS when it is set', async () => {
+    const observer = await start({ env: { DISCORD_CHANNELS: CHANNEL } });
+    const status = await waitFor(() => statuses(observer).find((envelope) => envelope.payload.status === 'connected'));
+    expect((status.payload.metadata as Record<string, unknown>).channels).toEqual(['#general']);
+    const ignored = fake!.sendMessage({ author: VIEWER, channelId: ANNOUNCE, content: 'not here' });
+    const heard = fake!.sendMessage({ author: VIEWER, channelId: CHANNEL, content: 'here' });
+    await observer.waitFor(Topic.ingress, (value: Envelope) => value.message?.id === heard);
+    expect(observer.envelopes(Topic.ingress).some((value: Envelope) => value.message?.id === ignored)).toBe(false);
+  });
+
   it('splits a long reply at 2,000 characters, replying with the first part only', async () => {
     await start();
     await waitFor(() => fake!.connections() > 0);

@@ -79,7 +79,7 @@ export function createDiscordConnector(options: DiscordConnectorOptions): Discor
     const channel = client?.channels.cache.get(channelId);
     if (!channel || !('guild' in channel) || !channel.isTextBased()) return false;
     const me = channel.guild.members.me;
-    return !me || Boolean(channel.permissionsFor(me)?.has(['ViewChannel', 'ReadMessageHistory']));
+    return !me || Boolean(channel.permissionsFor(me)?.has('ViewChannel'));
   };
   const snapshot = (): DiscordSnapshot => ({
     status,
