@@ -86,6 +86,8 @@ export interface FakeDiscord {
   sendMessage(input: { channelId?: string; author: FakeMember; content: string; mentionsBot?: boolean }): string;
   /** The next `count` message creates answer 429 with this retry-after. */
   force429(retryAfterMs: number, count?: number): void;
+  /** Changes the MessageContent setting, as a toggle in the Developer Portal does (for new sessions). */
+  setMessageContent(mode: NonNullable<FakeDiscordOptions['messageContent']>): void;
   /** Closes every gateway connection with `code` (4000: an unknown error, after which clients reconnect). */
   dropConnections(code?: number): void;
   /** Open, identified gateway connections. */
@@ -108,7 +110,7 @@ export async function startFakeDiscord(options: FakeDiscordOptions): Promise<Fak
   const channels = options.channels ?? [{ id: '700000000000000001', name: 'general' }];
   const roles = [{ id: guildId, name: '@everyone', permissions: String((1n << 10n) | (1n << 11n) | (1n << 16n)) }, ...(options.roles ?? [])];
   const members: FakeMember[] = [{ id: botId, username: bot.username, bot: true }, ...(options.members ?? [])];
-  const messageContent = options.messageContent ?? 'granted';
+  let messageContent = options.messageContent ?? 'granted';
   const calls: RecordedCall[] = [];
   const posted: FakeMessage[] = [];
   const identifies: Array<{ intents: number; token: string }> = [];
@@ -360,6 +362,9 @@ export async function startFakeDiscord(options: FakeDiscordOptions): Promise<Fak
     },
     force429(retryAfterMs, count = 1) {
       pending429 = { retryAfterMs, count };
+    },
+    setMessageContent(mode) {
+      messageContent = mode;
     },
     dropConnections(code = 4000) {
       for (const ws of sockets.keys()) ws.close(code, 'Unknown error.');

@@ -125,6 +125,15 @@ describe('discord connection and status', () => {
     expect(ready.json().components['discord.discord']).toMatchObject({ ready: false });
   });
 
+  it('connects on a later try once the intent is enabled, without a restart', async () => {
+    const observer = await start({ fake: { messageContent: 'refuse' }, env: { DISCORD_RECONNECT_MS: '100' } });
+    await waitFor(() => statuses(observer).some((envelope) => (envelope.payload.lastError as { code?: string } | null)?.code === 'DISALLOWED_INTENTS'));
+    fake!.setMessageContent('granted');
+    const connected = await waitFor(() => statuses(observer).find((envelope) => envelope.payload.status === 'connected'), { message: 'connected after the fix', timeoutMs: 20_000 });
+    expect(connected.payload.lastError).toBeNull();
+    expect(fake!.identifies.length).toBeGreaterThanOrEqual(2);
+  });
+
   // The fake keeps no sessions, so the client identifies anew, which discord.js spaces 5 s apart as Discord requires.
   it('reconnects when the gateway drops the connection, counting reconnects, and receives messages again', { timeout: 60_000 }, async () => {
     const observer = await start();

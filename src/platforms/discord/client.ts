@@ -17,7 +17,11 @@ export const MESSAGE_CONTENT_FIX =
   'Message content is not readable: enable "Message Content Intent" under Bot → Privileged Gateway Intents in the Discord Developer Portal (https://discord.com/developers/applications), then restart; until then commands arrive empty.';
 /** What to tell the operator after close code 4014. */
 export const DISALLOWED_INTENTS_FIX =
-  'Discord closed the connection with 4014 (disallowed intents): the bot asks for the Message Content intent, which is not enabled for it. Enable "Message Content Intent" under Bot → Privileged Gateway Intents in the Discord Developer Portal (https://discord.com/developers/applications), then restart.';
+  'Discord closed the connection with 4014 (disallowed intents): the bot asks for the Message Content intent, which is not enabled for it. Enable "Message Content Intent" under Bot → Privileged Gateway Intents in the Discord Developer Portal (https://discord.com/developers/applications); the bot connects on its next try.';
+
+/** First delay before connecting again after a failed login; it doubles up to RETRY_MAX_MS. */
+export const DEFAULT_RETRY_INITIAL_MS = 5_000;
+const RETRY_MAX_MS = 5 * 60_000;
 
 /** How long `stop` waits for a login under way before leaving it to discord.js's own timeouts. */
 const STOP_WAIT_MS = 5_000;
@@ -42,6 +46,8 @@ export interface DiscordConnectorOptions {
   apiUrl: string;
   /** Channel ids to listen in; empty: every text channel the bot can read. */
   channels: readonly string[];
+  /** First reconnect delay after a failed login (default 5 s, doubling up to 5 min). */
+  retryInitialMs?: number;
   onMessage(message: DiscordChatMessage): void;
   onStateChange(snapshot: DiscordSnapshot): void;
   logger: { info(obj: object, msg?: string): void; warn(obj: object, msg?: string): void; debug(obj: object, msg?: string): void };
@@ -67,6 +73,9 @@ export function createDiscordConnector(options: DiscordConnectorOptions): Discor
   let authStatus: DiscordSnapshot['authStatus'] = 'unknown';
   let stopped = false;
   let login: Promise<string> | undefined;
+  let discord: typeof import('discord.js') | undefined;
+  let retryTimer: NodeJS.Timeout | undefined;
+  let attempts = 0;
   const counters = { messagesIn: 0, messagesOut: 0, errors: 0, reconnects: 0 };
   const listen = new Set(options.channels);
 
@@ -149,79 +158,113 @@ export function createDiscordConnector(options: DiscordConnectorOptions): Discor
     });
   };
 
+
+  /** Delay before reconnect attempt `n` (1-based): doubling from the initial delay, at most 5 minutes. */
+  const retryDelay = (n: number) => Math.min((options.retryInitialMs ?? DEFAULT_RETRY_INITIAL_MS) * 2 ** Math.min(n - 1, 16), RETRY_MAX_MS);
+  const scheduleReconnect = () => {
+    if (stopped || retryTimer) return;
+    attempts += 1;
+    const delay = retryDelay(attempts);
+    options.logger.info({ attempt: attempts, delayMs: delay }, 'discord reconnecting later');
+    retryTimer = setTimeout(() => {
+      retryTimer = undefined;
+      void connect();
+    }, delay);
+    retryTimer.unref();
+  };
+
+  /**
+   * One client and login. A refused token is final (a new token needs a restart anyway); anything else
+   * (4014 until the intent is enabled, Discord unreachable, a gateway that closed for good) is tried again
+   * with backoff, so fixing it in the Developer Portal needs no restart.
+   */
+  const connect = async (): Promise<void> => {
+    if (stopped || !discord) return;
+    const { GatewayIntentBits, Events } = discord;
+    const current = new discord.Client({
+      intents: [GatewayIntentBits.Guilds, GatewayIntentBits.GuildMessages, GatewayIntentBits.MessageContent],
+      rest: { api: options.apiUrl },
+    });
+    client = current;
+    let readyOnce = false;
+    status = 'connecting';
+    current.on(Events.ClientReady, (ready) => {
+      // A login that finished after stop(): close it instead of leaving a live bot behind.
+      if (stopped) return void ready.destroy();
+      readyOnce = true;
+      attempts = 0;
+      authStatus = 'valid';
+      status = 'connected';
+      messageContentMissing = (ready.application.flags.bitfield & MESSAGE_CONTENT_FLAGS) === 0;
+      if (messageContentMissing) fail('MESSAGE_CONTENT_MISSING', MESSAGE_CONTENT_FIX);
+      else if (lastError && ['DISALLOWED_INTENTS', 'LOGIN_FAILED', 'GATEWAY_CLOSED', 'MESSAGE_CONTENT_MISSING'].includes(lastError.code)) lastError = null;
+      options.logger.info({ user: ready.user.username, guilds: ready.guilds.cache.size }, 'discord connected');
+      report();
+    });
+    current.on(Events.MessageCreate, onMessage);
+    current.on(Events.ShardReconnecting, () => {
+      counters.reconnects += 1;
+      status = 'connecting';
+      report();
+    });
+    // After a reconnect Discord either resumes the session or, when it cannot, the shard identifies anew.
+    current.on(Events.ShardReady, () => {
+      if (status === 'connected' || !readyOnce) return;
+      status = 'connected';
+      report();
+    });
+    current.on(Events.ShardResume, () => {
+      status = 'connected';
+      report();
+    });
+    current.on(Events.ShardError, (error) => {
+      fail('GATEWAY_ERROR', error.message);
+      report();
+    });
+    current.on(Events.ShardDisconnect, (event) => {
+      if (stopped) return;
+      status = 'error';
+      if (event.code === 4014) fail('DISALLOWED_INTENTS', DISALLOWED_INTENTS_FIX);
+      else if (event.code === 4004) {
+        authStatus = 'invalid';
+        fail('AUTHENTICATION_FAILED', 'Discord refused the bot token (4004): check the DISCORD_BOT_TOKEN secret.');
+      } else fail('GATEWAY_CLOSED', `the gateway closed with code ${event.code}`);
+      report();
+      // During the first login the rejected login() decides; after it, discord.js gives up here.
+      if (readyOnce && event.code !== 4004) void current.destroy().finally(scheduleReconnect);
+    });
+    report();
+    login = current.login(options.token);
+    try {
+      await login;
+    } catch (error) {
+      if (stopped) return;
+      status = 'error';
+      const message = (error as Error).message ?? String(error);
+      let retry = true;
+      if (/disallowed intents/i.test(message)) fail('DISALLOWED_INTENTS', DISALLOWED_INTENTS_FIX);
+      else if ((error as { code?: string }).code === 'TokenInvalid' || /authentication failed/i.test(message)) {
+        authStatus = 'invalid';
+        retry = false;
+        fail('AUTHENTICATION_FAILED', 'Discord refused the bot token: check the DISCORD_BOT_TOKEN secret.');
+      } else fail('LOGIN_FAILED', `could not connect to Discord: ${message}`);
+      options.logger.warn({ code: lastError?.code, error: lastError?.message }, 'discord login failed');
+      report();
+      if (retry) scheduleReconnect();
+    }
+  };
+
   return {
     async start() {
       // Loaded here, not at the top: the embedded mode pays nothing for Discord when it is not configured.
-      const discord = await import('discord.js');
+      discord = await import('discord.js');
       routes = discord.Routes;
-      const { GatewayIntentBits, Events } = discord;
-      client = new discord.Client({
-        intents: [GatewayIntentBits.Guilds, GatewayIntentBits.GuildMessages, GatewayIntentBits.MessageContent],
-        rest: { api: options.apiUrl },
-      });
-      client.on(Events.ClientReady, (ready) => {
-        // A login that finished after stop(): close it instead of leaving a live bot behind.
-        if (stopped) return void ready.destroy();
-        authStatus = 'valid';
-        status = 'connected';
-        const flags = ready.application.flags.bitfield;
-        if ((flags & MESSAGE_CONTENT_FLAGS) === 0) {
-          messageContentMissing = true;
-          fail('MESSAGE_CONTENT_MISSING', MESSAGE_CONTENT_FIX);
-        }
-        options.logger.info({ user: ready.user.username, guilds: ready.guilds.cache.size }, 'discord connected');
-        report();
-      });
-      client.on(Events.MessageCreate, onMessage);
-      client.on(Events.ShardReconnecting, () => {
-        counters.reconnects += 1;
-        status = 'connecting';
-        report();
-      });
-      // After a reconnect Discord either resumes the session or, when it cannot, the shard identifies anew.
-      client.on(Events.ShardReady, () => {
-        if (status === 'connected') return;
-        status = 'connected';
-        report();
-      });
-      client.on(Events.ShardResume, () => {
-        status = 'connected';
-        report();
-      });
-      client.on(Events.ShardError, (error) => {
-        fail('GATEWAY_ERROR', error.message);
-        report();
-      });
-      client.on(Events.ShardDisconnect, (event) => {
-        if (stopped) return;
-        status = 'error';
-        if (event.code === 4014) fail('DISALLOWED_INTENTS', DISALLOWED_INTENTS_FIX);
-        else if (event.code === 4004) {
-          authStatus = 'invalid';
-          fail('AUTHENTICATION_FAILED', 'Discord refused the bot token (4004): check the DISCORD_BOT_TOKEN secret.');
-        } else fail('GATEWAY_CLOSED', `the gateway closed with code ${event.code} and will not reconnect`);
-        report();
-      });
-      report();
-      login = client.login(options.token);
-      try {
-        await login;
-      } catch (error) {
-        if (stopped) return;
-        status = 'error';
-        const message = (error as Error).message ?? String(error);
-        if (/disallowed intents/i.test(message)) fail('DISALLOWED_INTENTS', DISALLOWED_INTENTS_FIX);
-        else if ((error as { code?: string }).code === 'TokenInvalid' || /authentication failed/i.test(message)) {
-          authStatus = 'invalid';
-          fail('AUTHENTICATION_FAILED', 'Discord refused the bot token: check the DISCORD_BOT_TOKEN secret.');
-        } else fail('LOGIN_FAILED', `could not connect to Discord: ${message}`);
-        options.logger.warn({ code: lastError?.code, error: lastError?.message }, 'discord login failed');
-        report();
-      }
+      await connect();
     },
     async stop() {
       stopped = true;
       status = 'disconnected';
+      if (retryTimer) clearTimeout(retryTimer);
       await client?.destroy();
       // A login still under way connects after the first destroy; wait for it and close that too.
       if (login) {

@@ -1,5 +1,5 @@
 /** Discord connector: client (discord.js, loaded on start), normalize, egress, status and announcements. */
-export { createDiscordConnector, DISALLOWED_INTENTS_FIX, MESSAGE_CONTENT_FIX, type DiscordConnector, type DiscordConnectorOptions, type DiscordSnapshot, type DiscordStatus } from './client.js';
+export { createDiscordConnector, DEFAULT_RETRY_INITIAL_MS, DISALLOWED_INTENTS_FIX, MESSAGE_CONTENT_FIX, type DiscordConnector, type DiscordConnectorOptions, type DiscordSnapshot, type DiscordStatus } from './client.js';
 export {
   buildDiscordStatusEnvelope,
   DEFAULT_DISCORD_MAX_RESPONSE_MS,

@@ -6,6 +6,7 @@ import {
   buildDiscordStatusEnvelope,
   createDiscordConnector,
   DEFAULT_ANNOUNCE_TEMPLATE,
+  DEFAULT_RETRY_INITIAL_MS,
   deliverDiscordReply,
   MESSAGE_CONTENT_FIX,
   normalizeDiscordMessage,
@@ -30,6 +31,8 @@ const ConfigSchema = z.object({
   /** Role ids or names whose members are moderators (besides everyone with Manage Messages). */
   DISCORD_MOD_ROLES: env.csv(),
   SOURCE_HEARTBEAT_MS: env.int(30_000, { min: 50 }),
+  /** First delay before connecting again after a failed login (doubles up to 5 min). */
+  DISCORD_RECONNECT_MS: env.int(DEFAULT_RETRY_INITIAL_MS, { min: 10 }),
 });
 type Config = z.infer<typeof ConfigSchema>;
 
@@ -150,6 +153,7 @@ export const service = defineService({
           token,
           apiUrl: config.DISCORD_API_URL,
           channels: config.DISCORD_CHANNELS,
+          retryInitialMs: config.DISCORD_RECONNECT_MS,
           logger: ctx.logger.child({ component: 'discord' }),
           onMessage(message) {
             const envelope = normalizeDiscordMessage(message, { modRoles: config.DISCORD_MOD_ROLES, egressDestination: instanceEgressTopic(ctx.instanceId) });
