@@ -293,10 +293,11 @@ const STATUS_TEXT = { connected: 'connected', disconnected: 'disconnected', conn
 function renderSources() {
   const container = byTestId('source-cards');
   const sources = [...state.sources.values()].sort((a, b) => a.id.localeCompare(b.id));
-  const hasRealTwitch = sources.some((source) => source.platform === 'twitch' && !source.metadata?.placeholder);
+  // A placeholder card (how to connect a platform) gives way once that platform has a real source.
+  const real = new Set(sources.filter((source) => !source.metadata?.placeholder).map((source) => source.platform));
   container.replaceChildren(
     ...sources
-      .filter((source) => !(source.metadata?.placeholder && hasRealTwitch))
+      .filter((source) => !(source.metadata?.placeholder && real.has(source.platform)))
       .map((source) => {
         const status = String(source.status ?? 'unknown').toLowerCase();
         const stream = String(source.streamStatus ?? 'unknown').toLowerCase();
@@ -312,7 +313,7 @@ function renderSources() {
             'div',
             { class: 'pills' },
             h('span', { class: `pill status ${status}`, testid: 'source-status' }, STATUS_TEXT[status] ?? status),
-            source.platform === 'api' ? null : h('span', { class: `pill stream ${stream}`, testid: 'source-stream' }, `stream ${stream}`),
+            source.platform === 'api' || source.platform === 'discord' ? null : h('span', { class: `pill stream ${stream}`, testid: 'source-stream' }, `stream ${stream}`),
             source.authStatus && source.authStatus !== 'unknown' ? h('span', { class: `pill auth ${source.authStatus}` }, `auth ${source.authStatus}`) : null,
           ),
           help ? h('p', { class: 'help', testid: 'source-help' }, help) : null,
@@ -325,6 +326,8 @@ function renderSources() {
             h('dt', {}, 'Errors'), h('dd', {}, String(metrics.errors ?? 0)),
             typeof source.viewerCount === 'number' ? [h('dt', {}, 'Viewers'), h('dd', {}, String(source.viewerCount))] : null,
             source.platform === 'obs' && source.metadata?.programScene ? [h('dt', {}, 'Scene'), h('dd', { testid: 'source-obs-scene' }, `${source.metadata.programScene}${source.metadata.streaming ? ' · streaming' : ''}${source.metadata.recording ? ' · recording' : ''}`)] : null,
+            source.platform === 'discord' ? [h('dt', {}, 'Guilds'), h('dd', { testid: 'source-guilds' }, String(source.metadata?.guilds ?? 0))] : null,
+            typeof source.latencyMs === 'number' ? [h('dt', {}, 'Latency'), h('dd', { testid: 'source-latency' }, `${source.latencyMs} ms`)] : null,
             source.platform === 'api' ? [h('dt', {}, 'Clients'), h('dd', {}, String(source.metadata?.clients ?? 0))] : [h('dt', {}, 'Heartbeat'), h('dd', {}, ago(metrics.lastHeartbeat ?? source.lastStatusUpdate))],
           ),
           source.lastError?.message
