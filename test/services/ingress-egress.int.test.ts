@@ -72,12 +72,20 @@ describe('ingress-egress with a configured Twitch chat connection', () => {
   let host: Host;
   let observed: Awaited<ReturnType<typeof collect>>;
   const linesBefore = { count: 0 };
+  /** The host's log, one JSON line each: the connector logs every reconnect it schedules with its delay. */
+  const logLines: string[] = [];
 
   beforeAll(async () => {
     linesBefore.count = fake.lines.length;
     bus = createMemoryBus();
     observed = await collect(bus, ['internal.ingress.v1', 'internal.finalizer.v1', 'internal.deadletter.v1']);
-    host = await startTestHost({ services: [service], bus, env: chatEnv(), architecture: loadArchitecture(), extra: { store } });
+    host = await startTestHost({
+      services: [service],
+      bus,
+      env: chatEnv({ LOG_LEVEL: 'info' }),
+      architecture: loadArchitecture(),
+      extra: { store, logDestination: { write: (line: string) => void logLines.push(line) } },
+    });
     await waitFor(async () => (await readyz(host)).status === 200, { timeoutMs: 15_000, message: 'readyz 200 after joining' });
   });
 
@@ -368,21 +376,26 @@ describe('ingress-egress with a configured Twitch chat connection', () => {
 
   it('keeps retrying with growing delays while the server is down, and recovers when it returns', async () => {
     const reconnectsBefore = (await debug(host)).body.counters.reconnects;
+    const logFrom = logLines.length;
     await fake.stop();
     await waitFor(async () => (await readyz(host)).status === 503, { timeoutMs: 5_000, message: 'readyz 503 while the server is down' });
     const statuses = new Set<string>();
-    const attempts: number[] = [];
-    const started = Date.now();
-    while (Date.now() - started < 1_500) {
-      const { body } = await debug(host);
-      statuses.add(body.status);
-      attempts.push(body.reconnectAttempt);
-      await new Promise((resolve) => setTimeout(resolve, 25));
-    }
-    // 150, 300, 600, 600 … ms: about four attempts in 1.5 s; an uncapped or immediate retry would show many more.
-    const maxAttempt = Math.max(...attempts);
-    expect(maxAttempt).toBeGreaterThanOrEqual(3);
-    expect(maxAttempt).toBeLessThanOrEqual(5);
+    const backoffs = () =>
+      logLines
+        .slice(logFrom)
+        .map((line) => JSON.parse(line) as { msg: string; attempt: number; delayMs: number })
+        .filter((entry) => entry.msg === 'twitch chat: reconnecting after backoff');
+    // Four attempts while the server is away, however slowly this machine runs them.
+    await waitFor(
+      async () => {
+        statuses.add((await debug(host)).body.status);
+        return backoffs().length >= 4;
+      },
+      { timeoutMs: 20_000, intervalMs: 25, message: 'four reconnect attempts' },
+    );
+    // 150, 300, 600, 600 ms: doubling from IRC_RECONNECT_INITIAL_MS, capped at IRC_RECONNECT_MAX_MS.
+    expect(backoffs().slice(0, 4).map((entry) => [entry.attempt, entry.delayMs])).toEqual([[1, 150], [2, 300], [3, 600], [4, 600]]);
+    expect((await debug(host)).body.reconnectAttempt).toBeGreaterThanOrEqual(4);
     expect([...statuses].every((status) => ['disconnected', 'connecting'].includes(status))).toBe(true);
     expect((await readyz(host)).status).toBe(503);
 
