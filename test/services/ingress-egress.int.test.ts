@@ -354,14 +354,25 @@ describe('ingress-egress with a configured Twitch chat connection', () => {
     expect(text.toLowerCase()).not.toContain('oauth:');
   });
 
+  /** The reconnects the connector scheduled (logged with their delay) since `from`. */
+  const backoffsSince = (from: number) =>
+    logLines
+      .slice(from)
+      .map((line) => JSON.parse(line) as { msg: string; attempt: number; delayMs: number })
+      .filter((entry) => entry.msg === 'twitch chat: reconnecting after backoff');
+
   it('reconnects with its own backoff after the connection drops (readyz false while down)', async () => {
     const connectionsBefore = fake.connections;
     const reconnectsBefore = (await debug(host)).body.counters.reconnects;
+    const logFrom = logLines.length;
+    const statusFrom = observed.envelopes('internal.ingress.v1').length;
     const droppedAt = Date.now();
     fake.dropConnections();
-    await waitFor(async () => (await readyz(host)).status === 503, { timeoutMs: 5_000, message: 'readyz 503 after the drop' });
-    const down = await readyz(host);
-    expect(down.body.components['ingress-egress.twitch'].detail).toMatch(/disconnected|connecting/);
+    // The drop is seen (a reconnect scheduled after 150 ms, a disconnected status published) however
+    // briefly the connection stays down.
+    await waitFor(() => backoffsSince(logFrom).length >= 1, { timeoutMs: 5_000, message: 'a reconnect scheduled after the drop' });
+    expect(backoffsSince(logFrom)[0]).toMatchObject({ attempt: 1, delayMs: 150 });
+    await observed.waitFor('internal.ingress.v1', (value) => value.type === 'system.source.status' && value.payload.sourceId === `twitch:${CHANNEL}` && value.payload.status === 'disconnected' && observed.envelopes('internal.ingress.v1').indexOf(value) >= statusFrom);
     await waitFor(async () => (await readyz(host)).status === 200, { timeoutMs: 10_000, message: 'readyz 200 after reconnecting' });
     const reconnectedAt = fake.lines.filter((line) => line.line === 'CAP LS 302').at(-1)!.at;
     // Our backoff (150 ms first), not Twurple's immediate reconnect; and exactly one new connection.
@@ -374,17 +385,33 @@ describe('ingress-egress with a configured Twitch chat connection', () => {
     expect(body.status).toBe('connected');
   });
 
+  it('moves at once when the server sends RECONNECT: no backoff, one new connection, chat flows again', async () => {
+    const connectionsBefore = fake.connections;
+    const reconnectsBefore = (await debug(host)).body.counters.reconnects;
+    const logFrom = logLines.length;
+    fake.sendReconnect();
+    await waitFor(() => backoffsSince(logFrom).length >= 1, { timeoutMs: 5_000, message: 'the reconnect the server asked for' });
+    expect(backoffsSince(logFrom).map((entry) => entry.delayMs)).toEqual([0]);
+    await waitFor(async () => (await debug(host)).body.counters.reconnects === reconnectsBefore + 1 && (await readyz(host)).status === 200, {
+      timeoutMs: 10_000,
+      message: 'connected again after RECONNECT',
+    });
+    const { body } = await debug(host);
+    expect(body.lastError).toMatchObject({ code: 'SERVER_RECONNECT' });
+    expect(body.status).toBe('connected');
+    expect(fake.connections).toBe(connectionsBefore + 1);
+    expect(fake.joinedClients(CHANNEL)).toBe(1);
+    const id = fake.sendChat({ channel: CHANNEL, text: 'after the server moved us' });
+    await observed.waitFor('internal.ingress.v1', (value) => value.payload?.messageId === id);
+  });
+
   it('keeps retrying with growing delays while the server is down, and recovers when it returns', async () => {
     const reconnectsBefore = (await debug(host)).body.counters.reconnects;
     const logFrom = logLines.length;
     await fake.stop();
     await waitFor(async () => (await readyz(host)).status === 503, { timeoutMs: 5_000, message: 'readyz 503 while the server is down' });
     const statuses = new Set<string>();
-    const backoffs = () =>
-      logLines
-        .slice(logFrom)
-        .map((line) => JSON.parse(line) as { msg: string; attempt: number; delayMs: number })
-        .filter((entry) => entry.msg === 'twitch chat: reconnecting after backoff');
+    const backoffs = () => backoffsSince(logFrom);
     // Four attempts while the server is away, however slowly this machine runs them.
     await waitFor(
       async () => {
