@@ -2,7 +2,7 @@
  * ingress-egress against a fake Twitch chat server (test/fakes/twitch-irc.ts) with the real Twurple
  * ChatClient, a memory bus, and the embedded PGlite store.
  */
-import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { createMemoryBus, type MemoryBus } from '../../src/bus/index.js';
 import { createReply, instanceEgressTopic, validateEnvelope, type Envelope } from '../../src/core/index.js';
 import { loadArchitecture, type Host } from '../../src/runtime/index.js';
@@ -92,7 +92,6 @@ describe('ingress-egress with a configured Twitch chat connection', () => {
   afterAll(async () => {
     await host?.stop();
     await bus?.close();
-    // The secret seeded the store (the quick-start path); later tests start without a stored token.
     await store.deleteToken('twitch:bot');
   });
 
@@ -103,7 +102,9 @@ describe('ingress-egress with a configured Twitch chat connection', () => {
   });
 
   it('completes the IRC handshake with the real client and joins the configured channels', async () => {
-    const lines = fake.lines.slice(linesBefore.count).map((entry) => entry.line);
+    // The first connection's lines: the reconnect tests, whenever they run, open others.
+    const since = fake.lines.slice(linesBefore.count);
+    const lines = since.filter((entry) => entry.connection === since[0]!.connection).map((entry) => entry.line);
     expect(lines[0]).toBe('CAP LS 302');
     expect(lines).toContain('CAP REQ :twitch.tv/tags twitch.tv/commands');
     expect(lines).toContain('CAP END');
@@ -446,9 +447,14 @@ describe('ingress-egress without Twitch configuration', () => {
   let bus: MemoryBus;
   let host: Host;
 
+  // Each test starts with no stored bot token, whatever ran before it (the configured connection seeds one).
+  beforeEach(async () => {
+    await store.deleteToken('twitch:bot');
+  });
   afterEach(async () => {
     await host?.stop();
     await bus?.close();
+    await store.deleteToken('twitch:bot');
   });
 
   it('is ready, says not_configured and how to connect, and records twitch replies as not delivered', async () => {
@@ -547,7 +553,6 @@ describe('ingress-egress without Twitch configuration', () => {
     const { body, text } = await debug(host);
     expect(body).toMatchObject({ status: 'connected', authSource: 'store', botUsername: 'bitbrat_bot' });
     for (const secret of [STORE_TOKEN, refreshed!.accessToken, 'stored-refresh-token', 'fake-client-secret-value']) expect(text).not.toContain(secret);
-    await store.deleteToken('twitch:bot');
   });
 });
 
