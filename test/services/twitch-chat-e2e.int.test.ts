@@ -92,11 +92,12 @@ function describeTwitchChatEndToEnd(name: string, topology: () => Promise<Topolo
         { timeoutMs: 30_000, intervalMs: 100, message: 'the final record of the chat line' },
       );
       expect(record).toMatchObject({ outcome: 'completed', replyText: 'pong', replyDelivered: true, platform: 'twitch', userName: 'chatty_cathy' });
-      // The step that identified the chatter, the router, and the command that answered, all done.
-      const slip = record.final!.routingSlip.map((step) => `${step.id}:${step.status}`);
-      expect(slip).toEqual(expect.arrayContaining(['commands:OK']));
-      expect(slip.every((step) => step.endsWith(':OK'))).toBe(true);
-      expect(record.final!.user).toMatchObject({ id: '777001', name: 'chatty_cathy' });
+      // The router's plan, every step done: analysis, routing, the command that answered.
+      expect(record.final!.routingSlip.map((step) => `${step.id}:${step.status}`)).toEqual(['query-analyzer:OK', 'router:OK', 'commands:OK']);
+      // auth identified the chatter (a viewer, with a viewer's permissions, seen for the first time).
+      expect(record.final!.user).toMatchObject({ id: '777001', name: 'chatty_cathy', role: 'viewer', roles: ['viewer'] });
+      expect(record.final!.user.permissions?.length).toBeGreaterThan(0);
+      expect(record.final!.annotations?.map((annotation) => annotation.kind)).toContain('first-message');
       expect(record.final!.delivery).toMatchObject({ delivered: true, platformMessageIds: [reply.id] });
       // Exactly one answer went out.
       expect(fake.messagesTo(CHANNEL).slice(before).filter((message) => message.tags['reply-parent-msg-id'] === messageId)).toHaveLength(1);
