@@ -7,9 +7,10 @@ import { describe, expect, it } from 'vitest';
 import { loadArchitecture } from '../../src/runtime/manifest.js';
 import { SERVICE_NODE_FLAGS } from '../../src/runtime/node-flags.js';
 import { startNatsServer } from '../support/nats-server.js';
-import { postgresAvailable, sharedPostgresUrl, sql } from '../support/pg-server.js';
+import { sql } from '../support/pg-server.js';
+import { runPostgresUrl } from '../support/run-postgres.js';
 import { freePort, freePortBlock } from '../support/ports.js';
-import { requireServer, waitFor } from '../support/wait.js';
+import { waitFor } from '../support/wait.js';
 
 const BIN = path.resolve('bin/bitbrat.js');
 
@@ -200,13 +201,12 @@ function alive(pid: number): boolean {
 
 describe('bitbrat up and down (a process per service over NATS and PostgreSQL)', () => {
   it('runs every service in its own process, answers chat through them, restarts a killed one, and stops with bitbrat down', async () => {
-    requireServer('PostgreSQL', await postgresAvailable(), 'the machine server at 127.0.0.1:5432');
     const nats = await startNatsServer();
     const dataDir = await mkdtemp(path.join(tmpdir(), 'bitbrat-up-'));
     const database = `bitbrat_up_${Date.now().toString(36)}_${Math.random().toString(36).slice(2, 6)}`;
     const services = Object.keys(loadArchitecture().services);
     const basePort = await freePortBlock(services.length);
-    const env = { DATA_DIR: dataDir, PORT: String(basePort), NATS_URL: nats.url, DATABASE_URL: sharedPostgresUrl(database), LOG_LEVEL: 'info' };
+    const env = { DATA_DIR: dataDir, PORT: String(basePort), NATS_URL: nats.url, DATABASE_URL: runPostgresUrl(database), LOG_LEVEL: 'info' };
     const logFile = path.join(dataDir, 'up.log');
     const log = () => (existsSync(logFile) ? readFileSync(logFile, 'utf8') : '');
     let upPid: number | undefined;
@@ -239,7 +239,7 @@ describe('bitbrat up and down (a process per service over NATS and PostgreSQL)',
       expect(pong.stdout.trim()).toBe('pong');
       // … and the finalizer recorded it in PostgreSQL.
       const recorded = await waitFor(
-        async () => (await sql(sharedPostgresUrl(database), "SELECT outcome, reply_text, reply_delivered FROM events WHERE user_name = 'dana' AND outcome IS NOT NULL")).rows[0],
+        async () => (await sql(runPostgresUrl(database), "SELECT outcome, reply_text, reply_delivered FROM events WHERE user_name = 'dana' AND outcome IS NOT NULL")).rows[0],
         { timeoutMs: 15_000, intervalMs: 100, message: 'the final record of the !ping' },
       );
       expect(recorded).toEqual({ outcome: 'completed', reply_text: 'pong', reply_delivered: true });
@@ -269,7 +269,7 @@ describe('bitbrat up and down (a process per service over NATS and PostgreSQL)',
       // The detached supervisor leads its own process group, with its services in it.
       if (upPid !== undefined && alive(upPid)) process.kill(-upPid, 'SIGKILL');
       await nats.stop();
-      await sql(sharedPostgresUrl(), `DROP DATABASE IF EXISTS "${database}" WITH (FORCE)`).catch(() => undefined);
+      await sql(runPostgresUrl(), `DROP DATABASE IF EXISTS "${database}" WITH (FORCE)`).catch(() => undefined);
       await rm(dataDir, { recursive: true, force: true });
     }
   }, 300_000);
