@@ -5,9 +5,9 @@ import { continueWith, defineService, failed, type HandlerContext, type ServiceC
 import { createTwitchAuthProvider } from '../../platforms/twitch/auth.js';
 import { createTwitchChat, type TwitchChatConnector, type TwitchChatSnapshot } from '../../platforms/twitch/chat.js';
 import { DeliveryReason, SendError, createReplySender, deliverEnvelopeReply, type ReplySender } from '../../platforms/twitch/egress.js';
-import { startEventSub } from '../../platforms/twitch/eventsub.js';
-import { buildSourceStatusEnvelope, normalizeChatMessage } from '../../platforms/twitch/normalize.js';
-import { TwitchTokenId, loadTwitchAuth, safeTwitchErrorMessage } from '../../platforms/twitch/token-store.js';
+import { connectTwitchEventSub } from '../../platforms/twitch/connect-eventsub.js';
+import { buildSourceStatusEnvelope, normalizeChatMessage, sourceStatusPatch } from '../../platforms/twitch/normalize.js';
+import { DEFAULT_STREAM_POLL_MS } from '../../platforms/twitch/stream-status.js';
 
 const ConfigSchema = z.object({
   TWITCH_BOT_USERNAME: env.string(),
@@ -18,7 +18,10 @@ const ConfigSchema = z.object({
   IRC_RECONNECT_INITIAL_MS: env.int(1_000, { min: 1 }),
   IRC_RECONNECT_MAX_MS: env.int(30_000, { min: 1 }),
   SOURCE_HEARTBEAT_MS: env.int(30_000, { min: 50 }),
-  TWITCH_EVENTSUB_ENABLED: env.bool(false),
+  /** EventSub runs whenever Twitch credentials exist; `false` turns it off. */
+  TWITCH_EVENTSUB_ENABLED: env.bool(true),
+  /** How often stream title, game, viewers and start time are refreshed from Helix (ms). */
+  STREAM_POLL_MS: env.int(DEFAULT_STREAM_POLL_MS, { min: 50 }),
 });
 type Config = z.infer<typeof ConfigSchema>;
 type Ctx = ServiceContext<Config>;
@@ -100,6 +103,8 @@ function publishStatus(ctx: Ctx, state: Running): Promise<void> {
   });
   state.status = state.status.then(async () => {
     for (const envelope of envelopes) {
+      // The record follows the connection at once; persistence may be behind a backlog of chat on ingress.
+      await ctx.store.mergeSource(sourceStatusPatch(envelope)).catch((error: unknown) => ctx.logger.warn({ err: error, sourceId: envelope.payload.sourceId }, 'could not write source status'));
       await ctx.publish(Topic.ingress, envelope).catch((error: unknown) => ctx.logger.warn({ err: error, sourceId: envelope.payload.sourceId }, 'could not publish source status'));
     }
   });
@@ -157,10 +162,10 @@ export const service = defineService({
     const config = ctx.config;
     const state: Running = { ingest: Promise.resolve(), ingestPending: 0, ingestDropped: 0, status: Promise.resolve() };
     running.set(ctx, state);
-    const [clientId, clientSecret, accessToken, refreshToken] = await Promise.all(
-      ['TWITCH_CLIENT_ID', 'TWITCH_CLIENT_SECRET', 'TWITCH_ACCESS_TOKEN', 'TWITCH_REFRESH_TOKEN'].map((name) => ctx.secrets.get(name)),
+    const [clientId, clientSecret, accessToken, refreshToken, broadcasterAccessToken, broadcasterRefreshToken] = await Promise.all(
+      ['TWITCH_CLIENT_ID', 'TWITCH_CLIENT_SECRET', 'TWITCH_ACCESS_TOKEN', 'TWITCH_REFRESH_TOKEN', 'TWITCH_BROADCASTER_ACCESS_TOKEN', 'TWITCH_BROADCASTER_REFRESH_TOKEN'].map((name) => ctx.secrets.get(name)),
     );
-    for (const secret of [clientSecret, accessToken, refreshToken]) ctx.registerSecret(secret);
+    for (const secret of [clientSecret, accessToken, refreshToken, broadcasterAccessToken, broadcasterRefreshToken]) ctx.registerSecret(secret);
     const auth = createTwitchAuthProvider({
       clientId,
       clientSecret,
@@ -231,9 +236,23 @@ export const service = defineService({
 
     if (config.TWITCH_EVENTSUB_ENABLED) {
       // In the background: EventSub resolves the broadcaster over Helix, which must not hold up chat.
-      state.eventsubStarting = attachEventSub(ctx, { clientId, clientSecret }).then((handle) => {
+      state.eventsubStarting = connectTwitchEventSub({
+        clientId,
+        clientSecret,
+        bot: auth,
+        broadcasterSeed: { accessToken: broadcasterAccessToken, refreshToken: broadcasterRefreshToken },
+        channels: config.TWITCH_CHANNELS,
+        store: ctx.store,
+        publish: (envelope, msgId) => ctx.publish(Topic.ingress, envelope, msgId ? { msgId } : undefined),
+        logger: ctx.logger.child({ component: 'eventsub' }),
+        health: (ready, detail, configured) => ctx.health.set('eventsub', ready, detail, { configured }),
+        registerSecret: (value) => ctx.registerSecret(value),
+        streamPollMs: config.STREAM_POLL_MS,
+      }).then((handle) => {
         state.eventsub = handle;
       });
+    } else {
+      ctx.health.set('eventsub', true, 'twitch eventsub is off (TWITCH_EVENTSUB_ENABLED=false)', { configured: false });
     }
   },
 
@@ -260,39 +279,5 @@ const unconfiguredSender = createReplySender({
     isPrivileged: () => false,
   },
 });
-
-/**
- * The EventSub hook (src/platforms/twitch/eventsub.ts): connects with the broadcaster's stored token and
- * publishes follows, stream online/offline, … to ingress. Reports its own `eventsub` health component.
- */
-async function attachEventSub(ctx: Ctx, credentials: { clientId?: string; clientSecret?: string }): Promise<EventSubAttachment | undefined> {
-  const notConfigured = (why: string) => {
-    ctx.health.set('eventsub', true, `twitch eventsub is not configured: ${why}`, { configured: false });
-    return undefined;
-  };
-  if (!credentials.clientId || !credentials.clientSecret) return notConfigured('set the TWITCH_CLIENT_ID and TWITCH_CLIENT_SECRET secrets');
-  const logger = ctx.logger.child({ component: 'eventsub' });
-  try {
-    const loaded = await loadTwitchAuth({ store: ctx.store, clientId: credentials.clientId, clientSecret: credentials.clientSecret, ids: [TwitchTokenId.broadcaster], logger });
-    const broadcaster = loaded.users[TwitchTokenId.broadcaster];
-    if (!broadcaster) return notConfigured('connect the broadcaster account at /oauth/twitch/start?identity=broadcaster');
-    ctx.health.set('eventsub', false, 'twitch eventsub connecting', { configured: true });
-    return await startEventSub({
-      authProvider: loaded.authProvider,
-      clientId: credentials.clientId,
-      broadcasterId: broadcaster.userId,
-      broadcasterLogin: ctx.config.TWITCH_BROADCASTER_LOGIN ?? broadcaster.login,
-      store: ctx.store,
-      publish: (envelope, msgId) => ctx.publish(Topic.ingress, envelope, msgId ? { msgId } : undefined),
-      logger,
-      onState: (eventsub) => ctx.health.set('eventsub', eventsub.status === 'connected', eventsub.detail ?? `twitch eventsub ${eventsub.status}`, { configured: true }),
-    });
-  } catch (error) {
-    const message = safeTwitchErrorMessage(error);
-    logger.error({ error: message }, 'twitch eventsub could not start');
-    ctx.health.set('eventsub', false, `twitch eventsub could not start: ${message}`, { configured: true });
-    return undefined;
-  }
-}
 
 export default service;
