@@ -708,7 +708,10 @@ export async function startFakeTwitch(options: FakeTwitchOptions = {}): Promise<
       return [...openSessions()].reverse()[0];
     },
     notify(type, version, event, notifyOptions = {}) {
-      const targets = fake.activeSubscriptions(type).filter((sub) => !version || sub.version === version);
+      // Like Twitch, only subscriptions whose condition the event matches (e.g. its broadcaster) get it.
+      const targets = fake
+        .activeSubscriptions(type)
+        .filter((sub) => (!version || sub.version === version) && Object.entries(sub.condition).every(([key, value]) => event[key] === undefined || event[key] === null || String(event[key]) === value));
       if (targets.length === 0) throw new Error(`no enabled subscription of type ${type}${version ? ` v${version}` : ''}`);
       const ids: string[] = [];
       for (const sub of targets) {

@@ -8,16 +8,17 @@ import { ApiClient } from '@twurple/api';
 import { getTokenInfo, type AuthProvider } from '@twurple/auth';
 import type { Envelope } from '../../core/index.js';
 import type { Store } from '../../store/index.js';
-import { createTwitchAuthProvider, type TwitchAuthProvider, type TwitchChatAuth } from './auth.js';
+import { createTwitchAuthProvider, type TwitchAuthProvider } from './auth.js';
 import { startEventSub, type EventSubHandle, type EventSubLogger, type EventSubSnapshot, type EventSubState } from './eventsub.js';
 import { CONNECT_BROADCASTER_HINT, describeEventSubPlan, planEventSub, type EventSubPlan, type TwitchIdentity } from './eventsub-plan.js';
 import { channelName } from './normalize.js';
 import { createStreamStatusPoller, type StreamStatusPoller } from './stream-status.js';
 import { TwitchTokenId, safeTwitchErrorMessage } from './token-store.js';
 
-/** A Twitch account with the provider that holds (and refreshes) its token. */
+/** A Twitch account with the token source that holds (and refreshes) its token. */
 export interface HeldIdentity extends TwitchIdentity {
-  provider: AuthProvider;
+  /** Resolved on every use: chat shares the source and may rebuild its provider after a new token is stored. */
+  provider(): Promise<AuthProvider>;
 }
 
 export interface ConnectEventSubOptions {
@@ -45,13 +46,29 @@ export interface TwitchEventSubConnection {
 }
 
 /** The account behind a token source, with the scopes Twitch says the token has; undefined when there is no usable token. */
-export async function identify(auth: TwitchChatAuth | undefined, clientId: string): Promise<HeldIdentity | undefined> {
-  if (!auth) return undefined;
-  const token = auth.userId ? await auth.provider.getAccessTokenForUser(auth.userId) : await auth.provider.getAnyAccessToken();
-  if (!token) return undefined;
-  const info = await getTokenInfo(token.accessToken, clientId);
+export async function identify(source: TwitchAuthProvider, clientId: string): Promise<HeldIdentity | undefined> {
+  let info: Awaited<ReturnType<typeof getTokenInfo>> | undefined;
+  // Chat may refresh the shared token between reading and validating it; read it again then.
+  for (let attempt = 1; !info; attempt += 1) {
+    const auth = await source.resolve();
+    if (!auth) return undefined;
+    const token = auth.userId ? await auth.provider.getAccessTokenForUser(auth.userId) : await auth.provider.getAnyAccessToken();
+    if (!token) return undefined;
+    try {
+      info = await getTokenInfo(token.accessToken, clientId);
+    } catch (error) {
+      if (attempt >= 3) throw error;
+      await new Promise((resolve) => setTimeout(resolve, 100 * attempt));
+    }
+  }
   if (!info.userId || !info.userName) return undefined;
-  return { userId: info.userId, login: info.userName, scopes: info.scopes, provider: auth.provider };
+  const userName = info.userName;
+  const provider = async (): Promise<AuthProvider> => {
+    const current = await source.resolve();
+    if (!current) throw new Error(`the token of ${userName} was removed`);
+    return current.provider;
+  };
+  return { userId: info.userId, login: info.userName, scopes: info.scopes, provider };
 }
 
 /**
@@ -67,20 +84,21 @@ export function createIdentityAuthProvider(clientId: string, identities: readonl
     async getAccessTokenForUser(user) {
       const identity = find(user);
       if (!identity) return null;
-      const token = await identity.provider.getAccessTokenForUser(identity.userId);
+      const token = await (await identity.provider()).getAccessTokenForUser(identity.userId);
       return token ? { ...token, userId: identity.userId } : null;
     },
     async getAnyAccessToken(user) {
       const identity = (user ? find(user) : undefined) ?? identities[0];
       if (!identity) throw new Error('no Twitch user token is connected');
-      const token = await identity.provider.getAccessTokenForUser(identity.userId);
+      const token = await (await identity.provider()).getAccessTokenForUser(identity.userId);
       if (!token) throw new Error(`the token of ${identity.login} is not available`);
       return { ...token, userId: identity.userId };
     },
     async refreshAccessTokenForUser(user) {
       const identity = find(user);
-      if (!identity?.provider.refreshAccessTokenForUser) throw new Error('this token cannot be refreshed');
-      const token = await identity.provider.refreshAccessTokenForUser(identity.userId);
+      const provider = identity ? await identity.provider() : undefined;
+      if (!identity || !provider?.refreshAccessTokenForUser) throw new Error('this token cannot be refreshed');
+      const token = await provider.refreshAccessTokenForUser(identity.userId);
       return { ...token, userId: identity.userId };
     },
   };
@@ -110,7 +128,7 @@ export async function connectTwitchEventSub(options: ConnectEventSubOptions): Pr
     });
     const held = async (source: TwitchAuthProvider | undefined, role: string) => {
       try {
-        return await identify(await source?.resolve(), clientId);
+        return source ? await identify(source, clientId) : undefined;
       } catch (error) {
         logger.warn({ role, error: safeTwitchErrorMessage(error) }, 'twitch token for eventsub is not usable');
         return undefined;
