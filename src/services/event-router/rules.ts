@@ -23,6 +23,8 @@ export interface EvaluationData {
   /** Which optional services can take work here (an unconfigured LLM gets none: no made-up answers). */
   capabilities: { llm: boolean };
   payload: Record<string, unknown>;
+  /** A platform event's kind (`externalEvent.kind`, e.g. `channel.follow`); null for chat. */
+  kind: string | null;
 }
 
 const SlipEntrySchema = z.union([
@@ -176,6 +178,7 @@ export function evaluationData(envelope: Envelope, stage: Stage, botName: string
     botName,
     capabilities,
     payload: envelope.payload,
+    kind: envelope.externalEvent?.kind ?? null,
   };
 }
 
