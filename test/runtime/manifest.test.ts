@@ -4,6 +4,7 @@ import { describe, expect, it } from 'vitest';
 import { z } from 'zod';
 import { PlatformConfigSchema } from '../../src/runtime/config.js';
 import { PROJECT_ROOT, loadArchitecture } from '../../src/runtime/manifest.js';
+import { instantiateService } from '../../src/runtime/service.js';
 import { loadService } from '../../src/services/registry.js';
 
 /** architecture.yaml is the single source of truth: the code must agree with it. */
@@ -16,7 +17,8 @@ describe('architecture.yaml agrees with the code', () => {
       expect(existsSync(path.join(PROJECT_ROOT, manifest.entry)), manifest.entry).toBe(true);
       const definition = await loadService(name);
       expect(definition.name).toBe(name);
-      const consumers = Object.keys(definition.consumers!(new Proxy({}, { get: () => new Proxy(() => undefined, { get: () => undefined }) }) as never)).sort();
+      const stub = new Proxy({}, { get: () => new Proxy(() => undefined, { get: () => undefined }) }) as never;
+      const consumers = Object.keys((await instantiateService(definition, stub)).consumers).sort();
       expect(consumers).toEqual([...manifest.consumes].sort());
       const schema = definition.configSchema as z.ZodObject | undefined;
       const declared = new Set([...manifest.env, ...manifest.secrets, ...architecture.defaults.env, ...architecture.defaults.secrets]);
