@@ -85,6 +85,17 @@ describe('stream status from Helix', () => {
   });
 });
 
+describe('channel updates', () => {
+  it('shows a new title and game from channel.update at once, without waiting for the poll', async () => {
+    world = await startTwitchWorld();
+    await start({ STREAM_POLL_MS: '3600000', ...world.broadcasterEnv() });
+    await world.api.waitFor(() => world.api.activeSubscriptions('channel.update').length === 1, 15_000, 'channel.update subscription');
+    world.api.notify('channel.update', '2', { broadcaster_user_id: STREAMER.id, broadcaster_user_login: STREAMER.login, broadcaster_user_name: STREAMER.displayName, title: 'New title', language: 'en', category_id: '509658', category_name: 'Just Chatting', content_classification_labels: [] });
+    const source = await sourceWhere('twitch:streamer', (doc) => doc.metadata?.title === 'New title', 'the new title');
+    expect(source.metadata).toMatchObject({ game: 'Just Chatting', gameId: '509658' });
+  });
+});
+
 describe('the source record', () => {
   it('follows the chat connection at once, even when nothing has consumed ingress yet', async () => {
     world = await startTwitchWorld();

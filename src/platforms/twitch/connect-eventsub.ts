@@ -11,7 +11,7 @@ import type { Store } from '../../store/index.js';
 import { createTwitchAuthProvider, type TwitchAuthProvider } from './auth.js';
 import { startEventSub, type EventSubHandle, type EventSubLogger, type EventSubSnapshot, type EventSubState } from './eventsub.js';
 import { CONNECT_BROADCASTER_HINT, describeEventSubPlan, planEventSub, type EventSubPlan, type TwitchIdentity } from './eventsub-plan.js';
-import { channelName } from './normalize.js';
+import { channelName, twitchSourceId } from './normalize.js';
 import { createStreamStatusPoller, type StreamStatusPoller } from './stream-status.js';
 import { TwitchTokenId, safeTwitchErrorMessage } from './token-store.js';
 
@@ -165,6 +165,13 @@ export async function connectTwitchEventSub(options: ConnectEventSubOptions): Pr
         publish: async (envelope, msgId) => {
           // The poll must not report again what EventSub just did.
           if (envelope.type === 'system.stream.online' || envelope.type === 'system.stream.offline') poller.noteEvent(envelope.source.channelId ?? '', envelope.type === 'system.stream.online');
+          if (envelope.externalEvent?.kind === 'channel.update') {
+            // A new title or game shows at once, live or not, instead of at the next poll.
+            const update = envelope.payload as { title?: string | null; categoryName?: string | null; categoryId?: string | null };
+            await options.store
+              .mergeSource({ id: twitchSourceId(envelope.source.channel), platform: 'twitch', metadata: { title: update.title ?? null, game: update.categoryName ?? null, gameName: update.categoryName ?? null, gameId: update.categoryId ?? null } })
+              .catch((error: unknown) => logger.warn({ err: error, channel: envelope.source.channel }, 'could not write the channel update'));
+          }
           await options.publish(envelope, msgId);
         },
         logger,

@@ -125,11 +125,14 @@ export function createStreamStatusPoller(options: StreamStatusOptions): StreamSt
         const stored = await options.store.getSource(twitchSourceId(state.channel)).catch(() => undefined);
         if (stored?.streamStatus === 'online') state.online = true;
         else if (stored?.streamStatus === 'offline') state.online = false;
+        if (typeof stored?.metadata?.streamId === 'string') state.streamId = stored.metadata.streamId;
       }
     }
     for (const state of tracked.values()) {
       const stream = live.get(state.channelId);
       const was = state.online;
+      // A different stream id than the one known means a stream ended and a new one began (e.g. while BitBrat was down).
+      const newStream = Boolean(stream && was === true && state.streamId && stream.id && state.streamId !== stream.id);
       if (stream) {
         state.misses = 0;
         Object.assign(state, { online: true, title: stream.title, game: stream.gameName, gameId: stream.gameId, viewerCount: stream.viewers, startedAt: stream.startDate.toISOString(), streamId: stream.id });
@@ -144,7 +147,7 @@ export function createStreamStatusPoller(options: StreamStatusOptions): StreamSt
       }
       state.checkedAt = at.toISOString();
       await options.store.mergeSource(streamSourcePatch(state, at)).catch((error: unknown) => options.logger.warn({ component: 'stream-status', err: error, channel: state.channel }, 'could not write stream state'));
-      if (was !== state.online && (state.online || was === true)) {
+      if ((was !== state.online && (state.online || was === true)) || newStream) {
         options.logger.info({ component: 'stream-status', channel: state.channel, online: state.online }, state.online ? 'stream is live (found by poll)' : 'stream went offline (found by poll)');
         const envelope = buildPolledStreamEnvelope(state, at);
         await options.publish(envelope, `stream-poll:${state.channelId}:${state.online ? `online:${state.streamId ?? ''}` : `offline:${at.getTime()}`}`).catch((error: unknown) =>
