@@ -11,7 +11,7 @@ import { startEventSub, type EventSubState } from '../../src/platforms/twitch/ev
 import service from '../../src/services/ingress-egress/index.js';
 import { createStore, type Store } from '../../src/store/index.js';
 import { collect, startTestHost } from '../support/harness.js';
-import { BOT, OTHER, STREAMER, THIRD, startTwitchWorld, type TwitchWorld } from '../support/twitch-world.js';
+import { BOT, BROADCASTER_SCOPES, OTHER, STREAMER, THIRD, startTwitchWorld, type TwitchWorld } from '../support/twitch-world.js';
 import { waitFor } from '../support/wait.js';
 
 let store: Store;
@@ -54,7 +54,7 @@ describe('ingress-egress EventSub from environment tokens', () => {
     world = await startTwitchWorld({ channels: [STREAMER.login, OTHER.login] });
     const observed = await start(world.env());
 
-    await world.api.waitFor(() => world.api.activeSubscriptions().length === 8, 15_000, 'eight subscriptions');
+    await world.api.waitFor(() => world.api.activeSubscriptions().length === 8, 30_000, 'eight subscriptions');
     for (const channel of [STREAMER, OTHER]) {
       expect(subsOf(channel.id).map((sub) => sub.type).sort()).toEqual(['channel.raid', 'channel.update', 'stream.offline', 'stream.online']);
     }
@@ -115,6 +115,20 @@ describe('ingress-egress EventSub from environment tokens', () => {
     expect(health.ready).toBe(false);
     expect(health.detail).toContain('not subscribed: channel.raid #otherchan, channel.raid #thirdchan');
     expect(world.api.activeSubscriptions('stream.offline')).toHaveLength(3);
+  });
+
+  it('picks up a broadcaster connected after start-up (as the OAuth flow stores it) without a restart', async () => {
+    world = await startTwitchWorld();
+    await start(world.env({ SOURCE_HEARTBEAT_MS: '200' }));
+    await world.api.waitFor(() => world.api.activeSubscriptions().length === 4, 15_000, 'the bot’s four subscriptions');
+    const token = world.api.issueToken(STREAMER.id, { scopes: BROADCASTER_SCOPES });
+    await store.putToken({ id: 'twitch:broadcaster', accessToken: token.accessToken, refreshToken: token.refreshToken, scopes: BROADCASTER_SCOPES, userId: STREAMER.id, login: STREAMER.login, obtainedAt: new Date().toISOString() });
+    await world.api.waitFor(() => subsOf(STREAMER.id).length === 10 && subsOf(STREAMER.id).every((sub) => ownerOf(sub.transport.session_id) === STREAMER.id), 15_000, 'every type with the broadcaster token');
+    const health = await waitFor(async () => {
+      const current = await eventsubHealth();
+      return current?.detail.includes('10/10') ? current : undefined;
+    }, { message: 'eventsub health with 10/10 active' });
+    expect(health.detail).not.toContain('waiting for the broadcaster');
   });
 
   it('is off with TWITCH_EVENTSUB_ENABLED=false', async () => {

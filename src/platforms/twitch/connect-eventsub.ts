@@ -36,6 +36,8 @@ export interface ConnectEventSubOptions {
   health(ready: boolean, detail: string, configured: boolean): void;
   registerSecret(value: string | undefined): void;
   streamPollMs: number;
+  /** How often a missing bot or broadcaster token is looked for in the store (the OAuth flow may add one). Default 30 000. */
+  rescanMs?: number;
 }
 
 export interface TwitchEventSubConnection {
@@ -104,8 +106,38 @@ export function createIdentityAuthProvider(clientId: string, identities: readonl
   };
 }
 
-/** Connects EventSub and the stream poll; never throws (problems become the `eventsub` health detail). */
+/**
+ * Connects EventSub and the stream poll; never throws (problems become the `eventsub` health detail).
+ * When the OAuth flow stores a token that was missing (the broadcaster, typically), it connects again
+ * with the new plan, so connecting the broadcaster needs no restart.
+ */
 export async function connectTwitchEventSub(options: ConnectEventSubOptions): Promise<TwitchEventSubConnection | undefined> {
+  let active: TwitchEventSubConnection | undefined;
+  let stopped = false;
+  let restarting: Promise<void> | undefined;
+  const restart = () => {
+    restarting ??= (async () => {
+      options.logger.info({}, 'a new Twitch token was stored; reconnecting eventsub with it');
+      const previous = active;
+      active = undefined;
+      await previous?.stop();
+      if (!stopped) active = await connectOnce(options, restart);
+    })().finally(() => (restarting = undefined));
+  };
+  active = await connectOnce(options, restart);
+  if (!active) return undefined;
+  return {
+    async stop() {
+      stopped = true;
+      await restarting;
+      await active?.stop();
+    },
+    snapshot: () => active?.snapshot() ?? { status: 'reconnecting' },
+    refreshStreams: async () => await active?.refreshStreams(),
+  };
+}
+
+async function connectOnce(options: ConnectEventSubOptions, onNewToken: () => void): Promise<TwitchEventSubConnection | undefined> {
   const { logger } = options;
   const notConfigured = (why: string) => {
     options.health(true, `twitch eventsub is not configured: ${why}`, false);
@@ -114,6 +146,7 @@ export async function connectTwitchEventSub(options: ConnectEventSubOptions): Pr
   if (!options.clientId || !options.clientSecret) return notConfigured('set the TWITCH_CLIENT_ID and TWITCH_CLIENT_SECRET secrets');
   if (options.channels.length === 0) return notConfigured('set TWITCH_CHANNELS');
   const clientId = options.clientId;
+  let stopWatching = () => undefined as void;
   try {
     const broadcasterAuth = createTwitchAuthProvider({
       clientId,
@@ -134,9 +167,36 @@ export async function connectTwitchEventSub(options: ConnectEventSubOptions): Pr
         return undefined;
       }
     };
+    const versionOf = async (id: string) => (await options.store.getToken(id).catch(() => undefined))?.version ?? 0;
     const [bot, broadcaster] = await Promise.all([held(options.bot, 'bot'), held(broadcasterAuth, 'broadcaster')]);
+    // Watch the store for the identities missing now; a changed token version means someone connected one.
+    const missing = [...(bot ? [] : [TwitchTokenId.bot]), ...(broadcaster ? [] : [TwitchTokenId.broadcaster])];
+    const seen = new Map(await Promise.all(missing.map(async (id) => [id, await versionOf(id)] as const)));
+    let watchStopped = false;
+    const watcher = missing.length
+      ? setInterval(() => {
+          void (async () => {
+            for (const [id, version] of seen) {
+              if (!watchStopped && (await versionOf(id)) !== version) {
+                watchStopped = true;
+                clearInterval(watcher);
+                onNewToken();
+                return;
+              }
+            }
+          })();
+        }, options.rescanMs ?? 30_000)
+      : undefined;
+    watcher?.unref();
+    stopWatching = () => {
+      watchStopped = true;
+      if (watcher) clearInterval(watcher);
+    };
     const identities = [broadcaster, bot].filter((identity): identity is HeldIdentity => identity !== undefined);
-    if (identities.length === 0) return notConfigured(`connect the bot account at /oauth/twitch/start?identity=bot (or set TWITCH_ACCESS_TOKEN), or ${CONNECT_BROADCASTER_HINT}`);
+    if (identities.length === 0) {
+      notConfigured(`connect the bot account at /oauth/twitch/start?identity=bot (or set TWITCH_ACCESS_TOKEN), or ${CONNECT_BROADCASTER_HINT}`);
+      return { stop: async () => stopWatching(), snapshot: () => ({ status: 'not_configured' }), refreshStreams: async () => undefined };
+    }
 
     const apiClient = new ApiClient({ authProvider: createIdentityAuthProvider(clientId, identities) });
     const logins = options.channels.map((channel) => channelName(channel));
@@ -184,6 +244,7 @@ export async function connectTwitchEventSub(options: ConnectEventSubOptions): Pr
     report();
     return {
       async stop() {
+        stopWatching();
         await poller.stop();
         await handle?.stop();
       },
@@ -200,6 +261,7 @@ export async function connectTwitchEventSub(options: ConnectEventSubOptions): Pr
       refreshStreams: () => poller.refresh(),
     };
   } catch (error) {
+    stopWatching();
     const message = safeTwitchErrorMessage(error);
     logger.error({ error: message }, 'twitch eventsub could not start');
     options.health(false, `twitch eventsub could not start: ${message}`, true);

@@ -248,6 +248,7 @@ export const service = defineService({
         health: (ready, detail, configured) => ctx.health.set('eventsub', ready, detail, { configured }),
         registerSecret: (value) => ctx.registerSecret(value),
         streamPollMs: config.STREAM_POLL_MS,
+        rescanMs: config.SOURCE_HEARTBEAT_MS,
       }).then((handle) => {
         state.eventsub = handle;
       });
