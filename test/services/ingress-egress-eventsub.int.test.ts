@@ -79,7 +79,7 @@ describe('ingress-egress EventSub from environment tokens', () => {
   it('uses TWITCH_BROADCASTER_* for every type of the broadcaster’s channel and the bot’s token elsewhere', async () => {
     world = await startTwitchWorld({ channels: [STREAMER.login, OTHER.login] });
     await start(world.env(world.broadcasterEnv()));
-    await world.api.waitFor(() => world.api.activeSubscriptions().length === 14, 15_000, 'fourteen subscriptions');
+    await world.api.waitFor(() => world.api.activeSubscriptions().length === 14, 30_000, 'fourteen subscriptions');
     expect(subsOf(STREAMER.id)).toHaveLength(10);
     expect(new Set(subsOf(STREAMER.id).map((sub) => ownerOf(sub.transport.session_id)))).toEqual(new Set([STREAMER.id]));
     expect(new Set(subsOf(OTHER.id).map((sub) => ownerOf(sub.transport.session_id)))).toEqual(new Set([BOT.id]));
@@ -94,7 +94,7 @@ describe('ingress-egress EventSub from environment tokens', () => {
     world = await startTwitchWorld({ channels: [STREAMER.login, OTHER.login], botScopes: ['chat:read', 'chat:edit', 'moderator:read:followers'] });
     world.api.addModerator(STREAMER.id, BOT.id);
     await start(world.env());
-    await world.api.waitFor(() => world.api.activeSubscriptions('channel.follow').length === 1, 15_000, 'a follow subscription');
+    await world.api.waitFor(() => world.api.activeSubscriptions('channel.follow').length === 1, 30_000, 'a follow subscription');
     expect(world.api.activeSubscriptions('channel.follow')[0]!.condition).toEqual({ broadcaster_user_id: STREAMER.id, moderator_user_id: BOT.id });
     const health = await waitFor(async () => {
       const current = await eventsubHealth();
@@ -107,7 +107,7 @@ describe('ingress-egress EventSub from environment tokens', () => {
   it('stays within max_total_cost with three channels on the bot’s token and reports the limit as a health error', async () => {
     world = await startTwitchWorld({ channels: [STREAMER.login, OTHER.login, THIRD.login] });
     await start(world.env());
-    await world.api.waitFor(() => world.api.activeSubscriptions().length === 10, 15_000, 'ten subscriptions');
+    await world.api.waitFor(() => world.api.activeSubscriptions().length === 10, 30_000, 'ten subscriptions');
     const health = await waitFor(async () => {
       const current = await eventsubHealth();
       return current?.detail.includes('max_total_cost') ? current : undefined;
@@ -120,10 +120,10 @@ describe('ingress-egress EventSub from environment tokens', () => {
   it('picks up a broadcaster connected after start-up (as the OAuth flow stores it) without a restart', async () => {
     world = await startTwitchWorld();
     await start(world.env({ SOURCE_HEARTBEAT_MS: '200' }));
-    await world.api.waitFor(() => world.api.activeSubscriptions().length === 4, 15_000, 'the bot’s four subscriptions');
+    await world.api.waitFor(() => world.api.activeSubscriptions().length === 4, 30_000, 'the bot’s four subscriptions');
     const token = world.api.issueToken(STREAMER.id, { scopes: BROADCASTER_SCOPES });
     await store.putToken({ id: 'twitch:broadcaster', accessToken: token.accessToken, refreshToken: token.refreshToken, scopes: BROADCASTER_SCOPES, userId: STREAMER.id, login: STREAMER.login, obtainedAt: new Date().toISOString() });
-    await world.api.waitFor(() => subsOf(STREAMER.id).length === 10 && subsOf(STREAMER.id).every((sub) => ownerOf(sub.transport.session_id) === STREAMER.id), 15_000, 'every type with the broadcaster token');
+    await world.api.waitFor(() => subsOf(STREAMER.id).length === 10 && subsOf(STREAMER.id).every((sub) => ownerOf(sub.transport.session_id) === STREAMER.id), 30_000, 'every type with the broadcaster token');
     const health = await waitFor(async () => {
       const current = await eventsubHealth();
       return current?.detail.includes('10/10') ? current : undefined;

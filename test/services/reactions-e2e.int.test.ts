@@ -60,7 +60,7 @@ async function notify(type: string, version: string, event: Record<string, unkno
     const page = await store.listEvents({ type: 'twitch.eventsub.v1', limit: 200 });
     const match = page.items.find((item) => item.final?.externalEvent?.id === messageId);
     return match?.outcome ? match : undefined;
-  }, { timeoutMs: 20_000, message: `the final record of ${type} ${messageId}` });
+  }, { timeoutMs: 50_000, message: `the final record of ${type} ${messageId}` });
 }
 
 const privmsgContaining = (text: string) => world.irc.waitFor(() => world.irc.messagesTo(STREAMER.login).find((message) => message.text.includes(text)), 15_000);
@@ -108,7 +108,7 @@ describe('default chat reactions, from EventSub to a PRIVMSG', () => {
     await privmsgContaining(`Thank you ${gifter.user_name} for gifting 50 subs!`);
     expect(records.slice(1).every((record) => record.replyDelivered === false && record.outcome === 'completed')).toBe(true);
     expect(world.irc.messagesTo(STREAMER.login).slice(before).map((message) => message.text)).toEqual([`Thank you ${gifter.user_name} for gifting 50 subs!`]);
-  }, 60_000);
+  }, 120_000);
 });
 
 describe('changing reactions', () => {

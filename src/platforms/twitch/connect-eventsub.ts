@@ -117,7 +117,7 @@ export async function connectTwitchEventSub(options: ConnectEventSubOptions): Pr
   let restarting: Promise<void> | undefined;
   const restart = () => {
     restarting ??= (async () => {
-      options.logger.info({}, 'a new Twitch token was stored; reconnecting eventsub with it');
+      options.logger.info({}, 'reconnecting eventsub (a new Twitch token was stored, or the last attempt failed)');
       const previous = active;
       active = undefined;
       await previous?.stop();
@@ -263,8 +263,12 @@ async function connectOnce(options: ConnectEventSubOptions, onNewToken: () => vo
   } catch (error) {
     stopWatching();
     const message = safeTwitchErrorMessage(error);
-    logger.error({ error: message }, 'twitch eventsub could not start');
-    options.health(false, `twitch eventsub could not start: ${message}`, true);
-    return undefined;
+    const retryMs = options.rescanMs ?? 30_000;
+    logger.error({ error: message, retryMs }, 'twitch eventsub could not start; trying again');
+    options.health(false, `twitch eventsub could not start: ${message}; trying again every ${Math.round(retryMs / 1000)} s`, true);
+    // Twitch or the network may be back soon; a failed start must not leave EventSub off until a restart.
+    const retry = setTimeout(onNewToken, retryMs);
+    retry.unref();
+    return { stop: async () => clearTimeout(retry), snapshot: () => ({ status: 'error', error: message }), refreshStreams: async () => undefined };
   }
 }
