@@ -10,9 +10,9 @@ import { safeTwitchErrorMessage } from '../../platforms/twitch/token-store.js';
 
 const SERVICE = 'oauth-flow';
 
-/** Scopes asked for by default: chat for the bot, EventSub (follows, subs, bits, redemptions) for the broadcaster. */
+/** Scopes asked for by default: chat for the bot, EventSub (follows, subs, bits, redemptions) and raid shoutouts for the broadcaster. */
 export const DEFAULT_TWITCH_OAUTH_SCOPES =
-  'chat:read chat:edit user:read:chat user:write:chat moderator:read:followers channel:read:subscriptions bits:read channel:read:redemptions';
+  'chat:read chat:edit user:read:chat user:write:chat moderator:read:followers channel:read:subscriptions bits:read channel:read:redemptions moderator:manage:shoutouts';
 export const TWITCH_AUTHORIZE_URL = 'https://id.twitch.tv/oauth2/authorize';
 /** How long a /start link stays valid. */
 export const STATE_TTL_MS = 10 * 60_000;
