@@ -110,3 +110,43 @@ describe('the stream state the API shows', () => {
     expect(streamStateOf({ id: 'console', platform: 'api' })).toBeUndefined();
   });
 });
+
+describe('the reactions step', () => {
+  const claims = new Map<string, number>();
+  const ctx = {
+    config: { REACTIONS_FOLLOW_WINDOW_MS: 10_000 },
+    store: {
+      async claimKey(namespace: string, key: string, ttlMs: number) {
+        const id = `${namespace}:${key}`;
+        if ((claims.get(id) ?? 0) > Date.now()) return false;
+        claims.set(id, Date.now() + ttlMs);
+        return true;
+      },
+    },
+  };
+  const routed = (kind: string, name: string, payload: Record<string, unknown>, user = { id: '7', name: 'fan', displayName: 'Fan' }) => ({
+    ...eventsub(kind, payload, user),
+    annotations: [{ id: 'a1', kind: 'reaction', source: 'event-router', createdAt: new Date().toISOString(), label: name, payload: { template: REACTIONS[name as keyof typeof REACTIONS].template } }],
+  });
+
+  it('thanks the first follow of a wave and records the rest without a message', async () => {
+    const { service } = await import('../../src/services/reactions/index.js');
+    const instance = await service.setup!(ctx as never);
+    const consumer = instance.consumers['internal.reactions.v1'] as { handle: (envelope: unknown, handler: unknown) => Promise<any> };
+    const first = await consumer.handle(routed('channel.follow', 'follow', {}), {});
+    expect(first.envelope.candidates.map((candidate: any) => candidate.text)).toEqual(['Thanks for the follow, Fan! Welcome in.']);
+    expect(first.envelope.source.egressDestination).toBe('internal.egress.v1');
+    const second = await consumer.handle(routed('channel.follow', 'follow', {}, { id: '8', name: 'other', displayName: 'Other' }), {});
+    expect(second.envelope.candidates ?? []).toEqual([]);
+    expect(second.envelope.annotations.at(-1)).toMatchObject({ kind: 'reaction-result', label: 'suppressed' });
+  });
+
+  it('folds a gifted sub into its gift: no message of its own', async () => {
+    const { service } = await import('../../src/services/reactions/index.js');
+    const instance = await service.setup!(ctx as never);
+    const consumer = instance.consumers['internal.reactions.v1'] as { handle: (envelope: unknown, handler: unknown) => Promise<any> };
+    const gifted = await consumer.handle(routed('channel.subscribe', 'subscribe', { isGift: true }), {});
+    expect(gifted.envelope.candidates ?? []).toEqual([]);
+    expect(gifted.envelope.annotations.at(-1)).toMatchObject({ kind: 'reaction-result', label: 'batched', payload: { into: 'gift' } });
+  });
+});
