@@ -99,7 +99,7 @@ describe('bitbrat CLI', () => {
         const response = await fetch(`http://127.0.0.1:${port}/readyz`).catch(() => undefined);
         return response?.status === 200 ? ((await response.json()) as { components: Record<string, { ready: boolean }> }) : undefined;
       }, { timeoutMs: 90_000, intervalMs: 250, message: `bitbrat start to be ready; output: ${output.slice(-2000)}` });
-      for (const service of ['auth', 'event-router', 'query-analyzer', 'commands', 'llm-bot', 'persistence', 'finalizer', 'api-gateway', 'ingress-egress', 'discord']) {
+      for (const service of ['auth', 'event-router', 'query-analyzer', 'commands', 'reactions', 'llm-bot', 'persistence', 'finalizer', 'api-gateway', 'ingress-egress', 'discord', 'obs']) {
         expect(Object.keys(ready.components).some((key) => key.startsWith(`${service}.`)), service).toBe(true);
       }
       const health = (await (await fetch(`http://127.0.0.1:${port}/healthz`)).json()) as { services: string[] };
@@ -116,7 +116,7 @@ describe('bitbrat CLI', () => {
 });
 
 describe('bitbrat commands and dlq against a running platform (embedded store, through the API)', () => {
-  it('adds, lists and deletes a custom command, lists dead letters, and sends a chat message', async () => {
+  it('adds, lists and deletes a custom command, switches off and rewords a reaction, lists dead letters, and sends a chat message', async () => {
     const dataDir = await mkdtemp(path.join(tmpdir(), 'bitbrat-ops-'));
     const port = await freePort();
     const env = { PORT: String(port), DATA_DIR: dataDir };
@@ -139,6 +139,14 @@ describe('bitbrat commands and dlq against a running platform (embedded store, t
       const removed = await run(['commands', 'delete', '!discord'], env);
       expect(removed.code).toBe(0);
       expect((await run(['commands', 'list'], env)).stdout).not.toContain('!discord');
+      const off = await run(['reactions', 'set', 'follow', '--off', '--template', 'Welcome {user}!'], env);
+      expect(off.code).toBe(0);
+      expect(off.stdout).toMatch(/^follow +off +Welcome \{user\}!/);
+      const reactions = await run(['reactions', 'list'], env);
+      expect(reactions.stdout).toMatch(/^raid +on +\{raider\} is raiding with \{viewers\} viewers!/m);
+      const bad = await run(['reactions', 'set', 'cheer', '--template', 'thanks {nobody}'], env);
+      expect(bad.code).not.toBe(0);
+      expect(bad.stderr).toContain('unknown variable {nobody}');
       const letters = await run(['dlq', 'list'], env);
       expect(letters.code).toBe(0);
       expect(letters.stdout).toContain('no dead letters');

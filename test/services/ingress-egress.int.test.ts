@@ -539,7 +539,8 @@ describe('ingress-egress without Twitch configuration', () => {
     host = await startTestHost({
       services: [service],
       bus,
-      env: { INSTANCE_ID: 'ie-stored', TWITCH_CHANNELS: 'storechan', TWITCH_IRC_URL: fake.url, TWITCH_CLIENT_ID: 'fake-client-id', TWITCH_CLIENT_SECRET: 'fake-client-secret-value' },
+      // EventSub (on whenever credentials exist) needs Helix, which this chat-only fake does not serve.
+      env: { INSTANCE_ID: 'ie-stored', TWITCH_CHANNELS: 'storechan', TWITCH_IRC_URL: fake.url, TWITCH_CLIENT_ID: 'fake-client-id', TWITCH_CLIENT_SECRET: 'fake-client-secret-value', TWITCH_EVENTSUB_ENABLED: 'false' },
       architecture: loadArchitecture(),
       extra: { store },
     });
