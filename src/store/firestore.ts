@@ -12,6 +12,7 @@
  * - Claims and counters carry `expireAt` (Timestamp) so a Firestore TTL policy can sweep them.
  */
 import { FieldPath, Firestore, Timestamp, type CollectionReference, type DocumentData, type DocumentReference, type Query, type Transaction } from '@google-cloud/firestore';
+import { wellFormedDeep } from '../core/builders.js';
 import { BitBratError } from '../core/errors.js';
 import { loadTokenCipher, type TokenCipher } from './crypto.js';
 import { compact, decodeCursor, dedupe, encodeCursor, pageSize, parseQueryTime } from './common.js';
@@ -315,7 +316,22 @@ function toCommand(data: DocumentData): CommandRecord {
 
 export function createFirestoreStore(options: CreateStoreOptions): Store {
   if (!options.firestore?.projectId) throw new BitBratError('CONFIG_INVALID', 'the firestore store driver needs a project id');
-  return new FirestoreStore(options);
+  return storableArguments(new FirestoreStore(options));
+}
+
+/**
+ * The store with every string inside every argument made well-formed (NUL and lone surrogates become
+ * U+FFFD): Firestore refuses a write holding invalid UTF-16, and no viewer input may make a record fail.
+ * Arguments that need no repair pass through unchanged.
+ */
+function storableArguments(store: Store): Store {
+  return new Proxy(store, {
+    get(target, key, receiver) {
+      const value = Reflect.get(target, key, receiver);
+      if (typeof value !== 'function') return value;
+      return (...args: unknown[]) => value.apply(target, args.map((arg) => wellFormedDeep(arg)));
+    },
+  });
 }
 
 class FirestoreStore implements Store {

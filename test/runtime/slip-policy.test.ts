@@ -16,7 +16,7 @@ import {
   stepTimeoutMs,
   type NextHopInput,
 } from '../../src/runtime/slip-policy.js';
-import { knownSteps } from '../../src/runtime/manifest.js';
+import { knownSteps, loadArchitecture } from '../../src/runtime/manifest.js';
 import { testArchitecture } from '../support/harness.js';
 
 const NOW = '2026-01-01T00:00:00.000Z';
@@ -320,7 +320,14 @@ describe('history and deadlines (R9/R10)', () => {
 
 describe('known steps', () => {
   it('come from the consumed step topics of architecture.yaml, without fixed stages or per-instance topics', () => {
-    expect(knownSteps()).toEqual(['commands', 'llm-bot', 'query-analyzer', 'router']);
+    const architecture = loadArchitecture();
+    const expected = Object.values(architecture.services)
+      .flatMap((service) => service.consumes)
+      .map((topic) => /^internal\.(.+)\.v1$/.exec(topic)?.[1])
+      .filter((step): step is string => !!step && !['ingress', 'authenticated', 'egress', 'finalizer', 'deadletter'].includes(step) && !step.includes('{'));
+    expect(knownSteps()).toEqual([...new Set(expected)].sort());
+    expect(knownSteps()).toEqual(expect.arrayContaining(['commands', 'llm-bot', 'query-analyzer', 'router']));
+    expect(knownSteps()).not.toContain('ingress');
   });
 
   it('of several architectures are the steps of all of them', () => {
