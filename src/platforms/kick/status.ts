@@ -21,6 +21,8 @@ export interface KickStatusInput {
   /** Lag of the last webhook (Kick's time of the event → arrival), ms. */
   lastLagMs?: number | null;
   lastEventAt?: string | null;
+  /** The stream's state as last learned (GET /channels at start, then livestream.status.updated). */
+  stream?: { online: boolean; title?: string; startedAt?: string; viewerCount?: number };
   /** What to set, when not configured. */
   hint?: string;
   at?: Date;
@@ -43,7 +45,9 @@ export function buildKickStatusEnvelope(input: KickStatusInput): Envelope {
       metrics: { ...input.metrics, lastHeartbeat: at.toISOString() },
       lastError: input.lastError,
       latencyMs: input.lastLagMs ?? null,
+      ...(input.stream ? { streamStatus: input.stream.online ? 'online' : 'offline', viewerCount: input.stream.online ? (input.stream.viewerCount ?? null) : null } : {}),
       metadata: {
+        ...(input.stream ? { title: input.stream.title ?? null, startedAt: input.stream.online ? (input.stream.startedAt ?? null) : null } : {}),
         channel: slug,
         delivery: 'webhook',
         subscriptions: input.subscriptions ?? [],

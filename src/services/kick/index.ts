@@ -5,7 +5,6 @@ import { continueWith, defineService, failed, type EnvelopeConsumer, type Handle
 import {
   KickTokenId,
   buildKickStatusEnvelope,
-  buildKickStreamEnvelope,
   createKickClient,
   createKickReplySender,
   createKickTokens,
@@ -38,6 +37,7 @@ interface ChannelState {
   subscriptions: string[];
   lastLagMs: number | null;
   lastEventAt: string | null;
+  stream?: { online: boolean; title?: string; startedAt?: string; viewerCount?: number };
 }
 
 /** What an operator must do before Kick works, in words they can act on; undefined when nothing. */
@@ -116,6 +116,7 @@ export const service = defineService<Config>({
           subscriptions: channel.subscriptions,
           lastLagMs: channel.lastLagMs,
           lastEventAt: channel.lastEventAt,
+          ...(channel.stream ? { stream: channel.stream } : {}),
           ...(status === 'not_configured' && hint ? { hint } : {}),
           at,
         }),
@@ -168,17 +169,13 @@ export const service = defineService<Config>({
           const state = channelState(channel.slug);
           state.broadcasterUserId = channel.broadcaster_user_id;
           const online = channel.stream?.is_live === true;
-          await ctx.publish(
-            Topic.ingress,
-            buildKickStreamEnvelope({
-              slug: channel.slug,
-              broadcasterUserId: String(channel.broadcaster_user_id),
-              online,
-              ...(channel.stream_title ? { title: channel.stream_title } : {}),
-              ...(online && channel.stream?.start_time ? { startedAt: channel.stream.start_time } : {}),
-              ...(online && typeof channel.stream?.viewer_count === 'number' ? { viewerCount: channel.stream.viewer_count } : {}),
-            }),
-          );
+          // Carried by every status of the source (not a one-off event), so it is never lost to a restart.
+          state.stream = {
+            online,
+            ...(channel.stream_title ? { title: channel.stream_title } : {}),
+            ...(online && channel.stream?.start_time ? { startedAt: channel.stream.start_time } : {}),
+            ...(online && typeof channel.stream?.viewer_count === 'number' ? { viewerCount: channel.stream.viewer_count } : {}),
+          };
         }
         const unknown = [...channels.values()].filter((channel) => !channel.broadcasterUserId).map((channel) => channel.slug);
         if (unknown.length > 0) recordError('NOT_FOUND', new Error(`Kick has no channel ${unknown.join(', ')}`));
@@ -225,6 +222,8 @@ export const service = defineService<Config>({
           scope.addContentTypeParser('*', { parseAs: 'buffer' }, (_request, body, done) => done(null, body));
           scope.post(KICK_WEBHOOK_PATH, async (request, reply) => {
             const rawBody = Buffer.isBuffer(request.body) ? request.body : Buffer.alloc(0);
+            // Unconfigured, nothing is fetched from Kick on a stranger's request.
+            if (!publicKey && status === 'not_configured') return reply.status(503).send({ error: 'NOT_CONFIGURED', message: hint ?? 'Kick is not configured' });
             const key = await loadPublicKey().catch((error: unknown) => {
               recordError('PUBLIC_KEY', error);
               return undefined;
@@ -253,6 +252,11 @@ export const service = defineService<Config>({
             channel.messagesIn += 1;
             channel.lastLagMs = lagMs;
             channel.lastEventAt = receivedAt.toISOString();
+            for (const envelope of normalized.envelopes) {
+              if (envelope.type !== 'system.stream.online' && envelope.type !== 'system.stream.offline') continue;
+              const payload = envelope.payload as { streamStatus: string; title?: string; startedAt?: string };
+              channel.stream = { online: payload.streamStatus === 'online', ...(payload.title ? { title: payload.title } : {}), ...(payload.startedAt ? { startedAt: payload.startedAt } : {}) };
+            }
             for (const [index, envelope] of normalized.envelopes.entries()) {
               await ctx.publish(Topic.ingress, envelope, { msgId: `kick:${headers.messageId}:${index}` });
             }
