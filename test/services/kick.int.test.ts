@@ -263,6 +263,34 @@ describe('the kick service without Kick configured', () => {
     }
   });
 
+  it('picks up a token the OAuth flow stores after start-up and then subscribes', async () => {
+    const fake = await startFakeKick();
+    fake.users.set(2002, { user_id: 2002, name: 'BratBot' });
+    fake.channels.set('other', { broadcaster_user_id: 1010, slug: 'other', stream_title: '', stream: { is_live: false, start_time: '', viewer_count: 0 } });
+    const bus = createMemoryBus();
+    await bus.connect();
+    await store.deleteToken('kick:bot');
+    await store.deleteToken('kick:broadcaster');
+    const host = await startTestHost({
+      services: [kick],
+      bus,
+      env: { INSTANCE_ID: INSTANCE, DATA_DIR: 'memory://', KICK_CHANNELS: 'other', KICK_CLIENT_ID: fake.clientId, KICK_API_URL: fake.url, KICK_AUTH_URL: fake.url, SOURCE_HEARTBEAT_MS: '100' },
+      extra: { store },
+    });
+    try {
+      expect((await host.app.inject({ method: 'GET', url: '/readyz' })).json().components['kick.kick']).toMatchObject({ configured: false, detail: expect.stringContaining('/oauth/kick/start') });
+      expect(fake.requestsTo('/public/v1/events/subscriptions', 'POST')).toHaveLength(0);
+      const issued = fake.issueToken(2002);
+      await store.putToken({ id: 'kick:bot', accessToken: issued.accessToken, refreshToken: issued.refreshToken, scopes: ['chat:write', 'events:subscribe'], obtainedAt: new Date().toISOString(), userId: '2002' });
+      await waitFor(async () => ((await host.app.inject({ method: 'GET', url: '/readyz' })).json().components['kick.kick']?.configured === true && fake.subscriptions.length === 6 ? true : undefined));
+      expect(fake.subscriptions.every((sub) => sub.broadcaster_user_id === 1010)).toBe(true);
+    } finally {
+      await host.stop();
+      await bus.close();
+      await fake.stop();
+    }
+  });
+
   it('fails at start-up listing every bad setting', async () => {
     const bus = createMemoryBus();
     const started = startTestHost({ services: [kick], bus, env: { KICK_CHANNELS: 'ok,not a slug', KICK_PUBLIC_KEY: 'not a key', KICK_API_URL: 'nope' } });

@@ -63,6 +63,8 @@ export function verifyKickWebhook(input: { key: KeyObject; headers: Record<strin
     !eventType && 'Kick-Event-Type',
   ].filter(Boolean);
   if (missing.length > 0) return { ok: false, status: 400, code: 'BAD_REQUEST', message: `missing header${missing.length > 1 ? 's' : ''}: ${missing.join(', ')}` };
+  // The id becomes a dedup key in the store; Kick's are ULIDs.
+  if (messageId!.length > 128) return { ok: false, status: 400, code: 'BAD_REQUEST', message: 'the Kick-Event-Message-Id is longer than 128 characters' };
   const signed = Buffer.concat([Buffer.from(`${messageId}.${timestamp}.`, 'utf8'), input.rawBody]);
   let valid = false;
   try {

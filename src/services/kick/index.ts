@@ -85,6 +85,16 @@ export const service = defineService<Config>({
     let statusChain: Promise<void> = Promise.resolve();
     let connecting: Promise<void> | undefined;
     let stopped = false;
+    /** One connection attempt at a time. */
+    let busy = false;
+    const background = (attempt: () => Promise<void>) => {
+      busy = true;
+      connecting = attempt()
+        .catch((error: unknown) => recordError('PROVIDER_ERROR', error))
+        .finally(() => {
+          busy = false;
+        });
+    };
 
     const channelState = (slug: string): ChannelState => {
       const name = kickChannelName(slug);
@@ -257,8 +267,15 @@ export const service = defineService<Config>({
               const payload = envelope.payload as { streamStatus: string; title?: string; startedAt?: string };
               channel.stream = { online: payload.streamStatus === 'online', ...(payload.title ? { title: payload.title } : {}), ...(payload.startedAt ? { startedAt: payload.startedAt } : {}) };
             }
-            for (const [index, envelope] of normalized.envelopes.entries()) {
-              await ctx.publish(Topic.ingress, envelope, { msgId: `kick:${headers.messageId}:${index}` });
+            try {
+              for (const [index, envelope] of normalized.envelopes.entries()) {
+                await ctx.publish(Topic.ingress, envelope, { msgId: `kick:${headers.messageId}:${index}` });
+              }
+            } catch (error) {
+              // ctx.publish already retried; the id is claimed, so Kick's retry of it will not bring it back.
+              recordError('PUBLISH_FAILED', error);
+              ctx.logger.error({ err: error, messageId: headers.messageId, event: headers.eventType }, 'kick event could not be published to ingress; it is lost');
+              return reply.status(503).send({ error: 'BUS_UNAVAILABLE', message: 'the event could not be handed to the bus' });
             }
             return reply.status(200).send({ ok: true });
           });
@@ -278,24 +295,31 @@ export const service = defineService<Config>({
           logger: ctx.logger,
         });
         await tokens.seed();
-        const hasToken = Boolean((await tokens.get(KickTokenId.bot)) ?? (await tokens.get(KickTokenId.broadcaster)));
-        hint = kickSetupHint(config, hasToken);
-        authStatus = hasToken ? 'unknown' : 'missing';
-        if (config.KICK_CHANNELS.length > 0 && hasToken) {
+        /** Connects once channels and a token are there; until then the source says what is missing. */
+        const configure = async (): Promise<void> => {
+          const hasToken = Boolean((await tokens!.get(KickTokenId.bot)) ?? (await tokens!.get(KickTokenId.broadcaster)));
+          hint = kickSetupHint(config, hasToken);
+          authStatus = hasToken ? 'unknown' : 'missing';
+          if (config.KICK_CHANNELS.length === 0 || !hasToken) {
+            status = 'not_configured';
+            reportHealth();
+            await publishStatus();
+            return;
+          }
           const chat = clientFor(KickTokenId.bot);
           sender = createKickReplySender({
             transport: { send: async (message) => ({ messageId: (await chat.sendChat({ ...message, type: 'user' })).message_id }) },
             beforeSend: async (key) => await ctx.store.claimKey('kick-egress', key, EGRESS_CLAIM_TTL_MS),
           });
-          connecting = connect();
-        } else {
-          status = 'not_configured';
-          reportHealth();
-          void publishStatus();
-        }
+          background(connect);
+        };
+        await configure();
         heartbeat = setInterval(() => {
-          // A failed start (Kick down, a token refreshed elsewhere) is tried again on the heartbeat.
-          if (status === 'error' && !stopped) connecting = (connecting ?? Promise.resolve()).then(connect);
+          if (stopped || busy) return;
+          // A failed start (Kick down) is tried again on the heartbeat, and a token the OAuth flow stored
+          // after start-up is picked up; otherwise the status is republished.
+          if (status === 'error') background(connect);
+          else if (status === 'not_configured' && config.KICK_CHANNELS.length > 0) background(configure);
           else void publishStatus();
         }, config.SOURCE_HEARTBEAT_MS);
         heartbeat.unref();
