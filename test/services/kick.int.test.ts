@@ -155,6 +155,14 @@ describe('the kick service with the fake Kick', () => {
     expect(final.routingSlip.map((step) => step.id)).toContain('commands');
   });
 
+  it("does not process the bot's own chat messages that Kick echoes back", async () => {
+    const before = ingress().length;
+    const bot = { ...VIEWER, user_id: 2002, username: 'BratBot', channel_slug: 'bratbot' };
+    const sent = await fake.deliver(webhookUrl(host), { type: 'chat.message.sent', payload: { message_id: 'km-own', broadcaster: BROADCASTER, sender: bot, content: 'pong' } });
+    expect(JSON.parse(sent.body)).toEqual({ ok: true, ignored: 'own message' });
+    expect(ingress().length).toBe(before);
+  });
+
   it('refuses a tampered body or signature with 403 and publishes nothing', async () => {
     const before = ingress().length;
     for (const tamper of ['body', 'signature'] as const) {

@@ -85,6 +85,8 @@ export const service = defineService<Config>({
     let statusChain: Promise<void> = Promise.resolve();
     let connecting: Promise<void> | undefined;
     let stopped = false;
+    /** The bot account's Kick user id, once known (its own chat messages are not processed). */
+    let botUserId: string | undefined;
     /** One connection attempt at a time. */
     let busy = false;
     const background = (attempt: () => Promise<void>) => {
@@ -167,12 +169,24 @@ export const service = defineService<Config>({
       return publicKey;
     };
 
+    /** The bot's Kick user id; a token seeded from the secrets has none stored, so it is asked once and kept. */
+    const learnBotUser = async (): Promise<string | undefined> => {
+      const stored = await tokens!.get(KickTokenId.bot);
+      if (!stored || stored.userId) return stored?.userId;
+      const [user] = await clientFor(KickTokenId.bot).getUsers();
+      if (!user) return undefined;
+      const { version, ...rest } = stored;
+      await ctx.store.updateTokenIf(version, { ...rest, userId: String(user.user_id), login: user.name });
+      return String(user.user_id);
+    };
+
     /** Resolves the channels, publishes their stream state and reconciles the webhook subscriptions. */
     const connect = async (): Promise<void> => {
       status = 'connecting';
       reportHealth();
       try {
         const events = clientFor(KickTokenId.broadcaster);
+        botUserId = await learnBotUser();
         const found = await events.getChannels([...channels.keys()]);
         authStatus = 'valid';
         for (const channel of found) {
@@ -252,6 +266,9 @@ export const service = defineService<Config>({
               return reply.status(400).send({ error: 'BAD_REQUEST', message: 'the body is not JSON' });
             }
             if (!payload || typeof payload !== 'object' || Array.isArray(payload)) return reply.status(400).send({ error: 'BAD_REQUEST', message: 'the body must be a JSON object' });
+            // Kick echoes the bot's own chat messages back as webhooks; Twitch chat does not, so they stop here.
+            const sender = (payload.sender as { user_id?: unknown } | undefined)?.user_id;
+            if (headers.eventType === 'chat.message.sent' && botUserId !== undefined && String(sender) === botUserId) return reply.status(200).send({ ok: true, ignored: 'own message' });
             const receivedAt = new Date();
             const normalized = normalizeKickDelivery(payload, { eventType: headers.eventType, eventVersion: headers.eventVersion, messageId: headers.messageId, receivedAt, sentAt: headers.sentAt, egressDestination: egressTopic });
             // Kick delivers at least once: a message id is processed once, also after a restart (the claim is in the store).
