@@ -62,9 +62,9 @@ describe('Kick webhook verification', () => {
 
   it('refuses a delivery without a signature with 401 and one without its id with 400', () => {
     const headers = signed(body);
-    const { ['kick-event-signature']: _signature, ...unsigned } = headers;
+    const { 'kick-event-signature': _signature, ...unsigned } = headers;
     expect(verifyKickWebhook({ key, headers: unsigned, rawBody: Buffer.from(body) })).toMatchObject({ ok: false, status: 401 });
-    const { ['kick-event-message-id']: _id, ...noId } = headers;
+    const { 'kick-event-message-id': _id, ...noId } = headers;
     expect(verifyKickWebhook({ key, headers: noId, rawBody: Buffer.from(body) })).toMatchObject({ ok: false, status: 400, message: expect.stringContaining('Kick-Event-Message-Id') });
   });
 
@@ -175,7 +175,13 @@ describe('Kick egress', () => {
 
   it('threads the first part of a reply to the message and records the delivery', async () => {
     const sent: Array<Parameters<KickChatTransport['send']>[0]> = [];
-    const sender = createKickReplySender({ transport: { send: async (message) => (sent.push(message), { messageId: `out-${sent.length}` }) } });
+    const transport: KickChatTransport = {
+      send: async (message) => {
+        sent.push(message);
+        return { messageId: `out-${sent.length}` };
+      },
+    };
+    const sender = createKickReplySender({ transport });
     const outcome = await deliverKickReply(replyEnvelope(`${'a'.repeat(400)} ${'b'.repeat(400)}`), sender);
     expect(sent.map((message) => message.replyToMessageId)).toEqual(['km-9', undefined]);
     expect(sent.every((message) => message.broadcasterUserId === 1001)).toBe(true);
@@ -219,7 +225,18 @@ describe('Kick egress', () => {
     expect(outcome.failure).toEqual({ code: 'NOT_CONFIGURED', message: 'set KICK_CHANNELS' });
     const claimed = new Set<string>();
     let sends = 0;
-    const sender = createKickReplySender({ transport: { send: async () => (sends += 1, { messageId: 'x' }) }, beforeSend: async (key) => !claimed.has(key) && Boolean(claimed.add(key)) });
+    const transport: KickChatTransport = {
+      send: async () => {
+        sends += 1;
+        return { messageId: 'x' };
+      },
+    };
+    const beforeSend = async (key: string) => {
+      if (claimed.has(key)) return false;
+      claimed.add(key);
+      return true;
+    };
+    const sender = createKickReplySender({ transport, beforeSend });
     const envelope = replyEnvelope('pong');
     await deliverKickReply(envelope, sender);
     const again = await deliverKickReply(envelope, sender);

@@ -57,7 +57,7 @@ type Raw = Record<string, unknown>;
 
 /** Text as a viewer typed it, storable: no NUL, no lone surrogates. */
 export function cleanText(text: unknown): string {
-  return typeof text === 'string' ? text.replace(/\u0000/g, '\ufffd').replace(/[\ud800-\udbff](?![\udc00-\udfff])|(?<![\ud800-\udbff])[\udc00-\udfff]/g, '\ufffd') : '';
+  return typeof text === 'string' ? text.replaceAll('\u0000', '\ufffd').replace(/[\ud800-\udbff](?![\udc00-\udfff])|(?<![\ud800-\udbff])[\udc00-\udfff]/g, '\ufffd') : '';
 }
 
 const validDate = (value: unknown): Date | undefined => {

@@ -155,7 +155,7 @@ export function registerKickOAuth(app: FastifyInstance, ctx: ServiceContext<OAut
     if (!(await ctx.store.claimKey('oauth-state', `kick:${state.nonce}`, STATE_TTL_MS))) {
       return page(reply, 400, 'Authorization failed', ['This authorization link was already used. Start again from /oauth/kick/start.']);
     }
-    let record;
+    let record: ReturnType<typeof tokenRecord>;
     try {
       const response = await exchangeKickCode({ authUrl: ctx.config.KICK_AUTH_URL, clientId, clientSecret, code: query.code as string, redirectUri: redirectUri(), verifier: kickPkceVerifier(secret, state.nonce) });
       ctx.registerSecret(response.access_token);
