@@ -78,7 +78,6 @@ export const service = defineService<Config>({
     let lastError: { code: string; message: string; at: string } | null = null;
     let errors = 0;
     let tokens: KickTokens | undefined;
-    let api: KickClient | undefined;
     let sender: KickReplySender | undefined;
     let publicKey: KeyObject | undefined = config.KICK_PUBLIC_KEY ? parseKickPublicKey(config.KICK_PUBLIC_KEY) : undefined;
     let heartbeat: NodeJS.Timeout | undefined;
@@ -98,14 +97,10 @@ export const service = defineService<Config>({
         });
     };
 
+    /** A configured channel's state; an event of any other channel gets a detached one (never a new source). */
     const channelState = (slug: string): ChannelState => {
       const name = kickChannelName(slug);
-      let state = channels.get(name);
-      if (!state) {
-        state = { slug: name, messagesIn: 0, messagesOut: 0, subscriptions: [], lastLagMs: null, lastEventAt: null };
-        channels.set(name, state);
-      }
-      return state;
+      return channels.get(name) ?? { slug: name, messagesIn: 0, messagesOut: 0, subscriptions: [], lastLagMs: null, lastEventAt: null };
     };
 
     const reportHealth = () => {
