@@ -1,6 +1,7 @@
 import type { exchangeCode, getTokenInfo } from '@twurple/auth';
 import { defineService } from '../../runtime/service.js';
 import { safeTwitchErrorMessage } from '../../platforms/twitch/token-store.js';
+import { registerKickOAuth } from './kick.js';
 import { STATE_TTL_MS, signState, startIdentity, verifyState } from './oauth-state.js';
 import { parseCallbackQuery } from './callback-query.js';
 import { page, tokenStatus } from './pages.js';
@@ -35,6 +36,7 @@ export const service = defineService<OAuthFlowConfig>({
       },
 
       routes(app) {
+        registerKickOAuth(app, ctx, async () => (await settings()).stateSecret);
         app.get('/oauth/twitch/start', async (request, reply) => {
           const role = startIdentity(request.query as Record<string, unknown>);
           const redirect = redirectUri(app, ctx);

@@ -17,6 +17,16 @@ export const ConfigSchema = z.object({
   TWITCH_OAUTH_SCOPES: env.string(DEFAULT_TWITCH_OAUTH_SCOPES),
   /** Must match a redirect URL of the Twitch app; default http://localhost:<PORT>/oauth/twitch/callback. */
   OAUTH_REDIRECT_URL: env.url(),
+  /** The Kick app's client id; unset: the Kick flow says what to configure. */
+  KICK_CLIENT_ID: env.string(),
+  /** Default https://id.kick.com. */
+  KICK_AUTH_URL: env.url(),
+  /** Default https://api.kick.com (the flow reads the authorized user from it). */
+  KICK_API_URL: env.url(),
+  /** Space- or comma-separated; default `user:read channel:read chat:write events:subscribe`. */
+  KICK_OAUTH_SCOPES: env.string(),
+  /** Must match a redirect URL of the Kick app; default http://localhost:<PORT>/oauth/kick/callback. */
+  KICK_OAUTH_REDIRECT_URL: env.url(),
 });
 export type OAuthFlowConfig = z.infer<typeof ConfigSchema>;
 

@@ -69,6 +69,9 @@ export function isReactionName(name: string): name is ReactionName {
   return Object.hasOwn(REACTIONS, name);
 }
 
+/** The event types reactions answer: Twitch EventSub, and Kick's events (normalized to the same kinds). */
+export const REACTION_EVENT_TYPES = ['twitch.eventsub.v1', 'kick.event.v1'] as const;
+
 /** The router rule of a reaction with these settings. */
 export function reactionRule(name: ReactionName, settings: { enabled: boolean; template: string; shoutout?: boolean }): Omit<RuleRecord, 'updatedAt'> {
   const definition = REACTIONS[name];
@@ -78,7 +81,7 @@ export function reactionRule(name: ReactionName, settings: { enabled: boolean; t
     priority: REACTION_RULE_PRIORITY,
     enabled: settings.enabled,
     description: `Chat reaction: ${definition.description.toLowerCase()}. Change it with PUT /api/reactions/${name} or \`bitbrat reactions set ${name}\`.`,
-    logic: { and: [{ '==': [{ var: 'stage' }, 'ingress'] }, { '==': [{ var: 'type' }, 'twitch.eventsub.v1'] }, { '==': [{ var: 'kind' }, definition.kind] }] },
+    logic: { and: [{ '==': [{ var: 'stage' }, 'ingress'] }, { in: [{ var: 'type' }, [...REACTION_EVENT_TYPES]] }, { '==': [{ var: 'kind' }, definition.kind] }] },
     action: { slip: [REACTIONS_STEP], annotate: { kind: REACTION_ANNOTATION, label: name, payload } },
   };
 }

@@ -1,0 +1,186 @@
+/**
+ * Kick's OAuth 2.1 authorization-code flow with PKCE (S256), for the bot or the broadcaster account.
+ * `/oauth/kick/start` needs an owner token of the gateway (API_GATEWAY_TOKENS, or the embedded token file)
+ * and sends the operator to id.kick.com; the signed state carries the identity, an expiry, a nonce and the
+ * hash of a cookie nonce, so the callback is single-use and only finishes in the browser that started it.
+ * The PKCE verifier never leaves the server: it is derived from the state secret and the state's nonce,
+ * and only its S256 challenge goes to Kick. Tokens are stored encrypted as `kick:<identity>`.
+ */
+import { createHash, createHmac, randomBytes, timingSafeEqual } from 'node:crypto';
+import type { AddressInfo } from 'node:net';
+import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
+import { BitBratError } from '../../core/index.js';
+import type { ServiceContext } from '../../runtime/service.js';
+import { DEFAULT_KICK_SCOPES, createKickClient, createPkcePair, exchangeKickCode, kickAuthorizeUrl, tokenRecord, KickTokenId } from '../../platforms/kick/index.js';
+import { createAuthenticator, ensureEmbeddedToken, hasApiRole, parseTokenList, tokenFromRequest, type Authenticator } from '../api-gateway/auth.js';
+import { OAuthRole, STATE_TTL_MS, startIdentity } from './oauth-state.js';
+import { page, tokenStatus } from './pages.js';
+import type { OAuthFlowConfig } from './settings.js';
+
+/** The cookie that binds a started Kick flow to its browser; only the Kick OAuth pages see it. */
+export const KICK_SESSION_COOKIE = 'bitbrat_kick_oauth';
+const COOKIE_PATH = '/oauth/kick';
+
+export type KickStateCheck = { ok: true; role: OAuthRole; nonce: string; binding: string } | { ok: false; reason: string };
+
+const hmac = (secret: string, text: string) => createHmac('sha256', secret).update(text).digest();
+const sha256 = (text: string) => createHash('sha256').update(text, 'utf8').digest('base64url');
+
+/** `base64url(json).base64url(hmac)` with purpose `kick`, so a Twitch state cannot be replayed here. */
+export function signKickState(secret: string, role: OAuthRole, binding: string, now = Date.now(), ttlMs = STATE_TTL_MS): { state: string; nonce: string } {
+  const nonce = randomBytes(12).toString('base64url');
+  const body = Buffer.from(JSON.stringify({ p: 'kick', r: role, e: now + ttlMs, n: nonce, b: binding })).toString('base64url');
+  return { state: `${body}.${hmac(secret, body).toString('base64url')}`, nonce };
+}
+
+/** Checks a state made by signKickState: signature, purpose, shape and expiry. */
+export function verifyKickState(secret: string, state: string | undefined, now = Date.now()): KickStateCheck {
+  if (!state) return { ok: false, reason: 'the state parameter is missing' };
+  const [body, signature, extra] = state.split('.');
+  if (!body || !signature || extra !== undefined) return { ok: false, reason: 'the state parameter is malformed' };
+  const expected = hmac(secret, body);
+  const given = Buffer.from(signature, 'base64url');
+  if (given.length !== expected.length || !timingSafeEqual(given, expected)) return { ok: false, reason: 'the state parameter has an invalid signature' };
+  let parsed: { p?: unknown; r?: unknown; e?: unknown; n?: unknown; b?: unknown };
+  try {
+    parsed = JSON.parse(Buffer.from(body, 'base64url').toString('utf8')) as typeof parsed;
+  } catch {
+    return { ok: false, reason: 'the state parameter is malformed' };
+  }
+  if (parsed.p !== 'kick' || !Object.values(OAuthRole).includes(parsed.r as OAuthRole) || typeof parsed.e !== 'number' || typeof parsed.n !== 'string' || typeof parsed.b !== 'string') {
+    return { ok: false, reason: 'the state parameter is malformed' };
+  }
+  if (parsed.e < now) return { ok: false, reason: 'the authorization link expired; start again' };
+  return { ok: true, role: parsed.r as OAuthRole, nonce: parsed.n, binding: parsed.b };
+}
+
+/** The PKCE verifier of a state's nonce: 43 base64url characters only this server can compute. */
+export function kickPkceVerifier(stateSecret: string, nonce: string): string {
+  return hmac(stateSecret, `kick-pkce:${nonce}`).toString('base64url');
+}
+
+function readCookie(header: string | undefined, name: string): string | undefined {
+  for (const part of (header ?? '').split(';')) {
+    const eq = part.indexOf('=');
+    if (eq > 0 && part.slice(0, eq).trim() === name) return part.slice(eq + 1).trim() || undefined;
+  }
+  return undefined;
+}
+
+interface KickSettings {
+  clientId?: string;
+  clientSecret?: string;
+  scopes: string[];
+}
+
+/** The routes of the Kick flow, registered by the oauth-flow service. `stateSecret` is the service's. */
+export function registerKickOAuth(app: FastifyInstance, ctx: ServiceContext<OAuthFlowConfig>, stateSecret: () => Promise<string | undefined>): void {
+  let loaded: Promise<KickSettings> | undefined;
+  const settings = () =>
+    (loaded ??= (async () => {
+      const clientSecret = await ctx.secrets.get('KICK_CLIENT_SECRET');
+      ctx.registerSecret(clientSecret);
+      return { clientId: ctx.config.KICK_CLIENT_ID, clientSecret, scopes: (ctx.config.KICK_OAUTH_SCOPES ?? DEFAULT_KICK_SCOPES).split(/[\s,]+/).filter(Boolean) };
+    })());
+  let owners: Promise<Authenticator> | undefined;
+  const authenticator = () =>
+    (owners ??= (async () => {
+      const configured = parseTokenList(await ctx.secrets.get('API_GATEWAY_TOKENS'));
+      for (const entry of configured) ctx.registerSecret(entry.token);
+      const dataDir = ctx.platform.DATA_DIR ?? './data';
+      if (configured.length === 0 && ctx.platform.STORE_DRIVER === 'pglite' && !dataDir.startsWith('memory://')) {
+        const embedded = await ensureEmbeddedToken(dataDir);
+        ctx.registerSecret(embedded.token);
+        return createAuthenticator([{ token: embedded.token, role: 'owner', label: 'embedded' }], false);
+      }
+      return createAuthenticator(configured, false);
+    })());
+
+  const requireOwner = async (request: FastifyRequest, minimum: 'viewer' | 'owner') => {
+    const result = (await authenticator()).authenticate(tokenFromRequest(request.headers, request.query));
+    if (!result.ok) throw new BitBratError('UNAUTHORIZED', result.message);
+    if (!hasApiRole(result.principal, minimum)) throw new BitBratError('FORBIDDEN', `connecting a Kick account needs an ${minimum} token`);
+  };
+
+  const redirectUri = () => {
+    if (ctx.config.KICK_OAUTH_REDIRECT_URL) return ctx.config.KICK_OAUTH_REDIRECT_URL;
+    const address = app.server.address() as AddressInfo | string | null;
+    const port = address && typeof address === 'object' ? address.port : ctx.platform.PORT;
+    return `http://localhost:${port}/oauth/kick/callback`;
+  };
+
+  const configured = async (): Promise<{ clientId: string; clientSecret: string; secret: string }> => {
+    const current = await settings();
+    if (!current.clientId || !current.clientSecret) {
+      throw new BitBratError('NOT_CONFIGURED', `Kick OAuth is not configured: create an app at https://kick.com/settings/developer with the redirect URL ${redirectUri()}, then set KICK_CLIENT_ID and the KICK_CLIENT_SECRET secret and restart.`);
+    }
+    const secret = await stateSecret();
+    if (!secret) throw new BitBratError('NOT_CONFIGURED', 'OAUTH_STATE_SECRET is not set; it is required when oauth-flow runs outside the embedded topology.');
+    return { clientId: current.clientId, clientSecret: current.clientSecret, secret };
+  };
+
+  const clearBinding = (reply: FastifyReply) => reply.header('set-cookie', `${KICK_SESSION_COOKIE}=; Path=${COOKIE_PATH}; Max-Age=0; HttpOnly; SameSite=Lax`);
+
+  app.get('/oauth/kick/start', async (request, reply) => {
+    await requireOwner(request, 'owner');
+    const role = startIdentity(request.query as Record<string, unknown>);
+    const { clientId, secret } = await configured();
+    const cookieNonce = randomBytes(18).toString('base64url');
+    const secure = request.protocol === 'https' ? '; Secure' : '';
+    reply.header('set-cookie', `${KICK_SESSION_COOKIE}=${cookieNonce}; Path=${COOKIE_PATH}; Max-Age=${Math.floor(STATE_TTL_MS / 1000)}; HttpOnly; SameSite=Lax${secure}`);
+    const { state, nonce } = signKickState(secret, role, sha256(cookieNonce));
+    const pkce = createPkcePair(kickPkceVerifier(secret, nonce));
+    const url = kickAuthorizeUrl({ authUrl: ctx.config.KICK_AUTH_URL, clientId, redirectUri: redirectUri(), scopes: (await settings()).scopes, state, challenge: pkce.challenge });
+    // The start URL may carry ?token=: keep it out of any Referer.
+    return reply.header('cache-control', 'no-store').header('referrer-policy', 'no-referrer').redirect(url, 302);
+  });
+
+  app.get('/oauth/kick/callback', async (request, reply) => {
+    const query = request.query as Record<string, unknown>;
+    for (const name of ['code', 'state', 'error', 'error_description']) {
+      if (query[name] !== undefined && typeof query[name] !== 'string') return page(reply, 400, 'Authorization failed', [`The ${name} parameter must be given once.`]);
+    }
+    const { clientId, clientSecret, secret } = await configured();
+    const state = verifyKickState(secret, query.state as string | undefined);
+    if (!state.ok) return page(reply, 400, 'Authorization failed', [`Invalid state: ${state.reason}.`, 'Start again from /oauth/kick/start.']);
+    const cookie = readCookie(request.headers.cookie, KICK_SESSION_COOKIE);
+    const bound = cookie !== undefined && Buffer.from(sha256(cookie)).equals(Buffer.from(state.binding));
+    if (!bound) {
+      ctx.logger.warn({ role: state.role }, 'kick oauth callback refused: started in another browser');
+      return page(reply, 400, 'Authorization failed', ['This authorization was started in another browser (or its cookie expired).', 'Start again from /oauth/kick/start in this browser.']);
+    }
+    clearBinding(reply);
+    if (query.error) return page(reply, 400, 'Authorization failed', [`Kick did not authorize the ${state.role} account: ${String(query.error_description ?? query.error)}.`]);
+    if (!query.code) return page(reply, 400, 'Authorization failed', ['The code parameter is missing.']);
+    if (!(await ctx.store.claimKey('oauth-state', `kick:${state.nonce}`, STATE_TTL_MS))) {
+      return page(reply, 400, 'Authorization failed', ['This authorization link was already used. Start again from /oauth/kick/start.']);
+    }
+    let record: ReturnType<typeof tokenRecord>;
+    try {
+      const response = await exchangeKickCode({ authUrl: ctx.config.KICK_AUTH_URL, clientId, clientSecret, code: query.code as string, redirectUri: redirectUri(), verifier: kickPkceVerifier(secret, state.nonce) });
+      ctx.registerSecret(response.access_token);
+      ctx.registerSecret(response.refresh_token);
+      const client = createKickClient({ apiUrl: ctx.config.KICK_API_URL, accessToken: async () => response.access_token });
+      const [user] = await client.getUsers();
+      record = tokenRecord(state.role === 'bot' ? KickTokenId.bot : KickTokenId.broadcaster, response, { ...(user ? { userId: String(user.user_id), login: user.name } : {}) });
+    } catch (error) {
+      const message = error instanceof Error ? error.message : String(error);
+      ctx.logger.warn({ role: state.role, error: message }, 'kick oauth code exchange failed');
+      return page(reply, 502, 'Authorization failed', [`Exchanging the code with Kick failed (${message}).`, 'Start again from /oauth/kick/start.']);
+    }
+    await ctx.store.putToken(record);
+    ctx.logger.info({ role: state.role, login: record.login, scopes: record.scopes }, 'kick account authorized');
+    return page(reply, 200, 'Kick connected', [
+      `The ${state.role} account ${record.login ?? record.userId ?? ''} is connected.`,
+      `Scopes: ${record.scopes.join(' ') || '(none)'}.`,
+      'You can close this page. The kick service picks the token up on its next start or retry.',
+    ]);
+  });
+
+  app.get('/oauth/kick/status', async (request) => {
+    await requireOwner(request, 'viewer');
+    const current = await settings();
+    const [bot, broadcaster] = await Promise.all([ctx.store.getToken(KickTokenId.bot), ctx.store.getToken(KickTokenId.broadcaster)]);
+    return { configured: Boolean(current.clientId && current.clientSecret), bot: tokenStatus(bot), broadcaster: tokenStatus(broadcaster) };
+  });
+}
