@@ -3,10 +3,9 @@
  * and the same target at most once every 60 minutes. The limits are claimed in the store first, so several
  * instances never send one Twitch would refuse, and a refusal is a value, never thrown.
  */
-import { ApiClient } from '@twurple/api';
 import type { Store } from '../../store/index.js';
 import { createTwitchAuthProvider } from './auth.js';
-import { createIdentityAuthProvider, identify, type HeldIdentity } from './connect-eventsub.js';
+import type { HeldIdentity } from './connect-eventsub.js';
 import { TwitchTokenId, safeTwitchErrorMessage } from './token-store.js';
 
 /** Twitch's shoutout cooldowns. */
@@ -29,6 +28,8 @@ export function createShoutoutSender(options: { clientId?: string; clientSecret?
       if (!options.clientId || !options.clientSecret) return { sent: false, reason: 'twitch is not configured (TWITCH_CLIENT_ID, TWITCH_CLIENT_SECRET)' };
       if (from.id === to.id) return { sent: false, reason: 'a channel cannot shout itself out' };
       const clientId = options.clientId;
+      // Twurple comes with the first shoutout, not at start-up: most channels never send one.
+      const [{ ApiClient }, { createIdentityAuthProvider, identify }] = await Promise.all([import('@twurple/api'), import('./connect-eventsub.js')]);
       const identities = (await Promise.all(sources.map((source) => identify(source, clientId).catch(() => undefined)))).filter((identity): identity is HeldIdentity => identity !== undefined);
       const moderator = identities.find((identity) => identity.userId === from.id) ?? identities.find((identity) => identity.scopes.includes('moderator:manage:shoutouts'));
       if (!moderator) return { sent: false, reason: 'no connected token may send shoutouts (needs the broadcaster, or the bot as moderator with moderator:manage:shoutouts)' };

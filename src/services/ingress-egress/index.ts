@@ -124,7 +124,9 @@ export const service = defineService<Config>({
         }, config.SOURCE_HEARTBEAT_MS);
         state.heartbeat.unref();
 
-        if (config.TWITCH_EVENTSUB_ENABLED) {
+        if (config.TWITCH_EVENTSUB_ENABLED && (!clientId || !clientSecret)) {
+          ctx.health.set('eventsub', true, 'twitch eventsub is not configured: set the TWITCH_CLIENT_ID and TWITCH_CLIENT_SECRET secrets', { configured: false });
+        } else if (config.TWITCH_EVENTSUB_ENABLED) {
           // In the background: EventSub resolves the broadcaster over Helix, which must not hold up chat.
           // Loaded here, not at start-up: EventSub pulls in Twurple, which an unconfigured platform never needs.
           state.eventsubStarting = import('../../platforms/twitch/connect-eventsub.js')

@@ -4,7 +4,6 @@ import { env } from '../../runtime/config.js';
 import { continueWith, defineService, type EnvelopeConsumer, type HandlerResult, type ServiceContext } from '../../runtime/service.js';
 import {
   buildObsStatusEnvelope,
-  createObsConnector,
   normalizeObsEvent,
   obsResultAnnotation,
   pendingActions,
@@ -131,6 +130,8 @@ export const service = defineService<Config>({
         } else {
           const password = await ctx.secrets.get('OBS_WEBSOCKET_PASSWORD');
           ctx.registerSecret(password);
+          // obs-websocket-js is loaded only when OBS is configured.
+          const { createObsConnector } = await import('../../platforms/obs/client.js');
           connector = createObsConnector({
             url,
             password: password || undefined,
