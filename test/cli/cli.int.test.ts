@@ -90,7 +90,13 @@ describe('bitbrat CLI', () => {
   it('bitbrat start runs every service in one process, ready on one port, and stops on SIGTERM', async () => {
     const dataDir = await mkdtemp(path.join(tmpdir(), 'bitbrat-start-'));
     const port = await freePort();
-    const child = spawn(process.execPath, [BIN, 'start'], { env: { ...process.env, LOG_LEVEL: 'info', PORT: String(port), DATA_DIR: dataDir }, stdio: ['ignore', 'pipe', 'pipe'] });
+    // Every npm package the process loads is written to a file: with nothing configured, no platform or cloud SDK may be among them.
+    const traceFile = path.join(dataDir, 'packages.txt');
+    const register = path.join(import.meta.dirname, '..', 'support', 'module-trace', 'register.mjs');
+    const child = spawn(process.execPath, ['--import', register, BIN, 'start'], {
+      env: { ...process.env, LOG_LEVEL: 'info', PORT: String(port), DATA_DIR: dataDir, MODULE_TRACE_FILE: traceFile },
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
     let output = '';
     child.stdout.on('data', (chunk) => (output += chunk));
     child.stderr.on('data', (chunk) => (output += chunk));
@@ -106,6 +112,10 @@ describe('bitbrat CLI', () => {
       }
       const health = (await (await fetch(`http://127.0.0.1:${port}/healthz`)).json()) as { services: string[] };
       expect([...health.services].sort()).toEqual([...services].sort());
+      const loaded = readFileSync(traceFile, 'utf8').split('\n').filter(Boolean);
+      expect(loaded).toEqual(expect.arrayContaining(['fastify', '@electric-sql/pglite']));
+      const sdks = /^(@twurple\/|@google-cloud\/|@ai-sdk\/|ai$|@modelcontextprotocol\/|discord\.js$|@discordjs\/|obs-websocket-js$|@opentelemetry\/sdk|@opentelemetry\/exporter|pg$|@nats-io\/|pino-pretty$)/;
+      expect(loaded.filter((name) => sdks.test(name))).toEqual([]);
       const exited = new Promise<number | null>((resolve) => child.on('exit', (code) => resolve(code)));
       child.kill('SIGTERM');
       expect(await exited).toBe(0);
