@@ -214,8 +214,12 @@ function createWalker(options: DeriveOptions) {
   function compile(schema: ZodNode): Compiled {
     const cached = seen.get(schema);
     if (cached) return cached;
-    // A recursive schema reaches itself through z.lazy, which defers, so no cycle needs a forward reference.
+    // A recursive schema (an object whose shape getter returns itself) meets itself while compiling:
+    // that inner reference forwards to the finished check.
+    let finished: Check = () => BAD;
+    seen.set(schema, { check: (value) => finished(value), decisive: false });
     const compiled = compileNode(schema);
+    finished = compiled.check;
     seen.set(schema, compiled);
     return compiled;
   }

@@ -198,6 +198,17 @@ describe.each(modes)('a check derived from a zod schema (%s)', (_, mode) => {
     refuses(z.record(z.string(), z.unknown()), [1]);
   });
 
+  it('follows a recursive schema', () => {
+    const node = z.object({
+      name: z.string().min(1),
+      get children() {
+        return z.array(node).optional();
+      },
+    });
+    takes(node, { name: 'a', children: [{ name: 'b', children: [{ name: 'c' }] }] });
+    refuses(node, { name: 'a', children: [{ name: 'b', children: [{ name: '' }] }] });
+  });
+
   it('compiles a registered refinement and enforces it', () => {
     const isEven = (value: number) => value % 2 === 0;
     const even = z.number().int().refine(isEven, 'must be even');
