@@ -218,7 +218,10 @@ function createWalker(options: DeriveOptions) {
     // that inner reference forwards to the finished check.
     let finished: Check = () => BAD;
     seen.set(schema, { check: (value) => finished(value), decisive: false });
-    const compiled = compileNode(schema);
+    let compiled = compileNode(schema);
+    // A primitive's check as one generated function rather than a closure calling closures.
+    const generated = codegen && compiled.inline ? compileElementTest(compiled) : undefined;
+    if (generated) compiled = { ...compiled, check: generated };
     finished = compiled.check;
     seen.set(schema, compiled);
     return compiled;
@@ -307,8 +310,7 @@ function createWalker(options: DeriveOptions) {
   }
 
   function array(schema: ZodNode): Compiled {
-    const elementNode = compile(schema._zod.def.element as ZodNode);
-    const element = (codegen && elementNode.inline && compileElementTest(elementNode)) || elementNode.check;
+    const element = compile(schema._zod.def.element as ZodNode).check;
     const tests = compileChecks(schema, 'array');
     if (!tests) return deferAlways;
     const test = allOf(tests) as ((value: unknown[]) => boolean) | null;
@@ -513,7 +515,7 @@ function compileObject(props: Prop[], mode: 'strip' | 'strict' | 'catchall', res
   }
 }
 
-/** A primitive element's check as generated code (output is the input), so an array loop calls one small function. */
+/** A primitive's check as generated code (its output is its input): one small function to call. */
 function compileElementTest(node: Compiled): Check | undefined {
   const aux: unknown[] = [];
   const ref: Ref = (value) => `aux${aux.push(value) - 1}`;
