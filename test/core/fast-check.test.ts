@@ -128,6 +128,11 @@ describe.each(modes)('a check derived from a zod schema (%s)', (_, mode) => {
     expect(derive(shape)({})).toEqual({ b: 7 });
     refuses(shape, { a: 1 });
     refuses(shape, { c: 1 });
+    const layered = z.object({ d: z.string().default('x').optional(), e: z.string().exactOptional() });
+    takes(layered, {});
+    expect(derive(layered)({})).toEqual({ d: 'x' });
+    takes(layered, { d: 'y', e: 'z' });
+    refuses(layered, { e: undefined });
     // A key whose schema accepts undefined is still required unless the schema is optional.
     takes(z.object({ a: z.unknown() }), { a: undefined });
     refuses(z.object({ a: z.unknown() }), {});
