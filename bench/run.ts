@@ -29,6 +29,7 @@ try {
     ['chaos', './chaos.js'],
     ['full', './full-pipeline.js'],
     ['footprint', './footprint.js'],
+    ['envelope', './envelope-check.js'],
   ] as const) {
     if (!wanted(name)) continue;
     const module = (await import(file)) as Record<string, unknown>;

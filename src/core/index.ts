@@ -7,3 +7,4 @@ export * from './deadletter.js';
 export * from './schema-file.js';
 export * from './json.js';
 export { createAnnotation, withAnnotations, messageText, type AnnotationFields } from './annotations.js';
+export { DEFER, deriveFastCheck, type DeriveOptions, type FastCheck, type FastRefinement } from './fast-check.js';
