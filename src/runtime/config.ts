@@ -21,6 +21,9 @@ export const env = {
   requiredString: () => z.preprocess(emptyToUndefined, z.string({ error: 'is required' }).min(1)),
   int: (fallback: number, options: { min?: number; max?: number } = {}) =>
     z.preprocess(emptyToUndefined, z.coerce.number({ error: 'must be a number' }).int('must be an integer').min(options.min ?? Number.MIN_SAFE_INTEGER).max(options.max ?? Number.MAX_SAFE_INTEGER).default(fallback)),
+  /** A decimal number (prices, amounts of money). */
+  number: (fallback: number, options: { min?: number; max?: number } = {}) =>
+    z.preprocess(emptyToUndefined, z.coerce.number({ error: 'must be a number' }).finite('must be a finite number').min(options.min ?? -Number.MAX_VALUE).max(options.max ?? Number.MAX_VALUE).default(fallback)),
   bool: (fallback: boolean) =>
     z.preprocess((value) => {
       const v = emptyToUndefined(value);

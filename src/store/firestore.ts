@@ -946,4 +946,19 @@ class FirestoreStore implements Store {
       });
     });
   }
+
+  async listCounters(prefix: string, limit: number): Promise<Array<{ key: string; value: number }>> {
+    return await this.#run(async () => {
+      // A range on `key` cannot also be ordered by value without a composite index: sort the prefix's
+      // counters here (a day's per-user counters, a few thousand at most).
+      const snapshot = await this.#col('counters').where('key', '>=', prefix).where('key', '<', `${prefix}\uf8ff`).get();
+      const now = Date.now();
+      return snapshot.docs
+        .map((doc) => doc.data())
+        .filter((data) => data.expiresAtMs === undefined || data.expiresAtMs === null || Number(data.expiresAtMs) > now)
+        .map((data) => ({ key: String(data.key), value: Number(data.value) }))
+        .sort((a, b) => b.value - a.value || (a.key < b.key ? -1 : a.key > b.key ? 1 : 0))
+        .slice(0, Math.max(0, Math.floor(limit)));
+    });
+  }
 }

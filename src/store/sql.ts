@@ -1106,4 +1106,16 @@ class SqlStore implements Store {
       return Number(rows[0]!.value);
     });
   }
+
+  async listCounters(prefix: string, limit: number): Promise<Array<{ key: string; value: number }>> {
+    return await this.#run(async (db) => {
+      // left(key, n) = prefix rather than LIKE: a prefix holding % or _ needs no escaping.
+      const { rows } = await db.query(
+        `SELECT key, value FROM counters WHERE left(key, length($1::text)) = $1::text AND (expires_at IS NULL OR expires_at > now())
+         ORDER BY value DESC, key LIMIT $2`,
+        [prefix, Math.max(0, Math.floor(limit))],
+      );
+      return rows.map((row) => ({ key: String(row.key), value: Number(row.value) }));
+    });
+  }
 }

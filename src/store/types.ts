@@ -247,6 +247,8 @@ export interface Store {
   getConversation(channelKey: string): Promise<ConversationTurn[]>;
   /** Atomic counter (e.g. daily token budget); returns the new value. */
   incrementCounter(key: string, by: number, ttlMs?: number): Promise<number>;
+  /** The live (unexpired) counters whose key starts with `prefix`, highest value first, at most `limit`. */
+  listCounters(prefix: string, limit: number): Promise<Array<{ key: string; value: number }>>;
 }
 
 export interface CreateStoreOptions {

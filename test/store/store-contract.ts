@@ -670,6 +670,26 @@ export function describeStoreContract(name: string, factory: StoreFactory): void
         await sleep(450);
         expect(await store.incrementCounter(windowed, 10, 300)).toBe(10);
       });
+
+      it('lists the live counters under a prefix, highest first, up to a limit', async () => {
+        const prefix = `${uid('usage')}:100%_x:`;
+        await store.incrementCounter(`${prefix}alice`, 5);
+        await store.incrementCounter(`${prefix}bob`, 12.5);
+        await store.incrementCounter(`${prefix}carol`, 1);
+        await store.incrementCounter(`${prefix}gone`, 99, 1);
+        await store.incrementCounter(`${prefix.slice(0, -1)}-other:dave`, 50);
+        await sleep(20);
+        expect(await store.listCounters(prefix, 10)).toEqual([
+          { key: `${prefix}bob`, value: 12.5 },
+          { key: `${prefix}alice`, value: 5 },
+          { key: `${prefix}carol`, value: 1 },
+        ]);
+        expect(await store.listCounters(prefix, 2)).toEqual([
+          { key: `${prefix}bob`, value: 12.5 },
+          { key: `${prefix}alice`, value: 5 },
+        ]);
+        expect(await store.listCounters(`${uid('nothing')}:`, 5)).toEqual([]);
+      });
     });
   });
 }

@@ -14,6 +14,7 @@
  *   GET/POST /api/rules, GET/PUT/DELETE /api/rules/:id
  *   GET/POST /api/commands, GET/PUT/DELETE /api/commands/:name
  *   GET  /api/live                       server-sent events (live.ts)
+ *   GET  /api/llm/usage                  ?top — today's LLM spend, top users and the caps (llm-usage.ts)
  */
 import { readFile } from 'node:fs/promises';
 import path from 'node:path';
@@ -30,9 +31,11 @@ import { RuleSchema } from '../event-router/rules.js';
 import { hasApiRole, tokenFromRequest, type ApiRole, type Authenticator, type Principal } from './auth.js';
 import { summarizeDeadLetter, summarizeEvent, type LiveFeed } from './live.js';
 import { capKey, createConnectionCaps } from './caps.js';
+import { registerLlmUsage } from './llm-usage.js';
+import type { UsageCaps } from '../llm-bot/usage.js';
 import { WS_LIMITS, type ChatGateway } from './ws.js';
 
-export interface GatewayConfig {
+export interface GatewayConfig extends UsageCaps {
   API_GATEWAY_ALLOW_ANONYMOUS: boolean;
   API_GATEWAY_HEALTH_URLS?: string;
   API_GATEWAY_LIVE_POLL_MS: number;
@@ -304,6 +307,7 @@ export async function registerApi(scope: FastifyInstance, deps: ApiDeps): Promis
   });
 
   scope.get('/api/health', async () => await deps.health());
+  registerLlmUsage(scope, ctx);
 
   scope.get('/api/sources', async () => {
     const stored = await ctx.store.listSources();

@@ -9,6 +9,7 @@ import { createHealthReporter, parseHealthUrls, registerApi, registerDashboard, 
 import { createAuthenticator, ensureEmbeddedToken, parseTokenList, type Authenticator } from './auth.js';
 import { createLiveFeed, type LiveFeed } from './live.js';
 import { WS_LIMITS, createChatGateway, type ChatGateway } from './ws.js';
+import { UsageCapsSchema } from '../llm-bot/usage.js';
 
 export * from './auth.js';
 export { slipTimeline, withPlaceholders, type HealthReport, type ServiceHealth, type TimelineStep } from './api.js';
@@ -21,6 +22,8 @@ const ConfigSchema = z.object({
   API_GATEWAY_HEALTH_URLS: env.string(),
   /** How often the live feed reads the store (ms). */
   API_GATEWAY_LIVE_POLL_MS: env.int(1_000, { min: 100, max: 60_000 }),
+  /** llm-bot's caps, read here to report them on /api/llm/usage. */
+  ...UsageCapsSchema.shape,
 });
 
 const PUBLIC_DIR = fileURLToPath(new URL('./public/', import.meta.url));
