@@ -8,7 +8,7 @@ import { watchBusStorage } from './bus-storage.js';
 import { createHealthRegistry, type HealthRegistry } from './health.js';
 import { createHttpServer } from './http.js';
 import { createLogger, createSecretScrubber, type Logger } from './logger.js';
-import { loadArchitecture, resolveTopic, serviceManifest, type Architecture } from './manifest.js';
+import { knownSteps, loadArchitecture, resolveTopic, serviceManifest, type Architecture } from './manifest.js';
 import { createRuntimeMetrics, type RuntimeMetrics } from './metrics.js';
 import { createEnvSecretsProvider, type SecretsProvider } from './secrets.js';
 import type { Consumer, ServiceContext, ServiceDefinition, ServiceInstance } from './service.js';
@@ -125,6 +125,8 @@ export async function createHost(options: HostOptions): Promise<Host> {
       publishMaxRetries: config.PUBLISH_MAX_RETRIES,
       retryBaseMs: options.retryBaseMs,
       retryMaxMs: options.retryMaxMs,
+      // Steps of architecture.yaml, and of the ad-hoc services a test or an embedding describes.
+      knownSteps: () => knownSteps(loadArchitecture(), architecture),
       onDependency: (name, ready, detail) => {
         if (name === 'store' && !store) return;
         health.set(name, ready && (name === 'bus' ? bus.isConnected() : true), ready ? undefined : detail);

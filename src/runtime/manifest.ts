@@ -3,7 +3,7 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parse } from 'yaml';
 import { z } from 'zod';
-import { BitBratError } from '../core/index.js';
+import { BitBratError, Topic } from '../core/index.js';
 
 const ServiceManifestSchema = z.object({
   description: z.string().default(''),
@@ -61,4 +61,29 @@ export function serviceManifest(name: string, architecture = loadArchitecture())
 /** Replaces `{instanceId}` in a manifest topic. */
 export function resolveTopic(topic: string, instanceId: string): string {
   return topic.replaceAll('{instanceId}', instanceId);
+}
+
+/** Topics that are fixed pipeline stages, not routing-slip steps (see docs: topics). */
+const NON_STEP_TOPICS: ReadonlySet<string> = new Set([Topic.ingress, Topic.authenticated, Topic.egress, Topic.finalizer, Topic.deadletter]);
+const STEP_TOPIC = /^internal\.(.+)\.v1$/;
+
+/**
+ * The routing-slip steps some service in the architecture serves, sorted: the `<step>` of every consumed
+ * `internal.<step>.v1` topic that is not a fixed stage (ingress, authenticated, egress, finalizer,
+ * deadletter) nor a per-instance topic. A slip that names any other step would publish to a topic
+ * nobody reads. Given several architectures (architecture.yaml and the services a test hosts), the
+ * steps of all of them; given none, architecture.yaml's.
+ */
+export function knownSteps(...architectures: Architecture[]): string[] {
+  const steps = new Set<string>();
+  for (const architecture of architectures.length > 0 ? architectures : [loadArchitecture()]) {
+    for (const manifest of Object.values(architecture.services)) {
+      for (const topic of manifest.consumes) {
+        if (NON_STEP_TOPICS.has(topic) || topic.includes('{instanceId}')) continue;
+        const match = STEP_TOPIC.exec(topic);
+        if (match) steps.add(match[1]!);
+      }
+    }
+  }
+  return [...steps].sort();
 }

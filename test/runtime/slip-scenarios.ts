@@ -348,6 +348,43 @@ export function describeSlipScenarios(driver: string, factory: BusFactory) {
       expect(message.headers.traceparent).toMatch(new RegExp(`^00-${envelope.traceId}-[0-9a-f]{16}-01$`));
     });
 
+    it('an envelope whose next step no service serves is dead-lettered with UNKNOWN_STEP, naming the step and the known ones, and nothing is left in flight', async () => {
+      const BOGUS = 'internal.bogus-step.v1';
+      // The router's shape (a slip consumer on `authenticated`) assigns a slip whose second step is unknown.
+      const router = defineService({
+        name: 'router',
+        setup: () => ({
+          consumers: { [Topic.authenticated]: { mode: 'slip', handle: async (envelope) => continueWith({ ...envelope, routingSlip: [createStep('a'), createStep('bogus-step')] }) } },
+        }),
+      });
+      const { observer, host } = await start([router, stepService('a', async () => continueWith())]);
+      const bogusReader = await collect(bus, [BOGUS]);
+      const envelope = chat([]);
+      await bus.publish(Topic.authenticated, encoder.encode(JSON.stringify(envelope)));
+      const letter = await observer.waitFor(Topic.deadletter, (value) => value.envelopeId === envelope.id);
+      expect(letter.reason.code).toBe('UNKNOWN_STEP');
+      expect(letter.reason.message).toContain('"bogus-step"');
+      expect(letter.reason.message).toMatch(/known steps: .*\ba\b/);
+      expect(letter.reason.details.knownSteps).toEqual(expect.arrayContaining(['a', 'commands', 'router']));
+      expect(letter.reason.details.knownSteps).not.toContain('bogus-step');
+      expect(letter).toMatchObject({ service: 'a', topic: 'internal.a.v1', stepIndex: 1, replayTopic: BOGUS });
+      expect(letter.envelope.routingSlip.map((step: { id: string; status: string }) => `${step.id}:${step.status}`)).toEqual(['a:OK', 'bogus-step:PENDING']);
+      // Nothing in flight: step a's message is settled once (acked, not redelivered), nothing went to the
+      // unknown topic, and the envelope was not also finalized.
+      const settled = async () => (await host.metrics.handlerSeconds.get()).values.find((value) => value.labels.topic === 'internal.a.v1' && value.metricName?.endsWith('_count'))?.value ?? 0;
+      let count = 0;
+      await waitFor(async () => (count = await settled()) >= 1);
+      const consumed = (await host.metrics.consumed.get()).values.filter((value) => value.labels.topic === 'internal.a.v1');
+      expect(consumed.map((value) => value.value)).toEqual([1]);
+      const published = (await host.metrics.published.get()).values.filter((value) => value.labels.topic === BOGUS);
+      expect(published).toEqual([]);
+      const deadLettered = (await host.metrics.deadLettered.get()).values.filter((value) => value.labels.code === 'UNKNOWN_STEP');
+      expect(deadLettered.map((value) => value.value)).toEqual([1]);
+      expect(bogusReader.on(BOGUS)).toEqual([]);
+      expect(observer.envelopes(Topic.finalizer).filter((value) => value.id === envelope.id)).toEqual([]);
+      expect(count).toBe(1);
+    });
+
     it('a stage consumer hands every envelope on to its next topic, and a thrown retryable BitBratError is retried', async () => {
       let calls = 0;
       const stage = defineService({

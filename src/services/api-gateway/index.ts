@@ -8,6 +8,7 @@ import type { SourceState } from '../../store/index.js';
 import { createHealthReporter, parseHealthUrls, registerApi, registerDashboard, type GatewayConfig, type HealthReport } from './api.js';
 import { createAuthenticator, ensureEmbeddedToken, parseTokenList, type Authenticator } from './auth.js';
 import { createLiveFeed, type LiveFeed } from './live.js';
+import { registerOverlays, type Overlays } from './overlay.js';
 import { WS_LIMITS, createChatGateway, type ChatGateway } from './ws.js';
 import { UsageCapsSchema } from '../llm-bot/usage.js';
 
@@ -37,6 +38,7 @@ interface GatewayState {
   health?: () => Promise<HealthReport>;
   app?: FastifyInstance;
   streams: Set<{ end(): void }>;
+  overlays?: Overlays;
 }
 
 /**
@@ -71,6 +73,7 @@ export const service = defineService<GatewayConfig>({
         if (!app.hasDecorator('websocketServer')) await app.register(websocket, { options: { maxPayload: WS_LIMITS.maxPayloadBytes } });
         current.health = createHealthReporter(app, ctx.instanceId, parseHealthUrls(ctx.config.API_GATEWAY_HEALTH_URLS));
         await registerDashboard(app, PUBLIC_DIR);
+        current.overlays = await registerOverlays(app, { store: () => ctx.store, authenticator: () => current.authenticator!, pollMs: ctx.config.API_GATEWAY_LIVE_POLL_MS, logger: ctx.logger, publicDir: PUBLIC_DIR });
         await app.register(async (scope) => {
           await registerApi(scope, {
             ctx,
@@ -90,6 +93,7 @@ export const service = defineService<GatewayConfig>({
       async stop() {
         if (!gateway) return;
         gateway.live.stop();
+        gateway.overlays?.stop();
         for (const stream of [...gateway.streams]) stream.end();
         gateway.chat.close();
       },

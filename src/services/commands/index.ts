@@ -8,6 +8,7 @@ import { parseCommand } from '../query-analyzer/analyze.js';
 import { findStreamSource } from '../stream-source.js';
 import { BUILTIN_COMMANDS, MANAGE_COMMANDS, findCommand, isBuiltin, manageCommand, parseManageArgs, type ManageAction } from './manage.js';
 import { MAX_REPLY_LENGTH, needsStream, renderTemplate, streamInfo } from './template.js';
+import { sceneCommand } from './scene.js';
 
 export * from './manage.js';
 export * from './template.js';
@@ -53,7 +54,7 @@ export function createCommandsService(): ServiceDefinition<Config> {
       consumers: {
         [stepTopic(SERVICE)]: {
           mode: 'step',
-          async handle(envelope): Promise<HandlerResult> {
+          async handle(envelope, handler): Promise<HandlerResult> {
             const store = ctx.store;
             const prefix = ctx.config.COMMAND_PREFIX;
             const text = messageText(envelope) ?? '';
@@ -75,6 +76,10 @@ export function createCommandsService(): ServiceDefinition<Config> {
                 case 'uptime': {
                   const info = streamInfo(await findStreamSource(store, envelope.source));
                   return reply(info.online ? `The stream has been live for ${info.uptime}.` : 'The stream is offline.');
+                }
+                case 'scene': {
+                  const outcome = sceneCommand(envelope, parsed.args, { prefix, stepIndex: handler.stepIndex, source: SERVICE });
+                  return outcome.kind === 'act' ? continueWith(outcome.envelope) : outcome.kind === 'refuse' ? refuse(outcome.message) : reply(outcome.message);
                 }
                 case 'help':
                 case 'commands': {

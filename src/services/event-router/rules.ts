@@ -24,6 +24,8 @@ export interface EvaluationData {
   /** Which optional services can take work here (an unconfigured LLM gets none: no made-up answers). */
   capabilities: { llm: boolean };
   payload: Record<string, unknown>;
+  /** The platform event (`externalEvent`): e.g. `{ kind: 'channel.raid', source: 'twitch.eventsub' }`; null for chat. */
+  event: { kind: string; source: string } | null;
 }
 
 const SlipEntrySchema = z.union([
@@ -177,6 +179,7 @@ export function evaluationData(envelope: Envelope, stage: Stage, botName: string
     botName,
     capabilities,
     payload: envelope.payload,
+    event: envelope.externalEvent ? { kind: envelope.externalEvent.kind, source: envelope.externalEvent.source } : null,
   };
 }
 

@@ -82,7 +82,7 @@ export function createLlmBotService(options: LlmBotOptions = {}): ServiceDefinit
             ctx.health.set('llm', true, choice.reason, { configured: false });
             return;
           }
-          state.platform = await connectPlatformMcp({ store: ctx.store, onCall: options.onPlatformToolCall });
+          state.platform = await connectPlatformMcp({ store: ctx.store, publish: (topic, envelope) => ctx.publish(topic, envelope), onCall: options.onPlatformToolCall });
           state.toolbox = await createToolbox({ platform: state.platform.client, servers: config.MCP_SERVERS, logger: ctx.logger, connect: options.connectMcp });
           ctx.health.set('llm', true, `${choice.provider}:${choice.modelId}, ${state.toolbox.entries.length} tool(s)`, { configured: true });
           if (state.toolbox.unavailable.length > 0) {

@@ -12,7 +12,9 @@ import { InMemoryTransport } from '@modelcontextprotocol/sdk/inMemory.js';
 import { McpServer } from '@modelcontextprotocol/sdk/server/mcp.js';
 import type { CallToolResult } from '@modelcontextprotocol/sdk/types.js';
 import { z } from 'zod';
+import type { Envelope } from '../../core/index.js';
 import type { Store } from '../../store/types.js';
+import { registerObsTools } from './mcp-obs.js';
 import { Permission, Role, roleAtLeast } from '../auth/roles.js';
 import { findStreamSource } from '../stream-source.js';
 import { streamStateFrom, formatDuration, type StreamState } from './prompt.js';
@@ -65,7 +67,8 @@ const text = (value: unknown, isError = false): CallToolResult => ({
   ...(isError ? { isError: true } : {}),
 });
 
-function requesterFrom(meta: Record<string, unknown> | undefined): Requester | undefined {
+/** The requester an llm-bot tool call names in its `_meta`. */
+export function requesterFrom(meta: Record<string, unknown> | undefined): Requester | undefined {
   const value = meta?.[REQUESTER_META_KEY];
   if (!value || typeof value !== 'object') return undefined;
   const r = value as Partial<Requester>;
@@ -86,6 +89,8 @@ const GRANTABLE_ROLES = [Role.trusted] as const;
 
 export interface PlatformMcpOptions {
   store: Store;
+  /** Publishes to the bus (the OBS tools ask the obs service through it). */
+  publish?: (topic: string, envelope: Envelope) => Promise<void>;
   /** Called after each tool call with what happened (audit, tests). */
   onCall?: (event: { tool: string; requester?: Requester; outcome: 'ok' | 'denied' | 'error'; detail?: string }) => void;
 }
@@ -188,6 +193,7 @@ export function createPlatformMcpServer(options: PlatformMcpOptions): McpServer 
     }),
   );
 
+  registerObsTools(server, { store, publish: options.publish, requesterFrom, onCall });
   return server;
 }
 

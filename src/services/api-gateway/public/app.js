@@ -324,6 +324,7 @@ function renderSources() {
             h('dt', {}, 'Reconnects'), h('dd', { testid: 'source-reconnects' }, String(metrics.reconnects ?? 0)),
             h('dt', {}, 'Errors'), h('dd', {}, String(metrics.errors ?? 0)),
             typeof source.viewerCount === 'number' ? [h('dt', {}, 'Viewers'), h('dd', {}, String(source.viewerCount))] : null,
+            source.platform === 'obs' && source.metadata?.programScene ? [h('dt', {}, 'Scene'), h('dd', { testid: 'source-obs-scene' }, `${source.metadata.programScene}${source.metadata.streaming ? ' · streaming' : ''}${source.metadata.recording ? ' · recording' : ''}`)] : null,
             source.platform === 'api' ? [h('dt', {}, 'Clients'), h('dd', {}, String(source.metadata?.clients ?? 0))] : [h('dt', {}, 'Heartbeat'), h('dd', {}, ago(metrics.lastHeartbeat ?? source.lastStatusUpdate))],
           ),
           source.lastError?.message

@@ -1,0 +1,126 @@
+/**
+ * OBS tools for the LLM, registered on the built-in platform MCP server: list scenes, switch the scene,
+ * show/hide a source, set a text source's text. Moderators and up only (each tool's policy in `_meta`,
+ * re-checked on every call). The llm-bot may run in another process than the OBS connection, so the
+ * tools read the studio from the `obs:studio` source and ask for changes by publishing an envelope that
+ * carries an `obs.action` and the `obs` step (recorded by the finalizer like any other envelope).
+ */
+import type { McpServer } from '@modelcontextprotocol/sdk/server/mcp.js';
+import type { CallToolResult } from '@modelcontextprotocol/sdk/types.js';
+import { z } from 'zod';
+import { createEnvelope, createStep, stepTopic, type Envelope } from '../../core/index.js';
+import { OBS_SOURCE_ID, obsActionAnnotation, type ObsAction } from '../../platforms/obs/index.js';
+import type { Store } from '../../store/types.js';
+import { Role } from '../auth/roles.js';
+import { POLICY_META_KEY, toolAllowed, type Requester, type ToolPolicy } from './mcp-platform.js';
+
+/** Policies of the OBS tools: moderator and up. */
+export const OBS_TOOL_POLICIES = {
+  obs_list_scenes: { minRole: Role.moderator },
+  obs_switch_scene: { minRole: Role.moderator },
+  obs_toggle_source: { minRole: Role.moderator },
+  obs_set_text: { minRole: Role.moderator },
+} as const satisfies Record<string, ToolPolicy>;
+type ObsToolName = keyof typeof OBS_TOOL_POLICIES;
+
+export interface ObsToolOptions {
+  store: Pick<Store, 'getSource'>;
+  /** Publishes an envelope to a topic; without it the action tools say OBS control is unavailable. */
+  publish?: (topic: string, envelope: Envelope) => Promise<void>;
+  requesterFrom(meta: Record<string, unknown> | undefined): Requester | undefined;
+  onCall?: (event: { tool: string; requester?: Requester; outcome: 'ok' | 'denied' | 'error'; detail?: string }) => void;
+}
+
+const text = (value: unknown, isError = false): CallToolResult => ({ content: [{ type: 'text', text: typeof value === 'string' ? value : JSON.stringify(value) }], ...(isError ? { isError: true } : {}) });
+
+/** The studio as the OBS service last reported it. */
+async function studio(store: Pick<Store, 'getSource'>): Promise<{ connected: boolean; programScene?: string; scenes: string[] }> {
+  const source = await store.getSource(OBS_SOURCE_ID);
+  const metadata = (source?.metadata ?? {}) as { programScene?: unknown; scenes?: unknown };
+  return {
+    connected: source?.status === 'connected',
+    ...(typeof metadata.programScene === 'string' ? { programScene: metadata.programScene } : {}),
+    scenes: Array.isArray(metadata.scenes) ? metadata.scenes.map(String) : [],
+  };
+}
+
+/** Adds the OBS tools to the platform server. */
+export function registerObsTools(server: McpServer, options: ObsToolOptions): void {
+  const guarded = <A>(name: ObsToolName, run: (args: A, requester: Requester) => Promise<CallToolResult>) => {
+    return async (args: A, extra: { _meta?: Record<string, unknown> }): Promise<CallToolResult> => {
+      const requester = options.requesterFrom(extra._meta);
+      if (!toolAllowed(OBS_TOOL_POLICIES[name], requester)) {
+        options.onCall?.({ tool: name, requester, outcome: 'denied' });
+        return text(`forbidden: ${name} is not available to ${requester ? `role ${requester.role}` : 'an unknown requester'}`, true);
+      }
+      try {
+        const result = await run(args, requester!);
+        options.onCall?.({ tool: name, requester, outcome: result.isError ? 'error' : 'ok' });
+        return result;
+      } catch (error) {
+        options.onCall?.({ tool: name, requester, outcome: 'error', detail: (error as Error).message });
+        return text(`error: ${(error as Error).message}`, true);
+      }
+    };
+  };
+  const meta = (name: ObsToolName) => ({ [POLICY_META_KEY]: OBS_TOOL_POLICIES[name] });
+
+  /** Asks the OBS service to perform `action` for `requester`. */
+  const request = async (action: ObsAction, requester: Requester): Promise<CallToolResult> => {
+    if (!options.publish) return text({ ok: false, reason: 'OBS control is not available in this process' }, true);
+    const state = await studio(options.store);
+    if (!state.connected) return text({ ok: false, reason: 'OBS is not connected' }, true);
+    const envelope = createEnvelope({
+      type: 'obs.action.request.v1',
+      source: { platform: requester.platform, channel: requester.channel, channelId: requester.channelId },
+      user: { id: requester.userId, name: requester.login, displayName: requester.login, profileImageUrl: '', role: requester.role },
+      routingSlip: [createStep('obs')],
+      extra: { annotations: [obsActionAnnotation('llm-bot', action)] },
+    });
+    await options.publish(stepTopic('obs'), envelope);
+    return text({ ok: true, requested: action, note: 'OBS performs this in a moment' });
+  };
+
+  server.registerTool(
+    'obs_list_scenes',
+    { description: 'OBS: the scenes and which one is live on stream.', inputSchema: {}, annotations: { readOnlyHint: true }, _meta: meta('obs_list_scenes') },
+    guarded<Record<string, never>>('obs_list_scenes', async () => text(await studio(options.store))),
+  );
+
+  server.registerTool(
+    'obs_switch_scene',
+    { description: 'OBS: switch the live (program) scene.', inputSchema: { scene: z.string().min(1).max(200).describe('Scene name, as obs_list_scenes gives it') }, _meta: meta('obs_switch_scene') },
+    guarded<{ scene: string }>('obs_switch_scene', async ({ scene }, requester) => {
+      const state = await studio(options.store);
+      const match = state.scenes.find((name) => name.toLowerCase() === scene.toLowerCase());
+      if (state.scenes.length > 0 && !match) return text({ ok: false, reason: `there is no scene "${scene}"`, scenes: state.scenes }, true);
+      return request({ action: 'switchScene', scene: match ?? scene }, requester);
+    }),
+  );
+
+  server.registerTool(
+    'obs_toggle_source',
+    {
+      description: 'OBS: show or hide a source (also inside groups) in a scene; without `visible` it flips it.',
+      inputSchema: {
+        source: z.string().min(1).max(200).describe('Source name'),
+        scene: z.string().min(1).max(200).optional().describe('Scene name; default the live scene'),
+        visible: z.boolean().optional().describe('true shows, false hides; omit to toggle'),
+      },
+      _meta: meta('obs_toggle_source'),
+    },
+    guarded<{ source: string; scene?: string; visible?: boolean }>('obs_toggle_source', async ({ source, scene, visible }, requester) =>
+      request({ action: visible === undefined ? 'toggleSource' : visible ? 'showSource' : 'hideSource', source, ...(scene ? { scene } : {}) }, requester),
+    ),
+  );
+
+  server.registerTool(
+    'obs_set_text',
+    {
+      description: "OBS: set a text source's text.",
+      inputSchema: { source: z.string().min(1).max(200).describe('Text source name'), text: z.string().max(500).describe('The new text') },
+      _meta: meta('obs_set_text'),
+    },
+    guarded<{ source: string; text: string }>('obs_set_text', async ({ source, text: value }, requester) => request({ action: 'setText', source, text: value }, requester)),
+  );
+}

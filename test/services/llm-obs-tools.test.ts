@@ -1,0 +1,94 @@
+/** The LLM's OBS tools on the built-in platform MCP server: offered to and usable by moderators and up only. */
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import type { Envelope } from '../../src/core/index.js';
+import { pendingActions } from '../../src/platforms/obs/index.js';
+import { POLICY_META_KEY, REQUESTER_META_KEY, connectPlatformMcp, toolAllowed, type PlatformMcp, type Requester } from '../../src/services/llm-bot/index.js';
+import { OBS_TOOL_POLICIES } from '../../src/services/llm-bot/mcp-obs.js';
+import { createStore, type Store } from '../../src/store/index.js';
+
+const person = (role: string): Requester => ({ platform: 'twitch', channel: 'streamer', channelId: '1000', userId: `u-${role}`, login: `${role}_login`, role });
+
+describe('the OBS tools for the LLM', () => {
+  let store: Store;
+  let platform: PlatformMcp;
+  const published: Array<{ topic: string; envelope: Envelope }> = [];
+  const calls: string[] = [];
+
+  beforeAll(async () => {
+    store = await createStore({ driver: 'pglite', dataDir: 'memory://', embedded: true });
+    await store.init();
+    await store.mergeSource({ id: 'obs:studio', platform: 'obs', status: 'connected', metadata: { programScene: 'Main', streaming: true, recording: false, scenes: ['Main', 'BRB', 'Ending'] } });
+    platform = await connectPlatformMcp({
+      store,
+      publish: async (topic, envelope) => {
+        published.push({ topic, envelope });
+      },
+      onCall: (event) => calls.push(`${event.tool}:${event.outcome}`),
+    });
+  });
+
+  afterAll(async () => {
+    await platform?.close();
+    await store?.close();
+  });
+
+  const call = (name: string, args: Record<string, unknown>, requester?: Requester) =>
+    platform.client.callTool({ name, arguments: args, ...(requester ? { _meta: { [REQUESTER_META_KEY]: requester } } : {}) });
+  const body = (result: Awaited<ReturnType<typeof call>>) => JSON.parse((result.content as Array<{ text: string }>)[0]!.text);
+
+  it('lists the four OBS tools, each declaring a moderator-and-up policy that viewers, subscribers and VIPs fail', async () => {
+    const tools = (await platform.client.listTools()).tools.filter((tool) => tool.name.startsWith('obs_'));
+    expect(tools.map((tool) => tool.name).sort()).toEqual(['obs_list_scenes', 'obs_set_text', 'obs_switch_scene', 'obs_toggle_source']);
+    for (const tool of tools) {
+      const policy = tool._meta?.[POLICY_META_KEY] as { minRole: string };
+      expect(policy).toEqual(OBS_TOOL_POLICIES[tool.name as keyof typeof OBS_TOOL_POLICIES]);
+      for (const role of ['viewer', 'subscriber', 'vip', 'banned']) expect(toolAllowed(policy, person(role))).toBe(false);
+      for (const role of ['moderator', 'broadcaster']) expect(toolAllowed(policy, person(role))).toBe(true);
+    }
+  });
+
+  it('refuses a viewer and a call without a requester, and asks OBS for nothing', async () => {
+    calls.length = 0;
+    const asViewer = await call('obs_switch_scene', { scene: 'BRB' }, person('viewer'));
+    expect(asViewer.isError).toBe(true);
+    expect((asViewer.content as Array<{ text: string }>)[0]!.text).toBe('forbidden: obs_switch_scene is not available to role viewer');
+    const anonymous = await call('obs_set_text', { source: 'Now Playing', text: 'hacked' });
+    expect(anonymous.isError).toBe(true);
+    const listing = await call('obs_list_scenes', {}, person('subscriber'));
+    expect(listing.isError).toBe(true);
+    expect(calls).toEqual(['obs_switch_scene:denied', 'obs_set_text:denied', 'obs_list_scenes:denied']);
+    expect(published).toEqual([]);
+  });
+
+  it('gives a moderator the scenes and the live scene', async () => {
+    const result = await call('obs_list_scenes', {}, person('moderator'));
+    expect(result.isError).toBeFalsy();
+    expect(body(result)).toEqual({ connected: true, programScene: 'Main', scenes: ['Main', 'BRB', 'Ending'] });
+  });
+
+  it("turns a moderator's switch, toggle and text into obs.action envelopes on the obs step", async () => {
+    published.length = 0;
+    expect((await call('obs_switch_scene', { scene: 'brb' }, person('moderator'))).isError).toBeFalsy();
+    expect((await call('obs_toggle_source', { source: 'Raid', visible: true }, person('broadcaster'))).isError).toBeFalsy();
+    expect((await call('obs_toggle_source', { source: 'Webcam', scene: 'Main' }, person('moderator'))).isError).toBeFalsy();
+    expect((await call('obs_set_text', { source: 'Now Playing', text: 'Chill beats' }, person('moderator'))).isError).toBeFalsy();
+    expect(published.map((item) => item.topic)).toEqual(['internal.obs.v1', 'internal.obs.v1', 'internal.obs.v1', 'internal.obs.v1']);
+    const actions = published.map((item) => pendingActions(item.envelope)[0]);
+    expect(actions.map((item) => (item && 'action' in item ? item.action : item))).toEqual([
+      { action: 'switchScene', scene: 'BRB' },
+      { action: 'showSource', source: 'Raid' },
+      { action: 'toggleSource', source: 'Webcam', scene: 'Main' },
+      { action: 'setText', source: 'Now Playing', text: 'Chill beats' },
+    ]);
+    expect(published[0]!.envelope.routingSlip).toMatchObject([{ id: 'obs', status: 'PENDING', destination: 'internal.obs.v1' }]);
+    expect(published[0]!.envelope.user).toMatchObject({ role: 'moderator', name: 'moderator_login' });
+  });
+
+  it('refuses an unknown scene with the list of scenes instead of asking OBS', async () => {
+    published.length = 0;
+    const result = await call('obs_switch_scene', { scene: 'Nope' }, person('moderator'));
+    expect(result.isError).toBe(true);
+    expect(body(result)).toEqual({ ok: false, reason: 'there is no scene "Nope"', scenes: ['Main', 'BRB', 'Ending'] });
+    expect(published).toEqual([]);
+  });
+});
