@@ -221,7 +221,7 @@ function toEvent(data: DocumentData): EventRecord {
     receivedAt: data.receivedAt,
     ingress: data.ingress === undefined ? undefined : parseJson(data.ingress),
     outcome: data.outcome,
-    finalizedAt: data.finalizedAt,
+    finalizedAt: data.finalizedAt ?? undefined,
     final: data.final === undefined ? undefined : parseJson(data.final),
     replyDelivered: data.replyDelivered,
     replyText: data.replyText,
@@ -436,7 +436,8 @@ class FirestoreStore implements Store {
         requireEventFields(record);
         const ref = this.#col('events').doc(docId(record.id));
         const ingress = { ingested: true, ...compact({ ingress: toJson(record.ingress) }) };
-        const fresh = { ...eventFields(record), ...ingress };
+        // finalizedAt null (not absent) so listUnfinalized can query for it.
+        const fresh = { ...eventFields(record), ...ingress, finalizedAt: null };
         assertDocumentSize(ref.path, fresh);
         return { ref, ingress, fresh };
       });
@@ -484,7 +485,7 @@ class FirestoreStore implements Store {
             tx.create(ref, fresh);
             return true;
           }
-          if (existing.finalizedAt !== undefined) return false;
+          if (existing.finalizedAt !== undefined && existing.finalizedAt !== null) return false;
           const update = { ...final, ...missingFields(existing, fresh), ...(existing.ingress === undefined && fresh.ingress !== undefined ? { ingress: fresh.ingress } : {}) };
           assertDocumentSize(ref.path, { ...existing, ...update });
           tx.update(ref, update);
@@ -515,6 +516,13 @@ class FirestoreStore implements Store {
       if (query.since !== undefined) q = q.where('receivedAt', '>=', queryIso('since', query.since));
       if (query.until !== undefined) q = q.where('receivedAt', '<=', queryIso('until', query.until));
       return await newestFirstPage(q, query.cursor, limit, toEvent);
+    });
+  }
+
+  async listUnfinalized(query: { before: string; limit?: number }): Promise<EventRecord[]> {
+    return await this.#run(async () => {
+      const snapshot = await this.#col('events').where('finalizedAt', '==', null).where('receivedAt', '<=', queryIso('before', query.before)).orderBy('receivedAt').limit(pageSize(query.limit)).get();
+      return snapshot.docs.map((doc) => toEvent(doc.data()));
     });
   }
 

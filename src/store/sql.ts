@@ -228,6 +228,14 @@ ALTER TABLE events ALTER COLUMN ingress TYPE text USING ingress::text;
 ALTER TABLE events ALTER COLUMN final TYPE text USING final::text;
 `,
   },
+  {
+    version: 3,
+    name: 'unfinalized-events-index',
+    // Stalled events are the few received and never finalized: a partial index keeps finding them cheap.
+    sql: `
+CREATE INDEX IF NOT EXISTS events_unfinalized_idx ON events (received_at, id) WHERE finalized_at IS NULL;
+`,
+  },
 ];
 
 export interface SqlStoreOptions {
@@ -732,6 +740,16 @@ class SqlStore implements Store {
       const page = rows.slice(0, limit);
       const last = page[page.length - 1];
       return compact({ items: page.map(toEvent), nextCursor: rows.length > limit && last ? encodeCursor(last.received_us, last.id) : undefined });
+    });
+  }
+
+  async listUnfinalized(query: { before: string; limit?: number }): Promise<EventRecord[]> {
+    return await this.#run(async (db) => {
+      const { rows } = await db.query(
+        `SELECT ${EVENT_COLUMNS} FROM events WHERE finalized_at IS NULL AND ingested AND received_at <= $1::timestamptz ORDER BY received_at, id LIMIT $2`,
+        [queryTime('before', query.before), pageSize(query.limit)],
+      );
+      return rows.map(toEvent);
     });
   }
 

@@ -187,6 +187,8 @@ export interface Store {
   listEvents(query: EventQuery): Promise<Page<EventRecord>>;
   /** Deletes events received before `before`; returns how many. */
   pruneEvents(before: string): Promise<number>;
+  /** Events recorded on ingress and not finalized, received at or before `before`, oldest first (stalled events). */
+  listUnfinalized(query: { before: string; limit?: number }): Promise<EventRecord[]>;
 
   // dead letters
   /** Idempotent on id; returns true when newly inserted. */

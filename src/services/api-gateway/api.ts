@@ -14,6 +14,7 @@
  *   GET/POST /api/rules, GET/PUT/DELETE /api/rules/:id
  *   GET/POST /api/commands, GET/PUT/DELETE /api/commands/:name
  *   GET  /api/live                       server-sent events (live.ts)
+ *   GET  /api/events/stalled, POST /api/events/:id/dead-letter|replay   stalled events (stalled.ts)
  *   GET  /api/llm/usage                  ?top — today's LLM spend, top users and the caps (llm-usage.ts)
  */
 import { readFile } from 'node:fs/promises';
@@ -32,6 +33,7 @@ import { hasApiRole, tokenFromRequest, type ApiRole, type Authenticator, type Pr
 import { summarizeDeadLetter, summarizeEvent, type LiveFeed } from './live.js';
 import { capKey, createConnectionCaps } from './caps.js';
 import { registerLlmUsage } from './llm-usage.js';
+import { registerStalledRoutes, type StallWatch } from './stalled.js';
 import type { UsageCaps } from '../llm-bot/usage.js';
 import { WS_LIMITS, type ChatGateway } from './ws.js';
 
@@ -52,6 +54,8 @@ export interface ApiDeps {
   health: () => Promise<HealthReport>;
   /** Open SSE responses, ended on stop. */
   streams: Set<{ end(): void }>;
+  /** Stalled events (STALLED_AFTER_MS): list, describe, operator actions. */
+  stalled: StallWatch;
 }
 
 // ------------------------------------------------------------------------------------------ health
@@ -308,6 +312,7 @@ export async function registerApi(scope: FastifyInstance, deps: ApiDeps): Promis
 
   scope.get('/api/health', async () => await deps.health());
   registerLlmUsage(scope, ctx);
+  registerStalledRoutes(scope, { ctx, watch: deps.stalled, requireModerator: (request) => requireRole(request, 'moderator') });
 
   scope.get('/api/sources', async () => {
     const stored = await ctx.store.listSources();
@@ -334,7 +339,8 @@ export async function registerApi(scope: FastifyInstance, deps: ApiDeps): Promis
     const { id } = validate(IdParams, request.params, 'path');
     const record = await ctx.store.getEvent(id);
     if (!record) throw new BitBratError('NOT_FOUND', `no event with id ${id}`);
-    return { ...record, timeline: slipTimeline(record) };
+    const stalled = await deps.stalled.describe(record);
+    return { ...record, timeline: slipTimeline(record), ...(stalled ? { stalled } : {}) };
   });
 
   scope.get('/api/deadletters', async (request) => {
