@@ -9,7 +9,7 @@ import { service as eventRouter } from '../../src/services/event-router/index.js
 import { service as persistence } from '../../src/services/persistence/index.js';
 import { service as finalizer } from '../../src/services/finalizer/index.js';
 import { service as gateway } from '../../src/services/api-gateway/index.js';
-import { collect, startTestHost } from '../support/harness.js';
+import { collect, createLogSink, startTestHost } from '../support/harness.js';
 import { freePort } from '../support/ports.js';
 import { waitFor } from '../support/wait.js';
 
@@ -21,6 +21,9 @@ let bus: MemoryBus;
 let store: Store;
 let host: Host;
 let observer: Awaited<ReturnType<typeof collect>>;
+const logs = createLogSink();
+/** The first test's event: warned about early, then left stalled through every later check. */
+let firstStalledId = '';
 
 // This host runs no query-analyzer: the router's first step for chat is served nowhere here, and the
 // query-analyzer "elsewhere" (its health URL) does not answer. Every chat message stalls there.
@@ -41,8 +44,9 @@ beforeAll(async () => {
       API_GATEWAY_TOKENS: `${MODERATOR}:moderator,${VIEWER}:viewer`,
       API_GATEWAY_HEALTH_URLS: `query-analyzer=http://127.0.0.1:${closedPort}`,
       STALLED_AFTER_MS: '1000',
+      LOG_LEVEL: 'warn',
     },
-    extra: { store },
+    extra: { store, logDestination: logs.stream },
   });
 });
 
@@ -74,6 +78,7 @@ const stalledIds = async () => ((await api('GET', '/api/events/stalled')).body.i
 describe('stalled events', () => {
   it('reports an event not finalized within STALLED_AFTER_MS as stalled at its step, with the unreachable consumer as the cause', async () => {
     const envelope = await sendChat('hello, is anyone there?');
+    firstStalledId = envelope.id;
     const stalled = await waitFor(async () => (await api('GET', '/api/events/stalled')).body.items.find((item: { id: string }) => item.id === envelope.id), { timeoutMs: 15_000, message: 'the event to be reported stalled' });
     expect(stalled).toMatchObject({
       id: envelope.id,
@@ -89,8 +94,10 @@ describe('stalled events', () => {
     const inflight = await host.app.inject({ method: 'GET', url: `/_debug/inflight?id=${envelope.id}` });
     expect(inflight.json().items).toEqual([expect.objectContaining({ id: envelope.id, topic: 'internal.query-analyzer.v1', by: 'event-router' })]);
 
-    // The periodic check sets the gauge.
+    // The periodic check sets the gauge and warns once per stalled event.
     await waitFor(async () => /^bitbrat_events_stalled [1-9]/m.test((await host.app.inject({ method: 'GET', url: '/metrics' })).body), { timeoutMs: 10_000, message: 'bitbrat_events_stalled > 0' });
+    const warning = await waitFor(() => logs.records().find((record) => record.eventId === envelope.id), { timeoutMs: 10_000, message: 'the stalled warning' });
+    expect(warning).toMatchObject({ level: 'warn', msg: 'event stalled at query-analyzer: query-analyzer is unreachable', step: 'query-analyzer' });
   });
 
   it('lets a moderator dead-letter a stalled event: a STALLED dead letter and a failed final record, and it is no longer stalled', async () => {
@@ -170,5 +177,15 @@ describe('stalled events', () => {
     await waitFor(async () => store.getEvent(envelope.id));
     expect((await api('POST', `/api/events/${envelope.id}/replay`, MODERATOR, { unexpected: true })).status).toBe(400);
     expect((await api('GET', '/api/events/stalled?limit=0')).status).toBe(400);
+  });
+
+  it('has warned once per stalled event, however many checks ran since (one a second here)', async () => {
+    const warnings = logs.records().filter((record) => String(record.msg).startsWith('event stalled'));
+    const perEvent = new Map<unknown, number>();
+    for (const record of warnings) perEvent.set(record.eventId, (perEvent.get(record.eventId) ?? 0) + 1);
+    expect(perEvent.get(firstStalledId)).toBe(1);
+    expect([...perEvent.values()].every((count) => count === 1)).toBe(true);
+    // It was still stalled at the last check: the gauge counts it, the log did not repeat it.
+    expect((await stalledIds()).includes(firstStalledId)).toBe(true);
   });
 });

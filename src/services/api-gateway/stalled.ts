@@ -126,6 +126,22 @@ export function createStallWatch(options: StallWatchOptions): StallWatch {
     return records.map((record) => describe(record, ctx.inflight?.get(record.id) ?? remote.get(record.id), health?.services, now));
   };
 
+  /** One check: the gauge, and a warning per newly stalled event. */
+  const check = async (): Promise<number> => {
+    const stalled = await ctx.store.listUnfinalized({ before: new Date(Date.now() - options.stalledAfterMs).toISOString(), limit: 1_000 });
+    ctx.metrics.eventsStalled.set(stalled.length);
+    const fresh = stalled.filter((record) => !warned.has(record.id));
+    if (fresh.length > 0) {
+      const described = await list(Math.min(1_000, stalled.length));
+      for (const event of described.filter((entry) => !warned.has(entry.id))) {
+        ctx.logger.warn({ eventId: event.id, correlationId: event.correlationId, step: event.at?.step, cause: event.cause, stalledForMs: event.stalledForMs }, `event stalled${event.at ? ` at ${event.at.step}` : ''}${event.cause ? `: ${event.cause}` : ''}`);
+      }
+    }
+    warned.clear();
+    for (const record of stalled) warned.add(record.id);
+    return stalled.length;
+  };
+
   return {
     list,
     async describe(record) {
@@ -135,24 +151,11 @@ export function createStallWatch(options: StallWatchOptions): StallWatch {
       const [remote, health] = await Promise.all([!local && options.urls.size > 0 ? remoteInflight() : Promise.resolve(new Map<string, InflightEntry>()), options.health().catch(() => undefined)]);
       return describe(record, local ?? remote.get(record.id), health?.services, now);
     },
-    async check() {
-      const stalled = await ctx.store.listUnfinalized({ before: new Date(Date.now() - options.stalledAfterMs).toISOString(), limit: 1_000 });
-      ctx.metrics.eventsStalled.set(stalled.length);
-      const fresh = stalled.filter((record) => !warned.has(record.id));
-      if (fresh.length > 0) {
-        const described = await list(Math.min(1_000, stalled.length));
-        for (const event of described.filter((entry) => !warned.has(entry.id))) {
-          ctx.logger.warn({ eventId: event.id, correlationId: event.correlationId, step: event.at?.step, cause: event.cause, stalledForMs: event.stalledForMs }, `event stalled${event.at ? ` at ${event.at.step}` : ''}${event.cause ? `: ${event.cause}` : ''}`);
-        }
-      }
-      warned.clear();
-      for (const record of stalled) warned.add(record.id);
-      return stalled.length;
-    },
+    check,
     start() {
       const every = Math.min(60_000, Math.max(1_000, Math.floor(options.stalledAfterMs / 4)));
       timer = setInterval(() => {
-        this.check().catch((error: unknown) => ctx.logger.warn({ err: error }, 'stalled-events check failed'));
+        check().catch((error: unknown) => ctx.logger.warn({ err: error }, 'stalled-events check failed'));
       }, every);
       timer.unref();
     },
