@@ -189,3 +189,46 @@ describe('stalled events', () => {
     expect((await stalledIds()).includes(firstStalledId)).toBe(true);
   });
 });
+
+describe('stalled events in a split deployment', () => {
+  it('finds the step in the process that published it, over its /_debug/inflight, and names the consumer that is down', async () => {
+    const sharedBus = createMemoryBus();
+    await sharedBus.connect();
+    const splitStore = await createStore({ driver: 'pglite', dataDir: 'memory://', embedded: true });
+    await splitStore.init();
+    // "Another machine": auth and the router, whose engines remember where they sent each envelope.
+    const routing = await startTestHost({ services: [auth, eventRouter], bus: sharedBus, listen: true, architecture: loadArchitecture(), env: { HOST: '127.0.0.1' }, extra: { store: splitStore } });
+    const closedPort = await freePort();
+    const front = await startTestHost({
+      services: [persistence, finalizer, gateway],
+      bus: sharedBus,
+      architecture: loadArchitecture(),
+      env: {
+        API_GATEWAY_TOKENS: `${MODERATOR}:moderator`,
+        API_GATEWAY_HEALTH_URLS: `auth=http://127.0.0.1:${routing.port},event-router=http://127.0.0.1:${routing.port},query-analyzer=http://127.0.0.1:${closedPort}`,
+        STALLED_AFTER_MS: '1000',
+      },
+      extra: { store: splitStore },
+    });
+    try {
+      const envelope = createEnvelope({
+        type: 'external.chat.message.v1',
+        source: { platform: 'twitch', channel: 'splitchan', channelId: 'splitchan-id' },
+        user: { id: 'u-split', name: 'viewer', displayName: 'viewer', profileImageUrl: '', role: 'viewer' },
+        payload: { text: 'anyone home?' },
+        extra: { message: { id: 'm-split', text: 'anyone home?' } },
+      });
+      await sharedBus.publish(Topic.ingress, encoder.encode(JSON.stringify(envelope)));
+      const list = async () => (await front.app.inject({ method: 'GET', url: '/api/events/stalled', headers: { authorization: `Bearer ${MODERATOR}` } })).json().items as Array<Record<string, any>>;
+      const stalled = await waitFor(async () => (await list()).find((item) => item.id === envelope.id), { timeoutMs: 15_000, message: 'the event to stall' });
+      // The front process published nothing for it past ingress: the step came from the routing process.
+      expect(front.context('api-gateway').inflight?.get(envelope.id)?.topic).not.toBe('internal.query-analyzer.v1');
+      expect(stalled).toMatchObject({ at: { step: 'query-analyzer', publishedBy: 'event-router', consumers: ['query-analyzer'] }, cause: 'query-analyzer is unreachable' });
+    } finally {
+      await front.stop();
+      await routing.stop();
+      await splitStore.close();
+      await sharedBus.close();
+    }
+  });
+});
