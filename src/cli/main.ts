@@ -16,6 +16,11 @@ Commands:
   dlq list [--limit n] [--all] [--json]
                                    List dead letters (--all includes replayed ones)
   dlq replay <id> [--raw-file f]   Re-publish a dead letter (to the failed step, or to ingress once valid)
+  events stalled [--limit n] [--json]
+                                   List events not finalized within STALLED_AFTER_MS, with the step they wait at
+  events dead-letter <id> [--reason r]
+                                   Dead-letter a stalled event (STALLED) and record it as failed
+  events replay <id> [--reason r]  Send a stalled event through again as a new envelope
   commands list|add|edit|delete    Manage custom chat commands (see bitbrat commands --help)
   reactions list|set <name> [--on|--off] [--template t] [--shoutout on|off]
                                    Switch off or reword the chat reactions to follows, subs, cheers, raids
@@ -50,6 +55,10 @@ const commands: Record<string, Handler> = {
   async dlq(args) {
     const { dlqCommand } = await import('./dlq.js');
     return await dlqCommand(args, readEnv());
+  },
+  async events(args) {
+    const { eventsCommand } = await import('./events.js');
+    return await eventsCommand(args, readEnv());
   },
   async commands(args) {
     const { commandsCommand } = await import('./commands.js');

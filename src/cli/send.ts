@@ -97,7 +97,10 @@ export async function sendCommand(args: string[], env: Record<string, string | u
           if (message.inReplyTo === id) finish(SendExit.ok, { out: String(message.text) });
           return;
         case 'noreply':
-          if (message.inReplyTo === id) finish(SendExit.noReply, { err: `bitbrat send: the message was processed without a reply (outcome: ${message.outcome}; envelope ${message.envelopeId})` });
+          if (message.inReplyTo === id) {
+            const why = message.reason ? `: ${message.reason}` : '';
+            finish(SendExit.noReply, { err: `bitbrat send: no reply${why} (outcome: ${message.outcome}; envelope ${message.envelopeId})` });
+          }
           return;
         case 'error':
           if (message.inReplyTo === undefined || message.inReplyTo === id) finish(SendExit.error, { err: `bitbrat send: ${message.code}: ${message.message}` });

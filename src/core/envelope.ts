@@ -114,6 +114,12 @@ export const QosSchema = z.looseObject({
   /** The reply must reach the platform within this many ms of `timestamp` (R9). */
   maxResponseMs: z.number().int().positive().optional(),
   priority: z.number().int().optional(),
+  /**
+   * The sender waits for the ending (the api-gateway's console): a slip that ends without a reply still goes
+   * to `source.egressDestination`, so the sender hears `noreply` with the reason (R2). Chat from platforms
+   * leaves it unset: no extra hop for messages nobody waits on.
+   */
+  reportEnding: z.boolean().optional(),
 });
 
 /** How the envelope's processing ended, set by the runtime before finalization. */

@@ -25,6 +25,7 @@ export const ErrorCode = {
   PROVIDER_ERROR: 'PROVIDER_ERROR',
   RATE_LIMITED: 'RATE_LIMITED',
   NOT_CONFIGURED: 'NOT_CONFIGURED',
+  STALLED: 'STALLED',
 } as const;
 export type ErrorCode = (typeof ErrorCode)[keyof typeof ErrorCode];
 
@@ -55,6 +56,7 @@ export const ErrorDescriptions: Record<ErrorCode, string> = {
   PROVIDER_ERROR: 'An external provider returned an error.',
   RATE_LIMITED: 'A rate limit was reached.',
   NOT_CONFIGURED: 'The feature is not configured.',
+  STALLED: 'The event was not finalized within STALLED_AFTER_MS; an operator dead-lettered or replayed it.',
 };
 
 /** The one error base class: every error BitBrat throws on purpose carries a stable code. */

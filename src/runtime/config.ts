@@ -21,6 +21,9 @@ export const env = {
   requiredString: () => z.preprocess(emptyToUndefined, z.string({ error: 'is required' }).min(1)),
   int: (fallback: number, options: { min?: number; max?: number } = {}) =>
     z.preprocess(emptyToUndefined, z.coerce.number({ error: 'must be a number' }).int('must be an integer').min(options.min ?? Number.MIN_SAFE_INTEGER).max(options.max ?? Number.MAX_SAFE_INTEGER).default(fallback)),
+  /** A decimal number (prices, amounts of money). */
+  number: (fallback: number, options: { min?: number; max?: number } = {}) =>
+    z.preprocess(emptyToUndefined, z.coerce.number({ error: 'must be a number' }).finite('must be a finite number').min(options.min ?? -Number.MAX_VALUE).max(options.max ?? Number.MAX_VALUE).default(fallback)),
   bool: (fallback: boolean) =>
     z.preprocess((value) => {
       const v = emptyToUndefined(value);
@@ -51,6 +54,10 @@ export const PlatformConfigSchema = z.object({
   NATS_STREAM_MAX_BYTES: env.int(0, { min: 0 }),
   BUS_PREFIX: env.string(''),
   PUBLISH_MAX_RETRIES: env.int(5, { min: 0, max: 100 }),
+  /** Ingress messages a connector holds while the bus refuses them; one more is lost and counted. */
+  INGRESS_BUFFER_MAX: env.int(20_000, { min: 1, max: 10_000_000 }),
+  /** An event not finalized this long after it was received is reported as stalled. */
+  STALLED_AFTER_MS: env.int(300_000, { min: 1_000 }),
   MAX_IN_FLIGHT: env.int(64, { min: 1, max: 10_000 }),
   ACK_WAIT_MS: env.int(30_000, { min: 100 }),
   STORE_DRIVER: env.enumOf(['pglite', 'postgres', 'firestore'] as const, 'pglite'),

@@ -1,3 +1,4 @@
+import type { InflightTracker } from './inflight.js';
 import { createHash } from 'node:crypto';
 import { setMaxListeners } from 'node:events';
 import {
@@ -62,6 +63,8 @@ export interface EngineOptions {
    * every service's setup has returned. Default: not checked.
    */
   knownSteps?: readonly string[] | (() => readonly string[]);
+  /** Remembers where each envelope was last published (stalled events: "stalled at <step>"). */
+  inflight?: InflightTracker;
 }
 
 /** The part of the runtime that applies the routing-slip rules to one consumed message. */
@@ -128,7 +131,7 @@ function handlerCopy(json: unknown, step: RoutingStep | undefined, stepIndex: nu
  * file carries it out: publishing, dead letters, holding a message while a dependency is down.
  */
 export function createSlipEngine(options: EngineOptions): SlipEngine {
-  const { service, bus, metrics, logger } = options;
+  const { service, bus, metrics, logger, inflight } = options;
   const instanceId = options.instanceId;
   const done = createLruSet(options.idempotencyCacheSize ?? 50_000);
   const deadlines = createDeadlineSlots();
@@ -199,6 +202,7 @@ export function createSlipEngine(options: EngineOptions): SlipEngine {
    */
   const publishEnvelope = (topic: string, envelope: Envelope, msgId?: string): Promise<void> => {
     try {
+      inflight?.published(envelope.id, envelope.correlationId, topic, service);
       const data = bus.publishJson ? undefined : encoder.encode(JSON.stringify(envelope));
       return publishRaw(topic, data, headersFor(envelope, service), msgId, envelope);
     } catch (error) {
@@ -278,7 +282,10 @@ export function createSlipEngine(options: EngineOptions): SlipEngine {
     };
     log.warn({ code, reason, deadLetterId: letter.id }, 'dead-lettering message');
     const headers: Record<string, string> = { 'x-publisher': service, 'x-deadletter-code': String(code) };
-    if (extra.envelope) Object.assign(headers, headersFor(extra.envelope, service));
+    if (extra.envelope) {
+      Object.assign(headers, headersFor(extra.envelope, service));
+      inflight?.published(extra.envelope.id, extra.envelope.correlationId, Topic.deadletter, service);
+    }
     await publishRaw(Topic.deadletter, encoder.encode(JSON.stringify(letter)), headers, letter.id);
     metrics.deadLettered.inc({ service, topic, code: String(code) });
   };

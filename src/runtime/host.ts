@@ -1,9 +1,10 @@
 import type { FastifyInstance } from 'fastify';
 import { createBus, type CreateBusOptions, type MessageBus, type Subscription } from '../bus/index.js';
-import { BitBratError, type Envelope } from '../core/index.js';
+import { BitBratError, Topic, type Envelope } from '../core/index.js';
 import type { CreateStoreOptions, Store } from '../store/index.js';
 import { loadPlatformConfig, parseConfig, readEnv, type PlatformConfig } from './config.js';
 import { createSlipEngine, type SlipEngine } from './engine.js';
+import { createInflightTracker } from './inflight.js';
 import { watchBusStorage } from './bus-storage.js';
 import { createHealthRegistry, type HealthRegistry } from './health.js';
 import { createHttpServer } from './http.js';
@@ -108,6 +109,13 @@ export async function createHost(options: HostOptions): Promise<Host> {
   const needsStore = options.services.some((service) => service.needsStore);
   let store: Store | undefined = options.store;
   const app = createHttpServer({ health, metrics, services: () => options.services.map((service) => service.name), logger: rootLogger });
+  // One per process: every engine here records where it last sent each envelope (stalled events).
+  const inflight = createInflightTracker({ finalTopics: [Topic.finalizer, Topic.deadletter], ttlMs: Math.max(3_600_000, 2 * config.STALLED_AFTER_MS) });
+  app.get('/_debug/inflight', async (request) => {
+    const id = (request.query as Record<string, unknown>).id;
+    if (typeof id === 'string') return { items: [inflight.get(id)].filter(Boolean), size: inflight.size };
+    return { items: inflight.list(1_000), size: inflight.size };
+  });
   const running: Running[] = [];
   let storeTimer: NodeJS.Timeout | undefined;
   let busStorage: { stop(): void } | undefined;
@@ -127,6 +135,7 @@ export async function createHost(options: HostOptions): Promise<Host> {
       retryMaxMs: options.retryMaxMs,
       // Steps of architecture.yaml, and of the ad-hoc services a test or an embedding describes.
       knownSteps: () => knownSteps(loadArchitecture(), architecture),
+      inflight,
       onDependency: (name, ready, detail) => {
         if (name === 'store' && !store) return;
         health.set(name, ready && (name === 'bus' ? bus.isConnected() : true), ready ? undefined : detail);
@@ -147,6 +156,7 @@ export async function createHost(options: HostOptions): Promise<Host> {
       metrics,
       health: health.scoped(`${definition.name}.`),
       publish: (topic: string, envelope: Envelope, publishOptions?: { msgId?: string }) => engine.publishEnvelope(topic, envelope, publishOptions?.msgId),
+      inflight,
       registerSecret: (value) => scrubber.add(value),
     };
     return { definition, ctx, engine, subscriptions: [], started: false };

@@ -13,6 +13,10 @@ export interface RuntimeMetrics {
   /** What the bus's server keeps (NATS stream), and its limit (0: none). */
   readonly busStoredBytes: Gauge;
   readonly busMaxBytes: Gauge;
+  /** Ingress messages a connector could not hand to the bus (buffer full, or not flushed at shutdown). */
+  readonly ingressLost: Counter<'service' | 'platform' | 'reason'>;
+  /** Events received but not finalized within STALLED_AFTER_MS (as last counted). */
+  readonly eventsStalled: Gauge;
 }
 
 /** One labelled series of a counter, incremented on the hot path. */
@@ -97,5 +101,7 @@ export function createRuntimeMetrics(options: { defaultMetrics?: boolean } = {})
     }),
     busStoredBytes: new Gauge({ name: 'bitbrat_bus_stored_bytes', help: 'Bytes the bus server keeps for this platform (the NATS stream).', registers: [registry] }),
     busMaxBytes: new Gauge({ name: 'bitbrat_bus_max_bytes', help: 'Size limit of that storage (0: none).', registers: [registry] }),
+    ingressLost: new Counter({ name: 'bitbrat_ingress_lost_total', help: 'Ingress messages lost by a connector (by reason: buffer_full, shutdown).', labelNames: ['service', 'platform', 'reason'] as const, registers: [registry] }),
+    eventsStalled: new Gauge({ name: 'bitbrat_events_stalled', help: 'Events received but not finalized within STALLED_AFTER_MS.', registers: [registry] }),
   };
 }

@@ -7,6 +7,7 @@ import type { RuntimeMetrics } from './metrics.js';
 import type { PlatformConfig } from './config.js';
 import type { SecretsProvider } from './secrets.js';
 import type { HealthRegistry } from './health.js';
+import type { InflightView } from './inflight.js';
 import type { Store } from '../store/index.js';
 
 /** What a handler returns; the runtime applies the routing-slip rules to it (docs/slip-rules.md). */
@@ -105,6 +106,8 @@ export interface ServiceContext<C = Record<string, unknown>> {
   publish(topic: string, envelope: Envelope, options?: { msgId?: string }): Promise<void>;
   /** Register a secret value so it is scrubbed from logs. */
   registerSecret(value: string | undefined): void;
+  /** Where this process's engines last sent each envelope (absent outside a host). */
+  readonly inflight?: InflightView;
 }
 
 /** What a service's `setup` returns: its consumers, and optional routes, start and stop hooks. */

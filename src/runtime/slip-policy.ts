@@ -41,8 +41,8 @@ export type SuccessKind = Exclude<HandlerResult['kind'], 'failed'>;
 
 /**
  * Where a successful result sends the envelope:
- * - `next-step`: the first PENDING step of the slip; none left → egress when there is a reply and an
- *   egress destination, else finalization (R2);
+ * - `next-step`: the first PENDING step of the slip; none left → egress when there is an egress
+ *   destination and a reply (or `qos.reportEnding`), else finalization (R2);
  * - `stage-next`: the stage's fixed `next` (a topic, or finalization);
  * - `egress-or-final`: egress when the envelope has an egress destination and the consumer is not
  *   itself the egress stage (whose `next` is finalization), else finalization (R3);
@@ -173,7 +173,8 @@ export function nextHop(input: NextHopInput): SettleOrder {
     case 'next-step': {
       const nextIndex = currentStepIndex(envelope);
       if (nextIndex >= 0) return stepHop(input, nextIndex, envelope.routingSlip[nextIndex]!);
-      if (egress && hasReply(envelope)) return { action: 'publish', hop: 'egress', topic: egress, msgId: `${envelope.id}:egress`, outcome: completed };
+      // R2: egress only carries a reply, unless the sender waits to hear the ending (qos.reportEnding).
+      if (egress && (hasReply(envelope) || envelope.qos?.reportEnding === true)) return { action: 'publish', hop: 'egress', topic: egress, msgId: `${envelope.id}:egress`, outcome: completed };
       return finalizationHop(envelope, stepIndex, completed);
     }
   }
@@ -227,6 +228,9 @@ export function onFailure(input: FailureInput): RetryOrder | { action: 'record';
  */
 export function failureHop(mode: EnvelopeMode, envelope: Envelope, stepIndex: number, topic: string, code: string, message: string): PublishOrder | DeadLetterOrder {
   if (FAILURE_ROUTES[mode] === 'dead-letter') return { action: 'dead-letter', code, reason: message, replayTopic: topic };
+  // A sender waiting on the ending (qos.reportEnding) hears the failure too; never from the egress stage itself.
+  const egress = envelope.source.egressDestination;
+  if (envelope.qos?.reportEnding === true && egress && mode !== 'stage') return { action: 'publish', hop: 'egress', topic: egress, msgId: `${envelope.id}:egress`, outcome: 'failed' };
   return finalizationHop(envelope, stepIndex);
 }
 

@@ -222,7 +222,7 @@ function toEvent(data: DocumentData): EventRecord {
     receivedAt: data.receivedAt,
     ingress: data.ingress === undefined ? undefined : parseJson(data.ingress),
     outcome: data.outcome,
-    finalizedAt: data.finalizedAt,
+    finalizedAt: data.finalizedAt ?? undefined,
     final: data.final === undefined ? undefined : parseJson(data.final),
     replyDelivered: data.replyDelivered,
     replyText: data.replyText,
@@ -452,7 +452,8 @@ class FirestoreStore implements Store {
         requireEventFields(record);
         const ref = this.#col('events').doc(docId(record.id));
         const ingress = { ingested: true, ...compact({ ingress: toJson(record.ingress) }) };
-        const fresh = { ...eventFields(record), ...ingress };
+        // finalizedAt null (not absent) so listUnfinalized can query for it.
+        const fresh = { ...eventFields(record), ...ingress, finalizedAt: null };
         assertDocumentSize(ref.path, fresh);
         return { ref, ingress, fresh };
       });
@@ -500,7 +501,7 @@ class FirestoreStore implements Store {
             tx.create(ref, fresh);
             return true;
           }
-          if (existing.finalizedAt !== undefined) return false;
+          if (existing.finalizedAt !== undefined && existing.finalizedAt !== null) return false;
           const update = { ...final, ...missingFields(existing, fresh), ...(existing.ingress === undefined && fresh.ingress !== undefined ? { ingress: fresh.ingress } : {}) };
           assertDocumentSize(ref.path, { ...existing, ...update });
           tx.update(ref, update);
@@ -531,6 +532,13 @@ class FirestoreStore implements Store {
       if (query.since !== undefined) q = q.where('receivedAt', '>=', queryIso('since', query.since));
       if (query.until !== undefined) q = q.where('receivedAt', '<=', queryIso('until', query.until));
       return await newestFirstPage(q, query.cursor, limit, toEvent);
+    });
+  }
+
+  async listUnfinalized(query: { before: string; limit?: number }): Promise<EventRecord[]> {
+    return await this.#run(async () => {
+      const snapshot = await this.#col('events').where('finalizedAt', '==', null).where('receivedAt', '<=', queryIso('before', query.before)).orderBy('receivedAt').limit(pageSize(query.limit)).get();
+      return snapshot.docs.map((doc) => toEvent(doc.data()));
     });
   }
 
@@ -960,6 +968,21 @@ class FirestoreStore implements Store {
         tx.set(ref, { key, value, expiresAtMs, ...(expiresAtMs === null ? {} : { expireAt: Timestamp.fromMillis(expiresAtMs) }) });
         return value;
       });
+    });
+  }
+
+  async listCounters(prefix: string, limit: number): Promise<Array<{ key: string; value: number }>> {
+    return await this.#run(async () => {
+      // A range on `key` cannot also be ordered by value without a composite index: sort the prefix's
+      // counters here (a day's per-user counters, a few thousand at most).
+      const snapshot = await this.#col('counters').where('key', '>=', prefix).where('key', '<', `${prefix}\uf8ff`).get();
+      const now = Date.now();
+      return snapshot.docs
+        .map((doc) => doc.data())
+        .filter((data) => data.expiresAtMs === undefined || data.expiresAtMs === null || Number(data.expiresAtMs) > now)
+        .map((data) => ({ key: String(data.key), value: Number(data.value) }))
+        .sort((a, b) => b.value - a.value || (a.key < b.key ? -1 : a.key > b.key ? 1 : 0))
+        .slice(0, Math.max(0, Math.floor(limit)));
     });
   }
 }

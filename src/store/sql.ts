@@ -229,6 +229,14 @@ ALTER TABLE events ALTER COLUMN ingress TYPE text USING ingress::text;
 ALTER TABLE events ALTER COLUMN final TYPE text USING final::text;
 `,
   },
+  {
+    version: 3,
+    name: 'unfinalized-events-index',
+    // Stalled events are the few received and never finalized: a partial index keeps finding them cheap.
+    sql: `
+CREATE INDEX IF NOT EXISTS events_unfinalized_idx ON events (received_at, id) WHERE finalized_at IS NULL;
+`,
+  },
 ];
 
 export interface SqlStoreOptions {
@@ -771,6 +779,16 @@ class SqlStore implements Store {
     });
   }
 
+  async listUnfinalized(query: { before: string; limit?: number }): Promise<EventRecord[]> {
+    return await this.#run(async (db) => {
+      const { rows } = await db.query(
+        `SELECT ${EVENT_COLUMNS} FROM events WHERE finalized_at IS NULL AND ingested AND received_at <= $1::timestamptz ORDER BY received_at, id LIMIT $2`,
+        [queryTime('before', query.before), pageSize(query.limit)],
+      );
+      return rows.map(toEvent);
+    });
+  }
+
   async pruneEvents(before: string): Promise<number> {
     return await this.#run(async (db) => {
       const { rows } = await db.query('WITH gone AS (DELETE FROM events WHERE received_at < $1::timestamptz RETURNING 1) SELECT count(*)::int AS n FROM gone', [queryTime('before', before)]);
@@ -1140,6 +1158,18 @@ class SqlStore implements Store {
         [key, by, ttlMs ?? null],
       );
       return Number(rows[0]!.value);
+    });
+  }
+
+  async listCounters(prefix: string, limit: number): Promise<Array<{ key: string; value: number }>> {
+    return await this.#run(async (db) => {
+      // left(key, n) = prefix rather than LIKE: a prefix holding % or _ needs no escaping.
+      const { rows } = await db.query(
+        `SELECT key, value FROM counters WHERE left(key, length($1::text)) = $1::text AND (expires_at IS NULL OR expires_at > now())
+         ORDER BY value DESC, key LIMIT $2`,
+        [prefix, Math.max(0, Math.floor(limit))],
+      );
+      return rows.map((row) => ({ key: String(row.key), value: Number(row.value) }));
     });
   }
 }

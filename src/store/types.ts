@@ -187,6 +187,8 @@ export interface Store {
   listEvents(query: EventQuery): Promise<Page<EventRecord>>;
   /** Deletes events received before `before`; returns how many. */
   pruneEvents(before: string): Promise<number>;
+  /** Events recorded on ingress and not finalized, received at or before `before`, oldest first (stalled events). */
+  listUnfinalized(query: { before: string; limit?: number }): Promise<EventRecord[]>;
 
   // dead letters
   /** Idempotent on id; returns true when newly inserted. */
@@ -247,6 +249,8 @@ export interface Store {
   getConversation(channelKey: string): Promise<ConversationTurn[]>;
   /** Atomic counter (e.g. daily token budget); returns the new value. */
   incrementCounter(key: string, by: number, ttlMs?: number): Promise<number>;
+  /** The live (unexpired) counters whose key starts with `prefix`, highest value first, at most `limit`. */
+  listCounters(prefix: string, limit: number): Promise<Array<{ key: string; value: number }>>;
 }
 
 export interface CreateStoreOptions {

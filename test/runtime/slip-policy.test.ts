@@ -75,6 +75,21 @@ describe('step mode', () => {
     expect(hop({ mode: 'step', envelope, stepIndex: 0 })).toEqual({ action: 'publish', hop: 'finalization', topic: Topic.finalizer, msgId: `${envelope.id}:final`, outcome: 'completed' });
   });
 
+  it('skip on the last step without a reply goes to egress when the sender waits to hear the ending (qos.reportEnding)', () => {
+    const envelope = after({ ...envelopeWith(['a'], { egress: true }), qos: { reportEnding: true } }, 0, 'skip');
+    expect(hop({ mode: 'step', envelope, stepIndex: 0, result: { kind: 'skip' } })).toEqual({ action: 'publish', hop: 'egress', topic: Topic.egress, msgId: `${envelope.id}:egress`, outcome: 'completed' });
+    // Without an egress destination there is nobody to tell: finalized as before.
+    const nowhere = after({ ...envelopeWith(['a']), qos: { reportEnding: true } }, 0, 'skip');
+    expect(hop({ mode: 'step', envelope: nowhere, stepIndex: 0, result: { kind: 'skip' } })).toMatchObject({ action: 'publish', hop: 'finalization' });
+  });
+
+  it('a recorded failure goes to egress as failed when the sender waits to hear the ending, but never from the egress stage itself', () => {
+    const envelope = { ...envelopeWith(['a'], { egress: true }), qos: { reportEnding: true } };
+    expect(failureHop('step', envelope, 0, 'internal.a.v1', 'X', 'x')).toEqual({ action: 'publish', hop: 'egress', topic: Topic.egress, msgId: `${envelope.id}:egress`, outcome: 'failed' });
+    expect(failureHop('stage', envelope, -1, Topic.egress, 'X', 'x')).toMatchObject({ action: 'publish', hop: 'finalization' });
+    expect(failureHop('step', envelopeWith(['a'], { egress: true }), 0, 'internal.a.v1', 'X', 'x')).toMatchObject({ action: 'publish', hop: 'finalization' });
+  });
+
   it('continue on the last step keeps an outcome an earlier step already set', () => {
     const envelope = after(envelopeWith(['a']), 0);
     envelope.outcome = 'unrouted';

@@ -286,6 +286,41 @@ describe('api-gateway WebSocket /ws/v1', () => {
 
 // ------------------------------------------------------------------------------------------- http api
 
+describe('api-gateway endings without a reply', () => {
+  it('tells a console client why a slip ended in a skipped step: an unknown command, a command on cooldown, a refused !addcom', async () => {
+    const created = await call('POST', '/api/commands', { token: OWNER, body: { name: '!slowcmd', response: 'slow answer', userCooldownSec: 60, cooldownSec: 0 } });
+    expect(created.status).toBe(201);
+    const client = await connect({ token: OWNER });
+    const ask = async (id: string, text: string, role = 'viewer') => {
+      client.send({ type: 'chat', id, text, user: { name: 'ending-tester', role }, channel: 'endings' });
+      return await client.next((frame) => frame.inReplyTo === id && (frame.type === 'reply' || frame.type === 'noreply'));
+    };
+    expect(await ask('e-1', '!nosuchcommand')).toMatchObject({ type: 'noreply', code: 'unknown-command', reason: 'unknown command !nosuchcommand' });
+    expect(await ask('e-2', '!slowcmd')).toMatchObject({ type: 'reply', text: 'slow answer' });
+    expect(await ask('e-3', '!slowcmd')).toMatchObject({ type: 'noreply', code: 'cooldown', reason: '!slowcmd is on cooldown (60 s per user)' });
+    expect(await ask('e-4', '!addcom !mine hello')).toMatchObject({ type: 'reply', text: expect.stringMatching(/only moderators can manage commands/) });
+    // Told once; the next refusal within the refusal cooldown is quiet, and says so.
+    expect(await ask('e-5', '!addcom !mine hello')).toMatchObject({ type: 'noreply', code: 'refused', reason: expect.stringMatching(/^refused \(only moderators can manage commands\.\); told recently/) });
+    closeAll(client);
+    await call('DELETE', '/api/commands/slowcmd', { token: OWNER });
+  });
+
+  it('records the skipped step and still finalizes once, after egress', async () => {
+    const client = await connect({ token: OWNER });
+    client.send({ type: 'chat', id: 'e-rec', text: '!nosuchcommand2', user: { name: 'ending-recorder' }, channel: 'endings2' });
+    const ack = await client.next((frame) => frame.type === 'ack' && frame.id === 'e-rec');
+    await client.next((frame) => frame.type === 'noreply' && frame.inReplyTo === 'e-rec');
+    const record = await waitFor(async () => {
+      const response = await call('GET', `/api/events/${ack.envelopeId}`, { token: OWNER });
+      return response.status === 200 && response.json.outcome ? response.json : undefined;
+    });
+    expect(record.timeline.find((step: { id: string }) => step.id === 'commands')).toMatchObject({ status: 'SKIP' });
+    expect(record.final.delivery).toMatchObject({ delivered: false, reason: 'NO_REPLY' });
+    expect(record.final.annotations).toEqual(expect.arrayContaining([expect.objectContaining({ kind: 'noreply', label: 'unknown-command', source: 'commands' })]));
+    closeAll(client);
+  });
+});
+
 describe('api-gateway HTTP API', () => {
   it('requires a valid token on every /api route', async () => {
     expect((await call('GET', '/api/events')).status).toBe(401);
@@ -693,11 +728,21 @@ describe('bitbrat send', () => {
     expect(err.join('')).toContain('cannot connect');
   });
 
-  it('says when the message was processed without a reply, exit 3', async () => {
+  it('says when the message was processed without a reply, and why, exit 3', async () => {
     const { err, io } = output();
     const code = await sendCommand(['just saying hello to everyone', '--url', base, '--token', OWNER, '--channel', 'quiet'], env(), io);
     expect(code).toBe(3);
-    expect(err.join('')).toMatch(/processed without a reply \(outcome: \w+; envelope [0-9a-f-]+\)/);
+    expect(err.join('')).toMatch(/no reply: no rule routes this message \(outcome: unrouted; envelope [0-9a-f-]+\)/);
+  });
+
+  it('prints why a command was skipped at once instead of waiting for the timeout, exit 3', async () => {
+    const { err, io } = output();
+    const started = Date.now();
+    const code = await sendCommand(['!nosuchcommand', '--url', base, '--token', OWNER, '--channel', 'quiet', '--timeout', '15000'], env(), io);
+    expect(code).toBe(3);
+    expect(err.join('')).toMatch(/no reply: unknown command !nosuchcommand \(outcome: completed; envelope [0-9a-f-]+\)/);
+    // Answered by the ending itself, not by giving up: far inside the timeout.
+    expect(Date.now() - started).toBeLessThan(15_000);
   });
 
   it('times out with a pointer to the event when no reply comes, exit 4', async () => {

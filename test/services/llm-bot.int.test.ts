@@ -10,7 +10,9 @@ import { createMemoryBus, type MessageBus } from '../../src/bus/index.js';
 import { createEnvelope, createStep, Topic, type Envelope, type RoutingStep } from '../../src/core/index.js';
 import type { Host } from '../../src/runtime/index.js';
 import { permissionsFor } from '../../src/services/auth/roles.js';
-import { createLlmBotService, OUT_OF_WORDS_REPLY, type LlmBotOptions } from '../../src/services/llm-bot/index.js';
+import { createLlmBotService, OUT_OF_WORDS_REPLY, USER_CAP_REPLY, type LlmBotOptions } from '../../src/services/llm-bot/index.js';
+import apiGateway from '../../src/services/api-gateway/index.js';
+import { usageKeys } from '../../src/services/llm-bot/usage.js';
 import { tokensSpentToday } from '../../src/services/llm-bot/limits.js';
 import { createStore, type Store } from '../../src/store/index.js';
 import { startFakeOpenAI, type FakeOpenAI, type RecordedRequest } from '../fakes/openai.js';
@@ -78,11 +80,11 @@ describe('the llm-bot service', () => {
     ...extra,
   });
 
-  const start = async (env: Record<string, string | undefined>, options: LlmBotOptions = {}) => {
+  const start = async (env: Record<string, string | undefined>, options: LlmBotOptions = {}, withGateway = false) => {
     bus = createMemoryBus();
     await bus.connect();
     const observer = await collect(bus, [Topic.finalizer, Topic.deadletter]);
-    host = await startTestHost({ services: [createLlmBotService(options)], bus, env, extra: { store } });
+    host = await startTestHost({ services: [createLlmBotService(options), ...(withGateway ? [apiGateway] : [])], bus, env, extra: { store } });
     const ask = async (envelope: Envelope): Promise<Envelope> => {
       await bus!.publish(LLM_TOPIC, encoder.encode(JSON.stringify(envelope)));
       return await observer.waitFor(Topic.finalizer, (value) => value.id === envelope.id, 20_000);
@@ -281,6 +283,76 @@ describe('the llm-bot service', () => {
     expect(replyOf(third)).toBeUndefined();
     expect(labels(third)).toContain('budget-exhausted');
     expect(fake.requests).toHaveLength(1);
+  });
+
+  it('caps a user at LLM_USER_DAILY_TOKENS: told once, then only annotated, while others are still answered', async () => {
+    const channel = unique('chan');
+    const greedy = unique('greedy');
+    fake.reply({ text: 'Here is a long answer.', usage: { input: 120, output: 30 } });
+    const { ask } = await start(openaiEnv({ LLM_USER_DAILY_TOKENS: '100' }));
+    expect(replyOf(await ask(chat({ text: 'first', channel, login: greedy })))).toBe('Here is a long answer.');
+
+    const second = await ask(chat({ text: 'second', channel, login: greedy }));
+    expect(replyOf(second)).toBe(`@${greedy} ${USER_CAP_REPLY}`);
+    expect(second.outcome).toBe('handled');
+    expect(second.annotations!.find((a) => a.label === 'user-capped')!.payload).toMatchObject({ scope: 'user-tokens', spent: 150, cap: 100 });
+    const third = await ask(chat({ text: 'third', channel, login: greedy }));
+    expect(replyOf(third)).toBeUndefined();
+    expect(labels(third)).toContain('user-capped');
+
+    expect(replyOf(await ask(chat({ text: 'mine', channel, login: unique('other') })))).toBe('Here is a long answer.');
+    expect(fake.requests).toHaveLength(2);
+  });
+
+  it('prices usage per model, caps a user and the day at their dollar caps, and reports the spend on /api/llm/usage', async () => {
+    const channel = unique('chan');
+    const [first, second, third] = [unique('payer'), unique('payer'), unique('payer')];
+    // 120 input tokens at $2/MTok + 30 output tokens at $10/MTok = $0.00054 per answer.
+    const perAnswer = 0.00054;
+    const dayBefore = await store.incrementCounter(usageKeys.cost(Date.now()), 0);
+    fake.reply({ text: 'Priced answer.', usage: { input: 120, output: 30 } });
+    const { ask } = await start(
+      openaiEnv({
+        LLM_PRICE_INPUT_PER_MTOK: '2',
+        LLM_PRICE_OUTPUT_PER_MTOK: '10',
+        LLM_USER_DAILY_COST_USD: '0.0005',
+        LLM_DAILY_COST_USD: String(dayBefore + 1.5 * perAnswer),
+        LLM_DAILY_TOKEN_BUDGET: '0',
+        API_GATEWAY_TOKENS: 'owner-token-for-usage:owner',
+      }),
+      {},
+      true,
+    );
+    expect(replyOf(await ask(chat({ text: 'q', channel, login: first })))).toBe('Priced answer.');
+    const capped = await ask(chat({ text: 'again', channel, login: first }));
+    expect(capped.annotations!.find((a) => a.label === 'user-capped')!.payload).toMatchObject({ scope: 'user-cost', cap: 0.0005 });
+    expect(replyOf(capped)).toBe(`@${first} ${USER_CAP_REPLY}`);
+
+    expect(replyOf(await ask(chat({ text: 'q', channel, login: second })))).toBe('Priced answer.');
+    // The day has now cost more than its cap: everyone is refused, with the budget notice.
+    const overDay = await ask(chat({ text: 'q', channel, login: third }));
+    expect(overDay.annotations!.find((a) => a.label === 'budget-exhausted')!.payload).toMatchObject({ scope: 'daily-cost' });
+    expect(replyOf(overDay)).toBe(OUT_OF_WORDS_REPLY);
+    expect(fake.requests).toHaveLength(2);
+
+    const headers = { authorization: 'Bearer owner-token-for-usage' };
+    const usage = await host!.app.inject({ method: 'GET', url: '/api/llm/usage?top=100', headers });
+    expect(usage.statusCode).toBe(200);
+    const report = usage.json();
+    expect(report.costUsd).toBeCloseTo(dayBefore + 2 * perAnswer, 9);
+    expect(report.caps).toEqual({ dailyTokens: 0, dailyCostUsd: dayBefore + 1.5 * perAnswer, userDailyTokens: 0, userDailyCostUsd: 0.0005, pricePerMTok: { input: 2, output: 10 } });
+    const mine = report.topUsers.filter((entry: { user: string }) => [first, second, third].some((login) => entry.user === `twitch:u-${login}`));
+    expect(mine.map((entry: { user: string }) => entry.user).sort()).toEqual([`twitch:u-${first}`, `twitch:u-${second}`].sort());
+    for (const entry of mine) {
+      expect(entry.tokens).toBe(150);
+      expect(entry.costUsd).toBeCloseTo(perAnswer, 9);
+    }
+    expect((await host!.app.inject({ method: 'GET', url: '/api/llm/usage' })).statusCode).toBe(401);
+    expect((await host!.app.inject({ method: 'GET', url: '/api/llm/usage?top=0', headers })).statusCode).toBe(400);
+  });
+
+  it('refuses a negative or non-numeric price or cap at start-up, naming each', async () => {
+    await expect(start(openaiEnv({ LLM_PRICE_INPUT_PER_MTOK: '-1', LLM_USER_DAILY_COST_USD: 'lots' }))).rejects.toThrow(/LLM_PRICE_INPUT_PER_MTOK[\s\S]*LLM_USER_DAILY_COST_USD|LLM_USER_DAILY_COST_USD[\s\S]*LLM_PRICE_INPUT_PER_MTOK/);
   });
 
   it('skips with a not-configured annotation when no provider is set', async () => {

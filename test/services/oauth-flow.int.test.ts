@@ -1,4 +1,4 @@
-import { mkdtemp, rm } from 'node:fs/promises';
+import { mkdtemp, readFile, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { PGlite } from '@electric-sql/pglite';
@@ -17,6 +17,12 @@ const REDIRECT = 'http://localhost:8080/oauth/twitch/callback';
 const STREAMER = { id: '1001', login: 'streamer', displayName: 'Streamer' };
 const BOT = { id: '1002', login: 'brat_bot', displayName: 'Brat_Bot' };
 const SCOPES = DEFAULT_TWITCH_OAUTH_SCOPES.split(' ');
+const OWNER_TOKEN = 'owner-token-for-oauth';
+const VIEWER_TOKEN = 'viewer-token-for-oauth';
+const OWNER = { authorization: `Bearer ${OWNER_TOKEN}` };
+
+/** The cookie a response sets, as a browser would send it back. */
+const cookieOf = (response: { headers: Record<string, unknown> }) => String(response.headers['set-cookie']).split(';')[0]!;
 
 describe('oauth-flow service (Twitch authorization code flow against the fake)', () => {
   let fake: FakeTwitch;
@@ -53,6 +59,7 @@ describe('oauth-flow service (Twitch authorization code flow against the fake)',
         TWITCH_CLIENT_SECRET: fake.clientSecret,
         OAUTH_STATE_SECRET: STATE_SECRET,
         OAUTH_REDIRECT_URL: REDIRECT,
+        API_GATEWAY_TOKENS: `${OWNER_TOKEN}:owner,${VIEWER_TOKEN}:viewer`,
         ...env,
       },
       extra: { store },
@@ -62,9 +69,14 @@ describe('oauth-flow service (Twitch authorization code flow against the fake)',
   }
 
   async function startFlow(app: Host['app'], identity: string, param: 'identity' | 'role' = 'identity') {
-    const response = await app.inject({ method: 'GET', url: `/oauth/twitch/start?${param}=${identity}` });
+    return (await startFlowInBrowser(app, identity, param)).location;
+  }
+
+  /** Starts as the owner; `cookie` is what the starting browser holds afterwards. */
+  async function startFlowInBrowser(app: Host['app'], identity: string, param: 'identity' | 'role' = 'identity') {
+    const response = await app.inject({ method: 'GET', url: `/oauth/twitch/start?${param}=${identity}`, headers: OWNER });
     expect(response.statusCode).toBe(302);
-    return new URL(String(response.headers.location));
+    return { location: new URL(String(response.headers.location)), cookie: cookieOf(response) };
   }
 
   describe('when the operator starts the flow', () => {
@@ -86,7 +98,7 @@ describe('oauth-flow service (Twitch authorization code flow against the fake)',
     });
 
     it('answers 400 to an unknown role', async () => {
-      const response = await app.inject({ method: 'GET', url: '/oauth/twitch/start?role=admin' });
+      const response = await app.inject({ method: 'GET', url: '/oauth/twitch/start?role=admin', headers: OWNER });
       expect(response.statusCode).toBe(400);
       expect(response.json()).toMatchObject({ error: 'BAD_REQUEST' });
     });
@@ -101,16 +113,16 @@ describe('oauth-flow service (Twitch authorization code flow against the fake)',
       const stateRole = (location: URL) => (verifyState(STATE_SECRET, location.searchParams.get('state')!) as { role?: string }).role;
       expect(stateRole(await startFlow(app, 'bot', 'identity'))).toBe('bot');
       expect(stateRole(await startFlow(app, 'broadcaster', 'role'))).toBe('broadcaster');
-      const bare = await app.inject({ method: 'GET', url: '/oauth/twitch/start' });
+      const bare = await app.inject({ method: 'GET', url: '/oauth/twitch/start', headers: OWNER });
       expect(bare.statusCode).toBe(302);
       expect(stateRole(new URL(String(bare.headers.location)))).toBe('bot');
-      const agreeing = await app.inject({ method: 'GET', url: '/oauth/twitch/start?identity=broadcaster&role=broadcaster' });
+      const agreeing = await app.inject({ method: 'GET', url: '/oauth/twitch/start?identity=broadcaster&role=broadcaster', headers: OWNER });
       expect(stateRole(new URL(String(agreeing.headers.location)))).toBe('broadcaster');
     });
 
     it('answers 400 to an unknown identity, a repeated one, or identity and role that disagree', async () => {
       for (const query of ['identity=admin', 'identity=', 'identity=bot&identity=broadcaster', 'identity=bot&role=broadcaster']) {
-        const response = await app.inject({ method: 'GET', url: `/oauth/twitch/start?${query}` });
+        const response = await app.inject({ method: 'GET', url: `/oauth/twitch/start?${query}`, headers: OWNER });
         expect(response.statusCode, query).toBe(400);
         expect(response.json(), query).toMatchObject({ error: 'BAD_REQUEST' });
         expect(response.headers.location, query).toBeUndefined();
@@ -120,19 +132,19 @@ describe('oauth-flow service (Twitch authorization code flow against the fake)',
 
   it('answers 503 with how to configure when the client id and secret are missing', async () => {
     const { app } = await host({ TWITCH_CLIENT_ID: '', TWITCH_CLIENT_SECRET: '', OAUTH_REDIRECT_URL: '' });
-    const response = await app.inject({ method: 'GET', url: '/oauth/twitch/start?role=bot' });
+    const response = await app.inject({ method: 'GET', url: '/oauth/twitch/start?role=bot', headers: OWNER });
     expect(response.statusCode).toBe(503);
     expect(response.json().message).toMatch(/TWITCH_CLIENT_ID and TWITCH_CLIENT_SECRET/);
     expect(response.json().message).toContain('/oauth/twitch/callback');
-    expect((await app.inject({ method: 'GET', url: '/oauth/twitch/status' })).json()).toMatchObject({ configured: false });
+    expect((await app.inject({ method: 'GET', url: '/oauth/twitch/status', headers: OWNER })).json()).toMatchObject({ configured: false });
   });
 
   it('exchanges the code on callback, stores the token encrypted and shows the login on /status without token values', async () => {
     const started = await host();
     const { app } = started;
-    const location = await startFlow(app, 'broadcaster');
+    const { location, cookie } = await startFlowInBrowser(app, 'broadcaster');
     const code = fake.createAuthorizationCode(STREAMER.id, { scopes: SCOPES, redirectUri: REDIRECT });
-    const callback = await app.inject({ method: 'GET', url: `/oauth/twitch/callback?code=${code}&scope=x&state=${encodeURIComponent(location.searchParams.get('state')!)}` });
+    const callback = await app.inject({ method: 'GET', url: `/oauth/twitch/callback?code=${code}&scope=x&state=${encodeURIComponent(location.searchParams.get('state')!)}`, headers: { cookie } });
     expect(callback.statusCode).toBe(200);
     expect(callback.headers['content-type']).toMatch(/text\/html/);
     expect(callback.body).toContain('streamer');
@@ -150,7 +162,7 @@ describe('oauth-flow service (Twitch authorization code flow against the fake)',
     expect(callback.body).not.toContain(token.accessToken);
     expect(callback.body).not.toContain(token.refreshToken!);
 
-    const status = await app.inject({ method: 'GET', url: '/oauth/twitch/status' });
+    const status = await app.inject({ method: 'GET', url: '/oauth/twitch/status', headers: OWNER });
     expect(status.json()).toMatchObject({
       configured: true,
       broadcaster: { connected: true, login: 'streamer', userId: STREAMER.id, scopes: SCOPES, expired: false },
@@ -161,7 +173,7 @@ describe('oauth-flow service (Twitch authorization code flow against the fake)',
     expect(status.body).not.toContain(token.refreshToken!);
 
     // The same link cannot be used twice.
-    const replay = await app.inject({ method: 'GET', url: `/oauth/twitch/callback?code=${code}&state=${encodeURIComponent(location.searchParams.get('state')!)}` });
+    const replay = await app.inject({ method: 'GET', url: `/oauth/twitch/callback?code=${code}&state=${encodeURIComponent(location.searchParams.get('state')!)}`, headers: { cookie } });
     expect(replay.statusCode).toBe(400);
     expect(replay.body).toMatch(/already used/);
 
@@ -183,13 +195,13 @@ describe('oauth-flow service (Twitch authorization code flow against the fake)',
   it('answers 400 with a message to a forged, tampered or expired state', async () => {
     const { app } = await host();
     const callback = (state: string) => app.inject({ method: 'GET', url: `/oauth/twitch/callback?code=abc&state=${encodeURIComponent(state)}` });
-    const forged = await callback(signState('not-the-secret', 'bot'));
+    const forged = await callback(signState('not-the-secret', 'bot', 'binding'));
     expect(forged.statusCode).toBe(400);
     expect(forged.body).toMatch(/invalid signature/);
-    const valid = signState(STATE_SECRET, 'bot');
-    const tampered = await callback(`${Buffer.from(JSON.stringify({ r: 'broadcaster', e: Date.now() + 60_000, n: 'x' })).toString('base64url')}.${valid.split('.')[1]}`);
+    const valid = signState(STATE_SECRET, 'bot', 'binding');
+    const tampered = await callback(`${Buffer.from(JSON.stringify({ r: 'broadcaster', e: Date.now() + 60_000, n: 'x', b: 'binding' })).toString('base64url')}.${valid.split('.')[1]}`);
     expect(tampered.statusCode).toBe(400);
-    const expired = await callback(signState(STATE_SECRET, 'bot', Date.now() - 11 * 60_000));
+    const expired = await callback(signState(STATE_SECRET, 'bot', 'binding', Date.now() - 11 * 60_000));
     expect(expired.statusCode).toBe(400);
     expect(expired.body).toMatch(/expired/);
     expect((await callback('garbage')).statusCode).toBe(400);
@@ -202,13 +214,96 @@ describe('oauth-flow service (Twitch authorization code flow against the fake)',
     const { app } = await host();
     // Whatever an earlier test stored stays as it was.
     const before = await store.getToken('twitch:bot');
-    const location = await startFlow(app, 'bot');
-    const response = await app.inject({ method: 'GET', url: `/oauth/twitch/callback?code=unknown-code&state=${encodeURIComponent(location.searchParams.get('state')!)}` });
+    const { location, cookie } = await startFlowInBrowser(app, 'bot');
+    const response = await app.inject({ method: 'GET', url: `/oauth/twitch/callback?code=unknown-code&state=${encodeURIComponent(location.searchParams.get('state')!)}`, headers: { cookie } });
     expect(response.statusCode).toBe(502);
     expect(response.body).toMatch(/HTTP 400: Invalid authorization code/);
     expect(response.body).not.toContain(fake.clientSecret);
     expect(response.body).not.toContain('unknown-code');
     expect(await store.getToken('twitch:bot')).toEqual(before);
+  });
+
+  describe('who may connect an account', () => {
+    it('refuses a stranger without a token, a wrong token and a viewer token; no state or cookie is handed out', async () => {
+      const { app } = await host();
+      const attempts = [
+        { headers: {}, status: 401 },
+        { headers: { authorization: 'Bearer not-a-gateway-token' }, status: 401 },
+        { headers: { authorization: `Bearer ${VIEWER_TOKEN}` }, status: 403 },
+      ];
+      for (const attempt of attempts) {
+        const response = await app.inject({ method: 'GET', url: '/oauth/twitch/start?identity=broadcaster', headers: attempt.headers });
+        expect(response.statusCode, JSON.stringify(attempt.headers)).toBe(attempt.status);
+        expect(response.headers.location).toBeUndefined();
+        expect(response.headers['set-cookie']).toBeUndefined();
+      }
+    });
+
+    it('lets an owner start from a browser link with ?token= and sets an HttpOnly, SameSite=Lax cookie for the OAuth paths', async () => {
+      const { app } = await host();
+      const response = await app.inject({ method: 'GET', url: `/oauth/twitch/start?identity=bot&token=${OWNER_TOKEN}` });
+      expect(response.statusCode).toBe(302);
+      expect(response.headers['referrer-policy']).toBe('no-referrer');
+      const setCookie = String(response.headers['set-cookie']);
+      expect(setCookie).toMatch(/^bitbrat_oauth=[\w-]{20,};/);
+      expect(setCookie).toContain('HttpOnly');
+      expect(setCookie).toContain('SameSite=Lax');
+      expect(setCookie).toContain('Path=/oauth/twitch');
+    });
+
+    it('refuses a callback whose state was started in another browser, and one with no cookie, without reaching Twitch', async () => {
+      const { app } = await host();
+      const owner = await startFlowInBrowser(app, 'broadcaster');
+      const other = await startFlowInBrowser(app, 'broadcaster');
+      const code = fake.createAuthorizationCode(STREAMER.id, { scopes: SCOPES, redirectUri: REDIRECT });
+      const url = `/oauth/twitch/callback?code=${code}&state=${encodeURIComponent(owner.location.searchParams.get('state')!)}`;
+      const exchangesBefore = fake.requests.filter((request) => request.query.code === code).length;
+
+      const elsewhere = await app.inject({ method: 'GET', url, headers: { cookie: other.cookie } });
+      expect(elsewhere.statusCode).toBe(400);
+      expect(elsewhere.body).toMatch(/another browser/);
+      const noCookie = await app.inject({ method: 'GET', url });
+      expect(noCookie.statusCode).toBe(400);
+      expect(fake.requests.filter((request) => request.query.code === code)).toHaveLength(exchangesBefore);
+
+      // The starting browser can still finish it: the refusals did not use the link up.
+      const own = await app.inject({ method: 'GET', url, headers: { cookie: `theme=dark; ${owner.cookie}` } });
+      expect(own.statusCode).toBe(200);
+      expect(String(own.headers['set-cookie'])).toMatch(/^bitbrat_oauth=;.*Max-Age=0/);
+    });
+
+    it('needs a token for /oauth/twitch/status', async () => {
+      const { app } = await host();
+      const anonymous = await app.inject({ method: 'GET', url: '/oauth/twitch/status' });
+      expect(anonymous.statusCode).toBe(401);
+      expect(anonymous.body).not.toMatch(/login|scopes/);
+      expect((await app.inject({ method: 'GET', url: '/oauth/twitch/status', headers: { authorization: 'Bearer wrong-token-123' } })).statusCode).toBe(401);
+      const viewer = await app.inject({ method: 'GET', url: '/oauth/twitch/status', headers: { authorization: `Bearer ${VIEWER_TOKEN}` } });
+      expect(viewer.statusCode).toBe(200);
+      expect(viewer.json()).toMatchObject({ configured: true });
+    });
+
+    it('in the embedded topology accepts the gateway token file as the owner token', async () => {
+      const embeddedDir = await mkdtemp(join(tmpdir(), 'bitbrat-oauth-embedded-'));
+      try {
+        const { app } = await host({ API_GATEWAY_TOKENS: '', STORE_DRIVER: 'pglite', DATA_DIR: embeddedDir });
+        expect((await app.inject({ method: 'GET', url: '/oauth/twitch/start?identity=bot' })).statusCode).toBe(401);
+        const token = (await readFile(join(embeddedDir, 'gateway-token'), 'utf8')).trim();
+        const response = await app.inject({ method: 'GET', url: '/oauth/twitch/start?identity=bot', headers: { authorization: `Bearer ${token}` } });
+        expect(response.statusCode).toBe(302);
+      } finally {
+        await rm(embeddedDir, { recursive: true, force: true });
+      }
+    });
+
+    it('serves its pages with a CSP that allows nothing, nosniff and no referrer', async () => {
+      const { app } = await host();
+      const response = await app.inject({ method: 'GET', url: '/oauth/twitch/callback?code=abc&state=garbage' });
+      expect(response.statusCode).toBe(400);
+      expect(response.headers['content-security-policy']).toBe("default-src 'none'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'");
+      expect(response.headers['x-content-type-options']).toBe('nosniff');
+      expect(response.headers['referrer-policy']).toBe('no-referrer');
+    });
   });
 
   describe('RefreshingAuthProvider from the store', () => {

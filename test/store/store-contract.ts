@@ -169,6 +169,23 @@ export function describeStoreContract(name: string, factory: StoreFactory): void
         expect(await store.recordFinal([final])).toEqual([]);
       });
 
+      it('lists events recorded on ingress and not finalized by a time, oldest first (stalled events)', async () => {
+        const prefix = uid('stall');
+        const record = (name: string, minute: number) => ingressRecord({ id: `${prefix}-${name}`, receivedAt: `2001-03-03T00:${String(minute).padStart(2, '0')}:00.000Z` });
+        const [a, b, c, late] = [record('a', 0), record('b', 1), record('c', 2), record('late', 10)];
+        await store.recordIngress([c, a, b, late]);
+        await store.recordFinal([finalRecord(b)]);
+        // Finalized without an ingress record: never "stalled", there is nothing that waits.
+        await store.recordFinal([finalRecord(record('final-only', 0))]);
+        const mine = (records: EventRecord[]) => records.filter((entry) => entry.id.startsWith(prefix)).map((entry) => entry.id);
+        expect(mine(await store.listUnfinalized({ before: '2001-03-03T00:05:00.000Z', limit: 1000 }))).toEqual([a.id, c.id]);
+        const [first] = await store.listUnfinalized({ before: '2001-03-03T00:05:00.000Z', limit: 1000 }).then((records) => records.filter((entry) => entry.id === a.id));
+        expect(first).toMatchObject({ id: a.id, ingress: a.ingress });
+        expect(first!.finalizedAt).toBeUndefined();
+        await store.recordFinal([finalRecord(a)]);
+        expect(mine(await store.listUnfinalized({ before: '2001-03-03T00:59:00.000Z', limit: 1000 }))).toEqual([c.id, late.id]);
+      });
+
       it('writes large batches, including duplicate ids inside one batch', async () => {
         const channel = uid('#batch');
         const records = Array.from({ length: 150 }, (_, index) => ingressRecord({ id: uid('bulk'), channel, receivedAt: at('2031-01-01T00:00:00.000Z', index) }));
@@ -705,6 +722,26 @@ export function describeStoreContract(name: string, factory: StoreFactory): void
         expect(await store.incrementCounter(windowed, 50, 300)).toBe(150);
         await sleep(450);
         expect(await store.incrementCounter(windowed, 10, 300)).toBe(10);
+      });
+
+      it('lists the live counters under a prefix, highest first, up to a limit', async () => {
+        const prefix = `${uid('usage')}:100%_x:`;
+        await store.incrementCounter(`${prefix}alice`, 5);
+        await store.incrementCounter(`${prefix}bob`, 12.5);
+        await store.incrementCounter(`${prefix}carol`, 1);
+        await store.incrementCounter(`${prefix}gone`, 99, 1);
+        await store.incrementCounter(`${prefix.slice(0, -1)}-other:dave`, 50);
+        await sleep(20);
+        expect(await store.listCounters(prefix, 10)).toEqual([
+          { key: `${prefix}bob`, value: 12.5 },
+          { key: `${prefix}alice`, value: 5 },
+          { key: `${prefix}carol`, value: 1 },
+        ]);
+        expect(await store.listCounters(prefix, 2)).toEqual([
+          { key: `${prefix}bob`, value: 12.5 },
+          { key: `${prefix}alice`, value: 5 },
+        ]);
+        expect(await store.listCounters(`${uid('nothing')}:`, 5)).toEqual([]);
       });
     });
   });

@@ -10,7 +10,8 @@ export interface ObsStatusInput {
   status: 'connected' | 'disconnected' | 'connecting' | 'error' | 'not_configured';
   authStatus: 'valid' | 'invalid' | 'missing' | 'unknown';
   state: ObsStudioState;
-  metrics: { events: number; actions: number; errors: number; reconnects: number };
+  /** `lost`: OBS events that could not reach the bus (counted by the ingress buffer). */
+  metrics: { events: number; actions: number; errors: number; reconnects: number; lost?: number };
   lastError: { code: string; message: string; at: string } | null;
   /** What to set, when not configured. */
   hint?: string;
@@ -30,7 +31,7 @@ export function buildObsStatusEnvelope(input: ObsStatusInput): Envelope {
       displayName: 'OBS Studio',
       status: input.status,
       authStatus: input.authStatus,
-      metrics: { messagesIn: input.metrics.events, messagesOut: input.metrics.actions, errors: input.metrics.errors, reconnects: input.metrics.reconnects, lastHeartbeat: at.toISOString() },
+      metrics: { messagesIn: input.metrics.events, messagesOut: input.metrics.actions, errors: input.metrics.errors, reconnects: input.metrics.reconnects, ...(input.metrics.lost ? { lost: input.metrics.lost } : {}), lastHeartbeat: at.toISOString() },
       lastError: input.lastError,
       metadata: {
         programScene: input.state.programScene ?? null,

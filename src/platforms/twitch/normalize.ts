@@ -129,7 +129,8 @@ export interface SourceStatusInput {
   channelId?: string;
   displayName?: string;
   status: 'connected' | 'disconnected' | 'connecting' | 'error' | 'not_configured';
-  metrics: { messagesIn: number; messagesOut: number; errors: number; reconnects: number };
+  /** `lost`: ingress messages that could not reach the bus (buffer full or not flushed at shutdown). */
+  metrics: { messagesIn: number; messagesOut: number; errors: number; reconnects: number; lost?: number };
   authStatus: 'valid' | 'expired' | 'missing' | 'invalid' | 'unknown';
   permissions?: { moderator: boolean; vip: boolean; broadcaster: boolean };
   latencyMs: number | null;

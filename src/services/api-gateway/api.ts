@@ -16,6 +16,8 @@
  *   GET  /api/reactions, GET/PUT /api/reactions/:name   {enabled?, template?, shoutout?}
  *   GET  /api/streams, GET /api/streams/:channel          each Twitch channel's current stream state
  *   GET  /api/live                       server-sent events (live.ts)
+ *   GET  /api/events/stalled, POST /api/events/:id/dead-letter|replay   stalled events (stalled.ts)
+ *   GET  /api/llm/usage                  ?top — today's LLM spend, top users and the caps (llm-usage.ts)
  */
 import { readFile } from 'node:fs/promises';
 import path from 'node:path';
@@ -36,9 +38,12 @@ import { streamStateOf } from './streams.js';
 import { hasApiRole, tokenFromRequest, type ApiRole, type Authenticator, type Principal } from './auth.js';
 import { summarizeDeadLetter, summarizeEvent, type LiveFeed } from './live.js';
 import { capKey, createConnectionCaps } from './caps.js';
+import { registerLlmUsage } from './llm-usage.js';
+import { registerStalledRoutes, type StallWatch } from './stalled.js';
+import type { UsageCaps } from '../llm-bot/usage.js';
 import { WS_LIMITS, type ChatGateway } from './ws.js';
 
-export interface GatewayConfig {
+export interface GatewayConfig extends UsageCaps {
   API_GATEWAY_ALLOW_ANONYMOUS: boolean;
   API_GATEWAY_HEALTH_URLS?: string;
   API_GATEWAY_LIVE_POLL_MS: number;
@@ -55,6 +60,8 @@ export interface ApiDeps {
   health: () => Promise<HealthReport>;
   /** Open SSE responses, ended on stop. */
   streams: Set<{ end(): void }>;
+  /** Stalled events (STALLED_AFTER_MS): list, describe, operator actions. */
+  stalled: StallWatch;
 }
 
 // ------------------------------------------------------------------------------------------ health
@@ -327,6 +334,8 @@ export async function registerApi(scope: FastifyInstance, deps: ApiDeps): Promis
   });
 
   scope.get('/api/health', async () => await deps.health());
+  registerLlmUsage(scope, ctx);
+  registerStalledRoutes(scope, { ctx, watch: deps.stalled, requireModerator: (request) => requireRole(request, 'moderator') });
 
   scope.get('/api/sources', async () => {
     const stored = await ctx.store.listSources();
@@ -353,7 +362,8 @@ export async function registerApi(scope: FastifyInstance, deps: ApiDeps): Promis
     const { id } = validate(IdParams, request.params, 'path');
     const record = await ctx.store.getEvent(id);
     if (!record) throw new BitBratError('NOT_FOUND', `no event with id ${id}`);
-    return { ...record, timeline: slipTimeline(record) };
+    const stalled = await deps.stalled.describe(record);
+    return { ...record, timeline: slipTimeline(record), ...(stalled ? { stalled } : {}) };
   });
 
   scope.get('/api/deadletters', async (request) => {

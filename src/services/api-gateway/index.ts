@@ -10,6 +10,8 @@ import { createAuthenticator, ensureEmbeddedToken, parseTokenList, type Authenti
 import { createLiveFeed, type LiveFeed } from './live.js';
 import { registerOverlays, type Overlays } from './overlay.js';
 import { WS_LIMITS, createChatGateway, type ChatGateway } from './ws.js';
+import { UsageCapsSchema } from '../llm-bot/usage.js';
+import { createStallWatch, type StallWatch } from './stalled.js';
 
 export * from './auth.js';
 export { slipTimeline, withPlaceholders, type HealthReport, type ServiceHealth, type TimelineStep } from './api.js';
@@ -22,6 +24,8 @@ const ConfigSchema = z.object({
   API_GATEWAY_HEALTH_URLS: env.string(),
   /** How often the live feed reads the store (ms). */
   API_GATEWAY_LIVE_POLL_MS: env.int(1_000, { min: 100, max: 60_000 }),
+  /** llm-bot's caps, read here to report them on /api/llm/usage. */
+  ...UsageCapsSchema.shape,
 });
 
 const PUBLIC_DIR = fileURLToPath(new URL('./public/', import.meta.url));
@@ -36,6 +40,7 @@ interface GatewayState {
   app?: FastifyInstance;
   streams: Set<{ end(): void }>;
   overlays?: Overlays;
+  stalled?: StallWatch;
 }
 
 /**
@@ -68,7 +73,9 @@ export const service = defineService<GatewayConfig>({
         await loadTokens(ctx, current);
         // One registration per app: in the all-in-one process every service shares this fastify instance.
         if (!app.hasDecorator('websocketServer')) await app.register(websocket, { options: { maxPayload: WS_LIMITS.maxPayloadBytes } });
-        current.health = createHealthReporter(app, ctx.instanceId, parseHealthUrls(ctx.config.API_GATEWAY_HEALTH_URLS));
+        const healthUrls = parseHealthUrls(ctx.config.API_GATEWAY_HEALTH_URLS);
+        current.health = createHealthReporter(app, ctx.instanceId, healthUrls);
+        current.stalled = createStallWatch({ ctx, stalledAfterMs: ctx.platform.STALLED_AFTER_MS, urls: healthUrls, health: () => current.health!() });
         await registerDashboard(app, PUBLIC_DIR);
         current.overlays = await registerOverlays(app, { store: () => ctx.store, authenticator: () => current.authenticator!, pollMs: ctx.config.API_GATEWAY_LIVE_POLL_MS, logger: ctx.logger, publicDir: PUBLIC_DIR });
         await app.register(async (scope) => {
@@ -81,14 +88,17 @@ export const service = defineService<GatewayConfig>({
             consoleSource: current.consoleSource,
             health: () => current.health!(),
             streams: current.streams,
+            stalled: current.stalled!,
           });
         });
       },
       async start() {
         announce(ctx, state());
+        state().stalled?.start();
       },
       async stop() {
         if (!gateway) return;
+        gateway.stalled?.stop();
         gateway.live.stop();
         gateway.overlays?.stop();
         for (const stream of [...gateway.streams]) stream.end();

@@ -4,7 +4,7 @@
  *
  * Client frames:  {type:'auth', token} · {type:'chat', id?, text, user?: {name, role?}, channel?} · {type:'ping', id?}
  * Server frames:  {type:'ready', role, connectionId} · {type:'ack', id, envelopeId, role}
- *                 {type:'reply', inReplyTo, text, envelopeId} · {type:'noreply', inReplyTo, envelopeId, outcome}
+ *                 {type:'reply', inReplyTo, text, envelopeId} · {type:'noreply', inReplyTo, envelopeId, outcome, code, reason}
  *                 {type:'error', code, message, inReplyTo?} · {type:'pong', id?}
  *
  * Limits: a frame over 8 KiB, non-JSON, binary or failing the schema gets an error frame and the
@@ -20,7 +20,7 @@
  */
 import type { WebSocket } from 'ws';
 import { z } from 'zod';
-import { EventType, Topic, createEnvelope, instanceEgressTopic, newId, replyDeadline, textReplies, type Delivery, type Envelope } from '../../core/index.js';
+import { EventType, Topic, createEnvelope, instanceEgressTopic, newId, noReplyReason, replyDeadline, textReplies, type Delivery, type Envelope } from '../../core/index.js';
 import type { Logger } from '../../runtime/logger.js';
 import { CLAIMABLE_ROLES, effectiveChatRole, type Authenticator, type Principal } from './auth.js';
 import { capKey, createConnectionCaps } from './caps.js';
@@ -191,7 +191,8 @@ export function createChatGateway(options: ChatGatewayOptions): ChatGateway {
       user: { id: name.toLowerCase(), name: name.toLowerCase(), displayName: name, profileImageUrl: '', role },
       // auth believes `trustedRole` only from platform `api`, and the gateway has already capped it.
       payload: { text: frame.text, trustedRole: role, connectionId: connection.id, client: principal.label },
-      extra: { message: { id: messageId, text: frame.text } },
+      // The console waits for an answer: a slip that ends without one still comes back here as `noreply` (R2).
+      extra: { message: { id: messageId, text: frame.text }, qos: { reportEnding: true } },
     });
     // Registered before publishing: the reply can come back before publish() resolves.
     pending.set(envelope.id, { connection, messageId, at: Date.now() });
@@ -277,7 +278,8 @@ export function createChatGateway(options: ChatGatewayOptions): ChatGateway {
       }
       const replies = textReplies(envelope);
       if (replies.length === 0) {
-        send(entry.connection, { type: 'noreply', inReplyTo: entry.messageId, envelopeId: envelope.id, outcome: envelope.outcome ?? 'completed' });
+        const ending = noReplyReason(envelope);
+        send(entry.connection, { type: 'noreply', inReplyTo: entry.messageId, envelopeId: envelope.id, outcome: envelope.outcome ?? 'completed', code: ending.code, reason: ending.reason });
         return done({ delivered: false, reason: 'NO_REPLY' });
       }
       let sent = 0;

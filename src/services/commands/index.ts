@@ -1,5 +1,5 @@
 import { z } from 'zod';
-import { createReply, messageText, stepTopic, type Envelope } from '../../core/index.js';
+import { createReply, messageText, noReplyNote, stepTopic, withAnnotations, type Envelope } from '../../core/index.js';
 import { env } from '../../runtime/config.js';
 import { continueWith, defineService, skip, type HandlerResult, type ServiceDefinition } from '../../runtime/service.js';
 import type { CommandRecord, Store } from '../../store/index.js';
@@ -59,7 +59,9 @@ export function createCommandsService(): ServiceDefinition<Config> {
             const prefix = ctx.config.COMMAND_PREFIX;
             const text = messageText(envelope) ?? '';
             const parsed = envelope.message?.command ? { name: envelope.message.command.toLowerCase(), args: envelope.message.args ?? [] } : parseCommand(text, prefix);
-            if (!parsed) return skip();
+            // Each way of ending without a reply says why, for a sender waiting on it (the console's noreply).
+            const quiet = (code: string, reason: string): HandlerResult => skip(withAnnotations(envelope, noReplyNote(SERVICE, code, reason)));
+            if (!parsed) return quiet('not-a-command', `not a command (commands start with ${prefix})`);
 
             const role = envelope.user.role;
             const permissions = envelope.user.permissions ?? permissionsFor([role]);
@@ -67,7 +69,9 @@ export function createCommandsService(): ServiceDefinition<Config> {
             const reply = (message: string): HandlerResult =>
               continueWith({ ...envelope, candidates: [...(envelope.candidates ?? []), createReply(SERVICE, message, { command: parsed.name })] });
             const refuse = async (message: string): Promise<HandlerResult> =>
-              (await store.claimKey('cooldown', `refusal:${channelKey}:${envelope.user.id}`, REFUSAL_COOLDOWN_MS)) ? reply(message) : skip();
+              (await store.claimKey('cooldown', `refusal:${channelKey}:${envelope.user.id}`, REFUSAL_COOLDOWN_MS))
+                ? reply(message)
+                : quiet('refused', `refused (${message.replace(/^@\S+\s+/, '')}); told recently, so not again`);
 
             if (isBuiltin(parsed.name)) {
               switch (parsed.name) {
@@ -100,20 +104,25 @@ export function createCommandsService(): ServiceDefinition<Config> {
             }
 
             const command: CommandRecord | undefined = await findCommand(store, parsed.name);
-            if (!command || !command.enabled) return skip();
+            if (!command) return quiet('unknown-command', `unknown command ${prefix}${parsed.name}`);
+            if (!command.enabled) return quiet('disabled-command', `${prefix}${command.name} is disabled`);
             if (!roleAtLeast(role, command.minRole)) {
               return refuse(`@${userName(envelope)} ${prefix}${command.name} is for ${ROLE_LABEL[command.minRole] ?? command.minRole} only.`);
             }
             // Claims live in the store so cooldowns hold across instances; the user's claim goes first so a
             // channel-wide cooldown is not spent on a user who is still cooling down.
             if (!roleAtLeast(role, Role.moderator)) {
-              if (command.userCooldownSec > 0 && !(await store.claimKey('cooldown', `user:${channelKey}:${command.name}:${envelope.user.id}`, command.userCooldownSec * 1000))) return skip();
-              if (command.cooldownSec > 0 && !(await store.claimKey('cooldown', `command:${channelKey}:${command.name}`, command.cooldownSec * 1000))) return skip();
+              if (command.userCooldownSec > 0 && !(await store.claimKey('cooldown', `user:${channelKey}:${command.name}:${envelope.user.id}`, command.userCooldownSec * 1000))) {
+                return quiet('cooldown', `${prefix}${command.name} is on cooldown (${command.userCooldownSec} s per user)`);
+              }
+              if (command.cooldownSec > 0 && !(await store.claimKey('cooldown', `command:${channelKey}:${command.name}`, command.cooldownSec * 1000))) {
+                return quiet('cooldown', `${prefix}${command.name} is on cooldown (${command.cooldownSec} s for the channel)`);
+              }
             }
             const count = await store.incrementCommandUse(command.name);
             const stream = needsStream(command.response) ? streamInfo(await findStreamSource(store, envelope.source)) : undefined;
             const message = renderTemplate(command.response, { user: userName(envelope), channel: envelope.source.channel.replace(/^#/, ''), args: parsed.args, count, stream });
-            return message ? reply(message) : skip();
+            return message ? reply(message) : quiet('empty-response', `${prefix}${command.name} has an empty response`);
           },
         },
       },

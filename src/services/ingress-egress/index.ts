@@ -1,5 +1,6 @@
 import { Topic, type Envelope } from '../../core/index.js';
 import { continueWith, defineService, failed, type HandlerContext } from '../../runtime/service.js';
+import { createServiceIngress } from '../../runtime/ingress-buffer.js';
 import { createTwitchAuthProvider } from '../../platforms/twitch/auth.js';
 import { createTwitchChat } from '../../platforms/twitch/chat.js';
 import { DeliveryReason, SendError, createReplySender, deliverEnvelopeReply, type ReplySender } from '../../platforms/twitch/egress.js';
@@ -8,8 +9,6 @@ import { ConfigSchema, type Config } from './config.js';
 import { debugSnapshot, publishStatus, reportHealth, setupHint, type Running } from './status.js';
 
 const CLAIM_TTL_MS = 24 * 60 * 60_000;
-/** Chat messages allowed to wait for the bus before new ones are refused (about 10 s at 2 000/s). */
-const MAX_INGEST_PENDING = 20_000;
 
 /**
  * Twitch in and out: chat messages from IRC become `external.chat.message.v1` envelopes on
@@ -48,7 +47,8 @@ export const service = defineService<Config>({
 
       async start() {
         const config = ctx.config;
-        const state: Running = { ingest: Promise.resolve(), ingestPending: 0, ingestDropped: 0, status: Promise.resolve() };
+        // Chat waits here, in order, while the bus refuses it; what cannot wait is counted as lost (INGRESS_BUFFER_MAX).
+        const state: Running = { ingress: createServiceIngress(ctx, 'twitch'), status: Promise.resolve() };
         running = state;
         const [clientId, clientSecret, accessToken, refreshToken, broadcasterAccessToken, broadcasterRefreshToken] = await Promise.all(
           ['TWITCH_CLIENT_ID', 'TWITCH_CLIENT_SECRET', 'TWITCH_ACCESS_TOKEN', 'TWITCH_REFRESH_TOKEN', 'TWITCH_BROADCASTER_ACCESS_TOKEN', 'TWITCH_BROADCASTER_REFRESH_TOKEN'].map((name) =>
@@ -81,22 +81,7 @@ export const service = defineService<Config>({
             logger: ctx.logger.child({ component: 'twitch-chat' }),
             onMessage(message) {
               const envelope = normalizeChatMessage(message);
-              const msgId = `twitch:${envelope.message?.id || envelope.id}`;
-              if (state.ingestPending >= MAX_INGEST_PENDING) {
-                state.ingestDropped += 1;
-                ctx.logger.error({ messageId: envelope.message?.id, channel: envelope.source.channel, pending: state.ingestPending }, 'ingress backlog full (bus unavailable?); chat message dropped');
-                return;
-              }
-              state.ingestPending += 1;
-              // One chain keeps chat order on the bus; ctx.publish retries before it gives up.
-              state.ingest = state.ingest
-                .then(() => ctx.publish(Topic.ingress, envelope, { msgId }))
-                .catch((error: unknown) =>
-                  ctx.logger.error({ err: error, messageId: envelope.message?.id, channel: envelope.source.channel }, 'chat message could not be published to ingress; it is lost'),
-                )
-                .finally(() => {
-                  state.ingestPending -= 1;
-                });
+              state.ingress.push(envelope, `twitch:${envelope.message?.id || envelope.id}`);
             },
             onStateChange(snapshot) {
               if (snapshot.status !== 'not_configured') state.hint = undefined;
@@ -163,7 +148,7 @@ export const service = defineService<Config>({
         await state.eventsubStarting;
         await state.eventsub?.stop().catch((error: unknown) => ctx.logger.warn({ err: error }, 'eventsub stop failed'));
         await state.connector?.stop();
-        await state.ingest;
+        await state.ingress.close();
         await state.status;
         running = undefined;
       },

@@ -2,6 +2,7 @@ import { Topic } from '../../core/index.js';
 import type { TwitchChatConnector, TwitchChatSnapshot } from '../../platforms/twitch/chat.js';
 import type { ReplySender } from '../../platforms/twitch/egress.js';
 import { buildSourceStatusEnvelope, sourceStatusPatch } from '../../platforms/twitch/normalize.js';
+import type { IngressBuffer } from '../../runtime/ingress-buffer.js';
 import type { Config, Ctx } from './config.js';
 
 /** What one ingress-egress instance holds while it runs. */
@@ -10,11 +11,8 @@ export interface Running {
   sender?: ReplySender;
   hint?: string;
   heartbeat?: NodeJS.Timeout;
-  ingest: Promise<void>;
-  /** Chat messages waiting for the bus; bounded so a long bus outage cannot exhaust memory. */
-  ingestPending: number;
-  /** Messages refused because the bound was reached (each one logged). */
-  ingestDropped: number;
+  /** Chat messages on their way to the bus; bounded, and every loss counted. */
+  ingress: IngressBuffer;
   status: Promise<void>;
   eventsub?: EventSubAttachment;
   eventsubStarting?: Promise<void>;
@@ -67,6 +65,7 @@ export function publishStatus(ctx: Ctx, state: Running): Promise<void> {
         messagesOut: counters?.messagesOut ?? 0,
         errors: snapshot?.counters.errors ?? 0,
         reconnects: snapshot?.counters.reconnects ?? 0,
+        lost: state.ingress.lost,
       },
       authStatus: snapshot?.authStatus ?? 'missing',
       permissions: snapshot?.permissions[channel],
@@ -93,7 +92,7 @@ export function debugSnapshot(ctx: Ctx, state: Running | undefined): Record<stri
     ...(state?.hint && (!chat || chat.status === 'not_configured') ? { hint: state.hint } : {}),
     heartbeatMs: ctx.config.SOURCE_HEARTBEAT_MS,
     reconnectPolicy: { initialMs: ctx.config.IRC_RECONNECT_INITIAL_MS, maxMs: ctx.config.IRC_RECONNECT_MAX_MS },
-    ingest: state ? { pending: state.ingestPending, dropped: state.ingestDropped } : null,
+    ingest: state ? state.ingress.snapshot() : null,
     egress: state?.sender ? { limits: state.sender.limits, channels: state.sender.snapshot() } : null,
     eventsub: state?.eventsub?.snapshot() ?? null,
   };

@@ -3,6 +3,7 @@ import { continueWith, failed, handled, skip, type HandlerContext, type HandlerR
 import { Role } from '../auth/roles.js';
 import { filterReply, redactSecrets, sanitizeUserText, type GuardFlag } from './guard.js';
 import { takeRateSlot, type BudgetGate } from './limits.js';
+import { checkCaps, recordUsage } from './usage.js';
 import type { ToolAuditEntry, Toolbox } from './mcp.js';
 import { readStreamState, type PlatformMcp, type Requester } from './mcp-platform.js';
 import { MEMORY_TURNS, buildMessages, buildSystemPrompt } from './prompt.js';
@@ -16,6 +17,9 @@ const MAX_OUTPUT_TOKENS = 800;
 export const OUT_OF_WORDS_REPLY = "I'm out of words for today — back tomorrow!";
 /** How often a channel is told the budget is spent (otherwise requests are annotated only). */
 const BUDGET_NOTICE_EVERY_MS = 10 * 60_000;
+/** A user over their own cap is told once per UTC day (the cap's window), then only annotated. */
+export const USER_CAP_REPLY = "you've had your share of my words for today — back tomorrow!";
+const USER_CAP_NOTICE_EVERY_MS = 86_400_000;
 
 /** What one llm-bot instance holds between messages (set up at start). */
 export interface BotState {
@@ -78,6 +82,19 @@ export async function answer(ctx: ServiceContext<LlmBotConfig>, state: BotState,
     return handled(out);
   }
 
+  const userKey = `${requester.platform}:${requester.userId}`;
+  const cap = await checkCaps(store, config, userKey);
+  if (cap.capped) {
+    const out = withAnnotations(envelope, note(cap.scope === 'daily-cost' ? 'budget-exhausted' : 'user-capped', { scope: cap.scope, spent: cap.spent, cap: cap.cap }));
+    if (cap.scope === 'daily-cost') {
+      if (await store.claimKey('llm-bot:budget-notice', channelKey, BUDGET_NOTICE_EVERY_MS)) out.candidates = [...(out.candidates ?? []), createReply(SERVICE, OUT_OF_WORDS_REPLY, { reason: 'budget-exhausted' })];
+    } else if (await store.claimKey('llm-bot:user-cap-notice', `${userKey}:${new Date().toISOString().slice(0, 10)}`, USER_CAP_NOTICE_EVERY_MS)) {
+      const name = envelope.user.displayName || envelope.user.name;
+      out.candidates = [...(out.candidates ?? []), createReply(SERVICE, `@${name} ${USER_CAP_REPLY}`, { reason: cap.scope })];
+    }
+    return handled(out);
+  }
+
   const input = sanitizeUserText(text);
   const [stream, memory] = await Promise.all([readStreamState(store, requester), store.getConversation(channelKey)]);
   const speaker = envelope.user.displayName || envelope.user.name;
@@ -121,7 +138,10 @@ export async function answer(ctx: ServiceContext<LlmBotConfig>, state: BotState,
 
   if (result.warnings && result.warnings.length > 0) hctx.logger.debug({ warnings: result.warnings }, 'LLM provider warnings');
   const tokens = result.totalUsage.totalTokens ?? (result.totalUsage.inputTokens ?? 0) + (result.totalUsage.outputTokens ?? 0);
-  await state.budget.spend(tokens);
+  await Promise.all([
+    state.budget.spend(tokens),
+    recordUsage(store, config, userKey, { inputTokens: result.totalUsage.inputTokens ?? 0, outputTokens: result.totalUsage.outputTokens ?? tokens - (result.totalUsage.inputTokens ?? 0) }),
+  ]);
   const reply = filterReply(result.text, { instructions: prompt.instructions, canary: state.canary, secrets: [state.apiKey], linkAllowlist: state.linkAllowlist, publicTerms: [botName, requester.channel] });
   const flags: GuardFlag[] = [...input.flags, ...reply.flags];
   const notes = [note(reply.text ? 'answered' : 'empty-reply', { provider, model: modelId, tokens, steps: result.steps.length, ...(audit.length ? { tools: audit } : {}) })];

@@ -13,7 +13,8 @@ export * from './prompt.js';
 export * from './mcp-platform.js';
 export { createToolbox, McpServerConfigSchema, McpServersSchema, DEFAULT_EXTERNAL_POLICY, type McpServerConfig, type Toolbox, type ToolAuditEntry } from './mcp.js';
 export { chooseModel, classifyProviderError, DEFAULT_MODELS } from './provider.js';
-export { MAX_STEPS, OUT_OF_WORDS_REPLY } from './answer.js';
+export { MAX_STEPS, OUT_OF_WORDS_REPLY, USER_CAP_REPLY } from './answer.js';
+export { UsageCapsSchema, readUsage, type UsageCaps, type UsageReport } from './usage.js';
 export type { LlmBotConfig } from './config.js';
 
 const SERVICE = 'llm-bot';
@@ -32,8 +33,10 @@ export interface LlmBotOptions extends ProviderOptions {
  * Answers chat with an LLM. Outcomes (each recorded as an `llm-bot` annotation):
  * - not configured (no LLM_PROVIDER / key) → `skip`: the event goes on and is finalized without a reply;
  * - over the per-user or per-channel minute limit → `handled`, no reply, label `rate-limited`;
- * - daily token budget spent → `handled`, label `budget-exhausted`; the channel is told
- *   "I'm out of words for today" at most once per 10 minutes, otherwise no reply;
+ * - daily token budget or daily cost cap (LLM_DAILY_COST_USD) spent → `handled`, label `budget-exhausted`;
+ *   the channel is told "I'm out of words for today" at most once per 10 minutes, otherwise no reply;
+ * - the user's own daily tokens or cost spent (LLM_USER_DAILY_TOKENS / LLM_USER_DAILY_COST_USD, priced by
+ *   LLM_PRICE_INPUT/OUTPUT_PER_MTOK) → `handled`, label `user-capped`; the user is told once per UTC day;
  * - answered → `continue` with a reply candidate (≤ 450 chars, plain text, guarded — see guard.ts);
  * - provider 5xx/network → retryable PROVIDER_ERROR (429 → RATE_LIMITED); other 4xx → permanent;
  *   past LLM_TIMEOUT_MS or the step deadline → DEADLINE.

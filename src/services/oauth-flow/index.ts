@@ -4,6 +4,7 @@ import { safeTwitchErrorMessage } from '../../platforms/twitch/token-store.js';
 import { registerKickOAuth } from './kick.js';
 import { STATE_TTL_MS, signState, startIdentity, verifyState } from './oauth-state.js';
 import { parseCallbackQuery } from './callback-query.js';
+import { bindBrowser, browserMatches, clearBinding, loadOwnerAuthenticator, requirePrincipal } from './owner.js';
 import { page, tokenStatus } from './pages.js';
 import { ConfigSchema, TWITCH_AUTHORIZE_URL, loadSettings, redirectUri, requireConfigured, type OAuthFlowConfig, type Settings } from './settings.js';
 
@@ -25,6 +26,8 @@ export const service = defineService<OAuthFlowConfig>({
     // Read once per instance, on first use: a generated state secret must stay the same for its callbacks.
     let loaded: Promise<Settings> | undefined;
     const settings = () => (loaded ??= loadSettings(ctx));
+    let owners: ReturnType<typeof loadOwnerAuthenticator> | undefined;
+    const authenticator = () => (owners ??= loadOwnerAuthenticator(ctx));
     return {
       consumers: {},
 
@@ -38,6 +41,7 @@ export const service = defineService<OAuthFlowConfig>({
       routes(app) {
         registerKickOAuth(app, ctx, async () => (await settings()).stateSecret);
         app.get('/oauth/twitch/start', async (request, reply) => {
+          requirePrincipal(await authenticator(), request, 'owner');
           const role = startIdentity(request.query as Record<string, unknown>);
           const redirect = redirectUri(app, ctx);
           const current = await settings();
@@ -47,10 +51,11 @@ export const service = defineService<OAuthFlowConfig>({
           url.searchParams.set('redirect_uri', redirect);
           url.searchParams.set('response_type', 'code');
           url.searchParams.set('scope', current.scopes.join(' '));
-          url.searchParams.set('state', signState(stateSecret, role));
+          url.searchParams.set('state', signState(stateSecret, role, bindBrowser(request, reply, STATE_TTL_MS)));
           // The bot and the broadcaster are different accounts: always let the operator pick one.
           url.searchParams.set('force_verify', 'true');
-          return reply.header('cache-control', 'no-store').redirect(url.toString(), 302);
+          // The start URL may carry ?token=: keep it out of any Referer.
+          return reply.header('cache-control', 'no-store').header('referrer-policy', 'no-referrer').redirect(url.toString(), 302);
         });
 
         app.get('/oauth/twitch/callback', async (request, reply) => {
@@ -59,6 +64,11 @@ export const service = defineService<OAuthFlowConfig>({
           const { clientId, clientSecret, stateSecret } = requireConfigured(await settings(), redirect);
           const state = verifyState(stateSecret, query.state);
           if (!state.ok) return page(reply, 400, 'Authorization failed', [`Invalid state: ${state.reason}.`, 'Start again from /oauth/twitch/start.']);
+          if (!browserMatches(request, state.binding)) {
+            ctx.logger.warn({ role: state.role }, 'twitch oauth callback refused: the state was started in another browser');
+            return page(reply, 400, 'Authorization failed', ['This authorization was started in another browser (or its cookie expired).', 'Start again from /oauth/twitch/start in this browser.']);
+          }
+          clearBinding(reply);
           if (query.error) {
             return page(reply, 400, 'Authorization failed', [`Twitch did not authorize the ${state.role} account: ${query.error_description ?? query.error}.`]);
           }
@@ -108,7 +118,8 @@ export const service = defineService<OAuthFlowConfig>({
           ]);
         });
 
-        app.get('/oauth/twitch/status', async () => {
+        app.get('/oauth/twitch/status', async (request) => {
+          requirePrincipal(await authenticator(), request, 'viewer');
           const current = await settings();
           const [bot, broadcaster] = await Promise.all([ctx.store.getToken('twitch:bot'), ctx.store.getToken('twitch:broadcaster')]);
           return { configured: Boolean(current.clientId && current.clientSecret), bot: tokenStatus(bot), broadcaster: tokenStatus(broadcaster) };

@@ -1,6 +1,7 @@
 import { z } from 'zod';
 import { createReply, instanceEgressTopic, stepTopic, Topic, type Envelope } from '../../core/index.js';
 import { env } from '../../runtime/config.js';
+import { createServiceIngress } from '../../runtime/ingress-buffer.js';
 import { continueWith, defineService, type EnvelopeConsumer, type HandlerResult, type ServiceContext } from '../../runtime/service.js';
 import {
   buildObsStatusEnvelope,
@@ -41,7 +42,8 @@ export const service = defineService<Config>({
     let connector: ObsConnector | undefined;
     let heartbeat: NodeJS.Timeout | undefined;
     let statusChain: Promise<void> = Promise.resolve();
-    let ingest: Promise<void> = Promise.resolve();
+    // OBS events wait here, in order, while the bus refuses them; a loss is counted (INGRESS_BUFFER_MAX).
+    const ingress = createServiceIngress(ctx, 'obs');
     const undoTimers = new Set<NodeJS.Timeout>();
 
     const reportHealth = (snapshot: ObsSnapshot | undefined) => {
@@ -59,7 +61,7 @@ export const service = defineService<Config>({
         status: snapshot?.status ?? 'not_configured',
         authStatus: snapshot?.authStatus ?? 'missing',
         state: snapshot?.state ?? {},
-        metrics: snapshot?.counters ?? { events: 0, actions: 0, errors: 0, reconnects: 0 },
+        metrics: { ...(snapshot?.counters ?? { events: 0, actions: 0, errors: 0, reconnects: 0 }), lost: ingress.lost },
         lastError: snapshot?.lastError ?? null,
         ...(snapshot ? {} : { hint: NOT_CONFIGURED_HINT }),
       });
@@ -120,7 +122,7 @@ export const service = defineService<Config>({
     return {
       consumers: { [stepTopic(SERVICE)]: step, 'internal.egress.{instanceId}.v1': egress },
       routes(app) {
-        app.get('/_debug/obs', async () => connector?.snapshot() ?? { status: 'not_configured', hint: NOT_CONFIGURED_HINT });
+        app.get('/_debug/obs', async () => ({ ...(connector?.snapshot() ?? { status: 'not_configured', hint: NOT_CONFIGURED_HINT }), ingest: ingress.snapshot() }));
       },
       async start() {
         const url = ctx.config.OBS_WEBSOCKET_URL;
@@ -140,7 +142,7 @@ export const service = defineService<Config>({
             logger: ctx.logger.child({ component: 'obs' }),
             onEvent(eventType, eventData) {
               const envelope = normalizeObsEvent(eventType, eventData, { egressDestination: instanceEgressTopic(ctx.instanceId) });
-              ingest = ingest.then(() => ctx.publish(Topic.ingress, envelope)).catch((error: unknown) => ctx.logger.error({ err: error, eventType }, 'OBS event could not be published to ingress'));
+              ingress.push(envelope);
             },
             onStateChange(snapshot) {
               reportHealth(snapshot);
@@ -158,7 +160,7 @@ export const service = defineService<Config>({
         for (const timer of undoTimers) clearTimeout(timer);
         undoTimers.clear();
         await connector?.stop();
-        await ingest;
+        await ingress.close();
         await statusChain;
       },
     };

@@ -422,7 +422,7 @@ async function openEvent(id) {
     ['User', record.userName ?? '—'],
     ['Channel', `${record.platform ?? ''} ${record.channel ?? ''}`.trim() || '—'],
     ['Text', record.text ?? '—'],
-    ['Outcome', record.outcome ?? 'in flight'],
+    ['Outcome', record.outcome ?? (record.stalled ? `stalled at ${record.stalled.at?.step ?? 'an unknown step'}${record.stalled.cause ? ` (${record.stalled.cause})` : ''}` : 'in flight')],
     ['Reply', record.replyText ? `${record.replyText}${record.replyDelivered ? ' (delivered)' : ' (not delivered)'}` : '—'],
     ['Received', dateTime(record.receivedAt)],
     ['Latency', ms(record.latencyMs)],
