@@ -22,6 +22,8 @@ const ConfigSchema = z.object({
   API_GATEWAY_HEALTH_URLS: env.string(),
   /** How often the live feed reads the store (ms). */
   API_GATEWAY_LIVE_POLL_MS: env.int(1_000, { min: 100, max: 60_000 }),
+  /** The commands service's prefix, read here too so the Commands page shows what chat really uses. */
+  COMMAND_PREFIX: env.string().transform((value) => value ?? '!'),
 });
 
 const PUBLIC_DIR = fileURLToPath(new URL('./public/', import.meta.url));
