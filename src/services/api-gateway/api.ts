@@ -15,6 +15,7 @@
  *   GET/POST /api/commands, GET/PUT/DELETE /api/commands/:name
  *   GET  /api/live                       server-sent events (live.ts)
  *   POST /api/session {token}, DELETE /api/session    the dashboard's HttpOnly session cookie (sign in / out)
+ *   GET  /api/session                    {signedIn, role…}: whether the cookie is (still) good, never 401
  *   GET  /api/stats?hours                chat messages, events and reply latency per minute (charts)
  *   GET  /api/commands/help              command prefix, built-in commands, template variables
  *   POST /api/rules/restore-defaults     puts the shipped rules back (a deleted core rule returns)
@@ -40,7 +41,7 @@ import { DEFAULT_RULES_FILE, readRulesFile } from '../event-router/load.js';
 import { checkRule } from '../event-router/rules.js';
 import { SESSION, hasApiRole, tokenFromRequest, type ApiRole, type AuthResult, type Authenticator, type Principal } from './auth.js';
 import { aggregateStats, STATS_LIMITS } from './stats.js';
-import { summarizeDeadLetter, summarizeEvent, type LiveFeed } from './live.js';
+import { noReplyReason, summarizeDeadLetter, summarizeEvent, type LiveFeed } from './live.js';
 import { capKey, createConnectionCaps } from './caps.js';
 import { WS_LIMITS, type ChatGateway } from './ws.js';
 
@@ -382,7 +383,8 @@ export async function registerApi(scope: FastifyInstance, deps: ApiDeps): Promis
 
   scope.addHook('onRequest', async (request: FastifyRequest, reply: FastifyReply) => {
     // Signing in is how a cookie is obtained; its route checks the token itself.
-    if (request.routeOptions.url === '/api/session' && request.method === 'POST') return;
+    // Asking whether one is signed in must not fail (a 401 is a console error on every fresh visit).
+    if (request.routeOptions.url === '/api/session' && (request.method === 'POST' || request.method === 'GET')) return;
     const presented = tokenFromRequest(request.headers, request.query);
     const isSocket = request.routeOptions.url === '/ws/v1';
     const cookie = presented === undefined ? sessionCookie(request.headers.cookie) : undefined;
@@ -420,6 +422,14 @@ export async function registerApi(scope: FastifyInstance, deps: ApiDeps): Promis
     const principal = deps.authenticator().authenticateSession(value);
     reply.header('set-cookie', cookieHeader(value, SESSION.maxAgeSec, request));
     return principal.ok ? { role: principal.principal.role, label: principal.principal.label, anonymous: false, instanceId: ctx.instanceId } : undefined;
+  });
+
+  scope.get('/api/session', async (request) => {
+    const cookie = sessionCookie(request.headers.cookie);
+    const result = cookie ? deps.authenticator().authenticateSession(cookie) : deps.authenticator().authenticate(undefined);
+    if (!result.ok) return { signedIn: false };
+    const principal = result.principal;
+    return { signedIn: true, role: principal.role, label: principal.label, anonymous: principal.anonymous, instanceId: ctx.instanceId };
   });
 
   scope.delete('/api/session', async (request, reply) => {
@@ -466,7 +476,8 @@ export async function registerApi(scope: FastifyInstance, deps: ApiDeps): Promis
     const { id } = validate(IdParams, request.params, 'path');
     const record = await ctx.store.getEvent(id);
     if (!record) throw new BitBratError('NOT_FOUND', `no event with id ${id}`);
-    return { ...record, timeline: slipTimeline(record) };
+    const reason = record.final ? noReplyReason(record.final) : undefined;
+    return { ...record, timeline: slipTimeline(record), ...(reason ? { noReplyReason: reason } : {}) };
   });
 
   scope.get('/api/deadletters', async (request) => {

@@ -69,7 +69,11 @@ export function noReplyReason(envelope: NonNullable<EventRecord['final']>): stri
   const spam = envelope.annotations?.some((annotation) => annotation.kind === 'spam');
   if (spam) return 'marked as spam';
   if (envelope.outcome === 'unrouted' || envelope.routingSlip.length === 0) return 'no rule matched it (not a command or a question to the bot)';
-  return undefined;
+  // Until steps say why they skipped, the skipping step tells what kind of reason it was.
+  const skipped = envelope.routingSlip.filter((step) => step.status === 'SKIP').map((step) => step.id);
+  if (skipped.includes('commands')) return 'unknown command, switched off, or on cooldown';
+  if (skipped.includes('llm-bot')) return 'the LLM is not configured or chose not to answer';
+  return 'nothing answered it';
 }
 
 export function summarizeDeadLetter(record: DeadLetterRecord): DeadLetterSummary {

@@ -1,12 +1,23 @@
-// BitBrat dashboard: plain ES module, no build step. Talks to the gateway's /api (Bearer token),
-// /api/live (server-sent events read with fetch, so the token stays in a header) and /ws/v1 (chat).
+// BitBrat dashboard: plain ES module, no build step. Signing in turns the token into an HttpOnly
+// session cookie (POST /api/session), so the token never stays in the page, its storage or a URL; the
+// API, /api/live (server-sent events read with fetch) and /ws/v1 (chat) all authenticate by that cookie.
 
-const TOKEN_KEY = 'bitbrat.token';
 const MAX_FEED = 200;
+const MAX_CHAT = 200;
+/** Writes made with the cookie carry this header; another site cannot set it without CORS. */
+const CSRF = { 'x-bitbrat-csrf': '1' };
 
 const state = {
-  token: '',
   me: null,
+  /** When the live stream last delivered anything; set while the server is unreachable. */
+  staleSince: null,
+  activity: new Map(),
+  channelChat: new Map(),
+  commandHelp: null,
+  defaultRules: [],
+  stats: null,
+  /** Console messages by envelope id, until the pipeline has answered or said why not. */
+  consoleSent: new Map(),
   view: 'overview',
   events: new Map(),
   nextCursor: undefined,
@@ -69,10 +80,9 @@ class ApiError extends Error {
 }
 
 async function api(method, path, body) {
-  const headers = {};
-  if (state.token) headers.authorization = `Bearer ${state.token}`;
+  const headers = method === 'GET' ? {} : { ...CSRF };
   if (body !== undefined) headers['content-type'] = 'application/json';
-  const response = await fetch(path, { method, headers, body: body === undefined ? undefined : JSON.stringify(body) });
+  const response = await fetch(path, { method, headers, credentials: 'same-origin', body: body === undefined ? undefined : JSON.stringify(body) });
   const text = await response.text();
   let json;
   try {
@@ -80,7 +90,7 @@ async function api(method, path, body) {
   } catch {
     json = { message: text };
   }
-  if (response.status === 401 && state.me) signOut('Your token is no longer accepted. Sign in again.');
+  if (response.status === 401 && state.me) signOut('Your session has ended. Sign in again.', false);
   if (!response.ok) throw new ApiError(response.status, json);
   return json;
 }
@@ -93,23 +103,26 @@ const errorText = (error) => {
 
 // -------------------------------------------------------------------------------------------- login
 
+/** With a token: exchanges it for the session cookie. Without: asks whether the cookie (or anonymous access) lets us in. */
 async function signIn(token) {
-  state.token = token;
   try {
-    state.me = await api('GET', '/api/me');
+    if (token) state.me = await api('POST', '/api/session', { token });
+    else {
+      const session = await api('GET', '/api/session');
+      if (!session.signedIn) return new ApiError(401, { message: 'not signed in' });
+      state.me = session;
+    }
   } catch (error) {
-    state.token = '';
     state.me = null;
     return error;
   }
-  if (token) sessionStorage.setItem(TOKEN_KEY, token);
   showApp();
   return undefined;
 }
 
-function signOut(message = '') {
-  sessionStorage.removeItem(TOKEN_KEY);
-  state.token = '';
+/** Ends the session on the server (the cookie is cleared) and shows the sign-in form. */
+function signOut(message = '', endSession = true) {
+  if (endSession) void fetch('/api/session', { method: 'DELETE', headers: CSRF, credentials: 'same-origin' }).catch(() => undefined);
   state.me = null;
   state.live?.abort();
   state.live = null;
@@ -147,6 +160,7 @@ function show(view) {
   if (view === 'deadletters') loadDeadLetters();
   if (view === 'rules') loadRules();
   if (view === 'commands') loadCommands();
+  if (view === 'overview') void loadStats();
   if (view === 'console') byTestId('console-text').focus();
 }
 
@@ -168,8 +182,8 @@ function startLive() {
     while (!controller.signal.aborted) {
       try {
         setLiveState('connecting', 'connecting…');
-        const response = await fetch('/api/live', { headers: state.token ? { authorization: `Bearer ${state.token}` } : {}, signal: controller.signal });
-        if (response.status === 401) return signOut('Your token is no longer accepted. Sign in again.');
+        const response = await fetch('/api/live', { credentials: 'same-origin', signal: controller.signal });
+        if (response.status === 401) return signOut('Your session has ended. Sign in again.', false);
         if (!response.ok || !response.body) throw new Error(`live: HTTP ${response.status}`);
         const reader = response.body.pipeThrough(new TextDecoderStream()).getReader();
         let buffer = '';
@@ -198,7 +212,8 @@ function startLive() {
         console.warn('live stream interrupted', error);
       }
       if (controller.signal.aborted) return;
-      setLiveState('reconnecting', 'reconnecting…');
+      setLiveState('reconnecting', 'server unreachable · retrying…');
+      markStale();
       await new Promise((resolve) => setTimeout(resolve, delay));
       delay = Math.min(10_000, delay * 2);
     }
@@ -213,10 +228,14 @@ function onLive(event, data) {
     case 'sources':
       // Sent once the stream is subscribed: from here on nothing is missed, so (re)load the lists.
       setLiveState('connected', 'live');
+      markFresh();
+      state.sources.clear();
       for (const source of data) upsertSource(source);
       renderSources();
       void loadEvents(true);
       void loadDeadLetters();
+      void loadActivityAndChat();
+      void loadStats();
       return;
     case 'source':
       upsertSource(data);
@@ -224,6 +243,9 @@ function onLive(event, data) {
       return;
     case 'event':
       upsertEvent(data);
+      upsertActivity(data);
+      upsertChat(data);
+      explainConsoleMessage(data);
       return;
     case 'deadletter':
       upsertDeadLetter(data);
@@ -245,24 +267,50 @@ function renderHealth() {
   const report = state.health;
   const overall = byTestId('health-overall');
   if (!report) return;
-  overall.textContent = report.ready ? 'all ready' : 'attention';
-  overall.dataset.state = report.ready ? 'ok' : 'bad';
+  const stale = Boolean(state.staleSince);
+  const notConfigured = (service) => Object.entries(service.components ?? {}).filter(([, component]) => component.ready && component.configured === false);
+  const attention = report.services.some((service) => service.state === 'not_ready' || service.state === 'unreachable');
+  // Never "all ready" from a report the server can no longer confirm.
+  overall.textContent = stale ? 'unknown (server unreachable)' : attention ? 'attention' : report.services.some((service) => notConfigured(service).length) ? 'ready · some not configured' : 'all ready';
+  overall.dataset.state = stale ? 'unknown' : attention ? 'bad' : 'ok';
   list.replaceChildren(
     ...report.services.map((service) => {
-      const detail = service.detail ?? Object.entries(service.components ?? {})
-        .filter(([, component]) => !component.ready)
-        .map(([name, component]) => `${name}: ${component.detail ?? 'not ready'}`)
-        .join('; ');
+      const unset = notConfigured(service);
+      const shown = stale ? 'unknown' : service.state === 'ready' && unset.length ? 'not_configured' : service.state;
+      const detail = stale
+        ? `last known: ${service.state.replace('_', ' ')}`
+        : service.detail ?? Object.entries(service.components ?? {})
+          .filter(([, component]) => !component.ready || component.configured === false)
+          .map(([name, component]) => `${name}: ${component.detail ?? 'not ready'}`)
+          .join('; ');
       return h(
         'li',
-        { testid: `health-service-${service.name}`, dataset: { state: service.state } },
-        h('span', { class: `dot ${service.state}`, 'aria-hidden': 'true' }),
+        { testid: `health-service-${service.name}`, dataset: { state: shown } },
+        h('span', { class: `dot ${shown}`, 'aria-hidden': 'true' }),
         h('span', { class: 'name' }, service.name),
-        h('span', { class: 'state' }, service.state.replace('_', ' ')),
-        detail ? h('span', { class: 'detail' }, detail) : null,
+        h('span', { class: 'state' }, shown === 'not_configured' ? 'not configured' : shown.replace('_', ' ')),
+        detail ? h('span', { class: 'detail', testid: 'health-detail' }, detail) : null,
       );
     }),
   );
+}
+
+/** The live stream is down: everything shown is only the last thing known. */
+function markStale() {
+  if (!state.staleSince) state.staleSince = new Date().toISOString();
+  byTestId('stale-banner').hidden = false;
+  byTestId('stale-since').textContent = time(state.staleSince);
+  document.body.dataset.stale = 'true';
+  renderHealth();
+  renderSources();
+  renderStreams();
+}
+
+function markFresh() {
+  state.staleSince = null;
+  byTestId('stale-banner').hidden = true;
+  document.body.dataset.stale = 'false';
+  renderHealth();
 }
 
 // ----------------------------------------------------------------------------------------- sources
@@ -288,9 +336,10 @@ function rates(id) {
   return { in: Math.max(0, (entry.current.in - entry.previous.in) / minutes), out: Math.max(0, (entry.current.out - entry.previous.out) / minutes) };
 }
 
-const STATUS_TEXT = { connected: 'connected', disconnected: 'disconnected', connecting: 'connecting', error: 'error', not_configured: 'not configured' };
+const STATUS_TEXT = { connected: 'connected', disconnected: 'disconnected', connecting: 'connecting', error: 'error', not_configured: 'not configured', unknown: 'unknown' };
 
 function renderSources() {
+  renderStreams();
   const container = byTestId('source-cards');
   const sources = [...state.sources.values()].sort((a, b) => a.id.localeCompare(b.id));
   // A placeholder card (how to connect a platform) gives way once that platform has a real source.
@@ -299,11 +348,13 @@ function renderSources() {
     ...sources
       .filter((source) => !(source.metadata?.placeholder && real.has(source.platform)))
       .map((source) => {
-        const status = String(source.status ?? 'unknown').toLowerCase();
-        const stream = String(source.streamStatus ?? 'unknown').toLowerCase();
+        const stale = Boolean(state.staleSince);
+        // While the server is unreachable nothing here is confirmed: shown as unknown, last state kept as a hint.
+        const status = stale ? 'unknown' : String(source.status ?? 'unknown').toLowerCase();
+        const stream = stale ? 'unknown' : String(source.streamStatus ?? 'unknown').toLowerCase();
         const rate = rates(source.id);
         const metrics = source.metrics ?? {};
-        const help = source.metadata?.howToConnect ?? (status === 'not_configured' ? 'Not configured: set its credentials in the environment and restart.' : null);
+        const help = stale ? `Last known: ${STATUS_TEXT[String(source.status)] ?? source.status} (server unreachable since ${time(state.staleSince)})` : source.metadata?.howToConnect ?? (status === 'not_configured' ? source.metadata?.hint ?? `Not configured: ${source.lastError?.message ?? 'see the Twitch setup below'}` : null);
         const perMinute = (value) => (value === undefined ? '— /min' : `${value < 10 ? value.toFixed(1) : Math.round(value)} /min`);
         return h(
           'article',
@@ -340,19 +391,99 @@ function renderSources() {
 
 // ------------------------------------------------------------------------------------------ events
 
+const CHAT_TYPE = 'external.chat.message.v1';
+
+/** Human names for event types (and platform event kinds), shown instead of the wire strings. */
+const TYPE_NAMES = {
+  'external.chat.message.v1': 'chat message',
+  'system.stream.online': 'stream went live',
+  'system.stream.offline': 'stream ended',
+  'system.source.status': 'connection status',
+  'twitch.eventsub.v1': 'Twitch event',
+  'channel.follow': 'follow',
+  'channel.subscribe': 'subscription',
+  'channel.subscription.message': 'resubscription',
+  'channel.subscription.gift': 'gift subs',
+  'channel.cheer': 'cheer',
+  'channel.raid': 'raid',
+  'channel.channel_points_custom_reward_redemption.add': 'channel points redemption',
+  'channel.update': 'title or game changed',
+  'stream.online': 'stream went live',
+  'stream.offline': 'stream ended',
+};
+
+/** `twitch.eventsub.v1` with kind `channel.raid` → "raid"; unknown types keep their own name. */
+const typeName = (event) => TYPE_NAMES[event.type === 'twitch.eventsub.v1' || event.type?.endsWith('.event.v1') ? event.kind ?? event.type : event.type] ?? TYPE_NAMES[event.type] ?? event.type;
+
+const ACTIVITY_KINDS = new Set(['channel.follow', 'channel.subscribe', 'channel.subscription.message', 'channel.subscription.gift', 'channel.cheer', 'channel.raid', 'channel.channel_points_custom_reward_redemption.add']);
+
+/** chat, activity (a viewer did something: follow, sub, raid…) or system (connections, stream state). */
+function categoryOf(event) {
+  if (event.type === CHAT_TYPE) return 'chat';
+  if (event.kind && ACTIVITY_KINDS.has(event.kind)) return 'activity';
+  if (event.type?.startsWith('system.') || event.type === 'twitch.eventsub.v1') return 'system';
+  return 'activity';
+}
+
+const person = (value) => (value && typeof value === 'object' ? value.displayName ?? value.name ?? value.login : typeof value === 'string' ? value : undefined);
+
+/** One sentence for a viewer's activity: "RaiderOne raided with 25 viewers". */
+function activityText(event) {
+  const detail = event.detail ?? {};
+  const who = person(detail.user) ?? person(detail.fromBroadcaster) ?? event.userName ?? 'Someone';
+  const tier = typeof detail.tierLevel === 'number' ? ` at tier ${detail.tierLevel}` : '';
+  switch (event.kind) {
+    case 'channel.follow':
+      return `${who} followed`;
+    case 'channel.subscribe':
+      return detail.isGift ? `${who} received a gifted sub${tier}` : `${who} subscribed${tier}`;
+    case 'channel.subscription.message': {
+      const months = detail.cumulativeMonths ?? detail.months;
+      return `${who} resubscribed${typeof months === 'number' ? ` for ${months} months` : ''}${tier}${detail.message?.text ?? detail.message ? `: “${detail.message?.text ?? detail.message}”` : ''}`;
+    }
+    case 'channel.subscription.gift': {
+      const giver = detail.isAnonymous ? 'An anonymous gifter' : who;
+      const total = detail.total ?? detail.count ?? 1;
+      return `${giver} gifted ${total} sub${total === 1 ? '' : 's'}${tier}`;
+    }
+    case 'channel.cheer':
+      return `${detail.isAnonymous ? 'An anonymous viewer' : who} cheered ${detail.bits ?? 0} bits${detail.message ? `: “${detail.message}”` : ''}`;
+    case 'channel.raid':
+      return `${who} raided with ${detail.viewers ?? 0} viewers`;
+    case 'channel.channel_points_custom_reward_redemption.add':
+      return `${who} redeemed ${detail.reward?.title ?? detail.rewardTitle ?? 'a reward'}${detail.userInput ? `: “${detail.userInput}”` : ''}`;
+    default:
+      return `${who}: ${typeName(event)}`;
+  }
+}
+
 function filters() {
   const form = byTestId('event-filters');
   const params = new URLSearchParams();
-  for (const name of ['type', 'outcome', 'user', 'channel']) {
+  for (const name of ['outcome', 'user', 'channel']) {
     const value = form.elements[name].value.trim();
     if (value) params.set(name, value);
   }
+  // Chat is one type, so the server filters it; the other categories are sorted out here.
+  if (form.elements.category.value === 'chat') params.set('type', CHAT_TYPE);
   return params;
+}
+
+/**
+ * A connection-status event that only repeats the source's previous status (an unconfigured source
+ * reports every 30 s) says nothing new: it is left out of the feed.
+ */
+function isRepeatedStatus(event) {
+  if (event.type !== 'system.source.status') return false;
+  const key = `${event.channel ?? ''}|${event.platform ?? ''}`;
+  const previous = [...state.events.values()].filter((other) => other.type === event.type && other.id !== event.id && `${other.channel ?? ''}|${other.platform ?? ''}` === key && other.receivedAt < event.receivedAt).sort((a, b) => (a.receivedAt < b.receivedAt ? 1 : -1))[0];
+  return Boolean(previous && previous.kind === event.kind);
 }
 
 function matchesFilters(event) {
   const params = filters();
-  if (params.get('type') && event.type !== params.get('type')) return false;
+  const category = byTestId('event-filters').elements.category.value;
+  if (category && categoryOf(event) !== category) return false;
   if (params.get('outcome') && event.outcome !== params.get('outcome')) return false;
   if (params.get('user') && (event.userName ?? '').toLowerCase() !== params.get('user').toLowerCase()) return false;
   if (params.get('channel') && event.channel !== params.get('channel')) return false;
@@ -366,7 +497,7 @@ async function loadEvents(reset) {
   try {
     const page = await api('GET', `/api/events?${params}`);
     if (reset) state.events.clear();
-    for (const event of page.items) state.events.set(event.id, event);
+    for (const event of page.items) if (matchesFilters(event)) state.events.set(event.id, event);
     state.nextCursor = page.nextCursor;
     byTestId('events-more').hidden = !page.nextCursor;
     renderEvents();
@@ -383,7 +514,10 @@ function upsertEvent(event) {
 
 function renderEvents() {
   const list = byTestId('event-feed');
-  const events = [...state.events.values()].sort((a, b) => (a.receivedAt < b.receivedAt ? 1 : a.receivedAt > b.receivedAt ? -1 : 0)).slice(0, MAX_FEED);
+  const events = [...state.events.values()]
+    .filter((event) => !isRepeatedStatus(event))
+    .sort((a, b) => (a.receivedAt < b.receivedAt ? 1 : a.receivedAt > b.receivedAt ? -1 : 0))
+    .slice(0, MAX_FEED);
   list.replaceChildren(
     ...events.map((event) => {
       const outcome = event.outcome ?? 'in flight';
@@ -392,11 +526,11 @@ function renderEvents() {
         {},
         h(
           'button',
-          { type: 'button', class: 'event-row', testid: `event-row-${event.id}`, dataset: { outcome: event.outcome ?? 'pending', id: event.id }, onclick: () => openEvent(event.id), 'aria-label': `Open event ${event.type} from ${event.userName ?? 'system'}` },
+          { type: 'button', class: 'event-row', testid: `event-row-${event.id}`, dataset: { outcome: event.outcome ?? 'pending', id: event.id, category: categoryOf(event) }, onclick: () => openEvent(event.id), 'aria-label': `Open ${typeName(event)} from ${event.userName ?? 'system'}` },
           h('span', { class: 'time' }, time(event.receivedAt)),
-          h('span', { class: 'type' }, event.type),
+          h('span', { class: 'type', title: event.type, testid: 'event-type' }, typeName(event)),
           h('span', { class: 'user' }, event.userName ?? '—'),
-          h('span', { class: 'text' }, event.text ?? '', event.replyText ? h('span', { class: 'reply' }, ` → ${event.replyText}`) : null),
+          h('span', { class: 'text' }, event.text ?? (categoryOf(event) === 'activity' ? activityText(event) : event.type === 'system.source.status' ? `${event.channel ?? event.platform ?? ''} ${String(event.kind ?? '').replace('_', ' ')}` : ''), event.replyText ? h('span', { class: 'reply' }, ` → ${event.replyText}`) : event.noReplyReason ? h('span', { class: 'muted', testid: 'event-noreply' }, ` · no reply: ${event.noReplyReason}`) : null),
           h('span', { class: `pill outcome ${outcome.replace(' ', '-')}`, testid: 'event-outcome' }, outcome),
           h('span', { class: 'latency' }, ms(event.latencyMs)),
         ),
@@ -418,12 +552,12 @@ async function openEvent(id) {
   dialog.dataset.eventId = id;
   const facts = [
     ['Id', record.id],
-    ['Type', record.type],
+    ['Type', `${typeName({ ...record, kind: record.final?.externalEvent?.kind ?? record.ingress?.envelope?.externalEvent?.kind })} (${record.type})`],
     ['User', record.userName ?? '—'],
     ['Channel', `${record.platform ?? ''} ${record.channel ?? ''}`.trim() || '—'],
     ['Text', record.text ?? '—'],
     ['Outcome', record.outcome ?? 'in flight'],
-    ['Reply', record.replyText ? `${record.replyText}${record.replyDelivered ? ' (delivered)' : ' (not delivered)'}` : '—'],
+    ['Reply', record.replyText ? `${record.replyText}${record.replyDelivered ? ' (delivered)' : ' (not delivered)'}` : record.final ? `none: ${record.noReplyReason ?? 'no reply was planned'}` : '—'],
     ['Received', dateTime(record.receivedAt)],
     ['Latency', ms(record.latencyMs)],
   ];
@@ -466,6 +600,214 @@ async function openEvent(id) {
   if (!dialog.open) dialog.showModal();
 }
 
+// -------------------------------------------------------------------------------- activity and chat
+
+function upsertActivity(event) {
+  if (categoryOf(event) !== 'activity') return;
+  state.activity.set(event.id, event);
+  renderActivity();
+}
+
+function renderActivity() {
+  const items = [...state.activity.values()].sort((a, b) => (a.receivedAt < b.receivedAt ? 1 : -1)).slice(0, 50);
+  const list = byTestId('activity-feed');
+  if (items.length === 0) {
+    list.replaceChildren(h('li', { class: 'muted' }, 'No follows, subs, cheers, raids or redemptions yet.'));
+    return;
+  }
+  list.replaceChildren(
+    ...items.map((event) =>
+      h(
+        'li',
+        { testid: `activity-${event.id}`, dataset: { kind: event.kind ?? event.type } },
+        h('span', { class: `pill kind ${String(event.kind ?? '').replace(/[^a-z]/g, '-')}` }, typeName(event)),
+        h('span', { class: 'sentence', testid: 'activity-text' }, activityText(event)),
+        h('time', { class: 'muted', datetime: event.receivedAt }, time(event.receivedAt)),
+      ),
+    ),
+  );
+}
+
+function upsertChat(event) {
+  if (event.type !== CHAT_TYPE) return;
+  state.channelChat.set(event.id, event);
+  if (state.channelChat.size > MAX_CHAT) state.channelChat.delete(state.channelChat.keys().next().value);
+  renderChat();
+}
+
+function renderChat() {
+  const list = byTestId('channel-chat');
+  const items = [...state.channelChat.values()].sort((a, b) => (a.receivedAt < b.receivedAt ? -1 : 1));
+  list.replaceChildren(
+    ...(items.length
+      ? items.map((event) =>
+          h(
+            'li',
+            { testid: `chat-line-${event.id}`, dataset: { platform: event.platform ?? '' } },
+            h('time', { class: 'muted', datetime: event.receivedAt }, time(event.receivedAt)),
+            ' ',
+            h('span', { class: 'platform' }, event.platform === 'api' ? 'console' : event.platform ?? ''),
+            event.channel ? h('span', { class: 'muted' }, ` #${event.channel}`) : null,
+            ' ',
+            h('strong', { class: 'chat-user' }, event.userName ?? 'someone'),
+            ': ',
+            h('span', { class: 'chat-text' }, event.text ?? ''),
+            event.replyText ? h('span', { class: 'reply' }, ` → bot: ${event.replyText}`) : null,
+          ),
+        )
+      : [h('li', { class: 'muted' }, 'No chat yet.')]),
+  );
+  list.scrollTop = list.scrollHeight;
+}
+
+async function loadActivityAndChat() {
+  try {
+    const [chat, recent] = await Promise.all([api('GET', `/api/events?type=${CHAT_TYPE}&limit=100`), api('GET', '/api/events?type=twitch.eventsub.v1&limit=100')]);
+    state.channelChat.clear();
+    for (const event of chat.items) state.channelChat.set(event.id, event);
+    for (const event of recent.items) if (categoryOf(event) === 'activity') state.activity.set(event.id, event);
+    renderChat();
+    renderActivity();
+  } catch (error) {
+    console.warn('could not load chat and activity', error);
+  }
+}
+
+/** Why a chat message got no reply, from the outcome alone (the event says more once finalized). */
+const noReplyText = (outcome) => ({ unrouted: 'no rule matched it (not a command or a question to the bot)', failed: 'the pipeline failed on it', handled: 'it was handled without a reply', completed: 'nothing answered it' })[outcome] ?? String(outcome);
+
+/**
+ * A console message the pipeline finished without answering (no frame comes back for it) gets a line
+ * saying why, from the finalized event in the live feed.
+ */
+function explainConsoleMessage(event) {
+  if (!state.consoleSent.has(event.id) || !event.outcome || event.replyText) return;
+  state.consoleSent.delete(event.id);
+  consoleLine('info', `no reply: ${event.noReplyReason ?? noReplyText(event.outcome)}`, { testid: 'console-noreply', dataset: { kind: 'info', outcome: event.outcome, envelopeId: event.id } });
+}
+
+/** Replaces the console's "no reply" line with the recorded reason once the event is finalized. */
+async function explainNoReply(envelopeId) {
+  for (let attempt = 0; attempt < 5; attempt++) {
+    try {
+      const record = await api('GET', `/api/events/${encodeURIComponent(envelopeId)}`);
+      if (record.noReplyReason) {
+        for (const line of document.querySelectorAll('[data-testid="console-noreply"]')) {
+          if (line.dataset.envelopeId === envelopeId || !line.dataset.envelopeId) {
+            line.dataset.envelopeId = envelopeId;
+            line.textContent = `no reply: ${record.noReplyReason}`;
+          }
+        }
+        return;
+      }
+    } catch {
+      // Not recorded yet: try again shortly.
+    }
+    await new Promise((resolve) => setTimeout(resolve, 500));
+  }
+}
+
+// ------------------------------------------------------------------------------------------ stream
+
+/** Twitch sources that know the stream: live or offline, title, game, viewers, uptime. */
+function renderStreams() {
+  const streams = [...state.sources.values()].filter((source) => source.platform === 'twitch' && !source.metadata?.placeholder);
+  const panel = byTestId('stream-panel');
+  panel.hidden = streams.length === 0;
+  const stale = Boolean(state.staleSince);
+  byTestId('stream-list').replaceChildren(
+    ...streams.map((source) => {
+      const metadata = source.metadata ?? {};
+      const live = !stale && source.streamStatus === 'online';
+      const started = typeof metadata.startedAt === 'string' ? Date.parse(metadata.startedAt) : Number.NaN;
+      const uptime = live && Number.isFinite(started) ? duration(Date.now() - started) : null;
+      const state_ = stale ? 'unknown' : live ? 'live' : source.streamStatus === 'offline' ? 'offline' : 'unknown';
+      return h(
+        'article',
+        { class: `stream ${state_}`, testid: `stream-${source.id}`, dataset: { state: state_ } },
+        h('span', { class: `pill ${live ? 'live' : state_}`, testid: 'stream-state' }, stale ? 'unknown' : live ? 'LIVE' : state_),
+        h('strong', { class: 'channel' }, source.displayName ?? source.id),
+        h('span', { class: 'title', testid: 'stream-title' }, typeof metadata.title === 'string' && metadata.title ? metadata.title : 'no title'),
+        h('span', { class: 'muted', testid: 'stream-game' }, typeof metadata.game === 'string' ? metadata.game : typeof metadata.gameName === 'string' ? metadata.gameName : ''),
+        live ? h('span', { testid: 'stream-viewers' }, `${source.viewerCount ?? metadata.viewerCount ?? 0} viewers`) : null,
+        uptime ? h('span', { testid: 'stream-uptime' }, `up ${uptime}`) : null,
+      );
+    }),
+  );
+}
+
+/** `1h 23m`, `5m`, `42s`. */
+function duration(ms) {
+  const seconds = Math.max(0, Math.floor(ms / 1000));
+  if (seconds < 60) return `${seconds}s`;
+  const hours = Math.floor(seconds / 3600);
+  const minutes = Math.floor((seconds % 3600) / 60);
+  return hours ? `${hours}h ${minutes}m` : `${minutes}m`;
+}
+
+// ------------------------------------------------------------------------------------------ charts
+
+async function loadStats() {
+  try {
+    state.stats = await api('GET', '/api/stats?hours=3');
+    renderCharts();
+  } catch (error) {
+    console.warn('could not load stats', error);
+  }
+}
+
+const SVG = 'http://www.w3.org/2000/svg';
+function svg(tag, attrs = {}, ...children) {
+  const element = document.createElementNS(SVG, tag);
+  for (const [key, value] of Object.entries(attrs)) if (value !== undefined) element.setAttribute(key, String(value));
+  for (const child of children) element.append(child instanceof Node ? child : document.createTextNode(String(child)));
+  return element;
+}
+
+/** A small area chart of one series as inline SVG (no library, no build step); gaps where a value is missing. */
+function chart(id, title, unit, values, buckets) {
+  const width = 300;
+  const height = 90;
+  const present = values.filter((value) => typeof value === 'number');
+  const max = Math.max(1, ...present);
+  const step = values.length > 1 ? width / (values.length - 1) : width;
+  const y = (value) => height - (value / max) * (height - 6);
+  let path = '';
+  values.forEach((value, index) => {
+    if (typeof value !== 'number') return;
+    path += `${path && typeof values[index - 1] === 'number' ? 'L' : 'M'}${(index * step).toFixed(1)},${y(value).toFixed(1)}`;
+  });
+  const latest = [...values].reverse().find((value) => typeof value === 'number');
+  const total = present.reduce((sum, value) => sum + value, 0);
+  const summary = unit === 'ms' ? `median now ${latest ?? '—'} ms` : `${total} in all · ${latest ?? 0}/min now`;
+  const first = buckets[0]?.at;
+  return h(
+    'figure',
+    { class: 'chart', testid: `chart-${id}`, dataset: { points: String(present.length), max: String(max) } },
+    h('figcaption', {}, h('strong', {}, title), ' ', h('span', { class: 'muted', testid: 'chart-summary' }, summary)),
+    svg(
+      'svg',
+      { viewBox: `0 0 ${width} ${height}`, preserveAspectRatio: 'none', role: 'img', 'aria-label': `${title}: ${summary}` },
+      svg('line', { x1: 0, y1: height - 0.5, x2: width, y2: height - 0.5, class: 'axis' }),
+      path ? svg('path', { d: path, class: 'series', 'vector-effect': 'non-scaling-stroke' }) : svg('text', { x: width / 2, y: height / 2, 'text-anchor': 'middle', class: 'empty' }, 'no data yet'),
+    ),
+    h('div', { class: 'chart-scale muted' }, h('span', {}, first ? time(first) : ''), h('span', {}, `max ${max}${unit === 'ms' ? ' ms' : '/min'}`), h('span', {}, 'now')),
+  );
+}
+
+function renderCharts() {
+  const stats = state.stats;
+  if (!stats) return;
+  const per = stats.bucketMs / 60_000;
+  const perMinute = (value) => Math.round((value / per) * 10) / 10;
+  byTestId('charts-hours').textContent = String(Math.round((Date.parse(stats.until) - Date.parse(stats.since)) / 3_600_000));
+  byTestId('charts').replaceChildren(
+    chart('chat', 'Chat messages per minute', '/min', stats.buckets.map((bucket) => perMinute(bucket.chat)), stats.buckets),
+    chart('events', 'Events per minute', '/min', stats.buckets.map((bucket) => perMinute(bucket.events)), stats.buckets),
+    chart('latency', 'Reply latency', 'ms', stats.buckets.map((bucket) => bucket.latencyMs), stats.buckets),
+  );
+}
+
 // ------------------------------------------------------------------------------------ dead letters
 
 async function loadDeadLetters() {
@@ -493,18 +835,25 @@ function renderDeadLetters() {
   byTestId('deadletter-count').textContent = pending ? String(pending) : '';
   const body = $('tbody', byTestId('deadletter-list'));
   if (items.length === 0) {
-    body.replaceChildren(h('tr', {}, h('td', { colspan: '5', class: 'muted' }, 'No dead letters.')));
+    body.replaceChildren(h('tr', {}, h('td', { colspan: '6', class: 'muted' }, 'No dead letters.')));
     return;
   }
   body.replaceChildren(
     ...items.map((item) =>
       h(
         'tr',
-        { testid: `deadletter-row-${item.id}`, dataset: { replayed: item.replayedAt ? 'true' : 'false' } },
-        h('td', {}, dateTime(item.receivedAt)),
-        h('td', {}, h('strong', {}, item.code), ' ', h('span', { class: 'muted' }, item.message)),
-        h('td', {}, `${item.service} @ ${item.topic}`),
-        h('td', { testid: `deadletter-state-${item.id}` }, item.replayedAt ? `replayed ${item.replayCount}× (${ago(item.replayedAt)})` : 'pending'),
+        { testid: `deadletter-row-${item.id}`, class: item.replayedAt ? 'replayed' : '', dataset: { replayed: item.replayedAt ? 'true' : 'false' } },
+        h('td', { 'data-label': 'Received' }, dateTime(item.receivedAt)),
+        h(
+          'td',
+          { 'data-label': 'From', testid: `deadletter-from-${item.id}` },
+          item.userName ? h('strong', {}, item.userName) : h('span', { class: 'muted' }, 'unknown sender'),
+          item.text ? [': ', h('span', { class: 'quote' }, `“${item.text}”`)] : item.type ? h('span', { class: 'muted' }, ` (${typeName(item)})`) : null,
+          item.envelopeId ? h('div', {}, h('button', { type: 'button', class: 'link', testid: `deadletter-open-${item.id}`, onclick: () => openEvent(item.envelopeId) }, 'open event')) : null,
+        ),
+        h('td', { 'data-label': 'Reason' }, h('strong', {}, item.code), ' ', h('span', { class: 'muted' }, item.message)),
+        h('td', { 'data-label': 'Where' }, `${item.service} @ ${item.topic}`),
+        h('td', { 'data-label': 'State', testid: `deadletter-state-${item.id}` }, item.replayedAt ? h('span', { class: 'pill replayed' }, `replayed ${item.replayCount}× (${ago(item.replayedAt)})`) : h('span', { class: 'pill pending' }, 'pending')),
         h(
           'td',
           {},
@@ -553,9 +902,7 @@ function connectChat() {
   const open = () => {
     socket = new WebSocket(url);
     ready = false;
-    socket.addEventListener('open', () => {
-      if (state.token) socket.send(JSON.stringify({ type: 'auth', token: state.token }));
-    });
+    // The upgrade carries the session cookie; the server answers `ready` without an auth frame.
     socket.addEventListener('message', (message) => {
       let frame;
       try {
@@ -575,15 +922,19 @@ function connectChat() {
           if (line) {
             line.dataset.envelopeId = frame.envelopeId;
             line.dataset.state = 'sent';
+            state.consoleSent.set(frame.envelopeId, line);
             line.append(' ', h('button', { type: 'button', class: 'link', testid: `console-open-${frame.envelopeId}`, onclick: () => openEvent(frame.envelopeId) }, `as ${frame.role} · open event`));
           }
           break;
         }
         case 'reply':
+          state.consoleSent.delete(frame.envelopeId);
           consoleLine('bot', frame.text, { testid: 'console-reply', dataset: { kind: 'bot', inReplyTo: frame.inReplyTo, envelopeId: frame.envelopeId } });
           break;
         case 'noreply':
-          consoleLine('info', `no reply (${frame.outcome})`, { testid: 'console-noreply' });
+          state.consoleSent.delete(frame.envelopeId);
+          consoleLine('info', `no reply: ${frame.reason ?? noReplyText(frame.outcome)}`, { testid: 'console-noreply', dataset: { kind: 'info', outcome: frame.outcome, envelopeId: frame.envelopeId } });
+          if (!frame.reason && frame.envelopeId) void explainNoReply(frame.envelopeId);
           break;
         case 'error':
           consoleLine('error', `${frame.code}: ${frame.message}`, { testid: 'console-error' });
@@ -624,7 +975,9 @@ function connectChat() {
 
 async function loadRules() {
   try {
-    state.rules = (await api('GET', '/api/rules')).items;
+    const page = await api('GET', '/api/rules');
+    state.rules = page.items;
+    state.defaultRules = page.defaults ?? [];
     renderRules();
   } catch (error) {
     byTestId('rule-error').textContent = errorText(error);
@@ -653,18 +1006,35 @@ function deleteButton(testid, label, onConfirm) {
   return button;
 }
 
+async function restoreDefaultRules() {
+  const status = byTestId('rules-restore-status');
+  status.textContent = '';
+  byTestId('rule-error').textContent = '';
+  try {
+    const result = await api('POST', '/api/rules/restore-defaults', {});
+    status.textContent = result.restored.length ? `Restored ${result.restored.join(', ')}; the other default rules were reset.` : 'All default rules were reset to their shipped versions.';
+    await loadRules();
+  } catch (error) {
+    byTestId('rule-error').textContent = errorText(error);
+  }
+}
+
 function renderRules() {
+  const present = new Set(state.rules.map((rule) => rule.id));
+  const missing = state.defaultRules.filter((id) => !present.has(id));
+  byTestId('rules-missing').textContent = missing.length ? `Missing default rules: ${missing.join(', ')}. Restore them to get the shipped behaviour back.` : 'Every default rule is present. Restoring resets them to their shipped versions; your own rules are kept.';
+  byTestId('rules-missing').dataset.missing = String(missing.length);
   const body = $('tbody', byTestId('rules-list'));
   body.replaceChildren(
     ...state.rules.map((rule) =>
       h(
         'tr',
         { testid: `rule-row-${rule.id}` },
-        h('th', { scope: 'row' }, rule.id),
-        h('td', {}, String(rule.priority)),
-        h('td', {}, rule.enabled ? 'yes' : 'no'),
-        h('td', {}, actionSummary(rule.action)),
-        h('td', { class: 'muted' }, rule.description ?? ''),
+        h('th', { scope: 'row' }, rule.id, state.defaultRules.includes(rule.id) ? h('span', { class: 'pill' }, 'default') : null),
+        h('td', { 'data-label': 'Priority' }, String(rule.priority)),
+        h('td', { 'data-label': 'Enabled' }, rule.enabled ? 'yes' : 'no'),
+        h('td', { 'data-label': 'Action' }, actionSummary(rule.action)),
+        h('td', { class: 'muted', 'data-label': 'Description' }, rule.description ?? ''),
         h(
           'td',
           { class: 'actions' },
@@ -744,11 +1114,25 @@ async function saveRule(event) {
 
 async function loadCommands() {
   try {
-    state.commands = (await api('GET', '/api/commands')).items;
+    const [page, help] = await Promise.all([api('GET', '/api/commands'), state.commandHelp ?? api('GET', '/api/commands/help')]);
+    state.commands = page.items;
+    state.commandHelp = help;
+    renderCommandHelp();
     renderCommands();
   } catch (error) {
     byTestId('command-error').textContent = errorText(error);
   }
+}
+
+const prefix = () => state.commandHelp?.prefix ?? '!';
+
+function renderCommandHelp() {
+  const help = state.commandHelp;
+  if (!help) return;
+  byTestId('builtin-list').replaceChildren(
+    ...help.builtins.map((builtin) => h('li', { testid: `builtin-${builtin.name}` }, h('code', {}, `${help.prefix}${builtin.name}`), ' ', h('span', { class: 'muted' }, builtin.description))),
+  );
+  byTestId('template-variables').replaceChildren(...help.variables.flatMap((variable) => [h('dt', {}, h('code', {}, `{${variable.name}}`)), h('dd', { testid: `variable-${variable.name}` }, variable.description)]));
 }
 
 function renderCommands() {
@@ -762,17 +1146,17 @@ function renderCommands() {
       h(
         'tr',
         { testid: `command-row-${command.name}` },
-        h('th', { scope: 'row' }, `!${command.name}`, command.aliases?.length ? h('span', { class: 'muted' }, ` (${command.aliases.map((alias) => `!${alias}`).join(', ')})`) : null),
-        h('td', {}, command.response),
-        h('td', {}, command.minRole),
-        h('td', {}, `${command.cooldownSec}s / user ${command.userCooldownSec}s`),
-        h('td', {}, command.enabled ? 'yes' : 'no'),
-        h('td', {}, String(command.uses)),
+        h('th', { scope: 'row' }, `${prefix()}${command.name}`, command.aliases?.length ? h('span', { class: 'muted' }, ` (${command.aliases.map((alias) => `${prefix()}${alias}`).join(', ')})`) : null),
+        h('td', { 'data-label': 'Response' }, command.response),
+        h('td', { 'data-label': 'Min role' }, command.minRole),
+        h('td', { 'data-label': 'Cooldown' }, `${command.cooldownSec}s / user ${command.userCooldownSec}s`),
+        h('td', { 'data-label': 'Enabled' }, command.enabled ? 'yes' : 'no'),
+        h('td', { 'data-label': 'Uses' }, String(command.uses)),
         h(
           'td',
           { class: 'actions' },
           h('button', { type: 'button', class: 'secondary', testid: `command-edit-${command.name}`, onclick: () => editCommand(command) }, 'Edit'),
-          deleteButton(`command-delete-${command.name}`, `!${command.name}`, async () => {
+          deleteButton(`command-delete-${command.name}`, `${prefix()}${command.name}`, async () => {
             try {
               await api('DELETE', `/api/commands/${encodeURIComponent(command.name)}`);
               byTestId('command-status').textContent = `Command !${command.name} deleted.`;
@@ -810,7 +1194,8 @@ async function saveCommand(event) {
   const errorBox = byTestId('command-error');
   errorBox.textContent = '';
   byTestId('command-status').textContent = '';
-  const name = form.elements.name.value.trim().replace(/^!/, '');
+  const raw = form.elements.name.value.trim();
+  const name = raw.startsWith(prefix()) ? raw.slice(prefix().length) : raw;
   const body = {
     response: form.elements.response.value.trim(),
     minRole: form.elements.minRole.value,
@@ -822,10 +1207,10 @@ async function saveCommand(event) {
   try {
     if (state.editingCommand) await api('PUT', `/api/commands/${encodeURIComponent(state.editingCommand)}`, body);
     else await api('POST', '/api/commands', { name, ...body });
-    byTestId('command-status').textContent = `Command !${name} saved.`;
+    byTestId('command-status').textContent = `Command ${prefix()}${name} saved.`;
     state.editingCommand = name.toLowerCase();
     form.elements.name.readOnly = true;
-    byTestId('command-form-title').textContent = `Edit !${name.toLowerCase()}`;
+    byTestId('command-form-title').textContent = `Edit ${prefix()}${name.toLowerCase()}`;
     await loadCommands();
   } catch (error) {
     errorBox.textContent = errorText(error);
@@ -868,18 +1253,21 @@ function boot() {
   byTestId('rule-new').addEventListener('click', () => editRule(null));
   byTestId('command-form').addEventListener('submit', saveCommand);
   byTestId('command-new').addEventListener('click', () => editCommand(null));
-  for (const id of ['rule-save', 'command-save']) byTestId(id).dataset.requiresWrite = '';
+  byTestId('rules-restore-defaults').addEventListener('click', () => void restoreDefaultRules());
+  byTestId('filter-category').addEventListener('change', () => void loadEvents(true));
+  for (const id of ['rule-save', 'command-save', 'rules-restore-defaults']) byTestId(id).dataset.requiresWrite = '';
 
-  // A token in the URL fragment (never sent to the server) wins; it is moved to sessionStorage.
+  // The first link may carry the token in its fragment (never sent to the server): it is exchanged for
+  // the session cookie and removed from the address bar, so bookmarks and new tabs carry no token.
   const fragment = new URLSearchParams(location.hash.slice(1));
-  const fromUrl = fragment.get('token');
+  const fromUrl = fragment.get('token') ?? '';
   if (fromUrl) history.replaceState(null, '', location.pathname + location.search);
-  const token = fromUrl ?? sessionStorage.getItem(TOKEN_KEY) ?? '';
-  void signIn(token).then((error) => {
+  void signIn(fromUrl).then((error) => {
     if (!error) return;
-    signOut(token ? (error.status === 401 ? 'That token is not accepted.' : `Could not sign in: ${error.message}`) : '');
+    signOut(fromUrl ? (error.status === 401 ? 'That token is not accepted.' : `Could not sign in: ${error.message}`) : '', false);
   });
   setInterval(() => state.me && state.sources.size && renderSources(), 10_000);
+  setInterval(() => state.me && !state.staleSince && state.view === 'overview' && void loadStats(), 60_000);
 }
 
 boot();
