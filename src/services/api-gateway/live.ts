@@ -66,8 +66,8 @@ export function noReplyReason(envelope: NonNullable<EventRecord['final']>): stri
   if (error) return `${error.code}${error.message ? `: ${error.message}` : ''}`;
   const notes = envelope.routingSlip.map((step) => step.notes).filter((note): note is string => Boolean(note));
   if (notes.length) return notes.at(-1);
-  const spam = envelope.annotations?.some((annotation) => annotation.kind === 'spam');
-  if (spam) return 'marked as spam';
+  const spam = envelope.annotations?.find((annotation) => annotation.kind === 'spam' && annotation.value === true);
+  if (spam) return `marked as spam${Array.isArray(spam.payload?.reasons) && spam.payload.reasons.length ? ` (${spam.payload.reasons.join(', ')})` : ''}`;
   if (envelope.outcome === 'unrouted' || envelope.routingSlip.length === 0) return 'no rule matched it (not a command or a question to the bot)';
   // Until steps say why they skipped, the skipping step tells what kind of reason it was.
   const skipped = envelope.routingSlip.filter((step) => step.status === 'SKIP').map((step) => step.id);
