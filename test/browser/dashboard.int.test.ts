@@ -440,9 +440,11 @@ describe('dashboard: activity, chat, charts, honest state', () => {
     await chart.waitFor();
     // Earlier tests sent chat (console and Twitch): the chat chart has points above zero.
     await expect.poll(async () => Number(await chart.getAttribute('data-max')), { timeout: UI_TIMEOUT }).toBeGreaterThanOrEqual(1);
-    expect(await chart.locator('path.series').count()).toBe(1);
-    expect(await page.getByTestId('chart-latency').getByTestId('chart-summary').textContent()).toMatch(/^median now \d+ ms$|^median now — ms$/);
-    expect(await page.getByTestId('chart-events').locator('path.series').count()).toBe(1);
+    expect(await chart.locator('rect.series').count()).toBeGreaterThanOrEqual(1);
+    // !ping and !socials were answered: the latency chart has at least one bar and a median in ms.
+    expect(await page.getByTestId('chart-latency').locator('rect.series').count()).toBeGreaterThanOrEqual(1);
+    expect(await page.getByTestId('chart-latency').getByTestId('chart-summary').textContent()).toMatch(/^median now \d+ ms$/);
+    expect(await page.getByTestId('chart-events').locator('rect.series').count()).toBeGreaterThanOrEqual(1);
     await shot(page, '12-charts');
     await closeClean(page);
   });

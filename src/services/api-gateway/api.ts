@@ -261,7 +261,8 @@ export function plainIssue(issue: z.core.$ZodIssue): string {
       if (issue.origin === 'array') return `${field} may have at most ${issue.maximum} items`;
       return `${field} must be at most ${issue.maximum}`;
     case 'invalid_type':
-      return issue.input === undefined ? `${field} is required` : `${field} must be ${issue.expected === 'int' ? 'a whole number' : `a ${issue.expected}`}`;
+      // zod 4 leaves `input` out of issues; its message still says what was received.
+      return /received undefined$/.test(issue.message) ? `${field} is required` : `${field} must be ${issue.expected === 'int' ? 'a whole number' : `a ${issue.expected}`}`;
     case 'unrecognized_keys':
       return `${issue.path.length ? `${field} has ` : ''}unknown field${issue.keys.length === 1 ? '' : 's'} ${issue.keys.join(', ')}`;
     case 'invalid_value':

@@ -764,18 +764,18 @@ function svg(tag, attrs = {}, ...children) {
   return element;
 }
 
-/** A small area chart of one series as inline SVG (no library, no build step); gaps where a value is missing. */
+/** A small bar chart of one series as inline SVG (no library, no build step); no bar where a value is missing. */
 function chart(id, title, unit, values, buckets) {
   const width = 300;
   const height = 90;
   const present = values.filter((value) => typeof value === 'number');
   const max = Math.max(1, ...present);
-  const step = values.length > 1 ? width / (values.length - 1) : width;
-  const y = (value) => height - (value / max) * (height - 6);
-  let path = '';
-  values.forEach((value, index) => {
-    if (typeof value !== 'number') return;
-    path += `${path && typeof values[index - 1] === 'number' ? 'L' : 'M'}${(index * step).toFixed(1)},${y(value).toFixed(1)}`;
+  const step = width / Math.max(1, values.length);
+  // Bars, not a line: a single busy minute (or one reply) still shows.
+  const bars = values.flatMap((value, index) => {
+    if (typeof value !== 'number' || value <= 0) return [];
+    const barHeight = Math.max(2, (value / max) * (height - 6));
+    return [svg('rect', { x: (index * step).toFixed(2), y: (height - barHeight).toFixed(2), width: Math.max(1, step * 0.8).toFixed(2), height: barHeight.toFixed(2), class: 'series' }, svg('title', {}, `${time(buckets[index]?.at)}: ${value}${unit === 'ms' ? ' ms' : '/min'}`))];
   });
   const latest = [...values].reverse().find((value) => typeof value === 'number');
   const total = present.reduce((sum, value) => sum + value, 0);
@@ -783,13 +783,13 @@ function chart(id, title, unit, values, buckets) {
   const first = buckets[0]?.at;
   return h(
     'figure',
-    { class: 'chart', testid: `chart-${id}`, dataset: { points: String(present.length), max: String(max) } },
+    { class: 'chart', testid: `chart-${id}`, dataset: { points: String(bars.length), max: String(max) } },
     h('figcaption', {}, h('strong', {}, title), ' ', h('span', { class: 'muted', testid: 'chart-summary' }, summary)),
     svg(
       'svg',
       { viewBox: `0 0 ${width} ${height}`, preserveAspectRatio: 'none', role: 'img', 'aria-label': `${title}: ${summary}` },
       svg('line', { x1: 0, y1: height - 0.5, x2: width, y2: height - 0.5, class: 'axis' }),
-      path ? svg('path', { d: path, class: 'series', 'vector-effect': 'non-scaling-stroke' }) : svg('text', { x: width / 2, y: height / 2, 'text-anchor': 'middle', class: 'empty' }, 'no data yet'),
+      ...(bars.length ? bars : [svg('text', { x: width / 2, y: height / 2, 'text-anchor': 'middle', class: 'empty' }, 'no data yet')]),
     ),
     h('div', { class: 'chart-scale muted' }, h('span', {}, first ? time(first) : ''), h('span', {}, `max ${max}${unit === 'ms' ? ' ms' : '/min'}`), h('span', {}, 'now')),
   );
