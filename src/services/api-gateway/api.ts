@@ -78,6 +78,25 @@ export interface ServiceHealth {
   detail?: string;
 }
 
+/** GET /api/session (and /api/me, POST /api/session): who the dashboard is signed in as. */
+export interface SessionInfo {
+  signedIn?: boolean;
+  role: ApiRole;
+  label: string;
+  anonymous: boolean;
+  instanceId: string;
+}
+
+/** GET /api/commands/help. */
+export interface CommandHelp {
+  prefix: string;
+  builtins: Array<{ name: string; description: string }>;
+  variables: Array<{ name: string; description: string }>;
+}
+
+/** GET /api/events/:id: the record with its slip timeline and, for chat without a reply, why. */
+export type EventDetail = EventRecord & { timeline: TimelineStep[]; noReplyReason?: string };
+
 export interface HealthReport {
   ready: boolean;
   instanceId: string;
@@ -478,7 +497,8 @@ export async function registerApi(scope: FastifyInstance, deps: ApiDeps): Promis
     const record = await ctx.store.getEvent(id);
     if (!record) throw new BitBratError('NOT_FOUND', `no event with id ${id}`);
     const reason = record.final ? noReplyReason(record.final) : undefined;
-    return { ...record, timeline: slipTimeline(record), ...(reason ? { noReplyReason: reason } : {}) };
+    const detail: EventDetail = { ...record, timeline: slipTimeline(record), ...(reason ? { noReplyReason: reason } : {}) };
+    return detail;
   });
 
   scope.get('/api/deadletters', async (request) => {
@@ -575,7 +595,7 @@ export async function registerApi(scope: FastifyInstance, deps: ApiDeps): Promis
 
   scope.get('/api/commands', async () => ({ items: await ctx.store.listCommands() }));
 
-  scope.get('/api/commands/help', async () => ({
+  scope.get('/api/commands/help', async (): Promise<CommandHelp> => ({
     prefix: ctx.config.COMMAND_PREFIX,
     builtins: BUILTIN_COMMANDS.map((name) => ({ name, description: BUILTIN_HELP[name] })),
     variables: Object.entries(TEMPLATE_VARIABLES).map(([name, description]) => ({ name, description })),

@@ -1,12 +1,44 @@
+// @ts-check
+/// <reference lib="dom" />
 // BitBrat dashboard: plain ES module, no build step. Signing in turns the token into an HttpOnly
 // session cookie (POST /api/session), so the token never stays in the page, its storage or a URL; the
 // API, /api/live (server-sent events read with fetch) and /ws/v1 (chat) all authenticate by that cookie.
+
+/** @typedef {import('./api-types').SessionInfo} SessionInfo */
+/** @typedef {import('./api-types').EventSummary} EventSummary */
+/** @typedef {import('./api-types').EventDetail} EventDetail */
+/** @typedef {import('./api-types').SourceState} SourceState */
+/** @typedef {import('./api-types').HealthReport} HealthReport */
+/** @typedef {import('./api-types').ServiceHealth} ServiceHealth */
+/** @typedef {import('./api-types').DeadLetterSummary} DeadLetterSummary */
+/** @typedef {import('./api-types').DeadLetterPage} DeadLetterPage */
+/** @typedef {import('./api-types').RuleRecord} RuleRecord */
+/** @typedef {import('./api-types').RulePage} RulePage */
+/** @typedef {import('./api-types').RestoreResult} RestoreResult */
+/** @typedef {import('./api-types').ReplayResult} ReplayResult */
+/** @typedef {import('./api-types').CommandRecord} CommandRecord */
+/** @typedef {import('./api-types').CommandHelp} CommandHelp */
+/** @typedef {import('./api-types').StatsSeries} StatsSeries */
+/** @typedef {import('./api-types').StatsBucket} StatsBucket */
+/** @typedef {import('./api-types').ListPage<EventSummary>} EventPage */
+/** A form whose controls are read by name. */
+/** @typedef {HTMLFormElement & { elements: HTMLFormControlsCollection & Record<string, HTMLInputElement & HTMLSelectElement & HTMLTextAreaElement> }} NamedForm */
 
 const MAX_FEED = 200;
 const MAX_CHAT = 200;
 /** Writes made with the cookie carry this header; another site cannot set it without CORS. */
 const CSRF = { 'x-bitbrat-csrf': '1' };
 
+/**
+ * @type {{
+ *   me: SessionInfo | null, staleSince: string | null, activity: Map<string, EventSummary>, channelChat: Map<string, EventSummary>,
+ *   commandHelp: CommandHelp | null, defaultRules: string[], stats: StatsSeries | null, consoleSent: Map<string, HTMLElement>,
+ *   view: string, events: Map<string, EventSummary>, nextCursor: string | undefined, sources: Map<string, SourceState>,
+ *   samples: Map<string, { previous?: Sample, current: Sample }>, health: HealthReport | null, deadletters: DeadLetterSummary[],
+ *   rules: RuleRecord[], commands: CommandRecord[], editingRule: string | null, editingCommand: string | null,
+ *   live: AbortController | null, chat: { send(frame: ChatFrame): void, close(): void } | null,
+ * }}
+ */
 const state = {
   me: null,
   /** When the live stream last delivered anything; set while the server is unreachable. */
@@ -33,12 +65,40 @@ const state = {
   chat: null,
 };
 
+/** @typedef {{ at: number, in: number, out: number }} Sample */
+/** @typedef {{ type: 'chat', id: string, text: string, user: { name: string, role: string } }} ChatFrame */
+/** @typedef {Node | string | number | null | undefined | false | Child[]} Child */
+
 // ------------------------------------------------------------------------------------------ helpers
 
-const $ = (selector, root = document) => root.querySelector(selector);
-const byTestId = (id, root = document) => root.querySelector(`[data-testid="${CSS.escape(id)}"]`);
+/**
+ * @param {string} selector
+ * @param {ParentNode} [root]
+ * @returns {HTMLElement}
+ */
+const $ = (selector, root = document) => {
+  const found = root.querySelector(selector);
+  if (!(found instanceof HTMLElement)) throw new Error(`dashboard: ${selector} is missing`);
+  return found;
+};
+/**
+ * An element of the page by its data-testid; the page always has it (a missing one is a bug, so it throws).
+ * @param {string} id
+ * @param {ParentNode} [root]
+ */
+const byTestId = (id, root = document) => $(`[data-testid="${CSS.escape(id)}"]`, root);
+/** @param {string} id */
+const formOf = (id) => /** @type {NamedForm} */ (byTestId(id));
+/** @param {string} id */
+const inputOf = (id) => /** @type {HTMLInputElement} */ (byTestId(id));
 
-/** Element builder; children are nodes or text (never parsed as HTML). */
+/**
+ * Element builder; children are nodes or text (never parsed as HTML).
+ * @param {string} tag
+ * @param {Record<string, any>} [attrs]
+ * @param {...Child} children
+ * @returns {HTMLElement}
+ */
 function h(tag, attrs = {}, ...children) {
   const element = document.createElement(tag);
   for (const [key, value] of Object.entries(attrs)) {
@@ -50,18 +110,23 @@ function h(tag, attrs = {}, ...children) {
     else if (value === true) element.setAttribute(key, '');
     else element.setAttribute(key, String(value));
   }
-  for (const child of children.flat()) {
+  for (const child of children.flat(4)) {
     if (child === undefined || child === null || child === false) continue;
     element.append(child instanceof Node ? child : document.createTextNode(String(child)));
   }
   return element;
 }
 
+/** @param {string | null | undefined} iso */
 const time = (iso) => (iso ? new Date(iso).toLocaleTimeString() : '—');
 /** HH:MM:SS.mmm, for step timings. */
+/** @param {string | undefined} iso */
 const preciseTime = (iso) => (iso ? `${new Date(iso).toLocaleTimeString([], { hour12: false })}.${String(new Date(iso).getMilliseconds()).padStart(3, '0')}` : '—');
+/** @param {string | undefined} iso */
 const dateTime = (iso) => (iso ? new Date(iso).toLocaleString() : '—');
+/** @param {number | undefined} value */
 const ms = (value) => (typeof value === 'number' ? `${Math.round(value)} ms` : '—');
+/** @param {string | undefined} iso */
 const ago = (iso) => {
   if (!iso) return 'never';
   const seconds = Math.max(0, Math.round((Date.now() - Date.parse(iso)) / 1000));
@@ -69,9 +134,13 @@ const ago = (iso) => {
   if (seconds < 3600) return `${Math.round(seconds / 60)}m ago`;
   return `${Math.round(seconds / 3600)}h ago`;
 };
-const canWrite = () => state.me && (state.me.role === 'moderator' || state.me.role === 'owner');
+const canWrite = () => Boolean(state.me && (state.me.role === 'moderator' || state.me.role === 'owner'));
 
 class ApiError extends Error {
+  /**
+   * @param {number} status
+   * @param {{ message?: string, problems?: string[] } | undefined} body
+   */
   constructor(status, body) {
     super(body?.message ?? `HTTP ${status}`);
     this.status = status;
@@ -79,7 +148,16 @@ class ApiError extends Error {
   }
 }
 
+/**
+ * Calls the API with the session cookie; the caller names the answer's type (from api-types).
+ * @template T
+ * @param {string} method
+ * @param {string} path
+ * @param {unknown} [body]
+ * @returns {Promise<T>}
+ */
 async function api(method, path, body) {
+  /** @type {Record<string, string>} */
   const headers = method === 'GET' ? {} : { ...CSRF };
   if (body !== undefined) headers['content-type'] = 'application/json';
   const response = await fetch(path, { method, headers, credentials: 'same-origin', body: body === undefined ? undefined : JSON.stringify(body) });
@@ -95,26 +173,30 @@ async function api(method, path, body) {
   return json;
 }
 
-/** The server's message plus every listed problem. */
-const errorText = (error) => {
-  const problems = error?.body?.problems;
-  return Array.isArray(problems) && problems.length ? `${error.message}` : String(error?.message ?? error);
-};
+/**
+ * The server's message (it already lists every problem in plain words).
+ * @param {unknown} error
+ */
+const errorText = (error) => (error instanceof Error ? error.message : String(error));
 
 // -------------------------------------------------------------------------------------------- login
 
 /** With a token: exchanges it for the session cookie. Without: asks whether the cookie (or anonymous access) lets us in. */
+/**
+ * @param {string} token
+ * @returns {Promise<ApiError | Error | undefined>}
+ */
 async function signIn(token) {
   try {
-    if (token) state.me = await api('POST', '/api/session', { token });
+    if (token) state.me = /** @type {SessionInfo} */ (await api('POST', '/api/session', { token }));
     else {
-      const session = await api('GET', '/api/session');
+      const session = /** @type {SessionInfo} */ (await api('GET', '/api/session'));
       if (!session.signedIn) return new ApiError(401, { message: 'not signed in' });
       state.me = session;
     }
   } catch (error) {
     state.me = null;
-    return error;
+    return error instanceof Error ? error : new Error(String(error));
   }
   showApp();
   return undefined;
@@ -131,29 +213,32 @@ function signOut(message = '', endSession = true) {
   document.body.dataset.signedIn = 'false';
   byTestId('nav').hidden = true;
   byTestId('session').hidden = true;
-  for (const view of document.querySelectorAll('.view')) view.hidden = true;
+  for (const view of /** @type {NodeListOf<HTMLElement>} */ (document.querySelectorAll('.view'))) view.hidden = true;
   byTestId('login').hidden = false;
   byTestId('login-error').textContent = message;
-  byTestId('login-token').focus();
+  inputOf('login-token').focus();
 }
 
 function showApp() {
+  if (!state.me) return;
+  const me = state.me;
   document.body.dataset.signedIn = 'true';
-  document.body.dataset.role = state.me.role;
+  document.body.dataset.role = me.role;
   byTestId('login').hidden = true;
   byTestId('nav').hidden = false;
   byTestId('session').hidden = false;
-  byTestId('session-role').textContent = `${state.me.anonymous ? 'anonymous ' : ''}${state.me.role}`;
-  for (const button of document.querySelectorAll('[data-requires-write]')) button.disabled = !canWrite();
+  byTestId('session-role').textContent = `${me.anonymous ? 'anonymous ' : ''}${me.role}`;
+  for (const button of /** @type {NodeListOf<HTMLButtonElement>} */ (document.querySelectorAll('[data-requires-write]'))) button.disabled = !canWrite();
   show(state.view);
   startLive();
   connectChat();
 }
 
+/** @param {string} view */
 function show(view) {
   state.view = view;
-  for (const section of document.querySelectorAll('.view')) section.hidden = section.dataset.view !== view;
-  for (const tab of document.querySelectorAll('.tab')) {
+  for (const section of /** @type {NodeListOf<HTMLElement>} */ (document.querySelectorAll('.view'))) section.hidden = section.dataset.view !== view;
+  for (const tab of /** @type {NodeListOf<HTMLElement>} */ (document.querySelectorAll('.tab'))) {
     if (tab.dataset.view === view) tab.setAttribute('aria-current', 'page');
     else tab.removeAttribute('aria-current');
   }
@@ -161,11 +246,15 @@ function show(view) {
   if (view === 'rules') loadRules();
   if (view === 'commands') loadCommands();
   if (view === 'overview') void loadStats();
-  if (view === 'console') byTestId('console-text').focus();
+  if (view === 'console') inputOf('console-text').focus();
 }
 
 // --------------------------------------------------------------------------------------------- live
 
+/**
+ * @param {string} value
+ * @param {string} text
+ */
 function setLiveState(value, text) {
   const element = byTestId('live-status');
   element.dataset.state = value;
@@ -221,6 +310,10 @@ function startLive() {
   void run();
 }
 
+/**
+ * @param {string} event
+ * @param {any} data what the server sent for `event` (see LiveMessage)
+ */
 function onLive(event, data) {
   switch (event) {
     case 'hello':
@@ -268,6 +361,7 @@ function renderHealth() {
   const overall = byTestId('health-overall');
   if (!report) return;
   const stale = Boolean(state.staleSince);
+  /** @param {ServiceHealth} service */
   const notConfigured = (service) => Object.entries(service.components ?? {}).filter(([, component]) => component.ready && component.configured === false);
   const attention = report.services.some((service) => service.state === 'not_ready' || service.state === 'unreachable');
   // Never "all ready" from a report the server can no longer confirm.
@@ -315,6 +409,7 @@ function markFresh() {
 
 // ----------------------------------------------------------------------------------------- sources
 
+/** @param {SourceState} source */
 function upsertSource(source) {
   const previous = state.samples.get(source.id);
   const now = source.metrics?.lastHeartbeat ? Date.parse(source.metrics.lastHeartbeat) : Date.now();
@@ -328,6 +423,7 @@ function upsertSource(source) {
 }
 
 /** Messages per minute between the last two samples, or undefined until there are two. */
+/** @param {string} id */
 function rates(id) {
   const entry = state.samples.get(id);
   if (!entry?.previous) return undefined;
@@ -336,6 +432,7 @@ function rates(id) {
   return { in: Math.max(0, (entry.current.in - entry.previous.in) / minutes), out: Math.max(0, (entry.current.out - entry.previous.out) / minutes) };
 }
 
+/** @type {Record<string, string>} */
 const STATUS_TEXT = { connected: 'connected', disconnected: 'disconnected', connecting: 'connecting', error: 'error', not_configured: 'not configured', unknown: 'unknown' };
 
 function renderSources() {
@@ -355,6 +452,7 @@ function renderSources() {
         const rate = rates(source.id);
         const metrics = source.metrics ?? {};
         const help = stale ? `Last known: ${STATUS_TEXT[String(source.status)] ?? source.status} (server unreachable since ${time(state.staleSince)})` : source.metadata?.howToConnect ?? (status === 'not_configured' ? source.metadata?.hint ?? `Not configured: ${source.lastError?.message ?? 'see the Twitch setup below'}` : null);
+        /** @param {number | undefined} value */
         const perMinute = (value) => (value === undefined ? '— /min' : `${value < 10 ? value.toFixed(1) : Math.round(value)} /min`);
         return h(
           'article',
@@ -367,7 +465,7 @@ function renderSources() {
             source.platform === 'api' || source.platform === 'discord' ? null : h('span', { class: `pill stream ${stream}`, testid: 'source-stream' }, `stream ${stream}`),
             source.authStatus && source.authStatus !== 'unknown' ? h('span', { class: `pill auth ${source.authStatus}` }, `auth ${source.authStatus}`) : null,
           ),
-          help ? h('p', { class: 'help', testid: 'source-help' }, help) : null,
+          help ? h('p', { class: 'help', testid: 'source-help' }, String(help)) : null,
           h(
             'dl',
             { class: 'metrics' },
@@ -394,6 +492,7 @@ function renderSources() {
 const CHAT_TYPE = 'external.chat.message.v1';
 
 /** Human names for event types (and platform event kinds), shown instead of the wire strings. */
+/** @type {Record<string, string>} */
 const TYPE_NAMES = {
   'external.chat.message.v1': 'chat message',
   'system.stream.online': 'stream went live',
@@ -413,11 +512,13 @@ const TYPE_NAMES = {
 };
 
 /** `twitch.eventsub.v1` with kind `channel.raid` → "raid"; unknown types keep their own name. */
-const typeName = (event) => TYPE_NAMES[event.type === 'twitch.eventsub.v1' || event.type?.endsWith('.event.v1') ? event.kind ?? event.type : event.type] ?? TYPE_NAMES[event.type] ?? event.type;
+/** @param {{ type?: string, kind?: string }} event */
+const typeName = (event) => TYPE_NAMES[String(event.type === 'twitch.eventsub.v1' || event.type?.endsWith('.event.v1') ? event.kind ?? event.type : event.type)] ?? TYPE_NAMES[String(event.type)] ?? event.type ?? 'event';
 
 const ACTIVITY_KINDS = new Set(['channel.follow', 'channel.subscribe', 'channel.subscription.message', 'channel.subscription.gift', 'channel.cheer', 'channel.raid', 'channel.channel_points_custom_reward_redemption.add']);
 
 /** chat, activity (a viewer did something: follow, sub, raid…) or system (connections, stream state). */
+/** @param {EventSummary} event */
 function categoryOf(event) {
   if (event.type === CHAT_TYPE) return 'chat';
   if (event.kind && ACTIVITY_KINDS.has(event.kind)) return 'activity';
@@ -425,10 +526,13 @@ function categoryOf(event) {
   return 'activity';
 }
 
+/** @param {any} value a user object from a platform event payload */
 const person = (value) => (value && typeof value === 'object' ? value.displayName ?? value.name ?? value.login : typeof value === 'string' ? value : undefined);
 
 /** One sentence for a viewer's activity: "RaiderOne raided with 25 viewers". */
+/** @param {EventSummary} event */
 function activityText(event) {
+  /** @type {Record<string, any>} */
   const detail = event.detail ?? {};
   const who = person(detail.user) ?? person(detail.fromBroadcaster) ?? event.userName ?? 'Someone';
   const tier = typeof detail.tierLevel === 'number' ? ` at tier ${detail.tierLevel}` : '';
@@ -458,7 +562,7 @@ function activityText(event) {
 }
 
 function filters() {
-  const form = byTestId('event-filters');
+  const form = formOf('event-filters');
   const params = new URLSearchParams();
   for (const name of ['outcome', 'user', 'channel']) {
     const value = form.elements[name].value.trim();
@@ -473,6 +577,7 @@ function filters() {
  * A connection-status event that only repeats the source's previous status (an unconfigured source
  * reports every 30 s) says nothing new: it is left out of the feed.
  */
+/** @param {EventSummary} event */
 function isRepeatedStatus(event) {
   if (event.type !== 'system.source.status') return false;
   const key = `${event.channel ?? ''}|${event.platform ?? ''}`;
@@ -480,22 +585,24 @@ function isRepeatedStatus(event) {
   return Boolean(previous && previous.kind === event.kind);
 }
 
+/** @param {EventSummary} event */
 function matchesFilters(event) {
   const params = filters();
-  const category = byTestId('event-filters').elements.category.value;
+  const category = formOf('event-filters').elements.category.value;
   if (category && categoryOf(event) !== category) return false;
   if (params.get('outcome') && event.outcome !== params.get('outcome')) return false;
-  if (params.get('user') && (event.userName ?? '').toLowerCase() !== params.get('user').toLowerCase()) return false;
+  if (params.get('user') && (event.userName ?? '').toLowerCase() !== String(params.get('user')).toLowerCase()) return false;
   if (params.get('channel') && event.channel !== params.get('channel')) return false;
   return true;
 }
 
+/** @param {boolean} reset */
 async function loadEvents(reset) {
   const params = filters();
   params.set('limit', '50');
   if (!reset && state.nextCursor) params.set('cursor', state.nextCursor);
   try {
-    const page = await api('GET', `/api/events?${params}`);
+    const page = /** @type {EventPage} */ (await api('GET', `/api/events?${params}`));
     if (reset) state.events.clear();
     for (const event of page.items) if (matchesFilters(event)) state.events.set(event.id, event);
     state.nextCursor = page.nextCursor;
@@ -506,6 +613,7 @@ async function loadEvents(reset) {
   }
 }
 
+/** @param {EventSummary} event */
 function upsertEvent(event) {
   if (!matchesFilters(event)) return;
   state.events.set(event.id, { ...state.events.get(event.id), ...event });
@@ -539,11 +647,12 @@ function renderEvents() {
   );
 }
 
+/** @param {string} id */
 async function openEvent(id) {
-  const dialog = byTestId('event-detail');
+  const dialog = /** @type {HTMLDialogElement} */ (byTestId('event-detail'));
   let record;
   try {
-    record = await api('GET', `/api/events/${encodeURIComponent(id)}`);
+    record = /** @type {EventDetail} */ (await api('GET', `/api/events/${encodeURIComponent(id)}`));
   } catch (error) {
     byTestId('event-facts').replaceChildren(h('p', { class: 'error' }, errorText(error)));
     if (!dialog.open) dialog.showModal();
@@ -602,6 +711,7 @@ async function openEvent(id) {
 
 // -------------------------------------------------------------------------------- activity and chat
 
+/** @param {EventSummary} event */
 function upsertActivity(event) {
   if (categoryOf(event) !== 'activity') return;
   state.activity.set(event.id, event);
@@ -628,10 +738,11 @@ function renderActivity() {
   );
 }
 
+/** @param {EventSummary} event */
 function upsertChat(event) {
   if (event.type !== CHAT_TYPE) return;
   state.channelChat.set(event.id, event);
-  if (state.channelChat.size > MAX_CHAT) state.channelChat.delete(state.channelChat.keys().next().value);
+  if (state.channelChat.size > MAX_CHAT) state.channelChat.delete(String(state.channelChat.keys().next().value));
   renderChat();
 }
 
@@ -662,7 +773,10 @@ function renderChat() {
 
 async function loadActivityAndChat() {
   try {
-    const [chat, recent] = await Promise.all([api('GET', `/api/events?type=${CHAT_TYPE}&limit=100`), api('GET', '/api/events?type=twitch.eventsub.v1&limit=100')]);
+    const [chat, recent] = await Promise.all([
+      /** @type {Promise<EventPage>} */ (api('GET', `/api/events?type=${CHAT_TYPE}&limit=100`)),
+      /** @type {Promise<EventPage>} */ (api('GET', '/api/events?type=twitch.eventsub.v1&limit=100')),
+    ]);
     state.channelChat.clear();
     for (const event of chat.items) state.channelChat.set(event.id, event);
     for (const event of recent.items) if (categoryOf(event) === 'activity') state.activity.set(event.id, event);
@@ -674,12 +788,14 @@ async function loadActivityAndChat() {
 }
 
 /** Why a chat message got no reply, from the outcome alone (the event says more once finalized). */
-const noReplyText = (outcome) => ({ unrouted: 'no rule matched it (not a command or a question to the bot)', failed: 'the pipeline failed on it', handled: 'it was handled without a reply', completed: 'nothing answered it' })[outcome] ?? String(outcome);
+/** @param {string} outcome */
+const noReplyText = (outcome) => /** @type {Record<string, string>} */ ({ unrouted: 'no rule matched it (not a command or a question to the bot)', failed: 'the pipeline failed on it', handled: 'it was handled without a reply', completed: 'nothing answered it' })[outcome] ?? String(outcome);
 
 /**
  * A console message the pipeline finished without answering (no frame comes back for it) gets a line
  * saying why, from the finalized event in the live feed.
  */
+/** @param {EventSummary} event */
 function explainConsoleMessage(event) {
   if (!state.consoleSent.has(event.id) || !event.outcome || event.replyText) return;
   state.consoleSent.delete(event.id);
@@ -687,12 +803,13 @@ function explainConsoleMessage(event) {
 }
 
 /** Replaces the console's "no reply" line with the recorded reason once the event is finalized. */
+/** @param {string} envelopeId */
 async function explainNoReply(envelopeId) {
   for (let attempt = 0; attempt < 5; attempt++) {
     try {
-      const record = await api('GET', `/api/events/${encodeURIComponent(envelopeId)}`);
+      const record = /** @type {EventDetail} */ (await api('GET', `/api/events/${encodeURIComponent(envelopeId)}`));
       if (record.noReplyReason) {
-        for (const line of document.querySelectorAll('[data-testid="console-noreply"]')) {
+        for (const line of /** @type {NodeListOf<HTMLElement>} */ (document.querySelectorAll('[data-testid="console-noreply"]'))) {
           if (line.dataset.envelopeId === envelopeId || !line.dataset.envelopeId) {
             line.dataset.envelopeId = envelopeId;
             line.textContent = `no reply: ${record.noReplyReason}`;
@@ -737,6 +854,7 @@ function renderStreams() {
 }
 
 /** `1h 23m`, `5m`, `42s`. */
+/** @param {number} ms */
 function duration(ms) {
   const seconds = Math.max(0, Math.floor(ms / 1000));
   if (seconds < 60) return `${seconds}s`;
@@ -749,7 +867,7 @@ function duration(ms) {
 
 async function loadStats() {
   try {
-    state.stats = await api('GET', '/api/stats?hours=3');
+    state.stats = /** @type {StatsSeries} */ (await api('GET', '/api/stats?hours=3'));
     renderCharts();
   } catch (error) {
     console.warn('could not load stats', error);
@@ -757,6 +875,11 @@ async function loadStats() {
 }
 
 const SVG = 'http://www.w3.org/2000/svg';
+/**
+ * @param {string} tag
+ * @param {Record<string, string | number | undefined>} [attrs]
+ * @param {...(Node | string)} children
+ */
 function svg(tag, attrs = {}, ...children) {
   const element = document.createElementNS(SVG, tag);
   for (const [key, value] of Object.entries(attrs)) if (value !== undefined) element.setAttribute(key, String(value));
@@ -765,6 +888,13 @@ function svg(tag, attrs = {}, ...children) {
 }
 
 /** A small bar chart of one series as inline SVG (no library, no build step); no bar where a value is missing. */
+/**
+ * @param {string} id
+ * @param {string} title
+ * @param {'/min' | 'ms'} unit
+ * @param {Array<number | undefined>} values
+ * @param {StatsBucket[]} buckets
+ */
 function chart(id, title, unit, values, buckets) {
   const width = 300;
   const height = 90;
@@ -799,6 +929,7 @@ function renderCharts() {
   const stats = state.stats;
   if (!stats) return;
   const per = stats.bucketMs / 60_000;
+  /** @param {number} value */
   const perMinute = (value) => Math.round((value / per) * 10) / 10;
   byTestId('charts-hours').textContent = String(Math.round((Date.parse(stats.until) - Date.parse(stats.since)) / 3_600_000));
   byTestId('charts').replaceChildren(
@@ -811,9 +942,9 @@ function renderCharts() {
 // ------------------------------------------------------------------------------------ dead letters
 
 async function loadDeadLetters() {
-  const include = byTestId('deadletter-include-replayed').checked;
+  const include = inputOf('deadletter-include-replayed').checked;
   try {
-    const page = await api('GET', `/api/deadletters?limit=100${include ? '&includeReplayed=true' : ''}`);
+    const page = /** @type {DeadLetterPage} */ (await api('GET', `/api/deadletters?limit=100${include ? '&includeReplayed=true' : ''}`));
     state.deadletters = page.summaries;
     renderDeadLetters();
   } catch (error) {
@@ -821,6 +952,7 @@ async function loadDeadLetters() {
   }
 }
 
+/** @param {DeadLetterSummary} summary */
 function upsertDeadLetter(summary) {
   const index = state.deadletters.findIndex((item) => item.id === summary.id);
   if (index >= 0) state.deadletters[index] = summary;
@@ -829,7 +961,7 @@ function upsertDeadLetter(summary) {
 }
 
 function renderDeadLetters() {
-  const include = byTestId('deadletter-include-replayed').checked;
+  const include = inputOf('deadletter-include-replayed').checked;
   const items = state.deadletters.filter((item) => include || !item.replayedAt);
   const pending = state.deadletters.filter((item) => !item.replayedAt).length;
   byTestId('deadletter-count').textContent = pending ? String(pending) : '';
@@ -849,7 +981,7 @@ function renderDeadLetters() {
           { 'data-label': 'From', testid: `deadletter-from-${item.id}` },
           item.userName ? h('strong', {}, item.userName) : h('span', { class: 'muted' }, 'unknown sender'),
           item.text ? [': ', h('span', { class: 'quote' }, `“${item.text}”`)] : item.type ? h('span', { class: 'muted' }, ` (${typeName(item)})`) : null,
-          item.envelopeId ? h('div', {}, h('button', { type: 'button', class: 'link', testid: `deadletter-open-${item.id}`, onclick: () => openEvent(item.envelopeId) }, 'open event')) : null,
+          item.envelopeId ? h('div', {}, h('button', { type: 'button', class: 'link', testid: `deadletter-open-${item.id}`, onclick: () => openEvent(String(item.envelopeId)) }, 'open event')) : null,
         ),
         h('td', { 'data-label': 'Reason' }, h('strong', {}, item.code), ' ', h('span', { class: 'muted' }, item.message)),
         h('td', { 'data-label': 'Where' }, `${item.service} @ ${item.topic}`),
@@ -857,18 +989,22 @@ function renderDeadLetters() {
         h(
           'td',
           {},
-          h('button', { type: 'button', testid: `deadletter-replay-${item.id}`, disabled: !canWrite(), title: canWrite() ? undefined : 'needs a moderator or owner token', onclick: (event) => replay(item.id, event.currentTarget) }, item.replayedAt ? 'Replay again' : 'Replay'),
+          h('button', { type: 'button', testid: `deadletter-replay-${item.id}`, disabled: !canWrite(), title: canWrite() ? undefined : 'needs a moderator or owner token', onclick: (/** @type {MouseEvent} */ event) => replay(item.id, /** @type {HTMLButtonElement} */ (event.currentTarget)) }, item.replayedAt ? 'Replay again' : 'Replay'),
         ),
       ),
     ),
   );
 }
 
+/**
+ * @param {string} id
+ * @param {HTMLButtonElement} button
+ */
 async function replay(id, button) {
   byTestId('deadletter-error').textContent = '';
   button.disabled = true;
   try {
-    const result = await api('POST', `/api/deadletters/${encodeURIComponent(id)}/replay`, {});
+    const result = /** @type {ReplayResult} */ (await api('POST', `/api/deadletters/${encodeURIComponent(id)}/replay`, {}));
     const existing = state.deadletters.find((item) => item.id === id);
     if (existing) upsertDeadLetter({ ...existing, replayedAt: result.replayedAt, replayCount: result.replayCount });
   } catch (error) {
@@ -879,6 +1015,11 @@ async function replay(id, button) {
 
 // ---------------------------------------------------------------------------------------- console
 
+/**
+ * @param {string} kind
+ * @param {string} text
+ * @param {Record<string, any>} [attrs]
+ */
 function consoleLine(kind, text, attrs = {}) {
   const log = byTestId('console-log');
   const item = h('li', { class: `msg ${kind}`, dataset: { kind }, ...attrs }, text);
@@ -891,12 +1032,15 @@ function consoleLine(kind, text, attrs = {}) {
 function connectChat() {
   state.chat?.close();
   const url = `${location.protocol === 'https:' ? 'wss' : 'ws'}://${location.host}/ws/v1`;
+  /** @type {string[]} */
   const queue = [];
   const lines = new Map();
+  /** @type {WebSocket} */
   let socket;
   let ready = false;
   let closed = false;
   let delay = 1000;
+  /** @param {string} text */
   const status = (text) => (byTestId('console-status').textContent = text);
 
   const open = () => {
@@ -915,7 +1059,7 @@ function connectChat() {
           ready = true;
           delay = 1000;
           status(`connected as ${frame.role}`);
-          while (queue.length) socket.send(queue.shift());
+          for (const text of queue.splice(0)) socket.send(text);
           break;
         case 'ack': {
           const line = lines.get(frame.id);
@@ -975,7 +1119,7 @@ function connectChat() {
 
 async function loadRules() {
   try {
-    const page = await api('GET', '/api/rules');
+    const page = /** @type {RulePage} */ (await api('GET', '/api/rules'));
     state.rules = page.items;
     state.defaultRules = page.defaults ?? [];
     renderRules();
@@ -984,11 +1128,18 @@ async function loadRules() {
   }
 }
 
-const actionSummary = (action) => [action?.slip ? `slip: ${action.slip.map((step) => (typeof step === 'string' ? step : step.id)).join(' → ')}` : '', action?.outcome ? `outcome: ${action.outcome}` : ''].filter(Boolean).join('; ');
+/** @param {RuleRecord['action']} action */
+const actionSummary = (action) => [action?.slip ? `slip: ${/** @type {Array<string | { id: string }>} */ (action.slip).map((step) => (typeof step === 'string' ? step : step.id)).join(' → ')}` : '', action?.outcome ? `outcome: ${action.outcome}` : ''].filter(Boolean).join('; ');
 
 /** A delete button that asks for a second click instead of a modal confirm. */
+/**
+ * @param {string} testid
+ * @param {string} label
+ * @param {() => Promise<void>} onConfirm
+ */
 function deleteButton(testid, label, onConfirm) {
   const button = h('button', { type: 'button', class: 'danger', testid, disabled: !canWrite() }, 'Delete');
+  /** @type {ReturnType<typeof setTimeout> | undefined} */
   let armed;
   button.addEventListener('click', async () => {
     if (!armed) {
@@ -1011,7 +1162,7 @@ async function restoreDefaultRules() {
   status.textContent = '';
   byTestId('rule-error').textContent = '';
   try {
-    const result = await api('POST', '/api/rules/restore-defaults', {});
+    const result = /** @type {RestoreResult} */ (await api('POST', '/api/rules/restore-defaults', {}));
     status.textContent = result.restored.length ? `Restored ${result.restored.join(', ')}; the other default rules were reset.` : 'All default rules were reset to their shipped versions.';
     await loadRules();
   } catch (error) {
@@ -1054,8 +1205,9 @@ function renderRules() {
   );
 }
 
+/** @param {RuleRecord | null} rule */
 function editRule(rule) {
-  const form = byTestId('rule-form');
+  const form = formOf('rule-form');
   state.editingRule = rule?.id ?? null;
   byTestId('rule-form-title').textContent = rule ? `Edit rule ${rule.id}` : 'New rule';
   form.elements.id.value = rule?.id ?? '';
@@ -1070,17 +1222,19 @@ function editRule(rule) {
   form.elements[rule ? 'priority' : 'id'].focus();
 }
 
+/** @param {SubmitEvent} event */
 async function saveRule(event) {
   event.preventDefault();
-  const form = byTestId('rule-form');
+  const form = formOf('rule-form');
   const errorBox = byTestId('rule-error');
   errorBox.textContent = '';
   byTestId('rule-status').textContent = '';
+  /** @param {string} name */
   const parse = (name) => {
     try {
       return JSON.parse(form.elements[name].value);
     } catch (error) {
-      throw new Error(`${name} is not valid JSON: ${error.message}`);
+      throw new Error(`${name} is not valid JSON: ${errorText(error)}`);
     }
   };
   let rule;
@@ -1094,7 +1248,7 @@ async function saveRule(event) {
       ...(form.elements.description.value.trim() ? { description: form.elements.description.value.trim() } : {}),
     };
   } catch (error) {
-    errorBox.textContent = error.message;
+    errorBox.textContent = errorText(error);
     return;
   }
   try {
@@ -1114,7 +1268,10 @@ async function saveRule(event) {
 
 async function loadCommands() {
   try {
-    const [page, help] = await Promise.all([api('GET', '/api/commands'), state.commandHelp ?? api('GET', '/api/commands/help')]);
+    const [page, help] = await Promise.all([
+      /** @type {Promise<import('./api-types').ListPage<CommandRecord>>} */ (api('GET', '/api/commands')),
+      state.commandHelp ?? /** @type {Promise<CommandHelp>} */ (api('GET', '/api/commands/help')),
+    ]);
     state.commands = page.items;
     state.commandHelp = help;
     renderCommandHelp();
@@ -1171,8 +1328,9 @@ function renderCommands() {
   );
 }
 
+/** @param {CommandRecord | null} command */
 function editCommand(command) {
-  const form = byTestId('command-form');
+  const form = formOf('command-form');
   state.editingCommand = command?.name ?? null;
   byTestId('command-form-title').textContent = command ? `Edit !${command.name}` : 'New command';
   form.elements.name.value = command?.name ?? '';
@@ -1188,9 +1346,10 @@ function editCommand(command) {
   form.elements[command ? 'response' : 'name'].focus();
 }
 
+/** @param {SubmitEvent} event */
 async function saveCommand(event) {
   event.preventDefault();
-  const form = byTestId('command-form');
+  const form = formOf('command-form');
   const errorBox = byTestId('command-error');
   errorBox.textContent = '';
   byTestId('command-status').textContent = '';
@@ -1220,28 +1379,28 @@ async function saveCommand(event) {
 // --------------------------------------------------------------------------------------------- boot
 
 function boot() {
-  for (const tab of document.querySelectorAll('.tab')) tab.addEventListener('click', () => show(tab.dataset.view));
+  for (const tab of /** @type {NodeListOf<HTMLElement>} */ (document.querySelectorAll('.tab'))) tab.addEventListener('click', () => show(tab.dataset.view ?? 'overview'));
   byTestId('logout').addEventListener('click', () => signOut());
   byTestId('login-form').addEventListener('submit', async (event) => {
     event.preventDefault();
-    const token = byTestId('login-token').value.trim();
+    const token = inputOf('login-token').value.trim();
     if (!token) {
       byTestId('login-error').textContent = 'Enter a token.';
       return;
     }
     const error = await signIn(token);
-    if (error) byTestId('login-error').textContent = error.status === 401 ? 'That token is not accepted.' : `Could not sign in: ${error.message}`;
+    if (error) byTestId('login-error').textContent = error instanceof ApiError && error.status === 401 ? 'That token is not accepted.' : `Could not sign in: ${error.message}`;
   });
-  byTestId('event-filters').addEventListener('submit', (event) => {
+  formOf('event-filters').addEventListener('submit', (event) => {
     event.preventDefault();
     void loadEvents(true);
   });
   byTestId('events-more').addEventListener('click', () => void loadEvents(false));
-  byTestId('event-detail-close').addEventListener('click', () => byTestId('event-detail').close());
-  byTestId('deadletter-include-replayed').addEventListener('change', () => void loadDeadLetters());
+  byTestId('event-detail-close').addEventListener('click', () => /** @type {HTMLDialogElement} */ (byTestId('event-detail')).close());
+  inputOf('deadletter-include-replayed').addEventListener('change', () => void loadDeadLetters());
   byTestId('console-form').addEventListener('submit', (event) => {
     event.preventDefault();
-    const form = event.currentTarget;
+    const form = formOf('console-form');
     const text = form.elements.text.value.trim();
     if (!text || !state.chat) return;
     const id = crypto.randomUUID();
@@ -1249,9 +1408,9 @@ function boot() {
     form.elements.text.value = '';
     form.elements.text.focus();
   });
-  byTestId('rule-form').addEventListener('submit', saveRule);
+  formOf('rule-form').addEventListener('submit', saveRule);
   byTestId('rule-new').addEventListener('click', () => editRule(null));
-  byTestId('command-form').addEventListener('submit', saveCommand);
+  formOf('command-form').addEventListener('submit', saveCommand);
   byTestId('command-new').addEventListener('click', () => editCommand(null));
   byTestId('rules-restore-defaults').addEventListener('click', () => void restoreDefaultRules());
   byTestId('filter-category').addEventListener('change', () => void loadEvents(true));
@@ -1264,10 +1423,13 @@ function boot() {
   if (fromUrl) history.replaceState(null, '', location.pathname + location.search);
   void signIn(fromUrl).then((error) => {
     if (!error) return;
-    signOut(fromUrl ? (error.status === 401 ? 'That token is not accepted.' : `Could not sign in: ${error.message}`) : '', false);
+    signOut(fromUrl ? (error instanceof ApiError && error.status === 401 ? 'That token is not accepted.' : `Could not sign in: ${error.message}`) : '', false);
   });
   setInterval(() => state.me && state.sources.size && renderSources(), 10_000);
   setInterval(() => state.me && !state.staleSince && state.view === 'overview' && void loadStats(), 60_000);
 }
 
 boot();
+
+/** A module (loaded with type=module): its names stay out of the global scope. */
+export {};
