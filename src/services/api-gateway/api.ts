@@ -13,6 +13,8 @@
  *   POST /api/deadletters/:id/replay     {raw?} → {id, topic, envelopeId, replayedAt, replayCount}
  *   GET/POST /api/rules, GET/PUT/DELETE /api/rules/:id
  *   GET/POST /api/commands, GET/PUT/DELETE /api/commands/:name
+ *   GET  /api/reactions, GET/PUT /api/reactions/:name   {enabled?, template?, shoutout?}
+ *   GET  /api/streams, GET /api/streams/:channel          each Twitch channel's current stream state
  *   GET  /api/live                       server-sent events (live.ts)
  *   POST /api/session {token}, DELETE /api/session    the dashboard's HttpOnly session cookie (sign in / out)
  *   GET  /api/session                    {signedIn, role…}: whether the cookie is (still) good, never 401
@@ -39,6 +41,10 @@ import { BUILTIN_COMMANDS, manageCommand, normalizeName } from '../commands/mana
 import { TEMPLATE_VARIABLES } from '../commands/template.js';
 import { DEFAULT_RULES_FILE, readRulesFile } from '../event-router/load.js';
 import { checkRule } from '../event-router/rules.js';
+import { RuleSchema } from '../event-router/rules.js';
+import { getReaction, listReactions, updateReaction } from '../reactions/manage.js';
+import { ReactionUpdateSchema } from '../reactions/reactions.js';
+import { streamStateOf } from './streams.js';
 import { SESSION, hasApiRole, tokenFromRequest, type ApiRole, type AuthResult, type Authenticator, type Principal } from './auth.js';
 import { aggregateStats, STATS_LIMITS } from './stats.js';
 import { noReplyReason, summarizeDeadLetter, summarizeEvent, type LiveFeed } from './live.js';
@@ -632,6 +638,28 @@ export async function registerApi(scope: FastifyInstance, deps: ApiDeps): Promis
     const name = commandName(validate(NameParams, request.params, 'path').name);
     if (!(await ctx.store.deleteCommand(name))) throw new BitBratError('NOT_FOUND', `no command !${name}`);
     return reply.status(204).send();
+  });
+
+  // reactions and streams -------------------------------------------------------------------------
+
+  scope.get('/api/reactions', async () => ({ items: await listReactions(ctx.store) }));
+
+  scope.get('/api/reactions/:name', async (request) => await getReaction(ctx.store, validate(NameParams, request.params, 'path').name));
+
+  scope.put('/api/reactions/:name', async (request) => {
+    requireRole(request, 'moderator');
+    const { name } = validate(NameParams, request.params, 'path');
+    return await updateReaction(ctx.store, name, validate(ReactionUpdateSchema, request.body ?? {}, 'reaction'));
+  });
+
+  scope.get('/api/streams', async () => ({ items: (await ctx.store.listSources()).flatMap((source) => streamStateOf(source) ?? []) }));
+
+  scope.get('/api/streams/:channel', async (request) => {
+    const { channel } = validate(z.object({ channel: z.string().min(1).max(64) }), request.params, 'path');
+    const login = channel.replace(/^#/, '').toLowerCase();
+    const state = streamStateOf(await ctx.store.getSource(`twitch:${login}`));
+    if (!state) throw new BitBratError('NOT_FOUND', `no Twitch channel #${login} is known; channels come from TWITCH_CHANNELS`);
+    return state;
   });
 
   // live -------------------------------------------------------------------------------------------
