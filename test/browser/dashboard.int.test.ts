@@ -15,6 +15,7 @@ import { service as persistence } from '../../src/services/persistence/index.js'
 import { service as finalizer } from '../../src/services/finalizer/index.js';
 import { service as gateway } from '../../src/services/api-gateway/index.js';
 import { service as llmBot } from '../../src/services/llm-bot/index.js';
+import { service as oauthFlow } from '../../src/services/oauth-flow/index.js';
 import { startTestHost } from '../support/harness.js';
 
 /** Debian's chromium (the CI script installs it; locally: apt-get install -y chromium). */
@@ -508,5 +509,109 @@ describe('dashboard: activity, chat, charts, honest state', () => {
     } finally {
       if (!stopped) await own.stop();
     }
+  });
+
+  it('names each missing Twitch setting, and with the app set connects, shows and disconnects accounts with their scopes and token health', async () => {
+    // Nothing set on the shared host: the card names every missing setting and the buttons wait for them.
+    const bare = await signedIn();
+    const panel = bare.getByTestId('twitch-setup');
+    await panel.and(bare.locator('[data-state="not_configured"]')).waitFor();
+    for (const name of ['TWITCH_CLIENT_ID', 'TWITCH_CLIENT_SECRET', 'TWITCH_BOT_USERNAME', 'TWITCH_CHANNELS']) await bare.getByTestId(`twitch-missing-${name}`).waitFor();
+    expect(await bare.getByTestId('twitch-next-step').textContent()).toBe('Set TWITCH_CLIENT_ID, TWITCH_CLIENT_SECRET, TWITCH_BOT_USERNAME, TWITCH_CHANNELS and restart.');
+    expect(await bare.getByTestId('twitch-connect-bot').isDisabled()).toBe(true);
+    await shot(bare, '17-twitch-not-configured');
+    await closeClean(bare);
+
+    const own = await startTestHost({
+      services: [oauthFlow, gateway],
+      bus: createMemoryBus(),
+      listen: true,
+      architecture: loadArchitecture(),
+      env: { INSTANCE_ID: 'dash-twitch', HOST: '127.0.0.1', API_GATEWAY_TOKENS: `${OWNER}:owner,${VIEWER}:viewer`, TWITCH_CLIENT_ID: 'dash-client-id', TWITCH_CLIENT_SECRET: 'dash-client-secret', TWITCH_BOT_USERNAME: 'bitbrat_bot', TWITCH_CHANNELS: 'bitbrat' },
+      extra: { store },
+    });
+    const ownBase = `http://127.0.0.1:${own.port}`;
+    try {
+      await store.putToken({ id: 'twitch:bot', accessToken: 'bot-access', refreshToken: 'bot-refresh', scopes: ['chat:read', 'chat:edit'], expiresAt: new Date(Date.now() + 4 * 3_600_000).toISOString(), obtainedAt: new Date().toISOString(), userId: '77', login: 'bitbrat_bot' });
+      const context = await browser.newContext({ viewport: DESKTOP });
+      const page = watch(await context.newPage());
+      await page.goto(`${ownBase}/#token=${OWNER}`);
+      await page.getByTestId('twitch-setup').and(page.locator('[data-state="needs_account"]')).waitFor();
+      expect(await page.getByTestId('twitch-next-step').textContent()).toBe('Connect the broadcaster account for follows, subs, cheers, raids and redemptions.');
+      const bot = page.getByTestId('twitch-account-bot');
+      expect(await bot.getAttribute('data-health')).toBe('ok');
+      expect(await bot.getByTestId('twitch-account-login').textContent()).toBe('bitbrat_bot');
+      expect(await bot.getByTestId('twitch-account-scopes').textContent()).toContain('chat:edit');
+      expect(await bot.getByTestId('twitch-account-detail').textContent()).toContain('without moderator:read:followers');
+      expect(await page.getByTestId('twitch-account-broadcaster').getAttribute('data-health')).toBe('missing');
+      await shot(page, '18-twitch-connect');
+
+      // "Connect broadcaster account" runs the OAuth flow: Twitch's authorize page gets the app and a signed state, and no URL carries the token.
+      const authorize = new Promise<URL>((resolve) => {
+        void context.route('https://id.twitch.tv/**', async (route) => {
+          resolve(new URL(route.request().url()));
+          await route.fulfill({ status: 200, contentType: 'text/html', body: '<!doctype html><title>Twitch</title>' });
+        });
+      });
+      const urls: string[] = [];
+      context.on('request', (request) => urls.push(request.url()));
+      await page.getByTestId('twitch-connect-broadcaster').click();
+      const url = await authorize;
+      expect(url.searchParams.get('client_id')).toBe('dash-client-id');
+      expect(url.searchParams.get('state')).toBeTruthy();
+      expect(urls.filter((item) => item.includes(OWNER))).toEqual([]);
+      await page.goto(`${ownBase}/`);
+
+      // Disconnect asks twice, then the bot token is gone and the card says what to do.
+      await page.getByTestId('twitch-disconnect-bot').click();
+      await page.getByTestId('twitch-disconnect-bot').click();
+      await page.getByTestId('twitch-account-bot').and(page.locator('[data-health="missing"]')).waitFor();
+      expect(await store.getToken('twitch:bot')).toBeUndefined();
+      expect(await page.getByTestId('twitch-next-step').textContent()).toBe('Connect the bot account.');
+      await closeClean(page);
+
+      // A viewer sees the state but cannot connect or disconnect.
+      await store.putToken({ id: 'twitch:bot', accessToken: 'bot-access', scopes: ['chat:read'], expiresAt: new Date(Date.now() - 60_000).toISOString(), obtainedAt: new Date().toISOString(), login: 'bitbrat_bot' });
+      const viewer = watch(await (await browser.newContext({ viewport: DESKTOP })).newPage());
+      await viewer.goto(`${ownBase}/#token=${VIEWER}`);
+      await viewer.getByTestId('twitch-account-bot').and(viewer.locator('[data-health="expired"]')).waitFor();
+      expect(await viewer.getByTestId('twitch-account-bot').getByTestId('twitch-account-detail').textContent()).toBe('expired and cannot be refreshed: connect the account again');
+      expect(await viewer.getByTestId('twitch-connect-bot').isDisabled()).toBe(true);
+      expect(await viewer.getByTestId('twitch-disconnect-bot').isDisabled()).toBe(true);
+      await closeClean(viewer);
+      await context.close();
+    } finally {
+      await store.deleteToken('twitch:bot');
+      await own.stop();
+    }
+  });
+
+  it('edits the chat reactions: reword one, switch one off, restore the default, with unknown variables refused in words', async () => {
+    const page = await signedIn();
+    await page.getByTestId('nav-reactions').click();
+    const follow = page.getByTestId('reaction-follow');
+    await follow.waitFor();
+    expect(await follow.textContent()).toContain('{user}');
+    await page.getByTestId('reaction-template-follow').fill('Welcome aboard, {user}!');
+    await page.getByTestId('reaction-save-follow').click();
+    await expect.poll(() => page.getByTestId('reaction-status-follow').textContent(), { timeout: UI_TIMEOUT }).toBe('On: “Welcome aboard, {user}!”');
+    expect(JSON.stringify((await store.getRule('reaction-follow'))?.action)).toContain('Welcome aboard, {user}!');
+
+    await page.getByTestId('reaction-enabled-cheer').uncheck();
+    await page.getByTestId('reaction-save-cheer').click();
+    await page.getByTestId('reaction-cheer').and(page.locator('[data-enabled="false"]')).waitFor();
+    expect((await store.getRule('reaction-cheer'))?.enabled).toBe(false);
+
+    await page.getByTestId('reaction-template-raid').fill('Welcome {nobody}!');
+    await page.getByTestId('reaction-save-raid').click();
+    await expect.poll(() => page.getByTestId('reaction-error-raid').textContent(), { timeout: UI_TIMEOUT }).toContain('nobody');
+    await shot(page, '19-reactions');
+
+    await page.getByTestId('reaction-reset-follow').click();
+    await expect.poll(() => page.getByTestId('reaction-template-follow').inputValue(), { timeout: UI_TIMEOUT }).toBe('Thanks for the follow, {user}! Welcome in.');
+    await page.getByTestId('reaction-enabled-cheer').check();
+    await page.getByTestId('reaction-save-cheer').click();
+    await page.getByTestId('reaction-cheer').and(page.locator('[data-enabled="true"]')).waitFor();
+    await closeClean(page, /status of 400 \(Bad Request\)/);
   });
 });

@@ -21,6 +21,8 @@
  *   GET  /api/stats?hours                chat messages, events and reply latency per minute (charts)
  *   GET  /api/commands/help              command prefix, built-in commands, template variables
  *   POST /api/rules/restore-defaults     puts the shipped rules back (a deleted core rule returns)
+ *   GET  /api/twitch                     which Twitch settings are missing, the accounts and their token health
+ *   DELETE /api/twitch/accounts/:identity   disconnects the bot or broadcaster account (owner)
  *
  * Authentication: `Authorization: Bearer`, `?token=` (API clients), or the session cookie (the
  * dashboard, so no token travels in a URL or lives in page storage). A cookie-authenticated write must
@@ -45,8 +47,10 @@ import { RuleSchema } from '../event-router/rules.js';
 import { getReaction, listReactions, updateReaction } from '../reactions/manage.js';
 import { ReactionUpdateSchema } from '../reactions/reactions.js';
 import { streamStateOf } from './streams.js';
-import { SESSION, hasApiRole, tokenFromRequest, type ApiRole, type AuthResult, type Authenticator, type Principal } from './auth.js';
+import { SESSION, hasApiRole, sessionCookie, tokenFromRequest, type ApiRole, type AuthResult, type Authenticator, type Principal } from './auth.js';
 import { aggregateStats, STATS_LIMITS } from './stats.js';
+import { twitchSetup } from './twitch-setup.js';
+import { DEFAULT_TWITCH_OAUTH_SCOPES } from '../oauth-flow/settings.js';
 import { noReplyReason, summarizeDeadLetter, summarizeEvent, type LiveFeed } from './live.js';
 import { capKey, createConnectionCaps } from './caps.js';
 import { WS_LIMITS, type ChatGateway } from './ws.js';
@@ -55,6 +59,9 @@ export interface GatewayConfig {
   API_GATEWAY_ALLOW_ANONYMOUS: boolean;
   /** The chat command prefix the commands service uses (shown on the Commands page). */
   COMMAND_PREFIX: string;
+  /** Read only to tell the Twitch card which settings are missing. */
+  TWITCH_BOT_USERNAME?: string;
+  TWITCH_CHANNELS: string[];
   API_GATEWAY_HEALTH_URLS?: string;
   API_GATEWAY_LIVE_POLL_MS: number;
 }
@@ -244,14 +251,6 @@ const BUILTIN_HELP: Record<(typeof BUILTIN_COMMANDS)[number], string> = {
 
 const SAFE_METHODS = new Set(['GET', 'HEAD', 'OPTIONS']);
 
-/** The session cookie's value from a Cookie header. */
-function sessionCookie(header: string | undefined): string | undefined {
-  for (const part of (header ?? '').split(';')) {
-    const eq = part.indexOf('=');
-    if (eq > 0 && part.slice(0, eq).trim() === SESSION.cookie) return decodeURIComponent(part.slice(eq + 1).trim()) || undefined;
-  }
-  return undefined;
-}
 
 /** No Origin (same-origin GETs, curl) or an Origin naming this host. */
 function sameOrigin(request: FastifyRequest): boolean {
@@ -471,6 +470,33 @@ export async function registerApi(scope: FastifyInstance, deps: ApiDeps): Promis
   });
 
   scope.get('/api/health', async () => await deps.health());
+
+  scope.get('/api/twitch', async () => {
+    const [clientId, clientSecret, accessToken, bot, broadcaster] = await Promise.all([
+      ctx.secrets.get('TWITCH_CLIENT_ID'),
+      ctx.secrets.get('TWITCH_CLIENT_SECRET'),
+      ctx.secrets.get('TWITCH_ACCESS_TOKEN'),
+      ctx.store.getToken('twitch:bot'),
+      ctx.store.getToken('twitch:broadcaster'),
+    ]);
+    return twitchSetup({
+      clientId: Boolean(clientId),
+      clientSecret: Boolean(clientSecret),
+      botUsername: ctx.config.TWITCH_BOT_USERNAME,
+      channels: ctx.config.TWITCH_CHANNELS,
+      botTokenSecret: Boolean(accessToken),
+      tokens: { bot, broadcaster },
+      wantedScopes: DEFAULT_TWITCH_OAUTH_SCOPES.split(' '),
+    });
+  });
+
+  scope.delete('/api/twitch/accounts/:identity', async (request, reply) => {
+    const principal = requireRole(request, 'owner');
+    const { identity } = validate(z.object({ identity: z.enum(['bot', 'broadcaster'], { error: 'identity must be bot or broadcaster' }) }), request.params, 'path');
+    if (!(await ctx.store.deleteToken(`twitch:${identity}`))) throw new BitBratError('NOT_FOUND', `the ${identity} account is not connected`);
+    ctx.logger.info({ identity, by: principal.label }, 'twitch account disconnected');
+    return reply.status(204).send();
+  });
 
   scope.get('/api/stats', async (request) => {
     const query = validate(StatsQuerySchema, request.query, 'query');

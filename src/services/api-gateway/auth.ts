@@ -148,6 +148,25 @@ export function createAuthenticator(tokens: Array<{ token: string; role: ApiRole
   };
 }
 
+/**
+ * The dashboard session cookie's value from a Cookie header. Other services holding the same token list
+ * (oauth-flow) can check it with `authenticator.authenticateSession`, so a signed-in owner starts the
+ * OAuth flow from a plain link with no token in its URL.
+ */
+export function sessionCookie(header: string | undefined): string | undefined {
+  for (const part of (header ?? '').split(';')) {
+    const eq = part.indexOf('=');
+    if (eq > 0 && part.slice(0, eq).trim() === SESSION.cookie) {
+      try {
+        return decodeURIComponent(part.slice(eq + 1).trim()) || undefined;
+      } catch {
+        return undefined;
+      }
+    }
+  }
+  return undefined;
+}
+
 /** Whether `principal` has at least `minimum`. */
 export function hasApiRole(principal: Principal, minimum: ApiRole): boolean {
   return API_RANK[principal.role] >= API_RANK[minimum];

@@ -8,7 +8,10 @@ import type { ComponentHealth } from '../../../runtime/health.js';
 import type { CommandHelp, EventDetail, HealthReport, ServiceHealth, SessionInfo, TimelineStep } from '../api.js';
 import type { DeadLetterSummary, EventSummary, LiveMessage } from '../live.js';
 import type { StatsBucket, StatsSeries } from '../stats.js';
+import type { TwitchAccount, TwitchSetup } from '../twitch-setup.js';
+import type { Reaction } from '../../reactions/reactions.js';
 
+export type { Reaction, TwitchAccount, TwitchSetup };
 export type { CommandHelp, CommandRecord, ComponentHealth, DeadLetterSummary, EventDetail, EventSummary, HealthReport, LiveMessage, RuleRecord, ServiceHealth, SessionInfo, SourceState, StatsBucket, StatsSeries, TimelineStep };
 
 /** One page of a list endpoint. */

@@ -21,6 +21,9 @@
 /** @typedef {import('./api-types').StatsSeries} StatsSeries */
 /** @typedef {import('./api-types').StatsBucket} StatsBucket */
 /** @typedef {import('./api-types').ListPage<EventSummary>} EventPage */
+/** @typedef {import('./api-types').TwitchSetup} TwitchSetup */
+/** @typedef {import('./api-types').TwitchAccount} TwitchAccount */
+/** @typedef {import('./api-types').Reaction} Reaction */
 /** A form whose controls are read by name. */
 /** @typedef {HTMLFormElement & { elements: HTMLFormControlsCollection & Record<string, HTMLInputElement & HTMLSelectElement & HTMLTextAreaElement> }} NamedForm */
 
@@ -37,10 +40,13 @@ const CSRF = { 'x-bitbrat-csrf': '1' };
  *   samples: Map<string, { previous?: Sample, current: Sample }>, health: HealthReport | null, deadletters: DeadLetterSummary[],
  *   rules: RuleRecord[], commands: CommandRecord[], editingRule: string | null, editingCommand: string | null,
  *   live: AbortController | null, chat: { send(frame: ChatFrame): void, close(): void } | null,
+ *   twitch: TwitchSetup | null, reactions: Reaction[],
  * }}
  */
 const state = {
   me: null,
+  twitch: null,
+  reactions: [],
   /** When the live stream last delivered anything; set while the server is unreachable. */
   staleSince: null,
   activity: new Map(),
@@ -246,6 +252,7 @@ function show(view) {
   if (view === 'rules') loadRules();
   if (view === 'commands') loadCommands();
   if (view === 'overview') void loadStats();
+  if (view === 'reactions') void loadReactions();
   if (view === 'console') inputOf('console-text').focus();
 }
 
@@ -329,6 +336,7 @@ function onLive(event, data) {
       void loadDeadLetters();
       void loadActivityAndChat();
       void loadStats();
+      void loadTwitch();
       return;
     case 'source':
       upsertSource(data);
@@ -451,7 +459,9 @@ function renderSources() {
         const stream = stale ? 'unknown' : String(source.streamStatus ?? 'unknown').toLowerCase();
         const rate = rates(source.id);
         const metrics = source.metrics ?? {};
-        const help = stale ? `Last known: ${STATUS_TEXT[String(source.status)] ?? source.status} (server unreachable since ${time(state.staleSince)})` : source.metadata?.howToConnect ?? (status === 'not_configured' ? source.metadata?.hint ?? `Not configured: ${source.lastError?.message ?? 'see the Twitch setup below'}` : null);
+        // The Twitch card names exactly what is missing, from the same facts as the Twitch panel.
+        const twitchHelp = source.platform === 'twitch' && status === 'not_configured' && state.twitch ? `${state.twitch.nextStep}${state.twitch.missing.length ? ' See the Twitch panel for what each one is.' : ''}` : null;
+        const help = stale ? `Last known: ${STATUS_TEXT[String(source.status)] ?? source.status} (server unreachable since ${time(state.staleSince)})` : twitchHelp ?? source.metadata?.howToConnect ?? (status === 'not_configured' ? source.metadata?.hint ?? `Not configured: ${source.lastError?.message ?? 'see the Twitch setup below'}` : null);
         /** @param {number | undefined} value */
         const perMinute = (value) => (value === undefined ? '— /min' : `${value < 10 ? value.toFixed(1) : Math.round(value)} /min`);
         return h(
@@ -828,7 +838,8 @@ async function explainNoReply(envelopeId) {
 
 /** Twitch sources that know the stream: live or offline, title, game, viewers, uptime. */
 function renderStreams() {
-  const streams = [...state.sources.values()].filter((source) => source.platform === 'twitch' && !source.metadata?.placeholder);
+  // `twitch:chat` is the connector's own record before it knows a channel, not a stream.
+  const streams = [...state.sources.values()].filter((source) => source.platform === 'twitch' && source.id !== 'twitch:chat' && !source.metadata?.placeholder);
   const panel = byTestId('stream-panel');
   panel.hidden = streams.length === 0;
   const stale = Boolean(state.staleSince);
@@ -861,6 +872,138 @@ function duration(ms) {
   const hours = Math.floor(seconds / 3600);
   const minutes = Math.floor((seconds % 3600) / 60);
   return hours ? `${hours}h ${minutes}m` : `${minutes}m`;
+}
+
+// ------------------------------------------------------------------------------------------ twitch
+
+async function loadTwitch() {
+  try {
+    state.twitch = /** @type {TwitchSetup} */ (await api('GET', '/api/twitch'));
+    renderTwitch();
+  } catch (error) {
+    byTestId('twitch-error').textContent = errorText(error);
+  }
+}
+
+/** The Twitch card: what is missing by name, connect buttons for the owner, accounts with scopes and token health. */
+function renderTwitch() {
+  const setup = state.twitch;
+  const panel = byTestId('twitch-setup');
+  if (!setup) return;
+  panel.hidden = false;
+  const done = setup.nextStep === 'Twitch is set up.';
+  const pill = byTestId('twitch-next-pill');
+  pill.textContent = done ? 'connected' : setup.missing.length ? 'not configured' : 'needs an account';
+  pill.className = `pill ${done ? 'connected' : 'not_configured'}`;
+  panel.dataset.state = done ? 'ready' : setup.missing.length ? 'not_configured' : 'needs_account';
+  byTestId('twitch-next-step').textContent = setup.nextStep;
+  byTestId('twitch-missing').replaceChildren(
+    ...setup.missing.map((setting) => h('li', { testid: `twitch-missing-${setting.name}` }, h('code', {}, setting.name), ` (${setting.kind}): ${setting.why}`)),
+  );
+  const owner = state.me?.role === 'owner';
+  byTestId('twitch-accounts').replaceChildren(...setup.accounts.map((account) => twitchAccount(account, setup, owner)));
+  renderSources();
+}
+
+/**
+ * @param {TwitchAccount} account
+ * @param {TwitchSetup} setup
+ * @param {boolean} owner
+ */
+function twitchAccount(account, setup, owner) {
+  const label = account.identity === 'bot' ? 'Bot account' : 'Broadcaster account';
+  const connect = setup.appConfigured && owner
+    // A plain link: the session cookie goes with it, so no token is put in the URL.
+    ? h('a', { class: 'button', href: setup.connectUrls[account.identity], testid: `twitch-connect-${account.identity}` }, account.connected ? `Reconnect ${account.identity} account` : `Connect ${account.identity} account`)
+    : h('button', { type: 'button', disabled: true, testid: `twitch-connect-${account.identity}`, title: setup.appConfigured ? 'needs an owner sign-in' : 'set TWITCH_CLIENT_ID and TWITCH_CLIENT_SECRET first' }, `Connect ${account.identity} account`);
+  return h(
+    'article',
+    { class: `account ${account.health}`, testid: `twitch-account-${account.identity}`, dataset: { health: account.health } },
+    h('header', {}, h('h4', {}, label), h('span', { class: `pill ${account.health === 'ok' ? 'connected' : account.health === 'missing' ? 'not_configured' : 'error'}`, testid: 'twitch-account-health' }, account.connected ? account.health : 'not connected')),
+    account.login ? h('p', { testid: 'twitch-account-login' }, account.login) : null,
+    h('p', { class: 'muted', testid: 'twitch-account-detail' }, account.detail),
+    account.expiresAt ? h('p', { class: 'muted' }, `token expires ${dateTime(account.expiresAt)}`) : null,
+    account.scopes?.length ? h('p', { class: 'scopes', testid: 'twitch-account-scopes' }, ...account.scopes.map((scope) => h('code', {}, scope))) : null,
+    h(
+      'div',
+      { class: 'buttons' },
+      connect,
+      account.connected && account.scopes
+        ? deleteButton(`twitch-disconnect-${account.identity}`, `the ${account.identity} account`, async () => {
+            try {
+              await api('DELETE', `/api/twitch/accounts/${account.identity}`);
+              await loadTwitch();
+            } catch (error) {
+              byTestId('twitch-error').textContent = errorText(error);
+            }
+          }, 'Disconnect', owner)
+        : null,
+    ),
+  );
+}
+
+// --------------------------------------------------------------------------------------- reactions
+
+async function loadReactions() {
+  try {
+    state.reactions = /** @type {import('./api-types').ListPage<Reaction>} */ (await api('GET', '/api/reactions')).items;
+    renderReactions();
+  } catch (error) {
+    byTestId('reaction-error').textContent = errorText(error);
+  }
+}
+
+function renderReactions() {
+  byTestId('reaction-list').replaceChildren(
+    ...state.reactions.map((reaction) => {
+      const form = /** @type {NamedForm} */ (
+        h(
+          'form',
+          { class: 'editor reaction', testid: `reaction-${reaction.name}`, dataset: { enabled: String(reaction.enabled) }, novalidate: true },
+          h('h3', {}, `${typeName({ type: 'twitch.eventsub.v1', kind: reaction.kind })}`, h('span', { class: 'muted' }, ` — ${reaction.description}`)),
+          h('label', { class: 'inline' }, h('input', { type: 'checkbox', name: 'enabled', checked: reaction.enabled, testid: `reaction-enabled-${reaction.name}` }), ' Say something in chat'),
+          reaction.name === 'raid' ? h('label', { class: 'inline' }, h('input', { type: 'checkbox', name: 'shoutout', checked: reaction.shoutout === true, testid: 'reaction-shoutout-raid' }), ' Also send a Twitch shoutout') : null,
+          h('label', { class: 'wide' }, 'Message', h('textarea', { name: 'template', rows: '2', maxlength: '400', testid: `reaction-template-${reaction.name}` })),
+          h('p', { class: 'wide muted' }, 'Variables: ', ...reaction.variables.flatMap((variable) => [h('code', {}, `{${variable}}`), ' ']), h('span', {}, `Default: “${reaction.defaultTemplate}”`)),
+          h(
+            'div',
+            { class: 'buttons' },
+            h('button', { type: 'submit', testid: `reaction-save-${reaction.name}`, disabled: !canWrite() }, 'Save'),
+            h('button', { type: 'button', class: 'secondary', testid: `reaction-reset-${reaction.name}`, disabled: !canWrite(), onclick: () => void saveReaction(reaction.name, { template: null }) }, 'Restore default wording'),
+          ),
+          h('p', { class: 'error', role: 'alert', testid: `reaction-error-${reaction.name}` }),
+          h('p', { class: 'ok', role: 'status', testid: `reaction-status-${reaction.name}` }),
+        )
+      );
+      form.elements.template.value = reaction.template;
+      form.addEventListener('submit', (event) => {
+        event.preventDefault();
+        void saveReaction(reaction.name, {
+          enabled: form.elements.enabled.checked,
+          template: form.elements.template.value,
+          ...(reaction.name === 'raid' ? { shoutout: form.elements.shoutout.checked } : {}),
+        });
+      });
+      return form;
+    }),
+  );
+}
+
+/**
+ * @param {string} name
+ * @param {{ enabled?: boolean, template?: string | null, shoutout?: boolean }} update
+ */
+async function saveReaction(name, update) {
+  const errorBox = byTestId(`reaction-error-${name}`);
+  errorBox.textContent = '';
+  try {
+    const saved = /** @type {Reaction} */ (await api('PUT', `/api/reactions/${encodeURIComponent(name)}`, update));
+    state.reactions = state.reactions.map((reaction) => (reaction.name === saved.name ? saved : reaction));
+    renderReactions();
+    byTestId(`reaction-status-${name}`).textContent = `${saved.enabled ? 'On' : 'Off'}: “${saved.template}”`;
+  } catch (error) {
+    byTestId(`reaction-error-${name}`).textContent = errorText(error);
+  }
 }
 
 // ------------------------------------------------------------------------------------------ charts
@@ -1136,17 +1279,19 @@ const actionSummary = (action) => [action?.slip ? `slip: ${/** @type {Array<stri
  * @param {string} testid
  * @param {string} label
  * @param {() => Promise<void>} onConfirm
+ * @param {string} [verb]
+ * @param {boolean} [allowed]
  */
-function deleteButton(testid, label, onConfirm) {
-  const button = h('button', { type: 'button', class: 'danger', testid, disabled: !canWrite() }, 'Delete');
+function deleteButton(testid, label, onConfirm, verb = 'Delete', allowed = canWrite()) {
+  const button = h('button', { type: 'button', class: 'danger', testid, disabled: !allowed }, verb);
   /** @type {ReturnType<typeof setTimeout> | undefined} */
   let armed;
   button.addEventListener('click', async () => {
     if (!armed) {
-      button.textContent = `Delete ${label}?`;
+      button.textContent = `${verb} ${label}?`;
       armed = setTimeout(() => {
         armed = undefined;
-        button.textContent = 'Delete';
+        button.textContent = verb;
       }, 4000);
       return;
     }
