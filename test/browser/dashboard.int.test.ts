@@ -542,7 +542,7 @@ describe('dashboard: activity, chat, charts, honest state', () => {
       expect(await bot.getAttribute('data-health')).toBe('ok');
       expect(await bot.getByTestId('twitch-account-login').textContent()).toBe('bitbrat_bot');
       expect(await bot.getByTestId('twitch-account-scopes').textContent()).toContain('chat:edit');
-      expect(await bot.getByTestId('twitch-account-detail').textContent()).toContain('without moderator:read:followers');
+      expect(await bot.getByTestId('twitch-account-detail').textContent()).toContain('moderator:read:followers');
       expect(await page.getByTestId('twitch-account-broadcaster').getAttribute('data-health')).toBe('missing');
       await shot(page, '18-twitch-connect');
 
