@@ -373,7 +373,17 @@ function renderHealth() {
   const notConfigured = (service) => Object.entries(service.components ?? {}).filter(([, component]) => component.ready && component.configured === false);
   const attention = report.services.some((service) => service.state === 'not_ready' || service.state === 'unreachable');
   // Never "all ready" from a report the server can no longer confirm.
-  overall.textContent = stale ? 'unknown (server unreachable)' : attention ? 'attention' : report.services.some((service) => notConfigured(service).length) ? 'ready · some not configured' : 'all ready';
+  const unseen = report.services.filter((service) => service.state === 'unknown').length;
+  // "all ready" only when every service was actually seen ready; the others run elsewhere, unseen.
+  overall.textContent = stale
+    ? 'unknown (server unreachable)'
+    : attention
+      ? 'attention'
+      : unseen
+        ? `${report.services.length - unseen} ready · ${unseen} not visible here`
+        : report.services.some((service) => notConfigured(service).length)
+          ? 'ready · some not configured'
+          : 'all ready';
   overall.dataset.state = stale ? 'unknown' : attention ? 'bad' : 'ok';
   list.replaceChildren(
     ...report.services.map((service) => {
