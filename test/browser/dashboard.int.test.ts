@@ -452,7 +452,7 @@ describe('dashboard: activity, chat, charts, honest state', () => {
 
   it('fits every view into 390 px, the event detail included, and serves a favicon', async () => {
     const page = await signedIn();
-    for (const view of ['overview', 'console', 'deadletters', 'rules', 'commands']) {
+    for (const view of ['overview', 'console', 'deadletters', 'rules', 'commands', 'reactions']) {
       await page.getByTestId(`nav-${view}`).click();
       await shot(page, `13-view-${view}`);
     }

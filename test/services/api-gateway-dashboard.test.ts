@@ -4,6 +4,7 @@ import type { EventRecord, EventQuery, Page } from '../../src/store/index.js';
 import { createAuthenticator } from '../../src/services/api-gateway/auth.js';
 import { plainIssue } from '../../src/services/api-gateway/api.js';
 import { aggregateStats } from '../../src/services/api-gateway/stats.js';
+import { twitchSetup } from '../../src/services/api-gateway/twitch-setup.js';
 
 const TOKEN = 'owner-token-123';
 
@@ -84,5 +85,38 @@ describe('chart series', () => {
     expect(series.buckets).toHaveLength(72);
     expect(series.buckets.at(-1)).toMatchObject({ at: '2026-12-06T12:00:00.000Z', chat: 3, events: 3 });
     expect(series.buckets.at(-2)).toMatchObject({ at: '2026-12-06T11:55:00.000Z', chat: 1, events: 2 });
+  });
+});
+
+describe('Twitch setup facts', () => {
+  const now = Date.parse('2026-12-06T12:00:00Z');
+  const base = { clientId: true, clientSecret: true, botUsername: 'bitbrat_bot', channels: ['bitbrat'], botTokenSecret: false, tokens: {}, wantedScopes: ['chat:read', 'chat:edit', 'bits:read'], now };
+  const token = (overrides: Record<string, unknown> = {}) => ({ id: 'twitch:bot', accessToken: 'a', refreshToken: 'r', scopes: ['chat:read', 'chat:edit'], expiresAt: '2026-12-06T16:00:00Z', obtainedAt: '2026-12-06T11:00:00Z', login: 'bitbrat_bot', version: 1, ...overrides });
+
+  it('names every missing setting and says to set them first', () => {
+    const setup = twitchSetup({ ...base, clientId: false, clientSecret: false, botUsername: undefined, channels: [] });
+    expect(setup.missing.map((setting) => setting.name)).toEqual(['TWITCH_CLIENT_ID', 'TWITCH_CLIENT_SECRET', 'TWITCH_BOT_USERNAME', 'TWITCH_CHANNELS']);
+    expect(setup.appConfigured).toBe(false);
+    expect(setup.nextStep).toBe('Set TWITCH_CLIENT_ID, TWITCH_CLIENT_SECRET, TWITCH_BOT_USERNAME, TWITCH_CHANNELS and restart.');
+  });
+
+  it('walks the owner through the bot, then the broadcaster, then says it is set up', () => {
+    expect(twitchSetup(base).nextStep).toBe('Connect the bot account.');
+    expect(twitchSetup({ ...base, tokens: { bot: token() } }).nextStep).toBe('Connect the broadcaster account for follows, subs, cheers, raids and redemptions.');
+    const done = twitchSetup({ ...base, tokens: { bot: token(), broadcaster: token({ id: 'twitch:broadcaster', scopes: ['chat:read', 'chat:edit', 'bits:read'] }) } });
+    expect(done.nextStep).toBe('Twitch is set up.');
+    expect(done.accounts.map((entry) => [entry.identity, entry.health, entry.missingScopes])).toEqual([['bot', 'ok', ['bits:read']], ['broadcaster', 'ok', []]]);
+  });
+
+  it('tells expiring and expired tokens apart, and whether they refresh themselves', () => {
+    const health = (overrides: Record<string, unknown>) => twitchSetup({ ...base, tokens: { bot: token(overrides) } }).accounts[0]!;
+    expect(health({ expiresAt: '2026-12-06T12:30:00Z' })).toMatchObject({ health: 'expiring', detail: 'expires within the hour; it is refreshed on use' });
+    expect(health({ expiresAt: '2026-12-06T11:00:00Z' })).toMatchObject({ health: 'expired', detail: 'expired; it is refreshed on next use' });
+    expect(health({ expiresAt: '2026-12-06T11:00:00Z', refreshToken: undefined })).toMatchObject({ health: 'expired', detail: 'expired and cannot be refreshed: connect the account again' });
+    expect(twitchSetup({ ...base, tokens: { bot: token({ expiresAt: '2026-12-06T11:00:00Z', refreshToken: undefined }) } }).nextStep).toBe('Connect the bot account again: its token expired.');
+  });
+
+  it('counts a bot token given as a secret as connected', () => {
+    expect(twitchSetup({ ...base, botTokenSecret: true }).accounts[0]).toMatchObject({ connected: true, health: 'ok' });
   });
 });

@@ -97,14 +97,18 @@ export function twitchSetup(input: TwitchSetupInput): TwitchSetup {
     accounts[0] = { identity: 'bot', connected: true, health: 'ok', detail: 'given as the TWITCH_ACCESS_TOKEN secret (not through the dashboard)' };
   }
   const appConfigured = input.clientId && input.clientSecret;
+  const dead = (entry: TwitchAccount) => entry.health === 'expired' && !entry.refreshable;
+  // Chat first (the bot), then platform events (the broadcaster); a token that cannot refresh is as good as none.
   const nextStep = missing.length
     ? `Set ${missing.map((setting) => setting.name).join(', ')} and restart.`
     : !accounts[0]!.connected
       ? 'Connect the bot account.'
-      : !accounts[1]!.connected
-        ? 'Connect the broadcaster account for follows, subs, cheers, raids and redemptions.'
-        : accounts.some((entry) => entry.health === 'expired' && !entry.refreshable)
-          ? 'Connect the expired account again.'
-          : 'Twitch is set up.';
+      : dead(accounts[0]!)
+        ? 'Connect the bot account again: its token expired.'
+        : !accounts[1]!.connected
+          ? 'Connect the broadcaster account for follows, subs, cheers, raids and redemptions.'
+          : dead(accounts[1]!)
+            ? 'Connect the broadcaster account again: its token expired.'
+            : 'Twitch is set up.';
   return { appConfigured, missing, accounts, connectUrls: { bot: '/oauth/twitch/start?identity=bot', broadcaster: '/oauth/twitch/start?identity=broadcaster' }, nextStep };
 }
