@@ -511,6 +511,26 @@ describe('dashboard: activity, chat, charts, honest state', () => {
     }
   });
 
+  it('turns stale when the live stream falls silent without closing (a dropped network), and live again once it is back', async () => {
+    const context = await browser.newContext({ viewport: DESKTOP });
+    const page = watch(await context.newPage());
+    // The page's clock is fake, so a minute of silence passes at once while the connection stays open.
+    await page.clock.install();
+    await page.goto(`${base}/#token=${OWNER}`);
+    await page.getByTestId('live-status').and(page.locator('[data-state="connected"]')).waitFor();
+    expect(await page.getByTestId('stale-banner').isHidden()).toBe(true);
+    await page.clock.fastForward(60_000);
+    await page.getByTestId('stale-banner').waitFor({ state: 'visible' });
+    expect(await page.getByTestId('health-overall').textContent()).toBe('unknown (server unreachable)');
+    await page.screenshot({ path: path.join(SCREENSHOTS, '16-state-silent-desktop.png'), fullPage: true });
+    // The retry (after its back-off) reconnects and the page is live again.
+    await page.clock.fastForward(2_000);
+    await page.getByTestId('live-status').and(page.locator('[data-state="connected"]')).waitFor();
+    expect(await page.getByTestId('stale-banner').isHidden()).toBe(true);
+    await closeClean(page);
+    await context.close();
+  });
+
   it('names each missing Twitch setting, and with the app set connects, shows and disconnects accounts with their scopes and token health', async () => {
     // Nothing set on the shared host: the card names every missing setting and the buttons wait for them.
     const bare = await signedIn();

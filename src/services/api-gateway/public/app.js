@@ -268,6 +268,12 @@ function setLiveState(value, text) {
   element.textContent = text;
 }
 
+/**
+ * The server writes to the live stream at least every 15 s (a keep-alive comment); this much silence
+ * means the connection is dead even if the socket was never closed (a sleeping laptop, a dropped network).
+ */
+const LIVE_SILENCE_MS = 45_000;
+
 /** Reads /api/live (SSE over fetch) and reconnects with backoff. */
 function startLive() {
   state.live?.abort();
@@ -276,9 +282,14 @@ function startLive() {
   let delay = 1000;
   const run = async () => {
     while (!controller.signal.aborted) {
+      const attempt = new AbortController();
+      const stop = () => attempt.abort();
+      controller.signal.addEventListener('abort', stop);
+      let heardAt = Date.now();
+      const watchdog = setInterval(() => Date.now() - heardAt > LIVE_SILENCE_MS && attempt.abort(), 5_000);
       try {
         setLiveState('connecting', 'connecting…');
-        const response = await fetch('/api/live', { credentials: 'same-origin', signal: controller.signal });
+        const response = await fetch('/api/live', { credentials: 'same-origin', signal: attempt.signal });
         if (response.status === 401) return signOut('Your session has ended. Sign in again.', false);
         if (!response.ok || !response.body) throw new Error(`live: HTTP ${response.status}`);
         const reader = response.body.pipeThrough(new TextDecoderStream()).getReader();
@@ -286,6 +297,7 @@ function startLive() {
         for (;;) {
           const { value, done } = await reader.read();
           if (done) break;
+          heardAt = Date.now();
           buffer += value;
           let split;
           while ((split = buffer.indexOf('\n\n')) >= 0) {
@@ -306,6 +318,9 @@ function startLive() {
       } catch (error) {
         if (controller.signal.aborted) return;
         console.warn('live stream interrupted', error);
+      } finally {
+        clearInterval(watchdog);
+        controller.signal.removeEventListener('abort', stop);
       }
       if (controller.signal.aborted) return;
       setLiveState('reconnecting', 'server unreachable · retrying…');
