@@ -3,6 +3,7 @@ import { mkdir } from 'node:fs/promises';
 import path from 'node:path';
 import { chromium, type Browser, type BrowserContext, type Page } from 'playwright-core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { WebSocket } from 'ws';
 import { createMemoryBus } from '../../src/bus/index.js';
 import { createEnvelope, type DeadLetter } from '../../src/core/index.js';
 import { loadArchitecture, type Host } from '../../src/runtime/index.js';
@@ -180,6 +181,14 @@ describe('dashboard', () => {
     expect(((await noHeader.json()) as { message: string }).message).toContain('x-bitbrat-csrf');
     const foreign = await fetch(`${base}/api/rules/restore-defaults`, { method: 'POST', headers: { ...headers, 'x-bitbrat-csrf': '1', origin: 'https://evil.example' }, body: '{}' });
     expect(foreign.status).toBe(403);
+    // A chat socket opened from another site with the cookie is refused before the upgrade.
+    const status = await new Promise<number>((resolve, reject) => {
+      const socket = new WebSocket(`${base.replace('http', 'ws')}/ws/v1`, { headers: { cookie: headers.cookie, origin: 'https://evil.example' } });
+      socket.on('unexpected-response', (_request, response) => resolve(response.statusCode ?? 0));
+      socket.on('open', () => reject(new Error('the socket was accepted')));
+      socket.on('error', () => undefined);
+    });
+    expect(status).toBe(403);
     await closeClean(page);
   });
 
