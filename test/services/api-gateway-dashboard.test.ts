@@ -35,6 +35,11 @@ describe('dashboard sessions', () => {
     auth.endSession(session);
     expect(auth.authenticateSession(session)).toMatchObject({ ok: false, message: expect.stringContaining('ended') });
     expect(auth.authenticateSession('garbage').ok).toBe(false);
+    // Ending a forged cookie that names a live session's id does not end that session.
+    const live = auth.issueSession(TOKEN)!;
+    const [liveId, liveExpires] = live.split('.');
+    auth.endSession(`${liveId}.${liveExpires}.1.forged`);
+    expect(auth.authenticateSession(live).ok).toBe(true);
   });
 });
 

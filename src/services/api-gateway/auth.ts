@@ -58,6 +58,9 @@ export interface Authenticator {
  * token when the token is removed from the configuration. Sign-out clears the cookie and remembers the
  * ended id until it would have expired.
  */
+/** Ended sessions remembered at once; beyond it the oldest is forgotten (its cookie was cleared at sign-out). */
+const MAX_ENDED_SESSIONS = 10_000;
+
 export const SESSION = {
   cookie: 'bitbrat_session',
   /** 30 days: a bookmark keeps working across browser restarts. */
@@ -127,10 +130,12 @@ export function createAuthenticator(tokens: Array<{ token: string; role: ApiRole
       return { ok: true, principal: { role: entry.role, label: entry.label, anonymous: false } };
     },
     endSession(value) {
-      const [id, expires] = value.split('.');
-      if (!id || !expires) return;
+      // Only a genuine, live session is remembered, so forged cookies cannot grow the list.
+      if (!this.authenticateSession(value).ok) return;
+      const [id, expires] = value.split('.') as [string, string];
       const now = Date.now();
       for (const [key, until] of ended) if (until <= now) ended.delete(key);
+      if (ended.size >= MAX_ENDED_SESSIONS) ended.delete(ended.keys().next().value!);
       ended.set(id, Number(expires) * 1000);
     },
     authenticate(token) {

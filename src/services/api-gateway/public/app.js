@@ -717,7 +717,7 @@ async function openEvent(id) {
       h('td', {}, `${step.attempt}${step.maxAttempts ? ` / ${step.maxAttempts}` : ''}`),
       h('td', {}, `${preciseTime(step.startedAt)} → ${preciseTime(step.endedAt)}`),
       h('td', {}, ms(step.durationMs)),
-      h('td', { class: 'error-cell' }, step.error ? `${step.error.code}${step.error.message ? `: ${step.error.message}` : ''}` : ''),
+      h('td', { class: step.error ? 'error-cell' : 'muted' }, step.error ? `${step.error.code}${step.error.message ? `: ${step.error.message}` : ''}` : step.notes ?? ''),
     ),
   );
   if (delivery) {
