@@ -589,6 +589,8 @@ describe('dashboard: activity, chat, charts, honest state', () => {
       expect(url.searchParams.get('client_id')).toBe('dash-client-id');
       expect(url.searchParams.get('state')).toBeTruthy();
       expect(urls.filter((item) => item.includes(OWNER))).toEqual([]);
+      // Back once Twitch's (stand-in) page has loaded, so the two navigations do not overlap.
+      await page.waitForURL(/^https:\/\/id\.twitch\.tv\//);
       await page.goto(`${ownBase}/`);
 
       // Disconnect asks twice, then the bot token is gone and the card says what to do.
