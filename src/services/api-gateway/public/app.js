@@ -1243,11 +1243,18 @@ function connectChat() {
           state.consoleSent.delete(frame.envelopeId);
           consoleLine('bot', frame.text, { testid: 'console-reply', dataset: { kind: 'bot', inReplyTo: frame.inReplyTo, envelopeId: frame.envelopeId } });
           break;
-        case 'noreply':
+        case 'noreply': {
           state.consoleSent.delete(frame.envelopeId);
+          // The finalized event may have explained it already: say it once, with the server's reason.
+          const explained = document.querySelector(`[data-testid="console-noreply"][data-envelope-id="${CSS.escape(String(frame.envelopeId))}"]`);
+          if (explained) {
+            if (frame.reason) explained.textContent = `no reply: ${frame.reason}`;
+            break;
+          }
           consoleLine('info', `no reply: ${frame.reason ?? noReplyText(frame.outcome)}`, { testid: 'console-noreply', dataset: { kind: 'info', outcome: frame.outcome, envelopeId: frame.envelopeId } });
           if (!frame.reason && frame.envelopeId) void explainNoReply(frame.envelopeId);
           break;
+        }
         case 'error':
           consoleLine('error', `${frame.code}: ${frame.message}`, { testid: 'console-error' });
           break;
