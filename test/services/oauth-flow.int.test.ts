@@ -10,6 +10,7 @@ import { loadTwitchAuth, persistTokenWithCas } from '../../src/platforms/twitch/
 import { createStore, type OAuthToken, type Store } from '../../src/store/index.js';
 import { startFakeTwitch, useFakeTwitch, type FakeTwitch } from '../fakes/twitch-api.js';
 import { startTestHost } from '../support/harness.js';
+import { createAuthenticator, parseTokenList, SESSION } from '../../src/services/api-gateway/auth.js';
 
 const TOKEN_KEY = { get: async (name: string) => (name === 'TOKEN_ENCRYPTION_KEY' ? 'a'.repeat(64) : undefined) };
 const STATE_SECRET = 'state-secret-for-tests';
@@ -95,6 +96,18 @@ describe('oauth-flow service (Twitch authorization code flow against the fake)',
       const state = verifyState(STATE_SECRET, location.searchParams.get('state')!);
       expect(state).toMatchObject({ ok: true, role: 'broadcaster' });
       expect(verifyState('another-secret', location.searchParams.get('state')!).ok).toBe(false);
+    });
+
+    it('lets the dashboard’s signed-in owner start with the session cookie alone, and refuses a viewer’s session', async () => {
+      // The cookie is signed with the same token list the gateway and oauth-flow both read.
+      const sessions = createAuthenticator(parseTokenList(`${OWNER_TOKEN}:owner,${VIEWER_TOKEN}:viewer`), false);
+      const owner = await app.inject({ method: 'GET', url: '/oauth/twitch/start?identity=bot', headers: { cookie: `${SESSION.cookie}=${sessions.issueSession(OWNER_TOKEN)}` } });
+      expect(owner.statusCode).toBe(302);
+      expect(new URL(String(owner.headers.location)).searchParams.get('state')).toBeTruthy();
+      const viewer = await app.inject({ method: 'GET', url: '/oauth/twitch/start?identity=bot', headers: { cookie: `${SESSION.cookie}=${sessions.issueSession(VIEWER_TOKEN)}` } });
+      expect(viewer.statusCode).toBe(403);
+      const forged = await app.inject({ method: 'GET', url: '/oauth/twitch/start?identity=bot', headers: { cookie: `${SESSION.cookie}=not-a-session` } });
+      expect(forged.statusCode).toBe(401);
     });
 
     it('answers 400 to an unknown role', async () => {

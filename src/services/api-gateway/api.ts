@@ -18,6 +18,18 @@
  *   GET  /api/live                       server-sent events (live.ts)
  *   GET  /api/events/stalled, POST /api/events/:id/dead-letter|replay   stalled events (stalled.ts)
  *   GET  /api/llm/usage                  ?top — today's LLM spend, top users and the caps (llm-usage.ts)
+ *   POST /api/session {token}, DELETE /api/session    the dashboard's HttpOnly session cookie (sign in / out)
+ *   GET  /api/session                    {signedIn, role…}: whether the cookie is (still) good, never 401
+ *   GET  /api/stats?hours                chat messages, events and reply latency per minute (charts)
+ *   GET  /api/commands/help              command prefix, built-in commands, template variables
+ *   POST /api/rules/restore-defaults     puts the shipped rules back (a deleted core rule returns)
+ *   GET  /api/twitch                     which Twitch settings are missing, the accounts and their token health
+ *   DELETE /api/twitch/accounts/:identity   disconnects the bot or broadcaster account (owner)
+ *
+ * Authentication: `Authorization: Bearer`, `?token=` (API clients), or the session cookie (the
+ * dashboard, so no token travels in a URL or lives in page storage). A cookie-authenticated write must
+ * carry `x-bitbrat-csrf: 1` and a cookie-authenticated WebSocket must come from this origin, so another
+ * site cannot ride the cookie.
  */
 import { readFile } from 'node:fs/promises';
 import path from 'node:path';
@@ -29,22 +41,32 @@ import type { ComponentHealth } from '../../runtime/health.js';
 import { knownSteps, loadArchitecture } from '../../runtime/manifest.js';
 import type { ServiceContext } from '../../runtime/service.js';
 import type { EventRecord, RuleRecord, SourceState } from '../../store/index.js';
-import { manageCommand, normalizeName } from '../commands/manage.js';
+import { BUILTIN_COMMANDS, manageCommand, normalizeName } from '../commands/manage.js';
+import { TEMPLATE_VARIABLES } from '../commands/template.js';
+import { DEFAULT_RULES_FILE, readRulesFile } from '../event-router/load.js';
 import { checkRule } from '../event-router/rules.js';
 import { RuleSchema } from '../event-router/rules.js';
 import { getReaction, listReactions, updateReaction } from '../reactions/manage.js';
 import { ReactionUpdateSchema } from '../reactions/reactions.js';
 import { streamStateOf } from './streams.js';
-import { hasApiRole, tokenFromRequest, type ApiRole, type Authenticator, type Principal } from './auth.js';
-import { summarizeDeadLetter, summarizeEvent, type LiveFeed } from './live.js';
+import { SESSION, hasApiRole, sessionCookie, tokenFromRequest, type ApiRole, type AuthResult, type Authenticator, type Principal } from './auth.js';
+import { aggregateStats, STATS_LIMITS } from './stats.js';
+import { twitchSetup } from './twitch-setup.js';
+import { DEFAULT_TWITCH_OAUTH_SCOPES } from '../oauth-flow/settings.js';
+import { noReplyReason, summarizeDeadLetter, summarizeEvent, type LiveFeed } from './live.js';
 import { capKey, createConnectionCaps } from './caps.js';
 import { registerLlmUsage } from './llm-usage.js';
-import { registerStalledRoutes, type StallWatch } from './stalled.js';
+import { registerStalledRoutes, type StalledEvent, type StallWatch } from './stalled.js';
 import type { UsageCaps } from '../llm-bot/usage.js';
 import { WS_LIMITS, type ChatGateway } from './ws.js';
 
 export interface GatewayConfig extends UsageCaps {
   API_GATEWAY_ALLOW_ANONYMOUS: boolean;
+  /** The chat command prefix the commands service uses (shown on the Commands page). */
+  COMMAND_PREFIX: string;
+  /** Read only to tell the Twitch card which settings are missing. */
+  TWITCH_BOT_USERNAME?: string;
+  TWITCH_CHANNELS: string[];
   API_GATEWAY_HEALTH_URLS?: string;
   API_GATEWAY_LIVE_POLL_MS: number;
 }
@@ -75,6 +97,25 @@ export interface ServiceHealth {
   components: Record<string, ComponentHealth>;
   detail?: string;
 }
+
+/** GET /api/session (and /api/me, POST /api/session): who the dashboard is signed in as. */
+export interface SessionInfo {
+  signedIn?: boolean;
+  role: ApiRole;
+  label: string;
+  anonymous: boolean;
+  instanceId: string;
+}
+
+/** GET /api/commands/help. */
+export interface CommandHelp {
+  prefix: string;
+  builtins: Array<{ name: string; description: string }>;
+  variables: Array<{ name: string; description: string }>;
+}
+
+/** GET /api/events/:id: the record with its slip timeline and, for chat without a reply, why. */
+export type EventDetail = EventRecord & { timeline: TimelineStep[]; noReplyReason?: string; stalled?: StalledEvent };
 
 export interface HealthReport {
   ready: boolean;
@@ -200,8 +241,69 @@ const CommandFields = {
 const CommandCreateSchema = z.object({ name: z.string().min(1).max(64), ...CommandFields }).partial({ aliases: true, minRole: true, cooldownSec: true, userCooldownSec: true, enabled: true }).strict();
 const CommandUpdateSchema = z.object({ name: z.string().min(1).max(64), ...CommandFields }).partial().strict();
 const RuleUpdateSchema = z.object({ id: z.string().min(1).max(200).optional() }).loose();
+const SessionBodySchema = z.object({ token: z.string().min(1).max(512) }).strict();
+const StatsQuerySchema = z.object({ hours: z.coerce.number({ error: 'must be a number' }).int('must be a whole number').min(1, 'must be at least 1').max(STATS_LIMITS.maxHours, `must be at most ${STATS_LIMITS.maxHours}`).default(3), token }).strict();
 
-const issuesOf = (error: z.ZodError) => error.issues.map((issue) => `${issue.path.join('.') || '(body)'}: ${issue.message}`);
+/** What each built-in command does, for the Commands page. */
+const BUILTIN_HELP: Record<(typeof BUILTIN_COMMANDS)[number], string> = {
+  help: 'lists the commands the viewer may use',
+  commands: 'the same list as help',
+  ping: 'answers pong (is the bot alive?)',
+  uptime: 'how long the stream has been live',
+  addcom: 'moderators add a command from chat: addcom <name> <response>',
+  editcom: 'moderators change a command from chat: editcom <name> <response>',
+  delcom: 'moderators remove a command from chat: delcom <name>',
+  scene: 'moderators switch the OBS scene: scene <scene name>',
+};
+
+const SAFE_METHODS = new Set(['GET', 'HEAD', 'OPTIONS']);
+
+
+/** No Origin (same-origin GETs, curl) or an Origin naming this host. */
+function sameOrigin(request: FastifyRequest): boolean {
+  const origin = request.headers.origin;
+  if (!origin) return true;
+  try {
+    return new URL(origin).host === request.headers.host;
+  } catch {
+    return false;
+  }
+}
+
+/** HttpOnly, SameSite=Strict, Secure behind https; Max-Age 0 clears it. */
+function cookieHeader(value: string, maxAgeSec: number, request: FastifyRequest): string {
+  const secure = request.protocol === 'https' ? '; Secure' : '';
+  return `${SESSION.cookie}=${encodeURIComponent(value)}; Path=/; HttpOnly; SameSite=Strict; Max-Age=${maxAgeSec}${secure}`;
+}
+
+/** One zod issue in plain words: "response must not be empty", not "Too small: expected string to have >=1 characters". */
+export function plainIssue(issue: z.core.$ZodIssue): string {
+  const field = issue.path.length ? issue.path.join('.') : 'the request';
+  // A message set in the schema (e.g. 'must be an ISO-8601 date/time') is already plain.
+  const custom = issue.message && !/^(Too (small|big)|Invalid|Unrecognized|Expected)/.test(issue.message);
+  if (custom) return `${field}: ${issue.message}`;
+  switch (issue.code) {
+    case 'too_small':
+      if (issue.origin === 'string') return Number(issue.minimum) <= 1 ? `${field} must not be empty` : `${field} must be at least ${issue.minimum} characters`;
+      if (issue.origin === 'array') return `${field} needs at least ${issue.minimum} item${Number(issue.minimum) === 1 ? '' : 's'}`;
+      return `${field} must be at least ${issue.minimum}`;
+    case 'too_big':
+      if (issue.origin === 'string') return `${field} must be at most ${issue.maximum} characters`;
+      if (issue.origin === 'array') return `${field} may have at most ${issue.maximum} items`;
+      return `${field} must be at most ${issue.maximum}`;
+    case 'invalid_type':
+      // zod 4 leaves `input` out of issues; its message still says what was received.
+      return /received undefined$/.test(issue.message) ? `${field} is required` : `${field} must be ${issue.expected === 'int' ? 'a whole number' : `a ${issue.expected}`}`;
+    case 'unrecognized_keys':
+      return `${issue.path.length ? `${field} has ` : ''}unknown field${issue.keys.length === 1 ? '' : 's'} ${issue.keys.join(', ')}`;
+    case 'invalid_value':
+      return `${field} must be one of ${issue.values.map(String).join(', ')}`;
+    default:
+      return `${field}: ${issue.message}`;
+  }
+}
+
+const issuesOf = (error: z.ZodError) => error.issues.map(plainIssue);
 
 /** Parses or throws BAD_REQUEST listing every problem. */
 export function validate<S extends z.ZodType>(schema: S, value: unknown, what: string): z.output<S> {
@@ -312,11 +414,28 @@ export async function registerApi(scope: FastifyInstance, deps: ApiDeps): Promis
   });
 
   scope.addHook('onRequest', async (request: FastifyRequest, reply: FastifyReply) => {
+    // Signing in is how a cookie is obtained; its route checks the token itself.
+    // Asking whether one is signed in must not fail (a 401 is a console error on every fresh visit).
+    if (request.routeOptions.url === '/api/session' && (request.method === 'POST' || request.method === 'GET')) return;
     const presented = tokenFromRequest(request.headers, request.query);
     const isSocket = request.routeOptions.url === '/ws/v1';
-    // A WebSocket without a token may still authenticate with its first frame.
-    if (isSocket && presented === undefined) return;
-    const result = deps.authenticator().authenticate(presented);
+    const cookie = presented === undefined ? sessionCookie(request.headers.cookie) : undefined;
+    let result: AuthResult;
+    if (presented === undefined && cookie !== undefined) {
+      result = deps.authenticator().authenticateSession(cookie);
+      if (result.ok && !sameOrigin(request)) {
+        return reply.status(403).send({ error: 'FORBIDDEN', message: 'a session cookie is only accepted from the dashboard itself (Origin does not match)' });
+      }
+      if (result.ok && !isSocket && !SAFE_METHODS.has(request.method) && request.headers['x-bitbrat-csrf'] !== '1') {
+        return reply.status(403).send({ error: 'FORBIDDEN', message: 'a change made with the session cookie needs the x-bitbrat-csrf: 1 header' });
+      }
+      // A stale cookie on a socket falls back to the auth frame, like no credentials at all.
+      if (!result.ok && isSocket) return;
+    } else {
+      // A WebSocket without a token may still authenticate with its first frame.
+      if (isSocket && presented === undefined) return;
+      result = deps.authenticator().authenticate(presented);
+    }
     if (!result.ok) {
       reply.header('www-authenticate', 'Bearer realm="bitbrat"');
       return reply.status(401).send({ error: 'UNAUTHORIZED', message: result.message });
@@ -328,6 +447,30 @@ export async function registerApi(scope: FastifyInstance, deps: ApiDeps): Promis
     deps.chat.accept(socket, principals.get(request), request.ip);
   });
 
+  scope.post('/api/session', async (request, reply) => {
+    const body = validate(SessionBodySchema, request.body ?? {}, 'sign-in');
+    const value = deps.authenticator().issueSession(body.token);
+    if (!value) return reply.status(401).send({ error: 'UNAUTHORIZED', message: 'the token is not valid' });
+    const principal = deps.authenticator().authenticateSession(value);
+    reply.header('set-cookie', cookieHeader(value, SESSION.maxAgeSec, request));
+    return principal.ok ? { role: principal.principal.role, label: principal.principal.label, anonymous: false, instanceId: ctx.instanceId } : undefined;
+  });
+
+  scope.get('/api/session', async (request) => {
+    const cookie = sessionCookie(request.headers.cookie);
+    const result = cookie ? deps.authenticator().authenticateSession(cookie) : deps.authenticator().authenticate(undefined);
+    if (!result.ok) return { signedIn: false };
+    const principal = result.principal;
+    return { signedIn: true, role: principal.role, label: principal.label, anonymous: principal.anonymous, instanceId: ctx.instanceId };
+  });
+
+  scope.delete('/api/session', async (request, reply) => {
+    const cookie = sessionCookie(request.headers.cookie);
+    if (cookie) deps.authenticator().endSession(cookie);
+    reply.header('set-cookie', cookieHeader('', 0, request));
+    return reply.status(204).send();
+  });
+
   scope.get('/api/me', async (request) => {
     const principal = principalOf(request);
     return { role: principal.role, label: principal.label, anonymous: principal.anonymous, instanceId: ctx.instanceId };
@@ -336,6 +479,38 @@ export async function registerApi(scope: FastifyInstance, deps: ApiDeps): Promis
   scope.get('/api/health', async () => await deps.health());
   registerLlmUsage(scope, ctx);
   registerStalledRoutes(scope, { ctx, watch: deps.stalled, requireModerator: (request) => requireRole(request, 'moderator') });
+
+  scope.get('/api/twitch', async () => {
+    const [clientId, clientSecret, accessToken, bot, broadcaster] = await Promise.all([
+      ctx.secrets.get('TWITCH_CLIENT_ID'),
+      ctx.secrets.get('TWITCH_CLIENT_SECRET'),
+      ctx.secrets.get('TWITCH_ACCESS_TOKEN'),
+      ctx.store.getToken('twitch:bot'),
+      ctx.store.getToken('twitch:broadcaster'),
+    ]);
+    return twitchSetup({
+      clientId: Boolean(clientId),
+      clientSecret: Boolean(clientSecret),
+      botUsername: ctx.config.TWITCH_BOT_USERNAME,
+      channels: ctx.config.TWITCH_CHANNELS,
+      botTokenSecret: Boolean(accessToken),
+      tokens: { bot, broadcaster },
+      wantedScopes: DEFAULT_TWITCH_OAUTH_SCOPES.split(' '),
+    });
+  });
+
+  scope.delete('/api/twitch/accounts/:identity', async (request, reply) => {
+    const principal = requireRole(request, 'owner');
+    const { identity } = validate(z.object({ identity: z.enum(['bot', 'broadcaster'], { error: 'identity must be bot or broadcaster' }) }), request.params, 'path');
+    if (!(await ctx.store.deleteToken(`twitch:${identity}`))) throw new BitBratError('NOT_FOUND', `the ${identity} account is not connected`);
+    ctx.logger.info({ identity, by: principal.label }, 'twitch account disconnected');
+    return reply.status(204).send();
+  });
+
+  scope.get('/api/stats', async (request) => {
+    const query = validate(StatsQuerySchema, request.query, 'query');
+    return await aggregateStats(ctx.store, { hours: query.hours });
+  });
 
   scope.get('/api/sources', async () => {
     const stored = await ctx.store.listSources();
@@ -363,7 +538,9 @@ export async function registerApi(scope: FastifyInstance, deps: ApiDeps): Promis
     const record = await ctx.store.getEvent(id);
     if (!record) throw new BitBratError('NOT_FOUND', `no event with id ${id}`);
     const stalled = await deps.stalled.describe(record);
-    return { ...record, timeline: slipTimeline(record), ...(stalled ? { stalled } : {}) };
+    const reason = record.final ? noReplyReason(record.final) : undefined;
+    const detail: EventDetail = { ...record, timeline: slipTimeline(record), ...(reason ? { noReplyReason: reason } : {}), ...(stalled ? { stalled } : {}) };
+    return detail;
   });
 
   scope.get('/api/deadletters', async (request) => {
@@ -403,7 +580,21 @@ export async function registerApi(scope: FastifyInstance, deps: ApiDeps): Promis
     return { id: rule.id, priority: rule.priority, enabled: rule.enabled, logic: rule.logic, action: rule.action as Record<string, unknown>, ...(rule.description ? { description: rule.description } : {}) };
   };
 
-  scope.get('/api/rules', async () => ({ items: await ctx.store.listRules() }));
+  scope.get('/api/rules', async () => ({ items: await ctx.store.listRules(), defaults: (await readRulesFile(DEFAULT_RULES_FILE)).rules.map((rule) => rule.id) }));
+
+  scope.post('/api/rules/restore-defaults', async (request) => {
+    const principal = requireRole(request, 'moderator');
+    const { rules } = await readRulesFile(DEFAULT_RULES_FILE, { knownSteps: stepsServed() });
+    const existing = new Set((await ctx.store.listRules()).map((rule) => rule.id));
+    const restored: string[] = [];
+    const reset: string[] = [];
+    for (const rule of rules) {
+      (existing.has(rule.id) ? reset : restored).push(rule.id);
+      await ctx.store.upsertRule(toRecord(rule, 'shipped rule'));
+    }
+    ctx.logger.info({ restored, reset, by: principal.label }, 'default rules restored');
+    return { restored, reset };
+  });
 
   scope.get('/api/rules/:id', async (request) => {
     const { id } = validate(IdParams, request.params, 'path');
@@ -445,6 +636,12 @@ export async function registerApi(scope: FastifyInstance, deps: ApiDeps): Promis
   };
 
   scope.get('/api/commands', async () => ({ items: await ctx.store.listCommands() }));
+
+  scope.get('/api/commands/help', async (): Promise<CommandHelp> => ({
+    prefix: ctx.config.COMMAND_PREFIX,
+    builtins: BUILTIN_COMMANDS.map((name) => ({ name, description: BUILTIN_HELP[name] })),
+    variables: Object.entries(TEMPLATE_VARIABLES).map(([name, description]) => ({ name, description })),
+  }));
 
   scope.get('/api/commands/:name', async (request) => {
     const name = commandName(validate(NameParams, request.params, 'path').name);
@@ -569,6 +766,9 @@ const ASSETS: Record<string, { file: string; type: string }> = {
   '/': { file: 'index.html', type: 'text/html; charset=utf-8' },
   '/assets/app.js': { file: 'app.js', type: 'text/javascript; charset=utf-8' },
   '/assets/style.css': { file: 'style.css', type: 'text/css; charset=utf-8' },
+  '/favicon.svg': { file: 'favicon.svg', type: 'image/svg+xml' },
+  // Browsers ask for /favicon.ico whatever the page links; an SVG answers it in every current browser.
+  '/favicon.ico': { file: 'favicon.svg', type: 'image/svg+xml' },
 };
 
 const SECURITY_HEADERS = {

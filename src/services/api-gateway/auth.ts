@@ -10,7 +10,7 @@
  * `bitbrat send` finds it. `API_GATEWAY_ALLOW_ANONYMOUS=true` lets requests without a token in as
  * viewers (a wrong token is still refused).
  */
-import { createHash, randomBytes, timingSafeEqual } from 'node:crypto';
+import { createHash, createHmac, randomBytes, timingSafeEqual } from 'node:crypto';
 import { chmod, readFile, writeFile } from 'node:fs/promises';
 import { ensurePrivateDir } from '../../store/index.js';
 import path from 'node:path';
@@ -44,7 +44,28 @@ export interface Authenticator {
   /** How many tokens are accepted (0 with anonymous-only or nothing configured). */
   readonly tokenCount: number;
   readonly allowAnonymous: boolean;
+  /** A session cookie value for a valid token (undefined for a wrong one); see SESSION. */
+  issueSession(token: string, now?: number): string | undefined;
+  /** Checks a session cookie value: its token must still be configured, it must be unexpired and not ended. */
+  authenticateSession(value: string | undefined, now?: number): AuthResult;
+  /** Ends a session (sign-out): the value is refused from then on, even before it expires. */
+  endSession(value: string): void;
 }
+
+/**
+ * Dashboard sessions. The cookie is `<id>.<expires>.<tokenIndex>.<mac>`, the MAC keyed by a digest of the
+ * token it was issued for, so a session survives a gateway restart (nothing to store) and dies with its
+ * token when the token is removed from the configuration. Sign-out clears the cookie and remembers the
+ * ended id until it would have expired.
+ */
+/** Ended sessions remembered at once; beyond it the oldest is forgotten (its cookie was cleared at sign-out). */
+const MAX_ENDED_SESSIONS = 10_000;
+
+export const SESSION = {
+  cookie: 'bitbrat_session',
+  /** 30 days: a bookmark keeps working across browser restarts. */
+  maxAgeSec: 30 * 24 * 3600,
+} as const;
 
 const digest = (token: string) => createHash('sha256').update(token, 'utf8').digest();
 
@@ -75,9 +96,48 @@ export function parseTokenList(list: string | undefined): Array<{ token: string;
 
 export function createAuthenticator(tokens: Array<{ token: string; role: ApiRole; label?: string }>, allowAnonymous: boolean): Authenticator {
   const entries: TokenEntry[] = tokens.map((entry, index) => ({ digest: digest(entry.token), role: entry.role, label: entry.label ?? `token#${index + 1}` }));
+  const ended = new Map<string, number>();
+  const mac = (entry: TokenEntry, body: string) => createHmac('sha256', Buffer.concat([Buffer.from('bitbrat-session\0'), entry.digest])).update(body).digest('base64url');
+  const refuse = (message: string): AuthResult => ({ ok: false, code: 'UNAUTHORIZED', message });
+  const find = (token: string): number => {
+    const presented = digest(token);
+    let index = -1;
+    entries.forEach((entry, at) => {
+      if (timingSafeEqual(entry.digest, presented) && index < 0) index = at;
+    });
+    return index;
+  };
   return {
     tokenCount: entries.length,
     allowAnonymous,
+    issueSession(token, now = Date.now()) {
+      const index = find(token);
+      if (index < 0) return undefined;
+      const body = `${randomBytes(16).toString('base64url')}.${Math.floor(now / 1000) + SESSION.maxAgeSec}.${index}`;
+      return `${body}.${mac(entries[index]!, body)}`;
+    },
+    authenticateSession(value, now = Date.now()) {
+      const parts = (value ?? '').split('.');
+      if (parts.length !== 4) return refuse('no valid session; sign in again');
+      const [id, expires, index, signature] = parts as [string, string, string, string];
+      const entry = entries[Number(index)];
+      if (!entry || !/^\d+$/.test(index)) return refuse('the session is not valid; sign in again');
+      const expected = Buffer.from(mac(entry, `${id}.${expires}.${index}`));
+      const given = Buffer.from(signature);
+      if (expected.length !== given.length || !timingSafeEqual(expected, given)) return refuse('the session is not valid; sign in again');
+      if (Number(expires) * 1000 <= now) return refuse('the session has expired; sign in again');
+      if (ended.has(id)) return refuse('the session was ended; sign in again');
+      return { ok: true, principal: { role: entry.role, label: entry.label, anonymous: false } };
+    },
+    endSession(value) {
+      // Only a genuine, live session is remembered, so forged cookies cannot grow the list.
+      if (!this.authenticateSession(value).ok) return;
+      const [id, expires] = value.split('.') as [string, string];
+      const now = Date.now();
+      for (const [key, until] of ended) if (until <= now) ended.delete(key);
+      if (ended.size >= MAX_ENDED_SESSIONS) ended.delete(ended.keys().next().value!);
+      ended.set(id, Number(expires) * 1000);
+    },
     authenticate(token) {
       if (token === undefined || token === '') {
         if (allowAnonymous) return { ok: true, principal: { role: ApiRole.viewer, label: 'anonymous', anonymous: true } };
@@ -91,6 +151,25 @@ export function createAuthenticator(tokens: Array<{ token: string; role: ApiRole
       return { ok: true, principal: { role: match.role, label: match.label, anonymous: false } };
     },
   };
+}
+
+/**
+ * The dashboard session cookie's value from a Cookie header. Other services holding the same token list
+ * (oauth-flow) can check it with `authenticator.authenticateSession`, so a signed-in owner starts the
+ * OAuth flow from a plain link with no token in its URL.
+ */
+export function sessionCookie(header: string | undefined): string | undefined {
+  for (const part of (header ?? '').split(';')) {
+    const eq = part.indexOf('=');
+    if (eq > 0 && part.slice(0, eq).trim() === SESSION.cookie) {
+      try {
+        return decodeURIComponent(part.slice(eq + 1).trim()) || undefined;
+      } catch {
+        return undefined;
+      }
+    }
+  }
+  return undefined;
 }
 
 /** Whether `principal` has at least `minimum`. */

@@ -26,6 +26,11 @@ const ConfigSchema = z.object({
   API_GATEWAY_LIVE_POLL_MS: env.int(1_000, { min: 100, max: 60_000 }),
   /** llm-bot's caps, read here to report them on /api/llm/usage. */
   ...UsageCapsSchema.shape,
+  /** The commands service's prefix, read here too so the Commands page shows what chat really uses. */
+  COMMAND_PREFIX: env.string().transform((value) => value ?? '!'),
+  /** Read (not used) so the dashboard's Twitch card can name what is missing. */
+  TWITCH_BOT_USERNAME: env.string(),
+  TWITCH_CHANNELS: env.csv(),
 });
 
 const PUBLIC_DIR = fileURLToPath(new URL('./public/', import.meta.url));

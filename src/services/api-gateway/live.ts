@@ -18,7 +18,15 @@ export type LiveMessage =
   | { type: 'deadletter'; data: DeadLetterSummary }
   | { type: 'health'; data: unknown };
 
-export type EventSummary = Omit<EventRecord, 'ingress' | 'final'> & { steps?: number };
+export type EventSummary = Omit<EventRecord, 'ingress' | 'final'> & {
+  steps?: number;
+  /** A platform event's kind (`channel.raid`) or a system event's status, for the activity feed. */
+  kind?: string;
+  /** The event's small payload (who raided with how many viewers, a source's status), when under 2 KiB. */
+  detail?: Record<string, unknown>;
+  /** Why a message got no reply (the finalized slip's last note or error), when known. */
+  noReplyReason?: string;
+};
 
 export interface DeadLetterSummary {
   id: string;
@@ -29,6 +37,10 @@ export interface DeadLetterSummary {
   message: string;
   topic: string;
   service: string;
+  /** Who sent it and what, when the dead letter holds a readable envelope. */
+  userName?: string;
+  text?: string;
+  type?: string;
   replayTopic?: string;
   envelopeId?: string;
   correlationId?: string;
@@ -37,8 +49,31 @@ export interface DeadLetterSummary {
 /** The list form of an event: everything but the two envelopes. */
 export function summarizeEvent(record: EventRecord): EventSummary {
   const { ingress, final, ...rest } = record;
-  const slip = (final ?? ingress?.envelope)?.routingSlip;
-  return { ...rest, ...(slip ? { steps: slip.length } : {}) };
+  const envelope = final ?? ingress?.envelope;
+  const slip = envelope?.routingSlip;
+  const external = envelope?.externalEvent;
+  const kind = external?.kind ?? (typeof envelope?.payload?.status === 'string' ? envelope.payload.status : undefined);
+  const payload = external?.payload ?? (envelope && envelope.type !== 'external.chat.message.v1' ? envelope.payload : undefined);
+  const detail = payload && JSON.stringify(payload).length <= 2048 ? payload : undefined;
+  const reason = final ? noReplyReason(final) : undefined;
+  return { ...rest, ...(slip ? { steps: slip.length } : {}), ...(kind ? { kind } : {}), ...(detail ? { detail } : {}), ...(reason ? { noReplyReason: reason } : {}) };
+}
+
+/** Why a finalized chat message got no reply, in words; undefined when it got one or is not chat. */
+export function noReplyReason(envelope: NonNullable<EventRecord['final']>): string | undefined {
+  if (envelope.type !== 'external.chat.message.v1' || envelope.delivery?.delivered) return undefined;
+  const error = envelope.errors?.at(-1);
+  if (error) return `${error.code}${error.message ? `: ${error.message}` : ''}`;
+  const notes = envelope.routingSlip.map((step) => step.notes).filter((note): note is string => Boolean(note));
+  if (notes.length) return notes.at(-1);
+  const spam = envelope.annotations?.find((annotation) => annotation.kind === 'spam' && annotation.value === true);
+  if (spam) return `marked as spam${Array.isArray(spam.payload?.reasons) && spam.payload.reasons.length ? ` (${spam.payload.reasons.join(', ')})` : ''}`;
+  if (envelope.outcome === 'unrouted' || envelope.routingSlip.length === 0) return 'no rule matched it (not a command or a question to the bot)';
+  // Until steps say why they skipped, the skipping step tells what kind of reason it was.
+  const skipped = envelope.routingSlip.filter((step) => step.status === 'SKIP').map((step) => step.id);
+  if (skipped.includes('commands')) return 'unknown command, switched off, or on cooldown';
+  if (skipped.includes('llm-bot')) return 'the LLM is not configured or chose not to answer';
+  return 'nothing answered it';
 }
 
 export function summarizeDeadLetter(record: DeadLetterRecord): DeadLetterSummary {
@@ -52,6 +87,9 @@ export function summarizeDeadLetter(record: DeadLetterRecord): DeadLetterSummary
     message: letter.reason.message,
     topic: letter.topic,
     service: letter.service,
+    ...(letter.envelope?.user?.displayName || letter.envelope?.user?.name ? { userName: letter.envelope.user.displayName || letter.envelope.user.name } : {}),
+    ...(letter.envelope?.message?.text ?? (typeof letter.envelope?.payload?.text === 'string' ? letter.envelope.payload.text : undefined) ? { text: (letter.envelope?.message?.text ?? (letter.envelope?.payload?.text as string)).slice(0, 500) } : {}),
+    ...(letter.envelope?.type ? { type: letter.envelope.type } : {}),
     ...(letter.replayTopic ? { replayTopic: letter.replayTopic } : {}),
     ...(letter.envelopeId ? { envelopeId: letter.envelopeId } : {}),
     ...(letter.correlationId ? { correlationId: letter.correlationId } : {}),

@@ -36,6 +36,18 @@ export function streamInfo(source: SourceState | undefined, now = Date.now()): S
   return { online: true, uptime: Number.isNaN(since) ? 'live' : formatDuration(now - since), ...base };
 }
 
+/** Every `{variable}` a command response may use, with what it becomes (shown on the dashboard's Commands page). */
+export const TEMPLATE_VARIABLES = {
+  user: 'the name of the viewer who used the command',
+  touser: 'the first word after the command without its @, else the viewer',
+  channel: 'the channel the command was used in',
+  args: 'everything typed after the command',
+  count: 'how many times the command has been used',
+  uptime: 'how long the stream has been live, or "offline"',
+  game: 'the game or category being streamed',
+  title: 'the stream title',
+} as const;
+
 export interface TemplateVariables {
   user: string;
   channel: string;
@@ -55,7 +67,8 @@ export function needsStream(template: string): boolean {
  * stripped, so nobody can make the bot run a chat command (`!echo /ban streamer`).
  */
 export function renderTemplate(template: string, vars: TemplateVariables): string {
-  const values: Record<string, string | undefined> = {
+  // Typed by TEMPLATE_VARIABLES so the documented list and what is filled in cannot drift apart.
+  const values: Record<keyof typeof TEMPLATE_VARIABLES, string | undefined> & Record<string, string | undefined> = {
     user: vars.user,
     touser: vars.args[0]?.replace(/^@/, '') || vars.user,
     channel: vars.channel,

@@ -2,7 +2,7 @@ import { createHash, randomBytes, timingSafeEqual } from 'node:crypto';
 import type { FastifyReply, FastifyRequest } from 'fastify';
 import { BitBratError } from '../../core/index.js';
 import type { ServiceContext } from '../../runtime/service.js';
-import { createAuthenticator, ensureEmbeddedToken, hasApiRole, parseTokenList, tokenFromRequest, type Authenticator, type Principal } from '../api-gateway/auth.js';
+import { createAuthenticator, ensureEmbeddedToken, hasApiRole, parseTokenList, sessionCookie, tokenFromRequest, type Authenticator, type Principal } from '../api-gateway/auth.js';
 
 /** The cookie that binds a started flow to the browser that started it. */
 export const SESSION_COOKIE = 'bitbrat_oauth';
@@ -32,7 +32,11 @@ export async function loadOwnerAuthenticator<C>(ctx: ServiceContext<C>): Promise
  * link (it cannot send a header), `?token=`. `minimum` `owner` for starting the flow.
  */
 export function requirePrincipal(authenticator: Authenticator, request: FastifyRequest, minimum: 'viewer' | 'owner'): Principal {
-  const result = authenticator.authenticate(tokenFromRequest(request.headers, request.query));
+  // A token (header, or a link's `?token=`), else the dashboard's session cookie: a signed-in owner starts
+  // the flow from a plain link, with no token in its URL.
+  const presented = tokenFromRequest(request.headers, request.query);
+  const session = presented === undefined ? sessionCookie(request.headers.cookie) : undefined;
+  const result = session !== undefined ? authenticator.authenticateSession(session) : authenticator.authenticate(presented);
   if (!result.ok) throw new BitBratError('UNAUTHORIZED', result.message);
   if (!hasApiRole(result.principal, minimum)) throw new BitBratError('FORBIDDEN', `connecting a Twitch account needs an ${minimum} token`);
   return result.principal;
