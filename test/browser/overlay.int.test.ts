@@ -61,6 +61,8 @@ async function startPlatform(listenPort: number): Promise<Host> {
       TWITCH_EVENTSUB_ENABLED: 'true',
       TWITCH_CLIENT_ID: twitch.clientId,
       TWITCH_CLIENT_SECRET: twitch.clientSecret,
+      // EventSub subscribes per channel of TWITCH_CHANNELS (with the broadcaster's stored token here).
+      TWITCH_CHANNELS: BROADCASTER.login,
       SOURCE_HEARTBEAT_MS: '60000',
       OBS_WEBSOCKET_URL: fakeObs.url,
     },
