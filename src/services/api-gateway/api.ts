@@ -13,6 +13,8 @@
  *   POST /api/deadletters/:id/replay     {raw?} → {id, topic, envelopeId, replayedAt, replayCount}
  *   GET/POST /api/rules, GET/PUT/DELETE /api/rules/:id
  *   GET/POST /api/commands, GET/PUT/DELETE /api/commands/:name
+ *   /api/moderation/…, /api/toolkit/…    filters, moderation log and undo, timers, counters, quotes,
+ *                                        giveaways (moderation-api.ts)
  *   GET  /api/live                       server-sent events (live.ts)
  */
 import { readFile } from 'node:fs/promises';
@@ -30,6 +32,7 @@ import { checkRule } from '../event-router/rules.js';
 import { hasApiRole, tokenFromRequest, type ApiRole, type Authenticator, type Principal } from './auth.js';
 import { summarizeDeadLetter, summarizeEvent, type LiveFeed } from './live.js';
 import { capKey, createConnectionCaps } from './caps.js';
+import { registerModerationApi } from './moderation-api.js';
 import { WS_LIMITS, type ChatGateway } from './ws.js';
 
 export interface GatewayConfig {
@@ -462,6 +465,8 @@ export async function registerApi(scope: FastifyInstance, deps: ApiDeps): Promis
     if (!(await ctx.store.deleteCommand(name))) throw new BitBratError('NOT_FOUND', `no command !${name}`);
     return reply.status(204).send();
   });
+
+  registerModerationApi(scope, { ctx, principalOf });
 
   // live -------------------------------------------------------------------------------------------
 
