@@ -17,6 +17,9 @@ Commands:
                                    List dead letters (--all includes replayed ones)
   dlq replay <id> [--raw-file f]   Re-publish a dead letter (to the failed step, or to ingress once valid)
   commands list|add|edit|delete    Manage custom chat commands (see bitbrat commands --help)
+  moderation filters|log|undo      A channel's chat filters, the moderation log, undo a timeout or ban
+  toolkit timers|counters|quotes|giveaway <channel> …
+                                   Timers, counters, quotes and giveaways of a channel
   infra generate [--out dir] [--check]
                                    Write deploy/compose.yaml and deploy/terraform/ from architecture.yaml
   up [--detach] [--services a,b]   Run every service as its own process over NATS and PostgreSQL
@@ -52,6 +55,14 @@ const commands: Record<string, Handler> = {
   async commands(args) {
     const { commandsCommand } = await import('./commands.js');
     return await commandsCommand(args, readEnv());
+  },
+  async moderation(args) {
+    const { moderationCommand } = await import('./moderation.js');
+    return await moderationCommand(args, readEnv());
+  },
+  async toolkit(args) {
+    const { toolkitCommand } = await import('./moderation.js');
+    return await toolkitCommand(args, readEnv());
   },
   async infra(args) {
     const { infraCommand } = await import('./infra.js');

@@ -166,7 +166,12 @@ export function createModerationService(options: ModerationServiceOptions = {}) 
                 const channel = channelKey(envelope.source.platform, envelope.source.channel);
                 const result = await runModerationRequest({ store: ctx.store, gateway: gateway!, now, logger: ctx.logger }, request, { envelope, channel, by: envelope.user.name.toLowerCase() });
                 if (result.outcome) await reportRights(envelope, result.outcome);
-                return handled({ ...envelope, annotations: [...(envelope.annotations ?? []), note({ label: request.action, payload: { status: result.status, message: result.message, ...(result.logId ? { logId: result.logId } : {}) } })] }, 'handled');
+                const annotations = [...(envelope.annotations ?? []), note({ label: request.action, payload: { status: result.status, message: result.message, ...(result.logId ? { logId: result.logId } : {}) } })];
+                // A shoutout is also a chat message, whoever asked for it.
+                if (request.action === 'shoutout' && result.status !== 'refused' && result.error !== 'unknown user') {
+                  return handled({ ...envelope, source: { ...envelope.source, egressDestination: envelope.source.egressDestination ?? Topic.egress }, annotations, candidates: [...(envelope.candidates ?? []), createReply(MODERATION_STEP, result.message)] }, 'handled');
+                }
+                return handled({ ...envelope, annotations }, 'handled');
               }
 
               const text = messageText(envelope);
