@@ -108,7 +108,8 @@ export async function toolkitCommand(ctx: ToolkitContext): Promise<ToolkitAnswer
     return `${at} usage: ${ctx.prefix}giveaway start <keyword> [5m] [luck=2] | draw | cancel`;
   }
 
-  const counter = await getCounter(ctx.store, ctx.channel, ctx.name);
+  // `!deaths-` parses as the name `deaths-` (a dash may end a command name); the operator is not part of it.
+  const counter = await getCounter(ctx.store, ctx.channel, ctx.name.replace(/[+\-=]+$/, ''));
   if (!counter) return undefined;
   const op = /([+\-=])$/.exec(ctx.head)?.[1] ?? (ctx.args[0] && /^[+\-=]$/.test(ctx.args[0]) ? ctx.args[0] : undefined);
   if (!op) return counter.response.replace(/\{count\}/gi, String(await counterValue(ctx.store, ctx.channel, counter.name))).replace(/\{name\}/gi, counter.name);

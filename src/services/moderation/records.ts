@@ -218,11 +218,10 @@ export function templateCounters(template: string): string[] {
   return [...new Set([...template.matchAll(/\{count:([a-z0-9_]{1,32})\}/gi)].map((match) => match[1]!.toLowerCase()))];
 }
 
-/** The values of the counters a template reads. */
+/** The values of the counters a template reads (a name no counter has stays out, so its placeholder shows). */
 export async function readTemplateCounters(store: Store, channel: string, template: string): Promise<Record<string, number>> {
-  const names = templateCounters(template);
-  const values = await Promise.all(names.map((name) => counterValue(store, channel, name)));
-  return Object.fromEntries(names.map((name, index) => [name, values[index]!]));
+  const counters = await Promise.all(templateCounters(template).map((name) => getCounter(store, channel, name)));
+  return Object.fromEntries(counters.flatMap((counter) => (counter ? [[counter.name, counter.value]] : [])));
 }
 
 // ---------------------------------------------------------------------------------------------- quotes
