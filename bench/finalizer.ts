@@ -53,11 +53,14 @@ export async function benchFinalizer(): Promise<Record<string, unknown>[]> {
     }
   };
   await run('pglite', { driver: 'pglite', dataDir: 'memory://', embedded: true, secrets }, 5_000);
-  const { sharedPostgresUrl, uniqueSchema, dropSchema, postgresAvailable } = await import('../test/support/pg-server.js');
-  if (await postgresAvailable()) {
-    const schema = uniqueSchema('bench');
-    await run('postgres', { driver: 'postgres', databaseUrl: sharedPostgresUrl(), schema, secrets }, 10_000, () => dropSchema(sharedPostgresUrl(), schema));
-  } else lines.push({ scenario: 'finalizer-writes', driver: 'postgres', error: 'no PostgreSQL at 127.0.0.1:5432' });
+  const { startPostgres } = await import('../test/support/pg-server.js');
+  // A private server with the durability of a real one (fsync on), so the figure is a server's.
+  const postgres = await startPostgres({ durable: true });
+  try {
+    await run('postgres', { driver: 'postgres', databaseUrl: postgres.url, schema: 'bench', secrets }, 10_000);
+  } finally {
+    await postgres.dispose();
+  }
   const { startFirestoreEmulator } = await import('../test/support/firestore-emulator.js');
   const emulator = await startFirestoreEmulator();
   try {

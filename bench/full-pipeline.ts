@@ -341,18 +341,19 @@ export async function benchFullPipeline(): Promise<Record<string, unknown>[]> {
   }
   if (!DRIVERS.includes('nats')) return lines;
 
-  const { sharedPostgresUrl, uniqueSchema, dropSchema, postgresAvailable } = await import('../test/support/pg-server.js');
-  if (!(await postgresAvailable())) {
-    lines.push({ scenario: 'full-pipeline', driver: 'nats', store: 'postgres', error: 'no PostgreSQL at 127.0.0.1:5432' });
-    return lines;
-  }
+  const { startPostgres, uniqueSchema, dropSchema } = await import('../test/support/pg-server.js');
   const { startNatsServer } = await import('../test/support/nats-server.js');
   const { createNatsBus } = await import('../src/bus/nats.js');
-  const server = await startNatsServer();
+  // A private server with the durability of a real one (fsync on), so the figures are a server's.
+  const pgServer = await startPostgres({ durable: true });
+  const server = await startNatsServer().catch(async (error: unknown) => {
+    await pgServer.dispose();
+    throw error;
+  });
   try {
     const natsBus = async (prefix: string) => createNatsBus({ servers: server.url, prefix });
     const postgres = async () => {
-      const databaseUrl = sharedPostgresUrl();
+      const databaseUrl = pgServer.url;
       const schema = uniqueSchema('bfp');
       const options: CreateStoreOptions = { driver: 'postgres', databaseUrl, schema, secrets: { get: async () => 'a'.repeat(64) } };
       return { store: await createStore(options), cleanup: () => dropSchema(databaseUrl, schema), childEnv: { BENCH_DATABASE_URL: databaseUrl, BENCH_SCHEMA: schema } };
@@ -363,6 +364,7 @@ export async function benchFullPipeline(): Promise<Record<string, unknown>[]> {
     lines.push(await runScenario({ driver: 'nats', store: 'postgres', offeredPerSec: 500, events: n(5_000), makeBus: natsBus, makeStore: postgres, processPerService: { env: { BENCH_NATS_URL: server.url } } }));
   } finally {
     await server.stop();
+    await pgServer.dispose();
   }
   return lines;
 }

@@ -40,7 +40,7 @@ import {
  *   publisher-chosen id, so dedup is in memory only: the publisher drops a repeat id inside the window,
  *   and each consumer group drops a second *different* Pub/Sub message carrying an id it already took
  *   inside the window. Both are per process: duplicates across processes still reach consumers, which
- *   is why consumers stay idempotent (DESIGN R8).
+ *   is why consumers stay idempotent (R8, docs/slip-rules.md).
  * - headers travel as attributes (keys lower-case; `bitbrat-*` keys are reserved by the driver).
  * - several subscribers of one (topic, group) in this process share one streaming pull and are served
  *   round-robin; subscribers in other processes share the subscription through Pub/Sub itself.

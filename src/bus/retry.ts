@@ -30,8 +30,10 @@ export async function retryFailedPublish(
   const base = retry.baseDelayMs ?? 100;
   const max = retry.maxDelayMs ?? 5_000;
   let lastError: unknown = firstError;
+  let attempts = 1;
   for (let attempt = 0; attempt <= maxRetries; attempt += 1) {
     if (attempt > 0) {
+      attempts += 1;
       try {
         await bus.publish(topic, data, publishOptions);
         return;
@@ -46,7 +48,7 @@ export async function retryFailedPublish(
     await new Promise((resolve) => setTimeout(resolve, delay));
   }
   const reason = lastError instanceof Error ? lastError.message : String(lastError);
-  throw new BitBratError('PUBLISH_FAILED', `publish to ${topic} failed after ${maxRetries + 1} attempts: ${reason}`, {
+  throw new BitBratError('PUBLISH_FAILED', `publish to ${topic} failed after ${attempts} attempt${attempts === 1 ? '' : 's'}: ${reason}`, {
     retryable: true,
     cause: lastError,
   });

@@ -17,6 +17,8 @@ Commands:
                                    List dead letters (--all includes replayed ones)
   dlq replay <id> [--raw-file f]   Re-publish a dead letter (to the failed step, or to ingress once valid)
   commands list|add|edit|delete    Manage custom chat commands (see bitbrat commands --help)
+  reactions list|set <name> [--on|--off] [--template t] [--shoutout on|off]
+                                   Switch off or reword the chat reactions to follows, subs, cheers, raids
   moderation filters|log|undo      A channel's chat filters, the moderation log, undo a timeout or ban
   toolkit timers|counters|quotes|giveaway <channel> …
                                    Timers, counters, quotes and giveaways of a channel
@@ -55,6 +57,10 @@ const commands: Record<string, Handler> = {
   async commands(args) {
     const { commandsCommand } = await import('./commands.js');
     return await commandsCommand(args, readEnv());
+  },
+  async reactions(args) {
+    const { reactionsCommand } = await import('./reactions.js');
+    return await reactionsCommand(args, readEnv());
   },
   async moderation(args) {
     const { moderationCommand } = await import('./moderation.js');

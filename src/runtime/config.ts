@@ -41,7 +41,7 @@ export const env = {
   url: () => z.preprocess(emptyToUndefined, z.url({ error: 'must be a URL' }).optional()),
 };
 
-/** Settings every service shares (DESIGN §7). */
+/** Settings every service shares (docs/operating.md, README "Configuration"). */
 export const PlatformConfigSchema = z.object({
   MESSAGE_BUS_DRIVER: env.enumOf(['memory', 'nats', 'pubsub'] as const, 'memory'),
   NATS_URL: env.string('nats://127.0.0.1:4222'),

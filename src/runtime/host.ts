@@ -262,28 +262,42 @@ export async function createHost(options: HostOptions): Promise<Host> {
 
     async stop() {
       rootLogger.info('stopping');
+      // Shutdown is bounded: past SHUTDOWN_TIMEOUT_MS held messages are released (redelivered later) and
+      // every step still running is abandoned with a warning, so SIGTERM always ends the process.
+      let expired = false;
+      let expire!: () => void;
+      const expiry = new Promise<void>((resolve) => {
+        expire = resolve;
+      });
       const deadline = setTimeout(() => {
-        rootLogger.warn('shutdown timeout: releasing held messages');
+        expired = true;
+        rootLogger.warn({ timeoutMs: config.SHUTDOWN_TIMEOUT_MS }, 'shutdown timeout: releasing held messages and abandoning what has not stopped');
         for (const entry of running) entry.engine.releaseHolds();
+        expire();
       }, config.SHUTDOWN_TIMEOUT_MS);
       deadline.unref();
+      const bounded = async (what: string, work: () => Promise<unknown>): Promise<void> => {
+        const done = work().catch((error: unknown) => rootLogger.warn({ err: error }, `${what} failed`));
+        await Promise.race([done, expiry]);
+        if (expired) rootLogger.warn(`shutdown: ${what} did not finish in time`);
+      };
       // Stop consuming and let in-flight work finish, services in reverse start order.
       for (const entry of [...running].reverse()) {
         entry.ctx.health.set('consumers', false, 'stopping');
         entry.engine.releaseHolds();
-        await Promise.all(entry.subscriptions.map((subscription) => subscription.drain().catch((error) => rootLogger.warn({ err: error }, 'drain failed'))));
+        await bounded(`draining ${entry.definition.name}`, () => Promise.all(entry.subscriptions.map((subscription) => subscription.drain())));
         entry.subscriptions = [];
       }
       for (const entry of [...running].reverse()) {
-        if (entry.started) await entry.instance?.stop?.().catch((error) => rootLogger.error({ err: error, service: entry.definition.name }, 'service stop failed'));
+        if (entry.started && entry.instance?.stop) await bounded(`stopping ${entry.definition.name}`, () => entry.instance!.stop!());
         entry.started = false;
       }
       if (storeTimer) clearInterval(storeTimer);
       busStorage?.stop();
       unsubscribeBus?.();
-      await app.close().catch(() => undefined);
-      if (store && !options.store) await store.close().catch((error: unknown) => rootLogger.warn({ err: error }, 'store close failed'));
-      if (!options.bus) await bus.close().catch((error) => rootLogger.warn({ err: error }, 'bus close failed'));
+      await bounded('closing the http server', () => app.close());
+      if (store && !options.store) await bounded('closing the store', () => store!.close());
+      if (!options.bus) await bounded('closing the bus', () => bus.close());
       clearTimeout(deadline);
       rootLogger.info('stopped');
     },

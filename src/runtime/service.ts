@@ -9,7 +9,7 @@ import type { SecretsProvider } from './secrets.js';
 import type { HealthRegistry } from './health.js';
 import type { Store } from '../store/index.js';
 
-/** What a handler returns; the runtime applies the routing-slip rules to it (DESIGN §4). */
+/** What a handler returns; the runtime applies the routing-slip rules to it (docs/slip-rules.md). */
 export type HandlerResult =
   | { kind: 'continue'; envelope?: Envelope }
   | { kind: 'skip'; envelope?: Envelope }

@@ -1,5 +1,5 @@
 /**
- * The routing-slip policy (DESIGN §4): what happens to a message once its handler has answered. Pure
+ * The routing-slip policy (docs/slip-rules.md): what happens to a message once its handler has answered. Pure
  * functions and tables, no I/O: the engine asks, then publishes, retries or dead-letters as told.
  *
  * The whole policy is the mode × result table below plus four questions:

@@ -197,6 +197,34 @@ describe('the pubsub bus on the emulator', () => {
     }
   });
 
+  it('dead-letters a message refused maxDeliveryAttempts times: it arrives intact on the retained dead-letter subscription', () =>
+    withBusAndAdmin(
+      async (bus, admin, prefix) => {
+        const counts: number[] = [];
+        await bus.subscribe('internal.poison.v1', 'g', async (message) => {
+          counts.push(message.deliveryCount);
+          await message.nak(0);
+        });
+        await bus.publish('internal.poison.v1', encoder.encode('poison'), { msgId: 'poison-1' });
+        const retained = admin.subscription(pubsubSubscriptionId(prefix, PUBSUB_DEADLETTER_TOPIC, PUBSUB_DEADLETTER_RETAINED_GROUP));
+        const letters: Array<{ data: string; attributes: Record<string, string>; deliveryCount: number }> = [];
+        retained.on('message', (message) => {
+          letters.push({ data: decoder.decode(message.data), attributes: { ...message.attributes }, deliveryCount: counts.length });
+          message.ack();
+        });
+        try {
+          await waitFor(() => letters.length >= 1, { timeoutMs: 60_000, intervalMs: 100, message: 'the message on the dead-letter subscription' });
+        } finally {
+          await retained.close();
+        }
+        expect(letters[0]!.data).toBe('poison');
+        // Moved once the group had refused it maxDeliveryAttempts times, not before.
+        expect(letters[0]!.deliveryCount).toBeGreaterThanOrEqual(5);
+        expect(counts.slice(0, 5)).toEqual([1, 2, 3, 4, 5]);
+      },
+      { deadLetter: { maxDeliveryAttempts: 5 }, retryPolicy: false },
+    ), 90_000);
+
   it('rejects a publish to a topic that does not exist (autoCreate off) with PUBLISH_FAILED and frees the msgId for a retry', () =>
     withBusAndAdmin(async (bus, admin, prefix) => {
       const error = await bus.publish('internal.missing.v1', encoder.encode('x'), { msgId: 'retry-me' }).then(

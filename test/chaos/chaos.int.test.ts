@@ -13,7 +13,7 @@ describe('chaos: kill -9 every service, restart NATS, 10 s PostgreSQL outage, un
     expect(summary.eventsSent).toBeGreaterThan(500);
     expect(summary.missing).toBe(0);
     expect(summary.finalized).toBe(summary.eventsSent);
-    expect(summary.duplicateFinalRecords).toBe(0);
+    expect(summary.duplicateFinalizations).toBe(0);
     expect(summary.duplicateReplies).toBe(0);
     expect(summary.expectedReplies).toBeGreaterThan(summary.eventsSent / 2);
     expect(summary.replies).toBe(summary.expectedReplies);

@@ -7,9 +7,10 @@ import { describe, expect, it } from 'vitest';
 import { loadArchitecture } from '../../src/runtime/manifest.js';
 import { SERVICE_NODE_FLAGS } from '../../src/runtime/node-flags.js';
 import { startNatsServer } from '../support/nats-server.js';
-import { postgresAvailable, sharedPostgresUrl, sql } from '../support/pg-server.js';
+import { sql } from '../support/pg-server.js';
+import { runPostgresUrl } from '../support/run-postgres.js';
 import { freePort, freePortBlock } from '../support/ports.js';
-import { requireServer, waitFor } from '../support/wait.js';
+import { waitFor } from '../support/wait.js';
 
 const BIN = path.resolve('bin/bitbrat.js');
 
@@ -98,7 +99,7 @@ describe('bitbrat CLI', () => {
         const response = await fetch(`http://127.0.0.1:${port}/readyz`).catch(() => undefined);
         return response?.status === 200 ? ((await response.json()) as { components: Record<string, { ready: boolean }> }) : undefined;
       }, { timeoutMs: 90_000, intervalMs: 250, message: `bitbrat start to be ready; output: ${output.slice(-2000)}` });
-      for (const service of ['auth', 'event-router', 'query-analyzer', 'commands', 'llm-bot', 'persistence', 'finalizer', 'api-gateway', 'ingress-egress', 'discord']) {
+      for (const service of ['auth', 'event-router', 'query-analyzer', 'commands', 'reactions', 'llm-bot', 'persistence', 'finalizer', 'api-gateway', 'ingress-egress', 'discord', 'obs']) {
         expect(Object.keys(ready.components).some((key) => key.startsWith(`${service}.`)), service).toBe(true);
       }
       const health = (await (await fetch(`http://127.0.0.1:${port}/healthz`)).json()) as { services: string[] };
@@ -115,7 +116,7 @@ describe('bitbrat CLI', () => {
 });
 
 describe('bitbrat commands and dlq against a running platform (embedded store, through the API)', () => {
-  it('adds, lists and deletes a custom command, lists dead letters, and sends a chat message', async () => {
+  it('adds, lists and deletes a custom command, switches off and rewords a reaction, lists dead letters, and sends a chat message', async () => {
     const dataDir = await mkdtemp(path.join(tmpdir(), 'bitbrat-ops-'));
     const port = await freePort();
     const env = { PORT: String(port), DATA_DIR: dataDir };
@@ -138,6 +139,14 @@ describe('bitbrat commands and dlq against a running platform (embedded store, t
       const removed = await run(['commands', 'delete', '!discord'], env);
       expect(removed.code).toBe(0);
       expect((await run(['commands', 'list'], env)).stdout).not.toContain('!discord');
+      const off = await run(['reactions', 'set', 'follow', '--off', '--template', 'Welcome {user}!'], env);
+      expect(off.code).toBe(0);
+      expect(off.stdout).toMatch(/^follow +off +Welcome \{user\}!/);
+      const reactions = await run(['reactions', 'list'], env);
+      expect(reactions.stdout).toMatch(/^raid +on +\{raider\} is raiding with \{viewers\} viewers!/m);
+      const bad = await run(['reactions', 'set', 'cheer', '--template', 'thanks {nobody}'], env);
+      expect(bad.code).not.toBe(0);
+      expect(bad.stderr).toContain('unknown variable {nobody}');
       const letters = await run(['dlq', 'list'], env);
       expect(letters.code).toBe(0);
       expect(letters.stdout).toContain('no dead letters');
@@ -200,13 +209,12 @@ function alive(pid: number): boolean {
 
 describe('bitbrat up and down (a process per service over NATS and PostgreSQL)', () => {
   it('runs every service in its own process, answers chat through them, restarts a killed one, and stops with bitbrat down', async () => {
-    requireServer('PostgreSQL', await postgresAvailable(), 'the machine server at 127.0.0.1:5432');
     const nats = await startNatsServer();
     const dataDir = await mkdtemp(path.join(tmpdir(), 'bitbrat-up-'));
     const database = `bitbrat_up_${Date.now().toString(36)}_${Math.random().toString(36).slice(2, 6)}`;
     const services = Object.keys(loadArchitecture().services);
     const basePort = await freePortBlock(services.length);
-    const env = { DATA_DIR: dataDir, PORT: String(basePort), NATS_URL: nats.url, DATABASE_URL: sharedPostgresUrl(database), LOG_LEVEL: 'info' };
+    const env = { DATA_DIR: dataDir, PORT: String(basePort), NATS_URL: nats.url, DATABASE_URL: runPostgresUrl(database), LOG_LEVEL: 'info' };
     const logFile = path.join(dataDir, 'up.log');
     const log = () => (existsSync(logFile) ? readFileSync(logFile, 'utf8') : '');
     let upPid: number | undefined;
@@ -239,7 +247,7 @@ describe('bitbrat up and down (a process per service over NATS and PostgreSQL)',
       expect(pong.stdout.trim()).toBe('pong');
       // … and the finalizer recorded it in PostgreSQL.
       const recorded = await waitFor(
-        async () => (await sql(sharedPostgresUrl(database), "SELECT outcome, reply_text, reply_delivered FROM events WHERE user_name = 'dana' AND outcome IS NOT NULL")).rows[0],
+        async () => (await sql(runPostgresUrl(database), "SELECT outcome, reply_text, reply_delivered FROM events WHERE user_name = 'dana' AND outcome IS NOT NULL")).rows[0],
         { timeoutMs: 15_000, intervalMs: 100, message: 'the final record of the !ping' },
       );
       expect(recorded).toEqual({ outcome: 'completed', reply_text: 'pong', reply_delivered: true });
@@ -269,7 +277,7 @@ describe('bitbrat up and down (a process per service over NATS and PostgreSQL)',
       // The detached supervisor leads its own process group, with its services in it.
       if (upPid !== undefined && alive(upPid)) process.kill(-upPid, 'SIGKILL');
       await nats.stop();
-      await sql(sharedPostgresUrl(), `DROP DATABASE IF EXISTS "${database}" WITH (FORCE)`).catch(() => undefined);
+      await sql(runPostgresUrl(), `DROP DATABASE IF EXISTS "${database}" WITH (FORCE)`).catch(() => undefined);
       await rm(dataDir, { recursive: true, force: true });
     }
   }, 300_000);

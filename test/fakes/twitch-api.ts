@@ -30,6 +30,10 @@ export interface FakeTwitchOptions {
   rotateRefreshTokens?: boolean;
   /** Lifetime of issued access tokens in seconds. Default 14 400. */
   tokenExpiresInSeconds?: number;
+  /** EventSub WebSocket limits Twitch enforces per client id and user: default 3 connections, 300 subscriptions per connection, total cost 10. */
+  maxConnectionsPerUser?: number;
+  maxSubscriptionsPerConnection?: number;
+  maxTotalCost?: number;
 }
 
 export interface FakeUser {
@@ -77,12 +81,22 @@ export interface FakeSubscription {
   cost: number;
 }
 
+/** A shoutout Twitch accepted. */
+export interface FakeShoutout {
+  fromBroadcasterId: string;
+  toBroadcasterId: string;
+  moderatorId: string;
+  at: number;
+}
+
 export interface FakeSession {
   id: string;
   status: 'connected' | 'reconnecting' | 'disconnected';
   connectedAt: string;
   /** Sockets that belonged to this session, oldest first; the last open one receives messages. */
   sockets: WebSocket[];
+  /** The user whose token created the session's first subscription; Twitch ties the connection to them. */
+  userId?: string;
   /** Keepalives not sent when true (set by stopKeepalives). */
   keepalivesStopped: boolean;
   timer?: NodeJS.Timeout;
@@ -111,6 +125,7 @@ const REQUIRED_SCOPES: Record<string, string[][]> = {
   'channel.follow': [['moderator:read:followers', 'moderator:manage:followers']],
   'channel.subscribe': [['channel:read:subscriptions']],
   'channel.subscription.gift': [['channel:read:subscriptions']],
+  'channel.subscription.message': [['channel:read:subscriptions']],
   'channel.cheer': [['bits:read']],
   'channel.channel_points_custom_reward_redemption.add': [['channel:read:redemptions', 'channel:manage:redemptions']],
 };
@@ -129,11 +144,15 @@ export interface FakeTwitch {
   readonly sessions: FakeSession[];
   /** Every frame sent or received on any EventSub socket. */
   readonly frames: WsFrame[];
+  /** Every shoutout Twitch accepted, in order. */
+  readonly shoutouts: FakeShoutout[];
 
   addUser(user: FakeUser): void;
   /** Marks the user live with this stream, or offline with `null`. */
   setStream(userId: string, stream: FakeStream | null): void;
   setChannel(userId: string, channel: FakeChannel): void;
+  /** Makes `userId` a moderator of the broadcaster's channel (channel.follow and shoutouts check it). */
+  addModerator(broadcasterId: string, userId: string): void;
   /** A valid user token (as if obtained by the OAuth flow). */
   issueToken(userId: string, options?: { scopes?: string[]; expiresInSeconds?: number }): { accessToken: string; refreshToken: string };
   /** An authorization code the `/auth/token` authorization_code grant accepts once. */
@@ -176,6 +195,11 @@ export async function startFakeTwitch(options: FakeTwitchOptions = {}): Promise<
   const reconnectGraceMs = options.reconnectGraceMs ?? 1_000;
   const rotateRefreshTokens = options.rotateRefreshTokens ?? true;
   const tokenLifetime = options.tokenExpiresInSeconds ?? 14_400;
+  const maxConnectionsPerUser = options.maxConnectionsPerUser ?? 3;
+  const maxSubscriptionsPerConnection = options.maxSubscriptionsPerConnection ?? 300;
+  const maxTotalCost = options.maxTotalCost ?? 10;
+  const moderators = new Map<string, Set<string>>();
+  const shoutouts: FakeShoutout[] = [];
 
   const users = new Map<string, FakeUser>();
   const streams = new Map<string, FakeStream>();
@@ -401,8 +425,26 @@ export async function startFakeTwitch(options: FakeTwitchOptions = {}): Promise<
         });
       return send(200, { data }, headers);
     }
+    if (helixPath === '/chat/shoutouts' && method === 'POST') {
+      const from = url.searchParams.get('from_broadcaster_id') ?? '';
+      const to = url.searchParams.get('to_broadcaster_id') ?? '';
+      const moderator = url.searchParams.get('moderator_id') ?? '';
+      if (!from || !to || !moderator) return send(400, { error: 'Bad Request', status: 400, message: 'Missing required parameter' }, headers);
+      if (token.userId !== moderator) return send(401, { error: 'Unauthorized', status: 401, message: 'The ID in moderator_id must match the user ID in the user access token.' }, headers);
+      if (!token.scopes.includes('moderator:manage:shoutouts')) return send(401, { error: 'Unauthorized', status: 401, message: 'Missing scope: moderator:manage:shoutouts' }, headers);
+      if (moderator !== from && !moderators.get(from)?.has(moderator)) return send(403, { error: 'Forbidden', status: 403, message: 'The user in moderator_id is not one of the broadcaster’s moderators.' }, headers);
+      if (from === to) return send(400, { error: 'Bad Request', status: 400, message: 'The broadcaster may not give themselves a Shoutout.' }, headers);
+      if (!streams.has(from)) return send(400, { error: 'Bad Request', status: 400, message: 'The broadcaster is not streaming live.' }, headers);
+      const now = Date.now();
+      // Twitch: one shoutout every 2 minutes, and the same channel once every 60 minutes.
+      if (shoutouts.some((shout) => shout.fromBroadcasterId === from && now - shout.at < 120_000)) return send(429, { error: 'Too Many Requests', status: 429, message: 'The broadcaster may not send a Shoutout within 2 minutes of the previous one.' }, headers);
+      if (shoutouts.some((shout) => shout.fromBroadcasterId === from && shout.toBroadcasterId === to && now - shout.at < 3_600_000)) return send(429, { error: 'Too Many Requests', status: 429, message: 'The broadcaster may not Shoutout the same channel within 60 minutes.' }, headers);
+      shoutouts.push({ fromBroadcasterId: from, toBroadcasterId: to, moderatorId: moderator, at: now });
+      return send(204, undefined, headers);
+    }
     if (helixPath === '/eventsub/subscriptions') {
-      const summary = (list: FakeSubscription[]) => ({ data: list, total: list.length, total_cost: 0, max_total_cost: 10_000, pagination: {} });
+      const userCost = (userId: string | undefined) => subscriptions.filter((sub) => sub.status === 'enabled' && sessionOwner(sub) === userId).reduce((sum, sub) => sum + sub.cost, 0);
+      const summary = (list: FakeSubscription[]) => ({ data: list, total: list.length, total_cost: userCost(token.userId), max_total_cost: maxTotalCost, pagination: {} });
       if (method === 'GET') {
         const status = url.searchParams.get('status');
         const type = url.searchParams.get('type');
@@ -424,10 +466,38 @@ export async function startFakeTwitch(options: FakeTwitchOptions = {}): Promise<
         if (!session || session.status === 'disconnected') {
           return send(400, { error: 'Bad Request', status: 400, message: 'websocket transport session does not exist or has already disconnected' }, headers);
         }
+        if (!token.userId) return send(400, { error: 'Bad Request', status: 400, message: 'websocket transport cannot be used with an app access token' }, headers);
         for (const scopeSet of REQUIRED_SCOPES[input.type] ?? []) {
           if (!scopeSet.some((scope) => token.scopes.includes(scope))) {
             return send(403, { error: 'Forbidden', status: 403, message: `subscription missing proper authorization (needs one of ${scopeSet.join(', ')})` }, headers);
           }
+        }
+        // Types that need a scope need the channel's own authorization: the broadcaster's token, or for
+        // channel.follow a moderator's token naming that moderator in the condition.
+        const channelId = input.condition.broadcaster_user_id ?? input.condition.to_broadcaster_user_id ?? input.condition.from_broadcaster_user_id;
+        const needsAuthorization = REQUIRED_SCOPES[input.type] !== undefined;
+        if (input.type === 'channel.follow') {
+          const moderator = input.condition.moderator_user_id;
+          if (moderator !== token.userId || (moderator !== channelId && !moderators.get(channelId ?? '')?.has(moderator))) {
+            return send(403, { error: 'Forbidden', status: 403, message: 'subscription missing proper authorization' }, headers);
+          }
+        } else if (needsAuthorization && channelId !== token.userId) {
+          return send(403, { error: 'Forbidden', status: 403, message: 'subscription missing proper authorization' }, headers);
+        }
+        if (session.userId && session.userId !== token.userId) {
+          return send(400, { error: 'Bad Request', status: 400, message: 'websocket transport session belongs to a different user' }, headers);
+        }
+        if (!session.userId) {
+          const connected = openSessions().filter((candidate) => candidate.userId === token.userId).length;
+          if (connected >= maxConnectionsPerUser) return send(429, { error: 'Too Many Requests', status: 429, message: 'number of websocket transports limit exceeded' }, headers);
+        }
+        if (subscriptions.filter((sub) => sub.status === 'enabled' && sub.transport.session_id === session.id).length >= maxSubscriptionsPerConnection) {
+          return send(429, { error: 'Too Many Requests', status: 429, message: 'number of subscriptions per websocket transport limit exceeded' }, headers);
+        }
+        // Cost 0 when the channel authorized the app (its own token, or a type that needs authorization); 1 otherwise.
+        const cost = needsAuthorization || channelId === token.userId ? 0 : 1;
+        if (userCost(token.userId) + cost > maxTotalCost) {
+          return send(429, { error: 'Too Many Requests', status: 429, message: `subscription would exceed max_total_cost (${maxTotalCost})`, total_cost: userCost(token.userId), max_total_cost: maxTotalCost }, headers);
         }
         const conditionKey = JSON.stringify(Object.entries(input.condition).sort());
         const duplicate = subscriptions.find(
@@ -442,8 +512,9 @@ export async function startFakeTwitch(options: FakeTwitchOptions = {}): Promise<
           condition: input.condition,
           created_at: new Date().toISOString(),
           transport: { method: 'websocket', session_id: session.id, connected_at: session.connectedAt },
-          cost: 0,
+          cost,
         };
+        session.userId = token.userId;
         subscriptions.push(sub);
         return send(202, summary([sub]), headers);
       }
@@ -454,6 +525,9 @@ export async function startFakeTwitch(options: FakeTwitchOptions = {}): Promise<
   // ------------------------------------------------------------------------------ EventSub WebSocket
 
   const wss = new WebSocketServer({ noServer: true });
+
+  const openSessions = () => sessions.filter((session) => session.status !== 'disconnected');
+  const sessionOwner = (sub: FakeSubscription) => sessions.find((session) => session.id === sub.transport.session_id)?.userId;
 
   const liveSocket = (session: FakeSession) => [...session.sockets].reverse().find((socket) => socket.readyState === WebSocket.OPEN);
 
@@ -583,7 +657,6 @@ export async function startFakeTwitch(options: FakeTwitchOptions = {}): Promise<
     server6.listen(port, '::1', () => resolve());
   });
 
-  const openSessions = () => sessions.filter((session) => session.status !== 'disconnected');
 
   const fake: FakeTwitch = {
     port,
@@ -594,6 +667,7 @@ export async function startFakeTwitch(options: FakeTwitchOptions = {}): Promise<
     subscriptions,
     sessions,
     frames,
+    shoutouts,
 
     addUser(user) {
       users.set(user.id, user);
@@ -604,6 +678,11 @@ export async function startFakeTwitch(options: FakeTwitchOptions = {}): Promise<
     },
     setChannel(userId, channel) {
       channels.set(userId, channel);
+    },
+    addModerator(broadcasterId, userId) {
+      const set = moderators.get(broadcasterId) ?? new Set<string>();
+      set.add(userId);
+      moderators.set(broadcasterId, set);
     },
     issueToken(userId, tokenOptions = {}) {
       const record = mintToken(userId, tokenOptions.scopes ?? [], tokenOptions.expiresInSeconds);
@@ -629,7 +708,10 @@ export async function startFakeTwitch(options: FakeTwitchOptions = {}): Promise<
       return [...openSessions()].reverse()[0];
     },
     notify(type, version, event, notifyOptions = {}) {
-      const targets = fake.activeSubscriptions(type).filter((sub) => !version || sub.version === version);
+      // Like Twitch, only subscriptions whose condition the event matches (e.g. its broadcaster) get it.
+      const targets = fake
+        .activeSubscriptions(type)
+        .filter((sub) => (!version || sub.version === version) && Object.entries(sub.condition).every(([key, value]) => event[key] === undefined || event[key] === null || String(event[key]) === value));
       if (targets.length === 0) throw new Error(`no enabled subscription of type ${type}${version ? ` v${version}` : ''}`);
       const ids: string[] = [];
       for (const sub of targets) {

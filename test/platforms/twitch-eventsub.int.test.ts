@@ -28,6 +28,7 @@ const EVENTS: Record<string, Record<string, unknown>> = {
     viewers: 37,
   },
   'channel.subscribe': { user_id: '2002', user_login: 'subber', user_name: 'Subber', ...b, tier: '2000', is_gift: false },
+  'channel.subscription.message': { user_id: '2005', user_login: 'resubber', user_name: 'Resubber', ...b, tier: '1000', message: { text: 'five months!', emotes: [] }, cumulative_months: 5, streak_months: 3, duration_months: 1 },
   'channel.subscription.gift': { user_id: null, user_login: null, user_name: null, ...b, total: 5, tier: '1000', cumulative_total: null, is_anonymous: true },
   'channel.cheer': { is_anonymous: false, user_id: '2003', user_login: 'cheerer', user_name: 'Cheerer', ...b, message: 'Cheer100 great run', bits: 100 },
   'channel.channel_points_custom_reward_redemption.add': {
@@ -98,7 +99,7 @@ describe('Twitch EventSub over WebSocket (real Twurple listener against the fake
     await fake?.stop();
   });
 
-  it('creates all nine subscriptions on the socket session, with Twitch versions and conditions', async () => {
+  it('creates all ten subscriptions on the socket session, with Twitch versions and conditions', async () => {
     const handle = await start();
     await allActive();
     const session = fake.currentSession()!;
@@ -115,7 +116,7 @@ describe('Twitch EventSub over WebSocket (real Twurple listener against the fake
     await waitFor(() => handle.snapshot().subscriptions.every((sub) => sub.status === 'active'));
     const snapshot = handle.snapshot();
     expect(snapshot).toMatchObject({ status: 'connected', sessionId: session.id, sessions: 1, broadcaster: { id: '1001', login: 'streamer' } });
-    expect(states.at(-1)).toMatchObject({ status: 'connected', active: 9, wanted: 9, failed: 0 });
+    expect(states.at(-1)).toMatchObject({ status: 'connected', active: 10, wanted: 10, failed: 0 });
     expect(JSON.stringify(snapshot)).not.toMatch(/at[0-9a-f]{30}/);
   });
 
@@ -218,7 +219,7 @@ describe('Twitch EventSub over WebSocket (real Twurple listener against the fake
     // Restart: a new listener and a new session, the same store.
     await first.stop();
     const second = await start();
-    await fake.waitFor(() => fake.sessions.length === 2 && fake.activeSubscriptions().length === 9, 15_000, 'resubscribed on a new session');
+    await fake.waitFor(() => fake.sessions.length === 2 && fake.activeSubscriptions().length === 10, 15_000, 'resubscribed on a new session');
     fake.sendDuplicate(messageId!);
     await waitFor(() => second.snapshot().counters.duplicates === 1, { message: 'the duplicate after restart' });
     expect(second.snapshot().counters.received).toBe(1);
@@ -245,7 +246,7 @@ describe('Twitch EventSub over WebSocket (real Twurple listener against the fake
     fake.notify('channel.cheer', '1', EVENTS['channel.cheer']!);
     await waitFor(() => eventsOf('channel.cheer').length === 1, { message: 'a cheer after the reconnect' });
     expect(fake.requests.filter((request) => request.method === 'POST' && request.path === '/eventsub/subscriptions')).toHaveLength(createdBefore);
-    expect(fake.activeSubscriptions()).toHaveLength(9);
+    expect(fake.activeSubscriptions()).toHaveLength(10);
     expect(handle.snapshot()).toMatchObject({ status: 'connected', sessionId: session.id, sessions: 1 });
   });
 
@@ -257,7 +258,7 @@ describe('Twitch EventSub over WebSocket (real Twurple listener against the fake
     await allActive();
     const firstSession = fake.currentSession()!;
     fake.stopKeepalives();
-    await fake.waitFor(() => fake.sessions.length === 2 && fake.activeSubscriptions().length === 9, 20_000, 'subscriptions on a new session');
+    await fake.waitFor(() => fake.sessions.length === 2 && fake.activeSubscriptions().length === 10, 20_000, 'subscriptions on a new session');
     const secondSession = fake.currentSession()!;
     expect(secondSession.id).not.toBe(firstSession.id);
     expect(firstSession.status).toBe('disconnected');
@@ -273,11 +274,11 @@ describe('Twitch EventSub over WebSocket (real Twurple listener against the fake
 
   it('reports a subscription Twitch refuses and a revoked one as state, without throwing', async () => {
     const handle = await start(SCOPES.filter((scope) => scope !== 'bits:read'));
-    await allActive(8);
+    await allActive(9);
     await waitFor(() => handle.snapshot().subscriptions.find((sub) => sub.kind === 'channel.cheer')?.status === 'failed' || undefined, { message: 'failed cheer subscription' });
     fake.revoke('channel.follow');
     await waitFor(() => handle.snapshot().subscriptions.find((sub) => sub.kind === 'channel.follow')?.status === 'revoked' || undefined);
-    expect(states.at(-1)).toMatchObject({ status: 'connected', active: 7, wanted: 9, failed: 2 });
+    expect(states.at(-1)).toMatchObject({ status: 'connected', active: 8, wanted: 10, failed: 2 });
     expect(handle.snapshot().lastError?.message).toMatch(/channel.follow revoked/);
     // Other subscriptions keep working.
     fake.notify('channel.subscribe', '1', EVENTS['channel.subscribe']!);

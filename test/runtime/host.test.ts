@@ -308,6 +308,18 @@ describe('service host', () => {
     expect(observer.envelopes(Topic.finalizer)).toHaveLength(1);
   });
 
+  it('ends a shutdown that a service never finishes once SHUTDOWN_TIMEOUT_MS has passed, naming what did not stop', async () => {
+    const sink = createLogSink();
+    const stuck = defineService({ name: 'stuck', setup: () => ({ consumers: {}, stop: () => new Promise<void>(() => undefined) }) });
+    const after: string[] = [];
+    const first = defineService({ name: 'first', setup: () => ({ consumers: {}, stop: async () => void after.push('first-stopped') }) });
+    const host = await startTestHost({ services: [first, stuck], bus: createMemoryBus(), env: { LOG_LEVEL: 'warn', SHUTDOWN_TIMEOUT_MS: '200' }, extra: { logDestination: sink.stream } });
+    // Resolves at all only because the shutdown is bounded; the stuck stop never settles.
+    await host.stop();
+    expect(after).toEqual(['first-stopped']);
+    expect(sink.records().map((record) => record.msg)).toEqual(expect.arrayContaining([expect.stringMatching(/shutdown timeout/), 'shutdown: stopping stuck did not finish in time']));
+  });
+
   it('runs each service\'s setup once, then its start and stop once each, and hands out what setup returned', async () => {
     const calls: string[] = [];
     const svc = defineService({

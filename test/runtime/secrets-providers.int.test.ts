@@ -1,7 +1,7 @@
 import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
+import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it, vi } from 'vitest';
 import { BitBratError } from '../../src/core/index.js';
 import { requireSecret } from '../../src/runtime/secrets.js';
 import { createSecretsProvider } from '../../src/runtime/secrets-providers.js';
@@ -60,13 +60,20 @@ describe('the file secrets provider', () => {
   });
 
   it('caches a value for its TTL and rereads the file afterwards (rotation)', async () => {
-    writeFileSync(join(dir, 'TOKEN_ENCRYPTION_KEY'), 'first\n');
-    const provider = createSecretsProvider({ kind: 'file', dir, cacheTtlMs: 150 });
-    expect(await provider.get('TOKEN_ENCRYPTION_KEY')).toBe('first');
-    writeFileSync(join(dir, 'TOKEN_ENCRYPTION_KEY'), 'second\n');
-    expect(await provider.get('TOKEN_ENCRYPTION_KEY')).toBe('first');
-    await new Promise((resolve) => setTimeout(resolve, 200));
-    expect(await provider.get('TOKEN_ENCRYPTION_KEY')).toBe('second');
+    // A fake clock: a real 150 ms could pass between two reads on a busy machine.
+    vi.useFakeTimers({ toFake: ['Date'] });
+    try {
+      writeFileSync(join(dir, 'TOKEN_ENCRYPTION_KEY'), 'first\n');
+      const provider = createSecretsProvider({ kind: 'file', dir, cacheTtlMs: 150 });
+      expect(await provider.get('TOKEN_ENCRYPTION_KEY')).toBe('first');
+      writeFileSync(join(dir, 'TOKEN_ENCRYPTION_KEY'), 'second\n');
+      vi.advanceTimersByTime(149);
+      expect(await provider.get('TOKEN_ENCRYPTION_KEY')).toBe('first');
+      vi.advanceTimersByTime(2);
+      expect(await provider.get('TOKEN_ENCRYPTION_KEY')).toBe('second');
+    } finally {
+      vi.useRealTimers();
+    }
   });
 
   it('fails with a clear PROVIDER_ERROR when the secret path cannot be read', async () => {

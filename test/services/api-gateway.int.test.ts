@@ -588,6 +588,33 @@ describe('api-gateway HTTP API', () => {
     });
   });
 
+  describe('reactions and streams', () => {
+    it('lists the reactions, rewords and switches one off for moderators, and refuses bad changes with 400 or 404', async () => {
+      const listed = await call('GET', '/api/reactions', { token: VIEWER });
+      expect(listed.json.items.map((item: any) => item.name)).toEqual(['follow', 'subscribe', 'resubscribe', 'gift', 'cheer', 'raid']);
+      expect((await call('PUT', '/api/reactions/cheer', { token: VIEWER, body: { enabled: false } })).status).toBe(403);
+      const changed = await call('PUT', '/api/reactions/cheer', { token: MODERATOR, body: { enabled: false, template: '{user} cheered {bits}!' } });
+      expect(changed.json).toMatchObject({ name: 'cheer', enabled: false, template: '{user} cheered {bits}!' });
+      expect(await store.getRule('reaction-cheer')).toMatchObject({ enabled: false, action: { annotate: { payload: { template: '{user} cheered {bits}!' } } } });
+      const unknownVariable = await call('PUT', '/api/reactions/cheer', { token: MODERATOR, body: { template: '{user} for {months} months' } });
+      expect(unknownVariable.status).toBe(400);
+      expect(unknownVariable.json.message).toContain('unknown variable {months}');
+      expect((await call('PUT', '/api/reactions/cheer', { token: MODERATOR, body: { colour: 'red' } })).status).toBe(400);
+      expect((await call('PUT', '/api/reactions/hug', { token: MODERATOR, body: { enabled: false } })).status).toBe(404);
+      expect((await call('PUT', '/api/reactions/cheer', { token: MODERATOR, body: { enabled: true, template: null } })).json.template).toBe('Thanks for the {bits} bits, {user}!');
+    });
+
+    it('shows each Twitch channel’s stream state, and 404 for a channel it does not know', async () => {
+      await store.mergeSource({ id: 'twitch:apistreamer', platform: 'twitch', streamStatus: 'online', viewerCount: 8, metadata: { title: 'Live now', game: 'Chess', startedAt: '2026-01-01T10:00:00.000Z' } });
+      const all = await call('GET', '/api/streams', { token: VIEWER });
+      expect(all.json.items).toContainEqual(expect.objectContaining({ channel: 'apistreamer', status: 'online', title: 'Live now', game: 'Chess', viewerCount: 8 }));
+      expect((await call('GET', '/api/streams/%23ApiStreamer', { token: VIEWER })).json).toMatchObject({ channel: 'apistreamer', startedAt: '2026-01-01T10:00:00.000Z' });
+      const missing = await call('GET', '/api/streams/nobody', { token: VIEWER });
+      expect(missing.status).toBe(404);
+      expect(missing.json.message).toContain('TWITCH_CHANNELS');
+    });
+  });
+
   it('streams new events and source changes on /api/live', async () => {
     const controller = new AbortController();
     const response = await fetch(`${base}/api/live`, { headers: { authorization: `Bearer ${VIEWER}` }, signal: controller.signal });

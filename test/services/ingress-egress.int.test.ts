@@ -2,7 +2,7 @@
  * ingress-egress against a fake Twitch chat server (test/fakes/twitch-irc.ts) with the real Twurple
  * ChatClient, a memory bus, and the embedded PGlite store.
  */
-import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { createMemoryBus, type MemoryBus } from '../../src/bus/index.js';
 import { createReply, instanceEgressTopic, validateEnvelope, type Envelope } from '../../src/core/index.js';
 import { loadArchitecture, type Host } from '../../src/runtime/index.js';
@@ -72,19 +72,26 @@ describe('ingress-egress with a configured Twitch chat connection', () => {
   let host: Host;
   let observed: Awaited<ReturnType<typeof collect>>;
   const linesBefore = { count: 0 };
+  /** The host's log, one JSON line each: the connector logs every reconnect it schedules with its delay. */
+  const logLines: string[] = [];
 
   beforeAll(async () => {
     linesBefore.count = fake.lines.length;
     bus = createMemoryBus();
     observed = await collect(bus, ['internal.ingress.v1', 'internal.finalizer.v1', 'internal.deadletter.v1']);
-    host = await startTestHost({ services: [service], bus, env: chatEnv(), architecture: loadArchitecture(), extra: { store } });
+    host = await startTestHost({
+      services: [service],
+      bus,
+      env: chatEnv({ LOG_LEVEL: 'info' }),
+      architecture: loadArchitecture(),
+      extra: { store, logDestination: { write: (line: string) => void logLines.push(line) } },
+    });
     await waitFor(async () => (await readyz(host)).status === 200, { timeoutMs: 15_000, message: 'readyz 200 after joining' });
   });
 
   afterAll(async () => {
     await host?.stop();
     await bus?.close();
-    // The secret seeded the store (the quick-start path); later tests start without a stored token.
     await store.deleteToken('twitch:bot');
   });
 
@@ -95,7 +102,9 @@ describe('ingress-egress with a configured Twitch chat connection', () => {
   });
 
   it('completes the IRC handshake with the real client and joins the configured channels', async () => {
-    const lines = fake.lines.slice(linesBefore.count).map((entry) => entry.line);
+    // The first connection's lines: the reconnect tests, whenever they run, open others.
+    const since = fake.lines.slice(linesBefore.count);
+    const lines = since.filter((entry) => entry.connection === since[0]!.connection).map((entry) => entry.line);
     expect(lines[0]).toBe('CAP LS 302');
     expect(lines).toContain('CAP REQ :twitch.tv/tags twitch.tv/commands');
     expect(lines).toContain('CAP END');
@@ -346,14 +355,25 @@ describe('ingress-egress with a configured Twitch chat connection', () => {
     expect(text.toLowerCase()).not.toContain('oauth:');
   });
 
+  /** The reconnects the connector scheduled (logged with their delay) since `from`. */
+  const backoffsSince = (from: number) =>
+    logLines
+      .slice(from)
+      .map((line) => JSON.parse(line) as { msg: string; attempt: number; delayMs: number })
+      .filter((entry) => entry.msg === 'twitch chat: reconnecting after backoff');
+
   it('reconnects with its own backoff after the connection drops (readyz false while down)', async () => {
     const connectionsBefore = fake.connections;
     const reconnectsBefore = (await debug(host)).body.counters.reconnects;
+    const logFrom = logLines.length;
+    const statusFrom = observed.envelopes('internal.ingress.v1').length;
     const droppedAt = Date.now();
     fake.dropConnections();
-    await waitFor(async () => (await readyz(host)).status === 503, { timeoutMs: 5_000, message: 'readyz 503 after the drop' });
-    const down = await readyz(host);
-    expect(down.body.components['ingress-egress.twitch'].detail).toMatch(/disconnected|connecting/);
+    // The drop is seen (a reconnect scheduled after 150 ms, a disconnected status published) however
+    // briefly the connection stays down.
+    await waitFor(() => backoffsSince(logFrom).length >= 1, { timeoutMs: 5_000, message: 'a reconnect scheduled after the drop' });
+    expect(backoffsSince(logFrom)[0]).toMatchObject({ attempt: 1, delayMs: 150 });
+    await observed.waitFor('internal.ingress.v1', (value) => value.type === 'system.source.status' && value.payload.sourceId === `twitch:${CHANNEL}` && value.payload.status === 'disconnected' && observed.envelopes('internal.ingress.v1').indexOf(value) >= statusFrom);
     await waitFor(async () => (await readyz(host)).status === 200, { timeoutMs: 10_000, message: 'readyz 200 after reconnecting' });
     const reconnectedAt = fake.lines.filter((line) => line.line === 'CAP LS 302').at(-1)!.at;
     // Our backoff (150 ms first), not Twurple's immediate reconnect; and exactly one new connection.
@@ -366,23 +386,44 @@ describe('ingress-egress with a configured Twitch chat connection', () => {
     expect(body.status).toBe('connected');
   });
 
+  it('moves at once when the server sends RECONNECT: no backoff, one new connection, chat flows again', async () => {
+    const connectionsBefore = fake.connections;
+    const reconnectsBefore = (await debug(host)).body.counters.reconnects;
+    const logFrom = logLines.length;
+    fake.sendReconnect();
+    await waitFor(() => backoffsSince(logFrom).length >= 1, { timeoutMs: 5_000, message: 'the reconnect the server asked for' });
+    expect(backoffsSince(logFrom).map((entry) => entry.delayMs)).toEqual([0]);
+    await waitFor(async () => (await debug(host)).body.counters.reconnects === reconnectsBefore + 1 && (await readyz(host)).status === 200, {
+      timeoutMs: 10_000,
+      message: 'connected again after RECONNECT',
+    });
+    const { body } = await debug(host);
+    expect(body.lastError).toMatchObject({ code: 'SERVER_RECONNECT' });
+    expect(body.status).toBe('connected');
+    expect(fake.connections).toBe(connectionsBefore + 1);
+    expect(fake.joinedClients(CHANNEL)).toBe(1);
+    const id = fake.sendChat({ channel: CHANNEL, text: 'after the server moved us' });
+    await observed.waitFor('internal.ingress.v1', (value) => value.payload?.messageId === id);
+  });
+
   it('keeps retrying with growing delays while the server is down, and recovers when it returns', async () => {
     const reconnectsBefore = (await debug(host)).body.counters.reconnects;
+    const logFrom = logLines.length;
     await fake.stop();
     await waitFor(async () => (await readyz(host)).status === 503, { timeoutMs: 5_000, message: 'readyz 503 while the server is down' });
     const statuses = new Set<string>();
-    const attempts: number[] = [];
-    const started = Date.now();
-    while (Date.now() - started < 1_500) {
-      const { body } = await debug(host);
-      statuses.add(body.status);
-      attempts.push(body.reconnectAttempt);
-      await new Promise((resolve) => setTimeout(resolve, 25));
-    }
-    // 150, 300, 600, 600 … ms: about four attempts in 1.5 s; an uncapped or immediate retry would show many more.
-    const maxAttempt = Math.max(...attempts);
-    expect(maxAttempt).toBeGreaterThanOrEqual(3);
-    expect(maxAttempt).toBeLessThanOrEqual(5);
+    const backoffs = () => backoffsSince(logFrom);
+    // Four attempts while the server is away, however slowly this machine runs them.
+    await waitFor(
+      async () => {
+        statuses.add((await debug(host)).body.status);
+        return backoffs().length >= 4;
+      },
+      { timeoutMs: 20_000, intervalMs: 25, message: 'four reconnect attempts' },
+    );
+    // 150, 300, 600, 600 ms: doubling from IRC_RECONNECT_INITIAL_MS, capped at IRC_RECONNECT_MAX_MS.
+    expect(backoffs().slice(0, 4).map((entry) => [entry.attempt, entry.delayMs])).toEqual([[1, 150], [2, 300], [3, 600], [4, 600]]);
+    expect((await debug(host)).body.reconnectAttempt).toBeGreaterThanOrEqual(4);
     expect([...statuses].every((status) => ['disconnected', 'connecting'].includes(status))).toBe(true);
     expect((await readyz(host)).status).toBe(503);
 
@@ -406,9 +447,14 @@ describe('ingress-egress without Twitch configuration', () => {
   let bus: MemoryBus;
   let host: Host;
 
+  // Each test starts with no stored bot token, whatever ran before it (the configured connection seeds one).
+  beforeEach(async () => {
+    await store.deleteToken('twitch:bot');
+  });
   afterEach(async () => {
     await host?.stop();
     await bus?.close();
+    await store.deleteToken('twitch:bot');
   });
 
   it('is ready, says not_configured and how to connect, and records twitch replies as not delivered', async () => {
@@ -493,7 +539,8 @@ describe('ingress-egress without Twitch configuration', () => {
     host = await startTestHost({
       services: [service],
       bus,
-      env: { INSTANCE_ID: 'ie-stored', TWITCH_CHANNELS: 'storechan', TWITCH_IRC_URL: fake.url, TWITCH_CLIENT_ID: 'fake-client-id', TWITCH_CLIENT_SECRET: 'fake-client-secret-value' },
+      // EventSub (on whenever credentials exist) needs Helix, which this chat-only fake does not serve.
+      env: { INSTANCE_ID: 'ie-stored', TWITCH_CHANNELS: 'storechan', TWITCH_IRC_URL: fake.url, TWITCH_CLIENT_ID: 'fake-client-id', TWITCH_CLIENT_SECRET: 'fake-client-secret-value', TWITCH_EVENTSUB_ENABLED: 'false' },
       architecture: loadArchitecture(),
       extra: { store },
     });
@@ -507,7 +554,6 @@ describe('ingress-egress without Twitch configuration', () => {
     const { body, text } = await debug(host);
     expect(body).toMatchObject({ status: 'connected', authSource: 'store', botUsername: 'bitbrat_bot' });
     for (const secret of [STORE_TOKEN, refreshed!.accessToken, 'stored-refresh-token', 'fake-client-secret-value']) expect(text).not.toContain(secret);
-    await store.deleteToken('twitch:bot');
   });
 });
 

@@ -5,7 +5,7 @@ import { fileURLToPath } from 'node:url';
 import { createOpenAI } from '@ai-sdk/openai';
 import { createVertex } from '@ai-sdk/google-vertex';
 import { generateText, jsonSchema, stepCountIs, streamText, tool } from 'ai';
-import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, afterEach, beforeAll, describe, expect, it, onTestFinished, vi } from 'vitest';
 import { createMemoryBus, type MessageBus } from '../../src/bus/index.js';
 import { createEnvelope, createStep, Topic, type Envelope, type RoutingStep } from '../../src/core/index.js';
 import type { Host } from '../../src/runtime/index.js';
@@ -243,9 +243,10 @@ describe('the llm-bot service', () => {
   });
 
   it('rate-limits per user and per channel with an annotation and no reply', async () => {
-    // Keep the whole test inside one minute window.
-    const intoMinute = Date.now() % 60_000;
-    if (intoMinute > 50_000) await new Promise((resolve) => setTimeout(resolve, 60_500 - intoMinute));
+    // The windows are clock minutes: start one second into a minute on a clock that runs at real speed
+    // (only Date is faked), so the whole test stays inside one window however slowly it runs.
+    vi.useFakeTimers({ toFake: ['Date'], now: Math.ceil(Date.now() / 60_000) * 60_000 + 1_000, shouldAdvanceTime: true });
+    onTestFinished(() => void vi.useRealTimers());
     const channel = unique('chan');
     const { ask } = await start(openaiEnv({ LLM_USER_RATE_PER_MIN: '2', LLM_CHANNEL_RATE_PER_MIN: '3' }));
     const a1 = await ask(chat({ text: 'q1', channel, login: 'spammy' }));

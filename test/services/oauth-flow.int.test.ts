@@ -137,7 +137,7 @@ describe('oauth-flow service (Twitch authorization code flow against the fake)',
     expect(callback.headers['content-type']).toMatch(/text\/html/);
     expect(callback.body).toContain('streamer');
 
-    const exchange = fake.requests.find((request) => request.path === '/auth/token' && request.query.grant_type === 'authorization_code')!;
+    const exchange = fake.requests.find((request) => request.path === '/auth/token' && request.query.grant_type === 'authorization_code' && request.query.code === code)!;
     expect(exchange.query).toMatchObject({ code, redirect_uri: REDIRECT, client_id: fake.clientId });
 
     const token = (await store.getToken('twitch:broadcaster'))!;
@@ -154,7 +154,8 @@ describe('oauth-flow service (Twitch authorization code flow against the fake)',
     expect(status.json()).toMatchObject({
       configured: true,
       broadcaster: { connected: true, login: 'streamer', userId: STREAMER.id, scopes: SCOPES, expired: false },
-      bot: { connected: false },
+      // The bot account is whatever the other tests left; connecting the broadcaster did not touch it.
+      bot: { connected: (await store.getToken('twitch:bot')) !== undefined },
     });
     expect(status.body).not.toContain(token.accessToken);
     expect(status.body).not.toContain(token.refreshToken!);
@@ -199,13 +200,15 @@ describe('oauth-flow service (Twitch authorization code flow against the fake)',
 
   it('shows a 502 page without secrets when Twitch rejects the code', async () => {
     const { app } = await host();
+    // Whatever an earlier test stored stays as it was.
+    const before = await store.getToken('twitch:bot');
     const location = await startFlow(app, 'bot');
     const response = await app.inject({ method: 'GET', url: `/oauth/twitch/callback?code=unknown-code&state=${encodeURIComponent(location.searchParams.get('state')!)}` });
     expect(response.statusCode).toBe(502);
     expect(response.body).toMatch(/HTTP 400: Invalid authorization code/);
     expect(response.body).not.toContain(fake.clientSecret);
     expect(response.body).not.toContain('unknown-code');
-    expect(await store.getToken('twitch:bot')).toBeUndefined();
+    expect(await store.getToken('twitch:bot')).toEqual(before);
   });
 
   describe('RefreshingAuthProvider from the store', () => {

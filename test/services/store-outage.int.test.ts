@@ -5,6 +5,7 @@ import finalizer from '../../src/services/finalizer/index.js';
 import persistence from '../../src/services/persistence/index.js';
 import { createStore, type Store } from '../../src/store/index.js';
 import { startTestHost, testArchitecture } from '../support/harness.js';
+import { auditFinalizations, finalizationsPerEvent } from '../support/finalization-audit.js';
 import { sql, startPostgres, type PostgresInstance } from '../support/pg-server.js';
 import { waitFor } from '../support/wait.js';
 
@@ -20,6 +21,7 @@ describe('persistence and finalizer through a 10 s PostgreSQL outage under stead
     pg = await startPostgres();
     store = await createStore({ driver: 'postgres', databaseUrl: pg.url, secrets: { get: async () => 'a'.repeat(64) } });
     await store.init();
+    await auditFinalizations(pg.url);
   }, 120_000);
   afterAll(async () => {
     await store?.close();
@@ -52,6 +54,9 @@ describe('persistence and finalizer through a 10 s PostgreSQL outage under stead
         const data = encoder.encode(JSON.stringify(envelope));
         await bus.publish(Topic.ingress, data);
         await bus.publish(Topic.finalizer, data);
+        // Every tenth final message comes twice, as a redelivery after a lost ack would: it must not be
+        // written twice.
+        if (ids.length % 10 === 0) await bus.publish(Topic.finalizer, data);
         await new Promise((resolve) => setTimeout(resolve, 25));
       }
     })();
@@ -74,10 +79,12 @@ describe('persistence and finalizer through a 10 s PostgreSQL outage under stead
         const { rows } = await sql(pg.url, 'SELECT count(*)::int AS n, count(*) FILTER (WHERE outcome IS NOT NULL)::int AS finalized FROM events WHERE id = ANY($1)', [ids]);
         return rows[0].n === ids.length && rows[0].finalized === ids.length;
       }, { timeoutMs: 30_000, intervalMs: 250, message: `all ${ids.length} events recorded and finalized` });
-      const { rows } = await sql(pg.url, 'SELECT count(*)::int AS n, count(DISTINCT id)::int AS distinct_ids FROM events');
+      const { rows } = await sql(pg.url, 'SELECT count(*)::int AS n FROM events');
       expect(rows[0].n).toBe(ids.length);
-      expect(rows[0].distinct_ids).toBe(ids.length);
       expect(ids.length).toBeGreaterThan(300);
+      // The rows' primary key rules out a second row; what can duplicate is a second finalization.
+      const finalizations = await finalizationsPerEvent(pg.url, ids);
+      expect([...finalizations].filter(([, count]) => count !== 1)).toEqual([]);
       // The last acks follow the last writes by a moment; then nothing is left on the bus.
       await waitFor(() => bus.depth(Topic.ingress, 'persistence') === 0 && bus.depth(Topic.finalizer, 'finalizer') === 0, { timeoutMs: 10_000, message: 'every held message acked' });
     } finally {

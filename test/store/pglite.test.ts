@@ -290,14 +290,15 @@ describe('pglite worker thread', () => {
           "console.log('written');",
         ].join('\n'),
       );
-      const child = spawnSync(process.execPath, ['--import', 'tsx', script], { encoding: 'utf8', timeout: 30_000 });
+      // Generous: a hang is what this looks for, and on two busy cores the child's start alone took 30 s.
+      const child = spawnSync(process.execPath, ['--import', 'tsx', script], { encoding: 'utf8', timeout: 100_000 });
       expect(child.error).toBeUndefined();
       expect(child.stdout, child.stderr).toContain('written');
       expect(child.status).toBe(0);
     } finally {
       await rm(dir, { recursive: true, force: true });
     }
-  });
+  }, 120_000);
 });
 
 describe('sql store queries', () => {

@@ -4,13 +4,12 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { BitBratError, isBitBratError } from '../../src/core/index.js';
 import { createStore, type Store } from '../../src/store/index.js';
 import { MIGRATIONS } from '../../src/store/sql.js';
-import { dropSchema, postgresAvailable, sharedPostgresUrl, sql, startPostgres, uniqueSchema, type PostgresInstance } from '../support/pg-server.js';
-import { requireServer, waitFor } from '../support/wait.js';
+import { dropSchema, sql, startPostgres, uniqueSchema, type PostgresInstance } from '../support/pg-server.js';
+import { runPostgresUrl } from '../support/run-postgres.js';
+import { waitFor } from '../support/wait.js';
 import { describeStoreContract } from './store-contract.js';
 
-const url = sharedPostgresUrl();
-const available = await postgresAvailable(url);
-const hint = 'start PostgreSQL on 127.0.0.1:5432 with user postgres and trust auth';
+const url = runPostgresUrl();
 const key = randomBytes(32).toString('base64');
 const secrets = (values: Record<string, string> = { TOKEN_ENCRYPTION_KEY: key }) => ({ get: async (name: string) => values[name] });
 
@@ -24,13 +23,10 @@ async function caught(promise: Promise<unknown>): Promise<BitBratError> {
 }
 
 const contractSchema = uniqueSchema('contract');
-describeStoreContract('postgres (shared server)', {
-  create: async () => {
-    requireServer('PostgreSQL', available, hint);
-    return await createStore({ driver: 'postgres', databaseUrl: url, schema: contractSchema, secrets: secrets() });
-  },
+describeStoreContract('postgres (the test run\'s server)', {
+  create: async () => await createStore({ driver: 'postgres', databaseUrl: url, schema: contractSchema, secrets: secrets() }),
   cleanup: async () => {
-    if (available) await dropSchema(url, contractSchema);
+    await dropSchema(url, contractSchema);
   },
 });
 
@@ -43,10 +39,9 @@ describe('postgres store', () => {
     return store;
   };
 
-  beforeAll(() => requireServer('PostgreSQL', available, hint));
   afterAll(async () => {
     for (const store of stores) await store.close().catch(() => undefined);
-    if (available) for (const schema of schemas) await dropSchema(url, schema);
+    for (const schema of schemas) await dropSchema(url, schema);
   });
 
   it('lets two instances start at once on a fresh schema and applies each migration once', async () => {

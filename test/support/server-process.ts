@@ -1,6 +1,6 @@
 /** A server binary a test starts, waits for, signals and restarts: nats-server and the Google emulators. */
 import { spawn, type ChildProcess } from 'node:child_process';
-import { accessSync, constants } from 'node:fs';
+import { accessSync, closeSync, constants, openSync, readSync, statSync } from 'node:fs';
 import { delimiter, join } from 'node:path';
 
 /** The first candidate that is an executable file; `name` on PATH is tried after them. */
@@ -32,16 +32,31 @@ export interface ServerProcessOptions {
   /** True once the server serves; gets what it printed since this launch. */
   ready: (output: string) => boolean | Promise<boolean>;
   startTimeoutMs: number;
-  /** After SIGTERM, how long until SIGKILL. */
+  /** After the graceful signal, how long until SIGKILL. */
   stopGraceMs: number;
+  /** The signal `stop()` sends by default; SIGTERM unless set (PostgreSQL's fast shutdown is SIGINT). */
+  stopSignal?: NodeJS.Signals;
+  /** Run it as this OS user and group (only root can; PostgreSQL refuses to run as root). */
+  uid?: number;
+  gid?: number;
+  /** Its working directory (one the `uid` can enter). */
+  cwd?: string;
+  /**
+   * Its output goes straight to this file (appended) instead of a pipe, so the file holds every line by
+   * the time the server acts on it (a test that reads a statement log right after the statement).
+   */
+  logFile?: string;
   pollMs?: number;
 }
 
 export interface ServerProcess {
   /** Launches it and waits until `ready`; on exit or timeout during start-up, throws with its output. */
   start(): Promise<void>;
-  /** Sends `signal` (SIGTERM is followed by SIGKILL after the grace time) and waits for the exit. */
-  stop(signal?: 'SIGTERM' | 'SIGKILL'): Promise<void>;
+  /**
+   * Sends `signal` (by default the graceful `stopSignal`, followed by SIGKILL after the grace time) and
+   * waits for the exit.
+   */
+  stop(signal?: NodeJS.Signals): Promise<void>;
   /** Its recent output, for failure messages. */
   output(): string;
 }
@@ -63,26 +78,52 @@ export function serverProcess(options: ServerProcessOptions): ServerProcess {
     }
   };
 
-  const stop = async (signal: 'SIGTERM' | 'SIGKILL' = 'SIGTERM') => {
+  const stop = async (signal: NodeJS.Signals = options.stopSignal ?? 'SIGTERM') => {
     const proc = child;
     if (!proc) return;
     const gone = exited;
     send(proc, signal);
-    const timer = signal === 'SIGTERM' ? setTimeout(() => send(proc, 'SIGKILL'), options.stopGraceMs) : undefined;
+    const timer = signal !== 'SIGKILL' ? setTimeout(() => send(proc, 'SIGKILL'), options.stopGraceMs) : undefined;
     await gone;
     clearTimeout(timer);
   };
 
+  /** The log file's tail from `offset` on, as the launch log and the recent output. */
+  const readLogFile = (offset: number) => {
+    if (!options.logFile) return;
+    const size = statSync(options.logFile).size;
+    const from = Math.max(offset, size - 20_000);
+    const buffer = Buffer.alloc(size - from);
+    const fd = openSync(options.logFile, 'r');
+    try {
+      readSync(fd, buffer, 0, buffer.length, from);
+    } finally {
+      closeSync(fd);
+    }
+    launchLog = buffer.toString();
+    log = launchLog;
+  };
+
   const start = async () => {
-    const proc = spawn(options.command, options.args, { stdio: ['ignore', 'pipe', 'pipe'], detached: options.group ?? false });
+    const logFd = options.logFile ? openSync(options.logFile, 'a') : undefined;
+    const logOffset = options.logFile ? statSync(options.logFile).size : 0;
+    const proc = spawn(options.command, options.args, {
+      stdio: ['ignore', logFd ?? 'pipe', logFd ?? 'pipe'],
+      detached: options.group ?? false,
+      uid: options.uid,
+      gid: options.gid,
+      cwd: options.cwd,
+    });
     child = proc;
     launchLog = '';
     const append = (chunk: Buffer) => {
       log = (log + chunk.toString()).slice(-20_000);
       launchLog = (launchLog + chunk.toString()).slice(-20_000);
     };
-    proc.stdout!.on('data', append);
-    proc.stderr!.on('data', append);
+    if (logFd === undefined) {
+      proc.stdout!.on('data', append);
+      proc.stderr!.on('data', append);
+    } else closeSync(logFd);
     let gone = false;
     exited = new Promise<void>((resolve) =>
       proc.once('exit', () => {
@@ -95,8 +136,12 @@ export function serverProcess(options: ServerProcessOptions): ServerProcess {
     proc.once('error', (error) => (early = error));
     const started = Date.now();
     for (;;) {
+      readLogFile(logOffset);
       if (early) throw early;
-      if (gone) throw new Error(`${options.name} exited during start-up:\n${log}`);
+      if (gone) {
+        readLogFile(logOffset);
+        throw new Error(`${options.name} exited during start-up:\n${log}`);
+      }
       if (await options.ready(launchLog)) return;
       if (Date.now() - started > options.startTimeoutMs) {
         await stop('SIGKILL');
@@ -106,5 +151,12 @@ export function serverProcess(options: ServerProcessOptions): ServerProcess {
     }
   };
 
-  return { start, stop, output: () => log };
+  return {
+    start,
+    stop,
+    output: () => {
+      if (options.logFile) readLogFile(0);
+      return log;
+    },
+  };
 }

@@ -92,6 +92,7 @@ export function safeAuthErrorMessage(error: unknown): string {
 export function createTwitchAuthProvider(options: TwitchAuthOptions): TwitchAuthProvider {
   const tokenId = options.tokenId ?? BOT_TOKEN_ID;
   let current: { key: string; auth: TwitchChatAuth } | undefined;
+  let resolving: Promise<unknown> = Promise.resolve();
 
   const readStored = async (): Promise<OAuthToken | undefined> => (options.store ? await options.store.getToken(tokenId) : undefined);
 
@@ -155,17 +156,25 @@ export function createTwitchAuthProvider(options: TwitchAuthOptions): TwitchAuth
     async storedLogin() {
       return (await readStored())?.login;
     },
-    async resolve() {
-      const token = await material();
-      if (!token) {
-        current = undefined;
-        return undefined;
-      }
-      const key = token.source === 'store' ? `store:${token.version ?? 0}` : 'secrets';
-      if (current && current.key === key) return current.auth;
-      const auth = await build(token);
-      current = { key, auth };
-      return auth;
+    resolve() {
+      // One at a time: two concurrent callers (chat and EventSub) must share one provider, or the first
+      // refresh rotates the refresh token out from under the other.
+      const next = resolving.then(resolveNow);
+      resolving = next.catch(() => undefined);
+      return next;
     },
   };
+
+  async function resolveNow(): Promise<TwitchChatAuth | undefined> {
+    const token = await material();
+    if (!token) {
+      current = undefined;
+      return undefined;
+    }
+    const key = token.source === 'store' ? `store:${token.version ?? 0}` : 'secrets';
+    if (current && current.key === key) return current.auth;
+    const auth = await build(token);
+    current = { key, auth };
+    return auth;
+  }
 }

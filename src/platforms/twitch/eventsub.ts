@@ -11,10 +11,10 @@
  * method and normalizes from the raw wire payload there. Twurple's typed handlers are registered only to
  * create the subscriptions.
  */
-// Twurple is loaded when EventSub starts, so a platform without Twitch configured never loads it.
-import type { ApiClient } from '@twurple/api';
+import { ApiClient, type HelixEventSubSubscription } from '@twurple/api';
 import type { AuthProvider } from '@twurple/auth';
-import type { EventSubWsListener } from '@twurple/eventsub-ws';
+import { EventSubSubscription, type EventSubBase } from '@twurple/eventsub-base';
+import { EventSubWsListener } from '@twurple/eventsub-ws';
 import { BitBratError, createEnvelope, EventType, type Envelope, type EnvelopeSource, type EnvelopeUser, SYSTEM_USER } from '../../core/index.js';
 import type { Store } from '../../store/index.js';
 import { safeTwitchErrorMessage } from './token-store.js';
@@ -29,6 +29,7 @@ export const EventSubKind = {
   raid: 'channel.raid',
   subscribe: 'channel.subscribe',
   subscriptionGift: 'channel.subscription.gift',
+  subscriptionMessage: 'channel.subscription.message',
   cheer: 'channel.cheer',
   redemption: 'channel.channel_points_custom_reward_redemption.add',
 } as const;
@@ -43,6 +44,7 @@ export const EVENTSUB_VERSIONS: Readonly<Record<EventSubKind, string>> = {
   'channel.raid': '1',
   'channel.subscribe': '1',
   'channel.subscription.gift': '1',
+  'channel.subscription.message': '1',
   'channel.cheer': '1',
   'channel.channel_points_custom_reward_redemption.add': '1',
 };
@@ -72,6 +74,8 @@ export interface EventSubState {
   wanted: number;
   failed: number;
   detail?: string;
+  /** Subscriptions Twitch refused or revoked, with its reason (HTTP 403: authorization; 429: a limit). */
+  refused?: Array<{ kind: EventSubKind; channel: string; tokenUserId: string; error: string; httpStatus?: number }>;
 }
 
 export interface EventSubOptions {
@@ -93,8 +97,10 @@ export interface EventSubOptions {
   logger: EventSubLogger;
   /** Called on every connection / subscription change; report it as health, never throw. */
   onState?(state: EventSubState): void;
-  /** Default: all nine kinds. */
+  /** Default: every kind (ignored with `targets`). */
   kinds?: readonly EventSubKind[];
+  /** Exactly these subscriptions (channels and token users); default every kind of the one broadcaster with its own token. */
+  targets?: readonly EventSubTarget[];
   /** Default DEFAULT_DEDUP_TTL_MS. */
   dedupTtlMs?: number;
   /** Default DEFAULT_STREAM_INFO_TIMEOUT_MS. */
@@ -114,8 +120,10 @@ export interface EventSubSnapshot {
   status: EventSubState['status'];
   sessionId?: string;
   sessions: number;
+  /** The first channel (kept for single-channel readers). */
   broadcaster: { id: string; login: string };
-  subscriptions: Array<{ kind: EventSubKind; version: string; status: 'pending' | 'active' | 'failed' | 'revoked'; twitchId?: string; error?: string }>;
+  channels: Array<{ id: string; login: string }>;
+  subscriptions: Array<{ kind: EventSubKind; version: string; channel: string; tokenUserId: string; status: 'pending' | 'active' | 'failed' | 'revoked'; twitchId?: string; error?: string }>;
   counters: { received: number; published: number; duplicates: number; failed: number };
   lastEventAt?: string;
   lastError?: { message: string; at: string };
@@ -197,6 +205,23 @@ const NORMALIZERS: Record<EventSubKind, (raw: Raw) => NormalizedEventSub> = {
         tier: str(raw.tier),
         tierLevel: tierLevel(raw.tier),
         cumulativeTotal: num(raw.cumulative_total),
+      },
+    };
+  },
+  'channel.subscription.message': (raw) => {
+    const user = userRef(raw, 'user');
+    const message = (raw.message && typeof raw.message === 'object' ? raw.message : {}) as Raw;
+    return {
+      actor: user ?? undefined,
+      payload: {
+        broadcaster: userRef(raw, 'broadcaster_user'),
+        user,
+        tier: str(raw.tier),
+        tierLevel: tierLevel(raw.tier),
+        message: str(message.text) ?? '',
+        cumulativeMonths: num(raw.cumulative_months),
+        streakMonths: num(raw.streak_months),
+        durationMonths: num(raw.duration_months),
       },
     };
   },
@@ -321,49 +346,117 @@ function validIso(value: string | undefined): string | undefined {
 
 type TwurpleSubscription = Parameters<EventSubWsListener['_handleSingleEventPayload']>[0];
 
-/** Builds the listener class once Twurple is loaded. */
-function messageIdListenerClass(Base: typeof EventSubWsListener) {
-  /** Passes the EventSub message id (which Twurple keeps to itself) to `onNotification`. */
-  return class MessageIdListener extends Base {
-    onNotification?: (subscription: TwurpleSubscription, payload: Record<string, unknown>, messageId: string) => void;
+/** One subscription to create: which event of which channel, with whose user token. */
+export interface EventSubTarget {
+  kind: EventSubKind;
+  broadcaster: { id: string; login: string };
+  /** The Twitch user whose token creates the subscription (the broadcaster, or the bot). */
+  tokenUserId: string;
+}
 
-    override _handleSingleEventPayload(subscription: TwurpleSubscription, payload: Record<string, unknown>, messageId: string): void {
-      this.onNotification?.(subscription, payload, messageId);
-    }
-  };
+/** The condition Twitch expects for a subscription type (channel.follow names the token user as moderator). */
+export function eventSubCondition(target: EventSubTarget): Record<string, string> {
+  if (target.kind === 'channel.follow') return { broadcaster_user_id: target.broadcaster.id, moderator_user_id: target.tokenUserId };
+  if (target.kind === 'channel.raid') return { to_broadcaster_user_id: target.broadcaster.id };
+  return { broadcaster_user_id: target.broadcaster.id };
+}
+
+/** Twurple's subscription base; its constructor is internal (absent from the typings), so it is typed here. */
+const SubscriptionBase = EventSubSubscription as unknown as abstract new (handler: (event: Record<string, unknown>) => void, client: EventSubBase) => EventSubSubscription<Record<string, unknown>>;
+
+/**
+ * A subscription created with the token of `tokenUserId`. Twurple's typed subscriptions take their
+ * `authUserId` from the channel (stream.online of X needs X's token), and the listener opens one socket
+ * per `authUserId`; keying by the token's user instead keeps every subscription made with the bot's
+ * token on one socket, which is what Twitch counts (3 connections per user, 300 subscriptions each).
+ */
+class TokenUserSubscription extends SubscriptionBase {
+  /** What the Twitch CLI calls the event; only used by Twurple's CLI test helper. */
+  readonly _cliName = 'bitbrat';
+
+  constructor(
+    handler: (event: Record<string, unknown>) => void,
+    client: EventSubBase,
+    private readonly target: EventSubTarget,
+    private readonly apiClient: ApiClient,
+  ) {
+    super(handler, client);
+  }
+
+  get id(): string {
+    return `${this.target.kind}.${this.target.broadcaster.id}.${this.target.tokenUserId}`;
+  }
+
+  get authUserId(): string {
+    return this.target.tokenUserId;
+  }
+
+  protected transformData(response: unknown): Record<string, unknown> {
+    return response as Record<string, unknown>;
+  }
+
+  protected async _subscribe(): Promise<HelixEventSubSubscription> {
+    const { kind, tokenUserId } = this.target;
+    const transport = await this._getTransportOptions();
+    return await this.apiClient.asUser(tokenUserId, async (ctx) => await ctx.eventSub.createSubscription(kind, EVENTSUB_VERSIONS[kind], eventSubCondition(this.target), transport, tokenUserId));
+  }
+}
+
+/** Passes the EventSub message id (which Twurple keeps to itself) to `onNotification`. */
+class MessageIdListener extends EventSubWsListener {
+  onNotification?: (subscription: TwurpleSubscription, payload: Record<string, unknown>, messageId: string) => void;
+
+  override _handleSingleEventPayload(subscription: TwurpleSubscription, payload: Record<string, unknown>, messageId: string): void {
+    this.onNotification?.(subscription, payload, messageId);
+  }
+
+  /** Registers a subscription made with the target's token user. */
+  subscribeTarget(target: EventSubTarget, apiClient: ApiClient): TwurpleSubscription {
+    return this._genericSubscribe(TokenUserSubscription, () => undefined, this, target, apiClient) as TwurpleSubscription;
+  }
 }
 
 interface SubscriptionEntry {
   kind: EventSubKind;
   version: string;
+  broadcaster: { id: string; login: string };
+  tokenUserId: string;
   subscription: TwurpleSubscription;
   status: 'pending' | 'active' | 'failed' | 'revoked';
   twitchId?: string;
   error?: string;
+  /** HTTP status of the last refusal (403 missing authorization, 429 a limit). */
+  httpStatus?: number;
 }
 
 /**
- * Connects to EventSub for one broadcaster and publishes normalized envelopes. Connection trouble is
- * reported through `onState` and the snapshot, never thrown after start-up; a missing broadcaster is
- * a start-up error.
+ * Connects to EventSub and publishes normalized envelopes. With `targets`, subscribes exactly those (any
+ * number of channels, each with the token chosen for it); otherwise every kind of one broadcaster with the
+ * broadcaster's token. Connection trouble is reported through `onState` and the snapshot, never thrown
+ * after start-up; a missing broadcaster is a start-up error.
  */
 export async function startEventSub(options: EventSubOptions): Promise<EventSubHandle> {
   const logger = options.logger;
-  const kinds = options.kinds ?? ALL_EVENTSUB_KINDS;
   const dedupTtlMs = options.dedupTtlMs ?? DEFAULT_DEDUP_TTL_MS;
   const streamInfoTimeoutMs = options.streamInfoTimeoutMs ?? DEFAULT_STREAM_INFO_TIMEOUT_MS;
   if (!options.apiClient && !options.authProvider) throw new BitBratError('NOT_CONFIGURED', 'startEventSub needs an apiClient or an authProvider');
-  const [{ ApiClient }, { EventSubWsListener }] = await Promise.all([import('@twurple/api'), import('@twurple/eventsub-ws')]);
-  const MessageIdListener = messageIdListenerClass(EventSubWsListener);
   const apiClient = options.apiClient ?? new ApiClient({ authProvider: options.authProvider! });
   if (options.clientId && options.authProvider && options.authProvider.clientId !== options.clientId) {
     logger.warn({ component: 'eventsub' }, 'clientId does not match the auth provider; using the auth provider');
   }
-  const broadcaster = await resolveBroadcaster(apiClient, options.broadcasterId, options.broadcasterLogin);
+  let targets: readonly EventSubTarget[];
+  if (options.targets) {
+    targets = options.targets;
+  } else {
+    const broadcaster = await resolveBroadcaster(apiClient, options.broadcasterId, options.broadcasterLogin);
+    targets = (options.kinds ?? ALL_EVENTSUB_KINDS).map((kind) => ({ kind, broadcaster, tokenUserId: broadcaster.id }));
+  }
+  const channels = [...new Map(targets.map((target) => [target.broadcaster.id, target.broadcaster])).values()];
 
   const counters = { received: 0, published: 0, duplicates: 0, failed: 0 };
   let status: EventSubState['status'] = 'connecting';
-  let sessionId: string | undefined;
+  /** Session per token user (one socket each). */
+  const sessionIds = new Map<string, string>();
   let sessions = 0;
   let lastEventAt: string | undefined;
   let lastError: { message: string; at: string } | undefined;
@@ -386,26 +479,17 @@ export async function startEventSub(options: EventSubOptions): Promise<EventSubH
 
   const entries: SubscriptionEntry[] = [];
   const byTwurple = new Map<TwurpleSubscription, SubscriptionEntry>();
-  const noop = () => undefined;
-  const subscribe: Record<EventSubKind, () => TwurpleSubscription> = {
-    'channel.follow': () => listener.onChannelFollow(broadcaster.id, broadcaster.id, noop),
-    'channel.update': () => listener.onChannelUpdate(broadcaster.id, noop),
-    'stream.online': () => listener.onStreamOnline(broadcaster.id, noop),
-    'stream.offline': () => listener.onStreamOffline(broadcaster.id, noop),
-    'channel.raid': () => listener.onChannelRaidTo(broadcaster.id, noop),
-    'channel.subscribe': () => listener.onChannelSubscription(broadcaster.id, noop),
-    'channel.subscription.gift': () => listener.onChannelSubscriptionGift(broadcaster.id, noop),
-    'channel.cheer': () => listener.onChannelCheer(broadcaster.id, noop),
-    'channel.channel_points_custom_reward_redemption.add': () => listener.onChannelRedemptionAdd(broadcaster.id, noop),
-  };
 
   const state = (): EventSubState => ({
     status,
-    ...(sessionId ? { sessionId } : {}),
+    ...(sessionIds.size ? { sessionId: [...sessionIds.values()][0] } : {}),
     active: entries.filter((entry) => entry.status === 'active').length,
     wanted: entries.length,
     failed: entries.filter((entry) => entry.status === 'failed' || entry.status === 'revoked').length,
     ...(detail ? { detail } : {}),
+    refused: entries
+      .filter((entry) => entry.status === 'failed' || entry.status === 'revoked')
+      .map((entry) => ({ kind: entry.kind, channel: entry.broadcaster.login, tokenUserId: entry.tokenUserId, error: entry.error ?? 'failed', ...(entry.httpStatus ? { httpStatus: entry.httpStatus } : {}) })),
   });
   const report = () => {
     try {
@@ -421,24 +505,24 @@ export async function startEventSub(options: EventSubOptions): Promise<EventSubH
   listener.onUserSocketConnect(() => {
     logger.debug({ component: 'eventsub' }, 'eventsub socket connected');
   });
-  listener.onUserSocketReady((_userId, readySessionId) => {
-    const resumed = readySessionId === sessionId;
+  listener.onUserSocketReady((userId, readySessionId) => {
+    const resumed = readySessionId === sessionIds.get(userId);
     if (!resumed) {
       sessions += 1;
       // A new session starts without subscriptions; Twurple re-creates them now.
-      for (const entry of entries) if (entry.status === 'active') entry.status = 'pending';
+      for (const entry of entries) if (entry.tokenUserId === userId && entry.status === 'active') entry.status = 'pending';
     }
-    sessionId = readySessionId;
+    sessionIds.set(userId, readySessionId);
     status = 'connected';
     detail = resumed ? 'reconnected to the same session' : undefined;
     logger.info({ component: 'eventsub', sessionId: readySessionId, resumed }, 'eventsub session ready');
     report();
   });
-  listener.onUserSocketDisconnect((_userId, error) => {
+  listener.onUserSocketDisconnect((userId, error) => {
     if (status === 'stopped') return;
     status = 'disconnected';
     detail = error ? error.message : 'disconnected';
-    for (const entry of entries) if (entry.status === 'active') entry.status = 'pending';
+    for (const entry of entries) if (entry.tokenUserId === userId && entry.status === 'active') entry.status = 'pending';
     if (error) recordError(`eventsub socket: ${error.message}`);
     logger.warn({ component: 'eventsub', reason: detail }, 'eventsub socket disconnected; Twurple reconnects');
     report();
@@ -449,15 +533,18 @@ export async function startEventSub(options: EventSubOptions): Promise<EventSubH
     entry.status = 'active';
     entry.twitchId = apiSubscription.id;
     delete entry.error;
+    delete entry.httpStatus;
     report();
   });
   listener.onSubscriptionCreateFailure((subscription, error) => {
     const entry = byTwurple.get(subscription);
     if (!entry) return;
     entry.status = 'failed';
-    entry.error = safeTwitchErrorMessage(error);
-    recordError(`subscribe ${entry.kind}: ${entry.error}`);
-    logger.error({ component: 'eventsub', kind: entry.kind, error: entry.error }, 'eventsub subscription failed');
+    entry.error = refusalMessage(error);
+    const httpStatus = (error as { statusCode?: unknown }).statusCode;
+    if (typeof httpStatus === 'number') entry.httpStatus = httpStatus;
+    recordError(`subscribe ${entry.kind} #${entry.broadcaster.login}: ${entry.error}`);
+    logger.error({ component: 'eventsub', kind: entry.kind, channel: entry.broadcaster.login, error: entry.error }, 'eventsub subscription failed');
     report();
   });
   listener.onRevoke((subscription, revokeStatus) => {
@@ -470,14 +557,15 @@ export async function startEventSub(options: EventSubOptions): Promise<EventSubH
     report();
   });
 
-  const fetchStreamInfo = async (): Promise<StreamInfo | undefined> => {
-    const lookup = apiClient.asUser(broadcaster.id, async (ctx) => {
-      const stream = await ctx.streams.getStreamByUserId(broadcaster.id);
+  const fetchStreamInfo = async (entry: SubscriptionEntry): Promise<StreamInfo | undefined> => {
+    const id = entry.broadcaster.id;
+    const lookup = apiClient.asUser(entry.tokenUserId, async (ctx) => {
+      const stream = await ctx.streams.getStreamByUserId(id);
       if (stream) {
         return { title: stream.title, game: stream.gameName, gameId: stream.gameId, viewerCount: stream.viewers, startedAt: stream.startDate.toISOString(), language: stream.language } satisfies StreamInfo;
       }
       // Helix lags behind EventSub right after going live: fall back to the channel's title and game.
-      const channel = await ctx.channels.getChannelInfoById(broadcaster.id);
+      const channel = await ctx.channels.getChannelInfoById(id);
       return channel ? ({ title: channel.title, game: channel.gameName, gameId: channel.gameId, language: channel.language } satisfies StreamInfo) : undefined;
     });
     let timer: NodeJS.Timeout | undefined;
@@ -514,11 +602,12 @@ export async function startEventSub(options: EventSubOptions): Promise<EventSubH
       logger.debug({ component: 'eventsub', kind: entry.kind, messageId }, 'duplicate eventsub notification ignored');
       return;
     }
+    const broadcaster = entry.broadcaster;
     const envelope = buildEventSubEnvelope({ messageId, kind: entry.kind, version: entry.version, event, receivedAt, broadcaster });
     const envelopes = [envelope];
     if (entry.kind === 'stream.online' || entry.kind === 'stream.offline') {
       const online = entry.kind === 'stream.online';
-      const info = online ? await fetchStreamInfo() : undefined;
+      const info = online ? await fetchStreamInfo(entry) : undefined;
       envelopes.push(buildStreamStatusEnvelope({ online, eventSub: envelope, info, broadcaster }));
     }
     // The notification is claimed, so it must not be lost: keep trying until the bus takes it (the
@@ -556,15 +645,15 @@ export async function startEventSub(options: EventSubOptions): Promise<EventSubH
     );
   };
 
-  for (const kind of kinds) {
-    const subscription = subscribe[kind]();
-    const entry: SubscriptionEntry = { kind, version: EVENTSUB_VERSIONS[kind], subscription, status: 'pending' };
+  for (const target of targets) {
+    const subscription = listener.subscribeTarget(target, apiClient);
+    const entry: SubscriptionEntry = { kind: target.kind, version: EVENTSUB_VERSIONS[target.kind], broadcaster: target.broadcaster, tokenUserId: target.tokenUserId, subscription, status: 'pending' };
     entries.push(entry);
     byTwurple.set(subscription, entry);
   }
   report();
   listener.start();
-  logger.info({ component: 'eventsub', broadcaster: broadcaster.login, kinds: kinds.length }, 'eventsub starting');
+  logger.info({ component: 'eventsub', channels: channels.map((channel) => channel.login), subscriptions: targets.length }, 'eventsub starting');
 
   return {
     async stop() {
@@ -579,12 +668,15 @@ export async function startEventSub(options: EventSubOptions): Promise<EventSubH
     snapshot() {
       return {
         status,
-        ...(sessionId ? { sessionId } : {}),
+        ...(sessionIds.size ? { sessionId: [...sessionIds.values()][0] } : {}),
         sessions,
-        broadcaster: { ...broadcaster },
+        broadcaster: { ...(channels[0] ?? { id: '', login: '' }) },
+        channels: channels.map((channel) => ({ ...channel })),
         subscriptions: entries.map((entry) => ({
           kind: entry.kind,
           version: entry.version,
+          channel: entry.broadcaster.login,
+          tokenUserId: entry.tokenUserId,
           status: entry.status,
           ...(entry.twitchId ? { twitchId: entry.twitchId } : {}),
           ...(entry.error ? { error: entry.error } : {}),
@@ -595,6 +687,20 @@ export async function startEventSub(options: EventSubOptions): Promise<EventSubH
       };
     },
   };
+}
+
+/** Twitch's own words for a refused subscription (its JSON `message`), without any secret. */
+function refusalMessage(error: unknown): string {
+  const candidate = error as { statusCode?: unknown; body?: unknown } | undefined;
+  if (candidate && typeof candidate.statusCode === 'number' && typeof candidate.body === 'string') {
+    try {
+      const body = JSON.parse(candidate.body) as { message?: unknown };
+      if (typeof body.message === 'string') return `Twitch answered HTTP ${candidate.statusCode}: ${body.message}`;
+    } catch {
+      // not JSON; fall through
+    }
+  }
+  return safeTwitchErrorMessage(error);
 }
 
 async function resolveBroadcaster(apiClient: ApiClient, id: string | undefined, login: string | undefined): Promise<{ id: string; login: string }> {

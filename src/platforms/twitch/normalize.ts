@@ -3,6 +3,7 @@
  * Pure: takes the parsed wire values (channel, login, text, IRCv3 tags) so it is testable without a socket.
  */
 import { EventType, Topic, createEnvelope, wellFormedText, type Envelope } from '../../core/index.js';
+import type { SourceState } from '../../store/index.js';
 
 /** Default reply deadline for chat (R9): a chat answer older than this is not worth sending. */
 export const DEFAULT_CHAT_MAX_RESPONSE_MS = 30_000;
@@ -139,6 +140,14 @@ export interface SourceStatusInput {
 /** Source id of a Twitch chat channel (`twitch:<channel>`); `twitch:chat` before any channel is configured. */
 export function twitchSourceId(channel: string): string {
   return `twitch:${channelName(channel) || 'chat'}`;
+}
+
+/** The `sources` patch a `system.source.status` envelope carries, for writing the record directly. */
+export function sourceStatusPatch(envelope: Envelope): SourceState {
+  const payload = envelope.payload as Record<string, unknown>;
+  const patch: Record<string, unknown> = { id: String(payload.sourceId ?? twitchSourceId(envelope.source.channel)), platform: 'twitch', lastStatusUpdate: envelope.timestamp };
+  for (const field of ['displayName', 'status', 'lastError', 'authStatus', 'permissions', 'latencyMs', 'metrics']) if (payload[field] !== undefined) patch[field] = payload[field];
+  return patch as unknown as SourceState;
 }
 
 /** A `system.source.status` envelope for internal.ingress.v1 (persistence merges it into `sources`). */

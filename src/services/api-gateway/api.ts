@@ -13,6 +13,8 @@
  *   POST /api/deadletters/:id/replay     {raw?} → {id, topic, envelopeId, replayedAt, replayCount}
  *   GET/POST /api/rules, GET/PUT/DELETE /api/rules/:id
  *   GET/POST /api/commands, GET/PUT/DELETE /api/commands/:name
+ *   GET  /api/reactions, GET/PUT /api/reactions/:name   {enabled?, template?, shoutout?}
+ *   GET  /api/streams, GET /api/streams/:channel          each Twitch channel's current stream state
  *   /api/moderation/…, /api/toolkit/…    filters, moderation log and undo, timers, counters, quotes,
  *                                        giveaways (moderation-api.ts)
  *   GET  /api/live                       server-sent events (live.ts)
@@ -29,6 +31,10 @@ import type { ServiceContext } from '../../runtime/service.js';
 import type { EventRecord, RuleRecord, SourceState } from '../../store/index.js';
 import { manageCommand, normalizeName } from '../commands/manage.js';
 import { checkRule } from '../event-router/rules.js';
+import { RuleSchema } from '../event-router/rules.js';
+import { getReaction, listReactions, updateReaction } from '../reactions/manage.js';
+import { ReactionUpdateSchema } from '../reactions/reactions.js';
+import { streamStateOf } from './streams.js';
 import { hasApiRole, tokenFromRequest, type ApiRole, type Authenticator, type Principal } from './auth.js';
 import { summarizeDeadLetter, summarizeEvent, type LiveFeed } from './live.js';
 import { capKey, createConnectionCaps } from './caps.js';
@@ -466,6 +472,27 @@ export async function registerApi(scope: FastifyInstance, deps: ApiDeps): Promis
     return reply.status(204).send();
   });
 
+  // reactions and streams -------------------------------------------------------------------------
+
+  scope.get('/api/reactions', async () => ({ items: await listReactions(ctx.store) }));
+
+  scope.get('/api/reactions/:name', async (request) => await getReaction(ctx.store, validate(NameParams, request.params, 'path').name));
+
+  scope.put('/api/reactions/:name', async (request) => {
+    requireRole(request, 'moderator');
+    const { name } = validate(NameParams, request.params, 'path');
+    return await updateReaction(ctx.store, name, validate(ReactionUpdateSchema, request.body ?? {}, 'reaction'));
+  });
+
+  scope.get('/api/streams', async () => ({ items: (await ctx.store.listSources()).flatMap((source) => streamStateOf(source) ?? []) }));
+
+  scope.get('/api/streams/:channel', async (request) => {
+    const { channel } = validate(z.object({ channel: z.string().min(1).max(64) }), request.params, 'path');
+    const login = channel.replace(/^#/, '').toLowerCase();
+    const state = streamStateOf(await ctx.store.getSource(`twitch:${login}`));
+    if (!state) throw new BitBratError('NOT_FOUND', `no Twitch channel #${login} is known; channels come from TWITCH_CHANNELS`);
+    return state;
+  });
   registerModerationApi(scope, { ctx, principalOf });
 
   // live -------------------------------------------------------------------------------------------

@@ -26,6 +26,8 @@ export interface EvaluationData {
   payload: Record<string, unknown>;
   /** The platform event (`externalEvent`): e.g. `{ kind: 'channel.raid', source: 'twitch.eventsub' }`; null for chat. */
   event: { kind: string; source: string } | null;
+  /** A platform event's kind (`externalEvent.kind`, e.g. `channel.follow`); null for chat. */
+  kind: string | null;
 }
 
 const SlipEntrySchema = z.union([
@@ -319,6 +321,7 @@ export function evaluationData(envelope: Envelope, stage: Stage, botName: string
     capabilities,
     payload: envelope.payload,
     event: envelope.externalEvent ? { kind: envelope.externalEvent.kind, source: envelope.externalEvent.source } : null,
+    kind: envelope.externalEvent?.kind ?? null,
   };
 }
 

@@ -1,6 +1,7 @@
 import { z } from 'zod';
 import { env } from '../../runtime/config.js';
 import type { ServiceContext } from '../../runtime/service.js';
+import { DEFAULT_STREAM_POLL_MS } from '../../platforms/twitch/stream-status.js';
 
 /** The ingress-egress env. */
 export const ConfigSchema = z.object({
@@ -12,7 +13,10 @@ export const ConfigSchema = z.object({
   IRC_RECONNECT_INITIAL_MS: env.int(1_000, { min: 1 }),
   IRC_RECONNECT_MAX_MS: env.int(30_000, { min: 1 }),
   SOURCE_HEARTBEAT_MS: env.int(30_000, { min: 50 }),
-  TWITCH_EVENTSUB_ENABLED: env.bool(false),
+  /** EventSub runs whenever Twitch credentials exist; `false` turns it off. */
+  TWITCH_EVENTSUB_ENABLED: env.bool(true),
+  /** How often stream title, game, viewers and start time are refreshed from Helix (ms). */
+  STREAM_POLL_MS: env.int(DEFAULT_STREAM_POLL_MS, { min: 50 }),
 });
 export type Config = z.infer<typeof ConfigSchema>;
 export type Ctx = ServiceContext<Config>;

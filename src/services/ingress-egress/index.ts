@@ -4,7 +4,6 @@ import { createTwitchAuthProvider } from '../../platforms/twitch/auth.js';
 import { createTwitchChat } from '../../platforms/twitch/chat.js';
 import { DeliveryReason, SendError, createReplySender, deliverEnvelopeReply, type ReplySender } from '../../platforms/twitch/egress.js';
 import { normalizeChatMessage } from '../../platforms/twitch/normalize.js';
-import { attachEventSub } from './eventsub.js';
 import { ConfigSchema, type Config } from './config.js';
 import { debugSnapshot, publishStatus, reportHealth, setupHint, type Running } from './status.js';
 
@@ -51,10 +50,12 @@ export const service = defineService<Config>({
         const config = ctx.config;
         const state: Running = { ingest: Promise.resolve(), ingestPending: 0, ingestDropped: 0, status: Promise.resolve() };
         running = state;
-        const [clientId, clientSecret, accessToken, refreshToken] = await Promise.all(
-          ['TWITCH_CLIENT_ID', 'TWITCH_CLIENT_SECRET', 'TWITCH_ACCESS_TOKEN', 'TWITCH_REFRESH_TOKEN'].map((name) => ctx.secrets.get(name)),
+        const [clientId, clientSecret, accessToken, refreshToken, broadcasterAccessToken, broadcasterRefreshToken] = await Promise.all(
+          ['TWITCH_CLIENT_ID', 'TWITCH_CLIENT_SECRET', 'TWITCH_ACCESS_TOKEN', 'TWITCH_REFRESH_TOKEN', 'TWITCH_BROADCASTER_ACCESS_TOKEN', 'TWITCH_BROADCASTER_REFRESH_TOKEN'].map((name) =>
+            ctx.secrets.get(name),
+          ),
         );
-        for (const secret of [clientSecret, accessToken, refreshToken]) ctx.registerSecret(secret);
+        for (const secret of [clientSecret, accessToken, refreshToken, broadcasterAccessToken, broadcasterRefreshToken]) ctx.registerSecret(secret);
         const auth = createTwitchAuthProvider({
           clientId,
           clientSecret,
@@ -125,9 +126,29 @@ export const service = defineService<Config>({
 
         if (config.TWITCH_EVENTSUB_ENABLED) {
           // In the background: EventSub resolves the broadcaster over Helix, which must not hold up chat.
-          state.eventsubStarting = attachEventSub(ctx, { clientId, clientSecret }).then((handle) => {
-            state.eventsub = handle;
-          });
+          // Loaded here, not at start-up: EventSub pulls in Twurple, which an unconfigured platform never needs.
+          state.eventsubStarting = import('../../platforms/twitch/connect-eventsub.js')
+            .then(({ connectTwitchEventSub }) =>
+              connectTwitchEventSub({
+                clientId,
+                clientSecret,
+                bot: auth,
+                broadcasterSeed: { accessToken: broadcasterAccessToken, refreshToken: broadcasterRefreshToken },
+                channels: config.TWITCH_CHANNELS,
+                store: ctx.store,
+                publish: (envelope, msgId) => ctx.publish(Topic.ingress, envelope, msgId ? { msgId } : undefined),
+                logger: ctx.logger.child({ component: 'eventsub' }),
+                health: (ready, detail, configured) => ctx.health.set('eventsub', ready, detail, { configured }),
+                registerSecret: (value) => ctx.registerSecret(value),
+                streamPollMs: config.STREAM_POLL_MS,
+                rescanMs: config.SOURCE_HEARTBEAT_MS,
+              }),
+            )
+            .then((handle) => {
+              state.eventsub = handle;
+            });
+        } else {
+          ctx.health.set('eventsub', true, 'twitch eventsub is off (TWITCH_EVENTSUB_ENABLED=false)', { configured: false });
         }
       },
 

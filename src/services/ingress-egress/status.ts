@@ -1,7 +1,7 @@
 import { Topic } from '../../core/index.js';
 import type { TwitchChatConnector, TwitchChatSnapshot } from '../../platforms/twitch/chat.js';
 import type { ReplySender } from '../../platforms/twitch/egress.js';
-import { buildSourceStatusEnvelope } from '../../platforms/twitch/normalize.js';
+import { buildSourceStatusEnvelope, sourceStatusPatch } from '../../platforms/twitch/normalize.js';
 import type { Config, Ctx } from './config.js';
 
 /** What one ingress-egress instance holds while it runs. */
@@ -77,6 +77,8 @@ export function publishStatus(ctx: Ctx, state: Running): Promise<void> {
   });
   state.status = state.status.then(async () => {
     for (const envelope of envelopes) {
+      // The record follows the connection at once; persistence may be behind a backlog of chat on ingress.
+      await ctx.store.mergeSource(sourceStatusPatch(envelope)).catch((error: unknown) => ctx.logger.warn({ err: error, sourceId: envelope.payload.sourceId }, 'could not write source status'));
       await ctx.publish(Topic.ingress, envelope).catch((error: unknown) => ctx.logger.warn({ err: error, sourceId: envelope.payload.sourceId }, 'could not publish source status'));
     }
   });

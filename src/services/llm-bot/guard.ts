@@ -288,13 +288,18 @@ export function redactSecrets(text: string, secrets: Array<string | undefined> =
         out = out.replace(re, '[redacted]');
       }
     }
-    // Pieces of it: any 12-character window (a key split across words still leaks).
+    // Pieces of it: any 12-character window (a key split across words still leaks), widened to the
+    // whole run of the secret around it, so no shorter remainder of the key is left beside it.
     if (secret.length >= 16) {
       for (let i = 0; i + 12 <= secret.length; i += 1) {
         const piece = secret.slice(i, i + 12);
-        if (out.includes(piece)) {
+        for (let at = out.indexOf(piece); at !== -1; at = out.indexOf(piece)) {
           found = true;
-          out = out.split(piece).join('[redacted]');
+          let start = at;
+          let end = at + piece.length;
+          for (let s = i; start > 0 && s > 0 && out[start - 1] === secret[s - 1]; s -= 1) start -= 1;
+          for (let e = i + piece.length; end < out.length && e < secret.length && out[end] === secret[e]; e += 1) end += 1;
+          out = `${out.slice(0, start)}[redacted]${out.slice(end)}`;
         }
       }
     }

@@ -1,0 +1,167 @@
+/**
+ * EventSub as ingress-egress starts it from environment tokens alone, against the fake Twitch (OAuth,
+ * Helix, EventSub WebSocket) and the fake IRC, with the real Twurple clients.
+ */
+import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { createMemoryBus, type MemoryBus } from '../../src/bus/index.js';
+import { loadArchitecture, type Host } from '../../src/runtime/index.js';
+import { ApiClient } from '@twurple/api';
+import { RefreshingAuthProvider } from '@twurple/auth';
+import { startEventSub, type EventSubState } from '../../src/platforms/twitch/eventsub.js';
+import service from '../../src/services/ingress-egress/index.js';
+import { createStore, type Store } from '../../src/store/index.js';
+import { collect, startTestHost } from '../support/harness.js';
+import { BOT, BROADCASTER_SCOPES, OTHER, STREAMER, THIRD, startTwitchWorld, type TwitchWorld } from '../support/twitch-world.js';
+import { waitFor } from '../support/wait.js';
+
+let store: Store;
+let world: TwitchWorld;
+let bus: MemoryBus;
+let host: Host | undefined;
+
+beforeAll(async () => {
+  store = await createStore({ driver: 'pglite', dataDir: 'memory://', embedded: true });
+  await store.init();
+});
+afterAll(async () => {
+  await store?.close();
+});
+afterEach(async () => {
+  await host?.stop();
+  host = undefined;
+  await bus?.close();
+  await world?.stop();
+  for (const id of ['twitch:bot', 'twitch:broadcaster']) await store.deleteToken(id);
+});
+
+async function eventsubHealth(): Promise<{ ready: boolean; detail: string; configured?: boolean }> {
+  const response = await host!.app.inject({ method: 'GET', url: '/readyz' });
+  return response.json().components['ingress-egress.eventsub'];
+}
+
+async function start(env: Record<string, string>) {
+  bus = createMemoryBus();
+  const observed = await collect(bus, ['internal.ingress.v1']);
+  host = await startTestHost({ services: [service], bus, env: { INSTANCE_ID: `ie-es-${Math.random().toString(36).slice(2, 7)}`, ...env }, architecture: loadArchitecture(), extra: { store } });
+  return observed;
+}
+
+const subsOf = (channelId: string) => world.api.activeSubscriptions().filter((sub) => (sub.condition.broadcaster_user_id ?? sub.condition.to_broadcaster_user_id) === channelId);
+const ownerOf = (sessionId: string) => world.api.sessions.find((session) => session.id === sessionId)?.userId;
+
+describe('ingress-egress EventSub from environment tokens', () => {
+  it('starts EventSub from the bot’s environment tokens alone and names what waits for the broadcaster', async () => {
+    world = await startTwitchWorld({ channels: [STREAMER.login, OTHER.login] });
+    const observed = await start(world.env());
+
+    await world.api.waitFor(() => world.api.activeSubscriptions().length === 8, 30_000, 'eight subscriptions');
+    for (const channel of [STREAMER, OTHER]) {
+      expect(subsOf(channel.id).map((sub) => sub.type).sort()).toEqual(['channel.raid', 'channel.update', 'stream.offline', 'stream.online']);
+    }
+    // Every subscription was made with the bot's token, on one connection.
+    expect(new Set(world.api.activeSubscriptions().map((sub) => ownerOf(sub.transport.session_id)))).toEqual(new Set([BOT.id]));
+    expect(new Set(world.api.activeSubscriptions().map((sub) => sub.transport.session_id)).size).toBe(1);
+
+    const health = await waitFor(async () => {
+      const current = await eventsubHealth();
+      return current?.detail.includes('8/8') ? current : undefined;
+    }, { message: 'eventsub health with 8/8 active' });
+    expect(health.ready).toBe(true);
+    expect(health.detail).toContain('waiting for the broadcaster connection on #streamer: channel.follow, channel.subscribe, channel.subscription.gift, channel.subscription.message, channel.cheer');
+    expect(health.detail).toContain('waiting for the broadcaster connection on #otherchan');
+    expect(health.detail).toContain('/oauth/twitch/start?identity=broadcaster');
+
+    world.api.notify('stream.online', '1', { id: '77', broadcaster_user_id: OTHER.id, broadcaster_user_login: OTHER.login, broadcaster_user_name: OTHER.displayName, type: 'live', started_at: new Date().toISOString() });
+    const online = await observed.waitFor('internal.ingress.v1', (value) => value.type === 'system.stream.online');
+    expect(online.source).toMatchObject({ platform: 'twitch', channel: 'otherchan', channelId: OTHER.id });
+  });
+
+  it('uses TWITCH_BROADCASTER_* for every type of the broadcaster’s channel and the bot’s token elsewhere', async () => {
+    world = await startTwitchWorld({ channels: [STREAMER.login, OTHER.login] });
+    await start(world.env(world.broadcasterEnv()));
+    await world.api.waitFor(() => world.api.activeSubscriptions().length === 14, 30_000, 'fourteen subscriptions');
+    expect(subsOf(STREAMER.id)).toHaveLength(10);
+    expect(new Set(subsOf(STREAMER.id).map((sub) => ownerOf(sub.transport.session_id)))).toEqual(new Set([STREAMER.id]));
+    expect(new Set(subsOf(OTHER.id).map((sub) => ownerOf(sub.transport.session_id)))).toEqual(new Set([BOT.id]));
+    // The broadcaster's own subscriptions cost nothing; the bot's four for another channel cost 1 each.
+    expect(subsOf(STREAMER.id).every((sub) => sub.cost === 0)).toBe(true);
+    expect(subsOf(OTHER.id).map((sub) => sub.cost)).toEqual([1, 1, 1, 1]);
+    const stored = await store.getToken('twitch:broadcaster');
+    expect(stored?.accessToken).toBeTruthy();
+  });
+
+  it('follows with the bot’s token where the bot moderates and reports the channel where it does not', async () => {
+    world = await startTwitchWorld({ channels: [STREAMER.login, OTHER.login], botScopes: ['chat:read', 'chat:edit', 'moderator:read:followers'] });
+    world.api.addModerator(STREAMER.id, BOT.id);
+    await start(world.env());
+    await world.api.waitFor(() => world.api.activeSubscriptions('channel.follow').length === 1, 30_000, 'a follow subscription');
+    expect(world.api.activeSubscriptions('channel.follow')[0]!.condition).toEqual({ broadcaster_user_id: STREAMER.id, moderator_user_id: BOT.id });
+    const health = await waitFor(async () => {
+      const current = await eventsubHealth();
+      return current?.detail.includes('channel.follow also works when the bot is a moderator') ? current : undefined;
+    }, { message: 'the refused follow in the health detail' });
+    expect(health.detail).toContain('waiting for the broadcaster connection on #otherchan: channel.follow');
+    expect(health.detail).not.toContain('on #streamer: channel.follow');
+  });
+
+  it('stays within max_total_cost with three channels on the bot’s token and reports the limit as a health error', async () => {
+    world = await startTwitchWorld({ channels: [STREAMER.login, OTHER.login, THIRD.login] });
+    await start(world.env());
+    await world.api.waitFor(() => world.api.activeSubscriptions().length === 10, 30_000, 'ten subscriptions');
+    const health = await waitFor(async () => {
+      const current = await eventsubHealth();
+      return current?.detail.includes('max_total_cost') ? current : undefined;
+    }, { message: 'limit error in health' });
+    expect(health.ready).toBe(false);
+    expect(health.detail).toContain('not subscribed: channel.raid #otherchan, channel.raid #thirdchan');
+    expect(world.api.activeSubscriptions('stream.offline')).toHaveLength(3);
+  });
+
+  it('picks up a broadcaster connected after start-up (as the OAuth flow stores it) without a restart', async () => {
+    world = await startTwitchWorld();
+    await start(world.env({ SOURCE_HEARTBEAT_MS: '200' }));
+    await world.api.waitFor(() => world.api.activeSubscriptions().length === 4, 30_000, 'the bot’s four subscriptions');
+    const token = world.api.issueToken(STREAMER.id, { scopes: BROADCASTER_SCOPES });
+    await store.putToken({ id: 'twitch:broadcaster', accessToken: token.accessToken, refreshToken: token.refreshToken, scopes: BROADCASTER_SCOPES, userId: STREAMER.id, login: STREAMER.login, obtainedAt: new Date().toISOString() });
+    await world.api.waitFor(() => subsOf(STREAMER.id).length === 10 && subsOf(STREAMER.id).every((sub) => ownerOf(sub.transport.session_id) === STREAMER.id), 30_000, 'every type with the broadcaster token');
+    const health = await waitFor(async () => {
+      const current = await eventsubHealth();
+      return current?.detail.includes('10/10') ? current : undefined;
+    }, { message: 'eventsub health with 10/10 active' });
+    expect(health.detail).not.toContain('waiting for the broadcaster');
+  });
+
+  it('is off with TWITCH_EVENTSUB_ENABLED=false', async () => {
+    world = await startTwitchWorld();
+    await start(world.env({ TWITCH_EVENTSUB_ENABLED: 'false' }));
+    const health = await waitFor(() => eventsubHealth(), { message: 'eventsub health' });
+    expect(health).toMatchObject({ ready: true, configured: false });
+    expect(health.detail).toContain('TWITCH_EVENTSUB_ENABLED=false');
+    expect(world.api.sessions).toHaveLength(0);
+  });
+});
+
+describe('the fake enforces Twitch’s EventSub WebSocket limits', () => {
+  it('answers 429 with max_total_cost when a user’s subscriptions would cost more than 10, and the listener reports it', async () => {
+    world = await startTwitchWorld();
+    bus = createMemoryBus();
+    const provider = new RefreshingAuthProvider({ clientId: world.api.clientId, clientSecret: world.api.clientSecret });
+    provider.addUser(BOT.id, { accessToken: world.bot.accessToken, refreshToken: world.bot.refreshToken, scope: [], expiresIn: 14_400, obtainmentTimestamp: Date.now() });
+    const channels = [STREAMER, OTHER, THIRD].map((user) => ({ id: user.id, login: user.login }));
+    const targets = channels.flatMap((broadcaster) => (['stream.online', 'stream.offline', 'channel.update', 'channel.raid'] as const).map((kind) => ({ kind, broadcaster, tokenUserId: BOT.id })));
+    let last: EventSubState | undefined;
+    const handle = await startEventSub({ apiClient: new ApiClient({ authProvider: provider }), targets, store, publish: async () => undefined, logger: { debug() {}, info() {}, warn() {}, error() {} }, onState: (state) => (last = state) });
+    try {
+      await waitFor(() => (last && last.active + last.failed === 12 ? last : undefined), { timeoutMs: 15_000, message: 'every subscription answered' });
+      expect(last!.active).toBe(10);
+      expect(last!.refused).toHaveLength(2);
+      for (const refusal of last!.refused!) {
+        expect(refusal.httpStatus).toBe(429);
+        expect(refusal.error).toContain('max_total_cost');
+      }
+      expect(world.api.requests.filter((request) => request.path === '/eventsub/subscriptions' && request.status === 429)).toHaveLength(2);
+    } finally {
+      await handle.stop();
+    }
+  });
+});
