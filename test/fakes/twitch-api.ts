@@ -3,7 +3,8 @@
  * `TWURPLE_MOCK_API_PORT` points at it:
  *
  * - id.twitch.tv OAuth2 → `/auth/validate`, `/auth/token`, `/auth/revoke`
- * - Helix → `/mock/<endpoint>` (users, streams, channels), except `eventsub/subscriptions`, which Twurple
+ * - Helix → `/mock/<endpoint>` (users, streams, channels, shoutouts, moderation: chat deletes, bans and
+ *   timeouts, moderators), except `eventsub/subscriptions`, which Twurple
  *   sends unprefixed (`/eventsub/subscriptions`); both spellings are served
  * - the EventSub WebSocket → `ws://127.0.0.1:<port>/ws`
  *
@@ -81,6 +82,24 @@ export interface FakeSubscription {
   cost: number;
 }
 
+/** A ban or timeout in effect (`endsAt` null for a ban). */
+export interface FakeBan {
+  broadcasterId: string;
+  userId: string;
+  moderatorId: string;
+  reason: string;
+  endsAt: number | null;
+  at: number;
+}
+
+/** A chat message a moderator deleted. */
+export interface FakeDeletedMessage {
+  broadcasterId: string;
+  messageId: string;
+  moderatorId: string;
+  at: number;
+}
+
 /** A shoutout Twitch accepted. */
 export interface FakeShoutout {
   fromBroadcasterId: string;
@@ -146,6 +165,10 @@ export interface FakeTwitch {
   readonly frames: WsFrame[];
   /** Every shoutout Twitch accepted, in order. */
   readonly shoutouts: FakeShoutout[];
+  /** Bans and timeouts in effect, by `broadcasterId:userId` (lifting one removes it). */
+  readonly bans: Map<string, FakeBan>;
+  /** Every chat message deleted through `DELETE /moderation/chat`, in order. */
+  readonly deletedMessages: FakeDeletedMessage[];
 
   addUser(user: FakeUser): void;
   /** Marks the user live with this stream, or offline with `null`. */
@@ -200,6 +223,8 @@ export async function startFakeTwitch(options: FakeTwitchOptions = {}): Promise<
   const maxTotalCost = options.maxTotalCost ?? 10;
   const moderators = new Map<string, Set<string>>();
   const shoutouts: FakeShoutout[] = [];
+  const bans = new Map<string, FakeBan>();
+  const deletedMessages: FakeDeletedMessage[] = [];
 
   const users = new Map<string, FakeUser>();
   const streams = new Map<string, FakeStream>();
@@ -424,6 +449,58 @@ export async function startFakeTwitch(options: FakeTwitchOptions = {}): Promise<
           };
         });
       return send(200, { data }, headers);
+    }
+    // Moderation: the token's user must be moderator_id, hold the scope, and moderate the channel.
+    const moderation = (scope: string): { broadcaster: string; moderator: string } | undefined => {
+      const broadcaster = url.searchParams.get('broadcaster_id') ?? '';
+      const moderator = url.searchParams.get('moderator_id') ?? '';
+      if (!broadcaster || !moderator) return void send(400, { error: 'Bad Request', status: 400, message: 'Missing required parameter broadcaster_id or moderator_id' }, headers);
+      if (token.userId !== moderator) return void send(401, { error: 'Unauthorized', status: 401, message: 'The ID in moderator_id must match the user ID in the user access token.' }, headers);
+      if (!token.scopes.includes(scope)) return void send(401, { error: 'Unauthorized', status: 401, message: `Missing scope: ${scope}` }, headers);
+      if (moderator !== broadcaster && !moderators.get(broadcaster)?.has(moderator)) return void send(403, { error: 'Forbidden', status: 403, message: 'The user in moderator_id is not one of the broadcaster’s moderators.' }, headers);
+      return { broadcaster, moderator };
+    };
+    const activeBan = (key: string) => {
+      const ban = bans.get(key);
+      if (ban && ban.endsAt !== null && ban.endsAt <= Date.now()) bans.delete(key);
+      return bans.get(key);
+    };
+    if (helixPath === '/moderation/chat' && method === 'DELETE') {
+      const allowed = moderation('moderator:manage:chat_messages');
+      if (!allowed) return;
+      const messageId = url.searchParams.get('message_id');
+      if (messageId) deletedMessages.push({ broadcasterId: allowed.broadcaster, messageId, moderatorId: allowed.moderator, at: Date.now() });
+      return send(204, undefined, headers);
+    }
+    if (helixPath === '/moderation/bans' && method === 'POST') {
+      const allowed = moderation('moderator:manage:banned_users');
+      if (!allowed) return;
+      const data = (body as { data?: { user_id?: unknown; duration?: unknown; reason?: unknown } } | undefined)?.data;
+      const userId = typeof data?.user_id === 'string' ? data.user_id : '';
+      if (!userId) return send(400, { error: 'Bad Request', status: 400, message: 'The user_id field is required.' }, headers);
+      const duration = data?.duration === undefined ? undefined : Number(data.duration);
+      if (duration !== undefined && (!Number.isInteger(duration) || duration < 1 || duration > 1_209_600)) return send(400, { error: 'Bad Request', status: 400, message: 'The value in the duration field is not valid.' }, headers);
+      if (userId === allowed.broadcaster || moderators.get(allowed.broadcaster)?.has(userId)) return send(400, { error: 'Bad Request', status: 400, message: 'The user specified in the user_id field may not be banned.' }, headers);
+      const key = `${allowed.broadcaster}:${userId}`;
+      if (activeBan(key)?.endsAt === null) return send(400, { error: 'Bad Request', status: 400, message: 'The user specified in the user_id field is already banned.' }, headers);
+      const now = Date.now();
+      const ban: FakeBan = { broadcasterId: allowed.broadcaster, userId, moderatorId: allowed.moderator, reason: typeof data?.reason === 'string' ? data.reason : '', endsAt: duration === undefined ? null : now + duration * 1000, at: now };
+      bans.set(key, ban);
+      return send(200, { data: [{ broadcaster_id: ban.broadcasterId, moderator_id: ban.moderatorId, user_id: userId, created_at: new Date(now).toISOString(), end_time: ban.endsAt === null ? null : new Date(ban.endsAt).toISOString() }] }, headers);
+    }
+    if (helixPath === '/moderation/bans' && method === 'DELETE') {
+      const allowed = moderation('moderator:manage:banned_users');
+      if (!allowed) return;
+      const key = `${allowed.broadcaster}:${url.searchParams.get('user_id') ?? ''}`;
+      if (!activeBan(key)) return send(400, { error: 'Bad Request', status: 400, message: 'The user specified in the user_id field is not banned.' }, headers);
+      bans.delete(key);
+      return send(204, undefined, headers);
+    }
+    if (helixPath === '/moderation/moderators' && method === 'GET') {
+      const broadcaster = url.searchParams.get('broadcaster_id') ?? '';
+      if (token.userId !== broadcaster) return send(401, { error: 'Unauthorized', status: 401, message: 'The ID in broadcaster_id must match the user ID found in the request’s OAuth token.' }, headers);
+      const data = [...(moderators.get(broadcaster) ?? [])].map((id) => ({ user_id: id, user_login: users.get(id)?.login ?? '', user_name: users.get(id)?.displayName ?? users.get(id)?.login ?? '' }));
+      return send(200, { data, pagination: {} }, headers);
     }
     if (helixPath === '/chat/shoutouts' && method === 'POST') {
       const from = url.searchParams.get('from_broadcaster_id') ?? '';
@@ -668,6 +745,8 @@ export async function startFakeTwitch(options: FakeTwitchOptions = {}): Promise<
     sessions,
     frames,
     shoutouts,
+    bans,
+    deletedMessages,
 
     addUser(user) {
       users.set(user.id, user);
