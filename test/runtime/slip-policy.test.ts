@@ -320,7 +320,7 @@ describe('history and deadlines (R9/R10)', () => {
 
 describe('known steps', () => {
   it('come from the consumed step topics of architecture.yaml, without fixed stages or per-instance topics', () => {
-    expect(knownSteps()).toEqual(['commands', 'llm-bot', 'query-analyzer', 'router']);
+    expect(knownSteps()).toEqual(['commands', 'discord', 'llm-bot', 'moderation', 'obs', 'query-analyzer', 'reactions', 'router']);
   });
 
   it('of several architectures are the steps of all of them', () => {
