@@ -14,6 +14,7 @@ import persistenceService from '../../src/services/persistence/index.js';
 import eventRouter, { type EventRouterInstance } from '../../src/services/event-router/index.js';
 import { createLlmBotService } from '../../src/services/llm-bot/index.js';
 import { createQueryAnalyzer } from '../../src/services/query-analyzer/index.js';
+import { createModerationService } from '../../src/services/moderation/index.js';
 import type { ServiceDefinition } from '../../src/runtime/service.js';
 import { createStore, type Store } from '../../src/store/index.js';
 import { startFakeDiscord, type FakeDiscord, type FakeDiscordOptions } from '../fakes/discord.js';
@@ -191,7 +192,7 @@ describe('discord messages in and out', () => {
     const llm = await startFakeOpenAI({ defaultScript: { text: 'It is Celeste, and @everyone should watch.' } });
     try {
       const env = { LLM_PROVIDER: 'openai', LLM_MODEL: 'gpt-test', OPENAI_BASE_URL: llm.baseURL, OPENAI_API_KEY: 'sk-test', BOT_NAME: 'bitbrat', LLM_DAILY_TOKEN_BUDGET: '0', LLM_USER_RATE_PER_MIN: '0', LLM_CHANNEL_RATE_PER_MIN: '0' };
-      const observer = await start({ services: [authService, eventRouter, createQueryAnalyzer(), createLlmBotService(), discordService], env });
+      const observer = await start({ services: [authService, eventRouter, createQueryAnalyzer(), createModerationService(), createLlmBotService(), discordService], env });
       await waitFor(() => statuses(observer).some((envelope) => envelope.payload.status === 'connected'));
       const messageId = fake!.sendMessage({ author: VIEWER, content: '<@900000000000000001> what game is this?', mentionsBot: true });
       const reply = await waitFor(() => fake!.posted.find((message) => message.message_reference?.message_id === messageId), { message: 'the LLM reply', timeoutMs: 20_000 });

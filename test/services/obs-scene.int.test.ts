@@ -15,6 +15,7 @@ import { RuleSchema } from '../../src/services/event-router/rules.js';
 import { buildEventSubEnvelope } from '../../src/platforms/twitch/eventsub.js';
 import obsService from '../../src/services/obs/index.js';
 import { createQueryAnalyzer } from '../../src/services/query-analyzer/index.js';
+import { createModerationService } from '../../src/services/moderation/index.js';
 import { createStore, type Store } from '../../src/store/index.js';
 import { startFakeObs, type FakeObs } from '../fakes/obs.js';
 import { collect, startTestHost } from '../support/harness.js';
@@ -53,7 +54,7 @@ describe('!scene from chat', () => {
     await bus.connect();
     observer = await collect(bus, [Topic.egress, Topic.finalizer, Topic.deadletter]);
     host = await startTestHost({
-      services: [authService, eventRouter, createQueryAnalyzer(), createCommandsService(), obsService],
+      services: [authService, eventRouter, createQueryAnalyzer(), createModerationService(), createCommandsService(), obsService],
       bus,
       architecture: loadArchitecture(),
       env: { INSTANCE_ID: 'scene-test', OBS_WEBSOCKET_URL: fake.url },

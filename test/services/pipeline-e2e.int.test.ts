@@ -14,6 +14,7 @@ import finalizer from '../../src/services/finalizer/index.js';
 import { createLlmBotService } from '../../src/services/llm-bot/index.js';
 import persistence from '../../src/services/persistence/index.js';
 import { createQueryAnalyzer } from '../../src/services/query-analyzer/index.js';
+import { createModerationService } from '../../src/services/moderation/index.js';
 import { createStore, type EventRecord, type Store } from '../../src/store/index.js';
 import { startFakeOpenAI, type FakeOpenAI } from '../fakes/openai.js';
 import { collect, startTestHost, testArchitecture } from '../support/harness.js';
@@ -36,7 +37,7 @@ const egress = defineService({
 });
 
 function services(llm: boolean): ServiceDefinition[] {
-  return [authService, eventRouter, createQueryAnalyzer(), createCommandsService(), ...(llm ? [createLlmBotService()] : []), persistence, finalizer, egress];
+  return [authService, eventRouter, createQueryAnalyzer(), createModerationService(), createCommandsService(), ...(llm ? [createLlmBotService()] : []), persistence, finalizer, egress];
 }
 
 function architectureFor(list: ServiceDefinition[]) {

@@ -17,6 +17,7 @@ import finalizer from '../../src/services/finalizer/index.js';
 import ingressEgress from '../../src/services/ingress-egress/index.js';
 import persistence from '../../src/services/persistence/index.js';
 import queryAnalyzer from '../../src/services/query-analyzer/index.js';
+import moderation from '../../src/services/moderation/index.js';
 import { createStore, type EventRecord, type Store } from '../../src/store/index.js';
 import { startFakeTwitchIrc, type FakeTwitchIrc } from '../fakes/twitch-irc.js';
 import { startTestHost } from '../support/harness.js';
@@ -27,7 +28,7 @@ import { waitFor } from '../support/wait.js';
 
 const TOKEN = 'e2e-chat-token-5f1d';
 const CHANNEL = 'e2e_streamer';
-const SERVICES = [ingressEgress, auth, eventRouter, queryAnalyzer, commands, persistence, finalizer];
+const SERVICES = [ingressEgress, auth, eventRouter, queryAnalyzer, moderation, commands, persistence, finalizer];
 
 interface Topology {
   bus: MessageBus;

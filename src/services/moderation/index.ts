@@ -176,6 +176,8 @@ export function createModerationService(options: ModerationServiceOptions = {}) 
 
               const text = messageText(envelope);
               if (envelope.type !== 'external.chat.message.v1' || text === undefined || text.trim() === '') return skip();
+              // Only Twitch is moderated over an API here; other chats (Discord, the dashboard console) pass.
+              if (envelope.source.platform !== 'twitch') return skip();
               const channel = channelKey(envelope.source.platform, envelope.source.channel);
               const role = envelope.user.role;
               await ctx.store.incrementCounter(linesKey(channel), 1);
