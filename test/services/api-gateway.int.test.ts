@@ -381,6 +381,7 @@ describe('api-gateway HTTP API', () => {
       }, { timeoutMs: 20_000 });
       expect(event.timeline.map((step: any) => [step.id, step.status])).toEqual([
         ['query-analyzer', 'OK'],
+        ['moderation', 'SKIP'],
         ['router', 'OK'],
         ['commands', 'OK'],
       ]);

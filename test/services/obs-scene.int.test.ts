@@ -81,7 +81,7 @@ describe('!scene from chat', () => {
     const out = await say('!scene BRB', ['moderator']);
     expect(fake.programScene).toBe('BRB');
     expect(out.candidates?.map((candidate) => candidate.text)).toEqual(['OBS: switched to scene "BRB".']);
-    expect(out.routingSlip.map((step) => `${step.id}:${step.status}`)).toEqual(['query-analyzer:OK', 'router:OK', 'commands:OK', 'obs:OK']);
+    expect(out.routingSlip.map((step) => `${step.id}:${step.status}`)).toEqual(['query-analyzer:OK', 'moderation:OK', 'router:OK', 'commands:OK', 'obs:OK']);
     // OBS's own event about the switch comes back through the pipeline and is recorded.
     const event = (await observer.waitFor(Topic.finalizer, (value) => value.type === 'obs.event.v1' && value.externalEvent?.kind === 'CurrentProgramSceneChanged' && value.externalEvent?.payload?.sceneName === 'BRB')) as Envelope;
     expect(event.outcome).toBe('handled');

@@ -94,7 +94,7 @@ function describeTwitchChatEndToEnd(name: string, topology: () => Promise<Topolo
       );
       expect(record).toMatchObject({ outcome: 'completed', replyText: 'pong', replyDelivered: true, platform: 'twitch', userName: 'chatty_cathy' });
       // The router's plan, every step done: analysis, routing, the command that answered.
-      expect(record.final!.routingSlip.map((step) => `${step.id}:${step.status}`)).toEqual(['query-analyzer:OK', 'router:OK', 'commands:OK']);
+      expect(record.final!.routingSlip.map((step) => `${step.id}:${step.status}`)).toEqual(['query-analyzer:OK', 'moderation:OK', 'router:OK', 'commands:OK']);
       // auth identified the chatter (a viewer, with a viewer's permissions, seen for the first time).
       expect(record.final!.user).toMatchObject({ id: '777001', name: 'chatty_cathy', role: 'viewer', roles: ['viewer'] });
       expect(record.final!.user.permissions?.length).toBeGreaterThan(0);
