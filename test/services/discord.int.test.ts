@@ -172,7 +172,7 @@ describe('discord connection and status', () => {
 
 describe('discord messages in and out', () => {
   // ingress-egress shares the per-instance egress topic in one process: Discord replies must not reach it.
-  const pipeline = () => [ingressEgressService, authService, eventRouter, createQueryAnalyzer(), createCommandsService(), discordService];
+  const pipeline = () => [ingressEgressService, authService, eventRouter, createQueryAnalyzer(), createModerationService(), createCommandsService(), discordService];
 
   it("answers a viewer's !ping with pong as a Discord reply, through the same rules as Twitch", async () => {
     const observer = await start({ services: pipeline() });
@@ -182,7 +182,7 @@ describe('discord messages in and out', () => {
     expect(reply).toMatchObject({ channel_id: CHANNEL, content: 'pong', allowed_mentions: { parse: ['users'] } });
     const final: Envelope = await observer.waitFor(Topic.finalizer, (value: Envelope) => value.message?.id === messageId);
     expect(final.source).toMatchObject({ platform: 'discord', channel: 'BitBrat HQ #general', channelId: CHANNEL });
-    expect(final.routingSlip.map((step) => `${step.id}:${step.status}`)).toEqual(['query-analyzer:OK', 'router:OK', 'commands:OK']);
+    expect(final.routingSlip.map((step) => `${step.id}:${step.status}`)).toEqual(['query-analyzer:OK', 'moderation:SKIP', 'router:OK', 'commands:OK']);
     expect(final.delivery).toMatchObject({ delivered: true, destination: `discord:${CHANNEL}`, platformMessageIds: [reply.id] });
     expect(observer.envelopes(Topic.finalizer).filter((value: Envelope) => value.message?.id === messageId)).toHaveLength(1);
     expect(fake!.posted).toHaveLength(1);
@@ -198,7 +198,7 @@ describe('discord messages in and out', () => {
       const reply = await waitFor(() => fake!.posted.find((message) => message.message_reference?.message_id === messageId), { message: 'the LLM reply', timeoutMs: 20_000 });
       expect(reply.content).toBe('It is Celeste, and @\u200beveryone should watch.');
       const final: Envelope = await observer.waitFor(Topic.finalizer, (value: Envelope) => value.message?.id === messageId);
-      expect(final.routingSlip.map((step) => `${step.id}:${step.status}`)).toEqual(['query-analyzer:OK', 'router:OK', 'llm-bot:OK']);
+      expect(final.routingSlip.map((step) => `${step.id}:${step.status}`)).toEqual(['query-analyzer:OK', 'moderation:SKIP', 'router:OK', 'llm-bot:OK']);
       expect(llm.requests.at(-1)?.messages.at(-1)?.text).toContain('what game is this?');
     } finally {
       await llm.stop();

@@ -23,6 +23,7 @@ import {
   timerDue,
   updateFilterSettings,
   getFilterSettings,
+  ensureModerationStep,
 } from '../../src/services/moderation/index.js';
 import { createStore, type Store } from '../../src/store/index.js';
 import { collect, startTestHost } from '../support/harness.js';
@@ -150,6 +151,18 @@ describe('toolkit records', () => {
     await expect(updateFilterSettings(store, 'twitch:filters', { caps: { ratio: 7 }, links: { exempt: 'nobody' } })).rejects.toThrow(/caps\.ratio.*links\.exempt|links\.exempt.*caps\.ratio/);
     await expect(updateFilterSettings(store, 'twitch:filters', { blockedTerms: { terms: [{ pattern: '(a)\\1', kind: 'regex' }] } })).rejects.toThrow(/not a valid RE2 regex/);
     await expect(updateFilterSettings(store, 'twitch:filters', { bogus: true })).rejects.toThrow(/bogus/);
+  });
+
+  it('adds the moderation step to an older installation’s default chat-enrichment rule, and leaves a changed one alone', async () => {
+    const logic = { '==': [{ var: 'stage' }, 'ingress'] };
+    await store.upsertRule({ id: 'chat-enrichment', priority: 500, enabled: true, logic, action: { slip: ['query-analyzer', 'router'] } });
+    expect(await ensureModerationStep(store)).toBe(true);
+    expect((await store.getRule('chat-enrichment'))?.action).toEqual({ slip: ['query-analyzer', 'moderation', 'router'] });
+    expect(await ensureModerationStep(store)).toBe(false);
+    await store.upsertRule({ id: 'chat-enrichment', priority: 500, enabled: true, logic, action: { slip: ['query-analyzer', 'my-step', 'router'] } });
+    expect(await ensureModerationStep(store)).toBe(false);
+    expect((await store.getRule('chat-enrichment'))?.action).toEqual({ slip: ['query-analyzer', 'my-step', 'router'] });
+    await store.deleteRule('chat-enrichment');
   });
 
   it('parses giveaway durations', () => {

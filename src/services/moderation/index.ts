@@ -10,7 +10,7 @@ import { findStreamSource } from '../stream-source.js';
 import { createFilterCheck, messageFingerprint, needsHistory, sanctionFor, type FilterCheck, type FilterSettings, type Violation } from './filters.js';
 import { runModerationRequest } from './perform.js';
 import { MODERATION_STEP, RESULT_ANNOTATION, requestOf } from './requests.js';
-import { appendLog, channelKey, consumePermit, currentGiveaway, enterGiveaway, getFilterSettings, grantPermit, linesKey, type Giveaway, type ModerationLogEntry } from './records.js';
+import { appendLog, channelKey, consumePermit, currentGiveaway, ensureModerationStep, enterGiveaway, getFilterSettings, grantPermit, linesKey, listTimers, type Giveaway, type ModerationLogEntry } from './records.js';
 import { createTimerRunner, type TimerRunner } from './timers.js';
 
 export * from './filters.js';
@@ -55,6 +55,7 @@ export function createModerationService(options: ModerationServiceOptions = {}) 
       let tick: NodeJS.Timeout | undefined;
       const settingsCache = new Map<string, { at: number; settings: FilterSettings; check: FilterCheck; checkWithoutLinks: FilterCheck }>();
       const giveawayCache = new Map<string, { at: number; giveaway?: Giveaway }>();
+      const timersCache = new Map<string, { at: number; any: boolean }>();
 
       const settingsFor = async (channel: string) => {
         const cached = settingsCache.get(channel);
@@ -70,6 +71,15 @@ export function createModerationService(options: ModerationServiceOptions = {}) 
         const giveaway = await currentGiveaway(ctx.store, channel);
         giveawayCache.set(channel, { at: now(), giveaway });
         return giveaway;
+      };
+
+      /** Whether the channel has a timer (chat lines are only counted for channels that do). */
+      const hasTimers = async (channel: string) => {
+        const cached = timersCache.get(channel);
+        if (cached && now() - cached.at < CACHE_MS) return cached.any;
+        const any = (await listTimers(ctx.store, channel)).some((timer) => timer.enabled);
+        timersCache.set(channel, { at: now(), any });
+        return any;
       };
 
       /** Says on the channel's source record whether the bot may moderate, so the dashboard shows it. */
@@ -180,7 +190,7 @@ export function createModerationService(options: ModerationServiceOptions = {}) 
               if (envelope.source.platform !== 'twitch') return skip();
               const channel = channelKey(envelope.source.platform, envelope.source.channel);
               const role = envelope.user.role;
-              await ctx.store.incrementCounter(linesKey(channel), 1);
+              if (await hasTimers(channel)) await ctx.store.incrementCounter(linesKey(channel), 1);
 
               const command = parseCommand(text, ctx.config.COMMAND_PREFIX);
               if (command) {
@@ -213,6 +223,7 @@ export function createModerationService(options: ModerationServiceOptions = {}) 
           },
         },
         async start() {
+          if (await ensureModerationStep(ctx.store)) ctx.logger.info('added the moderation step to the chat-enrichment rule');
           if (!gateway) {
             const [clientId, clientSecret] = await Promise.all([ctx.secrets.get('TWITCH_CLIENT_ID'), ctx.secrets.get('TWITCH_CLIENT_SECRET')]);
             ctx.registerSecret(clientSecret);

@@ -424,3 +424,19 @@ export async function cancelGiveaway(store: Store, channel: string): Promise<Giv
   await store.putDoc(Collection.giveaways, giveaway.id, next as unknown as Record<string, unknown>);
   return next;
 }
+
+// ------------------------------------------------------------------------------------------ routing
+
+/**
+ * Puts the moderation step into the stored `chat-enrichment` rule of an installation made before it
+ * existed, when that rule still has the old default slip (query-analyzer, router). A rule someone
+ * changed is left alone; an empty table is the router's to seed from the defaults file (which has it).
+ */
+export async function ensureModerationStep(store: Pick<Store, 'getRule' | 'upsertRule'>): Promise<boolean> {
+  const rule = await store.getRule('chat-enrichment');
+  const slip = (rule?.action as { slip?: unknown } | undefined)?.slip;
+  if (!rule || !Array.isArray(slip) || JSON.stringify(slip) !== JSON.stringify(['query-analyzer', 'router'])) return false;
+  const { updatedAt: _updatedAt, ...rest } = rule;
+  await store.upsertRule({ ...rest, action: { ...rule.action, slip: ['query-analyzer', 'moderation', 'router'] } });
+  return true;
+}
