@@ -29,6 +29,12 @@ type Config = z.infer<typeof ConfigSchema>;
 /** How long a channel's settings and giveaway are reused before being read again (ms). */
 const CACHE_MS = 3_000;
 
+/** Without Twitch app credentials every action is recorded as not permitted, saying what to set. */
+function createUnconfiguredGateway(): ModerationGateway {
+  const refuse = async (): Promise<ActionOutcome> => ({ status: 'not-permitted', error: 'twitch is not configured (TWITCH_CLIENT_ID, TWITCH_CLIENT_SECRET)' });
+  return { deleteMessage: refuse, timeout: refuse, ban: refuse, unban: refuse, shoutout: refuse, lookupChannel: async () => undefined };
+}
+
 /** Options for tests: a clock for the timers and the escalation, and the Helix gateway. */
 export interface ModerationServiceOptions {
   now?: () => number;
@@ -227,9 +233,11 @@ export function createModerationService(options: ModerationServiceOptions = {}) 
           if (!gateway) {
             const [clientId, clientSecret] = await Promise.all([ctx.secrets.get('TWITCH_CLIENT_ID'), ctx.secrets.get('TWITCH_CLIENT_SECRET')]);
             ctx.registerSecret(clientSecret);
-            // Twurple is loaded when the service starts, not when its module is imported (the API imports the records).
-            const { createTwitchModeration } = await import('../../platforms/twitch/moderation.js');
-            gateway = createTwitchModeration({ clientId, clientSecret, store: ctx.store, logger: ctx.logger });
+            // Twurple is loaded only with Twitch configured: an unconfigured platform loads no Twitch SDK.
+            gateway =
+              clientId && clientSecret
+                ? (await import('../../platforms/twitch/moderation.js')).createTwitchModeration({ clientId, clientSecret, store: ctx.store, logger: ctx.logger })
+                : createUnconfiguredGateway();
           }
           timers = createTimerRunner({
             store: ctx.store,
