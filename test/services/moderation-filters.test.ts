@@ -38,6 +38,13 @@ describe('moderation filters', () => {
     expect(check({ text: 'THIS IS REALLY LOUD SHOUTING TEXT', role: 'broadcaster' }, settings)).toBeUndefined();
   });
 
+  it('does not count emote names as shouting', () => {
+    const text = 'KEKW KEKW KEKW KEKW LULW';
+    const emotes = [{ id: '1', name: 'KEKW', positions: [0, 5, 10, 15].map((start) => ({ start, end: start + 3 })) }, { id: '2', name: 'LULW', positions: [{ start: 20, end: 23 }] }];
+    expect(check({ text, emotes })).toBeUndefined();
+    expect(check({ text })).toMatchObject({ filter: 'caps' });
+  });
+
   it('marks a link a permit covers instead of passing it silently', () => {
     expect(check({ text: 'my art: art.example.com', permitted: true })).toMatchObject({ filter: 'links', permitCovers: true });
   });

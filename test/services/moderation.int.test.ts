@@ -13,7 +13,7 @@ import commands from '../../src/services/commands/index.js';
 import { service as eventRouter } from '../../src/services/event-router/index.js';
 import finalizer from '../../src/services/finalizer/index.js';
 import ingressEgress from '../../src/services/ingress-egress/index.js';
-import moderation, { createModerationRequest, listLog, updateFilterSettings, type ModerationLogEntry } from '../../src/services/moderation/index.js';
+import { createModerationRequest, createModerationService, listLog, saveTimer, updateFilterSettings, type ModerationLogEntry } from '../../src/services/moderation/index.js';
 import { DEFAULT_TWITCH_OAUTH_SCOPES } from '../../src/services/oauth-flow/index.js';
 import persistence from '../../src/services/persistence/index.js';
 import queryAnalyzer from '../../src/services/query-analyzer/index.js';
@@ -31,6 +31,8 @@ let store: Store;
 let world: TwitchWorld;
 let bus: MemoryBus;
 let host: Host;
+/** The moderation service's clock (timers, escalation windows, permits), moved on by the timer test. */
+let clockOffsetMs = 0;
 
 beforeAll(async () => {
   store = await createStore({ driver: 'pglite', dataDir: 'memory://', embedded: true });
@@ -43,9 +45,9 @@ beforeAll(async () => {
   await updateFilterSettings(store, `twitch:${STREAMER.login}`, { blockedTerms: { terms: [{ pattern: 'scamcoin', ban: true }, { pattern: 'meanie' }] } });
   bus = createMemoryBus();
   host = await startTestHost({
-    services: [ingressEgress, authService, eventRouter, queryAnalyzer, moderation, commands, persistence, finalizer],
+    services: [ingressEgress, authService, eventRouter, queryAnalyzer, createModerationService({ now: () => Date.now() + clockOffsetMs }), commands, persistence, finalizer],
     bus,
-    env: { ...world.env(), INSTANCE_ID: 'moderation-e2e', BOT_NAME: BOT.login, TWITCH_EVENTSUB_ENABLED: 'false' },
+    env: { ...world.env(), INSTANCE_ID: 'moderation-e2e', BOT_NAME: BOT.login, TWITCH_EVENTSUB_ENABLED: 'false', MODERATION_TIMER_TICK_MS: '100' },
     architecture: loadArchitecture(),
     extra: { store },
   });
@@ -173,5 +175,20 @@ describe('moderation over Helix', () => {
     expect(world.api.shoutouts).toHaveLength(1);
     const shoutouts = (await listLog(store, { user: OTHER.login })).filter((entry) => entry.action === 'shoutout');
     expect(shoutouts.map((entry) => entry.status).sort()).toEqual(['done', 'rate-limited']);
+  });
+
+  it('posts a timer in chat while live once its interval has passed and enough chat came', async () => {
+    await store.mergeSource({ id: `twitch:${STREAMER.login}`, platform: 'twitch', streamStatus: 'online' });
+    await saveTimer(store, `twitch:${STREAMER.login}`, { name: 'socials', message: 'Follow {channel} everywhere!', intervalMin: 5, minLines: 2 });
+    // Past the service's few-second cache, so it sees the new timer and counts chat lines for it.
+    clockOffsetMs += 5_000;
+    await chat('chatty', 'hello there');
+    await chat('chatty', 'how is everyone');
+    expect(world.irc.messagesTo(STREAMER.login).some((message) => message.text === 'Follow streamer everywhere!')).toBe(false);
+    clockOffsetMs += 6 * 60_000;
+    const posted = await privmsgContaining(STREAMER.login, 'Follow streamer everywhere!');
+    expect(posted.text).toBe('Follow streamer everywhere!');
+    const record = await waitFor(async () => (await store.listEvents({ type: 'system.timer.v1', limit: 5 })).items.find((item) => item.outcome), { timeoutMs: 10_000, message: 'the timer message record' });
+    expect(record.replyDelivered).toBe(true);
   });
 });

@@ -171,6 +171,21 @@ export function linkAllowed(link: string, host: string, allow: readonly string[]
   return allow.some((entry) => matchesAllowEntry(entry, channel.replace(/^#/, '').toLowerCase(), host, afterHost));
 }
 
+/** The text with the emotes' characters removed (positions as the Twitch normalizer gives them, in code points). */
+export function withoutEmotes(text: string, emotes: unknown): string {
+  if (!Array.isArray(emotes) || emotes.length === 0) return text;
+  const chars = Array.from(text);
+  for (const emote of emotes) {
+    const positions = (emote as { positions?: unknown } | null)?.positions;
+    if (!Array.isArray(positions)) continue;
+    for (const position of positions as Array<{ start?: unknown; end?: unknown }>) {
+      if (typeof position.start !== 'number' || typeof position.end !== 'number') continue;
+      for (let index = Math.max(0, position.start); index <= Math.min(chars.length - 1, position.end); index += 1) chars[index] = ' ';
+    }
+  }
+  return chars.join('');
+}
+
 export type FilterCheck = (input: FilterInput) => Violation | undefined;
 
 /** Compiles a channel's settings once (terms into RE2) into a check that returns the first violation. */
@@ -199,7 +214,8 @@ export function createFilterCheck(settings: FilterSettings): FilterCheck {
     if (applies(settings.caps, role)) {
       let letters = 0;
       let upper = 0;
-      for (const char of text) {
+      // Emote names (KEKW, LUL) are not shouting.
+      for (const char of withoutEmotes(text, input.emotes)) {
         const lower = char.toLowerCase();
         const up = char.toUpperCase();
         if (lower === up) continue;
