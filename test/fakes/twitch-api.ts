@@ -174,6 +174,11 @@ export interface FakeTwitch {
   /** Marks the user live with this stream, or offline with `null`. */
   setStream(userId: string, stream: FakeStream | null): void;
   setChannel(userId: string, channel: FakeChannel): void;
+  /**
+   * Gives Helix a token bucket like Twitch's: `points` requests per window, announced in the `Ratelimit-*`
+   * headers; past it requests get 429 until the bucket refills. `undefined` removes the limit.
+   */
+  limitHelix(bucket: { points: number; windowMs: number } | undefined): void;
   /** Makes `userId` a moderator of the broadcaster's channel (channel.follow and shoutouts check it). */
   addModerator(broadcasterId: string, userId: string): void;
   /** A valid user token (as if obtained by the OAuth flow). */
@@ -224,6 +229,7 @@ export async function startFakeTwitch(options: FakeTwitchOptions = {}): Promise<
   const moderators = new Map<string, Set<string>>();
   const shoutouts: FakeShoutout[] = [];
   const bans = new Map<string, FakeBan>();
+  let bucket: { points: number; windowMs: number; remaining: number; resetAt: number } | undefined;
   const deletedMessages: FakeDeletedMessage[] = [];
 
   const users = new Map<string, FakeUser>();
@@ -384,7 +390,15 @@ export async function startFakeTwitch(options: FakeTwitchOptions = {}): Promise<
     // ----- Helix (api.twitch.tv/helix)
     const helixPath = path.startsWith('/mock/') ? path.slice('/mock'.length) : path === '/eventsub/subscriptions' ? path : undefined;
     if (!helixPath) return send(404, { error: 'Not Found', status: 404, message: `no fake route for ${method} ${path}` });
-    const headers = helixHeaders();
+    let headers = helixHeaders();
+    if (bucket) {
+      const now = Date.now();
+      if (now >= bucket.resetAt) Object.assign(bucket, { remaining: bucket.points, resetAt: now + bucket.windowMs });
+      const reset = String(Math.ceil(bucket.resetAt / 1000));
+      if (bucket.remaining <= 0) return send(429, { error: 'Too Many Requests', status: 429, message: 'Too Many Requests' }, { 'Ratelimit-Limit': String(bucket.points), 'Ratelimit-Remaining': '0', 'Ratelimit-Reset': reset });
+      bucket.remaining -= 1;
+      headers = { 'Ratelimit-Limit': String(bucket.points), 'Ratelimit-Remaining': String(bucket.remaining), 'Ratelimit-Reset': reset };
+    }
     if (request.headers['client-id'] !== clientId) return send(401, { error: 'Unauthorized', status: 401, message: 'Client ID and OAuth token do not match' }, headers);
     const token = tokenFrom(request);
     if (!token) return send(401, { error: 'Unauthorized', status: 401, message: 'Invalid OAuth token' }, headers);
@@ -757,6 +771,9 @@ export async function startFakeTwitch(options: FakeTwitchOptions = {}): Promise<
     },
     setChannel(userId, channel) {
       channels.set(userId, channel);
+    },
+    limitHelix(limit) {
+      bucket = limit ? { ...limit, remaining: limit.points, resetAt: Date.now() + limit.windowMs } : undefined;
     },
     addModerator(broadcasterId, userId) {
       const set = moderators.get(broadcasterId) ?? new Set<string>();

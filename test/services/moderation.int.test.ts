@@ -191,4 +191,20 @@ describe('moderation over Helix', () => {
     const record = await waitFor(async () => (await store.listEvents({ type: 'system.timer.v1', limit: 5 })).items.find((item) => item.outcome), { timeoutMs: 10_000, message: 'the timer message record' });
     expect(record.replyDelivered).toBe(true);
   });
+
+  it('keeps to Helix’s rate limit: a burst of actions waits for the bucket instead of failing', async () => {
+    world.api.limitHelix({ points: 2, windowMs: 1_000 });
+    try {
+      const ids = await Promise.all(['burst1', 'burst2', 'burst3', 'burst4', 'burst5'].map(async (user) => (await chat(user, `spam at burst.example.com/${user}`)).id));
+      const deletes = helix('DELETE', '/moderation/chat').filter((request) => ids.includes(request.query.message_id ?? ''));
+      const done = deletes.filter((request) => request.status === 204);
+      expect(new Set(done.map((request) => request.query.message_id))).toEqual(new Set(ids));
+      // Five deletions at two a second cannot all go in one window: they waited for the bucket to refill.
+      const times = done.map((request) => request.at).sort((a, b) => a - b);
+      expect(times.at(-1)! - times[0]!).toBeGreaterThanOrEqual(1_000);
+      for (const user of ['burst1', 'burst2', 'burst3', 'burst4', 'burst5']) expect((await logOf(user)).map((entry) => entry.status)).toEqual(['done']);
+    } finally {
+      world.api.limitHelix(undefined);
+    }
+  });
 });
