@@ -28,6 +28,8 @@ type Config = z.infer<typeof ConfigSchema>;
 
 /** How long a channel's settings and giveaway are reused before being read again (ms). */
 const CACHE_MS = 3_000;
+/** How long an envelope's action is remembered, so a redelivery does not act again (ms). */
+const ACT_CLAIM_MS = 60 * 60_000;
 
 /** Without Twitch app credentials every action is recorded as not permitted, saying what to set. */
 function createUnconfiguredGateway(): ModerationGateway {
@@ -100,6 +102,10 @@ export function createModerationService(options: ModerationServiceOptions = {}) 
       const note = (fields: { label: string; payload: Record<string, unknown> }): Annotation => createAnnotation(MODERATION_STEP, { kind: RESULT_ANNOTATION, ...fields });
 
       const act = async (envelope: Envelope, channel: string, violation: Violation): Promise<HandlerResult> => {
+        // A redelivered message (a retry after a store outage, R4) must not act twice or count a second offence.
+        if (!(await ctx.store.claimKey('moderation-act', envelope.id, ACT_CLAIM_MS))) {
+          return handled({ ...envelope, annotations: [...(envelope.annotations ?? []), note({ label: 'already-acted', payload: { filter: violation.filter } })] }, 'handled');
+        }
         const settings = (await settingsFor(channel)).settings;
         const user = { id: envelope.user.id, login: envelope.user.name.toLowerCase() };
         const display = envelope.user.displayName || envelope.user.name;
@@ -180,6 +186,7 @@ export function createModerationService(options: ModerationServiceOptions = {}) 
               if (request) {
                 if ('error' in request) return handled({ ...envelope, annotations: [...(envelope.annotations ?? []), note({ label: 'refused', payload: { error: `invalid request: ${request.error}` } })] }, 'handled');
                 const channel = channelKey(envelope.source.platform, envelope.source.channel);
+                if (!(await ctx.store.claimKey('moderation-act', envelope.id, ACT_CLAIM_MS))) return handled({ ...envelope, annotations: [...(envelope.annotations ?? []), note({ label: 'already-acted', payload: {} })] }, 'handled');
                 const result = await runModerationRequest({ store: ctx.store, gateway: gateway!, now, logger: ctx.logger }, request, { envelope, channel, by: envelope.user.name.toLowerCase() });
                 if (result.outcome) await reportRights(envelope, result.outcome);
                 const annotations = [...(envelope.annotations ?? []), note({ label: request.action, payload: { status: result.status, message: result.message, ...(result.logId ? { logId: result.logId } : {}) } })];
