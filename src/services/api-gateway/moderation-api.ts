@@ -52,10 +52,10 @@ import {
   updateFilterSettings,
 } from '../moderation/records.js';
 import { hasApiRole, type Principal } from './auth.js';
-import { validate } from './api.js';
+import { validate, type GatewayConfig } from './api.js';
 
 export interface ModerationApiDeps {
-  ctx: ServiceContext<any>;
+  ctx: ServiceContext<GatewayConfig>;
   principalOf(request: FastifyRequest): Principal;
 }
 

@@ -41,8 +41,8 @@ export function createTimerRunner(options: TimerRunnerOptions): TimerRunner {
       const liveByChannel = new Map<string, Promise<boolean>>();
       for (const timer of await listTimers(store)) {
         if (!timer.enabled) continue;
-        let live = liveByChannel.get(timer.channel);
-        if (!live) liveByChannel.set(timer.channel, (live = options.isLive(timer.channel)));
+        const live = liveByChannel.get(timer.channel) ?? options.isLive(timer.channel);
+        liveByChannel.set(timer.channel, live);
         const lines = await store.incrementCounter(linesKey(timer.channel), 0);
         const at = now();
         if (!timerDue(timer, { now: at, live: await live, lines, since })) continue;
