@@ -13,7 +13,7 @@ import commands from '../../src/services/commands/index.js';
 import { service as eventRouter } from '../../src/services/event-router/index.js';
 import finalizer from '../../src/services/finalizer/index.js';
 import ingressEgress from '../../src/services/ingress-egress/index.js';
-import { createModerationRequest, createModerationService, listLog, saveTimer, updateFilterSettings, type ModerationLogEntry } from '../../src/services/moderation/index.js';
+import { createModerationRequest, createModerationService, currentGiveaway, listEntries, listLog, saveTimer, updateFilterSettings, type ModerationLogEntry } from '../../src/services/moderation/index.js';
 import { DEFAULT_TWITCH_OAUTH_SCOPES } from '../../src/services/oauth-flow/index.js';
 import persistence from '../../src/services/persistence/index.js';
 import queryAnalyzer from '../../src/services/query-analyzer/index.js';
@@ -206,5 +206,24 @@ describe('moderation over Helix', () => {
     } finally {
       world.api.limitHelix(undefined);
     }
+  });
+
+  it('runs a giveaway in chat: entries by keyword, subscriber luck, a winner announced', async () => {
+    // The commands service keeps real time; put the moderation service's clock back beside it.
+    clockOffsetMs = 0;
+    await chat('modmia', '!giveaway start !join 2m luck=3', { tags: MOD_TAGS });
+    await privmsgContaining(STREAMER.login, 'Giveaway! Type !join in the next 2 min to enter (subscribers get 3x luck).');
+    await chat('fan1', '!join');
+    await chat('subfan2', '!join', { tags: SUB_TAGS });
+    await chat('fan1', '!join');
+    await chat('fan3', 'i want to !join');
+    const giveaway = (await currentGiveaway(store, `twitch:${STREAMER.login}`))!;
+    expect((await listEntries(store, giveaway)).map((entry) => [entry.login, entry.weight]).sort()).toEqual([
+      ['fan1', 1],
+      ['subfan2', 3],
+    ]);
+    await chat('modmia', '!giveaway draw', { tags: MOD_TAGS });
+    const announced = await privmsgContaining(STREAMER.login, 'The winner is @');
+    expect(announced.text).toMatch(/^The winner is @(fan1|subfan2)! \(2 entries\)$/);
   });
 });

@@ -10,7 +10,7 @@ import { findStreamSource } from '../stream-source.js';
 import { createFilterCheck, messageFingerprint, needsHistory, sanctionFor, type FilterCheck, type FilterSettings, type Violation } from './filters.js';
 import { runModerationRequest } from './perform.js';
 import { MODERATION_STEP, RESULT_ANNOTATION, requestOf } from './requests.js';
-import { appendLog, channelKey, consumePermit, currentGiveaway, ensureModerationStep, enterGiveaway, getFilterSettings, grantPermit, linesKey, listTimers, type Giveaway, type ModerationLogEntry } from './records.js';
+import { appendLog, channelKey, consumePermit, currentGiveaway, ensureModerationStep, enterGiveaway, getFilterSettings, grantPermit, linesKey, listTimers, type ModerationLogEntry } from './records.js';
 import { createTimerRunner, type TimerRunner } from './timers.js';
 
 export * from './filters.js';
@@ -62,7 +62,6 @@ export function createModerationService(options: ModerationServiceOptions = {}) 
       let timers: TimerRunner | undefined;
       let tick: NodeJS.Timeout | undefined;
       const settingsCache = new Map<string, { at: number; settings: FilterSettings; check: FilterCheck; checkWithoutLinks: FilterCheck }>();
-      const giveawayCache = new Map<string, { at: number; giveaway?: Giveaway }>();
       const timersCache = new Map<string, { at: number; any: boolean }>();
 
       const settingsFor = async (channel: string) => {
@@ -72,13 +71,6 @@ export function createModerationService(options: ModerationServiceOptions = {}) 
         const entry = { at: now(), settings, check: createFilterCheck(settings), checkWithoutLinks: createFilterCheck({ ...settings, links: { ...settings.links, enabled: false } }) };
         settingsCache.set(channel, entry);
         return entry;
-      };
-      const giveawayFor = async (channel: string) => {
-        const cached = giveawayCache.get(channel);
-        if (cached && now() - cached.at < CACHE_MS) return cached.giveaway;
-        const giveaway = await currentGiveaway(ctx.store, channel);
-        giveawayCache.set(channel, { at: now(), giveaway });
-        return giveaway;
       };
 
       /** Whether the channel has a timer (chat lines are only counted for channels that do). */
@@ -210,8 +202,11 @@ export function createModerationService(options: ModerationServiceOptions = {}) 
                 const answered = await chatCommand(envelope, channel, command.name, command.args);
                 if (answered) return answered;
               }
-              const giveaway = await giveawayFor(channel);
-              if (giveaway?.status === 'open' && text.trim().toLowerCase() === giveaway.keyword) {
+              // A keyword is one word: only one-word messages can enter, and they read the giveaway fresh, so an
+              // entry typed right after the start counts.
+              const word = text.trim().toLowerCase();
+              const giveaway = word.length <= 50 && !/\s/.test(word) ? await currentGiveaway(ctx.store, channel) : undefined;
+              if (giveaway?.status === 'open' && word === giveaway.keyword) {
                 await enterGiveaway(ctx.store, giveaway, { id: envelope.user.id, login: envelope.user.name.toLowerCase(), role }, now());
               }
 
