@@ -134,10 +134,11 @@ describe('dashboard', () => {
     await row.click();
     const detail = page.getByTestId('event-detail');
     await detail.waitFor();
-    await detail.getByTestId('slip-step-2').waitFor();
+    await detail.getByTestId('slip-step-3').waitFor();
     const steps = await detail.locator('[data-testid^="slip-step-"]').evaluateAll((rows) => rows.map((element) => [(element as HTMLElement).dataset.stepId, (element as HTMLElement).dataset.status]));
     expect(steps).toEqual([
       ['query-analyzer', 'OK'],
+      ['moderation', 'SKIP'],
       ['router', 'OK'],
       ['commands', 'OK'],
     ]);
