@@ -1,6 +1,6 @@
 /**
  * The full non-LLM pipeline through the real services: a viewer's `!ping` goes
- * ingress → auth → event-router → query-analyzer → event-router → commands → egress → finalizer
+ * ingress → auth → event-router → query-analyzer → moderation → event-router → commands → egress → finalizer
  * (persistence also consumes ingress). Egress is a bench stage that marks the reply delivered instead of
  * talking to Twitch. Latency is from the publish on internal.ingress.v1 to the envelope arriving at the
  * finalizer's handler (a hook in the finalizer reports it; no extra consumer adds to the load measured);
@@ -30,6 +30,7 @@ import router from '../src/services/event-router/index.js';
 import finalizer from '../src/services/finalizer/index.js';
 import persistence from '../src/services/persistence/index.js';
 import analyzer from '../src/services/query-analyzer/index.js';
+import moderation from '../src/services/moderation/index.js';
 import { createStore, type CreateStoreOptions, type Store } from '../src/store/index.js';
 import { testArchitecture } from '../test/support/harness.js';
 import { drive, percentile, round } from './stats.js';
@@ -61,7 +62,7 @@ export const benchEgress = defineService({
   }),
 });
 
-export const FULL_PIPELINE_SERVICES: ServiceDefinition[] = [persistence, auth, router, analyzer, commands, benchEgress, finalizer];
+export const FULL_PIPELINE_SERVICES: ServiceDefinition[] = [persistence, auth, router, analyzer, moderation, commands, benchEgress, finalizer];
 
 /** Now as epoch milliseconds with sub-millisecond precision, comparable between processes. */
 export const epochNow = () => performance.timeOrigin + performance.now();
@@ -100,6 +101,7 @@ export const FULL_PIPELINE_ARCHITECTURE = testArchitecture([
   { name: 'auth', consumes: [Topic.ingress] },
   { name: 'event-router', consumes: [Topic.authenticated, Topic.router] },
   { name: 'query-analyzer', consumes: [stepTopic('query-analyzer')] },
+  { name: 'moderation', consumes: [stepTopic('moderation')] },
   { name: 'commands', consumes: [stepTopic('commands')] },
   { name: 'persistence', consumes: [Topic.ingress] },
   { name: 'finalizer', consumes: [Topic.finalizer, Topic.deadletter] },

@@ -24,6 +24,9 @@ Commands:
   commands list|add|edit|delete    Manage custom chat commands (see bitbrat commands --help)
   reactions list|set <name> [--on|--off] [--template t] [--shoutout on|off]
                                    Switch off or reword the chat reactions to follows, subs, cheers, raids
+  moderation filters|log|undo      A channel's chat filters, the moderation log, undo a timeout or ban
+  toolkit timers|counters|quotes|giveaway <channel> …
+                                   Timers, counters, quotes and giveaways of a channel
   infra generate [--out dir] [--check]
                                    Write deploy/compose.yaml and deploy/terraform/ from architecture.yaml
   up [--detach] [--services a,b]   Run every service as its own process over NATS and PostgreSQL
@@ -67,6 +70,14 @@ const commands: Record<string, Handler> = {
   async reactions(args) {
     const { reactionsCommand } = await import('./reactions.js');
     return await reactionsCommand(args, readEnv());
+  },
+  async moderation(args) {
+    const { moderationCommand } = await import('./moderation.js');
+    return await moderationCommand(args, readEnv());
+  },
+  async toolkit(args) {
+    const { toolkitCommand } = await import('./moderation.js');
+    return await toolkitCommand(args, readEnv());
   },
   async infra(args) {
     const { infraCommand } = await import('./infra.js');

@@ -65,3 +65,15 @@ export function decodeCursor(cursor: string): [string, string] {
 }
 
 export const invalidCursor = () => new BitBratError('BAD_REQUEST', 'invalid paging cursor');
+
+/** A document's collection and id: non-empty text of at most 200 characters (ids travel in URLs and Firestore paths). */
+export function checkDocKey(collection: string, id: string): void {
+  if (typeof collection !== 'string' || collection === '' || collection.length > 64) throw new BitBratError('BAD_REQUEST', 'a document collection is 1-64 characters');
+  if (typeof id !== 'string' || id === '' || id.length > 200) throw new BitBratError('BAD_REQUEST', 'a document id is 1-200 characters');
+}
+
+/** listDocs' limit: 100 when unset, else clamped to 1…1000. */
+export function docLimit(limit: number | undefined): number {
+  if (limit === undefined || !Number.isFinite(limit)) return 100;
+  return Math.max(1, Math.min(1000, Math.floor(limit)));
+}

@@ -15,8 +15,10 @@ import { FieldPath, Firestore, Timestamp, type CollectionReference, type Documen
 import { wellFormedDeep } from '../core/builders.js';
 import { BitBratError } from '../core/errors.js';
 import { loadTokenCipher, type TokenCipher } from './crypto.js';
-import { compact, decodeCursor, dedupe, encodeCursor, pageSize, parseQueryTime } from './common.js';
+import { checkDocKey, compact, decodeCursor, docLimit, dedupe, encodeCursor, pageSize, parseQueryTime } from './common.js';
 import type {
+  DocQuery,
+  DocRecord,
   CommandRecord,
   ConversationTurn,
   CreateStoreOptions,
@@ -45,7 +47,7 @@ const PRUNE_BATCH = 400;
 /** Users per touchUsers transaction. */
 const USER_TOUCH_BATCH = 400;
 
-const COLLECTIONS = ['events', 'deadletters', 'sources', 'users', 'rules', 'commands', 'oauth_tokens', 'claims', 'conversations', 'counters', 'meta'] as const;
+const COLLECTIONS = ['events', 'deadletters', 'sources', 'users', 'rules', 'commands', 'oauth_tokens', 'claims', 'conversations', 'counters', 'documents', 'meta'] as const;
 type CollectionName = (typeof COLLECTIONS)[number];
 
 // ------------------------------------------------------------------------------------------- errors
@@ -953,6 +955,67 @@ class FirestoreStore implements Store {
 
   async getConversation(channelKey: string): Promise<ConversationTurn[]> {
     return await this.#run(async () => ((await this.#col('conversations').doc(docId(channelKey)).get()).data()?.turns as ConversationTurn[] | undefined) ?? []);
+  }
+
+  // ------------------------------------------------------------------------------------ documents
+
+  /** One subcollection per document collection, so a listing is a single-field range needing no composite index. */
+  #docs(collection: string): CollectionReference {
+    return this.#col('documents').doc(docId(collection)).collection('items');
+  }
+
+  async putDoc<T extends Record<string, unknown>>(collection: string, id: string, data: T): Promise<DocRecord<T>> {
+    checkDocKey(collection, id);
+    return await this.#run(async () => {
+      const ref = this.#docs(collection).doc(docId(id));
+      const record = { collection, id, data: plain(data), updatedAt: new Date().toISOString() };
+      assertDocumentSize(ref.path, record);
+      await ref.set(record);
+      return record as DocRecord<T>;
+    });
+  }
+
+  async createDoc<T extends Record<string, unknown>>(collection: string, id: string, data: T): Promise<DocRecord<T> | undefined> {
+    checkDocKey(collection, id);
+    return await this.#run(async () => {
+      const ref = this.#docs(collection).doc(docId(id));
+      const record = { collection, id, data: plain(data), updatedAt: new Date().toISOString() };
+      assertDocumentSize(ref.path, record);
+      try {
+        await ref.create(record);
+        return record as DocRecord<T>;
+      } catch (error) {
+        if (isAlreadyExists(error)) return undefined;
+        throw error;
+      }
+    });
+  }
+
+  async getDoc<T extends Record<string, unknown>>(collection: string, id: string): Promise<DocRecord<T> | undefined> {
+    return await this.#run(async () => {
+      const snapshot = await this.#docs(collection).doc(docId(id)).get();
+      return snapshot.exists ? (snapshot.data() as DocRecord<T>) : undefined;
+    });
+  }
+
+  async listDocs<T extends Record<string, unknown>>(collection: string, query: DocQuery = {}): Promise<DocRecord<T>[]> {
+    return await this.#run(async () => {
+      let q: Query = this.#docs(collection);
+      if (query.prefix) q = q.where('id', '>=', query.prefix).where('id', '<', `${query.prefix}\uf8ff`);
+      const snapshot = await q.orderBy('id', query.descending ? 'desc' : 'asc').limit(docLimit(query.limit)).get();
+      return snapshot.docs.map((doc) => doc.data() as DocRecord<T>);
+    });
+  }
+
+  async deleteDoc(collection: string, id: string): Promise<boolean> {
+    return await this.#run(async (db) => {
+      const ref = this.#docs(collection).doc(docId(id));
+      return await this.#transaction(db, ref.path, async (tx) => {
+        if (!(await tx.get(ref)).exists) return false;
+        tx.delete(ref);
+        return true;
+      });
+    });
   }
 
   async incrementCounter(key: string, by: number, ttlMs?: number): Promise<number> {

@@ -6,13 +6,15 @@
 import { BitBratError } from '../core/errors.js';
 import { wellFormedText } from '../core/builders.js';
 import type { Envelope } from '../core/envelope.js';
-import { chunks, compact, decodeCursor, dedupe, encodeCursor, invalidCursor, pageSize, parseQueryTime } from './common.js';
+import { checkDocKey, chunks, compact, decodeCursor, docLimit, dedupe, encodeCursor, invalidCursor, pageSize, parseQueryTime } from './common.js';
 import type { TokenCipher } from './crypto.js';
 import type {
   CommandRecord,
   ConversationTurn,
   CreateStoreOptions,
   DeadLetterRecord,
+  DocQuery,
+  DocRecord,
   EventQuery,
   EventRecord,
   OAuthToken,
@@ -237,6 +239,21 @@ ALTER TABLE events ALTER COLUMN final TYPE text USING final::text;
 CREATE INDEX IF NOT EXISTS events_unfinalized_idx ON events (received_at, id) WHERE finalized_at IS NULL;
 `,
   },
+  {
+    version: 4,
+    name: 'documents',
+    // Moderation (filters, log) and the streamer toolkit (timers, quotes, giveaways) keep small JSON
+    // documents read and written whole; one keyed table serves them all.
+    sql: `
+CREATE TABLE documents (
+  collection text NOT NULL CHECK (collection <> ''),
+  id text NOT NULL CHECK (id <> ''),
+  data jsonb NOT NULL,
+  updated_at timestamptz NOT NULL DEFAULT now(),
+  PRIMARY KEY (collection, id)
+);
+`,
+  },
 ];
 
 export interface SqlStoreOptions {
@@ -286,6 +303,10 @@ export function mapSqlError(error: unknown): unknown {
 }
 
 // ------------------------------------------------------------------------------------------ helpers
+
+function toDoc<T>(row: Row): DocRecord<T> {
+  return { collection: String(row.collection), id: String(row.id), data: row.data as T, updatedAt: iso(row.updated_at)! };
+}
 
 const iso = (value: unknown): string | undefined => {
   if (value === null || value === undefined) return undefined;
@@ -1142,6 +1163,55 @@ class SqlStore implements Store {
       const { rows } = await db.query('SELECT turns FROM conversations WHERE channel_key = $1', [channelKey]);
       return (rows[0]?.turns as ConversationTurn[] | undefined) ?? [];
     });
+  }
+
+  // ------------------------------------------------------------------------------------ documents
+
+  async putDoc<T extends Record<string, unknown>>(collection: string, id: string, data: T): Promise<DocRecord<T>> {
+    checkDocKey(collection, id);
+    return await this.#run(async (db) => {
+      const { rows } = await db.query(
+        `INSERT INTO documents (collection, id, data, updated_at) VALUES ($1, $2, $3::jsonb, clock_timestamp())
+         ON CONFLICT (collection, id) DO UPDATE SET data = EXCLUDED.data, updated_at = EXCLUDED.updated_at RETURNING *`,
+        [collection, id, sqlJson(data)],
+      );
+      return toDoc<T>(rows[0]!);
+    });
+  }
+
+  async createDoc<T extends Record<string, unknown>>(collection: string, id: string, data: T): Promise<DocRecord<T> | undefined> {
+    checkDocKey(collection, id);
+    return await this.#run(async (db) => {
+      const { rows } = await db.query(
+        `INSERT INTO documents (collection, id, data, updated_at) VALUES ($1, $2, $3::jsonb, clock_timestamp()) ON CONFLICT (collection, id) DO NOTHING RETURNING *`,
+        [collection, id, sqlJson(data)],
+      );
+      return rows[0] ? toDoc<T>(rows[0]) : undefined;
+    });
+  }
+
+  async getDoc<T extends Record<string, unknown>>(collection: string, id: string): Promise<DocRecord<T> | undefined> {
+    return await this.#run(async (db) => {
+      const { rows } = await db.query('SELECT * FROM documents WHERE collection = $1 AND id = $2', [collection, id]);
+      return rows[0] ? toDoc<T>(rows[0]) : undefined;
+    });
+  }
+
+  async listDocs<T extends Record<string, unknown>>(collection: string, query: DocQuery = {}): Promise<DocRecord<T>[]> {
+    const limit = docLimit(query.limit);
+    return await this.#run(async (db) => {
+      // starts_with, not LIKE: no character of a prefix acts as a wildcard. Ids sort bytewise on every driver.
+      const { rows } = await db.query(
+        `SELECT * FROM documents WHERE collection = $1 AND ($2::text IS NULL OR starts_with(id, $2))
+         ORDER BY id COLLATE "C" ${query.descending ? 'DESC' : 'ASC'} LIMIT $3`,
+        [collection, query.prefix || null, limit],
+      );
+      return rows.map((row) => toDoc<T>(row));
+    });
+  }
+
+  async deleteDoc(collection: string, id: string): Promise<boolean> {
+    return await this.#run(async (db) => (await db.query('DELETE FROM documents WHERE collection = $1 AND id = $2 RETURNING id', [collection, id])).rows.length === 1);
   }
 
   /** With `ttlMs` the counter is a window: once it expires the next increment starts it again from `by`. */

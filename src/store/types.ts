@@ -168,6 +168,32 @@ export interface ConversationTurn {
   at: string;
 }
 
+// ------------------------------------------------------------------------------------------- documents
+
+/**
+ * A small JSON document in a named collection (moderation filters and log, timers, quotes, giveaways…):
+ * features whose records are read and written whole, by id, and listed in id order. Ids are chosen by the
+ * caller so they sort usefully (e.g. a timestamp first).
+ */
+export interface DocRecord<T = Record<string, unknown>> {
+  collection: string;
+  id: string;
+  data: T;
+  updatedAt: string;
+}
+
+export interface DocQuery {
+  /** Only ids starting with this. */
+  prefix?: string;
+  /** Default 100, at most 1 000. */
+  limit?: number;
+  /** Highest id first. Default false. */
+  descending?: boolean;
+}
+
+/** Most documents listDocs returns in one call. */
+export const MAX_DOC_LIST = 1_000;
+
 // ----------------------------------------------------------------------------------------------- store
 
 export interface Store {
@@ -251,6 +277,17 @@ export interface Store {
   incrementCounter(key: string, by: number, ttlMs?: number): Promise<number>;
   /** The live (unexpired) counters whose key starts with `prefix`, highest value first, at most `limit`. */
   listCounters(prefix: string, limit: number): Promise<Array<{ key: string; value: number }>>;
+
+  // documents
+  /** Writes the whole document (insert or replace). */
+  putDoc<T extends Record<string, unknown>>(collection: string, id: string, data: T): Promise<DocRecord<T>>;
+  /** Inserts only when no document has this id; returns undefined when one exists (nothing changes). */
+  createDoc<T extends Record<string, unknown>>(collection: string, id: string, data: T): Promise<DocRecord<T> | undefined>;
+  getDoc<T extends Record<string, unknown> = Record<string, unknown>>(collection: string, id: string): Promise<DocRecord<T> | undefined>;
+  /** In id order (see DocQuery). */
+  listDocs<T extends Record<string, unknown> = Record<string, unknown>>(collection: string, query?: DocQuery): Promise<DocRecord<T>[]>;
+  /** True when this call deleted it: of two racing deletes exactly one gets true (used to consume a permit once). */
+  deleteDoc(collection: string, id: string): Promise<boolean>;
 }
 
 export interface CreateStoreOptions {

@@ -11,6 +11,7 @@ import { createStore, type Store } from '../../src/store/index.js';
 import { service as auth } from '../../src/services/auth/index.js';
 import { service as eventRouter } from '../../src/services/event-router/index.js';
 import { service as queryAnalyzer } from '../../src/services/query-analyzer/index.js';
+import { service as moderation } from '../../src/services/moderation/index.js';
 import { service as commands } from '../../src/services/commands/index.js';
 import { service as persistence } from '../../src/services/persistence/index.js';
 import { service as finalizer } from '../../src/services/finalizer/index.js';
@@ -38,7 +39,7 @@ beforeAll(async () => {
   await mkdir(SCREENSHOTS, { recursive: true });
   store = await createStore({ driver: 'pglite', dataDir: 'memory://', embedded: true });
   host = await startTestHost({
-    services: [auth, eventRouter, queryAnalyzer, commands, persistence, finalizer, gateway],
+    services: [auth, eventRouter, queryAnalyzer, moderation, commands, persistence, finalizer, gateway],
     bus: createMemoryBus(),
     listen: true,
     architecture: loadArchitecture(),
@@ -252,10 +253,11 @@ describe('dashboard', () => {
     await row.click();
     const detail = page.getByTestId('event-detail');
     await detail.waitFor();
-    await detail.getByTestId('slip-step-2').waitFor();
+    await detail.getByTestId('slip-step-3').waitFor();
     const steps = await detail.locator('[data-testid^="slip-step-"]').evaluateAll((rows) => rows.map((element) => [(element as HTMLElement).dataset.stepId, (element as HTMLElement).dataset.status]));
     expect(steps).toEqual([
       ['query-analyzer', 'OK'],
+      ['moderation', 'SKIP'],
       ['router', 'OK'],
       ['commands', 'OK'],
     ]);

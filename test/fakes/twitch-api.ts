@@ -3,7 +3,8 @@
  * `TWURPLE_MOCK_API_PORT` points at it:
  *
  * - id.twitch.tv OAuth2 → `/auth/validate`, `/auth/token`, `/auth/revoke`
- * - Helix → `/mock/<endpoint>` (users, streams, channels), except `eventsub/subscriptions`, which Twurple
+ * - Helix → `/mock/<endpoint>` (users, streams, channels, shoutouts, moderation: chat deletes, bans and
+ *   timeouts, moderators), except `eventsub/subscriptions`, which Twurple
  *   sends unprefixed (`/eventsub/subscriptions`); both spellings are served
  * - the EventSub WebSocket → `ws://127.0.0.1:<port>/ws`
  *
@@ -81,6 +82,24 @@ export interface FakeSubscription {
   cost: number;
 }
 
+/** A ban or timeout in effect (`endsAt` null for a ban). */
+export interface FakeBan {
+  broadcasterId: string;
+  userId: string;
+  moderatorId: string;
+  reason: string;
+  endsAt: number | null;
+  at: number;
+}
+
+/** A chat message a moderator deleted. */
+export interface FakeDeletedMessage {
+  broadcasterId: string;
+  messageId: string;
+  moderatorId: string;
+  at: number;
+}
+
 /** A shoutout Twitch accepted. */
 export interface FakeShoutout {
   fromBroadcasterId: string;
@@ -146,11 +165,20 @@ export interface FakeTwitch {
   readonly frames: WsFrame[];
   /** Every shoutout Twitch accepted, in order. */
   readonly shoutouts: FakeShoutout[];
+  /** Bans and timeouts in effect, by `broadcasterId:userId` (lifting one removes it). */
+  readonly bans: Map<string, FakeBan>;
+  /** Every chat message deleted through `DELETE /moderation/chat`, in order. */
+  readonly deletedMessages: FakeDeletedMessage[];
 
   addUser(user: FakeUser): void;
   /** Marks the user live with this stream, or offline with `null`. */
   setStream(userId: string, stream: FakeStream | null): void;
   setChannel(userId: string, channel: FakeChannel): void;
+  /**
+   * Gives Helix a token bucket like Twitch's: `points` requests per window, announced in the `Ratelimit-*`
+   * headers; past it requests get 429 until the bucket refills. `undefined` removes the limit.
+   */
+  limitHelix(bucket: { points: number; windowMs: number } | undefined): void;
   /** Makes `userId` a moderator of the broadcaster's channel (channel.follow and shoutouts check it). */
   addModerator(broadcasterId: string, userId: string): void;
   /** A valid user token (as if obtained by the OAuth flow). */
@@ -200,6 +228,9 @@ export async function startFakeTwitch(options: FakeTwitchOptions = {}): Promise<
   const maxTotalCost = options.maxTotalCost ?? 10;
   const moderators = new Map<string, Set<string>>();
   const shoutouts: FakeShoutout[] = [];
+  const bans = new Map<string, FakeBan>();
+  let bucket: { points: number; windowMs: number; remaining: number; resetAt: number } | undefined;
+  const deletedMessages: FakeDeletedMessage[] = [];
 
   const users = new Map<string, FakeUser>();
   const streams = new Map<string, FakeStream>();
@@ -359,7 +390,15 @@ export async function startFakeTwitch(options: FakeTwitchOptions = {}): Promise<
     // ----- Helix (api.twitch.tv/helix)
     const helixPath = path.startsWith('/mock/') ? path.slice('/mock'.length) : path === '/eventsub/subscriptions' ? path : undefined;
     if (!helixPath) return send(404, { error: 'Not Found', status: 404, message: `no fake route for ${method} ${path}` });
-    const headers = helixHeaders();
+    let headers = helixHeaders();
+    if (bucket) {
+      const now = Date.now();
+      if (now >= bucket.resetAt) Object.assign(bucket, { remaining: bucket.points, resetAt: now + bucket.windowMs });
+      const reset = String(Math.ceil(bucket.resetAt / 1000));
+      if (bucket.remaining <= 0) return send(429, { error: 'Too Many Requests', status: 429, message: 'Too Many Requests' }, { 'Ratelimit-Limit': String(bucket.points), 'Ratelimit-Remaining': '0', 'Ratelimit-Reset': reset });
+      bucket.remaining -= 1;
+      headers = { 'Ratelimit-Limit': String(bucket.points), 'Ratelimit-Remaining': String(bucket.remaining), 'Ratelimit-Reset': reset };
+    }
     if (request.headers['client-id'] !== clientId) return send(401, { error: 'Unauthorized', status: 401, message: 'Client ID and OAuth token do not match' }, headers);
     const token = tokenFrom(request);
     if (!token) return send(401, { error: 'Unauthorized', status: 401, message: 'Invalid OAuth token' }, headers);
@@ -424,6 +463,58 @@ export async function startFakeTwitch(options: FakeTwitchOptions = {}): Promise<
           };
         });
       return send(200, { data }, headers);
+    }
+    // Moderation: the token's user must be moderator_id, hold the scope, and moderate the channel.
+    const moderation = (scope: string): { broadcaster: string; moderator: string } | undefined => {
+      const broadcaster = url.searchParams.get('broadcaster_id') ?? '';
+      const moderator = url.searchParams.get('moderator_id') ?? '';
+      if (!broadcaster || !moderator) return void send(400, { error: 'Bad Request', status: 400, message: 'Missing required parameter broadcaster_id or moderator_id' }, headers);
+      if (token.userId !== moderator) return void send(401, { error: 'Unauthorized', status: 401, message: 'The ID in moderator_id must match the user ID in the user access token.' }, headers);
+      if (!token.scopes.includes(scope)) return void send(401, { error: 'Unauthorized', status: 401, message: `Missing scope: ${scope}` }, headers);
+      if (moderator !== broadcaster && !moderators.get(broadcaster)?.has(moderator)) return void send(403, { error: 'Forbidden', status: 403, message: 'The user in moderator_id is not one of the broadcaster’s moderators.' }, headers);
+      return { broadcaster, moderator };
+    };
+    const activeBan = (key: string) => {
+      const ban = bans.get(key);
+      if (ban && ban.endsAt !== null && ban.endsAt <= Date.now()) bans.delete(key);
+      return bans.get(key);
+    };
+    if (helixPath === '/moderation/chat' && method === 'DELETE') {
+      const allowed = moderation('moderator:manage:chat_messages');
+      if (!allowed) return;
+      const messageId = url.searchParams.get('message_id');
+      if (messageId) deletedMessages.push({ broadcasterId: allowed.broadcaster, messageId, moderatorId: allowed.moderator, at: Date.now() });
+      return send(204, undefined, headers);
+    }
+    if (helixPath === '/moderation/bans' && method === 'POST') {
+      const allowed = moderation('moderator:manage:banned_users');
+      if (!allowed) return;
+      const data = (body as { data?: { user_id?: unknown; duration?: unknown; reason?: unknown } } | undefined)?.data;
+      const userId = typeof data?.user_id === 'string' ? data.user_id : '';
+      if (!userId) return send(400, { error: 'Bad Request', status: 400, message: 'The user_id field is required.' }, headers);
+      const duration = data?.duration === undefined ? undefined : Number(data.duration);
+      if (duration !== undefined && (!Number.isInteger(duration) || duration < 1 || duration > 1_209_600)) return send(400, { error: 'Bad Request', status: 400, message: 'The value in the duration field is not valid.' }, headers);
+      if (userId === allowed.broadcaster || moderators.get(allowed.broadcaster)?.has(userId)) return send(400, { error: 'Bad Request', status: 400, message: 'The user specified in the user_id field may not be banned.' }, headers);
+      const key = `${allowed.broadcaster}:${userId}`;
+      if (activeBan(key)?.endsAt === null) return send(400, { error: 'Bad Request', status: 400, message: 'The user specified in the user_id field is already banned.' }, headers);
+      const now = Date.now();
+      const ban: FakeBan = { broadcasterId: allowed.broadcaster, userId, moderatorId: allowed.moderator, reason: typeof data?.reason === 'string' ? data.reason : '', endsAt: duration === undefined ? null : now + duration * 1000, at: now };
+      bans.set(key, ban);
+      return send(200, { data: [{ broadcaster_id: ban.broadcasterId, moderator_id: ban.moderatorId, user_id: userId, created_at: new Date(now).toISOString(), end_time: ban.endsAt === null ? null : new Date(ban.endsAt).toISOString() }] }, headers);
+    }
+    if (helixPath === '/moderation/bans' && method === 'DELETE') {
+      const allowed = moderation('moderator:manage:banned_users');
+      if (!allowed) return;
+      const key = `${allowed.broadcaster}:${url.searchParams.get('user_id') ?? ''}`;
+      if (!activeBan(key)) return send(400, { error: 'Bad Request', status: 400, message: 'The user specified in the user_id field is not banned.' }, headers);
+      bans.delete(key);
+      return send(204, undefined, headers);
+    }
+    if (helixPath === '/moderation/moderators' && method === 'GET') {
+      const broadcaster = url.searchParams.get('broadcaster_id') ?? '';
+      if (token.userId !== broadcaster) return send(401, { error: 'Unauthorized', status: 401, message: 'The ID in broadcaster_id must match the user ID found in the request’s OAuth token.' }, headers);
+      const data = [...(moderators.get(broadcaster) ?? [])].map((id) => ({ user_id: id, user_login: users.get(id)?.login ?? '', user_name: users.get(id)?.displayName ?? users.get(id)?.login ?? '' }));
+      return send(200, { data, pagination: {} }, headers);
     }
     if (helixPath === '/chat/shoutouts' && method === 'POST') {
       const from = url.searchParams.get('from_broadcaster_id') ?? '';
@@ -668,6 +759,8 @@ export async function startFakeTwitch(options: FakeTwitchOptions = {}): Promise<
     sessions,
     frames,
     shoutouts,
+    bans,
+    deletedMessages,
 
     addUser(user) {
       users.set(user.id, user);
@@ -678,6 +771,9 @@ export async function startFakeTwitch(options: FakeTwitchOptions = {}): Promise<
     },
     setChannel(userId, channel) {
       channels.set(userId, channel);
+    },
+    limitHelix(limit) {
+      bucket = limit ? { ...limit, remaining: limit.points, resetAt: Date.now() + limit.windowMs } : undefined;
     },
     addModerator(broadcasterId, userId) {
       const set = moderators.get(broadcasterId) ?? new Set<string>();

@@ -11,6 +11,7 @@ import { createStore, type Store } from '../../src/store/index.js';
 import { service as auth } from '../../src/services/auth/index.js';
 import { service as eventRouter } from '../../src/services/event-router/index.js';
 import { service as queryAnalyzer } from '../../src/services/query-analyzer/index.js';
+import { service as moderation } from '../../src/services/moderation/index.js';
 import { service as commands } from '../../src/services/commands/index.js';
 import { service as persistence } from '../../src/services/persistence/index.js';
 import { service as finalizer } from '../../src/services/finalizer/index.js';
@@ -33,7 +34,7 @@ beforeAll(async () => {
   bus = createMemoryBus();
   store = await createStore({ driver: 'pglite', dataDir: 'memory://', embedded: true });
   host = await startTestHost({
-    services: [auth, eventRouter, queryAnalyzer, commands, persistence, finalizer, gateway],
+    services: [auth, eventRouter, queryAnalyzer, moderation, commands, persistence, finalizer, gateway],
     bus,
     listen: true,
     architecture: loadArchitecture(),
@@ -415,6 +416,7 @@ describe('api-gateway HTTP API', () => {
       }, { timeoutMs: 20_000 });
       expect(event.timeline.map((step: any) => [step.id, step.status])).toEqual([
         ['query-analyzer', 'OK'],
+        ['moderation', 'SKIP'],
         ['router', 'OK'],
         ['commands', 'OK'],
       ]);

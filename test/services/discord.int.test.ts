@@ -14,6 +14,7 @@ import persistenceService from '../../src/services/persistence/index.js';
 import eventRouter, { type EventRouterInstance } from '../../src/services/event-router/index.js';
 import { createLlmBotService } from '../../src/services/llm-bot/index.js';
 import { createQueryAnalyzer } from '../../src/services/query-analyzer/index.js';
+import { createModerationService } from '../../src/services/moderation/index.js';
 import type { ServiceDefinition } from '../../src/runtime/service.js';
 import { createStore, type Store } from '../../src/store/index.js';
 import { startFakeDiscord, type FakeDiscord, type FakeDiscordOptions } from '../fakes/discord.js';
@@ -171,7 +172,7 @@ describe('discord connection and status', () => {
 
 describe('discord messages in and out', () => {
   // ingress-egress shares the per-instance egress topic in one process: Discord replies must not reach it.
-  const pipeline = () => [ingressEgressService, authService, eventRouter, createQueryAnalyzer(), createCommandsService(), discordService];
+  const pipeline = () => [ingressEgressService, authService, eventRouter, createQueryAnalyzer(), createModerationService(), createCommandsService(), discordService];
 
   it("answers a viewer's !ping with pong as a Discord reply, through the same rules as Twitch", async () => {
     const observer = await start({ services: pipeline() });
@@ -181,7 +182,7 @@ describe('discord messages in and out', () => {
     expect(reply).toMatchObject({ channel_id: CHANNEL, content: 'pong', allowed_mentions: { parse: ['users'] } });
     const final: Envelope = await observer.waitFor(Topic.finalizer, (value: Envelope) => value.message?.id === messageId);
     expect(final.source).toMatchObject({ platform: 'discord', channel: 'BitBrat HQ #general', channelId: CHANNEL });
-    expect(final.routingSlip.map((step) => `${step.id}:${step.status}`)).toEqual(['query-analyzer:OK', 'router:OK', 'commands:OK']);
+    expect(final.routingSlip.map((step) => `${step.id}:${step.status}`)).toEqual(['query-analyzer:OK', 'moderation:SKIP', 'router:OK', 'commands:OK']);
     expect(final.delivery).toMatchObject({ delivered: true, destination: `discord:${CHANNEL}`, platformMessageIds: [reply.id] });
     expect(observer.envelopes(Topic.finalizer).filter((value: Envelope) => value.message?.id === messageId)).toHaveLength(1);
     expect(fake!.posted).toHaveLength(1);
@@ -191,13 +192,13 @@ describe('discord messages in and out', () => {
     const llm = await startFakeOpenAI({ defaultScript: { text: 'It is Celeste, and @everyone should watch.' } });
     try {
       const env = { LLM_PROVIDER: 'openai', LLM_MODEL: 'gpt-test', OPENAI_BASE_URL: llm.baseURL, OPENAI_API_KEY: 'sk-test', BOT_NAME: 'bitbrat', LLM_DAILY_TOKEN_BUDGET: '0', LLM_USER_RATE_PER_MIN: '0', LLM_CHANNEL_RATE_PER_MIN: '0' };
-      const observer = await start({ services: [authService, eventRouter, createQueryAnalyzer(), createLlmBotService(), discordService], env });
+      const observer = await start({ services: [authService, eventRouter, createQueryAnalyzer(), createModerationService(), createLlmBotService(), discordService], env });
       await waitFor(() => statuses(observer).some((envelope) => envelope.payload.status === 'connected'));
       const messageId = fake!.sendMessage({ author: VIEWER, content: '<@900000000000000001> what game is this?', mentionsBot: true });
       const reply = await waitFor(() => fake!.posted.find((message) => message.message_reference?.message_id === messageId), { message: 'the LLM reply', timeoutMs: 20_000 });
       expect(reply.content).toBe('It is Celeste, and @\u200beveryone should watch.');
       const final: Envelope = await observer.waitFor(Topic.finalizer, (value: Envelope) => value.message?.id === messageId);
-      expect(final.routingSlip.map((step) => `${step.id}:${step.status}`)).toEqual(['query-analyzer:OK', 'router:OK', 'llm-bot:OK']);
+      expect(final.routingSlip.map((step) => `${step.id}:${step.status}`)).toEqual(['query-analyzer:OK', 'moderation:SKIP', 'router:OK', 'llm-bot:OK']);
       expect(llm.requests.at(-1)?.messages.at(-1)?.text).toContain('what game is this?');
     } finally {
       await llm.stop();

@@ -15,6 +15,7 @@ import { RuleSchema } from '../../src/services/event-router/rules.js';
 import { buildEventSubEnvelope } from '../../src/platforms/twitch/eventsub.js';
 import obsService from '../../src/services/obs/index.js';
 import { createQueryAnalyzer } from '../../src/services/query-analyzer/index.js';
+import { createModerationService } from '../../src/services/moderation/index.js';
 import { createStore, type Store } from '../../src/store/index.js';
 import { startFakeObs, type FakeObs } from '../fakes/obs.js';
 import { collect, startTestHost } from '../support/harness.js';
@@ -53,7 +54,7 @@ describe('!scene from chat', () => {
     await bus.connect();
     observer = await collect(bus, [Topic.egress, Topic.finalizer, Topic.deadletter]);
     host = await startTestHost({
-      services: [authService, eventRouter, createQueryAnalyzer(), createCommandsService(), obsService],
+      services: [authService, eventRouter, createQueryAnalyzer(), createModerationService(), createCommandsService(), obsService],
       bus,
       architecture: loadArchitecture(),
       env: { INSTANCE_ID: 'scene-test', OBS_WEBSOCKET_URL: fake.url },
@@ -80,7 +81,7 @@ describe('!scene from chat', () => {
     const out = await say('!scene BRB', ['moderator']);
     expect(fake.programScene).toBe('BRB');
     expect(out.candidates?.map((candidate) => candidate.text)).toEqual(['OBS: switched to scene "BRB".']);
-    expect(out.routingSlip.map((step) => `${step.id}:${step.status}`)).toEqual(['query-analyzer:OK', 'router:OK', 'commands:OK', 'obs:OK']);
+    expect(out.routingSlip.map((step) => `${step.id}:${step.status}`)).toEqual(['query-analyzer:OK', 'moderation:OK', 'router:OK', 'commands:OK', 'obs:OK']);
     // OBS's own event about the switch comes back through the pipeline and is recorded.
     const event = (await observer.waitFor(Topic.finalizer, (value) => value.type === 'obs.event.v1' && value.externalEvent?.kind === 'CurrentProgramSceneChanged' && value.externalEvent?.payload?.sceneName === 'BRB')) as Envelope;
     expect(event.outcome).toBe('handled');

@@ -14,6 +14,7 @@ import finalizer from '../../src/services/finalizer/index.js';
 import { createLlmBotService } from '../../src/services/llm-bot/index.js';
 import persistence from '../../src/services/persistence/index.js';
 import { createQueryAnalyzer } from '../../src/services/query-analyzer/index.js';
+import { createModerationService } from '../../src/services/moderation/index.js';
 import { createStore, type EventRecord, type Store } from '../../src/store/index.js';
 import { startFakeOpenAI, type FakeOpenAI } from '../fakes/openai.js';
 import { collect, startTestHost, testArchitecture } from '../support/harness.js';
@@ -36,7 +37,7 @@ const egress = defineService({
 });
 
 function services(llm: boolean): ServiceDefinition[] {
-  return [authService, eventRouter, createQueryAnalyzer(), createCommandsService(), ...(llm ? [createLlmBotService()] : []), persistence, finalizer, egress];
+  return [authService, eventRouter, createQueryAnalyzer(), createModerationService(), createCommandsService(), ...(llm ? [createLlmBotService()] : []), persistence, finalizer, egress];
 }
 
 function architectureFor(list: ServiceDefinition[]) {
@@ -44,6 +45,7 @@ function architectureFor(list: ServiceDefinition[]) {
     auth: [Topic.ingress],
     'event-router': [Topic.authenticated, Topic.router],
     'query-analyzer': ['internal.query-analyzer.v1'],
+    moderation: ['internal.moderation.v1'],
     commands: ['internal.commands.v1'],
     'llm-bot': ['internal.llm-bot.v1'],
     persistence: [Topic.ingress],
@@ -120,7 +122,7 @@ describe('whole pipeline with an LLM configured', () => {
     expect(record.outcome).toBe('completed');
     expect(record.replyText).toBe('pong');
     expect(record.replyDelivered).toBe(true);
-    expect(steps(record)).toEqual(['query-analyzer:OK', 'router:OK', 'commands:OK']);
+    expect(steps(record)).toEqual(['query-analyzer:OK', 'moderation:OK', 'router:OK', 'commands:OK']);
     expect(record.ingress?.envelope.id).toBe(envelope.id);
   });
 
@@ -133,7 +135,7 @@ describe('whole pipeline with an LLM configured', () => {
     await send(second);
     const record = await finalRecord(store, second.id);
     expect(record.replyText).toBeUndefined();
-    expect(steps(record)).toEqual(['query-analyzer:OK', 'router:OK', 'commands:SKIP']);
+    expect(steps(record)).toEqual(['query-analyzer:OK', 'moderation:OK', 'router:OK', 'commands:SKIP']);
   });
 
   it('a question is answered by the LLM with the stream state and the requester role in the prompt', async () => {
@@ -143,7 +145,7 @@ describe('whole pipeline with an LLM configured', () => {
     await send(envelope);
     const record = await finalRecord(store, envelope.id);
     expect(record.replyText).toBe('We are playing Celeste, going for an any% run!');
-    expect(steps(record)).toEqual(['query-analyzer:OK', 'router:OK', 'llm-bot:OK']);
+    expect(steps(record)).toEqual(['query-analyzer:OK', 'moderation:OK', 'router:OK', 'llm-bot:OK']);
     const system = fake.requests[0]!.system.join('\n');
     expect(system).toContain('Celeste');
     expect(system).toContain('Any% speedrun attempts');
@@ -163,13 +165,14 @@ describe('whole pipeline with an LLM configured', () => {
     expect(record.replyText).toContain('42');
   });
 
-  it('spam gets no reply and a moderation annotation', async () => {
+  it('spam is acted on by the moderation step: a chat warning, no answer, and a moderation annotation', async () => {
     const envelope = chat('BUY CHEAP FOLLOWERS NOW AT http://spam.example.com !!!!!!!!!!!!', { login: 'spammer_sam' });
     await send(envelope);
     const record = await finalRecord(store, envelope.id);
     expect(record.outcome).toBe('handled');
-    expect(record.replyText).toBeUndefined();
+    expect(record.replyText).toMatch(/^@spammer_sam please don’t: no links/);
     expect(record.final!.annotations!.some((annotation) => annotation.kind === 'moderation')).toBe(true);
+    expect(record.final!.annotations!.find((annotation) => annotation.kind === 'moderation-result')).toMatchObject({ label: 'delete', payload: { filter: 'links' } });
   });
 
   it('a viewer trying !addcom gets a short refusal and no command is created', async () => {
@@ -211,7 +214,7 @@ describe('whole pipeline with no LLM configured', () => {
       await bus.publish(Topic.ingress, new TextEncoder().encode(JSON.stringify(envelope)));
       const record = await finalRecord(store, envelope.id);
       expect(record.outcome).toBe('unrouted');
-      expect(steps(record)).toEqual(['query-analyzer:OK', 'router:OK']);
+      expect(steps(record)).toEqual(['query-analyzer:OK', 'moderation:OK', 'router:OK']);
       expect(record.replyText).toBeUndefined();
     } finally {
       await host.stop();

@@ -5,6 +5,7 @@ import type { Host } from '../../src/runtime/index.js';
 import authService from '../../src/services/auth/index.js';
 import { createCommandsService } from '../../src/services/commands/index.js';
 import eventRouter from '../../src/services/event-router/index.js';
+import { createModerationService } from '../../src/services/moderation/index.js';
 import { createQueryAnalyzer } from '../../src/services/query-analyzer/index.js';
 import { createStore, type Store } from '../../src/store/index.js';
 import { collect, startTestHost } from '../support/harness.js';
@@ -37,7 +38,7 @@ describe('the phased flow: auth → router → query-analyzer → router → rea
     await bus.connect();
     observer = await collect(bus, [Topic.egress, Topic.finalizer, Topic.deadletter, LLM_TOPIC]);
     host = await startTestHost({
-      services: [authService, eventRouter, createQueryAnalyzer(), createCommandsService()],
+      services: [authService, eventRouter, createQueryAnalyzer(), createModerationService(), createCommandsService()],
       bus,
       env: { ANALYZER_BLOCKLIST: 'buy followers', LLM_PROVIDER: 'openai' },
       extra: { store },
@@ -56,7 +57,7 @@ describe('the phased flow: auth → router → query-analyzer → router → rea
     await send(envelope);
     const out: Envelope = await observer.waitFor(Topic.egress, (value) => value.id === envelope.id);
     expect(out.candidates?.map((candidate) => candidate.text)).toEqual(['pong']);
-    expect(slipHistory(out)).toEqual(['query-analyzer:OK', 'router:OK', 'commands:OK']);
+    expect(slipHistory(out)).toEqual(['query-analyzer:OK', 'moderation:OK', 'router:OK', 'commands:OK']);
     expect(out.outcome).toBe('completed');
     expect(out.user).toMatchObject({ role: 'viewer', permissions: ['chat', 'commands:use'] });
     expect(out.message).toMatchObject({ command: 'ping', args: [] });
@@ -65,14 +66,15 @@ describe('the phased flow: auth → router → query-analyzer → router → rea
     for (const step of out.routingSlip) expect(Date.parse(step.endedAt!)).toBeGreaterThanOrEqual(Date.parse(step.startedAt!));
   });
 
-  it('ends a spam message as handled with a moderation annotation and no reply', async () => {
+  it('ends a spam message at the moderation step, which acts on it (here without Twitch: not permitted) and warns', async () => {
     const envelope = twitchChat('BUY FOLLOWERS NOW at cheap-viewers.xyz', { userId: '2002', login: 'spammer', egress: false });
     await send(envelope);
     const final: Envelope = await observer.waitFor(Topic.finalizer, (value) => value.id === envelope.id);
     expect(final.outcome).toBe('handled');
-    expect(final.candidates ?? []).toEqual([]);
+    expect(final.candidates?.map((candidate) => candidate.text)).toEqual(['@spammer please don’t: no links without a moderator’s !permit (warning)']);
     expect(final.annotations?.find((annotation) => annotation.kind === 'moderation')).toMatchObject({ label: 'spam', source: 'query-analyzer' });
-    expect(slipHistory(final)).toEqual(['query-analyzer:OK', 'router:PENDING']);
+    expect(final.annotations?.find((annotation) => annotation.kind === 'moderation-result')).toMatchObject({ label: 'delete', payload: { filter: 'links', status: 'not-permitted' } });
+    expect(slipHistory(final)).toEqual(['query-analyzer:OK', 'moderation:OK', 'router:PENDING']);
   });
 
   it("finalizes a message no rule reacts to as 'unrouted'", async () => {
@@ -80,7 +82,7 @@ describe('the phased flow: auth → router → query-analyzer → router → rea
     await send(envelope);
     const final: Envelope = await observer.waitFor(Topic.finalizer, (value) => value.id === envelope.id);
     expect(final.outcome).toBe('unrouted');
-    expect(slipHistory(final)).toEqual(['query-analyzer:OK', 'router:OK']);
+    expect(slipHistory(final)).toEqual(['query-analyzer:OK', 'moderation:OK', 'router:OK']);
     expect(final.candidates ?? []).toEqual([]);
   });
 
@@ -88,7 +90,7 @@ describe('the phased flow: auth → router → query-analyzer → router → rea
     const envelope = twitchChat('what game is this?', { userId: '2004', login: 'curious', badges: ['subscriber'] });
     await send(envelope);
     const out: Envelope = await observer.waitFor(LLM_TOPIC, (value) => value.id === envelope.id);
-    expect(slipHistory(out)).toEqual(['query-analyzer:OK', 'router:OK', 'llm-bot:PENDING']);
+    expect(slipHistory(out)).toEqual(['query-analyzer:OK', 'moderation:OK', 'router:OK', 'llm-bot:PENDING']);
     expect(out.user.role).toBe('subscriber');
     expect(out.annotations?.find((annotation) => annotation.kind === 'intent')?.label).toBe('question');
   });

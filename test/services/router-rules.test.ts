@@ -188,7 +188,7 @@ describe('the default rules file', () => {
   });
 
   it('gives chat messages the enrichment slip and ends system events as handled', () => {
-    expect(route(chat('hello'), 'ingress')).toMatchObject({ slip: ['query-analyzer', 'router'] });
+    expect(route(chat('hello'), 'ingress')).toMatchObject({ slip: ['query-analyzer', 'moderation', 'router'] });
     expect(route(chat('', { type: 'system.stream.online' }), 'ingress')).toMatchObject({ outcome: 'handled' });
     expect(route(chat('hello', { login: 'BitBrat' }), 'ingress')).toMatchObject({ outcome: 'handled' });
   });

@@ -17,6 +17,7 @@ import finalizer from '../../src/services/finalizer/index.js';
 import ingressEgress from '../../src/services/ingress-egress/index.js';
 import persistence from '../../src/services/persistence/index.js';
 import queryAnalyzer from '../../src/services/query-analyzer/index.js';
+import moderation from '../../src/services/moderation/index.js';
 import { createStore, type EventRecord, type Store } from '../../src/store/index.js';
 import { startFakeTwitchIrc, type FakeTwitchIrc } from '../fakes/twitch-irc.js';
 import { startTestHost } from '../support/harness.js';
@@ -27,7 +28,7 @@ import { waitFor } from '../support/wait.js';
 
 const TOKEN = 'e2e-chat-token-5f1d';
 const CHANNEL = 'e2e_streamer';
-const SERVICES = [ingressEgress, auth, eventRouter, queryAnalyzer, commands, persistence, finalizer];
+const SERVICES = [ingressEgress, auth, eventRouter, queryAnalyzer, moderation, commands, persistence, finalizer];
 
 interface Topology {
   bus: MessageBus;
@@ -93,7 +94,7 @@ function describeTwitchChatEndToEnd(name: string, topology: () => Promise<Topolo
       );
       expect(record).toMatchObject({ outcome: 'completed', replyText: 'pong', replyDelivered: true, platform: 'twitch', userName: 'chatty_cathy' });
       // The router's plan, every step done: analysis, routing, the command that answered.
-      expect(record.final!.routingSlip.map((step) => `${step.id}:${step.status}`)).toEqual(['query-analyzer:OK', 'router:OK', 'commands:OK']);
+      expect(record.final!.routingSlip.map((step) => `${step.id}:${step.status}`)).toEqual(['query-analyzer:OK', 'moderation:OK', 'router:OK', 'commands:OK']);
       // auth identified the chatter (a viewer, with a viewer's permissions, seen for the first time).
       expect(record.final!.user).toMatchObject({ id: '777001', name: 'chatty_cathy', role: 'viewer', roles: ['viewer'] });
       expect(record.final!.user.permissions?.length).toBeGreaterThan(0);

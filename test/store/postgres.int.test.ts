@@ -53,7 +53,7 @@ describe('postgres store', () => {
     expect(rows.map((row) => row.version)).toEqual(MIGRATIONS.map((migration) => migration.version));
     const tables = await sql(url, `SELECT table_name FROM information_schema.tables WHERE table_schema = $1 ORDER BY table_name`, [schema]);
     expect(tables.rows.map((row) => row.table_name)).toEqual(
-      ['claims', 'commands', 'conversations', 'counters', 'deadletters', 'events', 'oauth_tokens', 'rules', 'schema_migrations', 'sources', 'users'],
+      ['claims', 'commands', 'conversations', 'counters', 'deadletters', 'documents', 'events', 'oauth_tokens', 'rules', 'schema_migrations', 'sources', 'users'],
     );
     // Both see the same data through their own pools.
     await a.incrementCounter('shared', 2);

@@ -676,6 +676,51 @@ export function describeStoreContract(name: string, factory: StoreFactory): void
       });
     });
 
+    describe('documents', () => {
+      it('writes, reads, replaces and deletes a document by collection and id', async () => {
+        const collection = uid('docs');
+        expect(await store.getDoc(collection, 'a')).toBeUndefined();
+        const written = await store.putDoc(collection, 'a', { name: 'first', tags: ['x'], nested: { n: 1 } });
+        expect(written).toMatchObject({ collection, id: 'a', data: { name: 'first', tags: ['x'], nested: { n: 1 } } });
+        expect(Date.parse(written.updatedAt)).not.toBeNaN();
+        await store.putDoc(collection, 'a', { name: 'second' });
+        expect((await store.getDoc(collection, 'a'))?.data).toEqual({ name: 'second' });
+        expect(await store.getDoc(uid('other'), 'a')).toBeUndefined();
+        expect(await store.deleteDoc(collection, 'a')).toBe(true);
+        expect(await store.deleteDoc(collection, 'a')).toBe(false);
+        expect(await store.getDoc(collection, 'a')).toBeUndefined();
+      });
+
+      it('creates a document only once', async () => {
+        const collection = uid('docs-create');
+        expect((await store.createDoc(collection, 'entry', { by: 'alice' }))?.data).toEqual({ by: 'alice' });
+        expect(await store.createDoc(collection, 'entry', { by: 'bob' })).toBeUndefined();
+        expect((await store.getDoc(collection, 'entry'))?.data).toEqual({ by: 'alice' });
+      });
+
+      it('lists in id order, by prefix, newest first and up to a limit', async () => {
+        const collection = uid('docs-list');
+        for (const id of ['c:2030-01-02', 'c:2030-01-01', 'c:2030-01-03', 'd:2030-01-01', 'c%:x', 'c_:y']) await store.putDoc(collection, id, { id });
+        expect((await store.listDocs(collection)).map((doc) => doc.id)).toEqual(['c%:x', 'c:2030-01-01', 'c:2030-01-02', 'c:2030-01-03', 'c_:y', 'd:2030-01-01']);
+        expect((await store.listDocs(collection, { prefix: 'c:' })).map((doc) => doc.id)).toEqual(['c:2030-01-01', 'c:2030-01-02', 'c:2030-01-03']);
+        expect((await store.listDocs(collection, { prefix: 'c:', descending: true, limit: 2 })).map((doc) => doc.id)).toEqual(['c:2030-01-03', 'c:2030-01-02']);
+        // A prefix is literal text: % and _ are not wildcards.
+        expect((await store.listDocs(collection, { prefix: 'c%' })).map((doc) => doc.id)).toEqual(['c%:x']);
+      });
+
+      it('lets exactly one of two racing deletes consume a document', async () => {
+        const collection = uid('docs-race');
+        await store.putDoc(collection, 'permit', { uses: 1 });
+        const results = await Promise.all([store.deleteDoc(collection, 'permit'), store.deleteDoc(collection, 'permit'), store.deleteDoc(collection, 'permit')]);
+        expect(results.filter(Boolean)).toHaveLength(1);
+      });
+
+      it('refuses an empty collection or id with a bad request', async () => {
+        await expect(store.putDoc('', 'a', {})).rejects.toSatisfy((error: unknown) => hasCode(error, 'BAD_REQUEST'));
+        await expect(store.putDoc('docs', '', {})).rejects.toSatisfy((error: unknown) => hasCode(error, 'BAD_REQUEST'));
+      });
+    });
+
     describe('coordination', () => {
       it('claims a key once until its ttl passes', async () => {
         const key = uid('msg');

@@ -15,6 +15,8 @@
  *   GET/POST /api/commands, GET/PUT/DELETE /api/commands/:name
  *   GET  /api/reactions, GET/PUT /api/reactions/:name   {enabled?, template?, shoutout?}
  *   GET  /api/streams, GET /api/streams/:channel          each Twitch channel's current stream state
+ *   /api/moderation/…, /api/toolkit/…    filters, moderation log and undo, timers, counters, quotes,
+ *                                        giveaways (moderation-api.ts)
  *   GET  /api/live                       server-sent events (live.ts)
  *   GET  /api/events/stalled, POST /api/events/:id/dead-letter|replay   stalled events (stalled.ts)
  *   GET  /api/llm/usage                  ?top — today's LLM spend, top users and the caps (llm-usage.ts)
@@ -58,6 +60,7 @@ import { capKey, createConnectionCaps } from './caps.js';
 import { registerLlmUsage } from './llm-usage.js';
 import { registerStalledRoutes, type StalledEvent, type StallWatch } from './stalled.js';
 import type { UsageCaps } from '../llm-bot/usage.js';
+import { registerModerationApi } from './moderation-api.js';
 import { WS_LIMITS, type ChatGateway } from './ws.js';
 
 export interface GatewayConfig extends UsageCaps {
@@ -254,6 +257,8 @@ const BUILTIN_HELP: Record<(typeof BUILTIN_COMMANDS)[number], string> = {
   editcom: 'moderators change a command from chat: editcom <name> <response>',
   delcom: 'moderators remove a command from chat: delcom <name>',
   scene: 'moderators switch the OBS scene: scene <scene name>',
+  quote: 'a random quote, quote <number>, or (moderators) quote add <text> with the game and date',
+  giveaway: 'enter the running giveaway; moderators start, draw and cancel it',
 };
 
 const SAFE_METHODS = new Set(['GET', 'HEAD', 'OPTIONS']);
@@ -697,6 +702,7 @@ export async function registerApi(scope: FastifyInstance, deps: ApiDeps): Promis
     if (!state) throw new BitBratError('NOT_FOUND', `no Twitch channel #${login} is known; channels come from TWITCH_CHANNELS`);
     return state;
   });
+  registerModerationApi(scope, { ctx, principalOf });
 
   // live -------------------------------------------------------------------------------------------
 

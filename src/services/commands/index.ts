@@ -9,6 +9,9 @@ import { findStreamSource } from '../stream-source.js';
 import { BUILTIN_COMMANDS, MANAGE_COMMANDS, findCommand, isBuiltin, manageCommand, parseManageArgs, type ManageAction } from './manage.js';
 import { MAX_REPLY_LENGTH, needsStream, renderTemplate, streamInfo } from './template.js';
 import { sceneCommand } from './scene.js';
+import { toolkitCommand } from './toolkit.js';
+import { channelKey as toolkitChannelKey, readTemplateCounters } from '../moderation/records.js';
+import { isBitBratError } from '../../core/index.js';
 
 export * from './manage.js';
 export * from './template.js';
@@ -73,6 +76,26 @@ export function createCommandsService(): ServiceDefinition<Config> {
                 ? reply(message)
                 : quiet('refused', `refused (${message.replace(/^@\S+\s+/, '')}); told recently, so not again`);
 
+            const toolkitChannel = toolkitChannelKey(envelope.source.platform, envelope.source.channel);
+            try {
+              const answer = await toolkitCommand({
+                store,
+                channel: toolkitChannel,
+                head: text.trim().split(/\s+/)[0] ?? '',
+                name: parsed.name,
+                args: parsed.args,
+                user: { id: envelope.user.id, login: envelope.user.name.toLowerCase(), display: userName(envelope), role },
+                prefix,
+                game: parsed.name === 'quote' ? streamInfo(await findStreamSource(store, envelope.source)).game : undefined,
+              });
+              if (answer === null) return skip();
+              if (answer !== undefined) return reply(answer);
+            } catch (error) {
+              // A refusal from the toolkit's records (a giveaway already open, bad input) is told to the moderator.
+              if (isBitBratError(error) && (error.code === 'BAD_REQUEST' || error.code === 'NOT_FOUND')) return reply(`@${userName(envelope)} ${error.message}`);
+              throw error;
+            }
+
             if (isBuiltin(parsed.name)) {
               switch (parsed.name) {
                 case 'ping':
@@ -121,7 +144,8 @@ export function createCommandsService(): ServiceDefinition<Config> {
             }
             const count = await store.incrementCommandUse(command.name);
             const stream = needsStream(command.response) ? streamInfo(await findStreamSource(store, envelope.source)) : undefined;
-            const message = renderTemplate(command.response, { user: userName(envelope), channel: envelope.source.channel.replace(/^#/, ''), args: parsed.args, count, stream });
+            const counters = /\{count:/i.test(command.response) ? await readTemplateCounters(store, toolkitChannel, command.response) : undefined;
+            const message = renderTemplate(command.response, { user: userName(envelope), channel: envelope.source.channel.replace(/^#/, ''), args: parsed.args, count, stream, counters });
             return message ? reply(message) : quiet('empty-response', `${prefix}${command.name} has an empty response`);
           },
         },

@@ -23,7 +23,7 @@ const MAX_RESPONSE_LENGTH = 450;
 const NAME_RE = /^[\p{L}\p{N}_][\p{L}\p{N}_-]{0,31}$/u;
 
 /** Commands the service answers itself; custom commands and aliases cannot take these names. */
-export const BUILTIN_COMMANDS = ['help', 'commands', 'ping', 'uptime', 'addcom', 'editcom', 'delcom', 'scene'] as const;
+export const BUILTIN_COMMANDS = ['help', 'commands', 'ping', 'uptime', 'addcom', 'editcom', 'delcom', 'scene', 'quote', 'giveaway'] as const;
 export type BuiltinCommand = (typeof BUILTIN_COMMANDS)[number];
 export const MANAGE_COMMANDS: ReadonlySet<string> = new Set(['addcom', 'editcom', 'delcom']);
 

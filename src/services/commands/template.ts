@@ -54,6 +54,8 @@ export interface TemplateVariables {
   args: string[];
   count?: number;
   stream?: StreamInfo;
+  /** Counter values for `{count:name}` (see moderation/records.ts `readTemplateCounters`). */
+  counters?: Record<string, number>;
 }
 
 /** Which variables need the stream state (so it is only read when used). */
@@ -62,7 +64,8 @@ export function needsStream(template: string): boolean {
 }
 
 /**
- * Fills `{user} {touser} {channel} {args} {uptime} {game} {title} {count}` (unknown placeholders stay).
+ * Fills `{user} {touser} {channel} {args} {uptime} {game} {title} {count}` and `{count:name}` (a counter's
+ * value; unknown placeholders stay).
  * Arguments are user input: a reply whose text would start with `/` or `.` only because of them is
  * stripped, so nobody can make the bot run a chat command (`!echo /ban streamer`).
  */
@@ -78,7 +81,9 @@ export function renderTemplate(template: string, vars: TemplateVariables): strin
     game: vars.stream ? (vars.stream.game ?? 'unknown') : undefined,
     title: vars.stream ? (vars.stream.title ?? '') : undefined,
   };
-  let out = template.replace(/\{(\w+)\}/g, (whole, name: string) => values[name.toLowerCase()] ?? whole);
+  let out = template
+    .replace(/\{(\w+)\}/g, (whole, name: string) => values[name.toLowerCase()] ?? whole)
+    .replace(/\{count:(\w{1,32})\}/gi, (whole, name: string) => (vars.counters?.[name.toLowerCase()] === undefined ? whole : String(vars.counters[name.toLowerCase()])));
   if (!/^[/.]/.test(template.trimStart())) out = out.replace(/^[\s/.]+/, '');
   out = out.trim();
   return out.length > MAX_REPLY_LENGTH ? `${out.slice(0, MAX_REPLY_LENGTH - 1)}…` : out;

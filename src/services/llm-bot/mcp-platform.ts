@@ -15,6 +15,7 @@ import { z } from 'zod';
 import type { Envelope } from '../../core/index.js';
 import type { Store } from '../../store/types.js';
 import { registerObsTools } from './mcp-obs.js';
+import { registerModerationTools } from './mcp-moderation.js';
 import { Permission, Role, roleAtLeast } from '../auth/roles.js';
 import { findStreamSource } from '../stream-source.js';
 import { streamStateFrom, formatDuration, type StreamState } from './prompt.js';
@@ -195,6 +196,7 @@ export async function createPlatformMcpServer(options: PlatformMcpOptions): Prom
   );
 
   registerObsTools(server, { store, publish: options.publish, requesterFrom, onCall });
+  registerModerationTools(server, { store, publish: options.publish, requesterFrom, onCall });
   return server;
 }
 

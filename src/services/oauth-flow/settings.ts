@@ -6,9 +6,9 @@ import { BitBratError } from '../../core/index.js';
 import { env } from '../../runtime/config.js';
 import type { ServiceContext } from '../../runtime/service.js';
 
-/** Scopes asked for by default: chat for the bot, EventSub (follows, subs, bits, redemptions) and raid shoutouts for the broadcaster. */
+/** Scopes asked for by default: chat for the bot, EventSub (follows, subs, bits, redemptions) and raid shoutouts for the broadcaster, deleting messages and timeouts/bans for moderation (the bot, as a moderator, or the broadcaster). */
 export const DEFAULT_TWITCH_OAUTH_SCOPES =
-  'chat:read chat:edit user:read:chat user:write:chat moderator:read:followers channel:read:subscriptions bits:read channel:read:redemptions moderator:manage:shoutouts';
+  'chat:read chat:edit user:read:chat user:write:chat moderator:read:followers channel:read:subscriptions bits:read channel:read:redemptions moderator:manage:shoutouts moderator:manage:chat_messages moderator:manage:banned_users';
 export const TWITCH_AUTHORIZE_URL = 'https://id.twitch.tv/oauth2/authorize';
 
 /** The oauth-flow env. */

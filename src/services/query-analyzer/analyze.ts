@@ -134,6 +134,19 @@ const LINK_RE = new RegExp(
   'gi',
 );
 
+/** Every link in `text`: its host (lower-case) and the whole link as written (shared with the moderation filters). */
+export function findLinks(text: string): Array<{ host: string; link: string }> {
+  const out: Array<{ host: string; link: string }> = [];
+  if (!text.includes('.')) return out;
+  const re = new RegExp(LINK_RE.source, LINK_RE.flags);
+  let found: RegExpExecArray | null;
+  while ((found = re.exec(text)) !== null) {
+    const host = (found[1] ?? found[2] ?? found[3] ?? '').toLowerCase();
+    if (host) out.push({ host, link: found[0] });
+  }
+  return out;
+}
+
 const LEET: Record<string, string> = { '0': 'o', '1': 'i', '3': 'e', '4': 'a', '5': 's', '7': 't', '@': 'a', $: 's', '!': 'i' };
 const foldLeet = (text: string) => text.toLowerCase().replace(/[013457@$!]/g, (char) => LEET[char] ?? char);
 

@@ -69,7 +69,8 @@ async function refine(analysis: Analysis, text: string, classifier: IntentClassi
 
 /**
  * The query analyzer step: annotates intent, sentiment and spam. Spam is handled here (a `moderation`
- * annotation, no reply, nothing further runs). Commands also get `message.command`/`args`.
+ * annotation, no reply, nothing further runs) unless a `moderation` step follows, which then acts on it.
+ * Commands also get `message.command`/`args`.
  */
 export function createQueryAnalyzer(options: QueryAnalyzerOptions = {}): ServiceDefinition<Config> {
   return defineService<Config>({
@@ -100,7 +101,10 @@ export function createQueryAnalyzer(options: QueryAnalyzerOptions = {}): Service
                 { ...envelope, message: { ...(envelope.message ?? { text }), text, ...(analysis.command ? { command: analysis.command.name, args: analysis.command.args } : {}) } },
                 ...analysisAnnotations(analysis),
               );
-              return analysis.spam ? handled(out, 'handled') : continueWith(out);
+              // With a moderation step still to come, spam goes on to it so the message is acted on (removed,
+              // escalated) and logged; the router's drop-spam rule still keeps it from getting a reply.
+              const moderationAhead = envelope.routingSlip.some((step, index) => index > hctx.stepIndex && step.status === 'PENDING' && step.id === 'moderation');
+              return analysis.spam && !moderationAhead ? handled(out, 'handled') : continueWith(out);
             },
           },
         },
