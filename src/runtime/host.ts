@@ -12,6 +12,8 @@ import { knownSteps, loadArchitecture, resolveTopic, serviceManifest, type Archi
 import { createRuntimeMetrics, type RuntimeMetrics } from './metrics.js';
 import { createEnvSecretsProvider, type SecretsProvider } from './secrets.js';
 import type { Consumer, ServiceContext, ServiceDefinition, ServiceInstance } from './service.js';
+import { createTracing, traced } from './tracing.js';
+import { loadTracingConfig, type TracingConfig } from './tracing-config.js';
 
 /**
  * A per-instance group (egress replies for one process) nobody has consumed for this long is deleted by
@@ -82,6 +84,12 @@ export async function createHost(options: HostOptions): Promise<Host> {
   } catch (error) {
     problems.push((error as Error).message);
   }
+  let tracingConfig: TracingConfig = { enabled: false };
+  try {
+    tracingConfig = loadTracingConfig(env);
+  } catch (error) {
+    problems.push((error as Error).message);
+  }
   const serviceConfigs = new Map<string, unknown>();
   for (const definition of options.services) {
     try {
@@ -99,6 +107,8 @@ export async function createHost(options: HostOptions): Promise<Host> {
   const rootLogger = createLogger({ level: config.LOG_LEVEL, ...(options.services.length === 1 ? { service: processName } : { process: processName }), instanceId: config.INSTANCE_ID, scrubber, destination: options.logDestination });
   const secrets = options.secrets ?? (await createSecrets(config, env));
   const metrics = createRuntimeMetrics({ defaultMetrics: options.defaultMetrics });
+  // Off (undefined, nothing of the SDK loaded) unless an OTLP endpoint is configured.
+  const tracing = await createTracing(tracingConfig, { service: processName, instanceId: config.INSTANCE_ID });
   const health = createHealthRegistry();
   // Not ready until start() has connected the bus and the consumers run.
   health.set('bus', false, 'not started');
@@ -107,6 +117,9 @@ export async function createHost(options: HostOptions): Promise<Host> {
     (await createBus(busOptionsFromConfig(config, `${processName}-${config.INSTANCE_ID}`, rootLogger.child({ component: 'bus' }))));
   const needsStore = options.services.some((service) => service.needsStore);
   let store: Store | undefined = options.store;
+  // With tracing on, services see the store through a wrapper that makes every call a child span.
+  let servicesStore: Store | undefined;
+  const storeForServices = (active: Store) => (tracing ? (servicesStore ??= tracedStore(active)) : active);
   const app = createHttpServer({ health, metrics, services: () => options.services.map((service) => service.name) });
   const running: Running[] = [];
   let storeTimer: NodeJS.Timeout | undefined;
@@ -122,6 +135,7 @@ export async function createHost(options: HostOptions): Promise<Host> {
       bus,
       logger,
       metrics,
+      tracing,
       publishMaxRetries: config.PUBLISH_MAX_RETRIES,
       retryBaseMs: options.retryBaseMs,
       retryMaxMs: options.retryMaxMs,
@@ -141,7 +155,7 @@ export async function createHost(options: HostOptions): Promise<Host> {
       bus,
       get store(): Store {
         if (!store) throw new BitBratError('NOT_CONFIGURED', `${definition.name} has no store (set needsStore)`);
-        return store;
+        return storeForServices(store);
       },
       secrets,
       metrics,
@@ -285,10 +299,34 @@ export async function createHost(options: HostOptions): Promise<Host> {
       if (store && !options.store) await store.close().catch((error: unknown) => rootLogger.warn({ err: error }, 'store close failed'));
       if (!options.bus) await bus.close().catch((error) => rootLogger.warn({ err: error }, 'bus close failed'));
       clearTimeout(deadline);
+      // Last: every span of the shutdown is exported before the process exits.
+      await tracing?.shutdown().catch((error: unknown) => rootLogger.warn({ err: error }, 'trace export at shutdown failed'));
       rootLogger.info('stopped');
     },
   };
   return host;
+}
+
+/**
+ * The store as services see it with tracing on: each method call made for a traced message is a client
+ * span (`store <method>`), child of the message's span. Calls outside a message are not traced.
+ */
+function tracedStore(store: Store): Store {
+  const wrapped = new Map<PropertyKey, unknown>();
+  return new Proxy(store, {
+    get(target, property, receiver) {
+      const value = Reflect.get(target, property, receiver) as unknown;
+      if (typeof value !== 'function' || typeof property !== 'string') return value;
+      let wrapper = wrapped.get(property);
+      if (!wrapper) {
+        const name = `store ${property}`;
+        const attributes = { 'db.system.name': target.driver, 'db.operation.name': property };
+        wrapper = (...args: unknown[]) => traced(name, attributes, () => (value as (...a: unknown[]) => unknown).apply(target, args));
+        wrapped.set(property, wrapper);
+      }
+      return wrapper;
+    },
+  });
 }
 
 /**
