@@ -1,4 +1,4 @@
-import { Topic } from '../../core/index.js';
+import { Topic, type Envelope } from '../../core/index.js';
 import { startEventSub } from '../../platforms/twitch/eventsub.js';
 import { TwitchTokenId, loadTwitchAuth, safeTwitchErrorMessage } from '../../platforms/twitch/token-store.js';
 import type { Ctx } from './config.js';
@@ -8,7 +8,7 @@ import type { EventSubAttachment } from './status.js';
  * The EventSub hook (src/platforms/twitch/eventsub.ts): connects with the broadcaster's stored token and
  * publishes follows, stream online/offline, … to ingress. Reports its own `eventsub` health component.
  */
-export async function attachEventSub(ctx: Ctx, credentials: { clientId?: string; clientSecret?: string }): Promise<EventSubAttachment | undefined> {
+export async function attachEventSub(ctx: Ctx, credentials: { clientId?: string; clientSecret?: string }, onNotification?: (envelope: Envelope) => void): Promise<EventSubAttachment | undefined> {
   const notConfigured = (why: string) => {
     ctx.health.set('eventsub', true, `twitch eventsub is not configured: ${why}`, { configured: false });
     return undefined;
@@ -26,7 +26,10 @@ export async function attachEventSub(ctx: Ctx, credentials: { clientId?: string;
       broadcasterId: broadcaster.userId,
       broadcasterLogin: ctx.config.TWITCH_BROADCASTER_LOGIN ?? broadcaster.login,
       store: ctx.store,
-      publish: (envelope, msgId) => ctx.publish(Topic.ingress, envelope, msgId ? { msgId } : undefined),
+      publish: (envelope, msgId) => {
+        onNotification?.(envelope);
+        return ctx.publish(Topic.ingress, envelope, msgId ? { msgId } : undefined);
+      },
       logger,
       onState: (eventsub) => ctx.health.set('eventsub', eventsub.status === 'connected', eventsub.detail ?? `twitch eventsub ${eventsub.status}`, { configured: true }),
     });

@@ -100,7 +100,10 @@ export function createQueryAnalyzer(options: QueryAnalyzerOptions = {}): Service
                 { ...envelope, message: { ...(envelope.message ?? { text }), text, ...(analysis.command ? { command: analysis.command.name, args: analysis.command.args } : {}) } },
                 ...analysisAnnotations(analysis),
               );
-              return analysis.spam ? handled(out, 'handled') : continueWith(out);
+              if (!analysis.spam) return continueWith(out);
+              // The moderation action of today: the message is suppressed (no reply, nothing further runs).
+              ctx.metrics.platform.moderationActions.inc({ platform: envelope.source.platform, action: 'suppressed', reason: 'spam' });
+              return handled(out, 'handled');
             },
           },
         },
