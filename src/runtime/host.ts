@@ -300,11 +300,30 @@ export async function createHost(options: HostOptions): Promise<Host> {
       if (!options.bus) await bus.close().catch((error) => rootLogger.warn({ err: error }, 'bus close failed'));
       clearTimeout(deadline);
       // Last: every span of the shutdown is exported before the process exits.
-      await tracing?.shutdown().catch((error: unknown) => rootLogger.warn({ err: error }, 'trace export at shutdown failed'));
+      if (tracing) await flushTraces(tracing.shutdown(), rootLogger);
       rootLogger.info('stopped');
     },
   };
   return host;
+}
+
+/** How long stopping waits for the last spans to export: an unreachable collector must not hold up shutdown. */
+const TRACE_FLUSH_TIMEOUT_MS = 5_000;
+
+async function flushTraces(shutdown: Promise<void>, logger: Logger): Promise<void> {
+  let timer: NodeJS.Timeout | undefined;
+  const timedOut = new Promise<'timeout'>((resolve) => {
+    timer = setTimeout(() => resolve('timeout'), TRACE_FLUSH_TIMEOUT_MS);
+    timer.unref();
+  });
+  try {
+    const result = await Promise.race([shutdown.then(() => 'done' as const), timedOut]);
+    if (result === 'timeout') logger.warn({ timeoutMs: TRACE_FLUSH_TIMEOUT_MS }, 'trace export at shutdown did not finish; remaining spans dropped');
+  } catch (error) {
+    logger.warn({ err: error }, 'trace export at shutdown failed');
+  } finally {
+    clearTimeout(timer);
+  }
 }
 
 /**

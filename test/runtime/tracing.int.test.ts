@@ -181,3 +181,35 @@ describe.each([
     expect(String(failed.attributes['bitbrat.error_code'])).toMatch(/^[A-Z_]+$/);
   });
 });
+
+describe('tracing with a collector that never answers', () => {
+  it('still takes a !ping to its final record, and stops without waiting for the export', async () => {
+    // Accepts connections and never replies: every export hangs until its timeout.
+    const sockets = new Set<import('node:net').Socket>();
+    const silent = (await import('node:net')).createServer((socket) => {
+      sockets.add(socket);
+    });
+    await new Promise<void>((resolve) => silent.listen(0, '127.0.0.1', resolve));
+    const port = (silent.address() as import('node:net').AddressInfo).port;
+    const store = await createStore({ driver: 'pglite', dataDir: 'memory://', embedded: true, secrets: { get: async () => undefined } });
+    await store.init();
+    const bus = createMemoryBus();
+    await bus.connect();
+    const host = await startTestHost({ services: SERVICES, bus, architecture: ARCHITECTURE, env: { OTEL_EXPORTER_OTLP_ENDPOINT: `http://127.0.0.1:${port}`, OTEL_BSP_SCHEDULE_DELAY: '10' }, extra: { store } });
+    try {
+      const envelope = ping();
+      await host.context('chat-source').publish(Topic.ingress, envelope);
+      const record = await waitFor(async () => {
+        const found = await store.getEvent(envelope.id);
+        return found?.outcome ? found : undefined;
+      }, { timeoutMs: 20_000, message: 'the final record of the !ping' });
+      expect(record.outcome).toBe('completed');
+      expect(sockets.size).toBeGreaterThan(0);
+    } finally {
+      await host.stop();
+      for (const socket of sockets) socket.destroy();
+      await new Promise<void>((resolve) => silent.close(() => resolve()));
+      await store.close();
+    }
+  }, 60_000);
+});
