@@ -130,6 +130,12 @@ function createLruSet(limit: number) {
 
 type Held<T> = { ok: true; value: T } | { ok: false };
 
+/** A message decoded and validated: the JSON (the handler's copy) and the runtime's envelope. */
+interface Decoded {
+  json: unknown;
+  envelope: Envelope;
+}
+
 /** The handler's own copy of the envelope, with the runtime's R1 bookkeeping of the current step. */
 function handlerCopy(json: unknown, step: RoutingStep | undefined, stepIndex: number): Envelope {
   // The decoded JSON, which validation did not share with the runtime's envelope for anything the
@@ -451,29 +457,11 @@ export function createSlipEngine(options: EngineOptions): SlipEngine {
     }
   };
 
-  /** decode → validate → guard → run → settle, for one envelope. */
-  const processEnvelope = async (topic: string, consumer: EnvelopeConsumer, message: BusMessage, ctx: MessageContext) => {
-    // Decode (R7). A value from the in-process bus is shared with its other consumers: this copy is ours.
-    let json: unknown;
-    try {
-      const shared = message.json;
-      json = shared === undefined ? JSON.parse(decoder.decode(message.data)) : cloneJson(shared);
-    } catch (error) {
-      return turnAway(message, topic, { action: 'dead-letter', code: 'DECODE_FAILED', reason: `message is not valid JSON: ${(error as Error).message}`, replayTopic: topic }, undefined, ctx);
-    }
-
-    // Validate (R7).
-    const validation = validateEnvelope(json);
-    if (!validation.ok) {
-      const details = { issues: validation.issues.slice(0, 50) as unknown as Record<string, unknown> };
-      return turnAway(message, topic, { action: 'dead-letter', code: 'ENVELOPE_INVALID', reason: validation.error, replayTopic: topic, details }, undefined, ctx);
-    }
-    const envelope = validation.envelope;
-    ctx.bindEnvelope(envelope);
-    if (!tracing) return runEnvelope(topic, consumer, message, ctx, json, envelope);
-
+  /** Runs the rest of an envelope's processing as the message's span (R11). */
+  const traceEnvelope = async (tracer: Tracing, topic: string, consumer: EnvelopeConsumer, message: BusMessage, ctx: MessageContext, decoded: Decoded): Promise<void> => {
+    const envelope = decoded.envelope;
     // R11: the message's span continues the publisher's; one chat message is one trace.
-    const span = tracing.startSpan(`${service} ${topic}`, {
+    const span = tracer.startSpan(`${service} ${topic}`, {
       kind: 'consumer',
       parent: message.headers.traceparent,
       traceId: envelope.traceId,
@@ -492,7 +480,7 @@ export function createSlipEngine(options: EngineOptions): SlipEngine {
     });
     ctx.bindSpan(span);
     try {
-      return await runInSpan(tracing, span, () => runEnvelope(topic, consumer, message, ctx, json, envelope));
+      return await runInSpan(tracer, span, () => processEnvelope(topic, consumer, message, ctx, decoded));
     } catch (error) {
       span.fail(isBitBratError(error) ? error.code : 'RUNTIME_ERROR', error instanceof Error ? error.message : String(error));
       throw error;
@@ -501,8 +489,38 @@ export function createSlipEngine(options: EngineOptions): SlipEngine {
     }
   };
 
-  /** guard → run → settle, for a decoded and valid envelope. */
-  const runEnvelope = async (topic: string, consumer: EnvelopeConsumer, message: BusMessage, ctx: MessageContext, json: unknown, envelope: Envelope) => {
+  /** Decode and validate (R7): the envelope, or the dead letter that turns the message away. */
+  const decodeMessage = (message: BusMessage, topic: string): Decoded | DeadLetterOrder => {
+    // A value from the in-process bus is shared with its other consumers: this copy is ours.
+    let json: unknown;
+    try {
+      const shared = message.json;
+      json = shared === undefined ? JSON.parse(decoder.decode(message.data)) : cloneJson(shared);
+    } catch (error) {
+      return { action: 'dead-letter', code: 'DECODE_FAILED', reason: `message is not valid JSON: ${(error as Error).message}`, replayTopic: topic };
+    }
+    const validation = validateEnvelope(json);
+    if (!validation.ok) {
+      const details = { issues: validation.issues.slice(0, 50) as unknown as Record<string, unknown> };
+      return { action: 'dead-letter', code: 'ENVELOPE_INVALID', reason: validation.error, replayTopic: topic, details };
+    }
+    return { json, envelope: validation.envelope };
+  };
+
+  /**
+   * decode → validate → guard → run → settle, for one envelope. With tracing on, the message is decoded
+   * first and the rest runs again inside its span (`decoded` given); off, it is one async call.
+   */
+  const processEnvelope = async (topic: string, consumer: EnvelopeConsumer, message: BusMessage, ctx: MessageContext, decoded?: Decoded): Promise<void> => {
+    if (!decoded) {
+      const result = decodeMessage(message, topic);
+      if ('action' in result) return turnAway(message, topic, result, undefined, ctx);
+      ctx.bindEnvelope(result.envelope);
+      if (tracing) return traceEnvelope(tracing, topic, consumer, message, ctx, result);
+      decoded = result;
+    }
+    const { json, envelope } = decoded;
+
     // Guard: another consumer of this topic in the process delivers this platform (see the host); a
     // step consumer runs only the envelope's current step (R1/R7); a duplicate is acked untouched (R8).
     if (consumer.declines?.(envelope)) {
