@@ -23,10 +23,14 @@ export function newSpanId(): string {
   return spanSeed.toString(16).padStart(8, '0') + spanCounter.toString(16).padStart(8, '0');
 }
 
+/** An envelope's traceId as a W3C trace id (32 lower-case hex characters). */
+export function normalizeTraceId(traceId: string): string {
+  return /^[0-9a-f]{32}$/.test(traceId) ? traceId : traceId.replace(/[^0-9a-f]/gi, '').toLowerCase().padEnd(32, '0').slice(0, 32);
+}
+
 /** The `traceparent` header for a trace id (a new span each hop). */
 export function traceparentFor(traceId: string): string {
-  const id = /^[0-9a-f]{32}$/.test(traceId) ? traceId : traceId.replace(/[^0-9a-f]/gi, '').toLowerCase().padEnd(32, '0').slice(0, 32);
-  return `00-${id}-${newSpanId()}-01`;
+  return `00-${normalizeTraceId(traceId)}-${newSpanId()}-01`;
 }
 
 /** U+0000 or a UTF-16 surrogate without its partner. */

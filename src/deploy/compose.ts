@@ -11,6 +11,11 @@ export const COMPOSE_IMAGE = '${BITBRAT_IMAGE:-bitbrat:local}';
 export const NATS_IMAGE = 'nats:2-alpine';
 export const POSTGRES_IMAGE = 'postgres:16';
 const POSTGRES_PASSWORD = '${POSTGRES_PASSWORD:-bitbrat}';
+export const PROMETHEUS_IMAGE = 'prom/prometheus:v3.5.0';
+export const GRAFANA_IMAGE = 'grafana/grafana:12.1.1';
+export const JAEGER_IMAGE = 'jaegertracing/jaeger:2.9.0';
+/** The compose profile that adds Prometheus, Grafana and Jaeger: `docker compose --profile observability up`. */
+export const OBSERVABILITY_PROFILE = 'observability';
 
 /** The compose secret name (and file name under deploy/secrets) of a secret. */
 export function composeSecretName(secret: string): string {
@@ -50,6 +55,62 @@ function envValue(name: string, service: DeployService, model: DeployModel): str
     default:
       return `\${${name}:-}`;
   }
+}
+
+/**
+ * Prometheus (scraping every service, with deploy/observability/alerts.yml), Grafana (provisioned with
+ * that Prometheus and the BitBrat dashboard) and Jaeger (an OTLP receiver with a trace UI), only started
+ * with the `observability` profile. Traces reach Jaeger once OTEL_EXPORTER_OTLP_ENDPOINT=http://jaeger:4318
+ * is set for the services (docs/operating.md).
+ */
+function observabilityServices(): Record<string, unknown> {
+  const profiles = [OBSERVABILITY_PROFILE];
+  return {
+    prometheus: {
+      image: PROMETHEUS_IMAGE,
+      profiles,
+      restart: 'unless-stopped',
+      command: ['--config.file=/etc/prometheus/prometheus.yml', '--storage.tsdb.path=/prometheus', '--storage.tsdb.retention.time=15d'],
+      volumes: ['./observability/prometheus.yml:/etc/prometheus/prometheus.yml:ro', './observability/alerts.yml:/etc/prometheus/alerts.yml:ro', 'prometheus-data:/prometheus'],
+      ports: ['127.0.0.1:${BITBRAT_PROMETHEUS_PORT:-9090}:9090'],
+    },
+    grafana: {
+      image: GRAFANA_IMAGE,
+      profiles,
+      restart: 'unless-stopped',
+      environment: { GF_SECURITY_ADMIN_PASSWORD: '${GRAFANA_ADMIN_PASSWORD:-admin}', GF_DASHBOARDS_DEFAULT_HOME_DASHBOARD_PATH: '/var/lib/grafana/dashboards/bitbrat.json' },
+      volumes: ['./observability/grafana/provisioning:/etc/grafana/provisioning:ro', './observability/grafana/dashboards:/var/lib/grafana/dashboards:ro', 'grafana-data:/var/lib/grafana'],
+      ports: ['127.0.0.1:${BITBRAT_GRAFANA_PORT:-3000}:3000'],
+      depends_on: ['prometheus'],
+    },
+    jaeger: {
+      image: JAEGER_IMAGE,
+      profiles,
+      restart: 'unless-stopped',
+      ports: ['127.0.0.1:${BITBRAT_JAEGER_PORT:-16686}:16686'],
+    },
+  };
+}
+
+/**
+ * deploy/observability/prometheus.yml: one scrape target per service container (its `service` label),
+ * and the alert rules. `honor_labels` keeps the runtime's own `service` label on message metrics.
+ */
+export function renderPrometheusConfig(model: DeployModel): string {
+  const document = {
+    global: { scrape_interval: '15s', evaluation_interval: '15s' },
+    rule_files: ['/etc/prometheus/alerts.yml'],
+    scrape_configs: [
+      {
+        job_name: 'bitbrat',
+        honor_labels: true,
+        metrics_path: '/metrics',
+        static_configs: model.services.map((service) => ({ targets: [`${service.name}:${model.port}`], labels: { service: service.name } })),
+      },
+    ],
+  };
+  const header = '# Generated from architecture.yaml by `bitbrat infra generate` — do not edit; `--check` detects drift.\n';
+  return header + stringify(document, { lineWidth: 0 });
 }
 
 /** `node -e` probe of /readyz (the image has node, not curl). */
@@ -111,8 +172,9 @@ export function renderCompose(model: DeployModel): string {
     services[service.name] = definition;
   }
 
+  Object.assign(services, observabilityServices());
   const secrets = Object.fromEntries(model.secrets.map((secret) => [composeSecretName(secret), { file: `./secrets/${composeSecretName(secret)}` }]));
-  const document = { services, volumes: { 'nats-data': {}, 'postgres-data': {} }, secrets };
+  const document = { services, volumes: { 'nats-data': {}, 'postgres-data': {}, 'prometheus-data': {}, 'grafana-data': {} }, secrets };
   const header = [
     '# Generated from architecture.yaml by `bitbrat infra generate` — do not edit; `--check` detects drift.',
     '# Secrets: one file per secret in deploy/secrets/ (see deploy/README.md). Settings: your environment or .env.',

@@ -2,7 +2,7 @@ import { existsSync, readFileSync } from 'node:fs';
 import { mkdir, readdir, readFile, rm, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { PROJECT_ROOT, type Architecture, type ServiceManifest } from '../runtime/manifest.js';
-import { renderCompose } from './compose.js';
+import { renderCompose, renderPrometheusConfig } from './compose.js';
 import { renderTerraform } from './terraform.js';
 
 /**
@@ -91,7 +91,7 @@ export interface DeployModel {
 
 export const DEFAULT_REGION = 'us-central1';
 /** Files below outDir the generator owns; anything else there is left alone. */
-const OWNED = [/^compose\.yaml$/, /^README\.md$/, /^secrets\/\.gitignore$/, /^terraform\/[^/]+\.tf\.json$/];
+const OWNED = [/^compose\.yaml$/, /^observability\/prometheus\.yml$/, /^README\.md$/, /^secrets\/\.gitignore$/, /^terraform\/[^/]+\.tf\.json$/];
 
 const unique = (values: string[]) => [...new Set(values)];
 const isPerInstance = (topic: string) => topic.includes('{instanceId}');
@@ -143,6 +143,7 @@ export function renderInfra(architecture: Architecture, options: InfraOptions = 
   const terraform = renderTerraform(model);
   const files: GeneratedFile[] = [
     { path: 'compose.yaml', content: compose },
+    { path: 'observability/prometheus.yml', content: renderPrometheusConfig(model) },
     { path: 'secrets/.gitignore', content: '# Secret files for compose (one per secret, lower-case name). Never commit them.\n*\n!.gitignore\n' },
     { path: 'README.md', content: renderReadme(model, terraform.warnings) },
     ...terraform.files.map((file) => ({ path: `terraform/${file.path}`, content: file.content })),
@@ -157,7 +158,7 @@ async function ownedFilesOnDisk(outDir: string): Promise<string[]> {
     for (const entry of entries) {
       const relative = prefix ? `${prefix}/${entry.name}` : entry.name;
       if (entry.isDirectory()) {
-        if (relative === 'secrets' || relative === 'terraform') await walk(path.join(dir, entry.name), relative);
+        if (relative === 'secrets' || relative === 'terraform' || relative === 'observability') await walk(path.join(dir, entry.name), relative);
       } else if (OWNED.some((pattern) => pattern.test(relative))) {
         found.push(relative);
       }
@@ -226,6 +227,10 @@ function renderReadme(model: DeployModel, warnings: string[]): string {
     '```sh',
     'docker compose -f deploy/compose.yaml up --build',
     '```',
+    '',
+    'With `--profile observability` it also starts Prometheus (http://127.0.0.1:9090, scraping every service with the',
+    'alert rules in `observability/alerts.yml`), Grafana (http://127.0.0.1:3000, the BitBrat dashboard provisioned) and',
+    'Jaeger (http://127.0.0.1:16686); set `OTEL_EXPORTER_OTLP_ENDPOINT=http://jaeger:4318` to send it traces.',
     '',
     '## Google Cloud (`terraform/`)',
     '',

@@ -7,6 +7,7 @@ import {
   encodeRaw,
   isBitBratError,
   newId,
+  normalizeTraceId,
   replyDeadline,
   stepTopic,
   traceparentFor,
@@ -41,6 +42,7 @@ import {
   type RetryPolicy,
   type SettleOrder,
 } from './slip-policy.js';
+import { currentSpan, runInSpan, type Tracing } from './tracing.js';
 
 export interface EngineOptions {
   service: string;
@@ -65,6 +67,11 @@ export interface EngineOptions {
   knownSteps?: readonly string[] | (() => readonly string[]);
   /** Remembers where each envelope was last published (stalled events: "stalled at <step>"). */
   inflight?: InflightTracker;
+  /**
+   * When set (an OTLP endpoint is configured), every message a consumer takes is a span, child of the
+   * publisher's `traceparent`, and every publish carries the current span's. Unset: no tracing work.
+   */
+  tracing?: Tracing;
 }
 
 /** The part of the runtime that applies the routing-slip rules to one consumed message. */
@@ -81,13 +88,27 @@ const encoder = new TextEncoder();
 const decoder = new TextDecoder();
 const RESOLVED: Promise<void> = Promise.resolve();
 
-function headersFor(envelope: Envelope, service: string): Record<string, string> {
+function headersFor(envelope: Envelope, service: string, traceparent?: string): Record<string, string> {
   return {
-    traceparent: traceparentFor(envelope.traceId),
+    traceparent: traceparent ?? traceparentFor(envelope.traceId),
     'x-correlation-id': envelope.correlationId,
     'x-envelope-id': envelope.id,
     'x-publisher': service,
   };
+}
+
+/** The current span's `traceparent` when it belongs to the envelope's trace (R11: the hop's parent). */
+function traceparentOf(envelope: Envelope): string | undefined {
+  const span = currentSpan();
+  return span && span.traceId === normalizeTraceId(envelope.traceId) ? span.traceparent : undefined;
+}
+
+/** Records how a message ended on its span (no-op without tracing). */
+function mark(ctx: MessageContext, outcome: string, code?: string, message?: string) {
+  const span = ctx.span;
+  if (!span) return;
+  span.setAttributes({ 'bitbrat.outcome': outcome, 'bitbrat.error_code': code });
+  if (code) span.fail(code, message);
 }
 
 /** A set that forgets its oldest keys once it holds `limit` (a ring buffer keeps the order in O(1)). */
@@ -112,6 +133,12 @@ function createLruSet(limit: number) {
 
 type Held<T> = { ok: true; value: T } | { ok: false };
 
+/** A message decoded and validated: the JSON (the handler's copy) and the runtime's envelope. */
+interface Decoded {
+  json: unknown;
+  envelope: Envelope;
+}
+
 /** The handler's own copy of the envelope, with the runtime's R1 bookkeeping of the current step. */
 function handlerCopy(json: unknown, step: RoutingStep | undefined, stepIndex: number): Envelope {
   // The decoded JSON, which validation did not share with the runtime's envelope for anything the
@@ -131,7 +158,7 @@ function handlerCopy(json: unknown, step: RoutingStep | undefined, stepIndex: nu
  * file carries it out: publishing, dead letters, holding a message while a dependency is down.
  */
 export function createSlipEngine(options: EngineOptions): SlipEngine {
-  const { service, bus, metrics, logger, inflight } = options;
+  const { service, bus, metrics, logger, inflight, tracing } = options;
   const instanceId = options.instanceId;
   const done = createLruSet(options.idempotencyCacheSize ?? 50_000);
   const deadlines = createDeadlineSlots();
@@ -204,9 +231,41 @@ export function createSlipEngine(options: EngineOptions): SlipEngine {
     try {
       inflight?.published(envelope.id, envelope.correlationId, topic, service);
       const data = bus.publishJson ? undefined : encoder.encode(JSON.stringify(envelope));
-      return publishRaw(topic, data, headersFor(envelope, service), msgId, envelope);
+      if (!tracing) return publishRaw(topic, data, headersFor(envelope, service), msgId, envelope);
+      const traceparent = traceparentOf(envelope);
+      if (traceparent) return publishRaw(topic, data, headersFor(envelope, service, traceparent), msgId, envelope);
+      return publishRoot(tracing, topic, data, envelope, msgId);
     } catch (error) {
       return Promise.reject(error);
+    }
+  };
+
+  /**
+   * A publish outside any message of its trace (a chat message from Twitch, an EventSub event): the
+   * root span of the envelope's trace, which every hop after it continues.
+   */
+  const publishRoot = async (tracer: Tracing, topic: string, data: Uint8Array | undefined, envelope: Envelope, msgId?: string) => {
+    const span = tracer.startSpan(`${service} publish ${topic}`, {
+      kind: 'producer',
+      traceId: envelope.traceId,
+      attributes: {
+        'messaging.system': bus.driver,
+        'messaging.operation.type': 'send',
+        'messaging.destination.name': topic,
+        'messaging.message.id': envelope.id,
+        'bitbrat.service': service,
+        'bitbrat.correlation_id': envelope.correlationId,
+        'bitbrat.envelope.type': envelope.type,
+        'bitbrat.platform': envelope.source.platform,
+      },
+    });
+    try {
+      await publishRaw(topic, data, headersFor(envelope, service, span.traceparent), msgId, envelope);
+    } catch (error) {
+      span.fail(isBitBratError(error) ? error.code : 'PUBLISH_FAILED', error instanceof Error ? error.message : String(error));
+      throw error;
+    } finally {
+      span.end();
     }
   };
 
@@ -283,7 +342,7 @@ export function createSlipEngine(options: EngineOptions): SlipEngine {
     log.warn({ code, reason, deadLetterId: letter.id }, 'dead-lettering message');
     const headers: Record<string, string> = { 'x-publisher': service, 'x-deadletter-code': String(code) };
     if (extra.envelope) {
-      Object.assign(headers, headersFor(extra.envelope, service));
+      Object.assign(headers, headersFor(extra.envelope, service, tracing ? traceparentOf(extra.envelope) : undefined));
       inflight?.published(extra.envelope.id, extra.envelope.correlationId, Topic.deadletter, service);
     }
     await publishRaw(Topic.deadletter, encoder.encode(JSON.stringify(letter)), headers, letter.id);
@@ -310,6 +369,7 @@ export function createSlipEngine(options: EngineOptions): SlipEngine {
 
   /** Settles a message the policy turned away before its handler ran (R7): dead letter, then ack. */
   const turnAway = async (message: BusMessage, topic: string, order: DeadLetterOrder, envelope: Envelope | undefined, ctx: MessageContext) => {
+    mark(ctx, 'dead-letter', String(order.code), order.reason);
     const settled = await held(message, () => carryOut(message, topic, order, envelope, ctx), ctx);
     return settled.ok ? message.ack() : message.nak(0);
   };
@@ -335,6 +395,7 @@ export function createSlipEngine(options: EngineOptions): SlipEngine {
   const decide = (topic: string, consumer: EnvelopeConsumer, result: HandlerResult, out: Envelope, stepIndex: number, attempt: number, ctx: MessageContext): SettleOrder | RetryOrder => {
     const now = isoNow();
     if (result.kind !== 'failed') {
+      mark(ctx, result.kind);
       recordSuccess(out, stepIndex, result.kind, now);
       return nextHop({
         mode: consumer.mode,
@@ -355,11 +416,13 @@ export function createSlipEngine(options: EngineOptions): SlipEngine {
     const verdict = onFailure({ mode: consumer.mode, retryable: result.retryable, attempt, maxAttempts: ctx.maxAttempts, retry });
     if (verdict.action === 'retry') {
       metrics.retried.inc({ service, topic });
+      mark(ctx, 'retry', code, result.message);
       ctx.logger.warn({ code, error: result.message, delayMs: verdict.delayMs }, 'step failed; will retry');
       return verdict;
     }
     const isEgressStage = consumer.mode === 'stage' && consumer.next === 'finalization';
     const recorded = recordFailure(out, { failure: result, exhausted: verdict.exhausted, attempt, service, stepIndex, now, ...(isEgressStage ? { deliveryTopic: topic } : {}) });
+    mark(ctx, 'failed', code, result.message);
     ctx.logger.warn({ code, error: recorded }, 'step failed');
     return failureHop(consumer.mode, out, stepIndex, topic, code, recorded);
   };
@@ -368,11 +431,28 @@ export function createSlipEngine(options: EngineOptions): SlipEngine {
 
   /** A raw consumer (the dead-letter topic): run, then ack, retry or terminate (the policy's onRawFailure). */
   const processRaw = async (topic: string, consumer: RawConsumer, message: BusMessage, ctx: MessageContext) => {
+    if (!tracing) return runRaw(topic, consumer, message, ctx);
+    const span = tracing.startSpan(`${service} ${topic}`, {
+      kind: 'consumer',
+      parent: message.headers.traceparent,
+      attributes: { 'messaging.system': bus.driver, 'messaging.operation.type': 'process', 'messaging.destination.name': topic, 'bitbrat.service': service, 'bitbrat.deadletter.code': message.headers['x-deadletter-code'] },
+    });
+    ctx.bindSpan(span);
+    try {
+      return await runInSpan(tracing, span, () => runRaw(topic, consumer, message, ctx));
+    } finally {
+      span.end();
+    }
+  };
+
+  const runRaw = async (topic: string, consumer: RawConsumer, message: BusMessage, ctx: MessageContext) => {
     try {
       const ran = await held(message, () => consumer.handleRaw(message, ctx), ctx);
       return ran.ok ? message.ack() : message.nak(0);
     } catch (error) {
-      metrics.failed.inc({ service, topic, code: isBitBratError(error) ? error.code : 'HANDLER_EXCEPTION' });
+      const code = isBitBratError(error) ? error.code : 'HANDLER_EXCEPTION';
+      metrics.failed.inc({ service, topic, code });
+      mark(ctx, 'failed', code, error instanceof Error ? error.message : String(error));
       const verdict = onRawFailure({ retryable: isBitBratError(error) && error.retryable, deliveryCount: message.deliveryCount, retry });
       if (verdict.action === 'retry') {
         metrics.retried.inc({ service, topic });
@@ -384,29 +464,76 @@ export function createSlipEngine(options: EngineOptions): SlipEngine {
     }
   };
 
-  /** decode → validate → guard → run → settle, for one envelope. */
-  const processEnvelope = async (topic: string, consumer: EnvelopeConsumer, message: BusMessage, ctx: MessageContext) => {
-    // Decode (R7). A value from the in-process bus is shared with its other consumers: this copy is ours.
+  /** Runs the rest of an envelope's processing as the message's span (R11). */
+  const traceEnvelope = async (tracer: Tracing, topic: string, consumer: EnvelopeConsumer, message: BusMessage, ctx: MessageContext, decoded: Decoded): Promise<void> => {
+    const envelope = decoded.envelope;
+    // R11: the message's span continues the publisher's; one chat message is one trace.
+    const span = tracer.startSpan(`${service} ${topic}`, {
+      kind: 'consumer',
+      parent: message.headers.traceparent,
+      traceId: envelope.traceId,
+      attributes: {
+        'messaging.system': bus.driver,
+        'messaging.operation.type': 'process',
+        'messaging.destination.name': topic,
+        'messaging.consumer.group.name': service,
+        'messaging.message.id': envelope.id,
+        'messaging.message.delivery_count': message.deliveryCount,
+        'bitbrat.service': service,
+        'bitbrat.correlation_id': envelope.correlationId,
+        'bitbrat.envelope.type': envelope.type,
+        'bitbrat.platform': envelope.source.platform,
+      },
+    });
+    ctx.bindSpan(span);
+    try {
+      return await runInSpan(tracer, span, () => processEnvelope(topic, consumer, message, ctx, decoded));
+    } catch (error) {
+      span.fail(isBitBratError(error) ? error.code : 'RUNTIME_ERROR', error instanceof Error ? error.message : String(error));
+      throw error;
+    } finally {
+      span.end();
+    }
+  };
+
+  /** Decode and validate (R7): the envelope, or the dead letter that turns the message away. */
+  const decodeMessage = (message: BusMessage, topic: string): Decoded | DeadLetterOrder => {
+    // A value from the in-process bus is shared with its other consumers: this copy is ours.
     let json: unknown;
     try {
       const shared = message.json;
       json = shared === undefined ? JSON.parse(decoder.decode(message.data)) : cloneJson(shared);
     } catch (error) {
-      return turnAway(message, topic, { action: 'dead-letter', code: 'DECODE_FAILED', reason: `message is not valid JSON: ${(error as Error).message}`, replayTopic: topic }, undefined, ctx);
+      return { action: 'dead-letter', code: 'DECODE_FAILED', reason: `message is not valid JSON: ${(error as Error).message}`, replayTopic: topic };
     }
-
-    // Validate (R7).
     const validation = validateEnvelope(json);
     if (!validation.ok) {
       const details = { issues: validation.issues.slice(0, 50) as unknown as Record<string, unknown> };
-      return turnAway(message, topic, { action: 'dead-letter', code: 'ENVELOPE_INVALID', reason: validation.error, replayTopic: topic, details }, undefined, ctx);
+      return { action: 'dead-letter', code: 'ENVELOPE_INVALID', reason: validation.error, replayTopic: topic, details };
     }
-    const envelope = validation.envelope;
-    ctx.bindEnvelope(envelope);
+    return { json, envelope: validation.envelope };
+  };
+
+  /**
+   * decode → validate → guard → run → settle, for one envelope. With tracing on, the message is decoded
+   * first and the rest runs again inside its span (`decoded` given); off, it is one async call.
+   */
+  const processEnvelope = async (topic: string, consumer: EnvelopeConsumer, message: BusMessage, ctx: MessageContext, decoded?: Decoded): Promise<void> => {
+    if (!decoded) {
+      const result = decodeMessage(message, topic);
+      if ('action' in result) return turnAway(message, topic, result, undefined, ctx);
+      ctx.bindEnvelope(result.envelope);
+      if (tracing) return traceEnvelope(tracing, topic, consumer, message, ctx, result);
+      decoded = result;
+    }
+    const { json, envelope } = decoded;
 
     // Guard: another consumer of this topic in the process delivers this platform (see the host); a
     // step consumer runs only the envelope's current step (R1/R7); a duplicate is acked untouched (R8).
-    if (consumer.declines?.(envelope)) return message.ack();
+    if (consumer.declines?.(envelope)) {
+      mark(ctx, 'declined');
+      return message.ack();
+    }
     let stepIndex = -1;
     if (consumer.mode === 'step') {
       const guard = guardStep(envelope, topic);
@@ -417,6 +544,7 @@ export function createSlipEngine(options: EngineOptions): SlipEngine {
     const idempotencyKey = `${envelope.id}:${stepIndex}:${step?.attempt ?? 0}:${topic}`;
     if (done.has(idempotencyKey)) {
       metrics.duplicates.inc({ service, topic });
+      mark(ctx, 'duplicate');
       ctx.logger.debug('duplicate delivery skipped');
       return message.ack();
     }
@@ -428,11 +556,18 @@ export function createSlipEngine(options: EngineOptions): SlipEngine {
       step.startedAt = isoNow();
     }
     ctx.begin(step, stepIndex, attempt, step?.maxAttempts ?? DEFAULT_MAX_ATTEMPTS, stepTimeoutMs(consumer.mode, step?.timeoutMs, replyDeadline(envelope), Date.now()));
+    if (ctx.span) {
+      ctx.span.rename(`${service} ${step ? step.id : topic}`);
+      ctx.span.setAttributes({ 'bitbrat.step': step?.id, 'bitbrat.step_index': step ? stepIndex : undefined, 'bitbrat.attempt': attempt });
+    }
 
     // Run: the one handler-call path, held while a dependency is down.
     const copy = handlerCopy(json, step, stepIndex);
     const ran = await held(message, () => runHandler(consumer, copy, ctx), ctx);
-    if (!ran.ok) return message.nak(0);
+    if (!ran.ok) {
+      mark(ctx, 'released');
+      return message.nak(0);
+    }
     const result = ran.value;
 
     // Settle: the handler may return a changed copy; the slip bookkeeping stays the runtime's (R10).

@@ -13,6 +13,8 @@ import { knownSteps, loadArchitecture, resolveTopic, serviceManifest, type Archi
 import { createRuntimeMetrics, type RuntimeMetrics } from './metrics.js';
 import { createEnvSecretsProvider, type SecretsProvider } from './secrets.js';
 import type { Consumer, ServiceContext, ServiceDefinition, ServiceInstance } from './service.js';
+import { createTracing, traced } from './tracing.js';
+import { loadTracingConfig, type TracingConfig } from './tracing-config.js';
 
 /**
  * A per-instance group (egress replies for one process) nobody has consumed for this long is deleted by
@@ -83,6 +85,12 @@ export async function createHost(options: HostOptions): Promise<Host> {
   } catch (error) {
     problems.push((error as Error).message);
   }
+  let tracingConfig: TracingConfig = { enabled: false };
+  try {
+    tracingConfig = loadTracingConfig(env);
+  } catch (error) {
+    problems.push((error as Error).message);
+  }
   const serviceConfigs = new Map<string, unknown>();
   for (const definition of options.services) {
     try {
@@ -100,6 +108,8 @@ export async function createHost(options: HostOptions): Promise<Host> {
   const rootLogger = createLogger({ level: config.LOG_LEVEL, ...(options.services.length === 1 ? { service: processName } : { process: processName }), instanceId: config.INSTANCE_ID, scrubber, destination: options.logDestination, format: config.LOG_FORMAT });
   const secrets = options.secrets ?? (await createSecrets(config, env));
   const metrics = createRuntimeMetrics({ defaultMetrics: options.defaultMetrics });
+  // Off (undefined, nothing of the SDK loaded) unless an OTLP endpoint is configured.
+  const tracing = await createTracing(tracingConfig, { service: processName, instanceId: config.INSTANCE_ID });
   const health = createHealthRegistry();
   // Not ready until start() has connected the bus and the consumers run.
   health.set('bus', false, 'not started');
@@ -108,6 +118,10 @@ export async function createHost(options: HostOptions): Promise<Host> {
     (await createBus(busOptionsFromConfig(config, `${processName}-${config.INSTANCE_ID}`, rootLogger.child({ component: 'bus' }))));
   const needsStore = options.services.some((service) => service.needsStore);
   let store: Store | undefined = options.store;
+  // With tracing on, services see the store through a wrapper that makes every call a child span.
+  let servicesStore: Store | undefined;
+  const storeForServices = (active: Store) => (tracing ? (servicesStore ??= tracedStore(active)) : active);
+  
   const app = createHttpServer({ health, metrics, services: () => options.services.map((service) => service.name), logger: rootLogger });
   // One per process: every engine here records where it last sent each envelope (stalled events).
   const inflight = createInflightTracker({ finalTopics: [Topic.finalizer, Topic.deadletter], ttlMs: Math.max(3_600_000, 2 * config.STALLED_AFTER_MS) });
@@ -130,6 +144,7 @@ export async function createHost(options: HostOptions): Promise<Host> {
       bus,
       logger,
       metrics,
+      tracing,
       publishMaxRetries: config.PUBLISH_MAX_RETRIES,
       retryBaseMs: options.retryBaseMs,
       retryMaxMs: options.retryMaxMs,
@@ -150,7 +165,7 @@ export async function createHost(options: HostOptions): Promise<Host> {
       bus,
       get store(): Store {
         if (!store) throw new BitBratError('NOT_CONFIGURED', `${definition.name} has no store (set needsStore)`);
-        return store;
+        return storeForServices(store);
       },
       secrets,
       metrics,
@@ -309,10 +324,53 @@ export async function createHost(options: HostOptions): Promise<Host> {
       if (store && !options.store) await bounded('closing the store', () => store!.close());
       if (!options.bus) await bounded('closing the bus', () => bus.close());
       clearTimeout(deadline);
+      // Last: every span of the shutdown is exported before the process exits.
+      if (tracing) await flushTraces(tracing.shutdown(), rootLogger);
       rootLogger.info('stopped');
     },
   };
   return host;
+}
+
+/** How long stopping waits for the last spans to export: an unreachable collector must not hold up shutdown. */
+const TRACE_FLUSH_TIMEOUT_MS = 5_000;
+
+async function flushTraces(shutdown: Promise<void>, logger: Logger): Promise<void> {
+  let timer: NodeJS.Timeout | undefined;
+  const timedOut = new Promise<'timeout'>((resolve) => {
+    timer = setTimeout(() => resolve('timeout'), TRACE_FLUSH_TIMEOUT_MS);
+    timer.unref();
+  });
+  try {
+    const result = await Promise.race([shutdown.then(() => 'done' as const), timedOut]);
+    if (result === 'timeout') logger.warn({ timeoutMs: TRACE_FLUSH_TIMEOUT_MS }, 'trace export at shutdown did not finish; remaining spans dropped');
+  } catch (error) {
+    logger.warn({ err: error }, 'trace export at shutdown failed');
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+/**
+ * The store as services see it with tracing on: each method call made for a traced message is a client
+ * span (`store <method>`), child of the message's span. Calls outside a message are not traced.
+ */
+function tracedStore(store: Store): Store {
+  const wrapped = new Map<PropertyKey, unknown>();
+  return new Proxy(store, {
+    get(target, property, receiver) {
+      const value = Reflect.get(target, property, receiver) as unknown;
+      if (typeof value !== 'function' || typeof property !== 'string') return value;
+      let wrapper = wrapped.get(property);
+      if (!wrapper) {
+        const name = `store ${property}`;
+        const attributes = { 'db.system.name': target.driver, 'db.operation.name': property };
+        wrapper = (...args: unknown[]) => traced(name, attributes, () => (value as (...a: unknown[]) => unknown).apply(target, args));
+        wrapped.set(property, wrapper);
+      }
+      return wrapper;
+    },
+  });
 }
 
 /**

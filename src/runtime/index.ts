@@ -9,3 +9,5 @@ export * from './secrets.js';
 export * from './service.js';
 export * from './engine.js';
 export * from './host.js';
+export { traced, currentSpan, createTracing, parseTraceparent, type Tracing, type RuntimeSpan, type SpanAttributes } from './tracing.js';
+export { loadTracingConfig, type TracingConfig } from './tracing-config.js';

@@ -6,6 +6,7 @@ import { DEFAULT_MAX_ATTEMPTS, type Envelope, type RoutingStep } from '../core/i
 import { lazyChild, type Logger } from './logger.js';
 import { DeadlineError } from './slip-policy.js';
 import type { EnvelopeConsumer, HandlerContext, HandlerResult } from './service.js';
+import type { RuntimeSpan } from './tracing.js';
 
 /**
  * `new Date().toISOString()` for the current millisecond, formatted once per millisecond: the runtime
@@ -84,6 +85,8 @@ export class MessageContext implements HandlerContext {
   #logger: Logger | undefined;
   #envelope: Envelope | undefined;
   #stepBinding = false;
+  /** The message's span, when tracing is on. */
+  span: RuntimeSpan | undefined = undefined;
 
   constructor(
     readonly service: string,
@@ -117,6 +120,11 @@ export class MessageContext implements HandlerContext {
       bindings.correlationId = envelope.correlationId;
       bindings.traceId = envelope.traceId;
     }
+    // The ids a log backend joins with the trace backend (Cloud Logging, Loki, Elastic all read these).
+    if (this.span) {
+      bindings.trace_id = this.span.traceId;
+      bindings.span_id = this.span.spanId;
+    }
     if (this.#stepBinding && this.step) {
       bindings.step = this.step.id;
       bindings.stepIndex = this.stepIndex;
@@ -128,6 +136,12 @@ export class MessageContext implements HandlerContext {
   /** From here on logs carry the envelope's ids. */
   bindEnvelope(envelope: Envelope) {
     this.#envelope = envelope;
+    this.#logger = undefined;
+  }
+
+  /** From here on logs carry the message span's trace and span ids. */
+  bindSpan(span: RuntimeSpan) {
+    this.span = span;
     this.#logger = undefined;
   }
 

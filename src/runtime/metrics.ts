@@ -17,6 +17,44 @@ export interface RuntimeMetrics {
   readonly ingressLost: Counter<'service' | 'platform' | 'reason'>;
   /** Events received but not finalized within STALLED_AFTER_MS (as last counted). */
   readonly eventsStalled: Gauge;
+  /** Connectors, egress, LLM and moderation: what the dashboards in deploy/observability read. */
+  readonly platform: PlatformMetrics;
+  /**
+   * Runs `refresh` before every scrape (to set gauges from a live snapshot, e.g. a queue's depth);
+   * returns a function that removes it.
+   */
+  onCollect(refresh: () => void): () => void;
+}
+
+/**
+ * The platform's own metrics. Every process registers them (a series appears once something counts), so
+ * dashboards and alerts can rely on the names; labels: `platform` (twitch, discord, …), `channel`.
+ */
+export interface PlatformMetrics {
+  /** Chat messages received from a platform. */
+  readonly chatReceived: Counter<'platform' | 'channel'>;
+  /** Chat messages (reply parts) sent to a platform. */
+  readonly chatSent: Counter<'platform' | 'channel'>;
+  /** Connector reconnects after a lost connection. */
+  readonly connectorReconnects: Counter<'platform'>;
+  /** 1 while the connector is connected, 0 otherwise. */
+  readonly connectorConnected: Gauge<'platform'>;
+  /** Twitch EventSub notifications (by subscription type: channel.follow, stream.online, …). */
+  readonly eventsubNotifications: Counter<'subscription_type'>;
+  /** Replies waiting in a channel's egress queue. */
+  readonly egressQueueDepth: Gauge<'platform' | 'channel'>;
+  /** Replies by result: `delivered` or the delivery failure code (RATE_LIMITED, DEADLINE, …). */
+  readonly egressReplies: Counter<'platform' | 'result'>;
+  /** Replies refused because the platform's rate limit (or the queue in front of it) was full. */
+  readonly egressRateLimited: Counter<'platform' | 'channel'>;
+  /** LLM requests by result (`ok` or the error code). */
+  readonly llmRequests: Counter<'provider' | 'model' | 'result'>;
+  /** LLM tokens by direction (`input`, `output`). */
+  readonly llmTokens: Counter<'provider' | 'model' | 'direction'>;
+  /** Estimated LLM spend in US dollars (LLM_PRICES). */
+  readonly llmCostUsd: Counter<'provider' | 'model'>;
+  /** Moderation actions taken (suppressed spam today; timeouts and bans once a moderation service exists). */
+  readonly moderationActions: Counter<'platform' | 'action' | 'reason'>;
 }
 
 /** One labelled series of a counter, incremented on the hot path. */
@@ -84,7 +122,36 @@ export function createRuntimeMetrics(options: { defaultMetrics?: boolean } = {})
   const registry = new Registry();
   if (options.defaultMetrics !== false) collectDefaultMetrics({ register: registry, prefix: 'bitbrat_process_' });
   const labelNames = ['service', 'topic'] as const;
+  const refreshers = new Set<() => void>();
+  const registers = [registry];
+  const platform: PlatformMetrics = {
+    chatReceived: new Counter({ name: 'bitbrat_chat_messages_received_total', help: 'Chat messages received from a platform.', labelNames: ['platform', 'channel'] as const, registers }),
+    chatSent: new Counter({ name: 'bitbrat_chat_messages_sent_total', help: 'Chat messages sent to a platform.', labelNames: ['platform', 'channel'] as const, registers }),
+    connectorReconnects: new Counter({ name: 'bitbrat_connector_reconnects_total', help: 'Platform connector reconnects after a lost connection.', labelNames: ['platform'] as const, registers }),
+    connectorConnected: new Gauge({ name: 'bitbrat_connector_connected', help: '1 while the platform connector is connected.', labelNames: ['platform'] as const, registers }),
+    eventsubNotifications: new Counter({ name: 'bitbrat_eventsub_notifications_total', help: 'Twitch EventSub notifications received.', labelNames: ['subscription_type'] as const, registers }),
+    egressQueueDepth: new Gauge({
+      name: 'bitbrat_egress_queue_depth',
+      help: 'Replies waiting in a channel egress queue.',
+      labelNames: ['platform', 'channel'] as const,
+      registers,
+      collect() {
+        for (const refresh of refreshers) refresh();
+      },
+    }),
+    egressReplies: new Counter({ name: 'bitbrat_egress_replies_total', help: 'Replies by delivery result (delivered or the failure code).', labelNames: ['platform', 'result'] as const, registers }),
+    egressRateLimited: new Counter({ name: 'bitbrat_egress_rate_limited_total', help: 'Replies refused with RATE_LIMITED.', labelNames: ['platform', 'channel'] as const, registers }),
+    llmRequests: new Counter({ name: 'bitbrat_llm_requests_total', help: 'LLM requests by result.', labelNames: ['provider', 'model', 'result'] as const, registers }),
+    llmTokens: new Counter({ name: 'bitbrat_llm_tokens_total', help: 'LLM tokens used, by direction (input, output).', labelNames: ['provider', 'model', 'direction'] as const, registers }),
+    llmCostUsd: new Counter({ name: 'bitbrat_llm_cost_usd_total', help: 'Estimated LLM spend in US dollars.', labelNames: ['provider', 'model'] as const, registers }),
+    moderationActions: new Counter({ name: 'bitbrat_moderation_actions_total', help: 'Moderation actions taken.', labelNames: ['platform', 'action', 'reason'] as const, registers }),
+  };
   return {
+    platform,
+    onCollect(refresh) {
+      refreshers.add(refresh);
+      return () => refreshers.delete(refresh);
+    },
     registry,
     consumed: deferredCounter({ name: 'bitbrat_messages_consumed_total', help: 'Messages taken from the bus.', labelNames, registers: [registry] }),
     published: deferredCounter({ name: 'bitbrat_messages_published_total', help: 'Messages published (by destination topic).', labelNames, registers: [registry] }),

@@ -149,12 +149,24 @@ describe('generated deployment files', () => {
       requireServer('docker-compose', await dockerComposeAvailable(), 'apt-get install -y docker-compose');
       const { stdout } = await run('docker-compose', ['-f', path.join(outDir, 'compose.yaml'), 'config'], { cwd: outDir, timeout: 60_000, env: { PATH: process.env.PATH ?? '' } });
       const resolved = parseYaml(stdout) as Body;
-      expect(Object.keys(resolved.services).sort()).toEqual(['nats', 'postgres', ...Object.keys(architecture.services)].sort());
+      // docker-compose 1.x lists services of every profile; the observability ones start only with the profile.
+      expect(Object.keys(resolved.services).sort()).toEqual(['nats', 'postgres', 'prometheus', 'grafana', 'jaeger', ...Object.keys(architecture.services)].sort());
       // Interpolation defaults resolve: the database URL and image are concrete after `config`.
       expect(resolved.services.auth.environment.DATABASE_URL).toBe('postgres://bitbrat:bitbrat@postgres:5432/bitbrat');
       expect(resolved.services.auth.image).toBe('bitbrat:local');
       expect(resolved.services.auth.build.context).toBe(PROJECT_ROOT);
       expect(resolved.secrets.token_encryption_key.file).toBe(path.join(outDir, 'secrets', 'token_encryption_key'));
+    });
+
+    it('adds Prometheus, Grafana and Jaeger only under the observability profile, Prometheus scraping every service', () => {
+      for (const name of ['prometheus', 'grafana', 'jaeger']) expect(compose.services[name].profiles, name).toEqual(['observability']);
+      for (const [name, service] of Object.entries(compose.services) as Array<[string, { profiles?: string[] }]>) if (!['prometheus', 'grafana', 'jaeger'].includes(name)) expect(service.profiles, name).toBeUndefined();
+      expect(compose.services.prometheus.volumes).toContain('./observability/alerts.yml:/etc/prometheus/alerts.yml:ro');
+      expect(compose.services.grafana.volumes).toContain('./observability/grafana/dashboards:/var/lib/grafana/dashboards:ro');
+      const prometheus = parseYaml(readFileSync(path.join(outDir, 'observability', 'prometheus.yml'), 'utf8')) as Body;
+      const targets = prometheus.scrape_configs[0].static_configs.map((config: { targets: string[]; labels: { service: string } }) => [config.labels.service, config.targets[0]]);
+      expect(targets).toEqual(services.map(([name]) => [name, `${name}:${architecture.defaults.port}`]));
+      expect(prometheus.rule_files).toEqual(['/etc/prometheus/alerts.yml']);
     });
 
     it('runs NATS with JetStream and PostgreSQL 16, both with health checks', () => {

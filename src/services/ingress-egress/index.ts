@@ -1,11 +1,13 @@
 import { Topic, type Envelope } from '../../core/index.js';
 import { continueWith, defineService, failed, type HandlerContext } from '../../runtime/service.js';
 import { createServiceIngress } from '../../runtime/ingress-buffer.js';
+import { traced } from '../../runtime/tracing.js';
 import { createTwitchAuthProvider } from '../../platforms/twitch/auth.js';
 import { createTwitchChat } from '../../platforms/twitch/chat.js';
 import { DeliveryReason, SendError, createReplySender, deliverEnvelopeReply, type ReplySender } from '../../platforms/twitch/egress.js';
 import { normalizeChatMessage } from '../../platforms/twitch/normalize.js';
 import { ConfigSchema, type Config } from './config.js';
+import { createTwitchMetrics } from './metrics.js';
 import { debugSnapshot, publishStatus, reportHealth, setupHint, type Running } from './status.js';
 
 const CLAIM_TTL_MS = 24 * 60 * 60_000;
@@ -23,6 +25,7 @@ export const service = defineService<Config>({
   setup(ctx) {
     let running: Running | undefined;
     const unconfiguredSender = createUnconfiguredSender();
+    const metrics = createTwitchMetrics(ctx.metrics);
     // Deliver, record `delivery`, and hand on to finalization; a reply that could not go out fails the
     // stage (errors[] + outcome failed) with the envelope's delivery saying why.
     const egress = {
@@ -33,7 +36,13 @@ export const service = defineService<Config>({
       platforms: ['twitch'],
       async handle(envelope: Envelope, handler: HandlerContext) {
         const sender = running?.sender ?? unconfiguredSender;
-        const outcome = await deliverEnvelopeReply(envelope, sender, { signal: handler.signal });
+        const outcome = await traced('twitch chat send', { 'bitbrat.platform': 'twitch', 'messaging.destination.name': envelope.source.channel }, async (span) => {
+          const delivered = await deliverEnvelopeReply(envelope, sender, { signal: handler.signal });
+          if (delivered.failure) span?.fail(delivered.failure.code, delivered.failure.message);
+          span?.setAttributes({ 'bitbrat.reply.parts': delivered.result?.partsSent });
+          return delivered;
+        });
+        metrics.delivery(envelope, outcome);
         if (outcome.failure) return failed(outcome.failure.code, outcome.failure.message, { envelope: outcome.envelope, retryable: false });
         return continueWith(outcome.envelope);
       },
@@ -80,10 +89,12 @@ export const service = defineService<Config>({
             tokenPollMs: config.SOURCE_HEARTBEAT_MS,
             logger: ctx.logger.child({ component: 'twitch-chat' }),
             onMessage(message) {
+              metrics.received(message.channel);
               const envelope = normalizeChatMessage(message);
               state.ingress.push(envelope, `twitch:${envelope.message?.id || envelope.id}`);
             },
             onStateChange(snapshot) {
+              metrics.state(snapshot);
               if (snapshot.status !== 'not_configured') state.hint = undefined;
               reportHealth(ctx, state, snapshot);
               void publishStatus(ctx, state);
@@ -94,6 +105,7 @@ export const service = defineService<Config>({
             transport: connector,
             beforeSend: async (request) => (request.key ? await ctx.store.claimKey('twitch-egress', request.key, CLAIM_TTL_MS) : true),
           });
+          metrics.watchQueue(state.sender);
           ctx.health.set('twitch', false, 'twitch chat connecting', { configured: true });
           connector.start();
         } else {
@@ -123,7 +135,10 @@ export const service = defineService<Config>({
                 broadcasterSeed: { accessToken: broadcasterAccessToken, refreshToken: broadcasterRefreshToken },
                 channels: config.TWITCH_CHANNELS,
                 store: ctx.store,
-                publish: (envelope, msgId) => ctx.publish(Topic.ingress, envelope, msgId ? { msgId } : undefined),
+                publish: (envelope, msgId) => {
+                  metrics.eventsub(envelope);
+                  return ctx.publish(Topic.ingress, envelope, msgId ? { msgId } : undefined);
+                },
                 logger: ctx.logger.child({ component: 'eventsub' }),
                 health: (ready, detail, configured) => ctx.health.set('eventsub', ready, detail, { configured }),
                 registerSecret: (value) => ctx.registerSecret(value),
@@ -141,6 +156,7 @@ export const service = defineService<Config>({
 
       async stop() {
         unconfiguredSender.close();
+        metrics.stop();
         const state = running;
         if (!state) return;
         if (state.heartbeat) clearInterval(state.heartbeat);

@@ -1,5 +1,6 @@
 import { createAnnotation, createReply, messageText, withAnnotations, type Annotation, type Envelope } from '../../core/index.js';
 import { continueWith, failed, handled, skip, type HandlerContext, type HandlerResult, type ServiceContext } from '../../runtime/service.js';
+import { traced } from '../../runtime/tracing.js';
 import { Role } from '../auth/roles.js';
 import { filterReply, redactSecrets, sanitizeUserText, type GuardFlag } from './guard.js';
 import { takeRateSlot, type BudgetGate } from './limits.js';
@@ -7,6 +8,7 @@ import { checkCaps, recordUsage } from './usage.js';
 import type { ToolAuditEntry, Toolbox } from './mcp.js';
 import { readStreamState, type PlatformMcp, type Requester } from './mcp-platform.js';
 import { MEMORY_TURNS, buildMessages, buildSystemPrompt } from './prompt.js';
+import { costUsd } from './pricing.js';
 import { classifyProviderError, loadAiSdk, type ModelChoice } from './provider.js';
 import type { LlmBotConfig } from './config.js';
 
@@ -113,10 +115,13 @@ export async function answer(ctx: ServiceContext<LlmBotConfig>, state: BotState,
   });
   const timeout = AbortSignal.timeout(config.LLM_TIMEOUT_MS);
   const signal = AbortSignal.any([hctx.signal, timeout]);
+  const llm = ctx.metrics.platform;
+  const labels = { provider, model: modelId };
   let result;
   try {
     const { generateText, stepCountIs } = await loadAiSdk();
-    result = await generateText({
+    result = await traced('llm generate_text', { 'gen_ai.operation.name': 'chat', 'gen_ai.provider.name': provider, 'gen_ai.request.model': modelId }, async (span) => {
+      const generated = await generateText({
       model,
       system: prompt.system,
       messages: buildMessages(memory, { user: speaker, text: input.text }),
@@ -127,8 +132,12 @@ export async function answer(ctx: ServiceContext<LlmBotConfig>, state: BotState,
       // Retries belong to the runtime (R4: backoff, attempts recorded on the slip).
       maxRetries: 0,
       abortSignal: signal,
+      });
+      span?.setAttributes({ 'gen_ai.usage.input_tokens': generated.totalUsage.inputTokens, 'gen_ai.usage.output_tokens': generated.totalUsage.outputTokens, 'bitbrat.llm.steps': generated.steps.length });
+      return generated;
     });
   } catch (error) {
+    llm.llmRequests.inc({ ...labels, result: signal.aborted ? 'DEADLINE' : (classifyProviderError(error)?.code ?? 'ERROR') });
     if (signal.aborted) return failed('DEADLINE', `the LLM did not answer within ${timeout.aborted ? `${config.LLM_TIMEOUT_MS} ms (LLM_TIMEOUT_MS)` : 'the step deadline'}`, { retryable: false });
     const classified = classifyProviderError(error);
     if (!classified) throw error;
@@ -138,9 +147,15 @@ export async function answer(ctx: ServiceContext<LlmBotConfig>, state: BotState,
 
   if (result.warnings && result.warnings.length > 0) hctx.logger.debug({ warnings: result.warnings }, 'LLM provider warnings');
   const tokens = result.totalUsage.totalTokens ?? (result.totalUsage.inputTokens ?? 0) + (result.totalUsage.outputTokens ?? 0);
+  const inputTokens = result.totalUsage.inputTokens ?? 0;
+  const outputTokens = result.totalUsage.outputTokens ?? 0;
+  llm.llmRequests.inc({ ...labels, result: 'ok' });
+  llm.llmTokens.inc({ ...labels, direction: 'input' }, inputTokens);
+  llm.llmTokens.inc({ ...labels, direction: 'output' }, outputTokens);
+  llm.llmCostUsd.inc(labels, costUsd(config.LLM_PRICES, modelId, inputTokens, outputTokens));
   await Promise.all([
     state.budget.spend(tokens),
-    recordUsage(store, config, userKey, { inputTokens: result.totalUsage.inputTokens ?? 0, outputTokens: result.totalUsage.outputTokens ?? tokens - (result.totalUsage.inputTokens ?? 0) }),
+    recordUsage(store, config, userKey, { inputTokens, outputTokens: result.totalUsage.outputTokens ?? tokens - inputTokens }),
   ]);
   const reply = filterReply(result.text, { instructions: prompt.instructions, canary: state.canary, secrets: [state.apiKey], linkAllowlist: state.linkAllowlist, publicTerms: [botName, requester.channel] });
   const flags: GuardFlag[] = [...input.flags, ...reply.flags];

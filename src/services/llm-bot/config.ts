@@ -2,6 +2,7 @@ import { z } from 'zod';
 import { env } from '../../runtime/config.js';
 import { McpServersSchema } from './mcp.js';
 import { UsageCapsSchema } from './usage.js';
+import { PricesSchema } from './pricing.js';
 
 /** The llm-bot's env. */
 export const ConfigSchema = z.object({
@@ -18,5 +19,7 @@ export const ConfigSchema = z.object({
   VERTEX_LOCATION: env.string('us-central1'),
   VERTEX_BASE_URL: env.url(),
   ...UsageCapsSchema.shape,
+  /** Per-model prices for the cost metric (USD per million tokens), over the built-in list. */
+  LLM_PRICES: PricesSchema,
 });
 export type LlmBotConfig = z.infer<typeof ConfigSchema>;

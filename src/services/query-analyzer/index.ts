@@ -104,7 +104,10 @@ export function createQueryAnalyzer(options: QueryAnalyzerOptions = {}): Service
               // With a moderation step still to come, spam goes on to it so the message is acted on (removed,
               // escalated) and logged; the router's drop-spam rule still keeps it from getting a reply.
               const moderationAhead = envelope.routingSlip.some((step, index) => index > hctx.stepIndex && step.status === 'PENDING' && step.id === 'moderation');
-              return analysis.spam && !moderationAhead ? handled(out, 'handled') : continueWith(out);
+              if (!analysis.spam || moderationAhead) return continueWith(out);
+              // No moderation step: the message is only suppressed (no reply, nothing further runs).
+              ctx.metrics.platform.moderationActions.inc({ platform: envelope.source.platform, action: 'suppressed', reason: 'spam' });
+              return handled(out, 'handled');
             },
           },
         },

@@ -1,0 +1,103 @@
+/**
+ * The Twitch connector's numbers in /metrics, read from a running ingress-egress (real Twurple client
+ * against the fake Twitch chat server): messages received and sent, the connected gauge, reconnects,
+ * replies by result including RATE_LIMITED, and the egress queue depth.
+ */
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { createMemoryBus, type MemoryBus } from '../../src/bus/index.js';
+import { createReply, type Envelope } from '../../src/core/index.js';
+import { loadArchitecture, type Host } from '../../src/runtime/index.js';
+import service from '../../src/services/ingress-egress/index.js';
+import { createStore, type Store } from '../../src/store/index.js';
+import { startFakeTwitchIrc, type FakeTwitchIrc } from '../fakes/twitch-irc.js';
+import { collect, startTestHost } from '../support/harness.js';
+import { waitFor } from '../support/wait.js';
+
+const TOKEN = 'metrics-chat-token-0123456';
+const CHANNEL = 'metricschan';
+
+/** The value of one series in Prometheus text format, or undefined when absent. */
+function sample(text: string, name: string, labels: Record<string, string> = {}): number | undefined {
+  for (const line of text.split('\n')) {
+    if (!line.startsWith(name)) continue;
+    const match = /^([a-z_]+)(?:\{(.*)\})? (\S+)$/.exec(line);
+    if (!match || match[1] !== name) continue;
+    const have = Object.fromEntries([...(match[2] ?? '').matchAll(/(\w+)="([^"]*)"/g)].map((m) => [m[1], m[2]]));
+    if (Object.entries(labels).every(([key, value]) => have[key] === value)) return Number(match[3]);
+  }
+  return undefined;
+}
+
+describe('Twitch metrics in /metrics', () => {
+  let fake: FakeTwitchIrc;
+  let store: Store;
+  let bus: MemoryBus;
+  let host: Host;
+  let observed: Awaited<ReturnType<typeof collect>>;
+  const scrape = async () => (await host.app.inject({ method: 'GET', url: '/metrics' })).body;
+
+  beforeAll(async () => {
+    fake = await startFakeTwitchIrc({ acceptTokens: [TOKEN] });
+    process.env.TWURPLE_MOCK_API_PORT = String(fake.port);
+    store = await createStore({ driver: 'pglite', dataDir: 'memory://', embedded: true });
+    await store.init();
+    bus = createMemoryBus();
+    observed = await collect(bus, ['internal.ingress.v1', 'internal.finalizer.v1']);
+    host = await startTestHost({
+      services: [service],
+      bus,
+      architecture: loadArchitecture(),
+      env: { INSTANCE_ID: 'metrics-1', TWITCH_BOT_USERNAME: 'bitbrat_bot', TWITCH_CHANNELS: CHANNEL, TWITCH_IRC_URL: fake.url, TWITCH_ACCESS_TOKEN: TOKEN, IRC_RECONNECT_INITIAL_MS: '100', IRC_RECONNECT_MAX_MS: '300', SOURCE_HEARTBEAT_MS: '200' },
+      extra: { store },
+    });
+    await waitFor(async () => (await host.app.inject({ method: 'GET', url: '/readyz' })).statusCode === 200, { timeoutMs: 15_000, message: 'readyz after joining' });
+  }, 60_000);
+  afterAll(async () => {
+    await host?.stop();
+    await bus?.close();
+    await store?.close();
+    await fake?.stop();
+    delete process.env.TWURPLE_MOCK_API_PORT;
+  });
+
+  const chat = async (text: string) => {
+    const id = fake.sendChat({ channel: CHANNEL, user: 'viewer', text });
+    return (await observed.waitFor('internal.ingress.v1', (value) => value.payload?.messageId === id)) as Envelope;
+  };
+  const reply = async (incoming: Envelope, text: string) => {
+    await bus.publish('internal.egress.v1', new TextEncoder().encode(JSON.stringify({ ...incoming, candidates: [createReply('commands', text)] })));
+    return (await observed.waitFor('internal.finalizer.v1', (value) => value.id === incoming.id)) as Envelope;
+  };
+
+  it('shows the connection as connected and counts received and sent chat messages per channel', async () => {
+    expect(sample(await scrape(), 'bitbrat_connector_connected', { platform: 'twitch' })).toBe(1);
+    const incoming = await chat('!hello');
+    expect(sample(await scrape(), 'bitbrat_chat_messages_received_total', { platform: 'twitch', channel: CHANNEL })).toBe(1);
+    const final = await reply(incoming, 'hello back');
+    expect(final.delivery).toMatchObject({ delivered: true });
+    const text = await scrape();
+    expect(sample(text, 'bitbrat_chat_messages_sent_total', { platform: 'twitch', channel: CHANNEL })).toBe(1);
+    expect(sample(text, 'bitbrat_egress_replies_total', { platform: 'twitch', result: 'delivered' })).toBe(1);
+    expect(sample(text, 'bitbrat_egress_queue_depth', { platform: 'twitch', channel: CHANNEL })).toBe(0);
+  });
+
+  it('counts a reply Twitch refuses as RATE_LIMITED', async () => {
+    const incoming = await chat('!spam');
+    fake.setRateLimit({ max: 0, windowMs: 30_000 });
+    try {
+      const final = await reply(incoming, 'refused');
+      expect(final.delivery).toMatchObject({ delivered: false, reason: 'RATE_LIMITED' });
+    } finally {
+      fake.setRateLimit(undefined);
+    }
+    const text = await scrape();
+    expect(sample(text, 'bitbrat_egress_rate_limited_total', { platform: 'twitch', channel: CHANNEL })).toBe(1);
+    expect(sample(text, 'bitbrat_egress_replies_total', { platform: 'twitch', result: 'RATE_LIMITED' })).toBe(1);
+  });
+
+  it('counts a reconnect after the connection drops, and the gauge follows the connection', async () => {
+    fake.dropConnections();
+    await waitFor(async () => sample(await scrape(), 'bitbrat_connector_reconnects_total', { platform: 'twitch' }) === 1, { timeoutMs: 15_000, message: 'one reconnect counted' });
+    await waitFor(async () => sample(await scrape(), 'bitbrat_connector_connected', { platform: 'twitch' }) === 1, { timeoutMs: 15_000, message: 'connected again' });
+  });
+});
