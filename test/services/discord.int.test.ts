@@ -19,6 +19,7 @@ import { createStore, type Store } from '../../src/store/index.js';
 import { startFakeDiscord, type FakeDiscord, type FakeDiscordOptions } from '../fakes/discord.js';
 import { startFakeOpenAI } from '../fakes/openai.js';
 import { collect, startTestHost } from '../support/harness.js';
+import { createRefusingBus, type RefusingBus } from '../support/refusing-bus.js';
 import { waitFor } from '../support/wait.js';
 
 const TOKEN = 'discord-bot-token-abc.def.ghi';
@@ -52,7 +53,7 @@ afterEach(async () => {
   fake = undefined;
 });
 
-async function start(options: { fake?: Partial<FakeDiscordOptions>; env?: Record<string, string>; services?: ServiceDefinition[] } = {}) {
+async function start(options: { fake?: Partial<FakeDiscordOptions>; env?: Record<string, string>; services?: ServiceDefinition[]; wrap?: (bus: MessageBus) => MessageBus } = {}) {
   fake = await startFakeDiscord({
     token: TOKEN,
     channels: [
@@ -69,7 +70,7 @@ async function start(options: { fake?: Partial<FakeDiscordOptions>; env?: Record
   const observer = await collect(bus, [Topic.ingress, Topic.finalizer, Topic.deadletter, Topic.authenticated]);
   host = await startTestHost({
     services: options.services ?? [discordService],
-    bus,
+    bus: options.wrap ? options.wrap(bus) : bus,
     architecture: loadArchitecture(),
     env: { INSTANCE_ID: INSTANCE, DISCORD_BOT_TOKEN: TOKEN, DISCORD_API_URL: fake.apiUrl, SOURCE_HEARTBEAT_MS: '100', ...options.env },
     extra: { store },
@@ -372,5 +373,28 @@ describe('go-live announcements', () => {
     const final: Envelope = await observer.waitFor(Topic.finalizer, (value: Envelope) => value.id === envelope.id);
     expect(final.routingSlip[0]!.status).toBe('SKIP');
     expect(final.annotations?.find((annotation) => annotation.kind === 'discord-announcement')?.payload).toMatchObject({ hint: expect.stringMatching(/DISCORD_ANNOUNCE_CHANNEL/) });
+  });
+});
+
+describe('discord messages while the bus refuses them', () => {
+  it('holds them in order and publishes them when the bus is back, counting the one over INGRESS_BUFFER_MAX as lost on the source status', async () => {
+    let refusing: RefusingBus | undefined;
+    const observer = await start({ env: { INGRESS_BUFFER_MAX: '2', PUBLISH_MAX_RETRIES: '0' }, wrap: (real) => (refusing = createRefusingBus(real, Topic.ingress)) });
+    await waitFor(() => fake!.connections() > 0 && statuses(observer).some((envelope) => envelope.payload.status === 'connected'));
+    refusing!.down = true;
+    const ids = ['one', 'two', 'three'].map((content) => fake!.sendMessage({ author: VIEWER, content }));
+    const held = await waitFor(async () => {
+      const body = (await host!.app.inject({ method: 'GET', url: '/_debug/discord' })).json();
+      return body.ingest?.lost === 1 ? body.ingest : undefined;
+    }, { message: 'one message counted as lost' });
+    expect(held).toMatchObject({ pending: 2, blocked: true });
+    expect(observer.envelopes(Topic.ingress).filter((envelope) => envelope.type === 'external.chat.message.v1')).toEqual([]);
+
+    refusing!.down = false;
+    const chats = () => observer.envelopes(Topic.ingress).filter((envelope) => envelope.type === 'external.chat.message.v1');
+    await waitFor(() => chats().length === 2, { timeoutMs: 20_000, message: 'the held messages on ingress' });
+    expect(chats().map((envelope) => envelope.message?.id)).toEqual(ids.slice(0, 2));
+    const status = await waitFor(() => statuses(observer).find((envelope) => (envelope.payload.metrics as { lost?: number }).lost === 1), { message: 'a status with lost: 1' });
+    expect(status.payload).toMatchObject({ platform: 'discord', status: 'connected' });
   });
 });
