@@ -4,21 +4,23 @@ import { BitBratError } from '../../core/index.js';
 import type { ServiceContext } from '../../runtime/service.js';
 import { createAuthenticator, ensureEmbeddedToken, hasApiRole, parseTokenList, tokenFromRequest, type Authenticator, type Principal } from '../api-gateway/auth.js';
 
-/** The cookie that binds a started Twitch flow to the browser that started it. */
-export const SESSION_COOKIE = 'bitbrat_oauth';
-/** The cookie that binds a started Kick flow to its browser. */
-export const KICK_SESSION_COOKIE = 'bitbrat_kick_oauth';
-
-/** Which flow a browser binding belongs to: its cookie, seen only by that flow's pages (`path`). */
+/**
+ * Which flow a browser binding belongs to: its cookie, seen only by that flow's pages (`path`), and the
+ * platform's name in messages ("connecting a Twitch account needs …").
+ */
 export interface BrowserBinding {
   cookie: string;
   path: string;
-  /** The platform's name in messages ("connecting a Twitch account needs …"). */
   platform: string;
 }
 
-export const TWITCH_BINDING: BrowserBinding = { cookie: SESSION_COOKIE, path: '/oauth/twitch', platform: 'Twitch' };
-export const KICK_BINDING: BrowserBinding = { cookie: KICK_SESSION_COOKIE, path: '/oauth/kick', platform: 'Kick' };
+/** The Twitch flow's binding. */
+export const TWITCH_BINDING: BrowserBinding = { cookie: 'bitbrat_oauth', path: '/oauth/twitch', platform: 'Twitch' };
+/** The Kick flow's binding. */
+export const KICK_BINDING: BrowserBinding = { cookie: 'bitbrat_kick_oauth', path: '/oauth/kick', platform: 'Kick' };
+/** The cookies that bind a started flow to the browser that started it. */
+export const SESSION_COOKIE = TWITCH_BINDING.cookie;
+export const KICK_SESSION_COOKIE = KICK_BINDING.cookie;
 
 /**
  * The gateway's token list, read by oauth-flow so it can run as its own service: `API_GATEWAY_TOKENS`, or
