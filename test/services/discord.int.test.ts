@@ -2,7 +2,7 @@
  * The discord service with the real discord.js against the fake Discord (test/fakes/discord.ts), a
  * memory bus and the embedded PGlite store.
  */
-import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { createMemoryBus, type MessageBus } from '../../src/bus/index.js';
 import { createEnvelope, createReply, createStep, instanceEgressTopic, Topic, type Envelope } from '../../src/core/index.js';
 import { loadArchitecture, type Host } from '../../src/runtime/index.js';
@@ -15,10 +15,11 @@ import eventRouter, { type EventRouterInstance } from '../../src/services/event-
 import { createLlmBotService } from '../../src/services/llm-bot/index.js';
 import { createQueryAnalyzer } from '../../src/services/query-analyzer/index.js';
 import type { ServiceDefinition } from '../../src/runtime/service.js';
-import { createStore, type Store } from '../../src/store/index.js';
+import type { Store } from '../../src/store/index.js';
 import { startFakeDiscord, type FakeDiscord, type FakeDiscordOptions } from '../fakes/discord.js';
 import { startFakeOpenAI } from '../fakes/openai.js';
 import { collect, startTestHost } from '../support/harness.js';
+import { stopAfterEach, useEmbeddedStore } from '../support/service-test.js';
 import { createRefusingBus, type RefusingBus } from '../support/refusing-bus.js';
 import { waitFor } from '../support/wait.js';
 
@@ -37,21 +38,15 @@ let fake: FakeDiscord | undefined;
 let bus: MessageBus | undefined;
 let host: Host | undefined;
 
-beforeAll(async () => {
-  store = await createStore({ driver: 'pglite', dataDir: 'memory://', embedded: true });
-  await store.init();
-});
-afterAll(async () => {
-  await store?.close();
-});
-afterEach(async () => {
-  await host?.stop();
-  await bus?.close();
-  await fake?.stop();
-  host = undefined;
-  bus = undefined;
-  fake = undefined;
-});
+useEmbeddedStore((opened) => (store = opened));
+stopAfterEach(
+  () => ({ host, bus, fakes: [fake] }),
+  () => {
+    host = undefined;
+    bus = undefined;
+    fake = undefined;
+  },
+);
 
 async function start(options: { fake?: Partial<FakeDiscordOptions>; env?: Record<string, string>; services?: ServiceDefinition[]; wrap?: (bus: MessageBus) => MessageBus } = {}) {
   fake = await startFakeDiscord({

@@ -2,15 +2,16 @@
  * EventSub as ingress-egress starts it from environment tokens alone, against the fake Twitch (OAuth,
  * Helix, EventSub WebSocket) and the fake IRC, with the real Twurple clients.
  */
-import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { createMemoryBus, type MemoryBus } from '../../src/bus/index.js';
 import { loadArchitecture, type Host } from '../../src/runtime/index.js';
 import { ApiClient } from '@twurple/api';
 import { RefreshingAuthProvider } from '@twurple/auth';
 import { startEventSub, type EventSubState } from '../../src/platforms/twitch/eventsub.js';
 import service from '../../src/services/ingress-egress/index.js';
-import { createStore, type Store } from '../../src/store/index.js';
+import type { Store } from '../../src/store/index.js';
 import { collect, startTestHost } from '../support/harness.js';
+import { stopAfterEach, useEmbeddedStore } from '../support/service-test.js';
 import { BOT, BROADCASTER_SCOPES, OTHER, STREAMER, THIRD, startTwitchWorld, type TwitchWorld } from '../support/twitch-world.js';
 import { waitFor } from '../support/wait.js';
 
@@ -19,20 +20,14 @@ let world: TwitchWorld;
 let bus: MemoryBus;
 let host: Host | undefined;
 
-beforeAll(async () => {
-  store = await createStore({ driver: 'pglite', dataDir: 'memory://', embedded: true });
-  await store.init();
-});
-afterAll(async () => {
-  await store?.close();
-});
-afterEach(async () => {
-  await host?.stop();
-  host = undefined;
-  await bus?.close();
-  await world?.stop();
-  for (const id of ['twitch:bot', 'twitch:broadcaster']) await store.deleteToken(id);
-});
+useEmbeddedStore((opened) => (store = opened));
+stopAfterEach(
+  () => ({ host, bus, fakes: [world] }),
+  async () => {
+    host = undefined;
+    for (const id of ['twitch:bot', 'twitch:broadcaster']) await store.deleteToken(id);
+  },
+);
 
 async function eventsubHealth(): Promise<{ ready: boolean; detail: string; configured?: boolean }> {
   const response = await host!.app.inject({ method: 'GET', url: '/readyz' });

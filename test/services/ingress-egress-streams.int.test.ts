@@ -3,12 +3,13 @@
  * keeps each channel's `sources` record and the `system.stream.*` events right; the source record follows
  * the chat connection at once. Waits are on the store and the bus, never on sleeps.
  */
-import { afterEach, beforeAll, afterAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { createMemoryBus, type MemoryBus } from '../../src/bus/index.js';
 import { loadArchitecture, type Host } from '../../src/runtime/index.js';
 import service from '../../src/services/ingress-egress/index.js';
-import { createStore, type Store } from '../../src/store/index.js';
+import type { Store } from '../../src/store/index.js';
 import { collect, startTestHost } from '../support/harness.js';
+import { stopAfterEach, useEmbeddedStore } from '../support/service-test.js';
 import { OTHER, STREAMER, startTwitchWorld, type TwitchWorld } from '../support/twitch-world.js';
 import { waitFor } from '../support/wait.js';
 
@@ -17,20 +18,14 @@ let world: TwitchWorld;
 let bus: MemoryBus;
 let host: Host | undefined;
 
-beforeAll(async () => {
-  store = await createStore({ driver: 'pglite', dataDir: 'memory://', embedded: true });
-  await store.init();
-});
-afterAll(async () => {
-  await store?.close();
-});
-afterEach(async () => {
-  await host?.stop();
-  host = undefined;
-  await bus?.close();
-  await world?.stop();
-  for (const id of ['twitch:bot', 'twitch:broadcaster']) await store.deleteToken(id);
-});
+useEmbeddedStore((opened) => (store = opened));
+stopAfterEach(
+  () => ({ host, bus, fakes: [world] }),
+  async () => {
+    host = undefined;
+    for (const id of ['twitch:bot', 'twitch:broadcaster']) await store.deleteToken(id);
+  },
+);
 
 async function start(extra: Record<string, string> = {}) {
   bus = createMemoryBus();
