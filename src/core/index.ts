@@ -1,4 +1,5 @@
 export * from './envelope.js';
+export * from './delivery.js';
 export * from './errors.js';
 export * from './topics.js';
 export * from './builders.js';

@@ -17,7 +17,8 @@ export interface HttpServerOptions {
   logger?: Pick<Logger, 'error'>;
 }
 
-const STATUS_BY_CODE: Record<string, number> = {
+/** The HTTP status of each BitBratError code a client can act on (the runtime's server and the API use it). */
+export const STATUS_BY_CODE: Readonly<Record<string, number>> = {
   BAD_REQUEST: 400,
   UNAUTHORIZED: 401,
   FORBIDDEN: 403,
@@ -26,6 +27,7 @@ const STATUS_BY_CODE: Record<string, number> = {
   NOT_CONFIGURED: 503,
   STORE_UNAVAILABLE: 503,
   BUS_UNAVAILABLE: 503,
+  PUBLISH_FAILED: 503,
 };
 
 /**

@@ -41,9 +41,23 @@ export interface IngressBufferSnapshot {
   oldestWaitingMs: number | null;
 }
 
+/** Room held in the buffer for messages a connector is about to push (see `IngressBuffer.reserve`). */
+export interface IngressReservation {
+  /** Queues one message into the held room (beyond it, or after close, it is pushed as usual). */
+  push(envelope: Envelope, msgId?: string): void;
+  /** Gives back the room not used. */
+  release(): void;
+}
+
 export interface IngressBuffer {
   /** Queues a message for ingress; never throws, never blocks the connector. */
   push(envelope: Envelope, msgId?: string): void;
+  /**
+   * Holds room for `count` messages, or refuses (undefined) when the buffer has not that much room. Not a
+   * loss: for a sender that retries (a webhook answered 503), so nothing is counted; the caller must
+   * answer so that the sender tries again.
+   */
+  reserve(count: number): IngressReservation | undefined;
   readonly lost: number;
   snapshot(): IngressBufferSnapshot;
   /** Resolves when everything queued so far is published (for tests and orderly stops). */
@@ -68,6 +82,8 @@ export function createIngressBuffer(options: IngressBufferOptions): IngressBuffe
   let lost = 0;
   let published = 0;
   let blocked = false;
+  /** Room promised to reservations, not yet pushed. */
+  let reserved = 0;
   let draining: Promise<void> | undefined;
   let deadline = Number.POSITIVE_INFINITY;
   let closed = false;
@@ -126,10 +142,15 @@ export function createIngressBuffer(options: IngressBufferOptions): IngressBuffe
     draining ??= drain();
   };
 
-  return {
+  const hold = (envelope: Envelope, msgId: string | undefined) => {
+    queue.push({ envelope, msgId, at: Date.now() });
+    kick();
+  };
+
+  const buffer: IngressBuffer = {
     push(envelope, msgId) {
       const entry = { envelope, msgId, at: Date.now() };
-      if (closed || pending() >= options.max) {
+      if (closed || pending() + reserved >= options.max) {
         lose(entry, closed ? 'shutdown' : 'buffer_full');
         options.logger.error(
           { messageId: envelope.message?.id ?? envelope.id, channel: envelope.source.channel, pending: pending(), lost },
@@ -137,8 +158,24 @@ export function createIngressBuffer(options: IngressBufferOptions): IngressBuffe
         );
         return;
       }
-      queue.push(entry);
-      kick();
+      hold(envelope, msgId);
+    },
+    reserve(count) {
+      if (closed || pending() + reserved + count > options.max) return undefined;
+      reserved += count;
+      let left = count;
+      return {
+        push(envelope, msgId) {
+          if (left === 0 || closed) return buffer.push(envelope, msgId);
+          left -= 1;
+          reserved -= 1;
+          hold(envelope, msgId);
+        },
+        release() {
+          reserved -= left;
+          left = 0;
+        },
+      };
     },
     get lost() {
       return lost;
@@ -169,6 +206,7 @@ export function createIngressBuffer(options: IngressBufferOptions): IngressBuffe
       options.logger.error({ lost: left }, `ingress: ${left} message(s) could not be published before shutdown; counted as lost`);
     },
   };
+  return buffer;
 }
 
 /**

@@ -1,7 +1,7 @@
 import { afterEach, describe, expect, it } from 'vitest';
 import { BitBratError } from '../../src/core/index.js';
 import { createHealthRegistry } from '../../src/runtime/health.js';
-import { createHttpServer } from '../../src/runtime/http.js';
+import { createHttpServer, STATUS_BY_CODE } from '../../src/runtime/http.js';
 import { createRuntimeMetrics } from '../../src/runtime/metrics.js';
 
 function server() {
@@ -48,6 +48,18 @@ describe('the HTTP server', () => {
     });
     expect((await app.inject({ method: 'GET', url: '/missing' })).json()).toEqual({ error: 'NOT_FOUND', message: 'no such thing' });
     expect((await app.inject({ method: 'GET', url: '/down' })).statusCode).toBe(503);
+    expect(logged).toEqual([]);
+  });
+
+  it('answers a publish the bus refused with 503, as the API does, without logging it', async () => {
+    const { app, logged } = server();
+    app.post('/send', async () => {
+      throw new BitBratError('PUBLISH_FAILED', 'the bus did not take the message');
+    });
+    const response = await app.inject({ method: 'POST', url: '/send' });
+    expect(response.statusCode).toBe(503);
+    expect(response.json()).toEqual({ error: 'PUBLISH_FAILED', message: 'the bus did not take the message' });
+    expect(STATUS_BY_CODE.PUBLISH_FAILED).toBe(503);
     expect(logged).toEqual([]);
   });
 

@@ -73,6 +73,35 @@ describe('the ingress buffer', () => {
     expect(bus.taken.map((entry) => entry.text)).toEqual(['a', 'b']);
   });
 
+  it('holds room for a sender that retries, refuses it without a loss when the room is not there, and gives unused room back', async () => {
+    const bus = flakyBus();
+    const lost: string[] = [];
+    const buffer = createIngressBuffer({ publish: bus.publish, max: 3, logger: quietLogger(), onLost: (envelope) => lost.push(textOf(envelope)) });
+    bus.down = true;
+    buffer.push(chat('a'));
+    const held = buffer.reserve(2);
+    expect(held).toBeDefined();
+    // The held room is taken: a plain push is over the bound and another reservation is refused, not counted.
+    buffer.push(chat('over'));
+    expect(lost).toEqual(['over']);
+    expect(buffer.reserve(1)).toBeUndefined();
+    held!.push(chat('b'), 'id-b');
+    held!.release();
+    expect(buffer.reserve(2)).toBeUndefined();
+    const rest = buffer.reserve(1);
+    expect(rest).toBeDefined();
+    rest!.push(chat('c'));
+    expect(buffer.snapshot()).toMatchObject({ pending: 3, lost: 1 });
+    bus.down = false;
+    await vi.advanceTimersByTimeAsync(INGRESS_RETRY_MAX_MS);
+    await buffer.drained();
+    expect(bus.taken).toEqual([
+      { text: 'a', msgId: undefined },
+      { text: 'b', msgId: 'id-b' },
+      { text: 'c', msgId: undefined },
+    ]);
+  });
+
   it('on close, flushes what it can within the bound and counts the rest as lost', async () => {
     const bus = flakyBus();
     const lost: string[] = [];

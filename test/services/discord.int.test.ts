@@ -2,7 +2,7 @@
  * The discord service with the real discord.js against the fake Discord (test/fakes/discord.ts), a
  * memory bus and the embedded PGlite store.
  */
-import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { createMemoryBus, type MessageBus } from '../../src/bus/index.js';
 import { createEnvelope, createReply, createStep, instanceEgressTopic, Topic, type Envelope } from '../../src/core/index.js';
 import { loadArchitecture, type Host } from '../../src/runtime/index.js';
@@ -16,10 +16,12 @@ import { createLlmBotService } from '../../src/services/llm-bot/index.js';
 import { createQueryAnalyzer } from '../../src/services/query-analyzer/index.js';
 import { createModerationService } from '../../src/services/moderation/index.js';
 import type { ServiceDefinition } from '../../src/runtime/service.js';
-import { createStore, type Store } from '../../src/store/index.js';
+import type { Store } from '../../src/store/index.js';
 import { startFakeDiscord, type FakeDiscord, type FakeDiscordOptions } from '../fakes/discord.js';
 import { startFakeOpenAI } from '../fakes/openai.js';
 import { collect, startTestHost } from '../support/harness.js';
+import { stopAfterEach, useEmbeddedStore } from '../support/service-test.js';
+import { createRefusingBus, type RefusingBus } from '../support/refusing-bus.js';
 import { waitFor } from '../support/wait.js';
 
 const TOKEN = 'discord-bot-token-abc.def.ghi';
@@ -37,23 +39,17 @@ let fake: FakeDiscord | undefined;
 let bus: MessageBus | undefined;
 let host: Host | undefined;
 
-beforeAll(async () => {
-  store = await createStore({ driver: 'pglite', dataDir: 'memory://', embedded: true });
-  await store.init();
-});
-afterAll(async () => {
-  await store?.close();
-});
-afterEach(async () => {
-  await host?.stop();
-  await bus?.close();
-  await fake?.stop();
-  host = undefined;
-  bus = undefined;
-  fake = undefined;
-});
+useEmbeddedStore((opened) => (store = opened));
+stopAfterEach(
+  () => ({ host, bus, fakes: [fake] }),
+  () => {
+    host = undefined;
+    bus = undefined;
+    fake = undefined;
+  },
+);
 
-async function start(options: { fake?: Partial<FakeDiscordOptions>; env?: Record<string, string>; services?: ServiceDefinition[] } = {}) {
+async function start(options: { fake?: Partial<FakeDiscordOptions>; env?: Record<string, string>; services?: ServiceDefinition[]; wrap?: (bus: MessageBus) => MessageBus } = {}) {
   fake = await startFakeDiscord({
     token: TOKEN,
     channels: [
@@ -70,7 +66,7 @@ async function start(options: { fake?: Partial<FakeDiscordOptions>; env?: Record
   const observer = await collect(bus, [Topic.ingress, Topic.finalizer, Topic.deadletter, Topic.authenticated]);
   host = await startTestHost({
     services: options.services ?? [discordService],
-    bus,
+    bus: options.wrap ? options.wrap(bus) : bus,
     architecture: loadArchitecture(),
     env: { INSTANCE_ID: INSTANCE, DISCORD_BOT_TOKEN: TOKEN, DISCORD_API_URL: fake.apiUrl, SOURCE_HEARTBEAT_MS: '100', ...options.env },
     extra: { store },
@@ -373,5 +369,28 @@ describe('go-live announcements', () => {
     const final: Envelope = await observer.waitFor(Topic.finalizer, (value: Envelope) => value.id === envelope.id);
     expect(final.routingSlip[0]!.status).toBe('SKIP');
     expect(final.annotations?.find((annotation) => annotation.kind === 'discord-announcement')?.payload).toMatchObject({ hint: expect.stringMatching(/DISCORD_ANNOUNCE_CHANNEL/) });
+  });
+});
+
+describe('discord messages while the bus refuses them', () => {
+  it('holds them in order and publishes them when the bus is back, counting the one over INGRESS_BUFFER_MAX as lost on the source status', async () => {
+    let refusing: RefusingBus | undefined;
+    const observer = await start({ env: { INGRESS_BUFFER_MAX: '2', PUBLISH_MAX_RETRIES: '0' }, wrap: (real) => (refusing = createRefusingBus(real, Topic.ingress)) });
+    await waitFor(() => fake!.connections() > 0 && statuses(observer).some((envelope) => envelope.payload.status === 'connected'));
+    refusing!.down = true;
+    const ids = ['one', 'two', 'three'].map((content) => fake!.sendMessage({ author: VIEWER, content }));
+    const held = await waitFor(async () => {
+      const body = (await host!.app.inject({ method: 'GET', url: '/_debug/discord' })).json();
+      return body.ingest?.lost === 1 ? body.ingest : undefined;
+    }, { message: 'one message counted as lost' });
+    expect(held).toMatchObject({ pending: 2, blocked: true });
+    expect(observer.envelopes(Topic.ingress).filter((envelope) => envelope.type === 'external.chat.message.v1')).toEqual([]);
+
+    refusing!.down = false;
+    const chats = () => observer.envelopes(Topic.ingress).filter((envelope) => envelope.type === 'external.chat.message.v1');
+    await waitFor(() => chats().length === 2, { timeoutMs: 20_000, message: 'the held messages on ingress' });
+    expect(chats().map((envelope) => envelope.message?.id)).toEqual(ids.slice(0, 2));
+    const status = await waitFor(() => statuses(observer).find((envelope) => (envelope.payload.metrics as { lost?: number }).lost === 1), { message: 'a status with lost: 1' });
+    expect(status.payload).toMatchObject({ platform: 'discord', status: 'connected' });
   });
 });

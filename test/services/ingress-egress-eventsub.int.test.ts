@@ -2,49 +2,28 @@
  * EventSub as ingress-egress starts it from environment tokens alone, against the fake Twitch (OAuth,
  * Helix, EventSub WebSocket) and the fake IRC, with the real Twurple clients.
  */
-import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
-import { createMemoryBus, type MemoryBus } from '../../src/bus/index.js';
-import { loadArchitecture, type Host } from '../../src/runtime/index.js';
+import { describe, expect, it } from 'vitest';
 import { ApiClient } from '@twurple/api';
 import { RefreshingAuthProvider } from '@twurple/auth';
 import { startEventSub, type EventSubState } from '../../src/platforms/twitch/eventsub.js';
 import service from '../../src/services/ingress-egress/index.js';
-import { createStore, type Store } from '../../src/store/index.js';
-import { collect, startTestHost } from '../support/harness.js';
+import type { Store } from '../../src/store/index.js';
+import { forgetTwitchTokens, useEmbeddedStore, useServiceHost } from '../support/service-test.js';
 import { BOT, BROADCASTER_SCOPES, OTHER, STREAMER, THIRD, startTwitchWorld, type TwitchWorld } from '../support/twitch-world.js';
 import { waitFor } from '../support/wait.js';
 
 let store: Store;
 let world: TwitchWorld;
-let bus: MemoryBus;
-let host: Host | undefined;
 
-beforeAll(async () => {
-  store = await createStore({ driver: 'pglite', dataDir: 'memory://', embedded: true });
-  await store.init();
-});
-afterAll(async () => {
-  await store?.close();
-});
-afterEach(async () => {
-  await host?.stop();
-  host = undefined;
-  await bus?.close();
-  await world?.stop();
-  for (const id of ['twitch:bot', 'twitch:broadcaster']) await store.deleteToken(id);
-});
+useEmbeddedStore((opened) => (store = opened));
+const running = useServiceHost({ services: [service], store: () => store, fakes: () => [world], reset: () => forgetTwitchTokens(store) });
 
 async function eventsubHealth(): Promise<{ ready: boolean; detail: string; configured?: boolean }> {
-  const response = await host!.app.inject({ method: 'GET', url: '/readyz' });
+  const response = await running.host.app.inject({ method: 'GET', url: '/readyz' });
   return response.json().components['ingress-egress.eventsub'];
 }
 
-async function start(env: Record<string, string>) {
-  bus = createMemoryBus();
-  const observed = await collect(bus, ['internal.ingress.v1']);
-  host = await startTestHost({ services: [service], bus, env: { INSTANCE_ID: `ie-es-${Math.random().toString(36).slice(2, 7)}`, ...env }, architecture: loadArchitecture(), extra: { store } });
-  return observed;
-}
+const start = (env: Record<string, string>) => running.start({ INSTANCE_ID: `ie-es-${Math.random().toString(36).slice(2, 7)}`, ...env });
 
 const subsOf = (channelId: string) => world.api.activeSubscriptions().filter((sub) => (sub.condition.broadcaster_user_id ?? sub.condition.to_broadcaster_user_id) === channelId);
 const ownerOf = (sessionId: string) => world.api.sessions.find((session) => session.id === sessionId)?.userId;
@@ -144,7 +123,6 @@ describe('ingress-egress EventSub from environment tokens', () => {
 describe('the fake enforces Twitch’s EventSub WebSocket limits', () => {
   it('answers 429 with max_total_cost when a user’s subscriptions would cost more than 10, and the listener reports it', async () => {
     world = await startTwitchWorld();
-    bus = createMemoryBus();
     const provider = new RefreshingAuthProvider({ clientId: world.api.clientId, clientSecret: world.api.clientSecret });
     provider.addUser(BOT.id, { accessToken: world.bot.accessToken, refreshToken: world.bot.refreshToken, scope: [], expiresIn: 14_400, obtainmentTimestamp: Date.now() });
     const channels = [STREAMER, OTHER, THIRD].map((user) => ({ id: user.id, login: user.login }));

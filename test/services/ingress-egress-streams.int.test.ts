@@ -3,41 +3,20 @@
  * keeps each channel's `sources` record and the `system.stream.*` events right; the source record follows
  * the chat connection at once. Waits are on the store and the bus, never on sleeps.
  */
-import { afterEach, beforeAll, afterAll, describe, expect, it } from 'vitest';
-import { createMemoryBus, type MemoryBus } from '../../src/bus/index.js';
-import { loadArchitecture, type Host } from '../../src/runtime/index.js';
+import { describe, expect, it } from 'vitest';
 import service from '../../src/services/ingress-egress/index.js';
-import { createStore, type Store } from '../../src/store/index.js';
-import { collect, startTestHost } from '../support/harness.js';
+import type { Store } from '../../src/store/index.js';
+import { forgetTwitchTokens, useEmbeddedStore, useServiceHost } from '../support/service-test.js';
 import { OTHER, STREAMER, startTwitchWorld, type TwitchWorld } from '../support/twitch-world.js';
 import { waitFor } from '../support/wait.js';
 
 let store: Store;
 let world: TwitchWorld;
-let bus: MemoryBus;
-let host: Host | undefined;
 
-beforeAll(async () => {
-  store = await createStore({ driver: 'pglite', dataDir: 'memory://', embedded: true });
-  await store.init();
-});
-afterAll(async () => {
-  await store?.close();
-});
-afterEach(async () => {
-  await host?.stop();
-  host = undefined;
-  await bus?.close();
-  await world?.stop();
-  for (const id of ['twitch:bot', 'twitch:broadcaster']) await store.deleteToken(id);
-});
+useEmbeddedStore((opened) => (store = opened));
+const running = useServiceHost({ services: [service], store: () => store, fakes: () => [world], reset: () => forgetTwitchTokens(store) });
 
-async function start(extra: Record<string, string> = {}) {
-  bus = createMemoryBus();
-  const observed = await collect(bus, ['internal.ingress.v1']);
-  host = await startTestHost({ services: [service], bus, env: { ...world.env({ STREAM_POLL_MS: '100', ...extra }), INSTANCE_ID: `ie-st-${Math.random().toString(36).slice(2, 7)}` }, architecture: loadArchitecture(), extra: { store } });
-  return observed;
-}
+const start = (extra: Record<string, string> = {}) => running.start({ ...world.env({ STREAM_POLL_MS: '100', ...extra }), INSTANCE_ID: `ie-st-${Math.random().toString(36).slice(2, 7)}` });
 
 const sourceWhere = (id: string, check: (source: any) => boolean, message: string) =>
   waitFor(async () => {

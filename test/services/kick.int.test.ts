@@ -19,12 +19,14 @@ import eventRouter from '../../src/services/event-router/index.js';
 import { DEFAULT_RULES_FILE } from '../../src/services/event-router/load.js';
 import finalizer from '../../src/services/finalizer/index.js';
 import kick from '../../src/services/kick/index.js';
+import moderation from '../../src/services/moderation/index.js';
 import persistence from '../../src/services/persistence/index.js';
 import reactions from '../../src/services/reactions/index.js';
 import { createQueryAnalyzer } from '../../src/services/query-analyzer/index.js';
 import { createStore, type Store } from '../../src/store/index.js';
 import { startFakeKick, type FakeKick } from '../fakes/kick.js';
 import { collect, startTestHost } from '../support/harness.js';
+import { createRefusingBus, type RefusingBus } from '../support/refusing-bus.js';
 import { waitFor } from '../support/wait.js';
 
 const TOKEN_KEY = { get: async (name: string) => (name === 'TOKEN_ENCRYPTION_KEY' ? 'c'.repeat(64) : undefined) };
@@ -42,6 +44,8 @@ describe('the kick service with the fake Kick', () => {
   let fake: FakeKick;
   let store: Store;
   let bus: MemoryBus;
+  /** The host publishes through this; a test makes it refuse ingress. */
+  let refusing: RefusingBus;
   let host: Host;
   let dir: string;
   let rules: string;
@@ -54,8 +58,8 @@ describe('the kick service with the fake Kick', () => {
 
   async function startKickHost(): Promise<Host> {
     return await startTestHost({
-      services: [kick, authService, eventRouter, createQueryAnalyzer(), createCommandsService(), persistence, finalizer, apiGateway, reactions],
-      bus,
+      services: [kick, authService, eventRouter, createQueryAnalyzer(), moderation, createCommandsService(), persistence, finalizer, apiGateway, reactions],
+      bus: refusing,
       listen: true,
       env: {
         INSTANCE_ID: INSTANCE,
@@ -70,6 +74,9 @@ describe('the kick service with the fake Kick', () => {
         SOURCE_HEARTBEAT_MS: '250',
         API_GATEWAY_ALLOW_ANONYMOUS: 'true',
         DATA_DIR: 'memory://',
+        // Small, so a test can fill it; no publish retries, so a refused publish waits in it at once.
+        INGRESS_BUFFER_MAX: '2',
+        PUBLISH_MAX_RETRIES: '0',
       },
       extra: { store },
     });
@@ -95,6 +102,7 @@ describe('the kick service with the fake Kick', () => {
     );
     bus = createMemoryBus();
     await bus.connect();
+    refusing = createRefusingBus(bus, Topic.ingress);
     observed = await collect(bus, [Topic.ingress, Topic.finalizer, Topic.deadletter]);
     host = await startKickHost();
     await observed.waitFor(Topic.ingress, (value) => value.type === 'system.source.status' && value.payload.sourceId === 'kick:streamer' && value.payload.status === 'connected');
@@ -188,6 +196,30 @@ describe('the kick service with the fake Kick', () => {
     expect(metrics).toMatch(/bitbrat_kick_webhook_lag_seconds_count\{event="chat.message.sent"\} [1-9]/);
     const status = (await observed.waitFor(Topic.ingress, (value) => value.type === 'external.chat.message.v1')) as Envelope;
     expect(status.source.platform).toBe('kick');
+  });
+
+  it("holds events the bus refuses, answers 503 with the message id unclaimed when the buffer is full, and takes Kick's retry once the bus is back", async () => {
+    const chat = (id: string) => ({ type: 'chat.message.sent', messageId: `delivery-${id}`, payload: { message_id: id, broadcaster: BROADCASTER, sender: VIEWER, content: `hello ${id}`, emotes: [], created_at: new Date().toISOString() } });
+    refusing.down = true;
+    try {
+      for (const id of ['held-1', 'held-2']) expect((await fake.deliver(webhookUrl(host), chat(id))).status).toBe(200);
+      const full = await fake.deliver(webhookUrl(host), chat('over-1'));
+      expect(full.status).toBe(503);
+      expect(JSON.parse(full.body)).toMatchObject({ error: 'BUS_UNAVAILABLE' });
+      expect(ingress().some((envelope) => envelope.message?.id?.startsWith('held-'))).toBe(false);
+    } finally {
+      refusing.down = false;
+    }
+    await waitFor(() => ingress().some((envelope) => envelope.message?.id === 'held-2'), { timeoutMs: 20_000, message: 'the held events on ingress' });
+    expect(ingress().filter((envelope) => envelope.message?.id?.startsWith('held-')).map((envelope) => envelope.message?.id)).toEqual(['held-1', 'held-2']);
+    // Kick retries the refused delivery with the same message id: it is taken, not a duplicate.
+    const retry = await fake.deliver(webhookUrl(host), chat('over-1'));
+    expect(retry.status).toBe(200);
+    expect(JSON.parse(retry.body)).toEqual({ ok: true });
+    await waitFor(() => ingress().some((envelope) => envelope.message?.id === 'over-1'), { message: 'the retried event on ingress' });
+    // The refusal shows on the source; nothing was lost, since Kick retried it.
+    const status = await observed.waitFor(Topic.ingress, (value) => value.type === 'system.source.status' && value.payload.sourceId === 'kick:streamer' && value.payload.lastError?.code === 'INGRESS_FULL');
+    expect(status.payload.metrics).toMatchObject({ lost: 0 });
   });
 
   it('processes a repeated message id once, also after a restart, and a restart creates no subscriptions', async () => {

@@ -7,21 +7,11 @@
  * value recorded on the envelope's `delivery`.
  */
 import { createHash } from 'node:crypto';
-import { ErrorCode, replyDeadline, selectReply, type Envelope } from '../../core/index.js';
+import { DeliveryReason, ErrorCode, replyDeadline, selectReply, type Envelope } from '../../core/index.js';
 
 /** Discord's maximum message length. */
 export const DISCORD_MESSAGE_MAX_LENGTH = 2_000;
 
-/** Why a Discord reply was not delivered (delivery.reason); the same words as Twitch's. */
-export const DiscordDeliveryReason = {
-  DEADLINE: 'DEADLINE',
-  SEND_FAILED: 'SEND_FAILED',
-  NOT_CONNECTED: 'NOT_CONNECTED',
-  NOT_CONFIGURED: 'NOT_CONFIGURED',
-  NO_REPLY: 'NO_REPLY',
-  UNSUPPORTED_PLATFORM: 'UNSUPPORTED_PLATFORM',
-} as const;
-export type DiscordDeliveryReason = (typeof DiscordDeliveryReason)[keyof typeof DiscordDeliveryReason];
 
 /** Only users may be pinged by the bot's messages: never @everyone, @here or a role. */
 export const SAFE_ALLOWED_MENTIONS = { parse: ['users'] as string[], replied_user: true } as const;
@@ -122,30 +112,30 @@ export async function deliverDiscordReply(envelope: Envelope, transport: Discord
   const record = (delivery: { delivered: boolean; reason?: string; platformMessageIds?: string[] }): Envelope => ({ ...envelope, delivery: { at: at(), destination, ...delivery } });
 
   if (envelope.source.platform !== 'discord') {
-    return { envelope: { ...envelope, delivery: { delivered: false, at: at(), reason: DiscordDeliveryReason.UNSUPPORTED_PLATFORM } } };
+    return { envelope: { ...envelope, delivery: { delivered: false, at: at(), reason: DeliveryReason.UNSUPPORTED_PLATFORM } } };
   }
   const reply = selectReply(envelope);
-  if (!reply) return { envelope: record({ delivered: false, reason: DiscordDeliveryReason.NO_REPLY }) };
+  if (!reply) return { envelope: record({ delivered: false, reason: DeliveryReason.NO_REPLY }) };
   if (!transport || !transport.isConfigured()) {
     return {
-      envelope: record({ delivered: false, reason: DiscordDeliveryReason.NOT_CONFIGURED }),
+      envelope: record({ delivered: false, reason: DeliveryReason.NOT_CONFIGURED }),
       failure: { code: ErrorCode.NOT_CONFIGURED, message: 'discord is not configured on this instance (set the DISCORD_BOT_TOKEN secret)' },
     };
   }
   const deadlineAt = replyDeadline(envelope);
   if (deadlineAt !== undefined && now() > deadlineAt) {
-    return { envelope: record({ delivered: false, reason: DiscordDeliveryReason.DEADLINE }), failure: { code: ErrorCode.DEADLINE, message: 'the reply deadline had passed before sending' } };
+    return { envelope: record({ delivered: false, reason: DeliveryReason.DEADLINE }), failure: { code: ErrorCode.DEADLINE, message: 'the reply deadline had passed before sending' } };
   }
   const replyTo = envelope.message?.id || (typeof envelope.payload.messageId === 'string' && envelope.payload.messageId) || undefined;
   const bodies = replyBodies(reply.text, { replyTo, key: `${envelope.id}:${reply.id}` });
-  if (bodies.length === 0) return { envelope: record({ delivered: false, reason: DiscordDeliveryReason.NO_REPLY }) };
+  if (bodies.length === 0) return { envelope: record({ delivered: false, reason: DeliveryReason.NO_REPLY }) };
   const ids: string[] = [];
   for (const body of bodies) {
     try {
       ids.push((await transport.post(channelId, body, options.signal)).id);
     } catch (error) {
       const aborted = options.signal?.aborted === true;
-      const reason = aborted ? DiscordDeliveryReason.DEADLINE : DiscordDeliveryReason.SEND_FAILED;
+      const reason = aborted ? DeliveryReason.DEADLINE : DeliveryReason.SEND_FAILED;
       return {
         envelope: record({ delivered: false, reason, ...(ids.length > 0 ? { platformMessageIds: ids } : {}) }),
         failure: aborted

@@ -15,7 +15,6 @@ export {
   deliverDiscordReply,
   discordErrorMessage,
   DISCORD_MESSAGE_MAX_LENGTH,
-  DiscordDeliveryReason,
   neutralizeMassMentions,
   replyBodies,
   replyNonce,

@@ -113,7 +113,8 @@ export interface DiscordStatusInput {
   guilds: number;
   /** Channels listened to in this guild. */
   channels?: ReadonlyArray<{ id: string; name: string }>;
-  metrics: { messagesIn: number; messagesOut: number; errors: number; reconnects: number };
+  /** `lost`: messages that could not reach the bus (ingress buffer full or not flushed at shutdown). */
+  metrics: { messagesIn: number; messagesOut: number; errors: number; reconnects: number; lost?: number };
   latencyMs: number | null;
   lastError: { code: string; message: string; at: string } | null;
   /** What the operator must do (not configured, MessageContent missing, 4014); shown on the dashboard. */

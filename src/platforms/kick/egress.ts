@@ -4,7 +4,7 @@
  * sliding window and, when Kick answers 429, paused for its `Retry-After` and tried again, all within the
  * reply's deadline (R9). Every outcome is a value recorded on the envelope's `delivery`.
  */
-import { ErrorCode, replyDeadline, selectReply, type Envelope } from '../../core/index.js';
+import { DeliveryReason, ErrorCode, replyDeadline, selectReply, type Envelope } from '../../core/index.js';
 import { KickApiError } from './client.js';
 import { kickChannelName } from './normalize.js';
 
@@ -18,18 +18,6 @@ export const KICK_MESSAGE_MAX_LENGTH = 500;
 export const DEFAULT_KICK_RATE_LIMITS = { windowMs: 30_000, messages: 20, maxQueue: 50 } as const;
 export type KickRateLimits = { windowMs: number; messages: number; maxQueue: number };
 
-/** Why a reply was not delivered (delivery.reason). */
-export const KickDeliveryReason = {
-  RATE_LIMITED: 'RATE_LIMITED',
-  DEADLINE: 'DEADLINE',
-  SEND_FAILED: 'SEND_FAILED',
-  NOT_CONFIGURED: 'NOT_CONFIGURED',
-  NO_REPLY: 'NO_REPLY',
-  UNSUPPORTED_PLATFORM: 'UNSUPPORTED_PLATFORM',
-  DUPLICATE: 'DUPLICATE',
-  CANCELLED: 'CANCELLED',
-} as const;
-export type KickDeliveryReason = (typeof KickDeliveryReason)[keyof typeof KickDeliveryReason];
 
 /** Splits text into chunks of at most `max` UTF-16 units at whitespace; a longer word is cut, never inside a surrogate pair. */
 export function splitKickMessage(text: string, max = KICK_MESSAGE_MAX_LENGTH): string[] {
@@ -75,7 +63,7 @@ export interface KickReplyRequest {
 
 export interface KickReplyResult {
   delivered: boolean;
-  reason?: KickDeliveryReason;
+  reason?: DeliveryReason;
   message?: string;
   platformMessageIds: string[];
 }
@@ -141,14 +129,14 @@ export function createKickReplySender(options: KickReplySenderOptions): KickRepl
   const run = async (request: KickReplyRequest, state: ReturnType<typeof stateOf>): Promise<KickReplyResult> => {
     const ids: string[] = [];
     const signal = request.signal ? AbortSignal.any([request.signal, closing.signal]) : closing.signal;
-    const fail = (reason: KickDeliveryReason, message: string): KickReplyResult => ({ delivered: false, reason, message, platformMessageIds: ids });
-    if (request.key && options.beforeSend && !(await options.beforeSend(request.key))) return fail(KickDeliveryReason.DUPLICATE, 'this reply was sent before');
+    const fail = (reason: DeliveryReason, message: string): KickReplyResult => ({ delivered: false, reason, message, platformMessageIds: ids });
+    if (request.key && options.beforeSend && !(await options.beforeSend(request.key))) return fail(DeliveryReason.DUPLICATE, 'this reply was sent before');
     const chunks = splitKickMessage(request.text);
-    if (chunks.length === 0) return fail(KickDeliveryReason.NO_REPLY, 'the reply is empty');
+    if (chunks.length === 0) return fail(DeliveryReason.NO_REPLY, 'the reply is empty');
     try {
       for (let index = 0; index < chunks.length; ) {
-        if (request.deadlineAt !== undefined && now() > request.deadlineAt) return fail(KickDeliveryReason.DEADLINE, 'the reply deadline passed before it could be sent');
-        if (!(await waitForSlot(state, request.deadlineAt, signal))) return fail(KickDeliveryReason.DEADLINE, 'Kick chat limits would delay the reply past its deadline');
+        if (request.deadlineAt !== undefined && now() > request.deadlineAt) return fail(DeliveryReason.DEADLINE, 'the reply deadline passed before it could be sent');
+        if (!(await waitForSlot(state, request.deadlineAt, signal))) return fail(DeliveryReason.DEADLINE, 'Kick chat limits would delay the reply past its deadline');
         try {
           const sent = await options.transport.send({ broadcasterUserId: request.broadcasterUserId, content: chunks[index]!, ...(index === 0 && request.replyTo ? { replyToMessageId: request.replyTo } : {}) });
           state.sent.push(now());
@@ -160,11 +148,11 @@ export function createKickReplySender(options: KickReplySenderOptions): KickRepl
             state.pausedUntil = now() + (error.retryAfterMs ?? 1_000);
             continue;
           }
-          return fail(KickDeliveryReason.SEND_FAILED, error instanceof Error ? error.message : String(error));
+          return fail(DeliveryReason.SEND_FAILED, error instanceof Error ? error.message : String(error));
         }
       }
     } catch (error) {
-      if (error instanceof Cancelled) return fail(KickDeliveryReason.CANCELLED, closing.signal.aborted ? 'egress is shutting down' : 'delivery was cancelled');
+      if (error instanceof Cancelled) return fail(DeliveryReason.CANCELLED, closing.signal.aborted ? 'egress is shutting down' : 'delivery was cancelled');
       throw error;
     }
     return { delivered: true, platformMessageIds: ids };
@@ -174,8 +162,8 @@ export function createKickReplySender(options: KickReplySenderOptions): KickRepl
     deliver(request) {
       const channel = kickChannelName(request.channel);
       const state = stateOf(channel);
-      if (closing.signal.aborted) return Promise.resolve({ delivered: false, reason: KickDeliveryReason.CANCELLED, message: 'egress is shutting down', platformMessageIds: [] });
-      if (state.queued >= limits.maxQueue) return Promise.resolve({ delivered: false, reason: KickDeliveryReason.RATE_LIMITED, message: `more than ${limits.maxQueue} replies are waiting for #${channel}`, platformMessageIds: [] });
+      if (closing.signal.aborted) return Promise.resolve({ delivered: false, reason: DeliveryReason.CANCELLED, message: 'egress is shutting down', platformMessageIds: [] });
+      if (state.queued >= limits.maxQueue) return Promise.resolve({ delivered: false, reason: DeliveryReason.RATE_LIMITED, message: `more than ${limits.maxQueue} replies are waiting for #${channel}`, platformMessageIds: [] });
       state.queued += 1;
       const result = state.chain.then(() => run(request, state)).finally(() => {
         state.queued -= 1;
@@ -210,25 +198,25 @@ export async function deliverKickReply(envelope: Envelope, sender: KickReplySend
   const now = options.now ?? Date.now;
   const channel = kickChannelName(envelope.source.channel);
   const record = (delivery: { delivered: boolean; reason?: string; platformMessageIds?: string[] }): Envelope => ({ ...envelope, delivery: { at: new Date(now()).toISOString(), destination: `kick:${channel}`, ...delivery } });
-  if (envelope.source.platform !== 'kick') return { envelope: { ...envelope, delivery: { delivered: false, at: new Date(now()).toISOString(), reason: KickDeliveryReason.UNSUPPORTED_PLATFORM } } };
+  if (envelope.source.platform !== 'kick') return { envelope: { ...envelope, delivery: { delivered: false, at: new Date(now()).toISOString(), reason: DeliveryReason.UNSUPPORTED_PLATFORM } } };
   const reply = selectReply(envelope);
-  if (!reply) return { envelope: record({ delivered: false, reason: KickDeliveryReason.NO_REPLY }) };
+  if (!reply) return { envelope: record({ delivered: false, reason: DeliveryReason.NO_REPLY }) };
   const broadcasterUserId = Number(envelope.source.channelId);
-  if (!sender) return { envelope: record({ delivered: false, reason: KickDeliveryReason.NOT_CONFIGURED }), failure: { code: ErrorCode.NOT_CONFIGURED, message: options.notConfigured ?? 'Kick chat is not configured' } };
+  if (!sender) return { envelope: record({ delivered: false, reason: DeliveryReason.NOT_CONFIGURED }), failure: { code: ErrorCode.NOT_CONFIGURED, message: options.notConfigured ?? 'Kick chat is not configured' } };
   if (!Number.isInteger(broadcasterUserId) || broadcasterUserId <= 0) {
-    return { envelope: record({ delivered: false, reason: KickDeliveryReason.SEND_FAILED }), failure: { code: ErrorCode.PROVIDER_ERROR, message: `the envelope has no Kick broadcaster id (channelId "${envelope.source.channelId}")` } };
+    return { envelope: record({ delivered: false, reason: DeliveryReason.SEND_FAILED }), failure: { code: ErrorCode.PROVIDER_ERROR, message: `the envelope has no Kick broadcaster id (channelId "${envelope.source.channelId}")` } };
   }
   const replyTo = envelope.message?.id || (typeof envelope.payload.messageId === 'string' && envelope.payload.messageId) || undefined;
   const result = await sender.deliver({ channel, broadcasterUserId, text: reply.text, replyTo, deadlineAt: replyDeadline(envelope), signal: options.signal, key: `${envelope.id}:${reply.id}` });
   const delivery = record({ delivered: result.delivered, ...(result.reason ? { reason: result.reason } : {}), ...(result.platformMessageIds.length ? { platformMessageIds: result.platformMessageIds } : {}) });
   if (result.delivered) return { envelope: delivery };
   switch (result.reason) {
-    case KickDeliveryReason.DEADLINE:
+    case DeliveryReason.DEADLINE:
       return { envelope: delivery, failure: { code: ErrorCode.DEADLINE, message: result.message ?? 'reply deadline passed' } };
-    case KickDeliveryReason.RATE_LIMITED:
+    case DeliveryReason.RATE_LIMITED:
       return { envelope: delivery, failure: { code: ErrorCode.RATE_LIMITED, message: result.message ?? 'rate limited' } };
-    case KickDeliveryReason.SEND_FAILED:
-    case KickDeliveryReason.CANCELLED:
+    case DeliveryReason.SEND_FAILED:
+    case DeliveryReason.CANCELLED:
       return { envelope: delivery, failure: { code: ErrorCode.PROVIDER_ERROR, message: result.message ?? 'sending to Kick failed' } };
     default:
       return { envelope: delivery };

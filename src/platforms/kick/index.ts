@@ -19,7 +19,6 @@ export {
 export {
   DEFAULT_KICK_RATE_LIMITS,
   KICK_MESSAGE_MAX_LENGTH,
-  KickDeliveryReason,
   createKickReplySender,
   deliverKickReply,
   splitKickMessage,

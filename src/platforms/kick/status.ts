@@ -14,7 +14,8 @@ export interface KickStatusInput {
   broadcasterUserId?: string;
   status: KickConnectionStatus;
   authStatus: 'valid' | 'expired' | 'missing' | 'invalid' | 'unknown';
-  metrics: { messagesIn: number; messagesOut: number; errors: number; reconnects: number };
+  /** `lost`: events that could not reach the bus (not flushed at shutdown). */
+  metrics: { messagesIn: number; messagesOut: number; errors: number; reconnects: number; lost?: number };
   lastError: { code: string; message: string; at: string } | null;
   /** Subscribed event types for this channel. */
   subscriptions?: string[];

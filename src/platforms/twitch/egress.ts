@@ -4,7 +4,7 @@
  * 100 per 30 s where the bot is moderator or broadcaster), with a bounded queue and the reply deadline
  * (R9) checked before anything is sent. Every outcome is a value recorded on the envelope's `delivery`.
  */
-import { ErrorCode, replyDeadline, selectReply, type Envelope } from '../../core/index.js';
+import { DeliveryReason, ErrorCode, replyDeadline, selectReply, type Envelope } from '../../core/index.js';
 import { channelName } from './normalize.js';
 
 /** Twitch's maximum PRIVMSG text length. */
@@ -22,19 +22,8 @@ export const DEFAULT_RATE_LIMITS = {
 } as const;
 export type RateLimits = { windowMs: number; normal: number; privileged: number; maxQueue: number };
 
-/** Why a reply was not delivered (delivery.reason). */
-export const DeliveryReason = {
-  RATE_LIMITED: 'RATE_LIMITED',
-  DEADLINE: 'DEADLINE',
-  SEND_FAILED: 'SEND_FAILED',
-  NOT_CONNECTED: 'NOT_CONNECTED',
-  NOT_CONFIGURED: 'NOT_CONFIGURED',
-  NO_REPLY: 'NO_REPLY',
-  UNSUPPORTED_PLATFORM: 'UNSUPPORTED_PLATFORM',
-  DUPLICATE: 'DUPLICATE',
-  CANCELLED: 'CANCELLED',
-} as const;
-export type DeliveryReason = (typeof DeliveryReason)[keyof typeof DeliveryReason];
+/** Why a reply was not delivered: defined once in core for every platform. */
+export { DeliveryReason };
 
 /**
  * Twitch runs a message that starts with `/` or `.` as a chat command (`/ban`, `.timeout`); a reply is

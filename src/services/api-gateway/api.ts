@@ -40,6 +40,7 @@ import { z } from 'zod';
 import { BitBratError, isBitBratError, type Envelope } from '../../core/index.js';
 import { replayDeadLetter } from '../../ops/dlq.js';
 import type { ComponentHealth } from '../../runtime/health.js';
+import { STATUS_BY_CODE } from '../../runtime/http.js';
 import { knownSteps, loadArchitecture } from '../../runtime/manifest.js';
 import type { ServiceContext } from '../../runtime/service.js';
 import type { EventRecord, RuleRecord, SourceState } from '../../store/index.js';
@@ -318,17 +319,8 @@ export function validate<S extends z.ZodType>(schema: S, value: unknown, what: s
   throw new BitBratError('BAD_REQUEST', `invalid ${what}: ${problems.join('; ')}`, { details: { problems } });
 }
 
-const STATUS: Record<string, number> = {
-  BAD_REQUEST: 400,
-  UNAUTHORIZED: 401,
-  FORBIDDEN: 403,
-  NOT_FOUND: 404,
-  RATE_LIMITED: 429,
-  NOT_CONFIGURED: 503,
-  STORE_UNAVAILABLE: 503,
-  BUS_UNAVAILABLE: 503,
-  PUBLISH_FAILED: 503,
-};
+/** BitBratError codes → HTTP statuses: the same table as the runtime's server. */
+const STATUS = STATUS_BY_CODE;
 
 /** Known steps for checking a saved rule; without a readable architecture.yaml, slips are not checked. */
 function stepsServed(): string[] | undefined {

@@ -1,6 +1,7 @@
 import { z } from 'zod';
 import { Topic, instanceEgressTopic, type Envelope } from '../../core/index.js';
 import { env } from '../../runtime/config.js';
+import { createServiceIngress } from '../../runtime/ingress-buffer.js';
 import { continueWith, defineService, failed, type HandlerContext, type ServiceContext } from '../../runtime/service.js';
 import {
   buildDiscordStatusEnvelope,
@@ -37,8 +38,6 @@ const ConfigSchema = z.object({
 type Config = z.infer<typeof ConfigSchema>;
 
 const NOT_CONFIGURED = 'discord is not configured: set the DISCORD_BOT_TOKEN secret (a bot token from the Discord Developer Portal) and restart';
-/** Messages waiting for the bus before new ones are refused (a long bus outage must not exhaust memory). */
-const MAX_INGEST_PENDING = 5_000;
 
 /**
  * Discord in and out: guild messages become `external.chat.message.v1` envelopes (platform `discord`)
@@ -55,8 +54,8 @@ export const service = defineService({
     const config = ctx.config;
     let connector: DiscordConnector | undefined;
     let heartbeat: NodeJS.Timeout | undefined;
-    let ingest = Promise.resolve();
-    let ingestPending = 0;
+    // Messages wait here, in order, while the bus refuses them; a loss is counted (INGRESS_BUFFER_MAX).
+    const ingress = createServiceIngress(ctx, 'discord');
     let status = Promise.resolve();
     let ruleEnsured = false;
 
@@ -73,7 +72,7 @@ export const service = defineService({
       const common = {
         status: snapshot?.status ?? ('not_configured' as const),
         guilds: snapshot?.guilds.length ?? 0,
-        metrics: snapshot?.counters ?? { messagesIn: 0, messagesOut: 0, errors: 0, reconnects: 0 },
+        metrics: { ...(snapshot?.counters ?? { messagesIn: 0, messagesOut: 0, errors: 0, reconnects: 0 }), lost: ingress.lost },
         latencyMs: snapshot?.latencyMs ?? null,
         lastError: snapshot?.lastError ?? null,
         authStatus: snapshot ? snapshot.authStatus : ('missing' as const),
@@ -131,7 +130,7 @@ export const service = defineService({
           channels: config.DISCORD_CHANNELS,
           announceChannel: config.DISCORD_ANNOUNCE_CHANNEL ?? null,
           modRoles: config.DISCORD_MOD_ROLES,
-          ingestPending,
+          ingest: ingress.snapshot(),
         }));
       },
 
@@ -157,18 +156,7 @@ export const service = defineService({
           logger: ctx.logger.child({ component: 'discord' }),
           onMessage(message) {
             const envelope = normalizeDiscordMessage(message, { modRoles: config.DISCORD_MOD_ROLES, egressDestination: instanceEgressTopic(ctx.instanceId) });
-            if (ingestPending >= MAX_INGEST_PENDING) {
-              ctx.logger.error({ messageId: message.id, pending: ingestPending }, 'ingress backlog full (bus unavailable?); discord message dropped');
-              return;
-            }
-            ingestPending += 1;
-            // One chain keeps the channel's order on the bus; ctx.publish retries before it gives up.
-            ingest = ingest
-              .then(() => ctx.publish(Topic.ingress, envelope, { msgId: `discord:${message.id}` }))
-              .catch((error: unknown) => ctx.logger.error({ err: error, messageId: message.id }, 'discord message could not be published to ingress; it is lost'))
-              .finally(() => {
-                ingestPending -= 1;
-              });
+            ingress.push(envelope, `discord:${message.id}`);
           },
           onStateChange(snapshot) {
             reportHealth(snapshot);
@@ -184,7 +172,7 @@ export const service = defineService({
       async stop() {
         if (heartbeat) clearInterval(heartbeat);
         await connector?.stop();
-        await ingest;
+        await ingress.close();
         await status;
       },
     };

@@ -1,6 +1,7 @@
 import type { KeyObject } from 'node:crypto';
 import { Histogram } from 'prom-client';
 import { Topic, instanceEgressTopic, type Envelope } from '../../core/index.js';
+import { createServiceIngress } from '../../runtime/ingress-buffer.js';
 import { continueWith, defineService, failed, type EnvelopeConsumer, type HandlerContext } from '../../runtime/service.js';
 import {
   KickTokenId,
@@ -82,6 +83,9 @@ export const service = defineService<Config>({
     let publicKey: KeyObject | undefined = config.KICK_PUBLIC_KEY ? parseKickPublicKey(config.KICK_PUBLIC_KEY) : undefined;
     let heartbeat: NodeJS.Timeout | undefined;
     let statusChain: Promise<void> = Promise.resolve();
+    // Webhook events wait here, in order, while the bus refuses them; when it is full Kick is answered 503
+    // and retries, so nothing is lost then (INGRESS_BUFFER_MAX).
+    const ingress = createServiceIngress(ctx, SERVICE);
     let connecting: Promise<void> | undefined;
     let stopped = false;
     /** The bot account's Kick user id, once known (its own chat messages are not processed). */
@@ -118,7 +122,7 @@ export const service = defineService<Config>({
           ...(channel.broadcasterUserId ? { broadcasterUserId: String(channel.broadcasterUserId) } : {}),
           status,
           authStatus,
-          metrics: { messagesIn: channel.messagesIn, messagesOut: channel.messagesOut, errors, reconnects: 0 },
+          metrics: { messagesIn: channel.messagesIn, messagesOut: channel.messagesOut, errors, reconnects: 0, lost: ingress.lost },
           lastError,
           subscriptions: channel.subscriptions,
           lastLagMs: channel.lastLagMs,
@@ -266,8 +270,27 @@ export const service = defineService<Config>({
             if (headers.eventType === 'chat.message.sent' && botUserId !== undefined && String(sender) === botUserId) return reply.status(200).send({ ok: true, ignored: 'own message' });
             const receivedAt = new Date();
             const normalized = normalizeKickDelivery(payload, { eventType: headers.eventType, eventVersion: headers.eventVersion, messageId: headers.messageId, receivedAt, sentAt: headers.sentAt, egressDestination: egressTopic });
+            // Room in the buffer is held before the message id is claimed: a full buffer answers 503 with the
+            // id still unclaimed, so Kick's retry of it is taken once there is room again.
+            const room = ingress.reserve(normalized.envelopes.length);
+            if (!room) {
+              recordError('INGRESS_FULL', new Error(`the ingress buffer is full (INGRESS_BUFFER_MAX=${ctx.platform.INGRESS_BUFFER_MAX}); Kick will retry`));
+              return reply.status(503).send({ error: 'BUS_UNAVAILABLE', message: 'the event could not be handed to the bus; retry later' });
+            }
             // Kick delivers at least once: a message id is processed once, also after a restart (the claim is in the store).
-            if (!(await ctx.store.claimKey('kick-webhook', headers.messageId, DEDUP_TTL_MS))) return reply.status(200).send({ ok: true, duplicate: true });
+            let claimed: boolean;
+            try {
+              claimed = await ctx.store.claimKey('kick-webhook', headers.messageId, DEDUP_TTL_MS);
+            } catch (error) {
+              // The store is out: nothing is claimed or queued, so Kick's retry brings the event back.
+              room.release();
+              recordError('STORE_UNAVAILABLE', error);
+              return reply.status(503).send({ error: 'STORE_UNAVAILABLE', message: 'the event could not be checked for duplicates; retry later' });
+            }
+            if (!claimed) {
+              room.release();
+              return reply.status(200).send({ ok: true, duplicate: true });
+            }
             const lagMs = Math.max(0, receivedAt.getTime() - (normalized.occurredAt ?? headers.sentAt).getTime());
             lag.observe({ event: headers.eventType }, lagMs / 1000);
             const channel = channelState(normalized.channel);
@@ -279,16 +302,7 @@ export const service = defineService<Config>({
               const payload = envelope.payload as { streamStatus: string; title?: string; startedAt?: string };
               channel.stream = { online: payload.streamStatus === 'online', ...(payload.title ? { title: payload.title } : {}), ...(payload.startedAt ? { startedAt: payload.startedAt } : {}) };
             }
-            try {
-              for (const [index, envelope] of normalized.envelopes.entries()) {
-                await ctx.publish(Topic.ingress, envelope, { msgId: `kick:${headers.messageId}:${index}` });
-              }
-            } catch (error) {
-              // ctx.publish already retried; the id is claimed, so Kick's retry of it will not bring it back.
-              recordError('PUBLISH_FAILED', error);
-              ctx.logger.error({ err: error, messageId: headers.messageId, event: headers.eventType }, 'kick event could not be published to ingress; it is lost');
-              return reply.status(503).send({ error: 'BUS_UNAVAILABLE', message: 'the event could not be handed to the bus' });
-            }
+            for (const [index, envelope] of normalized.envelopes.entries()) room.push(envelope, `kick:${headers.messageId}:${index}`);
             return reply.status(200).send({ ok: true });
           });
         });
@@ -342,6 +356,7 @@ export const service = defineService<Config>({
         if (heartbeat) clearInterval(heartbeat);
         sender?.close();
         await connecting;
+        await ingress.close();
         await statusChain;
       },
     };

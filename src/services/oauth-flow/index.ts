@@ -39,7 +39,7 @@ export const service = defineService<OAuthFlowConfig>({
       },
 
       routes(app) {
-        registerKickOAuth(app, ctx, async () => (await settings()).stateSecret);
+        registerKickOAuth(app, ctx, async () => (await settings()).stateSecret, authenticator);
         app.get('/oauth/twitch/start', async (request, reply) => {
           requirePrincipal(await authenticator(), request, 'owner');
           const role = startIdentity(request.query as Record<string, unknown>);

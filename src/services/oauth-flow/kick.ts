@@ -6,25 +6,23 @@
  * The PKCE verifier never leaves the server: it is derived from the state secret and the state's nonce,
  * and only its S256 challenge goes to Kick. Tokens are stored encrypted as `kick:<identity>`.
  */
-import { createHash, createHmac, randomBytes, timingSafeEqual } from 'node:crypto';
+import { createHmac, randomBytes, timingSafeEqual } from 'node:crypto';
 import type { AddressInfo } from 'node:net';
-import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
+import type { FastifyInstance } from 'fastify';
 import { BitBratError } from '../../core/index.js';
 import type { ServiceContext } from '../../runtime/service.js';
 import { DEFAULT_KICK_SCOPES, createKickClient, createPkcePair, exchangeKickCode, kickAuthorizeUrl, tokenRecord, KickTokenId } from '../../platforms/kick/index.js';
-import { createAuthenticator, ensureEmbeddedToken, hasApiRole, parseTokenList, tokenFromRequest, type Authenticator } from '../api-gateway/auth.js';
+import type { Authenticator } from '../api-gateway/auth.js';
 import { OAuthRole, STATE_TTL_MS, startIdentity } from './oauth-state.js';
+import { KICK_BINDING, bindBrowser, browserMatches, clearBinding, requirePrincipal } from './owner.js';
 import { page, tokenStatus } from './pages.js';
 import type { OAuthFlowConfig } from './settings.js';
 
-/** The cookie that binds a started Kick flow to its browser; only the Kick OAuth pages see it. */
-export const KICK_SESSION_COOKIE = 'bitbrat_kick_oauth';
-const COOKIE_PATH = '/oauth/kick';
+export { KICK_SESSION_COOKIE } from './owner.js';
 
 export type KickStateCheck = { ok: true; role: OAuthRole; nonce: string; binding: string } | { ok: false; reason: string };
 
 const hmac = (secret: string, text: string) => createHmac('sha256', secret).update(text).digest();
-const sha256 = (text: string) => createHash('sha256').update(text, 'utf8').digest('base64url');
 
 /** `base64url(json).base64url(hmac)` with purpose `kick`, so a Twitch state cannot be replayed here. */
 export function signKickState(secret: string, role: OAuthRole, binding: string, now = Date.now(), ttlMs = STATE_TTL_MS): { state: string; nonce: string } {
@@ -59,22 +57,17 @@ export function kickPkceVerifier(stateSecret: string, nonce: string): string {
   return hmac(stateSecret, `kick-pkce:${nonce}`).toString('base64url');
 }
 
-function readCookie(header: string | undefined, name: string): string | undefined {
-  for (const part of (header ?? '').split(';')) {
-    const eq = part.indexOf('=');
-    if (eq > 0 && part.slice(0, eq).trim() === name) return part.slice(eq + 1).trim() || undefined;
-  }
-  return undefined;
-}
-
 interface KickSettings {
   clientId?: string;
   clientSecret?: string;
   scopes: string[];
 }
 
-/** The routes of the Kick flow, registered by the oauth-flow service. `stateSecret` is the service's. */
-export function registerKickOAuth(app: FastifyInstance, ctx: ServiceContext<OAuthFlowConfig>, stateSecret: () => Promise<string | undefined>): void {
+/**
+ * The routes of the Kick flow, registered by the oauth-flow service. `stateSecret` is the service's;
+ * `authenticator` is the owner check the Twitch flow uses too.
+ */
+export function registerKickOAuth(app: FastifyInstance, ctx: ServiceContext<OAuthFlowConfig>, stateSecret: () => Promise<string | undefined>, authenticator: () => Promise<Authenticator>): void {
   let loaded: Promise<KickSettings> | undefined;
   const settings = () =>
     (loaded ??= (async () => {
@@ -82,25 +75,7 @@ export function registerKickOAuth(app: FastifyInstance, ctx: ServiceContext<OAut
       ctx.registerSecret(clientSecret);
       return { clientId: ctx.config.KICK_CLIENT_ID, clientSecret, scopes: (ctx.config.KICK_OAUTH_SCOPES ?? DEFAULT_KICK_SCOPES).split(/[\s,]+/).filter(Boolean) };
     })());
-  let owners: Promise<Authenticator> | undefined;
-  const authenticator = () =>
-    (owners ??= (async () => {
-      const configured = parseTokenList(await ctx.secrets.get('API_GATEWAY_TOKENS'));
-      for (const entry of configured) ctx.registerSecret(entry.token);
-      const dataDir = ctx.platform.DATA_DIR ?? './data';
-      if (configured.length === 0 && ctx.platform.STORE_DRIVER === 'pglite' && !dataDir.startsWith('memory://')) {
-        const embedded = await ensureEmbeddedToken(dataDir);
-        ctx.registerSecret(embedded.token);
-        return createAuthenticator([{ token: embedded.token, role: 'owner', label: 'embedded' }], false);
-      }
-      return createAuthenticator(configured, false);
-    })());
-
-  const requireOwner = async (request: FastifyRequest, minimum: 'viewer' | 'owner') => {
-    const result = (await authenticator()).authenticate(tokenFromRequest(request.headers, request.query));
-    if (!result.ok) throw new BitBratError('UNAUTHORIZED', result.message);
-    if (!hasApiRole(result.principal, minimum)) throw new BitBratError('FORBIDDEN', `connecting a Kick account needs an ${minimum} token`);
-  };
+  const requireOwner = async (request: Parameters<typeof requirePrincipal>[1], minimum: 'viewer' | 'owner') => requirePrincipal(await authenticator(), request, minimum, KICK_BINDING);
 
   const redirectUri = () => {
     if (ctx.config.KICK_OAUTH_REDIRECT_URL) return ctx.config.KICK_OAUTH_REDIRECT_URL;
@@ -119,16 +94,11 @@ export function registerKickOAuth(app: FastifyInstance, ctx: ServiceContext<OAut
     return { clientId: current.clientId, clientSecret: current.clientSecret, secret };
   };
 
-  const clearBinding = (reply: FastifyReply) => reply.header('set-cookie', `${KICK_SESSION_COOKIE}=; Path=${COOKIE_PATH}; Max-Age=0; HttpOnly; SameSite=Lax`);
-
   app.get('/oauth/kick/start', async (request, reply) => {
     await requireOwner(request, 'owner');
     const role = startIdentity(request.query as Record<string, unknown>);
     const { clientId, secret } = await configured();
-    const cookieNonce = randomBytes(18).toString('base64url');
-    const secure = request.protocol === 'https' ? '; Secure' : '';
-    reply.header('set-cookie', `${KICK_SESSION_COOKIE}=${cookieNonce}; Path=${COOKIE_PATH}; Max-Age=${Math.floor(STATE_TTL_MS / 1000)}; HttpOnly; SameSite=Lax${secure}`);
-    const { state, nonce } = signKickState(secret, role, sha256(cookieNonce));
+    const { state, nonce } = signKickState(secret, role, bindBrowser(request, reply, STATE_TTL_MS, KICK_BINDING));
     const pkce = createPkcePair(kickPkceVerifier(secret, nonce));
     const url = kickAuthorizeUrl({ authUrl: ctx.config.KICK_AUTH_URL, clientId, redirectUri: redirectUri(), scopes: (await settings()).scopes, state, challenge: pkce.challenge });
     // The start URL may carry ?token=: keep it out of any Referer.
@@ -143,13 +113,11 @@ export function registerKickOAuth(app: FastifyInstance, ctx: ServiceContext<OAut
     const { clientId, clientSecret, secret } = await configured();
     const state = verifyKickState(secret, query.state as string | undefined);
     if (!state.ok) return page(reply, 400, 'Authorization failed', [`Invalid state: ${state.reason}.`, 'Start again from /oauth/kick/start.']);
-    const cookie = readCookie(request.headers.cookie, KICK_SESSION_COOKIE);
-    const bound = cookie !== undefined && Buffer.from(sha256(cookie)).equals(Buffer.from(state.binding));
-    if (!bound) {
+    if (!browserMatches(request, state.binding, KICK_BINDING)) {
       ctx.logger.warn({ role: state.role }, 'kick oauth callback refused: started in another browser');
       return page(reply, 400, 'Authorization failed', ['This authorization was started in another browser (or its cookie expired).', 'Start again from /oauth/kick/start in this browser.']);
     }
-    clearBinding(reply);
+    clearBinding(reply, KICK_BINDING);
     if (query.error) return page(reply, 400, 'Authorization failed', [`Kick did not authorize the ${state.role} account: ${String(query.error_description ?? query.error)}.`]);
     if (!query.code) return page(reply, 400, 'Authorization failed', ['The code parameter is missing.']);
     if (!(await ctx.store.claimKey('oauth-state', `kick:${state.nonce}`, STATE_TTL_MS))) {

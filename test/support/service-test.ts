@@ -1,0 +1,87 @@
+/**
+ * The frame service tests share: one embedded store per test file, and after each test its host, bus and
+ * fakes stopped in that order (the host first, so nothing publishes to a closed bus).
+ */
+import { afterAll, afterEach, beforeAll } from 'vitest';
+import { createMemoryBus, type MemoryBus, type MessageBus } from '../../src/bus/index.js';
+import { Topic } from '../../src/core/index.js';
+import { loadArchitecture, type Host } from '../../src/runtime/index.js';
+import type { ServiceDefinition } from '../../src/runtime/service.js';
+import { createStore, type Store } from '../../src/store/index.js';
+import { collect, startTestHost } from './harness.js';
+
+/** Opens an embedded (PGlite, in memory) store before the file's tests and closes it after them. */
+export function useEmbeddedStore(opened: (store: Store) => void): void {
+  let store: Store | undefined;
+  beforeAll(async () => {
+    store = await createStore({ driver: 'pglite', dataDir: 'memory://', embedded: true });
+    await store.init();
+    opened(store);
+  });
+  afterAll(async () => {
+    await store?.close();
+  });
+}
+
+/** What one test started; any part may be unset (the test failed before starting it). */
+export interface Started {
+  host?: Host;
+  bus?: MessageBus;
+  fakes?: Array<{ stop(): Promise<unknown> } | undefined>;
+}
+
+/**
+ * After each test: stops what `started()` names (host, then bus, then fakes), then runs `reset` (where the
+ * file forgets them and cleans its store), so the next test starts from nothing.
+ */
+export function stopAfterEach(started: () => Started, reset?: () => void | Promise<void>): void {
+  afterEach(async () => {
+    const { host, bus, fakes = [] } = started();
+    await host?.stop();
+    await bus?.close();
+    for (const fake of fakes) await fake?.stop();
+    await reset?.();
+  });
+}
+
+/** A started service host and what a test reads from it. */
+export interface ServiceHost {
+  /** Starts the services on a fresh memory bus with the file's store; resolves to what reaches ingress. */
+  start(env: Record<string, string>): Promise<Awaited<ReturnType<typeof collect>>>;
+  /** The host of the running test (throws when none was started). */
+  readonly host: Host;
+}
+
+/**
+ * Services on a memory bus with the file's embedded store, started by each test with its own env; after
+ * the test the host, the bus and the fakes `fakes()` names are stopped, then `reset` runs.
+ */
+export function useServiceHost(options: { services: ServiceDefinition[]; store: () => Store; fakes?: () => Started['fakes']; reset?: () => Promise<void> }): ServiceHost {
+  let host: Host | undefined;
+  let bus: MemoryBus | undefined;
+  stopAfterEach(
+    () => ({ host, bus, fakes: options.fakes?.() ?? [] }),
+    async () => {
+      host = undefined;
+      bus = undefined;
+      await options.reset?.();
+    },
+  );
+  return {
+    async start(env) {
+      bus = createMemoryBus();
+      const observed = await collect(bus, [Topic.ingress]);
+      host = await startTestHost({ services: options.services, bus, env, architecture: loadArchitecture(), extra: { store: options.store() } });
+      return observed;
+    },
+    get host() {
+      if (!host) throw new Error('no host was started in this test');
+      return host;
+    },
+  };
+}
+
+/** Forgets the Twitch tokens a test stored, so the next one starts without them. */
+export async function forgetTwitchTokens(store: Store): Promise<void> {
+  for (const id of ['twitch:bot', 'twitch:broadcaster']) await store.deleteToken(id);
+}
