@@ -18,7 +18,11 @@ const SAMPLES: AnalyzerInput[] = [
   { text: 'nooooooooooooooooooooooooooo', role: 'viewer' },
   { text: 'buy followers at cheap-viewers.xyz/deal now', role: 'viewer' },
   { text: 'clip https://clips.twitch.tv/SomeClipName-abc123', role: 'viewer' },
-  { text: 'Kappa Kappa Kappa Kappa Kappa Kappa Kappa Kappa Kappa Kappa Kappa', role: 'viewer', emotes: '25:0-4,6-10,12-16,18-22,24-28,30-34,36-40,42-46,48-52,54-58,60-64' },
+  {
+    text: 'Kappa Kappa Kappa Kappa Kappa Kappa Kappa Kappa Kappa Kappa Kappa',
+    role: 'viewer',
+    emotes: '25:0-4,6-10,12-16,18-22,24-28,30-34,36-40,42-46,48-52,54-58,60-64',
+  },
   { text: 'gg', role: 'viewer' },
   { text: 'lol', role: 'subscriber' },
   { text: 'The quick brown fox jumps over the lazy dog. '.repeat(9), role: 'viewer' },
@@ -31,7 +35,11 @@ const percentile = (sorted: Float64Array, p: number) => sorted[Math.min(sorted.l
 /** Runs the analyzer benchmark and returns one JSON-able result line. */
 export async function benchAnalyzer(options: { messages?: number } = {}): Promise<Record<string, unknown>> {
   const count = options.messages ?? 100_000;
-  const analyze = createAnalyzer({ botName: 'bitbrat', linkAllowlist: ['twitch.tv', 'youtube.com'], blocklist: ['buy followers', 'scamword'] });
+  const analyze = createAnalyzer({
+    botName: 'bitbrat',
+    linkAllowlist: ['twitch.tv', 'youtube.com'],
+    blocklist: ['buy followers', 'scamword'],
+  });
   // Vary each message a little so nothing is trivially cached by the engine.
   const inputs = Array.from({ length: count }, (_, i) => {
     const sample = SAMPLES[i % SAMPLES.length]!;

@@ -9,7 +9,7 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import pg from 'pg';
 import { createNatsBus } from '../src/bus/nats.js';
-import { createEnvelope, createStep, Topic, type Envelope } from '../src/core/index.js';
+import { createEnvelope, Topic, type Envelope } from '../src/core/index.js';
 import { startUp, type UpHandle } from '../src/cli/up.js';
 import { loadArchitecture } from '../src/runtime/manifest.js';
 import { startNatsServer } from '../test/support/nats-server.js';
@@ -40,7 +40,14 @@ export interface ChaosSummary {
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 
 async function allReady(up: UpHandle): Promise<boolean> {
-  const checks = await Promise.all([...up.processes.values()].map((entry) => fetch(`http://127.0.0.1:${entry.port}/readyz`, { signal: AbortSignal.timeout(1_000) }).then((response) => response.ok, () => false)));
+  const checks = await Promise.all(
+    [...up.processes.values()].map((entry) =>
+      fetch(`http://127.0.0.1:${entry.port}/readyz`, { signal: AbortSignal.timeout(1_000) }).then(
+        (response) => response.ok,
+        () => false,
+      ),
+    ),
+  );
   return checks.every(Boolean);
 }
 
@@ -125,7 +132,16 @@ export async function runChaos(options: { log?: (line: string) => void; ratePerS
       const before = entry.child?.pid;
       entry.child?.kill('SIGKILL');
       summary.killed!.push(entry.name);
-      const recovery = await timeUntil(async () => entry.child !== undefined && entry.child.pid !== before && (await fetch(`http://127.0.0.1:${entry.port}/readyz`, { signal: AbortSignal.timeout(1_000) }).then((r) => r.ok, () => false)), 60_000);
+      const recovery = await timeUntil(
+        async () =>
+          entry.child !== undefined &&
+          entry.child.pid !== before &&
+          (await fetch(`http://127.0.0.1:${entry.port}/readyz`, { signal: AbortSignal.timeout(1_000) }).then(
+            (r) => r.ok,
+            () => false,
+          )),
+        60_000,
+      );
       maxRecovery = Math.max(maxRecovery, recovery);
       log(`killed ${entry.name}; ready again after ${recovery} ms`);
       await sleep(500);
@@ -160,7 +176,10 @@ export async function runChaos(options: { log?: (line: string) => void; ratePerS
         if (finalized >= sent.length || Date.now() > deadline) break;
         await sleep(500);
       }
-      const { rows } = await client.query('SELECT count(*) FILTER (WHERE reply_text IS NOT NULL)::int AS r FROM events WHERE id = ANY($1)', [sent]);
+      const { rows } = await client.query(
+        'SELECT count(*) FILTER (WHERE reply_text IS NOT NULL)::int AS r FROM events WHERE id = ANY($1)',
+        [sent],
+      );
       summary.expectedReplies = rows[0].r;
       summary.eventsSent = sent.length;
       summary.finalized = finalized;

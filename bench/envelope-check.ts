@@ -18,7 +18,10 @@ function chatEnvelope(): unknown {
     user: { id: 'u1', name: 'viewer1', displayName: 'Viewer', profileImageUrl: '', role: 'viewer' },
     payload: { text: 'message number 1 with a little text in it' },
     routingSlip: Array.from({ length: 6 }, (_, i) =>
-      createStep(`bench-s${i + 1}`, i < 3 ? { status: 'OK', attempt: 1, startedAt: now(), endedAt: now(), attributes: { traceparent: 'x' } } : {}),
+      createStep(
+        `bench-s${i + 1}`,
+        i < 3 ? { status: 'OK', attempt: 1, startedAt: now(), endedAt: now(), attributes: { traceparent: 'x' } } : {},
+      ),
     ),
     extra: { message: { id: 'm1', text: 'message number 1 with a little text in it' } },
   });
@@ -41,7 +44,8 @@ function fullEnvelope(): unknown {
   });
 }
 
-const fixture = (name: string) => JSON.parse(readFileSync(path.join(import.meta.dirname, '..', 'test', 'fixtures', name), 'utf8')) as unknown;
+const fixture = (name: string) =>
+  JSON.parse(readFileSync(path.join(import.meta.dirname, '..', 'test', 'fixtures', name), 'utf8')) as unknown;
 
 /** Runs the benchmark and returns one JSON-able line per envelope shape. */
 export async function benchEnvelopeCheck(options: { iterations?: number } = {}): Promise<Array<Record<string, unknown>>> {

@@ -14,7 +14,15 @@ const architecture = testArchitecture([{ name: 'finalizer', consumes: [Topic.fin
 
 async function measure(driver: string, store: Store, events: number) {
   const bus = createMemoryBus();
-  const host = await createHost({ services: [finalizer], bus, store, env: { LOG_LEVEL: 'silent', MAX_IN_FLIGHT: '256' }, architecture, listen: false, defaultMetrics: false });
+  const host = await createHost({
+    services: [finalizer],
+    bus,
+    store,
+    env: { LOG_LEVEL: 'silent', MAX_IN_FLIGHT: '256' },
+    architecture,
+    listen: false,
+    defaultMetrics: false,
+  });
   await host.start();
   const encoder = new TextEncoder();
   const ids: string[] = [];
@@ -25,7 +33,11 @@ async function measure(driver: string, store: Store, events: number) {
       source: { platform: 'bench', channel: 'c', channelId: '1' },
       payload: { text: `message ${i}` },
       routingSlip: ['query-analyzer', 'router', 'commands'].map((id) => ({ ...createStep(id), status: 'OK' as const, attempt: 1 })),
-      extra: { outcome: 'completed', candidates: [createReply('commands', 'pong')], delivery: { delivered: true, at: new Date().toISOString() } },
+      extra: {
+        outcome: 'completed',
+        candidates: [createReply('commands', 'pong')],
+        delivery: { delivered: true, at: new Date().toISOString() },
+      },
     });
     ids.push(envelope.id);
     await bus.publish(Topic.finalizer, encoder.encode(JSON.stringify(envelope)));
@@ -64,7 +76,11 @@ export async function benchFinalizer(): Promise<Record<string, unknown>[]> {
   const { startFirestoreEmulator } = await import('../test/support/firestore-emulator.js');
   const emulator = await startFirestoreEmulator();
   try {
-    await run('firestore', { driver: 'firestore', firestore: { projectId: 'bench', host: emulator.host, collectionPrefix: `b${Date.now()}_` }, secrets }, 2_000);
+    await run(
+      'firestore',
+      { driver: 'firestore', firestore: { projectId: 'bench', host: emulator.host, collectionPrefix: `b${Date.now()}_` }, secrets },
+      2_000,
+    );
   } finally {
     await emulator.stop();
   }

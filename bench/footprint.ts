@@ -33,7 +33,8 @@ async function freePort(): Promise<number> {
 /** VmRSS and VmHWM of a process in MB, from /proc (Linux). */
 async function residentMb(pid: number): Promise<{ rss: number; peak: number }> {
   const status = await readFile(`/proc/${pid}/status`, 'utf8');
-  const field = (name: string) => Number(/^(\w+):\s+(\d+) kB$/m.exec(status.split('\n').find((line) => line.startsWith(`${name}:`)) ?? '')?.[2] ?? 0) / 1024;
+  const field = (name: string) =>
+    Number(/^(\w+):\s+(\d+) kB$/m.exec(status.split('\n').find((line) => line.startsWith(`${name}:`)) ?? '')?.[2] ?? 0) / 1024;
   return { rss: round(field('VmRSS'), 1), peak: round(field('VmHWM'), 1) };
 }
 
@@ -55,7 +56,16 @@ interface Started {
 async function startPlatform(dataDir: string, port: number, node: string): Promise<Started> {
   const began = performance.now();
   const child = spawn(node, [...SERVICE_NODE_FLAGS, BIN, 'start'], {
-    env: { ...process.env, DATA_DIR: dataDir, PORT: String(port), HOST: '127.0.0.1', LOG_LEVEL: 'warn', LOG_FORMAT: 'json', MESSAGE_BUS_DRIVER: 'memory', STORE_DRIVER: 'pglite' },
+    env: {
+      ...process.env,
+      DATA_DIR: dataDir,
+      PORT: String(port),
+      HOST: '127.0.0.1',
+      LOG_LEVEL: 'warn',
+      LOG_FORMAT: 'json',
+      MESSAGE_BUS_DRIVER: 'memory',
+      STORE_DRIVER: 'pglite',
+    },
     stdio: ['ignore', 'pipe', 'pipe'],
   });
   let output = '';
@@ -66,7 +76,10 @@ async function startPlatform(dataDir: string, port: number, node: string): Promi
   const deadline = began + START_TIMEOUT_MS;
   while (performance.now() < deadline) {
     if (exited) throw new Error(`bitbrat start exited before it was ready:\n${output}`);
-    const ok = await fetch(`http://127.0.0.1:${port}/readyz`).then((response) => response.ok, () => false);
+    const ok = await fetch(`http://127.0.0.1:${port}/readyz`).then(
+      (response) => response.ok,
+      () => false,
+    );
     if (ok) return { child, readyMs: round(performance.now() - began, 0), output: () => output };
     await new Promise((resolve) => setTimeout(resolve, 25));
   }

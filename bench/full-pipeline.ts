@@ -62,7 +62,16 @@ export const benchEgress = defineService({
   }),
 });
 
-export const FULL_PIPELINE_SERVICES: ServiceDefinition[] = [persistence, auth, router, analyzer, moderation, commands, benchEgress, finalizer];
+export const FULL_PIPELINE_SERVICES: ServiceDefinition[] = [
+  persistence,
+  auth,
+  router,
+  analyzer,
+  moderation,
+  commands,
+  benchEgress,
+  finalizer,
+];
 
 /** Now as epoch milliseconds with sub-millisecond precision, comparable between processes. */
 export const epochNow = () => performance.timeOrigin + performance.now();
@@ -77,7 +86,8 @@ export function observedServices(onArrival: (id: string, at: number) => void): S
     async setup(ctx) {
       const instance = await finalizer.setup(ctx);
       const consumer = instance.consumers[Topic.finalizer];
-      if (!consumer || consumer.mode === 'raw') throw new Error(`full-pipeline bench: the finalizer has no envelope consumer for ${Topic.finalizer}`);
+      if (!consumer || consumer.mode === 'raw')
+        throw new Error(`full-pipeline bench: the finalizer has no envelope consumer for ${Topic.finalizer}`);
       return {
         ...instance,
         consumers: {
@@ -156,7 +166,10 @@ interface Scenario {
 }
 
 /** What a service process (bench/service-process.ts) tells the benchmark. */
-export type ServiceProcessMessage = { type: 'ready' | 'marked' } | { type: 'report'; cpuMs: number; loop: number } | { type: 'arrivals'; arrivals: Array<[string, number]> };
+export type ServiceProcessMessage =
+  | { type: 'ready' | 'marked' }
+  | { type: 'report'; cpuMs: number; loop: number }
+  | { type: 'arrivals'; arrivals: Array<[string, number]> };
 
 /** A forked service process: `request` sends a command and resolves with its answer. */
 interface ServiceProcess {
@@ -166,7 +179,11 @@ interface ServiceProcess {
 }
 
 /** Forks bench/service-process.ts for one service, with the Node flags of `npm start`, and waits until it consumes. */
-async function startServiceProcess(name: string, env: Record<string, string>, onArrival: (id: string, at: number) => void): Promise<ServiceProcess> {
+async function startServiceProcess(
+  name: string,
+  env: Record<string, string>,
+  onArrival: (id: string, at: number) => void,
+): Promise<ServiceProcess> {
   const child = fork(fileURLToPath(new URL('./service-process.ts', import.meta.url)), [], {
     env: { ...process.env, ...env, BENCH_SERVICE: name },
     execArgv: [...SERVICE_NODE_FLAGS, '--import', 'tsx'],
@@ -181,7 +198,8 @@ async function startServiceProcess(name: string, env: Record<string, string>, on
   const next = () => new Promise<unknown>((resolve) => replies.push(resolve));
   const ready = next();
   const outcome = await Promise.race([ready, exited.then((code) => ({ exited: code }))]);
-  if ((outcome as ServiceProcessMessage).type !== 'ready') throw new Error(`full-pipeline bench: service process ${name} did not start (${JSON.stringify(outcome)})`);
+  if ((outcome as ServiceProcessMessage).type !== 'ready')
+    throw new Error(`full-pipeline bench: service process ${name} did not start (${JSON.stringify(outcome)})`);
   return {
     name,
     request(message) {
@@ -215,7 +233,9 @@ async function verifyStore(store: Store, ids: string[], timeoutMs = 60_000) {
     for (const record of records) {
       if (!record?.outcome || !record.ingress) break;
       if (record.outcome !== 'completed' || record.replyText !== 'pong' || record.replyDelivered !== true) {
-        throw new Error(`full-pipeline bench: event ${record.id} finalized as ${record.outcome} with reply ${JSON.stringify(record.replyText)} (delivered: ${record.replyDelivered})`);
+        throw new Error(
+          `full-pipeline bench: event ${record.id} finalized as ${record.outcome} with reply ${JSON.stringify(record.replyText)} (delivered: ${record.replyDelivered})`,
+        );
       }
       complete += 1;
     }
@@ -224,7 +244,9 @@ async function verifyStore(store: Store, ids: string[], timeoutMs = 60_000) {
       if (performance.now() > deadline) {
         const record = records[complete];
         const state = record ? (record.outcome ? 'has no ingress record' : 'is not finalized') : 'has no record';
-        throw new Error(`full-pipeline bench: ${ids.length - index} of ${ids.length} events incomplete in the store (event ${chunk[complete]} ${state})`);
+        throw new Error(
+          `full-pipeline bench: ${ids.length - index} of ${ids.length} events incomplete in the store (event ${chunk[complete]} ${state})`,
+        );
       }
       await new Promise((resolve) => setTimeout(resolve, 50));
     }
@@ -257,7 +279,15 @@ async function runScenario(scenario: Scenario): Promise<Record<string, unknown>>
       const failed = started.find((result) => result.status === 'rejected');
       if (failed) throw (failed as PromiseRejectedResult).reason;
     } else {
-      host = await createHost({ services: observedServices(onArrival), bus, store, env: { LOG_LEVEL: 'silent', PORT: '0' }, architecture: FULL_PIPELINE_ARCHITECTURE, listen: false, defaultMetrics: false });
+      host = await createHost({
+        services: observedServices(onArrival),
+        bus,
+        store,
+        env: { LOG_LEVEL: 'silent', PORT: '0' },
+        architecture: FULL_PIPELINE_ARCHITECTURE,
+        listen: false,
+        defaultMetrics: false,
+      });
       await host.start();
     }
 
@@ -311,7 +341,12 @@ async function runScenario(scenario: Scenario): Promise<Record<string, unknown>>
       ...(children.length > 0
         ? {
             processes: children.length + 1,
-            services: Object.fromEntries(children.map((child, index) => [child.name, { cpuPct: round((childUse[index]!.cpuMs / elapsedMs) * 100, 0), loopPct: round(childUse[index]!.loop * 100, 0) }])),
+            services: Object.fromEntries(
+              children.map((child, index) => [
+                child.name,
+                { cpuPct: round((childUse[index]!.cpuMs / elapsedMs) * 100, 0), loopPct: round(childUse[index]!.loop * 100, 0) },
+              ]),
+            ),
           }
         : {}),
     };
@@ -338,8 +373,12 @@ export async function benchFullPipeline(): Promise<Record<string, unknown>[]> {
     };
   };
   if (DRIVERS.includes('memory')) {
-    lines.push(await runScenario({ driver: 'memory', store: 'pglite', offeredPerSec: 0, events: n(10_000), makeBus: memoryBus, makeStore: pglite }));
-    lines.push(await runScenario({ driver: 'memory', store: 'pglite', offeredPerSec: 500, events: n(5_000), makeBus: memoryBus, makeStore: pglite }));
+    lines.push(
+      await runScenario({ driver: 'memory', store: 'pglite', offeredPerSec: 0, events: n(10_000), makeBus: memoryBus, makeStore: pglite }),
+    );
+    lines.push(
+      await runScenario({ driver: 'memory', store: 'pglite', offeredPerSec: 500, events: n(5_000), makeBus: memoryBus, makeStore: pglite }),
+    );
   }
   if (!DRIVERS.includes('nats')) return lines;
 
@@ -358,12 +397,30 @@ export async function benchFullPipeline(): Promise<Record<string, unknown>[]> {
       const databaseUrl = pgServer.url;
       const schema = uniqueSchema('bfp');
       const options: CreateStoreOptions = { driver: 'postgres', databaseUrl, schema, secrets: { get: async () => 'a'.repeat(64) } };
-      return { store: await createStore(options), cleanup: () => dropSchema(databaseUrl, schema), childEnv: { BENCH_DATABASE_URL: databaseUrl, BENCH_SCHEMA: schema } };
+      return {
+        store: await createStore(options),
+        cleanup: () => dropSchema(databaseUrl, schema),
+        childEnv: { BENCH_DATABASE_URL: databaseUrl, BENCH_SCHEMA: schema },
+      };
     };
-    lines.push(await runScenario({ driver: 'nats', store: 'postgres', offeredPerSec: 500, events: n(5_000), makeBus: natsBus, makeStore: postgres }));
-    lines.push(await runScenario({ driver: 'nats', store: 'postgres', offeredPerSec: 0, events: n(6_000), makeBus: natsBus, makeStore: postgres }));
+    lines.push(
+      await runScenario({ driver: 'nats', store: 'postgres', offeredPerSec: 500, events: n(5_000), makeBus: natsBus, makeStore: postgres }),
+    );
+    lines.push(
+      await runScenario({ driver: 'nats', store: 'postgres', offeredPerSec: 0, events: n(6_000), makeBus: natsBus, makeStore: postgres }),
+    );
     // The NATS topology of `bitbrat up` and the containers: every service its own process.
-    lines.push(await runScenario({ driver: 'nats', store: 'postgres', offeredPerSec: 500, events: n(5_000), makeBus: natsBus, makeStore: postgres, processPerService: { env: { BENCH_NATS_URL: server.url } } }));
+    lines.push(
+      await runScenario({
+        driver: 'nats',
+        store: 'postgres',
+        offeredPerSec: 500,
+        events: n(5_000),
+        makeBus: natsBus,
+        makeStore: postgres,
+        processPerService: { env: { BENCH_NATS_URL: server.url } },
+      }),
+    );
   } finally {
     await server.stop();
     await pgServer.dispose();

@@ -22,16 +22,39 @@ const architecture: Architecture = {
   version: 1,
   name: 'bench',
   defaults: { port: 0, health: [], env: [], secrets: [] },
-  services: { 'llm-bot': { description: '', entry: 'bench', consumes: [LLM_TOPIC], publishes: [], paths: [], env: [], secrets: [], scaling: { min: 1, max: 1 }, expose: false } },
+  services: {
+    'llm-bot': {
+      description: '',
+      entry: 'bench',
+      consumes: [LLM_TOPIC],
+      publishes: [],
+      paths: [],
+      env: [],
+      secrets: [],
+      scaling: { min: 1, max: 1 },
+      expose: false,
+    },
+  },
 };
 
-const QUESTIONS = ['what game is this?', 'how long has the stream been live?', 'any tips for the next level?', 'who made this game?', 'what is the title today?', 'hi BratBot, how are you?'];
+const QUESTIONS = [
+  'what game is this?',
+  'how long has the stream been live?',
+  'any tips for the next level?',
+  'who made this game?',
+  'what is the title today?',
+  'hi BratBot, how are you?',
+];
 
-export async function benchLlmBot(options: { sequential?: number; concurrent?: number; window?: number } = {}): Promise<Record<string, unknown>> {
+export async function benchLlmBot(
+  options: { sequential?: number; concurrent?: number; window?: number } = {},
+): Promise<Record<string, unknown>> {
   const sequential = options.sequential ?? 300;
   const concurrent = options.concurrent ?? 1_000;
   const window = options.window ?? 8;
-  const fake = await startFakeOpenAI({ defaultScript: { text: 'We are playing Celeste, live for about an hour. Good luck on the next level!' } });
+  const fake = await startFakeOpenAI({
+    defaultScript: { text: 'We are playing Celeste, live for about an hour. Good luck on the next level!' },
+  });
   const store = await createStore({ driver: 'pglite', dataDir: 'memory://', embedded: true, secrets: { get: async () => undefined } });
   await store.init();
   const bus = createMemoryBus();
@@ -59,7 +82,13 @@ export async function benchLlmBot(options: { sequential?: number; concurrent?: n
   await host.start();
   const channels = Array.from({ length: 8 }, (_, i) => `bench_channel_${i}`);
   for (const [i, channel] of channels.entries()) {
-    await store.mergeSource({ id: `twitch:${channel}-id`, platform: 'twitch', streamStatus: 'online', viewerCount: 100 + i, metadata: { title: 'Bench stream', game: 'Celeste', startedAt: new Date(Date.now() - 3_600_000).toISOString() } });
+    await store.mergeSource({
+      id: `twitch:${channel}-id`,
+      platform: 'twitch',
+      streamStatus: 'online',
+      viewerCount: 100 + i,
+      metadata: { title: 'Bench stream', game: 'Celeste', startedAt: new Date(Date.now() - 3_600_000).toISOString() },
+    });
   }
 
   const encoder = new TextEncoder();
@@ -81,7 +110,14 @@ export async function benchLlmBot(options: { sequential?: number; concurrent?: n
     const envelope = createEnvelope({
       type: 'external.chat.message.v1',
       source: { platform: 'twitch', channel, channelId: `${channel}-id` },
-      user: { id: `u-${login}`, name: login, displayName: login, profileImageUrl: '', role: i % 10 === 0 ? 'moderator' : 'viewer', permissions: ['chat'] },
+      user: {
+        id: `u-${login}`,
+        name: login,
+        displayName: login,
+        profileImageUrl: '',
+        role: i % 10 === 0 ? 'moderator' : 'viewer',
+        permissions: ['chat'],
+      },
       payload: { text },
       routingSlip: [createStep('llm-bot')],
       extra: { message: { text } },

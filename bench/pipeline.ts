@@ -70,7 +70,10 @@ export async function runPipeline(bus: MessageBus, events: number, offeredPerSec
   const sentAt = new Map<string, number>();
   const latencies: number[] = [];
   const services: ServiceDefinition[] = steps.map((name) =>
-    defineService({ name, setup: () => ({ consumers: { [`internal.${name}.v1`]: { mode: 'step', handle: async () => continueWith() } } }) }),
+    defineService({
+      name,
+      setup: () => ({ consumers: { [`internal.${name}.v1`]: { mode: 'step', handle: async () => continueWith() } } }),
+    }),
   );
   services.push(
     defineService({
@@ -90,7 +93,14 @@ export async function runPipeline(bus: MessageBus, events: number, offeredPerSec
     }),
   );
   const { services: hosted, architecture } = derivedArchitecture(services);
-  const host = await createHost({ services: hosted, bus, env: { LOG_LEVEL: 'silent', PORT: '0' }, architecture, listen: false, defaultMetrics: false });
+  const host = await createHost({
+    services: hosted,
+    bus,
+    env: { LOG_LEVEL: 'silent', PORT: '0' },
+    architecture,
+    listen: false,
+    defaultMetrics: false,
+  });
   await host.start();
   try {
     const { elapsedMs } = await drive({
@@ -133,9 +143,23 @@ export async function benchDriver(scenario: PipelineScenario, emit: (line: Recor
   const rawFast = await run('raw-bus', 0);
   emit({ scenario: 'raw-bus', driver: scenario.driver, hops: HOPS, offeredPerSec: 0, ...rawFast });
   const pipeFast = await run('pipeline', 0);
-  emit({ scenario: 'pipeline', driver: scenario.driver, hops: HOPS, offeredPerSec: 0, ...pipeFast, ratioToRawBus: round(pipeFast.eventsPerSec / rawFast.eventsPerSec) });
+  emit({
+    scenario: 'pipeline',
+    driver: scenario.driver,
+    hops: HOPS,
+    offeredPerSec: 0,
+    ...pipeFast,
+    ratioToRawBus: round(pipeFast.eventsPerSec / rawFast.eventsPerSec),
+  });
   const rawRate = await run('raw-bus', 500);
   emit({ scenario: 'raw-bus', driver: scenario.driver, hops: HOPS, offeredPerSec: 500, ...rawRate });
   const pipeRate = await run('pipeline', 500);
-  emit({ scenario: 'pipeline', driver: scenario.driver, hops: HOPS, offeredPerSec: 500, ...pipeRate, p99RatioToRawBus: round(pipeRate.p99Ms / Math.max(rawRate.p99Ms, 0.001)) });
+  emit({
+    scenario: 'pipeline',
+    driver: scenario.driver,
+    hops: HOPS,
+    offeredPerSec: 500,
+    ...pipeRate,
+    p99RatioToRawBus: round(pipeRate.p99Ms / Math.max(rawRate.p99Ms, 0.001)),
+  });
 }

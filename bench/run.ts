@@ -5,21 +5,30 @@
 import { createMemoryBus } from '../src/bus/index.js';
 import { benchDriver } from './pipeline.js';
 
-const only = (process.env.BENCH_ONLY ?? '').split(',').map((part) => part.trim()).filter(Boolean);
+const only = (process.env.BENCH_ONLY ?? '')
+  .split(',')
+  .map((part) => part.trim())
+  .filter(Boolean);
 const wanted = (name: string) => only.length === 0 || only.includes(name);
 const emit = (line: Record<string, unknown>) => process.stdout.write(JSON.stringify(line) + '\n');
 
 const cleanups: Array<() => Promise<void>> = [];
 try {
   if (wanted('memory')) {
-    await benchDriver({ driver: 'memory', makeBus: async (prefix) => createMemoryBus({ prefix }), fastEvents: 30_000, rateEvents: 3_000 }, emit);
+    await benchDriver(
+      { driver: 'memory', makeBus: async (prefix) => createMemoryBus({ prefix }), fastEvents: 30_000, rateEvents: 3_000 },
+      emit,
+    );
   }
   if (wanted('nats')) {
     const { startNatsServer } = await import('../test/support/nats-server.js');
     const server = await startNatsServer();
     cleanups.push(() => server.stop());
     const { createNatsBus } = await import('../src/bus/nats.js');
-    await benchDriver({ driver: 'nats', makeBus: async (prefix) => createNatsBus({ servers: server.url, prefix }), fastEvents: 6_000, rateEvents: 3_000 }, emit);
+    await benchDriver(
+      { driver: 'nats', makeBus: async (prefix) => createNatsBus({ servers: server.url, prefix }), fastEvents: 6_000, rateEvents: 3_000 },
+      emit,
+    );
   }
   for (const [name, file] of [
     ['finalizer', './finalizer.js'],
@@ -33,7 +42,9 @@ try {
   ] as const) {
     if (!wanted(name)) continue;
     const module = (await import(file)) as Record<string, unknown>;
-    const fn = Object.values(module).find((value) => typeof value === 'function' && /^bench/.test((value as { name: string }).name)) as (() => Promise<unknown>) | undefined;
+    const fn = Object.values(module).find((value) => typeof value === 'function' && /^bench/.test((value as { name: string }).name)) as
+      | (() => Promise<unknown>)
+      | undefined;
     if (!fn) throw new Error(`${file} exports no bench function`);
     const result = await fn();
     for (const line of Array.isArray(result) ? result : [result]) emit(line as Record<string, unknown>);

@@ -33,7 +33,12 @@ const name = env('BENCH_SERVICE');
 const service = observedServices(arrived).find((definition) => definition.name === name);
 if (!service) throw new Error(`service-process: no service "${name}" in the full pipeline`);
 const bus = await createNatsBus({ servers: env('BENCH_NATS_URL'), prefix: env('BENCH_BUS_PREFIX'), name });
-const store = await createStore({ driver: 'postgres', databaseUrl: env('BENCH_DATABASE_URL'), schema: env('BENCH_SCHEMA'), secrets: { get: async () => 'a'.repeat(64) } });
+const store = await createStore({
+  driver: 'postgres',
+  databaseUrl: env('BENCH_DATABASE_URL'),
+  schema: env('BENCH_SCHEMA'),
+  secrets: { get: async () => 'a'.repeat(64) },
+});
 await bus.connect();
 await store.init();
 const host = await createHost({

@@ -53,15 +53,20 @@ export async function benchTwitchIngest(): Promise<Record<string, unknown>> {
   const latencies: number[] = [];
   let lastArrival = 0;
   try {
-    await bus.subscribe('internal.ingress.v1', 'bench-observer', async (message) => {
-      const envelope = JSON.parse(decoder.decode(message.data)) as Envelope;
-      const started = envelope.type === 'external.chat.message.v1' ? sentAt.get(String(envelope.payload.messageId)) : undefined;
-      if (started !== undefined) {
-        lastArrival = performance.now();
-        latencies.push(lastArrival - started);
-      }
-      await message.ack();
-    }, { maxInFlight: 1_000 });
+    await bus.subscribe(
+      'internal.ingress.v1',
+      'bench-observer',
+      async (message) => {
+        const envelope = JSON.parse(decoder.decode(message.data)) as Envelope;
+        const started = envelope.type === 'external.chat.message.v1' ? sentAt.get(String(envelope.payload.messageId)) : undefined;
+        if (started !== undefined) {
+          lastArrival = performance.now();
+          latencies.push(lastArrival - started);
+        }
+        await message.ack();
+      },
+      { maxInFlight: 1_000 },
+    );
     await host.start();
     const connectedBy = Date.now() + 15_000;
     while (fake.joinedClients(CHANNEL) === 0 || !host.health.isReady()) {
@@ -78,7 +83,11 @@ export async function benchTwitchIngest(): Promise<Record<string, unknown>> {
         const lines: string[] = [];
         const at = performance.now();
         for (; sent < due; sent += 1) {
-          const { id, line } = fake.chatLine({ channel: CHANNEL, user: `viewer${sent % 200}`, text: `message ${sent} with a little chat text in it Kappa` });
+          const { id, line } = fake.chatLine({
+            channel: CHANNEL,
+            user: `viewer${sent % 200}`,
+            text: `message ${sent} with a little chat text in it Kappa`,
+          });
           sentAt.set(id, at);
           lines.push(line);
         }

@@ -27,7 +27,13 @@ export async function createBus(options: CreateBusOptions): Promise<MessageBus> 
       return createMemoryBus({ prefix: options.prefix, logger: options.logger });
     case 'nats': {
       const { createNatsBus } = await import('./nats.js');
-      return createNatsBus({ servers: options.natsUrl ?? 'nats://127.0.0.1:4222', prefix: options.prefix, name: options.name, logger: options.logger, ...options.nats });
+      return createNatsBus({
+        servers: options.natsUrl ?? 'nats://127.0.0.1:4222',
+        prefix: options.prefix,
+        name: options.name,
+        logger: options.logger,
+        ...options.nats,
+      });
     }
     case 'pubsub': {
       if (!options.pubsub) throw new BitBratError('CONFIG_INVALID', 'pubsub driver needs a project id (GOOGLE_CLOUD_PROJECT)');

@@ -277,7 +277,6 @@ export function createMemoryBus(options: MemoryBusOptions = {}): MemoryBus {
     subscriber.ackTimer = setTimeout(expireUnacked, Math.max(0, oldest.value.deadline - Date.now()), subscriber);
   };
 
-
   const afterHandler = (subscriber: Subscriber) => {
     subscriber.inFlight -= 1;
     if (subscriber.draining && subscriber.inFlight === 0) subscriber.idle?.();
@@ -323,7 +322,10 @@ export function createMemoryBus(options: MemoryBusOptions = {}): MemoryBus {
 
   /** Publishes a message (bytes, or a value for publishJson). Not `async`: one shared resolved promise per publish. */
   const store = (topic: string, data: Uint8Array | undefined, json: unknown, publishOptions: PublishOptions): Promise<void> => {
-    if (!connected) return Promise.reject(new BitBratError('BUS_UNAVAILABLE', `memory bus is not connected (publish to ${prefix}${topic})`, { retryable: true }));
+    if (!connected)
+      return Promise.reject(
+        new BitBratError('BUS_UNAVAILABLE', `memory bus is not connected (publish to ${prefix}${topic})`, { retryable: true }),
+      );
     if (publishOptions.msgId !== undefined && dedup.isDuplicate(publishOptions.msgId)) return RESOLVED;
     const stored = new StoredMessage(topic, data, json, publishOptions);
     const state = topicState(topic);
@@ -331,7 +333,11 @@ export function createMemoryBus(options: MemoryBusOptions = {}): MemoryBus {
       if (state.retained.length >= maxRetained) {
         // Not published, so its retry must not count as a duplicate.
         if (publishOptions.msgId !== undefined) dedup.forget(publishOptions.msgId);
-        return Promise.reject(new BitBratError('PUBLISH_FAILED', `topic ${prefix}${topic} has no consumer and already retains ${maxRetained} messages`, { retryable: true }));
+        return Promise.reject(
+          new BitBratError('PUBLISH_FAILED', `topic ${prefix}${topic} has no consumer and already retains ${maxRetained} messages`, {
+            retryable: true,
+          }),
+        );
       }
       state.retained.push(stored);
       return RESOLVED;

@@ -225,10 +225,14 @@ function createAckedPublisher(nc: NatsConnection, timeoutMs: number): AckedPubli
       if (msg.data.length === 0) {
         const code = msg.headers?.code ?? 0;
         entry.reject(
-          new BitBratError('PUBLISH_FAILED', `publish to ${entry.subject}: ${code === 503 ? 'no stream accepts this subject' : `status ${code}`}`, {
-            retryable: true,
-            details: { status: code },
-          }),
+          new BitBratError(
+            'PUBLISH_FAILED',
+            `publish to ${entry.subject}: ${code === 503 ? 'no stream accepts this subject' : `status ${code}`}`,
+            {
+              retryable: true,
+              details: { status: code },
+            },
+          ),
         );
         return;
       }
@@ -236,15 +240,21 @@ function createAckedPublisher(nc: NatsConnection, timeoutMs: number): AckedPubli
       try {
         ack = JSON.parse(decoder.decode(msg.data)) as typeof ack;
       } catch (parseError) {
-        entry.reject(new BitBratError('PUBLISH_FAILED', `publish to ${entry.subject}: unreadable ack`, { retryable: true, cause: parseError }));
+        entry.reject(
+          new BitBratError('PUBLISH_FAILED', `publish to ${entry.subject}: unreadable ack`, { retryable: true, cause: parseError }),
+        );
         return;
       }
       if (ack.error) {
         entry.reject(
-          new BitBratError('PUBLISH_FAILED', `publish to ${entry.subject} rejected by JetStream: ${ack.error.description ?? 'unknown error'} (${ack.error.err_code ?? ack.error.code})`, {
-            retryable: true,
-            details: { ...ack.error },
-          }),
+          new BitBratError(
+            'PUBLISH_FAILED',
+            `publish to ${entry.subject} rejected by JetStream: ${ack.error.description ?? 'unknown error'} (${ack.error.err_code ?? ack.error.code})`,
+            {
+              retryable: true,
+              details: { ...ack.error },
+            },
+          ),
         );
         return;
       }
@@ -253,14 +263,21 @@ function createAckedPublisher(nc: NatsConnection, timeoutMs: number): AckedPubli
   });
 
   // Deadlines are all `now + timeoutMs`, so the map (insertion-ordered) is also deadline-ordered.
-  const sweeper = setInterval(() => {
-    const now = Date.now();
-    for (const [token, entry] of pending) {
-      if (entry.deadline > now) break;
-      pending.delete(token);
-      entry.reject(new BitBratError('BUS_UNAVAILABLE', `publish to ${entry.subject}: no ack from JetStream within ${timeoutMs} ms`, { retryable: true }));
-    }
-  }, Math.max(50, Math.min(250, Math.floor(timeoutMs / 4))));
+  const sweeper = setInterval(
+    () => {
+      const now = Date.now();
+      for (const [token, entry] of pending) {
+        if (entry.deadline > now) break;
+        pending.delete(token);
+        entry.reject(
+          new BitBratError('BUS_UNAVAILABLE', `publish to ${entry.subject}: no ack from JetStream within ${timeoutMs} ms`, {
+            retryable: true,
+          }),
+        );
+      }
+    },
+    Math.max(50, Math.min(250, Math.floor(timeoutMs / 4))),
+  );
   sweeper.unref?.();
 
   return {
@@ -269,7 +286,9 @@ function createAckedPublisher(nc: NatsConnection, timeoutMs: number): AckedPubli
         counter = (counter + 1) % Number.MAX_SAFE_INTEGER;
         const token = counter.toString(36);
         pending.set(token, { resolve, reject, deadline: Date.now() + timeoutMs, subject });
-        enqueue(new QueuedPublish(subject, data, headers ? { reply: replyPrefix + token, headers } : { reply: replyPrefix + token }, token));
+        enqueue(
+          new QueuedPublish(subject, data, headers ? { reply: replyPrefix + token, headers } : { reply: replyPrefix + token }, token),
+        );
       });
     },
     ack(msg) {
@@ -294,7 +313,10 @@ function createAckedPublisher(nc: NatsConnection, timeoutMs: number): AckedPubli
       flush();
       closed = true;
       clearInterval(sweeper);
-      for (const entry of pending.values()) entry.reject(new BitBratError('BUS_UNAVAILABLE', `publish to ${entry.subject}: the NATS bus closed before the ack`, { retryable: true }));
+      for (const entry of pending.values())
+        entry.reject(
+          new BitBratError('BUS_UNAVAILABLE', `publish to ${entry.subject}: the NATS bus closed before the ack`, { retryable: true }),
+        );
       pending.clear();
     },
   };
@@ -483,7 +505,10 @@ export async function createNatsBus(options: NatsBusOptions): Promise<MessageBus
         const subjects = info.config.subjects ?? [];
         const needsSubject = !subjects.includes(streamSubject);
         const limitsDiffer =
-          info.config.duplicate_window !== wanted.duplicate_window || info.config.max_age !== wanted.max_age || info.config.max_bytes !== wanted.max_bytes || info.config.discard !== wanted.discard;
+          info.config.duplicate_window !== wanted.duplicate_window ||
+          info.config.max_age !== wanted.max_age ||
+          info.config.max_bytes !== wanted.max_bytes ||
+          info.config.discard !== wanted.discard;
         if (needsSubject || limitsDiffer) {
           await manager.streams.update(streamName, {
             ...info.config,
@@ -701,7 +726,10 @@ export async function createNatsBus(options: NatsBusOptions): Promise<MessageBus
         noAsyncTraces: true,
       });
     } catch (error) {
-      throw new BitBratError('BUS_UNAVAILABLE', `cannot connect to NATS at ${servers.join(',')}: ${errorText(error)}`, { retryable: true, cause: error });
+      throw new BitBratError('BUS_UNAVAILABLE', `cannot connect to NATS at ${servers.join(',')}: ${errorText(error)}`, {
+        retryable: true,
+        cause: error,
+      });
     }
     try {
       const manager = await jetstreamManager(connection, { timeout: publishTimeoutMs });
@@ -712,7 +740,10 @@ export async function createNatsBus(options: NatsBusOptions): Promise<MessageBus
       publisher = createAckedPublisher(connection, publishTimeoutMs);
     } catch (error) {
       await connection.close().catch(() => undefined);
-      throw new BitBratError('BUS_UNAVAILABLE', `JetStream is not usable at ${servers.join(',')}: ${errorText(error)}`, { retryable: true, cause: error });
+      throw new BitBratError('BUS_UNAVAILABLE', `JetStream is not usable at ${servers.join(',')}: ${errorText(error)}`, {
+        retryable: true,
+        cause: error,
+      });
     }
     termReason = semverAtLeast(connection.info?.version, 2, 10);
     void watchStatus(connection);
@@ -732,7 +763,10 @@ export async function createNatsBus(options: NatsBusOptions): Promise<MessageBus
   const publishError = (error: unknown, subject: string): BitBratError => {
     if (error instanceof BitBratError) return error;
     if (error instanceof ClosedConnectionError || error instanceof DrainingConnectionError) {
-      return new BitBratError('BUS_UNAVAILABLE', `publish to ${subject}: the NATS connection is closed`, { retryable: false, cause: error });
+      return new BitBratError('BUS_UNAVAILABLE', `publish to ${subject}: the NATS connection is closed`, {
+        retryable: false,
+        cause: error,
+      });
     }
     // What nc.publish throws synchronously (a bad subject or header) does not get better by retrying.
     return new BitBratError('PUBLISH_FAILED', `publish to ${subject} failed: ${errorText(error)}`, { retryable: false, cause: error });
@@ -755,7 +789,11 @@ export async function createNatsBus(options: NatsBusOptions): Promise<MessageBus
     async publish(topic: string, data: Uint8Array, publishOptions?: PublishOptions) {
       const subject = prefix + topic;
       if (closed || closing || !publisher) {
-        throw new BitBratError('BUS_UNAVAILABLE', `publish to ${subject}: the NATS bus is ${closed || closing ? 'closed' : 'not connected'}`, { retryable: !(closed || closing) });
+        throw new BitBratError(
+          'BUS_UNAVAILABLE',
+          `publish to ${subject}: the NATS bus is ${closed || closing ? 'closed' : 'not connected'}`,
+          { retryable: !(closed || closing) },
+        );
       }
       if (!connected) throw new BitBratError('BUS_UNAVAILABLE', `publish to ${subject}: NATS is disconnected`, { retryable: true });
       let hdrs: MsgHdrsImpl | undefined;
@@ -817,7 +855,10 @@ export async function createNatsBus(options: NatsBusOptions): Promise<MessageBus
         await ensureConsumer(jsm!, state);
         await startConsuming(state);
       } catch (error) {
-        throw new BitBratError('BUS_UNAVAILABLE', `cannot subscribe ${group} to ${prefix}${topic}: ${errorText(error)}`, { retryable: true, cause: error });
+        throw new BitBratError('BUS_UNAVAILABLE', `cannot subscribe ${group} to ${prefix}${topic}: ${errorText(error)}`, {
+          retryable: true,
+          cause: error,
+        });
       }
       subscriptions.add(state);
       const subscription: Subscription = {
@@ -835,7 +876,12 @@ export async function createNatsBus(options: NatsBusOptions): Promise<MessageBus
     async storage() {
       if (!jsm || !connected) throw new BitBratError('BUS_UNAVAILABLE', 'NATS is not connected', { retryable: true });
       const info = await jsm.streams.info(streamName);
-      return { name: streamName, messages: info.state.messages, bytes: info.state.bytes, ...(info.config.max_bytes > 0 ? { maxBytes: info.config.max_bytes } : {}) };
+      return {
+        name: streamName,
+        messages: info.state.messages,
+        bytes: info.state.bytes,
+        ...(info.config.max_bytes > 0 ? { maxBytes: info.config.max_bytes } : {}),
+      };
     },
 
     close() {

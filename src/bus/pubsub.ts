@@ -1,7 +1,14 @@
 import { createHash } from 'node:crypto';
 import { createDedupWindow, createStatusEmitter } from './common.js';
 import { nextSubscriber } from './round-robin.js';
-import { Duration, PubSub, type Message, type Subscription as PsSubscription, type SubscriptionOptions, type Topic } from '@google-cloud/pubsub';
+import {
+  Duration,
+  PubSub,
+  type Message,
+  type Subscription as PsSubscription,
+  type SubscriptionOptions,
+  type Topic,
+} from '@google-cloud/pubsub';
 import { BitBratError } from '../core/index.js';
 import {
   DEFAULT_ACK_WAIT_MS,
@@ -102,7 +109,15 @@ export const PUBSUB_DEADLETTER_TOPIC = 'internal.pubsub-deadletter';
 export const PUBSUB_DEADLETTER_RETAINED_GROUP = 'retained';
 
 /** gRPC status codes the driver reacts to. */
-const Grpc = { DEADLINE_EXCEEDED: 4, INVALID_ARGUMENT: 3, NOT_FOUND: 5, ALREADY_EXISTS: 6, PERMISSION_DENIED: 7, UNIMPLEMENTED: 12, UNAVAILABLE: 14 } as const;
+const Grpc = {
+  DEADLINE_EXCEEDED: 4,
+  INVALID_ARGUMENT: 3,
+  NOT_FOUND: 5,
+  ALREADY_EXISTS: 6,
+  PERMISSION_DENIED: 7,
+  UNIMPLEMENTED: 12,
+  UNAVAILABLE: 14,
+} as const;
 /** How often a disconnected bus checks whether Pub/Sub answers again. */
 const PROBE_INTERVAL_MS = 1_000;
 
@@ -213,10 +228,14 @@ export async function createPubSubBus(options: PubSubBusOptions): Promise<Messag
   if (!options.projectId) throw new BitBratError('CONFIG_INVALID', 'the pubsub bus needs a project id (GOOGLE_CLOUD_PROJECT)');
   const prefix = options.prefix ?? '';
   const logger = options.logger ?? NO_BUS_LOGGER;
-  const minAckDeadlineSec = Math.min(PUBSUB_MAX_ACK_DEADLINE_SEC, Math.max(DEFAULT_PUBSUB_MIN_ACK_DEADLINE_SEC, options.minAckDeadlineSec ?? DEFAULT_PUBSUB_MIN_ACK_DEADLINE_SEC));
+  const minAckDeadlineSec = Math.min(
+    PUBSUB_MAX_ACK_DEADLINE_SEC,
+    Math.max(DEFAULT_PUBSUB_MIN_ACK_DEADLINE_SEC, options.minAckDeadlineSec ?? DEFAULT_PUBSUB_MIN_ACK_DEADLINE_SEC),
+  );
   const maxExtensionMinutes = options.maxExtensionMinutes ?? DEFAULT_PUBSUB_MAX_EXTENSION_MINUTES;
   const duplicateWindowMs = options.duplicateWindowMs ?? DEFAULT_DEDUP_WINDOW_MS;
-  const deadLetter = options.deadLetter === false ? undefined : (options.deadLetter ?? { maxDeliveryAttempts: DEFAULT_PUBSUB_MAX_DELIVERY_ATTEMPTS });
+  const deadLetter =
+    options.deadLetter === false ? undefined : (options.deadLetter ?? { maxDeliveryAttempts: DEFAULT_PUBSUB_MAX_DELIVERY_ATTEMPTS });
   const retryPolicy = options.retryPolicy === false ? undefined : (options.retryPolicy ?? DEFAULT_PUBSUB_RETRY_POLICY);
   const autoCreate = options.autoCreate ?? true;
   const publishTimeoutMs = options.publishTimeoutMs ?? DEFAULT_PUBSUB_PUBLISH_TIMEOUT_MS;
@@ -263,15 +282,22 @@ export async function createPubSubBus(options: PubSubBusOptions): Promise<Messag
   };
 
   const unavailable = (what: string, error: unknown) =>
-    new BitBratError('BUS_UNAVAILABLE', `Pub/Sub ${what} failed (project ${options.projectId}${options.emulatorHost ? `, emulator ${options.emulatorHost}` : ''}): ${describe(error)}`, {
-      retryable: true,
-      cause: error,
-    });
+    new BitBratError(
+      'BUS_UNAVAILABLE',
+      `Pub/Sub ${what} failed (project ${options.projectId}${options.emulatorHost ? `, emulator ${options.emulatorHost}` : ''}): ${describe(error)}`,
+      {
+        retryable: true,
+        cause: error,
+      },
+    );
 
   const topicHandle = (topicId: string): Topic => {
     let topic = topics.get(topicId);
     if (!topic) {
-      topic = client.topic(topicId, { batching: { maxMilliseconds: publishBatchMs, maxMessages: 100 }, gaxOpts: { timeout: publishTimeoutMs } });
+      topic = client.topic(topicId, {
+        batching: { maxMilliseconds: publishBatchMs, maxMessages: 100 },
+        gaxOpts: { timeout: publishTimeoutMs },
+      });
       topics.set(topicId, topic);
     }
     return topic;
@@ -321,12 +347,29 @@ export async function createPubSubBus(options: PubSubBusOptions): Promise<Messag
           expirationPolicy: expireSec ? { ttl: { seconds: expireSec } } : {},
         };
         const policies = {
-          ...(deadLetter && withPolicies ? { deadLetterPolicy: { deadLetterTopic: `projects/${options.projectId}/topics/${deadLetterTopicId}`, maxDeliveryAttempts: deadLetter.maxDeliveryAttempts } } : {}),
-          ...(retryPolicy && withPolicies ? { retryPolicy: { minimumBackoff: { seconds: retryPolicy.minBackoffSec }, maximumBackoff: { seconds: retryPolicy.maxBackoffSec } } } : {}),
+          ...(deadLetter && withPolicies
+            ? {
+                deadLetterPolicy: {
+                  deadLetterTopic: `projects/${options.projectId}/topics/${deadLetterTopicId}`,
+                  maxDeliveryAttempts: deadLetter.maxDeliveryAttempts,
+                },
+              }
+            : {}),
+          ...(retryPolicy && withPolicies
+            ? {
+                retryPolicy: {
+                  minimumBackoff: { seconds: retryPolicy.minBackoffSec },
+                  maximumBackoff: { seconds: retryPolicy.maxBackoffSec },
+                },
+              }
+            : {}),
         };
         const create = async (settings: Record<string, unknown>) => {
           await topicHandle(topicId).createSubscription(subscriptionId, settings as never);
-          logger.info({ topic: topicId, subscription: subscriptionId, policies: Object.keys(settings).filter((key) => key.endsWith('Policy')) }, 'pubsub subscription created');
+          logger.info(
+            { topic: topicId, subscription: subscriptionId, policies: Object.keys(settings).filter((key) => key.endsWith('Policy')) },
+            'pubsub subscription created',
+          );
         };
         try {
           await create({ ...base, ...policies });
@@ -338,7 +381,10 @@ export async function createPubSubBus(options: PubSubBusOptions): Promise<Messag
             return;
           }
           if ((code === Grpc.INVALID_ARGUMENT || code === Grpc.UNIMPLEMENTED) && Object.keys(policies).length > 0) {
-            logger.warn({ err: error, subscription: subscriptionId }, 'subscription policies not supported here; creating it without dead-letter/retry policies');
+            logger.warn(
+              { err: error, subscription: subscriptionId },
+              'subscription policies not supported here; creating it without dead-letter/retry policies',
+            );
             try {
               await create(base);
             } catch (retryError) {
@@ -358,7 +404,12 @@ export async function createPubSubBus(options: PubSubBusOptions): Promise<Messag
   /** The dead-letter topic plus a subscription on it, so dead-lettered messages are kept, not dropped. */
   const ensureDeadLetter = async () => {
     await ensureTopic(deadLetterTopicId);
-    await ensureSubscription(deadLetterTopicId, pubsubSubscriptionId(prefix, PUBSUB_DEADLETTER_TOPIC, PUBSUB_DEADLETTER_RETAINED_GROUP), 60, false);
+    await ensureSubscription(
+      deadLetterTopicId,
+      pubsubSubscriptionId(prefix, PUBSUB_DEADLETTER_TOPIC, PUBSUB_DEADLETTER_RETAINED_GROUP),
+      60,
+      false,
+    );
   };
 
   const pruneByExpiry = <V extends { expires: number }>(map: Map<string, V>, now: number) => {
@@ -391,10 +442,14 @@ export async function createPubSubBus(options: PubSubBusOptions): Promise<Messag
     }
   };
 
-  const leaseSecondsFor = (ackWaitMs: number) => Math.min(PUBSUB_MAX_ACK_DEADLINE_SEC, Math.max(minAckDeadlineSec, Math.ceil(ackWaitMs / 1_000)));
+  const leaseSecondsFor = (ackWaitMs: number) =>
+    Math.min(PUBSUB_MAX_ACK_DEADLINE_SEC, Math.max(minAckDeadlineSec, Math.ceil(ackWaitMs / 1_000)));
 
   const subscriberOptions = (consumer: { subscribers: LocalSubscriber[]; leaseSec: number }): SubscriptionOptions => {
-    const maxMessages = Math.max(1, consumer.subscribers.filter((subscriber) => !subscriber.draining).reduce((sum, subscriber) => sum + subscriber.maxInFlight, 0));
+    const maxMessages = Math.max(
+      1,
+      consumer.subscribers.filter((subscriber) => !subscriber.draining).reduce((sum, subscriber) => sum + subscriber.maxInFlight, 0),
+    );
     return {
       flowControl: { maxMessages, allowExcessMessages: false },
       minAckDeadline: Duration.from({ seconds: consumer.leaseSec }),
@@ -405,7 +460,6 @@ export async function createPubSubBus(options: PubSubBusOptions): Promise<Messag
       closeOptions: { behavior: 'NACK', timeout: Duration.from({ seconds: 10 }) },
     };
   };
-
 
   const deliveryCountOf = (consumer: Consumer, message: Message): number => {
     if (message.deliveryAttempt > 0) return message.deliveryAttempt;
@@ -447,7 +501,8 @@ export async function createPubSubBus(options: PubSubBusOptions): Promise<Messag
       get headers() {
         if (headers) return headers;
         const out: BusHeaders = {};
-        for (const [key, value] of Object.entries(attributes)) if (key !== PUBSUB_MSG_ID_ATTRIBUTE && key !== EMPTY_ATTRIBUTE) out[key] = value;
+        for (const [key, value] of Object.entries(attributes))
+          if (key !== PUBSUB_MSG_ID_ATTRIBUTE && key !== EMPTY_ATTRIBUTE) out[key] = value;
         headers = Object.keys(out).length === 0 ? EMPTY_HEADERS : out;
         return headers;
       },
@@ -466,7 +521,10 @@ export async function createPubSubBus(options: PubSubBusOptions): Promise<Messag
       term: (reason?: string) =>
         settle(() => {
           consumer.counts.delete(message.id);
-          logger.warn({ topic: consumer.topic, group: consumer.group, messageId: message.id, msgId, reason }, 'message terminated (acked, never redelivered)');
+          logger.warn(
+            { topic: consumer.topic, group: consumer.group, messageId: message.id, msgId, reason },
+            'message terminated (acked, never redelivered)',
+          );
           message.ack();
         }),
     };
@@ -631,7 +689,11 @@ export async function createPubSubBus(options: PubSubBusOptions): Promise<Messag
     // Messages no local subscriber took go straight back to Pub/Sub for the group's other members.
     const waiting = consumer.waiting.splice(0);
     await Promise.all(waiting.map((message) => releaseLease(message, 0)));
-    await consumer.subscription.close().catch((error: unknown) => logger.warn({ err: error, subscription: consumer.subscriptionId }, 'closing the pubsub subscription failed'));
+    await consumer.subscription
+      .close()
+      .catch((error: unknown) =>
+        logger.warn({ err: error, subscription: consumer.subscriptionId }, 'closing the pubsub subscription failed'),
+      );
   };
 
   const bus: MessageBus = {
@@ -642,9 +704,10 @@ export async function createPubSubBus(options: PubSubBusOptions): Promise<Messag
       if (connected) return;
       try {
         if (deadLetter) await ensureDeadLetter();
-        else await client.getTopics({ pageSize: 1, autoPaginate: false, gaxOpts: { timeout: adminTimeoutMs } }).catch((error: unknown) => {
-          if (grpcCode(error) !== Grpc.PERMISSION_DENIED) throw error;
-        });
+        else
+          await client.getTopics({ pageSize: 1, autoPaginate: false, gaxOpts: { timeout: adminTimeoutMs } }).catch((error: unknown) => {
+            if (grpcCode(error) !== Grpc.PERMISSION_DENIED) throw error;
+          });
       } catch (error) {
         throw unavailable('connect', error);
       }
@@ -653,7 +716,8 @@ export async function createPubSubBus(options: PubSubBusOptions): Promise<Messag
     },
 
     async publish(topic: string, data: Uint8Array, publishOptions: PublishOptions = {}) {
-      if (closed || closing || !started) throw new BitBratError('BUS_UNAVAILABLE', `pubsub bus is not connected (publish to ${prefix}${topic})`, { retryable: true });
+      if (closed || closing || !started)
+        throw new BitBratError('BUS_UNAVAILABLE', `pubsub bus is not connected (publish to ${prefix}${topic})`, { retryable: true });
       const { msgId } = publishOptions;
       if (msgId !== undefined && publishedIds.isDuplicate(msgId)) return;
       const attributes: Record<string, string> = {};
@@ -676,7 +740,10 @@ export async function createPubSubBus(options: PubSubBusOptions): Promise<Messag
       } catch (error) {
         if (msgId !== undefined) publishedIds.forget(msgId);
         if (grpcCode(error) === Grpc.UNAVAILABLE) markUnreachable(error as Error);
-        throw new BitBratError('PUBLISH_FAILED', `publish to ${topicId} failed: ${describe(error)}`, { retryable: grpcCode(error) !== Grpc.INVALID_ARGUMENT, cause: error });
+        throw new BitBratError('PUBLISH_FAILED', `publish to ${topicId} failed: ${describe(error)}`, {
+          retryable: grpcCode(error) !== Grpc.INVALID_ARGUMENT,
+          cause: error,
+        });
       }
     },
 
@@ -693,7 +760,10 @@ export async function createPubSubBus(options: PubSubBusOptions): Promise<Messag
       const subscriptionId = pubsubSubscriptionId(prefix, topic, group);
       const leaseSec = leaseSecondsFor(subscriber.ackWaitMs);
       if (subscribeOptions.expireAfterIdleMs) {
-        expiringSubscriptions.set(subscriptionId, Math.max(PUBSUB_MIN_EXPIRATION_SEC, Math.ceil(subscribeOptions.expireAfterIdleMs / 1_000)));
+        expiringSubscriptions.set(
+          subscriptionId,
+          Math.max(PUBSUB_MIN_EXPIRATION_SEC, Math.ceil(subscribeOptions.expireAfterIdleMs / 1_000)),
+        );
       }
       try {
         if (deadLetter) await ensureDeadLetter();

@@ -15,10 +15,19 @@ export async function commandsCommand(args: string[], env: Record<string, string
   // Options like -cd=5 belong to the command syntax, so only --json/--url/--token are flags here.
   const flagArgs = args.filter((arg) => arg.startsWith('--'));
   const rest = args.filter((arg) => !arg.startsWith('--'));
-  const { values } = parseFlags('commands', flagArgs, { json: { type: 'boolean' }, url: { type: 'string' }, token: { type: 'string' } }, false);
+  const { values } = parseFlags(
+    'commands',
+    flagArgs,
+    { json: { type: 'boolean' }, url: { type: 'string' }, token: { type: 'string' } },
+    false,
+  );
   const [sub, ...words] = rest;
   const action = sub ? ACTIONS[sub] : undefined;
-  if (!action) throw new BitBratError('BAD_REQUEST', 'bitbrat commands: use list, add, edit or delete, e.g. bitbrat commands add !discord -cd=30 Join us at discord.gg/example');
+  if (!action)
+    throw new BitBratError(
+      'BAD_REQUEST',
+      'bitbrat commands: use list, add, edit or delete, e.g. bitbrat commands add !discord -cd=30 Join us at discord.gg/example',
+    );
   let input = {};
   if (action !== 'list') {
     const parsed = parseManageArgs(words);
@@ -32,10 +41,13 @@ export async function commandsCommand(args: string[], env: Record<string, string
     const named = input as { name?: string };
     const route = `/api/commands/${encodeURIComponent(named.name ?? '')}`;
     const response =
-      action === 'list' ? await callApiOrReport('bitbrat commands', target, 'GET', '/api/commands')
-      : action === 'add' ? await callApiOrReport('bitbrat commands', target, 'POST', '/api/commands', input)
-      : action === 'edit' ? await callApiOrReport('bitbrat commands', target, 'PUT', route, input)
-      : await callApiOrReport('bitbrat commands', target, 'DELETE', route);
+      action === 'list'
+        ? await callApiOrReport('bitbrat commands', target, 'GET', '/api/commands')
+        : action === 'add'
+          ? await callApiOrReport('bitbrat commands', target, 'POST', '/api/commands', input)
+          : action === 'edit'
+            ? await callApiOrReport('bitbrat commands', target, 'PUT', route, input)
+            : await callApiOrReport('bitbrat commands', target, 'DELETE', route);
     if (!response) return 1;
     if (action === 'list') return print((response.json.items ?? response.json) as CommandRecord[], values.json === true);
     process.stdout.write(`${action === 'delete' ? 'deleted' : 'saved'} !${named.name}\n`);
@@ -60,6 +72,10 @@ export async function commandsCommand(args: string[], env: Record<string, string
 function print(commands: CommandRecord[], json: boolean): number {
   if (json) process.stdout.write(JSON.stringify(commands, null, 2) + '\n');
   else if (commands.length === 0) process.stdout.write('no custom commands\n');
-  else for (const command of commands) process.stdout.write(`!${command.name}${command.aliases.length ? ` (${command.aliases.map((alias) => '!' + alias).join(', ')})` : ''}  [${command.minRole}, cd ${command.cooldownSec}s, ucd ${command.userCooldownSec}s, used ${command.uses}x${command.enabled ? '' : ', disabled'}]  ${command.response}\n`);
+  else
+    for (const command of commands)
+      process.stdout.write(
+        `!${command.name}${command.aliases.length ? ` (${command.aliases.map((alias) => '!' + alias).join(', ')})` : ''}  [${command.minRole}, cd ${command.cooldownSec}s, ucd ${command.userCooldownSec}s, used ${command.uses}x${command.enabled ? '' : ', disabled'}]  ${command.response}\n`,
+      );
   return 0;
 }

@@ -22,7 +22,10 @@ export async function openStore(config: Readonly<PlatformConfig>, env: Record<st
 /** Connects to the configured bus; the memory bus lives inside the running platform, so it is refused. */
 export async function openBus(config: Readonly<PlatformConfig>): Promise<MessageBus> {
   if (config.MESSAGE_BUS_DRIVER === 'memory') {
-    throw new BitBratError('NOT_CONFIGURED', 'the memory bus lives inside the running platform; start it (npm start) so this command can go through its API, or use MESSAGE_BUS_DRIVER=nats|pubsub');
+    throw new BitBratError(
+      'NOT_CONFIGURED',
+      'the memory bus lives inside the running platform; start it (npm start) so this command can go through its API, or use MESSAGE_BUS_DRIVER=nats|pubsub',
+    );
   }
   const bus = await createBus(busOptionsFromConfig(config, 'bitbrat-cli'));
   await bus.connect();
@@ -30,7 +33,11 @@ export async function openBus(config: Readonly<PlatformConfig>): Promise<Message
 }
 
 /** The running platform's API: `--url`/API_URL or http://HOST:PORT, with `--token`/API_TOKEN or the embedded token file. */
-export async function apiTarget(config: Readonly<PlatformConfig>, env: Record<string, string | undefined>, flags: { url?: string; token?: string } = {}) {
+export async function apiTarget(
+  config: Readonly<PlatformConfig>,
+  env: Record<string, string | undefined>,
+  flags: { url?: string; token?: string } = {},
+) {
   const host = config.HOST === '0.0.0.0' ? '127.0.0.1' : config.HOST;
   const url = (flags.url ?? env.API_URL ?? `http://${host}:${config.PORT}`).replace(/\/$/, '');
   let token = flags.token ?? env.API_TOKEN;
@@ -39,12 +46,20 @@ export async function apiTarget(config: Readonly<PlatformConfig>, env: Record<st
 }
 
 /** Calls the API; undefined when nothing is listening there. */
-async function callApi(target: { url: string; token?: string }, method: string, route: string, body?: unknown): Promise<{ status: number; json: any } | undefined> {
+async function callApi(
+  target: { url: string; token?: string },
+  method: string,
+  route: string,
+  body?: unknown,
+): Promise<{ status: number; json: any } | undefined> {
   let response: Response;
   try {
     response = await fetch(target.url + route, {
       method,
-      headers: { ...(target.token ? { authorization: `Bearer ${target.token}` } : {}), ...(body !== undefined ? { 'content-type': 'application/json' } : {}) },
+      headers: {
+        ...(target.token ? { authorization: `Bearer ${target.token}` } : {}),
+        ...(body !== undefined ? { 'content-type': 'application/json' } : {}),
+      },
       body: body !== undefined ? JSON.stringify(body) : undefined,
       signal: AbortSignal.timeout(10_000),
     });
@@ -66,10 +81,18 @@ async function callApi(target: { url: string; token?: string }, method: string, 
  * otherwise writes why to stderr — nothing listening there, or the API's status and message — and
  * returns undefined (the command then exits 1).
  */
-export async function callApiOrReport(label: string, target: { url: string; token?: string }, method: string, route: string, body?: unknown): Promise<{ status: number; json: any } | undefined> {
+export async function callApiOrReport(
+  label: string,
+  target: { url: string; token?: string },
+  method: string,
+  route: string,
+  body?: unknown,
+): Promise<{ status: number; json: any } | undefined> {
   const response = await callApi(target, method, route, body);
   if (!response) {
-    process.stderr.write(`${label}: nothing answers at ${target.url}. With the embedded store the platform owns the database: start it with "npm start" (or pass --url of a running api-gateway).\n`);
+    process.stderr.write(
+      `${label}: nothing answers at ${target.url}. With the embedded store the platform owns the database: start it with "npm start" (or pass --url of a running api-gateway).\n`,
+    );
     return undefined;
   }
   if (response.status >= 300) {

@@ -21,9 +21,11 @@ export async function dlqCommand(args: string[], env: Record<string, string | un
   });
   const [sub, id] = positionals;
   if (sub !== 'list' && sub !== 'replay') throw new BitBratError('BAD_REQUEST', 'bitbrat dlq: use "dlq list" or "dlq replay <id>"');
-  if (sub === 'replay' && !id) throw new BitBratError('BAD_REQUEST', 'bitbrat dlq replay: give the dead letter id (see "bitbrat dlq list")');
+  if (sub === 'replay' && !id)
+    throw new BitBratError('BAD_REQUEST', 'bitbrat dlq replay: give the dead letter id (see "bitbrat dlq list")');
   const limit = values.limit ? Number(values.limit) : 50;
-  if (!Number.isInteger(limit) || limit < 1 || limit > 1000) throw new BitBratError('BAD_REQUEST', 'bitbrat dlq: --limit must be an integer from 1 to 1000');
+  if (!Number.isInteger(limit) || limit < 1 || limit > 1000)
+    throw new BitBratError('BAD_REQUEST', 'bitbrat dlq: --limit must be an integer from 1 to 1000');
   const raw = values['raw-file'] ? await readFile(values['raw-file'], 'utf8') : undefined;
   const config = cliConfig(env);
 
@@ -31,11 +33,22 @@ export async function dlqCommand(args: string[], env: Record<string, string | un
   if (viaApi) {
     const target = await apiTarget(config, env, { url: values.url, token: values.token });
     if (sub === 'list') {
-      const response = await callApiOrReport('bitbrat dlq', target, 'GET', `/api/deadletters?limit=${limit}${values.all ? '&includeReplayed=true' : ''}`);
+      const response = await callApiOrReport(
+        'bitbrat dlq',
+        target,
+        'GET',
+        `/api/deadletters?limit=${limit}${values.all ? '&includeReplayed=true' : ''}`,
+      );
       if (!response) return 1;
       return printList((response.json.items ?? response.json) as DeadLetterRecord[], values.json === true);
     }
-    const response = await callApiOrReport('bitbrat dlq', target, 'POST', `/api/deadletters/${encodeURIComponent(id!)}/replay`, raw !== undefined ? { raw } : {});
+    const response = await callApiOrReport(
+      'bitbrat dlq',
+      target,
+      'POST',
+      `/api/deadletters/${encodeURIComponent(id!)}/replay`,
+      raw !== undefined ? { raw } : {},
+    );
     if (!response) return 1;
     process.stdout.write(`replayed ${id} to ${response.json.topic} (envelope ${response.json.envelopeId})\n`);
     return 0;
@@ -72,7 +85,9 @@ function printList(items: DeadLetterRecord[], json: boolean): number {
   for (const item of items) {
     const letter = item.deadLetter;
     const replayed = item.replayedAt ? ` replayed ${item.replayCount}x (last ${item.replayedAt})` : '';
-    process.stdout.write(`${item.id}  ${letter.at}  ${letter.reason.code}  ${letter.service}@${letter.topic}  ${letter.reason.message}${replayed}\n`);
+    process.stdout.write(
+      `${item.id}  ${letter.at}  ${letter.reason.code}  ${letter.service}@${letter.topic}  ${letter.reason.message}${replayed}\n`,
+    );
   }
   return 0;
 }

@@ -31,9 +31,11 @@ export async function eventsCommand(args: string[], env: Record<string, string |
   if (sub !== 'stalled' && sub !== 'dead-letter' && sub !== 'replay') {
     throw new BitBratError('BAD_REQUEST', 'bitbrat events: use "events stalled", "events dead-letter <id>" or "events replay <id>"');
   }
-  if (sub !== 'stalled' && !id) throw new BitBratError('BAD_REQUEST', `bitbrat events ${sub}: give the event id (see "bitbrat events stalled")`);
+  if (sub !== 'stalled' && !id)
+    throw new BitBratError('BAD_REQUEST', `bitbrat events ${sub}: give the event id (see "bitbrat events stalled")`);
   const limit = values.limit ? Number(values.limit) : 100;
-  if (!Number.isInteger(limit) || limit < 1 || limit > 1000) throw new BitBratError('BAD_REQUEST', 'bitbrat events: --limit must be an integer from 1 to 1000');
+  if (!Number.isInteger(limit) || limit < 1 || limit > 1000)
+    throw new BitBratError('BAD_REQUEST', 'bitbrat events: --limit must be an integer from 1 to 1000');
   const target = await apiTarget(cliConfig(env), env, { url: values.url, token: values.token });
 
   if (sub === 'stalled') {
@@ -45,13 +47,17 @@ export async function eventsCommand(args: string[], env: Record<string, string |
       return 0;
     }
     if (items.length === 0) {
-      process.stdout.write(`no stalled events (none older than ${Math.round((response.json.stalledAfterMs ?? 0) / 1000)} s without a final record)\n`);
+      process.stdout.write(
+        `no stalled events (none older than ${Math.round((response.json.stalledAfterMs ?? 0) / 1000)} s without a final record)\n`,
+      );
       return 0;
     }
     for (const item of items) {
       const where = item.at ? `stalled at ${item.at.step}` : 'stalled (step unknown)';
       const cause = item.cause ? ` — ${item.cause}` : '';
-      process.stdout.write(`${item.id}  ${item.receivedAt}  ${Math.round(item.stalledForMs / 1000)} s  ${where}${cause}  ${item.type} ${item.userName ?? ''} ${JSON.stringify(item.text ?? '')}\n`);
+      process.stdout.write(
+        `${item.id}  ${item.receivedAt}  ${Math.round(item.stalledForMs / 1000)} s  ${where}${cause}  ${item.type} ${item.userName ?? ''} ${JSON.stringify(item.text ?? '')}\n`,
+      );
     }
     return 0;
   }
@@ -59,7 +65,8 @@ export async function eventsCommand(args: string[], env: Record<string, string |
   const body = values.reason ? { reason: values.reason } : {};
   const response = await callApiOrReport('bitbrat events', target, 'POST', `/api/events/${encodeURIComponent(id!)}/${sub}`, body);
   if (!response) return 1;
-  if (sub === 'dead-letter') process.stdout.write(`dead-lettered ${id} (dead letter ${response.json.deadLetterId}; replay it with "bitbrat dlq replay")\n`);
+  if (sub === 'dead-letter')
+    process.stdout.write(`dead-lettered ${id} (dead letter ${response.json.deadLetterId}; replay it with "bitbrat dlq replay")\n`);
   else process.stdout.write(`replayed ${id} as ${response.json.replayId} (conversation ${response.json.correlationId})\n`);
   return 0;
 }

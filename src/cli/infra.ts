@@ -12,7 +12,11 @@ export async function infraCommand(args: string[]): Promise<number> {
     region: { type: 'string' },
     image: { type: 'string' },
   });
-  if (positionals[0] !== 'generate' || positionals.length > 1) throw new BitBratError('BAD_REQUEST', 'bitbrat infra: the only subcommand is "generate" (with --check to verify the files are in sync)');
+  if (positionals[0] !== 'generate' || positionals.length > 1)
+    throw new BitBratError(
+      'BAD_REQUEST',
+      'bitbrat infra: the only subcommand is "generate" (with --check to verify the files are in sync)',
+    );
   const architecture = loadArchitecture();
   const options = { outDir: values.out, projectId: values.project, region: values.region, image: values.image };
   if (values.check) {

@@ -43,11 +43,18 @@ const commands: Record<string, Handler> = {
     const { values, positionals } = parseFlags('start', args, { services: { type: 'string' } }, false);
     void positionals;
     const { runPlatform } = await import('./start.js');
-    return await runPlatform({ services: values.services?.split(',').map((name) => name.trim()).filter(Boolean), env: readEnv() });
+    return await runPlatform({
+      services: values.services
+        ?.split(',')
+        .map((name) => name.trim())
+        .filter(Boolean),
+      env: readEnv(),
+    });
   },
   async service(args) {
     const { positionals } = parseFlags('service', args, {});
-    if (positionals.length !== 1) throw new BitBratError('BAD_REQUEST', 'bitbrat service: give exactly one service name, e.g. "bitbrat service auth"');
+    if (positionals.length !== 1)
+      throw new BitBratError('BAD_REQUEST', 'bitbrat service: give exactly one service name, e.g. "bitbrat service auth"');
     const { runPlatform } = await import('./start.js');
     return await runPlatform({ services: [positionals[0]!], env: readEnv(), single: true });
   },
@@ -93,7 +100,8 @@ const commands: Record<string, Handler> = {
   },
   async schema(args) {
     const { positionals, values } = parseFlags('schema', args, { check: { type: 'boolean' } });
-    if (positionals[0] !== 'write') throw new BitBratError('BAD_REQUEST', 'bitbrat schema: the only subcommand is "write" (with --check to verify)');
+    if (positionals[0] !== 'write')
+      throw new BitBratError('BAD_REQUEST', 'bitbrat schema: the only subcommand is "write" (with --check to verify)');
     const { writeSchemaFiles } = await import('./schema.js');
     return await writeSchemaFiles(values.check === true);
   },

@@ -86,17 +86,31 @@ function moderationOperation(positionals: string[], values: Record<string, unkno
   const [sub, arg] = positionals;
   if (sub === 'filters' && arg) {
     const channel = parseChannelKey(arg);
-    if (values.reset) return { method: 'DELETE', route: `/api/moderation/${enc(channel)}/filters`, direct: (store) => resetFilterSettings(store, channel) };
+    if (values.reset)
+      return { method: 'DELETE', route: `/api/moderation/${enc(channel)}/filters`, direct: (store) => resetFilterSettings(store, channel) };
     if (typeof values.set === 'string') {
       const patch = parseJson(values.set);
-      return { method: 'PUT', route: `/api/moderation/${enc(channel)}/filters`, body: patch, direct: (store) => updateFilterSettings(store, channel, patch) };
+      return {
+        method: 'PUT',
+        route: `/api/moderation/${enc(channel)}/filters`,
+        body: patch,
+        direct: (store) => updateFilterSettings(store, channel, patch),
+      };
     }
     return { method: 'GET', route: `/api/moderation/${enc(channel)}/filters`, direct: (store) => getFilterSettings(store, channel) };
   }
   if (sub === 'log') {
-    const query = { ...(values.channel ? { channel: parseChannelKey(String(values.channel)) } : {}), ...(values.user ? { user: String(values.user) } : {}), ...(values.limit ? { limit: int('limit', String(values.limit)) } : {}) };
+    const query = {
+      ...(values.channel ? { channel: parseChannelKey(String(values.channel)) } : {}),
+      ...(values.user ? { user: String(values.user) } : {}),
+      ...(values.limit ? { limit: int('limit', String(values.limit)) } : {}),
+    };
     const search = new URLSearchParams(Object.entries(query).map(([key, value]) => [key, String(value)])).toString();
-    return { method: 'GET', route: `/api/moderation/log${search ? `?${search}` : ''}`, direct: async (store) => ({ items: await listLog(store, query) }) };
+    return {
+      method: 'GET',
+      route: `/api/moderation/log${search ? `?${search}` : ''}`,
+      direct: async (store) => ({ items: await listLog(store, query) }),
+    };
   }
   if (sub === 'undo' && arg) {
     return {
@@ -107,7 +121,10 @@ function moderationOperation(positionals: string[], values: Record<string, unkno
         if (!entry) throw new BitBratError('NOT_FOUND', `no moderation action ${arg}`);
         if (!entry.undo) throw new BitBratError('BAD_REQUEST', `a ${entry.action} cannot be undone`);
         const [platform, login] = entry.channel.split(':', 2) as [string, string];
-        const envelope = createModerationRequest({ action: 'undo', logId: arg, reason: 'undo from the CLI' }, { platform, channel: `#${login}`, by: { id: 'cli', login: 'cli', role: 'broadcaster' }, via: 'cli' });
+        const envelope = createModerationRequest(
+          { action: 'undo', logId: arg, reason: 'undo from the CLI' },
+          { platform, channel: `#${login}`, by: { id: 'cli', login: 'cli', role: 'broadcaster' }, via: 'cli' },
+        );
         const bus = await openBus(cliConfig(env));
         try {
           await bus.publish(stepTopic(MODERATION_STEP), new TextEncoder().encode(JSON.stringify(envelope)));
@@ -132,17 +149,38 @@ function toolkitOperation(positionals: string[], values: Record<string, unknown>
   };
   if (kind === 'timers') {
     if (!action) return { method: 'GET', route: `${base}/timers`, direct: async (store) => ({ items: await listTimers(store, channel) }) };
-    if (action === 'delete') return { method: 'DELETE', route: `${base}/timers/${enc(need('timer name'))}`, direct: (store) => deleteTimer(store, channel, name!) };
+    if (action === 'delete')
+      return {
+        method: 'DELETE',
+        route: `${base}/timers/${enc(need('timer name'))}`,
+        direct: (store) => deleteTimer(store, channel, name!),
+      };
     if (action === 'set') {
-      const body = { name: need('timer name'), message: values.message, ...(values.every ? { intervalMin: int('every', String(values.every)) } : {}), ...(values.lines ? { minLines: int('lines', String(values.lines)) } : {}), enabled: !values.off };
+      const body = {
+        name: need('timer name'),
+        message: values.message,
+        ...(values.every ? { intervalMin: int('every', String(values.every)) } : {}),
+        ...(values.lines ? { minLines: int('lines', String(values.lines)) } : {}),
+        enabled: !values.off,
+      };
       return { method: 'PUT', route: `${base}/timers/${enc(name!)}`, body, direct: (store) => saveTimer(store, channel, body) };
     }
   }
   if (kind === 'counters') {
-    if (!action) return { method: 'GET', route: `${base}/counters`, direct: async (store) => ({ items: await listCounters(store, channel) }) };
-    if (action === 'delete') return { method: 'DELETE', route: `${base}/counters/${enc(need('counter name'))}`, direct: (store) => deleteCounter(store, channel, name!) };
+    if (!action)
+      return { method: 'GET', route: `${base}/counters`, direct: async (store) => ({ items: await listCounters(store, channel) }) };
+    if (action === 'delete')
+      return {
+        method: 'DELETE',
+        route: `${base}/counters/${enc(need('counter name'))}`,
+        direct: (store) => deleteCounter(store, channel, name!),
+      };
     if (action === 'set') {
-      const body = { name: need('counter name'), ...(values.response ? { response: values.response } : {}), ...(values.value !== undefined ? { value: int('value', String(values.value)) } : {}) };
+      const body = {
+        name: need('counter name'),
+        ...(values.response ? { response: values.response } : {}),
+        ...(values.value !== undefined ? { value: int('value', String(values.value)) } : {}),
+      };
       return { method: 'PUT', route: `${base}/counters/${enc(name!)}`, body, direct: (store) => saveCounter(store, channel, body) };
     }
   }
@@ -160,18 +198,29 @@ function toolkitOperation(positionals: string[], values: Record<string, unknown>
     }
   }
   if (kind === 'giveaway') {
-    if (!action) return { method: 'GET', route: `${base}/giveaways`, direct: async (store) => ({ items: await listGiveaways(store, channel) }) };
+    if (!action)
+      return { method: 'GET', route: `${base}/giveaways`, direct: async (store) => ({ items: await listGiveaways(store, channel) }) };
     if (action === 'start') {
-      const body = { keyword: need('keyword'), ...(values.seconds ? { durationSec: int('seconds', String(values.seconds)) } : {}), ...(values.luck ? { subscriberLuck: int('luck', String(values.luck)) } : {}) };
+      const body = {
+        keyword: need('keyword'),
+        ...(values.seconds ? { durationSec: int('seconds', String(values.seconds)) } : {}),
+        ...(values.luck ? { subscriberLuck: int('luck', String(values.luck)) } : {}),
+      };
       return { method: 'POST', route: `${base}/giveaways`, body, direct: (store) => startGiveaway(store, channel, body, 'cli') };
     }
     if (action === 'draw') return { method: 'POST', route: `${base}/giveaways/draw`, direct: (store) => drawGiveaway(store, channel) };
-    if (action === 'cancel') return { method: 'POST', route: `${base}/giveaways/cancel`, direct: (store) => cancelGiveaway(store, channel) };
+    if (action === 'cancel')
+      return { method: 'POST', route: `${base}/giveaways/cancel`, direct: (store) => cancelGiveaway(store, channel) };
   }
   throw new BitBratError('BAD_REQUEST', `bitbrat toolkit: use\n${TOOLKIT_USAGE}`);
 }
 
-async function run(label: string, operation: Operation, values: Record<string, unknown>, env: Record<string, string | undefined>): Promise<number> {
+async function run(
+  label: string,
+  operation: Operation,
+  values: Record<string, unknown>,
+  env: Record<string, string | undefined>,
+): Promise<number> {
   const config = cliConfig(env);
   let result: unknown;
   if (config.STORE_DRIVER === 'pglite' || values.url !== undefined) {

@@ -19,7 +19,11 @@ interface Output {
  * the bot's reply. The token defaults to API_TOKEN, then `${DATA_DIR}/gateway-token` (the embedded
  * default). Exit codes: 0 reply printed, 1 error, 2 usage, 3 processed without a reply, 4 timed out.
  */
-export async function sendCommand(args: string[], env: Record<string, string | undefined>, io: { stdout: Output; stderr: Output } = { stdout: process.stdout, stderr: process.stderr }): Promise<number> {
+export async function sendCommand(
+  args: string[],
+  env: Record<string, string | undefined>,
+  io: { stdout: Output; stderr: Output } = { stdout: process.stdout, stderr: process.stderr },
+): Promise<number> {
   const { values, positionals } = parseFlags('send', args, {
     user: { type: 'string' },
     role: { type: 'string' },
@@ -31,7 +35,8 @@ export async function sendCommand(args: string[], env: Record<string, string | u
   const text = positionals.join(' ').trim();
   if (!text) throw new BitBratError('BAD_REQUEST', 'give the message text, e.g. bitbrat send "!ping"');
   const timeoutMs = values.timeout === undefined ? 15_000 : Number(values.timeout);
-  if (!Number.isInteger(timeoutMs) || timeoutMs < 100 || timeoutMs > 600_000) throw new BitBratError('BAD_REQUEST', '--timeout is milliseconds from 100 to 600000');
+  if (!Number.isInteger(timeoutMs) || timeoutMs < 100 || timeoutMs > 600_000)
+    throw new BitBratError('BAD_REQUEST', '--timeout is milliseconds from 100 to 600000');
   const role = values.role?.toLowerCase();
   if (role !== undefined && !ROLES.includes(role)) throw new BitBratError('BAD_REQUEST', `--role must be one of ${ROLES.join(', ')}`);
 
@@ -52,7 +57,10 @@ export async function sendCommand(args: string[], env: Record<string, string | u
   };
 
   return await new Promise<number>((resolve) => {
-    const socket = new WebSocket(wsUrl, { headers: target.token ? { authorization: `Bearer ${target.token}` } : {}, handshakeTimeout: Math.min(timeoutMs, 10_000) });
+    const socket = new WebSocket(wsUrl, {
+      headers: target.token ? { authorization: `Bearer ${target.token}` } : {},
+      handshakeTimeout: Math.min(timeoutMs, 10_000),
+    });
     let envelopeId: string | undefined;
     let settled = false;
     const finish = (code: number, message?: { out?: string; err?: string }) => {
@@ -67,19 +75,26 @@ export async function sendCommand(args: string[], env: Record<string, string | u
       resolve(code);
     };
     const timer = setTimeout(() => {
-      const where = envelopeId ? ` The message was accepted as envelope ${envelopeId}: see GET ${target.url}/api/events/${envelopeId} or the dashboard.` : '';
+      const where = envelopeId
+        ? ` The message was accepted as envelope ${envelopeId}: see GET ${target.url}/api/events/${envelopeId} or the dashboard.`
+        : '';
       finish(SendExit.timeout, { err: `bitbrat send: no reply within ${timeoutMs} ms.${where}` });
     }, timeoutMs);
 
     socket.on('unexpected-response', (_request, response) => {
       const status = response.statusCode ?? 0;
-      const hint = status === 401
-        ? target.token ? 'the gateway refused the token (check --token, API_TOKEN or data/gateway-token)' : 'the gateway needs a token: pass --token or set API_TOKEN'
-        : `the gateway answered HTTP ${status}`;
+      const hint =
+        status === 401
+          ? target.token
+            ? 'the gateway refused the token (check --token, API_TOKEN or data/gateway-token)'
+            : 'the gateway needs a token: pass --token or set API_TOKEN'
+          : `the gateway answered HTTP ${status}`;
       finish(SendExit.error, { err: `bitbrat send: ${hint}` });
     });
     socket.on('error', (error) => {
-      finish(SendExit.error, { err: `bitbrat send: cannot connect to ${wsUrl.href}: ${error.message}. Is the platform running (npm start)? Use --url for another address.` });
+      finish(SendExit.error, {
+        err: `bitbrat send: cannot connect to ${wsUrl.href}: ${error.message}. Is the platform running (npm start)? Use --url for another address.`,
+      });
     });
     socket.on('open', () => socket.send(JSON.stringify(frame)));
     socket.on('message', (data) => {
@@ -103,13 +118,16 @@ export async function sendCommand(args: string[], env: Record<string, string | u
           }
           return;
         case 'error':
-          if (message.inReplyTo === undefined || message.inReplyTo === id) finish(SendExit.error, { err: `bitbrat send: ${message.code}: ${message.message}` });
+          if (message.inReplyTo === undefined || message.inReplyTo === id)
+            finish(SendExit.error, { err: `bitbrat send: ${message.code}: ${message.message}` });
           return;
         default:
       }
     });
     socket.on('close', (code, reason) => {
-      finish(SendExit.error, { err: `bitbrat send: the connection closed before a reply (${code}${reason.length ? ` ${reason.toString()}` : ''})` });
+      finish(SendExit.error, {
+        err: `bitbrat send: the connection closed before a reply (${code}${reason.length ? ` ${reason.toString()}` : ''})`,
+      });
     });
   });
 }

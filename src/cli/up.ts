@@ -52,7 +52,9 @@ export interface UpHandle {
 async function upSecrets(dataDir: string) {
   mkdirSync(dataDir, { recursive: true });
   const file = path.join(dataDir, 'up-secrets.json');
-  let secrets = await readFile(file, 'utf8').then((text) => JSON.parse(text) as Record<string, string>).catch(() => undefined);
+  let secrets = await readFile(file, 'utf8')
+    .then((text) => JSON.parse(text) as Record<string, string>)
+    .catch(() => undefined);
   if (!secrets) {
     secrets = {
       TOKEN_ENCRYPTION_KEY: randomBytes(32).toString('base64'),
@@ -81,9 +83,10 @@ export async function ensureDatabase(databaseUrl: string): Promise<void> {
   }
   try {
     const { rowCount } = await client.query('SELECT 1 FROM pg_database WHERE datname = $1', [name]);
-    if (!rowCount) await client.query(`CREATE DATABASE "${name.replaceAll('"', '""')}"`).catch((error: { code?: string }) => {
-      if (error.code !== '42P04') throw error; // created meanwhile
-    });
+    if (!rowCount)
+      await client.query(`CREATE DATABASE "${name.replaceAll('"', '""')}"`).catch((error: { code?: string }) => {
+        if (error.code !== '42P04') throw error; // created meanwhile
+      });
   } finally {
     await client.end().catch(() => undefined);
   }
@@ -92,7 +95,9 @@ export async function ensureDatabase(databaseUrl: string): Promise<void> {
 /** Starts the services; each crash is restarted with capped exponential backoff. */
 export async function startUp(options: UpOptions): Promise<UpHandle> {
   const architecture = loadArchitecture();
-  for (const name of options.services) if (!architecture.services[name]) throw new BitBratError('UNKNOWN_SERVICE', `unknown service "${name}"; known: ${Object.keys(architecture.services).join(', ')}`);
+  for (const name of options.services)
+    if (!architecture.services[name])
+      throw new BitBratError('UNKNOWN_SERVICE', `unknown service "${name}"; known: ${Object.keys(architecture.services).join(', ')}`);
   await ensureDatabase(options.databaseUrl);
   const { secrets, token } = await upSecrets(options.dataDir);
   const output = options.output ?? ((line: string) => process.stdout.write(line + '\n'));
@@ -100,7 +105,8 @@ export async function startUp(options: UpOptions): Promise<UpHandle> {
   const processes = new Map<string, ServiceProcess>();
   let stopping = false;
   let nextPort = options.basePort + 1;
-  for (const name of options.services) processes.set(name, { name, port: name === 'api-gateway' ? options.basePort : nextPort++, restarts: 0 });
+  for (const name of options.services)
+    processes.set(name, { name, port: name === 'api-gateway' ? options.basePort : nextPort++, restarts: 0 });
 
   const launch = (entry: ServiceProcess) => {
     const env = {
@@ -116,7 +122,11 @@ export async function startUp(options: UpOptions): Promise<UpHandle> {
       INSTANCE_ID: `${entry.name}-1`,
       LOG_PRETTY: 'false',
     };
-    const child = spawn(process.execPath, [...SERVICE_NODE_FLAGS, BIN, 'service', entry.name], { cwd: PROJECT_ROOT, env, stdio: ['ignore', 'pipe', 'pipe'] });
+    const child = spawn(process.execPath, [...SERVICE_NODE_FLAGS, BIN, 'service', entry.name], {
+      cwd: PROJECT_ROOT,
+      env,
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
     entry.child = child;
     entry.startedAt = Date.now();
     const label = `${entry.name.padEnd(width)} |`;
@@ -155,9 +165,13 @@ export async function startUp(options: UpOptions): Promise<UpHandle> {
       const deadline = Date.now() + timeoutMs;
       for (const entry of processes.values()) {
         for (;;) {
-          const ok = await fetch(`http://127.0.0.1:${entry.port}/readyz`, { signal: AbortSignal.timeout(2_000) }).then((response) => response.ok, () => false);
+          const ok = await fetch(`http://127.0.0.1:${entry.port}/readyz`, { signal: AbortSignal.timeout(2_000) }).then(
+            (response) => response.ok,
+            () => false,
+          );
           if (ok) break;
-          if (Date.now() > deadline) throw new BitBratError('NOT_CONFIGURED', `${entry.name} did not become ready on port ${entry.port} within ${timeoutMs} ms`);
+          if (Date.now() > deadline)
+            throw new BitBratError('NOT_CONFIGURED', `${entry.name} did not become ready on port ${entry.port} within ${timeoutMs} ms`);
           await new Promise((resolve) => setTimeout(resolve, 200));
         }
       }
@@ -183,9 +197,16 @@ export async function startUp(options: UpOptions): Promise<UpHandle> {
 
 function optionsFrom(values: Record<string, string | boolean | undefined>, env: Record<string, string | undefined>): UpOptions {
   const architecture = loadArchitecture();
-  const services = typeof values.services === 'string' ? values.services.split(',').map((name) => name.trim()).filter(Boolean) : Object.keys(architecture.services);
+  const services =
+    typeof values.services === 'string'
+      ? values.services
+          .split(',')
+          .map((name) => name.trim())
+          .filter(Boolean)
+      : Object.keys(architecture.services);
   const basePort = Number(values.port ?? env.PORT ?? 8080);
-  if (!Number.isInteger(basePort) || basePort < 1 || basePort > 65_000) throw new BitBratError('BAD_REQUEST', 'bitbrat up: --port must be a port number');
+  if (!Number.isInteger(basePort) || basePort < 1 || basePort > 65_000)
+    throw new BitBratError('BAD_REQUEST', 'bitbrat up: --port must be a port number');
   return {
     services,
     natsUrl: String(values['nats-url'] ?? env.NATS_URL ?? 'nats://127.0.0.1:4222'),
@@ -214,7 +235,12 @@ export async function upCommand(args: string[], env: Record<string, string | und
     mkdirSync(options.dataDir, { recursive: true });
     const logFile = path.join(options.dataDir, 'up.log');
     const out = openSync(logFile, 'a');
-    const child = spawn(process.execPath, [BIN, 'up', ...args.filter((arg) => arg !== '--detach')], { cwd: process.cwd(), env: { ...process.env }, detached: true, stdio: ['ignore', out, out] });
+    const child = spawn(process.execPath, [BIN, 'up', ...args.filter((arg) => arg !== '--detach')], {
+      cwd: process.cwd(),
+      env: { ...process.env },
+      detached: true,
+      stdio: ['ignore', out, out],
+    });
     child.unref();
     closeSync(out);
     await writeFile(stateFile, JSON.stringify({ pid: child.pid, startedAt: new Date().toISOString(), logFile }, null, 2));
@@ -222,7 +248,9 @@ export async function upCommand(args: string[], env: Record<string, string | und
     return 0;
   }
   const handle = await startUp(options);
-  process.stdout.write(`bitbrat up: ${options.services.length} services over NATS (${options.natsUrl}) and PostgreSQL; API and dashboard on ${handle.apiUrl}\n`);
+  process.stdout.write(
+    `bitbrat up: ${options.services.length} services over NATS (${options.natsUrl}) and PostgreSQL; API and dashboard on ${handle.apiUrl}\n`,
+  );
   await new Promise<void>((resolve) => {
     const onSignal = () => resolve();
     process.once('SIGINT', onSignal);
@@ -237,7 +265,9 @@ export async function upCommand(args: string[], env: Record<string, string | und
 export async function downCommand(args: string[], env: Record<string, string | undefined>): Promise<number> {
   parseFlags('down', args, {}, false);
   const stateFile = path.join(path.resolve(env.DATA_DIR ?? './data'), 'up.json');
-  const state = await readFile(stateFile, 'utf8').then((text) => JSON.parse(text) as { pid: number }).catch(() => undefined);
+  const state = await readFile(stateFile, 'utf8')
+    .then((text) => JSON.parse(text) as { pid: number })
+    .catch(() => undefined);
   if (!state) {
     process.stderr.write(`bitbrat down: no detached "bitbrat up" found (${stateFile} is missing)\n`);
     return 1;

@@ -41,7 +41,8 @@ export function noReplyReason(envelope: Envelope): { code: string; reason: strin
   const annotations = envelope.annotations ?? [];
   const own = annotations.filter((annotation) => annotation.kind === NO_REPLY_KIND).at(-1);
   if (own) return { code: own.label ?? 'noreply', reason: typeof own.value === 'string' ? own.value : String(own.label) };
-  const labelled = (label: string, kind?: string) => annotations.some((annotation) => annotation.label === label && (kind === undefined || annotation.kind === kind));
+  const labelled = (label: string, kind?: string) =>
+    annotations.some((annotation) => annotation.label === label && (kind === undefined || annotation.kind === kind));
   if (labelled('spam', 'spam')) return { code: 'spam', reason: 'spam' };
   if (labelled('not-configured', 'llm-bot')) return { code: 'no-llm', reason: 'no LLM configured' };
   if (labelled('rate-limited', 'llm-bot')) return { code: 'rate-limited', reason: 'rate limited: too many questions this minute' };

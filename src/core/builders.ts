@@ -25,7 +25,13 @@ export function newSpanId(): string {
 
 /** An envelope's traceId as a W3C trace id (32 lower-case hex characters). */
 export function normalizeTraceId(traceId: string): string {
-  return /^[0-9a-f]{32}$/.test(traceId) ? traceId : traceId.replace(/[^0-9a-f]/gi, '').toLowerCase().padEnd(32, '0').slice(0, 32);
+  return /^[0-9a-f]{32}$/.test(traceId)
+    ? traceId
+    : traceId
+        .replace(/[^0-9a-f]/gi, '')
+        .toLowerCase()
+        .padEnd(32, '0')
+        .slice(0, 32);
 }
 
 /** The `traceparent` header for a trace id (a new span each hop). */

@@ -213,7 +213,15 @@ function isCanonicalIso(text: string): boolean {
   }
   const month = twoDigits(text, 5);
   const day = twoDigits(text, 8);
-  return month >= 1 && month <= 12 && day >= 1 && day <= 28 && twoDigits(text, 11) <= 23 && twoDigits(text, 14) <= 59 && twoDigits(text, 17) <= 59;
+  return (
+    month >= 1 &&
+    month <= 12 &&
+    day >= 1 &&
+    day <= 28 &&
+    twoDigits(text, 11) <= 23 &&
+    twoDigits(text, 14) <= 59 &&
+    twoDigits(text, 17) <= 59
+  );
 }
 
 /** The envelope schema's refinements, for the derived fast check. */

@@ -35,7 +35,8 @@ export const ErrorDescriptions: Record<ErrorCode, string> = {
   DECODE_FAILED: 'A bus message was not valid JSON.',
   ENVELOPE_INVALID: 'A bus message failed the envelope schema.',
   SLIP_MISMATCH: 'The envelope arrived on a step topic that is not its current PENDING step.',
-  UNKNOWN_STEP: 'The next step of the slip is served by no service in architecture.yaml; the envelope was dead-lettered instead of published.',
+  UNKNOWN_STEP:
+    'The next step of the slip is served by no service in architecture.yaml; the envelope was dead-lettered instead of published.',
   NO_FINALIZATION_DESTINATION: 'The envelope had to be finalized but carries no finalizationDestination.',
   HANDLER_EXCEPTION: 'The service handler threw.',
   HANDLER_FAILED: 'The service handler returned a failure.',

@@ -89,7 +89,12 @@ const deferAlways: Compiled = { check: () => BAD, decisive: false };
 
 /** Plain objects only (what JSON.parse makes); anything else is left to zod. */
 function isPlain(value: unknown): value is Record<string, unknown> {
-  return typeof value === 'object' && value !== null && Object.getPrototypeOf(value) === OBJECT_PROTOTYPE && (value as { constructor?: unknown }).constructor === Object;
+  return (
+    typeof value === 'object' &&
+    value !== null &&
+    Object.getPrototypeOf(value) === OBJECT_PROTOTYPE &&
+    (value as { constructor?: unknown }).constructor === Object
+  );
 }
 
 /**
@@ -97,7 +102,9 @@ function isPlain(value: unknown): value is Record<string, unknown> {
  * for the strings and arrays these checks sit on, so it does not make a check undecidable.
  */
 const lengthWhen = new Set<unknown>(
-  [z.string().min(1), z.string().max(1), z.string().length(1)].map((schema) => (schema._zod.def.checks![0] as unknown as ZodCheckNode)._zod.def.when),
+  [z.string().min(1), z.string().max(1), z.string().length(1)].map(
+    (schema) => (schema._zod.def.checks![0] as unknown as ZodCheckNode)._zod.def.when,
+  ),
 );
 
 /** Code points, counted as zod's length checks count them (a surrogate pair is one, a lone surrogate one). */
@@ -141,14 +148,21 @@ function createWalker(options: DeriveOptions) {
           const minimum = def.minimum as number;
           // A code point is one or two UTF-16 units, so only lengths in [min, 2·min) need counting
           // (none for min ≤ 1: a non-empty string has at least one code point).
-          if (kind === 'array' || minimum <= 1) tests.push({ fn: (value: unknown[]) => value.length >= minimum, code: (v) => `${v}.length >= ${minimum}` });
-          else tests.push({ fn: (value: string) => value.length >= minimum * 2 || (value.length >= minimum && codePoints(value) >= minimum) });
+          if (kind === 'array' || minimum <= 1)
+            tests.push({ fn: (value: unknown[]) => value.length >= minimum, code: (v) => `${v}.length >= ${minimum}` });
+          else
+            tests.push({ fn: (value: string) => value.length >= minimum * 2 || (value.length >= minimum && codePoints(value) >= minimum) });
           break;
         }
         case 'max_length': {
           if (!length) return undefined;
           const maximum = def.maximum as number;
-          tests.push({ fn: kind === 'string' ? (value: string) => value.length <= maximum || codePoints(value) <= maximum : (value: unknown[]) => value.length <= maximum });
+          tests.push({
+            fn:
+              kind === 'string'
+                ? (value: string) => value.length <= maximum || codePoints(value) <= maximum
+                : (value: unknown[]) => value.length <= maximum,
+          });
           break;
         }
         case 'length_equals': {
@@ -187,7 +201,10 @@ function createWalker(options: DeriveOptions) {
           const range = INT_RANGES[def.format as string];
           if (kind !== 'number' || !range) return undefined;
           const [low, high] = range;
-          tests.push({ fn: (value: number) => Number.isInteger(value) && value >= low && value <= high, code: (v) => `Number.isInteger(${v}) && ${v} >= ${low} && ${v} <= ${high}` });
+          tests.push({
+            fn: (value: number) => Number.isInteger(value) && value >= low && value <= high,
+            code: (v) => `Number.isInteger(${v}) && ${v} >= ${low} && ${v} <= ${high}`,
+          });
           break;
         }
         case 'custom': {
@@ -232,25 +249,60 @@ function createWalker(options: DeriveOptions) {
     if (def.coerce) return deferAlways;
     switch (def.type) {
       case 'string':
-        return primitive(schema, 'string', (value) => typeof value === 'string', (v) => `typeof ${v} === "string"`);
+        return primitive(
+          schema,
+          'string',
+          (value) => typeof value === 'string',
+          (v) => `typeof ${v} === "string"`,
+        );
       case 'number':
-        return primitive(schema, 'number', (value) => typeof value === 'number' && Number.isFinite(value), (v) => `typeof ${v} === "number" && Number.isFinite(${v})`);
+        return primitive(
+          schema,
+          'number',
+          (value) => typeof value === 'number' && Number.isFinite(value),
+          (v) => `typeof ${v} === "number" && Number.isFinite(${v})`,
+        );
       case 'boolean':
-        return primitive(schema, 'other', (value) => typeof value === 'boolean', (v) => `typeof ${v} === "boolean"`);
+        return primitive(
+          schema,
+          'other',
+          (value) => typeof value === 'boolean',
+          (v) => `typeof ${v} === "boolean"`,
+        );
       case 'null':
-        return primitive(schema, 'other', (value) => value === null, (v) => `${v} === null`);
+        return primitive(
+          schema,
+          'other',
+          (value) => value === null,
+          (v) => `${v} === null`,
+        );
       case 'undefined':
-        return primitive(schema, 'other', (value) => value === undefined, (v) => `${v} === undefined`);
+        return primitive(
+          schema,
+          'other',
+          (value) => value === undefined,
+          (v) => `${v} === undefined`,
+        );
       case 'unknown':
       case 'any':
-        return primitive(schema, 'other', () => true, () => 'true');
+        return primitive(
+          schema,
+          'other',
+          () => true,
+          () => 'true',
+        );
       case 'never':
         return { check: () => BAD, decisive: true };
       case 'literal':
       case 'enum': {
         const values = schema._zod.values;
         if (!values) return deferAlways;
-        return primitive(schema, 'other', (value) => values.has(value), (v, ref) => `${ref(values)}.has(${v})`);
+        return primitive(
+          schema,
+          'other',
+          (value) => values.has(value),
+          (v, ref) => `${ref(values)}.has(${v})`,
+        );
       }
       case 'optional':
         return optional(schema);
@@ -287,13 +339,21 @@ function createWalker(options: DeriveOptions) {
   }
 
   /** A node whose output is its input: a type test (as a function and as code) and its checks. */
-  function primitive(schema: ZodNode, kind: 'string' | 'number' | 'other', isType: (value: unknown) => boolean, typeCode: (v: string, ref: Ref) => string): Compiled {
+  function primitive(
+    schema: ZodNode,
+    kind: 'string' | 'number' | 'other',
+    isType: (value: unknown) => boolean,
+    typeCode: (v: string, ref: Ref) => string,
+  ): Compiled {
     const tests = compileChecks(schema, kind);
     if (!tests) return deferAlways;
     const test = allOf(tests) as ((value: unknown) => boolean) | null;
     // Registered refinements are exact by contract only in the accepting direction, so a node that has one is not decisive.
     const decisive = !(schema._zod.def.checks ?? []).some((check) => check._zod.def.check === 'custom');
-    const inline = (v: string, ref: Ref) => [typeCode(v, ref), ...tests.map((entry) => (entry.code ? entry.code(v) : `${ref(entry.fn)}(${v})`))].map((part) => `(${part})`).join(' && ');
+    const inline = (v: string, ref: Ref) =>
+      [typeCode(v, ref), ...tests.map((entry) => (entry.code ? entry.code(v) : `${ref(entry.fn)}(${v})`))]
+        .map((part) => `(${part})`)
+        .join(' && ');
     if (!test) return { check: (value) => (isType(value) ? value : BAD), decisive, inline };
     return { check: (value) => (isType(value) && test(value) ? value : BAD), decisive, inline };
   }
@@ -372,7 +432,8 @@ function createWalker(options: DeriveOptions) {
   function union(schema: ZodNode): Compiled {
     const def = schema._zod.def;
     const traits = schema._zod.traits;
-    if (def.checks?.length || traits.has('$ZodXor') || (def.inclusive === false && !traits.has('$ZodDiscriminatedUnion'))) return deferAlways;
+    if (def.checks?.length || traits.has('$ZodXor') || (def.inclusive === false && !traits.has('$ZodDiscriminatedUnion')))
+      return deferAlways;
     const options = (def.options as ZodNode[]).map((option) => compile(option));
     if (traits.has('$ZodDiscriminatedUnion')) return discriminated(schema, options);
     const checks = options.map((option) => option.check);
@@ -445,10 +506,15 @@ function createWalker(options: DeriveOptions) {
     const rest = mode === 'catchall' ? compile(catchall!) : undefined;
     const build = (codegen && compileObject(props, mode, rest)) || interpretObject(props, mode, rest?.check);
     const test = allOf(tests) as ((value: unknown) => boolean) | null;
-    return { check: test ? (value) => {
-      const out = build(value);
-      return out === BAD || test(out) ? out : BAD;
-    } : build, decisive: false };
+    return {
+      check: test
+        ? (value) => {
+            const out = build(value);
+            return out === BAD || test(out) ? out : BAD;
+          }
+        : build,
+      decisive: false,
+    };
   }
 
   return { compile };
@@ -484,7 +550,8 @@ function compileObject(props: Prop[], mode: 'strip' | 'strict' | 'catchall', res
     lines.push(`raw = value[${name}];`);
     if (optin === 'optional' && optout === 'optional') {
       // Absent: nothing in the output. Present as undefined: zod's optional keeps the key, undefined.
-      if (node.optionalOf) lines.push(`if (raw !== undefined) { ${store(node.optionalOf, name)} } else if (${name} in value) out[${name}] = undefined;`);
+      if (node.optionalOf)
+        lines.push(`if (raw !== undefined) { ${store(node.optionalOf, name)} } else if (${name} in value) out[${name}] = undefined;`);
       else lines.push(`if (raw !== undefined || ${name} in value) { ${store(node, name)} }`);
     } else if (optin === undefined) {
       lines.push(`if (raw === undefined && !(${name} in value)) return BAD;`);
@@ -499,16 +566,26 @@ function compileObject(props: Prop[], mode: 'strip' | 'strict' | 'catchall', res
   }
   const cases = props.map(({ key }) => `case ${JSON.stringify(key)}:`).join(' ');
   // Strict refuses any other key, `__proto__` included; a catchall parses them all but `__proto__`.
-  if (mode === 'strict') lines.push(props.length === 0 ? 'for (const key in value) return BAD;' : `for (const key in value) { switch (key) { ${cases} continue; } return BAD; }`);
+  if (mode === 'strict')
+    lines.push(
+      props.length === 0
+        ? 'for (const key in value) return BAD;'
+        : `for (const key in value) { switch (key) { ${cases} continue; } return BAD; }`,
+    );
   if (mode === 'catchall') {
-    const copy = rest!.inline?.('v', ref) === '(true)' ? 'out[key] = value[key];' : `checked = ${ref(rest!.check)}(value[key]); if (checked === BAD) return BAD; out[key] = checked;`;
+    const copy =
+      rest!.inline?.('v', ref) === '(true)'
+        ? 'out[key] = value[key];'
+        : `checked = ${ref(rest!.check)}(value[key]); if (checked === BAD) return BAD; out[key] = checked;`;
     lines.push(`for (const key in value) { switch (key) { ${cases} case "__proto__": continue; } ${copy} }`);
   }
   lines.push('return out;');
   try {
     // Each helper is its own parameter (a constant in the closure), cheaper to read than an array slot.
     const names = aux.map((_, index) => `aux${index}`);
-    const factory = new Function('isPlain', 'BAD', ...names, `return function checkObject(value) {\n${lines.join('\n')}\n};`) as (...args: unknown[]) => Check;
+    const factory = new Function('isPlain', 'BAD', ...names, `return function checkObject(value) {\n${lines.join('\n')}\n};`) as (
+      ...args: unknown[]
+    ) => Check;
     return factory(isPlain, BAD, ...aux);
   } catch {
     return undefined;
@@ -522,7 +599,9 @@ function compileElementTest(node: Compiled): Check | undefined {
   const code = node.inline!('v', ref);
   try {
     const names = aux.map((_, index) => `aux${index}`);
-    return (new Function('BAD', ...names, `return function checkElement(v) { return ${code} ? v : BAD; };`) as (...args: unknown[]) => Check)(BAD, ...aux);
+    return (
+      new Function('BAD', ...names, `return function checkElement(v) { return ${code} ? v : BAD; };`) as (...args: unknown[]) => Check
+    )(BAD, ...aux);
   } catch {
     return undefined;
   }

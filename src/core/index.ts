@@ -7,5 +7,13 @@ export * from './slip.js';
 export * from './deadletter.js';
 export * from './schema-file.js';
 export * from './json.js';
-export { createAnnotation, withAnnotations, messageText, noReplyNote, noReplyReason, NO_REPLY_KIND, type AnnotationFields } from './annotations.js';
+export {
+  createAnnotation,
+  withAnnotations,
+  messageText,
+  noReplyNote,
+  noReplyReason,
+  NO_REPLY_KIND,
+  type AnnotationFields,
+} from './annotations.js';
 export { DEFER, deriveFastCheck, type DeriveOptions, type FastCheck, type FastRefinement } from './fast-check.js';

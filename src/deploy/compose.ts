@@ -71,15 +71,26 @@ function observabilityServices(): Record<string, unknown> {
       profiles,
       restart: 'unless-stopped',
       command: ['--config.file=/etc/prometheus/prometheus.yml', '--storage.tsdb.path=/prometheus', '--storage.tsdb.retention.time=15d'],
-      volumes: ['./observability/prometheus.yml:/etc/prometheus/prometheus.yml:ro', './observability/alerts.yml:/etc/prometheus/alerts.yml:ro', 'prometheus-data:/prometheus'],
+      volumes: [
+        './observability/prometheus.yml:/etc/prometheus/prometheus.yml:ro',
+        './observability/alerts.yml:/etc/prometheus/alerts.yml:ro',
+        'prometheus-data:/prometheus',
+      ],
       ports: ['127.0.0.1:${BITBRAT_PROMETHEUS_PORT:-9090}:9090'],
     },
     grafana: {
       image: GRAFANA_IMAGE,
       profiles,
       restart: 'unless-stopped',
-      environment: { GF_SECURITY_ADMIN_PASSWORD: '${GRAFANA_ADMIN_PASSWORD:-admin}', GF_DASHBOARDS_DEFAULT_HOME_DASHBOARD_PATH: '/var/lib/grafana/dashboards/bitbrat.json' },
-      volumes: ['./observability/grafana/provisioning:/etc/grafana/provisioning:ro', './observability/grafana/dashboards:/var/lib/grafana/dashboards:ro', 'grafana-data:/var/lib/grafana'],
+      environment: {
+        GF_SECURITY_ADMIN_PASSWORD: '${GRAFANA_ADMIN_PASSWORD:-admin}',
+        GF_DASHBOARDS_DEFAULT_HOME_DASHBOARD_PATH: '/var/lib/grafana/dashboards/bitbrat.json',
+      },
+      volumes: [
+        './observability/grafana/provisioning:/etc/grafana/provisioning:ro',
+        './observability/grafana/dashboards:/var/lib/grafana/dashboards:ro',
+        'grafana-data:/var/lib/grafana',
+      ],
       ports: ['127.0.0.1:${BITBRAT_GRAFANA_PORT:-3000}:3000'],
       depends_on: ['prometheus'],
     },
@@ -105,7 +116,10 @@ export function renderPrometheusConfig(model: DeployModel): string {
         job_name: 'bitbrat',
         honor_labels: true,
         metrics_path: '/metrics',
-        static_configs: model.services.map((service) => ({ targets: [`${service.name}:${model.port}`], labels: { service: service.name } })),
+        static_configs: model.services.map((service) => ({
+          targets: [`${service.name}:${model.port}`],
+          labels: { service: service.name },
+        })),
       },
     ],
   };
@@ -173,7 +187,9 @@ export function renderCompose(model: DeployModel): string {
   }
 
   Object.assign(services, observabilityServices());
-  const secrets = Object.fromEntries(model.secrets.map((secret) => [composeSecretName(secret), { file: `./secrets/${composeSecretName(secret)}` }]));
+  const secrets = Object.fromEntries(
+    model.secrets.map((secret) => [composeSecretName(secret), { file: `./secrets/${composeSecretName(secret)}` }]),
+  );
   const document = { services, volumes: { 'nats-data': {}, 'postgres-data': {}, 'prometheus-data': {}, 'grafana-data': {} }, secrets };
   const header = [
     '# Generated from architecture.yaml by `bitbrat infra generate` — do not edit; `--check` detects drift.',

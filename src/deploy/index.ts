@@ -91,7 +91,13 @@ export interface DeployModel {
 
 export const DEFAULT_REGION = 'us-central1';
 /** Files below outDir the generator owns; anything else there is left alone. */
-const OWNED = [/^compose\.yaml$/, /^observability\/prometheus\.yml$/, /^README\.md$/, /^secrets\/\.gitignore$/, /^terraform\/[^/]+\.tf\.json$/];
+const OWNED = [
+  /^compose\.yaml$/,
+  /^observability\/prometheus\.yml$/,
+  /^README\.md$/,
+  /^secrets\/\.gitignore$/,
+  /^terraform\/[^/]+\.tf\.json$/,
+];
 
 const unique = (values: string[]) => [...new Set(values)];
 const isPerInstance = (topic: string) => topic.includes('{instanceId}');
@@ -144,7 +150,10 @@ export function renderInfra(architecture: Architecture, options: InfraOptions = 
   const files: GeneratedFile[] = [
     { path: 'compose.yaml', content: compose },
     { path: 'observability/prometheus.yml', content: renderPrometheusConfig(model) },
-    { path: 'secrets/.gitignore', content: '# Secret files for compose (one per secret, lower-case name). Never commit them.\n*\n!.gitignore\n' },
+    {
+      path: 'secrets/.gitignore',
+      content: '# Secret files for compose (one per secret, lower-case name). Never commit them.\n*\n!.gitignore\n',
+    },
     { path: 'README.md', content: renderReadme(model, terraform.warnings) },
     ...terraform.files.map((file) => ({ path: `terraform/${file.path}`, content: file.content })),
   ];
@@ -158,7 +167,8 @@ async function ownedFilesOnDisk(outDir: string): Promise<string[]> {
     for (const entry of entries) {
       const relative = prefix ? `${prefix}/${entry.name}` : entry.name;
       if (entry.isDirectory()) {
-        if (relative === 'secrets' || relative === 'terraform' || relative === 'observability') await walk(path.join(dir, entry.name), relative);
+        if (relative === 'secrets' || relative === 'terraform' || relative === 'observability')
+          await walk(path.join(dir, entry.name), relative);
       } else if (OWNED.some((pattern) => pattern.test(relative))) {
         found.push(relative);
       }
@@ -256,9 +266,9 @@ function renderReadme(model: DeployModel, warnings: string[]): string {
     '  Their consumers therefore hold a project-level custom role to create topics and subscriptions, and services',
     '  that publish replies hold a project-level custom role with only `pubsub.topics.publish` (Pub/Sub IAM cannot be',
     '  scoped to topics that do not exist yet).',
-    '- A per-instance subscription expires after a day without a consumer (Pub/Sub\'s minimum), so instances that are',
+    "- A per-instance subscription expires after a day without a consumer (Pub/Sub's minimum), so instances that are",
     '  gone leave no subscriptions behind. Their topics stay (an unused topic costs nothing, but counts towards the',
-    '  project\'s topic quota); delete old `internal.egress.*` topics from time to time if instances churn a lot.',
+    "  project's topic quota); delete old `internal.egress.*` topics from time to time if instances churn a lot.",
     '- Pub/Sub has no server-side deduplication by message id; the driver deduplicates in memory within each process,',
     '  and consumers are idempotent.',
     `- Topics: ${model.topics.map((topic) => `\`${topic}\``).join(', ')}.`,

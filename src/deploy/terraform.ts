@@ -84,14 +84,27 @@ export function renderTerraform(model: DeployModel): { files: GeneratedFile[]; w
   // main: provider, variables, shared data and locals.
   const variables: Record<string, Body> = {
     project: { type: 'string', description: 'Google Cloud project id.', ...(model.projectId ? { default: model.projectId } : {}) },
-    region: { type: 'string', description: 'Region of Cloud Run, the VPC connector, Artifact Registry and the internal load balancer.', default: model.region },
+    region: {
+      type: 'string',
+      description: 'Region of Cloud Run, the VPC connector, Artifact Registry and the internal load balancer.',
+      default: model.region,
+    },
     image_tag: { type: 'string', description: 'Tag of the bitbrat image in Artifact Registry.', default: 'latest' },
-    image: { type: 'string', description: 'Full image reference; empty uses <region>-docker.pkg.dev/<project>/bitbrat/bitbrat:<image_tag>.', default: model.image ?? '' },
+    image: {
+      type: 'string',
+      description: 'Full image reference; empty uses <region>-docker.pkg.dev/<project>/bitbrat/bitbrat:<image_tag>.',
+      default: model.image ?? '',
+    },
     bus_prefix: {
       type: 'string',
       description: 'BUS_PREFIX: prepended to every Pub/Sub topic and subscription name.',
       default: '',
-      validation: [{ condition: ref('can(regex("^([A-Za-z][A-Za-z0-9._~+-]*)?$", var.bus_prefix))'), error_message: 'bus_prefix must start with a letter and use only letters, digits and . _ ~ + -' }],
+      validation: [
+        {
+          condition: ref('can(regex("^([A-Za-z][A-Za-z0-9._~+-]*)?$", var.bus_prefix))'),
+          error_message: 'bus_prefix must start with a letter and use only letters, digits and . _ ~ + -',
+        },
+      ],
     },
     log_level: { type: 'string', description: 'LOG_LEVEL of every service.', default: 'info' },
     service_env: {
@@ -100,15 +113,26 @@ export function renderTerraform(model: DeployModel): { files: GeneratedFile[]; w
       default: {},
     },
     domains: { type: 'list(string)', description: 'Domains of the external HTTPS load balancer (Google-managed certificate).' },
-    internal_domain: { type: 'string', description: 'Private DNS domain of the internal load balancer: <service>.<internal_domain>.', default: 'bitbrat.internal' },
+    internal_domain: {
+      type: 'string',
+      description: 'Private DNS domain of the internal load balancer: <service>.<internal_domain>.',
+      default: 'bitbrat.internal',
+    },
     firestore_location: { type: 'string', description: 'Firestore location (multi-region nam5 or eur3, or a region).', default: 'nam5' },
-    max_delivery_attempts: { type: 'number', description: 'Deliveries before Pub/Sub moves a message to the dead-letter topic (5–100).', default: 20 },
+    max_delivery_attempts: {
+      type: 'number',
+      description: 'Deliveries before Pub/Sub moves a message to the dead-letter topic (5–100).',
+      default: 20,
+    },
   };
   const apis: Blocks = {};
   for (const api of APIS) add(apis, 'google_project_service', api, { service: `${api}.googleapis.com`, disable_on_destroy: false });
   files.push(
     file('main.tf.json', 'Generated from architecture.yaml by `bitbrat infra generate`; do not edit.', {
-      terraform: { required_version: '>= 1.5.0', required_providers: { google: { source: 'hashicorp/google', version: '>= 6.10.0, < 8.0.0' } } },
+      terraform: {
+        required_version: '>= 1.5.0',
+        required_providers: { google: { source: 'hashicorp/google', version: '>= 6.10.0, < 8.0.0' } },
+      },
       provider: { google: { project: ref('var.project'), region: ref('var.region') } },
       variable: variables,
       data: { google_project: { this: { project_id: ref('var.project') } } },
@@ -124,7 +148,11 @@ export function renderTerraform(model: DeployModel): { files: GeneratedFile[]; w
 
   // network: VPC, subnets, connector, private DNS for the internal load balancer.
   const network: Blocks = {};
-  add(network, 'google_compute_network', 'vpc', { name: 'bitbrat-vpc', auto_create_subnetworks: false, depends_on: [apiDependency('compute')] });
+  add(network, 'google_compute_network', 'vpc', {
+    name: 'bitbrat-vpc',
+    auto_create_subnetworks: false,
+    depends_on: [apiDependency('compute')],
+  });
   add(network, 'google_compute_subnetwork', 'services', {
     name: 'bitbrat-services',
     region: ref('var.region'),
@@ -171,7 +199,13 @@ export function renderTerraform(model: DeployModel): { files: GeneratedFile[]; w
     file('registry.tf.json', 'Artifact Registry repository for the one bitbrat image.', {
       resource: {
         google_artifact_registry_repository: {
-          bitbrat: { location: ref('var.region'), repository_id: 'bitbrat', format: 'DOCKER', description: 'BitBrat service image', depends_on: [apiDependency('artifactregistry')] },
+          bitbrat: {
+            location: ref('var.region'),
+            repository_id: 'bitbrat',
+            format: 'DOCKER',
+            description: 'BitBrat service image',
+            depends_on: [apiDependency('artifactregistry')],
+          },
         },
       },
     }),
@@ -180,7 +214,13 @@ export function renderTerraform(model: DeployModel): { files: GeneratedFile[]; w
     file('firestore.tf.json', 'The Firestore database of the store (STORE_DRIVER=firestore).', {
       resource: {
         google_firestore_database: {
-          main: { name: '(default)', location_id: ref('var.firestore_location'), type: 'FIRESTORE_NATIVE', deletion_policy: 'ABANDON', depends_on: [apiDependency('firestore')] },
+          main: {
+            name: '(default)',
+            location_id: ref('var.firestore_location'),
+            type: 'FIRESTORE_NATIVE',
+            deletion_policy: 'ABANDON',
+            depends_on: [apiDependency('firestore')],
+          },
         },
       },
     }),
@@ -188,7 +228,10 @@ export function renderTerraform(model: DeployModel): { files: GeneratedFile[]; w
 
   // Pub/Sub: topics, subscriptions, dead letters.
   const pubsub: Blocks = {};
-  add(pubsub, 'google_pubsub_topic', 'deadletter', { name: `${ref('var.bus_prefix')}${DEADLETTER_TOPIC}`, depends_on: [apiDependency('pubsub')] });
+  add(pubsub, 'google_pubsub_topic', 'deadletter', {
+    name: `${ref('var.bus_prefix')}${DEADLETTER_TOPIC}`,
+    depends_on: [apiDependency('pubsub')],
+  });
   add(pubsub, 'google_pubsub_subscription', 'deadletter_retained', {
     name: `${ref('var.bus_prefix')}${DEADLETTER_TOPIC}--${DEADLETTER_RETAINED}`,
     topic: ref('google_pubsub_topic.deadletter.id'),
@@ -213,7 +256,9 @@ export function renderTerraform(model: DeployModel): { files: GeneratedFile[]; w
         message_retention_duration: RETENTION,
         expiration_policy: [{ ttl: '' }],
         retry_policy: [{ minimum_backoff: '1s', maximum_backoff: '60s' }],
-        dead_letter_policy: [{ dead_letter_topic: ref('google_pubsub_topic.deadletter.id'), max_delivery_attempts: ref('var.max_delivery_attempts') }],
+        dead_letter_policy: [
+          { dead_letter_topic: ref('google_pubsub_topic.deadletter.id'), max_delivery_attempts: ref('var.max_delivery_attempts') },
+        ],
       });
       // The Pub/Sub service agent acks what it moves to the dead-letter topic.
       add(pubsub, 'google_pubsub_subscription_iam_member', `${name}__pubsub_agent`, {
@@ -223,7 +268,9 @@ export function renderTerraform(model: DeployModel): { files: GeneratedFile[]; w
       });
     }
   }
-  files.push(file('pubsub.tf.json', 'Pub/Sub topics, one pull subscription per (service, consumed topic), dead letters.', { resource: pubsub }));
+  files.push(
+    file('pubsub.tf.json', 'Pub/Sub topics, one pull subscription per (service, consumed topic), dead letters.', { resource: pubsub }),
+  );
 
   // Service accounts and least-privilege IAM.
   const iam: Blocks = {};
@@ -257,7 +304,11 @@ export function renderTerraform(model: DeployModel): { files: GeneratedFile[]; w
   }
   for (const service of model.services) {
     const sa = tfName(service.name);
-    add(iam, 'google_service_account', sa, { account_id: accountId(service.name), display_name: `BitBrat ${service.name}`, depends_on: [apiDependency('iam')] });
+    add(iam, 'google_service_account', sa, {
+      account_id: accountId(service.name),
+      display_name: `BitBrat ${service.name}`,
+      depends_on: [apiDependency('iam')],
+    });
     for (const topic of service.publishes) {
       add(iam, 'google_pubsub_topic_iam_member', `${tfName(topic)}__publisher__${sa}`, {
         topic: ref(`google_pubsub_topic.${tfName(topic)}.name`),
@@ -289,7 +340,11 @@ export function renderTerraform(model: DeployModel): { files: GeneratedFile[]; w
     }
     if (service.needsStore) {
       // Firestore access can only be granted on the project.
-      add(iam, 'google_project_iam_member', `${sa}__datastore_user`, { project: ref('var.project'), role: 'roles/datastore.user', member: member(service.name) });
+      add(iam, 'google_project_iam_member', `${sa}__datastore_user`, {
+        project: ref('var.project'),
+        role: 'roles/datastore.user',
+        member: member(service.name),
+      });
     }
   }
   files.push(file('iam.tf.json', 'One service account per service with only the grants it needs.', { resource: iam }));
@@ -297,7 +352,11 @@ export function renderTerraform(model: DeployModel): { files: GeneratedFile[]; w
   // Secret Manager.
   const secrets: Blocks = {};
   for (const secret of model.secrets) {
-    add(secrets, 'google_secret_manager_secret', tfName(secret), { secret_id: secret, replication: [{ auto: [{}] }], depends_on: [apiDependency('secretmanager')] });
+    add(secrets, 'google_secret_manager_secret', tfName(secret), {
+      secret_id: secret,
+      replication: [{ auto: [{}] }],
+      depends_on: [apiDependency('secretmanager')],
+    });
   }
   for (const service of model.services) {
     for (const secret of service.secrets) {
@@ -308,7 +367,11 @@ export function renderTerraform(model: DeployModel): { files: GeneratedFile[]; w
       });
     }
   }
-  files.push(file('secrets.tf.json', 'Secret Manager secrets (values are added with `gcloud secrets versions add`) and per-service access.', { resource: secrets }));
+  files.push(
+    file('secrets.tf.json', 'Secret Manager secrets (values are added with `gcloud secrets versions add`) and per-service access.', {
+      resource: secrets,
+    }),
+  );
 
   // Cloud Run services.
   const run: Blocks = {};
@@ -317,7 +380,9 @@ export function renderTerraform(model: DeployModel): { files: GeneratedFile[]; w
     const consumer = isConsumer(service);
     const minInstances = consumer ? Math.max(1, service.manifest.scaling.min) : service.manifest.scaling.min;
     if (minInstances !== service.manifest.scaling.min) {
-      warnings.push(`${service.name} consumes topics but has scaling.min ${service.manifest.scaling.min}; Cloud Run gets min_instance_count ${minInstances} so its pull consumer runs.`);
+      warnings.push(
+        `${service.name} consumes topics but has scaling.min ${service.manifest.scaling.min}; Cloud Run gets min_instance_count ${minInstances} so its pull consumer runs.`,
+      );
     }
     const platformEnv: Record<string, string> = {
       MESSAGE_BUS_DRIVER: 'pubsub',
@@ -336,7 +401,12 @@ export function renderTerraform(model: DeployModel): { files: GeneratedFile[]; w
       else env.push({ name, value: ref(`try(var.service_env[${quote(service.name)}][${quote(name)}], "")`) });
     }
     for (const secret of service.secrets) {
-      env.push({ name: secret, value_source: [{ secret_key_ref: [{ secret: ref(`google_secret_manager_secret.${tfName(secret)}.secret_id`), version: 'latest' }] }] });
+      env.push({
+        name: secret,
+        value_source: [
+          { secret_key_ref: [{ secret: ref(`google_secret_manager_secret.${tfName(secret)}.secret_id`), version: 'latest' }] },
+        ],
+      });
     }
     const longLived = service.manifest.paths.some((p) => p.startsWith('/ws'));
     add(run, 'google_cloud_run_v2_service', sa, {
@@ -359,13 +429,20 @@ export function renderTerraform(model: DeployModel): { files: GeneratedFile[]; w
               // Pull consumers work outside requests: CPU must stay allocated.
               resources: [{ limits: { cpu: '1', memory: '512Mi' }, cpu_idle: !consumer, startup_cpu_boost: true }],
               env,
-              startup_probe: [{ http_get: [{ path: '/readyz', port: model.port }], period_seconds: 5, timeout_seconds: 3, failure_threshold: 24 }],
-              liveness_probe: [{ http_get: [{ path: '/livez', port: model.port }], period_seconds: 15, timeout_seconds: 3, failure_threshold: 3 }],
+              startup_probe: [
+                { http_get: [{ path: '/readyz', port: model.port }], period_seconds: 5, timeout_seconds: 3, failure_threshold: 24 },
+              ],
+              liveness_probe: [
+                { http_get: [{ path: '/livez', port: model.port }], period_seconds: 15, timeout_seconds: 3, failure_threshold: 3 },
+              ],
             },
           ],
         },
       ],
-      depends_on: [apiDependency('run'), ...service.secrets.map((secret) => `google_secret_manager_secret_iam_member.${tfName(secret)}__${sa}`)],
+      depends_on: [
+        apiDependency('run'),
+        ...service.secrets.map((secret) => `google_secret_manager_secret_iam_member.${tfName(secret)}__${sa}`),
+      ],
     });
     // The network (ingress setting) is the boundary; the load balancers call without identity tokens.
     add(run, 'google_cloud_run_v2_service_iam_member', `${sa}__invoker`, {
@@ -400,10 +477,20 @@ export function renderTerraform(model: DeployModel): { files: GeneratedFile[]; w
     name: 'bitbrat-internal',
     region: ref('var.region'),
     default_service: ref(`google_compute_region_backend_service.internal_${defaultInternal}.id`),
-    host_rule: model.services.map((service) => ({ hosts: [`${service.name}.${ref('var.internal_domain')}`], path_matcher: tfName(service.name) })),
-    path_matcher: model.services.map((service) => ({ name: tfName(service.name), default_service: ref(`google_compute_region_backend_service.internal_${tfName(service.name)}.id`) })),
+    host_rule: model.services.map((service) => ({
+      hosts: [`${service.name}.${ref('var.internal_domain')}`],
+      path_matcher: tfName(service.name),
+    })),
+    path_matcher: model.services.map((service) => ({
+      name: tfName(service.name),
+      default_service: ref(`google_compute_region_backend_service.internal_${tfName(service.name)}.id`),
+    })),
   });
-  add(internal, 'google_compute_region_target_http_proxy', 'internal', { name: 'bitbrat-internal', region: ref('var.region'), url_map: ref('google_compute_region_url_map.internal.id') });
+  add(internal, 'google_compute_region_target_http_proxy', 'internal', {
+    name: 'bitbrat-internal',
+    region: ref('var.region'),
+    url_map: ref('google_compute_region_url_map.internal.id'),
+  });
   add(internal, 'google_compute_address', 'internal_lb', {
     name: 'bitbrat-internal-lb',
     region: ref('var.region'),
@@ -424,13 +511,20 @@ export function renderTerraform(model: DeployModel): { files: GeneratedFile[]; w
     network_tier: 'PREMIUM',
     depends_on: ['google_compute_subnetwork.proxy_only'],
   });
-  files.push(file('lb-internal.tf.json', 'Regional internal application load balancer for traffic inside the VPC.', { resource: internal }));
+  files.push(
+    file('lb-internal.tf.json', 'Regional internal application load balancer for traffic inside the VPC.', { resource: internal }),
+  );
 
   // External HTTPS load balancer: only expose: true services, only their manifest paths.
   const outputs: Record<string, Body> = {
-    internal_lb_ip: { value: ref('google_compute_address.internal_lb.address'), description: 'Address of the internal load balancer (<service>.<internal_domain>).' },
+    internal_lb_ip: {
+      value: ref('google_compute_address.internal_lb.address'),
+      description: 'Address of the internal load balancer (<service>.<internal_domain>).',
+    },
     service_urls: {
-      value: Object.fromEntries(model.services.map((service) => [service.name, ref(`google_cloud_run_v2_service.${tfName(service.name)}.uri`)])),
+      value: Object.fromEntries(
+        model.services.map((service) => [service.name, ref(`google_cloud_run_v2_service.${tfName(service.name)}.uri`)]),
+      ),
       description: 'Cloud Run URLs (reachable only as their ingress setting allows).',
     },
     topics: { value: model.topics.map((topic) => `${ref('var.bus_prefix')}${topic}`), description: 'Pub/Sub topics.' },
@@ -454,7 +548,10 @@ export function renderTerraform(model: DeployModel): { files: GeneratedFile[]; w
     }
     const pathRules = exposed
       .filter((service) => service.manifest.paths.length > 0)
-      .map((service) => ({ paths: [...service.manifest.paths], service: ref(`google_compute_backend_service.external_${tfName(service.name)}.id`) }));
+      .map((service) => ({
+        paths: [...service.manifest.paths],
+        service: ref(`google_compute_backend_service.external_${tfName(service.name)}.id`),
+      }));
     const rootOwner = exposed.find((service) => service.manifest.paths.includes('/'));
     // Anything that is not a listed path goes to "/" (when a service serves it) instead of reaching a service.
     const fallback: Body = rootOwner
@@ -467,7 +564,10 @@ export function renderTerraform(model: DeployModel): { files: GeneratedFile[]; w
       host_rule: [{ hosts: ['*'], path_matcher: 'exposed' }],
       path_matcher: [{ name: 'exposed', ...fallback, path_rule: pathRules }],
     });
-    add(external, 'google_compute_managed_ssl_certificate', 'external', { name: 'bitbrat-external', managed: [{ domains: ref('var.domains') }] });
+    add(external, 'google_compute_managed_ssl_certificate', 'external', {
+      name: 'bitbrat-external',
+      managed: [{ domains: ref('var.domains') }],
+    });
     add(external, 'google_compute_target_https_proxy', 'external', {
       name: 'bitbrat-external',
       url_map: ref('google_compute_url_map.external.id'),
@@ -486,7 +586,10 @@ export function renderTerraform(model: DeployModel): { files: GeneratedFile[]; w
       name: 'bitbrat-http-redirect',
       default_url_redirect: [{ https_redirect: true, redirect_response_code: 'MOVED_PERMANENTLY_DEFAULT', strip_query: false }],
     });
-    add(external, 'google_compute_target_http_proxy', 'http_redirect', { name: 'bitbrat-http-redirect', url_map: ref('google_compute_url_map.http_redirect.id') });
+    add(external, 'google_compute_target_http_proxy', 'http_redirect', {
+      name: 'bitbrat-http-redirect',
+      url_map: ref('google_compute_url_map.http_redirect.id'),
+    });
     add(external, 'google_compute_global_forwarding_rule', 'http', {
       name: 'bitbrat-http',
       load_balancing_scheme: 'EXTERNAL_MANAGED',
@@ -495,7 +598,11 @@ export function renderTerraform(model: DeployModel): { files: GeneratedFile[]; w
       target: ref('google_compute_target_http_proxy.http_redirect.id'),
       ip_address: ref('google_compute_global_address.external.id'),
     });
-    files.push(file('lb-external.tf.json', 'Global external HTTPS load balancer: only services with expose: true, only their manifest paths.', { resource: external }));
+    files.push(
+      file('lb-external.tf.json', 'Global external HTTPS load balancer: only services with expose: true, only their manifest paths.', {
+        resource: external,
+      }),
+    );
     outputs.external_ip = { value: ref('google_compute_global_address.external.address'), description: 'Point the domains here.' };
   }
 

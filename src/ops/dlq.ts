@@ -16,7 +16,12 @@ export interface ReplayResult {
  * validate (the schema or the stored payload was fixed, or `options.raw` gives a corrected payload).
  * The entry is marked replayed, never deleted. Each replay has its own idempotency key.
  */
-export async function replayDeadLetter(store: Store, publish: PublishRaw, id: string, options: { raw?: string } = {}): Promise<ReplayResult> {
+export async function replayDeadLetter(
+  store: Store,
+  publish: PublishRaw,
+  id: string,
+  options: { raw?: string } = {},
+): Promise<ReplayResult> {
   const record = await store.getDeadLetter(id);
   if (!record) throw new BitBratError('NOT_FOUND', `no dead letter with id ${id}`);
   const letter = record.deadLetter;
@@ -39,7 +44,8 @@ export function replayTarget(record: DeadLetterRecord, rawOverride?: string): { 
       throw new BitBratError('BAD_REQUEST', `dead letter ${letter.id} is still not valid JSON: ${(error as Error).message}`);
     }
     const validation = validateEnvelope(parsed);
-    if (!validation.ok) throw new BitBratError('BAD_REQUEST', `dead letter ${letter.id} is still not a valid envelope: ${validation.error}`);
+    if (!validation.ok)
+      throw new BitBratError('BAD_REQUEST', `dead letter ${letter.id} is still not a valid envelope: ${validation.error}`);
     return { envelope: validation.envelope, topic: Topic.ingress };
   }
   const envelope = structuredClone(letter.envelope!) as Envelope;
@@ -53,4 +59,3 @@ export function replayTarget(record: DeadLetterRecord, rawOverride?: string): { 
   }
   return { envelope, topic: letter.replayTopic ?? letter.topic };
 }
-

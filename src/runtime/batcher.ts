@@ -11,7 +11,10 @@ export interface Batcher<T, R> {
   flush(): Promise<void>;
 }
 
-export function createBatcher<T, R>(write: (items: T[]) => Promise<Array<R | Error>>, options: { maxSize?: number; maxDelayMs?: number } = {}): Batcher<T, R> {
+export function createBatcher<T, R>(
+  write: (items: T[]) => Promise<Array<R | Error>>,
+  options: { maxSize?: number; maxDelayMs?: number } = {},
+): Batcher<T, R> {
   const maxSize = options.maxSize ?? 200;
   const maxDelayMs = options.maxDelayMs ?? 5;
   let queue: Array<{ item: T; resolve: (value: R) => void; reject: (error: unknown) => void }> = [];

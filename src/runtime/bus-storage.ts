@@ -27,7 +27,13 @@ export function formatBytes(bytes: number): string {
  * server refuses publishes until messages age out. A reading that fails keeps the last one (the `bus`
  * component reports the connection). Does nothing for drivers that cannot tell.
  */
-export function watchBusStorage(bus: MessageBus, health: HealthRegistry, metrics: RuntimeMetrics, logger: Logger, intervalMs = BUS_STORAGE_POLL_MS): { stop(): void } {
+export function watchBusStorage(
+  bus: MessageBus,
+  health: HealthRegistry,
+  metrics: RuntimeMetrics,
+  logger: Logger,
+  intervalMs = BUS_STORAGE_POLL_MS,
+): { stop(): void } {
   const storage = bus.storage?.bind(bus);
   if (!storage) return { stop: () => undefined };
   const read = async () => {
@@ -45,7 +51,10 @@ export function watchBusStorage(bus: MessageBus, health: HealthRegistry, metrics
     const detail = `${usage.name}: ${usage.messages} messages, ${formatBytes(usage.bytes)}${limit}`;
     health.set('bus-storage', true, detail);
     if (share >= BUS_STORAGE_WARN_SHARE) {
-      logger.warn({ stream: usage.name, bytes: usage.bytes, maxBytes: usage.maxBytes }, `the bus storage is ${Math.floor(share * 100)} % full: at the limit publishes are refused until messages age out (raise NATS_STREAM_MAX_BYTES or lower NATS_STREAM_MAX_AGE_MS)`);
+      logger.warn(
+        { stream: usage.name, bytes: usage.bytes, maxBytes: usage.maxBytes },
+        `the bus storage is ${Math.floor(share * 100)} % full: at the limit publishes are refused until messages age out (raise NATS_STREAM_MAX_BYTES or lower NATS_STREAM_MAX_AGE_MS)`,
+      );
     }
   };
   void read();

@@ -17,29 +17,55 @@ const emptyToUndefined = (value: unknown) => (value === '' ? undefined : value);
 
 /** Environment helpers: strings from env coerced to typed values, '' treated as unset. */
 export const env = {
-  string: (fallback?: string) => (fallback === undefined ? z.preprocess(emptyToUndefined, z.string().optional()) : z.preprocess(emptyToUndefined, z.string().default(fallback))),
+  string: (fallback?: string) =>
+    fallback === undefined
+      ? z.preprocess(emptyToUndefined, z.string().optional())
+      : z.preprocess(emptyToUndefined, z.string().default(fallback)),
   requiredString: () => z.preprocess(emptyToUndefined, z.string({ error: 'is required' }).min(1)),
   int: (fallback: number, options: { min?: number; max?: number } = {}) =>
-    z.preprocess(emptyToUndefined, z.coerce.number({ error: 'must be a number' }).int('must be an integer').min(options.min ?? Number.MIN_SAFE_INTEGER).max(options.max ?? Number.MAX_SAFE_INTEGER).default(fallback)),
+    z.preprocess(
+      emptyToUndefined,
+      z.coerce
+        .number({ error: 'must be a number' })
+        .int('must be an integer')
+        .min(options.min ?? Number.MIN_SAFE_INTEGER)
+        .max(options.max ?? Number.MAX_SAFE_INTEGER)
+        .default(fallback),
+    ),
   /** A decimal number (prices, amounts of money). */
   number: (fallback: number, options: { min?: number; max?: number } = {}) =>
-    z.preprocess(emptyToUndefined, z.coerce.number({ error: 'must be a number' }).finite('must be a finite number').min(options.min ?? -Number.MAX_VALUE).max(options.max ?? Number.MAX_VALUE).default(fallback)),
+    z.preprocess(
+      emptyToUndefined,
+      z.coerce
+        .number({ error: 'must be a number' })
+        .finite('must be a finite number')
+        .min(options.min ?? -Number.MAX_VALUE)
+        .max(options.max ?? Number.MAX_VALUE)
+        .default(fallback),
+    ),
   bool: (fallback: boolean) =>
-    z.preprocess((value) => {
-      const v = emptyToUndefined(value);
-      if (v === undefined) return undefined;
-      if (typeof v === 'boolean') return v;
-      const s = String(v).toLowerCase();
-      if (['true', '1', 'yes', 'on'].includes(s)) return true;
-      if (['false', '0', 'no', 'off'].includes(s)) return false;
-      return v;
-    }, z.boolean({ error: 'must be true or false' }).default(fallback)),
-  enumOf: <T extends readonly [string, ...string[]]>(values: T, fallback: T[number]) => z.preprocess(emptyToUndefined, z.enum(values, { error: `must be one of ${values.join(', ')}` }).default(fallback as never)),
+    z.preprocess(
+      (value) => {
+        const v = emptyToUndefined(value);
+        if (v === undefined) return undefined;
+        if (typeof v === 'boolean') return v;
+        const s = String(v).toLowerCase();
+        if (['true', '1', 'yes', 'on'].includes(s)) return true;
+        if (['false', '0', 'no', 'off'].includes(s)) return false;
+        return v;
+      },
+      z.boolean({ error: 'must be true or false' }).default(fallback),
+    ),
+  enumOf: <T extends readonly [string, ...string[]]>(values: T, fallback: T[number]) =>
+    z.preprocess(emptyToUndefined, z.enum(values, { error: `must be one of ${values.join(', ')}` }).default(fallback as never)),
   csv: (fallback: string[] = []) =>
     z.preprocess((value) => {
       const v = emptyToUndefined(value);
       if (v === undefined) return undefined;
-      return String(v).split(',').map((part) => part.trim()).filter(Boolean);
+      return String(v)
+        .split(',')
+        .map((part) => part.trim())
+        .filter(Boolean);
     }, z.array(z.string()).default(fallback)),
   url: () => z.preprocess(emptyToUndefined, z.url({ error: 'must be a URL' }).optional()),
 };
@@ -81,7 +107,11 @@ export const PlatformConfigSchema = z.object({
 export type PlatformConfig = z.infer<typeof PlatformConfigSchema> & { INSTANCE_ID: string };
 
 /** Validates `source` against a schema; throws CONFIG_INVALID listing every problem. */
-export function parseConfig<S extends z.ZodType>(schema: S, source: Record<string, unknown>, label = 'configuration'): Readonly<z.infer<S>> {
+export function parseConfig<S extends z.ZodType>(
+  schema: S,
+  source: Record<string, unknown>,
+  label = 'configuration',
+): Readonly<z.infer<S>> {
   const parsed = schema.safeParse(source);
   if (!parsed.success) {
     const problems = parsed.error.issues.map((issue) => `  - ${issue.path.join('.') || '(root)'}: ${issue.message}`);
@@ -98,9 +128,12 @@ export function loadPlatformConfig(source: Record<string, string | undefined> = 
   const value = parsed.success ? parsed.data : undefined;
   if (value) {
     if (value.STORE_DRIVER === 'postgres' && !value.DATABASE_URL) problems.push('  - DATABASE_URL: is required when STORE_DRIVER=postgres');
-    if (value.STORE_DRIVER === 'firestore' && !value.GOOGLE_CLOUD_PROJECT) problems.push('  - GOOGLE_CLOUD_PROJECT: is required when STORE_DRIVER=firestore');
-    if (value.MESSAGE_BUS_DRIVER === 'pubsub' && !value.GOOGLE_CLOUD_PROJECT) problems.push('  - GOOGLE_CLOUD_PROJECT: is required when MESSAGE_BUS_DRIVER=pubsub');
-    if (value.SECRETS_PROVIDER === 'gcp' && !value.GOOGLE_CLOUD_PROJECT) problems.push('  - GOOGLE_CLOUD_PROJECT: is required when SECRETS_PROVIDER=gcp');
+    if (value.STORE_DRIVER === 'firestore' && !value.GOOGLE_CLOUD_PROJECT)
+      problems.push('  - GOOGLE_CLOUD_PROJECT: is required when STORE_DRIVER=firestore');
+    if (value.MESSAGE_BUS_DRIVER === 'pubsub' && !value.GOOGLE_CLOUD_PROJECT)
+      problems.push('  - GOOGLE_CLOUD_PROJECT: is required when MESSAGE_BUS_DRIVER=pubsub');
+    if (value.SECRETS_PROVIDER === 'gcp' && !value.GOOGLE_CLOUD_PROJECT)
+      problems.push('  - GOOGLE_CLOUD_PROJECT: is required when SECRETS_PROVIDER=gcp');
   }
   if (problems.length > 0 || !value) {
     throw new BitBratError('CONFIG_INVALID', `invalid configuration:\n${problems.join('\n')}`, { details: { problems } });

@@ -198,11 +198,17 @@ export function createSlipEngine(options: EngineOptions): SlipEngine {
     return target;
   };
   // Labelled metric children are looked up once per topic, not hashed on every message.
-  const topicChildren = new Map<string, { consumed: CounterChild; handlerSeconds: ReturnType<RuntimeMetrics['handlerSeconds']['labels']> }>();
+  const topicChildren = new Map<
+    string,
+    { consumed: CounterChild; handlerSeconds: ReturnType<RuntimeMetrics['handlerSeconds']['labels']> }
+  >();
   const topicMetrics = (topic: string) => {
     let children = topicChildren.get(topic);
     if (!children) {
-      children = { consumed: counterChild(metrics.consumed, { service, topic }), handlerSeconds: metrics.handlerSeconds.labels({ service, topic }) };
+      children = {
+        consumed: counterChild(metrics.consumed, { service, topic }),
+        handlerSeconds: metrics.handlerSeconds.labels({ service, topic }),
+      };
       topicChildren.set(topic, children);
     }
     return children;
@@ -211,7 +217,13 @@ export function createSlipEngine(options: EngineOptions): SlipEngine {
   // ---- Publishing -------------------------------------------------------------------------------
 
   /** Publishes bytes, or (data undefined) a value through the bus's publishJson. */
-  const publishRaw = async (topic: string, data: Uint8Array | undefined, headers: Record<string, string>, msgId?: string, value?: unknown) => {
+  const publishRaw = async (
+    topic: string,
+    data: Uint8Array | undefined,
+    headers: Record<string, string>,
+    msgId?: string,
+    value?: unknown,
+  ) => {
     const target = publishTarget(topic);
     const publishOptions = { headers, msgId };
     // The first attempt here; retryFailedPublish backs off and retries (with the bytes the value stands for).
@@ -287,7 +299,8 @@ export function createSlipEngine(options: EngineOptions): SlipEngine {
       if (!isDependencyDown(error)) throw error;
       const which = error.code === 'STORE_UNAVAILABLE' ? 'store' : 'bus';
       options.onDependency?.(which, false, error.message);
-      if (attempt === 1 || attempt % 10 === 0) ctx.logger.warn({ err: error, attempt }, `${which} unavailable; holding the message and retrying`);
+      if (attempt === 1 || attempt % 10 === 0)
+        ctx.logger.warn({ err: error, attempt }, `${which} unavailable; holding the message and retrying`);
       if (shutdownSignal.aborted) return { ok: false };
       await message.working().catch(() => undefined);
       await new Promise<void>((resolve) => {
@@ -295,10 +308,13 @@ export function createSlipEngine(options: EngineOptions): SlipEngine {
           clearTimeout(timer);
           resolve();
         };
-        const timer = setTimeout(() => {
-          shutdownSignal.removeEventListener('abort', onShutdown);
-          resolve();
-        }, Math.min(5_000, 200 * 2 ** Math.min(attempt, 5)));
+        const timer = setTimeout(
+          () => {
+            shutdownSignal.removeEventListener('abort', onShutdown);
+            resolve();
+          },
+          Math.min(5_000, 200 * 2 ** Math.min(attempt, 5)),
+        );
         shutdownSignal.addEventListener('abort', onShutdown, { once: true });
       });
       if (shutdownSignal.aborted) return { ok: false };
@@ -316,7 +332,11 @@ export function createSlipEngine(options: EngineOptions): SlipEngine {
   // ---- Dead letters and settling ----------------------------------------------------------------
 
   const deadLetterId = (topic: string, code: string, raw: string, stepIndex?: number) =>
-    'dl-' + createHash('sha256').update(`${service}\u0000${topic}\u0000${code}\u0000${stepIndex ?? ''}\u0000${raw}`).digest('hex').slice(0, 32);
+    'dl-' +
+    createHash('sha256')
+      .update(`${service}\u0000${topic}\u0000${code}\u0000${stepIndex ?? ''}\u0000${raw}`)
+      .digest('hex')
+      .slice(0, 32);
 
   const deadLetter = async (
     message: BusMessage,
@@ -326,7 +346,9 @@ export function createSlipEngine(options: EngineOptions): SlipEngine {
     extra: { envelope?: Envelope; stepIndex?: number; replayTopic?: string; details?: Record<string, unknown>; data?: Uint8Array },
     log: Logger,
   ) => {
-    const encoded = extra.envelope ? { raw: JSON.stringify(extra.envelope), rawEncoding: 'utf8' as const } : encodeRaw(extra.data ?? message.data);
+    const encoded = extra.envelope
+      ? { raw: JSON.stringify(extra.envelope), rawEncoding: 'utf8' as const }
+      : encodeRaw(extra.data ?? message.data);
     const letter: DeadLetter = {
       kind: 'bitbrat.deadletter.v1',
       id: deadLetterId(topic, code, encoded.raw, extra.stepIndex),
@@ -350,7 +372,13 @@ export function createSlipEngine(options: EngineOptions): SlipEngine {
   };
 
   /** Carries out the policy's order for a message: publish the envelope, dead-letter it, or nothing. */
-  const carryOut = (message: BusMessage, topic: string, order: SettleOrder, envelope: Envelope | undefined, ctx: MessageContext): Promise<void> => {
+  const carryOut = (
+    message: BusMessage,
+    topic: string,
+    order: SettleOrder,
+    envelope: Envelope | undefined,
+    ctx: MessageContext,
+  ): Promise<void> => {
     try {
       switch (order.action) {
         case 'ack':
@@ -360,7 +388,14 @@ export function createSlipEngine(options: EngineOptions): SlipEngine {
           return publishEnvelope(order.topic, envelope!, order.msgId);
         case 'dead-letter':
           if (order.outcome && envelope) envelope.outcome = order.outcome;
-          return deadLetter(message, topic, order.code, order.reason, { envelope, stepIndex: order.stepIndex, replayTopic: order.replayTopic, details: order.details }, ctx.logger);
+          return deadLetter(
+            message,
+            topic,
+            order.code,
+            order.reason,
+            { envelope, stepIndex: order.stepIndex, replayTopic: order.replayTopic, details: order.details },
+            ctx.logger,
+          );
       }
     } catch (error) {
       return Promise.reject(error);
@@ -368,7 +403,13 @@ export function createSlipEngine(options: EngineOptions): SlipEngine {
   };
 
   /** Settles a message the policy turned away before its handler ran (R7): dead letter, then ack. */
-  const turnAway = async (message: BusMessage, topic: string, order: DeadLetterOrder, envelope: Envelope | undefined, ctx: MessageContext) => {
+  const turnAway = async (
+    message: BusMessage,
+    topic: string,
+    order: DeadLetterOrder,
+    envelope: Envelope | undefined,
+    ctx: MessageContext,
+  ) => {
     mark(ctx, 'dead-letter', String(order.code), order.reason);
     const settled = await held(message, () => carryOut(message, topic, order, envelope, ctx), ctx);
     return settled.ok ? message.ack() : message.nak(0);
@@ -392,7 +433,15 @@ export function createSlipEngine(options: EngineOptions): SlipEngine {
    * The policy's verdict on a handler's result, recorded on `out` (step status, errors, outcome) and
    * counted: retry the message, or how to settle it.
    */
-  const decide = (topic: string, consumer: EnvelopeConsumer, result: HandlerResult, out: Envelope, stepIndex: number, attempt: number, ctx: MessageContext): SettleOrder | RetryOrder => {
+  const decide = (
+    topic: string,
+    consumer: EnvelopeConsumer,
+    result: HandlerResult,
+    out: Envelope,
+    stepIndex: number,
+    attempt: number,
+    ctx: MessageContext,
+  ): SettleOrder | RetryOrder => {
     const now = isoNow();
     if (result.kind !== 'failed') {
       mark(ctx, result.kind);
@@ -421,7 +470,15 @@ export function createSlipEngine(options: EngineOptions): SlipEngine {
       return verdict;
     }
     const isEgressStage = consumer.mode === 'stage' && consumer.next === 'finalization';
-    const recorded = recordFailure(out, { failure: result, exhausted: verdict.exhausted, attempt, service, stepIndex, now, ...(isEgressStage ? { deliveryTopic: topic } : {}) });
+    const recorded = recordFailure(out, {
+      failure: result,
+      exhausted: verdict.exhausted,
+      attempt,
+      service,
+      stepIndex,
+      now,
+      ...(isEgressStage ? { deliveryTopic: topic } : {}),
+    });
     mark(ctx, 'failed', code, result.message);
     ctx.logger.warn({ code, error: recorded }, 'step failed');
     return failureHop(consumer.mode, out, stepIndex, topic, code, recorded);
@@ -435,7 +492,13 @@ export function createSlipEngine(options: EngineOptions): SlipEngine {
     const span = tracing.startSpan(`${service} ${topic}`, {
       kind: 'consumer',
       parent: message.headers.traceparent,
-      attributes: { 'messaging.system': bus.driver, 'messaging.operation.type': 'process', 'messaging.destination.name': topic, 'bitbrat.service': service, 'bitbrat.deadletter.code': message.headers['x-deadletter-code'] },
+      attributes: {
+        'messaging.system': bus.driver,
+        'messaging.operation.type': 'process',
+        'messaging.destination.name': topic,
+        'bitbrat.service': service,
+        'bitbrat.deadletter.code': message.headers['x-deadletter-code'],
+      },
     });
     ctx.bindSpan(span);
     try {
@@ -465,7 +528,14 @@ export function createSlipEngine(options: EngineOptions): SlipEngine {
   };
 
   /** Runs the rest of an envelope's processing as the message's span (R11). */
-  const traceEnvelope = async (tracer: Tracing, topic: string, consumer: EnvelopeConsumer, message: BusMessage, ctx: MessageContext, decoded: Decoded): Promise<void> => {
+  const traceEnvelope = async (
+    tracer: Tracing,
+    topic: string,
+    consumer: EnvelopeConsumer,
+    message: BusMessage,
+    ctx: MessageContext,
+    decoded: Decoded,
+  ): Promise<void> => {
     const envelope = decoded.envelope;
     // R11: the message's span continues the publisher's; one chat message is one trace.
     const span = tracer.startSpan(`${service} ${topic}`, {
@@ -504,7 +574,12 @@ export function createSlipEngine(options: EngineOptions): SlipEngine {
       const shared = message.json;
       json = shared === undefined ? JSON.parse(decoder.decode(message.data)) : cloneJson(shared);
     } catch (error) {
-      return { action: 'dead-letter', code: 'DECODE_FAILED', reason: `message is not valid JSON: ${(error as Error).message}`, replayTopic: topic };
+      return {
+        action: 'dead-letter',
+        code: 'DECODE_FAILED',
+        reason: `message is not valid JSON: ${(error as Error).message}`,
+        replayTopic: topic,
+      };
     }
     const validation = validateEnvelope(json);
     if (!validation.ok) {
@@ -518,7 +593,13 @@ export function createSlipEngine(options: EngineOptions): SlipEngine {
    * decode → validate → guard → run → settle, for one envelope. With tracing on, the message is decoded
    * first and the rest runs again inside its span (`decoded` given); off, it is one async call.
    */
-  const processEnvelope = async (topic: string, consumer: EnvelopeConsumer, message: BusMessage, ctx: MessageContext, decoded?: Decoded): Promise<void> => {
+  const processEnvelope = async (
+    topic: string,
+    consumer: EnvelopeConsumer,
+    message: BusMessage,
+    ctx: MessageContext,
+    decoded?: Decoded,
+  ): Promise<void> => {
     if (!decoded) {
       const result = decodeMessage(message, topic);
       if ('action' in result) return turnAway(message, topic, result, undefined, ctx);
@@ -555,7 +636,13 @@ export function createSlipEngine(options: EngineOptions): SlipEngine {
       step.attempt = attempt;
       step.startedAt = isoNow();
     }
-    ctx.begin(step, stepIndex, attempt, step?.maxAttempts ?? DEFAULT_MAX_ATTEMPTS, stepTimeoutMs(consumer.mode, step?.timeoutMs, replyDeadline(envelope), Date.now()));
+    ctx.begin(
+      step,
+      stepIndex,
+      attempt,
+      step?.maxAttempts ?? DEFAULT_MAX_ATTEMPTS,
+      stepTimeoutMs(consumer.mode, step?.timeoutMs, replyDeadline(envelope), Date.now()),
+    );
     if (ctx.span) {
       ctx.span.rename(`${service} ${step ? step.id : topic}`);
       ctx.span.setAttributes({ 'bitbrat.step': step?.id, 'bitbrat.step_index': step ? stepIndex : undefined, 'bitbrat.attempt': attempt });
@@ -595,7 +682,14 @@ export function createSlipEngine(options: EngineOptions): SlipEngine {
       const log = ctx.logger;
       log.error({ err: error }, 'runtime could not route the message; dead-lettering it');
       try {
-        await deadLetter(message, topic, isBitBratError(error) ? error.code : 'HANDLER_EXCEPTION', error instanceof Error ? error.message : String(error), {}, log);
+        await deadLetter(
+          message,
+          topic,
+          isBitBratError(error) ? error.code : 'HANDLER_EXCEPTION',
+          error instanceof Error ? error.message : String(error),
+          {},
+          log,
+        );
         return message.ack();
       } catch (dlqError) {
         log.error({ err: dlqError }, 'dead-lettering failed; message will be redelivered');

@@ -24,7 +24,12 @@ export function createHealthRegistry(): HealthRegistry {
       const key = prefix + component;
       const previous = components.get(key);
       const since = previous && previous.ready === ready ? previous.since : new Date().toISOString();
-      components.set(key, { ready, since, ...(detail ? { detail } : {}), ...(extra?.configured !== undefined ? { configured: extra.configured } : {}) });
+      components.set(key, {
+        ready,
+        since,
+        ...(detail ? { detail } : {}),
+        ...(extra?.configured !== undefined ? { configured: extra.configured } : {}),
+      });
     },
     remove(component) {
       components.delete(prefix + component);

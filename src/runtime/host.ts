@@ -95,7 +95,10 @@ export async function createHost(options: HostOptions): Promise<Host> {
   for (const definition of options.services) {
     try {
       serviceManifest(definition.name, architecture);
-      serviceConfigs.set(definition.name, definition.configSchema ? parseConfig(definition.configSchema, env, `configuration for ${definition.name}`) : {});
+      serviceConfigs.set(
+        definition.name,
+        definition.configSchema ? parseConfig(definition.configSchema, env, `configuration for ${definition.name}`) : {},
+      );
     } catch (error) {
       problems.push((error as Error).message);
     }
@@ -105,7 +108,14 @@ export async function createHost(options: HostOptions): Promise<Host> {
 
   const scrubber = createSecretScrubber();
   const processName = options.processName ?? (options.services.length === 1 ? options.services[0]!.name : 'bitbrat');
-  const rootLogger = createLogger({ level: config.LOG_LEVEL, ...(options.services.length === 1 ? { service: processName } : { process: processName }), instanceId: config.INSTANCE_ID, scrubber, destination: options.logDestination, format: config.LOG_FORMAT });
+  const rootLogger = createLogger({
+    level: config.LOG_LEVEL,
+    ...(options.services.length === 1 ? { service: processName } : { process: processName }),
+    instanceId: config.INSTANCE_ID,
+    scrubber,
+    destination: options.logDestination,
+    format: config.LOG_FORMAT,
+  });
   const secrets = options.secrets ?? (await createSecrets(config, env));
   const metrics = createRuntimeMetrics({ defaultMetrics: options.defaultMetrics });
   // Off (undefined, nothing of the SDK loaded) unless an OTLP endpoint is configured.
@@ -121,10 +131,13 @@ export async function createHost(options: HostOptions): Promise<Host> {
   // With tracing on, services see the store through a wrapper that makes every call a child span.
   let servicesStore: Store | undefined;
   const storeForServices = (active: Store) => (tracing ? (servicesStore ??= tracedStore(active)) : active);
-  
+
   const app = createHttpServer({ health, metrics, services: () => options.services.map((service) => service.name), logger: rootLogger });
   // One per process: every engine here records where it last sent each envelope (stalled events).
-  const inflight = createInflightTracker({ finalTopics: [Topic.finalizer, Topic.deadletter], ttlMs: Math.max(3_600_000, 2 * config.STALLED_AFTER_MS) });
+  const inflight = createInflightTracker({
+    finalTopics: [Topic.finalizer, Topic.deadletter],
+    ttlMs: Math.max(3_600_000, 2 * config.STALLED_AFTER_MS),
+  });
   app.get('/_debug/inflight', async (request) => {
     const id = (request.query as Record<string, unknown>).id;
     if (typeof id === 'string') return { items: [inflight.get(id)].filter(Boolean), size: inflight.size };
@@ -170,7 +183,8 @@ export async function createHost(options: HostOptions): Promise<Host> {
       secrets,
       metrics,
       health: health.scoped(`${definition.name}.`),
-      publish: (topic: string, envelope: Envelope, publishOptions?: { msgId?: string }) => engine.publishEnvelope(topic, envelope, publishOptions?.msgId),
+      publish: (topic: string, envelope: Envelope, publishOptions?: { msgId?: string }) =>
+        engine.publishEnvelope(topic, envelope, publishOptions?.msgId),
       inflight,
       registerSecret: (value) => scrubber.add(value),
     };
@@ -216,7 +230,10 @@ export async function createHost(options: HostOptions): Promise<Host> {
         const declared = Object.keys(entry.instance.consumers).sort();
         const expected = [...manifest.consumes].sort();
         if (JSON.stringify(declared) !== JSON.stringify(expected)) {
-          throw new BitBratError('CONFIG_INVALID', `service ${entry.definition.name} consumes [${declared.join(', ')}] but architecture.yaml says [${expected.join(', ')}]`);
+          throw new BitBratError(
+            'CONFIG_INVALID',
+            `service ${entry.definition.name} consumes [${declared.join(', ')}] but architecture.yaml says [${expected.join(', ')}]`,
+          );
         }
       }
 
@@ -282,7 +299,10 @@ export async function createHost(options: HostOptions): Promise<Host> {
         }
         entry.ctx.health.set('consumers', true, `${entry.subscriptions.length} topic(s)`);
       }
-      rootLogger.info({ services: running.map((entry) => entry.definition.name), bus: bus.driver, store: store ? config.STORE_DRIVER : 'none' }, 'started');
+      rootLogger.info(
+        { services: running.map((entry) => entry.definition.name), bus: bus.driver, store: store ? config.STORE_DRIVER : 'none' },
+        'started',
+      );
     },
 
     async stop() {
@@ -296,7 +316,10 @@ export async function createHost(options: HostOptions): Promise<Host> {
       });
       const deadline = setTimeout(() => {
         expired = true;
-        rootLogger.warn({ timeoutMs: config.SHUTDOWN_TIMEOUT_MS }, 'shutdown timeout: releasing held messages and abandoning what has not stopped');
+        rootLogger.warn(
+          { timeoutMs: config.SHUTDOWN_TIMEOUT_MS },
+          'shutdown timeout: releasing held messages and abandoning what has not stopped',
+        );
         for (const entry of running) entry.engine.releaseHolds();
         expire();
       }, config.SHUTDOWN_TIMEOUT_MS);
@@ -310,7 +333,9 @@ export async function createHost(options: HostOptions): Promise<Host> {
       for (const entry of [...running].reverse()) {
         entry.ctx.health.set('consumers', false, 'stopping');
         entry.engine.releaseHolds();
-        await bounded(`draining ${entry.definition.name}`, () => Promise.all(entry.subscriptions.map((subscription) => subscription.drain())));
+        await bounded(`draining ${entry.definition.name}`, () =>
+          Promise.all(entry.subscriptions.map((subscription) => subscription.drain())),
+        );
         entry.subscriptions = [];
       }
       for (const entry of [...running].reverse()) {
@@ -343,7 +368,8 @@ async function flushTraces(shutdown: Promise<void>, logger: Logger): Promise<voi
   });
   try {
     const result = await Promise.race([shutdown.then(() => 'done' as const), timedOut]);
-    if (result === 'timeout') logger.warn({ timeoutMs: TRACE_FLUSH_TIMEOUT_MS }, 'trace export at shutdown did not finish; remaining spans dropped');
+    if (result === 'timeout')
+      logger.warn({ timeoutMs: TRACE_FLUSH_TIMEOUT_MS }, 'trace export at shutdown did not finish; remaining spans dropped');
   } catch (error) {
     logger.warn({ err: error }, 'trace export at shutdown failed');
   } finally {
@@ -395,7 +421,11 @@ function platformShares(consumers: Array<{ topic: string; consumer: Consumer }>)
 }
 
 /** The bus options the platform config describes; `name` is the connection name the server shows. */
-export function busOptionsFromConfig(config: Readonly<PlatformConfig>, name: string, logger?: CreateBusOptions['logger']): CreateBusOptions {
+export function busOptionsFromConfig(
+  config: Readonly<PlatformConfig>,
+  name: string,
+  logger?: CreateBusOptions['logger'],
+): CreateBusOptions {
   return {
     driver: config.MESSAGE_BUS_DRIVER,
     prefix: config.BUS_PREFIX,
@@ -408,7 +438,11 @@ export function busOptionsFromConfig(config: Readonly<PlatformConfig>, name: str
 }
 
 /** The store options the platform config describes (the embedded store generates its own keys). */
-export function storeOptionsFromConfig(config: Readonly<PlatformConfig>, secrets: SecretsProvider, logger?: CreateStoreOptions['logger']): CreateStoreOptions {
+export function storeOptionsFromConfig(
+  config: Readonly<PlatformConfig>,
+  secrets: SecretsProvider,
+  logger?: CreateStoreOptions['logger'],
+): CreateStoreOptions {
   return {
     driver: config.STORE_DRIVER,
     dataDir: config.DATA_DIR,
@@ -424,7 +458,12 @@ export function storeOptionsFromConfig(config: Readonly<PlatformConfig>, secrets
 export async function createSecrets(config: Readonly<PlatformConfig>, env: Record<string, string | undefined>): Promise<SecretsProvider> {
   if (config.SECRETS_PROVIDER === 'env') return createEnvSecretsProvider(env);
   const { createSecretsProvider } = await import('./secrets-providers.js');
-  return createSecretsProvider({ kind: config.SECRETS_PROVIDER, env, dir: config.SECRETS_DIR, projectId: config.GOOGLE_CLOUD_PROJECT } as never);
+  return createSecretsProvider({
+    kind: config.SECRETS_PROVIDER,
+    env,
+    dir: config.SECRETS_DIR,
+    projectId: config.GOOGLE_CLOUD_PROJECT,
+  } as never);
 }
 
 /** Runs a host until SIGTERM/SIGINT, then stops it gracefully. */

@@ -50,7 +50,12 @@ export function createHttpServer(options: HttpServerOptions): FastifyInstance {
     if (error instanceof BitBratError) {
       const status = STATUS_BY_CODE[error.code as string];
       if (status !== undefined) return reply.status(status).send({ error: error.code, message: error.message });
-    } else if (error?.validation || error?.statusCode === 400 || error?.code === 'FST_ERR_CTP_INVALID_MEDIA_TYPE' || error?.code === 'FST_ERR_CTP_EMPTY_JSON_BODY') {
+    } else if (
+      error?.validation ||
+      error?.statusCode === 400 ||
+      error?.code === 'FST_ERR_CTP_INVALID_MEDIA_TYPE' ||
+      error?.code === 'FST_ERR_CTP_EMPTY_JSON_BODY'
+    ) {
       return reply.status(400).send({ error: 'BAD_REQUEST', message: error.message });
     } else if (typeof error?.statusCode === 'number' && error.statusCode >= 400 && error.statusCode < 500) {
       return reply.status(error.statusCode).send({ error: 'BAD_REQUEST', message: error.message });
@@ -64,9 +69,12 @@ export function createHttpServer(options: HttpServerOptions): FastifyInstance {
   // on every route, instead of letting a query fail deep in a store.
   app.addHook('preValidation', async (request, reply) => {
     const where = nulIn('path', request.params) ?? nulIn('query', request.query);
-    if (where) return reply.status(400).send({ error: 'BAD_REQUEST', message: `invalid ${where}: must not contain the NUL character (U+0000)` });
+    if (where)
+      return reply.status(400).send({ error: 'BAD_REQUEST', message: `invalid ${where}: must not contain the NUL character (U+0000)` });
   });
-  app.setNotFoundHandler((request, reply) => reply.status(404).send({ error: 'NOT_FOUND', message: `no route for ${request.method} ${request.url.split('?')[0]}` }));
+  app.setNotFoundHandler((request, reply) =>
+    reply.status(404).send({ error: 'NOT_FOUND', message: `no route for ${request.method} ${request.url.split('?')[0]}` }),
+  );
 
   app.get('/healthz', async () => ({ status: 'ok', services: options.services() }));
   app.get('/livez', async (_request, reply) => {
@@ -74,7 +82,9 @@ export function createHttpServer(options: HttpServerOptions): FastifyInstance {
     const stalledMs = Date.now() - lastTick;
     const p99Ms = loop.percentile(99) / 1e6;
     const live = stalledMs < maxDelay;
-    return reply.status(live ? 200 : 503).send({ status: live ? 'ok' : 'stalled', eventLoopDelayP99Ms: Math.round(p99Ms * 100) / 100, stalledMs });
+    return reply
+      .status(live ? 200 : 503)
+      .send({ status: live ? 'ok' : 'stalled', eventLoopDelayP99Ms: Math.round(p99Ms * 100) / 100, stalledMs });
   });
   app.get('/readyz', async (_request, reply) => {
     const ready = options.health.isReady();

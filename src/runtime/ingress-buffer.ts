@@ -117,7 +117,10 @@ export function createIngressBuffer(options: IngressBufferOptions): IngressBuffe
         failures += 1;
         if (!blocked) {
           blocked = true;
-          options.logger.error({ err: error, pending: pending() }, 'ingress: the bus refuses messages; holding them and publishing again in order when it is back');
+          options.logger.error(
+            { err: error, pending: pending() },
+            'ingress: the bus refuses messages; holding them and publishing again in order when it is back',
+          );
         }
         await pause(Math.min(maxDelay, initial * 2 ** Math.min(failures - 1, 16)));
         continue;
@@ -154,7 +157,9 @@ export function createIngressBuffer(options: IngressBufferOptions): IngressBuffe
         lose(entry, closed ? 'shutdown' : 'buffer_full');
         options.logger.error(
           { messageId: envelope.message?.id ?? envelope.id, channel: envelope.source.channel, pending: pending(), lost },
-          closed ? 'ingress: message arrived after shutdown; counted as lost' : `ingress buffer full (INGRESS_BUFFER_MAX=${options.max}); message counted as lost`,
+          closed
+            ? 'ingress: message arrived after shutdown; counted as lost'
+            : `ingress buffer full (INGRESS_BUFFER_MAX=${options.max}); message counted as lost`,
         );
         return;
       }
@@ -213,7 +218,10 @@ export function createIngressBuffer(options: IngressBufferOptions): IngressBuffe
  * The ingress buffer for a service's connector: publishes to `internal.ingress.v1` with the context's
  * retries, sized by INGRESS_BUFFER_MAX, losses counted on `bitbrat_ingress_lost_total{service,platform}`.
  */
-export function createServiceIngress(ctx: Pick<ServiceContext<unknown>, 'publish' | 'platform' | 'logger' | 'metrics' | 'name'>, platform: string): IngressBuffer {
+export function createServiceIngress(
+  ctx: Pick<ServiceContext<unknown>, 'publish' | 'platform' | 'logger' | 'metrics' | 'name'>,
+  platform: string,
+): IngressBuffer {
   const lostCounter = (ctx.metrics as RuntimeMetrics).ingressLost;
   return createIngressBuffer({
     publish: (envelope, msgId) => ctx.publish(Topic.ingress, envelope, msgId ? { msgId } : undefined),

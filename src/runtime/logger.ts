@@ -5,11 +5,30 @@ export type { Logger } from 'pino';
 
 /** Keys whose values are never logged, wherever they appear in a log object. */
 const REDACT_KEYS = [
-  'token', 'accessToken', 'refreshToken', 'access_token', 'refresh_token', 'password', 'secret', 'clientSecret',
-  'client_secret', 'authorization', 'Authorization', 'apiKey', 'api_key', 'cookie', 'key',
+  'token',
+  'accessToken',
+  'refreshToken',
+  'access_token',
+  'refresh_token',
+  'password',
+  'secret',
+  'clientSecret',
+  'client_secret',
+  'authorization',
+  'Authorization',
+  'apiKey',
+  'api_key',
+  'cookie',
+  'key',
 ];
 
-const REDACT_PATHS = [...REDACT_KEYS, ...REDACT_KEYS.map((key) => `*.${key}`), ...REDACT_KEYS.map((key) => `*.*.${key}`), 'req.headers.authorization', 'headers.authorization'];
+const REDACT_PATHS = [
+  ...REDACT_KEYS,
+  ...REDACT_KEYS.map((key) => `*.${key}`),
+  ...REDACT_KEYS.map((key) => `*.*.${key}`),
+  'req.headers.authorization',
+  'headers.authorization',
+];
 
 /**
  * Secret values registered here are scrubbed from every log line, so a secret that slips into an error
@@ -96,7 +115,11 @@ export function createLogger(options: LoggerOptions): Logger {
   return pino(
     {
       level: options.level ?? 'info',
-      base: { ...(options.service ? { service: options.service } : {}), ...(options.process ? { process: options.process } : {}), ...(options.instanceId ? { instanceId: options.instanceId } : {}) },
+      base: {
+        ...(options.service ? { service: options.service } : {}),
+        ...(options.process ? { process: options.process } : {}),
+        ...(options.instanceId ? { instanceId: options.instanceId } : {}),
+      },
       redact: { paths: REDACT_PATHS, censor: '[REDACTED]' },
       timestamp: pino.stdTimeFunctions.isoTime,
       formatters: { level: (label) => ({ level: label }) },

@@ -53,7 +53,10 @@ export function loadArchitecture(file = path.join(PROJECT_ROOT, 'architecture.ya
 export function serviceManifest(name: string, architecture = loadArchitecture()): ServiceManifest {
   const manifest = architecture.services[name];
   if (!manifest) {
-    throw new BitBratError('UNKNOWN_SERVICE', `unknown service "${name}"; known services: ${Object.keys(architecture.services).join(', ')}`);
+    throw new BitBratError(
+      'UNKNOWN_SERVICE',
+      `unknown service "${name}"; known services: ${Object.keys(architecture.services).join(', ')}`,
+    );
   }
   return manifest;
 }

@@ -40,10 +40,13 @@ export function createDeadlineSlots() {
       let slot = slots.get(key);
       if (!slot) {
         const fires = new Set<() => void>();
-        const timer = setTimeout(() => {
-          slots.delete(key);
-          for (const due of fires) due();
-        }, Math.max(0, key - Date.now()));
+        const timer = setTimeout(
+          () => {
+            slots.delete(key);
+            for (const due of fires) due();
+          },
+          Math.max(0, key - Date.now()),
+        );
         slot = { timer, fires };
         slots.set(key, slot);
       }

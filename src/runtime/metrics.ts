@@ -125,11 +125,36 @@ export function createRuntimeMetrics(options: { defaultMetrics?: boolean } = {})
   const refreshers = new Set<() => void>();
   const registers = [registry];
   const platform: PlatformMetrics = {
-    chatReceived: new Counter({ name: 'bitbrat_chat_messages_received_total', help: 'Chat messages received from a platform.', labelNames: ['platform', 'channel'] as const, registers }),
-    chatSent: new Counter({ name: 'bitbrat_chat_messages_sent_total', help: 'Chat messages sent to a platform.', labelNames: ['platform', 'channel'] as const, registers }),
-    connectorReconnects: new Counter({ name: 'bitbrat_connector_reconnects_total', help: 'Platform connector reconnects after a lost connection.', labelNames: ['platform'] as const, registers }),
-    connectorConnected: new Gauge({ name: 'bitbrat_connector_connected', help: '1 while the platform connector is connected.', labelNames: ['platform'] as const, registers }),
-    eventsubNotifications: new Counter({ name: 'bitbrat_eventsub_notifications_total', help: 'Twitch EventSub notifications received.', labelNames: ['subscription_type'] as const, registers }),
+    chatReceived: new Counter({
+      name: 'bitbrat_chat_messages_received_total',
+      help: 'Chat messages received from a platform.',
+      labelNames: ['platform', 'channel'] as const,
+      registers,
+    }),
+    chatSent: new Counter({
+      name: 'bitbrat_chat_messages_sent_total',
+      help: 'Chat messages sent to a platform.',
+      labelNames: ['platform', 'channel'] as const,
+      registers,
+    }),
+    connectorReconnects: new Counter({
+      name: 'bitbrat_connector_reconnects_total',
+      help: 'Platform connector reconnects after a lost connection.',
+      labelNames: ['platform'] as const,
+      registers,
+    }),
+    connectorConnected: new Gauge({
+      name: 'bitbrat_connector_connected',
+      help: '1 while the platform connector is connected.',
+      labelNames: ['platform'] as const,
+      registers,
+    }),
+    eventsubNotifications: new Counter({
+      name: 'bitbrat_eventsub_notifications_total',
+      help: 'Twitch EventSub notifications received.',
+      labelNames: ['subscription_type'] as const,
+      registers,
+    }),
     egressQueueDepth: new Gauge({
       name: 'bitbrat_egress_queue_depth',
       help: 'Replies waiting in a channel egress queue.',
@@ -139,12 +164,42 @@ export function createRuntimeMetrics(options: { defaultMetrics?: boolean } = {})
         for (const refresh of refreshers) refresh();
       },
     }),
-    egressReplies: new Counter({ name: 'bitbrat_egress_replies_total', help: 'Replies by delivery result (delivered or the failure code).', labelNames: ['platform', 'result'] as const, registers }),
-    egressRateLimited: new Counter({ name: 'bitbrat_egress_rate_limited_total', help: 'Replies refused with RATE_LIMITED.', labelNames: ['platform', 'channel'] as const, registers }),
-    llmRequests: new Counter({ name: 'bitbrat_llm_requests_total', help: 'LLM requests by result.', labelNames: ['provider', 'model', 'result'] as const, registers }),
-    llmTokens: new Counter({ name: 'bitbrat_llm_tokens_total', help: 'LLM tokens used, by direction (input, output).', labelNames: ['provider', 'model', 'direction'] as const, registers }),
-    llmCostUsd: new Counter({ name: 'bitbrat_llm_cost_usd_total', help: 'Estimated LLM spend in US dollars.', labelNames: ['provider', 'model'] as const, registers }),
-    moderationActions: new Counter({ name: 'bitbrat_moderation_actions_total', help: 'Moderation actions taken.', labelNames: ['platform', 'action', 'reason'] as const, registers }),
+    egressReplies: new Counter({
+      name: 'bitbrat_egress_replies_total',
+      help: 'Replies by delivery result (delivered or the failure code).',
+      labelNames: ['platform', 'result'] as const,
+      registers,
+    }),
+    egressRateLimited: new Counter({
+      name: 'bitbrat_egress_rate_limited_total',
+      help: 'Replies refused with RATE_LIMITED.',
+      labelNames: ['platform', 'channel'] as const,
+      registers,
+    }),
+    llmRequests: new Counter({
+      name: 'bitbrat_llm_requests_total',
+      help: 'LLM requests by result.',
+      labelNames: ['provider', 'model', 'result'] as const,
+      registers,
+    }),
+    llmTokens: new Counter({
+      name: 'bitbrat_llm_tokens_total',
+      help: 'LLM tokens used, by direction (input, output).',
+      labelNames: ['provider', 'model', 'direction'] as const,
+      registers,
+    }),
+    llmCostUsd: new Counter({
+      name: 'bitbrat_llm_cost_usd_total',
+      help: 'Estimated LLM spend in US dollars.',
+      labelNames: ['provider', 'model'] as const,
+      registers,
+    }),
+    moderationActions: new Counter({
+      name: 'bitbrat_moderation_actions_total',
+      help: 'Moderation actions taken.',
+      labelNames: ['platform', 'action', 'reason'] as const,
+      registers,
+    }),
   };
   return {
     platform,
@@ -153,12 +208,42 @@ export function createRuntimeMetrics(options: { defaultMetrics?: boolean } = {})
       return () => refreshers.delete(refresh);
     },
     registry,
-    consumed: deferredCounter({ name: 'bitbrat_messages_consumed_total', help: 'Messages taken from the bus.', labelNames, registers: [registry] }),
-    published: deferredCounter({ name: 'bitbrat_messages_published_total', help: 'Messages published (by destination topic).', labelNames, registers: [registry] }),
-    failed: new Counter({ name: 'bitbrat_messages_failed_total', help: 'Handler failures (by error code).', labelNames: ['service', 'topic', 'code'] as const, registers: [registry] }),
-    retried: new Counter({ name: 'bitbrat_messages_retried_total', help: 'Retryable failures redelivered after a backoff.', labelNames, registers: [registry] }),
-    deadLettered: new Counter({ name: 'bitbrat_messages_deadlettered_total', help: 'Messages sent to the dead-letter topic (by reason).', labelNames: ['service', 'topic', 'code'] as const, registers: [registry] }),
-    duplicates: new Counter({ name: 'bitbrat_messages_duplicate_total', help: 'Redelivered duplicates recognised and skipped.', labelNames, registers: [registry] }),
+    consumed: deferredCounter({
+      name: 'bitbrat_messages_consumed_total',
+      help: 'Messages taken from the bus.',
+      labelNames,
+      registers: [registry],
+    }),
+    published: deferredCounter({
+      name: 'bitbrat_messages_published_total',
+      help: 'Messages published (by destination topic).',
+      labelNames,
+      registers: [registry],
+    }),
+    failed: new Counter({
+      name: 'bitbrat_messages_failed_total',
+      help: 'Handler failures (by error code).',
+      labelNames: ['service', 'topic', 'code'] as const,
+      registers: [registry],
+    }),
+    retried: new Counter({
+      name: 'bitbrat_messages_retried_total',
+      help: 'Retryable failures redelivered after a backoff.',
+      labelNames,
+      registers: [registry],
+    }),
+    deadLettered: new Counter({
+      name: 'bitbrat_messages_deadlettered_total',
+      help: 'Messages sent to the dead-letter topic (by reason).',
+      labelNames: ['service', 'topic', 'code'] as const,
+      registers: [registry],
+    }),
+    duplicates: new Counter({
+      name: 'bitbrat_messages_duplicate_total',
+      help: 'Redelivered duplicates recognised and skipped.',
+      labelNames,
+      registers: [registry],
+    }),
     handlerSeconds: new Histogram({
       name: 'bitbrat_handler_duration_seconds',
       help: 'Handler latency.',
@@ -166,9 +251,22 @@ export function createRuntimeMetrics(options: { defaultMetrics?: boolean } = {})
       buckets: [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10],
       registers: [registry],
     }),
-    busStoredBytes: new Gauge({ name: 'bitbrat_bus_stored_bytes', help: 'Bytes the bus server keeps for this platform (the NATS stream).', registers: [registry] }),
+    busStoredBytes: new Gauge({
+      name: 'bitbrat_bus_stored_bytes',
+      help: 'Bytes the bus server keeps for this platform (the NATS stream).',
+      registers: [registry],
+    }),
     busMaxBytes: new Gauge({ name: 'bitbrat_bus_max_bytes', help: 'Size limit of that storage (0: none).', registers: [registry] }),
-    ingressLost: new Counter({ name: 'bitbrat_ingress_lost_total', help: 'Ingress messages lost by a connector (by reason: buffer_full, shutdown).', labelNames: ['service', 'platform', 'reason'] as const, registers: [registry] }),
-    eventsStalled: new Gauge({ name: 'bitbrat_events_stalled', help: 'Events received but not finalized within STALLED_AFTER_MS.', registers: [registry] }),
+    ingressLost: new Counter({
+      name: 'bitbrat_ingress_lost_total',
+      help: 'Ingress messages lost by a connector (by reason: buffer_full, shutdown).',
+      labelNames: ['service', 'platform', 'reason'] as const,
+      registers: [registry],
+    }),
+    eventsStalled: new Gauge({
+      name: 'bitbrat_events_stalled',
+      help: 'Events received but not finalized within STALLED_AFTER_MS.',
+      registers: [registry],
+    }),
   };
 }

@@ -81,7 +81,10 @@ function wrap(span: Span): RuntimeSpan {
 }
 
 /** The SDK's tracer provider, exporter and batch processor, configured only from `config`. */
-export function createOtelTracing(config: Extract<TracingConfig, { enabled: true }>, defaults: { service: string; instanceId: string }): Tracing {
+export function createOtelTracing(
+  config: Extract<TracingConfig, { enabled: true }>,
+  defaults: { service: string; instanceId: string },
+): Tracing {
   // A root span takes the envelope's trace id, so the id in every log line and in the finalizer's record
   // is the id of the trace. The SDK asks the id generator synchronously inside startSpan.
   const random = new RandomIdGenerator();
@@ -97,7 +100,11 @@ export function createOtelTracing(config: Extract<TracingConfig, { enabled: true
   const exporterOptions = { url: config.url, headers: { ...config.headers }, timeoutMillis: config.batch.exportTimeoutMillis };
   const exporter = config.protocol === 'http/json' ? new OtlpJsonExporter(exporterOptions) : new OtlpProtoExporter(exporterOptions);
   const resource = defaultResource().merge(
-    resourceFromAttributes({ 'service.instance.id': defaults.instanceId, ...config.resourceAttributes, [ATTR_SERVICE_NAME]: config.serviceName ?? defaults.service }),
+    resourceFromAttributes({
+      'service.instance.id': defaults.instanceId,
+      ...config.resourceAttributes,
+      [ATTR_SERVICE_NAME]: config.serviceName ?? defaults.service,
+    }),
   );
   const provider = new BasicTracerProvider({
     resource,
@@ -113,7 +120,10 @@ export function createOtelTracing(config: Extract<TracingConfig, { enabled: true
       let parentContext = ROOT_CONTEXT;
       const parent = options.parent;
       if (parent !== undefined) {
-        const remote = typeof parent === 'string' ? parseTraceparent(parent) : { traceId: parent.traceId, spanId: parent.spanId, sampled: parent.traceparent.endsWith('01') };
+        const remote =
+          typeof parent === 'string'
+            ? parseTraceparent(parent)
+            : { traceId: parent.traceId, spanId: parent.spanId, sampled: parent.traceparent.endsWith('01') };
         // A parent from another trace than the envelope's (a republished envelope) does not adopt it.
         if (remote && (options.traceId === undefined || remote.traceId === normalizeTraceId(options.traceId))) {
           parentContext = trace.setSpanContext(ROOT_CONTEXT, {
@@ -128,7 +138,11 @@ export function createOtelTracing(config: Extract<TracingConfig, { enabled: true
         const id = normalizeTraceId(options.traceId);
         if (id !== INVALID_TRACE_ID) nextTraceId = id;
       }
-      const span = tracer.startSpan(name, { kind: KINDS[options.kind ?? 'internal'], attributes: attributesOf(options.attributes) }, parentContext);
+      const span = tracer.startSpan(
+        name,
+        { kind: KINDS[options.kind ?? 'internal'], attributes: attributesOf(options.attributes) },
+        parentContext,
+      );
       nextTraceId = undefined;
       return wrap(span);
     },

@@ -56,13 +56,19 @@ export function createSecretsProvider(options: SecretsProviderOptions): SecretsP
     case 'gcp':
       return createGcpSecretsProvider(options);
     default:
-      throw new BitBratError('CONFIG_INVALID', `unknown SECRETS_PROVIDER ${String((options as { kind: unknown }).kind)} (expected env, file or gcp)`);
+      throw new BitBratError(
+        'CONFIG_INVALID',
+        `unknown SECRETS_PROVIDER ${String((options as { kind: unknown }).kind)} (expected env, file or gcp)`,
+      );
   }
 }
 
 function checkName(name: string, kind: string): void {
   if (!SECRET_NAME_PATTERN.test(name)) {
-    throw new BitBratError('PROVIDER_ERROR', `invalid secret name ${JSON.stringify(name.slice(0, 80))} (provider: ${kind}); names are letters, digits, _ and -`);
+    throw new BitBratError(
+      'PROVIDER_ERROR',
+      `invalid secret name ${JSON.stringify(name.slice(0, 80))} (provider: ${kind}); names are letters, digits, _ and -`,
+    );
   }
 }
 
@@ -105,7 +111,11 @@ export function createFileSecretsProvider(options: Pick<SecretsProviderOptions, 
     } catch (error) {
       const code = (error as NodeJS.ErrnoException).code;
       if (code === 'ENOENT' || code === 'ENOTDIR') return null;
-      throw new BitBratError('PROVIDER_ERROR', `secret ${name}: cannot read ${file} (${code ?? 'error'}); check the file's permissions for the service's user`, { cause: error });
+      throw new BitBratError(
+        'PROVIDER_ERROR',
+        `secret ${name}: cannot read ${file} (${code ?? 'error'}); check the file's permissions for the service's user`,
+        { cause: error },
+      );
     }
   };
   const get = createCache(options.cacheTtlMs ?? DEFAULT_FILE_SECRETS_TTL_MS, async (name) => {
@@ -151,7 +161,11 @@ export function createGcpSecretsProvider(options: Omit<SecretsProviderOptions, '
     try {
       return await doFetch(url, { ...init, signal: AbortSignal.timeout(timeoutMs) });
     } catch (error) {
-      throw new BitBratError('PROVIDER_ERROR', `${what}: request to ${new URL(url).origin} failed: ${error instanceof Error ? error.message : String(error)}`, { retryable: true, cause: error });
+      throw new BitBratError(
+        'PROVIDER_ERROR',
+        `${what}: request to ${new URL(url).origin} failed: ${error instanceof Error ? error.message : String(error)}`,
+        { retryable: true, cause: error },
+      );
     }
   };
 
@@ -160,7 +174,9 @@ export function createGcpSecretsProvider(options: Omit<SecretsProviderOptions, '
     const response = await request(url, { headers: { 'Metadata-Flavor': 'Google' } }, 'access token from the metadata server');
     if (!response.ok) {
       await response.body?.cancel();
-      throw new BitBratError('PROVIDER_ERROR', `access token from the metadata server: HTTP ${response.status}`, { retryable: response.status >= 500 });
+      throw new BitBratError('PROVIDER_ERROR', `access token from the metadata server: HTTP ${response.status}`, {
+        retryable: response.status >= 500,
+      });
     }
     const body = (await response.json().catch(() => undefined)) as { access_token?: unknown; expires_in?: unknown } | undefined;
     if (!body || typeof body.access_token !== 'string' || body.access_token === '') {
@@ -209,7 +225,10 @@ export function createGcpSecretsProvider(options: Omit<SecretsProviderOptions, '
     const detail = `HTTP ${status}${errorStatus ? ` ${errorStatus}` : ''}`;
     if (status === 404) return undefined;
     if (status === 403) {
-      throw new BitBratError('SECRET_MISSING', `${what}: permission denied (${detail}); the secret does not exist or the service account lacks roles/secretmanager.secretAccessor on it`);
+      throw new BitBratError(
+        'SECRET_MISSING',
+        `${what}: permission denied (${detail}); the secret does not exist or the service account lacks roles/secretmanager.secretAccessor on it`,
+      );
     }
     if (status === 401) throw new BitBratError('PROVIDER_ERROR', `${what}: the access token was rejected (${detail})`);
     throw new BitBratError('PROVIDER_ERROR', `${what}: Secret Manager returned ${detail}`, { retryable: status >= 500 || status === 429 });

@@ -15,16 +15,31 @@ export type HandlerResult =
   | { kind: 'continue'; envelope?: Envelope }
   | { kind: 'skip'; envelope?: Envelope }
   | { kind: 'handled'; envelope?: Envelope; outcome?: Extract<Outcome, 'handled' | 'unrouted' | 'completed'> }
-  | { kind: 'failed'; code: ErrorCode | string; message: string; retryable?: boolean; envelope?: Envelope; details?: Record<string, unknown> };
+  | {
+      kind: 'failed';
+      code: ErrorCode | string;
+      message: string;
+      retryable?: boolean;
+      envelope?: Envelope;
+      details?: Record<string, unknown>;
+    };
 
 /** Step OK; publish to the next step (changes, if any, in `envelope`). */
 export const continueWith = (envelope?: Envelope): HandlerResult => ({ kind: 'continue', envelope });
 /** Step not applicable; move on. */
 export const skip = (envelope?: Envelope): HandlerResult => ({ kind: 'skip', envelope });
 /** No further processing; egress delivers any reply, then the envelope is finalized. */
-export const handled = (envelope?: Envelope, outcome?: 'handled' | 'unrouted' | 'completed'): HandlerResult => ({ kind: 'handled', envelope, outcome });
+export const handled = (envelope?: Envelope, outcome?: 'handled' | 'unrouted' | 'completed'): HandlerResult => ({
+  kind: 'handled',
+  envelope,
+  outcome,
+});
 /** The step failed; retryable failures are redelivered after a backoff (R4). */
-export const failed = (code: ErrorCode | string, message: string, options: { retryable?: boolean; envelope?: Envelope; details?: Record<string, unknown> } = {}): HandlerResult => ({
+export const failed = (
+  code: ErrorCode | string,
+  message: string,
+  options: { retryable?: boolean; envelope?: Envelope; details?: Record<string, unknown> } = {},
+): HandlerResult => ({
   kind: 'failed',
   code,
   message,

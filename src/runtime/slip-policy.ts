@@ -112,7 +112,9 @@ export function guardStep(envelope: Envelope, topic: string): { stepIndex: numbe
   const stepIndex = currentStepIndex(envelope);
   const current = stepIndex >= 0 ? envelope.routingSlip[stepIndex] : undefined;
   if (current && current.destination === topic) return { stepIndex };
-  const reason = current ? `current step ${stepIndex} (${current.id}) is for ${current.destination ?? 'no destination'}, not ${topic}` : 'the slip has no PENDING step';
+  const reason = current
+    ? `current step ${stepIndex} (${current.id}) is for ${current.destination ?? 'no destination'}, not ${topic}`
+    : 'the slip has no PENDING step';
   return { action: 'dead-letter', code: 'SLIP_MISMATCH', reason, stepIndex };
 }
 
@@ -167,14 +169,16 @@ export function nextHop(input: NextHopInput): SettleOrder {
       return { action: 'publish', hop: 'stage-next', topic: input.next, msgId: `${envelope.id}:${stepIndex}:${topic}` };
     case 'egress-or-final': {
       const outcome = input.result.outcome ?? 'handled';
-      if (egress && input.next !== 'finalization') return { action: 'publish', hop: 'egress', topic: egress, msgId: `${envelope.id}:egress`, outcome };
+      if (egress && input.next !== 'finalization')
+        return { action: 'publish', hop: 'egress', topic: egress, msgId: `${envelope.id}:egress`, outcome };
       return finalizationHop(envelope, stepIndex, outcome);
     }
     case 'next-step': {
       const nextIndex = currentStepIndex(envelope);
       if (nextIndex >= 0) return stepHop(input, nextIndex, envelope.routingSlip[nextIndex]!);
       // R2: egress only carries a reply, unless the sender waits to hear the ending (qos.reportEnding).
-      if (egress && (hasReply(envelope) || envelope.qos?.reportEnding === true)) return { action: 'publish', hop: 'egress', topic: egress, msgId: `${envelope.id}:egress`, outcome: completed };
+      if (egress && (hasReply(envelope) || envelope.qos?.reportEnding === true))
+        return { action: 'publish', hop: 'egress', topic: egress, msgId: `${envelope.id}:egress`, outcome: completed };
       return finalizationHop(envelope, stepIndex, completed);
     }
   }
@@ -182,7 +186,13 @@ export function nextHop(input: NextHopInput): SettleOrder {
 
 /** The hop to the next PENDING step, unless no service serves it (dead letter, UNKNOWN_STEP). */
 function stepHop(input: NextHopInput, nextIndex: number, next: RoutingStep): PublishOrder | DeadLetterOrder {
-  if (!next.destination) return { action: 'dead-letter', code: 'ENVELOPE_INVALID', reason: `step ${nextIndex} (${next.id}) has no destination`, stepIndex: nextIndex };
+  if (!next.destination)
+    return {
+      action: 'dead-letter',
+      code: 'ENVELOPE_INVALID',
+      reason: `step ${nextIndex} (${next.id}) has no destination`,
+      stepIndex: nextIndex,
+    };
   if (input.isServedStep && !input.isServedStep(next.destination)) {
     const known = input.knownSteps && input.knownSteps.length > 0 ? input.knownSteps.join(', ') : 'none';
     return {
@@ -215,9 +225,14 @@ export interface FailureInput {
 }
 
 /** R4/R5: a retryable failure with attempts left is redelivered after a backoff; anything else is recorded. */
-export function onFailure(input: FailureInput): RetryOrder | { action: 'record'; then: 'finalization' | 'dead-letter'; exhausted: boolean } {
+export function onFailure(
+  input: FailureInput,
+): RetryOrder | { action: 'record'; then: 'finalization' | 'dead-letter'; exhausted: boolean } {
   if (input.retryable && input.attempt < input.maxAttempts) {
-    return { action: 'retry', delayMs: backoffDelayMs(input.attempt, { baseMs: input.retry.baseMs, maxMs: input.retry.maxMs, random: input.retry.random }) };
+    return {
+      action: 'retry',
+      delayMs: backoffDelayMs(input.attempt, { baseMs: input.retry.baseMs, maxMs: input.retry.maxMs, random: input.retry.random }),
+    };
   }
   return { action: 'record', then: FAILURE_ROUTES[input.mode], exhausted: input.retryable === true };
 }
@@ -226,18 +241,33 @@ export function onFailure(input: FailureInput): RetryOrder | { action: 'record';
  * R5/R6: where a recorded failure goes: finalization (or the DLQ when there is none), or for a sink
  * straight to the DLQ with the handler's code, to be replayed onto the sink's topic.
  */
-export function failureHop(mode: EnvelopeMode, envelope: Envelope, stepIndex: number, topic: string, code: string, message: string): PublishOrder | DeadLetterOrder {
+export function failureHop(
+  mode: EnvelopeMode,
+  envelope: Envelope,
+  stepIndex: number,
+  topic: string,
+  code: string,
+  message: string,
+): PublishOrder | DeadLetterOrder {
   if (FAILURE_ROUTES[mode] === 'dead-letter') return { action: 'dead-letter', code, reason: message, replayTopic: topic };
   // A sender waiting on the ending (qos.reportEnding) hears the failure too; never from the egress stage itself.
   const egress = envelope.source.egressDestination;
-  if (envelope.qos?.reportEnding === true && egress && mode !== 'stage') return { action: 'publish', hop: 'egress', topic: egress, msgId: `${envelope.id}:egress`, outcome: 'failed' };
+  if (envelope.qos?.reportEnding === true && egress && mode !== 'stage')
+    return { action: 'publish', hop: 'egress', topic: egress, msgId: `${envelope.id}:egress`, outcome: 'failed' };
   return finalizationHop(envelope, stepIndex);
 }
 
 /** A raw consumer's failure: retried like R4 while deliveries are left, else the message is terminated. */
-export function onRawFailure(input: { retryable: boolean; deliveryCount: number; retry: RetryPolicy }): RetryOrder | { action: 'terminate' } {
+export function onRawFailure(input: {
+  retryable: boolean;
+  deliveryCount: number;
+  retry: RetryPolicy;
+}): RetryOrder | { action: 'terminate' } {
   if (input.retryable && input.deliveryCount < DEFAULT_MAX_ATTEMPTS) {
-    return { action: 'retry', delayMs: backoffDelayMs(input.deliveryCount, { baseMs: input.retry.baseMs, maxMs: input.retry.maxMs, random: input.retry.random }) };
+    return {
+      action: 'retry',
+      delayMs: backoffDelayMs(input.deliveryCount, { baseMs: input.retry.baseMs, maxMs: input.retry.maxMs, random: input.retry.random }),
+    };
   }
   return { action: 'terminate' };
 }
@@ -253,7 +283,8 @@ export type Failure = Extract<HandlerResult, { kind: 'failed' }>;
 export function failureOf(error: unknown): Failure | { kind: 'hold'; error: BitBratError } {
   if (error instanceof DeadlineError) return { kind: 'failed', code: 'DEADLINE', message: error.message, retryable: false };
   if (isDependencyDown(error)) return { kind: 'hold', error };
-  if (isBitBratError(error)) return { kind: 'failed', code: error.code, message: error.message, retryable: error.retryable, details: error.details };
+  if (isBitBratError(error))
+    return { kind: 'failed', code: error.code, message: error.message, retryable: error.retryable, details: error.details };
   return { kind: 'failed', code: 'HANDLER_EXCEPTION', message: error instanceof Error ? error.message : String(error), retryable: false };
 }
 
@@ -307,7 +338,8 @@ export function recordFailure(envelope: Envelope, record: FailureRecord): string
     },
   ];
   envelope.outcome = 'failed';
-  if (record.deliveryTopic && !envelope.delivery) envelope.delivery = { delivered: false, at: now, destination: record.deliveryTopic, reason: code };
+  if (record.deliveryTopic && !envelope.delivery)
+    envelope.delivery = { delivered: false, at: now, destination: record.deliveryTopic, reason: code };
   return message;
 }
 
@@ -322,7 +354,12 @@ export function protectHistory(out: Envelope, step: RoutingStep, stepIndex: numb
 }
 
 /** R9: the step's own timeout, bounded by the reply deadline (which a sink ignores: it records, it does not reply). */
-export function stepTimeoutMs(mode: EnvelopeMode, stepTimeout: number | undefined, replyDeadlineAt: number | undefined, now: number): number | undefined {
+export function stepTimeoutMs(
+  mode: EnvelopeMode,
+  stepTimeout: number | undefined,
+  replyDeadlineAt: number | undefined,
+  now: number,
+): number | undefined {
   if (replyDeadlineAt === undefined || mode === 'sink') return stepTimeout;
   const remaining = replyDeadlineAt - now;
   return stepTimeout === undefined ? remaining : Math.min(stepTimeout, remaining);

@@ -14,8 +14,14 @@ export const RECORD_BATCH_DELAY_MS = 25;
  * store refuses fails alone (writeEach), and a batch never waits for more than the messages in flight
  * (batchSizeFor).
  */
-export function createStoreBatcher<T, R>(write: (batch: T[]) => Promise<R[]>, options: { size: number; delayMs: number; maxInFlight?: number }): Batcher<T, R> {
-  return createBatcher<T, R>((items) => writeEach(items, write), { maxSize: batchSizeFor(options.size, options.maxInFlight), maxDelayMs: options.delayMs });
+export function createStoreBatcher<T, R>(
+  write: (batch: T[]) => Promise<R[]>,
+  options: { size: number; delayMs: number; maxInFlight?: number },
+): Batcher<T, R> {
+  return createBatcher<T, R>((items) => writeEach(items, write), {
+    maxSize: batchSizeFor(options.size, options.maxInFlight),
+    maxDelayMs: options.delayMs,
+  });
 }
 
 /** How a service batches one kind of store write: at most `size` records, waiting at most `delayMs`. */
@@ -28,7 +34,11 @@ export interface BatchSettings {
  * A store batcher for a service, capped at the messages its consumers may hold in flight
  * (`MAX_IN_FLIGHT` of the platform config), since each message waits for its batch.
  */
-export function createServiceBatcher<T, R>(ctx: { platform: Readonly<Pick<PlatformConfig, 'MAX_IN_FLIGHT'>> }, settings: BatchSettings, write: (batch: T[]) => Promise<R[]>): Batcher<T, R> {
+export function createServiceBatcher<T, R>(
+  ctx: { platform: Readonly<Pick<PlatformConfig, 'MAX_IN_FLIGHT'>> },
+  settings: BatchSettings,
+  write: (batch: T[]) => Promise<R[]>,
+): Batcher<T, R> {
   return createStoreBatcher<T, R>(write, { size: settings.size, delayMs: settings.delayMs, maxInFlight: ctx.platform.MAX_IN_FLIGHT });
 }
 

@@ -28,7 +28,9 @@ const protocol = () =>
   z.preprocess(
     (value) => (value === '' ? undefined : value),
     z
-      .enum(['http/protobuf', 'http/json'], { error: 'must be http/protobuf or http/json (grpc is not supported: point it at the OTLP/HTTP port, usually 4318)' })
+      .enum(['http/protobuf', 'http/json'], {
+        error: 'must be http/protobuf or http/json (grpc is not supported: point it at the OTLP/HTTP port, usually 4318)',
+      })
       .optional(),
   );
 
@@ -45,7 +47,10 @@ const TracingEnvSchema = z.object({
   OTEL_SERVICE_NAME: env.string(),
   OTEL_RESOURCE_ATTRIBUTES: env.string(),
   OTEL_TRACES_SAMPLER: env.enumOf(Object.values(TraceSampler) as [TraceSampler, ...TraceSampler[]], 'parentbased_always_on'),
-  OTEL_TRACES_SAMPLER_ARG: z.preprocess((value) => (value === '' ? undefined : value), z.coerce.number({ error: 'must be a number' }).min(0, 'must be between 0 and 1').max(1, 'must be between 0 and 1').optional()),
+  OTEL_TRACES_SAMPLER_ARG: z.preprocess(
+    (value) => (value === '' ? undefined : value),
+    z.coerce.number({ error: 'must be a number' }).min(0, 'must be between 0 and 1').max(1, 'must be between 0 and 1').optional(),
+  ),
   OTEL_BSP_SCHEDULE_DELAY: env.int(5_000, { min: 0 }),
   OTEL_BSP_MAX_QUEUE_SIZE: env.int(2_048, { min: 1 }),
   OTEL_BSP_MAX_EXPORT_BATCH_SIZE: env.int(512, { min: 1 }),
@@ -70,7 +75,12 @@ export type TracingConfig =
       readonly sampler: TraceSampler;
       /** The ratio of the `traceidratio` samplers (default 1). */
       readonly samplerRatio: number;
-      readonly batch: { readonly scheduledDelayMillis: number; readonly maxQueueSize: number; readonly maxExportBatchSize: number; readonly exportTimeoutMillis: number };
+      readonly batch: {
+        readonly scheduledDelayMillis: number;
+        readonly maxQueueSize: number;
+        readonly maxExportBatchSize: number;
+        readonly exportTimeoutMillis: number;
+      };
     };
 
 /** `k1=v1,k2=v2` with percent-encoded values (the W3C baggage format both variables use). */
@@ -109,9 +119,13 @@ export function loadTracingConfig(source: Record<string, string | undefined>): T
   const parsed = TracingEnvSchema.safeParse(source);
   const problems: string[] = parsed.success ? [] : parsed.error.issues.map((issue) => `  - ${issue.path.join('.')}: ${issue.message}`);
   const value = parsed.success ? parsed.data : undefined;
-  const headers = { ...parseKeyValues(source.OTEL_EXPORTER_OTLP_HEADERS, 'OTEL_EXPORTER_OTLP_HEADERS', problems), ...parseKeyValues(source.OTEL_EXPORTER_OTLP_TRACES_HEADERS, 'OTEL_EXPORTER_OTLP_TRACES_HEADERS', problems) };
+  const headers = {
+    ...parseKeyValues(source.OTEL_EXPORTER_OTLP_HEADERS, 'OTEL_EXPORTER_OTLP_HEADERS', problems),
+    ...parseKeyValues(source.OTEL_EXPORTER_OTLP_TRACES_HEADERS, 'OTEL_EXPORTER_OTLP_TRACES_HEADERS', problems),
+  };
   const resourceAttributes = parseKeyValues(source.OTEL_RESOURCE_ATTRIBUTES, 'OTEL_RESOURCE_ATTRIBUTES', problems);
-  if (problems.length > 0 || !value) throw new BitBratError('CONFIG_INVALID', `invalid tracing configuration:\n${problems.join('\n')}`, { details: { problems } });
+  if (problems.length > 0 || !value)
+    throw new BitBratError('CONFIG_INVALID', `invalid tracing configuration:\n${problems.join('\n')}`, { details: { problems } });
   const url = tracesUrl(value.OTEL_EXPORTER_OTLP_ENDPOINT, value.OTEL_EXPORTER_OTLP_TRACES_ENDPOINT);
   if (!url || value.OTEL_SDK_DISABLED || value.OTEL_TRACES_EXPORTER === 'none') return Object.freeze({ enabled: false });
   if (value.K_SERVICE) {

@@ -116,7 +116,10 @@ export function traced<T>(name: string, attributes: SpanAttributes, fn: (span: R
  * The host's tracer for `config`: undefined when tracing is off, without importing the SDK. `service`
  * names the process when OTEL_SERVICE_NAME does not.
  */
-export async function createTracing(config: TracingConfig, defaults: { service: string; instanceId: string }): Promise<Tracing | undefined> {
+export async function createTracing(
+  config: TracingConfig,
+  defaults: { service: string; instanceId: string },
+): Promise<Tracing | undefined> {
   if (!config.enabled) return undefined;
   const { createOtelTracing } = await import('./otel.js');
   return createOtelTracing(config, defaults);

@@ -20,7 +20,8 @@ export async function loadService(name: string, architecture: Architecture = loa
   if (!definition || typeof definition.setup !== 'function') {
     throw new BitBratError('UNKNOWN_SERVICE', `${manifest.entry} does not export a service definition`);
   }
-  if (definition.name !== name) throw new BitBratError('CONFIG_INVALID', `${manifest.entry} defines service "${definition.name}", but the manifest calls it "${name}"`);
+  if (definition.name !== name)
+    throw new BitBratError('CONFIG_INVALID', `${manifest.entry} defines service "${definition.name}", but the manifest calls it "${name}"`);
   return definition;
 }
 

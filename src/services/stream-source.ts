@@ -12,9 +12,16 @@ const STREAMING_PLATFORMS: ReadonlySet<string> = new Set(['twitch']);
  * from somewhere that is not a stream (the API console, a chat bridge) gets the streamer's live source,
  * or else the one whose stream state is known. A stream platform's channel never borrows another's state.
  */
-export async function findStreamSource(store: Pick<Store, 'getSource' | 'listSources'>, source: { platform: string; channel: string; channelId?: string }): Promise<SourceState | undefined> {
+export async function findStreamSource(
+  store: Pick<Store, 'getSource' | 'listSources'>,
+  source: { platform: string; channel: string; channelId?: string },
+): Promise<SourceState | undefined> {
   const channel = channelName(source.channel);
-  const ids = [channel && `${source.platform}:${channel}`, source.channelId && `${source.platform}:${source.channelId}`, channel && twitchSourceId(channel)];
+  const ids = [
+    channel && `${source.platform}:${channel}`,
+    source.channelId && `${source.platform}:${source.channelId}`,
+    channel && twitchSourceId(channel),
+  ];
   for (const id of new Set(ids)) {
     const found = id ? await store.getSource(id) : undefined;
     if (found) return found;
@@ -24,7 +31,8 @@ export async function findStreamSource(store: Pick<Store, 'getSource' | 'listSou
     ? all.find(
         (candidate) =>
           candidate.platform === source.platform &&
-          (candidate.displayName?.toLowerCase() === channel || String(candidate.metadata?.channel ?? candidate.metadata?.login ?? '').toLowerCase() === channel),
+          (candidate.displayName?.toLowerCase() === channel ||
+            String(candidate.metadata?.channel ?? candidate.metadata?.login ?? '').toLowerCase() === channel),
       )
     : undefined;
   if (named || STREAMING_PLATFORMS.has(source.platform)) return named;

@@ -57,7 +57,8 @@ export function encodeCursor(key: string, id: string): string {
 export function decodeCursor(cursor: string): [string, string] {
   try {
     const value = JSON.parse(Buffer.from(cursor, 'base64url').toString('utf8')) as unknown;
-    if (Array.isArray(value) && value.length === 2 && typeof value[0] === 'string' && typeof value[1] === 'string') return [value[0], value[1]];
+    if (Array.isArray(value) && value.length === 2 && typeof value[0] === 'string' && typeof value[1] === 'string')
+      return [value[0], value[1]];
   } catch {
     // fall through
   }
@@ -68,7 +69,8 @@ export const invalidCursor = () => new BitBratError('BAD_REQUEST', 'invalid pagi
 
 /** A document's collection and id: non-empty text of at most 200 characters (ids travel in URLs and Firestore paths). */
 export function checkDocKey(collection: string, id: string): void {
-  if (typeof collection !== 'string' || collection === '' || collection.length > 64) throw new BitBratError('BAD_REQUEST', 'a document collection is 1-64 characters');
+  if (typeof collection !== 'string' || collection === '' || collection.length > 64)
+    throw new BitBratError('BAD_REQUEST', 'a document collection is 1-64 characters');
   if (typeof id !== 'string' || id === '' || id.length > 200) throw new BitBratError('BAD_REQUEST', 'a document id is 1-200 characters');
 }
 

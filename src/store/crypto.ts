@@ -33,7 +33,10 @@ export function parseTokenKey(value: string, origin = TOKEN_KEY_SECRET): Buffer 
   if (/^[A-Za-z0-9+/_-]+={0,2}$/.test(text)) {
     const key = Buffer.from(text.replace(/-/g, '+').replace(/_/g, '/'), 'base64');
     if (key.length === KEY_BYTES) return key;
-    throw new BitBratError('CONFIG_INVALID', `${origin} must be ${KEY_BYTES} bytes encoded as base64 or hex (it decodes to ${key.length} bytes)`);
+    throw new BitBratError(
+      'CONFIG_INVALID',
+      `${origin} must be ${KEY_BYTES} bytes encoded as base64 or hex (it decodes to ${key.length} bytes)`,
+    );
   }
   throw new BitBratError('CONFIG_INVALID', `${origin} must be ${KEY_BYTES} bytes encoded as base64 or hex`);
 }
@@ -52,14 +55,19 @@ export function createTokenCipher(key: Buffer): TokenCipher {
     decrypt(stored, aad) {
       if (!isEncryptedValue(stored)) throw new BitBratError('STORE_CONSTRAINT', 'stored token field is not encrypted');
       const [iv, tag, ciphertext] = stored.slice(PREFIX.length).split(':');
-      if (iv === undefined || tag === undefined || ciphertext === undefined) throw new BitBratError('STORE_CONSTRAINT', 'stored token field is malformed');
+      if (iv === undefined || tag === undefined || ciphertext === undefined)
+        throw new BitBratError('STORE_CONSTRAINT', 'stored token field is malformed');
       try {
         const decipher = createDecipheriv('aes-256-gcm', key, Buffer.from(iv, 'base64'));
         decipher.setAAD(Buffer.from(aad, 'utf8'));
         decipher.setAuthTag(Buffer.from(tag, 'base64'));
         return Buffer.concat([decipher.update(Buffer.from(ciphertext, 'base64')), decipher.final()]).toString('utf8');
       } catch (cause) {
-        throw new BitBratError('CONFIG_INVALID', `a stored oauth token cannot be decrypted: ${TOKEN_KEY_SECRET} differs from the key it was written with`, { cause });
+        throw new BitBratError(
+          'CONFIG_INVALID',
+          `a stored oauth token cannot be decrypted: ${TOKEN_KEY_SECRET} differs from the key it was written with`,
+          { cause },
+        );
       }
     },
   };
@@ -69,14 +77,22 @@ export function createTokenCipher(key: Buffer): TokenCipher {
  * Resolves the key: the secret when set; otherwise, in an embedded deployment, a key generated once and
  * kept in `${dataDir}/token.key` (mode 0600); otherwise SECRET_MISSING.
  */
-export async function loadTokenCipher(options: Pick<CreateStoreOptions, 'secrets' | 'embedded' | 'dataDir' | 'logger'>): Promise<TokenCipher> {
+export async function loadTokenCipher(
+  options: Pick<CreateStoreOptions, 'secrets' | 'embedded' | 'dataDir' | 'logger'>,
+): Promise<TokenCipher> {
   const secret = await options.secrets?.get(TOKEN_KEY_SECRET);
   if (secret !== undefined && secret.trim() !== '') return createTokenCipher(parseTokenKey(secret));
   if (!options.embedded) {
-    throw new BitBratError('SECRET_MISSING', `${TOKEN_KEY_SECRET} is required to encrypt oauth tokens at rest (32 bytes as base64 or hex, e.g. \`openssl rand -base64 32\`)`);
+    throw new BitBratError(
+      'SECRET_MISSING',
+      `${TOKEN_KEY_SECRET} is required to encrypt oauth tokens at rest (32 bytes as base64 or hex, e.g. \`openssl rand -base64 32\`)`,
+    );
   }
   if (!options.dataDir || options.dataDir === 'memory://') {
-    options.logger?.warn({ secret: TOKEN_KEY_SECRET }, 'no token encryption key and no data directory: using a key that lasts only for this process');
+    options.logger?.warn(
+      { secret: TOKEN_KEY_SECRET },
+      'no token encryption key and no data directory: using a key that lasts only for this process',
+    );
     return createTokenCipher(randomBytes(KEY_BYTES));
   }
   return createTokenCipher(await keyFromFile(join(options.dataDir, TOKEN_KEY_FILE), options.logger));

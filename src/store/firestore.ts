@@ -11,7 +11,16 @@
  *   deadletters (replayedAt ASC, receivedAt DESC, __name__ DESC). The emulator needs none.
  * - Claims and counters carry `expireAt` (Timestamp) so a Firestore TTL policy can sweep them.
  */
-import { FieldPath, Firestore, Timestamp, type CollectionReference, type DocumentData, type DocumentReference, type Query, type Transaction } from '@google-cloud/firestore';
+import {
+  FieldPath,
+  Firestore,
+  Timestamp,
+  type CollectionReference,
+  type DocumentData,
+  type DocumentReference,
+  type Query,
+  type Transaction,
+} from '@google-cloud/firestore';
 import { wellFormedDeep } from '../core/builders.js';
 import { BitBratError } from '../core/errors.js';
 import { loadTokenCipher, type TokenCipher } from './crypto.js';
@@ -47,23 +56,55 @@ const PRUNE_BATCH = 400;
 /** Users per touchUsers transaction. */
 const USER_TOUCH_BATCH = 400;
 
-const COLLECTIONS = ['events', 'deadletters', 'sources', 'users', 'rules', 'commands', 'oauth_tokens', 'claims', 'conversations', 'counters', 'documents', 'meta'] as const;
+const COLLECTIONS = [
+  'events',
+  'deadletters',
+  'sources',
+  'users',
+  'rules',
+  'commands',
+  'oauth_tokens',
+  'claims',
+  'conversations',
+  'counters',
+  'documents',
+  'meta',
+] as const;
 type CollectionName = (typeof COLLECTIONS)[number];
 
 // ------------------------------------------------------------------------------------------- errors
 
 /** gRPC status codes. */
-const Status = { CANCELLED: 1, DEADLINE_EXCEEDED: 4, INVALID_ARGUMENT: 3, ALREADY_EXISTS: 6, RESOURCE_EXHAUSTED: 8, ABORTED: 10, UNAVAILABLE: 14 } as const;
+const Status = {
+  CANCELLED: 1,
+  DEADLINE_EXCEEDED: 4,
+  INVALID_ARGUMENT: 3,
+  ALREADY_EXISTS: 6,
+  RESOURCE_EXHAUSTED: 8,
+  ABORTED: 10,
+  UNAVAILABLE: 14,
+} as const;
 const TOO_LARGE = /too (big|large)|exceeds the maximum|maximum (allowed )?size|longer than \d+ bytes/i;
-const CLIENT_VALIDATION = /Value for argument|is not a valid|Nested arrays|Cannot encode|Input is not a plain|Path must be|Cannot use "undefined"|Invalid use of type/i;
+const CLIENT_VALIDATION =
+  /Value for argument|is not a valid|Nested arrays|Cannot encode|Input is not a plain|Path must be|Cannot use "undefined"|Invalid use of type/i;
 
 export function mapFirestoreError(error: unknown): unknown {
   if (error instanceof BitBratError) return error;
   const candidate = error as { code?: unknown; message?: unknown; details?: unknown };
   const code = typeof candidate?.code === 'number' ? candidate.code : undefined;
   const message = typeof candidate?.message === 'string' ? candidate.message : String(error);
-  if (code === Status.UNAVAILABLE || code === Status.DEADLINE_EXCEEDED || code === Status.ABORTED || code === Status.RESOURCE_EXHAUSTED || code === Status.CANCELLED) {
-    return new BitBratError('STORE_UNAVAILABLE', `firestore unavailable: ${message}`, { retryable: true, cause: error, details: { grpcCode: code } });
+  if (
+    code === Status.UNAVAILABLE ||
+    code === Status.DEADLINE_EXCEEDED ||
+    code === Status.ABORTED ||
+    code === Status.RESOURCE_EXHAUSTED ||
+    code === Status.CANCELLED
+  ) {
+    return new BitBratError('STORE_UNAVAILABLE', `firestore unavailable: ${message}`, {
+      retryable: true,
+      cause: error,
+      details: { grpcCode: code },
+    });
   }
   if (code === Status.INVALID_ARGUMENT && TOO_LARGE.test(message)) {
     return new BitBratError('DOCUMENT_TOO_LARGE', `document too large for firestore: ${message}`, { cause: error });
@@ -109,7 +150,8 @@ function valueSize(value: unknown): number {
   if (typeof value === 'string') return Buffer.byteLength(value, 'utf8') + 1;
   if (value instanceof Timestamp || value instanceof Date) return 8;
   if (Array.isArray(value)) return value.reduce((sum: number, item) => sum + valueSize(item), 0);
-  if (isObject(value)) return Object.entries(value).reduce((sum, [key, item]) => sum + Buffer.byteLength(key, 'utf8') + 1 + valueSize(item), 0);
+  if (isObject(value))
+    return Object.entries(value).reduce((sum, [key, item]) => sum + Buffer.byteLength(key, 'utf8') + 1 + valueSize(item), 0);
   return 8;
 }
 
@@ -118,7 +160,9 @@ function assertDocumentSize(path: string, data: DocumentData): void {
   const nameSize = path.split('/').reduce((sum, segment) => sum + Buffer.byteLength(segment, 'utf8') + 1, 16);
   const size = nameSize + valueSize(data) + 32;
   if (size > MAX_DOCUMENT_BYTES) {
-    throw new BitBratError('DOCUMENT_TOO_LARGE', `document ${path} is ${size} bytes; firestore accepts at most ${MAX_DOCUMENT_BYTES}`, { details: { path, size } });
+    throw new BitBratError('DOCUMENT_TOO_LARGE', `document ${path} is ${size} bytes; firestore accepts at most ${MAX_DOCUMENT_BYTES}`, {
+      details: { path, size },
+    });
   }
 }
 
@@ -140,7 +184,9 @@ async function withTimeout<T>(promise: Promise<T>, ms: number, message: string):
   try {
     return await Promise.race([
       promise,
-      new Promise<never>((_, reject) => (timer = setTimeout(() => reject(new BitBratError('STORE_UNAVAILABLE', message, { retryable: true })), ms))),
+      new Promise<never>(
+        (_, reject) => (timer = setTimeout(() => reject(new BitBratError('STORE_UNAVAILABLE', message, { retryable: true })), ms)),
+      ),
     ]);
   } finally {
     clearTimeout(timer);
@@ -150,7 +196,8 @@ async function withTimeout<T>(promise: Promise<T>, ms: number, message: string):
 function deepMerge(base: unknown, patch: unknown): unknown {
   if (!isObject(base) || !isObject(patch)) return patch;
   const result: Record<string, unknown> = { ...base };
-  for (const [key, value] of Object.entries(patch)) result[key] = isObject(value) && isObject(result[key]) ? deepMerge(result[key], value) : value;
+  for (const [key, value] of Object.entries(patch))
+    result[key] = isObject(value) && isObject(result[key]) ? deepMerge(result[key], value) : value;
   return result;
 }
 
@@ -195,7 +242,8 @@ function finalFields(record: EventRecord): DocumentData {
 
 function requireEventFields(record: EventRecord): void {
   for (const key of ['id', 'correlationId', 'type', 'receivedAt'] as const) {
-    if (typeof record[key] !== 'string' || record[key] === '') throw new BitBratError('STORE_CONSTRAINT', `event record ${record.id ?? '(no id)'} lacks ${key}`);
+    if (typeof record[key] !== 'string' || record[key] === '')
+      throw new BitBratError('STORE_CONSTRAINT', `event record ${record.id ?? '(no id)'} lacks ${key}`);
   }
   if (record.outcome !== undefined && !['completed', 'handled', 'failed', 'unrouted'].includes(record.outcome)) {
     throw new BitBratError('STORE_CONSTRAINT', `event record ${record.id} has an invalid outcome "${record.outcome}"`);
@@ -234,7 +282,12 @@ function toEvent(data: DocumentData): EventRecord {
 }
 
 /** One page of `q`, newest first (receivedAt, then document id, as the cursor encodes them), after `cursor`. */
-async function newestFirstPage<T>(q: Query, cursor: string | undefined, limit: number, toItem: (data: DocumentData) => T): Promise<Page<T>> {
+async function newestFirstPage<T>(
+  q: Query,
+  cursor: string | undefined,
+  limit: number,
+  toItem: (data: DocumentData) => T,
+): Promise<Page<T>> {
   let ordered = q.orderBy('receivedAt', 'desc').orderBy(FieldPath.documentId(), 'desc');
   if (cursor !== undefined) ordered = ordered.startAfter(...decodeCursor(cursor));
   const snapshot = await ordered.limit(limit + 1).get();
@@ -273,7 +326,18 @@ function toUser(data: DocumentData): UserRecord {
 /** A user document after one more message: first/last seen only widen, the count goes up by one. */
 function touchedUser(existing: DocumentData | undefined, id: string, input: TouchUserInput, at: string): DocumentData {
   if (!existing) {
-    return compact({ id, platform: input.platform, userId: input.userId, login: input.login, loginLower: input.login.toLowerCase(), displayName: input.displayName, roles: [], firstSeen: at, lastSeen: at, messageCount: 1 });
+    return compact({
+      id,
+      platform: input.platform,
+      userId: input.userId,
+      login: input.login,
+      loginLower: input.login.toLowerCase(),
+      displayName: input.displayName,
+      roles: [],
+      firstSeen: at,
+      lastSeen: at,
+      messageCount: 1,
+    });
   }
   return {
     ...existing,
@@ -331,7 +395,11 @@ function storableArguments(store: Store): Store {
     get(target, key, receiver) {
       const value = Reflect.get(target, key, receiver);
       if (typeof value !== 'function') return value;
-      return (...args: unknown[]) => value.apply(target, args.map((arg) => wellFormedDeep(arg)));
+      return (...args: unknown[]) =>
+        value.apply(
+          target,
+          args.map((arg) => wellFormedDeep(arg)),
+        );
     },
   });
 }
@@ -353,7 +421,8 @@ class FirestoreStore implements Store {
   }
 
   #firestore(): Firestore {
-    if (!this.#db) throw new BitBratError('STORE_UNAVAILABLE', this.#closed ? 'store is closed' : 'store is not initialized (call init() first)');
+    if (!this.#db)
+      throw new BitBratError('STORE_UNAVAILABLE', this.#closed ? 'store is closed' : 'store is not initialized (call init() first)');
     return this.#db;
   }
 
@@ -374,7 +443,8 @@ class FirestoreStore implements Store {
   async #transaction<T>(db: Firestore, lockKey: string | string[], fn: (tx: Transaction) => Promise<T>): Promise<T> {
     const keys = typeof lockKey === 'string' ? [lockKey] : [...new Set(lockKey)];
     // Keys are queued in one synchronous step, so a transaction waits only for ones queued before it.
-    const previous = keys.length === 1 ? (this.#queues.get(keys[0]!) ?? Promise.resolve()) : Promise.all(keys.map((key) => this.#queues.get(key)));
+    const previous =
+      keys.length === 1 ? (this.#queues.get(keys[0]!) ?? Promise.resolve()) : Promise.all(keys.map((key) => this.#queues.get(key)));
     const run = previous.then(() => db.runTransaction(fn, { maxAttempts: TRANSACTION_ATTEMPTS }));
     const settled = run.then(
       () => undefined,
@@ -397,7 +467,9 @@ class FirestoreStore implements Store {
       ignoreUndefinedProperties: true,
       // Emulator: plaintext and the owner credential, like FIRESTORE_EMULATOR_HOST does. The explicit
       // universe domain stops the auth library from probing the GCE metadata server for one.
-      ...(settings.host ? { host: settings.host, ssl: false, customHeaders: { Authorization: 'Bearer owner' }, universeDomain: 'googleapis.com' } : {}),
+      ...(settings.host
+        ? { host: settings.host, ssl: false, customHeaders: { Authorization: 'Bearer owner' }, universeDomain: 'googleapis.com' }
+        : {}),
     });
     this.#db = db;
     this.#closed = false;
@@ -417,7 +489,10 @@ class FirestoreStore implements Store {
       const snapshot = await tx.get(ref);
       const current = Number(snapshot.data()?.version ?? 0);
       if (current > FIRESTORE_SCHEMA_VERSION) {
-        throw new BitBratError('CONFIG_INVALID', `firestore data has layout version ${current}; this build understands up to ${FIRESTORE_SCHEMA_VERSION}`);
+        throw new BitBratError(
+          'CONFIG_INVALID',
+          `firestore data has layout version ${current}; this build understands up to ${FIRESTORE_SCHEMA_VERSION}`,
+        );
       }
       if (current < FIRESTORE_SCHEMA_VERSION) tx.set(ref, { version: FIRESTORE_SCHEMA_VERSION, updatedAt: new Date().toISOString() });
     });
@@ -504,7 +579,11 @@ class FirestoreStore implements Store {
             return true;
           }
           if (existing.finalizedAt !== undefined && existing.finalizedAt !== null) return false;
-          const update = { ...final, ...missingFields(existing, fresh), ...(existing.ingress === undefined && fresh.ingress !== undefined ? { ingress: fresh.ingress } : {}) };
+          const update = {
+            ...final,
+            ...missingFields(existing, fresh),
+            ...(existing.ingress === undefined && fresh.ingress !== undefined ? { ingress: fresh.ingress } : {}),
+          };
           assertDocumentSize(ref.path, { ...existing, ...update });
           tx.update(ref, update);
           return true;
@@ -539,7 +618,12 @@ class FirestoreStore implements Store {
 
   async listUnfinalized(query: { before: string; limit?: number }): Promise<EventRecord[]> {
     return await this.#run(async () => {
-      const snapshot = await this.#col('events').where('finalizedAt', '==', null).where('receivedAt', '<=', queryIso('before', query.before)).orderBy('receivedAt').limit(pageSize(query.limit)).get();
+      const snapshot = await this.#col('events')
+        .where('finalizedAt', '==', null)
+        .where('receivedAt', '<=', queryIso('before', query.before))
+        .orderBy('receivedAt')
+        .limit(pageSize(query.limit))
+        .get();
       return snapshot.docs.map((doc) => toEvent(doc.data()));
     });
   }
@@ -565,7 +649,13 @@ class FirestoreStore implements Store {
   async insertDeadLetter(record: Omit<DeadLetterRecord, 'replayCount'>): Promise<boolean> {
     return await this.#run(async () => {
       const ref = this.#col('deadletters').doc(docId(record.id));
-      const data = { id: record.id, receivedAt: normIso(record.receivedAt), deadLetter: JSON.stringify(record.deadLetter), replayedAt: record.replayedAt ? normIso(record.replayedAt) : null, replayCount: 0 };
+      const data = {
+        id: record.id,
+        receivedAt: normIso(record.receivedAt),
+        deadLetter: JSON.stringify(record.deadLetter),
+        replayedAt: record.replayedAt ? normIso(record.replayedAt) : null,
+        replayCount: 0,
+      };
       assertDocumentSize(ref.path, data);
       try {
         await ref.create(data);
@@ -653,7 +743,10 @@ class FirestoreStore implements Store {
   async touchUsers(inputs: TouchUserInput[]): Promise<Array<{ user: UserRecord; created: boolean }>> {
     if (inputs.length === 0) return [];
     return await this.#run(async (db) => {
-      const groups = new Map<string, { id: string; ref: DocumentReference; items: Array<{ index: number; input: TouchUserInput; at: string }> }>();
+      const groups = new Map<
+        string,
+        { id: string; ref: DocumentReference; items: Array<{ index: number; input: TouchUserInput; at: string }> }
+      >();
       inputs.forEach((input, index) => {
         if (typeof input.login !== 'string') throw new BitBratError('STORE_CONSTRAINT', 'a user needs a login');
         const id = `${input.platform}:${input.userId}`;
@@ -725,7 +818,9 @@ class FirestoreStore implements Store {
   async listRules(): Promise<RuleRecord[]> {
     return await this.#run(async () => {
       const snapshot = await this.#col('rules').get();
-      return snapshot.docs.map((doc) => toRule(doc.data())).sort((a, b) => b.priority - a.priority || (a.id < b.id ? -1 : a.id > b.id ? 1 : 0));
+      return snapshot.docs
+        .map((doc) => toRule(doc.data()))
+        .sort((a, b) => b.priority - a.priority || (a.id < b.id ? -1 : a.id > b.id ? 1 : 0));
     });
   }
 
@@ -954,7 +1049,9 @@ class FirestoreStore implements Store {
   }
 
   async getConversation(channelKey: string): Promise<ConversationTurn[]> {
-    return await this.#run(async () => ((await this.#col('conversations').doc(docId(channelKey)).get()).data()?.turns as ConversationTurn[] | undefined) ?? []);
+    return await this.#run(
+      async () => ((await this.#col('conversations').doc(docId(channelKey)).get()).data()?.turns as ConversationTurn[] | undefined) ?? [],
+    );
   }
 
   // ------------------------------------------------------------------------------------ documents
@@ -1002,7 +1099,10 @@ class FirestoreStore implements Store {
     return await this.#run(async () => {
       let q: Query = this.#docs(collection);
       if (query.prefix) q = q.where('id', '>=', query.prefix).where('id', '<', `${query.prefix}\uf8ff`);
-      const snapshot = await q.orderBy('id', query.descending ? 'desc' : 'asc').limit(docLimit(query.limit)).get();
+      const snapshot = await q
+        .orderBy('id', query.descending ? 'desc' : 'asc')
+        .limit(docLimit(query.limit))
+        .get();
       return snapshot.docs.map((doc) => doc.data() as DocRecord<T>);
     });
   }
@@ -1027,7 +1127,11 @@ class FirestoreStore implements Store {
         const expired = existing?.expiresAtMs !== undefined && existing.expiresAtMs !== null && Number(existing.expiresAtMs) <= now;
         const fresh = !existing || expired;
         const value = fresh ? by : Number(existing.value) + by;
-        const expiresAtMs = fresh ? (ttlMs === undefined ? null : now + ttlMs) : existing.expiresAtMs ?? (ttlMs === undefined ? null : now + ttlMs);
+        const expiresAtMs = fresh
+          ? ttlMs === undefined
+            ? null
+            : now + ttlMs
+          : (existing.expiresAtMs ?? (ttlMs === undefined ? null : now + ttlMs));
         tx.set(ref, { key, value, expiresAtMs, ...(expiresAtMs === null ? {} : { expireAt: Timestamp.fromMillis(expiresAtMs) }) });
         return value;
       });

@@ -15,16 +15,21 @@ export async function createStore(options: CreateStoreOptions): Promise<Store> {
       return createPgliteStore(options);
     }
     case 'postgres': {
-      if (!options.databaseUrl) throw new BitBratError('CONFIG_INVALID', 'STORE_DRIVER=postgres needs DATABASE_URL (e.g. postgres://user@host:5432/bitbrat)');
+      if (!options.databaseUrl)
+        throw new BitBratError('CONFIG_INVALID', 'STORE_DRIVER=postgres needs DATABASE_URL (e.g. postgres://user@host:5432/bitbrat)');
       const { createPostgresStore } = await import('./postgres.js');
       return createPostgresStore(options);
     }
     case 'firestore': {
-      if (!options.firestore?.projectId) throw new BitBratError('CONFIG_INVALID', 'STORE_DRIVER=firestore needs a Google Cloud project id (GOOGLE_CLOUD_PROJECT)');
+      if (!options.firestore?.projectId)
+        throw new BitBratError('CONFIG_INVALID', 'STORE_DRIVER=firestore needs a Google Cloud project id (GOOGLE_CLOUD_PROJECT)');
       const { createFirestoreStore } = await import('./firestore.js');
       return createFirestoreStore(options);
     }
     default:
-      throw new BitBratError('CONFIG_INVALID', `unknown store driver "${String((options as { driver?: unknown }).driver)}" (expected one of ${DRIVERS.join(', ')})`);
+      throw new BitBratError(
+        'CONFIG_INVALID',
+        `unknown store driver "${String((options as { driver?: unknown }).driver)}" (expected one of ${DRIVERS.join(', ')})`,
+      );
   }
 }

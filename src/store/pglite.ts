@@ -49,9 +49,17 @@ export async function initializePgliteDir(path: string): Promise<void> {
     child.once('error', reject);
     child.once('exit', (exitCode) => resolve(exitCode));
   }).catch((error: unknown) => {
-    throw new BitBratError('STORE_UNAVAILABLE', `could not start the process that creates the embedded database at ${path}: ${error instanceof Error ? error.message : String(error)}`, { cause: error });
+    throw new BitBratError(
+      'STORE_UNAVAILABLE',
+      `could not start the process that creates the embedded database at ${path}: ${error instanceof Error ? error.message : String(error)}`,
+      { cause: error },
+    );
   });
-  if (code !== 0) throw new BitBratError('STORE_UNAVAILABLE', `could not create the embedded database at ${path}: ${stderr.trim().split('\n')[0] || `exit code ${code}`}`);
+  if (code !== 0)
+    throw new BitBratError(
+      'STORE_UNAVAILABLE',
+      `could not create the embedded database at ${path}: ${stderr.trim().split('\n')[0] || `exit code ${code}`}`,
+    );
 }
 
 interface WorkerError {
@@ -99,14 +107,24 @@ async function startWorker(path: string | undefined, onWorker?: (worker: Worker)
   onWorker?.(worker);
   const link: WorkerLink = { worker, pending: new Map(), unanswered: [] };
   await new Promise<void>((resolve, reject) => {
-    const onExit = (code: number) => reject(new BitBratError('STORE_UNAVAILABLE', `the embedded database worker exited (code ${code}) while opening`, { retryable: true }));
+    const onExit = (code: number) =>
+      reject(
+        new BitBratError('STORE_UNAVAILABLE', `the embedded database worker exited (code ${code}) while opening`, { retryable: true }),
+      );
     worker.once('error', reject);
     worker.once('exit', onExit);
     worker.once('message', (message: { ready: boolean; error?: WorkerError }) => {
       worker.off('error', reject);
       worker.off('exit', onExit);
       if (message.ready) resolve();
-      else reject(new BitBratError('STORE_UNAVAILABLE', `could not open the embedded database${path ? ` at ${path}` : ''}: ${message.error?.message}`, { cause: message.error && revive(message.error) }));
+      else
+        reject(
+          new BitBratError(
+            'STORE_UNAVAILABLE',
+            `could not open the embedded database${path ? ` at ${path}` : ''}: ${message.error?.message}`,
+            { cause: message.error && revive(message.error) },
+          ),
+        );
     });
   });
   worker.unref();
@@ -117,7 +135,10 @@ async function startWorker(path: string | undefined, onWorker?: (worker: Worker)
     link.unanswered.length = 0;
     worker.unref();
   };
-  const settle = (id: number, outcome: (call: { resolve: (rows: Record<string, any>[]) => void; reject: (error: unknown) => void }) => void) => {
+  const settle = (
+    id: number,
+    outcome: (call: { resolve: (rows: Record<string, any>[]) => void; reject: (error: unknown) => void }) => void,
+  ) => {
     const call = link.pending.get(id);
     if (!call) return;
     link.pending.delete(id);
@@ -136,7 +157,13 @@ async function startWorker(path: string | undefined, onWorker?: (worker: Worker)
     const oldest = link.unanswered.shift();
     if (oldest === undefined) return;
     settle(oldest, (call) =>
-      call.reject(new BitBratError('STORE_CONSTRAINT', `the embedded database's reply could not be read (${error.message}); the rows are probably nested too deeply`, { cause: error })),
+      call.reject(
+        new BitBratError(
+          'STORE_CONSTRAINT',
+          `the embedded database's reply could not be read (${error.message}); the rows are probably nested too deeply`,
+          { cause: error },
+        ),
+      ),
     );
   });
   worker.on('error', (error) => fail(error.message));
@@ -177,7 +204,11 @@ export async function openPgliteWorker(path: string | undefined, options: Pglite
       })
       .catch((error: unknown) => {
         if (error instanceof BitBratError) throw error;
-        throw new BitBratError('STORE_UNAVAILABLE', `could not restart the embedded database: ${error instanceof Error ? error.message : String(error)}`, { retryable: true, cause: error });
+        throw new BitBratError(
+          'STORE_UNAVAILABLE',
+          `could not restart the embedded database: ${error instanceof Error ? error.message : String(error)}`,
+          { retryable: true, cause: error },
+        );
       })
       .finally(() => (restarting = undefined));
     return await restarting;
@@ -194,7 +225,10 @@ export async function openPgliteWorker(path: string | undefined, options: Pglite
         reject(new BitBratError('STORE_UNAVAILABLE', `the embedded database did not answer within ${timeoutMs} ms`, { retryable: true }));
       }, timeoutMs);
       timer.unref();
-      const done = { resolve: (rows: Record<string, any>[]) => (clearTimeout(timer), resolve(rows)), reject: (error: unknown) => (clearTimeout(timer), reject(error)) };
+      const done = {
+        resolve: (rows: Record<string, any>[]) => (clearTimeout(timer), resolve(rows)),
+        reject: (error: unknown) => (clearTimeout(timer), reject(error)),
+      };
       if (target.pending.size === 0) target.worker.ref();
       target.pending.set(id, done);
       try {
@@ -204,11 +238,23 @@ export async function openPgliteWorker(path: string | undefined, options: Pglite
         // Parameters that cannot be cloned never reach the worker.
         target.pending.delete(id);
         if (target.pending.size === 0) target.worker.unref();
-        done.reject(new BitBratError('STORE_CONSTRAINT', `a statement's parameters could not be sent to the embedded database: ${(error as Error).message}`, { cause: error }));
+        done.reject(
+          new BitBratError(
+            'STORE_CONSTRAINT',
+            `a statement's parameters could not be sent to the embedded database: ${(error as Error).message}`,
+            { cause: error },
+          ),
+        );
       }
     });
   const queryable = (run: (op: 'query' | 'exec', sql: string, params?: unknown[]) => Promise<Record<string, any>[]>): SqlQueryable => ({
-    query: async (sql, params) => ({ rows: await run('query', sql, (params ?? []).map((value) => (value === undefined ? null : value))) }),
+    query: async (sql, params) => ({
+      rows: await run(
+        'query',
+        sql,
+        (params ?? []).map((value) => (value === undefined ? null : value)),
+      ),
+    }),
     exec: async (sql) => {
       await run('exec', sql);
     },

@@ -72,7 +72,14 @@ type PgRunner = { query(config: pg.QueryConfig): Promise<pg.QueryResult> };
  * here, except inside a transaction (`retry` false), which the failed statement has aborted: the
  * transaction is then run again as a whole.
  */
-async function runStatement(runner: PgRunner, statements: ReturnType<typeof createStatementNames>, text: string, params: unknown[] | undefined, options: SqlQueryOptions | undefined, retry: boolean) {
+async function runStatement(
+  runner: PgRunner,
+  statements: ReturnType<typeof createStatementNames>,
+  text: string,
+  params: unknown[] | undefined,
+  options: SqlQueryOptions | undefined,
+  retry: boolean,
+) {
   const name = options?.prepare ? statements.nameFor(text) : undefined;
   if (name === undefined) return (await runner.query({ text, values: params })).rows;
   try {

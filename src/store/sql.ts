@@ -6,7 +6,18 @@
 import { BitBratError } from '../core/errors.js';
 import { wellFormedText } from '../core/builders.js';
 import type { Envelope } from '../core/envelope.js';
-import { checkDocKey, chunks, compact, decodeCursor, docLimit, dedupe, encodeCursor, invalidCursor, pageSize, parseQueryTime } from './common.js';
+import {
+  checkDocKey,
+  chunks,
+  compact,
+  decodeCursor,
+  docLimit,
+  dedupe,
+  encodeCursor,
+  invalidCursor,
+  pageSize,
+  parseQueryTime,
+} from './common.js';
 import type { TokenCipher } from './crypto.js';
 import type {
   CommandRecord,
@@ -272,7 +283,17 @@ const PING_TIMEOUT_MS = 3000;
 
 // ------------------------------------------------------------------------------------------- errors
 
-const UNAVAILABLE_ERRNO = new Set(['ECONNREFUSED', 'ECONNRESET', 'ETIMEDOUT', 'EPIPE', 'ENOTFOUND', 'EHOSTUNREACH', 'ENETUNREACH', 'EAI_AGAIN', 'ECONNABORTED']);
+const UNAVAILABLE_ERRNO = new Set([
+  'ECONNREFUSED',
+  'ECONNRESET',
+  'ETIMEDOUT',
+  'EPIPE',
+  'ENOTFOUND',
+  'EHOSTUNREACH',
+  'ENETUNREACH',
+  'EAI_AGAIN',
+  'ECONNABORTED',
+]);
 /** admin/crash shutdown, cannot connect now, too many connections, serialization failure, deadlock. */
 const UNAVAILABLE_SQLSTATE = new Set(['57P01', '57P02', '57P03', '53300', '40001', '40P01']);
 const UNAVAILABLE_MESSAGE =
@@ -281,7 +302,14 @@ const UNAVAILABLE_MESSAGE =
 /** Turns driver errors into BitBratErrors with a stable code; anything unrecognized is returned as is. */
 export function mapSqlError(error: unknown): unknown {
   if (error instanceof BitBratError) return error;
-  const candidate = error as { code?: unknown; message?: unknown; constraint?: unknown; table?: unknown; column?: unknown; errors?: unknown[] };
+  const candidate = error as {
+    code?: unknown;
+    message?: unknown;
+    constraint?: unknown;
+    table?: unknown;
+    column?: unknown;
+    errors?: unknown[];
+  };
   const code = typeof candidate?.code === 'string' ? candidate.code : undefined;
   const message = typeof candidate?.message === 'string' ? candidate.message : String(error);
   if (code && /^[0-9A-Z]{5}$/.test(code) && /^(22|23|54)/.test(code)) {
@@ -297,7 +325,11 @@ export function mapSqlError(error: unknown): unknown {
     nested.some((inner) => typeof inner === 'string' && UNAVAILABLE_ERRNO.has(inner)) ||
     UNAVAILABLE_MESSAGE.test(message)
   ) {
-    return new BitBratError('STORE_UNAVAILABLE', `store unavailable: ${message || code}`, { retryable: true, cause: error, details: code ? { code } : undefined });
+    return new BitBratError('STORE_UNAVAILABLE', `store unavailable: ${message || code}`, {
+      retryable: true,
+      cause: error,
+      details: code ? { code } : undefined,
+    });
   }
   return error;
 }
@@ -351,7 +383,8 @@ function queryTime(name: string, value: string): string {
   if (typeof value !== 'string') throw new BitBratError('BAD_REQUEST', `${name} must be an ISO-8601 timestamp`);
   const time = parseQueryTime(name, value);
   // Date accepts years ±275760; PostgreSQL's timestamptz starts at 4713 BC, so keep to years 1-9999.
-  if (time < EARLIEST_QUERY_TIME || time > LATEST_QUERY_TIME) throw new BitBratError('BAD_REQUEST', `${name} must be between the years 0001 and 9999`);
+  if (time < EARLIEST_QUERY_TIME || time > LATEST_QUERY_TIME)
+    throw new BitBratError('BAD_REQUEST', `${name} must be between the years 0001 and 9999`);
   return value;
 }
 const EARLIEST_QUERY_TIME = Date.parse('0001-01-01T00:00:00Z');
@@ -463,7 +496,16 @@ interface TouchGroup {
   id: string;
   /** Positions in the input array, in order. */
   indices: number[];
-  row: { id: string; platform: string; user_id: string; login: string; display_name: string | null; first_seen: string; last_seen: string; message_count: number };
+  row: {
+    id: string;
+    platform: string;
+    user_id: string;
+    login: string;
+    display_name: string | null;
+    first_seen: string;
+    last_seen: string;
+    message_count: number;
+  };
 }
 
 const timeOf = (value: string): number => Date.parse(value);
@@ -479,7 +521,16 @@ function groupTouches(inputs: TouchUserInput[]): Map<string, TouchGroup> {
       groups.set(id, {
         id,
         indices: [index],
-        row: { id, platform: input.platform, user_id: input.userId, login: input.login, display_name: displayName, first_seen: input.at, last_seen: input.at, message_count: 1 },
+        row: {
+          id,
+          platform: input.platform,
+          user_id: input.userId,
+          login: input.login,
+          display_name: displayName,
+          first_seen: input.at,
+          last_seen: input.at,
+          message_count: 1,
+        },
       });
       return;
     }
@@ -530,7 +581,12 @@ async function upsertTouches(db: SqlQueryable, batch: TouchGroup[]): Promise<Row
 }
 
 /** Fills in each of a group's inputs' answer as if it had been touched on its own, in order. */
-function replayTouches(inputs: TouchUserInput[], group: TouchGroup, row: Row, results: Array<{ user: UserRecord; created: boolean }>): void {
+function replayTouches(
+  inputs: TouchUserInput[],
+  group: TouchGroup,
+  row: Row,
+  results: Array<{ user: UserRecord; created: boolean }>,
+): void {
   const final = toUser(row);
   const created = row.inserted === true;
   const count = group.indices.length;
@@ -563,7 +619,15 @@ function replayTouches(inputs: TouchUserInput[], group: TouchGroup, row: Row, re
         }
       : { firstSeen: at, lastSeen: at, displayName: input.displayName };
     results[index] = {
-      user: compact({ ...final, roles: [...final.roles], login: input.login, displayName: state.displayName, firstSeen: state.firstSeen, lastSeen: state.lastSeen, messageCount: before + position + 1 }),
+      user: compact({
+        ...final,
+        roles: [...final.roles],
+        login: input.login,
+        displayName: state.displayName,
+        firstSeen: state.firstSeen,
+        lastSeen: state.lastSeen,
+        messageCount: before + position + 1,
+      }),
       created: created && position === 0,
     };
   });
@@ -641,7 +705,9 @@ class SqlStore implements Store {
       // Serializes concurrent starters, including CREATE SCHEMA, which races on its own.
       await tx.query('SELECT pg_advisory_xact_lock($1::int, hashtext($2::text))', [MIGRATION_LOCK_KEY, schema ?? 'public']);
       if (schema) await tx.query(`CREATE SCHEMA IF NOT EXISTS "${schema}"`);
-      await tx.query(`CREATE TABLE IF NOT EXISTS schema_migrations (version integer PRIMARY KEY, name text NOT NULL, applied_at timestamptz NOT NULL DEFAULT now())`);
+      await tx.query(
+        `CREATE TABLE IF NOT EXISTS schema_migrations (version integer PRIMARY KEY, name text NOT NULL, applied_at timestamptz NOT NULL DEFAULT now())`,
+      );
       const applied = new Set((await tx.query('SELECT version FROM schema_migrations')).rows.map((row) => Number(row.version)));
       for (const migration of MIGRATIONS) {
         if (applied.has(migration.version)) continue;
@@ -688,7 +754,10 @@ class SqlStore implements Store {
     await this.#run(async (db) => {
       for (const batch of chunks(dedupe(records), BATCH_ROWS)) {
         const params: unknown[] = [sqlJson(batch.map(eventSummaryRow))];
-        const ingress = envelopeTexts(params, batch.map((record) => record.ingress));
+        const ingress = envelopeTexts(
+          params,
+          batch.map((record) => record.ingress),
+        );
         // A finalizer may have written the row first: then ingress fills in what it lacks, once.
         await db.query(
           `INSERT INTO events AS e (id, correlation_id, type, platform, channel, user_id, user_name, text, received_at, ingested, ingress)
@@ -726,8 +795,14 @@ class SqlStore implements Store {
           latency_ms: record.latencyMs,
         }));
         const params: unknown[] = [sqlJson(rows)];
-        const ingress = envelopeTexts(params, batch.map((record) => record.ingress));
-        const final = envelopeTexts(params, batch.map((record) => record.final));
+        const ingress = envelopeTexts(
+          params,
+          batch.map((record) => record.ingress),
+        );
+        const final = envelopeTexts(
+          params,
+          batch.map((record) => record.final),
+        );
         // finalized_at marks a finalized row; rows already finalized are skipped and not returned.
         const result = await db.query(
           `INSERT INTO events AS e (id, correlation_id, type, platform, channel, user_id, user_name, text, received_at, ingress,
@@ -787,7 +862,9 @@ class SqlStore implements Store {
     if (query.cursor !== undefined) {
       const cursor = decodeEventCursor(query.cursor);
       params.push(cursor.receivedUs, cursor.id);
-      where.push(`(received_at, id) < (timestamptz 'epoch' + $${params.length - 1}::bigint * interval '1 microsecond', $${params.length}::text)`);
+      where.push(
+        `(received_at, id) < (timestamptz 'epoch' + $${params.length - 1}::bigint * interval '1 microsecond', $${params.length}::text)`,
+      );
     }
     params.push(limit + 1);
     const sql = `SELECT ${EVENT_COLUMNS} FROM events ${where.length ? `WHERE ${where.join(' AND ')}` : ''}
@@ -796,7 +873,10 @@ class SqlStore implements Store {
       const { rows } = await db.query(sql, params);
       const page = rows.slice(0, limit);
       const last = page[page.length - 1];
-      return compact({ items: page.map(toEvent), nextCursor: rows.length > limit && last ? encodeCursor(last.received_us, last.id) : undefined });
+      return compact({
+        items: page.map(toEvent),
+        nextCursor: rows.length > limit && last ? encodeCursor(last.received_us, last.id) : undefined,
+      });
     });
   }
 
@@ -812,7 +892,10 @@ class SqlStore implements Store {
 
   async pruneEvents(before: string): Promise<number> {
     return await this.#run(async (db) => {
-      const { rows } = await db.query('WITH gone AS (DELETE FROM events WHERE received_at < $1::timestamptz RETURNING 1) SELECT count(*)::int AS n FROM gone', [queryTime('before', before)]);
+      const { rows } = await db.query(
+        'WITH gone AS (DELETE FROM events WHERE received_at < $1::timestamptz RETURNING 1) SELECT count(*)::int AS n FROM gone',
+        [queryTime('before', before)],
+      );
       return Number(rows[0]?.n ?? 0);
     });
   }
@@ -848,7 +931,10 @@ class SqlStore implements Store {
       const { rows } = await db.query(sql, params);
       const page = rows.slice(0, limit);
       const last = page[page.length - 1];
-      return compact({ items: page.map(toDeadLetter), nextCursor: rows.length > limit && last ? encodeCursor(last.received_us, last.id) : undefined });
+      return compact({
+        items: page.map(toDeadLetter),
+        nextCursor: rows.length > limit && last ? encodeCursor(last.received_us, last.id) : undefined,
+      });
     });
   }
 
@@ -871,7 +957,10 @@ class SqlStore implements Store {
 
   async pruneDeadLetters(before: string): Promise<number> {
     return await this.#run(async (db) => {
-      const { rows } = await db.query('WITH gone AS (DELETE FROM deadletters WHERE received_at < $1::timestamptz RETURNING 1) SELECT count(*)::int AS n FROM gone', [queryTime('before', before)]);
+      const { rows } = await db.query(
+        'WITH gone AS (DELETE FROM deadletters WHERE received_at < $1::timestamptz RETURNING 1) SELECT count(*)::int AS n FROM gone',
+        [queryTime('before', before)],
+      );
       return Number(rows[0]?.n ?? 0);
     });
   }
@@ -945,7 +1034,10 @@ class SqlStore implements Store {
   /** Case-insensitive; when a login moved between accounts the most recently seen wins. */
   async findUserByLogin(platform: string, login: string): Promise<UserRecord | undefined> {
     return await this.#run(async (db) => {
-      const { rows } = await db.query('SELECT * FROM users WHERE platform = $1 AND lower(login) = lower($2) ORDER BY last_seen DESC LIMIT 1', [platform, login]);
+      const { rows } = await db.query(
+        'SELECT * FROM users WHERE platform = $1 AND lower(login) = lower($2) ORDER BY last_seen DESC LIMIT 1',
+        [platform, login],
+      );
       return rows[0] ? toUser(rows[0]) : undefined;
     });
   }
@@ -1035,7 +1127,9 @@ class SqlStore implements Store {
   }
 
   async deleteCommand(name: string): Promise<boolean> {
-    return await this.#run(async (db) => (await db.query('DELETE FROM commands WHERE name = $1 RETURNING name', [name.toLowerCase()])).rows.length === 1);
+    return await this.#run(
+      async (db) => (await db.query('DELETE FROM commands WHERE name = $1 RETURNING name', [name.toLowerCase()])).rows.length === 1,
+    );
   }
 
   async incrementCommandUse(name: string): Promise<number> {
@@ -1211,7 +1305,10 @@ class SqlStore implements Store {
   }
 
   async deleteDoc(collection: string, id: string): Promise<boolean> {
-    return await this.#run(async (db) => (await db.query('DELETE FROM documents WHERE collection = $1 AND id = $2 RETURNING id', [collection, id])).rows.length === 1);
+    return await this.#run(
+      async (db) =>
+        (await db.query('DELETE FROM documents WHERE collection = $1 AND id = $2 RETURNING id', [collection, id])).rows.length === 1,
+    );
   }
 
   /** With `ttlMs` the counter is a window: once it expires the next increment starts it again from `by`. */

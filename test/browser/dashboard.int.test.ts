@@ -34,7 +34,9 @@ let base: string;
 
 beforeAll(async () => {
   if (!existsSync(CHROMIUM)) {
-    throw new Error(`chromium is required for the dashboard test but ${CHROMIUM} does not exist (apt-get install -y chromium, or set CHROMIUM_PATH)${process.env.CI === 'true' ? ' [CI]' : ''}`);
+    throw new Error(
+      `chromium is required for the dashboard test but ${CHROMIUM} does not exist (apt-get install -y chromium, or set CHROMIUM_PATH)${process.env.CI === 'true' ? ' [CI]' : ''}`,
+    );
   }
   await mkdir(SCREENSHOTS, { recursive: true });
   store = await createStore({ driver: 'pglite', dataDir: 'memory://', embedded: true });
@@ -47,7 +49,11 @@ beforeAll(async () => {
     extra: { store },
   });
   base = `http://127.0.0.1:${host.port}`;
-  browser = await chromium.launch({ executablePath: CHROMIUM, headless: true, args: ['--no-sandbox', '--disable-dev-shm-usage', '--disable-gpu'] });
+  browser = await chromium.launch({
+    executablePath: CHROMIUM,
+    headless: true,
+    args: ['--no-sandbox', '--disable-dev-shm-usage', '--disable-gpu'],
+  });
 });
 
 afterAll(async () => {
@@ -85,7 +91,10 @@ const overflow = (page: Page) => page.evaluate(() => document.documentElement.sc
  * both that the page is no wider than the screen, then goes back to the desktop size.
  */
 async function shot(page: Page, name: string): Promise<void> {
-  for (const [label, size] of [['desktop', DESKTOP], ['phone', PHONE]] as const) {
+  for (const [label, size] of [
+    ['desktop', DESKTOP],
+    ['phone', PHONE],
+  ] as const) {
     await page.setViewportSize(size);
     // Layout settles on the next frame after a resize.
     await page.evaluate(() => new Promise((resolve) => requestAnimationFrame(() => requestAnimationFrame(resolve))));
@@ -180,11 +189,17 @@ describe('dashboard', () => {
     const noHeader = await fetch(`${base}/api/rules/restore-defaults`, { method: 'POST', headers, body: '{}' });
     expect(noHeader.status).toBe(403);
     expect(((await noHeader.json()) as { message: string }).message).toContain('x-bitbrat-csrf');
-    const foreign = await fetch(`${base}/api/rules/restore-defaults`, { method: 'POST', headers: { ...headers, 'x-bitbrat-csrf': '1', origin: 'https://evil.example' }, body: '{}' });
+    const foreign = await fetch(`${base}/api/rules/restore-defaults`, {
+      method: 'POST',
+      headers: { ...headers, 'x-bitbrat-csrf': '1', origin: 'https://evil.example' },
+      body: '{}',
+    });
     expect(foreign.status).toBe(403);
     // A chat socket opened from another site with the cookie is refused before the upgrade.
     const status = await new Promise<number>((resolve, reject) => {
-      const socket = new WebSocket(`${base.replace('http', 'ws')}/ws/v1`, { headers: { cookie: headers.cookie, origin: 'https://evil.example' } });
+      const socket = new WebSocket(`${base.replace('http', 'ws')}/ws/v1`, {
+        headers: { cookie: headers.cookie, origin: 'https://evil.example' },
+      });
       socket.on('unexpected-response', (_request, response) => resolve(response.statusCode ?? 0));
       socket.on('open', () => reject(new Error('the socket was accepted')));
       socket.on('error', () => undefined);
@@ -203,7 +218,17 @@ describe('dashboard', () => {
 
     const heartbeat = () => new Date().toISOString();
     const startedAt = new Date(Date.now() - (83 * 60_000 + 5_000)).toISOString();
-    await store.mergeSource({ id: 'twitch:4242', platform: 'twitch', displayName: 'bitbrat_bot', status: 'connected', streamStatus: 'online', authStatus: 'valid', viewerCount: 37, metadata: { title: 'Speedrun night', game: 'Celeste', startedAt }, metrics: { messagesIn: 10, messagesOut: 2, reconnects: 0, errors: 0, lastHeartbeat: heartbeat() } });
+    await store.mergeSource({
+      id: 'twitch:4242',
+      platform: 'twitch',
+      displayName: 'bitbrat_bot',
+      status: 'connected',
+      streamStatus: 'online',
+      authStatus: 'valid',
+      viewerCount: 37,
+      metadata: { title: 'Speedrun night', game: 'Celeste', startedAt },
+      metrics: { messagesIn: 10, messagesOut: 2, reconnects: 0, errors: 0, lastHeartbeat: heartbeat() },
+    });
     const card = page.getByTestId('source-card-twitch:4242');
     await card.and(page.locator('[data-status="connected"][data-stream="online"]')).waitFor();
     await expect.poll(() => page.getByTestId('source-card-twitch').count(), { timeout: UI_TIMEOUT }).toBe(0);
@@ -217,7 +242,14 @@ describe('dashboard', () => {
     await shot(page, '01-overview-connected');
 
     await new Promise((resolve) => setTimeout(resolve, 1_100));
-    await store.mergeSource({ id: 'twitch:4242', platform: 'twitch', status: 'disconnected', streamStatus: 'offline', lastError: { code: 'IRC_CLOSED', message: 'connection reset by peer', at: heartbeat() }, metrics: { messagesIn: 70, reconnects: 1, lastHeartbeat: heartbeat() } });
+    await store.mergeSource({
+      id: 'twitch:4242',
+      platform: 'twitch',
+      status: 'disconnected',
+      streamStatus: 'offline',
+      lastError: { code: 'IRC_CLOSED', message: 'connection reset by peer', at: heartbeat() },
+      metrics: { messagesIn: 70, reconnects: 1, lastHeartbeat: heartbeat() },
+    });
     await card.and(page.locator('[data-status="disconnected"][data-stream="offline"]')).waitFor();
     // The stream panel follows live: offline now, without uptime or viewers.
     await stream.and(page.locator('[data-state="offline"]')).waitFor();
@@ -254,7 +286,9 @@ describe('dashboard', () => {
     const detail = page.getByTestId('event-detail');
     await detail.waitFor();
     await detail.getByTestId('slip-step-3').waitFor();
-    const steps = await detail.locator('[data-testid^="slip-step-"]').evaluateAll((rows) => rows.map((element) => [(element as HTMLElement).dataset.stepId, (element as HTMLElement).dataset.status]));
+    const steps = await detail
+      .locator('[data-testid^="slip-step-"]')
+      .evaluateAll((rows) => rows.map((element) => [(element as HTMLElement).dataset.stepId, (element as HTMLElement).dataset.status]));
     expect(steps).toEqual([
       ['query-analyzer', 'OK'],
       ['moderation', 'SKIP'],
@@ -308,7 +342,10 @@ describe('dashboard', () => {
     await expect.poll(async () => (await store.getEvent(envelope.id))?.outcome, { timeout: UI_TIMEOUT }).toBeTruthy();
     await shot(page, '06-deadletters-replayed');
     await page.getByTestId('deadletter-open-dl-dashboard-1').click();
-    await page.getByTestId('event-detail').and(page.locator(`[data-event-id="${envelope.id}"]`)).waitFor();
+    await page
+      .getByTestId('event-detail')
+      .and(page.locator(`[data-event-id="${envelope.id}"]`))
+      .waitFor();
     expect(await page.getByTestId('fact-text').textContent()).toBe('hello again');
     await page.getByTestId('event-detail-close').click();
     await closeClean(page);
@@ -319,11 +356,14 @@ describe('dashboard', () => {
     await page.getByTestId('nav-commands').click();
     // Built-ins are listed with the configured prefix, and the template variables are explained inline.
     expect(await page.getByTestId('builtin-uptime').textContent()).toContain('!uptime');
-    for (const variable of ['user', 'touser', 'args', 'uptime', 'game', 'title', 'count']) expect(await page.getByTestId(`variable-${variable}`).textContent()).not.toBe('');
+    for (const variable of ['user', 'touser', 'args', 'uptime', 'game', 'title', 'count'])
+      expect(await page.getByTestId(`variable-${variable}`).textContent()).not.toBe('');
     // An empty response is refused in plain words.
     await page.getByTestId('command-name').fill('empty');
     await page.getByTestId('command-save').click();
-    await expect.poll(() => page.getByTestId('command-error').textContent(), { timeout: UI_TIMEOUT }).toContain('response must not be empty');
+    await expect
+      .poll(() => page.getByTestId('command-error').textContent(), { timeout: UI_TIMEOUT })
+      .toContain('response must not be empty');
     expect(await page.getByTestId('command-error').textContent()).not.toContain('Too small');
     await page.getByTestId('command-name').fill('socials');
     await page.getByTestId('command-response').fill('Follow us everywhere, {user}!');
@@ -336,7 +376,9 @@ describe('dashboard', () => {
     await page.getByTestId('console-user').fill('fan');
     await page.getByTestId('console-text').fill('!socials');
     await page.getByTestId('console-send').click();
-    await expect.poll(() => page.getByTestId('console-reply').allTextContents(), { timeout: UI_TIMEOUT }).toContainEqual('Follow us everywhere, fan!');
+    await expect
+      .poll(() => page.getByTestId('console-reply').allTextContents(), { timeout: UI_TIMEOUT })
+      .toContainEqual('Follow us everywhere, fan!');
 
     await page.getByTestId('nav-rules').click();
     await page.getByTestId('rule-id').fill('dash-rule');
@@ -346,7 +388,9 @@ describe('dashboard', () => {
     await page.getByTestId('rule-logic').fill('{ "==": [{ "var": "type" }, "test.dashboard.v1"] }');
     await page.getByTestId('rule-action').fill('{}');
     await page.getByTestId('rule-save').click();
-    await expect.poll(() => page.getByTestId('rule-error').textContent(), { timeout: UI_TIMEOUT }).toContain('an action needs a slip or an outcome');
+    await expect
+      .poll(() => page.getByTestId('rule-error').textContent(), { timeout: UI_TIMEOUT })
+      .toContain('an action needs a slip or an outcome');
     await page.getByTestId('rule-action').fill('{ "outcome": "handled" }');
     await page.getByTestId('rule-save').click();
     await page.getByTestId('rule-row-dash-rule').waitFor();
@@ -390,7 +434,15 @@ describe('dashboard: activity, chat, charts, honest state', () => {
       payload,
       extra: { externalEvent: { id, source: 'twitch.eventsub', kind, version: '1', createdAt: minutesAgo(minutes), payload } },
     });
-    return { id: envelope.id, correlationId: envelope.id, type: 'twitch.eventsub.v1', platform: 'twitch', channel: 'bitbrat', receivedAt: minutesAgo(minutes), ingress: { envelope } };
+    return {
+      id: envelope.id,
+      correlationId: envelope.id,
+      type: 'twitch.eventsub.v1',
+      platform: 'twitch',
+      channel: 'bitbrat',
+      receivedAt: minutesAgo(minutes),
+      ingress: { envelope },
+    };
   };
 
   it('tells follows, subs, gifts, cheers and raids in words apart from the pipeline feed, filters by category, and keeps repeated status heartbeats out', async () => {
@@ -402,14 +454,34 @@ describe('dashboard: activity, chat, charts, honest state', () => {
     ]);
     // An unconfigured source's heartbeat every 30 s: the same status again and again.
     const status = (index: number) => {
-      const envelope = createEnvelope({ type: 'system.source.status', source: { platform: 'discord', channel: 'discord', channelId: 'discord' }, user: { id: 'system', name: 'system', displayName: 'system', profileImageUrl: '', role: 'system' }, payload: { status: 'not_configured', id: 'discord:bot' } });
-      return { id: envelope.id, correlationId: envelope.id, type: 'system.source.status', platform: 'discord', channel: 'discord', receivedAt: minutesAgo(1 - index / 10), ingress: { envelope } };
+      const envelope = createEnvelope({
+        type: 'system.source.status',
+        source: { platform: 'discord', channel: 'discord', channelId: 'discord' },
+        user: { id: 'system', name: 'system', displayName: 'system', profileImageUrl: '', role: 'system' },
+        payload: { status: 'not_configured', id: 'discord:bot' },
+      });
+      return {
+        id: envelope.id,
+        correlationId: envelope.id,
+        type: 'system.source.status',
+        platform: 'discord',
+        channel: 'discord',
+        receivedAt: minutesAgo(1 - index / 10),
+        ingress: { envelope },
+      };
     };
     await store.recordIngress([0, 1, 2, 3, 4, 5].map(status));
 
     const page = await signedIn();
     const activity = page.getByTestId('activity-feed');
-    await expect.poll(() => activity.getByTestId('activity-text').allTextContents(), { timeout: UI_TIMEOUT }).toEqual(['Cheery cheered 100 bits: “gg”', 'GiftGiver gifted 5 subs at tier 1', 'FollowFan followed', 'RaiderOne raided with 25 viewers']);
+    await expect
+      .poll(() => activity.getByTestId('activity-text').allTextContents(), { timeout: UI_TIMEOUT })
+      .toEqual([
+        'Cheery cheered 100 bits: “gg”',
+        'GiftGiver gifted 5 subs at tier 1',
+        'FollowFan followed',
+        'RaiderOne raided with 25 viewers',
+      ]);
     // Human names in the pipeline feed, and one status line where six heartbeats were recorded.
     const types = await page.getByTestId('event-feed').getByTestId('event-type').allTextContents();
     expect(types).toContain('raid');
@@ -418,23 +490,54 @@ describe('dashboard: activity, chat, charts, honest state', () => {
     await shot(page, '09-activity-feed');
 
     await page.getByTestId('filter-category').selectOption('activity');
-    await expect.poll(async () => new Set(await page.getByTestId('event-feed').locator('[data-category]').evaluateAll((rows) => rows.map((row) => (row as HTMLElement).dataset.category))), { timeout: UI_TIMEOUT }).toEqual(new Set(['activity']));
+    await expect
+      .poll(
+        async () =>
+          new Set(
+            await page
+              .getByTestId('event-feed')
+              .locator('[data-category]')
+              .evaluateAll((rows) => rows.map((row) => (row as HTMLElement).dataset.category)),
+          ),
+        { timeout: UI_TIMEOUT },
+      )
+      .toEqual(new Set(['activity']));
     await page.getByTestId('filter-category').selectOption('system');
-    await expect.poll(async () => page.getByTestId('event-feed').getByTestId('event-type').allTextContents(), { timeout: UI_TIMEOUT }).toEqual(['connection status']);
+    await expect
+      .poll(async () => page.getByTestId('event-feed').getByTestId('event-type').allTextContents(), { timeout: UI_TIMEOUT })
+      .toEqual(['connection status']);
     await shot(page, '10-feed-system');
     await closeClean(page);
   });
 
   it("shows the channel's chat from every viewer, and why a message got no reply", async () => {
     const chat = (name: string, text: string) => {
-      const envelope = createEnvelope({ type: 'external.chat.message.v1', source: { platform: 'twitch', channel: 'bitbrat', channelId: '4242' }, user: { id: `u-${name}`, name, displayName: name, profileImageUrl: '', role: 'viewer' }, payload: { text }, extra: { message: { text } } });
-      return { id: envelope.id, correlationId: envelope.id, type: 'external.chat.message.v1', platform: 'twitch', channel: 'bitbrat', userName: name, text, receivedAt: new Date().toISOString(), ingress: { envelope } };
+      const envelope = createEnvelope({
+        type: 'external.chat.message.v1',
+        source: { platform: 'twitch', channel: 'bitbrat', channelId: '4242' },
+        user: { id: `u-${name}`, name, displayName: name, profileImageUrl: '', role: 'viewer' },
+        payload: { text },
+        extra: { message: { text } },
+      });
+      return {
+        id: envelope.id,
+        correlationId: envelope.id,
+        type: 'external.chat.message.v1',
+        platform: 'twitch',
+        channel: 'bitbrat',
+        userName: name,
+        text,
+        receivedAt: new Date().toISOString(),
+        ingress: { envelope },
+      };
     };
     const page = await signedIn();
     await page.getByTestId('nav-console').click();
     await store.recordIngress([chat('viewer_one', 'hello from twitch'), chat('viewer_two', 'what game is this?')]);
     const lines = page.getByTestId('channel-chat');
-    await expect.poll(() => lines.locator('.chat-user').allTextContents(), { timeout: UI_TIMEOUT }).toEqual(expect.arrayContaining(['viewer_one', 'viewer_two']));
+    await expect
+      .poll(() => lines.locator('.chat-user').allTextContents(), { timeout: UI_TIMEOUT })
+      .toEqual(expect.arrayContaining(['viewer_one', 'viewer_two']));
     expect(await lines.textContent()).toContain('hello from twitch');
 
     await page.getByTestId('console-text').fill('!nosuchcommand');
@@ -485,13 +588,21 @@ describe('dashboard: activity, chat, charts, honest state', () => {
       bus: createMemoryBus(),
       listen: true,
       architecture: loadArchitecture(),
-      env: { INSTANCE_ID: 'dash-down', HOST: '127.0.0.1', API_GATEWAY_TOKENS: `${OWNER}:owner`, API_GATEWAY_LIVE_POLL_MS: '250', COMMAND_PREFIX: '?' },
+      env: {
+        INSTANCE_ID: 'dash-down',
+        HOST: '127.0.0.1',
+        API_GATEWAY_TOKENS: `${OWNER}:owner`,
+        API_GATEWAY_LIVE_POLL_MS: '250',
+        COMMAND_PREFIX: '?',
+      },
       extra: { store },
     });
     const ownBase = `http://127.0.0.1:${own.port}`;
     let stopped = false;
     try {
-      const help = (await (await fetch(`${ownBase}/api/commands/help`, { headers: { authorization: `Bearer ${OWNER}` } })).json()) as { prefix: string };
+      const help = (await (await fetch(`${ownBase}/api/commands/help`, { headers: { authorization: `Bearer ${OWNER}` } })).json()) as {
+        prefix: string;
+      };
       expect(help.prefix).toBe('?');
       const page = watch(await (await browser.newContext({ viewport: DESKTOP })).newPage());
       // Losing the server is expected here: the browser reports the failed requests.
@@ -503,7 +614,14 @@ describe('dashboard: activity, chat, charts, honest state', () => {
       const llm = page.getByTestId('health-service-llm-bot');
       await llm.and(page.locator('[data-state="not_configured"]')).waitFor();
       expect(await llm.getByTestId('health-detail').textContent()).toContain('LLM_PROVIDER');
-      await store.mergeSource({ id: 'discord:bot', platform: 'discord', displayName: 'Discord', status: 'not_configured', streamStatus: 'unknown', metadata: { hint: 'set the DISCORD_TOKEN secret' } });
+      await store.mergeSource({
+        id: 'discord:bot',
+        platform: 'discord',
+        displayName: 'Discord',
+        status: 'not_configured',
+        streamStatus: 'unknown',
+        metadata: { hint: 'set the DISCORD_TOKEN secret' },
+      });
       await page.getByTestId('source-card-discord:bot').getByTestId('source-help').and(page.locator(':text("DISCORD_TOKEN")')).waitFor();
       await shot(page, '15-state-live');
 
@@ -513,7 +631,11 @@ describe('dashboard: activity, chat, charts, honest state', () => {
       expect(await page.getByTestId('health-overall').textContent()).toBe('unknown (server unreachable)');
       expect(await page.getByTestId('live-status').getAttribute('data-state')).toBe('reconnecting');
       expect(await page.getByTestId('health-service-api-gateway').getAttribute('data-state')).toBe('unknown');
-      expect(await page.locator('[data-testid^="source-card-"]').evaluateAll((cards) => cards.map((card) => (card as HTMLElement).dataset.status))).not.toContain('connected');
+      expect(
+        await page
+          .locator('[data-testid^="source-card-"]')
+          .evaluateAll((cards) => cards.map((card) => (card as HTMLElement).dataset.status)),
+      ).not.toContain('connected');
       expect(await page.locator('body').textContent()).not.toContain('all ready');
       await shot(page, '16-state-unreachable');
       await page.context().close();
@@ -547,8 +669,11 @@ describe('dashboard: activity, chat, charts, honest state', () => {
     const bare = await signedIn();
     const panel = bare.getByTestId('twitch-setup');
     await panel.and(bare.locator('[data-state="not_configured"]')).waitFor();
-    for (const name of ['TWITCH_CLIENT_ID', 'TWITCH_CLIENT_SECRET', 'TWITCH_BOT_USERNAME', 'TWITCH_CHANNELS']) await bare.getByTestId(`twitch-missing-${name}`).waitFor();
-    expect(await bare.getByTestId('twitch-next-step').textContent()).toBe('Set TWITCH_CLIENT_ID, TWITCH_CLIENT_SECRET, TWITCH_BOT_USERNAME, TWITCH_CHANNELS and restart.');
+    for (const name of ['TWITCH_CLIENT_ID', 'TWITCH_CLIENT_SECRET', 'TWITCH_BOT_USERNAME', 'TWITCH_CHANNELS'])
+      await bare.getByTestId(`twitch-missing-${name}`).waitFor();
+    expect(await bare.getByTestId('twitch-next-step').textContent()).toBe(
+      'Set TWITCH_CLIENT_ID, TWITCH_CLIENT_SECRET, TWITCH_BOT_USERNAME, TWITCH_CHANNELS and restart.',
+    );
     expect(await bare.getByTestId('twitch-connect-bot').isDisabled()).toBe(true);
     await shot(bare, '17-twitch-not-configured');
     await closeClean(bare);
@@ -558,17 +683,36 @@ describe('dashboard: activity, chat, charts, honest state', () => {
       bus: createMemoryBus(),
       listen: true,
       architecture: loadArchitecture(),
-      env: { INSTANCE_ID: 'dash-twitch', HOST: '127.0.0.1', API_GATEWAY_TOKENS: `${OWNER}:owner,${VIEWER}:viewer`, TWITCH_CLIENT_ID: 'dash-client-id', TWITCH_CLIENT_SECRET: 'dash-client-secret', TWITCH_BOT_USERNAME: 'bitbrat_bot', TWITCH_CHANNELS: 'bitbrat' },
+      env: {
+        INSTANCE_ID: 'dash-twitch',
+        HOST: '127.0.0.1',
+        API_GATEWAY_TOKENS: `${OWNER}:owner,${VIEWER}:viewer`,
+        TWITCH_CLIENT_ID: 'dash-client-id',
+        TWITCH_CLIENT_SECRET: 'dash-client-secret',
+        TWITCH_BOT_USERNAME: 'bitbrat_bot',
+        TWITCH_CHANNELS: 'bitbrat',
+      },
       extra: { store },
     });
     const ownBase = `http://127.0.0.1:${own.port}`;
     try {
-      await store.putToken({ id: 'twitch:bot', accessToken: 'bot-access', refreshToken: 'bot-refresh', scopes: ['chat:read', 'chat:edit'], expiresAt: new Date(Date.now() + 4 * 3_600_000).toISOString(), obtainedAt: new Date().toISOString(), userId: '77', login: 'bitbrat_bot' });
+      await store.putToken({
+        id: 'twitch:bot',
+        accessToken: 'bot-access',
+        refreshToken: 'bot-refresh',
+        scopes: ['chat:read', 'chat:edit'],
+        expiresAt: new Date(Date.now() + 4 * 3_600_000).toISOString(),
+        obtainedAt: new Date().toISOString(),
+        userId: '77',
+        login: 'bitbrat_bot',
+      });
       const context = await browser.newContext({ viewport: DESKTOP });
       const page = watch(await context.newPage());
       await page.goto(`${ownBase}/#token=${OWNER}`);
       await page.getByTestId('twitch-setup').and(page.locator('[data-state="needs_account"]')).waitFor();
-      expect(await page.getByTestId('twitch-next-step').textContent()).toBe('Connect the broadcaster account for follows, subs, cheers, raids and redemptions.');
+      expect(await page.getByTestId('twitch-next-step').textContent()).toBe(
+        'Connect the broadcaster account for follows, subs, cheers, raids and redemptions.',
+      );
       const bot = page.getByTestId('twitch-account-bot');
       expect(await bot.getAttribute('data-health')).toBe('ok');
       expect(await bot.getByTestId('twitch-account-login').textContent()).toBe('bitbrat_bot');
@@ -604,11 +748,20 @@ describe('dashboard: activity, chat, charts, honest state', () => {
       await closeClean(page);
 
       // A viewer sees the state but cannot connect or disconnect.
-      await store.putToken({ id: 'twitch:bot', accessToken: 'bot-access', scopes: ['chat:read'], expiresAt: new Date(Date.now() - 60_000).toISOString(), obtainedAt: new Date().toISOString(), login: 'bitbrat_bot' });
+      await store.putToken({
+        id: 'twitch:bot',
+        accessToken: 'bot-access',
+        scopes: ['chat:read'],
+        expiresAt: new Date(Date.now() - 60_000).toISOString(),
+        obtainedAt: new Date().toISOString(),
+        login: 'bitbrat_bot',
+      });
       const viewer = watch(await (await browser.newContext({ viewport: DESKTOP })).newPage());
       await viewer.goto(`${ownBase}/#token=${VIEWER}`);
       await viewer.getByTestId('twitch-account-bot').and(viewer.locator('[data-health="expired"]')).waitFor();
-      expect(await viewer.getByTestId('twitch-account-bot').getByTestId('twitch-account-detail').textContent()).toBe('expired and cannot be refreshed: connect the account again');
+      expect(await viewer.getByTestId('twitch-account-bot').getByTestId('twitch-account-detail').textContent()).toBe(
+        'expired and cannot be refreshed: connect the account again',
+      );
       expect(await viewer.getByTestId('twitch-connect-bot').isDisabled()).toBe(true);
       expect(await viewer.getByTestId('twitch-disconnect-bot').isDisabled()).toBe(true);
       await closeClean(viewer);
@@ -627,7 +780,9 @@ describe('dashboard: activity, chat, charts, honest state', () => {
     expect(await follow.textContent()).toContain('{user}');
     await page.getByTestId('reaction-template-follow').fill('Welcome aboard, {user}!');
     await page.getByTestId('reaction-save-follow').click();
-    await expect.poll(() => page.getByTestId('reaction-status-follow').textContent(), { timeout: UI_TIMEOUT }).toBe('On: “Welcome aboard, {user}!”');
+    await expect
+      .poll(() => page.getByTestId('reaction-status-follow').textContent(), { timeout: UI_TIMEOUT })
+      .toBe('On: “Welcome aboard, {user}!”');
     expect(JSON.stringify((await store.getRule('reaction-follow'))?.action)).toContain('Welcome aboard, {user}!');
 
     await page.getByTestId('reaction-enabled-cheer').uncheck();
@@ -641,7 +796,9 @@ describe('dashboard: activity, chat, charts, honest state', () => {
     await shot(page, '19-reactions');
 
     await page.getByTestId('reaction-reset-follow').click();
-    await expect.poll(() => page.getByTestId('reaction-template-follow').inputValue(), { timeout: UI_TIMEOUT }).toBe('Thanks for the follow, {user}! Welcome in.');
+    await expect
+      .poll(() => page.getByTestId('reaction-template-follow').inputValue(), { timeout: UI_TIMEOUT })
+      .toBe('Thanks for the follow, {user}! Welcome in.');
     await page.getByTestId('reaction-enabled-cheer').check();
     await page.getByTestId('reaction-save-cheer').click();
     await page.getByTestId('reaction-cheer').and(page.locator('[data-enabled="true"]')).waitFor();

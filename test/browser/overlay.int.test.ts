@@ -71,7 +71,10 @@ async function startPlatform(listenPort: number): Promise<Host> {
 }
 
 beforeAll(async () => {
-  if (!existsSync(CHROMIUM)) throw new Error(`chromium is required for the overlay test but ${CHROMIUM} does not exist (apt-get install -y chromium, or set CHROMIUM_PATH)`);
+  if (!existsSync(CHROMIUM))
+    throw new Error(
+      `chromium is required for the overlay test but ${CHROMIUM} does not exist (apt-get install -y chromium, or set CHROMIUM_PATH)`,
+    );
   await mkdir(SCREENSHOTS, { recursive: true });
   fakeObs = await startFakeObs();
   twitch = await startFakeTwitch();
@@ -80,11 +83,24 @@ beforeAll(async () => {
   const token = twitch.issueToken(BROADCASTER.id, { scopes: SCOPES });
   store = await createStore({ driver: 'pglite', dataDir: 'memory://', embedded: true });
   await store.init();
-  await store.putToken({ id: 'twitch:broadcaster', accessToken: token.accessToken, refreshToken: token.refreshToken, scopes: SCOPES, expiresAt: new Date(Date.now() + 4 * 3_600_000).toISOString(), obtainedAt: new Date().toISOString(), userId: BROADCASTER.id, login: BROADCASTER.login });
+  await store.putToken({
+    id: 'twitch:broadcaster',
+    accessToken: token.accessToken,
+    refreshToken: token.refreshToken,
+    scopes: SCOPES,
+    expiresAt: new Date(Date.now() + 4 * 3_600_000).toISOString(),
+    obtainedAt: new Date().toISOString(),
+    userId: BROADCASTER.id,
+    login: BROADCASTER.login,
+  });
   host = await startPlatform(0);
   port = host.port!;
   base = `http://127.0.0.1:${port}`;
-  browser = await chromium.launch({ executablePath: CHROMIUM, headless: true, args: ['--no-sandbox', '--disable-dev-shm-usage', '--disable-gpu', '--autoplay-policy=no-user-gesture-required'] });
+  browser = await chromium.launch({
+    executablePath: CHROMIUM,
+    headless: true,
+    args: ['--no-sandbox', '--disable-dev-shm-usage', '--disable-gpu', '--autoplay-policy=no-user-gesture-required'],
+  });
 });
 
 afterAll(async () => {
@@ -119,8 +135,14 @@ describe('OBS on the dashboard', () => {
     await card.and(page.locator('[data-status="connected"]')).waitFor();
     await expect.poll(() => card.getByTestId('source-obs-scene').textContent(), { timeout: UI_TIMEOUT }).toBe('Main');
     await page.screenshot({ path: path.join(SCREENSHOTS, 'dashboard-obs-source.png') });
-    const { items: sources } = (await (await fetch(`${base}/api/sources`, { headers: { authorization: `Bearer ${OWNER}` } })).json()) as { items: Array<{ id: string; platform: string; status: string; metadata: Record<string, unknown> }> };
-    expect(sources.find((source) => source.id === 'obs:studio')).toMatchObject({ platform: 'obs', status: 'connected', metadata: { programScene: 'Main', streaming: false, recording: false } });
+    const { items: sources } = (await (await fetch(`${base}/api/sources`, { headers: { authorization: `Bearer ${OWNER}` } })).json()) as {
+      items: Array<{ id: string; platform: string; status: string; metadata: Record<string, unknown> }>;
+    };
+    expect(sources.find((source) => source.id === 'obs:studio')).toMatchObject({
+      platform: 'obs',
+      status: 'connected',
+      metadata: { programScene: 'Main', streaming: false, recording: false },
+    });
     await page.close();
   });
 });
@@ -131,7 +153,10 @@ describe('overlays in Chromium', () => {
     const { urls } = await overlayKey();
     expect(urls.alerts).toBe(`${base}/overlay/alerts?key=${urls.alerts.split('key=')[1]}`);
     const page = await openOverlay(`${urls.alerts}&duration=3000`);
-    const background = await page.evaluate(() => [getComputedStyle(document.documentElement).backgroundColor, getComputedStyle(document.body).backgroundColor]);
+    const background = await page.evaluate(() => [
+      getComputedStyle(document.documentElement).backgroundColor,
+      getComputedStyle(document.body).backgroundColor,
+    ]);
     expect(background).toEqual(['rgba(0, 0, 0, 0)', 'rgba(0, 0, 0, 0)']);
 
     twitch.notify('channel.raid', undefined, {
@@ -153,17 +178,39 @@ describe('overlays in Chromium', () => {
 
   it('queues alerts, shows them one at a time with the page’s own text templates, and plays an alert’s sound', async () => {
     const { urls } = await overlayKey();
-    const page = await openOverlay(`${urls.alerts}&duration=1000&follow=${encodeURIComponent('Welcome, {name}!')}&follow.sound=${encodeURIComponent('/overlay/assets/ding.ogg')}`);
+    const page = await openOverlay(
+      `${urls.alerts}&duration=1000&follow=${encodeURIComponent('Welcome, {name}!')}&follow.sound=${encodeURIComponent('/overlay/assets/ding.ogg')}`,
+    );
     // The follow's sound is fetched when its alert shows (the file need not exist for the request to be seen).
     const sound = page.waitForRequest((request) => request.url().endsWith('/overlay/assets/ding.ogg'));
     const shown: string[] = [];
     await page.exposeFunction('reportAlert', (value: string) => shown.push(value));
     await page.evaluate(() => {
       const box = document.querySelector('.alert-text')!;
-      new MutationObserver(() => box.textContent && (window as unknown as { reportAlert(v: string): void }).reportAlert(box.textContent)).observe(box, { childList: true, characterData: true, subtree: true });
+      new MutationObserver(
+        () => box.textContent && (window as unknown as { reportAlert(v: string): void }).reportAlert(box.textContent),
+      ).observe(box, { childList: true, characterData: true, subtree: true });
     });
-    twitch.notify('channel.follow', undefined, { user_id: '2001', user_login: 'fan_one', user_name: 'Fan_One', broadcaster_user_id: BROADCASTER.id, broadcaster_user_login: BROADCASTER.login, broadcaster_user_name: BROADCASTER.displayName, followed_at: new Date().toISOString() });
-    twitch.notify('channel.cheer', undefined, { is_anonymous: false, user_id: '2003', user_login: 'cheerer', user_name: 'Cheerer', broadcaster_user_id: BROADCASTER.id, broadcaster_user_login: BROADCASTER.login, broadcaster_user_name: BROADCASTER.displayName, message: 'Cheer100', bits: 100 });
+    twitch.notify('channel.follow', undefined, {
+      user_id: '2001',
+      user_login: 'fan_one',
+      user_name: 'Fan_One',
+      broadcaster_user_id: BROADCASTER.id,
+      broadcaster_user_login: BROADCASTER.login,
+      broadcaster_user_name: BROADCASTER.displayName,
+      followed_at: new Date().toISOString(),
+    });
+    twitch.notify('channel.cheer', undefined, {
+      is_anonymous: false,
+      user_id: '2003',
+      user_login: 'cheerer',
+      user_name: 'Cheerer',
+      broadcaster_user_id: BROADCASTER.id,
+      broadcaster_user_login: BROADCASTER.login,
+      broadcaster_user_name: BROADCASTER.displayName,
+      message: 'Cheer100',
+      bits: 100,
+    });
     await expect.poll(() => shown.length, { timeout: UI_TIMEOUT }).toBe(2);
     expect(shown.sort()).toEqual(['Cheerer cheered 100 bits!', 'Welcome, Fan_One!']);
     expect((await sound).url()).toBe(`${base}/overlay/assets/ding.ogg`);
@@ -173,11 +220,21 @@ describe('overlays in Chromium', () => {
   it('shows chat messages in the chat box', async () => {
     const { urls } = await overlayKey();
     const page = await openOverlay(urls.chat);
-    const envelope = normalizeChatMessage({ channel: 'streamer', userLogin: 'chatty', text: 'hello overlay <b>world</b>', tags: { id: 'msg-1', 'display-name': 'Chatty', color: '#FF0000', 'user-id': '4001', 'room-id': BROADCASTER.id } });
+    const envelope = normalizeChatMessage({
+      channel: 'streamer',
+      userLogin: 'chatty',
+      text: 'hello overlay <b>world</b>',
+      tags: { id: 'msg-1', 'display-name': 'Chatty', color: '#FF0000', 'user-id': '4001', 'room-id': BROADCASTER.id },
+    });
     await bus.publish(Topic.ingress, encoder.encode(JSON.stringify(envelope)));
     const line = page.getByTestId('overlay-chat').locator('li');
     await expect.poll(() => line.first().textContent(), { timeout: UI_TIMEOUT }).toBe('Chattyhello overlay <b>world</b>');
-    expect(await line.first().locator('.name').evaluate((node) => getComputedStyle(node).color)).toBe('rgb(255, 0, 0)');
+    expect(
+      await line
+        .first()
+        .locator('.name')
+        .evaluate((node) => getComputedStyle(node).color),
+    ).toBe('rgb(255, 0, 0)');
     await page.close();
   });
 
@@ -212,12 +269,23 @@ describe('overlays in Chromium', () => {
       messageId: 'after-restart-1',
       kind: 'channel.subscribe',
       version: '1',
-      event: { user_id: '2002', user_login: 'subber', user_name: 'Subber', broadcaster_user_id: BROADCASTER.id, broadcaster_user_login: BROADCASTER.login, broadcaster_user_name: BROADCASTER.displayName, tier: '2000', is_gift: false },
+      event: {
+        user_id: '2002',
+        user_login: 'subber',
+        user_name: 'Subber',
+        broadcaster_user_id: BROADCASTER.id,
+        broadcaster_user_login: BROADCASTER.login,
+        broadcaster_user_name: BROADCASTER.displayName,
+        tier: '2000',
+        is_gift: false,
+      },
       receivedAt: new Date(),
       broadcaster: { id: BROADCASTER.id, login: BROADCASTER.login },
     });
     await bus.publish(Topic.ingress, encoder.encode(JSON.stringify(envelope)));
-    await expect.poll(() => page.getByTestId('overlay-alert-text').textContent(), { timeout: UI_TIMEOUT }).toBe('Subber subscribed at tier 2!');
+    await expect
+      .poll(() => page.getByTestId('overlay-alert-text').textContent(), { timeout: UI_TIMEOUT })
+      .toBe('Subber subscribed at tier 2!');
     await page.close();
   });
 });

@@ -37,7 +37,13 @@ export function describeBusContract(driver: string, factory: BusContractFactory)
     };
 
     /** Subscribes with a handler and records every delivery. */
-    const record = async (bus: MessageBus, group: string, handle: (message: BusMessage, received: Received[]) => Promise<void>, options?: { maxInFlight?: number; ackWaitMs?: number }, topic = TOPIC) => {
+    const record = async (
+      bus: MessageBus,
+      group: string,
+      handle: (message: BusMessage, received: Received[]) => Promise<void>,
+      options?: { maxInFlight?: number; ackWaitMs?: number },
+      topic = TOPIC,
+    ) => {
       const received: Received[] = [];
       const subscription = await bus.subscribe(
         topic,

@@ -79,7 +79,10 @@ describe('the memory bus retaining for a topic nobody consumes yet', () => {
     const bus = createMemoryBus({ maxRetainedPerTopic: 1 });
     await bus.connect();
     await bus.publish('t', encoder.encode('first'), { msgId: 'a' });
-    await expect(bus.publish('t', encoder.encode('second'), { msgId: 'b' })).rejects.toMatchObject({ code: 'PUBLISH_FAILED', retryable: true });
+    await expect(bus.publish('t', encoder.encode('second'), { msgId: 'b' })).rejects.toMatchObject({
+      code: 'PUBLISH_FAILED',
+      retryable: true,
+    });
     const seen: string[] = [];
     await bus.subscribe('t', 'late', async (message) => {
       seen.push(decoder.decode(message.data));
@@ -101,7 +104,9 @@ describe('the memory bus retaining for a topic nobody consumes yet', () => {
 describe('the memory bus status listeners', () => {
   it('tells every listener, even after one throws, and stops telling one that unsubscribed', async () => {
     const warnings: unknown[] = [];
-    const bus = createMemoryBus({ logger: { info: () => undefined, error: () => undefined, warn: (...args: unknown[]) => warnings.push(args) } });
+    const bus = createMemoryBus({
+      logger: { info: () => undefined, error: () => undefined, warn: (...args: unknown[]) => warnings.push(args) },
+    });
     const seen: string[] = [];
     bus.onStatus(() => {
       throw new Error('listener bug');

@@ -76,7 +76,11 @@ describe('the nats bus on JetStream', () => {
       expect((await jsm.consumers.info(natsStreamName(prefix), durable)).name).toBe(durable);
       await bus.close();
       await waitFor(
-        () => jsm.consumers.info(natsStreamName(prefix), durable).then(() => false, (error: Error) => /consumer not found/i.test(error.message)),
+        () =>
+          jsm.consumers.info(natsStreamName(prefix), durable).then(
+            () => false,
+            (error: Error) => /consumer not found/i.test(error.message),
+          ),
         { timeoutMs: 15_000, intervalMs: 250, message: 'the idle per-instance consumer to be deleted' },
       );
       // A group without the option is durable as before.
@@ -153,7 +157,11 @@ describe('the nats bus on JetStream', () => {
     const bus = await createNatsBus({ servers: server!.url, prefix: uniquePrefix() });
     try {
       await bus.connect();
-      await expect(bus.publish('external.nowhere.v1', encoder.encode('lost'))).rejects.toMatchObject({ name: 'BitBratError', code: 'PUBLISH_FAILED', retryable: true });
+      await expect(bus.publish('external.nowhere.v1', encoder.encode('lost'))).rejects.toMatchObject({
+        name: 'BitBratError',
+        code: 'PUBLISH_FAILED',
+        retryable: true,
+      });
     } finally {
       await bus.close();
     }
@@ -165,7 +173,14 @@ describe('the nats bus on JetStream', () => {
     const nc = await connect({ servers: server!.url });
     // As an earlier version left it: no size limit, and discard old.
     const jsm = await jetstreamManager(nc);
-    await jsm.streams.add({ name, subjects: [`${prefix}internal.>`], retention: RetentionPolicy.Limits, storage: StorageType.File, discard: DiscardPolicy.Old, max_age: nanos(86_400_000) });
+    await jsm.streams.add({
+      name,
+      subjects: [`${prefix}internal.>`],
+      retention: RetentionPolicy.Limits,
+      storage: StorageType.File,
+      discard: DiscardPolicy.Old,
+      max_age: nanos(86_400_000),
+    });
     const bus = await createNatsBus({ servers: server!.url, prefix, maxAgeMs: 3_600_000, maxBytes: 5_000_000 });
     try {
       await bus.connect();
@@ -246,7 +261,11 @@ describe('the nats bus on JetStream', () => {
       await waitFor(() => got.length === 1, { message: 'the first message' });
       const jsm = await jetstreamManager(nc);
       // nats-server 2.9 can fail a delete that races the consumer's own state write; the test retries it.
-      await waitFor(() => jsm.consumers.delete(natsStreamName(prefix), natsDurableName('g', 'internal.fragile.v1')), { timeoutMs: 5_000, intervalMs: 100, message: 'the consumer to be deleted' });
+      await waitFor(() => jsm.consumers.delete(natsStreamName(prefix), natsDurableName('g', 'internal.fragile.v1')), {
+        timeoutMs: 5_000,
+        intervalMs: 100,
+        message: 'the consumer to be deleted',
+      });
       await bus.publish('internal.fragile.v1', encoder.encode('two'));
       await waitFor(() => got.includes('two'), { timeoutMs: 20_000, message: 'the message after the consumer was deleted' });
       const info = await jsm.consumers.info(natsStreamName(prefix), natsDurableName('g', 'internal.fragile.v1'));
@@ -344,14 +363,20 @@ describe('the nats bus across a server restart', () => {
       { timeoutMs: 15_000, intervalMs: 200, message: 'a publish after the restart to succeed' },
     );
     await waitFor(() => got.some((item) => item.body === 'after'), { timeoutMs: 20_000, message: 'the message after the restart' });
-    await waitFor(() => got.filter((item) => item.body === 'in-flight').length >= 2, { timeoutMs: 20_000, message: 'the in-flight message to be redelivered' });
+    await waitFor(() => got.filter((item) => item.body === 'in-flight').length >= 2, {
+      timeoutMs: 20_000,
+      message: 'the in-flight message to be redelivered',
+    });
     expect(got.filter((item) => item.body === 'in-flight').at(-1)!.deliveryCount).toBeGreaterThanOrEqual(2);
     expect(got.filter((item) => item.body === 'before')).toHaveLength(1);
 
     // Now a crash: while the server is gone, publishing fails fast and retryably; nothing is lost after.
     await own.kill();
     await waitFor(() => !bus!.isConnected(), { timeoutMs: 10_000, message: 'isConnected() to go false after the kill' });
-    await expect(bus.publish('internal.restart.v1', encoder.encode('while-down'))).rejects.toMatchObject({ code: 'BUS_UNAVAILABLE', retryable: true });
+    await expect(bus.publish('internal.restart.v1', encoder.encode('while-down'))).rejects.toMatchObject({
+      code: 'BUS_UNAVAILABLE',
+      retryable: true,
+    });
     await own.restart();
     await waitFor(() => bus!.isConnected(), { timeoutMs: 15_000, message: 'isConnected() after the crash' });
     await waitFor(

@@ -37,7 +37,14 @@ describe('publish retries', () => {
     );
     expect(first).toMatchObject({ code: 'PUBLISH_FAILED', retryable: true });
     const delays: number[] = [];
-    const outcome = retryFailedPublish(bus, 'full', encoder.encode('refused'), undefined, { maxRetries: 4, baseDelayMs: 100, maxDelayMs: 500, onRetry: (_error, _attempt, delayMs) => delays.push(delayMs) }, first).then(
+    const outcome = retryFailedPublish(
+      bus,
+      'full',
+      encoder.encode('refused'),
+      undefined,
+      { maxRetries: 4, baseDelayMs: 100, maxDelayMs: 500, onRetry: (_error, _attempt, delayMs) => delays.push(delayMs) },
+      first,
+    ).then(
       () => undefined,
       (error: unknown) => error,
     );
@@ -59,7 +66,14 @@ describe('publish retries', () => {
     const { bus, attempts } = await fullTopic();
     const fatal = new BitBratError('CONFIG_INVALID', 'no such topic', { retryable: false });
     const delays: number[] = [];
-    const error = await retryFailedPublish(bus, 'full', encoder.encode('x'), undefined, { maxRetries: 5, onRetry: (_error, _attempt, delayMs) => delays.push(delayMs) }, fatal).then(
+    const error = await retryFailedPublish(
+      bus,
+      'full',
+      encoder.encode('x'),
+      undefined,
+      { maxRetries: 5, onRetry: (_error, _attempt, delayMs) => delays.push(delayMs) },
+      fatal,
+    ).then(
       () => undefined,
       (thrown: unknown) => thrown as BitBratError,
     );
@@ -73,7 +87,14 @@ describe('publish retries', () => {
     vi.useFakeTimers();
     const { bus, attempts } = await fullTopic();
     const received: string[] = [];
-    const outcome = retryFailedPublish(bus, 'full', encoder.encode('second'), undefined, { maxRetries: 3, baseDelayMs: 100 }, new BitBratError('PUBLISH_FAILED', 'full', { retryable: true }));
+    const outcome = retryFailedPublish(
+      bus,
+      'full',
+      encoder.encode('second'),
+      undefined,
+      { maxRetries: 3, baseDelayMs: 100 },
+      new BitBratError('PUBLISH_FAILED', 'full', { retryable: true }),
+    );
     // A consumer arrives during the first backoff and takes what the topic retained: room again.
     await bus.subscribe('full', 'reader', async (message) => {
       received.push(new TextDecoder().decode(message.data));

@@ -25,10 +25,14 @@ const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 let emulator: PubSubEmulatorHandle | undefined;
 
 /** A plain client for inspecting the emulator; the universe domain keeps it from probing for a metadata server. */
-const adminClient = () => new PubSub({ projectId: PROJECT, apiEndpoint: emulator!.host, emulatorMode: true, universeDomain: 'googleapis.com' });
+const adminClient = () =>
+  new PubSub({ projectId: PROJECT, apiEndpoint: emulator!.host, emulatorMode: true, universeDomain: 'googleapis.com' });
 
 /** Runs `test` with a connected bus on a fresh prefix and an admin client on the emulator; closes both. */
-async function withBusAndAdmin(test: (bus: MessageBus, admin: PubSub, prefix: string) => Promise<void>, options: Partial<PubSubBusOptions> = {}) {
+async function withBusAndAdmin(
+  test: (bus: MessageBus, admin: PubSub, prefix: string) => Promise<void>,
+  options: Partial<PubSubBusOptions> = {},
+) {
   const prefix = uniquePrefix();
   const bus = await createPubSubBus({ projectId: PROJECT, emulatorHost: emulator!.host, prefix, ...options });
   const admin = adminClient();
@@ -42,7 +46,11 @@ async function withBusAndAdmin(test: (bus: MessageBus, admin: PubSub, prefix: st
 }
 
 beforeAll(async () => {
-  requireServer('Pub/Sub emulator', pubsubEmulatorAvailable(), 'install google-cloud-cli-pubsub-emulator and a java runtime, or set PUBSUB_EMULATOR_JAR');
+  requireServer(
+    'Pub/Sub emulator',
+    pubsubEmulatorAvailable(),
+    'install google-cloud-cli-pubsub-emulator and a java runtime, or set PUBSUB_EMULATOR_JAR',
+  );
   emulator = await startPubSubEmulator();
 });
 
@@ -90,7 +98,9 @@ describe('the pubsub bus on the emulator', () => {
       expect(Number(metadata.retryPolicy?.minimumBackoff?.seconds)).toBe(1);
       expect(Number(metadata.retryPolicy?.maximumBackoff?.seconds)).toBe(60);
       // Dead-lettered messages are kept by a subscription on the dead-letter topic.
-      const [retained] = await admin.subscription(pubsubSubscriptionId(prefix, PUBSUB_DEADLETTER_TOPIC, PUBSUB_DEADLETTER_RETAINED_GROUP)).exists();
+      const [retained] = await admin
+        .subscription(pubsubSubscriptionId(prefix, PUBSUB_DEADLETTER_TOPIC, PUBSUB_DEADLETTER_RETAINED_GROUP))
+        .exists();
       expect(retained).toBe(true);
     }));
 
@@ -104,7 +114,9 @@ describe('the pubsub bus on the emulator', () => {
   it('gives a per-instance group an expiration when idle, at least Pub/Sub’s one-day minimum, and other groups none', () =>
     withBusAndAdmin(async (bus, admin, prefix) => {
       await bus.subscribe('internal.egress.abc.v1', 'gateway-abc', async (message) => message.ack(), { expireAfterIdleMs: 60 * 60 * 1000 });
-      await bus.subscribe('internal.egress.abc.v1', 'gateway-long', async (message) => message.ack(), { expireAfterIdleMs: 3 * 24 * 60 * 60 * 1000 });
+      await bus.subscribe('internal.egress.abc.v1', 'gateway-long', async (message) => message.ack(), {
+        expireAfterIdleMs: 3 * 24 * 60 * 60 * 1000,
+      });
       await bus.subscribe('internal.egress.abc.v1', 'shared', async (message) => message.ack());
       const [short] = await admin.subscription(`${prefix}internal.egress.abc.v1--gateway-abc`).getMetadata();
       const [long] = await admin.subscription(`${prefix}internal.egress.abc.v1--gateway-long`).getMetadata();
@@ -197,59 +209,75 @@ describe('the pubsub bus on the emulator', () => {
     }
   });
 
-  it('dead-letters a message refused maxDeliveryAttempts times: it arrives intact on the retained dead-letter subscription', () =>
-    withBusAndAdmin(
-      async (bus, admin, prefix) => {
-        const counts: number[] = [];
-        await bus.subscribe('internal.poison.v1', 'g', async (message) => {
-          counts.push(message.deliveryCount);
-          await message.nak(0);
-        });
-        await bus.publish('internal.poison.v1', encoder.encode('poison'), { msgId: 'poison-1' });
-        const retained = admin.subscription(pubsubSubscriptionId(prefix, PUBSUB_DEADLETTER_TOPIC, PUBSUB_DEADLETTER_RETAINED_GROUP));
-        const letters: Array<{ data: string; attributes: Record<string, string>; deliveryCount: number }> = [];
-        retained.on('message', (message) => {
-          letters.push({ data: decoder.decode(message.data), attributes: { ...message.attributes }, deliveryCount: counts.length });
-          message.ack();
-        });
-        try {
-          await waitFor(() => letters.length >= 1, { timeoutMs: 60_000, intervalMs: 100, message: 'the message on the dead-letter subscription' });
-        } finally {
-          await retained.close();
-        }
-        expect(letters[0]!.data).toBe('poison');
-        // Moved once the group had refused it maxDeliveryAttempts times, not before.
-        expect(letters[0]!.deliveryCount).toBeGreaterThanOrEqual(5);
-        expect(counts.slice(0, 5)).toEqual([1, 2, 3, 4, 5]);
-      },
-      { deadLetter: { maxDeliveryAttempts: 5 }, retryPolicy: false },
-    ), 90_000);
+  it(
+    'dead-letters a message refused maxDeliveryAttempts times: it arrives intact on the retained dead-letter subscription',
+    () =>
+      withBusAndAdmin(
+        async (bus, admin, prefix) => {
+          const counts: number[] = [];
+          await bus.subscribe('internal.poison.v1', 'g', async (message) => {
+            counts.push(message.deliveryCount);
+            await message.nak(0);
+          });
+          await bus.publish('internal.poison.v1', encoder.encode('poison'), { msgId: 'poison-1' });
+          const retained = admin.subscription(pubsubSubscriptionId(prefix, PUBSUB_DEADLETTER_TOPIC, PUBSUB_DEADLETTER_RETAINED_GROUP));
+          const letters: Array<{ data: string; attributes: Record<string, string>; deliveryCount: number }> = [];
+          retained.on('message', (message) => {
+            letters.push({ data: decoder.decode(message.data), attributes: { ...message.attributes }, deliveryCount: counts.length });
+            message.ack();
+          });
+          try {
+            await waitFor(() => letters.length >= 1, {
+              timeoutMs: 60_000,
+              intervalMs: 100,
+              message: 'the message on the dead-letter subscription',
+            });
+          } finally {
+            await retained.close();
+          }
+          expect(letters[0]!.data).toBe('poison');
+          // Moved once the group had refused it maxDeliveryAttempts times, not before.
+          expect(letters[0]!.deliveryCount).toBeGreaterThanOrEqual(5);
+          expect(counts.slice(0, 5)).toEqual([1, 2, 3, 4, 5]);
+        },
+        { deadLetter: { maxDeliveryAttempts: 5 }, retryPolicy: false },
+      ),
+    90_000,
+  );
 
   it('rejects a publish to a topic that does not exist (autoCreate off) with PUBLISH_FAILED and frees the msgId for a retry', () =>
-    withBusAndAdmin(async (bus, admin, prefix) => {
-      const error = await bus.publish('internal.missing.v1', encoder.encode('x'), { msgId: 'retry-me' }).then(
-        () => undefined,
-        (caught: unknown) => caught,
-      );
-      expect(error).toMatchObject({ name: 'BitBratError', code: 'PUBLISH_FAILED', retryable: true });
-      expect((error as Error).message).toContain(`${prefix}internal.missing.v1`);
-      // Once the topic exists (IaC), the same msgId goes through: a failed publish does not count for dedup.
-      const [topic] = await admin.createTopic(`${prefix}internal.missing.v1`);
-      const [subscription] = await topic.createSubscription(`${prefix}internal.missing.v1--g`);
-      const got: string[] = [];
-      await bus.subscribe('internal.missing.v1', 'g', async (message) => {
-        got.push(decoder.decode(message.data));
-        await message.ack();
-      });
-      await bus.publish('internal.missing.v1', encoder.encode('second try'), { msgId: 'retry-me' });
-      await waitFor(() => got.length === 1, { message: 'the retried publish' });
-      expect(got).toEqual(['second try']);
-      expect(subscription.name).toContain('--g');
-    }, { autoCreate: false, deadLetter: false }));
+    withBusAndAdmin(
+      async (bus, admin, prefix) => {
+        const error = await bus.publish('internal.missing.v1', encoder.encode('x'), { msgId: 'retry-me' }).then(
+          () => undefined,
+          (caught: unknown) => caught,
+        );
+        expect(error).toMatchObject({ name: 'BitBratError', code: 'PUBLISH_FAILED', retryable: true });
+        expect((error as Error).message).toContain(`${prefix}internal.missing.v1`);
+        // Once the topic exists (IaC), the same msgId goes through: a failed publish does not count for dedup.
+        const [topic] = await admin.createTopic(`${prefix}internal.missing.v1`);
+        const [subscription] = await topic.createSubscription(`${prefix}internal.missing.v1--g`);
+        const got: string[] = [];
+        await bus.subscribe('internal.missing.v1', 'g', async (message) => {
+          got.push(decoder.decode(message.data));
+          await message.ack();
+        });
+        await bus.publish('internal.missing.v1', encoder.encode('second try'), { msgId: 'retry-me' });
+        await waitFor(() => got.length === 1, { message: 'the retried publish' });
+        expect(got).toEqual(['second try']);
+        expect(subscription.name).toContain('--g');
+      },
+      { autoCreate: false, deadLetter: false },
+    ));
 
   it('fails to connect with a retryable BUS_UNAVAILABLE when nothing listens at the emulator address', async () => {
     const port = await freePort();
-    const bus = await createPubSubBus({ projectId: PROJECT, emulatorHost: `127.0.0.1:${port}`, prefix: uniquePrefix(), adminTimeoutMs: 1_500 });
+    const bus = await createPubSubBus({
+      projectId: PROJECT,
+      emulatorHost: `127.0.0.1:${port}`,
+      prefix: uniquePrefix(),
+      adminTimeoutMs: 1_500,
+    });
     await expect(bus.connect()).rejects.toMatchObject({ name: 'BitBratError', code: 'BUS_UNAVAILABLE', retryable: true });
     expect(bus.isConnected()).toBe(false);
     await bus.close();
@@ -265,7 +293,13 @@ describe('the pubsub bus across an emulator outage', () => {
 
   it('reports disconnected while the emulator is gone, connected once it answers again, and recreates what the new emulator lacks', async () => {
     own = await startPubSubEmulator();
-    const bus = await createPubSubBus({ projectId: PROJECT, emulatorHost: own.host, prefix: uniquePrefix(), adminTimeoutMs: 3_000, publishTimeoutMs: 3_000 });
+    const bus = await createPubSubBus({
+      projectId: PROJECT,
+      emulatorHost: own.host,
+      prefix: uniquePrefix(),
+      adminTimeoutMs: 3_000,
+      publishTimeoutMs: 3_000,
+    });
     try {
       const events: string[] = [];
       bus.onStatus((event) => events.push(event.status));

@@ -14,9 +14,16 @@ import { waitFor } from '../support/wait.js';
 
 const BIN = path.resolve('bin/bitbrat.js');
 
-function run(args: string[], env: Record<string, string> = {}, timeoutMs = 60_000): Promise<{ code: number | null; stdout: string; stderr: string }> {
+function run(
+  args: string[],
+  env: Record<string, string> = {},
+  timeoutMs = 60_000,
+): Promise<{ code: number | null; stdout: string; stderr: string }> {
   return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, [BIN, ...args], { env: { ...process.env, LOG_LEVEL: 'warn', ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
+    const child = spawn(process.execPath, [BIN, ...args], {
+      env: { ...process.env, LOG_LEVEL: 'warn', ...env },
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
     let stdout = '';
     let stderr = '';
     child.stdout.on('data', (chunk) => (stdout += chunk));
@@ -63,7 +70,10 @@ describe('bitbrat CLI', () => {
     const dataDir = await mkdtemp(path.join(tmpdir(), 'bitbrat-noapi-'));
     try {
       const env = { PORT: String(await freePort()), DATA_DIR: dataDir };
-      for (const args of [['dlq', 'list'], ['commands', 'list']]) {
+      for (const args of [
+        ['dlq', 'list'],
+        ['commands', 'list'],
+      ]) {
         const result = await run(args, env);
         expect(result.code, args.join(' ')).toBe(1);
         expect(result.stderr).toContain(`bitbrat ${args[0]}: nothing answers at http://127.0.0.1:${env.PORT}`);
@@ -101,20 +111,39 @@ describe('bitbrat CLI', () => {
     child.stdout.on('data', (chunk) => (output += chunk));
     child.stderr.on('data', (chunk) => (output += chunk));
     try {
-      const ready = await waitFor(async () => {
-        const response = await fetch(`http://127.0.0.1:${port}/readyz`).catch(() => undefined);
-        return response?.status === 200 ? ((await response.json()) as { components: Record<string, { ready: boolean }> }) : undefined;
-      }, { timeoutMs: 90_000, intervalMs: 250, message: `bitbrat start to be ready; output: ${output.slice(-2000)}` });
+      const ready = await waitFor(
+        async () => {
+          const response = await fetch(`http://127.0.0.1:${port}/readyz`).catch(() => undefined);
+          return response?.status === 200 ? ((await response.json()) as { components: Record<string, { ready: boolean }> }) : undefined;
+        },
+        { timeoutMs: 90_000, intervalMs: 250, message: `bitbrat start to be ready; output: ${output.slice(-2000)}` },
+      );
       const services = Object.keys(loadArchitecture().services);
-      expect(services).toEqual(expect.arrayContaining(['auth', 'event-router', 'query-analyzer', 'commands', 'llm-bot', 'persistence', 'finalizer', 'api-gateway', 'ingress-egress']));
+      expect(services).toEqual(
+        expect.arrayContaining([
+          'auth',
+          'event-router',
+          'query-analyzer',
+          'commands',
+          'llm-bot',
+          'persistence',
+          'finalizer',
+          'api-gateway',
+          'ingress-egress',
+        ]),
+      );
       for (const service of services) {
-        expect(Object.keys(ready.components).some((key) => key.startsWith(`${service}.`)), service).toBe(true);
+        expect(
+          Object.keys(ready.components).some((key) => key.startsWith(`${service}.`)),
+          service,
+        ).toBe(true);
       }
       const health = (await (await fetch(`http://127.0.0.1:${port}/healthz`)).json()) as { services: string[] };
       expect([...health.services].sort()).toEqual([...services].sort());
       const loaded = readFileSync(traceFile, 'utf8').split('\n').filter(Boolean);
       expect(loaded).toEqual(expect.arrayContaining(['fastify', '@electric-sql/pglite']));
-      const sdks = /^(@twurple\/|@google-cloud\/|@ai-sdk\/|ai$|@modelcontextprotocol\/|discord\.js$|@discordjs\/|obs-websocket-js$|@opentelemetry\/sdk|@opentelemetry\/exporter|pg$|@nats-io\/|pino-pretty$)/;
+      const sdks =
+        /^(@twurple\/|@google-cloud\/|@ai-sdk\/|ai$|@modelcontextprotocol\/|discord\.js$|@discordjs\/|obs-websocket-js$|@opentelemetry\/sdk|@opentelemetry\/exporter|pg$|@nats-io\/|pino-pretty$)/;
       expect(loaded.filter((name) => sdks.test(name))).toEqual([]);
       const exited = new Promise<number | null>((resolve) => child.on('exit', (code) => resolve(code)));
       child.kill('SIGTERM');
@@ -132,12 +161,19 @@ describe('bitbrat commands and dlq against a running platform (embedded store, t
     const dataDir = await mkdtemp(path.join(tmpdir(), 'bitbrat-ops-'));
     const port = await freePort();
     const env = { PORT: String(port), DATA_DIR: dataDir };
-    const child = spawn(process.execPath, [BIN, 'start'], { env: { ...process.env, LOG_LEVEL: 'warn', ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
+    const child = spawn(process.execPath, [BIN, 'start'], {
+      env: { ...process.env, LOG_LEVEL: 'warn', ...env },
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
     let output = '';
     child.stdout.on('data', (chunk) => (output += chunk));
     child.stderr.on('data', (chunk) => (output += chunk));
     try {
-      await waitFor(async () => (await fetch(`http://127.0.0.1:${port}/readyz`).catch(() => undefined))?.status === 200, { timeoutMs: 90_000, intervalMs: 250, message: `ready; output: ${output.slice(-1500)}` });
+      await waitFor(async () => (await fetch(`http://127.0.0.1:${port}/readyz`).catch(() => undefined))?.status === 200, {
+        timeoutMs: 90_000,
+        intervalMs: 250,
+        message: `ready; output: ${output.slice(-1500)}`,
+      });
       const add = await run(['commands', 'add', '!discord', '-cd=0', 'Join', 'us', 'at', 'example.org/{user}'], env);
       expect(add.stderr).toBe('');
       expect(add.code).toBe(0);
@@ -226,7 +262,13 @@ describe('bitbrat up and down (a process per service over NATS and PostgreSQL)',
     const database = `bitbrat_up_${Date.now().toString(36)}_${Math.random().toString(36).slice(2, 6)}`;
     const services = Object.keys(loadArchitecture().services);
     const basePort = await freePortBlock(services.length);
-    const env = { DATA_DIR: dataDir, PORT: String(basePort), NATS_URL: nats.url, DATABASE_URL: runPostgresUrl(database), LOG_LEVEL: 'info' };
+    const env = {
+      DATA_DIR: dataDir,
+      PORT: String(basePort),
+      NATS_URL: nats.url,
+      DATABASE_URL: runPostgresUrl(database),
+      LOG_LEVEL: 'info',
+    };
     const logFile = path.join(dataDir, 'up.log');
     const log = () => (existsSync(logFile) ? readFileSync(logFile, 'utf8') : '');
     let upPid: number | undefined;
@@ -259,7 +301,13 @@ describe('bitbrat up and down (a process per service over NATS and PostgreSQL)',
       expect(pong.stdout.trim()).toBe('pong');
       // … and the finalizer recorded it in PostgreSQL.
       const recorded = await waitFor(
-        async () => (await sql(runPostgresUrl(database), "SELECT outcome, reply_text, reply_delivered FROM events WHERE user_name = 'dana' AND outcome IS NOT NULL")).rows[0],
+        async () =>
+          (
+            await sql(
+              runPostgresUrl(database),
+              "SELECT outcome, reply_text, reply_delivered FROM events WHERE user_name = 'dana' AND outcome IS NOT NULL",
+            )
+          ).rows[0],
         { timeoutMs: 15_000, intervalMs: 100, message: 'the final record of the !ping' },
       );
       expect(recorded).toEqual({ outcome: 'completed', reply_text: 'pong', reply_delivered: true });
@@ -267,12 +315,19 @@ describe('bitbrat up and down (a process per service over NATS and PostgreSQL)',
       // A service that dies is started again, and the pipeline works through the new process.
       const killed = byService.get('commands')!.pid;
       process.kill(killed, 'SIGKILL');
-      await waitFor(() => /commands\s+\| exited \(SIGKILL\); restarting in \d+ ms/.test(log()), { timeoutMs: 10_000, intervalMs: 100, message: 'up to report the crash' });
-      const restarted = await waitFor(() => childProcesses(upPid!).find((child) => child.argv.at(-1) === 'commands' && child.pid !== killed), {
+      await waitFor(() => /commands\s+\| exited \(SIGKILL\); restarting in \d+ ms/.test(log()), {
         timeoutMs: 10_000,
         intervalMs: 100,
-        message: 'a new commands process',
+        message: 'up to report the crash',
       });
+      const restarted = await waitFor(
+        () => childProcesses(upPid!).find((child) => child.argv.at(-1) === 'commands' && child.pid !== killed),
+        {
+          timeoutMs: 10_000,
+          intervalMs: 100,
+          message: 'a new commands process',
+        },
+      );
       expect(restarted.argv.slice(1, 1 + SERVICE_NODE_FLAGS.length)).toEqual(SERVICE_NODE_FLAGS);
       const again = await run(['send', '!ping', '--user', 'erin', '--timeout', '60000'], env);
       expect(again.stdout.trim()).toBe('pong');

@@ -19,7 +19,13 @@ beforeAll(async () => {
   bus = createMemoryBus();
   await bus.connect();
   store = await createStore({ driver: 'pglite', dataDir: 'memory://', embedded: true });
-  host = await startTestHost({ services: [gateway], bus, listen: true, env: { INSTANCE_ID: 'modcli', HOST: '127.0.0.1', API_GATEWAY_TOKENS: `${MODERATOR}:moderator` }, extra: { store } });
+  host = await startTestHost({
+    services: [gateway],
+    bus,
+    listen: true,
+    env: { INSTANCE_ID: 'modcli', HOST: '127.0.0.1', API_GATEWAY_TOKENS: `${MODERATOR}:moderator` },
+    extra: { store },
+  });
   base = `http://127.0.0.1:${host.port}`;
 });
 afterAll(async () => {
@@ -57,7 +63,16 @@ describe('bitbrat moderation and bitbrat toolkit through the API', () => {
   });
 
   it('lists the log and asks for an undo', async () => {
-    const entry = await appendLog(store, { channel: 'twitch:streamer', at: new Date().toISOString(), action: 'ban', status: 'done', user: { id: 'u9', login: 'troll' }, by: 'bot', reason: 'term', undo: 'unban' });
+    const entry = await appendLog(store, {
+      channel: 'twitch:streamer',
+      at: new Date().toISOString(),
+      action: 'ban',
+      status: 'done',
+      user: { id: 'u9', login: 'troll' },
+      by: 'bot',
+      reason: 'term',
+      undo: 'unban',
+    });
     const log = await run(moderationCommand, ['log', '--channel', 'streamer', '--user', 'troll']);
     expect(JSON.parse(log.out).items.map((item: { id: string }) => item.id)).toEqual([entry.id]);
     const undo = await run(moderationCommand, ['undo', entry.id]);
@@ -66,19 +81,37 @@ describe('bitbrat moderation and bitbrat toolkit through the API', () => {
   });
 
   it('manages timers, counters, quotes and giveaways', async () => {
-    expect((await run(toolkitCommand, ['timers', 'streamer', 'set', 'socials', '--message', 'Follow us!', '--every', '20', '--lines', '4'])).code).toBe(0);
-    expect(JSON.parse((await run(toolkitCommand, ['timers', 'streamer'])).out).items).toEqual([expect.objectContaining({ name: 'socials', intervalMin: 20, minLines: 4, enabled: true })]);
-    expect(JSON.parse((await run(toolkitCommand, ['counters', 'streamer', 'set', 'deaths', '--response', 'Deaths: {count}', '--value', '3'])).out)).toEqual({ name: 'deaths', response: 'Deaths: {count}', value: 3 });
-    expect(JSON.parse((await run(toolkitCommand, ['quotes', 'streamer', 'add', 'it', 'was', 'on', 'purpose', '--game', 'Celeste'])).out)).toMatchObject({ number: 1, text: 'it was on purpose', game: 'Celeste' });
-    expect(JSON.parse((await run(toolkitCommand, ['giveaway', 'streamer', 'start', '!join', '--seconds', '60', '--luck', '2'])).out)).toMatchObject({ keyword: '!join', subscriberLuck: 2, status: 'open' });
-    expect(JSON.parse((await run(toolkitCommand, ['giveaway', 'streamer', 'draw'])).out)).toMatchObject({ entries: 0, giveaway: { status: 'drawn' } });
+    expect(
+      (await run(toolkitCommand, ['timers', 'streamer', 'set', 'socials', '--message', 'Follow us!', '--every', '20', '--lines', '4']))
+        .code,
+    ).toBe(0);
+    expect(JSON.parse((await run(toolkitCommand, ['timers', 'streamer'])).out).items).toEqual([
+      expect.objectContaining({ name: 'socials', intervalMin: 20, minLines: 4, enabled: true }),
+    ]);
+    expect(
+      JSON.parse(
+        (await run(toolkitCommand, ['counters', 'streamer', 'set', 'deaths', '--response', 'Deaths: {count}', '--value', '3'])).out,
+      ),
+    ).toEqual({ name: 'deaths', response: 'Deaths: {count}', value: 3 });
+    expect(
+      JSON.parse((await run(toolkitCommand, ['quotes', 'streamer', 'add', 'it', 'was', 'on', 'purpose', '--game', 'Celeste'])).out),
+    ).toMatchObject({ number: 1, text: 'it was on purpose', game: 'Celeste' });
+    expect(
+      JSON.parse((await run(toolkitCommand, ['giveaway', 'streamer', 'start', '!join', '--seconds', '60', '--luck', '2'])).out),
+    ).toMatchObject({ keyword: '!join', subscriberLuck: 2, status: 'open' });
+    expect(JSON.parse((await run(toolkitCommand, ['giveaway', 'streamer', 'draw'])).out)).toMatchObject({
+      entries: 0,
+      giveaway: { status: 'drawn' },
+    });
     expect((await run(toolkitCommand, ['timers', 'streamer', 'delete', 'socials'])).code).toBe(0);
     expect((await run(toolkitCommand, ['timers', 'streamer', 'delete', 'socials'])).code).toBe(1);
   });
 
   it('explains its usage for an unknown subcommand or a bad number', async () => {
     await expect(run(toolkitCommand, ['nonsense', 'streamer'])).rejects.toThrow(/bitbrat toolkit: use/);
-    await expect(run(toolkitCommand, ['timers', 'streamer', 'set', 'x', '--every', 'soon'])).rejects.toThrow(/--every takes a whole number/);
+    await expect(run(toolkitCommand, ['timers', 'streamer', 'set', 'x', '--every', 'soon'])).rejects.toThrow(
+      /--every takes a whole number/,
+    );
     await expect(run(moderationCommand, ['filters', 'streamer', '--set', 'not json'])).rejects.toThrow(/--set takes JSON/);
   });
 });

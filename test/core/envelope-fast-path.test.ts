@@ -55,14 +55,47 @@ function everyField(): Record<string, unknown> {
 
 const oddValues = (): unknown =>
   pick<unknown>([
-    undefined, null, '', 'x', 0, -1, 1, 1.5, -0, NaN, Infinity, 2 ** 53, true, false, [], ['a'], [, 1], {}, { a: 1 },
-    new Date(), Object.create(null), () => 1, Symbol('s'), 'PENDING', 'DONE', '1', '2', 'completed',
-    '2026-02-30T10:00:00.000Z', '2026-13-01T00:00:00.000Z', '2026-01-01T24:00:00.000Z', '2026-01-01', 'not a date', '2026-11-25T14:08:15.123Z',
+    undefined,
+    null,
+    '',
+    'x',
+    0,
+    -1,
+    1,
+    1.5,
+    -0,
+    NaN,
+    Infinity,
+    2 ** 53,
+    true,
+    false,
+    [],
+    ['a'],
+    [undefined, 1],
+    {},
+    { a: 1 },
+    new Date(),
+    Object.create(null),
+    () => 1,
+    Symbol('s'),
+    'PENDING',
+    'DONE',
+    '1',
+    '2',
+    'completed',
+    '2026-02-30T10:00:00.000Z',
+    '2026-13-01T00:00:00.000Z',
+    '2026-01-01T24:00:00.000Z',
+    '2026-01-01',
+    'not a date',
+    '2026-11-25T14:08:15.123Z',
   ]);
 
 function paths(value: unknown, prefix: Array<string | number> = [], out: Array<Array<string | number>> = []) {
   if (prefix.length > 0) out.push(prefix);
-  if (value && typeof value === 'object') for (const key of Object.keys(value)) paths((value as Record<string, unknown>)[key], [...prefix, Array.isArray(value) ? Number(key) : key], out);
+  if (value && typeof value === 'object')
+    for (const key of Object.keys(value))
+      paths((value as Record<string, unknown>)[key], [...prefix, Array.isArray(value) ? Number(key) : key], out);
   return out;
 }
 
@@ -79,7 +112,8 @@ function mutate(base: Record<string, unknown>): unknown {
       else delete parent[last];
     } else if (roll < 0.85) parent[last] = oddValues();
     else if (parent && typeof parent === 'object' && !Array.isArray(parent)) {
-      if (roll < 0.9) Object.defineProperty(parent, '__proto__', { value: oddValues(), enumerable: true, writable: true, configurable: true });
+      if (roll < 0.9)
+        Object.defineProperty(parent, '__proto__', { value: oddValues(), enumerable: true, writable: true, configurable: true });
       else if (roll < 0.95) parent[`new${n}`] = oddValues();
       else (parent as Record<symbol, unknown>)[Symbol('k')] = 1;
     }
@@ -94,9 +128,14 @@ function sameShape(a: unknown, b: unknown, at = ''): string | undefined {
   if (Object.getPrototypeOf(a) !== Object.getPrototypeOf(b)) return `${at}: prototype`;
   const keysA = Reflect.ownKeys(a);
   const keysB = Reflect.ownKeys(b as object);
-  if (keysA.length !== keysB.length || keysA.some((key, index) => key !== keysB[index])) return `${at}: keys ${keysA.map(String)} vs ${keysB.map(String)}`;
+  if (keysA.length !== keysB.length || keysA.some((key, index) => key !== keysB[index]))
+    return `${at}: keys ${keysA.map(String)} vs ${keysB.map(String)}`;
   for (const key of keysA) {
-    const difference = sameShape((a as Record<PropertyKey, unknown>)[key], (b as Record<PropertyKey, unknown>)[key], `${at}.${String(key)}`);
+    const difference = sameShape(
+      (a as Record<PropertyKey, unknown>)[key],
+      (b as Record<PropertyKey, unknown>)[key],
+      `${at}.${String(key)}`,
+    );
     if (difference) return difference;
   }
   return undefined;
@@ -120,7 +159,10 @@ describe('the envelope fast path', () => {
   it('enforces a constraint added to the envelope schema without any other change', () => {
     const input = fixture('seed-003-irc-envelope.json');
     expect(deriveFastCheck(EnvelopeSchema, { refinements: envelopeRefinements })(input)).not.toBe(DEFER);
-    const tighter = EnvelopeSchema.extend({ type: z.string().max(8), user: EnvelopeSchema.shape.user.extend({ role: z.enum(['viewer']) }) });
+    const tighter = EnvelopeSchema.extend({
+      type: z.string().max(8),
+      user: EnvelopeSchema.shape.user.extend({ role: z.enum(['viewer']) }),
+    });
     expect(deriveFastCheck(tighter, { refinements: envelopeRefinements })(input)).toBe(DEFER);
     expect(tighter.safeParse(input).success).toBe(false);
   });

@@ -59,7 +59,14 @@ describe('the envelope schema', () => {
       type: 'twitch.eventsub.v1',
       source: { platform: 'twitch', channel: 'c', channelId: '1' },
       extra: {
-        externalEvent: { id: 'm1', source: 'twitch.eventsub', kind: 'channel.follow', version: '2', createdAt: new Date().toISOString(), payload: { a: 1 } },
+        externalEvent: {
+          id: 'm1',
+          source: 'twitch.eventsub',
+          kind: 'channel.follow',
+          version: '2',
+          createdAt: new Date().toISOString(),
+          payload: { a: 1 },
+        },
         annotations: [{ id: 'a', kind: 'intent', source: 'qa', createdAt: new Date().toISOString(), label: 'question' }],
         candidates: [{ id: 'c', kind: 'text', source: 'x', createdAt: new Date().toISOString(), text: 'hi' }],
         errors: [{ code: 'X', message: 'y', at: new Date().toISOString() }],
@@ -90,7 +97,11 @@ describe('the builders', () => {
 
 describe('the slip helpers', () => {
   it('re-planning keeps finished steps as history and replaces the pending ones', () => {
-    const envelope = createEnvelope({ type: 't', source: { platform: 'p', channel: 'c', channelId: '1' }, routingSlip: [createStep('a'), createStep('b')] });
+    const envelope = createEnvelope({
+      type: 't',
+      source: { platform: 'p', channel: 'c', channelId: '1' },
+      routingSlip: [createStep('a'), createStep('b')],
+    });
     envelope.routingSlip[0]!.status = 'OK';
     const replanned = replanSlip(envelope, [createStep('c')]);
     expect(replanned.routingSlip.map((step) => step.id)).toEqual(['a', 'c']);
@@ -122,7 +133,9 @@ describe('the generated JSON Schema', () => {
 
   it('describes the required envelope fields', () => {
     const schema = JSON.parse(generatedSchemaFiles()['envelope.v1.json']!);
-    expect(schema.required).toEqual(expect.arrayContaining(['v', 'id', 'correlationId', 'traceId', 'timestamp', 'type', 'source', 'user', 'routingSlip', 'payload']));
+    expect(schema.required).toEqual(
+      expect.arrayContaining(['v', 'id', 'correlationId', 'traceId', 'timestamp', 'type', 'source', 'user', 'routingSlip', 'payload']),
+    );
   });
 });
 

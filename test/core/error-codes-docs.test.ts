@@ -19,7 +19,9 @@ describe('the error-code registry and docs/error-codes.md', () => {
   it('documents every code with the registry’s own description, and no code the registry lacks', () => {
     const documented = documentedCodes();
     const expected = new Map(Object.values(ErrorCode).map((code) => [code, ErrorDescriptions[code]]));
-    const missing = [...expected].filter(([code, text]) => documented.get(code) !== text).map(([code, text]) => `| \`${code}\` | ${text} |`);
+    const missing = [...expected]
+      .filter(([code, text]) => documented.get(code) !== text)
+      .map(([code, text]) => `| \`${code}\` | ${text} |`);
     const extra = [...documented.keys()].filter((code) => !expected.has(code as ErrorCode));
     expect({ missing, extra }).toEqual({ missing: [], extra: [] });
   });

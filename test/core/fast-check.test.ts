@@ -15,9 +15,14 @@ function sameShape(a: unknown, b: unknown, at = ''): string | undefined {
   if (Object.getPrototypeOf(a) !== Object.getPrototypeOf(b)) return `${at}: prototype`;
   const keysA = Reflect.ownKeys(a);
   const keysB = Reflect.ownKeys(b as object);
-  if (keysA.length !== keysB.length || keysA.some((key, index) => key !== keysB[index])) return `${at}: keys ${keysA.map(String)} vs ${keysB.map(String)}`;
+  if (keysA.length !== keysB.length || keysA.some((key, index) => key !== keysB[index]))
+    return `${at}: keys ${keysA.map(String)} vs ${keysB.map(String)}`;
   for (const key of keysA) {
-    const difference = sameShape((a as Record<PropertyKey, unknown>)[key], (b as Record<PropertyKey, unknown>)[key], `${at}.${String(key)}`);
+    const difference = sameShape(
+      (a as Record<PropertyKey, unknown>)[key],
+      (b as Record<PropertyKey, unknown>)[key],
+      `${at}.${String(key)}`,
+    );
     if (difference) return difference;
   }
   return undefined;
@@ -257,13 +262,52 @@ describe.each(modes)('a check derived from a zod schema (%s)', (_, mode) => {
     let seed = 99;
     const random = () => (seed = (seed * 1103515245 + 12345) & 0x7fffffff) / 0x7fffffff;
     const pick = <T>(values: T[]): T => values[Math.floor(random() * values.length)]!;
-    const leaf = () => pick<unknown>([undefined, null, '', 'a', 'abcd', 't1', 'tx', '😀😀', 0, 1, -1, 1.5, 10, NaN, true, false, [], ['ab'], ['ab', 'c', 'd'], ['abcde'], {}, { a: 1 }, { a: 'x' }, 'x', 'y']);
+    const leaf = () =>
+      pick<unknown>([
+        undefined,
+        null,
+        '',
+        'a',
+        'abcd',
+        't1',
+        'tx',
+        '😀😀',
+        0,
+        1,
+        -1,
+        1.5,
+        10,
+        NaN,
+        true,
+        false,
+        [],
+        ['ab'],
+        ['ab', 'c', 'd'],
+        ['abcde'],
+        {},
+        { a: 1 },
+        { a: 'x' },
+        'x',
+        'y',
+      ]);
     const value = (key: string): unknown => {
       const roll = random();
       if (roll < 0.08) return leaf();
       if (key === 'pick') return pick([{ k: 'x', x: 'v' }, { k: 'y' }, { k: 'y', extra: 1 }, { k: 'z' }, { k: 'x', x: 1 }]);
       if (key === 'map') return pick([{ a: 1 }, { a: '1' }, {}]);
-      return pick<unknown>({ id: ['a', 'abc'], tag: ['t1'], kind: ['a', 'b'], v: ['1'], n: [0, 9], ratio: [0.5, null], on: [true], list: [['a'], ['a', 'b']], either: ['s', 2] }[key] ?? [leaf()]);
+      return pick<unknown>(
+        {
+          id: ['a', 'abc'],
+          tag: ['t1'],
+          kind: ['a', 'b'],
+          v: ['1'],
+          n: [0, 9],
+          ratio: [0.5, null],
+          on: [true],
+          list: [['a'], ['a', 'b']],
+          either: ['s', 2],
+        }[key] ?? [leaf()],
+      );
     };
     const keys = ['id', 'tag', 'kind', 'v', 'n', 'ratio', 'on', 'list', 'map', 'either', 'pick', 'other'];
     let taken = 0;

@@ -74,14 +74,19 @@ function dockerignorePatterns(): string[] {
 /** True when a top-level path is excluded by a simple (no glob) .dockerignore entry. */
 function ignored(source: string, patterns: string[]): boolean {
   const normalized = source.replace(/^\.\//, '').replace(/\/$/, '');
-  return patterns.some((pattern) => !pattern.startsWith('!') && !/[*?[]/.test(pattern) && (normalized === pattern || normalized.startsWith(`${pattern}/`)));
+  return patterns.some(
+    (pattern) => !pattern.startsWith('!') && !/[*?[]/.test(pattern) && (normalized === pattern || normalized.startsWith(`${pattern}/`)),
+  );
 }
 
 const dockerfile = readFileSync(path.join(PROJECT_ROOT, 'Dockerfile'), 'utf8');
 const all = instructions(dockerfile);
 const parsed = stages(all);
 const runtime = parsed.at(-1)!;
-const packageJson = JSON.parse(readFileSync(path.join(PROJECT_ROOT, 'package.json'), 'utf8')) as { dependencies: Record<string, string>; devDependencies: Record<string, string> };
+const packageJson = JSON.parse(readFileSync(path.join(PROJECT_ROOT, 'package.json'), 'utf8')) as {
+  dependencies: Record<string, string>;
+  devDependencies: Record<string, string>;
+};
 
 describe('the Dockerfile', () => {
   it('has a build stage and a runtime stage, both on node:24-slim', () => {
@@ -95,12 +100,19 @@ describe('the Dockerfile', () => {
     const buildRuns = parsed[0]!.instructions.filter((instruction) => instruction.keyword === 'RUN').map((instruction) => instruction.args);
     expect(buildRuns.some((command) => /\bnpm ci\b/.test(command))).toBe(true);
     expect(buildRuns.some((command) => /\bnpm prune --omit=dev\b/.test(command))).toBe(true);
-    const copiesLock = parsed[0]!.instructions.some((instruction) => instruction.keyword === 'COPY' && copyParts(instruction.args).sources.includes('package-lock.json'));
+    const copiesLock = parsed[0]!.instructions.some(
+      (instruction) => instruction.keyword === 'COPY' && copyParts(instruction.args).sources.includes('package-lock.json'),
+    );
     expect(copiesLock).toBe(true);
     // The runtime stage takes node_modules from the pruned build stage, never installs on its own.
     const runtimeRuns = runtime.instructions.filter((instruction) => instruction.keyword === 'RUN').map((instruction) => instruction.args);
     expect(runtimeRuns.some((command) => /\bnpm (ci|install)\b/.test(command))).toBe(false);
-    expect(runtime.instructions.some((instruction) => instruction.keyword === 'COPY' && instruction.args.includes('--from=build') && instruction.args.includes('/app/node_modules'))).toBe(true);
+    expect(
+      runtime.instructions.some(
+        (instruction) =>
+          instruction.keyword === 'COPY' && instruction.args.includes('--from=build') && instruction.args.includes('/app/node_modules'),
+      ),
+    ).toBe(true);
   });
 
   it('keeps tsx (which runs the TypeScript sources) as a production dependency, since dev dependencies are pruned', () => {
@@ -125,7 +137,9 @@ describe('the Dockerfile', () => {
   });
 
   it('copies everything the services read at run time: the manifest, the sources, bin, config and schemas', () => {
-    const copied = runtime.instructions.filter((instruction) => instruction.keyword === 'COPY').flatMap((instruction) => copyParts(instruction.args).sources);
+    const copied = runtime.instructions
+      .filter((instruction) => instruction.keyword === 'COPY')
+      .flatMap((instruction) => copyParts(instruction.args).sources);
     for (const needed of ['architecture.yaml', 'package.json', 'bin', 'src', 'config', 'schemas']) expect(copied, needed).toContain(needed);
     expect(statSync(path.join(PROJECT_ROOT, 'config', 'rules.default.json')).isFile()).toBe(true);
   });
@@ -145,7 +159,9 @@ describe('the Dockerfile', () => {
     const target = /import\('\.\.\/(src\/[^']+)'\)/.exec(entry)?.[1];
     expect(target).toBeDefined();
     expect(existsSync(path.join(PROJECT_ROOT, target!))).toBe(true);
-    expect(runtime.instructions.some((instruction) => instruction.keyword === 'ENV' && /HOST=0\.0\.0\.0/.test(instruction.args))).toBe(true);
+    expect(runtime.instructions.some((instruction) => instruction.keyword === 'ENV' && /HOST=0\.0\.0\.0/.test(instruction.args))).toBe(
+      true,
+    );
   });
 
   it('keeps local state and secrets out of the build context', () => {
@@ -156,7 +172,8 @@ describe('the Dockerfile', () => {
 
 describe('the Node flags of service processes (SERVICE_NODE_FLAGS)', () => {
   it('npm start and npm run bench use them, as the container entry point and bitbrat up do', () => {
-    const scripts = (JSON.parse(readFileSync(path.join(PROJECT_ROOT, 'package.json'), 'utf8')) as { scripts: Record<string, string> }).scripts;
+    const scripts = (JSON.parse(readFileSync(path.join(PROJECT_ROOT, 'package.json'), 'utf8')) as { scripts: Record<string, string> })
+      .scripts;
     expect(scripts.start).toBe(['node', ...SERVICE_NODE_FLAGS, 'bin/bitbrat.js', 'start'].join(' '));
     expect(scripts.bench!.startsWith(['node', ...SERVICE_NODE_FLAGS, ''].join(' '))).toBe(true);
   });

@@ -17,10 +17,16 @@ const run = promisify(execFile);
 const architecture = loadArchitecture();
 const services = Object.entries(architecture.services);
 const isPerInstance = (topic: string) => topic.includes('{instanceId}');
-const staticTopics = [...new Set(services.flatMap(([, manifest]) => [...manifest.consumes, ...manifest.publishes]).filter((topic) => !isPerInstance(topic)))].sort();
+const staticTopics = [
+  ...new Set(services.flatMap(([, manifest]) => [...manifest.consumes, ...manifest.publishes]).filter((topic) => !isPerInstance(topic))),
+].sort();
 const envOf = (name: string) => [...new Set([...architecture.defaults.env, ...architecture.services[name]!.env])];
 const secretsOf = (name: string) => [...new Set([...architecture.defaults.secrets, ...architecture.services[name]!.secrets])];
-const storeUsers = new Set(services.filter(([, manifest]) => /\bneedsStore\s*:\s*true\b/.test(readFileSync(path.join(PROJECT_ROOT, manifest.entry), 'utf8'))).map(([name]) => name));
+const storeUsers = new Set(
+  services
+    .filter(([, manifest]) => /\bneedsStore\s*:\s*true\b/.test(readFileSync(path.join(PROJECT_ROOT, manifest.entry), 'utf8')))
+    .map(([name]) => name),
+);
 
 async function dockerComposeAvailable(): Promise<boolean> {
   try {
@@ -74,7 +80,9 @@ function templateParts(value: string): Array<{ kind: 'literal' | 'expression'; t
 function referencesIn(expression: string): string[] {
   const code = expression.replace(/"(?:[^"\\]|\\.)*"/g, '""');
   const found: string[] = [];
-  for (const match of code.matchAll(/\b(?:(var|local)\.([A-Za-z_][\w-]*)|data\.([A-Za-z_]\w*)\.([A-Za-z_][\w-]*)|(google_[a-z0-9_]+)\.([A-Za-z_][\w-]*))/g)) {
+  for (const match of code.matchAll(
+    /\b(?:(var|local)\.([A-Za-z_][\w-]*)|data\.([A-Za-z_]\w*)\.([A-Za-z_][\w-]*)|(google_[a-z0-9_]+)\.([A-Za-z_][\w-]*))/g,
+  )) {
     if (match[1]) found.push(`${match[1]}.${match[2]}`);
     else if (match[3]) found.push(`data.${match[3]}.${match[4]}`);
     else found.push(`${match[5]}.${match[6]}`);
@@ -84,8 +92,9 @@ function referencesIn(expression: string): string[] {
 
 function walkStrings(value: unknown, visit: (text: string, pathKeys: string[]) => void, pathKeys: string[] = []): void {
   if (typeof value === 'string') visit(value, pathKeys);
-  else if (Array.isArray(value)) value.forEach((item, index) => walkStrings(item, visit, [...pathKeys, String(index)]));
-  else if (value && typeof value === 'object') for (const [key, item] of Object.entries(value)) walkStrings(item, visit, [...pathKeys, key]);
+  else if (Array.isArray(value)) for (const [index, item] of value.entries()) walkStrings(item, visit, [...pathKeys, String(index)]);
+  else if (value && typeof value === 'object')
+    for (const [key, item] of Object.entries(value)) walkStrings(item, visit, [...pathKeys, key]);
 }
 
 type Body = Record<string, any>;
@@ -116,7 +125,8 @@ async function loadTerraform(dir: string): Promise<Terraform> {
         (result.resources[type] ??= {})[id] = resource;
       }
     }
-    for (const [type, instances] of Object.entries((body.data ?? {}) as Record<string, Record<string, Body>>)) Object.assign((result.data[type] ??= {}), instances);
+    for (const [type, instances] of Object.entries((body.data ?? {}) as Record<string, Record<string, Body>>))
+      Object.assign((result.data[type] ??= {}), instances);
     Object.assign(result.variables, body.variable ?? {});
     Object.assign(result.locals, body.locals ?? {});
     Object.assign(result.outputs, body.output ?? {});
@@ -147,10 +157,16 @@ describe('generated deployment files', () => {
   describe('compose.yaml', () => {
     it('is accepted by docker-compose config', async () => {
       requireServer('docker-compose', await dockerComposeAvailable(), 'apt-get install -y docker-compose');
-      const { stdout } = await run('docker-compose', ['-f', path.join(outDir, 'compose.yaml'), 'config'], { cwd: outDir, timeout: 60_000, env: { PATH: process.env.PATH ?? '' } });
+      const { stdout } = await run('docker-compose', ['-f', path.join(outDir, 'compose.yaml'), 'config'], {
+        cwd: outDir,
+        timeout: 60_000,
+        env: { PATH: process.env.PATH ?? '' },
+      });
       const resolved = parseYaml(stdout) as Body;
       // docker-compose 1.x lists services of every profile; the observability ones start only with the profile.
-      expect(Object.keys(resolved.services).sort()).toEqual(['nats', 'postgres', 'prometheus', 'grafana', 'jaeger', ...Object.keys(architecture.services)].sort());
+      expect(Object.keys(resolved.services).sort()).toEqual(
+        ['nats', 'postgres', 'prometheus', 'grafana', 'jaeger', ...Object.keys(architecture.services)].sort(),
+      );
       // Interpolation defaults resolve: the database URL and image are concrete after `config`.
       expect(resolved.services.auth.environment.DATABASE_URL).toBe('postgres://bitbrat:bitbrat@postgres:5432/bitbrat');
       expect(resolved.services.auth.image).toBe('bitbrat:local');
@@ -160,11 +176,15 @@ describe('generated deployment files', () => {
 
     it('adds Prometheus, Grafana and Jaeger only under the observability profile, Prometheus scraping every service', () => {
       for (const name of ['prometheus', 'grafana', 'jaeger']) expect(compose.services[name].profiles, name).toEqual(['observability']);
-      for (const [name, service] of Object.entries(compose.services) as Array<[string, { profiles?: string[] }]>) if (!['prometheus', 'grafana', 'jaeger'].includes(name)) expect(service.profiles, name).toBeUndefined();
+      for (const [name, service] of Object.entries(compose.services) as Array<[string, { profiles?: string[] }]>)
+        if (!['prometheus', 'grafana', 'jaeger'].includes(name)) expect(service.profiles, name).toBeUndefined();
       expect(compose.services.prometheus.volumes).toContain('./observability/alerts.yml:/etc/prometheus/alerts.yml:ro');
       expect(compose.services.grafana.volumes).toContain('./observability/grafana/dashboards:/var/lib/grafana/dashboards:ro');
       const prometheus = parseYaml(readFileSync(path.join(outDir, 'observability', 'prometheus.yml'), 'utf8')) as Body;
-      const targets = prometheus.scrape_configs[0].static_configs.map((config: { targets: string[]; labels: { service: string } }) => [config.labels.service, config.targets[0]]);
+      const targets = prometheus.scrape_configs[0].static_configs.map((config: { targets: string[]; labels: { service: string } }) => [
+        config.labels.service,
+        config.targets[0],
+      ]);
       expect(targets).toEqual(services.map(([name]) => [name, `${name}:${architecture.defaults.port}`]));
       expect(prometheus.rule_files).toEqual(['/etc/prometheus/alerts.yml']);
     });
@@ -186,10 +206,18 @@ describe('generated deployment files', () => {
         expect(service.build).toEqual({ context: path.relative(outDir, PROJECT_ROOT), dockerfile: 'Dockerfile' });
         expect(service.command).toEqual(['service', name]);
         for (const env of envOf(name)) expect(Object.keys(service.environment), `${name} ${env}`).toContain(env);
-        expect(service.environment).toMatchObject({ MESSAGE_BUS_DRIVER: 'nats', NATS_URL: 'nats://nats:4222', STORE_DRIVER: 'postgres', SECRETS_PROVIDER: 'file', SECRETS_DIR: '/run/secrets', HOST: '0.0.0.0' });
+        expect(service.environment).toMatchObject({
+          MESSAGE_BUS_DRIVER: 'nats',
+          NATS_URL: 'nats://nats:4222',
+          STORE_DRIVER: 'postgres',
+          SECRETS_PROVIDER: 'file',
+          SECRETS_DIR: '/run/secrets',
+          HOST: '0.0.0.0',
+        });
         expect(service.environment.DATABASE_URL).toMatch(/^postgres:\/\/bitbrat:.*@postgres:5432\/bitbrat$/);
         expect(service.secrets ?? []).toEqual(secretsOf(name).map(composeSecretName));
-        for (const secret of secretsOf(name)) expect(compose.secrets[composeSecretName(secret)]).toEqual({ file: `./secrets/${composeSecretName(secret)}` });
+        for (const secret of secretsOf(name))
+          expect(compose.secrets[composeSecretName(secret)]).toEqual({ file: `./secrets/${composeSecretName(secret)}` });
         expect(service.healthcheck.test.join(' ')).toContain(`http://127.0.0.1:${architecture.defaults.port}/readyz`);
         expect(service.depends_on.nats).toEqual({ condition: 'service_healthy' });
         if (storeUsers.has(name)) expect(service.depends_on.postgres).toEqual({ condition: 'service_healthy' });
@@ -199,7 +227,8 @@ describe('generated deployment files', () => {
       }
       expect(images.size).toBe(1);
       // No secret value or secret name leaks into the environment.
-      for (const [name] of services) for (const secret of secretsOf(name)) expect(compose.services[name].environment[secret]).toBeUndefined();
+      for (const [name] of services)
+        for (const secret of secretsOf(name)) expect(compose.services[name].environment[secret]).toBeUndefined();
     });
   });
 
@@ -254,7 +283,8 @@ describe('generated deployment files', () => {
       const main = tf.files['main.tf.json']!;
       expect(main.terraform.required_providers.google.source).toBe('hashicorp/google');
       expect(main.provider.google).toEqual({ project: '${var.project}', region: '${var.region}' });
-      for (const name of ['project', 'region', 'image_tag', 'image', 'bus_prefix', 'domains']) expect(tf.variables[name], name).toBeDefined();
+      for (const name of ['project', 'region', 'image_tag', 'image', 'bus_prefix', 'domains'])
+        expect(tf.variables[name], name).toBeDefined();
       const [[, repository]] = resourcesOf(tf, 'google_artifact_registry_repository') as [[string, Body]];
       expect(repository.format).toBe('DOCKER');
       expect(String(tf.locals.image)).toContain('google_artifact_registry_repository.bitbrat.repository_id');
@@ -286,7 +316,9 @@ describe('generated deployment files', () => {
         expect(env.get('STORE_DRIVER')?.value).toBe('firestore');
         for (const secret of secretsOf(name)) {
           expect(env.get(secret)?.value, `${name} ${secret} must come from Secret Manager`).toBeUndefined();
-          expect(env.get(secret)?.value_source[0].secret_key_ref[0].secret).toBe(`\${google_secret_manager_secret.${tfName(secret)}.secret_id}`);
+          expect(env.get(secret)?.value_source[0].secret_key_ref[0].secret).toBe(
+            `\${google_secret_manager_secret.${tfName(secret)}.secret_id}`,
+          );
         }
       }
       expect(Object.keys(tf.resources.google_cloud_run_v2_service!)).toHaveLength(services.length);
@@ -297,12 +329,15 @@ describe('generated deployment files', () => {
       const topics = resourcesOf(tf, 'google_pubsub_topic');
       const names = topics.map(([, topic]) => String(topic.name).replace('${var.bus_prefix}', '')).sort();
       expect(names).toEqual([...staticTopics, 'internal.pubsub-deadletter'].sort());
-      for (const topic of staticTopics) expect(tf.resources.google_pubsub_topic![tfName(topic)]!.name).toBe(`\${var.bus_prefix}${pubsubTopicId('', topic)}`);
+      for (const topic of staticTopics)
+        expect(tf.resources.google_pubsub_topic![tfName(topic)]!.name).toBe(`\${var.bus_prefix}${pubsubTopicId('', topic)}`);
       expect(names.some((name) => name.includes('{'))).toBe(false);
     });
 
     it('has one subscription per (service, consumed topic) with retry and dead-letter policies, named as the driver names them', () => {
-      const expected = services.flatMap(([name, manifest]) => manifest.consumes.filter((topic) => !isPerInstance(topic)).map((topic) => ({ name, topic })));
+      const expected = services.flatMap(([name, manifest]) =>
+        manifest.consumes.filter((topic) => !isPerInstance(topic)).map((topic) => ({ name, topic })),
+      );
       const subscriptions = tf.resources.google_pubsub_subscription!;
       for (const { name, topic } of expected) {
         const subscription = subscriptions[subscriptionResourceName(topic, name)];
@@ -324,31 +359,47 @@ describe('generated deployment files', () => {
         const published = byMember('google_pubsub_topic_iam_member').filter((grant) => grant.member === member);
         expect(published.every((grant) => grant.role === 'roles/pubsub.publisher')).toBe(true);
         expect(published.map((grant) => grant.topic).sort()).toEqual(
-          [...new Set(manifest.publishes.filter((topic) => !isPerInstance(topic)))].map((topic) => `\${google_pubsub_topic.${tfName(topic)}.name}`).sort(),
+          [...new Set(manifest.publishes.filter((topic) => !isPerInstance(topic)))]
+            .map((topic) => `\${google_pubsub_topic.${tfName(topic)}.name}`)
+            .sort(),
         );
         const subscribed = byMember('google_pubsub_subscription_iam_member').filter((grant) => grant.member === member);
         expect(subscribed.map((grant) => grant.subscription).sort()).toEqual(
-          manifest.consumes.filter((topic) => !isPerInstance(topic)).map((topic) => `\${google_pubsub_subscription.${subscriptionResourceName(topic, name)}.name}`).sort(),
+          manifest.consumes
+            .filter((topic) => !isPerInstance(topic))
+            .map((topic) => `\${google_pubsub_subscription.${subscriptionResourceName(topic, name)}.name}`)
+            .sort(),
         );
         const secrets = byMember('google_secret_manager_secret_iam_member').filter((grant) => grant.member === member);
-        expect(secrets.map((grant) => grant.secret_id).sort()).toEqual(secretsOf(name).map((secret) => `\${google_secret_manager_secret.${tfName(secret)}.secret_id}`).sort());
+        expect(secrets.map((grant) => grant.secret_id).sort()).toEqual(
+          secretsOf(name)
+            .map((secret) => `\${google_secret_manager_secret.${tfName(secret)}.secret_id}`)
+            .sort(),
+        );
         const project = byMember('google_project_iam_member').filter((grant) => grant.member === member);
         expect(project.some((grant) => grant.role === 'roles/datastore.user')).toBe(storeUsers.has(name));
-        expect(project.some((grant) => String(grant.role).includes('instance_egress_consumer'))).toBe(manifest.consumes.some(isPerInstance));
+        expect(project.some((grant) => String(grant.role).includes('instance_egress_consumer'))).toBe(
+          manifest.consumes.some(isPerInstance),
+        );
         // No broad predefined roles anywhere.
-        for (const grant of project) expect(['roles/owner', 'roles/editor', 'roles/pubsub.editor', 'roles/pubsub.admin']).not.toContain(grant.role);
+        for (const grant of project)
+          expect(['roles/owner', 'roles/editor', 'roles/pubsub.editor', 'roles/pubsub.admin']).not.toContain(grant.role);
       }
       const replyRole = tf.resources.google_project_iam_custom_role?.reply_publisher;
       expect(replyRole?.permissions).toEqual(['pubsub.topics.publish']);
     });
 
     it('declares a secret per manifest secret, Firestore, the VPC with connector and proxy-only subnet', () => {
-      const secretIds = resourcesOf(tf, 'google_secret_manager_secret').map(([, secret]) => secret.secret_id).sort();
+      const secretIds = resourcesOf(tf, 'google_secret_manager_secret')
+        .map(([, secret]) => secret.secret_id)
+        .sort();
       expect(secretIds).toEqual([...new Set(services.flatMap(([name]) => secretsOf(name)))].sort());
       expect(resourcesOf(tf, 'google_firestore_database')).toHaveLength(1);
       expect(resourcesOf(tf, 'google_compute_network')).toHaveLength(1);
       expect(resourcesOf(tf, 'google_vpc_access_connector')).toHaveLength(1);
-      expect(resourcesOf(tf, 'google_compute_subnetwork').map(([, subnet]) => subnet.purpose ?? 'PRIVATE')).toContain('REGIONAL_MANAGED_PROXY');
+      expect(resourcesOf(tf, 'google_compute_subnetwork').map(([, subnet]) => subnet.purpose ?? 'PRIVATE')).toContain(
+        'REGIONAL_MANAGED_PROXY',
+      );
     });
 
     it('routes the internal load balancer to every service and the external one only to exposed services and their paths', () => {
@@ -366,7 +417,12 @@ describe('generated deployment files', () => {
       const urlMap = tf.resources.google_compute_url_map!.external!;
       const rules = urlMap.path_matcher[0].path_rule as Array<{ paths: string[]; service: string }>;
       const routed = rules.flatMap((rule) => rule.paths).sort();
-      expect(routed).toEqual(services.filter(([, manifest]) => manifest.expose).flatMap(([, manifest]) => manifest.paths).sort());
+      expect(routed).toEqual(
+        services
+          .filter(([, manifest]) => manifest.expose)
+          .flatMap(([, manifest]) => manifest.paths)
+          .sort(),
+      );
       for (const rule of rules) {
         const owner = exposed.find((name) => rule.service === `\${google_compute_backend_service.external_${tfName(name)}.id}`);
         expect(owner, rule.service).toBeDefined();
@@ -376,12 +432,16 @@ describe('generated deployment files', () => {
       expect(urlMap.default_service).toBeUndefined();
       expect(urlMap.default_url_redirect[0].path_redirect).toBe('/');
       expect(tf.resources.google_compute_global_forwarding_rule!.https!.port_range).toBe('443');
-      expect(tf.resources.google_compute_target_https_proxy!.external!.ssl_certificates).toEqual(['${google_compute_managed_ssl_certificate.external.id}']);
+      expect(tf.resources.google_compute_target_https_proxy!.external!.ssl_certificates).toEqual([
+        '${google_compute_managed_ssl_certificate.external.id}',
+      ]);
     });
   });
 
   it('reports the min-instance change for pull consumers with scaling.min 0', () => {
-    const zeroMinConsumers = services.filter(([, manifest]) => manifest.consumes.length > 0 && manifest.scaling.min === 0).map(([name]) => name);
+    const zeroMinConsumers = services
+      .filter(([, manifest]) => manifest.consumes.length > 0 && manifest.scaling.min === 0)
+      .map(([name]) => name);
     for (const name of zeroMinConsumers) expect(generated.warnings.some((warning) => warning.startsWith(`${name} `))).toBe(true);
   });
 });
@@ -423,12 +483,17 @@ describe('infra --check', () => {
       changed.services.auth!.consumes = [...changed.services.auth!.consumes, 'internal.extra.v1'];
       await generateInfra(architecture, { outDir });
       const manifestDrift = await checkInfra(changed, { outDir });
-      expect(manifestDrift.differences.map((difference) => difference.path)).toEqual(expect.arrayContaining(['README.md', 'terraform/pubsub.tf.json', 'terraform/iam.tf.json']));
+      expect(manifestDrift.differences.map((difference) => difference.path)).toEqual(
+        expect.arrayContaining(['README.md', 'terraform/pubsub.tf.json', 'terraform/iam.tf.json']),
+      );
 
       const regenerated = await generateInfra(changed, { outDir });
       expect(regenerated.removed).toEqual([]);
       expect((await checkInfra(changed, { outDir })).inSync).toBe(true);
-      expect(JSON.parse(readFileSync(path.join(outDir, 'terraform', 'pubsub.tf.json'), 'utf8')).resource.google_pubsub_subscription.internal_extra_v1__auth).toBeDefined();
+      expect(
+        JSON.parse(readFileSync(path.join(outDir, 'terraform', 'pubsub.tf.json'), 'utf8')).resource.google_pubsub_subscription
+          .internal_extra_v1__auth,
+      ).toBeDefined();
       // Secret files are the operator's: never removed or reported.
       expect(readFileSync(path.join(outDir, 'secrets', 'token_encryption_key'), 'utf8')).toBe('not-generated\n');
     } finally {

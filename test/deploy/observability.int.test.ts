@@ -19,12 +19,16 @@ function metricsIn(expr: string): string[] {
 }
 
 async function dashboardExprs(): Promise<string[]> {
-  const dashboard = JSON.parse(await readFile(path.join(DIR, 'grafana', 'dashboards', 'bitbrat.json'), 'utf8')) as { panels: Array<{ targets?: Array<{ expr: string }> }> };
+  const dashboard = JSON.parse(await readFile(path.join(DIR, 'grafana', 'dashboards', 'bitbrat.json'), 'utf8')) as {
+    panels: Array<{ targets?: Array<{ expr: string }> }>;
+  };
   return dashboard.panels.flatMap((panel) => (panel.targets ?? []).map((target) => target.expr));
 }
 
 async function alertExprs(): Promise<string[]> {
-  const rules = parseYaml(await readFile(path.join(DIR, 'alerts.yml'), 'utf8')) as { groups: Array<{ rules: Array<{ alert: string; expr: string }> }> };
+  const rules = parseYaml(await readFile(path.join(DIR, 'alerts.yml'), 'utf8')) as {
+    groups: Array<{ rules: Array<{ alert: string; expr: string }> }>;
+  };
   return rules.groups.flatMap((group) => group.rules.map((rule) => rule.expr));
 }
 
@@ -37,7 +41,12 @@ describe('deploy/observability against a running platform', () => {
   beforeAll(async () => {
     dataDir = await mkdtemp(path.join(tmpdir(), 'bitbrat-observability-'));
     store = await createStore({ driver: 'pglite', dataDir: 'memory://', embedded: true });
-    host = await createHost({ services: await loadServices(serviceNames()), env: { LOG_LEVEL: 'silent', PORT: '0', DATA_DIR: dataDir }, store, listen: false });
+    host = await createHost({
+      services: await loadServices(serviceNames()),
+      env: { LOG_LEVEL: 'silent', PORT: '0', DATA_DIR: dataDir },
+      store,
+      listen: false,
+    });
     await host.start();
     const response = await host.app.inject({ method: 'GET', url: '/metrics' });
     expect(response.statusCode).toBe(200);
@@ -86,7 +95,9 @@ describe('deploy/observability against a running platform', () => {
   });
 
   it('gives every alert a severity and a summary', async () => {
-    const rules = parseYaml(await readFile(path.join(DIR, 'alerts.yml'), 'utf8')) as { groups: Array<{ rules: Array<{ alert: string; labels?: { severity?: string }; annotations?: { summary?: string } }> }> };
+    const rules = parseYaml(await readFile(path.join(DIR, 'alerts.yml'), 'utf8')) as {
+      groups: Array<{ rules: Array<{ alert: string; labels?: { severity?: string }; annotations?: { summary?: string } }> }>;
+    };
     for (const rule of rules.groups.flatMap((group) => group.rules)) {
       expect(['critical', 'warning', 'info'], rule.alert).toContain(rule.labels?.severity);
       expect(rule.annotations?.summary, rule.alert).toBeTruthy();

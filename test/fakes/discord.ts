@@ -108,7 +108,10 @@ export async function startFakeDiscord(options: FakeDiscordOptions): Promise<Fak
   const bot = { id: botId, username: options.botName ?? 'bitbrat', discriminator: '0', global_name: null, avatar: null, bot: true };
   const guildId = options.guildId ?? '800000000000000001';
   const channels = options.channels ?? [{ id: '700000000000000001', name: 'general' }];
-  const roles = [{ id: guildId, name: '@everyone', permissions: String((1n << 10n) | (1n << 11n) | (1n << 16n)) }, ...(options.roles ?? [])];
+  const roles = [
+    { id: guildId, name: '@everyone', permissions: String((1n << 10n) | (1n << 11n) | (1n << 16n)) },
+    ...(options.roles ?? []),
+  ];
   const members: FakeMember[] = [{ id: botId, username: bot.username, bot: true }, ...(options.members ?? [])];
   let messageContent = options.messageContent ?? 'granted';
   const calls: RecordedCall[] = [];
@@ -118,10 +121,47 @@ export async function startFakeDiscord(options: FakeDiscordOptions): Promise<Fak
   let pending429: { retryAfterMs: number; count: number } | undefined;
   const buckets = new Map<string, { remaining: number; resetAt: number }>();
 
-  const userOf = (member: FakeMember) => ({ id: member.id, username: member.username, discriminator: '0', global_name: null, avatar: null, ...(member.bot ? { bot: true } : {}) });
-  const memberOf = (member: FakeMember) => ({ user: userOf(member), roles: member.roles ?? [], joined_at: new Date(0).toISOString(), deaf: false, mute: false, flags: 0, nick: null });
-  const roleOf = (role: FakeRole, position: number) => ({ id: role.id, name: role.name, permissions: role.permissions ?? '0', position, color: 0, hoist: false, managed: false, mentionable: false, flags: 0 });
-  const channelOf = (channel: { id: string; name: string }, position: number) => ({ id: channel.id, type: 0, name: channel.name, position, guild_id: guildId, permission_overwrites: [], nsfw: false, topic: null, last_message_id: null, parent_id: null, rate_limit_per_user: 0 });
+  const userOf = (member: FakeMember) => ({
+    id: member.id,
+    username: member.username,
+    discriminator: '0',
+    global_name: null,
+    avatar: null,
+    ...(member.bot ? { bot: true } : {}),
+  });
+  const memberOf = (member: FakeMember) => ({
+    user: userOf(member),
+    roles: member.roles ?? [],
+    joined_at: new Date(0).toISOString(),
+    deaf: false,
+    mute: false,
+    flags: 0,
+    nick: null,
+  });
+  const roleOf = (role: FakeRole, position: number) => ({
+    id: role.id,
+    name: role.name,
+    permissions: role.permissions ?? '0',
+    position,
+    color: 0,
+    hoist: false,
+    managed: false,
+    mentionable: false,
+    flags: 0,
+  });
+  const channelOf = (channel: { id: string; name: string }, position: number) => ({
+    id: channel.id,
+    type: 0,
+    name: channel.name,
+    position,
+    guild_id: guildId,
+    permission_overwrites: [],
+    nsfw: false,
+    topic: null,
+    last_message_id: null,
+    parent_id: null,
+    rate_limit_per_user: 0,
+  });
   const guild = () => ({
     id: guildId,
     name: options.guildName ?? 'BitBrat HQ',
@@ -192,10 +232,15 @@ export async function startFakeDiscord(options: FakeDiscordOptions): Promise<Fak
 
     let match: RegExpMatchArray | null;
     if (method === 'GET' && path === '/gateway/bot') {
-      return reply(200, { url: `ws://127.0.0.1:${port}/gateway`, shards: 1, session_start_limit: { total: 1000, remaining: 999, reset_after: 86_400_000, max_concurrency: 1 } });
+      return reply(200, {
+        url: `ws://127.0.0.1:${port}/gateway`,
+        shards: 1,
+        session_start_limit: { total: 1000, remaining: 999, reset_after: 86_400_000, max_concurrency: 1 },
+      });
     }
     if (method === 'GET' && path === '/users/@me') return reply(200, bot);
-    if (method === 'GET' && (match = path.match(/^\/guilds\/(\d+)$/))) return match[1] === guildId ? reply(200, guild()) : reply(404, { message: 'Unknown Guild', code: 10004 });
+    if (method === 'GET' && (match = path.match(/^\/guilds\/(\d+)$/)))
+      return match[1] === guildId ? reply(200, guild()) : reply(404, { message: 'Unknown Guild', code: 10004 });
     if (method === 'GET' && path === `/guilds/${guildId}/roles`) return reply(200, roles.map(roleOf));
     if (method === 'GET' && path === `/guilds/${guildId}/channels`) return reply(200, channels.map(channelOf));
     if (method === 'GET' && (match = path.match(/^\/guilds\/\d+\/members\/(\d+)$/))) {
@@ -224,7 +269,16 @@ export async function startFakeDiscord(options: FakeDiscordOptions): Promise<Fak
         }
         const content = typeof body?.content === 'string' ? body.content : '';
         if (!content) return reply(400, { message: 'Cannot send an empty message', code: 50006 }, bucket);
-        if (content.length > 2000) return reply(400, { message: 'Invalid Form Body', code: 50035, errors: { content: { _errors: [{ code: 'BASE_TYPE_MAX_LENGTH', message: 'Must be 2000 or fewer in length.' }] } } }, bucket);
+        if (content.length > 2000)
+          return reply(
+            400,
+            {
+              message: 'Invalid Form Body',
+              code: 50035,
+              errors: { content: { _errors: [{ code: 'BASE_TYPE_MAX_LENGTH', message: 'Must be 2000 or fewer in length.' }] } },
+            },
+            bucket,
+          );
         if (body.enforce_nonce && body.nonce !== undefined) {
           const existing = posted.find((message) => message.channel_id === channelId && message.nonce === String(body.nonce));
           if (existing) return reply(200, wire(existing), bucket);

@@ -94,7 +94,18 @@ export interface FakeKick {
   /** Lets the authorize step succeed for `userId` (the user who "logs in" at Kick). */
   loginAs(userId: number): void;
   /** Signs and POSTs one webhook to `target`, as Kick would. */
-  deliver(target: string, event: { type: string; payload: Record<string, unknown>; messageId?: string; timestamp?: string; version?: string; subscriptionId?: string; tamper?: 'body' | 'signature' }): Promise<WebhookDelivery>;
+  deliver(
+    target: string,
+    event: {
+      type: string;
+      payload: Record<string, unknown>;
+      messageId?: string;
+      timestamp?: string;
+      version?: string;
+      subscriptionId?: string;
+      tamper?: 'body' | 'signature';
+    },
+  ): Promise<WebhookDelivery>;
   requestsTo(path: string, method?: string): RecordedRequest[];
   stop(): Promise<void>;
 }
@@ -120,7 +131,11 @@ export async function startFakeKick(options: FakeKickOptions = {}): Promise<Fake
   let retryAfter = 1;
   let nextId = 1;
 
-  const issueToken = (userId: number, scope = 'user:read channel:read chat:write events:subscribe', expiresIn = options.expiresIn ?? 7200) => {
+  const issueToken = (
+    userId: number,
+    scope = 'user:read channel:read chat:write events:subscribe',
+    expiresIn = options.expiresIn ?? 7200,
+  ) => {
     const accessToken = `kat_${base64url(randomBytes(18))}`;
     const refreshToken = `krt_${base64url(randomBytes(18))}`;
     tokens.set(accessToken, { userId, scope, expiresAt: Date.now() + expiresIn * 1000, refreshToken });
@@ -134,10 +149,12 @@ export async function startFakeKick(options: FakeKickOptions = {}): Promise<Fake
     return token && token.expiresAt > Date.now() ? token : undefined;
   };
 
-  const oauthError = (res: ServerResponse, status: number, error: string, description: string) => sendJson(res, status, { error, error_description: description });
+  const oauthError = (res: ServerResponse, status: number, error: string, description: string) =>
+    sendJson(res, status, { error, error_description: description });
 
   const handleToken = (res: ServerResponse, form: URLSearchParams) => {
-    if (form.get('client_id') !== clientId || form.get('client_secret') !== clientSecret) return oauthError(res, 401, 'invalid_client', 'client authentication failed');
+    if (form.get('client_id') !== clientId || form.get('client_secret') !== clientSecret)
+      return oauthError(res, 401, 'invalid_client', 'client authentication failed');
     const grant = form.get('grant_type');
     if (grant === 'authorization_code') {
       const code = codes.get(form.get('code') ?? '');
@@ -149,7 +166,13 @@ export async function startFakeKick(options: FakeKickOptions = {}): Promise<Fake
         return oauthError(res, 400, 'invalid_grant', 'code_verifier does not match the code_challenge');
       }
       const issued = issueToken(code.userId, code.scope);
-      return sendJson(res, 200, { access_token: issued.accessToken, token_type: 'Bearer', refresh_token: issued.refreshToken, expires_in: options.expiresIn ?? 7200, scope: code.scope });
+      return sendJson(res, 200, {
+        access_token: issued.accessToken,
+        token_type: 'Bearer',
+        refresh_token: issued.refreshToken,
+        expires_in: options.expiresIn ?? 7200,
+        scope: code.scope,
+      });
     }
     if (grant === 'refresh_token') {
       const old = refreshTokens.get(form.get('refresh_token') ?? '');
@@ -158,7 +181,13 @@ export async function startFakeKick(options: FakeKickOptions = {}): Promise<Fake
       refreshTokens.delete(form.get('refresh_token')!);
       tokens.delete(old);
       const issued = issueToken(previous.userId, previous.scope);
-      return sendJson(res, 200, { access_token: issued.accessToken, token_type: 'Bearer', refresh_token: issued.refreshToken, expires_in: options.expiresIn ?? 7200, scope: previous.scope });
+      return sendJson(res, 200, {
+        access_token: issued.accessToken,
+        token_type: 'Bearer',
+        refresh_token: issued.refreshToken,
+        expires_in: options.expiresIn ?? 7200,
+        scope: previous.scope,
+      });
     }
     return oauthError(res, 400, 'unsupported_grant_type', `grant_type ${grant ?? '(none)'} is not supported`);
   };
@@ -167,7 +196,9 @@ export async function startFakeKick(options: FakeKickOptions = {}): Promise<Fake
     const path = url.pathname;
     if (path === '/public/v1/users' && req.method === 'GET') {
       const ids = url.searchParams.getAll('id').map(Number);
-      const list = ids.length ? ids.map((id) => users.get(id)).filter(Boolean) : [users.get(token.userId) ?? { user_id: token.userId, name: `user${token.userId}` }];
+      const list = ids.length
+        ? ids.map((id) => users.get(id)).filter(Boolean)
+        : [users.get(token.userId) ?? { user_id: token.userId, name: `user${token.userId}` }];
       return sendJson(res, 200, { data: list, message: 'OK' });
     }
     if (path === '/public/v1/channels' && req.method === 'GET') {
@@ -177,10 +208,17 @@ export async function startFakeKick(options: FakeKickOptions = {}): Promise<Fake
     }
     if (path === '/public/v1/chat' && req.method === 'POST') {
       if (!token.scope.split(' ').includes('chat:write')) return sendJson(res, 403, { data: {}, message: 'missing scope chat:write' });
-      const parsed = JSON.parse(body || '{}') as { broadcaster_user_id?: number; content?: string; reply_to_message_id?: string; type?: string };
-      if (typeof parsed.content !== 'string' || parsed.content.length === 0 || parsed.content.length > 500) return sendJson(res, 400, { data: {}, message: 'content must be 1 to 500 characters' });
+      const parsed = JSON.parse(body || '{}') as {
+        broadcaster_user_id?: number;
+        content?: string;
+        reply_to_message_id?: string;
+        type?: string;
+      };
+      if (typeof parsed.content !== 'string' || parsed.content.length === 0 || parsed.content.length > 500)
+        return sendJson(res, 400, { data: {}, message: 'content must be 1 to 500 characters' });
       if (parsed.type !== 'user' && parsed.type !== 'bot') return sendJson(res, 400, { data: {}, message: 'type must be user or bot' });
-      if (parsed.type === 'user' && typeof parsed.broadcaster_user_id !== 'number') return sendJson(res, 400, { data: {}, message: 'broadcaster_user_id is required for type user' });
+      if (parsed.type === 'user' && typeof parsed.broadcaster_user_id !== 'number')
+        return sendJson(res, 400, { data: {}, message: 'broadcaster_user_id is required for type user' });
       const messageId = `msg-${nextId++}`;
       chats.push({ ...parsed, content: parsed.content, type: parsed.type, senderUserId: token.userId, message_id: messageId });
       return sendJson(res, 200, { data: { is_sent: true, message_id: messageId }, message: 'OK' });
@@ -188,16 +226,33 @@ export async function startFakeKick(options: FakeKickOptions = {}): Promise<Fake
     if (path === '/public/v1/events/subscriptions') {
       if (req.method === 'GET') {
         const broadcaster = url.searchParams.get('broadcaster_user_id');
-        return sendJson(res, 200, { data: subscriptions.filter((sub) => !broadcaster || String(sub.broadcaster_user_id) === broadcaster), message: 'OK' });
+        return sendJson(res, 200, {
+          data: subscriptions.filter((sub) => !broadcaster || String(sub.broadcaster_user_id) === broadcaster),
+          message: 'OK',
+        });
       }
       if (req.method === 'POST') {
-        const parsed = JSON.parse(body || '{}') as { broadcaster_user_id?: number; events?: Array<{ name: string; version: number }>; method?: string };
+        const parsed = JSON.parse(body || '{}') as {
+          broadcaster_user_id?: number;
+          events?: Array<{ name: string; version: number }>;
+          method?: string;
+        };
         if (parsed.method !== 'webhook') return sendJson(res, 400, { data: [], message: 'method must be webhook' });
-        if (!Array.isArray(parsed.events) || parsed.events.length === 0) return sendJson(res, 400, { data: [], message: 'events is required' });
+        if (!Array.isArray(parsed.events) || parsed.events.length === 0)
+          return sendJson(res, 400, { data: [], message: 'events is required' });
         const broadcaster = parsed.broadcaster_user_id ?? token.userId;
         const data = parsed.events.map((event) => {
           const now = new Date().toISOString();
-          const sub: FakeKickSubscription = { id: `sub-${nextId++}`, app_id: clientId, broadcaster_user_id: broadcaster, event: event.name, version: event.version, method: 'webhook', created_at: now, updated_at: now };
+          const sub: FakeKickSubscription = {
+            id: `sub-${nextId++}`,
+            app_id: clientId,
+            broadcaster_user_id: broadcaster,
+            event: event.name,
+            version: event.version,
+            method: 'webhook',
+            created_at: now,
+            updated_at: now,
+          };
           subscriptions.push(sub);
           return { name: event.name, version: event.version, subscription_id: sub.id };
         });
@@ -220,13 +275,22 @@ export async function startFakeKick(options: FakeKickOptions = {}): Promise<Fake
       const url = new URL(req.url ?? '/', 'http://fake.kick');
       const body = await readBody(req);
       const token = tokenOf(req);
-      requests.push({ method: req.method ?? 'GET', path: url.pathname, query: url.searchParams, headers: req.headers, body, ...(token ? { userId: token.userId } : {}) });
+      requests.push({
+        method: req.method ?? 'GET',
+        path: url.pathname,
+        query: url.searchParams,
+        headers: req.headers,
+        body,
+        ...(token ? { userId: token.userId } : {}),
+      });
 
       if (url.pathname === '/oauth/authorize' && req.method === 'GET') {
         const q = url.searchParams;
         const redirect = q.get('redirect_uri');
-        if (q.get('client_id') !== clientId || !redirect || q.get('response_type') !== 'code') return sendJson(res, 400, { error: 'Invalid request' });
-        if (q.get('code_challenge_method') !== 'S256' || !q.get('code_challenge') || !q.get('state')) return sendJson(res, 400, { error: 'Invalid request' });
+        if (q.get('client_id') !== clientId || !redirect || q.get('response_type') !== 'code')
+          return sendJson(res, 400, { error: 'Invalid request' });
+        if (q.get('code_challenge_method') !== 'S256' || !q.get('code_challenge') || !q.get('state'))
+          return sendJson(res, 400, { error: 'Invalid request' });
         if (loginUser === undefined) return sendJson(res, 401, { error: 'nobody is logged in at the fake' });
         const code = base64url(randomBytes(12));
         codes.set(code, { userId: loginUser, challenge: q.get('code_challenge')!, redirectUri: redirect, scope: q.get('scope') ?? '' });
@@ -247,7 +311,8 @@ export async function startFakeKick(options: FakeKickOptions = {}): Promise<Fake
         res.writeHead(200, { 'content-type': 'text/plain' }).end('OK');
         return;
       }
-      if (url.pathname === '/public/v1/public-key' && req.method === 'GET') return sendJson(res, 200, { data: { public_key: publicKeyPem }, message: 'OK' });
+      if (url.pathname === '/public/v1/public-key' && req.method === 'GET')
+        return sendJson(res, 200, { data: { public_key: publicKeyPem }, message: 'OK' });
       if (url.pathname.startsWith('/public/v1/')) {
         if (limited > 0) {
           limited -= 1;

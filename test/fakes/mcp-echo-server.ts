@@ -28,10 +28,14 @@ export function createEchoServer(onCall: (call: EchoCall) => void): McpServer {
     onCall({ tool: 'echo', args: { text }, meta: extra._meta });
     return { content: [{ type: 'text', text: `echo: ${text}` }] };
   });
-  server.registerTool('add', { description: 'Adds two numbers.', inputSchema: { a: z.number(), b: z.number() }, outputSchema: { sum: z.number() } }, async ({ a, b }, extra) => {
-    onCall({ tool: 'add', args: { a, b }, meta: extra._meta });
-    return { content: [{ type: 'text', text: String(a + b) }], structuredContent: { sum: a + b } };
-  });
+  server.registerTool(
+    'add',
+    { description: 'Adds two numbers.', inputSchema: { a: z.number(), b: z.number() }, outputSchema: { sum: z.number() } },
+    async ({ a, b }, extra) => {
+      onCall({ tool: 'add', args: { a, b }, meta: extra._meta });
+      return { content: [{ type: 'text', text: String(a + b) }], structuredContent: { sum: a + b } };
+    },
+  );
   server.registerTool('wipe_chat', { description: 'Clears the whole chat (dangerous).', inputSchema: {} }, async (_args, extra) => {
     onCall({ tool: 'wipe_chat', args: {}, meta: extra._meta });
     return { content: [{ type: 'text', text: 'chat wiped' }] };
@@ -40,7 +44,9 @@ export function createEchoServer(onCall: (call: EchoCall) => void): McpServer {
 }
 
 /** Serves the echo tools over streamable HTTP (stateless) at `http://127.0.0.1:<port>/mcp`. */
-export async function startEchoHttpServer(onCall: (call: EchoCall) => void = () => undefined): Promise<{ url: string; stop(): Promise<void> }> {
+export async function startEchoHttpServer(
+  onCall: (call: EchoCall) => void = () => undefined,
+): Promise<{ url: string; stop(): Promise<void> }> {
   const http = createServer((req, res) => {
     if (req.url !== '/mcp') {
       res.writeHead(404).end();

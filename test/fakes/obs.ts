@@ -68,10 +68,15 @@ export function defaultScenes(): Record<string, FakeSceneItem[]> {
   return {
     Main: [
       { sceneItemId: 1, sourceName: 'Webcam', enabled: true },
-      { sceneItemId: 2, sourceName: 'Alerts', enabled: true, groupItems: [
-        { sceneItemId: 3, sourceName: 'Raid', enabled: false },
-        { sceneItemId: 4, sourceName: 'Follow', enabled: false },
-      ] },
+      {
+        sceneItemId: 2,
+        sourceName: 'Alerts',
+        enabled: true,
+        groupItems: [
+          { sceneItemId: 3, sourceName: 'Raid', enabled: false },
+          { sceneItemId: 4, sourceName: 'Follow', enabled: false },
+        ],
+      },
       { sceneItemId: 5, sourceName: 'Now Playing', enabled: true },
     ],
     BRB: [{ sceneItemId: 1, sourceName: 'BRB Text', enabled: true }],
@@ -95,7 +100,10 @@ export class FakeObs {
 
   constructor(private readonly options: FakeObsOptions = {}) {
     this.scenes = options.scenes ?? defaultScenes();
-    this.inputs = options.inputs ?? { 'Now Playing': { kind: 'text_ft2_source_v2', settings: { text: 'nothing yet' } }, 'BRB Text': { kind: 'text_gdiplus_v3', settings: { text: 'Be right back' } } };
+    this.inputs = options.inputs ?? {
+      'Now Playing': { kind: 'text_ft2_source_v2', settings: { text: 'nothing yet' } },
+      'BRB Text': { kind: 'text_gdiplus_v3', settings: { text: 'Be right back' } },
+    };
     this.programScene = options.programScene ?? Object.keys(this.scenes)[0]!;
     this.portNumber = options.port ?? 0;
   }
@@ -215,10 +223,12 @@ export class FakeObs {
       if (message.op === 1) {
         this.identifies.push(d);
         if (session.identified) return socket.close(ObsCloseCode.alreadyIdentified, 'already identified');
-        if (d.rpcVersion !== (this.options.rpcVersion ?? 1)) return socket.close(ObsCloseCode.unsupportedRpcVersion, `rpcVersion ${String(d.rpcVersion)} is not supported`);
+        if (d.rpcVersion !== (this.options.rpcVersion ?? 1))
+          return socket.close(ObsCloseCode.unsupportedRpcVersion, `rpcVersion ${String(d.rpcVersion)} is not supported`);
         if (this.options.password) {
           const secret = sha256(this.options.password + salt);
-          if (d.authentication !== sha256(secret + challenge)) return socket.close(ObsCloseCode.authenticationFailed, 'Authentication failed.');
+          if (d.authentication !== sha256(secret + challenge))
+            return socket.close(ObsCloseCode.authenticationFailed, 'Authentication failed.');
         }
         session.identified = true;
         session.subscriptions = typeof d.eventSubscriptions === 'number' ? d.eventSubscriptions : 1023;
@@ -242,7 +252,12 @@ export class FakeObs {
         for (const request of requests) {
           this.requests.push({ requestType: request.requestType, requestData: request.requestData ?? {}, batch: true });
           const [requestStatus, responseData] = this.handle(request.requestType, request.requestData ?? {});
-          results.push({ requestType: request.requestType, ...(request.requestId ? { requestId: request.requestId } : {}), requestStatus, ...(responseData ? { responseData } : {}) });
+          results.push({
+            requestType: request.requestType,
+            ...(request.requestId ? { requestId: request.requestId } : {}),
+            requestStatus,
+            ...(responseData ? { responseData } : {}),
+          });
           if (!requestStatus.result && d.haltOnFailure) break;
         }
         send(socket, 9, { requestId: d.requestId, results });
@@ -259,7 +274,16 @@ export class FakeObs {
         return [ok, { obsVersion: '31.0.0', obsWebSocketVersion: '5.5.0', rpcVersion: 1, availableRequests: [] }];
       case 'GetSceneList':
         // OBS lists scenes bottom-up (index 0 is the last scene in its UI).
-        return [ok, { currentProgramSceneName: this.programScene, currentPreviewSceneName: null, scenes: sceneNames.map((sceneName, index) => ({ sceneName, sceneIndex: sceneNames.length - 1 - index, sceneUuid: `uuid-${sceneName}` })).reverse() }];
+        return [
+          ok,
+          {
+            currentProgramSceneName: this.programScene,
+            currentPreviewSceneName: null,
+            scenes: sceneNames
+              .map((sceneName, index) => ({ sceneName, sceneIndex: sceneNames.length - 1 - index, sceneUuid: `uuid-${sceneName}` }))
+              .reverse(),
+          },
+        ];
       case 'GetCurrentProgramScene':
         return [ok, { sceneName: this.programScene, currentProgramSceneName: this.programScene, sceneUuid: `uuid-${this.programScene}` }];
       case 'SetCurrentProgramScene': {
@@ -270,9 +294,15 @@ export class FakeObs {
         return [ok];
       }
       case 'GetStreamStatus':
-        return [ok, { outputActive: this.streaming, outputReconnecting: false, outputTimecode: '00:00:00.000', outputDuration: 0, outputBytes: 0 }];
+        return [
+          ok,
+          { outputActive: this.streaming, outputReconnecting: false, outputTimecode: '00:00:00.000', outputDuration: 0, outputBytes: 0 },
+        ];
       case 'GetRecordStatus':
-        return [ok, { outputActive: this.recording, outputPaused: false, outputTimecode: '00:00:00.000', outputDuration: 0, outputBytes: 0 }];
+        return [
+          ok,
+          { outputActive: this.recording, outputPaused: false, outputTimecode: '00:00:00.000', outputDuration: 0, outputBytes: 0 },
+        ];
       case 'StartStream':
         if (this.streaming) return [{ result: false, code: 500, comment: 'Stream is already active.' }];
         this.streaming = true;
@@ -291,14 +321,30 @@ export class FakeObs {
       case 'StopRecord':
         if (!this.recording) return [{ result: false, code: 501, comment: 'Record is not active.' }];
         this.recording = false;
-        this.emit('RecordStateChanged', { outputActive: false, outputState: 'OBS_WEBSOCKET_OUTPUT_STOPPED', outputPath: '/tmp/recording.mkv' });
+        this.emit('RecordStateChanged', {
+          outputActive: false,
+          outputState: 'OBS_WEBSOCKET_OUTPUT_STOPPED',
+          outputPath: '/tmp/recording.mkv',
+        });
         return [ok, { outputPath: '/tmp/recording.mkv' }];
       case 'GetSceneItemList':
       case 'GetGroupSceneItemList': {
         const name = String(data.sceneName ?? '');
         const items = type === 'GetSceneItemList' ? this.scenes[name] : this.itemsOf(name);
         if (!items) return [notFound(`No source was found by the name of \`${name}\`.`)];
-        return [ok, { sceneItems: items.map((item, index) => ({ sceneItemId: item.sceneItemId, sourceName: item.sourceName, sceneItemEnabled: item.enabled, isGroup: !!item.groupItems, sceneItemIndex: index, inputKind: item.groupItems ? null : (this.inputs[item.sourceName]?.kind ?? 'color_source_v3') })) }];
+        return [
+          ok,
+          {
+            sceneItems: items.map((item, index) => ({
+              sceneItemId: item.sceneItemId,
+              sourceName: item.sourceName,
+              sceneItemEnabled: item.enabled,
+              isGroup: !!item.groupItems,
+              sceneItemIndex: index,
+              inputKind: item.groupItems ? null : (this.inputs[item.sourceName]?.kind ?? 'color_source_v3'),
+            })),
+          },
+        ];
       }
       case 'GetSceneItemId': {
         const container = String(data.sceneName ?? '');
@@ -312,7 +358,8 @@ export class FakeObs {
         const container = String(data.sceneName ?? '');
         const item = this.itemsOf(container)?.find((candidate) => candidate.sceneItemId === data.sceneItemId);
         if (!item) return [notFound('No scene item was found by that id.')];
-        if (typeof data.sceneItemEnabled !== 'boolean') return [{ result: false, code: 300, comment: 'Your request is missing the `sceneItemEnabled` field.' }];
+        if (typeof data.sceneItemEnabled !== 'boolean')
+          return [{ result: false, code: 300, comment: 'Your request is missing the `sceneItemEnabled` field.' }];
         item.enabled = data.sceneItemEnabled;
         this.emit('SceneItemEnableStateChanged', { sceneName: container, sceneItemId: item.sceneItemId, sceneItemEnabled: item.enabled });
         return [ok];

@@ -91,7 +91,15 @@ function contentText(content: unknown): string {
   if (typeof content === 'string') return content;
   if (Array.isArray(content)) {
     return content
-      .map((part) => (typeof part === 'string' ? part : typeof part?.text === 'string' ? part.text : typeof part?.refusal === 'string' ? part.refusal : ''))
+      .map((part) =>
+        typeof part === 'string'
+          ? part
+          : typeof part?.text === 'string'
+            ? part.text
+            : typeof part?.refusal === 'string'
+              ? part.refusal
+              : '',
+      )
       .join('');
   }
   return '';
@@ -103,7 +111,11 @@ function normalizeChat(body: any): Pick<RecordedRequest, 'system' | 'messages' |
   for (const message of body.messages ?? []) {
     const recorded: RecordedMessage = { role: message.role, text: contentText(message.content) };
     if (Array.isArray(message.tool_calls)) {
-      recorded.toolCalls = message.tool_calls.map((call: any) => ({ id: call.id, name: call.function?.name, args: call.function?.arguments ?? '' }));
+      recorded.toolCalls = message.tool_calls.map((call: any) => ({
+        id: call.id,
+        name: call.function?.name,
+        args: call.function?.arguments ?? '',
+      }));
     }
     if (message.role === 'tool') {
       recorded.toolCallId = message.tool_call_id;
@@ -113,7 +125,13 @@ function normalizeChat(body: any): Pick<RecordedRequest, 'system' | 'messages' |
   }
   const tools = (body.tools ?? []).map((entry: any) => entry.function?.name).filter(Boolean) as string[];
   const toolSchemas = Object.fromEntries((body.tools ?? []).map((entry: any) => [entry.function?.name, entry.function?.parameters]));
-  return { system: messages.filter((m) => m.role === 'system' || m.role === 'developer').map((m) => m.text), messages, tools, toolSchemas, toolResults };
+  return {
+    system: messages.filter((m) => m.role === 'system' || m.role === 'developer').map((m) => m.text),
+    messages,
+    tools,
+    toolSchemas,
+    toolResults,
+  };
 }
 
 function normalizeResponses(body: any): Pick<RecordedRequest, 'system' | 'messages' | 'tools' | 'toolSchemas' | 'toolResults'> {
@@ -175,7 +193,12 @@ export interface ScriptedModel {
    * Records `request`, runs the next script and carries out delays, drops and error statuses (through
    * `sendError`); resolves to the answer to send, or undefined when the response is already done.
    */
-  next(request: RecordedRequest, req: IncomingMessage, res: ServerResponse, sendError: (status: number, message: string) => void): Promise<FakeAnswer | undefined>;
+  next(
+    request: RecordedRequest,
+    req: IncomingMessage,
+    res: ServerResponse,
+    sendError: (status: number, message: string) => void,
+  ): Promise<FakeAnswer | undefined>;
   /** The test-facing controls of a fake. */
   readonly controls: Pick<FakeOpenAI, 'requests' | 'tokensServed' | 'reply' | 'replyOnce' | 'reset'>;
 }
@@ -248,18 +271,27 @@ export async function startFakeOpenAI(options: { defaultScript?: FakeScript | Fa
   const nextId = (prefix: string) => `${prefix}_${(++ids).toString(36)}${Math.random().toString(36).slice(2, 8)}`;
 
   const usageFor = (request: RecordedRequest, reply: { text?: string; toolCalls?: FakeToolCall[]; usage?: FakeUsage }) => {
-    const promptText = request.messages.map((m) => m.text + (m.toolCalls ? JSON.stringify(m.toolCalls) : '')).join('\n') + request.tools.join(',');
+    const promptText =
+      request.messages.map((m) => m.text + (m.toolCalls ? JSON.stringify(m.toolCalls) : '')).join('\n') + request.tools.join(',');
     const input = reply.usage?.input ?? countTokens(promptText);
     const output = reply.usage?.output ?? countTokens((reply.text ?? '') + (reply.toolCalls ? JSON.stringify(reply.toolCalls) : ''));
     model.count(input + output);
     return { input, output };
   };
 
-  const answerChat = (res: ServerResponse, request: RecordedRequest, reply: { text?: string; toolCalls?: FakeToolCall[]; usage?: FakeUsage }) => {
+  const answerChat = (
+    res: ServerResponse,
+    request: RecordedRequest,
+    reply: { text?: string; toolCalls?: FakeToolCall[]; usage?: FakeUsage },
+  ) => {
     const id = nextId('chatcmpl');
     const created = Math.floor(Date.now() / 1000);
     const usage = usageFor(request, reply);
-    const toolCalls = (reply.toolCalls ?? []).map((call) => ({ id: call.id ?? nextId('call'), type: 'function' as const, function: { name: call.name, arguments: JSON.stringify(call.args ?? {}) } }));
+    const toolCalls = (reply.toolCalls ?? []).map((call) => ({
+      id: call.id ?? nextId('call'),
+      type: 'function' as const,
+      function: { name: call.name, arguments: JSON.stringify(call.args ?? {}) },
+    }));
     const finishReason = toolCalls.length > 0 ? 'tool_calls' : 'stop';
     const usageJson = { prompt_tokens: usage.input, completion_tokens: usage.output, total_tokens: usage.input + usage.output };
     if (!request.stream) {
@@ -268,7 +300,13 @@ export async function startFakeOpenAI(options: { defaultScript?: FakeScript | Fa
         object: 'chat.completion',
         created,
         model: request.model,
-        choices: [{ index: 0, message: { role: 'assistant', content: reply.text ?? null, ...(toolCalls.length ? { tool_calls: toolCalls } : {}) }, finish_reason: finishReason }],
+        choices: [
+          {
+            index: 0,
+            message: { role: 'assistant', content: reply.text ?? null, ...(toolCalls.length ? { tool_calls: toolCalls } : {}) },
+            finish_reason: finishReason,
+          },
+        ],
         usage: usageJson,
       });
       return;
@@ -279,8 +317,15 @@ export async function startFakeOpenAI(options: { defaultScript?: FakeScript | Fa
     chunk([{ index: 0, delta: { role: 'assistant', content: '' }, finish_reason: null }]);
     for (const piece of pieces(reply.text ?? '')) chunk([{ index: 0, delta: { content: piece }, finish_reason: null }]);
     toolCalls.forEach((call, index) => {
-      chunk([{ index: 0, delta: { tool_calls: [{ index, id: call.id, type: 'function', function: { name: call.function.name, arguments: '' } }] }, finish_reason: null }]);
-      for (const piece of pieces(call.function.arguments)) chunk([{ index: 0, delta: { tool_calls: [{ index, function: { arguments: piece } }] }, finish_reason: null }]);
+      chunk([
+        {
+          index: 0,
+          delta: { tool_calls: [{ index, id: call.id, type: 'function', function: { name: call.function.name, arguments: '' } }] },
+          finish_reason: null,
+        },
+      ]);
+      for (const piece of pieces(call.function.arguments))
+        chunk([{ index: 0, delta: { tool_calls: [{ index, function: { arguments: piece } }] }, finish_reason: null }]);
     });
     chunk([{ index: 0, delta: {}, finish_reason: finishReason }]);
     if (request.body.stream_options?.include_usage) chunk([], { usage: usageJson });
@@ -288,7 +333,11 @@ export async function startFakeOpenAI(options: { defaultScript?: FakeScript | Fa
     res.end();
   };
 
-  const answerResponses = (res: ServerResponse, request: RecordedRequest, reply: { text?: string; toolCalls?: FakeToolCall[]; usage?: FakeUsage }) => {
+  const answerResponses = (
+    res: ServerResponse,
+    request: RecordedRequest,
+    reply: { text?: string; toolCalls?: FakeToolCall[]; usage?: FakeUsage },
+  ) => {
     const id = nextId('resp');
     const createdAt = Math.floor(Date.now() / 1000);
     const usage = usageFor(request, reply);
@@ -301,28 +350,54 @@ export async function startFakeOpenAI(options: { defaultScript?: FakeScript | Fa
     };
     const output: any[] = [];
     if (reply.text !== undefined && reply.text !== '') {
-      output.push({ type: 'message', id: nextId('msg'), status: 'completed', role: 'assistant', content: [{ type: 'output_text', text: reply.text, annotations: [] }] });
+      output.push({
+        type: 'message',
+        id: nextId('msg'),
+        status: 'completed',
+        role: 'assistant',
+        content: [{ type: 'output_text', text: reply.text, annotations: [] }],
+      });
     }
     for (const call of reply.toolCalls ?? []) {
-      output.push({ type: 'function_call', id: nextId('fc'), call_id: call.id ?? nextId('call'), name: call.name, arguments: JSON.stringify(call.args ?? {}), status: 'completed' });
+      output.push({
+        type: 'function_call',
+        id: nextId('fc'),
+        call_id: call.id ?? nextId('call'),
+        name: call.name,
+        arguments: JSON.stringify(call.args ?? {}),
+        status: 'completed',
+      });
     }
-    const response = { id, object: 'response', created_at: createdAt, model: request.model, status: 'completed', error: null, incomplete_details: null, output, usage: usageJson };
+    const response = {
+      id,
+      object: 'response',
+      created_at: createdAt,
+      model: request.model,
+      status: 'completed',
+      error: null,
+      incomplete_details: null,
+      output,
+      usage: usageJson,
+    };
     if (!request.stream) {
       sendJson(res, 200, response);
       return;
     }
     startSse(res);
     let sequence = 0;
-    const event = (value: Record<string, unknown>) => res.write(`event: ${String(value.type)}\ndata: ${JSON.stringify({ ...value, sequence_number: sequence++ })}\n\n`);
+    const event = (value: Record<string, unknown>) =>
+      res.write(`event: ${String(value.type)}\ndata: ${JSON.stringify({ ...value, sequence_number: sequence++ })}\n\n`);
     event({ type: 'response.created', response: { ...response, status: 'in_progress', output: [], usage: null } });
     output.forEach((item, outputIndex) => {
       if (item.type === 'message') {
         event({ type: 'response.output_item.added', output_index: outputIndex, item: { ...item, status: 'in_progress', content: [] } });
-        for (const piece of pieces(item.content[0].text)) event({ type: 'response.output_text.delta', item_id: item.id, output_index: outputIndex, content_index: 0, delta: piece });
+        for (const piece of pieces(item.content[0].text))
+          event({ type: 'response.output_text.delta', item_id: item.id, output_index: outputIndex, content_index: 0, delta: piece });
         event({ type: 'response.output_item.done', output_index: outputIndex, item });
       } else {
         event({ type: 'response.output_item.added', output_index: outputIndex, item: { ...item, status: 'in_progress', arguments: '' } });
-        for (const piece of pieces(item.arguments)) event({ type: 'response.function_call_arguments.delta', item_id: item.id, output_index: outputIndex, delta: piece });
+        for (const piece of pieces(item.arguments))
+          event({ type: 'response.function_call_arguments.delta', item_id: item.id, output_index: outputIndex, delta: piece });
         event({ type: 'response.function_call_arguments.done', item_id: item.id, output_index: outputIndex, arguments: item.arguments });
         event({ type: 'response.output_item.done', output_index: outputIndex, item });
       }
@@ -346,7 +421,16 @@ export async function startFakeOpenAI(options: { defaultScript?: FakeScript | Fa
       return;
     }
     const normalized = api === 'chat' ? normalizeChat(body) : normalizeResponses(body);
-    const request: RecordedRequest = { api, path, headers: req.headers, body, model: String(body.model ?? ''), stream: body.stream === true, ...normalized, index: requests.length + 1 };
+    const request: RecordedRequest = {
+      api,
+      path,
+      headers: req.headers,
+      body,
+      model: String(body.model ?? ''),
+      stream: body.stream === true,
+      ...normalized,
+      index: requests.length + 1,
+    };
     const answer = await model.next(request, req, res, (status, message) => {
       const type = status >= 500 ? 'server_error' : status === 429 ? 'rate_limit_error' : 'invalid_request_error';
       sendJson(res, status, { error: { message, type, param: null, code: null } });

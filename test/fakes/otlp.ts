@@ -138,7 +138,17 @@ function decodeKeyValues(buf: Buffer): Record<string, AttributeValue> {
 
 function decodeSpan(buf: Buffer, resource: Record<string, AttributeValue>): ReceivedSpan {
   const r = new Reader(buf);
-  const span: ReceivedSpan = { traceId: '', spanId: '', parentSpanId: '', name: '', kind: 0, attributes: {}, status: { code: 0, message: '' }, resource, encoding: 'protobuf' };
+  const span: ReceivedSpan = {
+    traceId: '',
+    spanId: '',
+    parentSpanId: '',
+    name: '',
+    kind: 0,
+    attributes: {},
+    status: { code: 0, message: '' },
+    resource,
+    encoding: 'protobuf',
+  };
   for (const { field, wire } of r.fields()) {
     if (field === 1 && wire === 2) span.traceId = r.bytes().toString('hex');
     else if (field === 2 && wire === 2) span.spanId = r.bytes().toString('hex');
@@ -190,7 +200,15 @@ export function decodeTracesProtobuf(buf: Buffer): ReceivedSpan[] {
 
 // ---- OTLP/JSON ----------------------------------------------------------------------------------
 
-type JsonAnyValue = { stringValue?: string; boolValue?: boolean; intValue?: string | number; doubleValue?: number; arrayValue?: { values?: JsonAnyValue[] }; kvlistValue?: { values?: JsonKeyValue[] }; bytesValue?: string };
+type JsonAnyValue = {
+  stringValue?: string;
+  boolValue?: boolean;
+  intValue?: string | number;
+  doubleValue?: number;
+  arrayValue?: { values?: JsonAnyValue[] };
+  kvlistValue?: { values?: JsonKeyValue[] };
+  bytesValue?: string;
+};
 type JsonKeyValue = { key: string; value?: JsonAnyValue };
 
 function jsonValue(value: JsonAnyValue | undefined): AttributeValue {
@@ -213,7 +231,9 @@ function jsonAttributes(list: JsonKeyValue[] | undefined): Record<string, Attrib
 
 /** OTLP/JSON ids are hex strings (the spec's exception to proto3 JSON's base64 for bytes). */
 export function decodeTracesJson(body: unknown): ReceivedSpan[] {
-  const request = body as { resourceSpans?: Array<{ resource?: { attributes?: JsonKeyValue[] }; scopeSpans?: Array<{ spans?: Array<Record<string, unknown>> }> }> };
+  const request = body as {
+    resourceSpans?: Array<{ resource?: { attributes?: JsonKeyValue[] }; scopeSpans?: Array<{ spans?: Array<Record<string, unknown>> }> }>;
+  };
   if (!request || typeof request !== 'object' || !Array.isArray(request.resourceSpans)) throw new Error('resourceSpans is missing');
   const spans: ReceivedSpan[] = [];
   for (const resourceSpans of request.resourceSpans) {
@@ -267,7 +287,9 @@ export async function startFakeOtlpCollector(): Promise<FakeOtlpCollector> {
       (raw) => {
         try {
           const body = req.headers['content-encoding'] === 'gzip' ? gunzipSync(raw) : raw;
-          const type = String(req.headers['content-type'] ?? '').split(';')[0]!.trim();
+          const type = String(req.headers['content-type'] ?? '')
+            .split(';')[0]!
+            .trim();
           let received: ReceivedSpan[];
           if (type === 'application/x-protobuf') {
             received = decodeTracesProtobuf(body);
@@ -308,7 +330,11 @@ export async function startFakeOtlpCollector(): Promise<FakeOtlpCollector> {
         };
         const timer = setTimeout(() => {
           waiters.delete(wake);
-          reject(new Error(`the collector did not receive the expected spans within ${timeoutMs} ms; got ${spans.length}: ${spans.map((span) => span.name).join(', ')}`));
+          reject(
+            new Error(
+              `the collector did not receive the expected spans within ${timeoutMs} ms; got ${spans.length}: ${spans.map((span) => span.name).join(', ')}`,
+            ),
+          );
         }, timeoutMs);
         waiters.add(wake);
       });

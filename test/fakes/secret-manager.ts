@@ -67,10 +67,20 @@ export async function startFakeSecretManager(): Promise<FakeSecretManager> {
     }
     const [, project, name] = match;
     const key = `${project}/${name}`;
-    if (denied.has(key)) return googleError(res, 403, 'PERMISSION_DENIED', `Permission 'secretmanager.versions.access' denied for resource 'projects/${project}/secrets/${name}/versions/latest'.`);
+    if (denied.has(key))
+      return googleError(
+        res,
+        403,
+        'PERMISSION_DENIED',
+        `Permission 'secretmanager.versions.access' denied for resource 'projects/${project}/secrets/${name}/versions/latest'.`,
+      );
     const value = secrets.get(key);
-    if (value === undefined) return googleError(res, 404, 'NOT_FOUND', `Secret [projects/${project}/secrets/${name}] not found or has no versions.`);
-    return sendJson(res, 200, { name: `projects/${project}/secrets/${name}/versions/1`, payload: { data: Buffer.from(value, 'utf8').toString('base64') } });
+    if (value === undefined)
+      return googleError(res, 404, 'NOT_FOUND', `Secret [projects/${project}/secrets/${name}] not found or has no versions.`);
+    return sendJson(res, 200, {
+      name: `projects/${project}/secrets/${name}/versions/1`,
+      payload: { data: Buffer.from(value, 'utf8').toString('base64') },
+    });
   };
 
   const server = createServer(handle);

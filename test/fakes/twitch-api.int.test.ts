@@ -46,7 +46,12 @@ describe('fake Twitch (auth, Helix, EventSub WebSocket)', () => {
   it('refreshes with a known refresh token, rotating it, and answers 400 to a bad one', async () => {
     const { accessToken, refreshToken } = fake.issueToken('1001', { scopes: ['chat:read'] });
     const query = (token: string) =>
-      new URLSearchParams({ grant_type: 'refresh_token', client_id: fake.clientId, client_secret: fake.clientSecret, refresh_token: token }).toString();
+      new URLSearchParams({
+        grant_type: 'refresh_token',
+        client_id: fake.clientId,
+        client_secret: fake.clientSecret,
+        refresh_token: token,
+      }).toString();
     const refreshed = await fetch(`${fake.url}/auth/token?${query(refreshToken)}`, { method: 'POST' });
     expect(refreshed.status).toBe(200);
     const body = (await refreshed.json()) as { access_token: string; refresh_token: string; scope: string[] };
@@ -81,7 +86,12 @@ describe('fake Twitch (auth, Helix, EventSub WebSocket)', () => {
     expect(users.headers.get('ratelimit-remaining')).toBe('799');
     expect(((await users.json()) as any).data[0]).toMatchObject({ id: '1001', login: 'streamer', display_name: 'Streamer' });
     const streams = await fetch(`${fake.url}/mock/streams?user_id=1001`, { headers });
-    expect(((await streams.json()) as any).data[0]).toMatchObject({ title: 'Speedrun', game_name: 'Celeste', viewer_count: 42, type: 'live' });
+    expect(((await streams.json()) as any).data[0]).toMatchObject({
+      title: 'Speedrun',
+      game_name: 'Celeste',
+      viewer_count: 42,
+      type: 'live',
+    });
     expect((await fetch(`${fake.url}/mock/users?id=1001`, { headers: { 'client-id': fake.clientId } })).status).toBe(401);
   });
 
@@ -95,7 +105,12 @@ describe('fake Twitch (auth, Helix, EventSub WebSocket)', () => {
     const created = await fetch(`${fake.url}/eventsub/subscriptions`, {
       method: 'POST',
       headers: { authorization: `Bearer ${accessToken}`, 'client-id': fake.clientId, 'content-type': 'application/json' },
-      body: JSON.stringify({ type: 'channel.follow', version: '2', condition: { broadcaster_user_id: '1001', moderator_user_id: '1001' }, transport: { method: 'websocket', session_id: sessionId } }),
+      body: JSON.stringify({
+        type: 'channel.follow',
+        version: '2',
+        condition: { broadcaster_user_id: '1001', moderator_user_id: '1001' },
+        transport: { method: 'websocket', session_id: sessionId },
+      }),
     });
     expect(created.status).toBe(202);
     expect(fake.activeSubscriptions('channel.follow')).toHaveLength(1);
@@ -137,7 +152,12 @@ describe('fake Twitch (auth, Helix, EventSub WebSocket)', () => {
       fetch(`${fake.url}/eventsub/subscriptions`, {
         method: 'POST',
         headers: { authorization: `Bearer ${accessToken}`, 'client-id': fake.clientId, 'content-type': 'application/json' },
-        body: JSON.stringify({ type, version: '1', condition: { broadcaster_user_id: '1001' }, transport: { method: 'websocket', session_id: session } }),
+        body: JSON.stringify({
+          type,
+          version: '1',
+          condition: { broadcaster_user_id: '1001' },
+          transport: { method: 'websocket', session_id: session },
+        }),
       });
     expect((await create('stream.online', 'no-such-session')).status).toBe(400);
     expect((await create('channel.cheer', sessionId)).status).toBe(403);

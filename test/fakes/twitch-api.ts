@@ -198,7 +198,12 @@ export interface FakeTwitch {
    * Sends a `notification` for the enabled subscription(s) of `type` (and `version` when given) to the
    * socket of their session. Returns the message ids sent; throws when nothing is subscribed.
    */
-  notify(type: string, version: string | undefined, event: Record<string, unknown>, options?: { messageId?: string; timestamp?: string }): string[];
+  notify(
+    type: string,
+    version: string | undefined,
+    event: Record<string, unknown>,
+    options?: { messageId?: string; timestamp?: string },
+  ): string[];
   /** Sends the exact frame of an earlier notification again (Twitch may redeliver). */
   sendDuplicate(messageId: string): void;
   /** Sends session_reconnect on every connected session; resolves when the clients have welcomed on the new sockets. */
@@ -249,7 +254,12 @@ export async function startFakeTwitch(options: FakeTwitchOptions = {}): Promise<
 
   const newToken = (prefix: string) => `${prefix}${randomBytes(15).toString('hex')}`;
 
-  const mintToken = (userId: string | undefined, scopes: string[], expiresInSeconds = tokenLifetime, refreshToken?: string): TokenRecord => {
+  const mintToken = (
+    userId: string | undefined,
+    scopes: string[],
+    expiresInSeconds = tokenLifetime,
+    refreshToken?: string,
+  ): TokenRecord => {
     const record: TokenRecord = {
       accessToken: newToken('at'),
       refreshToken: userId ? (refreshToken ?? newToken('rt')) : undefined,
@@ -267,7 +277,7 @@ export async function startFakeTwitch(options: FakeTwitchOptions = {}): Promise<
     const header = String(request.headers.authorization ?? '');
     const match = /^(?:Bearer|OAuth)\s+(.+)$/i.exec(header);
     const record = match ? tokens.get(match[1]!) : undefined;
-    return record && record.valid && record.expiresAt > Date.now() ? record : undefined;
+    return record?.valid && record.expiresAt > Date.now() ? record : undefined;
   };
 
   // ------------------------------------------------------------------------------------------- HTTP
@@ -341,7 +351,10 @@ export async function startFakeTwitch(options: FakeTwitchOptions = {}): Promise<
   ) => {
     const method = request.method ?? 'GET';
     const path = url.pathname;
-    const params = { ...Object.fromEntries(url.searchParams), ...(body && typeof body === 'object' && !Array.isArray(body) ? (body as Record<string, string>) : {}) };
+    const params = {
+      ...Object.fromEntries(url.searchParams),
+      ...(body && typeof body === 'object' && !Array.isArray(body) ? (body as Record<string, string>) : {}),
+    };
 
     // ----- OAuth2 (id.twitch.tv/oauth2)
     if (path === '/auth/validate' && method === 'GET') {
@@ -361,19 +374,32 @@ export async function startFakeTwitch(options: FakeTwitchOptions = {}): Promise<
       const grant = params.grant_type;
       if (grant === 'refresh_token') {
         const previous = params.refresh_token ? refreshIndex.get(params.refresh_token) : undefined;
-        if (!previous || !previous.refreshToken) return send(400, { status: 400, message: 'Invalid refresh token' });
+        if (!previous?.refreshToken) return send(400, { status: 400, message: 'Invalid refresh token' });
         previous.valid = false;
         if (rotateRefreshTokens) refreshIndex.delete(previous.refreshToken);
         const next = mintToken(previous.userId, previous.scopes, tokenLifetime, rotateRefreshTokens ? undefined : previous.refreshToken);
-        return send(200, { access_token: next.accessToken, refresh_token: next.refreshToken, expires_in: tokenLifetime, scope: next.scopes, token_type: 'bearer' });
+        return send(200, {
+          access_token: next.accessToken,
+          refresh_token: next.refreshToken,
+          expires_in: tokenLifetime,
+          scope: next.scopes,
+          token_type: 'bearer',
+        });
       }
       if (grant === 'authorization_code') {
         const code = params.code ? codes.get(params.code) : undefined;
         if (!code) return send(400, { status: 400, message: 'Invalid authorization code' });
-        if (code.redirectUri && code.redirectUri !== params.redirect_uri) return send(400, { status: 400, message: 'Parameter redirect_uri does not match registered URI' });
+        if (code.redirectUri && code.redirectUri !== params.redirect_uri)
+          return send(400, { status: 400, message: 'Parameter redirect_uri does not match registered URI' });
         codes.delete(params.code!);
         const next = mintToken(code.userId, code.scopes);
-        return send(200, { access_token: next.accessToken, refresh_token: next.refreshToken, expires_in: tokenLifetime, scope: next.scopes, token_type: 'bearer' });
+        return send(200, {
+          access_token: next.accessToken,
+          refresh_token: next.refreshToken,
+          expires_in: tokenLifetime,
+          scope: next.scopes,
+          token_type: 'bearer',
+        });
       }
       if (grant === 'client_credentials') {
         const next = mintToken(undefined, []);
@@ -395,11 +421,17 @@ export async function startFakeTwitch(options: FakeTwitchOptions = {}): Promise<
       const now = Date.now();
       if (now >= bucket.resetAt) Object.assign(bucket, { remaining: bucket.points, resetAt: now + bucket.windowMs });
       const reset = String(Math.ceil(bucket.resetAt / 1000));
-      if (bucket.remaining <= 0) return send(429, { error: 'Too Many Requests', status: 429, message: 'Too Many Requests' }, { 'Ratelimit-Limit': String(bucket.points), 'Ratelimit-Remaining': '0', 'Ratelimit-Reset': reset });
+      if (bucket.remaining <= 0)
+        return send(
+          429,
+          { error: 'Too Many Requests', status: 429, message: 'Too Many Requests' },
+          { 'Ratelimit-Limit': String(bucket.points), 'Ratelimit-Remaining': '0', 'Ratelimit-Reset': reset },
+        );
       bucket.remaining -= 1;
       headers = { 'Ratelimit-Limit': String(bucket.points), 'Ratelimit-Remaining': String(bucket.remaining), 'Ratelimit-Reset': reset };
     }
-    if (request.headers['client-id'] !== clientId) return send(401, { error: 'Unauthorized', status: 401, message: 'Client ID and OAuth token do not match' }, headers);
+    if (request.headers['client-id'] !== clientId)
+      return send(401, { error: 'Unauthorized', status: 401, message: 'Client ID and OAuth token do not match' }, headers);
     const token = tokenFrom(request);
     if (!token) return send(401, { error: 'Unauthorized', status: 401, message: 'Invalid OAuth token' }, headers);
 
@@ -418,7 +450,12 @@ export async function startFakeTwitch(options: FakeTwitchOptions = {}): Promise<
       const ids = url.searchParams.getAll('user_id');
       const logins = url.searchParams.getAll('user_login').map((login) => login.toLowerCase());
       const data = [...streams.entries()]
-        .filter(([userId]) => (ids.length === 0 && logins.length === 0) || ids.includes(userId) || logins.includes(users.get(userId)?.login.toLowerCase() ?? ''))
+        .filter(
+          ([userId]) =>
+            (ids.length === 0 && logins.length === 0) ||
+            ids.includes(userId) ||
+            logins.includes(users.get(userId)?.login.toLowerCase() ?? ''),
+        )
         .map(([userId, stream]) => {
           const user = users.get(userId);
           return {
@@ -468,10 +505,26 @@ export async function startFakeTwitch(options: FakeTwitchOptions = {}): Promise<
     const moderation = (scope: string): { broadcaster: string; moderator: string } | undefined => {
       const broadcaster = url.searchParams.get('broadcaster_id') ?? '';
       const moderator = url.searchParams.get('moderator_id') ?? '';
-      if (!broadcaster || !moderator) return void send(400, { error: 'Bad Request', status: 400, message: 'Missing required parameter broadcaster_id or moderator_id' }, headers);
-      if (token.userId !== moderator) return void send(401, { error: 'Unauthorized', status: 401, message: 'The ID in moderator_id must match the user ID in the user access token.' }, headers);
-      if (!token.scopes.includes(scope)) return void send(401, { error: 'Unauthorized', status: 401, message: `Missing scope: ${scope}` }, headers);
-      if (moderator !== broadcaster && !moderators.get(broadcaster)?.has(moderator)) return void send(403, { error: 'Forbidden', status: 403, message: 'The user in moderator_id is not one of the broadcaster’s moderators.' }, headers);
+      if (!broadcaster || !moderator)
+        return void send(
+          400,
+          { error: 'Bad Request', status: 400, message: 'Missing required parameter broadcaster_id or moderator_id' },
+          headers,
+        );
+      if (token.userId !== moderator)
+        return void send(
+          401,
+          { error: 'Unauthorized', status: 401, message: 'The ID in moderator_id must match the user ID in the user access token.' },
+          headers,
+        );
+      if (!token.scopes.includes(scope))
+        return void send(401, { error: 'Unauthorized', status: 401, message: `Missing scope: ${scope}` }, headers);
+      if (moderator !== broadcaster && !moderators.get(broadcaster)?.has(moderator))
+        return void send(
+          403,
+          { error: 'Forbidden', status: 403, message: 'The user in moderator_id is not one of the broadcaster’s moderators.' },
+          headers,
+        );
       return { broadcaster, moderator };
     };
     const activeBan = (key: string) => {
@@ -483,7 +536,8 @@ export async function startFakeTwitch(options: FakeTwitchOptions = {}): Promise<
       const allowed = moderation('moderator:manage:chat_messages');
       if (!allowed) return;
       const messageId = url.searchParams.get('message_id');
-      if (messageId) deletedMessages.push({ broadcasterId: allowed.broadcaster, messageId, moderatorId: allowed.moderator, at: Date.now() });
+      if (messageId)
+        deletedMessages.push({ broadcasterId: allowed.broadcaster, messageId, moderatorId: allowed.moderator, at: Date.now() });
       return send(204, undefined, headers);
     }
     if (helixPath === '/moderation/bans' && method === 'POST') {
@@ -493,53 +547,136 @@ export async function startFakeTwitch(options: FakeTwitchOptions = {}): Promise<
       const userId = typeof data?.user_id === 'string' ? data.user_id : '';
       if (!userId) return send(400, { error: 'Bad Request', status: 400, message: 'The user_id field is required.' }, headers);
       const duration = data?.duration === undefined ? undefined : Number(data.duration);
-      if (duration !== undefined && (!Number.isInteger(duration) || duration < 1 || duration > 1_209_600)) return send(400, { error: 'Bad Request', status: 400, message: 'The value in the duration field is not valid.' }, headers);
-      if (userId === allowed.broadcaster || moderators.get(allowed.broadcaster)?.has(userId)) return send(400, { error: 'Bad Request', status: 400, message: 'The user specified in the user_id field may not be banned.' }, headers);
+      if (duration !== undefined && (!Number.isInteger(duration) || duration < 1 || duration > 1_209_600))
+        return send(400, { error: 'Bad Request', status: 400, message: 'The value in the duration field is not valid.' }, headers);
+      if (userId === allowed.broadcaster || moderators.get(allowed.broadcaster)?.has(userId))
+        return send(
+          400,
+          { error: 'Bad Request', status: 400, message: 'The user specified in the user_id field may not be banned.' },
+          headers,
+        );
       const key = `${allowed.broadcaster}:${userId}`;
-      if (activeBan(key)?.endsAt === null) return send(400, { error: 'Bad Request', status: 400, message: 'The user specified in the user_id field is already banned.' }, headers);
+      if (activeBan(key)?.endsAt === null)
+        return send(
+          400,
+          { error: 'Bad Request', status: 400, message: 'The user specified in the user_id field is already banned.' },
+          headers,
+        );
       const now = Date.now();
-      const ban: FakeBan = { broadcasterId: allowed.broadcaster, userId, moderatorId: allowed.moderator, reason: typeof data?.reason === 'string' ? data.reason : '', endsAt: duration === undefined ? null : now + duration * 1000, at: now };
+      const ban: FakeBan = {
+        broadcasterId: allowed.broadcaster,
+        userId,
+        moderatorId: allowed.moderator,
+        reason: typeof data?.reason === 'string' ? data.reason : '',
+        endsAt: duration === undefined ? null : now + duration * 1000,
+        at: now,
+      };
       bans.set(key, ban);
-      return send(200, { data: [{ broadcaster_id: ban.broadcasterId, moderator_id: ban.moderatorId, user_id: userId, created_at: new Date(now).toISOString(), end_time: ban.endsAt === null ? null : new Date(ban.endsAt).toISOString() }] }, headers);
+      return send(
+        200,
+        {
+          data: [
+            {
+              broadcaster_id: ban.broadcasterId,
+              moderator_id: ban.moderatorId,
+              user_id: userId,
+              created_at: new Date(now).toISOString(),
+              end_time: ban.endsAt === null ? null : new Date(ban.endsAt).toISOString(),
+            },
+          ],
+        },
+        headers,
+      );
     }
     if (helixPath === '/moderation/bans' && method === 'DELETE') {
       const allowed = moderation('moderator:manage:banned_users');
       if (!allowed) return;
       const key = `${allowed.broadcaster}:${url.searchParams.get('user_id') ?? ''}`;
-      if (!activeBan(key)) return send(400, { error: 'Bad Request', status: 400, message: 'The user specified in the user_id field is not banned.' }, headers);
+      if (!activeBan(key))
+        return send(400, { error: 'Bad Request', status: 400, message: 'The user specified in the user_id field is not banned.' }, headers);
       bans.delete(key);
       return send(204, undefined, headers);
     }
     if (helixPath === '/moderation/moderators' && method === 'GET') {
       const broadcaster = url.searchParams.get('broadcaster_id') ?? '';
-      if (token.userId !== broadcaster) return send(401, { error: 'Unauthorized', status: 401, message: 'The ID in broadcaster_id must match the user ID found in the request’s OAuth token.' }, headers);
-      const data = [...(moderators.get(broadcaster) ?? [])].map((id) => ({ user_id: id, user_login: users.get(id)?.login ?? '', user_name: users.get(id)?.displayName ?? users.get(id)?.login ?? '' }));
+      if (token.userId !== broadcaster)
+        return send(
+          401,
+          {
+            error: 'Unauthorized',
+            status: 401,
+            message: 'The ID in broadcaster_id must match the user ID found in the request’s OAuth token.',
+          },
+          headers,
+        );
+      const data = [...(moderators.get(broadcaster) ?? [])].map((id) => ({
+        user_id: id,
+        user_login: users.get(id)?.login ?? '',
+        user_name: users.get(id)?.displayName ?? users.get(id)?.login ?? '',
+      }));
       return send(200, { data, pagination: {} }, headers);
     }
     if (helixPath === '/chat/shoutouts' && method === 'POST') {
       const from = url.searchParams.get('from_broadcaster_id') ?? '';
       const to = url.searchParams.get('to_broadcaster_id') ?? '';
       const moderator = url.searchParams.get('moderator_id') ?? '';
-      if (!from || !to || !moderator) return send(400, { error: 'Bad Request', status: 400, message: 'Missing required parameter' }, headers);
-      if (token.userId !== moderator) return send(401, { error: 'Unauthorized', status: 401, message: 'The ID in moderator_id must match the user ID in the user access token.' }, headers);
-      if (!token.scopes.includes('moderator:manage:shoutouts')) return send(401, { error: 'Unauthorized', status: 401, message: 'Missing scope: moderator:manage:shoutouts' }, headers);
-      if (moderator !== from && !moderators.get(from)?.has(moderator)) return send(403, { error: 'Forbidden', status: 403, message: 'The user in moderator_id is not one of the broadcaster’s moderators.' }, headers);
-      if (from === to) return send(400, { error: 'Bad Request', status: 400, message: 'The broadcaster may not give themselves a Shoutout.' }, headers);
-      if (!streams.has(from)) return send(400, { error: 'Bad Request', status: 400, message: 'The broadcaster is not streaming live.' }, headers);
+      if (!from || !to || !moderator)
+        return send(400, { error: 'Bad Request', status: 400, message: 'Missing required parameter' }, headers);
+      if (token.userId !== moderator)
+        return send(
+          401,
+          { error: 'Unauthorized', status: 401, message: 'The ID in moderator_id must match the user ID in the user access token.' },
+          headers,
+        );
+      if (!token.scopes.includes('moderator:manage:shoutouts'))
+        return send(401, { error: 'Unauthorized', status: 401, message: 'Missing scope: moderator:manage:shoutouts' }, headers);
+      if (moderator !== from && !moderators.get(from)?.has(moderator))
+        return send(
+          403,
+          { error: 'Forbidden', status: 403, message: 'The user in moderator_id is not one of the broadcaster’s moderators.' },
+          headers,
+        );
+      if (from === to)
+        return send(400, { error: 'Bad Request', status: 400, message: 'The broadcaster may not give themselves a Shoutout.' }, headers);
+      if (!streams.has(from))
+        return send(400, { error: 'Bad Request', status: 400, message: 'The broadcaster is not streaming live.' }, headers);
       const now = Date.now();
       // Twitch: one shoutout every 2 minutes, and the same channel once every 60 minutes.
-      if (shoutouts.some((shout) => shout.fromBroadcasterId === from && now - shout.at < 120_000)) return send(429, { error: 'Too Many Requests', status: 429, message: 'The broadcaster may not send a Shoutout within 2 minutes of the previous one.' }, headers);
-      if (shoutouts.some((shout) => shout.fromBroadcasterId === from && shout.toBroadcasterId === to && now - shout.at < 3_600_000)) return send(429, { error: 'Too Many Requests', status: 429, message: 'The broadcaster may not Shoutout the same channel within 60 minutes.' }, headers);
+      if (shoutouts.some((shout) => shout.fromBroadcasterId === from && now - shout.at < 120_000))
+        return send(
+          429,
+          {
+            error: 'Too Many Requests',
+            status: 429,
+            message: 'The broadcaster may not send a Shoutout within 2 minutes of the previous one.',
+          },
+          headers,
+        );
+      if (shoutouts.some((shout) => shout.fromBroadcasterId === from && shout.toBroadcasterId === to && now - shout.at < 3_600_000))
+        return send(
+          429,
+          { error: 'Too Many Requests', status: 429, message: 'The broadcaster may not Shoutout the same channel within 60 minutes.' },
+          headers,
+        );
       shoutouts.push({ fromBroadcasterId: from, toBroadcasterId: to, moderatorId: moderator, at: now });
       return send(204, undefined, headers);
     }
     if (helixPath === '/eventsub/subscriptions') {
-      const userCost = (userId: string | undefined) => subscriptions.filter((sub) => sub.status === 'enabled' && sessionOwner(sub) === userId).reduce((sum, sub) => sum + sub.cost, 0);
-      const summary = (list: FakeSubscription[]) => ({ data: list, total: list.length, total_cost: userCost(token.userId), max_total_cost: maxTotalCost, pagination: {} });
+      const userCost = (userId: string | undefined) =>
+        subscriptions.filter((sub) => sub.status === 'enabled' && sessionOwner(sub) === userId).reduce((sum, sub) => sum + sub.cost, 0);
+      const summary = (list: FakeSubscription[]) => ({
+        data: list,
+        total: list.length,
+        total_cost: userCost(token.userId),
+        max_total_cost: maxTotalCost,
+        pagination: {},
+      });
       if (method === 'GET') {
         const status = url.searchParams.get('status');
         const type = url.searchParams.get('type');
-        const list = subscriptions.filter((sub) => sub.status !== 'deleted' && (!status || sub.status === status) && (!type || sub.type === type));
+        const list = subscriptions.filter(
+          (sub) => sub.status !== 'deleted' && (!status || sub.status === status) && (!type || sub.type === type),
+        );
         return send(200, summary(list), headers);
       }
       if (method === 'DELETE') {
@@ -549,23 +686,54 @@ export async function startFakeTwitch(options: FakeTwitchOptions = {}): Promise<
         return send(204, undefined, headers);
       }
       if (method === 'POST') {
-        const input = (body ?? {}) as { type?: string; version?: string; condition?: Record<string, string>; transport?: { method?: string; session_id?: string } };
+        const input = (body ?? {}) as {
+          type?: string;
+          version?: string;
+          condition?: Record<string, string>;
+          transport?: { method?: string; session_id?: string };
+        };
         if (!input.type || !input.version || !input.condition || input.transport?.method !== 'websocket' || !input.transport.session_id) {
-          return send(400, { error: 'Bad Request', status: 400, message: 'type, version, condition and a websocket transport with session_id are required' }, headers);
+          return send(
+            400,
+            {
+              error: 'Bad Request',
+              status: 400,
+              message: 'type, version, condition and a websocket transport with session_id are required',
+            },
+            headers,
+          );
         }
         const session = sessions.find((candidate) => candidate.id === input.transport!.session_id);
         if (!session || session.status === 'disconnected') {
-          return send(400, { error: 'Bad Request', status: 400, message: 'websocket transport session does not exist or has already disconnected' }, headers);
+          return send(
+            400,
+            { error: 'Bad Request', status: 400, message: 'websocket transport session does not exist or has already disconnected' },
+            headers,
+          );
         }
-        if (!token.userId) return send(400, { error: 'Bad Request', status: 400, message: 'websocket transport cannot be used with an app access token' }, headers);
+        if (!token.userId)
+          return send(
+            400,
+            { error: 'Bad Request', status: 400, message: 'websocket transport cannot be used with an app access token' },
+            headers,
+          );
         for (const scopeSet of REQUIRED_SCOPES[input.type] ?? []) {
           if (!scopeSet.some((scope) => token.scopes.includes(scope))) {
-            return send(403, { error: 'Forbidden', status: 403, message: `subscription missing proper authorization (needs one of ${scopeSet.join(', ')})` }, headers);
+            return send(
+              403,
+              {
+                error: 'Forbidden',
+                status: 403,
+                message: `subscription missing proper authorization (needs one of ${scopeSet.join(', ')})`,
+              },
+              headers,
+            );
           }
         }
         // Types that need a scope need the channel's own authorization: the broadcaster's token, or for
         // channel.follow a moderator's token naming that moderator in the condition.
-        const channelId = input.condition.broadcaster_user_id ?? input.condition.to_broadcaster_user_id ?? input.condition.from_broadcaster_user_id;
+        const channelId =
+          input.condition.broadcaster_user_id ?? input.condition.to_broadcaster_user_id ?? input.condition.from_broadcaster_user_id;
         const needsAuthorization = REQUIRED_SCOPES[input.type] !== undefined;
         if (input.type === 'channel.follow') {
           const moderator = input.condition.moderator_user_id;
@@ -576,23 +744,54 @@ export async function startFakeTwitch(options: FakeTwitchOptions = {}): Promise<
           return send(403, { error: 'Forbidden', status: 403, message: 'subscription missing proper authorization' }, headers);
         }
         if (session.userId && session.userId !== token.userId) {
-          return send(400, { error: 'Bad Request', status: 400, message: 'websocket transport session belongs to a different user' }, headers);
+          return send(
+            400,
+            { error: 'Bad Request', status: 400, message: 'websocket transport session belongs to a different user' },
+            headers,
+          );
         }
         if (!session.userId) {
           const connected = openSessions().filter((candidate) => candidate.userId === token.userId).length;
-          if (connected >= maxConnectionsPerUser) return send(429, { error: 'Too Many Requests', status: 429, message: 'number of websocket transports limit exceeded' }, headers);
+          if (connected >= maxConnectionsPerUser)
+            return send(
+              429,
+              { error: 'Too Many Requests', status: 429, message: 'number of websocket transports limit exceeded' },
+              headers,
+            );
         }
-        if (subscriptions.filter((sub) => sub.status === 'enabled' && sub.transport.session_id === session.id).length >= maxSubscriptionsPerConnection) {
-          return send(429, { error: 'Too Many Requests', status: 429, message: 'number of subscriptions per websocket transport limit exceeded' }, headers);
+        if (
+          subscriptions.filter((sub) => sub.status === 'enabled' && sub.transport.session_id === session.id).length >=
+          maxSubscriptionsPerConnection
+        ) {
+          return send(
+            429,
+            { error: 'Too Many Requests', status: 429, message: 'number of subscriptions per websocket transport limit exceeded' },
+            headers,
+          );
         }
         // Cost 0 when the channel authorized the app (its own token, or a type that needs authorization); 1 otherwise.
         const cost = needsAuthorization || channelId === token.userId ? 0 : 1;
         if (userCost(token.userId) + cost > maxTotalCost) {
-          return send(429, { error: 'Too Many Requests', status: 429, message: `subscription would exceed max_total_cost (${maxTotalCost})`, total_cost: userCost(token.userId), max_total_cost: maxTotalCost }, headers);
+          return send(
+            429,
+            {
+              error: 'Too Many Requests',
+              status: 429,
+              message: `subscription would exceed max_total_cost (${maxTotalCost})`,
+              total_cost: userCost(token.userId),
+              max_total_cost: maxTotalCost,
+            },
+            headers,
+          );
         }
         const conditionKey = JSON.stringify(Object.entries(input.condition).sort());
         const duplicate = subscriptions.find(
-          (sub) => sub.status === 'enabled' && sub.type === input.type && sub.version === input.version && sub.transport.session_id === session.id && JSON.stringify(Object.entries(sub.condition).sort()) === conditionKey,
+          (sub) =>
+            sub.status === 'enabled' &&
+            sub.type === input.type &&
+            sub.version === input.version &&
+            sub.transport.session_id === session.id &&
+            JSON.stringify(Object.entries(sub.condition).sort()) === conditionKey,
         );
         if (duplicate) return send(409, { error: 'Conflict', status: 409, message: 'subscription already exists' }, headers);
         const sub: FakeSubscription = {
@@ -748,7 +947,6 @@ export async function startFakeTwitch(options: FakeTwitchOptions = {}): Promise<
     server6.listen(port, '::1', () => resolve());
   });
 
-
   const fake: FakeTwitch = {
     port,
     url: `http://localhost:${port}`,
@@ -807,7 +1005,13 @@ export async function startFakeTwitch(options: FakeTwitchOptions = {}): Promise<
       // Like Twitch, only subscriptions whose condition the event matches (e.g. its broadcaster) get it.
       const targets = fake
         .activeSubscriptions(type)
-        .filter((sub) => (!version || sub.version === version) && Object.entries(sub.condition).every(([key, value]) => event[key] === undefined || event[key] === null || String(event[key]) === value));
+        .filter(
+          (sub) =>
+            (!version || sub.version === version) &&
+            Object.entries(sub.condition).every(
+              ([key, value]) => event[key] === undefined || event[key] === null || String(event[key]) === value,
+            ),
+        );
       if (targets.length === 0) throw new Error(`no enabled subscription of type ${type}${version ? ` v${version}` : ''}`);
       const ids: string[] = [];
       for (const sub of targets) {
@@ -838,7 +1042,9 @@ export async function startFakeTwitch(options: FakeTwitchOptions = {}): Promise<
       if (!target) throw new Error('no connected session to redeliver on');
       const frame = JSON.parse(sent.frame) as { payload: { subscription: FakeSubscription } };
       if (target !== session) {
-        const sub = fake.activeSubscriptions(frame.payload.subscription.type).find((candidate) => candidate.transport.session_id === target.id);
+        const sub = fake
+          .activeSubscriptions(frame.payload.subscription.type)
+          .find((candidate) => candidate.transport.session_id === target.id);
         if (sub) frame.payload.subscription = sub;
       }
       sendFrame(target, frame);

@@ -126,7 +126,12 @@ function unescapeTag(value: string): string {
 }
 
 function formatTags(tags: Record<string, string>): string {
-  return '@' + Object.entries(tags).map(([key, value]) => `${key}=${escapeTag(value)}`).join(';');
+  return (
+    '@' +
+    Object.entries(tags)
+      .map(([key, value]) => `${key}=${escapeTag(value)}`)
+      .join(';')
+  );
 }
 
 function derivedId(name: string): string {
@@ -297,7 +302,8 @@ export class FakeTwitchIrc {
   sendLines(channel: string, lines: string[]): void {
     const name = channel.replace(/^#/, '').toLowerCase();
     const frame = lines.map((line) => `${line}\r\n`).join('');
-    for (const client of this.clients.values()) if (client.registered && client.channels.has(name) && client.socket.readyState === 1) client.socket.send(frame);
+    for (const client of this.clients.values())
+      if (client.registered && client.channels.has(name) && client.socket.readyState === 1) client.socket.send(frame);
   }
 
   /** PRIVMSGs received for a channel. */
@@ -397,7 +403,10 @@ export class FakeTwitchIrc {
         this.write(client, `:${SERVER} 372 ${me} :You are in a maze of twisty passages, all alike.`);
         this.write(client, `:${SERVER} 376 ${me} :>`);
         if (client.caps.has('twitch.tv/tags')) {
-          this.write(client, `@badge-info=;badges=;color=#1E90FF;display-name=${me};emote-sets=0;user-id=${this.botUserId};user-type= :${SERVER} GLOBALUSERSTATE`);
+          this.write(
+            client,
+            `@badge-info=;badges=;color=#1E90FF;display-name=${me};emote-sets=0;user-id=${this.botUserId};user-type= :${SERVER} GLOBALUSERSTATE`,
+          );
         }
         return;
       }
@@ -416,7 +425,10 @@ export class FakeTwitchIrc {
           this.write(client, `:${nick}.tmi.twitch.tv 353 ${nick} = #${channel} :${nick}`);
           this.write(client, `:${nick}.tmi.twitch.tv 366 ${nick} #${channel} :End of /NAMES list`);
           this.write(client, this.userStateLine(client, channel));
-          this.write(client, `@emote-only=0;followers-only=-1;r9k=0;room-id=${this.roomId(channel)};slow=0;subs-only=0 :${SERVER} ROOMSTATE #${channel}`);
+          this.write(
+            client,
+            `@emote-only=0;followers-only=-1;r9k=0;room-id=${this.roomId(channel)};slow=0;subs-only=0 :${SERVER} ROOMSTATE #${channel}`,
+          );
         }
         return;
       }
@@ -437,7 +449,10 @@ export class FakeTwitchIrc {
         if (limit) client.sent = client.sent.filter((at) => at > now - limit.windowMs);
         if (limit && client.sent.length >= limit.max) {
           this.privmsgs.push({ connection: client.id, channel, text, tags: message.tags, at: now, accepted: false });
-          this.write(client, `@msg-id=msg_ratelimit :${SERVER} NOTICE #${channel} :Your message was not sent because you are sending messages too quickly.`);
+          this.write(
+            client,
+            `@msg-id=msg_ratelimit :${SERVER} NOTICE #${channel} :Your message was not sent because you are sending messages too quickly.`,
+          );
           return;
         }
         client.sent.push(now);
@@ -479,11 +494,18 @@ export class FakeTwitchIrc {
       req.on('end', () => {
         const params = new URLSearchParams(url.search);
         for (const [key, value] of new URLSearchParams(body)) params.set(key, value);
-        if (params.get('grant_type') !== 'refresh_token' || !params.get('refresh_token')) return json(400, { status: 400, message: 'unsupported grant' });
+        if (params.get('grant_type') !== 'refresh_token' || !params.get('refresh_token'))
+          return json(400, { status: 400, message: 'unsupported grant' });
         const accessToken = `refreshed-${randomUUID()}`;
         this.refreshedTokens.push(accessToken);
         this.acceptTokens?.add(accessToken);
-        json(200, { access_token: accessToken, refresh_token: `refresh-${randomUUID()}`, expires_in: 14_000, scope: this.options.scopes ?? ['chat:read', 'chat:edit'], token_type: 'bearer' });
+        json(200, {
+          access_token: accessToken,
+          refresh_token: `refresh-${randomUUID()}`,
+          expires_in: 14_000,
+          scope: this.options.scopes ?? ['chat:read', 'chat:edit'],
+          token_type: 'bearer',
+        });
       });
       return;
     }

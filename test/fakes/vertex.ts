@@ -9,7 +9,16 @@
  */
 import { createServer, type IncomingMessage, type ServerResponse } from 'node:http';
 import { listenLoopback, readBody, sendJson as sendJsonBody } from './http.js';
-import { countTokens, createScriptedModel, type FakeReply, type FakeScript, type FakeToolCall, type FakeUsage, type RecordedMessage, type RecordedRequest } from './openai.js';
+import {
+  countTokens,
+  createScriptedModel,
+  type FakeReply,
+  type FakeScript,
+  type FakeToolCall,
+  type FakeUsage,
+  type RecordedMessage,
+  type RecordedRequest,
+} from './openai.js';
 
 export interface FakeVertex {
   /** Base URL for `createVertex({ baseURL })` (ends at `/publishers/google`). */
@@ -25,7 +34,15 @@ export interface FakeVertex {
   stop(): Promise<void>;
 }
 
-const STATUS_NAMES: Record<number, string> = { 400: 'INVALID_ARGUMENT', 401: 'UNAUTHENTICATED', 403: 'PERMISSION_DENIED', 404: 'NOT_FOUND', 429: 'RESOURCE_EXHAUSTED', 500: 'INTERNAL', 503: 'UNAVAILABLE' };
+const STATUS_NAMES: Record<number, string> = {
+  400: 'INVALID_ARGUMENT',
+  401: 'UNAUTHENTICATED',
+  403: 'PERMISSION_DENIED',
+  404: 'NOT_FOUND',
+  429: 'RESOURCE_EXHAUSTED',
+  500: 'INTERNAL',
+  503: 'UNAVAILABLE',
+};
 
 function partsText(parts: any[] | undefined): string {
   return (parts ?? []).map((part) => (typeof part?.text === 'string' ? part.text : '')).join('');
@@ -38,7 +55,13 @@ function normalizeGemini(body: any): Pick<RecordedRequest, 'system' | 'messages'
   for (const text of system) messages.push({ role: 'system', text });
   for (const content of body.contents ?? []) {
     const parts: any[] = content.parts ?? [];
-    const calls = parts.filter((part) => part.functionCall).map((part) => ({ id: part.functionCall.id ?? part.functionCall.name, name: part.functionCall.name, args: JSON.stringify(part.functionCall.args ?? {}) }));
+    const calls = parts
+      .filter((part) => part.functionCall)
+      .map((part) => ({
+        id: part.functionCall.id ?? part.functionCall.name,
+        name: part.functionCall.name,
+        args: JSON.stringify(part.functionCall.args ?? {}),
+      }));
     const responses = parts.filter((part) => part.functionResponse);
     if (responses.length > 0) {
       for (const part of responses) {
@@ -49,7 +72,11 @@ function normalizeGemini(body: any): Pick<RecordedRequest, 'system' | 'messages'
       }
       continue;
     }
-    messages.push({ role: content.role === 'model' ? 'assistant' : 'user', text: partsText(parts), ...(calls.length ? { toolCalls: calls } : {}) });
+    messages.push({
+      role: content.role === 'model' ? 'assistant' : 'user',
+      text: partsText(parts),
+      ...(calls.length ? { toolCalls: calls } : {}),
+    });
   }
   const declarations = (body.tools ?? []).flatMap((tool: any) => tool.functionDeclarations ?? []);
   return {
@@ -66,22 +93,37 @@ function sendJson(res: ServerResponse, status: number, value: unknown) {
 }
 
 /** Starts the fake Vertex endpoint on a free loopback port. */
-export async function startFakeVertex(options: { project?: string; location?: string; defaultScript?: FakeScript | FakeReply } = {}): Promise<FakeVertex> {
+export async function startFakeVertex(
+  options: { project?: string; location?: string; defaultScript?: FakeScript | FakeReply } = {},
+): Promise<FakeVertex> {
   const project = options.project ?? 'test-project';
   const location = options.location ?? 'us-central1';
   const model = createScriptedModel(options.defaultScript);
   const { requests } = model;
 
-  const answer = (res: ServerResponse, request: RecordedRequest, reply: { text?: string; toolCalls?: FakeToolCall[]; usage?: FakeUsage }) => {
+  const answer = (
+    res: ServerResponse,
+    request: RecordedRequest,
+    reply: { text?: string; toolCalls?: FakeToolCall[]; usage?: FakeUsage },
+  ) => {
     const parts: any[] = [];
     if (reply.text) parts.push({ text: reply.text });
     // Gemini 2.5+ signs its function calls; the SDK replays the signature on the next turn.
-    for (const call of reply.toolCalls ?? []) parts.push({ functionCall: { name: call.name, args: call.args ?? {} }, thoughtSignature: Buffer.from(`sig:${call.name}`).toString('base64') });
+    for (const call of reply.toolCalls ?? [])
+      parts.push({
+        functionCall: { name: call.name, args: call.args ?? {} },
+        thoughtSignature: Buffer.from(`sig:${call.name}`).toString('base64'),
+      });
     const promptText = request.messages.map((m) => m.text).join('\n');
     const input = reply.usage?.input ?? countTokens(promptText);
     const output = reply.usage?.output ?? countTokens((reply.text ?? '') + (reply.toolCalls ? JSON.stringify(reply.toolCalls) : ''));
     model.count(input + output);
-    const usageMetadata = { promptTokenCount: input, candidatesTokenCount: output, totalTokenCount: input + output, trafficType: 'ON_DEMAND' };
+    const usageMetadata = {
+      promptTokenCount: input,
+      candidatesTokenCount: output,
+      totalTokenCount: input + output,
+      trafficType: 'ON_DEMAND',
+    };
     const response = {
       candidates: [{ content: { role: 'model', parts }, finishReason: 'STOP', avgLogprobs: -0.1 }],
       usageMetadata,
@@ -95,9 +137,14 @@ export async function startFakeVertex(options: { project?: string; location?: st
     }
     res.writeHead(200, { 'content-type': 'text/event-stream' });
     // Gemini streams text first, then function calls and usage with the final chunk.
-    if (reply.text) res.write(`data: ${JSON.stringify({ candidates: [{ content: { role: 'model', parts: [{ text: reply.text }] } }], modelVersion: request.model })}\r\n\r\n`);
+    if (reply.text)
+      res.write(
+        `data: ${JSON.stringify({ candidates: [{ content: { role: 'model', parts: [{ text: reply.text }] } }], modelVersion: request.model })}\r\n\r\n`,
+      );
     const finalParts = parts.filter((part) => part.functionCall);
-    res.write(`data: ${JSON.stringify({ candidates: [{ content: { role: 'model', parts: finalParts }, finishReason: 'STOP' }], usageMetadata, modelVersion: request.model })}\r\n\r\n`);
+    res.write(
+      `data: ${JSON.stringify({ candidates: [{ content: { role: 'model', parts: finalParts }, finishReason: 'STOP' }], usageMetadata, modelVersion: request.model })}\r\n\r\n`,
+    );
     res.end();
   };
 
@@ -109,7 +156,9 @@ export async function startFakeVertex(options: { project?: string; location?: st
       return;
     }
     if (!/^Bearer \S+/.test(String(req.headers.authorization ?? '')) && !req.headers['x-goog-api-key']) {
-      sendJson(res, 401, { error: { code: 401, message: 'Request is missing required authentication credential.', status: 'UNAUTHENTICATED' } });
+      sendJson(res, 401, {
+        error: { code: 401, message: 'Request is missing required authentication credential.', status: 'UNAUTHENTICATED' },
+      });
       return;
     }
     let body: any;

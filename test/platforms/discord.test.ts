@@ -66,7 +66,11 @@ describe('discord mentions', () => {
   it('builds replies that ping only users, reply to the message with the first part and carry a nonce Discord enforces', () => {
     const bodies = replyBodies(`@here ${'z'.repeat(2500)}`, { replyTo: '77', key: 'env:cand' });
     expect(bodies).toHaveLength(2);
-    expect(bodies[0]).toMatchObject({ allowed_mentions: { parse: ['users'], replied_user: true }, message_reference: { message_id: '77', fail_if_not_exists: false }, enforce_nonce: true });
+    expect(bodies[0]).toMatchObject({
+      allowed_mentions: { parse: ['users'], replied_user: true },
+      message_reference: { message_id: '77', fail_if_not_exists: false },
+      enforce_nonce: true,
+    });
     expect(bodies[1]!.message_reference).toBeUndefined();
     expect(bodies[0]!.nonce).not.toBe(bodies[1]!.nonce);
     expect(bodies[0]!.nonce!.length).toBeLessThanOrEqual(25);
@@ -78,7 +82,12 @@ describe('discord normalization', () => {
   it('makes a chat envelope with platform discord, a channel no username can equal, and the message to reply to', () => {
     const envelope = normalizeDiscordMessage(message({ replyToMessageId: '0' }), { egressDestination: 'internal.egress.abc.v1' });
     expect(envelope.type).toBe('external.chat.message.v1');
-    expect(envelope.source).toMatchObject({ platform: 'discord', channel: 'BitBrat HQ #general', channelId: '10', egressDestination: 'internal.egress.abc.v1' });
+    expect(envelope.source).toMatchObject({
+      platform: 'discord',
+      channel: 'BitBrat HQ #general',
+      channelId: '10',
+      egressDestination: 'internal.egress.abc.v1',
+    });
     expect(envelope.user).toMatchObject({ id: '5', name: 'general', displayName: 'General Kenobi' });
     expect(envelope.message).toEqual({ id: '1', text: '!ping', replyToMessageId: '0' });
     expect(envelope.qos?.maxResponseMs).toBe(30_000);
@@ -104,7 +113,11 @@ describe('discord normalization', () => {
 
 describe('discord egress decisions', () => {
   const reply = (text: string, platform = 'discord'): Envelope =>
-    createEnvelope({ type: 'external.chat.message.v1', source: { platform, channel: 'x', channelId: '10' }, extra: { message: { id: '1', text: 'q' }, candidates: [createReply('test', text)], qos: { maxResponseMs: 30_000 } } });
+    createEnvelope({
+      type: 'external.chat.message.v1',
+      source: { platform, channel: 'x', channelId: '10' },
+      extra: { message: { id: '1', text: 'q' }, candidates: [createReply('test', text)], qos: { maxResponseMs: 30_000 } },
+    });
   const transport = (sent: DiscordMessageBody[], fail?: Error) => ({
     isConfigured: () => true,
     post: async (_channel: string, body: DiscordMessageBody) => {
@@ -123,7 +136,10 @@ describe('discord egress decisions', () => {
 
   it('fails as NOT_CONFIGURED without a connection, and as PROVIDER_ERROR when Discord refuses', async () => {
     expect((await deliverDiscordReply(reply('hi'), undefined)).failure?.code).toBe('NOT_CONFIGURED');
-    const refused = await deliverDiscordReply(reply('hi'), transport([], Object.assign(new Error('Missing Access'), { status: 403, code: 50001 })));
+    const refused = await deliverDiscordReply(
+      reply('hi'),
+      transport([], Object.assign(new Error('Missing Access'), { status: 403, code: 50001 })),
+    );
     expect(refused.failure).toMatchObject({ code: 'PROVIDER_ERROR', message: expect.stringMatching(/403.*50001.*Missing Access/) });
     expect(refused.envelope.delivery).toMatchObject({ delivered: false, reason: 'SEND_FAILED' });
   });
@@ -137,17 +153,22 @@ describe('discord egress decisions', () => {
 });
 
 describe('go-live announcement text', () => {
-  const online = (payload: Record<string, unknown>) => createEnvelope({ type: 'system.stream.online', source: { platform: 'twitch', channel: 'streamer', channelId: '1000' }, payload });
+  const online = (payload: Record<string, unknown>) =>
+    createEnvelope({ type: 'system.stream.online', source: { platform: 'twitch', channel: 'streamer', channelId: '1000' }, payload });
 
   it('fills the template with title, game and link, with mass mentions neutralized', () => {
     const facts = streamFacts(online({ channel: 'Streamer', title: 'Hi @everyone', game: 'Celeste' }));
     expect(facts).toEqual({ channel: 'Streamer', title: 'Hi @everyone', game: 'Celeste', link: 'https://twitch.tv/streamer' });
-    expect(renderAnnouncement('{channel}: {title} / {game} {link} {unknown}', facts)).toBe('Streamer: Hi @\u200beveryone / Celeste https://twitch.tv/streamer {unknown}');
+    expect(renderAnnouncement('{channel}: {title} / {game} {link} {unknown}', facts)).toBe(
+      'Streamer: Hi @\u200beveryone / Celeste https://twitch.tv/streamer {unknown}',
+    );
     expect(streamFacts(online({}))).toMatchObject({ channel: 'streamer', title: 'no title yet', game: 'something' });
   });
 
   it('keys a stream by its id, else its start time, so two events of one stream share the key', () => {
-    expect(streamKey(online({ channelId: '1000', streamId: 's1' }))).toBe(streamKey(online({ channelId: '1000', streamId: 's1', title: 'other' })));
+    expect(streamKey(online({ channelId: '1000', streamId: 's1' }))).toBe(
+      streamKey(online({ channelId: '1000', streamId: 's1', title: 'other' })),
+    );
     expect(streamKey(online({ channelId: '1000', streamId: 's1' }))).not.toBe(streamKey(online({ channelId: '1000', streamId: 's2' })));
     expect(streamKey(online({ channelId: '1000', startedAt: '2026-01-01T00:00:00Z' }))).toBe('1000:2026-01-01T00:00:00Z');
   });
@@ -157,7 +178,19 @@ describe('the discord go-live rule', () => {
   const defaults = RulesFileSchema.parse(JSON.parse(readFileSync(DEFAULT_RULES_FILE, 'utf8'))).rules;
   const set = compileRules([...defaults, GO_LIVE_RULE]);
   const route = (type: string) =>
-    matchRule(set, evaluationData(createEnvelope({ type, source: { platform: 'twitch', channel: 'streamer', channelId: '1' }, payload: { text: 'hello' }, extra: { message: { text: 'hello' } } }), 'ingress', 'bitbrat'));
+    matchRule(
+      set,
+      evaluationData(
+        createEnvelope({
+          type,
+          source: { platform: 'twitch', channel: 'streamer', channelId: '1' },
+          payload: { text: 'hello' },
+          extra: { message: { text: 'hello' } },
+        }),
+        'ingress',
+        'bitbrat',
+      ),
+    );
 
   it('is a valid rule that sends stream online and offline through the discord step, ahead of the default system rule', () => {
     expect(set.rejected).toEqual([]);

@@ -19,7 +19,14 @@ import { createStore, type Store } from '../../src/store/index.js';
 import { startFakeKick, type FakeKick } from '../fakes/kick.js';
 
 const TOKEN_KEY = { get: async (name: string) => (name === 'TOKEN_ENCRYPTION_KEY' ? 'b'.repeat(64) : undefined) };
-const EVENTS = ['chat.message.sent', 'channel.followed', 'channel.subscription.new', 'channel.subscription.renewal', 'channel.subscription.gifts', 'livestream.status.updated'];
+const EVENTS = [
+  'chat.message.sent',
+  'channel.followed',
+  'channel.subscription.new',
+  'channel.subscription.renewal',
+  'channel.subscription.gifts',
+  'livestream.status.updated',
+];
 
 describe('the Kick client against the fake Kick', () => {
   let fake: FakeKick;
@@ -29,8 +36,18 @@ describe('the Kick client against the fake Kick', () => {
     fake = await startFakeKick();
     fake.users.set(1001, { user_id: 1001, name: 'Streamer' });
     fake.users.set(2002, { user_id: 2002, name: 'BratBot' });
-    fake.channels.set('streamer', { broadcaster_user_id: 1001, slug: 'streamer', stream_title: 'Speedruns', stream: { is_live: true, start_time: '2025-01-01T00:00:00Z', viewer_count: 42 } });
-    fake.channels.set('friend', { broadcaster_user_id: 1003, slug: 'friend', stream_title: '', stream: { is_live: false, start_time: '0001-01-01T00:00:00Z', viewer_count: 0 } });
+    fake.channels.set('streamer', {
+      broadcaster_user_id: 1001,
+      slug: 'streamer',
+      stream_title: 'Speedruns',
+      stream: { is_live: true, start_time: '2025-01-01T00:00:00Z', viewer_count: 42 },
+    });
+    fake.channels.set('friend', {
+      broadcaster_user_id: 1003,
+      slug: 'friend',
+      stream_title: '',
+      stream: { is_live: false, start_time: '0001-01-01T00:00:00Z', viewer_count: 0 },
+    });
     store = await createStore({ driver: 'pglite', dataDir: 'memory://', embedded: true, secrets: TOKEN_KEY });
     await store.init();
   });
@@ -59,16 +76,27 @@ describe('the Kick client against the fake Kick', () => {
     const { accessToken } = fake.issueToken(2002);
     const sent = await clientWith(accessToken).sendChat({ broadcasterUserId: 1001, content: 'pong', replyToMessageId: 'km-1' });
     expect(sent.is_sent).toBe(true);
-    expect(fake.chats.at(-1)).toMatchObject({ broadcaster_user_id: 1001, content: 'pong', reply_to_message_id: 'km-1', type: 'user', senderUserId: 2002, message_id: sent.message_id });
+    expect(fake.chats.at(-1)).toMatchObject({
+      broadcaster_user_id: 1001,
+      content: 'pong',
+      reply_to_message_id: 'km-1',
+      type: 'user',
+      senderUserId: 2002,
+      message_id: sent.message_id,
+    });
   });
 
   it("turns Kick's 429 into a KickApiError carrying Retry-After, and other failures into one with Kick's message", async () => {
     const { accessToken } = fake.issueToken(2002);
     fake.rateLimitNext(1, 3);
-    const limited = await clientWith(accessToken).sendChat({ broadcasterUserId: 1001, content: 'x' }).catch((error: unknown) => error);
+    const limited = await clientWith(accessToken)
+      .sendChat({ broadcasterUserId: 1001, content: 'x' })
+      .catch((error: unknown) => error);
     expect(limited).toBeInstanceOf(KickApiError);
     expect(limited).toMatchObject({ status: 429, retryAfterMs: 3_000 });
-    const refused = await clientWith(accessToken).sendChat({ broadcasterUserId: 1001, content: 'y'.repeat(501) }).catch((error: unknown) => error);
+    const refused = await clientWith(accessToken)
+      .sendChat({ broadcasterUserId: 1001, content: 'y'.repeat(501) })
+      .catch((error: unknown) => error);
     expect(refused).toMatchObject({ status: 400, message: expect.stringContaining('500 characters') });
   });
 
@@ -76,17 +104,56 @@ describe('the Kick client against the fake Kick', () => {
     fake.loginAs(1001);
     const pkce = createPkcePair();
     const redirectUri = 'http://localhost:9/oauth/kick/callback';
-    const authorize = await fetch(kickAuthorizeUrl({ authUrl: fake.url, clientId: fake.clientId, redirectUri, scopes: ['user:read', 'events:subscribe'], state: 'st', challenge: pkce.challenge }), { redirect: 'manual' });
+    const authorize = await fetch(
+      kickAuthorizeUrl({
+        authUrl: fake.url,
+        clientId: fake.clientId,
+        redirectUri,
+        scopes: ['user:read', 'events:subscribe'],
+        state: 'st',
+        challenge: pkce.challenge,
+      }),
+      { redirect: 'manual' },
+    );
     expect(authorize.status).toBe(302);
     const code = new URL(authorize.headers.get('location')!).searchParams.get('code')!;
-    const wrong = await exchangeKickCode({ authUrl: fake.url, clientId: fake.clientId, clientSecret: fake.clientSecret, code, redirectUri, verifier: createPkcePair().verifier }).catch((error: unknown) => error);
+    const wrong = await exchangeKickCode({
+      authUrl: fake.url,
+      clientId: fake.clientId,
+      clientSecret: fake.clientSecret,
+      code,
+      redirectUri,
+      verifier: createPkcePair().verifier,
+    }).catch((error: unknown) => error);
     expect(wrong).toMatchObject({ status: 400, message: expect.stringContaining('code_verifier') });
 
-    const again = await fetch(kickAuthorizeUrl({ authUrl: fake.url, clientId: fake.clientId, redirectUri, scopes: ['user:read', 'events:subscribe'], state: 'st', challenge: pkce.challenge }), { redirect: 'manual' });
+    const again = await fetch(
+      kickAuthorizeUrl({
+        authUrl: fake.url,
+        clientId: fake.clientId,
+        redirectUri,
+        scopes: ['user:read', 'events:subscribe'],
+        state: 'st',
+        challenge: pkce.challenge,
+      }),
+      { redirect: 'manual' },
+    );
     const code2 = new URL(again.headers.get('location')!).searchParams.get('code')!;
-    const tokens = await exchangeKickCode({ authUrl: fake.url, clientId: fake.clientId, clientSecret: fake.clientSecret, code: code2, redirectUri, verifier: pkce.verifier });
+    const tokens = await exchangeKickCode({
+      authUrl: fake.url,
+      clientId: fake.clientId,
+      clientSecret: fake.clientSecret,
+      code: code2,
+      redirectUri,
+      verifier: pkce.verifier,
+    });
     expect(tokens).toMatchObject({ token_type: 'Bearer', scope: 'user:read events:subscribe', expires_in: 7200 });
-    const refreshed = await refreshKickToken({ authUrl: fake.url, clientId: fake.clientId, clientSecret: fake.clientSecret, refreshToken: tokens.refresh_token! });
+    const refreshed = await refreshKickToken({
+      authUrl: fake.url,
+      clientId: fake.clientId,
+      clientSecret: fake.clientSecret,
+      refreshToken: tokens.refresh_token!,
+    });
     expect(refreshed.refresh_token).not.toBe(tokens.refresh_token);
     expect(fake.tokenValid(tokens.access_token)).toBe(false);
     await revokeKickToken({ authUrl: fake.url, token: refreshed.access_token, hint: 'access_token' });
@@ -95,10 +162,22 @@ describe('the Kick client against the fake Kick', () => {
 
   it('refreshes an expired stored token once on a 401, stores the new pair with compare-and-set, and other callers reuse it', async () => {
     const issued = fake.issueToken(2002, 'chat:write user:read', 0);
-    await store.putToken({ id: KickTokenId.bot, accessToken: issued.accessToken, refreshToken: issued.refreshToken, scopes: ['chat:write', 'user:read'], expiresAt: null, obtainedAt: new Date().toISOString(), userId: '2002' });
+    await store.putToken({
+      id: KickTokenId.bot,
+      accessToken: issued.accessToken,
+      refreshToken: issued.refreshToken,
+      scopes: ['chat:write', 'user:read'],
+      expiresAt: null,
+      obtainedAt: new Date().toISOString(),
+      userId: '2002',
+    });
     const tokens = createKickTokens({ store, clientId: fake.clientId, clientSecret: fake.clientSecret, authUrl: fake.url });
     const before = await store.getToken(KickTokenId.bot);
-    const client = createKickClient({ apiUrl: fake.url, accessToken: async () => (await tokens.accessToken(KickTokenId.bot))!, onUnauthorized: async (stale) => await tokens.refresh(KickTokenId.bot, stale) });
+    const client = createKickClient({
+      apiUrl: fake.url,
+      accessToken: async () => (await tokens.accessToken(KickTokenId.bot))!,
+      onUnauthorized: async (stale) => await tokens.refresh(KickTokenId.bot, stale),
+    });
     const tokenCalls = () => fake.requestsTo('/oauth/token').length;
     const start = tokenCalls();
     const [a, b] = await Promise.all([client.getUsers(), client.getUsers()]);
@@ -126,7 +205,12 @@ describe('the Kick client against the fake Kick', () => {
     await tokens.seed();
     expect((await store.getToken(KickTokenId.bot))!.version).toBe(1);
     const fromFlow = fake.issueToken(2002);
-    await store.putToken({ id: KickTokenId.bot, accessToken: fromFlow.accessToken, scopes: ['chat:write'], obtainedAt: new Date().toISOString() });
+    await store.putToken({
+      id: KickTokenId.bot,
+      accessToken: fromFlow.accessToken,
+      scopes: ['chat:write'],
+      obtainedAt: new Date().toISOString(),
+    });
     await createKickTokens({ store, seed: fake.issueToken(2002) }).seed();
     expect((await store.getToken(KickTokenId.bot))!.accessToken).toBe(fromFlow.accessToken);
   });
@@ -134,14 +218,19 @@ describe('the Kick client against the fake Kick', () => {
   it('reconciles subscriptions: keeps the wanted ones, creates the missing, deletes duplicates and other channels, and is idempotent', async () => {
     const { accessToken } = fake.issueToken(1001);
     const client = clientWith(accessToken);
-    await client.createSubscriptions(1001, [{ name: 'chat.message.sent', version: 1 }, { name: 'chat.message.sent', version: 1 }]);
+    await client.createSubscriptions(1001, [
+      { name: 'chat.message.sent', version: 1 },
+      { name: 'chat.message.sent', version: 1 },
+    ]);
     await client.createSubscriptions(1003, [{ name: 'channel.followed', version: 1 }]);
     const first = await reconcileKickSubscriptions(client, [1001]);
     expect(first.kept).toHaveLength(1);
     expect(first.deleted).toHaveLength(2);
     expect(first.created.map((entry) => entry.event).sort()).toEqual(EVENTS.filter((event) => event !== 'chat.message.sent').sort());
     expect(first.active['1001']!.sort()).toEqual([...EVENTS].sort());
-    expect(fake.subscriptions.map((sub) => `${sub.broadcaster_user_id}:${sub.event}`).sort()).toEqual(EVENTS.map((event) => `1001:${event}`).sort());
+    expect(fake.subscriptions.map((sub) => `${sub.broadcaster_user_id}:${sub.event}`).sort()).toEqual(
+      EVENTS.map((event) => `1001:${event}`).sort(),
+    );
     expect(fake.requestsTo('/public/v1/events/subscriptions', 'POST').at(-1)!.body).toContain('"method":"webhook"');
     const second = await reconcileKickSubscriptions(client, [1001]);
     expect(second).toMatchObject({ created: [], deleted: [] });

@@ -39,15 +39,40 @@ function signed(body: string, options: { messageId?: string; timestamp?: string;
   } as Record<string, string>;
 }
 
-const BROADCASTER = { is_anonymous: false, user_id: 1001, username: 'Streamer', is_verified: true, profile_picture: '', channel_slug: 'streamer', identity: null };
-const VIEWER = { is_anonymous: false, user_id: 3003, username: 'Viewer_Vic', is_verified: false, profile_picture: '', channel_slug: 'viewer_vic', identity: { username_color: '#FF5733', badges: [{ text: 'Moderator', type: 'moderator' }, { text: 'Subscriber', type: 'subscriber', count: 3 }] } };
+const BROADCASTER = {
+  is_anonymous: false,
+  user_id: 1001,
+  username: 'Streamer',
+  is_verified: true,
+  profile_picture: '',
+  channel_slug: 'streamer',
+  identity: null,
+};
+const VIEWER = {
+  is_anonymous: false,
+  user_id: 3003,
+  username: 'Viewer_Vic',
+  is_verified: false,
+  profile_picture: '',
+  channel_slug: 'viewer_vic',
+  identity: {
+    username_color: '#FF5733',
+    badges: [
+      { text: 'Moderator', type: 'moderator' },
+      { text: 'Subscriber', type: 'subscriber', count: 3 },
+    ],
+  },
+};
 
 describe('Kick webhook verification', () => {
   const body = JSON.stringify({ message_id: 'm1', content: 'hi' });
 
   it('accepts a delivery signed with the key over id, timestamp and raw body', () => {
     const verdict = verifyKickWebhook({ key, headers: signed(body), rawBody: Buffer.from(body) });
-    expect(verdict).toMatchObject({ ok: true, headers: { messageId: '01JTESTMESSAGE', eventType: 'chat.message.sent', eventVersion: '1', subscriptionId: 'sub-1' } });
+    expect(verdict).toMatchObject({
+      ok: true,
+      headers: { messageId: '01JTESTMESSAGE', eventType: 'chat.message.sent', eventVersion: '1', subscriptionId: 'sub-1' },
+    });
   });
 
   it('refuses a changed body with 403', () => {
@@ -56,7 +81,9 @@ describe('Kick webhook verification', () => {
   });
 
   it('refuses a delivery signed by another key with 403', () => {
-    const other = parseKickPublicKey(generateKeyPairSync('rsa', { modulusLength: 2048 }).publicKey.export({ type: 'spki', format: 'pem' }).toString());
+    const other = parseKickPublicKey(
+      generateKeyPairSync('rsa', { modulusLength: 2048 }).publicKey.export({ type: 'spki', format: 'pem' }).toString(),
+    );
     expect(verifyKickWebhook({ key: other, headers: signed(body), rawBody: Buffer.from(body) })).toMatchObject({ ok: false, status: 403 });
   });
 
@@ -65,14 +92,20 @@ describe('Kick webhook verification', () => {
     const { 'kick-event-signature': _signature, ...unsigned } = headers;
     expect(verifyKickWebhook({ key, headers: unsigned, rawBody: Buffer.from(body) })).toMatchObject({ ok: false, status: 401 });
     const { 'kick-event-message-id': _id, ...noId } = headers;
-    expect(verifyKickWebhook({ key, headers: noId, rawBody: Buffer.from(body) })).toMatchObject({ ok: false, status: 400, message: expect.stringContaining('Kick-Event-Message-Id') });
+    expect(verifyKickWebhook({ key, headers: noId, rawBody: Buffer.from(body) })).toMatchObject({
+      ok: false,
+      status: 400,
+      message: expect.stringContaining('Kick-Event-Message-Id'),
+    });
   });
 
   it('refuses a correctly signed delivery older than the maximum age as stale', () => {
     const timestamp = new Date(Date.now() - 6 * 60_000).toISOString();
     const verdict = verifyKickWebhook({ key, headers: signed(body, { timestamp }), rawBody: Buffer.from(body) });
     expect(verdict).toMatchObject({ ok: false, status: 403, message: expect.stringContaining('stale') });
-    expect(verifyKickWebhook({ key, headers: signed(body, { timestamp }), rawBody: Buffer.from(body), maxAgeMs: 10 * 60_000 }).ok).toBe(true);
+    expect(verifyKickWebhook({ key, headers: signed(body, { timestamp }), rawBody: Buffer.from(body), maxAgeMs: 10 * 60_000 }).ok).toBe(
+      true,
+    );
   });
 
   it('reads a PEM given with escaped newlines, as env files hold it', () => {
@@ -82,10 +115,25 @@ describe('Kick webhook verification', () => {
 });
 
 describe('Kick normalization', () => {
-  const delivery = (eventType: string) => ({ eventType, eventVersion: '1', messageId: `msg-${eventType}`, receivedAt: new Date('2025-01-14T16:08:08Z'), sentAt: new Date('2025-01-14T16:08:07Z'), egressDestination: 'internal.egress.i1.v1' });
+  const delivery = (eventType: string) => ({
+    eventType,
+    eventVersion: '1',
+    messageId: `msg-${eventType}`,
+    receivedAt: new Date('2025-01-14T16:08:08Z'),
+    sentAt: new Date('2025-01-14T16:08:07Z'),
+    egressDestination: 'internal.egress.i1.v1',
+  });
 
   it('turns chat.message.sent into a valid chat envelope of platform kick, threaded and with roles from badges', () => {
-    const payload = { message_id: 'km-1', replies_to: { message_id: 'km-0', content: 'parent', sender: BROADCASTER }, broadcaster: BROADCASTER, sender: VIEWER, content: 'Hello\u0000 [emote:37226:KEKW]', emotes: [{ emote_id: '37226', positions: [{ s: 6, e: 23 }] }], created_at: '2025-01-14T16:08:06Z' };
+    const payload = {
+      message_id: 'km-1',
+      replies_to: { message_id: 'km-0', content: 'parent', sender: BROADCASTER },
+      broadcaster: BROADCASTER,
+      sender: VIEWER,
+      content: 'Hello\u0000 [emote:37226:KEKW]',
+      emotes: [{ emote_id: '37226', positions: [{ s: 6, e: 23 }] }],
+      created_at: '2025-01-14T16:08:06Z',
+    };
     const { envelopes, channel, occurredAt } = normalizeKickDelivery(payload, delivery('chat.message.sent'));
     const [envelope] = envelopes as [Envelope];
     expect(validateEnvelope(envelope).ok).toBe(true);
@@ -100,25 +148,71 @@ describe('Kick normalization', () => {
     });
   });
 
-  it('gives follows and subscriptions the event kinds and payload fields of Twitch, keeping Kick\'s own name', () => {
+  it("gives follows and subscriptions the event kinds and payload fields of Twitch, keeping Kick's own name", () => {
     const follow = normalizeKickDelivery({ broadcaster: BROADCASTER, follower: VIEWER }, delivery('channel.followed')).envelopes[0]!;
-    expect(follow).toMatchObject({ type: 'kick.event.v1', user: { id: '3003', displayName: 'Viewer_Vic' }, externalEvent: { kind: 'channel.follow', source: 'kick.webhook', id: 'msg-channel.followed' }, payload: { kickEventType: 'channel.followed', user: { id: '3003', login: 'viewer_vic', name: 'Viewer_Vic' } } });
-    const fresh = normalizeKickDelivery({ broadcaster: BROADCASTER, subscriber: VIEWER, duration: 1, created_at: '2025-01-14T16:08:06Z' }, delivery('channel.subscription.new')).envelopes[0]!;
-    expect(fresh).toMatchObject({ externalEvent: { kind: 'channel.subscribe', createdAt: '2025-01-14T16:08:06.000Z' }, payload: { isGift: false, tierLevel: 1, durationMonths: 1 } });
-    const renewal = normalizeKickDelivery({ broadcaster: BROADCASTER, subscriber: VIEWER, duration: 7 }, delivery('channel.subscription.renewal')).envelopes[0]!;
+    expect(follow).toMatchObject({
+      type: 'kick.event.v1',
+      user: { id: '3003', displayName: 'Viewer_Vic' },
+      externalEvent: { kind: 'channel.follow', source: 'kick.webhook', id: 'msg-channel.followed' },
+      payload: { kickEventType: 'channel.followed', user: { id: '3003', login: 'viewer_vic', name: 'Viewer_Vic' } },
+    });
+    const fresh = normalizeKickDelivery(
+      { broadcaster: BROADCASTER, subscriber: VIEWER, duration: 1, created_at: '2025-01-14T16:08:06Z' },
+      delivery('channel.subscription.new'),
+    ).envelopes[0]!;
+    expect(fresh).toMatchObject({
+      externalEvent: { kind: 'channel.subscribe', createdAt: '2025-01-14T16:08:06.000Z' },
+      payload: { isGift: false, tierLevel: 1, durationMonths: 1 },
+    });
+    const renewal = normalizeKickDelivery(
+      { broadcaster: BROADCASTER, subscriber: VIEWER, duration: 7 },
+      delivery('channel.subscription.renewal'),
+    ).envelopes[0]!;
     expect(renewal).toMatchObject({ externalEvent: { kind: 'channel.subscription.message' }, payload: { cumulativeMonths: 7 } });
-    const gifts = normalizeKickDelivery({ broadcaster: BROADCASTER, gifter: { is_anonymous: true, user_id: null, username: null }, giftees: [VIEWER, { ...VIEWER, user_id: 3004, username: 'Other', channel_slug: 'other' }] }, delivery('channel.subscription.gifts')).envelopes[0]!;
-    expect(gifts).toMatchObject({ externalEvent: { kind: 'channel.subscription.gift' }, user: { id: 'anonymous' }, payload: { isAnonymous: true, total: 2, user: null } });
+    const gifts = normalizeKickDelivery(
+      {
+        broadcaster: BROADCASTER,
+        gifter: { is_anonymous: true, user_id: null, username: null },
+        giftees: [VIEWER, { ...VIEWER, user_id: 3004, username: 'Other', channel_slug: 'other' }],
+      },
+      delivery('channel.subscription.gifts'),
+    ).envelopes[0]!;
+    expect(gifts).toMatchObject({
+      externalEvent: { kind: 'channel.subscription.gift' },
+      user: { id: 'anonymous' },
+      payload: { isAnonymous: true, total: 2, user: null },
+    });
     for (const envelope of [follow, fresh, renewal, gifts]) expect(validateEnvelope(envelope).ok).toBe(true);
   });
 
   it('turns livestream.status.updated into the event and a stream status for the kick:<slug> source', () => {
-    const live = normalizeKickDelivery({ broadcaster: BROADCASTER, is_live: true, title: 'Speedruns', started_at: '2025-01-01T11:00:00+11:00', ended_at: null }, delivery('livestream.status.updated'));
+    const live = normalizeKickDelivery(
+      { broadcaster: BROADCASTER, is_live: true, title: 'Speedruns', started_at: '2025-01-01T11:00:00+11:00', ended_at: null },
+      delivery('livestream.status.updated'),
+    );
     expect(live.envelopes.map((envelope) => envelope.type)).toEqual(['kick.event.v1', 'system.stream.online']);
-    expect(live.envelopes[1]!.payload).toMatchObject({ sourceId: 'kick:streamer', platform: 'kick', streamStatus: 'online', title: 'Speedruns', startedAt: '2025-01-01T11:00:00+11:00' });
+    expect(live.envelopes[1]!.payload).toMatchObject({
+      sourceId: 'kick:streamer',
+      platform: 'kick',
+      streamStatus: 'online',
+      title: 'Speedruns',
+      startedAt: '2025-01-01T11:00:00+11:00',
+    });
     expect(live.occurredAt?.toISOString()).toBe('2025-01-01T00:00:00.000Z');
-    const ended = normalizeKickDelivery({ broadcaster: BROADCASTER, is_live: false, title: 'Speedruns', started_at: '2025-01-01T11:00:00+11:00', ended_at: '2025-01-01T15:00:00+11:00' }, delivery('livestream.status.updated'));
-    expect(ended.envelopes[1]).toMatchObject({ type: 'system.stream.offline', payload: { streamStatus: 'offline', sourceId: 'kick:streamer' } });
+    const ended = normalizeKickDelivery(
+      {
+        broadcaster: BROADCASTER,
+        is_live: false,
+        title: 'Speedruns',
+        started_at: '2025-01-01T11:00:00+11:00',
+        ended_at: '2025-01-01T15:00:00+11:00',
+      },
+      delivery('livestream.status.updated'),
+    );
+    expect(ended.envelopes[1]).toMatchObject({
+      type: 'system.stream.offline',
+      payload: { streamStatus: 'offline', sourceId: 'kick:streamer' },
+    });
   });
 });
 
@@ -130,9 +224,26 @@ describe('Kick OAuth pieces', () => {
 
   it('builds the authorize URL with the challenge and S256, never the verifier', () => {
     const pair = createPkcePair();
-    const url = new URL(kickAuthorizeUrl({ authUrl: 'https://id.example/', clientId: 'cid', redirectUri: 'http://localhost/cb', scopes: ['chat:write', 'user:read'], state: 's', challenge: pair.challenge }));
+    const url = new URL(
+      kickAuthorizeUrl({
+        authUrl: 'https://id.example/',
+        clientId: 'cid',
+        redirectUri: 'http://localhost/cb',
+        scopes: ['chat:write', 'user:read'],
+        state: 's',
+        challenge: pair.challenge,
+      }),
+    );
     expect(url.origin + url.pathname).toBe('https://id.example/oauth/authorize');
-    expect(Object.fromEntries(url.searchParams)).toEqual({ response_type: 'code', client_id: 'cid', redirect_uri: 'http://localhost/cb', scope: 'chat:write user:read', state: 's', code_challenge: pair.challenge, code_challenge_method: 'S256' });
+    expect(Object.fromEntries(url.searchParams)).toEqual({
+      response_type: 'code',
+      client_id: 'cid',
+      redirect_uri: 'http://localhost/cb',
+      scope: 'chat:write user:read',
+      state: 's',
+      code_challenge: pair.challenge,
+      code_challenge_method: 'S256',
+    });
     expect(url.toString()).not.toContain(pair.verifier);
   });
 
@@ -140,7 +251,10 @@ describe('Kick OAuth pieces', () => {
     const { state, nonce } = signKickState('secret', 'broadcaster', 'binding');
     expect(verifyKickState('secret', state)).toEqual({ ok: true, role: 'broadcaster', nonce, binding: 'binding' });
     expect(verifyKickState('other', state)).toMatchObject({ ok: false, reason: expect.stringContaining('signature') });
-    expect(verifyKickState('secret', signKickState('secret', 'bot', 'b', Date.now() - 20 * 60_000).state)).toMatchObject({ ok: false, reason: expect.stringContaining('expired') });
+    expect(verifyKickState('secret', signKickState('secret', 'bot', 'b', Date.now() - 20 * 60_000).state)).toMatchObject({
+      ok: false,
+      reason: expect.stringContaining('expired'),
+    });
     const [body] = state.split('.');
     expect(verifyKickState('secret', `${body}.AAAA`).ok).toBe(false);
     expect(kickPkceVerifier('secret', nonce)).toMatch(/^[A-Za-z0-9_-]{43}$/);
@@ -148,7 +262,9 @@ describe('Kick OAuth pieces', () => {
   });
 
   it('says what to set when Kick is not configured', () => {
-    expect(kickSetupHint({ KICK_CHANNELS: [], KICK_CLIENT_ID: undefined }, false)).toMatch(/KICK_CHANNELS.*\/oauth\/kick\/start.*KICK_CLIENT_ID/);
+    expect(kickSetupHint({ KICK_CHANNELS: [], KICK_CLIENT_ID: undefined }, false)).toMatch(
+      /KICK_CHANNELS.*\/oauth\/kick\/start.*KICK_CLIENT_ID/,
+    );
     expect(kickSetupHint({ KICK_CHANNELS: ['streamer'], KICK_CLIENT_ID: 'cid' }, true)).toBeUndefined();
   });
 });
@@ -168,7 +284,11 @@ describe('Kick egress', () => {
   });
 
   function replyEnvelope(text: string): Envelope {
-    const envelope = createEnvelope({ type: 'external.chat.message.v1', source: { platform: 'kick', channel: 'streamer', channelId: '1001' }, extra: { message: { id: 'km-9', text: '!ping' } } });
+    const envelope = createEnvelope({
+      type: 'external.chat.message.v1',
+      source: { platform: 'kick', channel: 'streamer', channelId: '1001' },
+      extra: { message: { id: 'km-9', text: '!ping' } },
+    });
     envelope.candidates = [createReply('commands', text)];
     return envelope;
   }
@@ -185,7 +305,11 @@ describe('Kick egress', () => {
     const outcome = await deliverKickReply(replyEnvelope(`${'a'.repeat(400)} ${'b'.repeat(400)}`), sender);
     expect(sent.map((message) => message.replyToMessageId)).toEqual(['km-9', undefined]);
     expect(sent.every((message) => message.broadcasterUserId === 1001)).toBe(true);
-    expect(outcome.envelope.delivery).toMatchObject({ delivered: true, destination: 'kick:streamer', platformMessageIds: ['out-1', 'out-2'] });
+    expect(outcome.envelope.delivery).toMatchObject({
+      delivered: true,
+      destination: 'kick:streamer',
+      platformMessageIds: ['out-1', 'out-2'],
+    });
     expect(outcome.failure).toBeUndefined();
   });
 
@@ -211,7 +335,10 @@ describe('Kick egress', () => {
 
   it('keeps to the window per channel and fails a reply the window would push past its deadline', async () => {
     vi.useFakeTimers();
-    const sender = createKickReplySender({ transport: { send: async () => ({ messageId: 'x' }) }, limits: { windowMs: 30_000, messages: 2 } });
+    const sender = createKickReplySender({
+      transport: { send: async () => ({ messageId: 'x' }) },
+      limits: { windowMs: 30_000, messages: 2 },
+    });
     await sender.deliver({ channel: 'streamer', broadcasterUserId: 1001, text: 'one' });
     await sender.deliver({ channel: 'streamer', broadcasterUserId: 1001, text: 'two' });
     const late = await sender.deliver({ channel: 'streamer', broadcasterUserId: 1001, text: 'three', deadlineAt: Date.now() + 5_000 });

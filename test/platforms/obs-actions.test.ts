@@ -1,7 +1,14 @@
 /** The OBS action vocabulary, the overlay's alert mapping and `!scene`'s decision (pure; no sockets). */
 import { describe, expect, it } from 'vitest';
 import { createEnvelope, createStep, type Envelope } from '../../src/core/index.js';
-import { normalizeObsEvent, obsActionAnnotation, obsResultAnnotation, pendingActions, performObsAction, type ObsRequester } from '../../src/platforms/obs/index.js';
+import {
+  normalizeObsEvent,
+  obsActionAnnotation,
+  obsResultAnnotation,
+  pendingActions,
+  performObsAction,
+  type ObsRequester,
+} from '../../src/platforms/obs/index.js';
 import { buildEventSubEnvelope } from '../../src/platforms/twitch/eventsub.js';
 import { alertFromEnvelope } from '../../src/services/api-gateway/overlay.js';
 import { sceneCommand } from '../../src/services/commands/scene.js';
@@ -15,14 +22,26 @@ const chat = (role: string): Envelope =>
   });
 
 const eventsub = (kind: string, event: Record<string, unknown>) =>
-  buildEventSubEnvelope({ messageId: `m-${kind}`, kind, version: '1', event, receivedAt: new Date(), broadcaster: { id: '1', login: 'streamer' } });
+  buildEventSubEnvelope({
+    messageId: `m-${kind}`,
+    kind,
+    version: '1',
+    event,
+    receivedAt: new Date(),
+    broadcaster: { id: '1', login: 'streamer' },
+  });
 
 describe('OBS actions in an envelope', () => {
   it('lists the obs.action annotations that have no obs.result yet, and says why an invalid one is invalid', () => {
     const first = obsActionAnnotation('test', { action: 'switchScene', scene: 'BRB' }, { reply: true });
     const second = obsActionAnnotation('test', { action: 'setText', source: 'Title', text: 'hi' });
     const envelope = createEnvelope({ type: 't', source: { platform: 'obs', channel: 'studio', channelId: '' } });
-    envelope.annotations = [first, second, { id: 'bad', kind: 'obs.action', source: 'rule', createdAt: new Date().toISOString(), payload: { action: 'showSource' } }, obsResultAnnotation('obs', String(second.payload!.actionId), { ok: true, message: 'done' })];
+    envelope.annotations = [
+      first,
+      second,
+      { id: 'bad', kind: 'obs.action', source: 'rule', createdAt: new Date().toISOString(), payload: { action: 'showSource' } },
+      obsResultAnnotation('obs', String(second.payload!.actionId), { ok: true, message: 'done' }),
+    ];
     const pending = pendingActions(envelope);
     expect(pending).toHaveLength(2);
     expect(pending[0]).toEqual({ actionId: first.payload!.actionId, reply: true, action: { action: 'switchScene', scene: 'BRB' } });
@@ -32,7 +51,11 @@ describe('OBS actions in an envelope', () => {
 
   it('turns an OBS event into an obs.event.v1 envelope with the event type as externalEvent.kind', () => {
     const envelope = normalizeObsEvent('StreamStateChanged', { outputActive: true }, { egressDestination: 'internal.egress.x.v1' });
-    expect(envelope).toMatchObject({ type: 'obs.event.v1', source: { platform: 'obs', channel: 'studio', egressDestination: 'internal.egress.x.v1' }, externalEvent: { kind: 'StreamStateChanged', source: 'obs', payload: { outputActive: true } } });
+    expect(envelope).toMatchObject({
+      type: 'obs.event.v1',
+      source: { platform: 'obs', channel: 'studio', egressDestination: 'internal.egress.x.v1' },
+      externalEvent: { kind: 'StreamStateChanged', source: 'obs', payload: { outputActive: true } },
+    });
   });
 
   it('reports a request while OBS is not connected as NOT_CONNECTED instead of throwing', async () => {
@@ -42,7 +65,11 @@ describe('OBS actions in an envelope', () => {
       },
       programScene: () => undefined,
     };
-    expect(await performObsAction(requester, { action: 'startRecording' })).toEqual({ ok: false, code: 'NOT_CONNECTED', message: 'OBS is not connected (connecting)' });
+    expect(await performObsAction(requester, { action: 'startRecording' })).toEqual({
+      ok: false,
+      code: 'NOT_CONNECTED',
+      message: 'OBS is not connected (connecting)',
+    });
   });
 });
 
@@ -50,15 +77,62 @@ describe('alerts for the overlay', () => {
   const b = { broadcaster_user_id: '1', broadcaster_user_login: 'streamer', broadcaster_user_name: 'Streamer' };
 
   it('maps follows, subs, gifts, cheers and raids to alerts with the names and numbers the templates use', () => {
-    expect(alertFromEnvelope(eventsub('channel.follow', { user_id: '2', user_login: 'fan', user_name: 'Fan', ...b }))).toMatchObject({ kind: 'follow', name: 'Fan' });
-    expect(alertFromEnvelope(eventsub('channel.subscribe', { user_id: '3', user_login: 'sub', user_name: 'Sub', ...b, tier: '3000', is_gift: false }))).toMatchObject({ kind: 'sub', name: 'Sub', tier: 3 });
-    expect(alertFromEnvelope(eventsub('channel.subscription.gift', { user_id: null, user_login: null, user_name: null, ...b, total: 5, tier: '1000', is_anonymous: true }))).toMatchObject({ kind: 'gift', name: 'Anonymous', count: 5, tier: 1 });
-    expect(alertFromEnvelope(eventsub('channel.cheer', { is_anonymous: false, user_id: '4', user_login: 'ch', user_name: 'Ch', ...b, message: 'Cheer50', bits: 50 }))).toMatchObject({ kind: 'cheer', name: 'Ch', bits: 50, message: 'Cheer50' });
-    expect(alertFromEnvelope(eventsub('channel.raid', { from_broadcaster_user_id: '5', from_broadcaster_user_login: 'r', from_broadcaster_user_name: 'R', to_broadcaster_user_id: '1', to_broadcaster_user_login: 'streamer', to_broadcaster_user_name: 'Streamer', viewers: 9 }))).toMatchObject({ kind: 'raid', name: 'R', viewers: 9 });
+    expect(alertFromEnvelope(eventsub('channel.follow', { user_id: '2', user_login: 'fan', user_name: 'Fan', ...b }))).toMatchObject({
+      kind: 'follow',
+      name: 'Fan',
+    });
+    expect(
+      alertFromEnvelope(
+        eventsub('channel.subscribe', { user_id: '3', user_login: 'sub', user_name: 'Sub', ...b, tier: '3000', is_gift: false }),
+      ),
+    ).toMatchObject({ kind: 'sub', name: 'Sub', tier: 3 });
+    expect(
+      alertFromEnvelope(
+        eventsub('channel.subscription.gift', {
+          user_id: null,
+          user_login: null,
+          user_name: null,
+          ...b,
+          total: 5,
+          tier: '1000',
+          is_anonymous: true,
+        }),
+      ),
+    ).toMatchObject({ kind: 'gift', name: 'Anonymous', count: 5, tier: 1 });
+    expect(
+      alertFromEnvelope(
+        eventsub('channel.cheer', {
+          is_anonymous: false,
+          user_id: '4',
+          user_login: 'ch',
+          user_name: 'Ch',
+          ...b,
+          message: 'Cheer50',
+          bits: 50,
+        }),
+      ),
+    ).toMatchObject({ kind: 'cheer', name: 'Ch', bits: 50, message: 'Cheer50' });
+    expect(
+      alertFromEnvelope(
+        eventsub('channel.raid', {
+          from_broadcaster_user_id: '5',
+          from_broadcaster_user_login: 'r',
+          from_broadcaster_user_name: 'R',
+          to_broadcaster_user_id: '1',
+          to_broadcaster_user_login: 'streamer',
+          to_broadcaster_user_name: 'Streamer',
+          viewers: 9,
+        }),
+      ),
+    ).toMatchObject({ kind: 'raid', name: 'R', viewers: 9 });
   });
 
   it('shows no alert for a gifted sub (its gift event already does), a channel update or a chat message', () => {
-    expect(alertFromEnvelope(eventsub('channel.subscribe', { user_id: '3', user_login: 'sub', user_name: 'Sub', ...b, tier: '1000', is_gift: true }))).toBeUndefined();
+    expect(
+      alertFromEnvelope(
+        eventsub('channel.subscribe', { user_id: '3', user_login: 'sub', user_name: 'Sub', ...b, tier: '1000', is_gift: true }),
+      ),
+    ).toBeUndefined();
     expect(alertFromEnvelope(eventsub('channel.update', { ...b, title: 'x' }))).toBeUndefined();
     expect(alertFromEnvelope(chat('viewer'))).toBeUndefined();
   });
@@ -73,13 +147,18 @@ describe('!scene', () => {
   });
 
   it('gives a moderator the usage when no scene is named', () => {
-    expect(sceneCommand(chat('moderator'), [], { prefix: '!', stepIndex: 2, source: 'commands' })).toEqual({ kind: 'reply', message: '@Someone usage: !scene <scene name>' });
+    expect(sceneCommand(chat('moderator'), [], { prefix: '!', stepIndex: 2, source: 'commands' })).toEqual({
+      kind: 'reply',
+      message: '@Someone usage: !scene <scene name>',
+    });
   });
 
   it('puts the obs step right after the commands step and a switchScene action that asks for a reply', () => {
     const outcome = sceneCommand(chat('broadcaster'), ['Just', 'Chatting'], { prefix: '!', stepIndex: 2, source: 'commands' });
     if (outcome.kind !== 'act') throw new Error(`expected act, got ${outcome.kind}`);
     expect(outcome.envelope.routingSlip.map((step) => step.id)).toEqual(['query-analyzer', 'router', 'commands', 'obs']);
-    expect(pendingActions(outcome.envelope)).toEqual([expect.objectContaining({ reply: true, action: { action: 'switchScene', scene: 'Just Chatting' } })]);
+    expect(pendingActions(outcome.envelope)).toEqual([
+      expect.objectContaining({ reply: true, action: { action: 'switchScene', scene: 'Just Chatting' } }),
+    ]);
   });
 });

@@ -108,7 +108,12 @@ describe('reply sender rate limiting', () => {
     const settled = await Promise.all(results);
     expect(settled.every((result) => result.delivered)).toBe(true);
     expect(sent.map((item) => item.text)).toEqual(Array.from({ length: 45 }, (_, i) => `reply ${i}`));
-    expect(maxInWindow(sent.map((item) => item.at), 30_000)).toBe(20);
+    expect(
+      maxInWindow(
+        sent.map((item) => item.at),
+        30_000,
+      ),
+    ).toBe(20);
   });
 
   it('allows 100 messages per 30 s where the bot is moderator or broadcaster', async () => {
@@ -123,7 +128,12 @@ describe('reply sender rate limiting', () => {
     await vi.advanceTimersByTimeAsync(30_000);
     expect(sent.filter((item) => item.channel === 'modchan')).toHaveLength(110);
     expect((await Promise.all([...results, ...plain])).every((result) => result.delivered)).toBe(true);
-    expect(maxInWindow(sent.filter((item) => item.channel === 'modchan').map((item) => item.at), 30_000)).toBe(100);
+    expect(
+      maxInWindow(
+        sent.filter((item) => item.channel === 'modchan').map((item) => item.at),
+        30_000,
+      ),
+    ).toBe(100);
   });
 
   it('counts every part of a split reply against the limit', async () => {
@@ -223,7 +233,12 @@ describe('deliverEnvelopeReply', () => {
     const outcome = await deliverEnvelopeReply(chatEnvelope({ text: 'Hello back!' }), sender);
     expect(sent).toEqual([{ channel: 'my_channel', text: 'Hello back!', replyTo: 'msg-1', at: expect.any(Number) }]);
     expect(outcome.failure).toBeUndefined();
-    expect(outcome.envelope.delivery).toEqual({ delivered: true, at: expect.any(String), destination: 'twitch:#my_channel', platformMessageIds: ['pm-1'] });
+    expect(outcome.envelope.delivery).toEqual({
+      delivered: true,
+      at: expect.any(String),
+      destination: 'twitch:#my_channel',
+      platformMessageIds: ['pm-1'],
+    });
     expect(validateEnvelope(outcome.envelope).ok).toBe(true);
   });
 
@@ -248,7 +263,10 @@ describe('deliverEnvelopeReply', () => {
   it('sends nothing when the idempotency claim says the reply already went out', async () => {
     const { sent, transport } = recordingTransport();
     const claimed = new Set<string>();
-    const sender = createReplySender({ transport, beforeSend: async (request) => (claimed.has(request.key!) ? false : (claimed.add(request.key!), true)) });
+    const sender = createReplySender({
+      transport,
+      beforeSend: async (request) => (claimed.has(request.key!) ? false : (claimed.add(request.key!), true)),
+    });
     const envelope = chatEnvelope({ text: 'once only' });
     expect((await deliverEnvelopeReply(envelope, sender)).envelope.delivery?.delivered).toBe(true);
     const again = await deliverEnvelopeReply(envelope, sender);

@@ -6,7 +6,11 @@ const STREAMER = { id: '1001', login: 'streamer' };
 const OTHER = { id: '1002', login: 'otherchan' };
 const BOT = { userId: '500', login: 'bitbrat_bot', scopes: ['chat:read', 'chat:edit'] };
 const MOD_BOT = { ...BOT, scopes: [...BOT.scopes, 'moderator:read:followers'] };
-const BROADCASTER = { userId: STREAMER.id, login: STREAMER.login, scopes: ['channel:read:subscriptions', 'bits:read', 'moderator:read:followers'] };
+const BROADCASTER = {
+  userId: STREAMER.id,
+  login: STREAMER.login,
+  scopes: ['channel:read:subscriptions', 'bits:read', 'moderator:read:followers'],
+};
 
 const kindsFor = (plan: ReturnType<typeof planEventSub>, channel: string, tokenUserId?: string) =>
   plan.targets
@@ -29,7 +33,19 @@ describe('choosing the token for each EventSub subscription type', () => {
   it('leaves channel.follow waiting for a bot without moderator:read:followers', () => {
     const plan = planEventSub({ channels: [STREAMER], bot: BOT });
     expect(kindsFor(plan, 'streamer')).not.toContain('channel.follow');
-    expect(plan.waiting).toEqual([{ channel: 'streamer', kinds: ['channel.follow', 'channel.subscribe', 'channel.subscription.gift', 'channel.subscription.message', 'channel.cheer', 'channel.channel_points_custom_reward_redemption.add'] }]);
+    expect(plan.waiting).toEqual([
+      {
+        channel: 'streamer',
+        kinds: [
+          'channel.follow',
+          'channel.subscribe',
+          'channel.subscription.gift',
+          'channel.subscription.message',
+          'channel.cheer',
+          'channel.channel_points_custom_reward_redemption.add',
+        ],
+      },
+    ]);
   });
 
   it('subscribes channel.follow with the bot token when the bot may read followers as a moderator', () => {
@@ -53,7 +69,8 @@ describe('choosing the token for each EventSub subscription type', () => {
     const channels = [STREAMER, OTHER, { id: '1003', login: 'third' }];
     const plan = planEventSub({ channels, bot: BOT });
     expect(plan.targets).toHaveLength(10);
-    for (const channel of channels) expect(kindsFor(plan, channel.login)).toEqual(expect.arrayContaining(['stream.offline', 'stream.online']));
+    for (const channel of channels)
+      expect(kindsFor(plan, channel.login)).toEqual(expect.arrayContaining(['stream.offline', 'stream.online']));
     expect(plan.overLimit.map((item) => `${item.kind} #${item.channel}`)).toEqual(['channel.raid #otherchan', 'channel.raid #third']);
     const described = describeEventSubPlan(plan);
     expect(described.ok).toBe(false);
@@ -63,7 +80,9 @@ describe('choosing the token for each EventSub subscription type', () => {
   it('names each type waiting for the broadcaster and how to connect it', () => {
     const described = describeEventSubPlan(planEventSub({ channels: [STREAMER], bot: BOT }));
     expect(described.ok).toBe(true);
-    expect(described.detail).toContain('waiting for the broadcaster connection on #streamer: channel.follow, channel.subscribe, channel.subscription.gift');
+    expect(described.detail).toContain(
+      'waiting for the broadcaster connection on #streamer: channel.follow, channel.subscribe, channel.subscription.gift',
+    );
     expect(described.detail).toContain('/oauth/twitch/start?identity=broadcaster');
     expect(described.detail).toContain('TWITCH_BROADCASTER_ACCESS_TOKEN');
   });
@@ -71,11 +90,23 @@ describe('choosing the token for each EventSub subscription type', () => {
   it('reports a follow Twitch refused (the bot is no moderator there) as waiting, and a 429 as a limit error', () => {
     const plan = planEventSub({ channels: [STREAMER], bot: MOD_BOT });
     const described = describeEventSubPlan(plan, [
-      { kind: 'channel.follow', channel: 'streamer', error: 'Twitch answered HTTP 403: subscription missing proper authorization', httpStatus: 403 },
-      { kind: 'stream.online', channel: 'streamer', error: 'Twitch answered HTTP 429: number of websocket transports limit exceeded', httpStatus: 429 },
+      {
+        kind: 'channel.follow',
+        channel: 'streamer',
+        error: 'Twitch answered HTTP 403: subscription missing proper authorization',
+        httpStatus: 403,
+      },
+      {
+        kind: 'stream.online',
+        channel: 'streamer',
+        error: 'Twitch answered HTTP 429: number of websocket transports limit exceeded',
+        httpStatus: 429,
+      },
     ]);
     expect(described.ok).toBe(false);
     expect(described.detail).toContain('waiting for the broadcaster connection on #streamer: channel.follow, channel.subscribe');
-    expect(described.detail).toContain('EventSub limit: Twitch refused stream.online #streamer: Twitch answered HTTP 429: number of websocket transports limit exceeded');
+    expect(described.detail).toContain(
+      'EventSub limit: Twitch refused stream.online #streamer: Twitch answered HTTP 429: number of websocket transports limit exceeded',
+    );
   });
 });

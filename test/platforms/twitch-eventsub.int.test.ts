@@ -1,7 +1,13 @@
 import { RefreshingAuthProvider } from '@twurple/auth';
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { EventType, validateEnvelope, type Envelope } from '../../src/core/index.js';
-import { ALL_EVENTSUB_KINDS, EVENTSUB_VERSIONS, startEventSub, type EventSubHandle, type EventSubState } from '../../src/platforms/twitch/eventsub.js';
+import {
+  ALL_EVENTSUB_KINDS,
+  EVENTSUB_VERSIONS,
+  startEventSub,
+  type EventSubHandle,
+  type EventSubState,
+} from '../../src/platforms/twitch/eventsub.js';
 import { createStore, type Store } from '../../src/store/index.js';
 import { startFakeTwitch, useFakeTwitch, type FakeTwitch } from '../fakes/twitch-api.js';
 import { waitFor } from '../support/wait.js';
@@ -10,12 +16,23 @@ const BROADCASTER = { id: '1001', login: 'streamer', displayName: 'Streamer' };
 const SCOPES = ['moderator:read:followers', 'channel:read:subscriptions', 'bits:read', 'channel:read:redemptions'];
 const silent = { debug: () => undefined, info: () => undefined, warn: () => undefined, error: () => undefined };
 
-const b = { broadcaster_user_id: BROADCASTER.id, broadcaster_user_login: BROADCASTER.login, broadcaster_user_name: BROADCASTER.displayName };
+const b = {
+  broadcaster_user_id: BROADCASTER.id,
+  broadcaster_user_login: BROADCASTER.login,
+  broadcaster_user_name: BROADCASTER.displayName,
+};
 
 /** Realistic EventSub event bodies (Twitch reference payloads) for each kind. */
 const EVENTS: Record<string, Record<string, unknown>> = {
   'channel.follow': { user_id: '2001', user_login: 'fan_one', user_name: 'Fan_One', ...b, followed_at: '2025-11-21T17:02:00.123Z' },
-  'channel.update': { ...b, title: 'Speedrunning Celeste', language: 'en', category_id: '504461', category_name: 'Celeste', content_classification_labels: ['ProfanityVulgarity'] },
+  'channel.update': {
+    ...b,
+    title: 'Speedrunning Celeste',
+    language: 'en',
+    category_id: '504461',
+    category_name: 'Celeste',
+    content_classification_labels: ['ProfanityVulgarity'],
+  },
   'stream.online': { id: '9001', ...b, type: 'live', started_at: '2025-11-21T17:00:00Z' },
   'stream.offline': { ...b },
   'channel.raid': {
@@ -28,9 +45,36 @@ const EVENTS: Record<string, Record<string, unknown>> = {
     viewers: 37,
   },
   'channel.subscribe': { user_id: '2002', user_login: 'subber', user_name: 'Subber', ...b, tier: '2000', is_gift: false },
-  'channel.subscription.message': { user_id: '2005', user_login: 'resubber', user_name: 'Resubber', ...b, tier: '1000', message: { text: 'five months!', emotes: [] }, cumulative_months: 5, streak_months: 3, duration_months: 1 },
-  'channel.subscription.gift': { user_id: null, user_login: null, user_name: null, ...b, total: 5, tier: '1000', cumulative_total: null, is_anonymous: true },
-  'channel.cheer': { is_anonymous: false, user_id: '2003', user_login: 'cheerer', user_name: 'Cheerer', ...b, message: 'Cheer100 great run', bits: 100 },
+  'channel.subscription.message': {
+    user_id: '2005',
+    user_login: 'resubber',
+    user_name: 'Resubber',
+    ...b,
+    tier: '1000',
+    message: { text: 'five months!', emotes: [] },
+    cumulative_months: 5,
+    streak_months: 3,
+    duration_months: 1,
+  },
+  'channel.subscription.gift': {
+    user_id: null,
+    user_login: null,
+    user_name: null,
+    ...b,
+    total: 5,
+    tier: '1000',
+    cumulative_total: null,
+    is_anonymous: true,
+  },
+  'channel.cheer': {
+    is_anonymous: false,
+    user_id: '2003',
+    user_login: 'cheerer',
+    user_name: 'Cheerer',
+    ...b,
+    message: 'Cheer100 great run',
+    bits: 100,
+  },
   'channel.channel_points_custom_reward_redemption.add': {
     id: 'redemption-1',
     ...b,
@@ -72,7 +116,13 @@ describe('Twitch EventSub over WebSocket (real Twurple listener against the fake
   async function start(scopes = SCOPES): Promise<EventSubHandle> {
     const token = fake.issueToken(BROADCASTER.id, { scopes });
     const authProvider = new RefreshingAuthProvider({ clientId: fake.clientId, clientSecret: fake.clientSecret });
-    authProvider.addUser(BROADCASTER.id, { accessToken: token.accessToken, refreshToken: token.refreshToken, scope: scopes, expiresIn: 14_400, obtainmentTimestamp: Date.now() });
+    authProvider.addUser(BROADCASTER.id, {
+      accessToken: token.accessToken,
+      refreshToken: token.refreshToken,
+      scope: scopes,
+      expiresIn: 14_400,
+      obtainmentTimestamp: Date.now(),
+    });
     const handle = await startEventSub({
       authProvider,
       broadcasterLogin: BROADCASTER.login,
@@ -87,8 +137,10 @@ describe('Twitch EventSub over WebSocket (real Twurple listener against the fake
     return handle;
   }
 
-  const allActive = (count = ALL_EVENTSUB_KINDS.length) => fake.waitFor(() => fake.activeSubscriptions().length === count, 15_000, `${count} active subscriptions`);
-  const eventsOf = (kind: string) => published.filter((envelope) => envelope.type === EventType.twitchEventSub && envelope.externalEvent?.kind === kind);
+  const allActive = (count = ALL_EVENTSUB_KINDS.length) =>
+    fake.waitFor(() => fake.activeSubscriptions().length === count, 15_000, `${count} active subscriptions`);
+  const eventsOf = (kind: string) =>
+    published.filter((envelope) => envelope.type === EventType.twitchEventSub && envelope.externalEvent?.kind === kind);
 
   beforeEach(async () => {
     await setup();
@@ -109,13 +161,21 @@ describe('Twitch EventSub over WebSocket (real Twurple listener against the fake
       expect(sub.transport.session_id).toBe(session.id);
       expect(sub.version).toBe(EVENTSUB_VERSIONS[sub.type as keyof typeof EVENTSUB_VERSIONS]);
     }
-    expect(subs.find((sub) => sub.type === 'channel.follow')!.condition).toEqual({ broadcaster_user_id: '1001', moderator_user_id: '1001' });
+    expect(subs.find((sub) => sub.type === 'channel.follow')!.condition).toEqual({
+      broadcaster_user_id: '1001',
+      moderator_user_id: '1001',
+    });
     expect(subs.find((sub) => sub.type === 'channel.raid')!.condition).toEqual({ to_broadcaster_user_id: '1001' });
     // The broadcaster id was looked up over Helix from the login.
     expect(fake.requests.some((request) => request.path === '/mock/users' && request.query.login === 'streamer')).toBe(true);
     await waitFor(() => handle.snapshot().subscriptions.every((sub) => sub.status === 'active'));
     const snapshot = handle.snapshot();
-    expect(snapshot).toMatchObject({ status: 'connected', sessionId: session.id, sessions: 1, broadcaster: { id: '1001', login: 'streamer' } });
+    expect(snapshot).toMatchObject({
+      status: 'connected',
+      sessionId: session.id,
+      sessions: 1,
+      broadcaster: { id: '1001', login: 'streamer' },
+    });
     expect(states.at(-1)).toMatchObject({ status: 'connected', active: 10, wanted: 10, failed: 0 });
     expect(JSON.stringify(snapshot)).not.toMatch(/at[0-9a-f]{30}/);
   });
@@ -126,7 +186,10 @@ describe('Twitch EventSub over WebSocket (real Twurple listener against the fake
     fake.setStream(BROADCASTER.id, { title: 'Speedrunning Celeste', gameName: 'Celeste', viewerCount: 12 });
     const sent = new Map<string, string>();
     for (const kind of ALL_EVENTSUB_KINDS) sent.set(kind, fake.notify(kind, undefined, EVENTS[kind]!)[0]!);
-    await waitFor(() => ALL_EVENTSUB_KINDS.every((kind) => eventsOf(kind).length === 1), { timeoutMs: 15_000, message: 'one envelope per kind' });
+    await waitFor(() => ALL_EVENTSUB_KINDS.every((kind) => eventsOf(kind).length === 1), {
+      timeoutMs: 15_000,
+      message: 'one envelope per kind',
+    });
 
     for (const kind of ALL_EVENTSUB_KINDS) {
       const envelope = eventsOf(kind)[0]!;
@@ -135,7 +198,12 @@ describe('Twitch EventSub over WebSocket (real Twurple listener against the fake
       expect(envelope.source).toEqual({ platform: 'twitch', channel: 'streamer', channelId: '1001' });
       expect(envelope.routingSlip).toEqual([]);
       expect(envelope.finalizationDestination).toBe('internal.finalizer.v1');
-      expect(envelope.externalEvent).toMatchObject({ id: sent.get(kind), source: 'twitch.eventsub', kind, version: EVENTSUB_VERSIONS[kind] });
+      expect(envelope.externalEvent).toMatchObject({
+        id: sent.get(kind),
+        source: 'twitch.eventsub',
+        kind,
+        version: EVENTSUB_VERSIONS[kind],
+      });
       expect(envelope.externalEvent!.rawPayload).toEqual(EVENTS[kind]);
       expect(Date.parse(envelope.externalEvent!.createdAt)).not.toBeNaN();
     }
@@ -150,14 +218,38 @@ describe('Twitch EventSub over WebSocket (real Twurple listener against the fake
     expect(follow.user).toMatchObject({ id: '2001', name: 'fan_one', displayName: 'Fan_One' });
     expect(follow.userId).toBe('2001');
 
-    expect(eventsOf('channel.update')[0]!.externalEvent!.payload).toMatchObject({ title: 'Speedrunning Celeste', categoryName: 'Celeste', categoryId: '504461', language: 'en' });
+    expect(eventsOf('channel.update')[0]!.externalEvent!.payload).toMatchObject({
+      title: 'Speedrunning Celeste',
+      categoryName: 'Celeste',
+      categoryId: '504461',
+      language: 'en',
+    });
     expect(eventsOf('channel.update')[0]!.user.id).toBe('system');
-    expect(eventsOf('channel.raid')[0]!.externalEvent!.payload).toMatchObject({ fromBroadcaster: { id: '3001', login: 'raider', name: 'Raider' }, viewers: 37 });
+    expect(eventsOf('channel.raid')[0]!.externalEvent!.payload).toMatchObject({
+      fromBroadcaster: { id: '3001', login: 'raider', name: 'Raider' },
+      viewers: 37,
+    });
     expect(eventsOf('channel.raid')[0]!.user.name).toBe('raider');
-    expect(eventsOf('channel.subscribe')[0]!.externalEvent!.payload).toMatchObject({ user: { login: 'subber' }, tier: '2000', tierLevel: 2, isGift: false });
-    expect(eventsOf('channel.subscription.gift')[0]!.externalEvent!.payload).toMatchObject({ user: null, isAnonymous: true, total: 5, tierLevel: 1, cumulativeTotal: null });
+    expect(eventsOf('channel.subscribe')[0]!.externalEvent!.payload).toMatchObject({
+      user: { login: 'subber' },
+      tier: '2000',
+      tierLevel: 2,
+      isGift: false,
+    });
+    expect(eventsOf('channel.subscription.gift')[0]!.externalEvent!.payload).toMatchObject({
+      user: null,
+      isAnonymous: true,
+      total: 5,
+      tierLevel: 1,
+      cumulativeTotal: null,
+    });
     expect(eventsOf('channel.subscription.gift')[0]!.user.id).toBe('anonymous');
-    expect(eventsOf('channel.cheer')[0]!.externalEvent!.payload).toMatchObject({ user: { id: '2003' }, bits: 100, message: 'Cheer100 great run', isAnonymous: false });
+    expect(eventsOf('channel.cheer')[0]!.externalEvent!.payload).toMatchObject({
+      user: { id: '2003' },
+      bits: 100,
+      message: 'Cheer100 great run',
+      isAnonymous: false,
+    });
     expect(eventsOf('channel.channel_points_custom_reward_redemption.add')[0]!.externalEvent!.payload).toMatchObject({
       user: { login: 'redeemer' },
       rewardTitle: 'Hydrate!',
@@ -170,9 +262,18 @@ describe('Twitch EventSub over WebSocket (real Twurple listener against the fake
   it('publishes system.stream.online with Helix stream info and system.stream.offline', async () => {
     await start();
     await allActive();
-    fake.setStream(BROADCASTER.id, { id: '9001', title: 'Speedrunning Celeste', gameId: '504461', gameName: 'Celeste', viewerCount: 321, startedAt: '2025-11-21T17:00:00Z' });
+    fake.setStream(BROADCASTER.id, {
+      id: '9001',
+      title: 'Speedrunning Celeste',
+      gameId: '504461',
+      gameName: 'Celeste',
+      viewerCount: 321,
+      startedAt: '2025-11-21T17:00:00Z',
+    });
     const [onlineId] = fake.notify('stream.online', '1', EVENTS['stream.online']!);
-    const online = await waitFor(() => published.find((envelope) => envelope.type === EventType.streamOnline), { message: 'system.stream.online' });
+    const online = await waitFor(() => published.find((envelope) => envelope.type === EventType.streamOnline), {
+      message: 'system.stream.online',
+    });
     const onlineEventSub = published.find((envelope) => envelope.externalEvent?.kind === 'stream.online')!;
     expect(validateEnvelope(online).ok).toBe(true);
     expect(online.payload).toMatchObject({
@@ -191,7 +292,9 @@ describe('Twitch EventSub over WebSocket (real Twurple listener against the fake
 
     fake.setStream(BROADCASTER.id, null);
     fake.notify('stream.offline', '1', EVENTS['stream.offline']!);
-    const offline = await waitFor(() => published.find((envelope) => envelope.type === EventType.streamOffline), { message: 'system.stream.offline' });
+    const offline = await waitFor(() => published.find((envelope) => envelope.type === EventType.streamOffline), {
+      message: 'system.stream.offline',
+    });
     expect(validateEnvelope(offline).ok).toBe(true);
     expect(offline.payload).toMatchObject({ sourceId: 'twitch:streamer', platform: 'twitch', streamStatus: 'offline' });
     expect(eventsOf('stream.offline')).toHaveLength(1);
@@ -203,7 +306,12 @@ describe('Twitch EventSub over WebSocket (real Twurple listener against the fake
     fake.setChannel(BROADCASTER.id, { title: 'Just went live', gameName: 'Celeste', gameId: '504461' });
     fake.notify('stream.online', '1', EVENTS['stream.online']!);
     const online = await waitFor(() => published.find((envelope) => envelope.type === EventType.streamOnline));
-    expect(online.payload).toMatchObject({ streamStatus: 'online', title: 'Just went live', game: 'Celeste', startedAt: '2025-11-21T17:00:00Z' });
+    expect(online.payload).toMatchObject({
+      streamStatus: 'online',
+      title: 'Just went live',
+      game: 'Celeste',
+      startedAt: '2025-11-21T17:00:00Z',
+    });
     expect(online.payload.viewerCount).toBeUndefined();
   });
 
@@ -219,7 +327,11 @@ describe('Twitch EventSub over WebSocket (real Twurple listener against the fake
     // Restart: a new listener and a new session, the same store.
     await first.stop();
     const second = await start();
-    await fake.waitFor(() => fake.sessions.length === 2 && fake.activeSubscriptions().length === 10, 15_000, 'resubscribed on a new session');
+    await fake.waitFor(
+      () => fake.sessions.length === 2 && fake.activeSubscriptions().length === 10,
+      15_000,
+      'resubscribed on a new session',
+    );
     fake.sendDuplicate(messageId!);
     await waitFor(() => second.snapshot().counters.duplicates === 1, { message: 'the duplicate after restart' });
     expect(second.snapshot().counters.received).toBe(1);
@@ -245,7 +357,9 @@ describe('Twitch EventSub over WebSocket (real Twurple listener against the fake
 
     fake.notify('channel.cheer', '1', EVENTS['channel.cheer']!);
     await waitFor(() => eventsOf('channel.cheer').length === 1, { message: 'a cheer after the reconnect' });
-    expect(fake.requests.filter((request) => request.method === 'POST' && request.path === '/eventsub/subscriptions')).toHaveLength(createdBefore);
+    expect(fake.requests.filter((request) => request.method === 'POST' && request.path === '/eventsub/subscriptions')).toHaveLength(
+      createdBefore,
+    );
     expect(fake.activeSubscriptions()).toHaveLength(10);
     expect(handle.snapshot()).toMatchObject({ status: 'connected', sessionId: session.id, sessions: 1 });
   });
@@ -258,12 +372,20 @@ describe('Twitch EventSub over WebSocket (real Twurple listener against the fake
     await allActive();
     const firstSession = fake.currentSession()!;
     fake.stopKeepalives();
-    await fake.waitFor(() => fake.sessions.length === 2 && fake.activeSubscriptions().length === 10, 20_000, 'subscriptions on a new session');
+    await fake.waitFor(
+      () => fake.sessions.length === 2 && fake.activeSubscriptions().length === 10,
+      20_000,
+      'subscriptions on a new session',
+    );
     const secondSession = fake.currentSession()!;
     expect(secondSession.id).not.toBe(firstSession.id);
     expect(firstSession.status).toBe('disconnected');
     expect(fake.activeSubscriptions().every((sub) => sub.transport.session_id === secondSession.id)).toBe(true);
-    expect(fake.subscriptions.filter((sub) => sub.transport.session_id === firstSession.id).every((sub) => sub.status === 'websocket_disconnected')).toBe(true);
+    expect(
+      fake.subscriptions
+        .filter((sub) => sub.transport.session_id === firstSession.id)
+        .every((sub) => sub.status === 'websocket_disconnected'),
+    ).toBe(true);
 
     fake.notify('channel.raid', '1', EVENTS['channel.raid']!);
     await waitFor(() => eventsOf('channel.raid').length === 1, { message: 'a raid after the keepalive reconnect' });
@@ -275,7 +397,9 @@ describe('Twitch EventSub over WebSocket (real Twurple listener against the fake
   it('reports a subscription Twitch refuses and a revoked one as state, without throwing', async () => {
     const handle = await start(SCOPES.filter((scope) => scope !== 'bits:read'));
     await allActive(9);
-    await waitFor(() => handle.snapshot().subscriptions.find((sub) => sub.kind === 'channel.cheer')?.status === 'failed' || undefined, { message: 'failed cheer subscription' });
+    await waitFor(() => handle.snapshot().subscriptions.find((sub) => sub.kind === 'channel.cheer')?.status === 'failed' || undefined, {
+      message: 'failed cheer subscription',
+    });
     fake.revoke('channel.follow');
     await waitFor(() => handle.snapshot().subscriptions.find((sub) => sub.kind === 'channel.follow')?.status === 'revoked' || undefined);
     expect(states.at(-1)).toMatchObject({ status: 'connected', active: 8, wanted: 10, failed: 2 });

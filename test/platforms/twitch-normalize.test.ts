@@ -1,7 +1,13 @@
 import { readFileSync } from 'node:fs';
 import { describe, expect, it } from 'vitest';
 import { EventType, Topic, validateEnvelope } from '../../src/core/index.js';
-import { buildSourceStatusEnvelope, normalizeChatMessage, parseBadgeNames, parseEmotes, twitchSourceId } from '../../src/platforms/twitch/normalize.js';
+import {
+  buildSourceStatusEnvelope,
+  normalizeChatMessage,
+  parseBadgeNames,
+  parseEmotes,
+  twitchSourceId,
+} from '../../src/platforms/twitch/normalize.js';
 
 const seed = JSON.parse(readFileSync(new URL('../fixtures/seed-003-irc-envelope.json', import.meta.url), 'utf8')) as Record<string, any>;
 
@@ -47,7 +53,12 @@ describe('twitch chat normalization (seed 003 §3/§13)', () => {
   });
 
   it('fills source from the channel and room id, replying on the shared egress topic', () => {
-    expect(envelope.source).toEqual({ platform: 'twitch', channel: 'my_channel', channelId: '1337', egressDestination: 'internal.egress.v1' });
+    expect(envelope.source).toEqual({
+      platform: 'twitch',
+      channel: 'my_channel',
+      channelId: '1337',
+      egressDestination: 'internal.egress.v1',
+    });
   });
 
   it('fills user from the tags, leaving role to the auth service', () => {
@@ -65,7 +76,14 @@ describe('twitch chat normalization (seed 003 §3/§13)', () => {
       color: '#AABBCC',
     });
     expect(envelope.payload.emotes).toEqual([
-      { id: '25', name: 'Kappa', positions: [{ start: 0, end: 4 }, { start: 12, end: 16 }] },
+      {
+        id: '25',
+        name: 'Kappa',
+        positions: [
+          { start: 0, end: 4 },
+          { start: 12, end: 16 },
+        ],
+      },
       { id: '1902', name: 'Keepo', positions: [{ start: 6, end: 10 }] },
     ]);
     expect(envelope.payload.raw).toEqual({ tags: Object.fromEntries(tags) });
@@ -84,12 +102,24 @@ describe('twitch chat normalization (seed 003 §3/§13)', () => {
   it('treats a moderator badge or mod=1 as a moderator, founder as a subscriber', () => {
     const mod = normalizeChatMessage({ channel: 'c', userLogin: 'm', text: 'hi', tags: { badges: 'moderator/1', mod: '0', id: 'a' } });
     expect(mod.payload.isMod).toBe(true);
-    const founder = normalizeChatMessage({ channel: 'c', userLogin: 'f', text: 'hi', tags: { badges: 'founder/0', subscriber: '0', id: 'b' } });
+    const founder = normalizeChatMessage({
+      channel: 'c',
+      userLogin: 'f',
+      text: 'hi',
+      tags: { badges: 'founder/0', subscriber: '0', id: 'b' },
+    });
     expect(founder.payload.isSubscriber).toBe(true);
   });
 
   it('marks a /me line (CTCP ACTION) with isAction and keeps its text without the ACTION wrapper', () => {
-    const action = normalizeChatMessage({ channel: '#My_Channel', userLogin: 'coolviewer', text: 'Kappa Keepo Kappa', tags, receivedAt, action: true });
+    const action = normalizeChatMessage({
+      channel: '#My_Channel',
+      userLogin: 'coolviewer',
+      text: 'Kappa Keepo Kappa',
+      tags,
+      receivedAt,
+      action: true,
+    });
     const result = validateEnvelope(action);
     expect(result.ok, result.ok ? '' : result.error).toBe(true);
     expect(action.type).toBe(EventType.chatMessage);
@@ -148,7 +178,12 @@ describe('source status envelope (seed 002)', () => {
 
 describe('twitch chat text that a database cannot store', () => {
   it('turns NUL and lone surrogates into U+FFFD in the payload and the message, keeping emote offsets', () => {
-    const envelope = normalizeChatMessage({ channel: '#c', userLogin: 'viewer', text: 'Kappa \u0000 \uD800 Keepo', tags: new Map([['emotes', '25:0-4/1902:10-14']]) });
+    const envelope = normalizeChatMessage({
+      channel: '#c',
+      userLogin: 'viewer',
+      text: 'Kappa \u0000 \uD800 Keepo',
+      tags: new Map([['emotes', '25:0-4/1902:10-14']]),
+    });
     expect(envelope.payload.text).toBe('Kappa \uFFFD \uFFFD Keepo');
     expect(envelope.message?.text).toBe('Kappa \uFFFD \uFFFD Keepo');
     expect((envelope.payload.emotes as Array<{ name: string }>).map((emote) => emote.name)).toEqual(['Kappa', 'Keepo']);

@@ -24,12 +24,17 @@ function chat(slip: string[]) {
   });
 }
 
-const publishEnvelope = (bus: MemoryBus, topic: string, envelope: object) => bus.publish(topic, new TextEncoder().encode(JSON.stringify(envelope)));
+const publishEnvelope = (bus: MemoryBus, topic: string, envelope: object) =>
+  bus.publish(topic, new TextEncoder().encode(JSON.stringify(envelope)));
 
 describe('platform config for the JetStream stream', () => {
   it('hands NATS_STREAM_MAX_AGE_MS and NATS_STREAM_MAX_BYTES to the bus: 24 h and no size limit by default', () => {
     expect(busOptionsFromConfig(loadPlatformConfig({}), 'test').nats).toEqual({ maxAgeMs: 86_400_000, maxBytes: 0 });
-    const config = loadPlatformConfig({ MESSAGE_BUS_DRIVER: 'nats', NATS_STREAM_MAX_AGE_MS: '3600000', NATS_STREAM_MAX_BYTES: '10737418240' });
+    const config = loadPlatformConfig({
+      MESSAGE_BUS_DRIVER: 'nats',
+      NATS_STREAM_MAX_AGE_MS: '3600000',
+      NATS_STREAM_MAX_BYTES: '10737418240',
+    });
     expect(busOptionsFromConfig(config, 'test').nats).toEqual({ maxAgeMs: 3_600_000, maxBytes: 10_737_418_240 });
   });
 
@@ -61,14 +66,20 @@ describe('service host', () => {
       bus: createMemoryBus(),
       env: { PORT: 'eighty', MESSAGE_BUS_DRIVER: 'kafka', ECHO_LIMIT: '0', LOG_LEVEL: 'silent' },
       architecture: testArchitecture([{ name: 'echo', consumes: [] }]),
-    }).then(() => undefined, (caught: Error) => caught);
+    }).then(
+      () => undefined,
+      (caught: Error) => caught,
+    );
     expect(error).toBeInstanceOf(Error);
     const message = String((error as Error).message);
     for (const fragment of ['PORT', 'MESSAGE_BUS_DRIVER', 'ECHO_LIMIT', 'ECHO_NAME']) expect(message).toContain(fragment);
   });
 
   it('refuses a service whose consumers disagree with the manifest', async () => {
-    const svc = defineService({ name: 'echo', setup: () => ({ consumers: { 'internal.echo.v1': { mode: 'step', handle: async () => continueWith() } } }) });
+    const svc = defineService({
+      name: 'echo',
+      setup: () => ({ consumers: { 'internal.echo.v1': { mode: 'step', handle: async () => continueWith() } } }),
+    });
     const host = await createHost({
       services: [svc],
       bus: createMemoryBus(),
@@ -82,8 +93,17 @@ describe('service host', () => {
 
   it('is not ready until the bus is connected and consumers run, and not ready while the bus is down', async () => {
     const bus = createMemoryBus();
-    const svc = defineService({ name: 'echo', setup: () => ({ consumers: { 'internal.echo.v1': { mode: 'step', handle: async () => continueWith() } } }) });
-    const host = await createHost({ services: [svc], bus, env: { LOG_LEVEL: 'silent' }, listen: false, architecture: testArchitecture([{ name: 'echo', consumes: ['internal.echo.v1'] }]) });
+    const svc = defineService({
+      name: 'echo',
+      setup: () => ({ consumers: { 'internal.echo.v1': { mode: 'step', handle: async () => continueWith() } } }),
+    });
+    const host = await createHost({
+      services: [svc],
+      bus,
+      env: { LOG_LEVEL: 'silent' },
+      listen: false,
+      architecture: testArchitecture([{ name: 'echo', consumes: ['internal.echo.v1'] }]),
+    });
     hosts.push(host);
     await host.app.ready();
     expect((await host.app.inject({ url: '/readyz' })).statusCode).toBe(503);
@@ -178,7 +198,11 @@ describe('service host', () => {
           },
         }),
       });
-    const host = await startTestHost({ services: [sink('twitchy', ['twitch']), sink('console', ['api'])], bus, env: { INSTANCE_ID: 'i1' } });
+    const host = await startTestHost({
+      services: [sink('twitchy', ['twitch']), sink('console', ['api'])],
+      bus,
+      env: { INSTANCE_ID: 'i1' },
+    });
     hosts.push(host);
     for (const platform of ['twitch', 'api', 'discord']) {
       const envelope = chat([]);
@@ -194,7 +218,10 @@ describe('service host', () => {
 
   it('exports Prometheus metrics per service and topic', async () => {
     const bus = createMemoryBus();
-    const svc = defineService({ name: 'echo', setup: () => ({ consumers: { 'internal.echo.v1': { mode: 'step', handle: async (envelope) => handled(envelope) } } }) });
+    const svc = defineService({
+      name: 'echo',
+      setup: () => ({ consumers: { 'internal.echo.v1': { mode: 'step', handle: async (envelope) => handled(envelope) } } }),
+    });
     const host = await startTestHost({ services: [svc], bus });
     hosts.push(host);
     const observer = await collect(bus, [Topic.finalizer, Topic.deadletter]);
@@ -209,12 +236,19 @@ describe('service host', () => {
     expect(text).toMatch(/bitbrat_handler_duration_seconds_bucket\{[^}]*service="echo"/);
   });
 
-  it("shows how much the bus server keeps: a bus-storage component, gauges, and a warning from 80 % of the limit", async () => {
+  it('shows how much the bus server keeps: a bus-storage component, gauges, and a warning from 80 % of the limit', async () => {
     const usage = { name: 'BITBRAT', messages: 12_345, bytes: 900 * 1024 * 1024, maxBytes: 1024 * 1024 * 1024 };
     const bus = Object.assign(createMemoryBus(), { storage: async () => ({ ...usage }) });
     const sink = createLogSink();
     const svc = defineService({ name: 'echo', setup: () => ({ consumers: {} }) });
-    const host = await createHost({ services: [svc], bus, env: { LOG_LEVEL: 'info' }, listen: false, logDestination: sink.stream, architecture: testArchitecture([{ name: 'echo', consumes: [] }]) });
+    const host = await createHost({
+      services: [svc],
+      bus,
+      env: { LOG_LEVEL: 'info' },
+      listen: false,
+      logDestination: sink.stream,
+      architecture: testArchitecture([{ name: 'echo', consumes: [] }]),
+    });
     hosts.push(host);
     await host.start();
     const component = await waitFor(() => host.health.snapshot()['bus-storage']);
@@ -228,7 +262,10 @@ describe('service host', () => {
   });
 
   it('has no bus-storage component for a bus that cannot tell (memory)', async () => {
-    const host = await startTestHost({ services: [defineService({ name: 'echo', setup: () => ({ consumers: {} }) })], bus: createMemoryBus() });
+    const host = await startTestHost({
+      services: [defineService({ name: 'echo', setup: () => ({ consumers: {} }) })],
+      bus: createMemoryBus(),
+    });
     hosts.push(host);
     expect(host.health.snapshot()['bus-storage']).toBeUndefined();
   });
@@ -258,7 +295,10 @@ describe('service host', () => {
       env: { LOG_LEVEL: 'info' },
       listen: false,
       logDestination: sink.stream,
-      architecture: testArchitecture([{ name: 'echo', consumes: ['internal.echo.v1'] }, { name: 'other', consumes: [] }]),
+      architecture: testArchitecture([
+        { name: 'echo', consumes: ['internal.echo.v1'] },
+        { name: 'other', consumes: [] },
+      ]),
     });
     hosts.push(host);
     await host.start();
@@ -313,14 +353,21 @@ describe('service host', () => {
     const stuck = defineService({ name: 'stuck', setup: () => ({ consumers: {}, stop: () => new Promise<void>(() => undefined) }) });
     const after: string[] = [];
     const first = defineService({ name: 'first', setup: () => ({ consumers: {}, stop: async () => void after.push('first-stopped') }) });
-    const host = await startTestHost({ services: [first, stuck], bus: createMemoryBus(), env: { LOG_LEVEL: 'warn', SHUTDOWN_TIMEOUT_MS: '200' }, extra: { logDestination: sink.stream } });
+    const host = await startTestHost({
+      services: [first, stuck],
+      bus: createMemoryBus(),
+      env: { LOG_LEVEL: 'warn', SHUTDOWN_TIMEOUT_MS: '200' },
+      extra: { logDestination: sink.stream },
+    });
     // Resolves at all only because the shutdown is bounded; the stuck stop never settles.
     await host.stop();
     expect(after).toEqual(['first-stopped']);
-    expect(sink.records().map((record) => record.msg)).toEqual(expect.arrayContaining([expect.stringMatching(/shutdown timeout/), 'shutdown: stopping stuck did not finish in time']));
+    expect(sink.records().map((record) => record.msg)).toEqual(
+      expect.arrayContaining([expect.stringMatching(/shutdown timeout/), 'shutdown: stopping stuck did not finish in time']),
+    );
   });
 
-  it('runs each service\'s setup once, then its start and stop once each, and hands out what setup returned', async () => {
+  it("runs each service's setup once, then its start and stop once each, and hands out what setup returned", async () => {
     const calls: string[] = [];
     const svc = defineService({
       name: 'counted',

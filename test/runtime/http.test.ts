@@ -7,7 +7,12 @@ import { createRuntimeMetrics } from '../../src/runtime/metrics.js';
 function server() {
   const logged: Array<{ fields: Record<string, unknown>; message: string }> = [];
   const logger = { error: (fields: Record<string, unknown>, message: string) => logged.push({ fields, message }) };
-  const app = createHttpServer({ health: createHealthRegistry(), metrics: createRuntimeMetrics({ defaultMetrics: false }), services: () => [], logger: logger as never });
+  const app = createHttpServer({
+    health: createHealthRegistry(),
+    metrics: createRuntimeMetrics({ defaultMetrics: false }),
+    services: () => [],
+    logger: logger as never,
+  });
   apps.push(app);
   return { app, logged };
 }
@@ -72,7 +77,10 @@ describe('the HTTP server', () => {
     });
     const path = await app.inject({ method: 'GET', url: '/things/a%00b' });
     expect(path.statusCode).toBe(400);
-    expect(path.json()).toEqual({ error: 'BAD_REQUEST', message: 'invalid path parameter id: must not contain the NUL character (U+0000)' });
+    expect(path.json()).toEqual({
+      error: 'BAD_REQUEST',
+      message: 'invalid path parameter id: must not contain the NUL character (U+0000)',
+    });
     const query = await app.inject({ method: 'GET', url: '/things/ok?filter=x&filter=%00' });
     expect(query.statusCode).toBe(400);
     expect(query.json().message).toBe('invalid query parameter filter: must not contain the NUL character (U+0000)');

@@ -59,7 +59,12 @@ describe('the ingress buffer', () => {
   it('counts every message over the bound as lost, naming the reason, and keeps the ones it holds', async () => {
     const bus = flakyBus();
     const lost: Array<{ text: string; reason: string }> = [];
-    const buffer = createIngressBuffer({ publish: bus.publish, max: 2, logger: quietLogger(), onLost: (envelope, reason) => lost.push({ text: textOf(envelope), reason }) });
+    const buffer = createIngressBuffer({
+      publish: bus.publish,
+      max: 2,
+      logger: quietLogger(),
+      onLost: (envelope, reason) => lost.push({ text: textOf(envelope), reason }),
+    });
     bus.down = true;
     for (const text of ['a', 'b', 'c', 'd']) buffer.push(chat(text));
     expect(lost).toEqual([
@@ -76,7 +81,12 @@ describe('the ingress buffer', () => {
   it('holds room for a sender that retries, refuses it without a loss when the room is not there, and gives unused room back', async () => {
     const bus = flakyBus();
     const lost: string[] = [];
-    const buffer = createIngressBuffer({ publish: bus.publish, max: 3, logger: quietLogger(), onLost: (envelope) => lost.push(textOf(envelope)) });
+    const buffer = createIngressBuffer({
+      publish: bus.publish,
+      max: 3,
+      logger: quietLogger(),
+      onLost: (envelope) => lost.push(textOf(envelope)),
+    });
     bus.down = true;
     buffer.push(chat('a'));
     const held = buffer.reserve(2);
@@ -105,7 +115,12 @@ describe('the ingress buffer', () => {
   it('on close, flushes what it can within the bound and counts the rest as lost', async () => {
     const bus = flakyBus();
     const lost: string[] = [];
-    const buffer = createIngressBuffer({ publish: bus.publish, max: 10, logger: quietLogger(), onLost: (envelope, reason) => lost.push(`${textOf(envelope)}:${reason}`) });
+    const buffer = createIngressBuffer({
+      publish: bus.publish,
+      max: 10,
+      logger: quietLogger(),
+      onLost: (envelope, reason) => lost.push(`${textOf(envelope)}:${reason}`),
+    });
     bus.down = true;
     buffer.push(chat('x'));
     buffer.push(chat('y'));

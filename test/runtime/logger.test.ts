@@ -21,7 +21,13 @@ describe('log format', () => {
     const { lines, logger } = capture('auto', false);
     logger.info({ topic: 'internal.auth.v1' }, 'consumer started');
     expect(lines).toHaveLength(1);
-    expect(JSON.parse(lines[0]!)).toMatchObject({ level: 'info', service: 'auth', instanceId: 'i-1', topic: 'internal.auth.v1', msg: 'consumer started' });
+    expect(JSON.parse(lines[0]!)).toMatchObject({
+      level: 'info',
+      service: 'auth',
+      instanceId: 'i-1',
+      topic: 'internal.auth.v1',
+      msg: 'consumer started',
+    });
   });
 
   it('writes one coloured line per event when the destination is a terminal and the format is auto', () => {
@@ -82,7 +88,10 @@ describe('log format', () => {
       createLogger({ format: 'json', destination: { write() {}, isTTY: true } }).info('x');
       const loaded = Object.keys(createRequire(import.meta.url).cache).some((file) => file.includes('pino-pretty'));
       process.stdout.write(String(loaded));`;
-    const run = spawnSync(process.execPath, ['--import', 'tsx', '--input-type=module', '-e', script], { encoding: 'utf8', cwd: fileURLToPath(new URL('../..', import.meta.url)) });
+    const run = spawnSync(process.execPath, ['--import', 'tsx', '--input-type=module', '-e', script], {
+      encoding: 'utf8',
+      cwd: fileURLToPath(new URL('../..', import.meta.url)),
+    });
     expect(run.stderr).toBe('');
     expect(run.stdout).toBe('false');
   });

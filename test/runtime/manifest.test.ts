@@ -1,7 +1,7 @@
 import { existsSync } from 'node:fs';
 import path from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { z } from 'zod';
+import type { z } from 'zod';
 import { PlatformConfigSchema } from '../../src/runtime/config.js';
 import { PROJECT_ROOT, loadArchitecture } from '../../src/runtime/manifest.js';
 import { loadService } from '../../src/services/registry.js';

@@ -89,7 +89,8 @@ describe('a worker killed with SIGKILL in the middle of a step on NATS', () => {
     const observer = await collect(bus, [Topic.finalizer, Topic.egress, Topic.deadletter]);
     egressHost = await startTestHost({ services: [egressStandIn], bus });
 
-    for (const instanceId of ['worker-a', 'worker-b']) workers.push(startWorker({ natsUrl: server!.url, prefix, instanceId, ackWaitMs: ACK_WAIT_MS }));
+    for (const instanceId of ['worker-a', 'worker-b'])
+      workers.push(startWorker({ natsUrl: server!.url, prefix, instanceId, ackWaitMs: ACK_WAIT_MS }));
     await waitFor(() => workers.every((worker) => worker.lines.some((line) => line.event === 'ready')), {
       timeoutMs: 45_000,
       intervalMs: 50,
@@ -105,10 +106,13 @@ describe('a worker killed with SIGKILL in the middle of a step on NATS', () => {
     });
     await bus.publish('internal.sticky.v1', encoder.encode(JSON.stringify(envelope)));
 
-    const victim = await waitFor(() => workers.find((worker) => worker.lines.some((line) => line.event === 'handling' && line.envelopeId === envelope.id)), {
-      timeoutMs: 15_000,
-      message: 'a worker to start handling the envelope',
-    });
+    const victim = await waitFor(
+      () => workers.find((worker) => worker.lines.some((line) => line.event === 'handling' && line.envelopeId === envelope.id)),
+      {
+        timeoutMs: 15_000,
+        message: 'a worker to start handling the envelope',
+      },
+    );
     const survivor = workers.find((worker) => worker !== victim)!;
     expect(victim.lines.find((line) => line.event === 'handling')?.attempt).toBe(1);
     victim.child.kill('SIGKILL');
@@ -124,6 +128,8 @@ describe('a worker killed with SIGKILL in the middle of a step on NATS', () => {
     expect(final.outcome).toBe('handled');
     expect(final.routingSlip[0]).toMatchObject({ id: 'sticky', status: 'OK', attempt: 2 });
     expect(final.candidates?.[0]?.text).toBe(`answered by ${survivor.instanceId}`);
-    expect(survivor.lines.filter((line) => line.event === 'handling' && line.envelopeId === envelope.id).map((line) => line.attempt)).toEqual([2]);
+    expect(
+      survivor.lines.filter((line) => line.event === 'handling' && line.envelopeId === envelope.id).map((line) => line.attempt),
+    ).toEqual([2]);
   });
 });

@@ -195,7 +195,11 @@ describe('the gcp (Secret Manager) secrets provider against a fake Secret Manage
 
   it('fails with a retryable PROVIDER_ERROR when Secret Manager cannot be reached', async () => {
     const port = await freePort();
-    const provider = createSecretsProvider({ kind: 'gcp', projectId: project, env: { SECRET_MANAGER_ENDPOINT: `http://127.0.0.1:${port}`, GOOGLE_OAUTH_ACCESS_TOKEN: 'x' } });
+    const provider = createSecretsProvider({
+      kind: 'gcp',
+      projectId: project,
+      env: { SECRET_MANAGER_ENDPOINT: `http://127.0.0.1:${port}`, GOOGLE_OAUTH_ACCESS_TOKEN: 'x' },
+    });
     const error = await caught(provider.get('ANYTHING'));
     expect(error.code).toBe('PROVIDER_ERROR');
     expect(error.retryable).toBe(true);

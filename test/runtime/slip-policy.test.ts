@@ -56,38 +56,77 @@ describe('the slip policy table', () => {
 describe('step mode', () => {
   it('continue publishes to the next PENDING step, keyed by envelope, step and topic', () => {
     const envelope = after(envelopeWith(['a', 'b']), 0);
-    expect(hop({ mode: 'step', envelope, stepIndex: 0 })).toEqual({ action: 'publish', hop: 'step', topic: 'internal.b.v1', msgId: `${envelope.id}:0:internal.a.v1` });
+    expect(hop({ mode: 'step', envelope, stepIndex: 0 })).toEqual({
+      action: 'publish',
+      hop: 'step',
+      topic: 'internal.b.v1',
+      msgId: `${envelope.id}:0:internal.a.v1`,
+    });
   });
 
   it('skip marks the step SKIP and moves on like continue', () => {
     const envelope = after(envelopeWith(['a', 'b']), 0, 'skip');
     expect(envelope.routingSlip[0]).toMatchObject({ status: 'SKIP', endedAt: NOW, error: null });
-    expect(hop({ mode: 'step', envelope, stepIndex: 0, result: { kind: 'skip' } })).toMatchObject({ action: 'publish', hop: 'step', topic: 'internal.b.v1' });
+    expect(hop({ mode: 'step', envelope, stepIndex: 0, result: { kind: 'skip' } })).toMatchObject({
+      action: 'publish',
+      hop: 'step',
+      topic: 'internal.b.v1',
+    });
   });
 
   it('continue on the last step with a reply and an egress destination goes to egress as completed', () => {
     const envelope = after(envelopeWith(['a'], { egress: true, reply: true }), 0);
-    expect(hop({ mode: 'step', envelope, stepIndex: 0 })).toEqual({ action: 'publish', hop: 'egress', topic: Topic.egress, msgId: `${envelope.id}:egress`, outcome: 'completed' });
+    expect(hop({ mode: 'step', envelope, stepIndex: 0 })).toEqual({
+      action: 'publish',
+      hop: 'egress',
+      topic: Topic.egress,
+      msgId: `${envelope.id}:egress`,
+      outcome: 'completed',
+    });
   });
 
   it('continue on the last step without a reply is finalized as completed even when there is an egress destination', () => {
     const envelope = after(envelopeWith(['a'], { egress: true }), 0);
-    expect(hop({ mode: 'step', envelope, stepIndex: 0 })).toEqual({ action: 'publish', hop: 'finalization', topic: Topic.finalizer, msgId: `${envelope.id}:final`, outcome: 'completed' });
+    expect(hop({ mode: 'step', envelope, stepIndex: 0 })).toEqual({
+      action: 'publish',
+      hop: 'finalization',
+      topic: Topic.finalizer,
+      msgId: `${envelope.id}:final`,
+      outcome: 'completed',
+    });
   });
 
   it('skip on the last step without a reply goes to egress when the sender waits to hear the ending (qos.reportEnding)', () => {
     const envelope = after({ ...envelopeWith(['a'], { egress: true }), qos: { reportEnding: true } }, 0, 'skip');
-    expect(hop({ mode: 'step', envelope, stepIndex: 0, result: { kind: 'skip' } })).toEqual({ action: 'publish', hop: 'egress', topic: Topic.egress, msgId: `${envelope.id}:egress`, outcome: 'completed' });
+    expect(hop({ mode: 'step', envelope, stepIndex: 0, result: { kind: 'skip' } })).toEqual({
+      action: 'publish',
+      hop: 'egress',
+      topic: Topic.egress,
+      msgId: `${envelope.id}:egress`,
+      outcome: 'completed',
+    });
     // Without an egress destination there is nobody to tell: finalized as before.
     const nowhere = after({ ...envelopeWith(['a']), qos: { reportEnding: true } }, 0, 'skip');
-    expect(hop({ mode: 'step', envelope: nowhere, stepIndex: 0, result: { kind: 'skip' } })).toMatchObject({ action: 'publish', hop: 'finalization' });
+    expect(hop({ mode: 'step', envelope: nowhere, stepIndex: 0, result: { kind: 'skip' } })).toMatchObject({
+      action: 'publish',
+      hop: 'finalization',
+    });
   });
 
   it('a recorded failure goes to egress as failed when the sender waits to hear the ending, but never from the egress stage itself', () => {
     const envelope = { ...envelopeWith(['a'], { egress: true }), qos: { reportEnding: true } };
-    expect(failureHop('step', envelope, 0, 'internal.a.v1', 'X', 'x')).toEqual({ action: 'publish', hop: 'egress', topic: Topic.egress, msgId: `${envelope.id}:egress`, outcome: 'failed' });
+    expect(failureHop('step', envelope, 0, 'internal.a.v1', 'X', 'x')).toEqual({
+      action: 'publish',
+      hop: 'egress',
+      topic: Topic.egress,
+      msgId: `${envelope.id}:egress`,
+      outcome: 'failed',
+    });
     expect(failureHop('stage', envelope, -1, Topic.egress, 'X', 'x')).toMatchObject({ action: 'publish', hop: 'finalization' });
-    expect(failureHop('step', envelopeWith(['a'], { egress: true }), 0, 'internal.a.v1', 'X', 'x')).toMatchObject({ action: 'publish', hop: 'finalization' });
+    expect(failureHop('step', envelopeWith(['a'], { egress: true }), 0, 'internal.a.v1', 'X', 'x')).toMatchObject({
+      action: 'publish',
+      hop: 'finalization',
+    });
   });
 
   it('continue on the last step keeps an outcome an earlier step already set', () => {
@@ -98,13 +137,21 @@ describe('step mode', () => {
 
   it('handled goes to egress when there is an egress destination, and later steps stay PENDING', () => {
     const envelope = after(envelopeWith(['a', 'b'], { egress: true }), 0, 'handled');
-    expect(hop({ mode: 'step', envelope, stepIndex: 0, result: { kind: 'handled' } })).toMatchObject({ action: 'publish', hop: 'egress', topic: Topic.egress, outcome: 'handled' });
+    expect(hop({ mode: 'step', envelope, stepIndex: 0, result: { kind: 'handled' } })).toMatchObject({
+      action: 'publish',
+      hop: 'egress',
+      topic: Topic.egress,
+      outcome: 'handled',
+    });
     expect(envelope.routingSlip[1]?.status).toBe('PENDING');
   });
 
   it('handled without an egress destination is finalized with the outcome the handler chose', () => {
     const envelope = after(envelopeWith(['a', 'b']), 0, 'handled');
-    expect(hop({ mode: 'step', envelope, stepIndex: 0, result: { kind: 'handled', outcome: 'unrouted' } })).toMatchObject({ hop: 'finalization', outcome: 'unrouted' });
+    expect(hop({ mode: 'step', envelope, stepIndex: 0, result: { kind: 'handled', outcome: 'unrouted' } })).toMatchObject({
+      hop: 'finalization',
+      outcome: 'unrouted',
+    });
   });
 
   it('an envelope with nowhere to be finalized is dead-lettered with NO_FINALIZATION_DESTINATION (R6)', () => {
@@ -196,22 +243,34 @@ describe('stage mode (a fixed pipeline stage with a next)', () => {
 
   it('skip hands the envelope on like continue', () => {
     const envelope = envelopeWith([]);
-    expect(hop({ mode: 'stage', next: Topic.authenticated, envelope, result: { kind: 'skip' } })).toMatchObject({ hop: 'stage-next', topic: Topic.authenticated });
+    expect(hop({ mode: 'stage', next: Topic.authenticated, envelope, result: { kind: 'skip' } })).toMatchObject({
+      hop: 'stage-next',
+      topic: Topic.authenticated,
+    });
   });
 
   it('continue with next finalization finalizes as completed (the egress stage after delivering)', () => {
     const envelope = envelopeWith([], { egress: true, reply: true });
-    expect(hop({ mode: 'stage', next: 'finalization', envelope, topic: Topic.egress })).toMatchObject({ hop: 'finalization', outcome: 'completed' });
+    expect(hop({ mode: 'stage', next: 'finalization', envelope, topic: Topic.egress })).toMatchObject({
+      hop: 'finalization',
+      outcome: 'completed',
+    });
   });
 
   it('handled on a stage goes to egress when there is an egress destination', () => {
     const envelope = envelopeWith([], { egress: true });
-    expect(hop({ mode: 'stage', next: Topic.authenticated, envelope, result: { kind: 'handled' } })).toMatchObject({ hop: 'egress', outcome: 'handled' });
+    expect(hop({ mode: 'stage', next: Topic.authenticated, envelope, result: { kind: 'handled' } })).toMatchObject({
+      hop: 'egress',
+      outcome: 'handled',
+    });
   });
 
   it('handled on the egress stage itself is finalized, never sent back to egress', () => {
     const envelope = envelopeWith([], { egress: true });
-    expect(hop({ mode: 'stage', next: 'finalization', envelope, topic: Topic.egress, result: { kind: 'handled' } })).toMatchObject({ hop: 'finalization', outcome: 'handled' });
+    expect(hop({ mode: 'stage', next: 'finalization', envelope, topic: Topic.egress, result: { kind: 'handled' } })).toMatchObject({
+      hop: 'finalization',
+      outcome: 'handled',
+    });
   });
 
   it('a stage without a next topic is a configuration error', () => {
@@ -249,11 +308,19 @@ describe('failures (R4/R5)', () => {
   });
 
   it('a retryable failure on its last attempt is recorded as exhausted and finalized', () => {
-    expect(onFailure({ mode: 'step', retryable: true, attempt: 3, maxAttempts: 3, retry })).toEqual({ action: 'record', then: 'finalization', exhausted: true });
+    expect(onFailure({ mode: 'step', retryable: true, attempt: 3, maxAttempts: 3, retry })).toEqual({
+      action: 'record',
+      then: 'finalization',
+      exhausted: true,
+    });
   });
 
   it('a non-retryable failure is recorded at once, in every mode', () => {
-    expect(onFailure({ mode: 'step', retryable: false, attempt: 1, maxAttempts: 3, retry })).toEqual({ action: 'record', then: 'finalization', exhausted: false });
+    expect(onFailure({ mode: 'step', retryable: false, attempt: 1, maxAttempts: 3, retry })).toEqual({
+      action: 'record',
+      then: 'finalization',
+      exhausted: false,
+    });
     expect(onFailure({ mode: 'slip', attempt: 1, maxAttempts: 3, retry })).toMatchObject({ then: 'finalization' });
     expect(onFailure({ mode: 'stage', attempt: 1, maxAttempts: 3, retry })).toMatchObject({ then: 'finalization' });
     expect(onFailure({ mode: 'sink', attempt: 1, maxAttempts: 3, retry })).toMatchObject({ then: 'dead-letter' });
@@ -270,39 +337,68 @@ describe('failures (R4/R5)', () => {
       now: NOW,
     });
     expect(message).toBe('down (gave up after 3 attempts)');
-    expect(envelope.routingSlip[0]).toMatchObject({ status: 'ERROR', endedAt: NOW, error: { code: 'PROVIDER_ERROR', message, retryable: true } });
+    expect(envelope.routingSlip[0]).toMatchObject({
+      status: 'ERROR',
+      endedAt: NOW,
+      error: { code: 'PROVIDER_ERROR', message, retryable: true },
+    });
     expect(envelope.routingSlip[1]?.status).toBe('PENDING');
-    expect(envelope.errors).toEqual([{ code: 'PROVIDER_ERROR', message, service: 'svc', at: NOW, retryable: true, step: 'a', stepIndex: 0, details: { status: 503 } }]);
+    expect(envelope.errors).toEqual([
+      { code: 'PROVIDER_ERROR', message, service: 'svc', at: NOW, retryable: true, step: 'a', stepIndex: 0, details: { status: 503 } },
+    ]);
     expect(envelope.outcome).toBe('failed');
     expect(envelope.delivery).toBeUndefined();
   });
 
   it('a failure outside a step is recorded on the envelope without a step', () => {
     const envelope = envelopeWith([]);
-    recordFailure(envelope, { failure: { kind: 'failed', code: 'FORBIDDEN', message: 'no' }, exhausted: false, attempt: 1, service: 'svc', stepIndex: -1, now: NOW });
+    recordFailure(envelope, {
+      failure: { kind: 'failed', code: 'FORBIDDEN', message: 'no' },
+      exhausted: false,
+      attempt: 1,
+      service: 'svc',
+      stepIndex: -1,
+      now: NOW,
+    });
     expect(envelope.errors).toEqual([{ code: 'FORBIDDEN', message: 'no', service: 'svc', at: NOW, retryable: false }]);
   });
 
   it('the egress stage records an undelivered reply with the failure code', () => {
     const envelope = envelopeWith([]);
-    recordFailure(envelope, { failure: { kind: 'failed', code: 'DEADLINE', message: 'late' }, exhausted: false, attempt: 1, service: 'egress', stepIndex: -1, now: NOW, deliveryTopic: Topic.egress });
+    recordFailure(envelope, {
+      failure: { kind: 'failed', code: 'DEADLINE', message: 'late' },
+      exhausted: false,
+      attempt: 1,
+      service: 'egress',
+      stepIndex: -1,
+      now: NOW,
+      deliveryTopic: Topic.egress,
+    });
     expect(envelope.delivery).toEqual({ delivered: false, at: NOW, destination: Topic.egress, reason: 'DEADLINE' });
   });
 
   it('a recorded failure is finalized, or dead-lettered when there is no finalization destination', () => {
     const envelope = envelopeWith(['a']);
     expect(failureHop('step', envelope, 0, 'internal.a.v1', 'X', 'x')).toMatchObject({ action: 'publish', hop: 'finalization' });
-    expect(failureHop('step', envelopeWith(['a'], { finalization: false }), 0, 'internal.a.v1', 'X', 'x')).toMatchObject({ action: 'dead-letter', code: 'NO_FINALIZATION_DESTINATION' });
+    expect(failureHop('step', envelopeWith(['a'], { finalization: false }), 0, 'internal.a.v1', 'X', 'x')).toMatchObject({
+      action: 'dead-letter',
+      code: 'NO_FINALIZATION_DESTINATION',
+    });
   });
 
   it('a handler exception becomes HANDLER_EXCEPTION, a BitBratError keeps its code, and a deadline becomes DEADLINE', () => {
     expect(failureOf(new Error('kaboom'))).toEqual({ kind: 'failed', code: 'HANDLER_EXCEPTION', message: 'kaboom', retryable: false });
-    expect(failureOf(new BitBratError('PROVIDER_ERROR', 'flaky', { retryable: true }))).toMatchObject({ kind: 'failed', code: 'PROVIDER_ERROR', retryable: true });
+    expect(failureOf(new BitBratError('PROVIDER_ERROR', 'flaky', { retryable: true }))).toMatchObject({
+      kind: 'failed',
+      code: 'PROVIDER_ERROR',
+      retryable: true,
+    });
     expect(failureOf(new DeadlineError('too slow'))).toEqual({ kind: 'failed', code: 'DEADLINE', message: 'too slow', retryable: false });
   });
 
   it('a dependency being down is not the message failure: the engine holds it', () => {
-    for (const code of ['STORE_UNAVAILABLE', 'BUS_UNAVAILABLE', 'PUBLISH_FAILED'] as const) expect(failureOf(new BitBratError(code, 'down')).kind).toBe('hold');
+    for (const code of ['STORE_UNAVAILABLE', 'BUS_UNAVAILABLE', 'PUBLISH_FAILED'] as const)
+      expect(failureOf(new BitBratError(code, 'down')).kind).toBe('hold');
   });
 
   it('a raw consumer retries a retryable failure while deliveries are left, then terminates the message', () => {
@@ -339,7 +435,10 @@ describe('known steps', () => {
     const expected = Object.values(architecture.services)
       .flatMap((service) => service.consumes)
       .map((topic) => /^internal\.(.+)\.v1$/.exec(topic)?.[1])
-      .filter((step): step is string => !!step && !['ingress', 'authenticated', 'egress', 'finalizer', 'deadletter'].includes(step) && !step.includes('{'));
+      .filter(
+        (step): step is string =>
+          !!step && !['ingress', 'authenticated', 'egress', 'finalizer', 'deadletter'].includes(step) && !step.includes('{'),
+      );
     expect(knownSteps()).toEqual([...new Set(expected)].sort());
     expect(knownSteps()).toEqual(expect.arrayContaining(['commands', 'llm-bot', 'query-analyzer', 'router']));
     expect(knownSteps()).not.toContain('ingress');

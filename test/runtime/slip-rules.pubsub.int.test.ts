@@ -17,5 +17,6 @@ afterAll(async () => {
 
 // The same routing-slip scenarios as on memory and NATS; every scenario has its own topic prefix.
 describeSlipScenarios('pubsub', {
-  create: async () => createPubSubBus({ projectId: 'bitbrat-slip', emulatorHost: emulator!.host, prefix: `s${Math.random().toString(36).slice(2, 10)}-` }),
+  create: async () =>
+    createPubSubBus({ projectId: 'bitbrat-slip', emulatorHost: emulator!.host, prefix: `s${Math.random().toString(36).slice(2, 10)}-` }),
 });

@@ -50,7 +50,9 @@ export function describeSlipScenarios(driver: string, factory: BusFactory) {
     const stepService = (id: string, handle: (envelope: Envelope, attempt: number) => Promise<any>) =>
       defineService({
         name: id,
-        setup: () => ({ consumers: { [`internal.${id}.v1`]: { mode: 'step', handle: (envelope, ctx) => handle(envelope, ctx.attempt), maxInFlight: 8 } } }),
+        setup: () => ({
+          consumers: { [`internal.${id}.v1`]: { mode: 'step', handle: (envelope, ctx) => handle(envelope, ctx.attempt), maxInFlight: 8 } },
+        }),
       });
 
     it('R1/R2: when every step continues, the steps run in order, are timed and marked OK, and the envelope is finalized as completed', async () => {
@@ -160,7 +162,9 @@ export function describeSlipScenarios(driver: string, factory: BusFactory) {
 
     it('R5: a non-retryable failure is not retried', async () => {
       const attempts: number[] = [];
-      const { observer } = await start([stepService('a', async (_e, attempt) => (attempts.push(attempt), failed('FORBIDDEN', 'no', { retryable: false })))]);
+      const { observer } = await start([
+        stepService('a', async (_e, attempt) => (attempts.push(attempt), failed('FORBIDDEN', 'no', { retryable: false }))),
+      ]);
       const envelope = chat(['a']);
       await bus.publish('internal.a.v1', encoder.encode(JSON.stringify(envelope)));
       const final: Envelope = await observer.waitFor(Topic.finalizer, (value) => value.id === envelope.id);
@@ -205,7 +209,9 @@ export function describeSlipScenarios(driver: string, factory: BusFactory) {
 
     it('R8: a redelivered duplicate arrives, is recognised and dropped, and yields no second egress message', async () => {
       let runs = 0;
-      const { observer, host } = await start([stepService('a', async (envelope) => ((runs += 1), continueWith({ ...envelope, candidates: [createReply('a', 'once')] })))]);
+      const { observer, host } = await start([
+        stepService('a', async (envelope) => ((runs += 1), continueWith({ ...envelope, candidates: [createReply('a', 'once')] }))),
+      ]);
       const envelope = chat(['a'], { source: { platform: 'test', channel: 'c', channelId: '1', egressDestination: Topic.egress } });
       const bytes = encoder.encode(JSON.stringify(envelope));
       const duplicatesDropped = async () => {
@@ -229,14 +235,22 @@ export function describeSlipScenarios(driver: string, factory: BusFactory) {
       let release!: () => void;
       const aChanged = new Promise<void>((resolve) => (release = resolve));
       const sink = (name: string, handle: (envelope: Envelope) => Promise<void>) =>
-        defineService({ name, setup: () => ({ consumers: { [Topic.finalizer]: { mode: 'sink', handle: async (envelope) => (await handle(envelope), handled()) } } }) });
+        defineService({
+          name,
+          setup: () => ({
+            consumers: { [Topic.finalizer]: { mode: 'sink', handle: async (envelope) => (await handle(envelope), handled()) } },
+          }),
+        });
       const { observer } = await start([
         stepService('a', async (envelope) => continueWith({ ...envelope, payload: { ...envelope.payload, text: 'from a' } })),
         stepService('b', async (envelope, attempt) => {
           seenByB.push(String(envelope.payload.text));
           // The first attempt changes its envelope in place, then fails: the retry must not see the change.
           envelope.payload.text = `changed by attempt ${attempt}`;
-          envelope.annotations = [...(envelope.annotations ?? []), { id: `x${attempt}`, kind: 'x', source: 'b', createdAt: new Date().toISOString() }];
+          envelope.annotations = [
+            ...(envelope.annotations ?? []),
+            { id: `x${attempt}`, kind: 'x', source: 'b', createdAt: new Date().toISOString() },
+          ];
           return attempt === 1 ? failed('PROVIDER_ERROR', 'once', { retryable: true }) : continueWith();
         }),
         // Two other consumers of the final envelope: one changes its copy, the other reads after that.
@@ -260,7 +274,9 @@ export function describeSlipScenarios(driver: string, factory: BusFactory) {
     });
 
     it('R9: a step that outlives its timeout fails with DEADLINE', async () => {
-      const { observer } = await start([stepService('a', async () => new Promise((resolve) => setTimeout(() => resolve(continueWith()), 2_000)))]);
+      const { observer } = await start([
+        stepService('a', async () => new Promise((resolve) => setTimeout(() => resolve(continueWith()), 2_000))),
+      ]);
       const envelope = chat(['a']);
       envelope.routingSlip[0]!.timeoutMs = 100;
       await bus.publish('internal.a.v1', encoder.encode(JSON.stringify(envelope)));
@@ -336,7 +352,10 @@ export function describeSlipScenarios(driver: string, factory: BusFactory) {
         stepService('a', async () => continueWith()),
         stepService('router', async (envelope) => {
           const history = envelope.routingSlip.filter((step: any) => step.status !== 'PENDING');
-          return continueWith({ ...envelope, routingSlip: [...history, envelope.routingSlip.find((s: any) => s.id === 'router')!, createStep('c')] });
+          return continueWith({
+            ...envelope,
+            routingSlip: [...history, envelope.routingSlip.find((s: any) => s.id === 'router')!, createStep('c')],
+          });
         }),
         stepService('c', async () => continueWith()),
       ]);
@@ -362,7 +381,12 @@ export function describeSlipScenarios(driver: string, factory: BusFactory) {
       const router = defineService({
         name: 'router',
         setup: () => ({
-          consumers: { [Topic.authenticated]: { mode: 'slip', handle: async (envelope) => continueWith({ ...envelope, routingSlip: [createStep('a'), createStep('bogus-step')] }) } },
+          consumers: {
+            [Topic.authenticated]: {
+              mode: 'slip',
+              handle: async (envelope) => continueWith({ ...envelope, routingSlip: [createStep('a'), createStep('bogus-step')] }),
+            },
+          },
         }),
       });
       const { observer, host } = await start([router, stepService('a', async () => continueWith())]);
@@ -376,10 +400,16 @@ export function describeSlipScenarios(driver: string, factory: BusFactory) {
       expect(letter.reason.details.knownSteps).toEqual(expect.arrayContaining(['a', 'commands', 'router']));
       expect(letter.reason.details.knownSteps).not.toContain('bogus-step');
       expect(letter).toMatchObject({ service: 'a', topic: 'internal.a.v1', stepIndex: 1, replayTopic: BOGUS });
-      expect(letter.envelope.routingSlip.map((step: { id: string; status: string }) => `${step.id}:${step.status}`)).toEqual(['a:OK', 'bogus-step:PENDING']);
+      expect(letter.envelope.routingSlip.map((step: { id: string; status: string }) => `${step.id}:${step.status}`)).toEqual([
+        'a:OK',
+        'bogus-step:PENDING',
+      ]);
       // Nothing in flight: step a's message is settled once (acked, not redelivered), nothing went to the
       // unknown topic, and the envelope was not also finalized.
-      const settled = async () => (await host.metrics.handlerSeconds.get()).values.find((value) => value.labels.topic === 'internal.a.v1' && value.metricName?.endsWith('_count'))?.value ?? 0;
+      const settled = async () =>
+        (await host.metrics.handlerSeconds.get()).values.find(
+          (value) => value.labels.topic === 'internal.a.v1' && value.metricName?.endsWith('_count'),
+        )?.value ?? 0;
       let count = 0;
       await waitFor(async () => (count = await settled()) >= 1);
       const consumed = (await host.metrics.consumed.get()).values.filter((value) => value.labels.topic === 'internal.a.v1');

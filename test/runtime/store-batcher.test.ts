@@ -5,10 +5,14 @@ describe('a service store batcher', () => {
   it('writes a batch as soon as it holds MAX_IN_FLIGHT records, without waiting for its timer', async () => {
     const batches: number[][] = [];
     // A delay no test waits for: the batches below can only have been written because they were full.
-    const batcher = createServiceBatcher<number, number>({ platform: { MAX_IN_FLIGHT: 2 } }, { size: 200, delayMs: 60_000 }, async (batch) => {
-      batches.push(batch);
-      return batch.map((value) => value * 10);
-    });
+    const batcher = createServiceBatcher<number, number>(
+      { platform: { MAX_IN_FLIGHT: 2 } },
+      { size: 200, delayMs: 60_000 },
+      async (batch) => {
+        batches.push(batch);
+        return batch.map((value) => value * 10);
+      },
+    );
     const results = await Promise.all([1, 2, 3, 4].map((value) => batcher.add(value)));
     expect(results).toEqual([10, 20, 30, 40]);
     expect(batches).toEqual([

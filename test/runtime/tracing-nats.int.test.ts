@@ -39,7 +39,11 @@ describe('tracing with a process per service on NATS', () => {
       await up.ready(120_000);
 
       const out: string[] = [];
-      const code = await sendCommand(['!ping', '--user', 'tracy', '--url', up.apiUrl, '--token', up.token, '--timeout', '60000'], {}, { stdout: { write: (text: string) => out.push(text) }, stderr: { write: (text: string) => out.push(text) } });
+      const code = await sendCommand(
+        ['!ping', '--user', 'tracy', '--url', up.apiUrl, '--token', up.token, '--timeout', '60000'],
+        {},
+        { stdout: { write: (text: string) => out.push(text) }, stderr: { write: (text: string) => out.push(text) } },
+      );
       expect(out.join('').trim()).toBe('pong');
       expect(code).toBe(0);
 
@@ -52,7 +56,10 @@ describe('tracing with a process per service on NATS', () => {
           const mine = all.filter((span) => span.traceId === traceId);
           const ids = new Set(mine.map((span) => span.spanId));
           const services = new Set(mine.map((span) => span.resource['service.name']));
-          return SERVICES.every((service) => services.has(service)) && mine.every((span) => span.parentSpanId === '' || ids.has(span.parentSpanId));
+          return (
+            SERVICES.every((service) => services.has(service)) &&
+            mine.every((span) => span.parentSpanId === '' || ids.has(span.parentSpanId))
+          );
         }, 60_000)
       ).filter((span) => span.traceId === traceId);
 
@@ -62,8 +69,12 @@ describe('tracing with a process per service on NATS', () => {
       expect(roots[0]!.resource['service.name']).toBe('api-gateway');
       expect(new Set(spans.map((span) => span.resource['service.name']))).toEqual(new Set(SERVICES));
       for (const span of spans.filter((candidate) => candidate.kind === 5)) expect(span.attributes['messaging.system']).toBe('nats');
-      const steps = spans.filter((span) => span.attributes['bitbrat.step'] !== undefined).map((span) => `${span.resource['service.name']}/${span.attributes['bitbrat.step']}:${span.attributes['bitbrat.outcome']}`);
-      expect(steps).toEqual(expect.arrayContaining(['query-analyzer/query-analyzer:continue', 'event-router/router:continue', 'commands/commands:continue']));
+      const steps = spans
+        .filter((span) => span.attributes['bitbrat.step'] !== undefined)
+        .map((span) => `${span.resource['service.name']}/${span.attributes['bitbrat.step']}:${span.attributes['bitbrat.outcome']}`);
+      expect(steps).toEqual(
+        expect.arrayContaining(['query-analyzer/query-analyzer:continue', 'event-router/router:continue', 'commands/commands:continue']),
+      );
       expect(collector.requests.protobuf).toBeGreaterThan(0);
     } finally {
       await up?.stop();

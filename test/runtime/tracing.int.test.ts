@@ -39,7 +39,17 @@ const egress = defineService({
 /** A chat source (as a platform connector is): publishes from outside any consumed message. */
 const chatSource = defineService({ name: 'chat-source', setup: () => ({ consumers: {} }) });
 
-const SERVICES: ServiceDefinition[] = [chatSource, authService, eventRouter, createQueryAnalyzer(), moderation, createCommandsService(), persistence, finalizer, egress];
+const SERVICES: ServiceDefinition[] = [
+  chatSource,
+  authService,
+  eventRouter,
+  createQueryAnalyzer(),
+  moderation,
+  createCommandsService(),
+  persistence,
+  finalizer,
+  egress,
+];
 const ARCHITECTURE = testArchitecture([
   { name: 'chat-source', consumes: [] },
   { name: 'auth', consumes: [Topic.ingress] },
@@ -66,11 +76,16 @@ function ping(): Envelope {
 
 /** The spans of one trace, once the finalizer's span and every parent they name have arrived. */
 function wholeTrace(collector: FakeOtlpCollector, traceId: string) {
-  return collector.waitFor((spans) => {
-    const mine = spans.filter((span) => span.traceId === traceId);
-    const ids = new Set(mine.map((span) => span.spanId));
-    return mine.some((span) => span.attributes['bitbrat.service'] === 'finalizer' && span.name.includes(Topic.finalizer)) && mine.every((span) => span.parentSpanId === '' || ids.has(span.parentSpanId));
-  }).then((spans) => spans.filter((span) => span.traceId === traceId));
+  return collector
+    .waitFor((spans) => {
+      const mine = spans.filter((span) => span.traceId === traceId);
+      const ids = new Set(mine.map((span) => span.spanId));
+      return (
+        mine.some((span) => span.attributes['bitbrat.service'] === 'finalizer' && span.name.includes(Topic.finalizer)) &&
+        mine.every((span) => span.parentSpanId === '' || ids.has(span.parentSpanId))
+      );
+    })
+    .then((spans) => spans.filter((span) => span.traceId === traceId));
 }
 
 const stepSpans = (spans: ReceivedSpan[]) => spans.filter((span) => span.attributes['bitbrat.step'] !== undefined);
@@ -123,19 +138,46 @@ describe.each([
     expect(roots.map((span) => span.name)).toEqual([`chat-source publish ${Topic.ingress}`]);
     expect(roots[0]!.kind).toBe(4);
     const services = new Set(spans.map((span) => span.attributes['bitbrat.service']));
-    for (const service of ['chat-source', 'auth', 'persistence', 'event-router', 'query-analyzer', 'moderation', 'commands', 'test-egress', 'finalizer']) expect(services).toContain(service);
+    for (const service of [
+      'chat-source',
+      'auth',
+      'persistence',
+      'event-router',
+      'query-analyzer',
+      'moderation',
+      'commands',
+      'test-egress',
+      'finalizer',
+    ])
+      expect(services).toContain(service);
 
     // A span per step, with its service, attempt and outcome; the router runs twice (R10 re-plan).
-    const steps = stepSpans(spans).map((span) => `${span.attributes['bitbrat.service']}/${span.attributes['bitbrat.step']}#${span.attributes['bitbrat.attempt']}:${span.attributes['bitbrat.outcome']}`);
-    expect(steps.sort()).toEqual(['commands/commands#1:continue', 'event-router/router#1:continue', 'moderation/moderation#1:continue', 'query-analyzer/query-analyzer#1:continue'].sort());
+    const steps = stepSpans(spans).map(
+      (span) =>
+        `${span.attributes['bitbrat.service']}/${span.attributes['bitbrat.step']}#${span.attributes['bitbrat.attempt']}:${span.attributes['bitbrat.outcome']}`,
+    );
+    expect(steps.sort()).toEqual(
+      [
+        'commands/commands#1:continue',
+        'event-router/router#1:continue',
+        'moderation/moderation#1:continue',
+        'query-analyzer/query-analyzer#1:continue',
+      ].sort(),
+    );
     const commands = spans.find((span) => span.attributes['bitbrat.step'] === 'commands')!;
     expect(commands.name).toBe('commands commands');
     expect(commands.kind).toBe(5);
-    expect(commands.attributes).toMatchObject({ 'messaging.destination.name': 'internal.commands.v1', 'messaging.message.id': envelope.id, 'bitbrat.correlation_id': envelope.correlationId });
+    expect(commands.attributes).toMatchObject({
+      'messaging.destination.name': 'internal.commands.v1',
+      'messaging.message.id': envelope.id,
+      'bitbrat.correlation_id': envelope.correlationId,
+    });
 
     // The hops follow the bus: auth's span is the child of the publish, the finalizer's of egress.
     const byId = new Map(spans.map((span) => [span.spanId, span]));
-    const auth = spans.find((span) => span.attributes['bitbrat.service'] === 'auth' && span.attributes['messaging.destination.name'] === Topic.ingress)!;
+    const auth = spans.find(
+      (span) => span.attributes['bitbrat.service'] === 'auth' && span.attributes['messaging.destination.name'] === Topic.ingress,
+    )!;
     expect(byId.get(auth.parentSpanId)).toBe(roots[0]);
     const final = spans.find((span) => span.attributes['bitbrat.service'] === 'finalizer')!;
     expect(byId.get(final.parentSpanId)?.attributes['bitbrat.service']).toBe('test-egress');
@@ -149,7 +191,12 @@ describe.each([
     }
 
     // The resource names the process and carries OTEL_RESOURCE_ATTRIBUTES.
-    expect(roots[0]!.resource).toMatchObject({ 'service.name': 'bitbrat-all-in-one', 'deployment.environment.name': 'test', team: 'stream ops', 'service.instance.id': host.platform.INSTANCE_ID });
+    expect(roots[0]!.resource).toMatchObject({
+      'service.name': 'bitbrat-all-in-one',
+      'deployment.environment.name': 'test',
+      team: 'stream ops',
+      'service.instance.id': host.platform.INSTANCE_ID,
+    });
   });
 
   it('puts the trace and span ids on every log line of a traced message', async () => {
@@ -157,10 +204,13 @@ describe.each([
     await host.context('chat-source').publish(Topic.ingress, envelope);
     const traceId = normalizeTraceId(envelope.traceId);
     const spans = await wholeTrace(collector, traceId);
-    const lines = await waitFor(() => {
-      const found = logs.records().filter((record) => record.envelopeId === envelope.id);
-      return found.length > 0 ? found : undefined;
-    }, { message: 'a log line of the message' });
+    const lines = await waitFor(
+      () => {
+        const found = logs.records().filter((record) => record.envelopeId === envelope.id);
+        return found.length > 0 ? found : undefined;
+      },
+      { message: 'a log line of the message' },
+    );
     const spanIds = new Set(spans.map((span) => span.spanId));
     for (const line of lines) {
       expect(line.trace_id).toBe(traceId);
@@ -176,7 +226,9 @@ describe.each([
     envelope.routingSlip = [{ id: 'no-such-step', status: 'PENDING', attempt: 0, maxAttempts: 3, destination: 'internal.no-such-step.v1' }];
     await host.context('chat-source').publish('internal.commands.v1', envelope);
     const traceId = normalizeTraceId(envelope.traceId);
-    const spans = await collector.waitFor((all) => all.some((span) => span.traceId === traceId && span.attributes['bitbrat.outcome'] === 'dead-letter'));
+    const spans = await collector.waitFor((all) =>
+      all.some((span) => span.traceId === traceId && span.attributes['bitbrat.outcome'] === 'dead-letter'),
+    );
     const failed = spans.find((span) => span.traceId === traceId && span.attributes['bitbrat.outcome'] === 'dead-letter')!;
     expect(failed.status.code).toBe(2);
     expect(failed.attributes['bitbrat.error_code']).toBe(failed.attributes['error.type']);
@@ -197,14 +249,23 @@ describe('tracing with a collector that never answers', () => {
     await store.init();
     const bus = createMemoryBus();
     await bus.connect();
-    const host = await startTestHost({ services: SERVICES, bus, architecture: ARCHITECTURE, env: { OTEL_EXPORTER_OTLP_ENDPOINT: `http://127.0.0.1:${port}`, OTEL_BSP_SCHEDULE_DELAY: '10' }, extra: { store } });
+    const host = await startTestHost({
+      services: SERVICES,
+      bus,
+      architecture: ARCHITECTURE,
+      env: { OTEL_EXPORTER_OTLP_ENDPOINT: `http://127.0.0.1:${port}`, OTEL_BSP_SCHEDULE_DELAY: '10' },
+      extra: { store },
+    });
     try {
       const envelope = ping();
       await host.context('chat-source').publish(Topic.ingress, envelope);
-      const record = await waitFor(async () => {
-        const found = await store.getEvent(envelope.id);
-        return found?.outcome ? found : undefined;
-      }, { timeoutMs: 20_000, message: 'the final record of the !ping' });
+      const record = await waitFor(
+        async () => {
+          const found = await store.getEvent(envelope.id);
+          return found?.outcome ? found : undefined;
+        },
+        { timeoutMs: 20_000, message: 'the final record of the !ping' },
+      );
       expect(record.outcome).toBe('completed');
       expect(sockets.size).toBeGreaterThan(0);
     } finally {

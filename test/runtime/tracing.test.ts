@@ -3,7 +3,16 @@ import path from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { PROJECT_ROOT } from '../../src/runtime/manifest.js';
 import { loadTracingConfig, tracesUrl } from '../../src/runtime/tracing-config.js';
-import { createTracing, currentSpan, parseTraceparent, runInSpan, traced, type RuntimeSpan, type StartSpanOptions, type Tracing } from '../../src/runtime/tracing.js';
+import {
+  createTracing,
+  currentSpan,
+  parseTraceparent,
+  runInSpan,
+  traced,
+  type RuntimeSpan,
+  type StartSpanOptions,
+  type Tracing,
+} from '../../src/runtime/tracing.js';
 
 /** A Tracing that records what it was asked, for testing the runtime side without the SDK. */
 function recordingTracing() {
@@ -41,8 +50,12 @@ function recordingTracing() {
 describe('tracing configuration', () => {
   it('is off without an OTLP endpoint, and when the SDK or the exporter is disabled', () => {
     expect(loadTracingConfig({})).toEqual({ enabled: false });
-    expect(loadTracingConfig({ OTEL_EXPORTER_OTLP_ENDPOINT: 'http://collector:4318', OTEL_SDK_DISABLED: 'true' })).toEqual({ enabled: false });
-    expect(loadTracingConfig({ OTEL_EXPORTER_OTLP_ENDPOINT: 'http://collector:4318', OTEL_TRACES_EXPORTER: 'none' })).toEqual({ enabled: false });
+    expect(loadTracingConfig({ OTEL_EXPORTER_OTLP_ENDPOINT: 'http://collector:4318', OTEL_SDK_DISABLED: 'true' })).toEqual({
+      enabled: false,
+    });
+    expect(loadTracingConfig({ OTEL_EXPORTER_OTLP_ENDPOINT: 'http://collector:4318', OTEL_TRACES_EXPORTER: 'none' })).toEqual({
+      enabled: false,
+    });
   });
 
   it('posts to <endpoint>/v1/traces, or to the traces endpoint exactly as given', () => {
@@ -53,7 +66,12 @@ describe('tracing configuration', () => {
   });
 
   it('defaults to http/protobuf and a parent-based always-on sampler, and reads the standard variables', () => {
-    expect(loadTracingConfig({ OTEL_EXPORTER_OTLP_ENDPOINT: 'http://c:4318' })).toMatchObject({ protocol: 'http/protobuf', sampler: 'parentbased_always_on', samplerRatio: 1, batch: { scheduledDelayMillis: 5_000 } });
+    expect(loadTracingConfig({ OTEL_EXPORTER_OTLP_ENDPOINT: 'http://c:4318' })).toMatchObject({
+      protocol: 'http/protobuf',
+      sampler: 'parentbased_always_on',
+      samplerRatio: 1,
+      batch: { scheduledDelayMillis: 5_000 },
+    });
     const config = loadTracingConfig({
       OTEL_EXPORTER_OTLP_ENDPOINT: 'http://c:4318',
       OTEL_EXPORTER_OTLP_PROTOCOL: 'http/protobuf',
@@ -72,7 +90,13 @@ describe('tracing configuration', () => {
       protocol: 'http/json',
       headers: { 'x-team': 'traces', authorization: 'Bearer abc' },
       serviceName: 'bot',
-      resourceAttributes: { 'deployment.environment.name': 'prod', owner: 'a,b', 'cloud.platform': 'gcp_cloud_run', 'faas.name': 'bitbrat-auth', 'faas.version': 'bitbrat-auth-00007' },
+      resourceAttributes: {
+        'deployment.environment.name': 'prod',
+        owner: 'a,b',
+        'cloud.platform': 'gcp_cloud_run',
+        'faas.name': 'bitbrat-auth',
+        'faas.version': 'bitbrat-auth-00007',
+      },
       sampler: 'parentbased_traceidratio',
       samplerRatio: 0.25,
     });
@@ -81,12 +105,26 @@ describe('tracing configuration', () => {
   it('fails listing every problem: grpc, a bad sampler ratio, a bad endpoint, malformed attributes', () => {
     let message = '';
     try {
-      loadTracingConfig({ OTEL_EXPORTER_OTLP_ENDPOINT: 'not a url', OTEL_EXPORTER_OTLP_PROTOCOL: 'grpc', OTEL_TRACES_SAMPLER_ARG: '2', OTEL_TRACES_SAMPLER: 'jaeger_remote', OTEL_RESOURCE_ATTRIBUTES: 'novalue' });
+      loadTracingConfig({
+        OTEL_EXPORTER_OTLP_ENDPOINT: 'not a url',
+        OTEL_EXPORTER_OTLP_PROTOCOL: 'grpc',
+        OTEL_TRACES_SAMPLER_ARG: '2',
+        OTEL_TRACES_SAMPLER: 'jaeger_remote',
+        OTEL_RESOURCE_ATTRIBUTES: 'novalue',
+      });
     } catch (error) {
       message = (error as Error).message;
       expect((error as { code?: string }).code).toBe('CONFIG_INVALID');
     }
-    for (const name of ['OTEL_EXPORTER_OTLP_ENDPOINT', 'OTEL_EXPORTER_OTLP_PROTOCOL', 'grpc is not supported', 'OTEL_TRACES_SAMPLER_ARG', 'OTEL_TRACES_SAMPLER:', 'OTEL_RESOURCE_ATTRIBUTES']) expect(message).toContain(name);
+    for (const name of [
+      'OTEL_EXPORTER_OTLP_ENDPOINT',
+      'OTEL_EXPORTER_OTLP_PROTOCOL',
+      'grpc is not supported',
+      'OTEL_TRACES_SAMPLER_ARG',
+      'OTEL_TRACES_SAMPLER:',
+      'OTEL_RESOURCE_ATTRIBUTES',
+    ])
+      expect(message).toContain(name);
   });
 });
 
@@ -99,15 +137,29 @@ describe('the runtime side of tracing', () => {
     const files = (readdirSync(path.join(PROJECT_ROOT, 'src'), { recursive: true }) as string[]).filter((file) => file.endsWith('.ts'));
     const importing = files.filter((file) => /from '@opentelemetry\//.test(readFileSync(path.join(PROJECT_ROOT, 'src', file), 'utf8')));
     expect(importing.map((file) => file.split(path.sep).join('/'))).toEqual(['runtime/otel.ts']);
-    const staticOtel = files.filter((file) => /^import [^;]*from '\.\/otel\.js'/m.test(readFileSync(path.join(PROJECT_ROOT, 'src', file), 'utf8')));
+    const staticOtel = files.filter((file) =>
+      /^import [^;]*from '\.\/otel\.js'/m.test(readFileSync(path.join(PROJECT_ROOT, 'src', file), 'utf8')),
+    );
     expect(staticOtel).toEqual([]);
     expect(readFileSync(path.join(PROJECT_ROOT, 'src', 'runtime', 'tracing.ts'), 'utf8')).toContain("await import('./otel.js')");
   });
 
   it('parses W3C traceparent headers and refuses invalid ones', () => {
-    expect(parseTraceparent(`00-${'ab'.repeat(16)}-${'cd'.repeat(8)}-01`)).toEqual({ traceId: 'ab'.repeat(16), spanId: 'cd'.repeat(8), sampled: true });
+    expect(parseTraceparent(`00-${'ab'.repeat(16)}-${'cd'.repeat(8)}-01`)).toEqual({
+      traceId: 'ab'.repeat(16),
+      spanId: 'cd'.repeat(8),
+      sampled: true,
+    });
     expect(parseTraceparent(`00-${'ab'.repeat(16)}-${'cd'.repeat(8)}-00`)?.sampled).toBe(false);
-    for (const bad of [undefined, '', 'garbage', `00-${'0'.repeat(32)}-${'cd'.repeat(8)}-01`, `00-${'ab'.repeat(16)}-${'0'.repeat(16)}-01`, `ff-${'ab'.repeat(16)}-${'cd'.repeat(8)}-01`, `00-${'AB'.repeat(16)}-${'cd'.repeat(8)}-01`]) {
+    for (const bad of [
+      undefined,
+      '',
+      'garbage',
+      `00-${'0'.repeat(32)}-${'cd'.repeat(8)}-01`,
+      `00-${'ab'.repeat(16)}-${'0'.repeat(16)}-01`,
+      `ff-${'ab'.repeat(16)}-${'cd'.repeat(8)}-01`,
+      `00-${'AB'.repeat(16)}-${'cd'.repeat(8)}-01`,
+    ]) {
       expect(parseTraceparent(bad), String(bad)).toBeUndefined();
     }
   });
@@ -139,7 +191,11 @@ describe('the runtime side of tracing', () => {
         }),
       ).toThrow('nope');
     });
-    await expect(runInSpan(tracing, parent, () => traced('rejects', {}, async () => Promise.reject(Object.assign(new Error('slow'), { code: 'DEADLINE' }))))).rejects.toThrow('slow');
+    await expect(
+      runInSpan(tracing, parent, () =>
+        traced('rejects', {}, async () => Promise.reject(Object.assign(new Error('slow'), { code: 'DEADLINE' }))),
+      ),
+    ).rejects.toThrow('slow');
     expect(started.slice(1).map((entry) => [entry.name, entry.failed, entry.ended])).toEqual([
       ['sync', undefined, true],
       ['throws', 'STORE_UNAVAILABLE', true],

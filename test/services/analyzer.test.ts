@@ -7,7 +7,11 @@ import { analysisAnnotations, countEmotes, createAnalyzer, parseCommand } from '
 import { createQueryAnalyzer, type IntentClassifier, type QueryAnalyzerOptions } from '../../src/services/query-analyzer/index.js';
 import { collect, startTestHost } from '../support/harness.js';
 
-const analyze = createAnalyzer({ botName: 'BitBrat', linkAllowlist: ['twitch.tv', 'youtube.com'], blocklist: ['badword', 'buy followers'] });
+const analyze = createAnalyzer({
+  botName: 'BitBrat',
+  linkAllowlist: ['twitch.tv', 'youtube.com'],
+  blocklist: ['badword', 'buy followers'],
+});
 const viewer = (text: string, extra: Record<string, unknown> = {}) => analyze({ text, role: 'viewer', ...extra });
 
 describe('intent', () => {
@@ -98,8 +102,15 @@ describe('spam signals', () => {
   it('flags emote floods from platform emote positions', () => {
     expect(countEmotes('25:0-4,6-10,12-16/1902:18-22')).toBe(4);
     expect(countEmotes({ '25': ['0-4', '6-10'], '88': ['12-16'] })).toBe(3);
-    expect(countEmotes([{ id: '25', positions: ['0-4', '6-10'] }, { id: '1', start: 0, end: 4 }])).toBe(3);
-    const flood = viewer('Kappa PogChamp Kappa LUL Kappa PogChamp LUL Kappa PogChamp LUL', { emotes: Array.from({ length: 10 }, (_, i) => ({ id: 'e', start: i * 6, end: i * 6 + 4 })) });
+    expect(
+      countEmotes([
+        { id: '25', positions: ['0-4', '6-10'] },
+        { id: '1', start: 0, end: 4 },
+      ]),
+    ).toBe(3);
+    const flood = viewer('Kappa PogChamp Kappa LUL Kappa PogChamp LUL Kappa PogChamp LUL', {
+      emotes: Array.from({ length: 10 }, (_, i) => ({ id: 'e', start: i * 6, end: i * 6 + 4 })),
+    });
     expect(flood.spam).toBe(true);
     expect(flood.spamSignals.map((signal) => signal.reason)).toContain('emote-flood');
     expect(viewer('Kappa nice one', { emotes: [{ id: '25', start: 0, end: 4 }] }).spam).toBe(false);
@@ -137,7 +148,14 @@ describe('annotations', () => {
 
 describe('speed', () => {
   it('analyses a message in well under a millisecond on average', () => {
-    const texts = ['!ping', 'hello @bitbrat how are you?', 'WHY IS EVERYONE SO QUIET IN HERE', 'check cheap-viewers.xyz', 'I love this stream', 'gg'];
+    const texts = [
+      '!ping',
+      'hello @bitbrat how are you?',
+      'WHY IS EVERYONE SO QUIET IN HERE',
+      'check cheap-viewers.xyz',
+      'I love this stream',
+      'gg',
+    ];
     const count = 20_000;
     const started = performance.now();
     for (let i = 0; i < count; i += 1) analyze({ text: texts[i % texts.length]!, role: 'viewer' });
@@ -204,7 +222,10 @@ describe('the query-analyzer service', () => {
     const clear = await send('what game is this?');
     const vague = await send('i wonder which map they pick next');
     const slow = await send('slow thinking about the ending of that movie');
-    const intentOf = async (envelope: Envelope) => ((await observer.waitFor(Topic.router, (value) => value.id === envelope.id)) as Envelope).annotations!.find((a) => a.kind === 'intent')!;
+    const intentOf = async (envelope: Envelope) =>
+      ((await observer.waitFor(Topic.router, (value) => value.id === envelope.id)) as Envelope).annotations!.find(
+        (a) => a.kind === 'intent',
+      )!;
     expect((await intentOf(clear)).label).toBe('question');
     const refined = await intentOf(vague);
     expect(refined).toMatchObject({ label: 'question', score: 0.66, payload: { classifiedBy: 'classifier' } });

@@ -27,11 +27,20 @@ class FakeSocket extends EventEmitter {
 const silent = createLogger({ level: 'silent', scrubber: createSecretScrubber() });
 
 function gateway(limits: { maxConnections?: number; maxPerToken?: number }) {
-  const authenticator = createAuthenticator([
-    { token: 'token-aaaaaaaa', role: 'owner', label: 'token#1' },
-    { token: 'token-bbbbbbbb', role: 'viewer', label: 'token#2' },
-  ], false);
-  const chat = createChatGateway({ instanceId: 'caps', limits, authenticator: () => authenticator, publish: async () => undefined, logger: silent });
+  const authenticator = createAuthenticator(
+    [
+      { token: 'token-aaaaaaaa', role: 'owner', label: 'token#1' },
+      { token: 'token-bbbbbbbb', role: 'viewer', label: 'token#2' },
+    ],
+    false,
+  );
+  const chat = createChatGateway({
+    instanceId: 'caps',
+    limits,
+    authenticator: () => authenticator,
+    publish: async () => undefined,
+    logger: silent,
+  });
   const open = (token?: string) => {
     const socket = new FakeSocket();
     const principal = token ? authenticator.authenticate(token) : undefined;
@@ -70,7 +79,13 @@ describe('connection caps', () => {
     expect(first.frames[0]).toMatchObject({ type: 'ready' });
     expect(second.frames[0]).toMatchObject({ type: 'ready' });
     expect(third.closedWith).toBe(CloseCode.tryAgainLater);
-    expect(third.frames).toEqual([expect.objectContaining({ type: 'error', code: 'RATE_LIMITED', message: expect.stringMatching(/at most 2 chat connections per token/) })]);
+    expect(third.frames).toEqual([
+      expect.objectContaining({
+        type: 'error',
+        code: 'RATE_LIMITED',
+        message: expect.stringMatching(/at most 2 chat connections per token/),
+      }),
+    ]);
     expect(open('token-bbbbbbbb').frames[0]).toMatchObject({ type: 'ready' });
     first.close(1000);
     expect(open('token-aaaaaaaa').frames[0]).toMatchObject({ type: 'ready' });

@@ -9,7 +9,13 @@ import { twitchSetup } from '../../src/services/api-gateway/twitch-setup.js';
 const TOKEN = 'owner-token-123';
 
 describe('dashboard sessions', () => {
-  const auth = createAuthenticator([{ token: 'viewer-token-1', role: 'viewer' }, { token: TOKEN, role: 'owner' }], false);
+  const auth = createAuthenticator(
+    [
+      { token: 'viewer-token-1', role: 'viewer' },
+      { token: TOKEN, role: 'owner' },
+    ],
+    false,
+  );
 
   it('issues a session for a valid token that authenticates as that token, and none for a wrong token', () => {
     const session = auth.issueSession(TOKEN)!;
@@ -20,8 +26,24 @@ describe('dashboard sessions', () => {
 
   it('survives a restart (a new authenticator with the same tokens) but not a removed token', () => {
     const session = auth.issueSession(TOKEN)!;
-    expect(createAuthenticator([{ token: 'viewer-token-1', role: 'viewer' }, { token: TOKEN, role: 'owner' }], false).authenticateSession(session).ok).toBe(true);
-    expect(createAuthenticator([{ token: 'viewer-token-1', role: 'viewer' }, { token: 'another-token-9', role: 'owner' }], false).authenticateSession(session).ok).toBe(false);
+    expect(
+      createAuthenticator(
+        [
+          { token: 'viewer-token-1', role: 'viewer' },
+          { token: TOKEN, role: 'owner' },
+        ],
+        false,
+      ).authenticateSession(session).ok,
+    ).toBe(true);
+    expect(
+      createAuthenticator(
+        [
+          { token: 'viewer-token-1', role: 'viewer' },
+          { token: 'another-token-9', role: 'owner' },
+        ],
+        false,
+      ).authenticateSession(session).ok,
+    ).toBe(false);
   });
 
   it('refuses a tampered, expired or ended session', () => {
@@ -31,7 +53,10 @@ describe('dashboard sessions', () => {
     // Claiming the viewer entry's index with the owner's MAC fails.
     expect(auth.authenticateSession(`${id}.${expires}.0.${mac}`).ok).toBe(false);
     expect(auth.authenticateSession(`${id}.${Number(expires) + 1}.1.${mac}`).ok).toBe(false);
-    expect(auth.authenticateSession(session, now + 31 * 86_400_000)).toMatchObject({ ok: false, message: expect.stringContaining('expired') });
+    expect(auth.authenticateSession(session, now + 31 * 86_400_000)).toMatchObject({
+      ok: false,
+      message: expect.stringContaining('expired'),
+    });
     auth.endSession(session);
     expect(auth.authenticateSession(session)).toMatchObject({ ok: false, message: expect.stringContaining('ended') });
     expect(auth.authenticateSession('garbage').ok).toBe(false);
@@ -44,13 +69,26 @@ describe('dashboard sessions', () => {
 });
 
 describe('plain-word validation messages', () => {
-  const schema = z.object({ response: z.string().min(1).max(5), cooldownSec: z.number().int().min(0), aliases: z.array(z.string()).max(1) }).strict();
+  const schema = z
+    .object({ response: z.string().min(1).max(5), cooldownSec: z.number().int().min(0), aliases: z.array(z.string()).max(1) })
+    .strict();
   const problems = (value: unknown) => schema.safeParse(value).error!.issues.map(plainIssue);
 
   it('says what is wrong with each field instead of zod wording', () => {
-    expect(problems({ response: '', cooldownSec: -1, aliases: ['a', 'b'] })).toEqual(['response must not be empty', 'cooldownSec must be at least 0', 'aliases may have at most 1 items']);
-    expect(problems({ response: 'too long', cooldownSec: 1.5, aliases: [] })).toEqual(['response must be at most 5 characters', 'cooldownSec must be a whole number']);
-    expect(problems({ cooldownSec: 'x', aliases: [], colour: 'red' })).toEqual(['response is required', 'cooldownSec must be a number', 'unknown field colour']);
+    expect(problems({ response: '', cooldownSec: -1, aliases: ['a', 'b'] })).toEqual([
+      'response must not be empty',
+      'cooldownSec must be at least 0',
+      'aliases may have at most 1 items',
+    ]);
+    expect(problems({ response: 'too long', cooldownSec: 1.5, aliases: [] })).toEqual([
+      'response must be at most 5 characters',
+      'cooldownSec must be a whole number',
+    ]);
+    expect(problems({ cooldownSec: 'x', aliases: [], colour: 'red' })).toEqual([
+      'response is required',
+      'cooldownSec must be a number',
+      'unknown field colour',
+    ]);
   });
 });
 
@@ -95,30 +133,73 @@ describe('chart series', () => {
 
 describe('Twitch setup facts', () => {
   const now = Date.parse('2026-12-06T12:00:00Z');
-  const base = { clientId: true, clientSecret: true, botUsername: 'bitbrat_bot', channels: ['bitbrat'], botTokenSecret: false, tokens: {}, wantedScopes: ['chat:read', 'chat:edit', 'bits:read'], now };
-  const token = (overrides: Record<string, unknown> = {}) => ({ id: 'twitch:bot', accessToken: 'a', refreshToken: 'r', scopes: ['chat:read', 'chat:edit'], expiresAt: '2026-12-06T16:00:00Z', obtainedAt: '2026-12-06T11:00:00Z', login: 'bitbrat_bot', version: 1, ...overrides });
+  const base = {
+    clientId: true,
+    clientSecret: true,
+    botUsername: 'bitbrat_bot',
+    channels: ['bitbrat'],
+    botTokenSecret: false,
+    tokens: {},
+    wantedScopes: ['chat:read', 'chat:edit', 'bits:read'],
+    now,
+  };
+  const token = (overrides: Record<string, unknown> = {}) => ({
+    id: 'twitch:bot',
+    accessToken: 'a',
+    refreshToken: 'r',
+    scopes: ['chat:read', 'chat:edit'],
+    expiresAt: '2026-12-06T16:00:00Z',
+    obtainedAt: '2026-12-06T11:00:00Z',
+    login: 'bitbrat_bot',
+    version: 1,
+    ...overrides,
+  });
 
   it('names every missing setting and says to set them first', () => {
     const setup = twitchSetup({ ...base, clientId: false, clientSecret: false, botUsername: undefined, channels: [] });
-    expect(setup.missing.map((setting) => setting.name)).toEqual(['TWITCH_CLIENT_ID', 'TWITCH_CLIENT_SECRET', 'TWITCH_BOT_USERNAME', 'TWITCH_CHANNELS']);
+    expect(setup.missing.map((setting) => setting.name)).toEqual([
+      'TWITCH_CLIENT_ID',
+      'TWITCH_CLIENT_SECRET',
+      'TWITCH_BOT_USERNAME',
+      'TWITCH_CHANNELS',
+    ]);
     expect(setup.appConfigured).toBe(false);
     expect(setup.nextStep).toBe('Set TWITCH_CLIENT_ID, TWITCH_CLIENT_SECRET, TWITCH_BOT_USERNAME, TWITCH_CHANNELS and restart.');
   });
 
   it('walks the owner through the bot, then the broadcaster, then says it is set up', () => {
     expect(twitchSetup(base).nextStep).toBe('Connect the bot account.');
-    expect(twitchSetup({ ...base, tokens: { bot: token() } }).nextStep).toBe('Connect the broadcaster account for follows, subs, cheers, raids and redemptions.');
-    const done = twitchSetup({ ...base, tokens: { bot: token(), broadcaster: token({ id: 'twitch:broadcaster', scopes: ['chat:read', 'chat:edit', 'bits:read'] }) } });
+    expect(twitchSetup({ ...base, tokens: { bot: token() } }).nextStep).toBe(
+      'Connect the broadcaster account for follows, subs, cheers, raids and redemptions.',
+    );
+    const done = twitchSetup({
+      ...base,
+      tokens: { bot: token(), broadcaster: token({ id: 'twitch:broadcaster', scopes: ['chat:read', 'chat:edit', 'bits:read'] }) },
+    });
     expect(done.nextStep).toBe('Twitch is set up.');
-    expect(done.accounts.map((entry) => [entry.identity, entry.health, entry.missingScopes])).toEqual([['bot', 'ok', ['bits:read']], ['broadcaster', 'ok', []]]);
+    expect(done.accounts.map((entry) => [entry.identity, entry.health, entry.missingScopes])).toEqual([
+      ['bot', 'ok', ['bits:read']],
+      ['broadcaster', 'ok', []],
+    ]);
   });
 
   it('tells expiring and expired tokens apart, and whether they refresh themselves', () => {
     const health = (overrides: Record<string, unknown>) => twitchSetup({ ...base, tokens: { bot: token(overrides) } }).accounts[0]!;
-    expect(health({ expiresAt: '2026-12-06T12:30:00Z' })).toMatchObject({ health: 'expiring', detail: 'expires within the hour; it is refreshed on use' });
-    expect(health({ expiresAt: '2026-12-06T11:00:00Z' })).toMatchObject({ health: 'expired', detail: 'expired; it is refreshed on next use' });
-    expect(health({ expiresAt: '2026-12-06T11:00:00Z', refreshToken: undefined })).toMatchObject({ health: 'expired', detail: 'expired and cannot be refreshed: connect the account again' });
-    expect(twitchSetup({ ...base, tokens: { bot: token({ expiresAt: '2026-12-06T11:00:00Z', refreshToken: undefined }) } }).nextStep).toBe('Connect the bot account again: its token expired.');
+    expect(health({ expiresAt: '2026-12-06T12:30:00Z' })).toMatchObject({
+      health: 'expiring',
+      detail: 'expires within the hour; it is refreshed on use',
+    });
+    expect(health({ expiresAt: '2026-12-06T11:00:00Z' })).toMatchObject({
+      health: 'expired',
+      detail: 'expired; it is refreshed on next use',
+    });
+    expect(health({ expiresAt: '2026-12-06T11:00:00Z', refreshToken: undefined })).toMatchObject({
+      health: 'expired',
+      detail: 'expired and cannot be refreshed: connect the account again',
+    });
+    expect(twitchSetup({ ...base, tokens: { bot: token({ expiresAt: '2026-12-06T11:00:00Z', refreshToken: undefined }) } }).nextStep).toBe(
+      'Connect the bot account again: its token expired.',
+    );
   });
 
   it('counts a bot token given as a secret as connected', () => {

@@ -45,7 +45,11 @@ function gateway() {
     instanceId: 'gw-test',
     authenticator: () => createAuthenticator([{ token: 'owner-token-123', role: 'owner' }], false),
     publish: async (_topic, envelope) => void published.push(envelope),
-    logger: createLogger({ level: 'warn', scrubber: createSecretScrubber(), destination: { write: (line: string) => void logLines.push(line) } }),
+    logger: createLogger({
+      level: 'warn',
+      scrubber: createSecretScrubber(),
+      destination: { write: (line: string) => void logLines.push(line) },
+    }),
   });
   return { chat, published, logLines };
 }
@@ -86,7 +90,9 @@ describe('the chat WebSocket limits', () => {
     expect(socket.closed).toEqual({ code: CloseCode.tryAgainLater, reason: 'client too slow' });
     expect(CloseCode.tryAgainLater).toBe(1013);
     // Later replies for the closed client are not sent, and are recorded as such.
-    expect(outcomes.slice(firstRefused + 1).map((outcome) => outcome.reason)).toEqual(Array(outcomes.length - firstRefused - 1).fill('CLIENT_GONE'));
+    expect(outcomes.slice(firstRefused + 1).map((outcome) => outcome.reason)).toEqual(
+      Array(outcomes.length - firstRefused - 1).fill('CLIENT_GONE'),
+    );
     expect(socket.frames.filter((frame) => frame.type === 'reply')).toHaveLength(firstRefused);
     expect(chat.stats().clients).toBe(0);
     expect(logLines.some((line) => line.includes('websocket client is not reading; closing it'))).toBe(true);
@@ -103,7 +109,9 @@ describe('the chat WebSocket limits', () => {
     vi.advanceTimersByTime(WS_LIMITS.authTimeoutMs - 1);
     expect(silent.closed).toBeUndefined();
     vi.advanceTimersByTime(1);
-    expect(silent.frames).toEqual([{ type: 'error', code: 'UNAUTHORIZED', message: `no auth frame within ${WS_LIMITS.authTimeoutMs / 1000} s` }]);
+    expect(silent.frames).toEqual([
+      { type: 'error', code: 'UNAUTHORIZED', message: `no auth frame within ${WS_LIMITS.authTimeoutMs / 1000} s` },
+    ]);
     expect(silent.closed).toEqual({ code: CloseCode.unauthorized, reason: 'unauthorized' });
     expect(CloseCode.unauthorized).toBe(4401);
     // The one that authenticated in time stays open.

@@ -15,7 +15,13 @@ import { service as moderation } from '../../src/services/moderation/index.js';
 import { service as commands } from '../../src/services/commands/index.js';
 import { service as persistence } from '../../src/services/persistence/index.js';
 import { service as finalizer } from '../../src/services/finalizer/index.js';
-import { createAuthenticator, effectiveChatRole, ensureEmbeddedToken, parseTokenList, service as gateway } from '../../src/services/api-gateway/index.js';
+import {
+  createAuthenticator,
+  effectiveChatRole,
+  ensureEmbeddedToken,
+  parseTokenList,
+  service as gateway,
+} from '../../src/services/api-gateway/index.js';
 import { sendCommand } from '../../src/cli/send.js';
 import { collect, startTestHost } from '../support/harness.js';
 import { waitFor } from '../support/wait.js';
@@ -67,7 +73,9 @@ interface Client {
 }
 
 async function connect(options: { query?: string; token?: string } = {}): Promise<Client> {
-  const ws = new WebSocket(`ws://127.0.0.1:${host.port}/ws/v1${options.query ?? ''}`, { headers: options.token ? { authorization: `Bearer ${options.token}` } : {} });
+  const ws = new WebSocket(`ws://127.0.0.1:${host.port}/ws/v1${options.query ?? ''}`, {
+    headers: options.token ? { authorization: `Bearer ${options.token}` } : {},
+  });
   const frames: any[] = [];
   ws.on('message', (data) => frames.push(JSON.parse(String(data))));
   await once(ws, 'open');
@@ -82,14 +90,19 @@ async function connect(options: { query?: string; token?: string } = {}): Promis
 async function call(method: string, route: string, options: { token?: string; body?: unknown } = {}) {
   const response = await fetch(base + route, {
     method,
-    headers: { ...(options.token ? { authorization: `Bearer ${options.token}` } : {}), ...(options.body !== undefined ? { 'content-type': 'application/json' } : {}) },
+    headers: {
+      ...(options.token ? { authorization: `Bearer ${options.token}` } : {}),
+      ...(options.body !== undefined ? { 'content-type': 'application/json' } : {}),
+    },
     body: options.body === undefined ? undefined : JSON.stringify(options.body),
   });
   const text = await response.text();
   return { status: response.status, json: text ? JSON.parse(text) : undefined };
 }
 
-const closeAll = (...clients: Client[]) => clients.forEach((client) => client.ws.close());
+const closeAll = (...clients: Client[]) => {
+  for (const client of clients) client.ws.close();
+};
 
 // ------------------------------------------------------------------------------------------- tokens
 
@@ -193,13 +206,20 @@ describe('api-gateway WebSocket /ws/v1', () => {
     expect(bob.frames.filter((frame) => frame.type === 'reply').map((frame) => frame.inReplyTo)).toEqual(['bob-1']);
 
     // The finalizer's record shows the whole path and the delivery to this gateway.
-    const record = await waitFor(async () => {
-      const event = await store.getEvent(ack.envelopeId);
-      return event?.final?.delivery ? event : undefined;
-    }, { timeoutMs: 20_000, message: 'the final record' });
+    const record = await waitFor(
+      async () => {
+        const event = await store.getEvent(ack.envelopeId);
+        return event?.final?.delivery ? event : undefined;
+      },
+      { timeoutMs: 20_000, message: 'the final record' },
+    );
     expect(record.final!.delivery).toMatchObject({ delivered: true });
     expect(record.final!.delivery!.destination).toContain(`api-gateway:${INSTANCE}`);
-    expect(record.final!.source).toMatchObject({ platform: 'api', channel: 'twoclients', egressDestination: instanceEgressTopic(INSTANCE) });
+    expect(record.final!.source).toMatchObject({
+      platform: 'api',
+      channel: 'twoclients',
+      egressDestination: instanceEgressTopic(INSTANCE),
+    });
     expect(record.replyText).toBe('pong');
     closeAll(alice, bob);
   });
@@ -208,13 +228,18 @@ describe('api-gateway WebSocket /ws/v1', () => {
     const client = await connect({ token: OWNER });
     await client.next((frame) => frame.type === 'ready');
     // JSON escapes are how a frame carries them: the socket's UTF-8 cannot.
-    client.send(JSON.stringify({ type: 'chat', id: 'nul-1', text: '!ping \u0000 \ud800', user: { name: 'nuluser' }, channel: 'nulchannel' }));
+    client.send(
+      JSON.stringify({ type: 'chat', id: 'nul-1', text: '!ping \u0000 \ud800', user: { name: 'nuluser' }, channel: 'nulchannel' }),
+    );
     const ack = await client.next((frame) => frame.type === 'ack' && frame.id === 'nul-1');
     await client.next((frame) => frame.type === 'reply' && frame.inReplyTo === 'nul-1');
-    const record = await waitFor(async () => {
-      const event = await store.getEvent(ack.envelopeId);
-      return event?.final && event.ingress ? event : undefined;
-    }, { timeoutMs: 20_000, message: 'the ingress and final records' });
+    const record = await waitFor(
+      async () => {
+        const event = await store.getEvent(ack.envelopeId);
+        return event?.final && event.ingress ? event : undefined;
+      },
+      { timeoutMs: 20_000, message: 'the ingress and final records' },
+    );
     expect(record.text).toBe('!ping \uFFFD \uFFFD');
     expect(record.ingress!.envelope.message?.text).toBe('!ping \uFFFD \uFFFD');
     const letters = await store.listDeadLetters({ limit: 200, includeReplayed: true });
@@ -264,7 +289,9 @@ describe('api-gateway WebSocket /ws/v1', () => {
     const client = await connect({ token: OWNER });
     await client.next((frame) => frame.type === 'ready');
     for (let index = 0; index < 80; index += 1) client.send({ type: 'ping', id: String(index) });
-    await waitFor(() => client.frames.filter((frame) => frame.type === 'pong' || frame.type === 'error').length >= 80, { message: '80 answers' });
+    await waitFor(() => client.frames.filter((frame) => frame.type === 'pong' || frame.type === 'error').length >= 80, {
+      message: '80 answers',
+    });
     expect(client.frames.filter((frame) => frame.type === 'error' && frame.code === 'RATE_LIMITED').length).toBeGreaterThan(0);
     expect(client.frames.filter((frame) => frame.type === 'pong').length).toBeGreaterThanOrEqual(40);
     expect(client.ws.readyState).toBe(WebSocket.OPEN);
@@ -289,19 +316,37 @@ describe('api-gateway WebSocket /ws/v1', () => {
 
 describe('api-gateway endings without a reply', () => {
   it('tells a console client why a slip ended in a skipped step: an unknown command, a command on cooldown, a refused !addcom', async () => {
-    const created = await call('POST', '/api/commands', { token: OWNER, body: { name: '!slowcmd', response: 'slow answer', userCooldownSec: 60, cooldownSec: 0 } });
+    const created = await call('POST', '/api/commands', {
+      token: OWNER,
+      body: { name: '!slowcmd', response: 'slow answer', userCooldownSec: 60, cooldownSec: 0 },
+    });
     expect(created.status).toBe(201);
     const client = await connect({ token: OWNER });
     const ask = async (id: string, text: string, role = 'viewer') => {
       client.send({ type: 'chat', id, text, user: { name: 'ending-tester', role }, channel: 'endings' });
       return await client.next((frame) => frame.inReplyTo === id && (frame.type === 'reply' || frame.type === 'noreply'));
     };
-    expect(await ask('e-1', '!nosuchcommand')).toMatchObject({ type: 'noreply', code: 'unknown-command', reason: 'unknown command !nosuchcommand' });
+    expect(await ask('e-1', '!nosuchcommand')).toMatchObject({
+      type: 'noreply',
+      code: 'unknown-command',
+      reason: 'unknown command !nosuchcommand',
+    });
     expect(await ask('e-2', '!slowcmd')).toMatchObject({ type: 'reply', text: 'slow answer' });
-    expect(await ask('e-3', '!slowcmd')).toMatchObject({ type: 'noreply', code: 'cooldown', reason: '!slowcmd is on cooldown (60 s per user)' });
-    expect(await ask('e-4', '!addcom !mine hello')).toMatchObject({ type: 'reply', text: expect.stringMatching(/only moderators can manage commands/) });
+    expect(await ask('e-3', '!slowcmd')).toMatchObject({
+      type: 'noreply',
+      code: 'cooldown',
+      reason: '!slowcmd is on cooldown (60 s per user)',
+    });
+    expect(await ask('e-4', '!addcom !mine hello')).toMatchObject({
+      type: 'reply',
+      text: expect.stringMatching(/only moderators can manage commands/),
+    });
     // Told once; the next refusal within the refusal cooldown is quiet, and says so.
-    expect(await ask('e-5', '!addcom !mine hello')).toMatchObject({ type: 'noreply', code: 'refused', reason: expect.stringMatching(/^refused \(only moderators can manage commands\.\); told recently/) });
+    expect(await ask('e-5', '!addcom !mine hello')).toMatchObject({
+      type: 'noreply',
+      code: 'refused',
+      reason: expect.stringMatching(/^refused \(only moderators can manage commands\.\); told recently/),
+    });
     closeAll(client);
     await call('DELETE', '/api/commands/slowcmd', { token: OWNER });
   });
@@ -317,7 +362,9 @@ describe('api-gateway endings without a reply', () => {
     });
     expect(record.timeline.find((step: { id: string }) => step.id === 'commands')).toMatchObject({ status: 'SKIP' });
     expect(record.final.delivery).toMatchObject({ delivered: false, reason: 'NO_REPLY' });
-    expect(record.final.annotations).toEqual(expect.arrayContaining([expect.objectContaining({ kind: 'noreply', label: 'unknown-command', source: 'commands' })]));
+    expect(record.final.annotations).toEqual(
+      expect.arrayContaining([expect.objectContaining({ kind: 'noreply', label: 'unknown-command', source: 'commands' })]),
+    );
     closeAll(client);
   });
 });
@@ -345,8 +392,17 @@ describe('api-gateway HTTP API', () => {
   it('lists sources with the console and a how-to-connect card until a Twitch source exists', async () => {
     let items = (await call('GET', '/api/sources', { token: VIEWER })).json.items;
     expect(items.find((source: any) => source.id === `api:${INSTANCE}`)).toMatchObject({ platform: 'api', status: 'connected' });
-    expect(items.find((source: any) => source.id === 'twitch')).toMatchObject({ status: 'not_configured', metadata: { placeholder: true } });
-    await store.mergeSource({ id: 'twitch:sources-test', platform: 'twitch', status: 'connected', streamStatus: 'online', metrics: { messagesIn: 3 } });
+    expect(items.find((source: any) => source.id === 'twitch')).toMatchObject({
+      status: 'not_configured',
+      metadata: { placeholder: true },
+    });
+    await store.mergeSource({
+      id: 'twitch:sources-test',
+      platform: 'twitch',
+      status: 'connected',
+      streamStatus: 'online',
+      metrics: { messagesIn: 3 },
+    });
     items = (await call('GET', '/api/sources', { token: VIEWER })).json.items;
     expect(items.find((source: any) => source.id === 'twitch:sources-test')).toMatchObject({ status: 'connected', streamStatus: 'online' });
     expect(items.find((source: any) => source.id === 'twitch')).toBeUndefined();
@@ -364,12 +420,36 @@ describe('api-gateway HTTP API', () => {
     ];
 
     beforeAll(async () => {
-      await store.recordIngress(records.map((record) => ({ id: record.id, correlationId: record.id, type: 'test.filter.v1', platform: 'test', channel: record.channel, userId: record.user, userName: record.user, text: `hello ${record.id}`, receivedAt: at(record.minutes) })));
-      await store.recordFinal([{ id: 'f-4', correlationId: 'f-4', type: 'test.filter.v1', channel: 'filters-b', userName: 'carol', receivedAt: at(3), outcome: 'failed', finalizedAt: at(3) }]);
+      await store.recordIngress(
+        records.map((record) => ({
+          id: record.id,
+          correlationId: record.id,
+          type: 'test.filter.v1',
+          platform: 'test',
+          channel: record.channel,
+          userId: record.user,
+          userName: record.user,
+          text: `hello ${record.id}`,
+          receivedAt: at(record.minutes),
+        })),
+      );
+      await store.recordFinal([
+        {
+          id: 'f-4',
+          correlationId: 'f-4',
+          type: 'test.filter.v1',
+          channel: 'filters-b',
+          userName: 'carol',
+          receivedAt: at(3),
+          outcome: 'failed',
+          finalizedAt: at(3),
+        },
+      ]);
     });
 
     it('filters by type, user, channel, outcome and time, newest first', async () => {
-      const ids = async (query: string) => (await call('GET', `/api/events?type=test.filter.v1&${query}`, { token: VIEWER })).json.items.map((item: any) => item.id);
+      const ids = async (query: string) =>
+        (await call('GET', `/api/events?type=test.filter.v1&${query}`, { token: VIEWER })).json.items.map((item: any) => item.id);
       expect(await ids('')).toEqual(['f-5', 'f-4', 'f-3', 'f-2', 'f-1']);
       expect(await ids('user=alice')).toEqual(['f-5', 'f-3', 'f-1']);
       expect(await ids('channel=filters-b')).toEqual(['f-4', 'f-3']);
@@ -385,7 +465,11 @@ describe('api-gateway HTTP API', () => {
       let cursor: string | undefined;
       let pages = 0;
       do {
-        const { json } = await call('GET', `/api/events?type=test.filter.v1&limit=2${cursor ? `&cursor=${encodeURIComponent(cursor)}` : ''}`, { token: VIEWER });
+        const { json } = await call(
+          'GET',
+          `/api/events?type=test.filter.v1&limit=2${cursor ? `&cursor=${encodeURIComponent(cursor)}` : ''}`,
+          { token: VIEWER },
+        );
         expect(json.items.length).toBeLessThanOrEqual(2);
         seen.push(...json.items.map((item: any) => item.id));
         cursor = json.nextCursor;
@@ -399,9 +483,17 @@ describe('api-gateway HTTP API', () => {
       const { status, json } = await call('GET', '/api/events?limit=500&since=yesterday&colour=red', { token: VIEWER });
       expect(status).toBe(400);
       expect(json.error).toBe('BAD_REQUEST');
-      expect(json.problems).toEqual(expect.arrayContaining([expect.stringMatching(/^limit: must be at most 200/), expect.stringMatching(/^since: must be an ISO-8601/), expect.stringContaining('colour')]));
+      expect(json.problems).toEqual(
+        expect.arrayContaining([
+          expect.stringMatching(/^limit: must be at most 200/),
+          expect.stringMatching(/^since: must be an ISO-8601/),
+          expect.stringContaining('colour'),
+        ]),
+      );
       expect((await call('GET', '/api/events?outcome=maybe', { token: VIEWER })).status).toBe(400);
-      expect((await call('GET', `/api/events?since=${at(3)}&until=${at(1)}`, { token: VIEWER })).json.message).toContain('since must not be after until');
+      expect((await call('GET', `/api/events?since=${at(3)}&until=${at(1)}`, { token: VIEWER })).json.message).toContain(
+        'since must not be after until',
+      );
       expect((await call('GET', '/api/events?cursor=garbage', { token: VIEWER })).status).toBe(400);
     });
 
@@ -410,10 +502,13 @@ describe('api-gateway HTTP API', () => {
       client.send({ type: 'chat', id: 'timeline-1', text: '!ping', user: { name: 'tina' }, channel: 'timeline' });
       const ack = await client.next((frame) => frame.type === 'ack');
       await client.next((frame) => frame.type === 'reply');
-      const event = await waitFor(async () => {
-        const response = await call('GET', `/api/events/${ack.envelopeId}`, { token: VIEWER });
-        return response.status === 200 && response.json.outcome ? response.json : undefined;
-      }, { timeoutMs: 20_000 });
+      const event = await waitFor(
+        async () => {
+          const response = await call('GET', `/api/events/${ack.envelopeId}`, { token: VIEWER });
+          return response.status === 200 && response.json.outcome ? response.json : undefined;
+        },
+        { timeoutMs: 20_000 },
+      );
       expect(event.timeline.map((step: any) => [step.id, step.status])).toEqual([
         ['query-analyzer', 'OK'],
         ['moderation', 'SKIP'],
@@ -453,11 +548,24 @@ describe('api-gateway HTTP API', () => {
         payload: { text: 'replay me' },
         extra: { message: { text: 'replay me' } },
       });
-      await store.insertDeadLetter({ id: 'dl-api-1', receivedAt: new Date().toISOString(), deadLetter: letter('dl-api-1', { raw: JSON.stringify(envelope), envelope, envelopeId: envelope.id, replayTopic: 'internal.ingress.v1' }) });
+      await store.insertDeadLetter({
+        id: 'dl-api-1',
+        receivedAt: new Date().toISOString(),
+        deadLetter: letter('dl-api-1', {
+          raw: JSON.stringify(envelope),
+          envelope,
+          envelopeId: envelope.id,
+          replayTopic: 'internal.ingress.v1',
+        }),
+      });
       const observer = await collect(bus, ['internal.ingress.v1']);
 
       const list = await call('GET', '/api/deadletters', { token: VIEWER });
-      expect(list.json.summaries.find((item: any) => item.id === 'dl-api-1')).toMatchObject({ code: 'HANDLER_EXCEPTION', service: 'auth', replayCount: 0 });
+      expect(list.json.summaries.find((item: any) => item.id === 'dl-api-1')).toMatchObject({
+        code: 'HANDLER_EXCEPTION',
+        service: 'auth',
+        replayCount: 0,
+      });
 
       expect((await call('POST', '/api/deadletters/dl-api-1/replay', { token: VIEWER, body: {} })).status).toBe(403);
       expect((await call('POST', '/api/deadletters/no-such-letter/replay', { token: MODERATOR, body: {} })).status).toBe(404);
@@ -476,7 +584,11 @@ describe('api-gateway HTTP API', () => {
     });
 
     it('refuses to replay bytes that are still not a valid envelope', async () => {
-      await store.insertDeadLetter({ id: 'dl-api-2', receivedAt: new Date().toISOString(), deadLetter: letter('dl-api-2', { raw: '{"not":"an envelope"}', reason: { code: 'ENVELOPE_INVALID', message: 'bad' } }) });
+      await store.insertDeadLetter({
+        id: 'dl-api-2',
+        receivedAt: new Date().toISOString(),
+        deadLetter: letter('dl-api-2', { raw: '{"not":"an envelope"}', reason: { code: 'ENVELOPE_INVALID', message: 'bad' } }),
+      });
       const response = await call('POST', '/api/deadletters/dl-api-2/replay', { token: OWNER, body: {} });
       expect(response.status).toBe(400);
       expect(response.json.message).toContain('still not a valid envelope');
@@ -485,7 +597,13 @@ describe('api-gateway HTTP API', () => {
   });
 
   describe('rules', () => {
-    const rule = { id: 'api-test-rule', priority: 10, enabled: true, logic: { '==': [{ var: 'type' }, 'test.never.v1'] }, action: { outcome: 'handled' } };
+    const rule = {
+      id: 'api-test-rule',
+      priority: 10,
+      enabled: true,
+      logic: { '==': [{ var: 'type' }, 'test.never.v1'] },
+      action: { outcome: 'handled' },
+    };
 
     it('creates, reads, updates and deletes rules; viewers get 403', async () => {
       expect((await call('POST', '/api/rules', { token: VIEWER, body: rule })).status).toBe(403);
@@ -494,7 +612,10 @@ describe('api-gateway HTTP API', () => {
       expect(created.json).toMatchObject({ id: rule.id, priority: 10, action: { outcome: 'handled' } });
       expect((await call('POST', '/api/rules', { token: MODERATOR, body: rule })).status).toBe(409);
       expect((await call('GET', `/api/rules/${rule.id}`, { token: VIEWER })).json.priority).toBe(10);
-      const updated = await call('PUT', `/api/rules/${rule.id}`, { token: OWNER, body: { ...rule, id: undefined, priority: 20, description: 'changed' } });
+      const updated = await call('PUT', `/api/rules/${rule.id}`, {
+        token: OWNER,
+        body: { ...rule, id: undefined, priority: 20, description: 'changed' },
+      });
       expect(updated.json).toMatchObject({ priority: 20, description: 'changed' });
       expect((await call('GET', '/api/rules', { token: VIEWER })).json.items.map((item: any) => item.id)).toContain(rule.id);
       expect((await call('DELETE', `/api/rules/${rule.id}`, { token: VIEWER })).status).toBe(403);
@@ -506,7 +627,10 @@ describe('api-gateway HTTP API', () => {
     });
 
     it('answers 400 with the problems for an invalid rule', async () => {
-      const { status, json } = await call('POST', '/api/rules', { token: OWNER, body: { id: 'bad-rule', priority: 'high', logic: 'always', action: {} } });
+      const { status, json } = await call('POST', '/api/rules', {
+        token: OWNER,
+        body: { id: 'bad-rule', priority: 'high', logic: 'always', action: {} },
+      });
       expect(status).toBe(400);
       expect(json.problems.join('\n')).toMatch(/priority/);
       expect(json.problems.join('\n')).toMatch(/logic must be a JsonLogic expression/);
@@ -554,8 +678,15 @@ describe('api-gateway HTTP API', () => {
       for (const depth of [2_000, 50_000]) {
         // Built as text: JSON.stringify itself would overflow the stack on the deeper one.
         const body = `{"id":"deep-${depth}","logic":${'{"!":['.repeat(depth)}true${']}'.repeat(depth)},"action":{"outcome":"handled"}}`;
-        for (const [method, route] of [['POST', '/api/rules'], ['PUT', `/api/rules/deep-${depth}`]] as const) {
-          const response = await fetch(`${base}${route}`, { method, headers: { authorization: `Bearer ${OWNER}`, 'content-type': 'application/json' }, body });
+        for (const [method, route] of [
+          ['POST', '/api/rules'],
+          ['PUT', `/api/rules/deep-${depth}`],
+        ] as const) {
+          const response = await fetch(`${base}${route}`, {
+            method,
+            headers: { authorization: `Bearer ${OWNER}`, 'content-type': 'application/json' },
+            body,
+          });
           expect(response.status).toBe(400);
           expect((await response.json()).message).toMatch(/nested deeper than 64 levels/);
         }
@@ -565,7 +696,7 @@ describe('api-gateway HTTP API', () => {
   });
 
   describe('hostile values in paths and queries', () => {
-    it('answers NUL in a path or query value with 400 and never the database\'s text', async () => {
+    it("answers NUL in a path or query value with 400 and never the database's text", async () => {
       const requests: Array<[string, string, unknown?]> = [
         ['GET', '/api/events/a%00b'],
         ['GET', '/api/deadletters/a%00b'],
@@ -608,14 +739,18 @@ describe('api-gateway HTTP API', () => {
 
       const client = await connect({ token: OWNER });
       client.send({ type: 'chat', id: 'cmd-1', text: '!discord', user: { name: 'erin' }, channel: 'cmds' });
-      expect((await client.next((frame) => frame.type === 'reply' && frame.inReplyTo === 'cmd-1')).text).toBe('Join us at example.invalid/discord');
+      expect((await client.next((frame) => frame.type === 'reply' && frame.inReplyTo === 'cmd-1')).text).toBe(
+        'Join us at example.invalid/discord',
+      );
 
       const edited = await call('PUT', '/api/commands/discord', { token: OWNER, body: { response: 'New link', minRole: 'subscriber' } });
       expect(edited.json).toMatchObject({ response: 'New link', minRole: 'subscriber' });
       expect((await call('GET', '/api/commands/discord', { token: VIEWER })).json.response).toBe('New link');
       expect((await call('GET', '/api/commands', { token: VIEWER })).json.items.map((item: any) => item.name)).toContain('discord');
 
-      expect((await call('POST', '/api/commands', { token: OWNER, body: { name: 'ping', response: 'x' } })).json.message).toContain('built-in');
+      expect((await call('POST', '/api/commands', { token: OWNER, body: { name: 'ping', response: 'x' } })).json.message).toContain(
+        'built-in',
+      );
       expect((await call('PUT', '/api/commands/discord', { token: OWNER, body: { minRole: 'emperor' } })).status).toBe(400);
       expect((await call('POST', '/api/commands', { token: OWNER, body: { name: 'x', response: 'y', cooldownSec: -1 } })).status).toBe(400);
       expect((await call('DELETE', '/api/commands/discord', { token: MODERATOR })).status).toBe(204);
@@ -630,22 +765,44 @@ describe('api-gateway HTTP API', () => {
       const listed = await call('GET', '/api/reactions', { token: VIEWER });
       expect(listed.json.items.map((item: any) => item.name)).toEqual(['follow', 'subscribe', 'resubscribe', 'gift', 'cheer', 'raid']);
       expect((await call('PUT', '/api/reactions/cheer', { token: VIEWER, body: { enabled: false } })).status).toBe(403);
-      const changed = await call('PUT', '/api/reactions/cheer', { token: MODERATOR, body: { enabled: false, template: '{user} cheered {bits}!' } });
+      const changed = await call('PUT', '/api/reactions/cheer', {
+        token: MODERATOR,
+        body: { enabled: false, template: '{user} cheered {bits}!' },
+      });
       expect(changed.json).toMatchObject({ name: 'cheer', enabled: false, template: '{user} cheered {bits}!' });
-      expect(await store.getRule('reaction-cheer')).toMatchObject({ enabled: false, action: { annotate: { payload: { template: '{user} cheered {bits}!' } } } });
-      const unknownVariable = await call('PUT', '/api/reactions/cheer', { token: MODERATOR, body: { template: '{user} for {months} months' } });
+      expect(await store.getRule('reaction-cheer')).toMatchObject({
+        enabled: false,
+        action: { annotate: { payload: { template: '{user} cheered {bits}!' } } },
+      });
+      const unknownVariable = await call('PUT', '/api/reactions/cheer', {
+        token: MODERATOR,
+        body: { template: '{user} for {months} months' },
+      });
       expect(unknownVariable.status).toBe(400);
       expect(unknownVariable.json.message).toContain('unknown variable {months}');
       expect((await call('PUT', '/api/reactions/cheer', { token: MODERATOR, body: { colour: 'red' } })).status).toBe(400);
       expect((await call('PUT', '/api/reactions/hug', { token: MODERATOR, body: { enabled: false } })).status).toBe(404);
-      expect((await call('PUT', '/api/reactions/cheer', { token: MODERATOR, body: { enabled: true, template: null } })).json.template).toBe('Thanks for the {bits} bits, {user}!');
+      expect((await call('PUT', '/api/reactions/cheer', { token: MODERATOR, body: { enabled: true, template: null } })).json.template).toBe(
+        'Thanks for the {bits} bits, {user}!',
+      );
     });
 
     it('shows each Twitch channel’s stream state, and 404 for a channel it does not know', async () => {
-      await store.mergeSource({ id: 'twitch:apistreamer', platform: 'twitch', streamStatus: 'online', viewerCount: 8, metadata: { title: 'Live now', game: 'Chess', startedAt: '2026-01-01T10:00:00.000Z' } });
+      await store.mergeSource({
+        id: 'twitch:apistreamer',
+        platform: 'twitch',
+        streamStatus: 'online',
+        viewerCount: 8,
+        metadata: { title: 'Live now', game: 'Chess', startedAt: '2026-01-01T10:00:00.000Z' },
+      });
       const all = await call('GET', '/api/streams', { token: VIEWER });
-      expect(all.json.items).toContainEqual(expect.objectContaining({ channel: 'apistreamer', status: 'online', title: 'Live now', game: 'Chess', viewerCount: 8 }));
-      expect((await call('GET', '/api/streams/%23ApiStreamer', { token: VIEWER })).json).toMatchObject({ channel: 'apistreamer', startedAt: '2026-01-01T10:00:00.000Z' });
+      expect(all.json.items).toContainEqual(
+        expect.objectContaining({ channel: 'apistreamer', status: 'online', title: 'Live now', game: 'Chess', viewerCount: 8 }),
+      );
+      expect((await call('GET', '/api/streams/%23ApiStreamer', { token: VIEWER })).json).toMatchObject({
+        channel: 'apistreamer',
+        startedAt: '2026-01-01T10:00:00.000Z',
+      });
       const missing = await call('GET', '/api/streams/nobody', { token: VIEWER });
       expect(missing.status).toBe(404);
       expect(missing.json.message).toContain('TWITCH_CHANNELS');
@@ -683,10 +840,20 @@ describe('api-gateway HTTP API', () => {
       const client = await connect({ token: OWNER });
       client.send({ type: 'chat', id: 'live-1', text: '!ping', user: { name: 'lively' }, channel: 'live' });
       const ack = await client.next((frame) => frame.type === 'ack');
-      await waitFor(() => messages.find((message) => message.event === 'event' && message.data.id === ack.envelopeId && message.data.outcome), { timeoutMs: 20_000, message: 'the finalized chat event on the live stream' });
+      await waitFor(
+        () => messages.find((message) => message.event === 'event' && message.data.id === ack.envelopeId && message.data.outcome),
+        { timeoutMs: 20_000, message: 'the finalized chat event on the live stream' },
+      );
 
-      await store.mergeSource({ id: 'twitch:live-test', platform: 'twitch', status: 'disconnected', lastError: { code: 'NETWORK', message: 'socket closed' } });
-      const change = await waitFor(() => messages.find((message) => message.event === 'source' && message.data.id === 'twitch:live-test'), { message: 'the source change' });
+      await store.mergeSource({
+        id: 'twitch:live-test',
+        platform: 'twitch',
+        status: 'disconnected',
+        lastError: { code: 'NETWORK', message: 'socket closed' },
+      });
+      const change = await waitFor(() => messages.find((message) => message.event === 'source' && message.data.id === 'twitch:live-test'), {
+        message: 'the source change',
+      });
       expect(change.data).toMatchObject({ status: 'disconnected', lastError: { message: 'socket closed' } });
       closeAll(client);
     } finally {
@@ -707,7 +874,11 @@ describe('bitbrat send', () => {
 
   it('prints the bot reply and exits 0', async () => {
     const { out, err, io } = output();
-    const code = await sendCommand(['!ping', '--url', base, '--token', OWNER, '--user', 'cli-user', '--role', 'moderator', '--channel', 'cli'], env(), io);
+    const code = await sendCommand(
+      ['!ping', '--url', base, '--token', OWNER, '--user', 'cli-user', '--role', 'moderator', '--channel', 'cli'],
+      env(),
+      io,
+    );
     expect({ code, err }).toEqual({ code: 0, err: [] });
     expect(out.join('')).toBe('pong\n');
   });
@@ -740,7 +911,11 @@ describe('bitbrat send', () => {
   it('prints why a command was skipped at once instead of waiting for the timeout, exit 3', async () => {
     const { err, io } = output();
     const started = Date.now();
-    const code = await sendCommand(['!nosuchcommand', '--url', base, '--token', OWNER, '--channel', 'quiet', '--timeout', '15000'], env(), io);
+    const code = await sendCommand(
+      ['!nosuchcommand', '--url', base, '--token', OWNER, '--channel', 'quiet', '--timeout', '15000'],
+      env(),
+      io,
+    );
     expect(code).toBe(3);
     expect(err.join('')).toMatch(/no reply: unknown command !nosuchcommand \(outcome: completed; envelope [0-9a-f-]+\)/);
     // Answered by the ending itself, not by giving up: far inside the timeout.
@@ -750,7 +925,11 @@ describe('bitbrat send', () => {
   it('times out with a pointer to the event when no reply comes, exit 4', async () => {
     // A question is routed to llm-bot, which this host does not run: nothing ever comes back.
     const { err, io } = output();
-    const code = await sendCommand(['what game are we playing today?', '--url', base, '--token', OWNER, '--timeout', '1500', '--channel', 'quiet'], env(), io);
+    const code = await sendCommand(
+      ['what game are we playing today?', '--url', base, '--token', OWNER, '--timeout', '1500', '--channel', 'quiet'],
+      env(),
+      io,
+    );
     expect(code).toBe(4);
     expect(err.join('')).toMatch(/no reply within 1500 ms\. The message was accepted as envelope [0-9a-f-]+/);
   });

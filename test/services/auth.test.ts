@@ -10,7 +10,18 @@ import { collect, startTestHost } from '../support/harness.js';
 const encoder = new TextEncoder();
 let seq = 0;
 
-function chat(options: { id?: string; login?: string; payload?: Record<string, unknown>; role?: string; platform?: string; channel?: string; channelId?: string; type?: string } = {}): Envelope {
+function chat(
+  options: {
+    id?: string;
+    login?: string;
+    payload?: Record<string, unknown>;
+    role?: string;
+    platform?: string;
+    channel?: string;
+    channelId?: string;
+    type?: string;
+  } = {},
+): Envelope {
   const id = options.id ?? `user-${++seq}-${Math.random().toString(36).slice(2, 6)}`;
   return createEnvelope({
     type: options.type ?? 'external.chat.message.v1',
@@ -41,7 +52,9 @@ describe('role resolution (pure)', () => {
     expect(resolveIdentity('subscriber', ['trusted']).role).toBe('trusted');
     expect(resolveIdentity('viewer', ['system']).role).toBe('viewer');
     expect(resolveIdentity('viewer').permissions).toEqual(['chat', 'commands:use']);
-    expect(resolveIdentity('moderator').permissions).toEqual(expect.arrayContaining(['chat', 'commands:manage', 'rules:read', 'spam:exempt']));
+    expect(resolveIdentity('moderator').permissions).toEqual(
+      expect.arrayContaining(['chat', 'commands:manage', 'rules:read', 'spam:exempt']),
+    );
     expect(resolveIdentity('moderator').permissions).not.toContain('rules:write');
     expect(resolveIdentity('broadcaster').permissions).toEqual(expect.arrayContaining(['rules:write', 'admin', 'commands:manage']));
   });
@@ -72,7 +85,8 @@ describe('the auth service', () => {
     const send = async (envelope: Envelope) => {
       await bus.publish(Topic.ingress, encoder.encode(JSON.stringify(envelope)));
     };
-    const authenticated = (envelope: Envelope): Promise<Envelope> => observer.waitFor(Topic.authenticated, (value) => value.id === envelope.id);
+    const authenticated = (envelope: Envelope): Promise<Envelope> =>
+      observer.waitFor(Topic.authenticated, (value) => value.id === envelope.id);
     return { observer, send, authenticated };
   };
 
@@ -148,7 +162,11 @@ describe('the auth service', () => {
 
   it('passes system events through untouched without creating a user', async () => {
     const { send, authenticated } = await start();
-    const system = createEnvelope({ type: 'system.stream.online', source: { platform: 'twitch', channel: 'streamer', channelId: '1000' }, payload: { startedAt: '2025-01-01T00:00:00.000Z' } });
+    const system = createEnvelope({
+      type: 'system.stream.online',
+      source: { platform: 'twitch', channel: 'streamer', channelId: '1000' },
+      payload: { startedAt: '2025-01-01T00:00:00.000Z' },
+    });
     await send(system);
     const out = await authenticated(system);
     expect(out).toEqual(system);
@@ -174,7 +192,12 @@ describe('auth never hands out the system role for chat', () => {
         { id: '', name: '', displayName: '', profileImageUrl: '', role: '' },
         { id: 'system', name: 'mallory', displayName: 'mallory', profileImageUrl: '', role: 'system' },
       ]) {
-        const envelope = createEnvelope({ type: 'external.chat.message.v1', source: { platform: 'twitch', channel: 'c', channelId: '1' }, user, payload: { text: '!addcom !x y' } });
+        const envelope = createEnvelope({
+          type: 'external.chat.message.v1',
+          source: { platform: 'twitch', channel: 'c', channelId: '1' },
+          user,
+          payload: { text: '!addcom !x y' },
+        });
         await bus.publish(Topic.ingress, new TextEncoder().encode(JSON.stringify(envelope)));
         const out = await observer.waitFor(Topic.authenticated, (value) => value.id === envelope.id);
         expect(out.user.role).toBe('viewer');

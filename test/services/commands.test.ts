@@ -3,7 +3,14 @@ import { createMemoryBus, type MessageBus } from '../../src/bus/index.js';
 import { createEnvelope, createStep, Topic, type Envelope } from '../../src/core/index.js';
 import type { Host } from '../../src/runtime/index.js';
 import { permissionsFor } from '../../src/services/auth/roles.js';
-import { createCommandsService, formatDuration, manageCommand, parseManageArgs, renderTemplate, streamInfo } from '../../src/services/commands/index.js';
+import {
+  createCommandsService,
+  formatDuration,
+  manageCommand,
+  parseManageArgs,
+  renderTemplate,
+  streamInfo,
+} from '../../src/services/commands/index.js';
 import { createStore, type Store } from '../../src/store/index.js';
 import { collect, startTestHost } from '../support/harness.js';
 import { waitFor } from '../support/wait.js';
@@ -31,7 +38,17 @@ describe('command helpers (pure)', () => {
 
   it('reads stream state from a sources document', () => {
     const now = Date.parse('2025-01-01T12:00:00Z');
-    expect(streamInfo({ id: 'twitch:x', platform: 'twitch', streamStatus: 'online', metadata: { startedAt: '2025-01-01T10:37:00Z', title: 'T', game: 'G' } }, now)).toEqual({ online: true, uptime: '1h 23m', title: 'T', game: 'G' });
+    expect(
+      streamInfo(
+        {
+          id: 'twitch:x',
+          platform: 'twitch',
+          streamStatus: 'online',
+          metadata: { startedAt: '2025-01-01T10:37:00Z', title: 'T', game: 'G' },
+        },
+        now,
+      ),
+    ).toEqual({ online: true, uptime: '1h 23m', title: 'T', game: 'G' });
     expect(streamInfo({ id: 'twitch:x', platform: 'twitch', streamStatus: 'offline' }, now)).toEqual({ online: false, uptime: 'offline' });
     expect(streamInfo(undefined, now).uptime).toBe('offline');
   });
@@ -54,7 +71,14 @@ describe('command helpers (pure)', () => {
 
   it('parses management options between the name and the response', () => {
     expect(parseManageArgs(['!hype', '-cd=10', '-ucd=30', '-role=subscriber', '-alias=h,hh', "let's", 'go', '-cd=1'])).toEqual({
-      input: { name: 'hype', cooldownSec: 10, userCooldownSec: 30, minRole: 'subscriber', aliases: ['h', 'hh'], response: "let's go -cd=1" },
+      input: {
+        name: 'hype',
+        cooldownSec: 10,
+        userCooldownSec: 30,
+        minRole: 'subscriber',
+        aliases: ['h', 'hh'],
+        response: "let's go -cd=1",
+      },
     });
     expect(parseManageArgs(['!x', '-bogus=1', 'hi'])).toEqual({ error: expect.stringMatching(/unknown option -bogus/) });
     expect('error' in parseManageArgs([])).toBe(true);
@@ -74,7 +98,13 @@ describe('the commands service', () => {
     observer = await collect(bus, [Topic.egress, Topic.finalizer, Topic.deadletter]);
     host = await startTestHost({ services: [createCommandsService()], bus, extra: { store } });
     const startedAt = new Date(Date.now() - (83 * 60 + 10) * 1000).toISOString();
-    await store.mergeSource({ id: 'twitch:streamer', platform: 'twitch', streamStatus: 'online', lastStreamUpdate: startedAt, metadata: { startedAt, title: 'Speedrun night', game: 'Celeste' } });
+    await store.mergeSource({
+      id: 'twitch:streamer',
+      platform: 'twitch',
+      streamStatus: 'online',
+      lastStreamUpdate: startedAt,
+      metadata: { startedAt, title: 'Speedrun night', game: 'Celeste' },
+    });
     await store.mergeSource({ id: 'twitch:quiet', platform: 'twitch', streamStatus: 'offline' });
   });
   afterAll(async () => {
@@ -84,20 +114,36 @@ describe('the commands service', () => {
   });
 
   /** Sends a chat line as the commands step and returns the reply (undefined when there is none). */
-  async function say(text: string, who: Chatter = viewer, channel = 'streamer', platform = 'twitch'): Promise<{ reply?: string; envelope: Envelope }> {
+  async function say(
+    text: string,
+    who: Chatter = viewer,
+    channel = 'streamer',
+    platform = 'twitch',
+  ): Promise<{ reply?: string; envelope: Envelope }> {
     const envelope = createEnvelope({
       type: 'external.chat.message.v1',
       source: { platform, channel, channelId: '1', egressDestination: Topic.egress },
-      user: { id: who.id, name: who.name, displayName: who.name[0]!.toUpperCase() + who.name.slice(1), profileImageUrl: '', role: who.role, permissions: permissionsFor([who.role]) },
+      user: {
+        id: who.id,
+        name: who.name,
+        displayName: who.name[0]!.toUpperCase() + who.name.slice(1),
+        profileImageUrl: '',
+        role: who.role,
+        permissions: permissionsFor([who.role]),
+      },
       payload: { text },
       routingSlip: [createStep('commands')],
       extra: { message: { text } },
     });
     await bus.publish('internal.commands.v1', encoder.encode(JSON.stringify(envelope)));
-    const out = await waitFor(() => observer.received.find((item) => item.value.id === envelope.id && item.topic !== Topic.deadletter)?.value as Envelope | undefined, {
-      timeoutMs: 15_000,
-      message: `the outcome of ${text}`,
-    });
+    const out = await waitFor(
+      () =>
+        observer.received.find((item) => item.value.id === envelope.id && item.topic !== Topic.deadletter)?.value as Envelope | undefined,
+      {
+        timeoutMs: 15_000,
+        message: `the outcome of ${text}`,
+      },
+    );
     return { reply: out.candidates?.[0]?.text, envelope: out };
   }
 
@@ -124,7 +170,12 @@ describe('the commands service', () => {
   });
 
   it('fills templates, counts uses and resolves aliases', async () => {
-    const added = await manageCommand(store, 'add', { name: '!so', response: 'Go follow {touser}! ({user} in {channel}, #{count}, {game}: {title}, up {uptime}) [{args}]', aliases: ['shoutout'], cooldownSec: 0 });
+    const added = await manageCommand(store, 'add', {
+      name: '!so',
+      response: 'Go follow {touser}! ({user} in {channel}, #{count}, {game}: {title}, up {uptime}) [{args}]',
+      aliases: ['shoutout'],
+      cooldownSec: 0,
+    });
     expect(added.ok).toBe(true);
     expect((await say('!so @bob now')).reply).toBe('Go follow bob! (Alice in streamer, #1, Celeste: Speedrun night, up 1h 23m) [@bob now]');
     expect((await say('!shoutout carol')).reply).toMatch(/^Go follow carol! \(Alice in streamer, #2,/);
@@ -166,7 +217,12 @@ describe('the commands service', () => {
 
   it('lets a moderator add, edit and delete commands from chat', async () => {
     expect((await say('!addcom !hype -cd=0 -alias=h Let us go {user}!', moderator)).reply).toBe('Command !hype added.');
-    expect(await store.getCommand('hype')).toMatchObject({ response: 'Let us go {user}!', aliases: ['h'], cooldownSec: 0, createdBy: 'mia' });
+    expect(await store.getCommand('hype')).toMatchObject({
+      response: 'Let us go {user}!',
+      aliases: ['h'],
+      cooldownSec: 0,
+      createdBy: 'mia',
+    });
     expect((await say('!h')).reply).toBe('Let us go Alice!');
     expect((await say('!editcom !hype -role=subscriber HYPE {user}', moderator)).reply).toBe('Command !hype updated.');
     expect((await say('!hype', subscriber)).reply).toBe('HYPE Sam');
@@ -199,7 +255,10 @@ describe('manageCommand (the CLI entry point)', () => {
 
   it('adds with defaults, lists, edits only what is given, and deletes', async () => {
     const added = await manageCommand(store, 'add', { name: '!Discord', response: 'join us at discord.gg/x' });
-    expect(added).toMatchObject({ ok: true, command: { name: 'discord', aliases: [], minRole: 'viewer', cooldownSec: 5, userCooldownSec: 0, enabled: true } });
+    expect(added).toMatchObject({
+      ok: true,
+      command: { name: 'discord', aliases: [], minRole: 'viewer', cooldownSec: 5, userCooldownSec: 0, enabled: true },
+    });
     const edited = await manageCommand(store, 'edit', { name: 'discord', userCooldownSec: 30 });
     expect(edited).toMatchObject({ ok: true, command: { response: 'join us at discord.gg/x', userCooldownSec: 30 } });
     const list = await manageCommand(store, 'list');
@@ -210,13 +269,28 @@ describe('manageCommand (the CLI entry point)', () => {
 
   it('rejects built-in names, bad roles, bad cooldowns, taken aliases and empty edits', async () => {
     await manageCommand(store, 'add', { name: 'one', response: '1', aliases: ['uno'] });
-    expect(await manageCommand(store, 'add', { name: 'ping', response: 'x' })).toMatchObject({ ok: false, message: expect.stringMatching(/built-in/) });
-    expect(await manageCommand(store, 'add', { name: 'two', response: 'x', minRole: 'overlord' })).toMatchObject({ ok: false, message: expect.stringMatching(/unknown role/) });
+    expect(await manageCommand(store, 'add', { name: 'ping', response: 'x' })).toMatchObject({
+      ok: false,
+      message: expect.stringMatching(/built-in/),
+    });
+    expect(await manageCommand(store, 'add', { name: 'two', response: 'x', minRole: 'overlord' })).toMatchObject({
+      ok: false,
+      message: expect.stringMatching(/unknown role/),
+    });
     expect(await manageCommand(store, 'add', { name: 'two', response: 'x', cooldownSec: -1 })).toMatchObject({ ok: false });
-    expect(await manageCommand(store, 'add', { name: 'two', response: 'x', aliases: ['uno'] })).toMatchObject({ ok: false, message: expect.stringMatching(/already used by !one/) });
-    expect(await manageCommand(store, 'add', { name: 'uno', response: 'x' })).toMatchObject({ ok: false, message: expect.stringMatching(/alias of !one/) });
+    expect(await manageCommand(store, 'add', { name: 'two', response: 'x', aliases: ['uno'] })).toMatchObject({
+      ok: false,
+      message: expect.stringMatching(/already used by !one/),
+    });
+    expect(await manageCommand(store, 'add', { name: 'uno', response: 'x' })).toMatchObject({
+      ok: false,
+      message: expect.stringMatching(/alias of !one/),
+    });
     expect(await manageCommand(store, 'add', { name: 'bad name', response: 'x' })).toMatchObject({ ok: false });
-    expect(await manageCommand(store, 'edit', { name: 'one' })).toMatchObject({ ok: false, message: expect.stringMatching(/nothing to change/) });
+    expect(await manageCommand(store, 'edit', { name: 'one' })).toMatchObject({
+      ok: false,
+      message: expect.stringMatching(/nothing to change/),
+    });
     expect(await store.getCommand('two')).toBeUndefined();
   });
 });

@@ -49,7 +49,14 @@ stopAfterEach(
   },
 );
 
-async function start(options: { fake?: Partial<FakeDiscordOptions>; env?: Record<string, string>; services?: ServiceDefinition[]; wrap?: (bus: MessageBus) => MessageBus } = {}) {
+async function start(
+  options: {
+    fake?: Partial<FakeDiscordOptions>;
+    env?: Record<string, string>;
+    services?: ServiceDefinition[];
+    wrap?: (bus: MessageBus) => MessageBus;
+  } = {},
+) {
   fake = await startFakeDiscord({
     token: TOKEN,
     channels: [
@@ -75,7 +82,10 @@ async function start(options: { fake?: Partial<FakeDiscordOptions>; env?: Record
 }
 
 type Observer = Awaited<ReturnType<typeof start>>;
-const statuses = (observer: Observer) => observer.envelopes(Topic.ingress).filter((envelope) => envelope.type === 'system.source.status' && envelope.source.platform === 'discord');
+const statuses = (observer: Observer) =>
+  observer
+    .envelopes(Topic.ingress)
+    .filter((envelope) => envelope.type === 'system.source.status' && envelope.source.platform === 'discord');
 
 function chatReply(text: string, messageId = '123456789012345678'): Envelope {
   const envelope = createEnvelope({
@@ -91,8 +101,18 @@ function chatReply(text: string, messageId = '123456789012345678'): Envelope {
 describe('discord connection and status', () => {
   it('connects with the Guilds, GuildMessages and MessageContent intents and reports connected, guilds and latency as source status', async () => {
     const observer = await start({ services: [discordService, persistenceService] });
-    const status = await waitFor(() => statuses(observer).find((envelope) => envelope.payload.status === 'connected' && typeof envelope.payload.latencyMs === 'number'), { message: 'a connected status with latency' });
-    expect(status.payload).toMatchObject({ sourceId: 'discord:800000000000000001', platform: 'discord', displayName: 'Discord · BitBrat HQ', authStatus: 'valid', lastError: null });
+    const status = await waitFor(
+      () =>
+        statuses(observer).find((envelope) => envelope.payload.status === 'connected' && typeof envelope.payload.latencyMs === 'number'),
+      { message: 'a connected status with latency' },
+    );
+    expect(status.payload).toMatchObject({
+      sourceId: 'discord:800000000000000001',
+      platform: 'discord',
+      displayName: 'Discord · BitBrat HQ',
+      authStatus: 'valid',
+      lastError: null,
+    });
     expect((status.payload.metadata as Record<string, unknown>).guilds).toBe(1);
     expect((status.payload.metadata as Record<string, unknown>).channels).toEqual(['#general', '#announcements']);
     expect(fake!.identifies[0]!.intents).toBe((1 << 0) | (1 << 9) | (1 << 15));
@@ -101,12 +121,21 @@ describe('discord connection and status', () => {
     expect(ready.json().components['discord.discord']).toMatchObject({ ready: true });
     // Persistence keeps it in `sources`, which /api/sources and the dashboard show.
     const source = await waitFor(() => store.getSource('discord:800000000000000001'));
-    expect(source).toMatchObject({ platform: 'discord', status: 'connected', authStatus: 'valid', metadata: { guilds: 1, guildName: 'BitBrat HQ' } });
+    expect(source).toMatchObject({
+      platform: 'discord',
+      status: 'connected',
+      authStatus: 'valid',
+      metadata: { guilds: 1, guildName: 'BitBrat HQ' },
+    });
   });
 
   it('says so in the status, with the Developer Portal fix, when Discord withholds message content', async () => {
     const observer = await start({ fake: { messageContent: 'not-granted' } });
-    const status = await waitFor(() => statuses(observer).find((envelope) => (envelope.payload.lastError as { code?: string } | null)?.code === 'MESSAGE_CONTENT_MISSING'), { message: 'a status naming the missing intent' });
+    const status = await waitFor(
+      () =>
+        statuses(observer).find((envelope) => (envelope.payload.lastError as { code?: string } | null)?.code === 'MESSAGE_CONTENT_MISSING'),
+      { message: 'a status naming the missing intent' },
+    );
     expect((status.payload.metadata as Record<string, string>).howToConnect).toMatch(/Message Content Intent.*Developer Portal/);
     fake!.sendMessage({ author: VIEWER, content: '!ping' });
     const chat = await observer.waitFor(Topic.ingress, (value: Envelope) => value.type === 'external.chat.message.v1');
@@ -115,7 +144,10 @@ describe('discord connection and status', () => {
 
   it('reports close code 4014 (disallowed intents) clearly and does not claim to be connected', async () => {
     const observer = await start({ fake: { messageContent: 'refuse' } });
-    const status = await waitFor(() => statuses(observer).find((envelope) => (envelope.payload.lastError as { code?: string } | null)?.code === 'DISALLOWED_INTENTS'), { message: 'a 4014 status' });
+    const status = await waitFor(
+      () => statuses(observer).find((envelope) => (envelope.payload.lastError as { code?: string } | null)?.code === 'DISALLOWED_INTENTS'),
+      { message: 'a 4014 status' },
+    );
     expect(status.payload.status).toBe('error');
     expect((status.payload.lastError as { message: string }).message).toMatch(/4014.*Message Content Intent/);
     const ready = await host!.app.inject({ method: 'GET', url: '/readyz' });
@@ -124,20 +156,35 @@ describe('discord connection and status', () => {
 
   it('connects on a later try once the intent is enabled, without a restart', async () => {
     const observer = await start({ fake: { messageContent: 'refuse' }, env: { DISCORD_RECONNECT_MS: '100' } });
-    await waitFor(() => statuses(observer).some((envelope) => (envelope.payload.lastError as { code?: string } | null)?.code === 'DISALLOWED_INTENTS'));
+    await waitFor(() =>
+      statuses(observer).some((envelope) => (envelope.payload.lastError as { code?: string } | null)?.code === 'DISALLOWED_INTENTS'),
+    );
     fake!.setMessageContent('granted');
-    const connected = await waitFor(() => statuses(observer).find((envelope) => envelope.payload.status === 'connected'), { message: 'connected after the fix', timeoutMs: 20_000 });
+    const connected = await waitFor(() => statuses(observer).find((envelope) => envelope.payload.status === 'connected'), {
+      message: 'connected after the fix',
+      timeoutMs: 20_000,
+    });
     expect(connected.payload.lastError).toBeNull();
     expect(fake!.identifies.length).toBeGreaterThanOrEqual(2);
   });
 
   // The fake keeps no sessions, so the client identifies anew, which discord.js spaces 5 s apart as Discord requires.
-  it('reconnects when the gateway drops the connection, counting reconnects, and receives messages again', { timeout: 60_000 }, async () => {
+  it('reconnects when the gateway drops the connection, counting reconnects, and receives messages again', {
+    timeout: 60_000,
+  }, async () => {
     const observer = await start();
     await waitFor(() => statuses(observer).some((envelope) => envelope.payload.status === 'connected'));
     fake!.dropConnections();
-    await waitFor(() => statuses(observer).some((envelope) => envelope.payload.status === 'connecting'), { message: 'a connecting status' });
-    const back = await waitFor(() => statuses(observer).find((envelope) => envelope.payload.status === 'connected' && (envelope.payload.metrics as { reconnects: number }).reconnects >= 1), { message: 'connected again', timeoutMs: 30_000 });
+    await waitFor(() => statuses(observer).some((envelope) => envelope.payload.status === 'connecting'), {
+      message: 'a connecting status',
+    });
+    const back = await waitFor(
+      () =>
+        statuses(observer).find(
+          (envelope) => envelope.payload.status === 'connected' && (envelope.payload.metrics as { reconnects: number }).reconnects >= 1,
+        ),
+      { message: 'connected again', timeoutMs: 30_000 },
+    );
     expect(back.payload.lastError).toBeNull();
     const messageId = fake!.sendMessage({ author: VIEWER, content: 'still here?' });
     await observer.waitFor(Topic.ingress, (value: Envelope) => value.message?.id === messageId);
@@ -168,17 +215,32 @@ describe('discord connection and status', () => {
 
 describe('discord messages in and out', () => {
   // ingress-egress shares the per-instance egress topic in one process: Discord replies must not reach it.
-  const pipeline = () => [ingressEgressService, authService, eventRouter, createQueryAnalyzer(), createModerationService(), createCommandsService(), discordService];
+  const pipeline = () => [
+    ingressEgressService,
+    authService,
+    eventRouter,
+    createQueryAnalyzer(),
+    createModerationService(),
+    createCommandsService(),
+    discordService,
+  ];
 
   it("answers a viewer's !ping with pong as a Discord reply, through the same rules as Twitch", async () => {
     const observer = await start({ services: pipeline() });
     await waitFor(() => fake!.connections() > 0 && statuses(observer).some((envelope) => envelope.payload.status === 'connected'));
     const messageId = fake!.sendMessage({ author: VIEWER, content: '!ping' });
-    const reply = await waitFor(() => fake!.posted.find((message) => message.message_reference?.message_id === messageId), { message: 'the reply' });
+    const reply = await waitFor(() => fake!.posted.find((message) => message.message_reference?.message_id === messageId), {
+      message: 'the reply',
+    });
     expect(reply).toMatchObject({ channel_id: CHANNEL, content: 'pong', allowed_mentions: { parse: ['users'] } });
     const final: Envelope = await observer.waitFor(Topic.finalizer, (value: Envelope) => value.message?.id === messageId);
     expect(final.source).toMatchObject({ platform: 'discord', channel: 'BitBrat HQ #general', channelId: CHANNEL });
-    expect(final.routingSlip.map((step) => `${step.id}:${step.status}`)).toEqual(['query-analyzer:OK', 'moderation:SKIP', 'router:OK', 'commands:OK']);
+    expect(final.routingSlip.map((step) => `${step.id}:${step.status}`)).toEqual([
+      'query-analyzer:OK',
+      'moderation:SKIP',
+      'router:OK',
+      'commands:OK',
+    ]);
     expect(final.delivery).toMatchObject({ delivered: true, destination: `discord:${CHANNEL}`, platformMessageIds: [reply.id] });
     expect(observer.envelopes(Topic.finalizer).filter((value: Envelope) => value.message?.id === messageId)).toHaveLength(1);
     expect(fake!.posted).toHaveLength(1);
@@ -187,14 +249,34 @@ describe('discord messages in and out', () => {
   it('answers a question to the bot with the LLM, as a Discord reply', async () => {
     const llm = await startFakeOpenAI({ defaultScript: { text: 'It is Celeste, and @everyone should watch.' } });
     try {
-      const env = { LLM_PROVIDER: 'openai', LLM_MODEL: 'gpt-test', OPENAI_BASE_URL: llm.baseURL, OPENAI_API_KEY: 'sk-test', BOT_NAME: 'bitbrat', LLM_DAILY_TOKEN_BUDGET: '0', LLM_USER_RATE_PER_MIN: '0', LLM_CHANNEL_RATE_PER_MIN: '0' };
-      const observer = await start({ services: [authService, eventRouter, createQueryAnalyzer(), createModerationService(), createLlmBotService(), discordService], env });
+      const env = {
+        LLM_PROVIDER: 'openai',
+        LLM_MODEL: 'gpt-test',
+        OPENAI_BASE_URL: llm.baseURL,
+        OPENAI_API_KEY: 'sk-test',
+        BOT_NAME: 'bitbrat',
+        LLM_DAILY_TOKEN_BUDGET: '0',
+        LLM_USER_RATE_PER_MIN: '0',
+        LLM_CHANNEL_RATE_PER_MIN: '0',
+      };
+      const observer = await start({
+        services: [authService, eventRouter, createQueryAnalyzer(), createModerationService(), createLlmBotService(), discordService],
+        env,
+      });
       await waitFor(() => statuses(observer).some((envelope) => envelope.payload.status === 'connected'));
       const messageId = fake!.sendMessage({ author: VIEWER, content: '<@900000000000000001> what game is this?', mentionsBot: true });
-      const reply = await waitFor(() => fake!.posted.find((message) => message.message_reference?.message_id === messageId), { message: 'the LLM reply', timeoutMs: 20_000 });
+      const reply = await waitFor(() => fake!.posted.find((message) => message.message_reference?.message_id === messageId), {
+        message: 'the LLM reply',
+        timeoutMs: 20_000,
+      });
       expect(reply.content).toBe('It is Celeste, and @\u200beveryone should watch.');
       const final: Envelope = await observer.waitFor(Topic.finalizer, (value: Envelope) => value.message?.id === messageId);
-      expect(final.routingSlip.map((step) => `${step.id}:${step.status}`)).toEqual(['query-analyzer:OK', 'moderation:SKIP', 'router:OK', 'llm-bot:OK']);
+      expect(final.routingSlip.map((step) => `${step.id}:${step.status}`)).toEqual([
+        'query-analyzer:OK',
+        'moderation:SKIP',
+        'router:OK',
+        'llm-bot:OK',
+      ]);
       expect(llm.requests.at(-1)?.messages.at(-1)?.text).toContain('what game is this?');
     } finally {
       await llm.stop();
@@ -221,7 +303,11 @@ describe('discord messages in and out', () => {
   it('turns mentions into readable names, the bot as @its username, so a question to the bot reads as a mention', async () => {
     const observer = await start();
     await waitFor(() => statuses(observer).some((envelope) => envelope.payload.status === 'connected'));
-    const messageId = fake!.sendMessage({ author: VIEWER, content: `<@900000000000000001> what is <#${ANNOUNCE}> for, <@&${MOD_ROLE.id}>?`, mentionsBot: true });
+    const messageId = fake!.sendMessage({
+      author: VIEWER,
+      content: `<@900000000000000001> what is <#${ANNOUNCE}> for, <@&${MOD_ROLE.id}>?`,
+      mentionsBot: true,
+    });
     const chat: Envelope = await observer.waitFor(Topic.ingress, (value: Envelope) => value.message?.id === messageId);
     expect(chat.message?.text).toBe('@bitbrat what is #announcements for, @Stream Mods?');
   });
@@ -251,7 +337,10 @@ describe('discord messages in and out', () => {
   it('neutralizes @everyone and @here in the text and allows only user mentions', async () => {
     await start();
     await waitFor(() => fake!.connections() > 0);
-    await bus!.publish(instanceEgressTopic(INSTANCE), encoder.encode(JSON.stringify(chatReply('hey @everyone and @here, see <@&500000000000000001>'))));
+    await bus!.publish(
+      instanceEgressTopic(INSTANCE),
+      encoder.encode(JSON.stringify(chatReply('hey @everyone and @here, see <@&500000000000000001>'))),
+    );
     const posted = await waitFor(() => fake!.posted[0]);
     expect(posted.content).not.toMatch(/@everyone|@here/);
     expect(posted.content).toContain('@\u200beveryone');
@@ -288,10 +377,24 @@ describe('go-live announcements', () => {
     createEnvelope({
       type: 'system.stream.online',
       source: { platform: 'twitch', channel: 'streamer', channelId: '1000' },
-      payload: { sourceId: 'twitch:streamer', platform: 'twitch', channel: 'streamer', channelId: '1000', streamStatus: 'online', title: 'Speedrun @everyone', game: 'Celeste', streamId, startedAt: '2026-12-06T10:00:00.000Z' },
+      payload: {
+        sourceId: 'twitch:streamer',
+        platform: 'twitch',
+        channel: 'streamer',
+        channelId: '1000',
+        streamStatus: 'online',
+        title: 'Speedrun @everyone',
+        game: 'Celeste',
+        streamId,
+        startedAt: '2026-12-06T10:00:00.000Z',
+      },
     });
   const offline = () =>
-    createEnvelope({ type: 'system.stream.offline', source: { platform: 'twitch', channel: 'streamer', channelId: '1000' }, payload: { sourceId: 'twitch:streamer', platform: 'twitch', channel: 'streamer', channelId: '1000', streamStatus: 'offline' } });
+    createEnvelope({
+      type: 'system.stream.offline',
+      source: { platform: 'twitch', channel: 'streamer', channelId: '1000' },
+      payload: { sourceId: 'twitch:streamer', platform: 'twitch', channel: 'streamer', channelId: '1000', streamStatus: 'offline' },
+    });
 
   it('posts once per stream through the router rule, also after a restart, and edits the post when the stream ends', async () => {
     const env = { DISCORD_ANNOUNCE_CHANNEL: ANNOUNCE, RULES_RELOAD_MS: '50' };
@@ -299,7 +402,13 @@ describe('go-live announcements', () => {
     const services = () => [authService, eventRouter, discordService];
     let observer = await start({ env, services: services() });
     // The discord service adds its rule to the seeded table; the router picks it up on its next reload.
-    await waitFor(() => router().current().rules.some((rule) => rule.id === 'discord-go-live'), { message: 'the go-live rule in the router' });
+    await waitFor(
+      () =>
+        router()
+          .current()
+          .rules.some((rule) => rule.id === 'discord-go-live'),
+      { message: 'the go-live rule in the router' },
+    );
     await waitFor(() => statuses(observer).some((envelope) => envelope.payload.status === 'connected'));
     const first = online('stream-1');
     await bus!.publish(Topic.ingress, encoder.encode(JSON.stringify(first)));
@@ -321,9 +430,19 @@ describe('go-live announcements', () => {
     bus = createMemoryBus();
     await bus.connect();
     observer = await collect(bus, [Topic.ingress, Topic.finalizer]);
-    host = await startTestHost({ services: services(), bus, architecture: loadArchitecture(), env: { INSTANCE_ID: INSTANCE, DISCORD_BOT_TOKEN: TOKEN, DISCORD_API_URL: fake!.apiUrl, SOURCE_HEARTBEAT_MS: '100', ...env }, extra: { store } });
+    host = await startTestHost({
+      services: services(),
+      bus,
+      architecture: loadArchitecture(),
+      env: { INSTANCE_ID: INSTANCE, DISCORD_BOT_TOKEN: TOKEN, DISCORD_API_URL: fake!.apiUrl, SOURCE_HEARTBEAT_MS: '100', ...env },
+      extra: { store },
+    });
     await waitFor(() => statuses(observer).some((envelope) => envelope.payload.status === 'connected'));
-    await waitFor(() => router().current().rules.some((rule) => rule.id === 'discord-go-live'));
+    await waitFor(() =>
+      router()
+        .current()
+        .rules.some((rule) => rule.id === 'discord-go-live'),
+    );
     const again = online('stream-1');
     await bus.publish(Topic.ingress, encoder.encode(JSON.stringify(again)));
     const second: Envelope = await observer.waitFor(Topic.finalizer, (value: Envelope) => value.id === again.id);
@@ -368,21 +487,29 @@ describe('go-live announcements', () => {
     await bus!.publish('internal.discord.v1', encoder.encode(JSON.stringify(envelope)));
     const final: Envelope = await observer.waitFor(Topic.finalizer, (value: Envelope) => value.id === envelope.id);
     expect(final.routingSlip[0]!.status).toBe('SKIP');
-    expect(final.annotations?.find((annotation) => annotation.kind === 'discord-announcement')?.payload).toMatchObject({ hint: expect.stringMatching(/DISCORD_ANNOUNCE_CHANNEL/) });
+    expect(final.annotations?.find((annotation) => annotation.kind === 'discord-announcement')?.payload).toMatchObject({
+      hint: expect.stringMatching(/DISCORD_ANNOUNCE_CHANNEL/),
+    });
   });
 });
 
 describe('discord messages while the bus refuses them', () => {
   it('holds them in order and publishes them when the bus is back, counting the one over INGRESS_BUFFER_MAX as lost on the source status', async () => {
     let refusing: RefusingBus | undefined;
-    const observer = await start({ env: { INGRESS_BUFFER_MAX: '2', PUBLISH_MAX_RETRIES: '0' }, wrap: (real) => (refusing = createRefusingBus(real, Topic.ingress)) });
+    const observer = await start({
+      env: { INGRESS_BUFFER_MAX: '2', PUBLISH_MAX_RETRIES: '0' },
+      wrap: (real) => (refusing = createRefusingBus(real, Topic.ingress)),
+    });
     await waitFor(() => fake!.connections() > 0 && statuses(observer).some((envelope) => envelope.payload.status === 'connected'));
     refusing!.down = true;
     const ids = ['one', 'two', 'three'].map((content) => fake!.sendMessage({ author: VIEWER, content }));
-    const held = await waitFor(async () => {
-      const body = (await host!.app.inject({ method: 'GET', url: '/_debug/discord' })).json();
-      return body.ingest?.lost === 1 ? body.ingest : undefined;
-    }, { message: 'one message counted as lost' });
+    const held = await waitFor(
+      async () => {
+        const body = (await host!.app.inject({ method: 'GET', url: '/_debug/discord' })).json();
+        return body.ingest?.lost === 1 ? body.ingest : undefined;
+      },
+      { message: 'one message counted as lost' },
+    );
     expect(held).toMatchObject({ pending: 2, blocked: true });
     expect(observer.envelopes(Topic.ingress).filter((envelope) => envelope.type === 'external.chat.message.v1')).toEqual([]);
 
@@ -390,7 +517,9 @@ describe('discord messages while the bus refuses them', () => {
     const chats = () => observer.envelopes(Topic.ingress).filter((envelope) => envelope.type === 'external.chat.message.v1');
     await waitFor(() => chats().length === 2, { timeoutMs: 20_000, message: 'the held messages on ingress' });
     expect(chats().map((envelope) => envelope.message?.id)).toEqual(ids.slice(0, 2));
-    const status = await waitFor(() => statuses(observer).find((envelope) => (envelope.payload.metrics as { lost?: number }).lost === 1), { message: 'a status with lost: 1' });
+    const status = await waitFor(() => statuses(observer).find((envelope) => (envelope.payload.metrics as { lost?: number }).lost === 1), {
+      message: 'a status with lost: 1',
+    });
     expect(status.payload).toMatchObject({ platform: 'discord', status: 'connected' });
   });
 });

@@ -25,7 +25,12 @@ function chat(text: string, extra: Partial<Envelope> = {}): Envelope {
 const testRules = {
   rules: [
     { id: 'enrich-chat', priority: 10, logic: { '==': [{ var: 'stage' }, 'ingress'] }, action: { slip: ['query-analyzer', 'router'] } },
-    { id: 'commands', priority: 10, logic: { and: [{ '==': [{ var: 'stage' }, 'enriched'] }, { has_annotation: ['intent', 'command'] }] }, action: { slip: ['commands'] } },
+    {
+      id: 'commands',
+      priority: 10,
+      logic: { and: [{ '==': [{ var: 'stage' }, 'enriched'] }, { has_annotation: ['intent', 'command'] }] },
+      action: { slip: ['commands'] },
+    },
   ],
 };
 
@@ -60,7 +65,14 @@ describe('the event router service', () => {
   const start = async (env: Record<string, string> = {}) => {
     bus = createMemoryBus();
     await bus.connect();
-    const observer = await collect(bus, [Topic.finalizer, Topic.deadletter, Topic.egress, 'internal.query-analyzer.v1', 'internal.commands.v1', 'internal.llm-bot.v1']);
+    const observer = await collect(bus, [
+      Topic.finalizer,
+      Topic.deadletter,
+      Topic.egress,
+      'internal.query-analyzer.v1',
+      'internal.commands.v1',
+      'internal.llm-bot.v1',
+    ]);
     host = await startTestHost({ services: [eventRouter], bus, env: { RULES_FILE: rulesFile, ...env }, extra: { store } });
     const send = (topic: string, envelope: Envelope) => bus.publish(topic, encoder.encode(JSON.stringify(envelope)));
     return { observer, send, router: host.instance('event-router') as EventRouterInstance };
@@ -89,7 +101,9 @@ describe('the event router service', () => {
   it('seeds the shipped default rules when RULES_FILE is not set', async () => {
     const { observer, send } = await start({ RULES_FILE: '' });
     const ids = (await store.listRules()).map((rule) => rule.id);
-    expect(ids).toEqual(expect.arrayContaining(['chat-enrichment', 'system-events-recorded', 'commands', 'llm-questions-and-mentions', 'drop-spam']));
+    expect(ids).toEqual(
+      expect.arrayContaining(['chat-enrichment', 'system-events-recorded', 'commands', 'llm-questions-and-mentions', 'drop-spam']),
+    );
     const system = createEnvelope({ type: 'system.stream.online', source: { platform: 'twitch', channel: 'streamer', channelId: '1' } });
     await send(Topic.authenticated, system);
     const final: Envelope = await observer.waitFor(Topic.finalizer, (value) => value.id === system.id);
@@ -121,7 +135,10 @@ describe('the event router service', () => {
     const { observer, send } = await start();
     const envelope = chat('!ping');
     const startedAt = new Date(Date.now() - 50).toISOString();
-    envelope.routingSlip = [{ ...createStep('query-analyzer'), status: 'OK', attempt: 1, startedAt, endedAt: startedAt }, createStep('router')];
+    envelope.routingSlip = [
+      { ...createStep('query-analyzer'), status: 'OK', attempt: 1, startedAt, endedAt: startedAt },
+      createStep('router'),
+    ];
     envelope.annotations = [{ id: 'a1', kind: 'intent', label: 'command', source: 'query-analyzer', createdAt: startedAt }];
     await send(Topic.router, envelope);
     const out: Envelope = await observer.waitFor('internal.commands.v1', (value) => value.id === envelope.id);
@@ -140,7 +157,10 @@ describe('the event router service', () => {
       logic: { and: [{ '==': [{ var: 'stage' }, 'ingress'] }, { regex: [{ var: 'text' }, '^hey\\b', 'i'] }] },
       action: { slip: ['llm-bot'] },
     });
-    await waitFor(() => router.current().rules.some((rule) => rule.id === 'vip-lane'), { timeoutMs: 10_000, message: 'the poll to load the new rule' });
+    await waitFor(() => router.current().rules.some((rule) => rule.id === 'vip-lane'), {
+      timeoutMs: 10_000,
+      message: 'the poll to load the new rule',
+    });
     const envelope = chat('Hey there');
     await send(Topic.authenticated, envelope);
     const out: Envelope = await observer.waitFor('internal.llm-bot.v1', (value) => value.id === envelope.id);

@@ -25,7 +25,10 @@ async function eventsubHealth(): Promise<{ ready: boolean; detail: string; confi
 
 const start = (env: Record<string, string>) => running.start({ INSTANCE_ID: `ie-es-${Math.random().toString(36).slice(2, 7)}`, ...env });
 
-const subsOf = (channelId: string) => world.api.activeSubscriptions().filter((sub) => (sub.condition.broadcaster_user_id ?? sub.condition.to_broadcaster_user_id) === channelId);
+const subsOf = (channelId: string) =>
+  world.api
+    .activeSubscriptions()
+    .filter((sub) => (sub.condition.broadcaster_user_id ?? sub.condition.to_broadcaster_user_id) === channelId);
 const ownerOf = (sessionId: string) => world.api.sessions.find((session) => session.id === sessionId)?.userId;
 
 describe('ingress-egress EventSub from environment tokens', () => {
@@ -35,22 +38,38 @@ describe('ingress-egress EventSub from environment tokens', () => {
 
     await world.api.waitFor(() => world.api.activeSubscriptions().length === 8, 30_000, 'eight subscriptions');
     for (const channel of [STREAMER, OTHER]) {
-      expect(subsOf(channel.id).map((sub) => sub.type).sort()).toEqual(['channel.raid', 'channel.update', 'stream.offline', 'stream.online']);
+      expect(
+        subsOf(channel.id)
+          .map((sub) => sub.type)
+          .sort(),
+      ).toEqual(['channel.raid', 'channel.update', 'stream.offline', 'stream.online']);
     }
     // Every subscription was made with the bot's token, on one connection.
     expect(new Set(world.api.activeSubscriptions().map((sub) => ownerOf(sub.transport.session_id)))).toEqual(new Set([BOT.id]));
     expect(new Set(world.api.activeSubscriptions().map((sub) => sub.transport.session_id)).size).toBe(1);
 
-    const health = await waitFor(async () => {
-      const current = await eventsubHealth();
-      return current?.detail.includes('8/8') ? current : undefined;
-    }, { message: 'eventsub health with 8/8 active' });
+    const health = await waitFor(
+      async () => {
+        const current = await eventsubHealth();
+        return current?.detail.includes('8/8') ? current : undefined;
+      },
+      { message: 'eventsub health with 8/8 active' },
+    );
     expect(health.ready).toBe(true);
-    expect(health.detail).toContain('waiting for the broadcaster connection on #streamer: channel.follow, channel.subscribe, channel.subscription.gift, channel.subscription.message, channel.cheer');
+    expect(health.detail).toContain(
+      'waiting for the broadcaster connection on #streamer: channel.follow, channel.subscribe, channel.subscription.gift, channel.subscription.message, channel.cheer',
+    );
     expect(health.detail).toContain('waiting for the broadcaster connection on #otherchan');
     expect(health.detail).toContain('/oauth/twitch/start?identity=broadcaster');
 
-    world.api.notify('stream.online', '1', { id: '77', broadcaster_user_id: OTHER.id, broadcaster_user_login: OTHER.login, broadcaster_user_name: OTHER.displayName, type: 'live', started_at: new Date().toISOString() });
+    world.api.notify('stream.online', '1', {
+      id: '77',
+      broadcaster_user_id: OTHER.id,
+      broadcaster_user_login: OTHER.login,
+      broadcaster_user_name: OTHER.displayName,
+      type: 'live',
+      started_at: new Date().toISOString(),
+    });
     const online = await observed.waitFor('internal.ingress.v1', (value) => value.type === 'system.stream.online');
     expect(online.source).toMatchObject({ platform: 'twitch', channel: 'otherchan', channelId: OTHER.id });
   });
@@ -70,15 +89,24 @@ describe('ingress-egress EventSub from environment tokens', () => {
   });
 
   it('follows with the bot’s token where the bot moderates and reports the channel where it does not', async () => {
-    world = await startTwitchWorld({ channels: [STREAMER.login, OTHER.login], botScopes: ['chat:read', 'chat:edit', 'moderator:read:followers'] });
+    world = await startTwitchWorld({
+      channels: [STREAMER.login, OTHER.login],
+      botScopes: ['chat:read', 'chat:edit', 'moderator:read:followers'],
+    });
     world.api.addModerator(STREAMER.id, BOT.id);
     await start(world.env());
     await world.api.waitFor(() => world.api.activeSubscriptions('channel.follow').length === 1, 30_000, 'a follow subscription');
-    expect(world.api.activeSubscriptions('channel.follow')[0]!.condition).toEqual({ broadcaster_user_id: STREAMER.id, moderator_user_id: BOT.id });
-    const health = await waitFor(async () => {
-      const current = await eventsubHealth();
-      return current?.detail.includes('channel.follow also works when the bot is a moderator') ? current : undefined;
-    }, { message: 'the refused follow in the health detail' });
+    expect(world.api.activeSubscriptions('channel.follow')[0]!.condition).toEqual({
+      broadcaster_user_id: STREAMER.id,
+      moderator_user_id: BOT.id,
+    });
+    const health = await waitFor(
+      async () => {
+        const current = await eventsubHealth();
+        return current?.detail.includes('channel.follow also works when the bot is a moderator') ? current : undefined;
+      },
+      { message: 'the refused follow in the health detail' },
+    );
     expect(health.detail).toContain('waiting for the broadcaster connection on #otherchan: channel.follow');
     expect(health.detail).not.toContain('on #streamer: channel.follow');
   });
@@ -87,10 +115,13 @@ describe('ingress-egress EventSub from environment tokens', () => {
     world = await startTwitchWorld({ channels: [STREAMER.login, OTHER.login, THIRD.login] });
     await start(world.env());
     await world.api.waitFor(() => world.api.activeSubscriptions().length === 10, 30_000, 'ten subscriptions');
-    const health = await waitFor(async () => {
-      const current = await eventsubHealth();
-      return current?.detail.includes('max_total_cost') ? current : undefined;
-    }, { message: 'limit error in health' });
+    const health = await waitFor(
+      async () => {
+        const current = await eventsubHealth();
+        return current?.detail.includes('max_total_cost') ? current : undefined;
+      },
+      { message: 'limit error in health' },
+    );
     expect(health.ready).toBe(false);
     expect(health.detail).toContain('not subscribed: channel.raid #otherchan, channel.raid #thirdchan');
     expect(world.api.activeSubscriptions('stream.offline')).toHaveLength(3);
@@ -101,12 +132,27 @@ describe('ingress-egress EventSub from environment tokens', () => {
     await start(world.env({ SOURCE_HEARTBEAT_MS: '200' }));
     await world.api.waitFor(() => world.api.activeSubscriptions().length === 4, 30_000, 'the bot’s four subscriptions');
     const token = world.api.issueToken(STREAMER.id, { scopes: BROADCASTER_SCOPES });
-    await store.putToken({ id: 'twitch:broadcaster', accessToken: token.accessToken, refreshToken: token.refreshToken, scopes: BROADCASTER_SCOPES, userId: STREAMER.id, login: STREAMER.login, obtainedAt: new Date().toISOString() });
-    await world.api.waitFor(() => subsOf(STREAMER.id).length === 10 && subsOf(STREAMER.id).every((sub) => ownerOf(sub.transport.session_id) === STREAMER.id), 30_000, 'every type with the broadcaster token');
-    const health = await waitFor(async () => {
-      const current = await eventsubHealth();
-      return current?.detail.includes('10/10') ? current : undefined;
-    }, { message: 'eventsub health with 10/10 active' });
+    await store.putToken({
+      id: 'twitch:broadcaster',
+      accessToken: token.accessToken,
+      refreshToken: token.refreshToken,
+      scopes: BROADCASTER_SCOPES,
+      userId: STREAMER.id,
+      login: STREAMER.login,
+      obtainedAt: new Date().toISOString(),
+    });
+    await world.api.waitFor(
+      () => subsOf(STREAMER.id).length === 10 && subsOf(STREAMER.id).every((sub) => ownerOf(sub.transport.session_id) === STREAMER.id),
+      30_000,
+      'every type with the broadcaster token',
+    );
+    const health = await waitFor(
+      async () => {
+        const current = await eventsubHealth();
+        return current?.detail.includes('10/10') ? current : undefined;
+      },
+      { message: 'eventsub health with 10/10 active' },
+    );
     expect(health.detail).not.toContain('waiting for the broadcaster');
   });
 
@@ -124,13 +170,35 @@ describe('the fake enforces Twitch’s EventSub WebSocket limits', () => {
   it('answers 429 with max_total_cost when a user’s subscriptions would cost more than 10, and the listener reports it', async () => {
     world = await startTwitchWorld();
     const provider = new RefreshingAuthProvider({ clientId: world.api.clientId, clientSecret: world.api.clientSecret });
-    provider.addUser(BOT.id, { accessToken: world.bot.accessToken, refreshToken: world.bot.refreshToken, scope: [], expiresIn: 14_400, obtainmentTimestamp: Date.now() });
+    provider.addUser(BOT.id, {
+      accessToken: world.bot.accessToken,
+      refreshToken: world.bot.refreshToken,
+      scope: [],
+      expiresIn: 14_400,
+      obtainmentTimestamp: Date.now(),
+    });
     const channels = [STREAMER, OTHER, THIRD].map((user) => ({ id: user.id, login: user.login }));
-    const targets = channels.flatMap((broadcaster) => (['stream.online', 'stream.offline', 'channel.update', 'channel.raid'] as const).map((kind) => ({ kind, broadcaster, tokenUserId: BOT.id })));
+    const targets = channels.flatMap((broadcaster) =>
+      (['stream.online', 'stream.offline', 'channel.update', 'channel.raid'] as const).map((kind) => ({
+        kind,
+        broadcaster,
+        tokenUserId: BOT.id,
+      })),
+    );
     let last: EventSubState | undefined;
-    const handle = await startEventSub({ apiClient: new ApiClient({ authProvider: provider }), targets, store, publish: async () => undefined, logger: { debug() {}, info() {}, warn() {}, error() {} }, onState: (state) => (last = state) });
+    const handle = await startEventSub({
+      apiClient: new ApiClient({ authProvider: provider }),
+      targets,
+      store,
+      publish: async () => undefined,
+      logger: { debug() {}, info() {}, warn() {}, error() {} },
+      onState: (state) => (last = state),
+    });
     try {
-      await waitFor(() => (last && last.active + last.failed === 12 ? last : undefined), { timeoutMs: 15_000, message: 'every subscription answered' });
+      await waitFor(() => (last && last.active + last.failed === 12 ? last : undefined), {
+        timeoutMs: 15_000,
+        message: 'every subscription answered',
+      });
       expect(last!.active).toBe(10);
       expect(last!.refused).toHaveLength(2);
       for (const refusal of last!.refused!) {

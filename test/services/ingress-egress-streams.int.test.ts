@@ -16,19 +16,30 @@ let world: TwitchWorld;
 useEmbeddedStore((opened) => (store = opened));
 const running = useServiceHost({ services: [service], store: () => store, fakes: () => [world], reset: () => forgetTwitchTokens(store) });
 
-const start = (extra: Record<string, string> = {}) => running.start({ ...world.env({ STREAM_POLL_MS: '100', ...extra }), INSTANCE_ID: `ie-st-${Math.random().toString(36).slice(2, 7)}` });
+const start = (extra: Record<string, string> = {}) =>
+  running.start({ ...world.env({ STREAM_POLL_MS: '100', ...extra }), INSTANCE_ID: `ie-st-${Math.random().toString(36).slice(2, 7)}` });
 
 const sourceWhere = (id: string, check: (source: any) => boolean, message: string) =>
-  waitFor(async () => {
-    const source = await store.getSource(id);
-    return source && check(source) ? source : undefined;
-  }, { timeoutMs: 15_000, message });
+  waitFor(
+    async () => {
+      const source = await store.getSource(id);
+      return source && check(source) ? source : undefined;
+    },
+    { timeoutMs: 15_000, message },
+  );
 
 describe('stream status from Helix', () => {
   it('shows a stream that was already live at start-up as live, with title, game, viewers and start time', async () => {
     world = await startTwitchWorld({ channels: [STREAMER.login, OTHER.login] });
     const startedAt = new Date(Date.now() - 3_600_000).toISOString();
-    world.api.setStream(STREAMER.id, { id: 's-1', title: 'Already live', gameName: 'Celeste', gameId: '504461', viewerCount: 33, startedAt });
+    world.api.setStream(STREAMER.id, {
+      id: 's-1',
+      title: 'Already live',
+      gameName: 'Celeste',
+      gameId: '504461',
+      viewerCount: 33,
+      startedAt,
+    });
     const observed = await start();
     const source = await sourceWhere('twitch:streamer', (doc) => doc.streamStatus === 'online', 'streamer online');
     expect(source).toMatchObject({ viewerCount: 33, metadata: { title: 'Already live', game: 'Celeste', startedAt } });
@@ -56,11 +67,21 @@ describe('stream status from Helix', () => {
 
   it('corrects an offline missed while the platform was down', async () => {
     world = await startTwitchWorld();
-    await store.mergeSource({ id: 'twitch:streamer', platform: 'twitch', streamStatus: 'online', viewerCount: 50, metadata: { title: 'Yesterday', startedAt: '2026-01-01T00:00:00.000Z' } });
+    await store.mergeSource({
+      id: 'twitch:streamer',
+      platform: 'twitch',
+      streamStatus: 'online',
+      viewerCount: 50,
+      metadata: { title: 'Yesterday', startedAt: '2026-01-01T00:00:00.000Z' },
+    });
     const observed = await start();
     const offline = await observed.waitFor('internal.ingress.v1', (value) => value.type === 'system.stream.offline');
     expect(offline.payload).toMatchObject({ channel: 'streamer', detectedBy: 'poll' });
-    await sourceWhere('twitch:streamer', (doc) => doc.streamStatus === 'offline' && doc.metadata?.startedAt === null, 'corrected to offline');
+    await sourceWhere(
+      'twitch:streamer',
+      (doc) => doc.streamStatus === 'offline' && doc.metadata?.startedAt === null,
+      'corrected to offline',
+    );
   });
 });
 
@@ -69,7 +90,16 @@ describe('channel updates', () => {
     world = await startTwitchWorld();
     await start({ STREAM_POLL_MS: '3600000', ...world.broadcasterEnv() });
     await world.api.waitFor(() => world.api.activeSubscriptions('channel.update').length === 1, 15_000, 'channel.update subscription');
-    world.api.notify('channel.update', '2', { broadcaster_user_id: STREAMER.id, broadcaster_user_login: STREAMER.login, broadcaster_user_name: STREAMER.displayName, title: 'New title', language: 'en', category_id: '509658', category_name: 'Just Chatting', content_classification_labels: [] });
+    world.api.notify('channel.update', '2', {
+      broadcaster_user_id: STREAMER.id,
+      broadcaster_user_login: STREAMER.login,
+      broadcaster_user_name: STREAMER.displayName,
+      title: 'New title',
+      language: 'en',
+      category_id: '509658',
+      category_name: 'Just Chatting',
+      content_classification_labels: [],
+    });
     const source = await sourceWhere('twitch:streamer', (doc) => doc.metadata?.title === 'New title', 'the new title');
     expect(source.metadata).toMatchObject({ game: 'Just Chatting', gameId: '509658' });
   });

@@ -114,7 +114,13 @@ describe('ingress-egress with a configured Twitch chat connection', () => {
     expect(fake.joinedClients(CHANNEL)).toBe(1);
 
     const { body } = await debug(host);
-    expect(body).toMatchObject({ status: 'connected', configured: true, authStatus: 'valid', authSource: 'store', botUsername: 'bitbrat_bot' });
+    expect(body).toMatchObject({
+      status: 'connected',
+      configured: true,
+      authStatus: 'valid',
+      authSource: 'store',
+      botUsername: 'bitbrat_bot',
+    });
     expect(body.joinedChannels.sort()).toEqual(['modchan', CHANNEL]);
     const ready = await readyz(host);
     expect(ready.body.components['ingress-egress.twitch']).toMatchObject({ ready: true, configured: true });
@@ -132,7 +138,15 @@ describe('ingress-egress with a configured Twitch chat connection', () => {
       channel: CHANNEL,
       user: 'coolviewer',
       text: 'Kappa hello bot',
-      tags: { badges: 'subscriber/6', 'badge-info': 'subscriber/8', subscriber: '1', color: '#AABBCC', 'display-name': 'CoolViewer', emotes: '25:0-4', 'user-id': '4242' },
+      tags: {
+        badges: 'subscriber/6',
+        'badge-info': 'subscriber/8',
+        subscriber: '1',
+        color: '#AABBCC',
+        'display-name': 'CoolViewer',
+        emotes: '25:0-4',
+        'user-id': '4242',
+      },
     });
     const envelope = (await observed.waitFor('internal.ingress.v1', (value) => value.payload?.messageId === id)) as Envelope;
     const validation = validateEnvelope(envelope);
@@ -145,7 +159,15 @@ describe('ingress-egress with a configured Twitch chat connection', () => {
       finalizationDestination: 'internal.finalizer.v1',
       message: { id, text: 'Kappa hello bot' },
       qos: { maxResponseMs: 30_000 },
-      payload: { text: 'Kappa hello bot', messageId: id, badges: ['subscriber'], isMod: false, isSubscriber: true, color: '#AABBCC', emotes: [{ id: '25', name: 'Kappa', positions: [{ start: 0, end: 4 }] }] },
+      payload: {
+        text: 'Kappa hello bot',
+        messageId: id,
+        badges: ['subscriber'],
+        isMod: false,
+        isSubscriber: true,
+        color: '#AABBCC',
+        emotes: [{ id: '25', name: 'Kappa', positions: [{ start: 0, end: 4 }] }],
+      },
     });
     expect((envelope.payload.raw as any).tags['badge-info']).toBe('subscriber/8');
     const { body } = await debug(host);
@@ -153,7 +175,12 @@ describe('ingress-egress with a configured Twitch chat connection', () => {
   });
 
   it('ingests /me lines (CTCP ACTION) as chat messages marked isAction, with the text Twitch shows', async () => {
-    const id = fake.sendChat({ channel: CHANNEL, user: 'actor', text: '\u0001ACTION waves Kappa\u0001', tags: { emotes: '25:6-10', 'user-id': '5151' } });
+    const id = fake.sendChat({
+      channel: CHANNEL,
+      user: 'actor',
+      text: '\u0001ACTION waves Kappa\u0001',
+      tags: { emotes: '25:6-10', 'user-id': '5151' },
+    });
     const envelope = (await observed.waitFor('internal.ingress.v1', (value) => value.payload?.messageId === id)) as Envelope;
     const validation = validateEnvelope(envelope);
     expect(validation.ok, validation.ok ? '' : validation.error).toBe(true);
@@ -212,7 +239,11 @@ describe('ingress-egress with a configured Twitch chat connection', () => {
     const id = fake.sendChat({ channel: CHANNEL, user: 'asker', text: '!late' });
     const incoming = (await observed.waitFor('internal.ingress.v1', (value) => value.payload?.messageId === id)) as Envelope;
     const before = fake.messagesTo(CHANNEL).length;
-    const stale = { ...incoming, timestamp: new Date(Date.now() - 60_000).toISOString(), candidates: [createReply('llm-bot', 'too late to matter')] };
+    const stale = {
+      ...incoming,
+      timestamp: new Date(Date.now() - 60_000).toISOString(),
+      candidates: [createReply('llm-bot', 'too late to matter')],
+    };
     await publish(bus, 'internal.egress.v1', stale);
     const final = (await observed.waitFor('internal.finalizer.v1', (value) => value.id === incoming.id)) as Envelope;
     expect(final.outcome).toBe('failed');
@@ -260,8 +291,12 @@ describe('ingress-egress with a configured Twitch chat connection', () => {
 
   it('publishes system.source.status heartbeats per channel every SOURCE_HEARTBEAT_MS', async () => {
     const since = Date.now();
-    const isStatus = (value: any) => value.type === 'system.source.status' && value.payload.sourceId === `twitch:${CHANNEL}` && Date.parse(value.timestamp) >= since;
-    await waitFor(() => observed.envelopes('internal.ingress.v1').filter(isStatus).length >= 3, { timeoutMs: 5_000, message: 'three heartbeats' });
+    const isStatus = (value: any) =>
+      value.type === 'system.source.status' && value.payload.sourceId === `twitch:${CHANNEL}` && Date.parse(value.timestamp) >= since;
+    await waitFor(() => observed.envelopes('internal.ingress.v1').filter(isStatus).length >= 3, {
+      timeoutMs: 5_000,
+      message: 'three heartbeats',
+    });
     const beats = observed.envelopes('internal.ingress.v1').filter(isStatus);
     for (const beat of beats) expect(validateEnvelope(beat).ok).toBe(true);
     const last = beats.at(-1)!;
@@ -274,12 +309,22 @@ describe('ingress-egress with a configured Twitch chat connection', () => {
       status: 'connected',
       authStatus: 'valid',
       permissions: { moderator: false, vip: false, broadcaster: false },
-      metrics: { messagesIn: expect.any(Number), messagesOut: expect.any(Number), errors: expect.any(Number), reconnects: expect.any(Number), lastHeartbeat: expect.any(String) },
+      metrics: {
+        messagesIn: expect.any(Number),
+        messagesOut: expect.any(Number),
+        errors: expect.any(Number),
+        reconnects: expect.any(Number),
+        lastHeartbeat: expect.any(String),
+      },
     });
     expect(typeof last.payload.latencyMs).toBe('number');
     const gaps = beats.slice(1).map((beat, i) => Date.parse(beat.timestamp) - Date.parse(beats[i]!.timestamp));
     for (const gap of gaps) expect(gap).toBeGreaterThanOrEqual(150);
-    expect(observed.envelopes('internal.ingress.v1').some((value) => value.type === 'system.source.status' && value.payload.sourceId === 'twitch:modchan')).toBe(true);
+    expect(
+      observed
+        .envelopes('internal.ingress.v1')
+        .some((value) => value.type === 'system.source.status' && value.payload.sourceId === 'twitch:modchan'),
+    ).toBe(true);
   });
 
   it('survives malformed IRC input: stays connected and keeps turning the well-formed lines into valid envelopes', async () => {
@@ -302,16 +347,31 @@ describe('ingress-egress with a configured Twitch chat connection', () => {
       // Broken tag escaping: a dangling backslash, unknown escapes, a tag without a value, a stray `=`.
       `@badges=;color=#FF0000;display-name=Broken\\;emotes=;id=malformed-escape-1;user-id=5151\\q\\;novalue;=orphan :broken!broken@broken.tmi.twitch.tv PRIVMSG #${CHANNEL} :escape\\s trouble`,
       // Emotes whose positions are garbage or out of range.
-      fake.chatLine({ channel: CHANNEL, user: 'emotebad', text: 'Kappa oops', tags: { id: 'malformed-emotes-1', emotes: '25:a-b,100-104/x:/:0-4', 'user-id': '5252' } }).line,
+      fake.chatLine({
+        channel: CHANNEL,
+        user: 'emotebad',
+        text: 'Kappa oops',
+        tags: { id: 'malformed-emotes-1', emotes: '25:a-b,100-104/x:/:0-4', 'user-id': '5252' },
+      }).line,
       // Unicode and emoji with emote positions counted in code points.
-      fake.chatLine({ channel: CHANNEL, user: 'emojifan', text: emojiText, tags: { id: emojiId, emotes: '25:0-4,17-21', 'user-id': '5353', 'display-name': 'ÉmojiFan' } }).line,
+      fake.chatLine({
+        channel: CHANNEL,
+        user: 'emojifan',
+        text: emojiText,
+        tags: { id: emojiId, emotes: '25:0-4,17-21', 'user-id': '5353', 'display-name': 'ÉmojiFan' },
+      }).line,
     ]);
     // Well-formed chat after the garbage still arrives, in order and valid.
     const after = [0, 1, 2].map((i) => fake.sendChat({ channel: CHANNEL, user: `aftergarbage${i}`, text: `still here ${i}` }));
-    const last = (await observed.waitFor('internal.ingress.v1', (value) => value.payload?.messageId === after[2]).catch(async (error: Error) => {
-      const seen = observed.envelopes('internal.ingress.v1').slice(ingressBefore).map((value) => value.payload?.messageId ?? value.type);
-      throw new Error(`${error.message}; connector status ${(await debug(host)).body.status}; ingress since: ${JSON.stringify(seen)}`);
-    })) as Envelope;
+    const last = (await observed
+      .waitFor('internal.ingress.v1', (value) => value.payload?.messageId === after[2])
+      .catch(async (error: Error) => {
+        const seen = observed
+          .envelopes('internal.ingress.v1')
+          .slice(ingressBefore)
+          .map((value) => value.payload?.messageId ?? value.type);
+        throw new Error(`${error.message}; connector status ${(await debug(host)).body.status}; ingress since: ${JSON.stringify(seen)}`);
+      })) as Envelope;
 
     const chats = observed
       .envelopes('internal.ingress.v1')
@@ -329,10 +389,25 @@ describe('ingress-egress with a configured Twitch chat connection', () => {
     expect(emoji).toMatchObject({
       message: { id: emojiId, text: emojiText },
       user: { id: '5353', name: 'emojifan', displayName: 'ÉmojiFan' },
-      payload: { text: emojiText, emotes: [{ id: '25', name: 'Kappa', positions: [{ start: 0, end: 4 }, { start: 17, end: 21 }] }] },
+      payload: {
+        text: emojiText,
+        emotes: [
+          {
+            id: '25',
+            name: 'Kappa',
+            positions: [
+              { start: 0, end: 4 },
+              { start: 17, end: 21 },
+            ],
+          },
+        ],
+      },
     });
     // A line with broken tag escaping still comes through with its text as sent.
-    expect(chats.find((envelope) => envelope.payload.messageId === 'malformed-escape-1')).toMatchObject({ user: { name: 'broken' }, message: { text: 'escape\\s trouble' } });
+    expect(chats.find((envelope) => envelope.payload.messageId === 'malformed-escape-1')).toMatchObject({
+      user: { name: 'broken' },
+      message: { text: 'escape\\s trouble' },
+    });
     // Unparsable emote positions (`a-b`, `x:`) are dropped; the message itself is kept as sent.
     const badEmotes = chats.find((envelope) => envelope.payload.messageId === 'malformed-emotes-1')!;
     expect(badEmotes.message).toMatchObject({ text: 'Kappa oops' });
@@ -373,7 +448,14 @@ describe('ingress-egress with a configured Twitch chat connection', () => {
     // briefly the connection stays down.
     await waitFor(() => backoffsSince(logFrom).length >= 1, { timeoutMs: 5_000, message: 'a reconnect scheduled after the drop' });
     expect(backoffsSince(logFrom)[0]).toMatchObject({ attempt: 1, delayMs: 150 });
-    await observed.waitFor('internal.ingress.v1', (value) => value.type === 'system.source.status' && value.payload.sourceId === `twitch:${CHANNEL}` && value.payload.status === 'disconnected' && observed.envelopes('internal.ingress.v1').indexOf(value) >= statusFrom);
+    await observed.waitFor(
+      'internal.ingress.v1',
+      (value) =>
+        value.type === 'system.source.status' &&
+        value.payload.sourceId === `twitch:${CHANNEL}` &&
+        value.payload.status === 'disconnected' &&
+        observed.envelopes('internal.ingress.v1').indexOf(value) >= statusFrom,
+    );
     await waitFor(async () => (await readyz(host)).status === 200, { timeoutMs: 10_000, message: 'readyz 200 after reconnecting' });
     const reconnectedAt = fake.lines.filter((line) => line.line === 'CAP LS 302').at(-1)!.at;
     // Our backoff (150 ms first), not Twurple's immediate reconnect; and exactly one new connection.
@@ -393,10 +475,13 @@ describe('ingress-egress with a configured Twitch chat connection', () => {
     fake.sendReconnect();
     await waitFor(() => backoffsSince(logFrom).length >= 1, { timeoutMs: 5_000, message: 'the reconnect the server asked for' });
     expect(backoffsSince(logFrom).map((entry) => entry.delayMs)).toEqual([0]);
-    await waitFor(async () => (await debug(host)).body.counters.reconnects === reconnectsBefore + 1 && (await readyz(host)).status === 200, {
-      timeoutMs: 10_000,
-      message: 'connected again after RECONNECT',
-    });
+    await waitFor(
+      async () => (await debug(host)).body.counters.reconnects === reconnectsBefore + 1 && (await readyz(host)).status === 200,
+      {
+        timeoutMs: 10_000,
+        message: 'connected again after RECONNECT',
+      },
+    );
     const { body } = await debug(host);
     expect(body.lastError).toMatchObject({ code: 'SERVER_RECONNECT' });
     expect(body.status).toBe('connected');
@@ -422,7 +507,16 @@ describe('ingress-egress with a configured Twitch chat connection', () => {
       { timeoutMs: 20_000, intervalMs: 25, message: 'four reconnect attempts' },
     );
     // 150, 300, 600, 600 ms: doubling from IRC_RECONNECT_INITIAL_MS, capped at IRC_RECONNECT_MAX_MS.
-    expect(backoffs().slice(0, 4).map((entry) => [entry.attempt, entry.delayMs])).toEqual([[1, 150], [2, 300], [3, 600], [4, 600]]);
+    expect(
+      backoffs()
+        .slice(0, 4)
+        .map((entry) => [entry.attempt, entry.delayMs]),
+    ).toEqual([
+      [1, 150],
+      [2, 300],
+      [3, 600],
+      [4, 600],
+    ]);
     expect((await debug(host)).body.reconnectAttempt).toBeGreaterThanOrEqual(4);
     expect([...statuses].every((status) => ['disconnected', 'connecting'].includes(status))).toBe(true);
     expect((await readyz(host)).status).toBe(503);
@@ -436,7 +530,9 @@ describe('ingress-egress with a configured Twitch chat connection', () => {
     // And chat flows again.
     const id = fake.sendChat({ channel: CHANNEL, text: 'back online' });
     await observed.waitFor('internal.ingress.v1', (value) => value.payload?.messageId === id);
-    const statusEvents = observed.envelopes('internal.ingress.v1').filter((value) => value.type === 'system.source.status' && value.payload.sourceId === `twitch:${CHANNEL}`);
+    const statusEvents = observed
+      .envelopes('internal.ingress.v1')
+      .filter((value) => value.type === 'system.source.status' && value.payload.sourceId === `twitch:${CHANNEL}`);
     expect(statusEvents.some((value) => value.payload.status === 'disconnected')).toBe(true);
     expect(statusEvents.at(-1)!.payload.status).toBe('connected');
     expect(observed.deadLetters()).toEqual([]);
@@ -468,7 +564,10 @@ describe('ingress-egress without Twitch configuration', () => {
       extra: { store },
     });
     // EventSub is enabled but has no app credentials: reported as not configured, not as down.
-    await waitFor(async () => (await readyz(host)).body.components['ingress-egress.eventsub'], { timeoutMs: 5_000, message: 'eventsub health' });
+    await waitFor(async () => (await readyz(host)).body.components['ingress-egress.eventsub'], {
+      timeoutMs: 5_000,
+      message: 'eventsub health',
+    });
     const ready = await readyz(host);
     expect(ready.body.components['ingress-egress.eventsub']).toMatchObject({ ready: true, configured: false });
     expect(ready.body.components['ingress-egress.eventsub'].detail).toContain('TWITCH_CLIENT_ID');
@@ -540,7 +639,14 @@ describe('ingress-egress without Twitch configuration', () => {
       services: [service],
       bus,
       // EventSub (on whenever credentials exist) needs Helix, which this chat-only fake does not serve.
-      env: { INSTANCE_ID: 'ie-stored', TWITCH_CHANNELS: 'storechan', TWITCH_IRC_URL: fake.url, TWITCH_CLIENT_ID: 'fake-client-id', TWITCH_CLIENT_SECRET: 'fake-client-secret-value', TWITCH_EVENTSUB_ENABLED: 'false' },
+      env: {
+        INSTANCE_ID: 'ie-stored',
+        TWITCH_CHANNELS: 'storechan',
+        TWITCH_IRC_URL: fake.url,
+        TWITCH_CLIENT_ID: 'fake-client-id',
+        TWITCH_CLIENT_SECRET: 'fake-client-secret-value',
+        TWITCH_EVENTSUB_ENABLED: 'false',
+      },
       architecture: loadArchitecture(),
       extra: { store },
     });
@@ -553,18 +659,30 @@ describe('ingress-egress without Twitch configuration', () => {
     expect(pass?.line).toBe(`PASS oauth:${refreshed!.accessToken}`);
     const { body, text } = await debug(host);
     expect(body).toMatchObject({ status: 'connected', authSource: 'store', botUsername: 'bitbrat_bot' });
-    for (const secret of [STORE_TOKEN, refreshed!.accessToken, 'stored-refresh-token', 'fake-client-secret-value']) expect(text).not.toContain(secret);
+    for (const secret of [STORE_TOKEN, refreshed!.accessToken, 'stored-refresh-token', 'fake-client-secret-value'])
+      expect(text).not.toContain(secret);
   });
 });
 
 describe('connector helpers', () => {
   it('doubles the reconnect delay from the initial value and stays at the cap', () => {
-    expect([1, 2, 3, 4, 5, 6].map((attempt) => reconnectDelayMs(attempt, 1_000, 30_000))).toEqual([1_000, 2_000, 4_000, 8_000, 16_000, 30_000]);
+    expect([1, 2, 3, 4, 5, 6].map((attempt) => reconnectDelayMs(attempt, 1_000, 30_000))).toEqual([
+      1_000, 2_000, 4_000, 8_000, 16_000, 30_000,
+    ]);
     expect(reconnectDelayMs(50, 1_000, 30_000)).toBe(30_000);
   });
 
   it('keeps secrets from Twitch error messages out of what it reports', () => {
-    expect(safeAuthErrorMessage(Object.assign(new Error('Encountered HTTP status code 400: Bad Request\n\nURL: https://id.twitch.tv/oauth2/token?client_secret=s3cr3t'), { statusCode: 400 }))).toBe('Twitch answered HTTP 400');
-    expect(safeAuthErrorMessage(new Error('failed https://id.twitch.tv/oauth2/token?refresh_token=r3fr3sh&client_secret=s3cr3t now'))).toBe('failed https://id.twitch.tv/oauth2/token?… now');
+    expect(
+      safeAuthErrorMessage(
+        Object.assign(
+          new Error('Encountered HTTP status code 400: Bad Request\n\nURL: https://id.twitch.tv/oauth2/token?client_secret=s3cr3t'),
+          { statusCode: 400 },
+        ),
+      ),
+    ).toBe('Twitch answered HTTP 400');
+    expect(safeAuthErrorMessage(new Error('failed https://id.twitch.tv/oauth2/token?refresh_token=r3fr3sh&client_secret=s3cr3t now'))).toBe(
+      'failed https://id.twitch.tv/oauth2/token?… now',
+    );
   });
 });

@@ -4,7 +4,7 @@
  * on the fake's chat endpoint, stream status on /api/sources, and reactions to follows and subs through the
  * router rule that matches Twitch's and Kick's events by kind.
  */
-import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { mkdtemp, rm } from 'node:fs/promises';
 import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
@@ -31,9 +31,32 @@ import { waitFor } from '../support/wait.js';
 
 const TOKEN_KEY = { get: async (name: string) => (name === 'TOKEN_ENCRYPTION_KEY' ? 'c'.repeat(64) : undefined) };
 const INSTANCE = 'kick-test-1';
-const BROADCASTER = { is_anonymous: false, user_id: 1001, username: 'Streamer', is_verified: true, profile_picture: '', channel_slug: 'streamer', identity: null };
-const VIEWER = { is_anonymous: false, user_id: 3003, username: 'Viewer_Vic', is_verified: false, profile_picture: '', channel_slug: 'viewer_vic', identity: { username_color: '#00FF00', badges: [] } };
-const EVENTS = ['chat.message.sent', 'channel.followed', 'channel.subscription.new', 'channel.subscription.renewal', 'channel.subscription.gifts', 'livestream.status.updated'];
+const BROADCASTER = {
+  is_anonymous: false,
+  user_id: 1001,
+  username: 'Streamer',
+  is_verified: true,
+  profile_picture: '',
+  channel_slug: 'streamer',
+  identity: null,
+};
+const VIEWER = {
+  is_anonymous: false,
+  user_id: 3003,
+  username: 'Viewer_Vic',
+  is_verified: false,
+  profile_picture: '',
+  channel_slug: 'viewer_vic',
+  identity: { username_color: '#00FF00', badges: [] },
+};
+const EVENTS = [
+  'chat.message.sent',
+  'channel.followed',
+  'channel.subscription.new',
+  'channel.subscription.renewal',
+  'channel.subscription.gifts',
+  'livestream.status.updated',
+];
 
 /** The shipped rules: the reaction rules answer Kick's follows and subs as they do Twitch's. */
 async function rulesFile(_dir: string): Promise<string> {
@@ -58,7 +81,18 @@ describe('the kick service with the fake Kick', () => {
 
   async function startKickHost(): Promise<Host> {
     return await startTestHost({
-      services: [kick, authService, eventRouter, createQueryAnalyzer(), moderation, createCommandsService(), persistence, finalizer, apiGateway, reactions],
+      services: [
+        kick,
+        authService,
+        eventRouter,
+        createQueryAnalyzer(),
+        moderation,
+        createCommandsService(),
+        persistence,
+        finalizer,
+        apiGateway,
+        reactions,
+      ],
       bus: refusing,
       listen: true,
       env: {
@@ -88,24 +122,68 @@ describe('the kick service with the fake Kick', () => {
     fake = await startFakeKick();
     fake.users.set(1001, { user_id: 1001, name: 'Streamer' });
     fake.users.set(2002, { user_id: 2002, name: 'BratBot' });
-    fake.channels.set('streamer', { broadcaster_user_id: 1001, slug: 'streamer', stream_title: 'Speedruns', stream: { is_live: false, start_time: '0001-01-01T00:00:00Z', viewer_count: 0 } });
+    fake.channels.set('streamer', {
+      broadcaster_user_id: 1001,
+      slug: 'streamer',
+      stream_title: 'Speedruns',
+      stream: { is_live: false, start_time: '0001-01-01T00:00:00Z', viewer_count: 0 },
+    });
     store = await createStore({ driver: 'pglite', dataDir: 'memory://', embedded: true, secrets: TOKEN_KEY });
     await store.init();
     const broadcaster = fake.issueToken(1001);
-    await store.putToken({ id: 'kick:broadcaster', accessToken: broadcaster.accessToken, refreshToken: broadcaster.refreshToken, scopes: ['events:subscribe'], obtainedAt: new Date().toISOString(), userId: '1001', login: 'Streamer' });
+    await store.putToken({
+      id: 'kick:broadcaster',
+      accessToken: broadcaster.accessToken,
+      refreshToken: broadcaster.refreshToken,
+      scopes: ['events:subscribe'],
+      obtainedAt: new Date().toISOString(),
+      userId: '1001',
+      login: 'Streamer',
+    });
     seedToken = fake.issueToken(2002).accessToken;
     // Left over from an earlier configuration: another channel, and a duplicate.
     fake.subscriptions.push(
-      { id: 'old-1', app_id: fake.clientId, broadcaster_user_id: 1003, event: 'channel.followed', version: 1, method: 'webhook', created_at: '', updated_at: '' },
-      { id: 'old-2', app_id: fake.clientId, broadcaster_user_id: 1001, event: 'chat.message.sent', version: 1, method: 'webhook', created_at: '', updated_at: '' },
-      { id: 'old-3', app_id: fake.clientId, broadcaster_user_id: 1001, event: 'chat.message.sent', version: 1, method: 'webhook', created_at: '', updated_at: '' },
+      {
+        id: 'old-1',
+        app_id: fake.clientId,
+        broadcaster_user_id: 1003,
+        event: 'channel.followed',
+        version: 1,
+        method: 'webhook',
+        created_at: '',
+        updated_at: '',
+      },
+      {
+        id: 'old-2',
+        app_id: fake.clientId,
+        broadcaster_user_id: 1001,
+        event: 'chat.message.sent',
+        version: 1,
+        method: 'webhook',
+        created_at: '',
+        updated_at: '',
+      },
+      {
+        id: 'old-3',
+        app_id: fake.clientId,
+        broadcaster_user_id: 1001,
+        event: 'chat.message.sent',
+        version: 1,
+        method: 'webhook',
+        created_at: '',
+        updated_at: '',
+      },
     );
     bus = createMemoryBus();
     await bus.connect();
     refusing = createRefusingBus(bus, Topic.ingress);
     observed = await collect(bus, [Topic.ingress, Topic.finalizer, Topic.deadletter]);
     host = await startKickHost();
-    await observed.waitFor(Topic.ingress, (value) => value.type === 'system.source.status' && value.payload.sourceId === 'kick:streamer' && value.payload.status === 'connected');
+    await observed.waitFor(
+      Topic.ingress,
+      (value) =>
+        value.type === 'system.source.status' && value.payload.sourceId === 'kick:streamer' && value.payload.status === 'connected',
+    );
   });
 
   afterAll(async () => {
@@ -117,14 +195,26 @@ describe('the kick service with the fake Kick', () => {
   });
 
   it('reconciles the webhook subscriptions at start: every event for the channel once, the stale ones deleted', () => {
-    expect(fake.subscriptions.map((sub) => `${sub.broadcaster_user_id}:${sub.event}`).sort()).toEqual(EVENTS.map((event) => `1001:${event}`).sort());
+    expect(fake.subscriptions.map((sub) => `${sub.broadcaster_user_id}:${sub.event}`).sort()).toEqual(
+      EVENTS.map((event) => `1001:${event}`).sort(),
+    );
     expect(fake.subscriptions.some((sub) => sub.id === 'old-1')).toBe(false);
     // Subscriptions are made with the broadcaster's token.
     expect(fake.requestsTo('/public/v1/events/subscriptions', 'POST').every((request) => request.userId === 1001)).toBe(true);
   });
 
   it('answers !ping from Kick chat with "pong" threaded to the message on Kick, and records it delivered', async () => {
-    const sent = await fake.deliver(webhookUrl(host), { type: 'chat.message.sent', payload: { message_id: 'km-ping', broadcaster: BROADCASTER, sender: VIEWER, content: '!ping', emotes: [], created_at: new Date().toISOString() } });
+    const sent = await fake.deliver(webhookUrl(host), {
+      type: 'chat.message.sent',
+      payload: {
+        message_id: 'km-ping',
+        broadcaster: BROADCASTER,
+        sender: VIEWER,
+        content: '!ping',
+        emotes: [],
+        created_at: new Date().toISOString(),
+      },
+    });
     expect(sent.status).toBe(200);
     const reply = await waitFor(() => fake.chats.find((chat) => chat.reply_to_message_id === 'km-ping'));
     expect(reply).toMatchObject({ content: 'pong', broadcaster_user_id: 1001, type: 'user', senderUserId: 2002 });
@@ -137,7 +227,10 @@ describe('the kick service with the fake Kick', () => {
   it("does not process the bot's own chat messages that Kick echoes back", async () => {
     const before = ingress().length;
     const bot = { ...VIEWER, user_id: 2002, username: 'BratBot', channel_slug: 'bratbot' };
-    const sent = await fake.deliver(webhookUrl(host), { type: 'chat.message.sent', payload: { message_id: 'km-own', broadcaster: BROADCASTER, sender: bot, content: 'pong' } });
+    const sent = await fake.deliver(webhookUrl(host), {
+      type: 'chat.message.sent',
+      payload: { message_id: 'km-own', broadcaster: BROADCASTER, sender: bot, content: 'pong' },
+    });
     expect(JSON.parse(sent.body)).toEqual({ ok: true, ignored: 'own message' });
     expect(ingress().length).toBe(before);
   });
@@ -145,7 +238,11 @@ describe('the kick service with the fake Kick', () => {
   it('refuses a tampered body or signature with 403 and publishes nothing', async () => {
     const before = ingress().length;
     for (const tamper of ['body', 'signature'] as const) {
-      const sent = await fake.deliver(webhookUrl(host), { type: 'chat.message.sent', tamper, payload: { message_id: `km-${tamper}`, broadcaster: BROADCASTER, sender: VIEWER, content: '!ping' } });
+      const sent = await fake.deliver(webhookUrl(host), {
+        type: 'chat.message.sent',
+        tamper,
+        payload: { message_id: `km-${tamper}`, broadcaster: BROADCASTER, sender: VIEWER, content: '!ping' },
+      });
       expect(sent.status).toBe(403);
       expect(JSON.parse(sent.body)).toMatchObject({ error: 'FORBIDDEN' });
     }
@@ -156,7 +253,11 @@ describe('the kick service with the fake Kick', () => {
 
   it('refuses a correctly signed delivery whose timestamp is ten minutes old', async () => {
     const before = ingress().length;
-    const sent = await fake.deliver(webhookUrl(host), { type: 'channel.followed', timestamp: new Date(Date.now() - 10 * 60_000).toISOString(), payload: { broadcaster: BROADCASTER, follower: VIEWER } });
+    const sent = await fake.deliver(webhookUrl(host), {
+      type: 'channel.followed',
+      timestamp: new Date(Date.now() - 10 * 60_000).toISOString(),
+      payload: { broadcaster: BROADCASTER, follower: VIEWER },
+    });
     expect(sent.status).toBe(403);
     expect(JSON.parse(sent.body).message).toContain('stale');
     expect(ingress().length).toBe(before);
@@ -169,27 +270,59 @@ describe('the kick service with the fake Kick', () => {
       return source?.status === 'connected' && source.streamStatus === 'offline' ? true : undefined;
     });
     const offline = await host.app.inject({ method: 'GET', url: '/api/sources' });
-    expect(offline.json().items.find((source: { id: string }) => source.id === 'kick:streamer')).toMatchObject({ platform: 'kick', status: 'connected', streamStatus: 'offline', metadata: { subscriptions: expect.arrayContaining(EVENTS) } });
+    expect(offline.json().items.find((source: { id: string }) => source.id === 'kick:streamer')).toMatchObject({
+      platform: 'kick',
+      status: 'connected',
+      streamStatus: 'offline',
+      metadata: { subscriptions: expect.arrayContaining(EVENTS) },
+    });
     const startedAt = new Date(Date.now() - 60_000).toISOString();
-    const sent = await fake.deliver(webhookUrl(host), { type: 'livestream.status.updated', payload: { broadcaster: BROADCASTER, is_live: true, title: 'Kick speedruns', started_at: startedAt, ended_at: null } });
+    const sent = await fake.deliver(webhookUrl(host), {
+      type: 'livestream.status.updated',
+      payload: { broadcaster: BROADCASTER, is_live: true, title: 'Kick speedruns', started_at: startedAt, ended_at: null },
+    });
     expect(sent.status).toBe(200);
     await waitFor(async () => ((await store.getSource('kick:streamer'))?.streamStatus === 'online' ? true : undefined));
-    const sources = (await host.app.inject({ method: 'GET', url: '/api/sources' })).json().items as Array<{ id: string; streamStatus?: string; metadata?: Record<string, unknown> }>;
-    expect(sources.find((source) => source.id === 'kick:streamer')).toMatchObject({ streamStatus: 'online', metadata: { title: 'Kick speedruns', startedAt } });
+    const sources = (await host.app.inject({ method: 'GET', url: '/api/sources' })).json().items as Array<{
+      id: string;
+      streamStatus?: string;
+      metadata?: Record<string, unknown>;
+    }>;
+    expect(sources.find((source) => source.id === 'kick:streamer')).toMatchObject({
+      streamStatus: 'online',
+      metadata: { title: 'Kick speedruns', startedAt },
+    });
   });
 
   it('thanks a follower and a new subscriber on Kick chat through the reaction rules', async () => {
     await fake.deliver(webhookUrl(host), { type: 'channel.followed', payload: { broadcaster: BROADCASTER, follower: VIEWER } });
-    await fake.deliver(webhookUrl(host), { type: 'channel.subscription.new', payload: { broadcaster: BROADCASTER, subscriber: { ...VIEWER, user_id: 3005, username: 'New_Sub', channel_slug: 'new_sub' }, duration: 1, created_at: new Date().toISOString() } });
-    expect(await waitFor(() => fake.chats.find((chat) => chat.content === 'Thanks for the follow, Viewer_Vic! Welcome in.'))).toMatchObject({ broadcaster_user_id: 1001 });
+    await fake.deliver(webhookUrl(host), {
+      type: 'channel.subscription.new',
+      payload: {
+        broadcaster: BROADCASTER,
+        subscriber: { ...VIEWER, user_id: 3005, username: 'New_Sub', channel_slug: 'new_sub' },
+        duration: 1,
+        created_at: new Date().toISOString(),
+      },
+    });
+    expect(await waitFor(() => fake.chats.find((chat) => chat.content === 'Thanks for the follow, Viewer_Vic! Welcome in.'))).toMatchObject(
+      { broadcaster_user_id: 1001 },
+    );
     await waitFor(() => fake.chats.find((chat) => chat.content === 'Thank you for subscribing, New_Sub!'));
     const follow = (await observed.waitFor(Topic.finalizer, (value) => value.externalEvent?.kind === 'channel.follow')) as Envelope;
-    expect(follow).toMatchObject({ type: 'kick.event.v1', source: { platform: 'kick', channel: 'streamer' }, delivery: { delivered: true } });
+    expect(follow).toMatchObject({
+      type: 'kick.event.v1',
+      source: { platform: 'kick', channel: 'streamer' },
+      delivery: { delivered: true },
+    });
   });
 
-  it('reports webhook lag from the event\'s created_at as a histogram on /metrics', async () => {
+  it("reports webhook lag from the event's created_at as a histogram on /metrics", async () => {
     const createdAt = new Date(Date.now() - 4_000).toISOString();
-    await fake.deliver(webhookUrl(host), { type: 'channel.subscription.renewal', payload: { broadcaster: BROADCASTER, subscriber: VIEWER, duration: 5, created_at: createdAt } });
+    await fake.deliver(webhookUrl(host), {
+      type: 'channel.subscription.renewal',
+      payload: { broadcaster: BROADCASTER, subscriber: VIEWER, duration: 5, created_at: createdAt },
+    });
     const metrics = (await host.app.inject({ method: 'GET', url: '/metrics' })).body;
     const sum = Number(/bitbrat_kick_webhook_lag_seconds_sum\{event="channel.subscription.renewal"\} ([\d.e+-]+)/.exec(metrics)?.[1]);
     expect(sum).toBeGreaterThanOrEqual(4);
@@ -199,7 +332,18 @@ describe('the kick service with the fake Kick', () => {
   });
 
   it("holds events the bus refuses, answers 503 with the message id unclaimed when the buffer is full, and takes Kick's retry once the bus is back", async () => {
-    const chat = (id: string) => ({ type: 'chat.message.sent', messageId: `delivery-${id}`, payload: { message_id: id, broadcaster: BROADCASTER, sender: VIEWER, content: `hello ${id}`, emotes: [], created_at: new Date().toISOString() } });
+    const chat = (id: string) => ({
+      type: 'chat.message.sent',
+      messageId: `delivery-${id}`,
+      payload: {
+        message_id: id,
+        broadcaster: BROADCASTER,
+        sender: VIEWER,
+        content: `hello ${id}`,
+        emotes: [],
+        created_at: new Date().toISOString(),
+      },
+    });
     refusing.down = true;
     try {
       for (const id of ['held-1', 'held-2']) expect((await fake.deliver(webhookUrl(host), chat(id))).status).toBe(200);
@@ -210,15 +354,28 @@ describe('the kick service with the fake Kick', () => {
     } finally {
       refusing.down = false;
     }
-    await waitFor(() => ingress().some((envelope) => envelope.message?.id === 'held-2'), { timeoutMs: 20_000, message: 'the held events on ingress' });
-    expect(ingress().filter((envelope) => envelope.message?.id?.startsWith('held-')).map((envelope) => envelope.message?.id)).toEqual(['held-1', 'held-2']);
+    await waitFor(() => ingress().some((envelope) => envelope.message?.id === 'held-2'), {
+      timeoutMs: 20_000,
+      message: 'the held events on ingress',
+    });
+    expect(
+      ingress()
+        .filter((envelope) => envelope.message?.id?.startsWith('held-'))
+        .map((envelope) => envelope.message?.id),
+    ).toEqual(['held-1', 'held-2']);
     // Kick retries the refused delivery with the same message id: it is taken, not a duplicate.
     const retry = await fake.deliver(webhookUrl(host), chat('over-1'));
     expect(retry.status).toBe(200);
     expect(JSON.parse(retry.body)).toEqual({ ok: true });
     await waitFor(() => ingress().some((envelope) => envelope.message?.id === 'over-1'), { message: 'the retried event on ingress' });
     // The refusal shows on the source; nothing was lost, since Kick retried it.
-    const status = await observed.waitFor(Topic.ingress, (value) => value.type === 'system.source.status' && value.payload.sourceId === 'kick:streamer' && value.payload.lastError?.code === 'INGRESS_FULL');
+    const status = await observed.waitFor(
+      Topic.ingress,
+      (value) =>
+        value.type === 'system.source.status' &&
+        value.payload.sourceId === 'kick:streamer' &&
+        value.payload.lastError?.code === 'INGRESS_FULL',
+    );
     expect(status.payload.metrics).toMatchObject({ lost: 0 });
   });
 
@@ -233,8 +390,14 @@ describe('the kick service with the fake Kick', () => {
     const deletes = fake.requestsTo('/public/v1/events/subscriptions', 'DELETE').length;
     await host.stop();
     host = await startKickHost();
-    await waitFor(() => fake.requestsTo('/public/v1/events/subscriptions', 'GET').length >= 2 && host.app.server.listening ? true : undefined);
-    await waitFor(async () => ((await host.app.inject({ method: 'GET', url: '/readyz' })).json().components['kick.kick']?.detail?.includes('subscribed') ? true : undefined));
+    await waitFor(() =>
+      fake.requestsTo('/public/v1/events/subscriptions', 'GET').length >= 2 && host.app.server.listening ? true : undefined,
+    );
+    await waitFor(async () =>
+      (await host.app.inject({ method: 'GET', url: '/readyz' })).json().components['kick.kick']?.detail?.includes('subscribed')
+        ? true
+        : undefined,
+    );
     const afterRestart = await fake.deliver(webhookUrl(host), { type: 'channel.followed', messageId: 'repeat-1', payload });
     expect(afterRestart.status).toBe(200);
     expect(JSON.parse(afterRestart.body)).toEqual({ ok: true, duplicate: true });
@@ -262,10 +425,23 @@ describe('the kick service without Kick configured', () => {
     try {
       const ready = await host.app.inject({ method: 'GET', url: '/readyz' });
       expect(ready.statusCode).toBe(200);
-      expect(ready.json().components['kick.kick']).toMatchObject({ ready: true, configured: false, detail: expect.stringContaining('KICK_CHANNELS') });
+      expect(ready.json().components['kick.kick']).toMatchObject({
+        ready: true,
+        configured: false,
+        detail: expect.stringContaining('KICK_CHANNELS'),
+      });
       const status = (await observed.waitFor(Topic.ingress, (value) => value.type === 'system.source.status')) as Envelope;
-      expect(status.payload).toMatchObject({ sourceId: 'kick:chat', status: 'not_configured', metadata: { howToConnect: expect.stringContaining('/oauth/kick/start') } });
-      const webhook = await host.app.inject({ method: 'POST', url: '/webhooks/kick', headers: { 'content-type': 'application/json' }, payload: '{}' });
+      expect(status.payload).toMatchObject({
+        sourceId: 'kick:chat',
+        status: 'not_configured',
+        metadata: { howToConnect: expect.stringContaining('/oauth/kick/start') },
+      });
+      const webhook = await host.app.inject({
+        method: 'POST',
+        url: '/webhooks/kick',
+        headers: { 'content-type': 'application/json' },
+        payload: '{}',
+      });
       expect(webhook.statusCode).toBe(503);
       expect(webhook.json()).toMatchObject({ error: 'NOT_CONFIGURED' });
     } finally {
@@ -277,7 +453,12 @@ describe('the kick service without Kick configured', () => {
   it('picks up a token the OAuth flow stores after start-up and then subscribes', async () => {
     const fake = await startFakeKick();
     fake.users.set(2002, { user_id: 2002, name: 'BratBot' });
-    fake.channels.set('other', { broadcaster_user_id: 1010, slug: 'other', stream_title: '', stream: { is_live: false, start_time: '', viewer_count: 0 } });
+    fake.channels.set('other', {
+      broadcaster_user_id: 1010,
+      slug: 'other',
+      stream_title: '',
+      stream: { is_live: false, start_time: '', viewer_count: 0 },
+    });
     const bus = createMemoryBus();
     await bus.connect();
     await store.deleteToken('kick:bot');
@@ -285,15 +466,38 @@ describe('the kick service without Kick configured', () => {
     const host = await startTestHost({
       services: [kick],
       bus,
-      env: { INSTANCE_ID: INSTANCE, DATA_DIR: 'memory://', KICK_CHANNELS: 'other', KICK_CLIENT_ID: fake.clientId, KICK_API_URL: fake.url, KICK_AUTH_URL: fake.url, SOURCE_HEARTBEAT_MS: '100' },
+      env: {
+        INSTANCE_ID: INSTANCE,
+        DATA_DIR: 'memory://',
+        KICK_CHANNELS: 'other',
+        KICK_CLIENT_ID: fake.clientId,
+        KICK_API_URL: fake.url,
+        KICK_AUTH_URL: fake.url,
+        SOURCE_HEARTBEAT_MS: '100',
+      },
       extra: { store },
     });
     try {
-      expect((await host.app.inject({ method: 'GET', url: '/readyz' })).json().components['kick.kick']).toMatchObject({ configured: false, detail: expect.stringContaining('/oauth/kick/start') });
+      expect((await host.app.inject({ method: 'GET', url: '/readyz' })).json().components['kick.kick']).toMatchObject({
+        configured: false,
+        detail: expect.stringContaining('/oauth/kick/start'),
+      });
       expect(fake.requestsTo('/public/v1/events/subscriptions', 'POST')).toHaveLength(0);
       const issued = fake.issueToken(2002);
-      await store.putToken({ id: 'kick:bot', accessToken: issued.accessToken, refreshToken: issued.refreshToken, scopes: ['chat:write', 'events:subscribe'], obtainedAt: new Date().toISOString(), userId: '2002' });
-      await waitFor(async () => ((await host.app.inject({ method: 'GET', url: '/readyz' })).json().components['kick.kick']?.configured === true && fake.subscriptions.length === 6 ? true : undefined));
+      await store.putToken({
+        id: 'kick:bot',
+        accessToken: issued.accessToken,
+        refreshToken: issued.refreshToken,
+        scopes: ['chat:write', 'events:subscribe'],
+        obtainedAt: new Date().toISOString(),
+        userId: '2002',
+      });
+      await waitFor(async () =>
+        (await host.app.inject({ method: 'GET', url: '/readyz' })).json().components['kick.kick']?.configured === true &&
+        fake.subscriptions.length === 6
+          ? true
+          : undefined,
+      );
       expect(fake.subscriptions.every((sub) => sub.broadcaster_user_id === 1010)).toBe(true);
     } finally {
       await host.stop();
@@ -304,7 +508,11 @@ describe('the kick service without Kick configured', () => {
 
   it('fails at start-up listing every bad setting', async () => {
     const bus = createMemoryBus();
-    const started = startTestHost({ services: [kick], bus, env: { KICK_CHANNELS: 'ok,not a slug', KICK_PUBLIC_KEY: 'not a key', KICK_API_URL: 'nope' } });
+    const started = startTestHost({
+      services: [kick],
+      bus,
+      env: { KICK_CHANNELS: 'ok,not a slug', KICK_PUBLIC_KEY: 'not a key', KICK_API_URL: 'nope' },
+    });
     await expect(started).rejects.toThrow(/KICK_CHANNELS[\s\S]*KICK_API_URL|KICK_API_URL[\s\S]*KICK_CHANNELS/);
     await expect(started).rejects.toThrow(/KICK_PUBLIC_KEY/);
     await bus.close();

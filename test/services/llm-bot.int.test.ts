@@ -84,7 +84,12 @@ describe('the llm-bot service', () => {
     bus = createMemoryBus();
     await bus.connect();
     const observer = await collect(bus, [Topic.finalizer, Topic.deadletter]);
-    host = await startTestHost({ services: [createLlmBotService(options), ...(withGateway ? [apiGateway] : [])], bus, env, extra: { store } });
+    host = await startTestHost({
+      services: [createLlmBotService(options), ...(withGateway ? [apiGateway] : [])],
+      bus,
+      env,
+      extra: { store },
+    });
     const ask = async (envelope: Envelope): Promise<Envelope> => {
       await bus!.publish(LLM_TOPIC, encoder.encode(JSON.stringify(envelope)));
       return await observer.waitFor(Topic.finalizer, (value) => value.id === envelope.id, 20_000);
@@ -295,7 +300,11 @@ describe('the llm-bot service', () => {
     const second = await ask(chat({ text: 'second', channel, login: greedy }));
     expect(replyOf(second)).toBe(`@${greedy} ${USER_CAP_REPLY}`);
     expect(second.outcome).toBe('handled');
-    expect(second.annotations!.find((a) => a.label === 'user-capped')!.payload).toMatchObject({ scope: 'user-tokens', spent: 150, cap: 100 });
+    expect(second.annotations!.find((a) => a.label === 'user-capped')!.payload).toMatchObject({
+      scope: 'user-tokens',
+      spent: 150,
+      cap: 100,
+    });
     const third = await ask(chat({ text: 'third', channel, login: greedy }));
     expect(replyOf(third)).toBeUndefined();
     expect(labels(third)).toContain('user-capped');
@@ -340,8 +349,16 @@ describe('the llm-bot service', () => {
     expect(usage.statusCode).toBe(200);
     const report = usage.json();
     expect(report.costUsd).toBeCloseTo(dayBefore + 2 * perAnswer, 9);
-    expect(report.caps).toEqual({ dailyTokens: 0, dailyCostUsd: dayBefore + 1.5 * perAnswer, userDailyTokens: 0, userDailyCostUsd: 0.0005, pricePerMTok: { input: 2, output: 10 } });
-    const mine = report.topUsers.filter((entry: { user: string }) => [first, second, third].some((login) => entry.user === `twitch:u-${login}`));
+    expect(report.caps).toEqual({
+      dailyTokens: 0,
+      dailyCostUsd: dayBefore + 1.5 * perAnswer,
+      userDailyTokens: 0,
+      userDailyCostUsd: 0.0005,
+      pricePerMTok: { input: 2, output: 10 },
+    });
+    const mine = report.topUsers.filter((entry: { user: string }) =>
+      [first, second, third].some((login) => entry.user === `twitch:u-${login}`),
+    );
     expect(mine.map((entry: { user: string }) => entry.user).sort()).toEqual([`twitch:u-${first}`, `twitch:u-${second}`].sort());
     for (const entry of mine) {
       expect(entry.tokens).toBe(150);
@@ -352,7 +369,9 @@ describe('the llm-bot service', () => {
   });
 
   it('refuses a negative or non-numeric price or cap at start-up, naming each', async () => {
-    await expect(start(openaiEnv({ LLM_PRICE_INPUT_PER_MTOK: '-1', LLM_USER_DAILY_COST_USD: 'lots' }))).rejects.toThrow(/LLM_PRICE_INPUT_PER_MTOK[\s\S]*LLM_USER_DAILY_COST_USD|LLM_USER_DAILY_COST_USD[\s\S]*LLM_PRICE_INPUT_PER_MTOK/);
+    await expect(start(openaiEnv({ LLM_PRICE_INPUT_PER_MTOK: '-1', LLM_USER_DAILY_COST_USD: 'lots' }))).rejects.toThrow(
+      /LLM_PRICE_INPUT_PER_MTOK[\s\S]*LLM_USER_DAILY_COST_USD|LLM_USER_DAILY_COST_USD[\s\S]*LLM_PRICE_INPUT_PER_MTOK/,
+    );
   });
 
   it('skips with a not-configured annotation when no provider is set', async () => {
@@ -377,9 +396,21 @@ describe('the llm-bot service', () => {
     it('answers through the Gemini API, tools included, without real Google credentials', async () => {
       const channel = unique('chan');
       await seedStream(channel);
-      vertex.reply((request) => (request.toolResults.length === 0 ? { toolCalls: [{ name: 'stream_status', args: {} }] } : { text: `Gemini says: ${JSON.parse(request.toolResults[0]!.output).game}` }));
+      vertex.reply((request) =>
+        request.toolResults.length === 0
+          ? { toolCalls: [{ name: 'stream_status', args: {} }] }
+          : { text: `Gemini says: ${JSON.parse(request.toolResults[0]!.output).game}` },
+      );
       const { ask } = await start(
-        { LLM_PROVIDER: 'vertex', LLM_MODEL: 'gemini-test', VERTEX_PROJECT: vertex.project, VERTEX_LOCATION: vertex.location, VERTEX_BASE_URL: vertex.baseURL, BOT_NAME: 'BratBot', LLM_DAILY_TOKEN_BUDGET: '0' },
+        {
+          LLM_PROVIDER: 'vertex',
+          LLM_MODEL: 'gemini-test',
+          VERTEX_PROJECT: vertex.project,
+          VERTEX_LOCATION: vertex.location,
+          VERTEX_BASE_URL: vertex.baseURL,
+          BOT_NAME: 'BratBot',
+          LLM_DAILY_TOKEN_BUDGET: '0',
+        },
         // A pre-authorized auth client instead of Application Default Credentials.
         { vertexAuth: { authClient: { getAccessToken: async () => ({ token: 'ya29.fake-access-token' }) } as never } },
       );
@@ -387,7 +418,9 @@ describe('the llm-bot service', () => {
       expect(replyOf(final)).toBe('Gemini says: Celeste');
       expect(vertex.requests).toHaveLength(2);
       const request = vertex.requests[0]!;
-      expect(request.path).toBe(`/v1beta1/projects/${vertex.project}/locations/${vertex.location}/publishers/google/models/gemini-test:generateContent`);
+      expect(request.path).toBe(
+        `/v1beta1/projects/${vertex.project}/locations/${vertex.location}/publishers/google/models/gemini-test:generateContent`,
+      );
       expect(request.headers.authorization).toBe('Bearer ya29.fake-access-token');
       expect(request.system[0]).toMatch(/BratBot[\s\S]*role: subscriber/);
       expect(request.tools).toContain('stream_status');
@@ -411,14 +444,22 @@ describe('the llm-bot service', () => {
       ];
       fake.reply((request) => {
         if (request.toolResults.length > 0) return { text: request.toolResults.map((r) => r.output).join(' | ') };
-        return { toolCalls: [{ name: 'echo_echo', args: { text: 'ping' } }, { name: 'echo_wipe_chat', args: {} }] };
+        return {
+          toolCalls: [
+            { name: 'echo_echo', args: { text: 'ping' } },
+            { name: 'echo_wipe_chat', args: {} },
+          ],
+        };
       });
       const { ask } = await start(openaiEnv({ MCP_SERVERS: JSON.stringify(servers) }));
       const final = await ask(chat({ text: 'echo ping and wipe the chat', channel: unique('chan'), login: 'viewervic', role: 'viewer' }));
       expect(fake.requests[0]!.tools).toEqual(expect.arrayContaining(['echo_echo', 'echo_add', 'stream_status']));
       expect(fake.requests[0]!.tools).not.toContain('echo_wipe_chat');
       expect(replyOf(final)).toMatch(/^echo: ping \| Model tried to call unavailable tool 'echo_wipe_chat'/);
-      const calls = readFileSync(logFile, 'utf8').trim().split('\n').map((line) => JSON.parse(line));
+      const calls = readFileSync(logFile, 'utf8')
+        .trim()
+        .split('\n')
+        .map((line) => JSON.parse(line));
       expect(calls.map((call) => call.tool)).toEqual(['echo']);
       // The server learns who asked.
       expect(calls[0].meta['bitbrat/requester']).toMatchObject({ login: 'viewervic', role: 'viewer' });
@@ -436,8 +477,14 @@ describe('the llm-bot service', () => {
       const calls: EchoCall[] = [];
       const web = await startEchoHttpServer((call) => calls.push(call));
       try {
-        fake.reply((request) => (request.toolResults.length > 0 ? { text: `sum is ${request.toolResults[0]!.output}` } : { toolCalls: [{ name: 'web_add', args: { a: 2, b: 40 } }] }));
-        const { ask } = await start(openaiEnv({ MCP_SERVERS: JSON.stringify([{ name: 'web', url: web.url, allowedRoles: ['subscriber', 'vip'] }]) }));
+        fake.reply((request) =>
+          request.toolResults.length > 0
+            ? { text: `sum is ${request.toolResults[0]!.output}` }
+            : { toolCalls: [{ name: 'web_add', args: { a: 2, b: 40 } }] },
+        );
+        const { ask } = await start(
+          openaiEnv({ MCP_SERVERS: JSON.stringify([{ name: 'web', url: web.url, allowedRoles: ['subscriber', 'vip'] }]) }),
+        );
         const sub = await ask(chat({ text: 'what is 2 + 40?', channel: unique('chan'), login: 'subsam', role: 'subscriber' }));
         expect(fake.requests[0]!.tools).toEqual(expect.arrayContaining(['web_echo', 'web_add', 'web_wipe_chat']));
         expect(replyOf(sub)).toBe('sum is {"sum":42}');
@@ -468,8 +515,18 @@ describe('the fake LLM servers speak the real wire protocols', () => {
     const fake = await startFakeOpenAI();
     try {
       const openai = createOpenAI({ baseURL: fake.baseURL, apiKey: 'sk-test' });
-      const tools = { lookup: tool({ description: 'looks up', inputSchema: jsonSchema<{ q: string }>({ type: 'object', properties: { q: { type: 'string' } }, required: ['q'] }), execute: async ({ q }) => `found ${q}` }) };
-      fake.reply((request) => (request.toolResults.length === 0 ? { toolCalls: [{ name: 'lookup', args: { q: 'x' } }] } : { text: `answer: ${request.toolResults[0]!.output}`, usage: { input: 10, output: 5 } }));
+      const tools = {
+        lookup: tool({
+          description: 'looks up',
+          inputSchema: jsonSchema<{ q: string }>({ type: 'object', properties: { q: { type: 'string' } }, required: ['q'] }),
+          execute: async ({ q }) => `found ${q}`,
+        }),
+      };
+      fake.reply((request) =>
+        request.toolResults.length === 0
+          ? { toolCalls: [{ name: 'lookup', args: { q: 'x' } }] }
+          : { text: `answer: ${request.toolResults[0]!.output}`, usage: { input: 10, output: 5 } },
+      );
       for (const model of [openai.chat('m'), openai.responses('m')]) {
         const generated = await generateText({ model, system: 'S', prompt: 'q', tools, stopWhen: stepCountIs(3), maxRetries: 0 });
         expect(generated.text).toBe('answer: found x');
@@ -477,7 +534,16 @@ describe('the fake LLM servers speak the real wire protocols', () => {
         const streamed = streamText({ model, system: 'S', prompt: 'q', tools, stopWhen: stepCountIs(3), maxRetries: 0 });
         expect(await streamed.text).toBe('answer: found x');
       }
-      expect(fake.requests.map((r) => `${r.api}:${r.stream}`)).toEqual(['chat:false', 'chat:false', 'chat:true', 'chat:true', 'responses:false', 'responses:false', 'responses:true', 'responses:true']);
+      expect(fake.requests.map((r) => `${r.api}:${r.stream}`)).toEqual([
+        'chat:false',
+        'chat:false',
+        'chat:true',
+        'chat:true',
+        'responses:false',
+        'responses:false',
+        'responses:true',
+        'responses:true',
+      ]);
       expect(fake.requests.every((r) => r.system[0] === 'S' && r.tools[0] === 'lookup')).toBe(true);
     } finally {
       await fake.stop();
@@ -487,7 +553,12 @@ describe('the fake LLM servers speak the real wire protocols', () => {
   it('serves Gemini generateContent and streamGenerateContent', async () => {
     const vertex = await startFakeVertex();
     try {
-      const provider = createVertex({ project: vertex.project, location: vertex.location, baseURL: vertex.baseURL, googleAuthOptions: { authClient: { getAccessToken: async () => ({ token: 't' }) } as never } });
+      const provider = createVertex({
+        project: vertex.project,
+        location: vertex.location,
+        baseURL: vertex.baseURL,
+        googleAuthOptions: { authClient: { getAccessToken: async () => ({ token: 't' }) } as never },
+      });
       vertex.reply({ text: 'gemini here', usage: { input: 7, output: 3 } });
       const generated = await generateText({ model: provider('gemini-x'), prompt: 'hi', maxRetries: 0 });
       expect(generated.text).toBe('gemini here');
@@ -495,7 +566,10 @@ describe('the fake LLM servers speak the real wire protocols', () => {
       expect(await streamText({ model: provider('gemini-x'), prompt: 'hi', maxRetries: 0 }).text).toBe('gemini here');
       expect(vertex.requests.map((r) => r.stream)).toEqual([false, true]);
       vertex.reply({ status: 503 });
-      await expect(generateText({ model: provider('gemini-x'), prompt: 'hi', maxRetries: 0 })).rejects.toMatchObject({ statusCode: 503, isRetryable: true });
+      await expect(generateText({ model: provider('gemini-x'), prompt: 'hi', maxRetries: 0 })).rejects.toMatchObject({
+        statusCode: 503,
+        isRetryable: true,
+      });
     } finally {
       await vertex.stop();
     }

@@ -1,12 +1,27 @@
 /** The LLM's moderation tools on the built-in platform MCP server: offered to and usable by moderators and up only. */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createEnvelope, type Envelope } from '../../src/core/index.js';
-import { POLICY_META_KEY, REQUESTER_META_KEY, connectPlatformMcp, toolAllowed, type PlatformMcp, type Requester } from '../../src/services/llm-bot/index.js';
+import {
+  POLICY_META_KEY,
+  REQUESTER_META_KEY,
+  connectPlatformMcp,
+  toolAllowed,
+  type PlatformMcp,
+  type Requester,
+} from '../../src/services/llm-bot/index.js';
 import { MODERATION_TOOL_POLICIES } from '../../src/services/llm-bot/mcp-moderation.js';
 import { requestOf } from '../../src/services/moderation/requests.js';
 import { createStore, type Store } from '../../src/store/index.js';
 
-const person = (role: string): Requester => ({ platform: 'twitch', channel: '#streamer', channelId: '1000', userId: `u-${role}`, login: `${role}_login`, role, permissions: role === 'moderator' || role === 'broadcaster' ? ['users:moderate'] : [] });
+const person = (role: string): Requester => ({
+  platform: 'twitch',
+  channel: '#streamer',
+  channelId: '1000',
+  userId: `u-${role}`,
+  login: `${role}_login`,
+  role,
+  permissions: role === 'moderator' || role === 'broadcaster' ? ['users:moderate'] : [],
+});
 
 describe('the moderation tools for the LLM', () => {
   let store: Store;
@@ -24,8 +39,25 @@ describe('the moderation tools for the LLM', () => {
       payload: { text: 'rude words', messageId: 'msg-42' },
       extra: { message: { id: 'msg-42', text: 'rude words' } },
     });
-    await store.recordIngress([{ id: chat.id, correlationId: chat.id, type: chat.type, platform: 'twitch', channel: '#streamer', userId: 'u-troll', userName: 'troll', text: 'rude words', receivedAt: new Date().toISOString(), ingress: { envelope: chat } }]);
-    platform = await connectPlatformMcp({ store, publish: async (topic, envelope) => void published.push({ topic, envelope }), onCall: (event) => calls.push(`${event.tool}:${event.outcome}`) });
+    await store.recordIngress([
+      {
+        id: chat.id,
+        correlationId: chat.id,
+        type: chat.type,
+        platform: 'twitch',
+        channel: '#streamer',
+        userId: 'u-troll',
+        userName: 'troll',
+        text: 'rude words',
+        receivedAt: new Date().toISOString(),
+        ingress: { envelope: chat },
+      },
+    ]);
+    platform = await connectPlatformMcp({
+      store,
+      publish: async (topic, envelope) => void published.push({ topic, envelope }),
+      onCall: (event) => calls.push(`${event.tool}:${event.outcome}`),
+    });
   });
 
   afterAll(async () => {
@@ -33,7 +65,8 @@ describe('the moderation tools for the LLM', () => {
     await store?.close();
   });
 
-  const call = (name: string, args: Record<string, unknown>, requester?: Requester) => platform.client.callTool({ name, arguments: args, ...(requester ? { _meta: { [REQUESTER_META_KEY]: requester } } : {}) });
+  const call = (name: string, args: Record<string, unknown>, requester?: Requester) =>
+    platform.client.callTool({ name, arguments: args, ...(requester ? { _meta: { [REQUESTER_META_KEY]: requester } } : {}) });
 
   it('lists the three tools, each with a policy that viewers, subscribers and VIPs fail', async () => {
     const tools = (await platform.client.listTools()).tools.filter((tool) => tool.name.startsWith('moderation_'));
@@ -58,7 +91,9 @@ describe('the moderation tools for the LLM', () => {
 
   it('sends a moderator’s timeout, shoutout and delete to the moderation step as requests', async () => {
     published.length = 0;
-    expect((await call('moderation_timeout', { login: '@Troll', seconds: 600, reason: 'insults' }, person('moderator'))).isError).toBeFalsy();
+    expect(
+      (await call('moderation_timeout', { login: '@Troll', seconds: 600, reason: 'insults' }, person('moderator'))).isError,
+    ).toBeFalsy();
     expect((await call('moderation_shoutout', { login: 'friend' }, person('moderator'))).isError).toBeFalsy();
     expect((await call('moderation_delete_last_message', { login: 'troll' }, person('moderator'))).isError).toBeFalsy();
     expect(published.map((item) => item.topic)).toEqual(['internal.moderation.v1', 'internal.moderation.v1', 'internal.moderation.v1']);
@@ -67,7 +102,11 @@ describe('the moderation tools for the LLM', () => {
       { action: 'shoutout', target: { login: 'friend' }, reason: 'asked by moderator_login' },
       { action: 'delete', messageId: 'msg-42', target: { login: 'troll', id: 'u-troll' }, reason: 'asked by moderator_login' },
     ]);
-    expect(published[0]!.envelope).toMatchObject({ type: 'moderation.request.v1', user: { id: 'u-moderator', role: 'moderator' }, routingSlip: [{ id: 'moderation', status: 'PENDING' }] });
+    expect(published[0]!.envelope).toMatchObject({
+      type: 'moderation.request.v1',
+      user: { id: 'u-moderator', role: 'moderator' },
+      routingSlip: [{ id: 'moderation', status: 'PENDING' }],
+    });
   });
 
   it('says so when the chatter has no recent message to delete', async () => {

@@ -2,11 +2,25 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Envelope } from '../../src/core/index.js';
 import { pendingActions } from '../../src/platforms/obs/index.js';
-import { POLICY_META_KEY, REQUESTER_META_KEY, connectPlatformMcp, toolAllowed, type PlatformMcp, type Requester } from '../../src/services/llm-bot/index.js';
+import {
+  POLICY_META_KEY,
+  REQUESTER_META_KEY,
+  connectPlatformMcp,
+  toolAllowed,
+  type PlatformMcp,
+  type Requester,
+} from '../../src/services/llm-bot/index.js';
 import { OBS_TOOL_POLICIES } from '../../src/services/llm-bot/mcp-obs.js';
 import { createStore, type Store } from '../../src/store/index.js';
 
-const person = (role: string): Requester => ({ platform: 'twitch', channel: 'streamer', channelId: '1000', userId: `u-${role}`, login: `${role}_login`, role });
+const person = (role: string): Requester => ({
+  platform: 'twitch',
+  channel: 'streamer',
+  channelId: '1000',
+  userId: `u-${role}`,
+  login: `${role}_login`,
+  role,
+});
 
 describe('the OBS tools for the LLM', () => {
   let store: Store;
@@ -17,7 +31,12 @@ describe('the OBS tools for the LLM', () => {
   beforeAll(async () => {
     store = await createStore({ driver: 'pglite', dataDir: 'memory://', embedded: true });
     await store.init();
-    await store.mergeSource({ id: 'obs:studio', platform: 'obs', status: 'connected', metadata: { programScene: 'Main', streaming: true, recording: false, scenes: ['Main', 'BRB', 'Ending'] } });
+    await store.mergeSource({
+      id: 'obs:studio',
+      platform: 'obs',
+      status: 'connected',
+      metadata: { programScene: 'Main', streaming: true, recording: false, scenes: ['Main', 'BRB', 'Ending'] },
+    });
     platform = await connectPlatformMcp({
       store,
       publish: async (topic, envelope) => {

@@ -20,7 +20,14 @@ function question(text: string): Envelope {
   return createEnvelope({
     type: 'external.chat.message.v1',
     source: { platform: 'twitch', channel: 'llmchan', channelId: 'llmchan-id' },
-    user: { id: 'u-alice', name: 'alice', displayName: 'alice', profileImageUrl: '', role: 'viewer', permissions: permissionsFor(['viewer']) },
+    user: {
+      id: 'u-alice',
+      name: 'alice',
+      displayName: 'alice',
+      profileImageUrl: '',
+      role: 'viewer',
+      permissions: permissionsFor(['viewer']),
+    },
     payload: { text },
     routingSlip: [createStep('llm-bot')],
     extra: { message: { text } },
@@ -84,15 +91,32 @@ describe('llm-bot metrics and spans', () => {
         ['output', 'gpt-test', 30],
       ]),
     );
-    expect((await llm.llmCostUsd.get()).values.find((value) => value.labels.model === 'gpt-test')?.value).toBeCloseTo((120 * 1 + 30 * 2) / 1_000_000, 12);
-    expect((await llm.llmRequests.get()).values.find((value) => value.labels.model === 'gpt-test')).toMatchObject({ labels: { provider: 'openai', result: 'ok' }, value: 1 });
+    expect((await llm.llmCostUsd.get()).values.find((value) => value.labels.model === 'gpt-test')?.value).toBeCloseTo(
+      (120 * 1 + 30 * 2) / 1_000_000,
+      12,
+    );
+    expect((await llm.llmRequests.get()).values.find((value) => value.labels.model === 'gpt-test')).toMatchObject({
+      labels: { provider: 'openai', result: 'ok' },
+      value: 1,
+    });
 
     const traceId = normalizeTraceId(envelope.traceId);
-    const spans = (await collector.waitFor((all) => all.some((span) => span.traceId === traceId && span.name === 'llm generate_text') && all.some((span) => span.traceId === traceId && span.attributes['bitbrat.step'] === 'llm-bot'))).filter((span) => span.traceId === traceId);
+    const spans = (
+      await collector.waitFor(
+        (all) =>
+          all.some((span) => span.traceId === traceId && span.name === 'llm generate_text') &&
+          all.some((span) => span.traceId === traceId && span.attributes['bitbrat.step'] === 'llm-bot'),
+      )
+    ).filter((span) => span.traceId === traceId);
     const call = spans.find((span) => span.name === 'llm generate_text')!;
     const step = spans.find((span) => span.attributes['bitbrat.step'] === 'llm-bot')!;
     expect(call.parentSpanId).toBe(step.spanId);
-    expect(call.attributes).toMatchObject({ 'gen_ai.provider.name': 'openai', 'gen_ai.request.model': 'gpt-test', 'gen_ai.usage.input_tokens': 120, 'gen_ai.usage.output_tokens': 30 });
+    expect(call.attributes).toMatchObject({
+      'gen_ai.provider.name': 'openai',
+      'gen_ai.request.model': 'gpt-test',
+      'gen_ai.usage.input_tokens': 120,
+      'gen_ai.usage.output_tokens': 30,
+    });
     expect(step.attributes['bitbrat.outcome']).toBe('continue');
   });
 });

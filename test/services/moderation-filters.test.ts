@@ -27,7 +27,8 @@ describe('moderation filters', () => {
   });
 
   it('exempts subscribers, VIPs and moderators from the link filter but not from caps', () => {
-    for (const role of ['subscriber', 'vip', 'moderator', 'broadcaster']) expect(check({ text: 'see spam.example.com', role })).toBeUndefined();
+    for (const role of ['subscriber', 'vip', 'moderator', 'broadcaster'])
+      expect(check({ text: 'see spam.example.com', role })).toBeUndefined();
     expect(check({ text: 'THIS IS REALLY LOUD SHOUTING TEXT', role: 'subscriber' })).toMatchObject({ filter: 'caps' });
     expect(check({ text: 'THIS IS REALLY LOUD SHOUTING TEXT', role: 'moderator' })).toBeUndefined();
   });
@@ -40,7 +41,10 @@ describe('moderation filters', () => {
 
   it('does not count emote names as shouting', () => {
     const text = 'KEKW KEKW KEKW KEKW LULW';
-    const emotes = [{ id: '1', name: 'KEKW', positions: [0, 5, 10, 15].map((start) => ({ start, end: start + 3 })) }, { id: '2', name: 'LULW', positions: [{ start: 20, end: 23 }] }];
+    const emotes = [
+      { id: '1', name: 'KEKW', positions: [0, 5, 10, 15].map((start) => ({ start, end: start + 3 })) },
+      { id: '2', name: 'LULW', positions: [{ start: 20, end: 23 }] },
+    ];
     expect(check({ text, emotes })).toBeUndefined();
     expect(check({ text })).toMatchObject({ filter: 'caps' });
   });
@@ -51,7 +55,14 @@ describe('moderation filters', () => {
 
   it('flags symbols, emotes and length past their limits', () => {
     expect(check({ text: '$$$ %%% &&& *** ((( ))) !!!' })).toMatchObject({ filter: 'symbols' });
-    expect(check({ text: 'Kappa '.repeat(16), emotes: Array.from({ length: 16 }, (_, index) => ({ id: '25', positions: [{ start: index * 6, end: index * 6 + 4 }] })).flatMap((e) => e.positions.map(() => e)) })).toMatchObject({ filter: 'emotes' });
+    expect(
+      check({
+        text: 'Kappa '.repeat(16),
+        emotes: Array.from({ length: 16 }, (_, index) => ({ id: '25', positions: [{ start: index * 6, end: index * 6 + 4 }] })).flatMap(
+          (e) => e.positions.map(() => e),
+        ),
+      }),
+    ).toMatchObject({ filter: 'emotes' });
     expect(check({ text: 'a'.repeat(10) + ' word'.repeat(100) })).toMatchObject({ filter: 'length' });
     expect(check({ text: 'a normal sentence about the game, with a question?' })).toBeUndefined();
   });
@@ -66,9 +77,19 @@ describe('moderation filters', () => {
 
   it('matches blocked words, wildcards and regexes, with leetspeak folded', () => {
     const settings = mergeFilterSettings(defaultFilterSettings(), {
-      blockedTerms: { terms: [{ pattern: 'scam' }, { pattern: 'free*coins', kind: 'wildcard' }, { pattern: 'buy (cheap|real) viewers', kind: 'regex', ban: true }] },
+      blockedTerms: {
+        terms: [
+          { pattern: 'scam' },
+          { pattern: 'free*coins', kind: 'wildcard' },
+          { pattern: 'buy (cheap|real) viewers', kind: 'regex', ban: true },
+        ],
+      },
     });
-    expect(check({ text: 'this is a SC4M', role: 'subscriber' }, settings)).toMatchObject({ filter: 'blocked-terms', detail: 'scam', ban: false });
+    expect(check({ text: 'this is a SC4M', role: 'subscriber' }, settings)).toMatchObject({
+      filter: 'blocked-terms',
+      detail: 'scam',
+      ban: false,
+    });
     expect(check({ text: 'scampi for dinner' }, settings)).toBeUndefined();
     expect(check({ text: 'get freebitcoins now' }, settings)).toMatchObject({ detail: 'free*coins' });
     expect(check({ text: 'Buy cheap viewers here' }, settings)).toMatchObject({ filter: 'blocked-terms', ban: true });
@@ -82,7 +103,9 @@ describe('moderation filters', () => {
   });
 
   it('turns nothing on when the master switch is off', () => {
-    expect(check({ text: 'spam.example.com SCAM SCAM SCAM SCAM' }, mergeFilterSettings(defaultFilterSettings(), { enabled: false }))).toBeUndefined();
+    expect(
+      check({ text: 'spam.example.com SCAM SCAM SCAM SCAM' }, mergeFilterSettings(defaultFilterSettings(), { enabled: false })),
+    ).toBeUndefined();
   });
 
   it('escalates: delete and warn, then a 10 s timeout, then 10 minutes; a ban term bans at once', () => {

@@ -38,7 +38,8 @@ describe('moderation actions in /metrics', () => {
     await bus.publish(TOPIC, new TextEncoder().encode(JSON.stringify(envelope)));
     await observer.waitFor(Topic.finalizer, (value) => value.id === envelope.id);
   };
-  const suppressed = async () => (await host.metrics.platform.moderationActions.get()).values.find((value) => value.labels.action === 'suppressed')?.value ?? 0;
+  const suppressed = async () =>
+    (await host.metrics.platform.moderationActions.get()).values.find((value) => value.labels.action === 'suppressed')?.value ?? 0;
 
   it('counts a suppressed spam message per platform and reason, and nothing for a clean one', async () => {
     await analyse(chat('nice run today'));

@@ -13,7 +13,16 @@ import commands from '../../src/services/commands/index.js';
 import { service as eventRouter } from '../../src/services/event-router/index.js';
 import finalizer from '../../src/services/finalizer/index.js';
 import ingressEgress from '../../src/services/ingress-egress/index.js';
-import { createModerationRequest, createModerationService, currentGiveaway, listEntries, listLog, saveTimer, updateFilterSettings, type ModerationLogEntry } from '../../src/services/moderation/index.js';
+import {
+  createModerationRequest,
+  createModerationService,
+  currentGiveaway,
+  listEntries,
+  listLog,
+  saveTimer,
+  updateFilterSettings,
+  type ModerationLogEntry,
+} from '../../src/services/moderation/index.js';
 import { DEFAULT_TWITCH_OAUTH_SCOPES } from '../../src/services/oauth-flow/index.js';
 import persistence from '../../src/services/persistence/index.js';
 import queryAnalyzer from '../../src/services/query-analyzer/index.js';
@@ -23,7 +32,13 @@ import { startTestHost } from '../support/harness.js';
 import { BOT, OTHER, STREAMER, startTwitchWorld, type TwitchWorld } from '../support/twitch-world.js';
 import { waitFor } from '../support/wait.js';
 
-const BOT_SCOPES = ['chat:read', 'chat:edit', 'moderator:manage:chat_messages', 'moderator:manage:banned_users', 'moderator:manage:shoutouts'];
+const BOT_SCOPES = [
+  'chat:read',
+  'chat:edit',
+  'moderator:manage:chat_messages',
+  'moderator:manage:banned_users',
+  'moderator:manage:shoutouts',
+];
 const MOD_TAGS = { badges: 'moderator/1', mod: '1' };
 const SUB_TAGS = { badges: 'subscriber/6', subscriber: '1' };
 
@@ -42,12 +57,29 @@ beforeAll(async () => {
   world.api.addModerator(STREAMER.id, BOT.id);
   world.api.setStream(STREAMER.id, { title: 'Speedrun', gameName: 'Celeste' });
   world.api.setChannel(OTHER.id, { title: 'Cozy', gameName: 'Stardew Valley' });
-  await updateFilterSettings(store, `twitch:${STREAMER.login}`, { blockedTerms: { terms: [{ pattern: 'scamcoin', ban: true }, { pattern: 'meanie' }] } });
+  await updateFilterSettings(store, `twitch:${STREAMER.login}`, {
+    blockedTerms: { terms: [{ pattern: 'scamcoin', ban: true }, { pattern: 'meanie' }] },
+  });
   bus = createMemoryBus();
   host = await startTestHost({
-    services: [ingressEgress, authService, eventRouter, queryAnalyzer, createModerationService({ now: () => Date.now() + clockOffsetMs }), commands, persistence, finalizer],
+    services: [
+      ingressEgress,
+      authService,
+      eventRouter,
+      queryAnalyzer,
+      createModerationService({ now: () => Date.now() + clockOffsetMs }),
+      commands,
+      persistence,
+      finalizer,
+    ],
     bus,
-    env: { ...world.env(), INSTANCE_ID: 'moderation-e2e', BOT_NAME: BOT.login, TWITCH_EVENTSUB_ENABLED: 'false', MODERATION_TIMER_TICK_MS: '100' },
+    env: {
+      ...world.env(),
+      INSTANCE_ID: 'moderation-e2e',
+      BOT_NAME: BOT.login,
+      TWITCH_EVENTSUB_ENABLED: 'false',
+      MODERATION_TIMER_TICK_MS: '100',
+    },
     architecture: loadArchitecture(),
     extra: { store },
   });
@@ -62,8 +94,17 @@ afterAll(async () => {
 });
 
 /** Chat from `user` in a channel; resolves with the message id once its final record is written. */
-async function chat(user: string, text: string, options: { channel?: string; tags?: Record<string, string> } = {}): Promise<{ id: string; record: EventRecord }> {
-  const id = world.irc.sendChat({ channel: options.channel ?? STREAMER.login, user, text, tags: { 'user-id': `u-${user}`, ...options.tags } });
+async function chat(
+  user: string,
+  text: string,
+  options: { channel?: string; tags?: Record<string, string> } = {},
+): Promise<{ id: string; record: EventRecord }> {
+  const id = world.irc.sendChat({
+    channel: options.channel ?? STREAMER.login,
+    user,
+    text,
+    tags: { 'user-id': `u-${user}`, ...options.tags },
+  });
   const record = await waitFor(
     async () => {
       const page = await store.listEvents({ type: 'external.chat.message.v1', limit: 200 });
@@ -75,25 +116,38 @@ async function chat(user: string, text: string, options: { channel?: string; tag
   return { id, record };
 }
 
-const helix = (method: string, path: string) => world.api.requests.filter((request) => request.method === method && request.path === `/mock${path}`);
-const privmsgContaining = (channel: string, text: string) => world.irc.waitFor(() => world.irc.messagesTo(channel).find((message) => message.text.includes(text)), 15_000);
+const helix = (method: string, path: string) =>
+  world.api.requests.filter((request) => request.method === method && request.path === `/mock${path}`);
+const privmsgContaining = (channel: string, text: string) =>
+  world.irc.waitFor(() => world.irc.messagesTo(channel).find((message) => message.text.includes(text)), 15_000);
 const logOf = async (login: string): Promise<ModerationLogEntry[]> => (await listLog(store, { user: login, limit: 50 })).reverse();
 
 describe('moderation over Helix', () => {
   it('asks Twitch for the moderation scopes', () => {
-    expect(DEFAULT_TWITCH_OAUTH_SCOPES.split(' ')).toEqual(expect.arrayContaining(['moderator:manage:chat_messages', 'moderator:manage:banned_users']));
+    expect(DEFAULT_TWITCH_OAUTH_SCOPES.split(' ')).toEqual(
+      expect.arrayContaining(['moderator:manage:chat_messages', 'moderator:manage:banned_users']),
+    );
   });
 
   it("escalates a viewer's links: delete and warn, then a 10 s timeout, then 10 minutes", async () => {
     const first = await chat('spammer', 'cheap followers at spam.example.com');
     const deleted = helix('DELETE', '/moderation/chat').find((request) => request.query.message_id === first.id)!;
-    expect(deleted).toMatchObject<Partial<RecordedRequest>>({ query: { broadcaster_id: STREAMER.id, moderator_id: BOT.id, message_id: first.id }, status: 204 });
+    expect(deleted).toMatchObject<Partial<RecordedRequest>>({
+      query: { broadcaster_id: STREAMER.id, moderator_id: BOT.id, message_id: first.id },
+      status: 204,
+    });
     await privmsgContaining(STREAMER.login, '@Spammer please don’t: no links without a moderator’s !permit (warning)');
-    expect(first.record.final!.routingSlip.map((step) => `${step.id}:${step.status}`)).toEqual(['query-analyzer:OK', 'moderation:OK', 'router:PENDING']);
+    expect(first.record.final!.routingSlip.map((step) => `${step.id}:${step.status}`)).toEqual([
+      'query-analyzer:OK',
+      'moderation:OK',
+      'router:PENDING',
+    ]);
 
     await chat('spammer', 'again: spam.example.com/x');
     await chat('spammer', 'and www.spam.example.com');
-    const bans = helix('POST', '/moderation/bans').filter((request) => (request.body as { data: { user_id: string } }).data.user_id === 'u-spammer');
+    const bans = helix('POST', '/moderation/bans').filter(
+      (request) => (request.body as { data: { user_id: string } }).data.user_id === 'u-spammer',
+    );
     expect(bans.map((request) => [request.query, (request.body as { data: { duration: number } }).data.duration, request.status])).toEqual([
       [{ broadcaster_id: STREAMER.id, moderator_id: BOT.id }, 10, 200],
       [{ broadcaster_id: STREAMER.id, moderator_id: BOT.id }, 600, 200],
@@ -105,7 +159,12 @@ describe('moderation over Helix', () => {
       ['timeout', 'done', 'links', 2, 'bot'],
       ['timeout', 'done', 'links', 3, 'bot'],
     ]);
-    expect(log[1]).toMatchObject({ durationSec: 10, undo: 'untimeout', detail: 'spam.example.com', messageText: 'again: spam.example.com/x' });
+    expect(log[1]).toMatchObject({
+      durationSec: 10,
+      undo: 'untimeout',
+      detail: 'spam.example.com',
+      messageText: 'again: spam.example.com/x',
+    });
   });
 
   it('leaves subscribers’ links, Twitch clips and moderators alone', async () => {
@@ -122,7 +181,11 @@ describe('moderation over Helix', () => {
     await privmsgContaining(STREAMER.login, '@linker you may post one link in the next 60 seconds.');
     const allowed = await chat('linker', 'my art: art.example.com');
     expect(helix('DELETE', '/moderation/chat').some((request) => request.query.message_id === allowed.id)).toBe(false);
-    expect(allowed.record.final!.annotations?.some((annotation) => annotation.kind === 'moderation-result' && annotation.label === 'permit-used')).toBe(true);
+    expect(
+      allowed.record.final!.annotations?.some(
+        (annotation) => annotation.kind === 'moderation-result' && annotation.label === 'permit-used',
+      ),
+    ).toBe(true);
     const second = await chat('linker', 'and art.example.com/more');
     expect(helix('DELETE', '/moderation/chat').some((request) => request.query.message_id === second.id)).toBe(true);
     // A viewer cannot permit anyone.
@@ -132,8 +195,13 @@ describe('moderation over Helix', () => {
 
   it('bans at once for a blocked term configured to ban, and deletes for one that is not', async () => {
     await chat('shill', 'buy SCAMCOIN today');
-    const ban = helix('POST', '/moderation/bans').find((request) => (request.body as { data: { user_id: string } }).data.user_id === 'u-shill')!;
-    expect((ban.body as { data: Record<string, unknown> }).data).toEqual({ user_id: 'u-shill', reason: 'blocked-terms: that term is not allowed here (scamcoin)' });
+    const ban = helix('POST', '/moderation/bans').find(
+      (request) => (request.body as { data: { user_id: string } }).data.user_id === 'u-shill',
+    )!;
+    expect((ban.body as { data: Record<string, unknown> }).data).toEqual({
+      user_id: 'u-shill',
+      reason: 'blocked-terms: that term is not allowed here (scamcoin)',
+    });
     expect(world.api.bans.get(`${STREAMER.id}:u-shill`)?.endsAt).toBeNull();
     const rude = await chat('rude', 'you m3anie');
     expect(helix('DELETE', '/moderation/chat').some((request) => request.query.message_id === rude.id)).toBe(true);
@@ -144,12 +212,31 @@ describe('moderation over Helix', () => {
     await chat('hothead', 'second http://bad.example.com');
     const timeout = (await logOf('hothead')).find((entry) => entry.action === 'timeout')!;
     expect(world.api.bans.has(`${STREAMER.id}:u-hothead`)).toBe(true);
-    const request = createModerationRequest({ action: 'undo', logId: timeout.id, reason: 'misfire' }, { platform: 'twitch', channel: `#${STREAMER.login}`, channelId: STREAMER.id, by: { id: 'm1', login: 'modmia', role: 'moderator' }, via: 'test' });
+    const request = createModerationRequest(
+      { action: 'undo', logId: timeout.id, reason: 'misfire' },
+      {
+        platform: 'twitch',
+        channel: `#${STREAMER.login}`,
+        channelId: STREAMER.id,
+        by: { id: 'm1', login: 'modmia', role: 'moderator' },
+        via: 'test',
+      },
+    );
     await bus.publish(stepTopic('moderation'), new TextEncoder().encode(JSON.stringify(request)));
-    await world.api.waitFor(() => helix('DELETE', '/moderation/bans').find((call) => call.query.user_id === 'u-hothead'), 15_000, 'the unban');
-    expect(helix('DELETE', '/moderation/bans').find((call) => call.query.user_id === 'u-hothead')).toMatchObject({ query: { broadcaster_id: STREAMER.id, moderator_id: BOT.id, user_id: 'u-hothead' }, status: 204 });
+    await world.api.waitFor(
+      () => helix('DELETE', '/moderation/bans').find((call) => call.query.user_id === 'u-hothead'),
+      15_000,
+      'the unban',
+    );
+    expect(helix('DELETE', '/moderation/bans').find((call) => call.query.user_id === 'u-hothead')).toMatchObject({
+      query: { broadcaster_id: STREAMER.id, moderator_id: BOT.id, user_id: 'u-hothead' },
+      status: 204,
+    });
     expect(world.api.bans.has(`${STREAMER.id}:u-hothead`)).toBe(false);
-    const undone = await waitFor(async () => (await logOf('hothead')).find((entry) => entry.id === timeout.id && entry.undone), { timeoutMs: 10_000, message: 'the undone mark' });
+    const undone = await waitFor(async () => (await logOf('hothead')).find((entry) => entry.id === timeout.id && entry.undone), {
+      timeoutMs: 10_000,
+      message: 'the undone mark',
+    });
     expect(undone.undone).toMatchObject({ by: 'modmia', status: 'done' });
     expect((await logOf('hothead')).at(-1)).toMatchObject({ action: 'untimeout', status: 'done', by: 'modmia' });
   });
@@ -167,8 +254,14 @@ describe('moderation over Helix', () => {
 
   it('shouts out a channel on !so: the last game in chat and a Helix shoutout', async () => {
     await chat('modmia', `!so @${OTHER.login}`, { tags: MOD_TAGS });
-    await privmsgContaining(STREAMER.login, `Go check out ${OTHER.displayName} at https://twitch.tv/${OTHER.login} ! They were last playing Stardew Valley.`);
-    expect(helix('POST', '/chat/shoutouts').at(-1)).toMatchObject({ query: { from_broadcaster_id: STREAMER.id, to_broadcaster_id: OTHER.id, moderator_id: BOT.id }, status: 204 });
+    await privmsgContaining(
+      STREAMER.login,
+      `Go check out ${OTHER.displayName} at https://twitch.tv/${OTHER.login} ! They were last playing Stardew Valley.`,
+    );
+    expect(helix('POST', '/chat/shoutouts').at(-1)).toMatchObject({
+      query: { from_broadcaster_id: STREAMER.id, to_broadcaster_id: OTHER.id, moderator_id: BOT.id },
+      status: 204,
+    });
     expect(world.api.shoutouts).toHaveLength(1);
     // Twitch allows one shoutout every 2 minutes: the next !so is only the chat message.
     await chat('modmia', `!so ${OTHER.login}`, { tags: MOD_TAGS });
@@ -179,7 +272,12 @@ describe('moderation over Helix', () => {
 
   it('posts a timer in chat while live once its interval has passed and enough chat came', async () => {
     await store.mergeSource({ id: `twitch:${STREAMER.login}`, platform: 'twitch', streamStatus: 'online' });
-    await saveTimer(store, `twitch:${STREAMER.login}`, { name: 'socials', message: 'Follow {channel} everywhere!', intervalMin: 5, minLines: 2 });
+    await saveTimer(store, `twitch:${STREAMER.login}`, {
+      name: 'socials',
+      message: 'Follow {channel} everywhere!',
+      intervalMin: 5,
+      minLines: 2,
+    });
     // Past the service's few-second cache, so it sees the new timer and counts chat lines for it.
     clockOffsetMs += 5_000;
     await chat('chatty', 'hello there');
@@ -188,21 +286,27 @@ describe('moderation over Helix', () => {
     clockOffsetMs += 6 * 60_000;
     const posted = await privmsgContaining(STREAMER.login, 'Follow streamer everywhere!');
     expect(posted.text).toBe('Follow streamer everywhere!');
-    const record = await waitFor(async () => (await store.listEvents({ type: 'system.timer.v1', limit: 5 })).items.find((item) => item.outcome), { timeoutMs: 10_000, message: 'the timer message record' });
+    const record = await waitFor(
+      async () => (await store.listEvents({ type: 'system.timer.v1', limit: 5 })).items.find((item) => item.outcome),
+      { timeoutMs: 10_000, message: 'the timer message record' },
+    );
     expect(record.replyDelivered).toBe(true);
   });
 
   it('keeps to Helix’s rate limit: a burst of actions waits for the bucket instead of failing', async () => {
     world.api.limitHelix({ points: 2, windowMs: 1_000 });
     try {
-      const ids = await Promise.all(['burst1', 'burst2', 'burst3', 'burst4', 'burst5'].map(async (user) => (await chat(user, `spam at burst.example.com/${user}`)).id));
+      const ids = await Promise.all(
+        ['burst1', 'burst2', 'burst3', 'burst4', 'burst5'].map(async (user) => (await chat(user, `spam at burst.example.com/${user}`)).id),
+      );
       const deletes = helix('DELETE', '/moderation/chat').filter((request) => ids.includes(request.query.message_id ?? ''));
       const done = deletes.filter((request) => request.status === 204);
       expect(new Set(done.map((request) => request.query.message_id))).toEqual(new Set(ids));
       // Five deletions at two a second cannot all go in one window: they waited for the bucket to refill.
       const times = done.map((request) => request.at).sort((a, b) => a - b);
       expect(times.at(-1)! - times[0]!).toBeGreaterThanOrEqual(1_000);
-      for (const user of ['burst1', 'burst2', 'burst3', 'burst4', 'burst5']) expect((await logOf(user)).map((entry) => entry.status)).toEqual(['done']);
+      for (const user of ['burst1', 'burst2', 'burst3', 'burst4', 'burst5'])
+        expect((await logOf(user)).map((entry) => entry.status)).toEqual(['done']);
     } finally {
       world.api.limitHelix(undefined);
     }

@@ -24,7 +24,13 @@ describe('the Twitch OAuth callback query', () => {
       host = await startTestHost({
         services: [oauthFlow],
         bus: createMemoryBus(),
-        env: { TWITCH_CLIENT_ID: 'client', TWITCH_CLIENT_SECRET: 'secret', OAUTH_STATE_SECRET: 'state-secret', OAUTH_REDIRECT_URL: 'http://localhost:8080/oauth/twitch/callback', LOG_LEVEL: 'info' },
+        env: {
+          TWITCH_CLIENT_ID: 'client',
+          TWITCH_CLIENT_SECRET: 'secret',
+          OAUTH_STATE_SECRET: 'state-secret',
+          OAUTH_REDIRECT_URL: 'http://localhost:8080/oauth/twitch/callback',
+          LOG_LEVEL: 'info',
+        },
         extra: { store, logDestination: { write: (line: string) => void lines.push(line) } },
       });
     });

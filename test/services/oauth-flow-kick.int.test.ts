@@ -60,7 +60,11 @@ describe('oauth-flow: Kick authorization code flow with PKCE', () => {
 
   /** Starts as the owner; returns Kick's authorize URL and the binding cookie. */
   async function start(running: Host, identity: 'bot' | 'broadcaster') {
-    const response = await running.app.inject({ method: 'GET', url: `/oauth/kick/start?identity=${identity}`, headers: { authorization: `Bearer ${OWNER}` } });
+    const response = await running.app.inject({
+      method: 'GET',
+      url: `/oauth/kick/start?identity=${identity}`,
+      headers: { authorization: `Bearer ${OWNER}` },
+    });
     expect(response.statusCode).toBe(302);
     const cookie = String(response.headers['set-cookie']).split(';')[0]!;
     return { authorize: new URL(String(response.headers.location)), cookie, response };
@@ -79,7 +83,11 @@ describe('oauth-flow: Kick authorization code flow with PKCE', () => {
     const running = await host();
     const anonymous = await running.app.inject({ method: 'GET', url: '/oauth/kick/start?identity=bot' });
     expect(anonymous.statusCode).toBe(401);
-    const viewer = await running.app.inject({ method: 'GET', url: '/oauth/kick/start?identity=bot', headers: { authorization: `Bearer ${VIEWER}` } });
+    const viewer = await running.app.inject({
+      method: 'GET',
+      url: '/oauth/kick/start?identity=bot',
+      headers: { authorization: `Bearer ${VIEWER}` },
+    });
     expect(viewer.statusCode).toBe(403);
     expect(viewer.json()).toMatchObject({ error: 'FORBIDDEN' });
     expect(fake.requestsTo('/oauth/authorize')).toHaveLength(0);
@@ -95,7 +103,9 @@ describe('oauth-flow: Kick authorization code flow with PKCE', () => {
     expect(authorize.searchParams.get('code_challenge')).toMatch(/^[A-Za-z0-9_-]{43}$/);
     expect(authorize.searchParams.get('scope')).toBe('user:read channel:read chat:write events:subscribe');
     expect(authorize.searchParams.get('state')).toMatch(/^[\w-]+\.[\w-]+$/);
-    expect(String(response.headers['set-cookie'])).toMatch(new RegExp(`^${KICK_SESSION_COOKIE}=[\\w-]+; Path=/oauth/kick; Max-Age=600; HttpOnly; SameSite=Lax`));
+    expect(String(response.headers['set-cookie'])).toMatch(
+      new RegExp(`^${KICK_SESSION_COOKIE}=[\\w-]+; Path=/oauth/kick; Max-Age=600; HttpOnly; SameSite=Lax`),
+    );
     expect(response.headers['referrer-policy']).toBe('no-referrer');
   });
 
@@ -113,12 +123,20 @@ describe('oauth-flow: Kick authorization code flow with PKCE', () => {
     expect(form.get('code_verifier')).toMatch(/^[A-Za-z0-9_-]{43}$/);
     expect(authorize.toString()).not.toContain(form.get('code_verifier')!);
     const stored = await store.getToken('kick:bot');
-    expect(stored).toMatchObject({ userId: '2002', login: 'BratBot', scopes: ['user:read', 'channel:read', 'chat:write', 'events:subscribe'] });
+    expect(stored).toMatchObject({
+      userId: '2002',
+      login: 'BratBot',
+      scopes: ['user:read', 'channel:read', 'chat:write', 'events:subscribe'],
+    });
     expect(fake.tokenValid(stored!.accessToken)).toBe(true);
     expect(callback.body).not.toContain(stored!.accessToken);
 
     const status = await running.app.inject({ method: 'GET', url: '/oauth/kick/status', headers: { authorization: `Bearer ${VIEWER}` } });
-    expect(status.json()).toMatchObject({ configured: true, bot: { connected: true, login: 'BratBot' }, broadcaster: { connected: false } });
+    expect(status.json()).toMatchObject({
+      configured: true,
+      bot: { connected: true, login: 'BratBot' },
+      broadcaster: { connected: false },
+    });
     expect(status.body).not.toContain(stored!.accessToken);
 
     // The same callback again: the state was used.
@@ -132,7 +150,11 @@ describe('oauth-flow: Kick authorization code flow with PKCE', () => {
     fake.loginAs(1001);
     const { authorize } = await start(running, 'broadcaster');
     const search = await authorizeAtKick(authorize);
-    const elsewhere = await running.app.inject({ method: 'GET', url: `/oauth/kick/callback${search}`, headers: { cookie: `${KICK_SESSION_COOKIE}=someone-else` } });
+    const elsewhere = await running.app.inject({
+      method: 'GET',
+      url: `/oauth/kick/callback${search}`,
+      headers: { cookie: `${KICK_SESSION_COOKIE}=someone-else` },
+    });
     expect(elsewhere.statusCode).toBe(400);
     expect(elsewhere.body).toContain('another browser');
     const forged = await running.app.inject({ method: 'GET', url: '/oauth/kick/callback?code=abc&state=e30.AAAA' });
@@ -143,7 +165,11 @@ describe('oauth-flow: Kick authorization code flow with PKCE', () => {
 
   it('says what to configure when the Kick app is not set up', async () => {
     const running = await host({ KICK_CLIENT_ID: '', KICK_CLIENT_SECRET: '' });
-    const response = await running.app.inject({ method: 'GET', url: '/oauth/kick/start?identity=bot', headers: { authorization: `Bearer ${OWNER}` } });
+    const response = await running.app.inject({
+      method: 'GET',
+      url: '/oauth/kick/start?identity=bot',
+      headers: { authorization: `Bearer ${OWNER}` },
+    });
     expect(response.statusCode).toBe(503);
     expect(response.json().message).toMatch(/KICK_CLIENT_ID.*KICK_CLIENT_SECRET/);
   });

@@ -101,12 +101,24 @@ describe('oauth-flow service (Twitch authorization code flow against the fake)',
     it('lets the dashboard’s signed-in owner start with the session cookie alone, and refuses a viewer’s session', async () => {
       // The cookie is signed with the same token list the gateway and oauth-flow both read.
       const sessions = createAuthenticator(parseTokenList(`${OWNER_TOKEN}:owner,${VIEWER_TOKEN}:viewer`), false);
-      const owner = await app.inject({ method: 'GET', url: '/oauth/twitch/start?identity=bot', headers: { cookie: `${SESSION.cookie}=${sessions.issueSession(OWNER_TOKEN)}` } });
+      const owner = await app.inject({
+        method: 'GET',
+        url: '/oauth/twitch/start?identity=bot',
+        headers: { cookie: `${SESSION.cookie}=${sessions.issueSession(OWNER_TOKEN)}` },
+      });
       expect(owner.statusCode).toBe(302);
       expect(new URL(String(owner.headers.location)).searchParams.get('state')).toBeTruthy();
-      const viewer = await app.inject({ method: 'GET', url: '/oauth/twitch/start?identity=bot', headers: { cookie: `${SESSION.cookie}=${sessions.issueSession(VIEWER_TOKEN)}` } });
+      const viewer = await app.inject({
+        method: 'GET',
+        url: '/oauth/twitch/start?identity=bot',
+        headers: { cookie: `${SESSION.cookie}=${sessions.issueSession(VIEWER_TOKEN)}` },
+      });
       expect(viewer.statusCode).toBe(403);
-      const forged = await app.inject({ method: 'GET', url: '/oauth/twitch/start?identity=bot', headers: { cookie: `${SESSION.cookie}=not-a-session` } });
+      const forged = await app.inject({
+        method: 'GET',
+        url: '/oauth/twitch/start?identity=bot',
+        headers: { cookie: `${SESSION.cookie}=not-a-session` },
+      });
       expect(forged.statusCode).toBe(401);
     });
 
@@ -129,7 +141,11 @@ describe('oauth-flow service (Twitch authorization code flow against the fake)',
       const bare = await app.inject({ method: 'GET', url: '/oauth/twitch/start', headers: OWNER });
       expect(bare.statusCode).toBe(302);
       expect(stateRole(new URL(String(bare.headers.location)))).toBe('bot');
-      const agreeing = await app.inject({ method: 'GET', url: '/oauth/twitch/start?identity=broadcaster&role=broadcaster', headers: OWNER });
+      const agreeing = await app.inject({
+        method: 'GET',
+        url: '/oauth/twitch/start?identity=broadcaster&role=broadcaster',
+        headers: OWNER,
+      });
       expect(stateRole(new URL(String(agreeing.headers.location)))).toBe('broadcaster');
     });
 
@@ -157,12 +173,18 @@ describe('oauth-flow service (Twitch authorization code flow against the fake)',
     const { app } = started;
     const { location, cookie } = await startFlowInBrowser(app, 'broadcaster');
     const code = fake.createAuthorizationCode(STREAMER.id, { scopes: SCOPES, redirectUri: REDIRECT });
-    const callback = await app.inject({ method: 'GET', url: `/oauth/twitch/callback?code=${code}&scope=x&state=${encodeURIComponent(location.searchParams.get('state')!)}`, headers: { cookie } });
+    const callback = await app.inject({
+      method: 'GET',
+      url: `/oauth/twitch/callback?code=${code}&scope=x&state=${encodeURIComponent(location.searchParams.get('state')!)}`,
+      headers: { cookie },
+    });
     expect(callback.statusCode).toBe(200);
     expect(callback.headers['content-type']).toMatch(/text\/html/);
     expect(callback.body).toContain('streamer');
 
-    const exchange = fake.requests.find((request) => request.path === '/auth/token' && request.query.grant_type === 'authorization_code' && request.query.code === code)!;
+    const exchange = fake.requests.find(
+      (request) => request.path === '/auth/token' && request.query.grant_type === 'authorization_code' && request.query.code === code,
+    )!;
     expect(exchange.query).toMatchObject({ code, redirect_uri: REDIRECT, client_id: fake.clientId });
 
     const token = (await store.getToken('twitch:broadcaster'))!;
@@ -186,7 +208,11 @@ describe('oauth-flow service (Twitch authorization code flow against the fake)',
     expect(status.body).not.toContain(token.refreshToken!);
 
     // The same link cannot be used twice.
-    const replay = await app.inject({ method: 'GET', url: `/oauth/twitch/callback?code=${code}&state=${encodeURIComponent(location.searchParams.get('state')!)}`, headers: { cookie } });
+    const replay = await app.inject({
+      method: 'GET',
+      url: `/oauth/twitch/callback?code=${code}&state=${encodeURIComponent(location.searchParams.get('state')!)}`,
+      headers: { cookie },
+    });
     expect(replay.statusCode).toBe(400);
     expect(replay.body).toMatch(/already used/);
 
@@ -195,7 +221,9 @@ describe('oauth-flow service (Twitch authorization code flow against the fake)',
     await started.stop();
     await store.close();
     const raw = await PGlite.create(join(dataDir, 'pglite'));
-    const { rows } = await raw.query<{ access_token: string; refresh_token: string }>("SELECT access_token, refresh_token FROM oauth_tokens WHERE id = 'twitch:broadcaster'");
+    const { rows } = await raw.query<{ access_token: string; refresh_token: string }>(
+      "SELECT access_token, refresh_token FROM oauth_tokens WHERE id = 'twitch:broadcaster'",
+    );
     await raw.close();
     expect(rows[0]!.access_token.startsWith('enc:v1:')).toBe(true);
     expect(rows[0]!.access_token).not.toContain(token.accessToken);
@@ -207,12 +235,15 @@ describe('oauth-flow service (Twitch authorization code flow against the fake)',
 
   it('answers 400 with a message to a forged, tampered or expired state', async () => {
     const { app } = await host();
-    const callback = (state: string) => app.inject({ method: 'GET', url: `/oauth/twitch/callback?code=abc&state=${encodeURIComponent(state)}` });
+    const callback = (state: string) =>
+      app.inject({ method: 'GET', url: `/oauth/twitch/callback?code=abc&state=${encodeURIComponent(state)}` });
     const forged = await callback(signState('not-the-secret', 'bot', 'binding'));
     expect(forged.statusCode).toBe(400);
     expect(forged.body).toMatch(/invalid signature/);
     const valid = signState(STATE_SECRET, 'bot', 'binding');
-    const tampered = await callback(`${Buffer.from(JSON.stringify({ r: 'broadcaster', e: Date.now() + 60_000, n: 'x', b: 'binding' })).toString('base64url')}.${valid.split('.')[1]}`);
+    const tampered = await callback(
+      `${Buffer.from(JSON.stringify({ r: 'broadcaster', e: Date.now() + 60_000, n: 'x', b: 'binding' })).toString('base64url')}.${valid.split('.')[1]}`,
+    );
     expect(tampered.statusCode).toBe(400);
     const expired = await callback(signState(STATE_SECRET, 'bot', 'binding', Date.now() - 11 * 60_000));
     expect(expired.statusCode).toBe(400);
@@ -228,7 +259,11 @@ describe('oauth-flow service (Twitch authorization code flow against the fake)',
     // Whatever an earlier test stored stays as it was.
     const before = await store.getToken('twitch:bot');
     const { location, cookie } = await startFlowInBrowser(app, 'bot');
-    const response = await app.inject({ method: 'GET', url: `/oauth/twitch/callback?code=unknown-code&state=${encodeURIComponent(location.searchParams.get('state')!)}`, headers: { cookie } });
+    const response = await app.inject({
+      method: 'GET',
+      url: `/oauth/twitch/callback?code=unknown-code&state=${encodeURIComponent(location.searchParams.get('state')!)}`,
+      headers: { cookie },
+    });
     expect(response.statusCode).toBe(502);
     expect(response.body).toMatch(/HTTP 400: Invalid authorization code/);
     expect(response.body).not.toContain(fake.clientSecret);
@@ -290,7 +325,9 @@ describe('oauth-flow service (Twitch authorization code flow against the fake)',
       const anonymous = await app.inject({ method: 'GET', url: '/oauth/twitch/status' });
       expect(anonymous.statusCode).toBe(401);
       expect(anonymous.body).not.toMatch(/login|scopes/);
-      expect((await app.inject({ method: 'GET', url: '/oauth/twitch/status', headers: { authorization: 'Bearer wrong-token-123' } })).statusCode).toBe(401);
+      expect(
+        (await app.inject({ method: 'GET', url: '/oauth/twitch/status', headers: { authorization: 'Bearer wrong-token-123' } })).statusCode,
+      ).toBe(401);
       const viewer = await app.inject({ method: 'GET', url: '/oauth/twitch/status', headers: { authorization: `Bearer ${VIEWER_TOKEN}` } });
       expect(viewer.statusCode).toBe(200);
       expect(viewer.json()).toMatchObject({ configured: true });
@@ -302,7 +339,11 @@ describe('oauth-flow service (Twitch authorization code flow against the fake)',
         const { app } = await host({ API_GATEWAY_TOKENS: '', STORE_DRIVER: 'pglite', DATA_DIR: embeddedDir });
         expect((await app.inject({ method: 'GET', url: '/oauth/twitch/start?identity=bot' })).statusCode).toBe(401);
         const token = (await readFile(join(embeddedDir, 'gateway-token'), 'utf8')).trim();
-        const response = await app.inject({ method: 'GET', url: '/oauth/twitch/start?identity=bot', headers: { authorization: `Bearer ${token}` } });
+        const response = await app.inject({
+          method: 'GET',
+          url: '/oauth/twitch/start?identity=bot',
+          headers: { authorization: `Bearer ${token}` },
+        });
         expect(response.statusCode).toBe(302);
       } finally {
         await rm(embeddedDir, { recursive: true, force: true });
@@ -313,7 +354,9 @@ describe('oauth-flow service (Twitch authorization code flow against the fake)',
       const { app } = await host();
       const response = await app.inject({ method: 'GET', url: '/oauth/twitch/callback?code=abc&state=garbage' });
       expect(response.statusCode).toBe(400);
-      expect(response.headers['content-security-policy']).toBe("default-src 'none'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'");
+      expect(response.headers['content-security-policy']).toBe(
+        "default-src 'none'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'",
+      );
       expect(response.headers['x-content-type-options']).toBe('nosniff');
       expect(response.headers['referrer-policy']).toBe('no-referrer');
     });
@@ -337,7 +380,12 @@ describe('oauth-flow service (Twitch authorization code flow against the fake)',
 
     it('refreshes an expired token against Twitch and persists the new one with compare-and-set', async () => {
       const before = await storeExpiredBotToken();
-      const auth = await loadTwitchAuth({ store, clientId: fake.clientId, clientSecret: fake.clientSecret, ids: ['twitch:bot', 'twitch:nobody'] });
+      const auth = await loadTwitchAuth({
+        store,
+        clientId: fake.clientId,
+        clientSecret: fake.clientSecret,
+        ids: ['twitch:bot', 'twitch:nobody'],
+      });
       expect(auth.users).toEqual({ 'twitch:bot': { userId: BOT.id, login: BOT.login } });
       const fresh = await auth.authProvider.getAccessTokenForIntent('chat');
       expect(fresh!.accessToken).not.toBe(before.accessToken);
@@ -380,7 +428,12 @@ describe('oauth-flow service (Twitch authorization code flow against the fake)',
       });
       const written = await persistTokenWithCas(racing, { ...before, accessToken: 'at-new', refreshToken: 'rt-new', login: undefined });
       expect(attempts).toEqual([undefined, before.version + 2]);
-      expect(written).toMatchObject({ accessToken: 'at-new', refreshToken: 'rt-new', version: before.version + 2, login: 'renamed_elsewhere' });
+      expect(written).toMatchObject({
+        accessToken: 'at-new',
+        refreshToken: 'rt-new',
+        version: before.version + 2,
+        login: 'renamed_elsewhere',
+      });
       expect((await store.getToken('twitch:bot'))!.accessToken).toBe('at-new');
     });
 

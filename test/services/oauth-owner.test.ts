@@ -2,7 +2,16 @@
 import type { FastifyReply, FastifyRequest } from 'fastify';
 import { describe, expect, it } from 'vitest';
 import { createAuthenticator } from '../../src/services/api-gateway/auth.js';
-import { KICK_BINDING, KICK_SESSION_COOKIE, SESSION_COOKIE, TWITCH_BINDING, bindBrowser, browserMatches, clearBinding, requirePrincipal } from '../../src/services/oauth-flow/owner.js';
+import {
+  KICK_BINDING,
+  KICK_SESSION_COOKIE,
+  SESSION_COOKIE,
+  TWITCH_BINDING,
+  bindBrowser,
+  browserMatches,
+  clearBinding,
+  requirePrincipal,
+} from '../../src/services/oauth-flow/owner.js';
 
 /** A reply that records the headers set on it. */
 function recordingReply() {
@@ -11,13 +20,16 @@ function recordingReply() {
   return { reply: reply as unknown as FastifyReply, headers };
 }
 
-const request = (headers: Record<string, string> = {}, query: Record<string, string> = {}) => ({ protocol: 'http', headers, query }) as unknown as FastifyRequest;
+const request = (headers: Record<string, string> = {}, query: Record<string, string> = {}) =>
+  ({ protocol: 'http', headers, query }) as unknown as FastifyRequest;
 
 describe('the OAuth owner check and browser binding', () => {
   it('binds a Kick flow with its own cookie on /oauth/kick, which only the Kick check matches', () => {
     const { reply, headers } = recordingReply();
     const binding = bindBrowser(request(), reply, 600_000, KICK_BINDING);
-    expect(headers['set-cookie']).toMatch(new RegExp(`^${KICK_SESSION_COOKIE}=[\\w-]+; Path=/oauth/kick; Max-Age=600; HttpOnly; SameSite=Lax$`));
+    expect(headers['set-cookie']).toMatch(
+      new RegExp(`^${KICK_SESSION_COOKIE}=[\\w-]+; Path=/oauth/kick; Max-Age=600; HttpOnly; SameSite=Lax$`),
+    );
     const cookie = headers['set-cookie']!.split(';')[0]!;
     expect(browserMatches(request({ cookie }), binding, KICK_BINDING)).toBe(true);
     // The same nonce under the Twitch cookie name is another flow's: not a match.
@@ -35,9 +47,21 @@ describe('the OAuth owner check and browser binding', () => {
   });
 
   it("refuses a viewer token naming the flow's platform, and takes an owner token", () => {
-    const authenticator = createAuthenticator([{ token: 'viewer-token-0123456789', role: 'viewer', label: 'v' }, { token: 'owner-token-0123456789', role: 'owner', label: 'o' }], false);
-    expect(() => requirePrincipal(authenticator, request({ authorization: 'Bearer viewer-token-0123456789' }), 'owner', KICK_BINDING)).toThrow('connecting a Kick account needs an owner token');
-    expect(() => requirePrincipal(authenticator, request({}), 'owner', KICK_BINDING)).toThrow(expect.objectContaining({ code: 'UNAUTHORIZED' }));
-    expect(requirePrincipal(authenticator, request({}, { token: 'owner-token-0123456789' }), 'owner', KICK_BINDING)).toMatchObject({ role: 'owner' });
+    const authenticator = createAuthenticator(
+      [
+        { token: 'viewer-token-0123456789', role: 'viewer', label: 'v' },
+        { token: 'owner-token-0123456789', role: 'owner', label: 'o' },
+      ],
+      false,
+    );
+    expect(() =>
+      requirePrincipal(authenticator, request({ authorization: 'Bearer viewer-token-0123456789' }), 'owner', KICK_BINDING),
+    ).toThrow('connecting a Kick account needs an owner token');
+    expect(() => requirePrincipal(authenticator, request({}), 'owner', KICK_BINDING)).toThrow(
+      expect.objectContaining({ code: 'UNAUTHORIZED' }),
+    );
+    expect(requirePrincipal(authenticator, request({}, { token: 'owner-token-0123456789' }), 'owner', KICK_BINDING)).toMatchObject({
+      role: 'owner',
+    });
   });
 });

@@ -48,8 +48,16 @@ describe('!scene from chat', () => {
     await store.init();
     // The shipped rules plus the raid example from config/examples (the one README documents).
     await seedRules(store, DEFAULT_RULES_FILE);
-    const example = RuleSchema.parse(JSON.parse(await readFile(new URL('../../config/examples/obs-raid-rule.json', import.meta.url), 'utf8')));
-    await store.upsertRule({ id: example.id, priority: example.priority, enabled: example.enabled, logic: example.logic, action: example.action as Record<string, unknown> });
+    const example = RuleSchema.parse(
+      JSON.parse(await readFile(new URL('../../config/examples/obs-raid-rule.json', import.meta.url), 'utf8')),
+    );
+    await store.upsertRule({
+      id: example.id,
+      priority: example.priority,
+      enabled: example.enabled,
+      logic: example.logic,
+      action: example.action as Record<string, unknown>,
+    });
     bus = createMemoryBus();
     await bus.connect();
     observer = await collect(bus, [Topic.egress, Topic.finalizer, Topic.deadletter]);
@@ -61,7 +69,10 @@ describe('!scene from chat', () => {
       extra: { store },
     });
     await fake.waitFor(() => fake.identifiedSessions === 1 && fake.requestsOf('GetRecordStatus').length === 1);
-    await waitFor(async () => ((await host.app.inject({ method: 'GET', url: '/_debug/obs' })).json().status === 'connected' ? true : undefined), { message: 'OBS connected' });
+    await waitFor(
+      async () => ((await host.app.inject({ method: 'GET', url: '/_debug/obs' })).json().status === 'connected' ? true : undefined),
+      { message: 'OBS connected' },
+    );
   });
 
   afterAll(async () => {
@@ -81,9 +92,21 @@ describe('!scene from chat', () => {
     const out = await say('!scene BRB', ['moderator']);
     expect(fake.programScene).toBe('BRB');
     expect(out.candidates?.map((candidate) => candidate.text)).toEqual(['OBS: switched to scene "BRB".']);
-    expect(out.routingSlip.map((step) => `${step.id}:${step.status}`)).toEqual(['query-analyzer:OK', 'moderation:OK', 'router:OK', 'commands:OK', 'obs:OK']);
+    expect(out.routingSlip.map((step) => `${step.id}:${step.status}`)).toEqual([
+      'query-analyzer:OK',
+      'moderation:OK',
+      'router:OK',
+      'commands:OK',
+      'obs:OK',
+    ]);
     // OBS's own event about the switch comes back through the pipeline and is recorded.
-    const event = (await observer.waitFor(Topic.finalizer, (value) => value.type === 'obs.event.v1' && value.externalEvent?.kind === 'CurrentProgramSceneChanged' && value.externalEvent?.payload?.sceneName === 'BRB')) as Envelope;
+    const event = (await observer.waitFor(
+      Topic.finalizer,
+      (value) =>
+        value.type === 'obs.event.v1' &&
+        value.externalEvent?.kind === 'CurrentProgramSceneChanged' &&
+        value.externalEvent?.payload?.sceneName === 'BRB',
+    )) as Envelope;
     expect(event.outcome).toBe('handled');
     expect(event.annotations?.find((annotation) => annotation.kind === 'route')?.label).toBe('obs-events-recorded');
   });
@@ -106,7 +129,9 @@ describe('!scene from chat', () => {
   it('answers an unknown scene with the list of scenes', async () => {
     const before = fake.requestsOf('SetCurrentProgramScene').length;
     const out = await say('!scene Starting Soon', ['moderator']);
-    expect(out.candidates?.map((candidate) => candidate.text)).toEqual(['OBS: there is no scene "Starting Soon". Scenes: Main, BRB, Ending']);
+    expect(out.candidates?.map((candidate) => candidate.text)).toEqual([
+      'OBS: there is no scene "Starting Soon". Scenes: Main, BRB, Ending',
+    ]);
     expect(fake.requestsOf('SetCurrentProgramScene').length).toBe(before);
     expect(fake.programScene).toBe('Ending');
   });
@@ -116,20 +141,42 @@ describe('!scene from chat', () => {
       messageId: 'raid-1',
       kind: 'channel.raid',
       version: '1',
-      event: { from_broadcaster_user_id: '3001', from_broadcaster_user_login: 'raider', from_broadcaster_user_name: 'Raider', to_broadcaster_user_id: '1000', to_broadcaster_user_login: 'streamer', to_broadcaster_user_name: 'Streamer', viewers: 12 },
+      event: {
+        from_broadcaster_user_id: '3001',
+        from_broadcaster_user_login: 'raider',
+        from_broadcaster_user_name: 'Raider',
+        to_broadcaster_user_id: '1000',
+        to_broadcaster_user_login: 'streamer',
+        to_broadcaster_user_name: 'Streamer',
+        viewers: 12,
+      },
       receivedAt: new Date(),
       broadcaster: { id: '1000', login: 'streamer' },
     });
     await say('!scene Main', ['moderator']);
-    await waitFor(async () => ((await host.app.inject({ method: 'GET', url: '/_debug/obs' })).json().state.programScene === 'Main' ? true : undefined), { message: 'program scene Main' });
+    await waitFor(
+      async () => ((await host.app.inject({ method: 'GET', url: '/_debug/obs' })).json().state.programScene === 'Main' ? true : undefined),
+      { message: 'program scene Main' },
+    );
     await bus.publish(Topic.ingress, encoder.encode(JSON.stringify(raid)));
     const final = (await observer.waitFor(Topic.finalizer, (value) => value.id === raid.id)) as Envelope;
     expect(final.routingSlip.map((step) => `${step.id}:${step.status}`)).toEqual(['obs:OK']);
-    expect(final.annotations?.find((annotation) => annotation.kind === 'obs.result')).toMatchObject({ value: true, payload: { message: 'showed "Raid" in "Alerts"' } });
-    const shown = fake.requestsOf('SetSceneItemEnabled').find((request) => request.requestData.sceneItemId === 3 && request.requestData.sceneItemEnabled === true);
+    expect(final.annotations?.find((annotation) => annotation.kind === 'obs.result')).toMatchObject({
+      value: true,
+      payload: { message: 'showed "Raid" in "Alerts"' },
+    });
+    const shown = fake
+      .requestsOf('SetSceneItemEnabled')
+      .find((request) => request.requestData.sceneItemId === 3 && request.requestData.sceneItemEnabled === true);
     expect(shown?.requestData.sceneName).toBe('Alerts');
     // Hidden again after 10 s (the rule's durationMs); waited for as a request, not a sleep.
-    await fake.waitFor(() => fake.requestsOf('SetSceneItemEnabled').some((request) => request.requestData.sceneItemId === 3 && request.requestData.sceneItemEnabled === false), 20_000);
+    await fake.waitFor(
+      () =>
+        fake
+          .requestsOf('SetSceneItemEnabled')
+          .some((request) => request.requestData.sceneItemId === 3 && request.requestData.sceneItemEnabled === false),
+      20_000,
+    );
     expect(fake.findItem('Alerts', 'Raid')?.enabled).toBe(false);
   }, 30_000);
 });

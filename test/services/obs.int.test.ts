@@ -12,7 +12,6 @@ import { loadArchitecture, type Host } from '../../src/runtime/index.js';
 import service from '../../src/services/obs/index.js';
 import { startFakeObs, type FakeObs } from '../fakes/obs.js';
 import { collect, startTestHost } from '../support/harness.js';
-import { waitFor } from '../support/wait.js';
 
 const PASSWORD = 'obs-secret-password';
 const INSTANCE = 'obs-test-1';
@@ -21,7 +20,12 @@ const encoder = new TextEncoder();
 type Observed = Awaited<ReturnType<typeof collect>>;
 
 async function startObsHost(bus: MemoryBus, env: Record<string, string>): Promise<Host> {
-  return startTestHost({ services: [service], bus, env: { INSTANCE_ID: INSTANCE, OBS_RECONNECT_INITIAL_MS: '50', OBS_RECONNECT_MAX_MS: '200', SOURCE_HEARTBEAT_MS: '60000', ...env }, architecture: loadArchitecture() });
+  return startTestHost({
+    services: [service],
+    bus,
+    env: { INSTANCE_ID: INSTANCE, OBS_RECONNECT_INITIAL_MS: '50', OBS_RECONNECT_MAX_MS: '200', SOURCE_HEARTBEAT_MS: '60000', ...env },
+    architecture: loadArchitecture(),
+  });
 }
 
 async function debug(host: Host): Promise<any> {
@@ -98,8 +102,14 @@ describe('the OBS service connected to OBS', () => {
     fake.emit('CurrentProgramSceneChanged', { sceneName: 'BRB', sceneUuid: 'uuid-BRB' });
     fake.emit('StreamStateChanged', { outputActive: true, outputState: 'OBS_WEBSOCKET_OUTPUT_STARTED' });
     fake.emit('RecordStateChanged', { outputActive: true, outputState: 'OBS_WEBSOCKET_OUTPUT_STARTED' });
-    await statusOf(observed, (payload) => payload.metadata?.programScene === 'BRB' && payload.metadata?.streaming === true && payload.metadata?.recording === true);
-    const event = (await observed.waitFor('internal.ingress.v1', (value) => value.type === 'obs.event.v1' && value.externalEvent?.kind === 'StreamStateChanged')) as Envelope;
+    await statusOf(
+      observed,
+      (payload) => payload.metadata?.programScene === 'BRB' && payload.metadata?.streaming === true && payload.metadata?.recording === true,
+    );
+    const event = (await observed.waitFor(
+      'internal.ingress.v1',
+      (value) => value.type === 'obs.event.v1' && value.externalEvent?.kind === 'StreamStateChanged',
+    )) as Envelope;
     expect(validateEnvelope(event).ok).toBe(true);
     expect(event.source).toMatchObject({ platform: 'obs', channel: 'studio', egressDestination: instanceEgressTopic(INSTANCE) });
     expect(event.externalEvent?.payload).toMatchObject({ outputActive: true });
@@ -129,7 +139,11 @@ describe('the OBS service connected to OBS', () => {
       { sceneName: 'Alerts', sceneItemId: 3, sceneItemEnabled: true },
       { sceneName: 'Main', sceneItemId: 1, sceneItemEnabled: false },
     ]);
-    expect(fake.requestsOf('GetSceneItemId').some((request) => request.requestData.sceneName === 'Alerts' && request.requestData.sourceName === 'Raid')).toBe(true);
+    expect(
+      fake
+        .requestsOf('GetSceneItemId')
+        .some((request) => request.requestData.sceneName === 'Alerts' && request.requestData.sourceName === 'Raid'),
+    ).toBe(true);
     expect(fake.inputs['Now Playing']!.settings.text).toBe('Lo-fi beats');
     expect(fake.recording).toBe(true);
 
@@ -152,7 +166,13 @@ describe('the OBS service connected to OBS', () => {
   it('answers an unknown scene with the list of scenes and records unknown sources and invalid actions as failed', async () => {
     const envelope = actionEnvelope([{ action: 'switchScene', scene: 'Nope' }], { reply: true });
     envelope.annotations!.push({ ...obsActionAnnotation('test', { action: 'showSource', source: 'Ghost', scene: 'Main' }) });
-    envelope.annotations!.push({ id: 'bad-1', kind: 'obs.action', source: 'test', createdAt: new Date().toISOString(), payload: { action: 'explode', actionId: 'bad-1' } });
+    envelope.annotations!.push({
+      id: 'bad-1',
+      kind: 'obs.action',
+      source: 'test',
+      createdAt: new Date().toISOString(),
+      payload: { action: 'explode', actionId: 'bad-1' },
+    });
     const before = fake.requestsOf('SetCurrentProgramScene').length;
     await send(bus, 'internal.obs.v1', envelope);
     const final = (await observed.waitFor('internal.finalizer.v1', (value) => value.id === envelope.id)) as Envelope;
@@ -181,7 +201,10 @@ describe('the OBS service connected to OBS', () => {
     fake.programScene = 'Ending';
     await fake.start();
     await fake.waitFor(() => fake.identifiedSessions === 1);
-    const status = (await statusOf(observed, (payload) => payload.status === 'connected' && payload.metadata?.programScene === 'Ending')) as Envelope;
+    const status = (await statusOf(
+      observed,
+      (payload) => payload.status === 'connected' && payload.metadata?.programScene === 'Ending',
+    )) as Envelope;
     expect(fake.identifies.length).toBe(identifies + 1);
     expect(status.payload.metrics).toMatchObject({ reconnects: expect.any(Number) });
     expect((status.payload.metrics as { reconnects: number; errors: number }).reconnects).toBeGreaterThan(0);
@@ -210,7 +233,18 @@ describe('the OBS service when OBS refuses it', () => {
   it('reports a wrong password (close 4009) as an auth error naming the secret and does not retry in a tight loop', async () => {
     fake = await startFakeObs({ password: PASSWORD });
     const observed = await collect(bus, ['internal.ingress.v1']);
-    host = await startTestHost({ services: [service], bus, env: { INSTANCE_ID: 'obs-auth', OBS_WEBSOCKET_URL: fake.url, OBS_WEBSOCKET_PASSWORD: 'wrong-password', OBS_RECONNECT_INITIAL_MS: '10', OBS_RECONNECT_MAX_MS: '60000' }, architecture: loadArchitecture() });
+    host = await startTestHost({
+      services: [service],
+      bus,
+      env: {
+        INSTANCE_ID: 'obs-auth',
+        OBS_WEBSOCKET_URL: fake.url,
+        OBS_WEBSOCKET_PASSWORD: 'wrong-password',
+        OBS_RECONNECT_INITIAL_MS: '10',
+        OBS_RECONNECT_MAX_MS: '60000',
+      },
+      architecture: loadArchitecture(),
+    });
     const status = (await statusOf(observed, (payload) => payload.status === 'error')) as Envelope;
     expect(status.payload).toMatchObject({ authStatus: 'invalid', lastError: { code: 'OBS_AUTH_FAILED' } });
     expect((status.payload.lastError as { message: string }).message).toContain('OBS_WEBSOCKET_PASSWORD');
@@ -227,7 +261,12 @@ describe('the OBS service when OBS refuses it', () => {
   it('reports an OBS that does not speak RPC version 1 (close 4010) as a configuration error', async () => {
     fake = await startFakeObs({ rpcVersion: 2 });
     const observed = await collect(bus, ['internal.ingress.v1']);
-    host = await startTestHost({ services: [service], bus, env: { INSTANCE_ID: 'obs-rpc', OBS_WEBSOCKET_URL: fake.url, OBS_RECONNECT_MAX_MS: '60000' }, architecture: loadArchitecture() });
+    host = await startTestHost({
+      services: [service],
+      bus,
+      env: { INSTANCE_ID: 'obs-rpc', OBS_WEBSOCKET_URL: fake.url, OBS_RECONNECT_MAX_MS: '60000' },
+      architecture: loadArchitecture(),
+    });
     const status = (await statusOf(observed, (payload) => payload.status === 'error')) as Envelope;
     expect(status.payload).toMatchObject({ lastError: { code: 'OBS_UNSUPPORTED_RPC' } });
     expect((status.payload.lastError as { message: string }).message).toContain('RPC version 1');
@@ -298,7 +337,10 @@ describe('the fake OBS', () => {
     const fake = await startFakeObs({ password: PASSWORD });
     const client = new OBSWebSocket();
     try {
-      const error = await client.connect(fake.url, 'not-it', { rpcVersion: 1 }).then(() => undefined, (caught: unknown) => caught as { code?: number });
+      const error = await client.connect(fake.url, 'not-it', { rpcVersion: 1 }).then(
+        () => undefined,
+        (caught: unknown) => caught as { code?: number },
+      );
       expect(error?.code).toBe(4009);
     } finally {
       await fake.stop();

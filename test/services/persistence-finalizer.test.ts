@@ -6,11 +6,12 @@ import { continueWith, defineService, type Host } from '../../src/runtime/index.
 import finalizer, { pruneOlderThan } from '../../src/services/finalizer/index.js';
 import persistence from '../../src/services/persistence/index.js';
 import { createStore, type Store } from '../../src/store/index.js';
-import { collect, startTestHost, testArchitecture } from '../support/harness.js';
+import { startTestHost, testArchitecture } from '../support/harness.js';
 import { waitFor } from '../support/wait.js';
 
 const encoder = new TextEncoder();
-const send = (bus: MemoryBus, topic: string, value: unknown, msgId?: string) => bus.publish(topic, encoder.encode(typeof value === 'string' ? value : JSON.stringify(value)), { msgId });
+const send = (bus: MemoryBus, topic: string, value: unknown, msgId?: string) =>
+  bus.publish(topic, encoder.encode(typeof value === 'string' ? value : JSON.stringify(value)), { msgId });
 
 function chat(text: string, extra: Partial<Envelope> = {}): Envelope {
   return createEnvelope({
@@ -70,11 +71,43 @@ describe('persistence and finalizer services', () => {
   });
 
   it('merges source status and stream events into the sources document without losing fields', async () => {
-    await send(bus, Topic.ingress, system('system.source.status', { sourceId: 'twitch:streamer', platform: 'twitch', displayName: 'streamer', status: 'connected', authStatus: 'valid', permissions: { moderator: true }, metrics: { messagesIn: 5, reconnects: 1, lastHeartbeat: '2026-11-25T10:00:00.000Z' } }));
+    await send(
+      bus,
+      Topic.ingress,
+      system('system.source.status', {
+        sourceId: 'twitch:streamer',
+        platform: 'twitch',
+        displayName: 'streamer',
+        status: 'connected',
+        authStatus: 'valid',
+        permissions: { moderator: true },
+        metrics: { messagesIn: 5, reconnects: 1, lastHeartbeat: '2026-11-25T10:00:00.000Z' },
+      }),
+    );
     await waitFor(async () => (await store.getSource('twitch:streamer'))?.status === 'connected');
-    await send(bus, Topic.ingress, system('system.stream.online', { sourceId: 'twitch:streamer', platform: 'twitch', title: 'Speedrun', game: 'Celeste', viewerCount: 17, startedAt: '2026-11-25T09:00:00.000Z' }));
+    await send(
+      bus,
+      Topic.ingress,
+      system('system.stream.online', {
+        sourceId: 'twitch:streamer',
+        platform: 'twitch',
+        title: 'Speedrun',
+        game: 'Celeste',
+        viewerCount: 17,
+        startedAt: '2026-11-25T09:00:00.000Z',
+      }),
+    );
     await waitFor(async () => (await store.getSource('twitch:streamer'))?.streamStatus === 'online');
-    await send(bus, Topic.ingress, system('system.source.status', { sourceId: 'twitch:streamer', platform: 'twitch', status: 'connected', metrics: { messagesOut: 3, errors: 0 } }));
+    await send(
+      bus,
+      Topic.ingress,
+      system('system.source.status', {
+        sourceId: 'twitch:streamer',
+        platform: 'twitch',
+        status: 'connected',
+        metrics: { messagesOut: 3, errors: 0 },
+      }),
+    );
     const source = await waitFor(async () => {
       const current = await store.getSource('twitch:streamer');
       return current?.metrics?.messagesOut === 3 ? current : undefined;
@@ -124,7 +157,10 @@ describe('persistence and finalizer services', () => {
     expect(record.replyDelivered).toBe(true);
     expect(record.replyText).toBe('pong');
     expect(record.latencyMs).toBe(120);
-    expect(record.final?.routingSlip.map((step) => [step.id, step.status, step.attempt])).toEqual([['router', 'OK', 1], ['commands', 'OK', 2]]);
+    expect(record.final?.routingSlip.map((step) => [step.id, step.status, step.attempt])).toEqual([
+      ['router', 'OK', 1],
+      ['commands', 'OK', 2],
+    ]);
     expect(record.ingress?.envelope.id).toBe(envelope.id);
     const finalizedAt = record.finalizedAt;
     await new Promise((resolve) => setTimeout(resolve, 150));
@@ -135,8 +171,12 @@ describe('persistence and finalizer services', () => {
   it('records failed envelopes with their errors', async () => {
     const envelope = chat('boom', {
       outcome: 'failed',
-      routingSlip: [{ ...createStep('llm-bot'), status: 'ERROR', attempt: 3, error: { code: 'PROVIDER_ERROR', message: 'down', retryable: true } }],
-      errors: [{ code: 'PROVIDER_ERROR', message: 'down (gave up after 3 attempts)', step: 'llm-bot', stepIndex: 0, at: new Date().toISOString() }],
+      routingSlip: [
+        { ...createStep('llm-bot'), status: 'ERROR', attempt: 3, error: { code: 'PROVIDER_ERROR', message: 'down', retryable: true } },
+      ],
+      errors: [
+        { code: 'PROVIDER_ERROR', message: 'down (gave up after 3 attempts)', step: 'llm-bot', stepIndex: 0, at: new Date().toISOString() },
+      ],
     });
     await send(bus, Topic.finalizer, envelope);
     const record = await waitFor(async () => {
@@ -168,7 +208,20 @@ describe('persistence and finalizer services', () => {
         { id: old.id, correlationId: old.correlationId, type: old.type, receivedAt: old.timestamp },
         { id: fresh.id, correlationId: fresh.correlationId, type: fresh.type, receivedAt: fresh.timestamp },
       ]);
-      await other.insertDeadLetter({ id: 'dl-old', receivedAt: old.timestamp, deadLetter: { kind: 'bitbrat.deadletter.v1', id: 'dl-old', at: old.timestamp, reason: { code: 'DECODE_FAILED', message: 'x' }, topic: Topic.ingress, service: 'auth', raw: 'x', rawEncoding: 'utf8' } });
+      await other.insertDeadLetter({
+        id: 'dl-old',
+        receivedAt: old.timestamp,
+        deadLetter: {
+          kind: 'bitbrat.deadletter.v1',
+          id: 'dl-old',
+          at: old.timestamp,
+          reason: { code: 'DECODE_FAILED', message: 'x' },
+          topic: Topic.ingress,
+          service: 'auth',
+          raw: 'x',
+          rawEncoding: 'utf8',
+        },
+      });
       const result = await pruneOlderThan({ store: other }, 30);
       expect(result).toMatchObject({ events: 1, deadLetters: 1 });
       expect(await other.getEvent(old.id)).toBeUndefined();
@@ -186,7 +239,12 @@ describe('dead letters end to end: invalid input, storage, replay', () => {
     const bus = createMemoryBus();
     await bus.connect();
     const seen: string[] = [];
-    const intake = defineService({ name: 'intake', setup: () => ({ consumers: { [Topic.ingress]: { mode: 'sink', handle: async (envelope) => (seen.push(envelope.id), continueWith()) } } }) });
+    const intake = defineService({
+      name: 'intake',
+      setup: () => ({
+        consumers: { [Topic.ingress]: { mode: 'sink', handle: async (envelope) => (seen.push(envelope.id), continueWith()) } },
+      }),
+    });
     const host = await startTestHost({
       services: [intake, finalizer],
       bus,
@@ -203,7 +261,9 @@ describe('dead letters end to end: invalid input, storage, replay', () => {
       expect(letter.deadLetter.reason.code).toBe('ENVELOPE_INVALID');
       expect(letter.deadLetter.reason.message).toContain('timestamp');
       expect(letter.deadLetter.service).toBe('intake');
-      await expect(replayDeadLetter(store, (topic, data, msgId) => bus.publish(topic, data, { msgId }), letter.id)).rejects.toThrow(/still not a valid envelope/);
+      await expect(replayDeadLetter(store, (topic, data, msgId) => bus.publish(topic, data, { msgId }), letter.id)).rejects.toThrow(
+        /still not a valid envelope/,
+      );
       const fixed = JSON.stringify({ ...broken, timestamp: new Date().toISOString() });
       const result = await replayDeadLetter(store, (topic, data, msgId) => bus.publish(topic, data, { msgId }), letter.id, { raw: fixed });
       expect(result.topic).toBe(Topic.ingress);
@@ -234,7 +294,11 @@ describe('retention schedule', () => {
     try {
       const old = chat('old', { timestamp: new Date(Date.now() - 8 * 86_400_000).toISOString() });
       await store.recordIngress([{ id: old.id, correlationId: old.correlationId, type: old.type, receivedAt: old.timestamp }]);
-      await waitFor(async () => (await store.getEvent(old.id)) === undefined, { timeoutMs: 10_000, intervalMs: 200, message: 'the scheduled prune' });
+      await waitFor(async () => (await store.getEvent(old.id)) === undefined, {
+        timeoutMs: 10_000,
+        intervalMs: 200,
+        message: 'the scheduled prune',
+      });
     } finally {
       await host.stop();
       await store.close();

@@ -30,14 +30,25 @@ const egress = defineService({
       [Topic.egress]: {
         mode: 'stage',
         next: 'finalization',
-        handle: async (envelope) => continueWith({ ...envelope, delivery: { delivered: true, at: new Date().toISOString(), destination: 'test' } }),
+        handle: async (envelope) =>
+          continueWith({ ...envelope, delivery: { delivered: true, at: new Date().toISOString(), destination: 'test' } }),
       },
     },
   }),
 });
 
 function services(llm: boolean): ServiceDefinition[] {
-  return [authService, eventRouter, createQueryAnalyzer(), createModerationService(), createCommandsService(), ...(llm ? [createLlmBotService()] : []), persistence, finalizer, egress];
+  return [
+    authService,
+    eventRouter,
+    createQueryAnalyzer(),
+    createModerationService(),
+    createCommandsService(),
+    ...(llm ? [createLlmBotService()] : []),
+    persistence,
+    finalizer,
+    egress,
+  ];
 }
 
 function architectureFor(list: ServiceDefinition[]) {
@@ -62,7 +73,14 @@ function chat(text: string, user: { login: string; badges?: string[] } = { login
     type: 'external.chat.message.v1',
     source: { platform: 'twitch', channel: 'streamer', channelId: '1000', egressDestination: Topic.egress },
     user: { id: `id-${user.login}`, name: user.login, displayName: user.login, profileImageUrl: '', role: '' },
-    payload: { text, messageId: `m${counter}`, badges: user.badges ?? [], isMod: (user.badges ?? []).includes('moderator'), isSubscriber: false, emotes: [] },
+    payload: {
+      text,
+      messageId: `m${counter}`,
+      badges: user.badges ?? [],
+      isMod: (user.badges ?? []).includes('moderator'),
+      isSubscriber: false,
+      emotes: [],
+    },
     extra: { message: { id: `m${counter}`, text }, qos: { maxResponseMs: 30_000 } },
   });
 }
@@ -72,15 +90,24 @@ async function start(store: Store, env: Record<string, string>, llm: boolean) {
   await bus.connect();
   const observer = await collect(bus, [Topic.egress, Topic.finalizer, Topic.deadletter]);
   const list = services(llm);
-  const host = await startTestHost({ services: list, bus, env: { BOT_NAME: 'bitbrat', ...env }, architecture: architectureFor(list), extra: { store } });
+  const host = await startTestHost({
+    services: list,
+    bus,
+    env: { BOT_NAME: 'bitbrat', ...env },
+    architecture: architectureFor(list),
+    extra: { store },
+  });
   return { bus, observer, host };
 }
 
 const finalRecord = (store: Store, id: string) =>
-  waitFor(async () => {
-    const record = await store.getEvent(id);
-    return record?.outcome ? record : undefined;
-  }, { timeoutMs: 20_000, message: `the final record of ${id}` });
+  waitFor(
+    async () => {
+      const record = await store.getEvent(id);
+      return record?.outcome ? record : undefined;
+    },
+    { timeoutMs: 20_000, message: `the final record of ${id}` },
+  );
 
 const steps = (record: EventRecord) => record.final!.routingSlip.map((step) => `${step.id}:${step.status}`);
 
@@ -96,16 +123,28 @@ describe('whole pipeline with an LLM configured', () => {
     fake = await startFakeOpenAI();
     store = await createStore({ driver: 'pglite', dataDir: 'memory://', embedded: true, secrets: { get: async () => undefined } });
     await store.init();
-    await store.mergeSource({ id: 'twitch:streamer', platform: 'twitch', status: 'connected', streamStatus: 'online', lastStreamUpdate: new Date(Date.now() - 3_600_000).toISOString(), metadata: { title: 'Any% speedrun attempts', game: 'Celeste', startedAt: new Date(Date.now() - 3_600_000).toISOString() }, viewerCount: 42 });
-    ({ bus, host, observer } = await start(store, {
-      LLM_PROVIDER: 'openai',
-      LLM_MODEL: 'gpt-test',
-      OPENAI_BASE_URL: fake.baseURL,
-      OPENAI_API_KEY: API_KEY,
-      LLM_USER_RATE_PER_MIN: '0',
-      LLM_CHANNEL_RATE_PER_MIN: '0',
-      LLM_DAILY_TOKEN_BUDGET: '0',
-    }, true));
+    await store.mergeSource({
+      id: 'twitch:streamer',
+      platform: 'twitch',
+      status: 'connected',
+      streamStatus: 'online',
+      lastStreamUpdate: new Date(Date.now() - 3_600_000).toISOString(),
+      metadata: { title: 'Any% speedrun attempts', game: 'Celeste', startedAt: new Date(Date.now() - 3_600_000).toISOString() },
+      viewerCount: 42,
+    });
+    ({ bus, host, observer } = await start(
+      store,
+      {
+        LLM_PROVIDER: 'openai',
+        LLM_MODEL: 'gpt-test',
+        OPENAI_BASE_URL: fake.baseURL,
+        OPENAI_API_KEY: API_KEY,
+        LLM_USER_RATE_PER_MIN: '0',
+        LLM_CHANNEL_RATE_PER_MIN: '0',
+        LLM_DAILY_TOKEN_BUDGET: '0',
+      },
+      true,
+    ));
   }, 60_000);
   afterAll(async () => {
     await host?.stop();
@@ -127,7 +166,15 @@ describe('whole pipeline with an LLM configured', () => {
   });
 
   it('a custom command fills its variables and honours its cooldown', async () => {
-    await store.upsertCommand({ name: 'hype', response: '{user} hypes {channel} playing {game}! ({count})', aliases: [], minRole: 'viewer', cooldownSec: 60, userCooldownSec: 0, enabled: true });
+    await store.upsertCommand({
+      name: 'hype',
+      response: '{user} hypes {channel} playing {game}! ({count})',
+      aliases: [],
+      minRole: 'viewer',
+      cooldownSec: 60,
+      userCooldownSec: 0,
+      enabled: true,
+    });
     const first = chat('!hype', { login: 'fan_one' });
     await send(first);
     expect((await finalRecord(store, first.id)).replyText).toBe('fan_one hypes streamer playing Celeste! (1)');
@@ -156,7 +203,11 @@ describe('whole pipeline with an LLM configured', () => {
 
   it('a tool call: the model asks for stream_status and answers with it', async () => {
     fake.reset();
-    fake.reply((request) => (request.toolResults.length === 0 ? { toolCalls: [{ name: 'stream_status', args: {} }] } : { text: `Live now: ${JSON.parse(request.toolResults[0]!.output).viewerCount ?? 'some'} viewers.` }));
+    fake.reply((request) =>
+      request.toolResults.length === 0
+        ? { toolCalls: [{ name: 'stream_status', args: {} }] }
+        : { text: `Live now: ${JSON.parse(request.toolResults[0]!.output).viewerCount ?? 'some'} viewers.` },
+    );
     const envelope = chat('@bitbrat how many viewers are here?', { login: 'counter_carl' });
     await send(envelope);
     const record = await finalRecord(store, envelope.id);
@@ -172,7 +223,10 @@ describe('whole pipeline with an LLM configured', () => {
     expect(record.outcome).toBe('handled');
     expect(record.replyText).toMatch(/^@spammer_sam please don’t: no links/);
     expect(record.final!.annotations!.some((annotation) => annotation.kind === 'moderation')).toBe(true);
-    expect(record.final!.annotations!.find((annotation) => annotation.kind === 'moderation-result')).toMatchObject({ label: 'delete', payload: { filter: 'links' } });
+    expect(record.final!.annotations!.find((annotation) => annotation.kind === 'moderation-result')).toMatchObject({
+      label: 'delete',
+      payload: { filter: 'links' },
+    });
   });
 
   it('a viewer trying !addcom gets a short refusal and no command is created', async () => {

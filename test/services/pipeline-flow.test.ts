@@ -18,9 +18,21 @@ function twitchChat(text: string, options: { userId?: string; login?: string; ba
   const login = options.login ?? 'viewer_one';
   return createEnvelope({
     type: 'external.chat.message.v1',
-    source: { platform: 'twitch', channel: 'streamer', channelId: '1000', ...(options.egress === false ? {} : { egressDestination: Topic.egress }) },
+    source: {
+      platform: 'twitch',
+      channel: 'streamer',
+      channelId: '1000',
+      ...(options.egress === false ? {} : { egressDestination: Topic.egress }),
+    },
     user: { id: options.userId ?? '2001', name: login, displayName: login, profileImageUrl: '', role: '' },
-    payload: { text, messageId: 'm-' + Math.random().toString(36).slice(2), badges: options.badges ?? [], isMod: false, isSubscriber: false, emotes: [] },
+    payload: {
+      text,
+      messageId: 'm-' + Math.random().toString(36).slice(2),
+      badges: options.badges ?? [],
+      isMod: false,
+      isSubscriber: false,
+      emotes: [],
+    },
   });
 }
 
@@ -61,8 +73,13 @@ describe('the phased flow: auth → router → query-analyzer → router → rea
     expect(out.outcome).toBe('completed');
     expect(out.user).toMatchObject({ role: 'viewer', permissions: ['chat', 'commands:use'] });
     expect(out.message).toMatchObject({ command: 'ping', args: [] });
-    expect(out.annotations?.map((annotation) => annotation.kind)).toEqual(expect.arrayContaining(['first-message', 'intent', 'sentiment', 'spam', 'route']));
-    expect(out.annotations?.filter((annotation) => annotation.kind === 'route').map((annotation) => annotation.label)).toEqual(['chat-enrichment', 'commands']);
+    expect(out.annotations?.map((annotation) => annotation.kind)).toEqual(
+      expect.arrayContaining(['first-message', 'intent', 'sentiment', 'spam', 'route']),
+    );
+    expect(out.annotations?.filter((annotation) => annotation.kind === 'route').map((annotation) => annotation.label)).toEqual([
+      'chat-enrichment',
+      'commands',
+    ]);
     for (const step of out.routingSlip) expect(Date.parse(step.endedAt!)).toBeGreaterThanOrEqual(Date.parse(step.startedAt!));
   });
 
@@ -71,9 +88,17 @@ describe('the phased flow: auth → router → query-analyzer → router → rea
     await send(envelope);
     const final: Envelope = await observer.waitFor(Topic.finalizer, (value) => value.id === envelope.id);
     expect(final.outcome).toBe('handled');
-    expect(final.candidates?.map((candidate) => candidate.text)).toEqual(['@spammer please don’t: no links without a moderator’s !permit (warning)']);
-    expect(final.annotations?.find((annotation) => annotation.kind === 'moderation')).toMatchObject({ label: 'spam', source: 'query-analyzer' });
-    expect(final.annotations?.find((annotation) => annotation.kind === 'moderation-result')).toMatchObject({ label: 'delete', payload: { filter: 'links', status: 'not-permitted' } });
+    expect(final.candidates?.map((candidate) => candidate.text)).toEqual([
+      '@spammer please don’t: no links without a moderator’s !permit (warning)',
+    ]);
+    expect(final.annotations?.find((annotation) => annotation.kind === 'moderation')).toMatchObject({
+      label: 'spam',
+      source: 'query-analyzer',
+    });
+    expect(final.annotations?.find((annotation) => annotation.kind === 'moderation-result')).toMatchObject({
+      label: 'delete',
+      payload: { filter: 'links', status: 'not-permitted' },
+    });
     expect(slipHistory(final)).toEqual(['query-analyzer:OK', 'moderation:OK', 'router:PENDING']);
   });
 

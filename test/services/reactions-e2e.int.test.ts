@@ -38,7 +38,13 @@ beforeAll(async () => {
   host = await startTestHost({
     services: [ingressEgress, authService, eventRouter, reactions, persistence, finalizer],
     bus,
-    env: { ...world.env(world.broadcasterEnv()), INSTANCE_ID: 'reactions-e2e', BOT_NAME: BOT.login, RULES_RELOAD_MS: '100', REACTIONS_FOLLOW_WINDOW_MS: '0' },
+    env: {
+      ...world.env(world.broadcasterEnv()),
+      INSTANCE_ID: 'reactions-e2e',
+      BOT_NAME: BOT.login,
+      RULES_RELOAD_MS: '100',
+      REACTIONS_FOLLOW_WINDOW_MS: '0',
+    },
     architecture: loadArchitecture(),
     extra: { store },
   });
@@ -56,14 +62,18 @@ afterAll(async () => {
 /** Sends a notification and waits for its final record. */
 async function notify(type: string, version: string, event: Record<string, unknown>): Promise<EventRecord> {
   const [messageId] = world.api.notify(type, version, event);
-  return await waitFor(async () => {
-    const page = await store.listEvents({ type: 'twitch.eventsub.v1', limit: 200 });
-    const match = page.items.find((item) => item.final?.externalEvent?.id === messageId);
-    return match?.outcome ? match : undefined;
-  }, { timeoutMs: 50_000, message: `the final record of ${type} ${messageId}` });
+  return await waitFor(
+    async () => {
+      const page = await store.listEvents({ type: 'twitch.eventsub.v1', limit: 200 });
+      const match = page.items.find((item) => item.final?.externalEvent?.id === messageId);
+      return match?.outcome ? match : undefined;
+    },
+    { timeoutMs: 50_000, message: `the final record of ${type} ${messageId}` },
+  );
 }
 
-const privmsgContaining = (text: string) => world.irc.waitFor(() => world.irc.messagesTo(STREAMER.login).find((message) => message.text.includes(text)), 15_000);
+const privmsgContaining = (text: string) =>
+  world.irc.waitFor(() => world.irc.messagesTo(STREAMER.login).find((message) => message.text.includes(text)), 15_000);
 
 describe('default chat reactions, from EventSub to a PRIVMSG', () => {
   it('thanks a follower', async () => {
@@ -82,7 +92,15 @@ describe('default chat reactions, from EventSub to a PRIVMSG', () => {
 
   it('thanks a resubscriber with the months and their message', async () => {
     const user = fan();
-    await notify('channel.subscription.message', '1', { ...user, ...b, tier: '1000', message: { text: 'still here!', emotes: [] }, cumulative_months: 14, streak_months: 3, duration_months: 1 });
+    await notify('channel.subscription.message', '1', {
+      ...user,
+      ...b,
+      tier: '1000',
+      message: { text: 'still here!', emotes: [] },
+      cumulative_months: 14,
+      streak_months: 3,
+      duration_months: 1,
+    });
     await privmsgContaining(`${user.user_name} resubscribed for 14 months! still here!`);
   });
 
@@ -93,7 +111,15 @@ describe('default chat reactions, from EventSub to a PRIVMSG', () => {
   });
 
   it('welcomes a raid with the viewer count', async () => {
-    await notify('channel.raid', '1', { from_broadcaster_user_id: OTHER.id, from_broadcaster_user_login: OTHER.login, from_broadcaster_user_name: OTHER.displayName, to_broadcaster_user_id: STREAMER.id, to_broadcaster_user_login: STREAMER.login, to_broadcaster_user_name: STREAMER.displayName, viewers: 42 });
+    await notify('channel.raid', '1', {
+      from_broadcaster_user_id: OTHER.id,
+      from_broadcaster_user_login: OTHER.login,
+      from_broadcaster_user_name: OTHER.displayName,
+      to_broadcaster_user_id: STREAMER.id,
+      to_broadcaster_user_login: STREAMER.login,
+      to_broadcaster_user_name: STREAMER.displayName,
+      viewers: 42,
+    });
     await privmsgContaining(`${OTHER.displayName} is raiding with 42 viewers!`);
     // The shoutout is off by default.
     expect(world.api.shoutouts).toHaveLength(0);
@@ -102,12 +128,24 @@ describe('default chat reactions, from EventSub to a PRIVMSG', () => {
   it('thanks a gift bomb of 50 subs with one message, not 50', async () => {
     const gifter = fan();
     const before = world.irc.messagesTo(STREAMER.login).length;
-    const gift = notify('channel.subscription.gift', '1', { ...gifter, ...b, total: 50, tier: '1000', cumulative_total: 120, is_anonymous: false });
+    const gift = notify('channel.subscription.gift', '1', {
+      ...gifter,
+      ...b,
+      total: 50,
+      tier: '1000',
+      cumulative_total: 120,
+      is_anonymous: false,
+    });
     const subs = Array.from({ length: 50 }, () => notify('channel.subscribe', '1', { ...fan(), ...b, tier: '1000', is_gift: true }));
     const records = await Promise.all([gift, ...subs]);
     await privmsgContaining(`Thank you ${gifter.user_name} for gifting 50 subs!`);
     expect(records.slice(1).every((record) => record.replyDelivered === false && record.outcome === 'completed')).toBe(true);
-    expect(world.irc.messagesTo(STREAMER.login).slice(before).map((message) => message.text)).toEqual([`Thank you ${gifter.user_name} for gifting 50 subs!`]);
+    expect(
+      world.irc
+        .messagesTo(STREAMER.login)
+        .slice(before)
+        .map((message) => message.text),
+    ).toEqual([`Thank you ${gifter.user_name} for gifting 50 subs!`]);
   }, 120_000);
 });
 
@@ -117,29 +155,54 @@ describe('changing reactions', () => {
     await updateReaction(store, 'follow', { enabled: false });
     // The router reloads rules within RULES_RELOAD_MS; wait until a cheer shows the new wording.
     const user = fan();
-    await waitFor(async () => {
-      await notify('channel.cheer', '1', { ...user, ...b, is_anonymous: false, bits: 5, message: 'hi' });
-      return world.irc.messagesTo(STREAMER.login).some((message) => message.text === `5 bits from ${user.user_name}, wow! hi`);
-    }, { timeoutMs: 15_000, message: 'the reworded cheer' });
+    await waitFor(
+      async () => {
+        await notify('channel.cheer', '1', { ...user, ...b, is_anonymous: false, bits: 5, message: 'hi' });
+        return world.irc.messagesTo(STREAMER.login).some((message) => message.text === `5 bits from ${user.user_name}, wow! hi`);
+      },
+      { timeoutMs: 15_000, message: 'the reworded cheer' },
+    );
     const follower = fan();
     const before = world.irc.messagesTo(STREAMER.login).length;
     const record = await notify('channel.follow', '2', { ...follower, ...b, followed_at: new Date().toISOString() });
     expect(record.final!.routingSlip).toEqual([]);
     expect(record.replyDelivered).toBe(false);
-    expect(world.irc.messagesTo(STREAMER.login).slice(before).some((message) => message.text.includes(follower.user_name))).toBe(false);
+    expect(
+      world.irc
+        .messagesTo(STREAMER.login)
+        .slice(before)
+        .some((message) => message.text.includes(follower.user_name)),
+    ).toBe(false);
     await updateReaction(store, 'follow', { enabled: true });
   });
 
   it('shouts out a raider when the shoutout is on, within Twitch’s 2-minute limit', async () => {
     await updateReaction(store, 'raid', { shoutout: true });
     const raid = (from: { id: string; login: string; displayName: string }, viewers: number) =>
-      notify('channel.raid', '1', { from_broadcaster_user_id: from.id, from_broadcaster_user_login: from.login, from_broadcaster_user_name: from.displayName, to_broadcaster_user_id: STREAMER.id, to_broadcaster_user_login: STREAMER.login, to_broadcaster_user_name: STREAMER.displayName, viewers });
-    const first = await waitFor(async () => {
-      const record = await raid(OTHER, 7);
-      return (record.final!.annotations ?? []).some((annotation) => annotation.kind === 'reaction-result' && annotation.label === 'shoutout-sent') ? record : undefined;
-    }, { timeoutMs: 15_000, message: 'a raid with a shoutout' });
+      notify('channel.raid', '1', {
+        from_broadcaster_user_id: from.id,
+        from_broadcaster_user_login: from.login,
+        from_broadcaster_user_name: from.displayName,
+        to_broadcaster_user_id: STREAMER.id,
+        to_broadcaster_user_login: STREAMER.login,
+        to_broadcaster_user_name: STREAMER.displayName,
+        viewers,
+      });
+    const first = await waitFor(
+      async () => {
+        const record = await raid(OTHER, 7);
+        return (record.final!.annotations ?? []).some(
+          (annotation) => annotation.kind === 'reaction-result' && annotation.label === 'shoutout-sent',
+        )
+          ? record
+          : undefined;
+      },
+      { timeoutMs: 15_000, message: 'a raid with a shoutout' },
+    );
     expect(first.replyDelivered).toBe(true);
-    expect(world.api.shoutouts).toEqual([expect.objectContaining({ fromBroadcasterId: STREAMER.id, toBroadcasterId: OTHER.id, moderatorId: STREAMER.id })]);
+    expect(world.api.shoutouts).toEqual([
+      expect.objectContaining({ fromBroadcasterId: STREAMER.id, toBroadcasterId: OTHER.id, moderatorId: STREAMER.id }),
+    ]);
     const second = await raid({ id: '1003', login: 'thirdchan', displayName: 'ThirdChan' }, 3);
     const skipped = (second.final!.annotations ?? []).find((annotation) => annotation.kind === 'reaction-result');
     expect(skipped).toMatchObject({ label: 'shoutout-skipped', payload: { reason: 'Twitch allows one shoutout every 2 minutes' } });

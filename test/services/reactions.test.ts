@@ -27,7 +27,13 @@ describe('reaction rules', () => {
     const file = JSON.parse(readFileSync(DEFAULT_RULES_FILE, 'utf8')) as { rules: Array<Record<string, unknown>> };
     for (const rule of defaultReactionRules()) {
       const shipped = file.rules.find((candidate) => candidate.id === rule.id);
-      expect(shipped).toEqual({ id: rule.id, description: rule.description, priority: rule.priority, logic: rule.logic, action: rule.action });
+      expect(shipped).toEqual({
+        id: rule.id,
+        description: rule.description,
+        priority: rule.priority,
+        logic: rule.logic,
+        action: rule.action,
+      });
     }
   });
 
@@ -40,13 +46,19 @@ describe('reaction rules', () => {
       expect(match?.rule.id).toBe(`reaction-${name}`);
       expect(match?.action).toMatchObject({ slip: ['reactions'], annotate: { kind: 'reaction', label: name } });
     }
-    expect(matchRule(rules, evaluationData(eventsub('channel.update', {}), 'ingress', 'bitbrat_bot'))?.rule.id).toBe('platform-events-recorded');
+    expect(matchRule(rules, evaluationData(eventsub('channel.update', {}), 'ingress', 'bitbrat_bot'))?.rule.id).toBe(
+      'platform-events-recorded',
+    );
   });
 
   it('reads a reaction back from its rule, with defaults when the rule is missing', () => {
     expect(reactionFromRule('raid', undefined)).toMatchObject({ enabled: true, template: REACTIONS.raid.template, shoutout: false });
     const rule = reactionRule('cheer', { enabled: false, template: '{bits}!' });
-    expect(reactionFromRule('cheer', rule)).toMatchObject({ enabled: false, template: '{bits}!', defaultTemplate: REACTIONS.cheer.template });
+    expect(reactionFromRule('cheer', rule)).toMatchObject({
+      enabled: false,
+      template: '{bits}!',
+      defaultTemplate: REACTIONS.cheer.template,
+    });
   });
 });
 
@@ -59,7 +71,9 @@ describe('changing a reaction', () => {
       expect.unreachable('the update should be refused');
     } catch (error) {
       expect(isBitBratError(error) && error.code).toBe('BAD_REQUEST');
-      expect((error as Error).message).toBe('invalid template: unknown variable {months}; cheer can use {user}, {bits}, {message}, {channel}');
+      expect((error as Error).message).toBe(
+        'invalid template: unknown variable {months}; cheer can use {user}, {bits}, {message}, {channel}',
+      );
     }
   });
 
@@ -77,12 +91,22 @@ describe('rendering a reaction', () => {
   it('fills the gift template with the gifter, the count and the right plural', () => {
     const five = reactionVariables('gift', eventsub('channel.subscription.gift', { total: 5, tierLevel: 1, isAnonymous: false }));
     expect(renderReaction(REACTIONS.gift.template, five)).toBe('Thank you Fan for gifting 5 subs!');
-    const one = reactionVariables('gift', eventsub('channel.subscription.gift', { total: 1, isAnonymous: true }, { id: 'anonymous', name: 'anonymous', displayName: 'Anonymous' }));
+    const one = reactionVariables(
+      'gift',
+      eventsub(
+        'channel.subscription.gift',
+        { total: 1, isAnonymous: true },
+        { id: 'anonymous', name: 'anonymous', displayName: 'Anonymous' },
+      ),
+    );
     expect(renderReaction(REACTIONS.gift.template, one)).toBe('Thank you an anonymous gifter for gifting 1 sub!');
   });
 
   it('names the raiding channel and its viewers', () => {
-    const variables = reactionVariables('raid', eventsub('channel.raid', { fromBroadcaster: { id: '3', login: 'raider', name: 'Raider' }, viewers: 37 }));
+    const variables = reactionVariables(
+      'raid',
+      eventsub('channel.raid', { fromBroadcaster: { id: '3', login: 'raider', name: 'Raider' }, viewers: 37 }),
+    );
     expect(renderReaction(REACTIONS.raid.template, variables)).toBe('Raider is raiding with 37 viewers! Welcome, raiders!');
   });
 
@@ -94,7 +118,16 @@ describe('rendering a reaction', () => {
 
 describe('the stream state the API shows', () => {
   it('is the title, game, viewers and start of a live channel and nothing live of an offline one', () => {
-    expect(streamStateOf({ id: 'twitch:streamer', platform: 'twitch', streamStatus: 'online', viewerCount: 12, lastStreamUpdate: '2026-01-01T00:00:00.000Z', metadata: { title: 'T', game: 'G', startedAt: '2026-01-01T00:00:00.000Z' } })).toEqual({
+    expect(
+      streamStateOf({
+        id: 'twitch:streamer',
+        platform: 'twitch',
+        streamStatus: 'online',
+        viewerCount: 12,
+        lastStreamUpdate: '2026-01-01T00:00:00.000Z',
+        metadata: { title: 'T', game: 'G', startedAt: '2026-01-01T00:00:00.000Z' },
+      }),
+    ).toEqual({
       channel: 'streamer',
       sourceId: 'twitch:streamer',
       platform: 'twitch',
@@ -105,7 +138,15 @@ describe('the stream state the API shows', () => {
       startedAt: '2026-01-01T00:00:00.000Z',
       updatedAt: '2026-01-01T00:00:00.000Z',
     });
-    expect(streamStateOf({ id: 'twitch:streamer', platform: 'twitch', streamStatus: 'offline', viewerCount: null, metadata: { title: 'T', startedAt: null } })).toMatchObject({ status: 'offline', viewerCount: null, startedAt: null });
+    expect(
+      streamStateOf({
+        id: 'twitch:streamer',
+        platform: 'twitch',
+        streamStatus: 'offline',
+        viewerCount: null,
+        metadata: { title: 'T', startedAt: null },
+      }),
+    ).toMatchObject({ status: 'offline', viewerCount: null, startedAt: null });
     expect(streamStateOf({ id: 'twitch:chat', platform: 'twitch', status: 'not_configured' })).toBeUndefined();
     expect(streamStateOf({ id: 'console', platform: 'api' })).toBeUndefined();
   });
@@ -126,7 +167,16 @@ describe('the reactions step', () => {
   };
   const routed = (kind: string, name: string, payload: Record<string, unknown>, user = { id: '7', name: 'fan', displayName: 'Fan' }) => ({
     ...eventsub(kind, payload, user),
-    annotations: [{ id: 'a1', kind: 'reaction', source: 'event-router', createdAt: new Date().toISOString(), label: name, payload: { template: REACTIONS[name as keyof typeof REACTIONS].template } }],
+    annotations: [
+      {
+        id: 'a1',
+        kind: 'reaction',
+        source: 'event-router',
+        createdAt: new Date().toISOString(),
+        label: name,
+        payload: { template: REACTIONS[name as keyof typeof REACTIONS].template },
+      },
+    ],
   });
 
   it('thanks the first follow of a wave and records the rest without a message', async () => {

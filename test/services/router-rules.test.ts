@@ -6,22 +6,58 @@ import { describe, expect, it } from 'vitest';
 import { createEnvelope, createStep, type Annotation, type Envelope } from '../../src/core/index.js';
 import { applyDecision, MAX_ROUTER_VISITS } from '../../src/services/event-router/plan.js';
 import { DEFAULT_RULES_FILE, readRulesFile } from '../../src/services/event-router/load.js';
-import { checkRule, compileRules, evaluationData, hasRole, matchRule, RULE_LIMITS, RulesFileSchema, type Stage } from '../../src/services/event-router/rules.js';
+import {
+  checkRule,
+  compileRules,
+  evaluationData,
+  hasRole,
+  matchRule,
+  RULE_LIMITS,
+  RulesFileSchema,
+  type Stage,
+} from '../../src/services/event-router/rules.js';
 
-function chat(text: string, options: { role?: string; roles?: string[]; login?: string; annotations?: Array<Partial<Annotation> & { kind: string }>; type?: string } = {}): Envelope {
+function chat(
+  text: string,
+  options: {
+    role?: string;
+    roles?: string[];
+    login?: string;
+    annotations?: Array<Partial<Annotation> & { kind: string }>;
+    type?: string;
+  } = {},
+): Envelope {
   return createEnvelope({
     type: options.type ?? 'external.chat.message.v1',
     source: { platform: 'twitch', channel: 'streamer', channelId: '1' },
-    user: { id: 'u1', name: options.login ?? 'alice', displayName: 'Alice', profileImageUrl: '', role: options.role ?? 'viewer', ...(options.roles ? { roles: options.roles } : {}) },
+    user: {
+      id: 'u1',
+      name: options.login ?? 'alice',
+      displayName: 'Alice',
+      profileImageUrl: '',
+      role: options.role ?? 'viewer',
+      ...(options.roles ? { roles: options.roles } : {}),
+    },
     payload: { text },
     extra: {
       message: { text },
-      annotations: (options.annotations ?? []).map((annotation, index) => ({ id: `a${index}`, source: 'test', createdAt: new Date().toISOString(), ...annotation })),
+      annotations: (options.annotations ?? []).map((annotation, index) => ({
+        id: `a${index}`,
+        source: 'test',
+        createdAt: new Date().toISOString(),
+        ...annotation,
+      })),
     },
   });
 }
 
-const rule = (id: string, logic: unknown, action: Record<string, unknown>, priority = 0, extra: Record<string, unknown> = {}) => ({ id, logic, action, priority, ...extra });
+const rule = (id: string, logic: unknown, action: Record<string, unknown>, priority = 0, extra: Record<string, unknown> = {}) => ({
+  id,
+  logic,
+  action,
+  priority,
+  ...extra,
+});
 
 function match(rules: unknown[], envelope: Envelope, stage: Stage = 'ingress', botName = 'bitbrat') {
   return matchRule(compileRules(rules), evaluationData(envelope, stage, botName));
@@ -76,7 +112,13 @@ describe('routing rule matching', () => {
       annotationLabels: { intent: 'command' },
       botName: 'BitBrat',
     });
-    expect(match([rule('r', { and: [{ '==': [{ var: 'command' }, 'so'] }, { '==': [{ var: 'args.0' }, 'friend'] }] }, { slip: ['commands'] })], envelope, 'enriched')?.rule.id).toBe('r');
+    expect(
+      match(
+        [rule('r', { and: [{ '==': [{ var: 'command' }, 'so'] }, { '==': [{ var: 'args.0' }, 'friend'] }] }, { slip: ['commands'] })],
+        envelope,
+        'enriched',
+      )?.rule.id,
+    ).toBe('r');
   });
 });
 
@@ -126,16 +168,32 @@ describe('custom JsonLogic operators', () => {
   });
 
   it('starts_with and lower work on strings and are false/empty otherwise', () => {
-    expect(match([rule('r', { starts_with: [{ var: 'type' }, 'system.'] }, { outcome: 'handled' })], chat('', { type: 'system.stream.online' }))).toBeDefined();
+    expect(
+      match([rule('r', { starts_with: [{ var: 'type' }, 'system.'] }, { outcome: 'handled' })], chat('', { type: 'system.stream.online' })),
+    ).toBeDefined();
     expect(match([rule('r', { starts_with: [{ var: 'type' }, 'system.'] }, { outcome: 'handled' })], chat('hi'))).toBeUndefined();
-    expect(match([rule('r', { '==': [{ lower: { var: 'user.login' } }, { lower: { var: 'botName' } }] }, { outcome: 'handled' })], chat('hi', { login: 'BitBrat' }))).toBeDefined();
+    expect(
+      match(
+        [rule('r', { '==': [{ lower: { var: 'user.login' } }, { lower: { var: 'botName' } }] }, { outcome: 'handled' })],
+        chat('hi', { login: 'BitBrat' }),
+      ),
+    ).toBeDefined();
     expect(match([rule('r', { '==': [{ lower: { var: 'nothing' } }, ''] }, { outcome: 'handled' })], chat('hi'))).toBeDefined();
   });
 });
 
 describe('applying a routing decision', () => {
   it('at ingress assigns the slip from the rule and records which rule routed it', () => {
-    const found = match([rule('enrich', true, { slip: ['query-analyzer', 'router'], egressDestination: 'internal.egress.x.v1', finalizationDestination: 'internal.finalizer.v1' })], chat('hi'));
+    const found = match(
+      [
+        rule('enrich', true, {
+          slip: ['query-analyzer', 'router'],
+          egressDestination: 'internal.egress.x.v1',
+          finalizationDestination: 'internal.finalizer.v1',
+        }),
+      ],
+      chat('hi'),
+    );
     const decision = applyDecision(chat('hi'), 'ingress', found);
     expect(decision.kind).toBe('continue');
     expect(decision.envelope.routingSlip.map((step) => [step.id, step.status, step.destination])).toEqual([
@@ -143,7 +201,10 @@ describe('applying a routing decision', () => {
       ['router', 'PENDING', 'internal.router.v1'],
     ]);
     expect(decision.envelope.source.egressDestination).toBe('internal.egress.x.v1');
-    expect(decision.envelope.annotations?.find((a) => a.kind === 'route')).toMatchObject({ label: 'enrich', payload: { stage: 'ingress', rule: 'enrich' } });
+    expect(decision.envelope.annotations?.find((a) => a.kind === 'route')).toMatchObject({
+      label: 'enrich',
+      payload: { stage: 'ingress', rule: 'enrich' },
+    });
   });
 
   it('when enriched, re-plans after the router step and keeps finished steps as history (R10)', () => {
@@ -153,9 +214,18 @@ describe('applying a routing decision', () => {
       { ...createStep('router'), attempt: 1 },
       createStep('stale-step'),
     ];
-    const decision = applyDecision(envelope, 'enriched', match([rule('cmd', true, { slip: ['commands', { id: 'llm-bot', timeoutMs: 5000 }] })], envelope, 'enriched'));
+    const decision = applyDecision(
+      envelope,
+      'enriched',
+      match([rule('cmd', true, { slip: ['commands', { id: 'llm-bot', timeoutMs: 5000 }] })], envelope, 'enriched'),
+    );
     expect(decision.kind).toBe('continue');
-    expect(decision.envelope.routingSlip.map((step) => `${step.id}:${step.status}`)).toEqual(['query-analyzer:OK', 'router:PENDING', 'commands:PENDING', 'llm-bot:PENDING']);
+    expect(decision.envelope.routingSlip.map((step) => `${step.id}:${step.status}`)).toEqual([
+      'query-analyzer:OK',
+      'router:PENDING',
+      'commands:PENDING',
+      'llm-bot:PENDING',
+    ]);
     expect(decision.envelope.routingSlip[3]?.timeoutMs).toBe(5000);
   });
 
@@ -163,16 +233,26 @@ describe('applying a routing decision', () => {
     const none = applyDecision(chat('hmm'), 'enriched', undefined);
     expect(none).toMatchObject({ kind: 'handled', outcome: 'unrouted' });
     expect(none.envelope.annotations?.find((a) => a.kind === 'route')?.label).toBe('unrouted');
-    const drop = applyDecision(chat('x'), 'enriched', match([rule('drop', true, { outcome: 'handled', annotate: { kind: 'moderation', label: 'dropped' } })], chat('x')));
+    const drop = applyDecision(
+      chat('x'),
+      'enriched',
+      match([rule('drop', true, { outcome: 'handled', annotate: { kind: 'moderation', label: 'dropped' } })], chat('x')),
+    );
     expect(drop).toMatchObject({ kind: 'handled', outcome: 'handled' });
-    expect(drop.envelope.annotations?.some((a) => a.kind === 'moderation' && a.label === 'dropped' && a.source === 'event-router')).toBe(true);
+    expect(drop.envelope.annotations?.some((a) => a.kind === 'moderation' && a.label === 'dropped' && a.source === 'event-router')).toBe(
+      true,
+    );
   });
 
   it('refuses to send an envelope back to the router forever', () => {
     const envelope = chat('x');
     envelope.routingSlip = Array.from({ length: MAX_ROUTER_VISITS }, () => ({ ...createStep('router'), status: 'OK' as const }));
     envelope.routingSlip.push(createStep('router'));
-    const decision = applyDecision(envelope, 'enriched', match([rule('loop', true, { slip: ['query-analyzer', 'router'] })], envelope, 'enriched'));
+    const decision = applyDecision(
+      envelope,
+      'enriched',
+      match([rule('loop', true, { slip: ['query-analyzer', 'router'] })], envelope, 'enriched'),
+    );
     expect(decision.kind).toBe('loop');
   });
 });
@@ -194,7 +274,8 @@ describe('the default rules file', () => {
   });
 
   it('after enrichment: spam is dropped, commands go to commands, questions and mentions to llm-bot, the rest is unrouted', () => {
-    const enriched = (labels: Record<string, string>) => chat('x', { annotations: Object.entries(labels).map(([kind, label]) => ({ kind, label })) });
+    const enriched = (labels: Record<string, string>) =>
+      chat('x', { annotations: Object.entries(labels).map(([kind, label]) => ({ kind, label })) });
     expect(route(enriched({ intent: 'command', spam: 'spam' }), 'enriched')).toMatchObject({ outcome: 'handled' });
     expect(route(enriched({ intent: 'command', spam: 'clean' }), 'enriched')).toMatchObject({ slip: ['commands'] });
     expect(route(enriched({ intent: 'question', spam: 'clean' }), 'enriched')).toMatchObject({ slip: ['llm-bot'] });
@@ -239,13 +320,16 @@ describe('checking a rule before it is saved or loaded', () => {
   });
 
   it('refuses logic with too many values and rules too large as JSON', () => {
-    expect(problemsOf(rule('wide', { in: [{ var: 'text' }, Array.from({ length: 6_000 }, (_, i) => i)] }, { slip: ['a'] })).join()).toMatch(/more than 5000 values/);
+    expect(problemsOf(rule('wide', { in: [{ var: 'text' }, Array.from({ length: 6_000 }, (_, i) => i)] }, { slip: ['a'] })).join()).toMatch(
+      /more than 5000 values/,
+    );
     const long = Array.from({ length: 200 }, () => 'x'.repeat(400));
     expect(problemsOf(rule('big', { in: [{ var: 'text' }, long] }, { slip: ['a'] })).join()).toMatch(/characters as JSON; at most 65536/);
   });
 
   it('refuses regex patterns the linear-time engine cannot run, saying why', () => {
-    const regex = (pattern: string, flags?: string) => rule('re', { regex: [{ var: 'text' }, pattern, ...(flags ? [flags] : [])] }, { slip: ['a'] });
+    const regex = (pattern: string, flags?: string) =>
+      rule('re', { regex: [{ var: 'text' }, pattern, ...(flags ? [flags] : [])] }, { slip: ['a'] });
     expect(problemsOf(regex('(a)\\1')).join()).toMatch(/backreferences and lookaround are not supported/);
     expect(problemsOf(regex('foo(?=bar)')).join()).toMatch(/backreferences and lookaround are not supported/);
     expect(problemsOf(regex('(?<!x)y')).join()).toMatch(/refused/);
@@ -258,8 +342,12 @@ describe('checking a rule before it is saved or loaded', () => {
   it('refuses slip steps no service serves, naming the step and the known ones', () => {
     const known = ['commands', 'llm-bot', 'query-analyzer', 'router'];
     const problems = problemsOf(rule('r', true, { slip: ['query-analyzer', 'bogus-step'] }), known);
-    expect(problems).toEqual(['action.slip.1: step "bogus-step" is served by no service; known steps: commands, llm-bot, query-analyzer, router']);
-    expect(problemsOf(rule('r', true, { slip: [{ id: 'x', destination: 'internal.nowhere.v1' }] }), known).join()).toMatch(/internal\.nowhere\.v1, which no service consumes/);
+    expect(problems).toEqual([
+      'action.slip.1: step "bogus-step" is served by no service; known steps: commands, llm-bot, query-analyzer, router',
+    ]);
+    expect(problemsOf(rule('r', true, { slip: [{ id: 'x', destination: 'internal.nowhere.v1' }] }), known).join()).toMatch(
+      /internal\.nowhere\.v1, which no service consumes/,
+    );
     expect(problemsOf(rule('r', true, { slip: [{ id: 'ask', destination: 'internal.llm-bot.v1' }, 'commands'] }), known)).toEqual([]);
   });
 });
@@ -276,7 +364,8 @@ describe('rule regexes', () => {
   });
 
   it('honour the i, m and s flags', () => {
-    const one = (pattern: string, flags: string, text: string) => match([rule('r', { regex: [{ var: 'text' }, pattern, flags] }, { slip: ['a'] })], chat(text)) !== undefined;
+    const one = (pattern: string, flags: string, text: string) =>
+      match([rule('r', { regex: [{ var: 'text' }, pattern, flags] }, { slip: ['a'] })], chat(text)) !== undefined;
     expect(one('^b$', 'm', 'a\nb')).toBe(true);
     expect(one('^b$', '', 'a\nb')).toBe(false);
     expect(one('a.b', 's', 'a\nb')).toBe(true);

@@ -57,7 +57,12 @@ afterAll(async () => {
 });
 
 const api = async (method: 'GET' | 'POST', url: string, token = MODERATOR, payload?: unknown) => {
-  const response = await host.app.inject({ method, url, headers: { authorization: `Bearer ${token}` }, ...(payload !== undefined ? { payload: payload as object } : {}) });
+  const response = await host.app.inject({
+    method,
+    url,
+    headers: { authorization: `Bearer ${token}` },
+    ...(payload !== undefined ? { payload: payload as object } : {}),
+  });
   return { status: response.statusCode, body: response.json() };
 };
 
@@ -79,7 +84,10 @@ describe('stalled events', () => {
   it('reports an event not finalized within STALLED_AFTER_MS as stalled at its step, with the unreachable consumer as the cause', async () => {
     const envelope = await sendChat('hello, is anyone there?');
     firstStalledId = envelope.id;
-    const stalled = await waitFor(async () => (await api('GET', '/api/events/stalled')).body.items.find((item: { id: string }) => item.id === envelope.id), { timeoutMs: 15_000, message: 'the event to be reported stalled' });
+    const stalled = await waitFor(
+      async () => (await api('GET', '/api/events/stalled')).body.items.find((item: { id: string }) => item.id === envelope.id),
+      { timeoutMs: 15_000, message: 'the event to be reported stalled' },
+    );
     expect(stalled).toMatchObject({
       id: envelope.id,
       correlationId: envelope.correlationId,
@@ -92,12 +100,24 @@ describe('stalled events', () => {
     const detail = await api('GET', `/api/events/${envelope.id}`);
     expect(detail.body.stalled).toMatchObject({ at: { step: 'query-analyzer' }, cause: 'query-analyzer is unreachable' });
     const inflight = await host.app.inject({ method: 'GET', url: `/_debug/inflight?id=${envelope.id}` });
-    expect(inflight.json().items).toEqual([expect.objectContaining({ id: envelope.id, topic: 'internal.query-analyzer.v1', by: 'event-router' })]);
+    expect(inflight.json().items).toEqual([
+      expect.objectContaining({ id: envelope.id, topic: 'internal.query-analyzer.v1', by: 'event-router' }),
+    ]);
 
     // The periodic check sets the gauge and warns once per stalled event.
-    await waitFor(async () => /^bitbrat_events_stalled [1-9]/m.test((await host.app.inject({ method: 'GET', url: '/metrics' })).body), { timeoutMs: 10_000, message: 'bitbrat_events_stalled > 0' });
-    const warning = await waitFor(() => logs.records().find((record) => record.eventId === envelope.id), { timeoutMs: 10_000, message: 'the stalled warning' });
-    expect(warning).toMatchObject({ level: 'warn', msg: 'event stalled at query-analyzer: query-analyzer is unreachable', step: 'query-analyzer' });
+    await waitFor(async () => /^bitbrat_events_stalled [1-9]/m.test((await host.app.inject({ method: 'GET', url: '/metrics' })).body), {
+      timeoutMs: 10_000,
+      message: 'bitbrat_events_stalled > 0',
+    });
+    const warning = await waitFor(() => logs.records().find((record) => record.eventId === envelope.id), {
+      timeoutMs: 10_000,
+      message: 'the stalled warning',
+    });
+    expect(warning).toMatchObject({
+      level: 'warn',
+      msg: 'event stalled at query-analyzer: query-analyzer is unreachable',
+      step: 'query-analyzer',
+    });
   });
 
   it('lets a moderator dead-letter a stalled event: a STALLED dead letter and a failed final record, and it is no longer stalled', async () => {
@@ -137,16 +157,23 @@ describe('stalled events', () => {
     // The copy went through ingress again: recorded, and routed to the same step.
     const copy = await waitFor(async () => store.getEvent(response.body.replayId));
     expect(copy).toMatchObject({ correlationId: envelope.correlationId, text: 'replay me please' });
-    await waitFor(async () => (await host.app.inject({ method: 'GET', url: `/_debug/inflight?id=${response.body.replayId}` })).json().items[0]?.topic === 'internal.query-analyzer.v1');
+    await waitFor(
+      async () =>
+        (await host.app.inject({ method: 'GET', url: `/_debug/inflight?id=${response.body.replayId}` })).json().items[0]?.topic ===
+        'internal.query-analyzer.v1',
+    );
   });
 
   it('lists, dead-letters and replays stalled events from the command line', async () => {
     const first = await sendChat('cli dead letter');
     const second = await sendChat('cli replay');
-    await waitFor(async () => {
-      const ids = await stalledIds();
-      return ids.includes(first.id) && ids.includes(second.id);
-    }, { timeoutMs: 15_000, message: 'both events to stall' });
+    await waitFor(
+      async () => {
+        const ids = await stalledIds();
+        return ids.includes(first.id) && ids.includes(second.id);
+      },
+      { timeoutMs: 15_000, message: 'both events to stall' },
+    );
     const run = async (args: string[]) => {
       const out: string[] = [];
       const spy = vi.spyOn(process.stdout, 'write').mockImplementation((chunk) => {
@@ -167,7 +194,9 @@ describe('stalled events', () => {
     expect(dead).toMatchObject({ code: 0, stdout: expect.stringContaining(`dead-lettered ${first.id}`) });
     const replayed = await run(['replay', second.id]);
     expect(replayed).toMatchObject({ code: 0, stdout: expect.stringMatching(new RegExp(`replayed ${second.id} as \\S+`)) });
-    await waitFor(async () => !(await stalledIds()).includes(first.id) && !(await stalledIds()).includes(second.id), { message: 'both to be finalized' });
+    await waitFor(async () => !(await stalledIds()).includes(first.id) && !(await stalledIds()).includes(second.id), {
+      message: 'both to be finalized',
+    });
     await expect(eventsCommand(['replay'], {})).rejects.toThrow(/give the event id/);
   });
 
@@ -197,7 +226,14 @@ describe('stalled events in a split deployment', () => {
     const splitStore = await createStore({ driver: 'pglite', dataDir: 'memory://', embedded: true });
     await splitStore.init();
     // "Another machine": auth and the router, whose engines remember where they sent each envelope.
-    const routing = await startTestHost({ services: [auth, eventRouter], bus: sharedBus, listen: true, architecture: loadArchitecture(), env: { HOST: '127.0.0.1' }, extra: { store: splitStore } });
+    const routing = await startTestHost({
+      services: [auth, eventRouter],
+      bus: sharedBus,
+      listen: true,
+      architecture: loadArchitecture(),
+      env: { HOST: '127.0.0.1' },
+      extra: { store: splitStore },
+    });
     const closedPort = await freePort();
     const front = await startTestHost({
       services: [persistence, finalizer, gateway],
@@ -219,11 +255,19 @@ describe('stalled events in a split deployment', () => {
         extra: { message: { id: 'm-split', text: 'anyone home?' } },
       });
       await sharedBus.publish(Topic.ingress, encoder.encode(JSON.stringify(envelope)));
-      const list = async () => (await front.app.inject({ method: 'GET', url: '/api/events/stalled', headers: { authorization: `Bearer ${MODERATOR}` } })).json().items as Array<Record<string, any>>;
-      const stalled = await waitFor(async () => (await list()).find((item) => item.id === envelope.id), { timeoutMs: 15_000, message: 'the event to stall' });
+      const list = async () =>
+        (await front.app.inject({ method: 'GET', url: '/api/events/stalled', headers: { authorization: `Bearer ${MODERATOR}` } })).json()
+          .items as Array<Record<string, any>>;
+      const stalled = await waitFor(async () => (await list()).find((item) => item.id === envelope.id), {
+        timeoutMs: 15_000,
+        message: 'the event to stall',
+      });
       // The front process published nothing for it past ingress: the step came from the routing process.
       expect(front.context('api-gateway').inflight?.get(envelope.id)?.topic).not.toBe('internal.query-analyzer.v1');
-      expect(stalled).toMatchObject({ at: { step: 'query-analyzer', publishedBy: 'event-router', consumers: ['query-analyzer'] }, cause: 'query-analyzer is unreachable' });
+      expect(stalled).toMatchObject({
+        at: { step: 'query-analyzer', publishedBy: 'event-router', consumers: ['query-analyzer'] },
+        cause: 'query-analyzer is unreachable',
+      });
     } finally {
       await front.stop();
       await routing.stop();

@@ -66,19 +66,33 @@ describe('persistence and finalizer through a 10 s PostgreSQL outage under stead
       expect(await ready()).toBe(200);
       await pg.stop();
       const stoppedAt = Date.now();
-      await waitFor(async () => (await ready()) === 503, { timeoutMs: 8_000, intervalMs: 100, message: '/readyz to report the store down' });
+      await waitFor(async () => (await ready()) === 503, {
+        timeoutMs: 8_000,
+        intervalMs: 100,
+        message: '/readyz to report the store down',
+      });
       // Messages stay on the bus, unacked, while the database is away.
-      await waitFor(() => bus.depth(Topic.ingress, 'persistence') > 5 && bus.depth(Topic.finalizer, 'finalizer') > 5, { timeoutMs: 8_000, message: 'messages held on the bus' });
+      await waitFor(() => bus.depth(Topic.ingress, 'persistence') > 5 && bus.depth(Topic.finalizer, 'finalizer') > 5, {
+        timeoutMs: 8_000,
+        message: 'messages held on the bus',
+      });
       await new Promise((resolve) => setTimeout(resolve, Math.max(0, 10_000 - (Date.now() - stoppedAt))));
       await pg.start();
       await new Promise((resolve) => setTimeout(resolve, 2_000));
       sending = false;
       await load;
       await waitFor(async () => (await ready()) === 200, { timeoutMs: 20_000, intervalMs: 200, message: '/readyz to recover' });
-      await waitFor(async () => {
-        const { rows } = await sql(pg.url, 'SELECT count(*)::int AS n, count(*) FILTER (WHERE outcome IS NOT NULL)::int AS finalized FROM events WHERE id = ANY($1)', [ids]);
-        return rows[0].n === ids.length && rows[0].finalized === ids.length;
-      }, { timeoutMs: 30_000, intervalMs: 250, message: `all ${ids.length} events recorded and finalized` });
+      await waitFor(
+        async () => {
+          const { rows } = await sql(
+            pg.url,
+            'SELECT count(*)::int AS n, count(*) FILTER (WHERE outcome IS NOT NULL)::int AS finalized FROM events WHERE id = ANY($1)',
+            [ids],
+          );
+          return rows[0].n === ids.length && rows[0].finalized === ids.length;
+        },
+        { timeoutMs: 30_000, intervalMs: 250, message: `all ${ids.length} events recorded and finalized` },
+      );
       const { rows } = await sql(pg.url, 'SELECT count(*)::int AS n FROM events');
       expect(rows[0].n).toBe(ids.length);
       expect(ids.length).toBeGreaterThan(300);
@@ -86,7 +100,10 @@ describe('persistence and finalizer through a 10 s PostgreSQL outage under stead
       const finalizations = await finalizationsPerEvent(pg.url, ids);
       expect([...finalizations].filter(([, count]) => count !== 1)).toEqual([]);
       // The last acks follow the last writes by a moment; then nothing is left on the bus.
-      await waitFor(() => bus.depth(Topic.ingress, 'persistence') === 0 && bus.depth(Topic.finalizer, 'finalizer') === 0, { timeoutMs: 10_000, message: 'every held message acked' });
+      await waitFor(() => bus.depth(Topic.ingress, 'persistence') === 0 && bus.depth(Topic.finalizer, 'finalizer') === 0, {
+        timeoutMs: 10_000,
+        message: 'every held message acked',
+      });
     } finally {
       sending = false;
       await load;

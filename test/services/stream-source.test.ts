@@ -11,7 +11,13 @@ function storeOf(sources: SourceState[]) {
 
 const live: SourceState = { id: 'twitch:streamer', platform: 'twitch', streamStatus: 'online', metadata: { game: 'Celeste' } };
 const other: SourceState = { id: 'twitch:someone_else', platform: 'twitch', streamStatus: 'offline' };
-const renamed: SourceState = { id: 'twitch:old_login', platform: 'twitch', streamStatus: 'online', displayName: 'NewName', metadata: { login: 'newname' } };
+const renamed: SourceState = {
+  id: 'twitch:old_login',
+  platform: 'twitch',
+  streamStatus: 'online',
+  displayName: 'NewName',
+  metadata: { login: 'newname' },
+};
 
 describe('findStreamSource', () => {
   it("finds a channel's own document, with or without the # and whatever the case", async () => {
@@ -37,6 +43,8 @@ describe('findStreamSource', () => {
     expect(await findStreamSource(storeOf([other, live]), { platform: 'api', channel: 'someone_else' })).toBe(other);
     expect(await findStreamSource(storeOf([other, live]), { platform: 'api', channel: 'console' })).toBe(live);
     expect(await findStreamSource(storeOf([other]), { platform: 'api', channel: '' })).toBe(other);
-    expect(await findStreamSource(storeOf([{ id: 'twitch:x', platform: 'twitch' }]), { platform: 'api', channel: 'console' })).toBeUndefined();
+    expect(
+      await findStreamSource(storeOf([{ id: 'twitch:x', platform: 'twitch' }]), { platform: 'api', channel: 'console' }),
+    ).toBeUndefined();
   });
 });

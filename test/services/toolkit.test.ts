@@ -32,7 +32,7 @@ import { waitFor } from '../support/wait.js';
 const encoder = new TextEncoder();
 const CHANNEL = 'twitch:streamer';
 const viewer = { id: 'v1', name: 'alice', role: 'viewer' };
-const subscriber = { id: 's1', name: 'sam', role: 'subscriber' };
+const _subscriber = { id: 's1', name: 'sam', role: 'subscriber' };
 const moderator = { id: 'm1', name: 'mia', role: 'moderator' };
 
 let store: Store;
@@ -55,7 +55,12 @@ describe('toolkit commands in chat', () => {
     await bus.connect();
     observer = await collect(bus, [Topic.egress, Topic.finalizer, Topic.deadletter]);
     host = await startTestHost({ services: [createCommandsService()], bus, extra: { store } });
-    await store.mergeSource({ id: 'twitch:streamer', platform: 'twitch', streamStatus: 'online', metadata: { startedAt: new Date().toISOString(), game: 'Celeste' } });
+    await store.mergeSource({
+      id: 'twitch:streamer',
+      platform: 'twitch',
+      streamStatus: 'online',
+      metadata: { startedAt: new Date().toISOString(), game: 'Celeste' },
+    });
   });
   afterAll(async () => {
     await host?.stop();
@@ -66,13 +71,24 @@ describe('toolkit commands in chat', () => {
     const envelope = createEnvelope({
       type: 'external.chat.message.v1',
       source: { platform: 'twitch', channel: '#streamer', channelId: '1001', egressDestination: Topic.egress },
-      user: { id: who.id, name: who.name, displayName: who.name, profileImageUrl: '', role: who.role, permissions: permissionsFor([who.role]) },
+      user: {
+        id: who.id,
+        name: who.name,
+        displayName: who.name,
+        profileImageUrl: '',
+        role: who.role,
+        permissions: permissionsFor([who.role]),
+      },
       payload: { text },
       routingSlip: [createStep('commands')],
       extra: { message: { text } },
     });
     await bus.publish('internal.commands.v1', encoder.encode(JSON.stringify(envelope)));
-    const out = await waitFor(() => observer.received.find((item) => item.value.id === envelope.id && item.topic !== Topic.deadletter)?.value as Envelope | undefined, { timeoutMs: 15_000, message: `the outcome of ${text}` });
+    const out = await waitFor(
+      () =>
+        observer.received.find((item) => item.value.id === envelope.id && item.topic !== Topic.deadletter)?.value as Envelope | undefined,
+      { timeoutMs: 15_000, message: `the outcome of ${text}` },
+    );
     return out.candidates?.[0]?.text;
   }
 
@@ -109,7 +125,9 @@ describe('toolkit commands in chat', () => {
 
   it('runs a giveaway from chat: start, status, a second start refused, draw', async () => {
     expect(await say('!giveaway start !join 2m')).toMatch(/only moderators/);
-    expect(await say('!giveaway start !join 2m luck=3', moderator)).toBe('Giveaway! Type !join in the next 2 min to enter (subscribers get 3x luck).');
+    expect(await say('!giveaway start !join 2m luck=3', moderator)).toBe(
+      'Giveaway! Type !join in the next 2 min to enter (subscribers get 3x luck).',
+    );
     expect(await say('!giveaway')).toMatch(/^Giveaway open: type !join to enter/);
     expect(await say('!giveaway start !other', moderator)).toMatch(/already open/);
     const giveaway = (await currentGiveaway(store, CHANNEL))!;
@@ -126,7 +144,9 @@ describe('toolkit records', () => {
     expect(await enterGiveaway(store, giveaway, { id: 'v1', login: 'alice', role: 'viewer' })).toBe(true);
     expect(await enterGiveaway(store, giveaway, { id: 'v1', login: 'alice', role: 'viewer' })).toBe(false);
     expect(await enterGiveaway(store, giveaway, { id: 's1', login: 'sam', role: 'subscriber' })).toBe(true);
-    expect(await enterGiveaway(store, giveaway, { id: 'late', login: 'late', role: 'viewer' }, Date.parse(giveaway.closesAt) + 1)).toBe(false);
+    expect(await enterGiveaway(store, giveaway, { id: 'late', login: 'late', role: 'viewer' }, Date.parse(giveaway.closesAt) + 1)).toBe(
+      false,
+    );
     const entries = await listEntries(store, giveaway);
     expect(entries.map((entry) => [entry.login, entry.weight]).sort()).toEqual([
       ['alice', 1],
@@ -148,8 +168,12 @@ describe('toolkit records', () => {
     expect(saved.links.exempt).toBe('subscriber');
     expect((await getFilterSettings(store, 'twitch:filters')).caps.enabled).toBe(false);
     expect((await getFilterSettings(store, 'twitch:other')).caps.enabled).toBe(true);
-    await expect(updateFilterSettings(store, 'twitch:filters', { caps: { ratio: 7 }, links: { exempt: 'nobody' } })).rejects.toThrow(/caps\.ratio.*links\.exempt|links\.exempt.*caps\.ratio/);
-    await expect(updateFilterSettings(store, 'twitch:filters', { blockedTerms: { terms: [{ pattern: '(a)\\1', kind: 'regex' }] } })).rejects.toThrow(/not a valid RE2 regex/);
+    await expect(updateFilterSettings(store, 'twitch:filters', { caps: { ratio: 7 }, links: { exempt: 'nobody' } })).rejects.toThrow(
+      /caps\.ratio.*links\.exempt|links\.exempt.*caps\.ratio/,
+    );
+    await expect(
+      updateFilterSettings(store, 'twitch:filters', { blockedTerms: { terms: [{ pattern: '(a)\\1', kind: 'regex' }] } }),
+    ).rejects.toThrow(/not a valid RE2 regex/);
     await expect(updateFilterSettings(store, 'twitch:filters', { bogus: true })).rejects.toThrow(/bogus/);
   });
 
@@ -159,7 +183,13 @@ describe('toolkit records', () => {
     expect(await ensureModerationStep(store)).toBe(true);
     expect((await store.getRule('chat-enrichment'))?.action).toEqual({ slip: ['query-analyzer', 'moderation', 'router'] });
     expect(await ensureModerationStep(store)).toBe(false);
-    await store.upsertRule({ id: 'chat-enrichment', priority: 500, enabled: true, logic, action: { slip: ['query-analyzer', 'my-step', 'router'] } });
+    await store.upsertRule({
+      id: 'chat-enrichment',
+      priority: 500,
+      enabled: true,
+      logic,
+      action: { slip: ['query-analyzer', 'my-step', 'router'] },
+    });
     expect(await ensureModerationStep(store)).toBe(false);
     expect((await store.getRule('chat-enrichment'))?.action).toEqual({ slip: ['query-analyzer', 'my-step', 'router'] });
     await store.deleteRule('chat-enrichment');
@@ -175,7 +205,16 @@ describe('toolkit records', () => {
 
 describe('timers under an injected clock', () => {
   it('is due only while live, after the interval and after enough chat', () => {
-    const timer = { name: 't', channel: 'twitch:x', message: 'm', intervalMin: 10, minLines: 5, enabled: true, lastRunAt: 0, linesAtLastRun: 100 };
+    const timer = {
+      name: 't',
+      channel: 'twitch:x',
+      message: 'm',
+      intervalMin: 10,
+      minLines: 5,
+      enabled: true,
+      lastRunAt: 0,
+      linesAtLastRun: 100,
+    };
     expect(timerDue(timer, { now: 10 * 60_000, live: true, lines: 105, since: 0 })).toBe(true);
     expect(timerDue(timer, { now: 10 * 60_000, live: false, lines: 105, since: 0 })).toBe(false);
     expect(timerDue(timer, { now: 10 * 60_000 - 1, live: true, lines: 105, since: 0 })).toBe(false);
@@ -189,8 +228,19 @@ describe('timers under an injected clock', () => {
     let live = true;
     const sent: string[] = [];
     await saveCounter(store, channel, { name: 'wins', value: 7 });
-    await saveTimer(store, channel, { name: 'socials', message: 'Follow {channel} on socials! Wins: {count:wins}', intervalMin: 15, minLines: 3 });
-    const runner = createTimerRunner({ store, now: () => clock, isLive: async () => live, send: async (_channel, text) => void sent.push(text), logger: { warn: () => undefined } });
+    await saveTimer(store, channel, {
+      name: 'socials',
+      message: 'Follow {channel} on socials! Wins: {count:wins}',
+      intervalMin: 15,
+      minLines: 3,
+    });
+    const runner = createTimerRunner({
+      store,
+      now: () => clock,
+      isLive: async () => live,
+      send: async (_channel, text) => void sent.push(text),
+      logger: { warn: () => undefined },
+    });
     const chat = async (lines: number) => {
       for (let index = 0; index < lines; index += 1) await store.incrementCounter(linesKey(channel), 1);
     };
@@ -224,7 +274,13 @@ describe('timers under an injected clock', () => {
     let clock = Date.parse('2031-01-01T00:00:00Z');
     const sent: string[] = [];
     await saveTimer(store, channel, { name: 'once', message: 'hello', intervalMin: 1, minLines: 0 });
-    const options = { store, now: () => clock, isLive: async () => true, send: async (_channel: string, text: string) => void sent.push(text), logger: { warn: () => undefined } };
+    const options = {
+      store,
+      now: () => clock,
+      isLive: async () => true,
+      send: async (_channel: string, text: string) => void sent.push(text),
+      logger: { warn: () => undefined },
+    };
     const a = createTimerRunner(options);
     const b = createTimerRunner(options);
     clock += 2 * 60_000;

@@ -64,7 +64,10 @@ function describeTwitchChatEndToEnd(name: string, topology: () => Promise<Topolo
         },
         extra: { store: setup.store },
       });
-      await waitFor(async () => (await host.app.inject({ url: '/readyz' })).statusCode === 200, { timeoutMs: 30_000, message: 'every service ready and the channel joined' });
+      await waitFor(async () => (await host.app.inject({ url: '/readyz' })).statusCode === 200, {
+        timeoutMs: 30_000,
+        message: 'every service ready and the channel joined',
+      });
     }, 120_000);
 
     afterAll(async () => {
@@ -78,10 +81,17 @@ function describeTwitchChatEndToEnd(name: string, topology: () => Promise<Topolo
       const before = fake.messagesTo(CHANNEL).length;
       const messageId = fake.sendChat({ channel: CHANNEL, user: 'chatty_cathy', text: '!ping', tags: { 'user-id': '777001' } });
 
-      const reply = await waitFor(() => fake.messagesTo(CHANNEL).slice(before).find((message) => message.tags['reply-parent-msg-id'] === messageId), {
-        timeoutMs: 30_000,
-        message: 'the PRIVMSG answering the chat line',
-      });
+      const reply = await waitFor(
+        () =>
+          fake
+            .messagesTo(CHANNEL)
+            .slice(before)
+            .find((message) => message.tags['reply-parent-msg-id'] === messageId),
+        {
+          timeoutMs: 30_000,
+          message: 'the PRIVMSG answering the chat line',
+        },
+      );
       expect(reply).toMatchObject({ text: 'pong', accepted: true });
 
       const record = await waitFor(
@@ -92,16 +102,32 @@ function describeTwitchChatEndToEnd(name: string, topology: () => Promise<Topolo
         },
         { timeoutMs: 30_000, intervalMs: 100, message: 'the final record of the chat line' },
       );
-      expect(record).toMatchObject({ outcome: 'completed', replyText: 'pong', replyDelivered: true, platform: 'twitch', userName: 'chatty_cathy' });
+      expect(record).toMatchObject({
+        outcome: 'completed',
+        replyText: 'pong',
+        replyDelivered: true,
+        platform: 'twitch',
+        userName: 'chatty_cathy',
+      });
       // The router's plan, every step done: analysis, routing, the command that answered.
-      expect(record.final!.routingSlip.map((step) => `${step.id}:${step.status}`)).toEqual(['query-analyzer:OK', 'moderation:OK', 'router:OK', 'commands:OK']);
+      expect(record.final!.routingSlip.map((step) => `${step.id}:${step.status}`)).toEqual([
+        'query-analyzer:OK',
+        'moderation:OK',
+        'router:OK',
+        'commands:OK',
+      ]);
       // auth identified the chatter (a viewer, with a viewer's permissions, seen for the first time).
       expect(record.final!.user).toMatchObject({ id: '777001', name: 'chatty_cathy', role: 'viewer', roles: ['viewer'] });
       expect(record.final!.user.permissions?.length).toBeGreaterThan(0);
       expect(record.final!.annotations?.map((annotation) => annotation.kind)).toContain('first-message');
       expect(record.final!.delivery).toMatchObject({ delivered: true, platformMessageIds: [reply.id] });
       // Exactly one answer went out.
-      expect(fake.messagesTo(CHANNEL).slice(before).filter((message) => message.tags['reply-parent-msg-id'] === messageId)).toHaveLength(1);
+      expect(
+        fake
+          .messagesTo(CHANNEL)
+          .slice(before)
+          .filter((message) => message.tags['reply-parent-msg-id'] === messageId),
+      ).toHaveLength(1);
     });
   });
 }
@@ -126,7 +152,12 @@ describeTwitchChatEndToEnd('NATS JetStream and PostgreSQL', async () => {
   const schema = uniqueSchema('e2e');
   const key = randomBytes(32).toString('base64');
   const bus = await createNatsBus({ servers: nats.url, prefix: `e2e${Math.random().toString(36).slice(2, 8)}.` });
-  const store = await createStore({ driver: 'postgres', databaseUrl: url, schema, secrets: { get: async (name) => (name === 'TOKEN_ENCRYPTION_KEY' ? key : undefined) } });
+  const store = await createStore({
+    driver: 'postgres',
+    databaseUrl: url,
+    schema,
+    secrets: { get: async (name) => (name === 'TOKEN_ENCRYPTION_KEY' ? key : undefined) },
+  });
   return {
     bus,
     store,

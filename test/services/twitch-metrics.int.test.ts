@@ -47,10 +47,22 @@ describe('Twitch metrics in /metrics', () => {
       services: [service],
       bus,
       architecture: loadArchitecture(),
-      env: { INSTANCE_ID: 'metrics-1', TWITCH_BOT_USERNAME: 'bitbrat_bot', TWITCH_CHANNELS: CHANNEL, TWITCH_IRC_URL: fake.url, TWITCH_ACCESS_TOKEN: TOKEN, IRC_RECONNECT_INITIAL_MS: '100', IRC_RECONNECT_MAX_MS: '300', SOURCE_HEARTBEAT_MS: '200' },
+      env: {
+        INSTANCE_ID: 'metrics-1',
+        TWITCH_BOT_USERNAME: 'bitbrat_bot',
+        TWITCH_CHANNELS: CHANNEL,
+        TWITCH_IRC_URL: fake.url,
+        TWITCH_ACCESS_TOKEN: TOKEN,
+        IRC_RECONNECT_INITIAL_MS: '100',
+        IRC_RECONNECT_MAX_MS: '300',
+        SOURCE_HEARTBEAT_MS: '200',
+      },
       extra: { store },
     });
-    await waitFor(async () => (await host.app.inject({ method: 'GET', url: '/readyz' })).statusCode === 200, { timeoutMs: 15_000, message: 'readyz after joining' });
+    await waitFor(async () => (await host.app.inject({ method: 'GET', url: '/readyz' })).statusCode === 200, {
+      timeoutMs: 15_000,
+      message: 'readyz after joining',
+    });
   }, 60_000);
   afterAll(async () => {
     await host?.stop();
@@ -65,7 +77,10 @@ describe('Twitch metrics in /metrics', () => {
     return (await observed.waitFor('internal.ingress.v1', (value) => value.payload?.messageId === id)) as Envelope;
   };
   const reply = async (incoming: Envelope, text: string) => {
-    await bus.publish('internal.egress.v1', new TextEncoder().encode(JSON.stringify({ ...incoming, candidates: [createReply('commands', text)] })));
+    await bus.publish(
+      'internal.egress.v1',
+      new TextEncoder().encode(JSON.stringify({ ...incoming, candidates: [createReply('commands', text)] })),
+    );
     return (await observed.waitFor('internal.finalizer.v1', (value) => value.id === incoming.id)) as Envelope;
   };
 
@@ -97,7 +112,13 @@ describe('Twitch metrics in /metrics', () => {
 
   it('counts a reconnect after the connection drops, and the gauge follows the connection', async () => {
     fake.dropConnections();
-    await waitFor(async () => sample(await scrape(), 'bitbrat_connector_reconnects_total', { platform: 'twitch' }) === 1, { timeoutMs: 15_000, message: 'one reconnect counted' });
-    await waitFor(async () => sample(await scrape(), 'bitbrat_connector_connected', { platform: 'twitch' }) === 1, { timeoutMs: 15_000, message: 'connected again' });
+    await waitFor(async () => sample(await scrape(), 'bitbrat_connector_reconnects_total', { platform: 'twitch' }) === 1, {
+      timeoutMs: 15_000,
+      message: 'one reconnect counted',
+    });
+    await waitFor(async () => sample(await scrape(), 'bitbrat_connector_connected', { platform: 'twitch' }) === 1, {
+      timeoutMs: 15_000,
+      message: 'connected again',
+    });
   });
 });

@@ -16,7 +16,11 @@ const runPrefix = `t${Date.now().toString(36)}${randomBytes(3).toString('hex')}_
 let emulator: FirestoreEmulator | undefined;
 
 beforeAll(async () => {
-  requireServer('Firestore emulator', firestoreEmulatorInstalled(), 'install the google-cloud-sdk cloud-firestore-emulator component and java');
+  requireServer(
+    'Firestore emulator',
+    firestoreEmulatorInstalled(),
+    'install the google-cloud-sdk cloud-firestore-emulator component and java',
+  );
   emulator = await startFirestoreEmulator();
 }, 120_000);
 
@@ -58,7 +62,14 @@ describe('firestore store', () => {
     expect(await codeOf(store.recordIngress([{ ...record, ingress: { envelope: {} as never, raw: big } }]))).toBe('DOCUMENT_TOO_LARGE');
     expect(await codeOf(store.recordFinal([{ ...record, outcome: 'completed', replyText: big }]))).toBe('DOCUMENT_TOO_LARGE');
     expect(await codeOf(store.mergeSource({ id: 'twitch:big', platform: 'twitch', metadata: { blob: big } }))).toBe('DOCUMENT_TOO_LARGE');
-    expect(await codeOf(store.recordIngress([{ ...record, id: 'small' }, { ...record, ingress: { envelope: {} as never, raw: big } }]))).toBe('DOCUMENT_TOO_LARGE');
+    expect(
+      await codeOf(
+        store.recordIngress([
+          { ...record, id: 'small' },
+          { ...record, ingress: { envelope: {} as never, raw: big } },
+        ]),
+      ),
+    ).toBe('DOCUMENT_TOO_LARGE');
     expect(await store.getEvent('huge')).toBeUndefined();
     expect(await store.getEvent('small')).toBeUndefined();
     // Just under the limit is fine.
@@ -66,15 +77,28 @@ describe('firestore store', () => {
     expect((await store.getEvent('large'))?.ingress?.raw).toHaveLength(900_000);
   });
 
-  it('maps the server\'s own size rejection to DOCUMENT_TOO_LARGE', async () => {
-    const error = await raw.collection(`${prefix}scratch`).doc('big').set({ blob: 'z'.repeat(1_100_000) }).then(() => undefined, (thrown: unknown) => thrown);
+  it("maps the server's own size rejection to DOCUMENT_TOO_LARGE", async () => {
+    const error = await raw
+      .collection(`${prefix}scratch`)
+      .doc('big')
+      .set({ blob: 'z'.repeat(1_100_000) })
+      .then(
+        () => undefined,
+        (thrown: unknown) => thrown,
+      );
     expect(error).toBeDefined();
     const mapped = mapFirestoreError(error);
     expect(isBitBratError(mapped) && mapped.code).toBe('DOCUMENT_TOO_LARGE');
   });
 
   it('stores oauth tokens encrypted and records the layout version', async () => {
-    await store.putToken({ id: 'twitch:bot', accessToken: 'fs-PLAINTEXT-access', refreshToken: 'fs-PLAINTEXT-refresh', scopes: ['chat:read'], obtainedAt: '2030-01-01T00:00:00.000Z' });
+    await store.putToken({
+      id: 'twitch:bot',
+      accessToken: 'fs-PLAINTEXT-access',
+      refreshToken: 'fs-PLAINTEXT-refresh',
+      scopes: ['chat:read'],
+      obtainedAt: '2030-01-01T00:00:00.000Z',
+    });
     const doc = (await raw.collection(`${prefix}oauth_tokens`).doc('twitch:bot').get()).data();
     expect(doc?.accessToken).toMatch(/^enc:v1:/);
     expect(JSON.stringify(doc)).not.toContain('PLAINTEXT');
@@ -84,7 +108,15 @@ describe('firestore store', () => {
   it('escapes ids that are not valid document ids', async () => {
     await store.claimKey('urls', 'https://example.com/a/b', 60_000);
     expect(await store.claimKey('urls', 'https://example.com/a/b', 60_000)).toBe(false);
-    await store.upsertCommand({ name: '..', response: 'dots', aliases: [], minRole: 'viewer', cooldownSec: 0, userCooldownSec: 0, enabled: true });
+    await store.upsertCommand({
+      name: '..',
+      response: 'dots',
+      aliases: [],
+      minRole: 'viewer',
+      cooldownSec: 0,
+      userCooldownSec: 0,
+      enabled: true,
+    });
     expect((await store.getCommand('..'))?.response).toBe('dots');
   });
 
@@ -92,9 +124,14 @@ describe('firestore store', () => {
     const other = await open(prefix);
     await other.init();
     try {
-      const results = await Promise.all(Array.from({ length: 4 }, (_, index) => (index % 2 === 0 ? store : other).incrementCounter('contended', 1)));
+      const results = await Promise.all(
+        Array.from({ length: 4 }, (_, index) => (index % 2 === 0 ? store : other).incrementCounter('contended', 1)),
+      );
       expect([...results].sort()).toEqual([1, 2, 3, 4]);
-      await Promise.all([store.mergeSource({ id: 'twitch:two', platform: 'twitch', metrics: { messagesIn: 1 } }), other.mergeSource({ id: 'twitch:two', platform: 'twitch', metrics: { messagesOut: 2 } })]);
+      await Promise.all([
+        store.mergeSource({ id: 'twitch:two', platform: 'twitch', metrics: { messagesIn: 1 } }),
+        other.mergeSource({ id: 'twitch:two', platform: 'twitch', metrics: { messagesOut: 2 } }),
+      ]);
       expect((await other.getSource('twitch:two'))?.metrics).toEqual({ messagesIn: 1, messagesOut: 2 });
     } finally {
       await other.close();

@@ -24,8 +24,14 @@ describe('embedded database settings and first start', () => {
     expect(existsSync(join(path, 'PG_VERSION'))).toBe(true);
     const db = await openPgliteWorker(path);
     try {
-      const { rows } = await db.query("select name, current_setting(name) as value from unnest(array['shared_buffers', 'max_connections', 'temp_buffers']) as name");
-      expect(Object.fromEntries(rows.map((row) => [row.name, row.value]))).toEqual({ shared_buffers: PGLITE_SETTINGS.shared_buffers, max_connections: PGLITE_SETTINGS.max_connections, temp_buffers: PGLITE_SETTINGS.temp_buffers });
+      const { rows } = await db.query(
+        "select name, current_setting(name) as value from unnest(array['shared_buffers', 'max_connections', 'temp_buffers']) as name",
+      );
+      expect(Object.fromEntries(rows.map((row) => [row.name, row.value]))).toEqual({
+        shared_buffers: PGLITE_SETTINGS.shared_buffers,
+        max_connections: PGLITE_SETTINGS.max_connections,
+        temp_buffers: PGLITE_SETTINGS.temp_buffers,
+      });
     } finally {
       await db.close();
     }
@@ -35,6 +41,9 @@ describe('embedded database settings and first start', () => {
     const file = join(await tempDir(), 'not-a-dir');
     await writeFile(file, 'x');
     const path = join(file, 'pglite');
-    await expect(initializePgliteDir(path)).rejects.toMatchObject({ code: 'STORE_UNAVAILABLE', message: expect.stringContaining(`could not create the embedded database at ${path}`) });
+    await expect(initializePgliteDir(path)).rejects.toMatchObject({
+      code: 'STORE_UNAVAILABLE',
+      message: expect.stringContaining(`could not create the embedded database at ${path}`),
+    });
   });
 });

@@ -50,9 +50,26 @@ describe('pglite store on disk', () => {
   it('keeps data across close and reopen, reusing the generated token key', async () => {
     const dataDir = await tempDir();
     const first = await open(dataDir);
-    await first.recordIngress([{ id: 'e1', correlationId: 'e1', type: 'external.chat.message.v1', channel: '#c', receivedAt: '2030-01-01T00:00:00.000Z', text: 'hi' }]);
-    await first.recordFinal([{ id: 'e1', correlationId: 'e1', type: 'external.chat.message.v1', receivedAt: '2030-01-01T00:00:00.000Z', outcome: 'completed' }]);
-    await first.putToken({ id: 'twitch:bot', accessToken: 'plain-access-SECRET', refreshToken: 'plain-refresh-SECRET', scopes: ['chat:read'], obtainedAt: '2030-01-01T00:00:00.000Z' });
+    await first.recordIngress([
+      {
+        id: 'e1',
+        correlationId: 'e1',
+        type: 'external.chat.message.v1',
+        channel: '#c',
+        receivedAt: '2030-01-01T00:00:00.000Z',
+        text: 'hi',
+      },
+    ]);
+    await first.recordFinal([
+      { id: 'e1', correlationId: 'e1', type: 'external.chat.message.v1', receivedAt: '2030-01-01T00:00:00.000Z', outcome: 'completed' },
+    ]);
+    await first.putToken({
+      id: 'twitch:bot',
+      accessToken: 'plain-access-SECRET',
+      refreshToken: 'plain-refresh-SECRET',
+      scopes: ['chat:read'],
+      obtainedAt: '2030-01-01T00:00:00.000Z',
+    });
     await first.mergeSource({ id: 'twitch:1', platform: 'twitch', status: 'connected', metrics: { messagesIn: 3 } });
     await first.upsertRule({ id: 'r1', priority: 1, enabled: true, logic: true, action: { steps: ['router'] } });
     const version = await first.rulesVersion();
@@ -67,9 +84,20 @@ describe('pglite store on disk', () => {
 
     const second = await open(dataDir);
     expect(await second.getEvent('e1')).toMatchObject({ id: 'e1', text: 'hi', outcome: 'completed' });
-    expect(await second.recordFinal([{ id: 'e1', correlationId: 'e1', type: 'x', receivedAt: '2030-01-01T00:00:00.000Z', outcome: 'failed' }])).toEqual([]);
-    expect(await second.getToken('twitch:bot')).toMatchObject({ accessToken: 'plain-access-SECRET', refreshToken: 'plain-refresh-SECRET', version: 1 });
-    expect(await second.getSource('twitch:1')).toEqual({ id: 'twitch:1', platform: 'twitch', status: 'connected', metrics: { messagesIn: 3 } });
+    expect(
+      await second.recordFinal([{ id: 'e1', correlationId: 'e1', type: 'x', receivedAt: '2030-01-01T00:00:00.000Z', outcome: 'failed' }]),
+    ).toEqual([]);
+    expect(await second.getToken('twitch:bot')).toMatchObject({
+      accessToken: 'plain-access-SECRET',
+      refreshToken: 'plain-refresh-SECRET',
+      version: 1,
+    });
+    expect(await second.getSource('twitch:1')).toEqual({
+      id: 'twitch:1',
+      platform: 'twitch',
+      status: 'connected',
+      metrics: { messagesIn: 3 },
+    });
     expect(await second.rulesVersion()).toBe(version);
     await second.close();
     expect(await readFile(keyFile, 'utf8')).toBe(keyText);
@@ -77,7 +105,9 @@ describe('pglite store on disk', () => {
     // The raw row holds ciphertext that the key file's key opens, never the plaintext.
     const db = await PGlite.create(join(dataDir, 'pglite'));
     try {
-      const { rows } = await db.query<{ access_token: string; refresh_token: string }>(`SELECT access_token, refresh_token FROM oauth_tokens WHERE id = 'twitch:bot'`);
+      const { rows } = await db.query<{ access_token: string; refresh_token: string }>(
+        `SELECT access_token, refresh_token FROM oauth_tokens WHERE id = 'twitch:bot'`,
+      );
       const raw = rows[0]!;
       expect(raw.access_token).toMatch(/^enc:v1:[A-Za-z0-9+/=]+:[A-Za-z0-9+/=]+:[A-Za-z0-9+/=]+$/);
       expect(raw.access_token).not.toContain('SECRET');
@@ -95,7 +125,9 @@ describe('pglite store on disk', () => {
     const envelope = { v: '1', id: 'old', nested: { list: [1, 'two', null], flag: true }, text: 'ünïcödé "quoted"' };
     // A data directory as the first release left it: migration 1 only, envelopes in jsonb columns.
     const old = await PGlite.create(join(dataDir, 'pglite'));
-    await old.exec('CREATE TABLE schema_migrations (version integer PRIMARY KEY, name text NOT NULL, applied_at timestamptz NOT NULL DEFAULT now())');
+    await old.exec(
+      'CREATE TABLE schema_migrations (version integer PRIMARY KEY, name text NOT NULL, applied_at timestamptz NOT NULL DEFAULT now())',
+    );
     await old.exec(MIGRATIONS[0]!.sql);
     await old.query(`INSERT INTO schema_migrations (version, name) VALUES (1, 'initial')`);
     await old.query(
@@ -107,14 +139,26 @@ describe('pglite store on disk', () => {
     const store = await open(dataDir);
     expect(await store.getEvent('old')).toMatchObject({ id: 'old', ingress: { envelope }, final: envelope, outcome: 'completed' });
     const fresh = { ...envelope, id: 'new' };
-    await store.recordIngress([{ id: 'new', correlationId: 'new', type: 't', receivedAt: '2030-01-01T00:00:00.000Z', ingress: { envelope: fresh as never, raw: { line: 'PRIVMSG' } } }]);
-    await store.recordFinal([{ id: 'new', correlationId: 'new', type: 't', receivedAt: '2030-01-01T00:00:00.000Z', outcome: 'completed', final: fresh as never }]);
+    await store.recordIngress([
+      {
+        id: 'new',
+        correlationId: 'new',
+        type: 't',
+        receivedAt: '2030-01-01T00:00:00.000Z',
+        ingress: { envelope: fresh as never, raw: { line: 'PRIVMSG' } },
+      },
+    ]);
+    await store.recordFinal([
+      { id: 'new', correlationId: 'new', type: 't', receivedAt: '2030-01-01T00:00:00.000Z', outcome: 'completed', final: fresh as never },
+    ]);
     expect(await store.getEvent('new')).toMatchObject({ ingress: { envelope: fresh, raw: { line: 'PRIVMSG' } }, final: fresh });
     await store.close();
 
     const db = await PGlite.create(join(dataDir, 'pglite'));
     try {
-      const { rows } = await db.query<{ final_type: string; final: string }>(`SELECT pg_typeof(final)::text AS final_type, final FROM events WHERE id = 'new'`);
+      const { rows } = await db.query<{ final_type: string; final: string }>(
+        `SELECT pg_typeof(final)::text AS final_type, final FROM events WHERE id = 'new'`,
+      );
       expect(rows[0]).toEqual({ final_type: 'text', final: JSON.stringify(fresh) });
       const versions = await db.query<{ version: number }>('SELECT version FROM schema_migrations ORDER BY version');
       expect(versions.rows.map((row) => row.version)).toEqual(MIGRATIONS.map((migration) => migration.version));
@@ -141,11 +185,27 @@ describe('pglite store on disk', () => {
   });
 
   it('rejects a key that is not 32 bytes of base64 or hex', async () => {
-    const store = await createStore({ driver: 'pglite', dataDir: 'memory://', embedded: true, secrets: secrets({ TOKEN_ENCRYPTION_KEY: 'too-short' }) });
-    const error = await store.init().then(() => undefined, (caught: unknown) => caught);
+    const store = await createStore({
+      driver: 'pglite',
+      dataDir: 'memory://',
+      embedded: true,
+      secrets: secrets({ TOKEN_ENCRYPTION_KEY: 'too-short' }),
+    });
+    const error = await store.init().then(
+      () => undefined,
+      (caught: unknown) => caught,
+    );
     expect(isBitBratError(error) && error.code).toBe('CONFIG_INVALID');
     expect(String((error as Error).message)).not.toContain('too-short');
-    expect(await codeOf(createStore({ driver: 'pglite', dataDir: 'memory://', secrets: secrets({ TOKEN_ENCRYPTION_KEY: randomBytes(16).toString('hex') }) }).then((s) => s.init()))).toBe('CONFIG_INVALID');
+    expect(
+      await codeOf(
+        createStore({
+          driver: 'pglite',
+          dataDir: 'memory://',
+          secrets: secrets({ TOKEN_ENCRYPTION_KEY: randomBytes(16).toString('hex') }),
+        }).then((s) => s.init()),
+      ),
+    ).toBe('CONFIG_INVALID');
   });
 
   it('fails init with SECRET_MISSING when not embedded and no key is set', async () => {
@@ -209,7 +269,10 @@ describe('pglite worker thread', () => {
     const { rows } = await db.query('SELECT * FROM u');
     expect(rows[0]!.at).toBeInstanceOf(Date);
     expect(rows[0]!.doc).toEqual({ a: [1, 2] });
-    const duplicate = await db.query('INSERT INTO u VALUES (1, now(), null)').then(() => undefined, (error: unknown) => error);
+    const duplicate = await db.query('INSERT INTO u VALUES (1, now(), null)').then(
+      () => undefined,
+      (error: unknown) => error,
+    );
     expect(duplicate).toMatchObject({ code: '23505', constraint: 'u_pkey' });
     const mapped = mapSqlError(duplicate);
     expect(isBitBratError(mapped) && mapped.code).toBe('STORE_CONSTRAINT');
@@ -224,7 +287,10 @@ describe('pglite worker thread', () => {
     try {
       await db.exec('CREATE TABLE t (id int PRIMARY KEY)');
       await db.query('INSERT INTO t VALUES (1)');
-      const waiting = db.query('SELECT pg_sleep(2)').then(() => 'finished', (error: unknown) => (isBitBratError(error) ? error.code : String(error)));
+      const waiting = db.query('SELECT pg_sleep(2)').then(
+        () => 'finished',
+        (error: unknown) => (isBitBratError(error) ? error.code : String(error)),
+      );
       await new Promise((resolve) => setTimeout(resolve, 100));
       await workers[0]!.terminate();
       expect(await waiting).toBe('STORE_UNAVAILABLE');
@@ -321,6 +387,8 @@ describe('createStore', () => {
     expect(await codeOf(createStore({ driver: 'mongodb' as never }))).toBe('CONFIG_INVALID');
     expect(await codeOf(createStore({ driver: 'postgres' }))).toBe('CONFIG_INVALID');
     expect(await codeOf(createStore({ driver: 'firestore' }))).toBe('CONFIG_INVALID');
-    expect(await codeOf(createStore({ driver: 'postgres', databaseUrl: 'postgres://x@127.0.0.1/db', schema: 'bad; drop' }))).toBe('CONFIG_INVALID');
+    expect(await codeOf(createStore({ driver: 'postgres', databaseUrl: 'postgres://x@127.0.0.1/db', schema: 'bad; drop' }))).toBe(
+      'CONFIG_INVALID',
+    );
   });
 });

@@ -1,7 +1,7 @@
 import { randomBytes } from 'node:crypto';
 import { readFile } from 'node:fs/promises';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { BitBratError, isBitBratError } from '../../src/core/index.js';
+import { type BitBratError, isBitBratError } from '../../src/core/index.js';
 import { createStore, type Store } from '../../src/store/index.js';
 import { MIGRATIONS } from '../../src/store/sql.js';
 import { dropSchema, sql, startPostgres, uniqueSchema, type PostgresInstance } from '../support/pg-server.js';
@@ -23,7 +23,7 @@ async function caught(promise: Promise<unknown>): Promise<BitBratError> {
 }
 
 const contractSchema = uniqueSchema('contract');
-describeStoreContract('postgres (the test run\'s server)', {
+describeStoreContract("postgres (the test run's server)", {
   create: async () => await createStore({ driver: 'postgres', databaseUrl: url, schema: contractSchema, secrets: secrets() }),
   cleanup: async () => {
     await dropSchema(url, contractSchema);
@@ -52,9 +52,20 @@ describe('postgres store', () => {
     const { rows } = await sql(url, `SELECT version FROM "${schema}".schema_migrations ORDER BY version`);
     expect(rows.map((row) => row.version)).toEqual(MIGRATIONS.map((migration) => migration.version));
     const tables = await sql(url, `SELECT table_name FROM information_schema.tables WHERE table_schema = $1 ORDER BY table_name`, [schema]);
-    expect(tables.rows.map((row) => row.table_name)).toEqual(
-      ['claims', 'commands', 'conversations', 'counters', 'deadletters', 'documents', 'events', 'oauth_tokens', 'rules', 'schema_migrations', 'sources', 'users'],
-    );
+    expect(tables.rows.map((row) => row.table_name)).toEqual([
+      'claims',
+      'commands',
+      'conversations',
+      'counters',
+      'deadletters',
+      'documents',
+      'events',
+      'oauth_tokens',
+      'rules',
+      'schema_migrations',
+      'sources',
+      'users',
+    ]);
     // Both see the same data through their own pools.
     await a.incrementCounter('shared', 2);
     expect(await b.incrementCounter('shared', 3)).toBe(5);
@@ -69,7 +80,11 @@ describe('postgres store', () => {
     schemas.push(schema);
     const store = await open(schema);
     await store.init();
-    const error = await caught(store.recordFinal([{ id: 'e1', correlationId: 'e1', type: 't', receivedAt: '2030-01-01T00:00:00.000Z', outcome: 'nonsense' as never }]));
+    const error = await caught(
+      store.recordFinal([
+        { id: 'e1', correlationId: 'e1', type: 't', receivedAt: '2030-01-01T00:00:00.000Z', outcome: 'nonsense' as never },
+      ]),
+    );
     expect(error.code).toBe('STORE_CONSTRAINT');
     expect(error.retryable).toBe(false);
     expect(error.details?.sqlState).toBe('23514');
@@ -82,7 +97,13 @@ describe('postgres store', () => {
     schemas.push(schema);
     const store = await open(schema);
     await store.init();
-    await store.putToken({ id: 'twitch:bot', accessToken: 'oauth-PLAINTEXT-access', refreshToken: 'oauth-PLAINTEXT-refresh', scopes: [], obtainedAt: '2030-01-01T00:00:00.000Z' });
+    await store.putToken({
+      id: 'twitch:bot',
+      accessToken: 'oauth-PLAINTEXT-access',
+      refreshToken: 'oauth-PLAINTEXT-refresh',
+      scopes: [],
+      obtainedAt: '2030-01-01T00:00:00.000Z',
+    });
     const { rows } = await sql(url, `SELECT access_token, refresh_token FROM "${schema}".oauth_tokens`);
     expect(rows[0].access_token).toMatch(/^enc:v1:/);
     expect(JSON.stringify(rows)).not.toContain('PLAINTEXT');

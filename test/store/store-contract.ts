@@ -48,7 +48,13 @@ function finalRecord(base: EventRecord, outcome: EventRecord['outcome'] = 'compl
   const envelope = base.ingress?.envelope ?? envelopeFor(base.id, base.channel ?? '#main', base.text ?? '');
   const final: Envelope = {
     ...envelope,
-    routingSlip: envelope.routingSlip.map((step, index) => ({ ...step, status: 'OK', attempt: 1, startedAt: at(base.receivedAt, index * 10), endedAt: at(base.receivedAt, index * 10 + 5) })),
+    routingSlip: envelope.routingSlip.map((step, index) => ({
+      ...step,
+      status: 'OK',
+      attempt: 1,
+      startedAt: at(base.receivedAt, index * 10),
+      endedAt: at(base.receivedAt, index * 10 + 5),
+    })),
     outcome,
   };
   const { ingress: _ingress, ...rest } = base;
@@ -88,7 +94,9 @@ async function expectCode(promise: Promise<unknown>, code: string): Promise<void
   expect(isBitBratError(error) ? error.code : error).toBe(code);
 }
 
-async function allPages<T>(fetch: (cursor?: string) => Promise<{ items: T[]; nextCursor?: string }>): Promise<{ items: T[]; pages: number }> {
+async function allPages<T>(
+  fetch: (cursor?: string) => Promise<{ items: T[]; nextCursor?: string }>,
+): Promise<{ items: T[]; pages: number }> {
   const items: T[] = [];
   let cursor: string | undefined;
   let pages = 0;
@@ -171,7 +179,8 @@ export function describeStoreContract(name: string, factory: StoreFactory): void
 
       it('lists events recorded on ingress and not finalized by a time, oldest first (stalled events)', async () => {
         const prefix = uid('stall');
-        const record = (name: string, minute: number) => ingressRecord({ id: `${prefix}-${name}`, receivedAt: `2001-03-03T00:${String(minute).padStart(2, '0')}:00.000Z` });
+        const record = (name: string, minute: number) =>
+          ingressRecord({ id: `${prefix}-${name}`, receivedAt: `2001-03-03T00:${String(minute).padStart(2, '0')}:00.000Z` });
         const [a, b, c, late] = [record('a', 0), record('b', 1), record('c', 2), record('late', 10)];
         await store.recordIngress([c, a, b, late]);
         await store.recordFinal([finalRecord(b)]);
@@ -179,7 +188,9 @@ export function describeStoreContract(name: string, factory: StoreFactory): void
         await store.recordFinal([finalRecord(record('final-only', 0))]);
         const mine = (records: EventRecord[]) => records.filter((entry) => entry.id.startsWith(prefix)).map((entry) => entry.id);
         expect(mine(await store.listUnfinalized({ before: '2001-03-03T00:05:00.000Z', limit: 1000 }))).toEqual([a.id, c.id]);
-        const [first] = await store.listUnfinalized({ before: '2001-03-03T00:05:00.000Z', limit: 1000 }).then((records) => records.filter((entry) => entry.id === a.id));
+        const [first] = await store
+          .listUnfinalized({ before: '2001-03-03T00:05:00.000Z', limit: 1000 })
+          .then((records) => records.filter((entry) => entry.id === a.id));
         expect(first).toMatchObject({ id: a.id, ingress: a.ingress });
         expect(first!.finalizedAt).toBeUndefined();
         await store.recordFinal([finalRecord(a)]);
@@ -188,7 +199,9 @@ export function describeStoreContract(name: string, factory: StoreFactory): void
 
       it('writes large batches, including duplicate ids inside one batch', async () => {
         const channel = uid('#batch');
-        const records = Array.from({ length: 150 }, (_, index) => ingressRecord({ id: uid('bulk'), channel, receivedAt: at('2031-01-01T00:00:00.000Z', index) }));
+        const records = Array.from({ length: 150 }, (_, index) =>
+          ingressRecord({ id: uid('bulk'), channel, receivedAt: at('2031-01-01T00:00:00.000Z', index) }),
+        );
         await store.recordIngress([...records, records[0]!]);
         const finals = records.map((record) => finalRecord(record));
         const first = await store.recordFinal([...finals.slice(0, 100), finals[0]!]);
@@ -217,8 +230,12 @@ export function describeStoreContract(name: string, factory: StoreFactory): void
         await store.recordIngress(records);
         await store.recordFinal(records.filter((_, index) => index % 4 === 0).map((record) => finalRecord(record, 'handled')));
         const ids = (predicate: (record: EventRecord, index: number) => boolean) =>
-          records.filter(predicate).map((record) => record.id).reverse();
-        const list = async (query: Parameters<Store['listEvents']>[0]) => (await store.listEvents({ limit: 100, ...query })).items.map((item) => item.id);
+          records
+            .filter(predicate)
+            .map((record) => record.id)
+            .reverse();
+        const list = async (query: Parameters<Store['listEvents']>[0]) =>
+          (await store.listEvents({ limit: 100, ...query })).items.map((item) => item.id);
 
         expect(await list({ channel })).toEqual(ids((_, index) => index !== 11));
         expect(await list({ channel: otherChannel })).toEqual([records[11]!.id]);
@@ -227,7 +244,9 @@ export function describeStoreContract(name: string, factory: StoreFactory): void
         expect(await list({ channel, userName: 'bob' })).toEqual(ids((_, index) => index !== 11 && index % 2 === 1));
         expect(await list({ channel, userId: 'u-alice' })).toEqual(ids((_, index) => index !== 11 && index % 2 === 0));
         // since and until are inclusive.
-        expect(await list({ channel, since: at(base, 3 * 60_000), until: at(base, 6 * 60_000) })).toEqual(ids((_, index) => index >= 3 && index <= 6));
+        expect(await list({ channel, since: at(base, 3 * 60_000), until: at(base, 6 * 60_000) })).toEqual(
+          ids((_, index) => index >= 3 && index <= 6),
+        );
         expect(await list({ channel, since: at(base, 9 * 60_000) })).toEqual(ids((_, index) => index >= 9 && index !== 11));
         expect(await list({ channel, until: at(base, 60_000), userName: 'alice' })).toEqual([records[0]!.id]);
         const typed = await store.listEvents({ channel, type: 'twitch.eventsub.v1', outcome: 'handled', limit: 100 });
@@ -239,7 +258,9 @@ export function describeStoreContract(name: string, factory: StoreFactory): void
         const channel = uid('#paging');
         const base = '2033-05-05T05:05:05.000Z';
         // Groups of three share one receivedAt, so the id breaks ties.
-        const records = Array.from({ length: 25 }, (_, index) => ingressRecord({ id: uid(`p${index}`), channel, receivedAt: at(base, Math.floor(index / 3) * 1000) }));
+        const records = Array.from({ length: 25 }, (_, index) =>
+          ingressRecord({ id: uid(`p${index}`), channel, receivedAt: at(base, Math.floor(index / 3) * 1000) }),
+        );
         await store.recordIngress(records);
         const { items, pages } = await allPages((cursor) => store.listEvents({ channel, limit: 7, cursor }));
         expect(pages).toBe(4);
@@ -259,7 +280,9 @@ export function describeStoreContract(name: string, factory: StoreFactory): void
 
       it('prunes events received before a time and reports how many', async () => {
         const channel = uid('#prune');
-        const old = Array.from({ length: 5 }, (_, index) => ingressRecord({ id: uid('old'), channel, receivedAt: at('1999-12-31T00:00:00.000Z', index * 1000) }));
+        const old = Array.from({ length: 5 }, (_, index) =>
+          ingressRecord({ id: uid('old'), channel, receivedAt: at('1999-12-31T00:00:00.000Z', index * 1000) }),
+        );
         const recent = ingressRecord({ id: uid('new'), channel, receivedAt: '2000-01-02T00:00:00.000Z' });
         await store.recordIngress([...old, recent]);
         await store.recordFinal([finalRecord(old[0]!)]);
@@ -273,7 +296,10 @@ export function describeStoreContract(name: string, factory: StoreFactory): void
         const ingress = ingressRecord({ id: uid('bad') });
         const good = ingressRecord({ id: uid('good') });
         // The whole batch is refused, so the caller can retry record by record and lose only the bad one.
-        await expectCode(store.recordFinal([finalRecord(good), { ...finalRecord(ingress), outcome: 'exploded' as never }]), 'STORE_CONSTRAINT');
+        await expectCode(
+          store.recordFinal([finalRecord(good), { ...finalRecord(ingress), outcome: 'exploded' as never }]),
+          'STORE_CONSTRAINT',
+        );
         await expectCode(store.recordIngress([good, { ...ingress, type: undefined as never }]), 'STORE_CONSTRAINT');
         expect(await store.getEvent(ingress.id)).toBeUndefined();
         expect(await store.getEvent(good.id)).toBeUndefined();
@@ -284,8 +310,11 @@ export function describeStoreContract(name: string, factory: StoreFactory): void
       it('inserts once, lists unreplayed newest first, and pages', async () => {
         const base = '2034-01-01T00:00:00.000Z';
         const ids = Array.from({ length: 9 }, (_, index) => ({ id: uid(`dl${index}`), receivedAt: at(base, index * 1000) }));
-        for (const item of ids) expect(await store.insertDeadLetter({ ...item, deadLetter: deadLetter(item.id, item.receivedAt) })).toBe(true);
-        expect(await store.insertDeadLetter({ ...ids[0]!, deadLetter: { ...deadLetter(ids[0]!.id, ids[0]!.receivedAt), raw: 'changed' } })).toBe(false);
+        for (const item of ids)
+          expect(await store.insertDeadLetter({ ...item, deadLetter: deadLetter(item.id, item.receivedAt) })).toBe(true);
+        expect(
+          await store.insertDeadLetter({ ...ids[0]!, deadLetter: { ...deadLetter(ids[0]!.id, ids[0]!.receivedAt), raw: 'changed' } }),
+        ).toBe(false);
 
         const stored = await store.getDeadLetter(ids[0]!.id);
         expect(stored).toEqual({ ...ids[0], deadLetter: deadLetter(ids[0]!.id, ids[0]!.receivedAt), replayCount: 0 });
@@ -317,9 +346,18 @@ export function describeStoreContract(name: string, factory: StoreFactory): void
 
       it('prunes dead letters received before a time', async () => {
         const old = [uid('dl-old'), uid('dl-old')];
-        for (const [index, id] of old.entries()) await store.insertDeadLetter({ id, receivedAt: at('1999-06-01T00:00:00.000Z', index), deadLetter: deadLetter(id, '1999-06-01T00:00:00.000Z') });
+        for (const [index, id] of old.entries())
+          await store.insertDeadLetter({
+            id,
+            receivedAt: at('1999-06-01T00:00:00.000Z', index),
+            deadLetter: deadLetter(id, '1999-06-01T00:00:00.000Z'),
+          });
         const kept = uid('dl-kept');
-        await store.insertDeadLetter({ id: kept, receivedAt: '2000-06-01T00:00:00.000Z', deadLetter: deadLetter(kept, '2000-06-01T00:00:00.000Z') });
+        await store.insertDeadLetter({
+          id: kept,
+          receivedAt: '2000-06-01T00:00:00.000Z',
+          deadLetter: deadLetter(kept, '2000-06-01T00:00:00.000Z'),
+        });
         expect(await store.pruneDeadLetters('2000-01-01T00:00:00.000Z')).toBe(2);
         expect(await store.getDeadLetter(old[0]!)).toBeUndefined();
         expect(await store.getDeadLetter(kept)).toBeDefined();
@@ -327,7 +365,7 @@ export function describeStoreContract(name: string, factory: StoreFactory): void
     });
 
     describe('sources', () => {
-      it('deep-merges the seed-002 document: writers keep each other\'s fields, metrics merge key by key', async () => {
+      it("deep-merges the seed-002 document: writers keep each other's fields, metrics merge key by key", async () => {
         const id = `twitch:${uid('chan')}`;
         const full: SourceState = {
           id,
@@ -393,7 +431,12 @@ export function describeStoreContract(name: string, factory: StoreFactory): void
         const id = `discord:${uid('guild')}`;
         await Promise.all(
           Array.from({ length: 10 }, (_, index) =>
-            store.mergeSource({ id, platform: 'discord', metrics: { [`k${index}`]: index } as never, metadata: { [`m${index}`]: `v${index}` } }),
+            store.mergeSource({
+              id,
+              platform: 'discord',
+              metrics: { [`k${index}`]: index } as never,
+              metadata: { [`m${index}`]: `v${index}` },
+            }),
           ),
         );
         const stored = await store.getSource(id);
@@ -405,7 +448,13 @@ export function describeStoreContract(name: string, factory: StoreFactory): void
     describe('users', () => {
       it('touches: created once, counts messages, tracks first and last seen', async () => {
         const userId = uid('u');
-        const first = await store.touchUser({ platform: 'twitch', userId, login: 'Alice_Cat', displayName: 'Alice', at: '2036-01-01T10:00:00.000Z' });
+        const first = await store.touchUser({
+          platform: 'twitch',
+          userId,
+          login: 'Alice_Cat',
+          displayName: 'Alice',
+          at: '2036-01-01T10:00:00.000Z',
+        });
         expect(first.created).toBe(true);
         expect(first.user).toEqual({
           id: `twitch:${userId}`,
@@ -420,7 +469,13 @@ export function describeStoreContract(name: string, factory: StoreFactory): void
         });
         const second = await store.touchUser({ platform: 'twitch', userId, login: 'alice_cat', at: '2036-01-02T10:00:00.000Z' });
         expect(second.created).toBe(false);
-        expect(second.user).toMatchObject({ login: 'alice_cat', displayName: 'Alice', messageCount: 2, firstSeen: '2036-01-01T10:00:00.000Z', lastSeen: '2036-01-02T10:00:00.000Z' });
+        expect(second.user).toMatchObject({
+          login: 'alice_cat',
+          displayName: 'Alice',
+          messageCount: 2,
+          firstSeen: '2036-01-01T10:00:00.000Z',
+          lastSeen: '2036-01-02T10:00:00.000Z',
+        });
         // A late, out-of-order message moves neither bound inward.
         const late = await store.touchUser({ platform: 'twitch', userId, login: 'alice_cat', at: '2036-01-01T12:00:00.000Z' });
         expect(late.user).toMatchObject({ messageCount: 3, firstSeen: '2036-01-01T10:00:00.000Z', lastSeen: '2036-01-02T10:00:00.000Z' });
@@ -445,7 +500,9 @@ export function describeStoreContract(name: string, factory: StoreFactory): void
       it('counts every concurrent touch and reports exactly one creation', async () => {
         const userId = uid('u');
         const results = await Promise.all(
-          Array.from({ length: 10 }, (_, index) => store.touchUser({ platform: 'twitch', userId, login: 'busy', at: at('2036-03-01T00:00:00.000Z', index * 1000) })),
+          Array.from({ length: 10 }, (_, index) =>
+            store.touchUser({ platform: 'twitch', userId, login: 'busy', at: at('2036-03-01T00:00:00.000Z', index * 1000) }),
+          ),
         );
         expect(results.filter((result) => result.created)).toHaveLength(1);
         const stored = await store.getUser(`twitch:${userId}`);
@@ -473,12 +530,49 @@ export function describeStoreContract(name: string, factory: StoreFactory): void
           [`twitch:${fresh}`, false, 3],
         ]);
         // Each answer is the record right after its own input: bounds widen in input order.
-        expect(results[0]!.user).toEqual({ id: `twitch:${fresh}`, platform: 'twitch', userId: fresh, login: 'Fresh', displayName: 'Fresh', roles: [], firstSeen: '2036-04-02T10:00:00.000Z', lastSeen: '2036-04-02T10:00:00.000Z', messageCount: 1 });
-        expect(results[2]!.user).toMatchObject({ login: 'fresh', displayName: 'Fresh', firstSeen: '2036-04-02T09:00:00.000Z', lastSeen: '2036-04-02T10:00:00.000Z' });
-        expect(results[5]!.user).toMatchObject({ login: 'fresh', displayName: 'FRESH', firstSeen: '2036-04-02T09:00:00.000Z', lastSeen: '2036-04-02T11:00:00.000Z' });
-        expect(results[1]!.user).toMatchObject({ login: 'known2', displayName: 'Known', roles: ['trusted'], firstSeen: '2036-04-01T11:00:00.000Z', lastSeen: '2036-04-01T12:00:00.000Z' });
-        expect(results[4]!.user).toMatchObject({ login: 'known3', displayName: 'Known3', roles: ['trusted'], firstSeen: '2036-04-01T11:00:00.000Z', lastSeen: '2036-04-01T13:00:00.000Z' });
-        expect(results[3]!.user).toMatchObject({ login: 'single', firstSeen: '2036-04-02T00:00:00.000Z', lastSeen: '2036-04-02T00:00:00.000Z', messageCount: 1 });
+        expect(results[0]!.user).toEqual({
+          id: `twitch:${fresh}`,
+          platform: 'twitch',
+          userId: fresh,
+          login: 'Fresh',
+          displayName: 'Fresh',
+          roles: [],
+          firstSeen: '2036-04-02T10:00:00.000Z',
+          lastSeen: '2036-04-02T10:00:00.000Z',
+          messageCount: 1,
+        });
+        expect(results[2]!.user).toMatchObject({
+          login: 'fresh',
+          displayName: 'Fresh',
+          firstSeen: '2036-04-02T09:00:00.000Z',
+          lastSeen: '2036-04-02T10:00:00.000Z',
+        });
+        expect(results[5]!.user).toMatchObject({
+          login: 'fresh',
+          displayName: 'FRESH',
+          firstSeen: '2036-04-02T09:00:00.000Z',
+          lastSeen: '2036-04-02T11:00:00.000Z',
+        });
+        expect(results[1]!.user).toMatchObject({
+          login: 'known2',
+          displayName: 'Known',
+          roles: ['trusted'],
+          firstSeen: '2036-04-01T11:00:00.000Z',
+          lastSeen: '2036-04-01T12:00:00.000Z',
+        });
+        expect(results[4]!.user).toMatchObject({
+          login: 'known3',
+          displayName: 'Known3',
+          roles: ['trusted'],
+          firstSeen: '2036-04-01T11:00:00.000Z',
+          lastSeen: '2036-04-01T13:00:00.000Z',
+        });
+        expect(results[3]!.user).toMatchObject({
+          login: 'single',
+          firstSeen: '2036-04-02T00:00:00.000Z',
+          lastSeen: '2036-04-02T00:00:00.000Z',
+          messageCount: 1,
+        });
         expect(await store.getUser(`twitch:${fresh}`)).toEqual(results[5]!.user);
         expect(await store.getUser(`twitch:${known}`)).toEqual(results[4]!.user);
         expect(await store.getUser(`twitch:${single}`)).toEqual(results[3]!.user);
@@ -486,18 +580,38 @@ export function describeStoreContract(name: string, factory: StoreFactory): void
       });
 
       it('touches many exactly as touching them one by one would', async () => {
-        const times = ['2036-05-01T10:00:00.000Z', '2036-05-01T08:00:00.000Z', '2036-05-01T12:00:00.000Z', '2036-05-01T09:00:00.000Z', '2036-05-01T11:00:00.000Z'];
+        const times = [
+          '2036-05-01T10:00:00.000Z',
+          '2036-05-01T08:00:00.000Z',
+          '2036-05-01T12:00:00.000Z',
+          '2036-05-01T09:00:00.000Z',
+          '2036-05-01T11:00:00.000Z',
+        ];
         const script = Array.from({ length: 12 }, (_, index) => ({
           who: index % 3 === 2 ? 'b' : 'a',
           login: `login${index % 4}`,
           displayName: index % 4 === 1 ? `Name${index}` : undefined,
           at: times[index % times.length]!,
         }));
-        const run = (ids: Record<string, string>) => script.map(({ who, login, displayName, at: time }) => ({ platform: 'twitch', userId: ids[who]!, login, at: time, ...(displayName ? { displayName } : {}) }));
+        const run = (ids: Record<string, string>) =>
+          script.map(({ who, login, displayName, at: time }) => ({
+            platform: 'twitch',
+            userId: ids[who]!,
+            login,
+            at: time,
+            ...(displayName ? { displayName } : {}),
+          }));
         const batchIds = { a: uid('u'), b: uid('u') };
         const oneByOneIds = { a: uid('u'), b: uid('u') };
         // 'b' exists beforehand in both runs.
-        for (const ids of [batchIds, oneByOneIds]) await store.touchUser({ platform: 'twitch', userId: ids.b, login: 'before', displayName: 'Before', at: '2036-05-01T09:30:00.000Z' });
+        for (const ids of [batchIds, oneByOneIds])
+          await store.touchUser({
+            platform: 'twitch',
+            userId: ids.b,
+            login: 'before',
+            displayName: 'Before',
+            at: '2036-05-01T09:30:00.000Z',
+          });
         const batched = await store.touchUsers(run(batchIds));
         const oneByOne: Array<{ user: unknown; created: boolean }> = [];
         for (const input of run(oneByOneIds)) oneByOne.push(await store.touchUser(input));
@@ -505,20 +619,35 @@ export function describeStoreContract(name: string, factory: StoreFactory): void
           const who = Object.keys(ids).find((key) => ids[key] === result.user.userId);
           return { ...result, user: { ...result.user, id: who, userId: who } };
         };
-        expect(batched.map(anonymize(batchIds))).toEqual(oneByOne.map((result) => anonymize(oneByOneIds)(result as { user: { id: string; userId: string }; created: boolean })));
+        expect(batched.map(anonymize(batchIds))).toEqual(
+          oneByOne.map((result) => anonymize(oneByOneIds)(result as { user: { id: string; userId: string }; created: boolean })),
+        );
       });
 
       it('counts every concurrent batch and reports exactly one creation', async () => {
         const userId = uid('u');
         const batches = await Promise.all(
           Array.from({ length: 4 }, (_, batch) =>
-            store.touchUsers(Array.from({ length: 3 }, (_, index) => ({ platform: 'twitch', userId, login: 'busy', at: at('2036-06-01T00:00:00.000Z', (batch * 3 + index) * 1000) }))),
+            store.touchUsers(
+              Array.from({ length: 3 }, (_, index) => ({
+                platform: 'twitch',
+                userId,
+                login: 'busy',
+                at: at('2036-06-01T00:00:00.000Z', (batch * 3 + index) * 1000),
+              })),
+            ),
           ),
         );
         const results = batches.flat();
         expect(results.filter((result) => result.created)).toHaveLength(1);
-        expect(results.map((result) => result.user.messageCount).sort((a, b) => a - b)).toEqual(Array.from({ length: 12 }, (_, index) => index + 1));
-        expect(await store.getUser(`twitch:${userId}`)).toMatchObject({ messageCount: 12, firstSeen: '2036-06-01T00:00:00.000Z', lastSeen: '2036-06-01T00:00:11.000Z' });
+        expect(results.map((result) => result.user.messageCount).sort((a, b) => a - b)).toEqual(
+          Array.from({ length: 12 }, (_, index) => index + 1),
+        );
+        expect(await store.getUser(`twitch:${userId}`)).toMatchObject({
+          messageCount: 12,
+          firstSeen: '2036-06-01T00:00:00.000Z',
+          lastSeen: '2036-06-01T00:00:11.000Z',
+        });
       });
 
       it('refuses a batch with a bad input as a whole, writing none of it', async () => {
@@ -539,8 +668,21 @@ export function describeStoreContract(name: string, factory: StoreFactory): void
       it('creates, reads, updates, lists by priority and deletes; the version follows every change', async () => {
         const v0 = await store.rulesVersion();
         expect(await store.rulesVersion()).toBe(v0);
-        const low = { id: uid('rule-low'), description: 'greetings', priority: 1, enabled: true, logic: { in: ['hello', ['hello', 'hi']] }, action: { steps: ['llm-bot'] } };
-        const high = { id: uid('rule-high'), priority: 100, enabled: false, logic: { '==': [{ var: 'message.command' }, 'ping'] }, action: { steps: ['command'], annotate: { kind: 'intent' } } };
+        const low = {
+          id: uid('rule-low'),
+          description: 'greetings',
+          priority: 1,
+          enabled: true,
+          logic: { in: ['hello', ['hello', 'hi']] },
+          action: { steps: ['llm-bot'] },
+        };
+        const high = {
+          id: uid('rule-high'),
+          priority: 100,
+          enabled: false,
+          logic: { '==': [{ var: 'message.command' }, 'ping'] },
+          action: { steps: ['command'], annotate: { kind: 'intent' } },
+        };
         const savedLow = await store.upsertRule(low);
         expect(savedLow).toEqual({ ...low, updatedAt: savedLow.updatedAt });
         expect(Number.isNaN(Date.parse(savedLow.updatedAt))).toBe(false);
@@ -571,11 +713,39 @@ export function describeStoreContract(name: string, factory: StoreFactory): void
     describe('commands', () => {
       it('creates, reads, updates (keeping uses), lists and deletes', async () => {
         const name = uid('lurk');
-        const saved = await store.upsertCommand({ name: name.toUpperCase(), response: 'Enjoy the lurk, {user}!', aliases: ['afk'], minRole: 'viewer', cooldownSec: 30, userCooldownSec: 60, enabled: true, createdBy: 'owner' });
-        expect(saved).toEqual({ name, response: 'Enjoy the lurk, {user}!', aliases: ['afk'], minRole: 'viewer', cooldownSec: 30, userCooldownSec: 60, enabled: true, uses: 0, createdBy: 'owner', updatedAt: saved.updatedAt });
+        const saved = await store.upsertCommand({
+          name: name.toUpperCase(),
+          response: 'Enjoy the lurk, {user}!',
+          aliases: ['afk'],
+          minRole: 'viewer',
+          cooldownSec: 30,
+          userCooldownSec: 60,
+          enabled: true,
+          createdBy: 'owner',
+        });
+        expect(saved).toEqual({
+          name,
+          response: 'Enjoy the lurk, {user}!',
+          aliases: ['afk'],
+          minRole: 'viewer',
+          cooldownSec: 30,
+          userCooldownSec: 60,
+          enabled: true,
+          uses: 0,
+          createdBy: 'owner',
+          updatedAt: saved.updatedAt,
+        });
         expect(await store.getCommand(name)).toEqual(saved);
         expect(await store.incrementCommandUse(name)).toBe(1);
-        const updated = await store.upsertCommand({ name, response: 'bye', aliases: [], minRole: 'moderator', cooldownSec: 0, userCooldownSec: 0, enabled: false });
+        const updated = await store.upsertCommand({
+          name,
+          response: 'bye',
+          aliases: [],
+          minRole: 'moderator',
+          cooldownSec: 0,
+          userCooldownSec: 0,
+          enabled: false,
+        });
         expect(updated).toMatchObject({ response: 'bye', minRole: 'moderator', enabled: false, uses: 1, createdBy: 'owner' });
         expect((await store.upsertCommand({ ...updated, uses: 7 })).uses).toBe(7);
         expect((await store.listCommands()).some((command) => command.name === name)).toBe(true);
@@ -587,7 +757,15 @@ export function describeStoreContract(name: string, factory: StoreFactory): void
 
       it('counts 20 concurrent uses exactly', async () => {
         const name = uid('hype');
-        await store.upsertCommand({ name, response: 'HYPE', aliases: [], minRole: 'viewer', cooldownSec: 0, userCooldownSec: 0, enabled: true });
+        await store.upsertCommand({
+          name,
+          response: 'HYPE',
+          aliases: [],
+          minRole: 'viewer',
+          cooldownSec: 0,
+          userCooldownSec: 0,
+          enabled: true,
+        });
         const counts = await Promise.all(Array.from({ length: 20 }, () => store.incrementCommandUse(name)));
         expect([...counts].sort((a, b) => a - b)).toEqual(Array.from({ length: 20 }, (_, index) => index + 1));
         expect((await store.getCommand(name))?.uses).toBe(20);
@@ -652,7 +830,9 @@ export function describeStoreContract(name: string, factory: StoreFactory): void
         const record: EventRecord = { ...base, ingress: { envelope, raw: { text: hostile } } };
         await store.recordIngress([record]);
         const final = finalRecord(record);
-        await store.recordFinal([{ ...final, replyText: hostile, errors: [{ code: 'HANDLER_FAILED', message: hostile, step: 'llm-bot' }] }]);
+        await store.recordFinal([
+          { ...final, replyText: hostile, errors: [{ code: 'HANDLER_FAILED', message: hostile, step: 'llm-bot' }] },
+        ]);
         const stored = await store.getEvent(id);
         expect(stored?.outcome).toBe('completed');
         kept(stored?.text);
@@ -665,12 +845,33 @@ export function describeStoreContract(name: string, factory: StoreFactory): void
       });
 
       it('saves rules, commands and sources whose strings hold NUL and lone surrogates', async () => {
-        const rule = await store.upsertRule({ id: uid('rule-nul'), description: hostile, priority: 0, enabled: true, logic: { '==': [{ var: 'text' }, hostile] }, action: { outcome: 'handled' } });
+        const rule = await store.upsertRule({
+          id: uid('rule-nul'),
+          description: hostile,
+          priority: 0,
+          enabled: true,
+          logic: { '==': [{ var: 'text' }, hostile] },
+          action: { outcome: 'handled' },
+        });
         kept(rule.description);
-        kept(((await store.getRule(rule.id))?.logic as { '==': [unknown, string] })['=='][1]);
-        const command = await store.upsertCommand({ name: uid('nul'), response: hostile, aliases: [], minRole: 'viewer', cooldownSec: 0, userCooldownSec: 0, enabled: true, createdBy: hostile });
+        kept(((await store.getRule(rule.id))!.logic as { '==': [unknown, string] })['=='][1]);
+        const command = await store.upsertCommand({
+          name: uid('nul'),
+          response: hostile,
+          aliases: [],
+          minRole: 'viewer',
+          cooldownSec: 0,
+          userCooldownSec: 0,
+          enabled: true,
+          createdBy: hostile,
+        });
         kept((await store.getCommand(command.name))?.response);
-        const source = await store.mergeSource({ id: uid('discord:nul'), platform: 'discord', displayName: hostile, lastError: { code: 'X', message: hostile } });
+        const source = await store.mergeSource({
+          id: uid('discord:nul'),
+          platform: 'discord',
+          displayName: hostile,
+          lastError: { code: 'X', message: hostile },
+        });
         kept(source.displayName);
         kept((await store.getSource(source.id))?.lastError?.message);
       });
@@ -700,10 +901,25 @@ export function describeStoreContract(name: string, factory: StoreFactory): void
 
       it('lists in id order, by prefix, newest first and up to a limit', async () => {
         const collection = uid('docs-list');
-        for (const id of ['c:2030-01-02', 'c:2030-01-01', 'c:2030-01-03', 'd:2030-01-01', 'c%:x', 'c_:y']) await store.putDoc(collection, id, { id });
-        expect((await store.listDocs(collection)).map((doc) => doc.id)).toEqual(['c%:x', 'c:2030-01-01', 'c:2030-01-02', 'c:2030-01-03', 'c_:y', 'd:2030-01-01']);
-        expect((await store.listDocs(collection, { prefix: 'c:' })).map((doc) => doc.id)).toEqual(['c:2030-01-01', 'c:2030-01-02', 'c:2030-01-03']);
-        expect((await store.listDocs(collection, { prefix: 'c:', descending: true, limit: 2 })).map((doc) => doc.id)).toEqual(['c:2030-01-03', 'c:2030-01-02']);
+        for (const id of ['c:2030-01-02', 'c:2030-01-01', 'c:2030-01-03', 'd:2030-01-01', 'c%:x', 'c_:y'])
+          await store.putDoc(collection, id, { id });
+        expect((await store.listDocs(collection)).map((doc) => doc.id)).toEqual([
+          'c%:x',
+          'c:2030-01-01',
+          'c:2030-01-02',
+          'c:2030-01-03',
+          'c_:y',
+          'd:2030-01-01',
+        ]);
+        expect((await store.listDocs(collection, { prefix: 'c:' })).map((doc) => doc.id)).toEqual([
+          'c:2030-01-01',
+          'c:2030-01-02',
+          'c:2030-01-03',
+        ]);
+        expect((await store.listDocs(collection, { prefix: 'c:', descending: true, limit: 2 })).map((doc) => doc.id)).toEqual([
+          'c:2030-01-03',
+          'c:2030-01-02',
+        ]);
         // A prefix is literal text: % and _ are not wildcards.
         expect((await store.listDocs(collection, { prefix: 'c%' })).map((doc) => doc.id)).toEqual(['c%:x']);
       });
@@ -711,7 +927,11 @@ export function describeStoreContract(name: string, factory: StoreFactory): void
       it('lets exactly one of two racing deletes consume a document', async () => {
         const collection = uid('docs-race');
         await store.putDoc(collection, 'permit', { uses: 1 });
-        const results = await Promise.all([store.deleteDoc(collection, 'permit'), store.deleteDoc(collection, 'permit'), store.deleteDoc(collection, 'permit')]);
+        const results = await Promise.all([
+          store.deleteDoc(collection, 'permit'),
+          store.deleteDoc(collection, 'permit'),
+          store.deleteDoc(collection, 'permit'),
+        ]);
         expect(results.filter(Boolean)).toHaveLength(1);
       });
 
@@ -740,7 +960,12 @@ export function describeStoreContract(name: string, factory: StoreFactory): void
 
       it('keeps only the last turns of a conversation, oldest first', async () => {
         const channel = uid('conv');
-        const turn = (index: number) => ({ role: index % 2 === 0 ? ('user' as const) : ('assistant' as const), text: `turn ${index}`, ...(index % 2 === 0 ? { user: 'alice' } : {}), at: at('2038-01-01T00:00:00.000Z', index * 1000) });
+        const turn = (index: number) => ({
+          role: index % 2 === 0 ? ('user' as const) : ('assistant' as const),
+          text: `turn ${index}`,
+          ...(index % 2 === 0 ? { user: 'alice' } : {}),
+          at: at('2038-01-01T00:00:00.000Z', index * 1000),
+        });
         expect(await store.getConversation(channel)).toEqual([]);
         expect(await store.appendConversation(channel, [turn(0), turn(1), turn(2)], 5)).toEqual([turn(0), turn(1), turn(2)]);
         expect(await store.appendConversation(channel, [turn(3), turn(4), turn(5), turn(6)], 5)).toEqual([2, 3, 4, 5, 6].map(turn));
@@ -750,8 +975,14 @@ export function describeStoreContract(name: string, factory: StoreFactory): void
 
       it('loses no turn when appends race', async () => {
         const channel = uid('conv-race');
-        await Promise.all(Array.from({ length: 10 }, (_, index) => store.appendConversation(channel, [{ role: 'user', text: `m${index}`, at: '2038-02-01T00:00:00.000Z' }], 100)));
-        expect((await store.getConversation(channel)).map((turn) => turn.text).sort()).toEqual(Array.from({ length: 10 }, (_, index) => `m${index}`).sort());
+        await Promise.all(
+          Array.from({ length: 10 }, (_, index) =>
+            store.appendConversation(channel, [{ role: 'user', text: `m${index}`, at: '2038-02-01T00:00:00.000Z' }], 100),
+          ),
+        );
+        expect((await store.getConversation(channel)).map((turn) => turn.text).sort()).toEqual(
+          Array.from({ length: 10 }, (_, index) => `m${index}`).sort(),
+        );
       });
 
       it('counts atomically and restarts a counter window after its ttl', async () => {

@@ -29,7 +29,11 @@ export async function auditFinalizations(url: string, schema = 'public'): Promis
 
 /** How many times each of `ids` was finalized (0 for none) since `auditFinalizations`. */
 export async function finalizationsPerEvent(url: string, ids: string[], schema = 'public'): Promise<Map<string, number>> {
-  const { rows } = await sql(url, `SELECT event_id, count(*)::int AS n FROM "${schema}".${AUDIT_TABLE} WHERE event_id = ANY($1) GROUP BY event_id`, [ids]);
+  const { rows } = await sql(
+    url,
+    `SELECT event_id, count(*)::int AS n FROM "${schema}".${AUDIT_TABLE} WHERE event_id = ANY($1) GROUP BY event_id`,
+    [ids],
+  );
   const counts = new Map(ids.map((id) => [id, 0]));
   for (const row of rows as Array<{ event_id: string; n: number }>) counts.set(row.event_id, row.n);
   return counts;

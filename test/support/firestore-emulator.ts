@@ -24,7 +24,8 @@ export function firestoreEmulatorInstalled(): boolean {
  */
 export async function startFirestoreEmulator(options: { timeoutMs?: number } = {}): Promise<FirestoreEmulator> {
   const java = javaBinary();
-  if (!existsSync(JAR) || !java) throw new Error(`Firestore emulator not available (java: ${java ?? 'missing'}, jar: ${existsSync(JAR) ? JAR : `missing at ${JAR}`})`);
+  if (!existsSync(JAR) || !java)
+    throw new Error(`Firestore emulator not available (java: ${java ?? 'missing'}, jar: ${existsSync(JAR) ? JAR : `missing at ${JAR}`})`);
   const port = await freePort();
   const host = `127.0.0.1:${port}`;
   const emulator = serverProcess({

@@ -27,7 +27,17 @@ export function testArchitecture(services: Array<{ name: string; consumes: strin
     services: Object.fromEntries(
       services.map((service) => [
         service.name,
-        { description: '', entry: 'test', consumes: service.consumes, publishes: [], paths: [], env: [], secrets: [], scaling: { min: 1, max: 1 }, expose: false },
+        {
+          description: '',
+          entry: 'test',
+          consumes: service.consumes,
+          publishes: [],
+          paths: [],
+          env: [],
+          secrets: [],
+          scaling: { min: 1, max: 1 },
+          expose: false,
+        },
       ]),
     ),
   };
@@ -105,24 +115,33 @@ export interface Collected<T> {
 export async function collect(bus: MessageBus, topics: string[], group = `observer-${Math.random().toString(36).slice(2, 8)}`) {
   const received: Collected<any>[] = [];
   for (const topic of topics) {
-    await bus.subscribe(topic, group, async (message: BusMessage) => {
-      let value: unknown;
-      try {
-        value = JSON.parse(new TextDecoder().decode(message.data));
-      } catch {
-        value = new TextDecoder().decode(message.data);
-      }
-      received.push({ topic: message.topic, value, headers: message.headers, msgId: message.msgId });
-      await message.ack();
-    }, { ackWaitMs: 30_000 });
+    await bus.subscribe(
+      topic,
+      group,
+      async (message: BusMessage) => {
+        let value: unknown;
+        try {
+          value = JSON.parse(new TextDecoder().decode(message.data));
+        } catch {
+          value = new TextDecoder().decode(message.data);
+        }
+        received.push({ topic: message.topic, value, headers: message.headers, msgId: message.msgId });
+        await message.ack();
+      },
+      { ackWaitMs: 30_000 },
+    );
   }
   return {
     received,
     on: (topic: string) => received.filter((item) => item.topic === topic),
     envelopes: (topic: string) => received.filter((item) => item.topic === topic).map((item) => item.value as Envelope),
-    deadLetters: (topic = 'internal.deadletter.v1') => received.filter((item) => item.topic === topic).map((item) => item.value as DeadLetter),
+    deadLetters: (topic = 'internal.deadletter.v1') =>
+      received.filter((item) => item.topic === topic).map((item) => item.value as DeadLetter),
     waitFor: (topic: string, predicate: (value: any) => boolean = () => true, timeoutMs = 15_000) =>
-      waitFor(() => received.find((item) => item.topic === topic && predicate(item.value))?.value, { timeoutMs, message: `a message on ${topic}` }),
+      waitFor(() => received.find((item) => item.topic === topic && predicate(item.value))?.value, {
+        timeoutMs,
+        message: `a message on ${topic}`,
+      }),
   };
 }
 
@@ -135,7 +154,9 @@ export async function startTestHost(options: {
   listen?: boolean;
   extra?: Partial<HostOptions>;
 }): Promise<Host> {
-  const { services, architecture } = options.architecture ? { services: options.services, architecture: options.architecture } : derivedArchitecture(options.services);
+  const { services, architecture } = options.architecture
+    ? { services: options.services, architecture: options.architecture }
+    : derivedArchitecture(options.services);
   const host = await createHost({
     services,
     bus: options.bus,

@@ -81,9 +81,11 @@ export async function startPostgres(options: StartPostgresOptions = {}): Promise
     if (user) await chown(root, user.uid, user.gid);
     const dataDir = join(root, 'data');
     const initdbArgs = ['-D', dataDir, '-A', 'trust', '-U', 'postgres', '--no-sync', '-E', 'UTF8', '--locale=C'];
-    await run(join(bin, 'initdb'), initdbArgs, { timeout: 120_000, cwd: root, uid: user?.uid, gid: user?.gid }).catch((error: Error & { stdout?: string; stderr?: string }) => {
-      throw new Error(`initdb failed: ${error.message}\n${error.stdout ?? ''}${error.stderr ?? ''}`);
-    });
+    await run(join(bin, 'initdb'), initdbArgs, { timeout: 120_000, cwd: root, uid: user?.uid, gid: user?.gid }).catch(
+      (error: Error & { stdout?: string; stderr?: string }) => {
+        throw new Error(`initdb failed: ${error.message}\n${error.stdout ?? ''}${error.stderr ?? ''}`);
+      },
+    );
     const port = await freePort();
     const logFile = join(root, 'postgres.log');
     const fast = options.durable ? [] : ['fsync=off', 'synchronous_commit=off', 'full_page_writes=off'];

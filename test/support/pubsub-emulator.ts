@@ -41,7 +41,8 @@ export function pubsubEmulatorAvailable(): boolean {
 export async function startPubSubEmulator(options: { startTimeoutMs?: number } = {}): Promise<PubSubEmulatorHandle> {
   const java = javaBinary();
   const jar = pubsubEmulatorJar();
-  if (!java || !jar) throw new Error(`Pub/Sub emulator not available (java: ${java ?? 'missing'}, jar: ${jar ?? `missing under ${SDK_EMULATOR_DIR}/lib`})`);
+  if (!java || !jar)
+    throw new Error(`Pub/Sub emulator not available (java: ${java ?? 'missing'}, jar: ${jar ?? `missing under ${SDK_EMULATOR_DIR}/lib`})`);
   const port = await freePort();
   const emulator = serverProcess({
     name: 'the Pub/Sub emulator',

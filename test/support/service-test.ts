@@ -56,7 +56,12 @@ export interface ServiceHost {
  * Services on a memory bus with the file's embedded store, started by each test with its own env; after
  * the test the host, the bus and the fakes `fakes()` names are stopped, then `reset` runs.
  */
-export function useServiceHost(options: { services: ServiceDefinition[]; store: () => Store; fakes?: () => Started['fakes']; reset?: () => Promise<void> }): ServiceHost {
+export function useServiceHost(options: {
+  services: ServiceDefinition[];
+  store: () => Store;
+  fakes?: () => Started['fakes'];
+  reset?: () => Promise<void>;
+}): ServiceHost {
   let host: Host | undefined;
   let bus: MemoryBus | undefined;
   stopAfterEach(
@@ -71,7 +76,13 @@ export function useServiceHost(options: { services: ServiceDefinition[]; store: 
     async start(env) {
       bus = createMemoryBus();
       const observed = await collect(bus, [Topic.ingress]);
-      host = await startTestHost({ services: options.services, bus, env, architecture: loadArchitecture(), extra: { store: options.store() } });
+      host = await startTestHost({
+        services: options.services,
+        bus,
+        env,
+        architecture: loadArchitecture(),
+        extra: { store: options.store() },
+      });
       return observed;
     },
     get host() {

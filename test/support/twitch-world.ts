@@ -9,7 +9,13 @@ export const BOT = { id: '500', login: 'bitbrat_bot', displayName: 'BitBrat_Bot'
 export const STREAMER = { id: '1001', login: 'streamer', displayName: 'Streamer' };
 export const OTHER = { id: '1002', login: 'otherchan', displayName: 'OtherChan' };
 export const THIRD = { id: '1003', login: 'thirdchan', displayName: 'ThirdChan' };
-export const BROADCASTER_SCOPES = ['moderator:read:followers', 'channel:read:subscriptions', 'bits:read', 'channel:read:redemptions', 'moderator:manage:shoutouts'];
+export const BROADCASTER_SCOPES = [
+  'moderator:read:followers',
+  'channel:read:subscriptions',
+  'bits:read',
+  'channel:read:redemptions',
+  'moderator:manage:shoutouts',
+];
 
 export interface TwitchWorld {
   api: FakeTwitch;
@@ -28,7 +34,11 @@ export async function startTwitchWorld(options: { botScopes?: string[]; channels
   const restore = useFakeTwitch(api);
   for (const user of [BOT, STREAMER, OTHER, THIRD]) api.addUser(user);
   const bot = api.issueToken(BOT.id, { scopes: options.botScopes ?? ['chat:read', 'chat:edit'] });
-  const irc = await startFakeTwitchIrc({ botLogin: BOT.login, botUserId: BOT.id, roomIds: { [STREAMER.login]: STREAMER.id, [OTHER.login]: OTHER.id, [THIRD.login]: THIRD.id, [BOT.login]: BOT.id } });
+  const irc = await startFakeTwitchIrc({
+    botLogin: BOT.login,
+    botUserId: BOT.id,
+    roomIds: { [STREAMER.login]: STREAMER.id, [OTHER.login]: OTHER.id, [THIRD.login]: THIRD.id, [BOT.login]: BOT.id },
+  });
   return {
     api,
     irc,

@@ -58,7 +58,11 @@ export interface DiscordConnector extends DiscordTransport {
   stop(): Promise<void>;
   snapshot(): DiscordSnapshot;
   /** Edits a message the bot posted. */
-  edit(channelId: string, messageId: string, body: { content: string; allowed_mentions?: DiscordMessageBody['allowed_mentions'] }): Promise<void>;
+  edit(
+    channelId: string,
+    messageId: string,
+    body: { content: string; allowed_mentions?: DiscordMessageBody['allowed_mentions'] },
+  ): Promise<void>;
   /** The guild a (cached) channel belongs to. */
   guildOf(channelId: string): string | undefined;
 }
@@ -97,7 +101,9 @@ export function createDiscordConnector(options: DiscordConnectorOptions): Discor
       ? [...client.guilds.cache.values()].map((guild) => ({
           id: guild.id,
           name: guild.name,
-          channels: [...guild.channels.cache.values()].filter((channel) => channel.isTextBased() && readable(channel.id)).map((channel) => ({ id: channel.id, name: channel.name })),
+          channels: [...guild.channels.cache.values()]
+            .filter((channel) => channel.isTextBased() && readable(channel.id))
+            .map((channel) => ({ id: channel.id, name: channel.name })),
         }))
       : [],
     latencyMs: client && client.ws.ping >= 0 ? Math.round(client.ws.ping) : null,
@@ -132,7 +138,12 @@ export function createDiscordConnector(options: DiscordConnectorOptions): Discor
     if (!message.inGuild() || message.author.bot || message.system) return;
     if (!readable(message.channelId)) return;
     const empty =
-      message.content === '' && message.attachments.size === 0 && message.embeds.length === 0 && message.stickers.size === 0 && message.poll === null && message.messageSnapshots.size === 0;
+      message.content === '' &&
+      message.attachments.size === 0 &&
+      message.embeds.length === 0 &&
+      message.stickers.size === 0 &&
+      message.poll === null &&
+      message.messageSnapshots.size === 0;
     if (empty && !messageContentMissing) {
       // Discord sends no error when the intent is missing: an empty text message is the only sign.
       messageContentMissing = true;
@@ -149,15 +160,21 @@ export function createDiscordConnector(options: DiscordConnectorOptions): Discor
       guildId: message.guildId,
       guildName: message.guild.name,
       guildOwnerId: message.guild.ownerId,
-      author: { id: message.author.id, username: message.author.username, globalName: message.author.globalName, avatarUrl: message.author.displayAvatarURL() },
+      author: {
+        id: message.author.id,
+        username: message.author.username,
+        globalName: message.author.globalName,
+        avatarUrl: message.author.displayAvatarURL(),
+      },
       content: readableText(message),
-      roles: member ? [...member.roles.cache.values()].filter((role) => role.id !== message.guildId).map((role) => ({ id: role.id, name: role.name })) : [],
+      roles: member
+        ? [...member.roles.cache.values()].filter((role) => role.id !== message.guildId).map((role) => ({ id: role.id, name: role.name }))
+        : [],
       canManageMessages: member ? Boolean(channel.permissionsFor(member)?.has('ManageMessages')) : false,
       ...(message.reference?.messageId ? { replyToMessageId: message.reference.messageId } : {}),
       receivedAt: new Date(message.createdTimestamp),
     });
   };
-
 
   /** Delay before reconnect attempt `n` (1-based): doubling from the initial delay, at most 5 minutes. */
   const retryDelay = (n: number) => Math.min((options.retryInitialMs ?? DEFAULT_RETRY_INITIAL_MS) * 2 ** Math.min(n - 1, 16), RETRY_MAX_MS);
@@ -197,7 +214,8 @@ export function createDiscordConnector(options: DiscordConnectorOptions): Discor
       status = 'connected';
       messageContentMissing = (ready.application.flags.bitfield & MESSAGE_CONTENT_FLAGS) === 0;
       if (messageContentMissing) fail('MESSAGE_CONTENT_MISSING', MESSAGE_CONTENT_FIX);
-      else if (lastError && ['DISALLOWED_INTENTS', 'LOGIN_FAILED', 'GATEWAY_CLOSED', 'MESSAGE_CONTENT_MISSING'].includes(lastError.code)) lastError = null;
+      else if (lastError && ['DISALLOWED_INTENTS', 'LOGIN_FAILED', 'GATEWAY_CLOSED', 'MESSAGE_CONTENT_MISSING'].includes(lastError.code))
+        lastError = null;
       options.logger.info({ user: ready.user.username, guilds: ready.guilds.cache.size }, 'discord connected');
       report();
     });
@@ -270,7 +288,10 @@ export function createDiscordConnector(options: DiscordConnectorOptions): Discor
       if (login) {
         let timer: NodeJS.Timeout | undefined;
         const settled = await Promise.race([
-          login.then(() => true, () => true),
+          login.then(
+            () => true,
+            () => true,
+          ),
           new Promise<boolean>((resolve) => {
             timer = setTimeout(() => resolve(false), STOP_WAIT_MS);
           }),
@@ -283,7 +304,9 @@ export function createDiscordConnector(options: DiscordConnectorOptions): Discor
     isConfigured: () => client !== undefined,
     async post(channelId, body, signal) {
       if (!client || !routes) throw new Error('discord is not started');
-      const created = (await client.rest.post(routes.channelMessages(channelId), { body, ...(signal ? { signal } : {}) })) as { id: string };
+      const created = (await client.rest.post(routes.channelMessages(channelId), { body, ...(signal ? { signal } : {}) })) as {
+        id: string;
+      };
       counters.messagesOut += 1;
       return { id: created.id };
     },

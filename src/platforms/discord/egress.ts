@@ -12,7 +12,6 @@ import { DeliveryReason, ErrorCode, replyDeadline, selectReply, type Envelope } 
 /** Discord's maximum message length. */
 export const DISCORD_MESSAGE_MAX_LENGTH = 2_000;
 
-
 /** Only users may be pinged by the bot's messages: never @everyone, @here or a role. */
 export const SAFE_ALLOWED_MENTIONS = { parse: ['users'] as string[], replied_user: true } as const;
 
@@ -96,7 +95,11 @@ export function replyBodies(text: string, options: { replyTo?: string; key?: str
 export function discordErrorMessage(error: unknown): string {
   const value = error as { status?: number; code?: number | string; message?: string; name?: string };
   if (value?.name === 'AbortError') return 'the request was aborted (deadline)';
-  const parts = [value?.status ? `HTTP ${value.status}` : undefined, value?.code !== undefined ? `code ${value.code}` : undefined, value?.message].filter(Boolean);
+  const parts = [
+    value?.status ? `HTTP ${value.status}` : undefined,
+    value?.code !== undefined ? `code ${value.code}` : undefined,
+    value?.message,
+  ].filter(Boolean);
   return parts.join(': ') || String(error);
 }
 
@@ -104,19 +107,26 @@ export function discordErrorMessage(error: unknown): string {
  * Delivers the envelope's reply (if any) to the Discord channel it came from, as a Discord reply to the
  * triggering message, and records the outcome in `envelope.delivery`.
  */
-export async function deliverDiscordReply(envelope: Envelope, transport: DiscordTransport | undefined, options: { signal?: AbortSignal; now?: () => number } = {}): Promise<DiscordEgressOutcome> {
+export async function deliverDiscordReply(
+  envelope: Envelope,
+  transport: DiscordTransport | undefined,
+  options: { signal?: AbortSignal; now?: () => number } = {},
+): Promise<DiscordEgressOutcome> {
   const now = options.now ?? Date.now;
   const at = () => new Date(now()).toISOString();
   const channelId = envelope.source.channelId;
   const destination = `discord:${channelId}`;
-  const record = (delivery: { delivered: boolean; reason?: string; platformMessageIds?: string[] }): Envelope => ({ ...envelope, delivery: { at: at(), destination, ...delivery } });
+  const record = (delivery: { delivered: boolean; reason?: string; platformMessageIds?: string[] }): Envelope => ({
+    ...envelope,
+    delivery: { at: at(), destination, ...delivery },
+  });
 
   if (envelope.source.platform !== 'discord') {
     return { envelope: { ...envelope, delivery: { delivered: false, at: at(), reason: DeliveryReason.UNSUPPORTED_PLATFORM } } };
   }
   const reply = selectReply(envelope);
   if (!reply) return { envelope: record({ delivered: false, reason: DeliveryReason.NO_REPLY }) };
-  if (!transport || !transport.isConfigured()) {
+  if (!transport?.isConfigured()) {
     return {
       envelope: record({ delivered: false, reason: DeliveryReason.NOT_CONFIGURED }),
       failure: { code: ErrorCode.NOT_CONFIGURED, message: 'discord is not configured on this instance (set the DISCORD_BOT_TOKEN secret)' },
@@ -124,7 +134,10 @@ export async function deliverDiscordReply(envelope: Envelope, transport: Discord
   }
   const deadlineAt = replyDeadline(envelope);
   if (deadlineAt !== undefined && now() > deadlineAt) {
-    return { envelope: record({ delivered: false, reason: DeliveryReason.DEADLINE }), failure: { code: ErrorCode.DEADLINE, message: 'the reply deadline had passed before sending' } };
+    return {
+      envelope: record({ delivered: false, reason: DeliveryReason.DEADLINE }),
+      failure: { code: ErrorCode.DEADLINE, message: 'the reply deadline had passed before sending' },
+    };
   }
   const replyTo = envelope.message?.id || (typeof envelope.payload.messageId === 'string' && envelope.payload.messageId) || undefined;
   const bodies = replyBodies(reply.text, { replyTo, key: `${envelope.id}:${reply.id}` });

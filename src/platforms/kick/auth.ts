@@ -50,7 +50,12 @@ export interface KickTokens {
 const seedMark = (accessToken: string) => `${SEED_PREFIX}${createHash('sha256').update(accessToken).digest('hex').slice(0, 16)}`;
 
 /** The store record for a token response. */
-export function tokenRecord(id: string, response: KickTokenResponse, identity: { userId?: string; login?: string }, now = Date.now()): Omit<OAuthToken, 'version'> {
+export function tokenRecord(
+  id: string,
+  response: KickTokenResponse,
+  identity: { userId?: string; login?: string },
+  now = Date.now(),
+): Omit<OAuthToken, 'version'> {
   const expiresIn = Number(response.expires_in);
   return {
     id,
@@ -86,13 +91,22 @@ export function createKickTokens(options: KickTokensOptions): KickTokens {
       if (!current.refreshToken || !options.clientId || !options.clientSecret) return undefined;
       let response: KickTokenResponse;
       try {
-        response = await refreshKickToken({ authUrl: options.authUrl, clientId: options.clientId, clientSecret: options.clientSecret, refreshToken: current.refreshToken, fetch: options.fetch });
+        response = await refreshKickToken({
+          authUrl: options.authUrl,
+          clientId: options.clientId,
+          clientSecret: options.clientSecret,
+          refreshToken: current.refreshToken,
+          fetch: options.fetch,
+        });
       } catch (error) {
         // Another instance may have used the (rotated) refresh token first: its pair is in the store.
         const after = await get(id);
         if (after && after.accessToken !== staleAccessToken) return after.accessToken;
         if (error instanceof KickApiError && error.status >= 400 && error.status < 500) {
-          options.logger?.warn({ tokenId: id, status: error.status }, `Kick refused to refresh ${id}; authorize it again at /oauth/kick/start`);
+          options.logger?.warn(
+            { tokenId: id, status: error.status },
+            `Kick refused to refresh ${id}; authorize it again at /oauth/kick/start`,
+          );
           return undefined;
         }
         throw error;

@@ -38,9 +38,17 @@ export interface KickClient {
   /** The users the token belongs to (no ids) or the given users. */
   getUsers(ids?: number[]): Promise<KickUser[]>;
   getChannels(slugs: string[]): Promise<KickChannel[]>;
-  sendChat(message: { broadcasterUserId: number; content: string; replyToMessageId?: string; type?: 'user' | 'bot' }): Promise<KickChatSent>;
+  sendChat(message: {
+    broadcasterUserId: number;
+    content: string;
+    replyToMessageId?: string;
+    type?: 'user' | 'bot';
+  }): Promise<KickChatSent>;
   listSubscriptions(broadcasterUserId?: number): Promise<KickEventSubscription[]>;
-  createSubscriptions(broadcasterUserId: number, events: ReadonlyArray<{ name: string; version: number }>): Promise<KickSubscriptionCreated[]>;
+  createSubscriptions(
+    broadcasterUserId: number,
+    events: ReadonlyArray<{ name: string; version: number }>,
+  ): Promise<KickSubscriptionCreated[]>;
   deleteSubscriptions(ids: string[]): Promise<void>;
   /** The PEM key webhooks are signed with (needs no token). */
   getPublicKey(): Promise<string>;
@@ -64,7 +72,11 @@ async function failure(response: Response): Promise<KickApiError> {
   } catch {
     detail = '';
   }
-  return new KickApiError(response.status, `Kick answered HTTP ${response.status}${detail ? `: ${detail}` : ''}`, response.status === 429 ? (retryAfterMs(response.headers.get('retry-after')) ?? 1_000) : undefined);
+  return new KickApiError(
+    response.status,
+    `Kick answered HTTP ${response.status}${detail ? `: ${detail}` : ''}`,
+    response.status === 429 ? (retryAfterMs(response.headers.get('retry-after')) ?? 1_000) : undefined,
+  );
 }
 
 /** Creates the API client. Errors are KickApiError; nothing is retried here except one refresh on 401. */
@@ -72,13 +84,21 @@ export function createKickClient(options: KickClientOptions): KickClient {
   const base = trimSlash(options.apiUrl ?? DEFAULT_KICK_API_URL);
   const doFetch = options.fetch ?? fetch;
 
-  const call = async <T>(method: string, path: string, init: { query?: Array<[string, string]>; body?: unknown; auth?: boolean } = {}): Promise<T> => {
+  const call = async <T>(
+    method: string,
+    path: string,
+    init: { query?: Array<[string, string]>; body?: unknown; auth?: boolean } = {},
+  ): Promise<T> => {
     const url = new URL(`${base}${path}`);
     for (const [key, value] of init.query ?? []) url.searchParams.append(key, value);
     const send = async (token: string | undefined) =>
       await doFetch(url, {
         method,
-        headers: { accept: 'application/json', ...(token ? { authorization: `Bearer ${token}` } : {}), ...(init.body !== undefined ? { 'content-type': 'application/json' } : {}) },
+        headers: {
+          accept: 'application/json',
+          ...(token ? { authorization: `Bearer ${token}` } : {}),
+          ...(init.body !== undefined ? { 'content-type': 'application/json' } : {}),
+        },
         ...(init.body !== undefined ? { body: JSON.stringify(init.body) } : {}),
         signal: AbortSignal.timeout(15_000),
       });
@@ -96,7 +116,8 @@ export function createKickClient(options: KickClientOptions): KickClient {
 
   return {
     getUsers: async (ids = []) => await call<KickUser[]>('GET', '/public/v1/users', { query: ids.map((id) => ['id', String(id)]) }),
-    getChannels: async (slugs) => (slugs.length === 0 ? [] : await call<KickChannel[]>('GET', '/public/v1/channels', { query: slugs.map((slug) => ['slug', slug]) })),
+    getChannels: async (slugs) =>
+      slugs.length === 0 ? [] : await call<KickChannel[]>('GET', '/public/v1/channels', { query: slugs.map((slug) => ['slug', slug]) }),
     sendChat: async (message) =>
       await call<KickChatSent>('POST', '/public/v1/chat', {
         body: {
@@ -107,9 +128,13 @@ export function createKickClient(options: KickClientOptions): KickClient {
         },
       }),
     listSubscriptions: async (broadcasterUserId) =>
-      (await call<KickEventSubscription[]>('GET', '/public/v1/events/subscriptions', { query: broadcasterUserId ? [['broadcaster_user_id', String(broadcasterUserId)]] : [] })) ?? [],
+      (await call<KickEventSubscription[]>('GET', '/public/v1/events/subscriptions', {
+        query: broadcasterUserId ? [['broadcaster_user_id', String(broadcasterUserId)]] : [],
+      })) ?? [],
     createSubscriptions: async (broadcasterUserId, events) =>
-      (await call<KickSubscriptionCreated[]>('POST', '/public/v1/events/subscriptions', { body: { broadcaster_user_id: broadcasterUserId, events, method: 'webhook' } })) ?? [],
+      (await call<KickSubscriptionCreated[]>('POST', '/public/v1/events/subscriptions', {
+        body: { broadcaster_user_id: broadcasterUserId, events, method: 'webhook' },
+      })) ?? [],
     deleteSubscriptions: async (ids) => {
       if (ids.length > 0) await call<void>('DELETE', '/public/v1/events/subscriptions', { query: ids.map((id) => ['id', id]) });
     },
@@ -134,7 +159,14 @@ export function createPkcePair(verifier: string = randomBytes(32).toString('base
 }
 
 /** The id.kick.com authorize URL for the code flow with PKCE S256. */
-export function kickAuthorizeUrl(input: { authUrl?: string; clientId: string; redirectUri: string; scopes: string[]; state: string; challenge: string }): string {
+export function kickAuthorizeUrl(input: {
+  authUrl?: string;
+  clientId: string;
+  redirectUri: string;
+  scopes: string[];
+  state: string;
+  challenge: string;
+}): string {
   const url = new URL(`${trimSlash(input.authUrl ?? DEFAULT_KICK_AUTH_URL)}/oauth/authorize`);
   url.searchParams.set('response_type', 'code');
   url.searchParams.set('client_id', input.clientId);
@@ -146,7 +178,11 @@ export function kickAuthorizeUrl(input: { authUrl?: string; clientId: string; re
   return url.toString();
 }
 
-async function tokenRequest(authUrl: string | undefined, form: Record<string, string>, fetchImpl: typeof fetch = fetch): Promise<KickTokenResponse> {
+async function tokenRequest(
+  authUrl: string | undefined,
+  form: Record<string, string>,
+  fetchImpl: typeof fetch = fetch,
+): Promise<KickTokenResponse> {
   const response = await fetchImpl(`${trimSlash(authUrl ?? DEFAULT_KICK_AUTH_URL)}/oauth/token`, {
     method: 'POST',
     headers: { 'content-type': 'application/x-www-form-urlencoded', accept: 'application/json' },
@@ -158,21 +194,51 @@ async function tokenRequest(authUrl: string | undefined, form: Record<string, st
 }
 
 /** Exchanges an authorization code (with its PKCE verifier) for tokens. */
-export async function exchangeKickCode(input: { authUrl?: string; clientId: string; clientSecret: string; code: string; redirectUri: string; verifier: string; fetch?: typeof fetch }): Promise<KickTokenResponse> {
+export async function exchangeKickCode(input: {
+  authUrl?: string;
+  clientId: string;
+  clientSecret: string;
+  code: string;
+  redirectUri: string;
+  verifier: string;
+  fetch?: typeof fetch;
+}): Promise<KickTokenResponse> {
   return await tokenRequest(
     input.authUrl,
-    { grant_type: 'authorization_code', client_id: input.clientId, client_secret: input.clientSecret, code: input.code, redirect_uri: input.redirectUri, code_verifier: input.verifier },
+    {
+      grant_type: 'authorization_code',
+      client_id: input.clientId,
+      client_secret: input.clientSecret,
+      code: input.code,
+      redirect_uri: input.redirectUri,
+      code_verifier: input.verifier,
+    },
     input.fetch,
   );
 }
 
 /** Trades a refresh token for a new access/refresh pair (Kick rotates the refresh token). */
-export async function refreshKickToken(input: { authUrl?: string; clientId: string; clientSecret: string; refreshToken: string; fetch?: typeof fetch }): Promise<KickTokenResponse> {
-  return await tokenRequest(input.authUrl, { grant_type: 'refresh_token', client_id: input.clientId, client_secret: input.clientSecret, refresh_token: input.refreshToken }, input.fetch);
+export async function refreshKickToken(input: {
+  authUrl?: string;
+  clientId: string;
+  clientSecret: string;
+  refreshToken: string;
+  fetch?: typeof fetch;
+}): Promise<KickTokenResponse> {
+  return await tokenRequest(
+    input.authUrl,
+    { grant_type: 'refresh_token', client_id: input.clientId, client_secret: input.clientSecret, refresh_token: input.refreshToken },
+    input.fetch,
+  );
 }
 
 /** Revokes a token at Kick (used when an account is disconnected). */
-export async function revokeKickToken(input: { authUrl?: string; token: string; hint?: 'access_token' | 'refresh_token'; fetch?: typeof fetch }): Promise<void> {
+export async function revokeKickToken(input: {
+  authUrl?: string;
+  token: string;
+  hint?: 'access_token' | 'refresh_token';
+  fetch?: typeof fetch;
+}): Promise<void> {
   const url = new URL(`${trimSlash(input.authUrl ?? DEFAULT_KICK_AUTH_URL)}/oauth/revoke`);
   url.searchParams.set('token', input.token);
   if (input.hint) url.searchParams.set('token_hint_type', input.hint);

@@ -18,7 +18,6 @@ export const KICK_MESSAGE_MAX_LENGTH = 500;
 export const DEFAULT_KICK_RATE_LIMITS = { windowMs: 30_000, messages: 20, maxQueue: 50 } as const;
 export type KickRateLimits = { windowMs: number; messages: number; maxQueue: number };
 
-
 /** Splits text into chunks of at most `max` UTF-16 units at whitespace; a longer word is cut, never inside a surrogate pair. */
 export function splitKickMessage(text: string, max = KICK_MESSAGE_MAX_LENGTH): string[] {
   const chunks: string[] = [];
@@ -129,16 +128,28 @@ export function createKickReplySender(options: KickReplySenderOptions): KickRepl
   const run = async (request: KickReplyRequest, state: ReturnType<typeof stateOf>): Promise<KickReplyResult> => {
     const ids: string[] = [];
     const signal = request.signal ? AbortSignal.any([request.signal, closing.signal]) : closing.signal;
-    const fail = (reason: DeliveryReason, message: string): KickReplyResult => ({ delivered: false, reason, message, platformMessageIds: ids });
-    if (request.key && options.beforeSend && !(await options.beforeSend(request.key))) return fail(DeliveryReason.DUPLICATE, 'this reply was sent before');
+    const fail = (reason: DeliveryReason, message: string): KickReplyResult => ({
+      delivered: false,
+      reason,
+      message,
+      platformMessageIds: ids,
+    });
+    if (request.key && options.beforeSend && !(await options.beforeSend(request.key)))
+      return fail(DeliveryReason.DUPLICATE, 'this reply was sent before');
     const chunks = splitKickMessage(request.text);
     if (chunks.length === 0) return fail(DeliveryReason.NO_REPLY, 'the reply is empty');
     try {
       for (let index = 0; index < chunks.length; ) {
-        if (request.deadlineAt !== undefined && now() > request.deadlineAt) return fail(DeliveryReason.DEADLINE, 'the reply deadline passed before it could be sent');
-        if (!(await waitForSlot(state, request.deadlineAt, signal))) return fail(DeliveryReason.DEADLINE, 'Kick chat limits would delay the reply past its deadline');
+        if (request.deadlineAt !== undefined && now() > request.deadlineAt)
+          return fail(DeliveryReason.DEADLINE, 'the reply deadline passed before it could be sent');
+        if (!(await waitForSlot(state, request.deadlineAt, signal)))
+          return fail(DeliveryReason.DEADLINE, 'Kick chat limits would delay the reply past its deadline');
         try {
-          const sent = await options.transport.send({ broadcasterUserId: request.broadcasterUserId, content: chunks[index]!, ...(index === 0 && request.replyTo ? { replyToMessageId: request.replyTo } : {}) });
+          const sent = await options.transport.send({
+            broadcasterUserId: request.broadcasterUserId,
+            content: chunks[index]!,
+            ...(index === 0 && request.replyTo ? { replyToMessageId: request.replyTo } : {}),
+          });
           state.sent.push(now());
           ids.push(sent.messageId);
           index += 1;
@@ -152,7 +163,8 @@ export function createKickReplySender(options: KickReplySenderOptions): KickRepl
         }
       }
     } catch (error) {
-      if (error instanceof Cancelled) return fail(DeliveryReason.CANCELLED, closing.signal.aborted ? 'egress is shutting down' : 'delivery was cancelled');
+      if (error instanceof Cancelled)
+        return fail(DeliveryReason.CANCELLED, closing.signal.aborted ? 'egress is shutting down' : 'delivery was cancelled');
       throw error;
     }
     return { delivered: true, platformMessageIds: ids };
@@ -162,19 +174,40 @@ export function createKickReplySender(options: KickReplySenderOptions): KickRepl
     deliver(request) {
       const channel = kickChannelName(request.channel);
       const state = stateOf(channel);
-      if (closing.signal.aborted) return Promise.resolve({ delivered: false, reason: DeliveryReason.CANCELLED, message: 'egress is shutting down', platformMessageIds: [] });
-      if (state.queued >= limits.maxQueue) return Promise.resolve({ delivered: false, reason: DeliveryReason.RATE_LIMITED, message: `more than ${limits.maxQueue} replies are waiting for #${channel}`, platformMessageIds: [] });
+      if (closing.signal.aborted)
+        return Promise.resolve({
+          delivered: false,
+          reason: DeliveryReason.CANCELLED,
+          message: 'egress is shutting down',
+          platformMessageIds: [],
+        });
+      if (state.queued >= limits.maxQueue)
+        return Promise.resolve({
+          delivered: false,
+          reason: DeliveryReason.RATE_LIMITED,
+          message: `more than ${limits.maxQueue} replies are waiting for #${channel}`,
+          platformMessageIds: [],
+        });
       state.queued += 1;
-      const result = state.chain.then(() => run(request, state)).finally(() => {
-        state.queued -= 1;
-      });
+      const result = state.chain
+        .then(() => run(request, state))
+        .finally(() => {
+          state.queued -= 1;
+        });
       state.chain = result.catch(() => undefined);
       return result;
     },
     snapshot() {
       const at = now();
       return Object.fromEntries(
-        [...channels].map(([channel, state]) => [channel, { queued: state.queued, sentInWindow: state.sent.filter((sentAt) => sentAt > at - limits.windowMs).length, pausedUntil: state.pausedUntil > at ? new Date(state.pausedUntil).toISOString() : null }]),
+        [...channels].map(([channel, state]) => [
+          channel,
+          {
+            queued: state.queued,
+            sentInWindow: state.sent.filter((sentAt) => sentAt > at - limits.windowMs).length,
+            pausedUntil: state.pausedUntil > at ? new Date(state.pausedUntil).toISOString() : null,
+          },
+        ]),
       );
     },
     close() {
@@ -194,21 +227,56 @@ export interface KickEgressOutcome {
  * Delivers the envelope's reply to the Kick channel it came from, threaded under the triggering message,
  * and records the outcome in `envelope.delivery`. `sender` undefined: Kick chat is not configured.
  */
-export async function deliverKickReply(envelope: Envelope, sender: KickReplySender | undefined, options: { signal?: AbortSignal; now?: () => number; notConfigured?: string } = {}): Promise<KickEgressOutcome> {
+export async function deliverKickReply(
+  envelope: Envelope,
+  sender: KickReplySender | undefined,
+  options: { signal?: AbortSignal; now?: () => number; notConfigured?: string } = {},
+): Promise<KickEgressOutcome> {
   const now = options.now ?? Date.now;
   const channel = kickChannelName(envelope.source.channel);
-  const record = (delivery: { delivered: boolean; reason?: string; platformMessageIds?: string[] }): Envelope => ({ ...envelope, delivery: { at: new Date(now()).toISOString(), destination: `kick:${channel}`, ...delivery } });
-  if (envelope.source.platform !== 'kick') return { envelope: { ...envelope, delivery: { delivered: false, at: new Date(now()).toISOString(), reason: DeliveryReason.UNSUPPORTED_PLATFORM } } };
+  const record = (delivery: { delivered: boolean; reason?: string; platformMessageIds?: string[] }): Envelope => ({
+    ...envelope,
+    delivery: { at: new Date(now()).toISOString(), destination: `kick:${channel}`, ...delivery },
+  });
+  if (envelope.source.platform !== 'kick')
+    return {
+      envelope: {
+        ...envelope,
+        delivery: { delivered: false, at: new Date(now()).toISOString(), reason: DeliveryReason.UNSUPPORTED_PLATFORM },
+      },
+    };
   const reply = selectReply(envelope);
   if (!reply) return { envelope: record({ delivered: false, reason: DeliveryReason.NO_REPLY }) };
   const broadcasterUserId = Number(envelope.source.channelId);
-  if (!sender) return { envelope: record({ delivered: false, reason: DeliveryReason.NOT_CONFIGURED }), failure: { code: ErrorCode.NOT_CONFIGURED, message: options.notConfigured ?? 'Kick chat is not configured' } };
+  if (!sender)
+    return {
+      envelope: record({ delivered: false, reason: DeliveryReason.NOT_CONFIGURED }),
+      failure: { code: ErrorCode.NOT_CONFIGURED, message: options.notConfigured ?? 'Kick chat is not configured' },
+    };
   if (!Number.isInteger(broadcasterUserId) || broadcasterUserId <= 0) {
-    return { envelope: record({ delivered: false, reason: DeliveryReason.SEND_FAILED }), failure: { code: ErrorCode.PROVIDER_ERROR, message: `the envelope has no Kick broadcaster id (channelId "${envelope.source.channelId}")` } };
+    return {
+      envelope: record({ delivered: false, reason: DeliveryReason.SEND_FAILED }),
+      failure: {
+        code: ErrorCode.PROVIDER_ERROR,
+        message: `the envelope has no Kick broadcaster id (channelId "${envelope.source.channelId}")`,
+      },
+    };
   }
   const replyTo = envelope.message?.id || (typeof envelope.payload.messageId === 'string' && envelope.payload.messageId) || undefined;
-  const result = await sender.deliver({ channel, broadcasterUserId, text: reply.text, replyTo, deadlineAt: replyDeadline(envelope), signal: options.signal, key: `${envelope.id}:${reply.id}` });
-  const delivery = record({ delivered: result.delivered, ...(result.reason ? { reason: result.reason } : {}), ...(result.platformMessageIds.length ? { platformMessageIds: result.platformMessageIds } : {}) });
+  const result = await sender.deliver({
+    channel,
+    broadcasterUserId,
+    text: reply.text,
+    replyTo,
+    deadlineAt: replyDeadline(envelope),
+    signal: options.signal,
+    key: `${envelope.id}:${reply.id}`,
+  });
+  const delivery = record({
+    delivered: result.delivered,
+    ...(result.reason ? { reason: result.reason } : {}),
+    ...(result.platformMessageIds.length ? { platformMessageIds: result.platformMessageIds } : {}),
+  });
   if (result.delivered) return { envelope: delivery };
   switch (result.reason) {
     case DeliveryReason.DEADLINE:

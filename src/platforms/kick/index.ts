@@ -42,6 +42,13 @@ export {
 } from './normalize.js';
 export { buildKickStatusEnvelope, type KickConnectionStatus, type KickStatusInput } from './status.js';
 export { KICK_EVENT_VERSION, reconcileKickSubscriptions, type ReconcileResult } from './subscriptions.js';
-export { DEFAULT_WEBHOOK_MAX_AGE_MS, parseKickPublicKey, parseKickTimestamp, verifyKickWebhook, type KickWebhookHeaders, type WebhookVerdict } from './webhook.js';
+export {
+  DEFAULT_WEBHOOK_MAX_AGE_MS,
+  parseKickPublicKey,
+  parseKickTimestamp,
+  verifyKickWebhook,
+  type KickWebhookHeaders,
+  type WebhookVerdict,
+} from './webhook.js';
 export { KICK_EVENT_TYPES, KickEventType, KickHeader } from './wire.js';
 export type * from './wire.js';

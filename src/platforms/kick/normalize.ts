@@ -7,7 +7,15 @@
  * for the `kick:<slug>` source.
  */
 import { EventType, SYSTEM_USER, Topic, createEnvelope, type Envelope, type EnvelopeUser } from '../../core/index.js';
-import { KickEventType, type KickChatMessageEvent, type KickFollowEvent, type KickLivestreamStatusEvent, type KickSubscriptionEvent, type KickSubscriptionGiftsEvent, type KickWireUser } from './wire.js';
+import {
+  KickEventType,
+  type KickChatMessageEvent,
+  type KickFollowEvent,
+  type KickLivestreamStatusEvent,
+  type KickSubscriptionEvent,
+  type KickSubscriptionGiftsEvent,
+  type KickWireUser,
+} from './wire.js';
 
 /** Envelope type of Kick platform events (follows, subscriptions, stream status). */
 export const KICK_EVENT_ENVELOPE_TYPE = 'kick.event.v1';
@@ -57,7 +65,9 @@ type Raw = Record<string, unknown>;
 
 /** Text as a viewer typed it, storable: no NUL, no lone surrogates. */
 export function cleanText(text: unknown): string {
-  return typeof text === 'string' ? text.replaceAll('\u0000', '\ufffd').replace(/[\ud800-\udbff](?![\udc00-\udfff])|(?<![\ud800-\udbff])[\udc00-\udfff]/g, '\ufffd') : '';
+  return typeof text === 'string'
+    ? text.replaceAll('\u0000', '\ufffd').replace(/[\ud800-\udbff](?![\udc00-\udfff])|(?<![\ud800-\udbff])[\udc00-\udfff]/g, '\ufffd')
+    : '';
 }
 
 const validDate = (value: unknown): Date | undefined => {
@@ -81,7 +91,11 @@ export function userRef(user: KickWireUser | null | undefined): KickUserRef | nu
 }
 
 const envelopeUser = (ref: KickUserRef | null, anonymous = false): EnvelopeUser =>
-  ref ? { id: ref.id, name: ref.login, displayName: ref.name, profileImageUrl: '', role: '' } : anonymous ? { id: 'anonymous', name: 'anonymous', displayName: 'Anonymous', profileImageUrl: '', role: '' } : { ...SYSTEM_USER };
+  ref
+    ? { id: ref.id, name: ref.login, displayName: ref.name, profileImageUrl: '', role: '' }
+    : anonymous
+      ? { id: 'anonymous', name: 'anonymous', displayName: 'Anonymous', profileImageUrl: '', role: '' }
+      : { ...SYSTEM_USER };
 
 function broadcasterOf(payload: Raw): { slug: string; id: string; ref: KickUserRef | null } {
   const ref = userRef(payload.broadcaster as KickWireUser | undefined);
@@ -98,7 +112,12 @@ export function normalizeKickChat(event: KickChatMessageEvent, delivery: KickDel
   const envelope = createEnvelope({
     type: EventType.chatMessage,
     timestamp: delivery.receivedAt,
-    source: { platform: 'kick', channel: broadcaster.slug, channelId: broadcaster.id, egressDestination: delivery.egressDestination ?? Topic.egress },
+    source: {
+      platform: 'kick',
+      channel: broadcaster.slug,
+      channelId: broadcaster.id,
+      egressDestination: delivery.egressDestination ?? Topic.egress,
+    },
     user: envelopeUser(sender),
     payload: {
       text,
@@ -109,7 +128,10 @@ export function normalizeKickChat(event: KickChatMessageEvent, delivery: KickDel
       isBroadcaster,
       isVip: badges.includes('vip'),
       color: event.sender?.identity?.username_color ?? '',
-      emotes: (event.emotes ?? []).map((emote) => ({ id: String(emote.emote_id), positions: (emote.positions ?? []).map((position) => ({ start: position.s, end: position.e })) })),
+      emotes: (event.emotes ?? []).map((emote) => ({
+        id: String(emote.emote_id),
+        positions: (emote.positions ?? []).map((position) => ({ start: position.s, end: position.e })),
+      })),
       raw: { kickEventType: delivery.eventType, messageId: delivery.messageId },
     },
   });
@@ -146,7 +168,20 @@ function eventPayload(eventType: string, raw: Raw): { actor: KickUserRef | null;
       const anonymous = event.gifter?.is_anonymous === true || event.gifter?.user_id == null;
       const user = anonymous ? null : userRef(event.gifter);
       const giftees = (event.giftees ?? []).map((giftee) => userRef(giftee)).filter((giftee): giftee is KickUserRef => giftee !== null);
-      return { actor: user, anonymous, payload: { broadcaster, user, isAnonymous: anonymous, total: (event.giftees ?? []).length, giftees, tier: null, tierLevel: 1, cumulativeTotal: null } };
+      return {
+        actor: user,
+        anonymous,
+        payload: {
+          broadcaster,
+          user,
+          isAnonymous: anonymous,
+          total: (event.giftees ?? []).length,
+          giftees,
+          tier: null,
+          tierLevel: 1,
+          cumulativeTotal: null,
+        },
+      };
     }
     default:
       return { actor: null, payload: { broadcaster, ...raw } };
@@ -163,12 +198,25 @@ export function normalizeKickEvent(eventType: string, raw: Raw, delivery: KickDe
   return createEnvelope({
     type: KICK_EVENT_ENVELOPE_TYPE,
     timestamp: delivery.receivedAt,
-    source: { platform: 'kick', channel: broadcaster.slug, channelId: broadcaster.id, egressDestination: delivery.egressDestination ?? Topic.egress },
+    source: {
+      platform: 'kick',
+      channel: broadcaster.slug,
+      channelId: broadcaster.id,
+      egressDestination: delivery.egressDestination ?? Topic.egress,
+    },
     user: envelopeUser(actor, anonymous),
     payload: full,
     extra: {
       ...(actor ? { userId: actor.id } : {}),
-      externalEvent: { id: delivery.messageId, source: KICK_EVENT_SOURCE, kind, version: delivery.eventVersion, createdAt: createdAt.toISOString(), payload: full, rawPayload: raw },
+      externalEvent: {
+        id: delivery.messageId,
+        source: KICK_EVENT_SOURCE,
+        kind,
+        version: delivery.eventVersion,
+        createdAt: createdAt.toISOString(),
+        payload: full,
+        rawPayload: raw,
+      },
     },
   });
 }
@@ -189,7 +237,17 @@ export function normalizeKickStreamStatus(event: KickLivestreamStatusEvent, deli
 }
 
 /** A stream status envelope for a Kick channel (also used with what `GET /channels` says at start). */
-export function buildKickStreamEnvelope(input: { slug: string; broadcasterUserId: string; online: boolean; title?: string; startedAt?: string; endedAt?: string; viewerCount?: number; messageId?: string; at?: Date }): Envelope {
+export function buildKickStreamEnvelope(input: {
+  slug: string;
+  broadcasterUserId: string;
+  online: boolean;
+  title?: string;
+  startedAt?: string;
+  endedAt?: string;
+  viewerCount?: number;
+  messageId?: string;
+  at?: Date;
+}): Envelope {
   const slug = kickChannelName(input.slug);
   return createEnvelope({
     type: input.online ? EventType.streamOnline : EventType.streamOffline,
@@ -215,11 +273,19 @@ export function normalizeKickDelivery(payload: Raw, delivery: KickDelivery): Nor
   const channel = broadcasterOf(payload).slug;
   switch (delivery.eventType) {
     case KickEventType.chatMessage:
-      return { channel, envelopes: [normalizeKickChat(payload as unknown as KickChatMessageEvent, delivery)], occurredAt: validDate(payload.created_at) };
+      return {
+        channel,
+        envelopes: [normalizeKickChat(payload as unknown as KickChatMessageEvent, delivery)],
+        occurredAt: validDate(payload.created_at),
+      };
     case KickEventType.livestreamStatus: {
       const event = payload as unknown as KickLivestreamStatusEvent;
       const record = normalizeKickEvent(delivery.eventType, payload, delivery);
-      return { channel, envelopes: [record, normalizeKickStreamStatus(event, delivery)], occurredAt: validDate(event.is_live ? event.started_at : event.ended_at) };
+      return {
+        channel,
+        envelopes: [record, normalizeKickStreamStatus(event, delivery)],
+        occurredAt: validDate(event.is_live ? event.started_at : event.ended_at),
+      };
     }
     default:
       return { channel, envelopes: [normalizeKickEvent(delivery.eventType, payload, delivery)], occurredAt: validDate(payload.created_at) };

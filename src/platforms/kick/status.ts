@@ -46,9 +46,16 @@ export function buildKickStatusEnvelope(input: KickStatusInput): Envelope {
       metrics: { ...input.metrics, lastHeartbeat: at.toISOString() },
       lastError: input.lastError,
       latencyMs: input.lastLagMs ?? null,
-      ...(input.stream ? { streamStatus: input.stream.online ? 'online' : 'offline', viewerCount: input.stream.online ? (input.stream.viewerCount ?? null) : null } : {}),
+      ...(input.stream
+        ? {
+            streamStatus: input.stream.online ? 'online' : 'offline',
+            viewerCount: input.stream.online ? (input.stream.viewerCount ?? null) : null,
+          }
+        : {}),
       metadata: {
-        ...(input.stream ? { title: input.stream.title ?? null, startedAt: input.stream.online ? (input.stream.startedAt ?? null) : null } : {}),
+        ...(input.stream
+          ? { title: input.stream.title ?? null, startedAt: input.stream.online ? (input.stream.startedAt ?? null) : null }
+          : {}),
         channel: slug,
         delivery: 'webhook',
         subscriptions: input.subscriptions ?? [],

@@ -21,7 +21,11 @@ export interface ReconcileResult {
 }
 
 /** Brings the subscriptions for `broadcasterUserIds` to exactly `events` (version 1, webhook). */
-export async function reconcileKickSubscriptions(client: KickClient, broadcasterUserIds: number[], events: readonly string[] = KICK_EVENT_TYPES): Promise<ReconcileResult> {
+export async function reconcileKickSubscriptions(
+  client: KickClient,
+  broadcasterUserIds: number[],
+  events: readonly string[] = KICK_EVENT_TYPES,
+): Promise<ReconcileResult> {
   const result: ReconcileResult = { created: [], deleted: [], kept: [], errors: [], active: {} };
   const wanted = new Set(broadcasterUserIds.flatMap((id) => events.map((event) => `${id}:${event}`)));
   const have = new Set<string>();
@@ -42,7 +46,10 @@ export async function reconcileKickSubscriptions(client: KickClient, broadcaster
   for (const broadcasterUserId of broadcasterUserIds) {
     const missing = events.filter((event) => !have.has(`${broadcasterUserId}:${event}`));
     if (missing.length > 0) {
-      const created = await client.createSubscriptions(broadcasterUserId, missing.map((name) => ({ name, version: KICK_EVENT_VERSION })));
+      const created = await client.createSubscriptions(
+        broadcasterUserId,
+        missing.map((name) => ({ name, version: KICK_EVENT_VERSION })),
+      );
       for (const entry of created) {
         if (entry.error) result.errors.push({ broadcasterUserId, event: entry.name, error: entry.error });
         else {

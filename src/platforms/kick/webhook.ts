@@ -51,7 +51,13 @@ const header = (headers: Record<string, string | string[] | undefined>, name: st
  * Checks a delivery: required headers (400 when missing), the signature (401 when absent, 403 when it does
  * not verify), then the age (403 when stale). Nothing about the body is trusted before this passes.
  */
-export function verifyKickWebhook(input: { key: KeyObject; headers: Record<string, string | string[] | undefined>; rawBody: Buffer; now?: number; maxAgeMs?: number }): WebhookVerdict {
+export function verifyKickWebhook(input: {
+  key: KeyObject;
+  headers: Record<string, string | string[] | undefined>;
+  rawBody: Buffer;
+  now?: number;
+  maxAgeMs?: number;
+}): WebhookVerdict {
   const messageId = header(input.headers, KickHeader.messageId);
   const timestamp = header(input.headers, KickHeader.timestamp);
   const eventType = header(input.headers, KickHeader.type);
@@ -62,9 +68,16 @@ export function verifyKickWebhook(input: { key: KeyObject; headers: Record<strin
     !timestamp && 'Kick-Event-Message-Timestamp',
     !eventType && 'Kick-Event-Type',
   ].filter(Boolean);
-  if (missing.length > 0) return { ok: false, status: 400, code: 'BAD_REQUEST', message: `missing header${missing.length > 1 ? 's' : ''}: ${missing.join(', ')}` };
+  if (missing.length > 0)
+    return {
+      ok: false,
+      status: 400,
+      code: 'BAD_REQUEST',
+      message: `missing header${missing.length > 1 ? 's' : ''}: ${missing.join(', ')}`,
+    };
   // The id becomes a dedup key in the store; Kick's are ULIDs.
-  if (messageId!.length > 128) return { ok: false, status: 400, code: 'BAD_REQUEST', message: 'the Kick-Event-Message-Id is longer than 128 characters' };
+  if (messageId!.length > 128)
+    return { ok: false, status: 400, code: 'BAD_REQUEST', message: 'the Kick-Event-Message-Id is longer than 128 characters' };
   const signed = Buffer.concat([Buffer.from(`${messageId}.${timestamp}.`, 'utf8'), input.rawBody]);
   let valid = false;
   try {
@@ -77,7 +90,8 @@ export function verifyKickWebhook(input: { key: KeyObject; headers: Record<strin
   if (!sentAt) return { ok: false, status: 400, code: 'BAD_REQUEST', message: 'the Kick-Event-Message-Timestamp is not a date' };
   const now = input.now ?? Date.now();
   const age = now - sentAt.getTime();
-  if (age > (input.maxAgeMs ?? DEFAULT_WEBHOOK_MAX_AGE_MS)) return { ok: false, status: 403, code: 'FORBIDDEN', message: `the delivery is stale (sent ${Math.round(age / 1000)} s ago)` };
+  if (age > (input.maxAgeMs ?? DEFAULT_WEBHOOK_MAX_AGE_MS))
+    return { ok: false, status: 403, code: 'FORBIDDEN', message: `the delivery is stale (sent ${Math.round(age / 1000)} s ago)` };
   if (age < -MAX_FUTURE_SKEW_MS) return { ok: false, status: 403, code: 'FORBIDDEN', message: 'the delivery is timestamped in the future' };
   return {
     ok: true,

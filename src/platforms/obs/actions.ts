@@ -38,7 +38,14 @@ export interface ObsActionResult {
 /** An `obs.action` annotation for an action (`reply: true` asks for a chat reply with the result). */
 export function obsActionAnnotation(source: string, action: ObsAction, options: { reply?: boolean } = {}): Annotation {
   const id = `obs-${Math.random().toString(36).slice(2, 10)}${Date.now().toString(36)}`;
-  return { id, kind: ObsAnnotation.action, source, createdAt: new Date().toISOString(), label: action.action, payload: { ...action, actionId: id, ...(options.reply ? { reply: true } : {}) } };
+  return {
+    id,
+    kind: ObsAnnotation.action,
+    source,
+    createdAt: new Date().toISOString(),
+    label: action.action,
+    payload: { ...action, actionId: id, ...(options.reply ? { reply: true } : {}) },
+  };
 }
 
 /** An action the envelope still carries: parsed, or why it cannot be. */
@@ -47,7 +54,11 @@ export type PendingAction = { actionId: string; reply: boolean; action: ObsActio
 /** The `obs.action` annotations without an `obs.result`, in order. */
 export function pendingActions(envelope: Envelope): PendingAction[] {
   const annotations = envelope.annotations ?? [];
-  const done = new Set(annotations.filter((annotation) => annotation.kind === ObsAnnotation.result).map((annotation) => String(annotation.payload?.actionId ?? '')));
+  const done = new Set(
+    annotations
+      .filter((annotation) => annotation.kind === ObsAnnotation.result)
+      .map((annotation) => String(annotation.payload?.actionId ?? '')),
+  );
   const out: PendingAction[] = [];
   for (const annotation of annotations) {
     if (annotation.kind !== ObsAnnotation.action) continue;
@@ -57,7 +68,12 @@ export function pendingActions(envelope: Envelope): PendingAction[] {
     const { actionId: _id, reply: _reply, ...rest } = annotation.payload ?? {};
     const parsed = ObsActionSchema.safeParse(rest);
     if (parsed.success) out.push({ actionId, reply, action: parsed.data });
-    else out.push({ actionId, reply, invalid: parsed.error.issues.map((issue) => `${issue.path.join('.') || 'action'}: ${issue.message}`).join('; ') });
+    else
+      out.push({
+        actionId,
+        reply,
+        invalid: parsed.error.issues.map((issue) => `${issue.path.join('.') || 'action'}: ${issue.message}`).join('; '),
+      });
   }
   return out;
 }

@@ -114,10 +114,19 @@ export function createObsConnector(options: ObsConnectorOptions): ObsConnector {
       return { code: 'OBS_AUTH_FAILED', message, config: true };
     }
     if (code === ObsCloseCode.unsupportedRpcVersion) {
-      return { code: 'OBS_UNSUPPORTED_RPC', message: `OBS does not speak obs-websocket RPC version ${OBS_RPC_VERSION} (close 4010: ${reason}); use OBS 28 or newer with obs-websocket 5`, config: true };
+      return {
+        code: 'OBS_UNSUPPORTED_RPC',
+        message: `OBS does not speak obs-websocket RPC version ${OBS_RPC_VERSION} (close 4010: ${reason}); use OBS 28 or newer with obs-websocket 5`,
+        config: true,
+      };
     }
-    if (error instanceof OBSWebSocketError && code === -1) return { code: 'OBS_PROTOCOL', message: `not an obs-websocket 5 server: ${reason}`, config: true };
-    return { code: 'OBS_UNREACHABLE', message: `OBS is not reachable at ${options.url}: ${reason}${code && code > 0 ? ` (close ${code})` : ''}`, config: false };
+    if (error instanceof OBSWebSocketError && code === -1)
+      return { code: 'OBS_PROTOCOL', message: `not an obs-websocket 5 server: ${reason}`, config: true };
+    return {
+      code: 'OBS_UNREACHABLE',
+      message: `OBS is not reachable at ${options.url}: ${reason}${code && code > 0 ? ` (close ${code})` : ''}`,
+      config: false,
+    };
   };
 
   const schedule = (delayMs: number) => {
@@ -158,7 +167,10 @@ export function createObsConnector(options: ObsConnectorOptions): ObsConnector {
   };
 
   const readState = async (client: OBSWebSocket) => {
-    const requester: ObsRequester = { call: (type, data) => client.call(type as never, data as never) as Promise<Record<string, unknown>>, programScene: () => snap.state.programScene };
+    const requester: ObsRequester = {
+      call: (type, data) => client.call(type as never, data as never) as Promise<Record<string, unknown>>,
+      programScene: () => snap.state.programScene,
+    };
     const [program, stream, record, scenes, version] = await Promise.all([
       client.call('GetCurrentProgramScene'),
       client.call('GetStreamStatus'),
@@ -176,7 +188,10 @@ export function createObsConnector(options: ObsConnectorOptions): ObsConnector {
   };
 
   const refreshScenes = (client: OBSWebSocket) => {
-    void listScenes({ call: (type, data) => client.call(type as never, data as never) as Promise<Record<string, unknown>>, programScene: () => snap.state.programScene })
+    void listScenes({
+      call: (type, data) => client.call(type as never, data as never) as Promise<Record<string, unknown>>,
+      programScene: () => snap.state.programScene,
+    })
       .then((scenes) => {
         snap.state.scenes = scenes;
         changed();
@@ -254,7 +269,8 @@ export function createObsConnector(options: ObsConnectorOptions): ObsConnector {
     snapshot,
     async call(requestType, requestData) {
       const client = obs;
-      if (!client || snap.status !== 'connected') throw new NotConnectedError(`OBS is not connected (${snap.lastError?.message ?? snap.status})`);
+      if (!client || snap.status !== 'connected')
+        throw new NotConnectedError(`OBS is not connected (${snap.lastError?.message ?? snap.status})`);
       return (await client.call(requestType as never, requestData as never)) as Record<string, unknown> | undefined;
     },
     programScene: () => snap.state.programScene,

@@ -16,7 +16,8 @@ export interface ObsRequester {
 /** obs-websocket's "resource not found" request status. */
 const RESOURCE_NOT_FOUND = 600;
 
-const codeOf = (error: unknown): number | undefined => (typeof (error as { code?: unknown })?.code === 'number' ? (error as { code: number }).code : undefined);
+const codeOf = (error: unknown): number | undefined =>
+  typeof (error as { code?: unknown })?.code === 'number' ? (error as { code: number }).code : undefined;
 const messageOf = (error: unknown): string => (error instanceof Error ? error.message : String(error));
 
 /** Scene names as OBS lists them in its UI (top to bottom). */
@@ -31,17 +32,34 @@ export async function listScenes(requester: ObsRequester): Promise<string[]> {
 }
 
 /** Where a source sits: the scene or group to address and its scene item id; undefined when absent. */
-export async function locateSceneItem(requester: ObsRequester, scene: string, source: string): Promise<{ container: string; sceneItemId: number; enabled?: boolean } | undefined> {
+export async function locateSceneItem(
+  requester: ObsRequester,
+  scene: string,
+  source: string,
+): Promise<{ container: string; sceneItemId: number; enabled?: boolean } | undefined> {
   const direct = await requester.call('GetSceneItemId', { sceneName: scene, sourceName: source }).catch((error: unknown) => {
     if (codeOf(error) === RESOURCE_NOT_FOUND) return undefined;
     throw error;
   });
-  const items = ((await requester.call('GetSceneItemList', { sceneName: scene }))?.sceneItems ?? []) as Array<{ sceneItemId: number; sourceName: string; isGroup?: boolean; sceneItemEnabled?: boolean }>;
+  const items = ((await requester.call('GetSceneItemList', { sceneName: scene }))?.sceneItems ?? []) as Array<{
+    sceneItemId: number;
+    sourceName: string;
+    isGroup?: boolean;
+    sceneItemEnabled?: boolean;
+  }>;
   if (direct && typeof direct.sceneItemId === 'number') {
-    return { container: scene, sceneItemId: direct.sceneItemId, enabled: items.find((item) => item.sceneItemId === direct.sceneItemId)?.sceneItemEnabled };
+    return {
+      container: scene,
+      sceneItemId: direct.sceneItemId,
+      enabled: items.find((item) => item.sceneItemId === direct.sceneItemId)?.sceneItemEnabled,
+    };
   }
   for (const group of items.filter((item) => item.isGroup)) {
-    const inGroup = ((await requester.call('GetGroupSceneItemList', { sceneName: group.sourceName }))?.sceneItems ?? []) as Array<{ sceneItemId: number; sourceName: string; sceneItemEnabled?: boolean }>;
+    const inGroup = ((await requester.call('GetGroupSceneItemList', { sceneName: group.sourceName }))?.sceneItems ?? []) as Array<{
+      sceneItemId: number;
+      sourceName: string;
+      sceneItemEnabled?: boolean;
+    }>;
     const found = inGroup.find((item) => item.sourceName === source);
     if (!found) continue;
     const id = await requester.call('GetSceneItemId', { sceneName: group.sourceName, sourceName: source });
@@ -56,7 +74,8 @@ export async function performObsAction(requester: ObsRequester, action: ObsActio
     switch (action.action) {
       case 'switchScene': {
         const scenes = await listScenes(requester);
-        const match = scenes.find((name) => name === action.scene) ?? scenes.find((name) => name.toLowerCase() === action.scene.toLowerCase());
+        const match =
+          scenes.find((name) => name === action.scene) ?? scenes.find((name) => name.toLowerCase() === action.scene.toLowerCase());
         if (!match) return { ok: false, code: 'UNKNOWN_SCENE', message: `there is no scene "${action.scene}"`, scenes };
         await requester.call('SetCurrentProgramScene', { sceneName: match });
         return { ok: true, message: `switched to scene "${match}"` };
@@ -71,10 +90,17 @@ export async function performObsAction(requester: ObsRequester, action: ObsActio
           throw error;
         });
         if (item === null) return { ok: false, code: 'UNKNOWN_SCENE', message: `there is no scene "${scene}"` };
-        if (!item) return { ok: false, code: 'UNKNOWN_SOURCE', message: `there is no source "${action.source}" in scene "${scene}" or its groups` };
+        if (!item)
+          return { ok: false, code: 'UNKNOWN_SOURCE', message: `there is no source "${action.source}" in scene "${scene}" or its groups` };
         const enabled = action.action === 'showSource' ? true : action.action === 'hideSource' ? false : !item.enabled;
-        await requester.call('SetSceneItemEnabled', { sceneName: item.container, sceneItemId: item.sceneItemId, sceneItemEnabled: enabled });
-        const undo: ObsAction | undefined = action.durationMs ? { action: enabled ? 'hideSource' : 'showSource', source: action.source, scene } : undefined;
+        await requester.call('SetSceneItemEnabled', {
+          sceneName: item.container,
+          sceneItemId: item.sceneItemId,
+          sceneItemEnabled: enabled,
+        });
+        const undo: ObsAction | undefined = action.durationMs
+          ? { action: enabled ? 'hideSource' : 'showSource', source: action.source, scene }
+          : undefined;
         return { ok: true, message: `${enabled ? 'showed' : 'hid'} "${action.source}" in "${item.container}"`, ...(undo ? { undo } : {}) };
       }
       case 'setText':
@@ -91,6 +117,10 @@ export async function performObsAction(requester: ObsRequester, action: ObsActio
     if ((error as { code?: unknown })?.code === 'NOT_CONNECTED') return { ok: false, code: 'NOT_CONNECTED', message: messageOf(error) };
     const code = codeOf(error);
     if (code === RESOURCE_NOT_FOUND) return { ok: false, code: 'UNKNOWN_SOURCE', message: messageOf(error) };
-    return { ok: false, code: 'OBS_REQUEST_FAILED', message: `OBS refused the request${code !== undefined ? ` (${code})` : ''}: ${messageOf(error)}` };
+    return {
+      ok: false,
+      code: 'OBS_REQUEST_FAILED',
+      message: `OBS refused the request${code !== undefined ? ` (${code})` : ''}: ${messageOf(error)}`,
+    };
   }
 }

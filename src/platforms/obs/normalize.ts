@@ -20,14 +20,30 @@ export interface ObsStudioState {
 }
 
 /** One OBS event as an ingress envelope. `egressDestination`: where OBS actions for it are delivered. */
-export function normalizeObsEvent(eventType: string, eventData: Record<string, unknown> | undefined, options: { egressDestination?: string; at?: Date } = {}): Envelope {
+export function normalizeObsEvent(
+  eventType: string,
+  eventData: Record<string, unknown> | undefined,
+  options: { egressDestination?: string; at?: Date } = {},
+): Envelope {
   const at = options.at ?? new Date();
   const envelope = createEnvelope({
     type: OBS_EVENT_TYPE,
     timestamp: at,
-    source: { platform: 'obs', channel: OBS_CHANNEL, channelId: '', ...(options.egressDestination ? { egressDestination: options.egressDestination } : {}) },
+    source: {
+      platform: 'obs',
+      channel: OBS_CHANNEL,
+      channelId: '',
+      ...(options.egressDestination ? { egressDestination: options.egressDestination } : {}),
+    },
     payload: { eventType, ...(eventData ?? {}) },
   });
-  envelope.externalEvent = { id: newId(), source: 'obs', kind: eventType, version: '5', createdAt: at.toISOString(), payload: { ...(eventData ?? {}) } };
+  envelope.externalEvent = {
+    id: newId(),
+    source: 'obs',
+    kind: eventType,
+    version: '5',
+    createdAt: at.toISOString(),
+    payload: { ...(eventData ?? {}) },
+  };
   return envelope;
 }

@@ -31,7 +31,14 @@ export function buildObsStatusEnvelope(input: ObsStatusInput): Envelope {
       displayName: 'OBS Studio',
       status: input.status,
       authStatus: input.authStatus,
-      metrics: { messagesIn: input.metrics.events, messagesOut: input.metrics.actions, errors: input.metrics.errors, reconnects: input.metrics.reconnects, ...(input.metrics.lost ? { lost: input.metrics.lost } : {}), lastHeartbeat: at.toISOString() },
+      metrics: {
+        messagesIn: input.metrics.events,
+        messagesOut: input.metrics.actions,
+        errors: input.metrics.errors,
+        reconnects: input.metrics.reconnects,
+        ...(input.metrics.lost ? { lost: input.metrics.lost } : {}),
+        lastHeartbeat: at.toISOString(),
+      },
       lastError: input.lastError,
       metadata: {
         programScene: input.state.programScene ?? null,

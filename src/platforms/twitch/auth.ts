@@ -98,16 +98,26 @@ export function createTwitchAuthProvider(options: TwitchAuthOptions): TwitchAuth
 
   const material = async (): Promise<TokenMaterial | undefined> => {
     const stored = await readStored();
-    const seedMark = options.accessToken ? `seed:${createHash('sha256').update(options.accessToken).digest('hex').slice(0, 16)}` : undefined;
+    const seedMark = options.accessToken
+      ? `seed:${createHash('sha256').update(options.accessToken).digest('hex').slice(0, 16)}`
+      : undefined;
     // A token seeded from a secret that has since changed is replaced by the new secret; a token the
     // OAuth flow stored or a refresh produced (no seed mark) is newer than any secret and wins.
-    const staleSeed = stored?.scopes.some((scope) => scope.startsWith('seed:')) && seedMark !== undefined && !stored.scopes.includes(seedMark);
-    if (stored?.accessToken && !staleSeed) return { source: 'store', ...stored, scopes: stored.scopes.filter((scope) => !scope.startsWith('seed:')) };
+    const staleSeed =
+      stored?.scopes.some((scope) => scope.startsWith('seed:')) && seedMark !== undefined && !stored.scopes.includes(seedMark);
+    if (stored?.accessToken && !staleSeed)
+      return { source: 'store', ...stored, scopes: stored.scopes.filter((scope) => !scope.startsWith('seed:')) };
     if (!options.accessToken) return undefined;
     if (options.store) {
       // Quick start: the secrets seed the store (compare-and-set), so from then on the store is the
       // single source of truth and refreshed tokens are never overwritten by the stale secret.
-      const seeded = await options.store.updateTokenIf(stored?.version ?? 0, { id: tokenId, accessToken: options.accessToken, ...(options.refreshToken ? { refreshToken: options.refreshToken } : {}), scopes: [seedMark!], obtainedAt: new Date().toISOString() });
+      const seeded = await options.store.updateTokenIf(stored?.version ?? 0, {
+        id: tokenId,
+        accessToken: options.accessToken,
+        ...(options.refreshToken ? { refreshToken: options.refreshToken } : {}),
+        scopes: [seedMark!],
+        obtainedAt: new Date().toISOString(),
+      });
       const token = seeded ?? (await readStored());
       if (token?.accessToken) return { source: 'store', ...token, scopes: token.scopes.filter((scope) => !scope.startsWith('seed:')) };
     }
@@ -121,19 +131,33 @@ export function createTwitchAuthProvider(options: TwitchAuthOptions): TwitchAuth
     const { RefreshingAuthProvider, StaticAuthProvider } = await import('@twurple/auth');
     if (!canRefresh) {
       // Without a secret and a refresh token there is nothing to refresh with; Twurple validates the token.
-      const provider = new StaticAuthProvider(options.clientId ?? '', token.accessToken, token.scopes.length > 0 ? token.scopes : undefined);
+      const provider = new StaticAuthProvider(
+        options.clientId ?? '',
+        token.accessToken,
+        token.scopes.length > 0 ? token.scopes : undefined,
+      );
       return { provider, source: token.source, refreshable: false, login: token.login, userId: token.userId };
     }
     const provider = new RefreshingAuthProvider({ clientId: options.clientId!, clientSecret: options.clientSecret! });
-    let login = token.login;
+    const login = token.login;
     provider.onRefresh((userId, refreshed) => {
       options.registerSecret?.(refreshed.accessToken);
       if (refreshed.refreshToken) options.registerSecret?.(refreshed.refreshToken);
       if (!options.store) return;
       const obtainedAt = new Date(refreshed.obtainmentTimestamp).toISOString();
-      const expiresAt = refreshed.expiresIn === null ? null : new Date(refreshed.obtainmentTimestamp + refreshed.expiresIn * 1000).toISOString();
+      const expiresAt =
+        refreshed.expiresIn === null ? null : new Date(refreshed.obtainmentTimestamp + refreshed.expiresIn * 1000).toISOString();
       // Compare-and-set: one writer wins per version, so two refreshers of one identity never lose a pair.
-      void persistTokenWithCas(options.store, { id: tokenId, accessToken: refreshed.accessToken, refreshToken: refreshed.refreshToken ?? undefined, scopes: refreshed.scope, expiresAt, obtainedAt, userId, login })
+      void persistTokenWithCas(options.store, {
+        id: tokenId,
+        accessToken: refreshed.accessToken,
+        refreshToken: refreshed.refreshToken ?? undefined,
+        scopes: refreshed.scope,
+        expiresAt,
+        obtainedAt,
+        userId,
+        login,
+      })
         .then((saved) => {
           if (!saved) throw new Error('the stored token kept changing; refreshed token not saved');
           // Our own write must not look like a new token from the OAuth flow.

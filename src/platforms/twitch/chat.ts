@@ -102,7 +102,12 @@ export interface TwitchChatOptions {
   confirmTimeoutMs?: number;
   sendConnectWaitMs?: number;
   tokenPollMs?: number;
-  logger?: { debug: (...args: any[]) => void; info: (...args: any[]) => void; warn: (...args: any[]) => void; error: (...args: any[]) => void };
+  logger?: {
+    debug: (...args: any[]) => void;
+    info: (...args: any[]) => void;
+    warn: (...args: any[]) => void;
+    error: (...args: any[]) => void;
+  };
   /** Every chat message, in arrival order. */
   onMessage?: (message: IrcChatMessage & { receivedAt: Date }) => void;
   /** Called after every status change (and auth status change). */
@@ -129,7 +134,11 @@ export function reconnectDelayMs(attempt: number, initialMs: number, maxMs: numb
 export function permissionsFromTags(tags: ReadonlyMap<string, string>, channel: string, botLogin?: string): ChannelPermissions {
   const badges = (tags.get('badges') ?? '').split(',').map((badge) => badge.split('/')[0]);
   const broadcaster = badges.includes('broadcaster') || (botLogin !== undefined && botLogin.toLowerCase() === channel);
-  return { moderator: broadcaster || badges.includes('moderator') || tags.get('mod') === '1', vip: badges.includes('vip') || tags.has('vip'), broadcaster };
+  return {
+    moderator: broadcaster || badges.includes('moderator') || tags.get('mod') === '1',
+    vip: badges.includes('vip') || tags.has('vip'),
+    broadcaster,
+  };
 }
 
 interface Session {
@@ -180,7 +189,9 @@ export function createTwitchChat(options: TwitchChatOptions): TwitchChatConnecto
   let lastError: ConnectorError | null = null;
   let pingSeq = 0;
   const pings = new Map<string, (at: number) => void>();
-  const perChannel = new Map<string, ChannelCounters & { roomId?: string }>(channels.map((channel) => [channel, { messagesIn: 0, messagesOut: 0, errors: 0 }]));
+  const perChannel = new Map<string, ChannelCounters & { roomId?: string }>(
+    channels.map((channel) => [channel, { messagesIn: 0, messagesOut: 0, errors: 0 }]),
+  );
   const permissions = new Map<string, ChannelPermissions>();
   const confirmations = new Map<string, PendingConfirmation[]>();
   const connectedWaiters = new Set<() => void>();
@@ -367,7 +378,13 @@ export function createTwitchChat(options: TwitchChatOptions): TwitchChatConnecto
     authSource = auth.source;
     if (auth.login) botLogin = auth.login.toLowerCase();
 
-    const current = { generation: gen, abandoned: false, registered: false, joined: new Set<string>(), failed: new Set<string>() } as Session;
+    const current = {
+      generation: gen,
+      abandoned: false,
+      registered: false,
+      joined: new Set<string>(),
+      failed: new Set<string>(),
+    } as Session;
     const client = new ChatClient({
       authProvider: auth.provider,
       authIntents: ['chat'],
@@ -434,7 +451,14 @@ export function createTwitchChat(options: TwitchChatOptions): TwitchChatConnecto
       const roomId = msg.channelId;
       if (roomId) entry.roomId = roomId;
       try {
-        options.onMessage?.({ channel: name, userLogin: user, text, tags: msg.tags, receivedAt: new Date(), ...(action ? { action } : {}) });
+        options.onMessage?.({
+          channel: name,
+          userLogin: user,
+          text,
+          tags: msg.tags,
+          receivedAt: new Date(),
+          ...(action ? { action } : {}),
+        });
       } catch (error) {
         recordError('INGEST_FAILED', (error as Error).message, name);
         log?.error({ err: error }, 'twitch chat message handler failed');
@@ -462,7 +486,8 @@ export function createTwitchChat(options: TwitchChatOptions): TwitchChatConnecto
       permissions.set(name, next);
       const id = msg.tags.get('id');
       if (id) settleConfirmation(name, { id });
-      if (!previous || previous.moderator !== next.moderator || previous.vip !== next.vip || previous.broadcaster !== next.broadcaster) notify();
+      if (!previous || previous.moderator !== next.moderator || previous.vip !== next.vip || previous.broadcaster !== next.broadcaster)
+        notify();
     });
     client.irc.onTypedMessage(Reconnect, () => {
       if (!live()) return;
@@ -475,7 +500,10 @@ export function createTwitchChat(options: TwitchChatOptions): TwitchChatConnecto
       pings.get(text)?.(Date.now());
     });
 
-    current.connectTimer = setTimeout(() => drop(current, 'CONNECT_TIMEOUT', `not connected within ${connectTimeoutMs} ms`), connectTimeoutMs);
+    current.connectTimer = setTimeout(
+      () => drop(current, 'CONNECT_TIMEOUT', `not connected within ${connectTimeoutMs} ms`),
+      connectTimeoutMs,
+    );
     try {
       client.connect();
     } catch (error) {
@@ -564,7 +592,8 @@ export function createTwitchChat(options: TwitchChatOptions): TwitchChatConnecto
     },
     async send(channel, text, replyTo) {
       const name = channelName(channel);
-      if (stopped || status === 'not_configured') throw new SendError('NOT_CONNECTED', `twitch chat is ${stopped ? 'stopped' : 'not configured'}`);
+      if (stopped || status === 'not_configured')
+        throw new SendError('NOT_CONNECTED', `twitch chat is ${stopped ? 'stopped' : 'not configured'}`);
       if (status !== 'connected' && !(await whenConnected(sendConnectWaitMs))) {
         throw new SendError('NOT_CONNECTED', `twitch chat is ${status}`);
       }

@@ -146,7 +146,7 @@ async function connectOnce(options: ConnectEventSubOptions, onNewToken: () => vo
   if (!options.clientId || !options.clientSecret) return notConfigured('set the TWITCH_CLIENT_ID and TWITCH_CLIENT_SECRET secrets');
   if (options.channels.length === 0) return notConfigured('set TWITCH_CHANNELS');
   const clientId = options.clientId;
-  let stopWatching = () => undefined as void;
+  let stopWatching: () => void = () => undefined;
   try {
     const broadcasterAuth = createTwitchAuthProvider({
       clientId,
@@ -194,7 +194,9 @@ async function connectOnce(options: ConnectEventSubOptions, onNewToken: () => vo
     };
     const identities = [broadcaster, bot].filter((identity): identity is HeldIdentity => identity !== undefined);
     if (identities.length === 0) {
-      notConfigured(`connect the bot account at /oauth/twitch/start?identity=bot (or set TWITCH_ACCESS_TOKEN), or ${CONNECT_BROADCASTER_HINT}`);
+      notConfigured(
+        `connect the bot account at /oauth/twitch/start?identity=bot (or set TWITCH_ACCESS_TOKEN), or ${CONNECT_BROADCASTER_HINT}`,
+      );
       return { stop: async () => stopWatching(), snapshot: () => ({ status: 'not_configured' }), refreshStreams: async () => undefined };
     }
 
@@ -215,7 +217,14 @@ async function connectOnce(options: ConnectEventSubOptions, onNewToken: () => vo
       options.health(described.ok && unknown.length === 0 && (status === 'connected' || plan.targets.length === 0), detail, true);
     };
 
-    const poller: StreamStatusPoller = createStreamStatusPoller({ apiClient, channels, store: options.store, publish: options.publish, pollMs: options.streamPollMs, logger });
+    const poller: StreamStatusPoller = createStreamStatusPoller({
+      apiClient,
+      channels,
+      store: options.store,
+      publish: options.publish,
+      pollMs: options.streamPollMs,
+      logger,
+    });
     let handle: EventSubHandle | undefined;
     if (plan.targets.length > 0) {
       handle = await startEventSub({
@@ -224,13 +233,25 @@ async function connectOnce(options: ConnectEventSubOptions, onNewToken: () => vo
         store: options.store,
         publish: async (envelope, msgId) => {
           // The poll must not report again what EventSub just did.
-          if (envelope.type === 'system.stream.online' || envelope.type === 'system.stream.offline') poller.noteEvent(envelope.source.channelId ?? '', envelope.type === 'system.stream.online');
+          if (envelope.type === 'system.stream.online' || envelope.type === 'system.stream.offline')
+            poller.noteEvent(envelope.source.channelId ?? '', envelope.type === 'system.stream.online');
           if (envelope.externalEvent?.kind === 'channel.update') {
             // A new title or game shows at once, live or not, instead of at the next poll.
             const update = envelope.payload as { title?: string | null; categoryName?: string | null; categoryId?: string | null };
             await options.store
-              .mergeSource({ id: twitchSourceId(envelope.source.channel), platform: 'twitch', metadata: { title: update.title ?? null, game: update.categoryName ?? null, gameName: update.categoryName ?? null, gameId: update.categoryId ?? null } })
-              .catch((error: unknown) => logger.warn({ err: error, channel: envelope.source.channel }, 'could not write the channel update'));
+              .mergeSource({
+                id: twitchSourceId(envelope.source.channel),
+                platform: 'twitch',
+                metadata: {
+                  title: update.title ?? null,
+                  game: update.categoryName ?? null,
+                  gameName: update.categoryName ?? null,
+                  gameId: update.categoryId ?? null,
+                },
+              })
+              .catch((error: unknown) =>
+                logger.warn({ err: error, channel: envelope.source.channel }, 'could not write the channel update'),
+              );
           }
           await options.publish(envelope, msgId);
         },
@@ -252,7 +273,12 @@ async function connectOnce(options: ConnectEventSubOptions, onNewToken: () => vo
         const eventsub: EventSubSnapshot | undefined = handle?.snapshot();
         return {
           ...(eventsub ?? { status: 'not_subscribed' }),
-          identities: identities.map((identity) => ({ role: identity === broadcaster ? 'broadcaster' : 'bot', userId: identity.userId, login: identity.login, scopes: [...identity.scopes] })),
+          identities: identities.map((identity) => ({
+            role: identity === broadcaster ? 'broadcaster' : 'bot',
+            userId: identity.userId,
+            login: identity.login,
+            scopes: [...identity.scopes],
+          })),
           plan: { waiting: plan.waiting, overLimit: plan.overLimit },
           ...(unknown.length ? { unknownChannels: unknown } : {}),
           streams: poller.snapshot(),
@@ -269,6 +295,10 @@ async function connectOnce(options: ConnectEventSubOptions, onNewToken: () => vo
     // Twitch or the network may be back soon; a failed start must not leave EventSub off until a restart.
     const retry = setTimeout(onNewToken, retryMs);
     retry.unref();
-    return { stop: async () => clearTimeout(retry), snapshot: () => ({ status: 'error', error: message }), refreshStreams: async () => undefined };
+    return {
+      stop: async () => clearTimeout(retry),
+      snapshot: () => ({ status: 'error', error: message }),
+      refreshStreams: async () => undefined,
+    };
   }
 }

@@ -274,7 +274,8 @@ export function createReplySender(options: ReplySenderOptions): ReplySender {
       if (closed) return result(empty, false, DeliveryReason.CANCELLED, 'egress is shutting down');
       const state = stateOf(channel);
       const at = now();
-      if (request.deadlineAt !== undefined && at > request.deadlineAt) return result(empty, false, DeliveryReason.DEADLINE, 'the reply deadline had passed before sending');
+      if (request.deadlineAt !== undefined && at > request.deadlineAt)
+        return result(empty, false, DeliveryReason.DEADLINE, 'the reply deadline had passed before sending');
       const pending = state.queue.filter((job) => !job.done);
       if (pending.length >= limits.maxQueue) {
         return result(empty, false, DeliveryReason.RATE_LIMITED, `the reply queue for #${channel} is full (${limits.maxQueue} waiting)`);
@@ -285,7 +286,12 @@ export function createReplySender(options: ReplySenderOptions): ReplySender {
         const ahead = pending.reduce((sum, job) => sum + job.parts.length - job.next, 0);
         const lastPartAt = tokenTime(state, ahead + parts.length - 1, limitOf(channel), at);
         if (lastPartAt > request.deadlineAt) {
-          return result(empty, false, DeliveryReason.DEADLINE, `the rate limit would delay the reply ${lastPartAt - at} ms, past its deadline`);
+          return result(
+            empty,
+            false,
+            DeliveryReason.DEADLINE,
+            `the rate limit would delay the reply ${lastPartAt - at} ms, past its deadline`,
+          );
         }
       }
       return await new Promise<ReplyResult>((resolve, reject) => {
@@ -350,12 +356,19 @@ export interface EgressOutcome {
  * Delivers the envelope's reply (if any) to the Twitch channel it came from, threaded under the
  * triggering message, and records the outcome in `envelope.delivery`.
  */
-export async function deliverEnvelopeReply(envelope: Envelope, sender: ReplySender, options: { signal?: AbortSignal; now?: () => number } = {}): Promise<EgressOutcome> {
+export async function deliverEnvelopeReply(
+  envelope: Envelope,
+  sender: ReplySender,
+  options: { signal?: AbortSignal; now?: () => number } = {},
+): Promise<EgressOutcome> {
   const now = options.now ?? Date.now;
   const at = () => new Date(now()).toISOString();
   const channel = channelName(envelope.source.channel);
   const destination = `twitch:#${channel}`;
-  const record = (delivery: { delivered: boolean; reason?: string; platformMessageIds?: string[] }): Envelope => ({ ...envelope, delivery: { at: at(), destination, ...delivery } });
+  const record = (delivery: { delivered: boolean; reason?: string; platformMessageIds?: string[] }): Envelope => ({
+    ...envelope,
+    delivery: { at: at(), destination, ...delivery },
+  });
 
   if (envelope.source.platform !== 'twitch') {
     return { envelope: { ...envelope, delivery: { delivered: false, at: at(), reason: DeliveryReason.UNSUPPORTED_PLATFORM } } };
@@ -365,7 +378,14 @@ export async function deliverEnvelopeReply(envelope: Envelope, sender: ReplySend
 
   const deadlineAt = replyDeadline(envelope);
   const replyTo = envelope.message?.id || (typeof envelope.payload.messageId === 'string' && envelope.payload.messageId) || undefined;
-  const result = await sender.deliver({ channel, text: reply.text, replyTo, deadlineAt, signal: options.signal, key: `${envelope.id}:${reply.id}` });
+  const result = await sender.deliver({
+    channel,
+    text: reply.text,
+    replyTo,
+    deadlineAt,
+    signal: options.signal,
+    key: `${envelope.id}:${reply.id}`,
+  });
   if (result.delivered) {
     return { envelope: record({ delivered: true, platformMessageIds: result.platformMessageIds }), result };
   }
@@ -380,11 +400,19 @@ export async function deliverEnvelopeReply(envelope: Envelope, sender: ReplySend
     case DeliveryReason.RATE_LIMITED:
       return { envelope: delivery, result, failure: { code: ErrorCode.RATE_LIMITED, message: result.message ?? 'rate limited' } };
     case DeliveryReason.NOT_CONFIGURED:
-      return { envelope: delivery, result, failure: { code: ErrorCode.NOT_CONFIGURED, message: result.message ?? 'twitch chat is not configured' } };
+      return {
+        envelope: delivery,
+        result,
+        failure: { code: ErrorCode.NOT_CONFIGURED, message: result.message ?? 'twitch chat is not configured' },
+      };
     case DeliveryReason.SEND_FAILED:
     case DeliveryReason.NOT_CONNECTED:
     case DeliveryReason.CANCELLED:
-      return { envelope: delivery, result, failure: { code: ErrorCode.PROVIDER_ERROR, message: result.message ?? 'sending to twitch failed' } };
+      return {
+        envelope: delivery,
+        result,
+        failure: { code: ErrorCode.PROVIDER_ERROR, message: result.message ?? 'sending to twitch failed' },
+      };
     default:
       return { envelope: delivery, result };
   }

@@ -71,7 +71,9 @@ export function planEventSub(input: EventSubPlanInput): EventSubPlan {
 
   // Stream state matters most: take online/offline for every channel before updates and raids.
   const priority = (kind: EventSubKind) => (kind === 'stream.online' || kind === 'stream.offline' ? 0 : kind === 'channel.update' ? 1 : 2);
-  const ordered = candidates.map((candidate, index) => ({ candidate, index })).sort((a, b) => a.candidate.cost - b.candidate.cost || priority(a.candidate.kind) - priority(b.candidate.kind) || a.index - b.index);
+  const ordered = candidates
+    .map((candidate, index) => ({ candidate, index }))
+    .sort((a, b) => a.candidate.cost - b.candidate.cost || priority(a.candidate.kind) - priority(b.candidate.kind) || a.index - b.index);
   const used = new Map<string, { cost: number; count: number }>();
   const kept = new Set<number>();
   const overLimit: EventSubPlan['overLimit'] = [];
@@ -79,11 +81,19 @@ export function planEventSub(input: EventSubPlanInput): EventSubPlan {
     const budget = used.get(candidate.tokenUserId) ?? { cost: 0, count: 0 };
     // Twurple opens one socket per token user, so one connection's 300 subscriptions is the cap here.
     if (budget.count + 1 > EVENTSUB_WS_LIMITS.subscriptionsPerConnection) {
-      overLimit.push({ channel: candidate.broadcaster.login, kind: candidate.kind, reason: `more than ${EVENTSUB_WS_LIMITS.subscriptionsPerConnection} subscriptions on one connection` });
+      overLimit.push({
+        channel: candidate.broadcaster.login,
+        kind: candidate.kind,
+        reason: `more than ${EVENTSUB_WS_LIMITS.subscriptionsPerConnection} subscriptions on one connection`,
+      });
       continue;
     }
     if (budget.cost + candidate.cost > EVENTSUB_WS_LIMITS.maxTotalCost) {
-      overLimit.push({ channel: candidate.broadcaster.login, kind: candidate.kind, reason: `the bot's token reached Twitch's max_total_cost of ${EVENTSUB_WS_LIMITS.maxTotalCost}` });
+      overLimit.push({
+        channel: candidate.broadcaster.login,
+        kind: candidate.kind,
+        reason: `the bot's token reached Twitch's max_total_cost of ${EVENTSUB_WS_LIMITS.maxTotalCost}`,
+      });
       continue;
     }
     used.set(candidate.tokenUserId, { cost: budget.cost + candidate.cost, count: budget.count + 1 });
@@ -108,7 +118,10 @@ export function describeEventSubPlan(
   if (plan.overLimit.length) {
     const byReason = new Map<string, string[]>();
     for (const item of plan.overLimit) byReason.set(item.reason, [...(byReason.get(item.reason) ?? []), `${item.kind} #${item.channel}`]);
-    for (const [reason, items] of byReason) parts.push(`EventSub limit: ${reason}; not subscribed: ${items.join(', ')} (connect each channel's broadcaster, whose own subscriptions cost 0, or list fewer channels)`);
+    for (const [reason, items] of byReason)
+      parts.push(
+        `EventSub limit: ${reason}; not subscribed: ${items.join(', ')} (connect each channel's broadcaster, whose own subscriptions cost 0, or list fewer channels)`,
+      );
   }
   for (const refusal of limitRefusals) parts.push(`EventSub limit: Twitch refused ${refusal.kind} #${refusal.channel}: ${refusal.error}`);
   const waiting = plan.waiting.map((item) => ({ ...item, kinds: [...item.kinds] }));
@@ -118,7 +131,9 @@ export function describeEventSubPlan(
     else waiting.push({ channel: refusal.channel, kinds: ['channel.follow'] });
   }
   for (const item of waiting) {
-    const follow = followRefusals.some((refusal) => refusal.channel === item.channel) ? ' (channel.follow also works when the bot is a moderator there with moderator:read:followers)' : '';
+    const follow = followRefusals.some((refusal) => refusal.channel === item.channel)
+      ? ' (channel.follow also works when the bot is a moderator there with moderator:read:followers)'
+      : '';
     parts.push(`waiting for the broadcaster connection on #${item.channel}: ${item.kinds.join(', ')}${follow}`);
   }
   if (waiting.length) parts.push(CONNECT_BROADCASTER_HINT);

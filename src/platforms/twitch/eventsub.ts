@@ -15,7 +15,15 @@ import { ApiClient, type HelixEventSubSubscription } from '@twurple/api';
 import type { AuthProvider } from '@twurple/auth';
 import { EventSubSubscription, type EventSubBase } from '@twurple/eventsub-base';
 import { EventSubWsListener } from '@twurple/eventsub-ws';
-import { BitBratError, createEnvelope, EventType, type Envelope, type EnvelopeSource, type EnvelopeUser, SYSTEM_USER } from '../../core/index.js';
+import {
+  BitBratError,
+  createEnvelope,
+  EventType,
+  type Envelope,
+  type EnvelopeSource,
+  type EnvelopeUser,
+  SYSTEM_USER,
+} from '../../core/index.js';
 import type { Store } from '../../store/index.js';
 import { safeTwitchErrorMessage } from './token-store.js';
 import { channelName } from './normalize.js';
@@ -123,7 +131,15 @@ export interface EventSubSnapshot {
   /** The first channel (kept for single-channel readers). */
   broadcaster: { id: string; login: string };
   channels: Array<{ id: string; login: string }>;
-  subscriptions: Array<{ kind: EventSubKind; version: string; channel: string; tokenUserId: string; status: 'pending' | 'active' | 'failed' | 'revoked'; twitchId?: string; error?: string }>;
+  subscriptions: Array<{
+    kind: EventSubKind;
+    version: string;
+    channel: string;
+    tokenUserId: string;
+    status: 'pending' | 'active' | 'failed' | 'revoked';
+    twitchId?: string;
+    error?: string;
+  }>;
   counters: { received: number; published: number; duplicates: number; failed: number };
   lastEventAt?: string;
   lastError?: { message: string; at: string };
@@ -149,7 +165,12 @@ export interface NormalizedEventSub {
 type Raw = Record<string, unknown>;
 
 const str = (value: unknown): string | null => (typeof value === 'string' ? value : value == null ? null : String(value));
-const num = (value: unknown): number | null => (typeof value === 'number' && Number.isFinite(value) ? value : typeof value === 'string' && value !== '' && Number.isFinite(Number(value)) ? Number(value) : null);
+const num = (value: unknown): number | null =>
+  typeof value === 'number' && Number.isFinite(value)
+    ? value
+    : typeof value === 'string' && value !== '' && Number.isFinite(Number(value))
+      ? Number(value)
+      : null;
 
 function userRef(raw: Raw, prefix: string): TwitchUserRef | null {
   const id = str(raw[`${prefix}_id`]);
@@ -167,7 +188,11 @@ function tierLevel(tier: unknown): number | null {
 const NORMALIZERS: Record<EventSubKind, (raw: Raw) => NormalizedEventSub> = {
   'channel.follow': (raw) => {
     const user = userRef(raw, 'user');
-    return { actor: user ?? undefined, occurredAt: str(raw.followed_at) ?? undefined, payload: { broadcaster: userRef(raw, 'broadcaster_user'), user, followedAt: str(raw.followed_at) } };
+    return {
+      actor: user ?? undefined,
+      occurredAt: str(raw.followed_at) ?? undefined,
+      payload: { broadcaster: userRef(raw, 'broadcaster_user'), user, followedAt: str(raw.followed_at) },
+    };
   },
   'channel.update': (raw) => ({
     payload: {
@@ -181,16 +206,33 @@ const NORMALIZERS: Record<EventSubKind, (raw: Raw) => NormalizedEventSub> = {
   }),
   'stream.online': (raw) => ({
     occurredAt: str(raw.started_at) ?? undefined,
-    payload: { broadcaster: userRef(raw, 'broadcaster_user'), streamId: str(raw.id), streamType: str(raw.type), startedAt: str(raw.started_at) },
+    payload: {
+      broadcaster: userRef(raw, 'broadcaster_user'),
+      streamId: str(raw.id),
+      streamType: str(raw.type),
+      startedAt: str(raw.started_at),
+    },
   }),
   'stream.offline': (raw) => ({ payload: { broadcaster: userRef(raw, 'broadcaster_user') } }),
   'channel.raid': (raw) => {
     const from = userRef(raw, 'from_broadcaster_user');
-    return { actor: from ?? undefined, payload: { fromBroadcaster: from, toBroadcaster: userRef(raw, 'to_broadcaster_user'), viewers: num(raw.viewers) ?? 0 } };
+    return {
+      actor: from ?? undefined,
+      payload: { fromBroadcaster: from, toBroadcaster: userRef(raw, 'to_broadcaster_user'), viewers: num(raw.viewers) ?? 0 },
+    };
   },
   'channel.subscribe': (raw) => {
     const user = userRef(raw, 'user');
-    return { actor: user ?? undefined, payload: { broadcaster: userRef(raw, 'broadcaster_user'), user, tier: str(raw.tier), tierLevel: tierLevel(raw.tier), isGift: raw.is_gift === true } };
+    return {
+      actor: user ?? undefined,
+      payload: {
+        broadcaster: userRef(raw, 'broadcaster_user'),
+        user,
+        tier: str(raw.tier),
+        tierLevel: tierLevel(raw.tier),
+        isGift: raw.is_gift === true,
+      },
+    };
   },
   'channel.subscription.gift': (raw) => {
     const anonymous = raw.is_anonymous === true;
@@ -230,7 +272,13 @@ const NORMALIZERS: Record<EventSubKind, (raw: Raw) => NormalizedEventSub> = {
     const user = anonymous ? null : userRef(raw, 'user');
     return {
       actor: anonymous ? 'anonymous' : (user ?? undefined),
-      payload: { broadcaster: userRef(raw, 'broadcaster_user'), user, isAnonymous: anonymous, bits: num(raw.bits) ?? 0, message: str(raw.message) ?? '' },
+      payload: {
+        broadcaster: userRef(raw, 'broadcaster_user'),
+        user,
+        isAnonymous: anonymous,
+        bits: num(raw.bits) ?? 0,
+        message: str(raw.message) ?? '',
+      },
     };
   },
   'channel.channel_points_custom_reward_redemption.add': (raw) => {
@@ -279,7 +327,11 @@ export function buildEventSubEnvelope(notification: EventSubNotification): Envel
   const normalized = normalizeEventSubEvent(notification.kind, notification.event);
   const actor = normalized.actor;
   const user: EnvelopeUser =
-    actor === 'anonymous' ? { ...ANONYMOUS_USER } : actor ? { id: actor.id, name: actor.login, displayName: actor.name, profileImageUrl: '', role: '' } : { ...SYSTEM_USER };
+    actor === 'anonymous'
+      ? { ...ANONYMOUS_USER }
+      : actor
+        ? { id: actor.id, name: actor.login, displayName: actor.name, profileImageUrl: '', role: '' }
+        : { ...SYSTEM_USER };
   const createdAt = validIso(normalized.occurredAt) ?? notification.receivedAt.toISOString();
   return createEnvelope({
     type: EventType.twitchEventSub,
@@ -313,7 +365,12 @@ export interface StreamInfo {
 }
 
 /** The `system.stream.online` / `system.stream.offline` envelope (seed 002), sharing the trace of the EventSub envelope. */
-export function buildStreamStatusEnvelope(input: { online: boolean; eventSub: Envelope; info?: StreamInfo; broadcaster: { id: string; login: string } }): Envelope {
+export function buildStreamStatusEnvelope(input: {
+  online: boolean;
+  eventSub: Envelope;
+  info?: StreamInfo;
+  broadcaster: { id: string; login: string };
+}): Envelope {
   const external = input.eventSub.externalEvent!;
   const known = Object.fromEntries(Object.entries(input.info ?? {}).filter(([, value]) => value !== undefined && value !== null));
   const payload: Record<string, unknown> = {
@@ -362,7 +419,10 @@ export function eventSubCondition(target: EventSubTarget): Record<string, string
 }
 
 /** Twurple's subscription base; its constructor is internal (absent from the typings), so it is typed here. */
-const SubscriptionBase = EventSubSubscription as unknown as abstract new (handler: (event: Record<string, unknown>) => void, client: EventSubBase) => EventSubSubscription<Record<string, unknown>>;
+const SubscriptionBase = EventSubSubscription as unknown as abstract new (
+  handler: (event: Record<string, unknown>) => void,
+  client: EventSubBase,
+) => EventSubSubscription<Record<string, unknown>>;
 
 /**
  * A subscription created with the token of `tokenUserId`. Twurple's typed subscriptions take their
@@ -398,7 +458,11 @@ class TokenUserSubscription extends SubscriptionBase {
   protected async _subscribe(): Promise<HelixEventSubSubscription> {
     const { kind, tokenUserId } = this.target;
     const transport = await this._getTransportOptions();
-    return await this.apiClient.asUser(tokenUserId, async (ctx) => await ctx.eventSub.createSubscription(kind, EVENTSUB_VERSIONS[kind], eventSubCondition(this.target), transport, tokenUserId));
+    return await this.apiClient.asUser(
+      tokenUserId,
+      async (ctx) =>
+        await ctx.eventSub.createSubscription(kind, EVENTSUB_VERSIONS[kind], eventSubCondition(this.target), transport, tokenUserId),
+    );
   }
 }
 
@@ -439,7 +503,8 @@ export async function startEventSub(options: EventSubOptions): Promise<EventSubH
   const logger = options.logger;
   const dedupTtlMs = options.dedupTtlMs ?? DEFAULT_DEDUP_TTL_MS;
   const streamInfoTimeoutMs = options.streamInfoTimeoutMs ?? DEFAULT_STREAM_INFO_TIMEOUT_MS;
-  if (!options.apiClient && !options.authProvider) throw new BitBratError('NOT_CONFIGURED', 'startEventSub needs an apiClient or an authProvider');
+  if (!options.apiClient && !options.authProvider)
+    throw new BitBratError('NOT_CONFIGURED', 'startEventSub needs an apiClient or an authProvider');
   const apiClient = options.apiClient ?? new ApiClient({ authProvider: options.authProvider! });
   if (options.clientId && options.authProvider && options.authProvider.clientId !== options.clientId) {
     logger.warn({ component: 'eventsub' }, 'clientId does not match the auth provider; using the auth provider');
@@ -489,7 +554,13 @@ export async function startEventSub(options: EventSubOptions): Promise<EventSubH
     ...(detail ? { detail } : {}),
     refused: entries
       .filter((entry) => entry.status === 'failed' || entry.status === 'revoked')
-      .map((entry) => ({ kind: entry.kind, channel: entry.broadcaster.login, tokenUserId: entry.tokenUserId, error: entry.error ?? 'failed', ...(entry.httpStatus ? { httpStatus: entry.httpStatus } : {}) })),
+      .map((entry) => ({
+        kind: entry.kind,
+        channel: entry.broadcaster.login,
+        tokenUserId: entry.tokenUserId,
+        error: entry.error ?? 'failed',
+        ...(entry.httpStatus ? { httpStatus: entry.httpStatus } : {}),
+      })),
   });
   const report = () => {
     try {
@@ -544,7 +615,10 @@ export async function startEventSub(options: EventSubOptions): Promise<EventSubH
     const httpStatus = (error as { statusCode?: unknown }).statusCode;
     if (typeof httpStatus === 'number') entry.httpStatus = httpStatus;
     recordError(`subscribe ${entry.kind} #${entry.broadcaster.login}: ${entry.error}`);
-    logger.error({ component: 'eventsub', kind: entry.kind, channel: entry.broadcaster.login, error: entry.error }, 'eventsub subscription failed');
+    logger.error(
+      { component: 'eventsub', kind: entry.kind, channel: entry.broadcaster.login, error: entry.error },
+      'eventsub subscription failed',
+    );
     report();
   });
   listener.onRevoke((subscription, revokeStatus) => {
@@ -562,11 +636,20 @@ export async function startEventSub(options: EventSubOptions): Promise<EventSubH
     const lookup = apiClient.asUser(entry.tokenUserId, async (ctx) => {
       const stream = await ctx.streams.getStreamByUserId(id);
       if (stream) {
-        return { title: stream.title, game: stream.gameName, gameId: stream.gameId, viewerCount: stream.viewers, startedAt: stream.startDate.toISOString(), language: stream.language } satisfies StreamInfo;
+        return {
+          title: stream.title,
+          game: stream.gameName,
+          gameId: stream.gameId,
+          viewerCount: stream.viewers,
+          startedAt: stream.startDate.toISOString(),
+          language: stream.language,
+        } satisfies StreamInfo;
       }
       // Helix lags behind EventSub right after going live: fall back to the channel's title and game.
       const channel = await ctx.channels.getChannelInfoById(id);
-      return channel ? ({ title: channel.title, game: channel.gameName, gameId: channel.gameId, language: channel.language } satisfies StreamInfo) : undefined;
+      return channel
+        ? ({ title: channel.title, game: channel.gameName, gameId: channel.gameId, language: channel.language } satisfies StreamInfo)
+        : undefined;
     });
     let timer: NodeJS.Timeout | undefined;
     const timeout = new Promise<undefined>((resolve) => {
@@ -575,7 +658,10 @@ export async function startEventSub(options: EventSubOptions): Promise<EventSubH
     try {
       return await Promise.race([lookup, timeout]);
     } catch (error) {
-      logger.warn({ component: 'eventsub', error: safeTwitchErrorMessage(error) }, 'stream info lookup failed; publishing stream.online without it');
+      logger.warn(
+        { component: 'eventsub', error: safeTwitchErrorMessage(error) },
+        'stream info lookup failed; publishing stream.online without it',
+      );
       return undefined;
     } finally {
       clearTimeout(timer);
@@ -621,7 +707,10 @@ export async function startEventSub(options: EventSubOptions): Promise<EventSubH
         } catch (error) {
           counters.failed += 1;
           recordError(`publish ${item.type}: ${(error as Error).message}`);
-          logger.error({ component: 'eventsub', err: error, kind: entry.kind, messageId, type: item.type, attempt }, 'publishing eventsub envelope failed; retrying');
+          logger.error(
+            { component: 'eventsub', err: error, kind: entry.kind, messageId, type: item.type, attempt },
+            'publishing eventsub envelope failed; retrying',
+          );
           if (status === 'stopped') return;
           await new Promise((resolve) => setTimeout(resolve, Math.min(5_000, 250 * 2 ** Math.min(attempt, 5))));
         }
@@ -647,13 +736,23 @@ export async function startEventSub(options: EventSubOptions): Promise<EventSubH
 
   for (const target of targets) {
     const subscription = listener.subscribeTarget(target, apiClient);
-    const entry: SubscriptionEntry = { kind: target.kind, version: EVENTSUB_VERSIONS[target.kind], broadcaster: target.broadcaster, tokenUserId: target.tokenUserId, subscription, status: 'pending' };
+    const entry: SubscriptionEntry = {
+      kind: target.kind,
+      version: EVENTSUB_VERSIONS[target.kind],
+      broadcaster: target.broadcaster,
+      tokenUserId: target.tokenUserId,
+      subscription,
+      status: 'pending',
+    };
     entries.push(entry);
     byTwurple.set(subscription, entry);
   }
   report();
   listener.start();
-  logger.info({ component: 'eventsub', channels: channels.map((channel) => channel.login), subscriptions: targets.length }, 'eventsub starting');
+  logger.info(
+    { component: 'eventsub', channels: channels.map((channel) => channel.login), subscriptions: targets.length },
+    'eventsub starting',
+  );
 
   return {
     async stop() {
@@ -703,7 +802,11 @@ function refusalMessage(error: unknown): string {
   return safeTwitchErrorMessage(error);
 }
 
-async function resolveBroadcaster(apiClient: ApiClient, id: string | undefined, login: string | undefined): Promise<{ id: string; login: string }> {
+async function resolveBroadcaster(
+  apiClient: ApiClient,
+  id: string | undefined,
+  login: string | undefined,
+): Promise<{ id: string; login: string }> {
   if (id && login) return { id, login: login.toLowerCase() };
   if (id) {
     const user = await apiClient.users.getUserById(id);

@@ -74,28 +74,48 @@ const statusOf = (error: unknown): number | undefined => {
 /** The gateway over Helix with the stored bot and broadcaster tokens. */
 export function createTwitchModeration(options: TwitchModerationOptions): ModerationGateway {
   const sources = [TwitchTokenId.bot, TwitchTokenId.broadcaster].map((tokenId) =>
-    createTwitchAuthProvider({ clientId: options.clientId, clientSecret: options.clientSecret, store: options.store, tokenId, logger: { warn: options.logger.warn, info: () => undefined } }),
+    createTwitchAuthProvider({
+      clientId: options.clientId,
+      clientSecret: options.clientSecret,
+      store: options.store,
+      tokenId,
+      logger: { warn: options.logger.warn, info: () => undefined },
+    }),
   );
-  const shoutouts = createShoutoutSender({ clientId: options.clientId, clientSecret: options.clientSecret, store: options.store, logger: options.logger });
+  const shoutouts = createShoutoutSender({
+    clientId: options.clientId,
+    clientSecret: options.clientSecret,
+    store: options.store,
+    logger: options.logger,
+  });
 
   // Tokens are read on every call: one the OAuth flow stores after start-up counts at once.
   const connect = async (): Promise<{ api: ApiClient; identities: HeldIdentity[] } | ActionOutcome> => {
-    if (!options.clientId || !options.clientSecret) return { status: 'not-permitted', error: 'twitch is not configured (TWITCH_CLIENT_ID, TWITCH_CLIENT_SECRET)' };
+    if (!options.clientId || !options.clientSecret)
+      return { status: 'not-permitted', error: 'twitch is not configured (TWITCH_CLIENT_ID, TWITCH_CLIENT_SECRET)' };
     const clientId = options.clientId;
-    const identities = (await Promise.all(sources.map((source) => identify(source, clientId).catch(() => undefined)))).filter((identity): identity is HeldIdentity => identity !== undefined);
-    if (identities.length === 0) return { status: 'not-permitted', error: 'no Twitch token is connected (connect the bot through the OAuth flow)' };
+    const identities = (await Promise.all(sources.map((source) => identify(source, clientId).catch(() => undefined)))).filter(
+      (identity): identity is HeldIdentity => identity !== undefined,
+    );
+    if (identities.length === 0)
+      return { status: 'not-permitted', error: 'no Twitch token is connected (connect the bot through the OAuth flow)' };
     return { api: new ApiClient({ authProvider: createIdentityAuthProvider(clientId, identities) }), identities };
   };
 
   /** Runs `fn` as the bot (or else the channel's broadcaster) holding `scope`. */
-  const asModerator = async (channel: ChannelRef, scope: string, fn: (api: ApiClient, moderatorId: string) => Promise<unknown>): Promise<ActionOutcome> => {
+  const asModerator = async (
+    channel: ChannelRef,
+    scope: string,
+    fn: (api: ApiClient, moderatorId: string) => Promise<unknown>,
+  ): Promise<ActionOutcome> => {
     const connected = await connect();
     if ('status' in connected) return connected;
     const { api, identities } = connected;
     const bot = identities.find((identity) => identity.login !== channel.login && identity.scopes.includes(scope));
     const owner = identities.find((identity) => identity.userId === channel.id && identity.scopes.includes(scope));
     const actor = bot ?? owner;
-    if (!actor) return { status: 'not-permitted', error: `no connected token has the ${scope} scope; reconnect the bot through the OAuth flow` };
+    if (!actor)
+      return { status: 'not-permitted', error: `no connected token has the ${scope} scope; reconnect the bot through the OAuth flow` };
     try {
       await fn(api, actor.userId);
       return { status: 'done' };
@@ -110,12 +130,23 @@ export function createTwitchModeration(options: TwitchModerationOptions): Modera
 
   return {
     deleteMessage: (channel, messageId) =>
-      asModerator(channel, MODERATION_SCOPES.chatMessages, (api, moderatorId) => api.asUser(moderatorId, (ctx) => ctx.moderation.deleteChatMessages(channel.id, messageId))),
+      asModerator(channel, MODERATION_SCOPES.chatMessages, (api, moderatorId) =>
+        api.asUser(moderatorId, (ctx) => ctx.moderation.deleteChatMessages(channel.id, messageId)),
+      ),
     timeout: (channel, user, seconds, reason) =>
-      asModerator(channel, MODERATION_SCOPES.bannedUsers, (api, moderatorId) => api.asUser(moderatorId, (ctx) => ctx.moderation.banUser(channel.id, { user: user.id, duration: seconds, reason: reason.slice(0, 500) }))),
+      asModerator(channel, MODERATION_SCOPES.bannedUsers, (api, moderatorId) =>
+        api.asUser(moderatorId, (ctx) =>
+          ctx.moderation.banUser(channel.id, { user: user.id, duration: seconds, reason: reason.slice(0, 500) }),
+        ),
+      ),
     ban: (channel, user, reason) =>
-      asModerator(channel, MODERATION_SCOPES.bannedUsers, (api, moderatorId) => api.asUser(moderatorId, (ctx) => ctx.moderation.banUser(channel.id, { user: user.id, reason: reason.slice(0, 500) }))),
-    unban: (channel, user) => asModerator(channel, MODERATION_SCOPES.bannedUsers, (api, moderatorId) => api.asUser(moderatorId, (ctx) => ctx.moderation.unbanUser(channel.id, user.id))),
+      asModerator(channel, MODERATION_SCOPES.bannedUsers, (api, moderatorId) =>
+        api.asUser(moderatorId, (ctx) => ctx.moderation.banUser(channel.id, { user: user.id, reason: reason.slice(0, 500) })),
+      ),
+    unban: (channel, user) =>
+      asModerator(channel, MODERATION_SCOPES.bannedUsers, (api, moderatorId) =>
+        api.asUser(moderatorId, (ctx) => ctx.moderation.unbanUser(channel.id, user.id)),
+      ),
     async lookupChannel(login) {
       const connected = await connect();
       if ('status' in connected) return undefined;
@@ -123,7 +154,12 @@ export function createTwitchModeration(options: TwitchModerationOptions): Modera
         const user = await connected.api.users.getUserByName(login);
         if (!user) return undefined;
         const channel = await connected.api.channels.getChannelInfoById(user.id);
-        return { id: user.id, login: user.name, displayName: user.displayName, ...(channel?.gameName ? { gameName: channel.gameName } : {}) };
+        return {
+          id: user.id,
+          login: user.name,
+          displayName: user.displayName,
+          ...(channel?.gameName ? { gameName: channel.gameName } : {}),
+        };
       } catch (error) {
         options.logger.warn({ login, error: safeTwitchErrorMessage(error) }, 'twitch user lookup failed');
         return undefined;
@@ -133,7 +169,14 @@ export function createTwitchModeration(options: TwitchModerationOptions): Modera
       const result = await shoutouts.shoutout(channel, to);
       if (result.sent) return { status: 'done' };
       // The sender claims Twitch's cooldowns before calling; its refusals name the limit.
-      return { status: /every 2 minutes|within the last 60 minutes/.test(result.reason) ? 'rate-limited' : /token|moderator|configured/.test(result.reason) ? 'not-permitted' : 'failed', error: result.reason };
+      return {
+        status: /every 2 minutes|within the last 60 minutes/.test(result.reason)
+          ? 'rate-limited'
+          : /token|moderator|configured/.test(result.reason)
+            ? 'not-permitted'
+            : 'failed',
+        error: result.reason,
+      };
     },
   };
 }

@@ -146,8 +146,13 @@ export function twitchSourceId(channel: string): string {
 /** The `sources` patch a `system.source.status` envelope carries, for writing the record directly. */
 export function sourceStatusPatch(envelope: Envelope): SourceState {
   const payload = envelope.payload as Record<string, unknown>;
-  const patch: Record<string, unknown> = { id: String(payload.sourceId ?? twitchSourceId(envelope.source.channel)), platform: 'twitch', lastStatusUpdate: envelope.timestamp };
-  for (const field of ['displayName', 'status', 'lastError', 'authStatus', 'permissions', 'latencyMs', 'metrics']) if (payload[field] !== undefined) patch[field] = payload[field];
+  const patch: Record<string, unknown> = {
+    id: String(payload.sourceId ?? twitchSourceId(envelope.source.channel)),
+    platform: 'twitch',
+    lastStatusUpdate: envelope.timestamp,
+  };
+  for (const field of ['displayName', 'status', 'lastError', 'authStatus', 'permissions', 'latencyMs', 'metrics'])
+    if (payload[field] !== undefined) patch[field] = payload[field];
   return patch as unknown as SourceState;
 }
 

@@ -19,22 +19,47 @@ export interface ShoutoutSender {
 }
 
 /** A sender using the broadcaster's stored token for its own channel, else the bot's (it must be a moderator with moderator:manage:shoutouts). */
-export function createShoutoutSender(options: { clientId?: string; clientSecret?: string; store: Store; logger: { warn: (obj: unknown, msg?: string) => void } }): ShoutoutSender {
+export function createShoutoutSender(options: {
+  clientId?: string;
+  clientSecret?: string;
+  store: Store;
+  logger: { warn: (obj: unknown, msg?: string) => void };
+}): ShoutoutSender {
   const sources = [TwitchTokenId.broadcaster, TwitchTokenId.bot].map((tokenId) =>
-    createTwitchAuthProvider({ clientId: options.clientId, clientSecret: options.clientSecret, store: options.store, tokenId, logger: { warn: options.logger.warn, info: () => undefined } }),
+    createTwitchAuthProvider({
+      clientId: options.clientId,
+      clientSecret: options.clientSecret,
+      store: options.store,
+      tokenId,
+      logger: { warn: options.logger.warn, info: () => undefined },
+    }),
   );
   return {
     async shoutout(from, to) {
-      if (!options.clientId || !options.clientSecret) return { sent: false, reason: 'twitch is not configured (TWITCH_CLIENT_ID, TWITCH_CLIENT_SECRET)' };
+      if (!options.clientId || !options.clientSecret)
+        return { sent: false, reason: 'twitch is not configured (TWITCH_CLIENT_ID, TWITCH_CLIENT_SECRET)' };
       if (from.id === to.id) return { sent: false, reason: 'a channel cannot shout itself out' };
       const clientId = options.clientId;
       // Twurple comes with the first shoutout, not at start-up: most channels never send one.
-      const [{ ApiClient }, { createIdentityAuthProvider, identify }] = await Promise.all([import('@twurple/api'), import('./connect-eventsub.js')]);
-      const identities = (await Promise.all(sources.map((source) => identify(source, clientId).catch(() => undefined)))).filter((identity): identity is HeldIdentity => identity !== undefined);
-      const moderator = identities.find((identity) => identity.userId === from.id) ?? identities.find((identity) => identity.scopes.includes('moderator:manage:shoutouts'));
-      if (!moderator) return { sent: false, reason: 'no connected token may send shoutouts (needs the broadcaster, or the bot as moderator with moderator:manage:shoutouts)' };
-      if (!(await options.store.claimKey('twitch-shoutout', `channel:${from.id}`, SHOUTOUT_LIMITS.globalMs))) return { sent: false, reason: 'Twitch allows one shoutout every 2 minutes' };
-      if (!(await options.store.claimKey('twitch-shoutout', `target:${from.id}:${to.id}`, SHOUTOUT_LIMITS.perTargetMs))) return { sent: false, reason: `#${to.login} was shouted out within the last 60 minutes` };
+      const [{ ApiClient }, { createIdentityAuthProvider, identify }] = await Promise.all([
+        import('@twurple/api'),
+        import('./connect-eventsub.js'),
+      ]);
+      const identities = (await Promise.all(sources.map((source) => identify(source, clientId).catch(() => undefined)))).filter(
+        (identity): identity is HeldIdentity => identity !== undefined,
+      );
+      const moderator =
+        identities.find((identity) => identity.userId === from.id) ??
+        identities.find((identity) => identity.scopes.includes('moderator:manage:shoutouts'));
+      if (!moderator)
+        return {
+          sent: false,
+          reason: 'no connected token may send shoutouts (needs the broadcaster, or the bot as moderator with moderator:manage:shoutouts)',
+        };
+      if (!(await options.store.claimKey('twitch-shoutout', `channel:${from.id}`, SHOUTOUT_LIMITS.globalMs)))
+        return { sent: false, reason: 'Twitch allows one shoutout every 2 minutes' };
+      if (!(await options.store.claimKey('twitch-shoutout', `target:${from.id}:${to.id}`, SHOUTOUT_LIMITS.perTargetMs)))
+        return { sent: false, reason: `#${to.login} was shouted out within the last 60 minutes` };
       const apiClient = new ApiClient({ authProvider: createIdentityAuthProvider(clientId, identities) });
       try {
         await apiClient.asUser(moderator.userId, async (ctx) => await ctx.chat.shoutoutUser(from.id, to.id));

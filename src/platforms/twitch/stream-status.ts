@@ -66,7 +66,14 @@ export function buildPolledStreamEnvelope(state: ChannelStreamState, at: Date): 
     at: at.toISOString(),
   };
   if (state.online) {
-    for (const [key, value] of Object.entries({ title: state.title, game: state.game, gameId: state.gameId, viewerCount: state.viewerCount, startedAt: state.startedAt, streamId: state.streamId })) {
+    for (const [key, value] of Object.entries({
+      title: state.title,
+      game: state.game,
+      gameId: state.gameId,
+      viewerCount: state.viewerCount,
+      startedAt: state.startedAt,
+      streamId: state.streamId,
+    })) {
       if (value !== undefined && value !== null) payload[key] = value;
     }
   }
@@ -88,7 +95,15 @@ export function streamSourcePatch(state: ChannelStreamState, at: Date): SourceSt
     lastStreamUpdate: at.toISOString(),
     viewerCount: state.online ? (state.viewerCount ?? null) : null,
     metadata: state.online
-      ? { title: state.title, game: state.game, gameName: state.game, gameId: state.gameId, startedAt: state.startedAt, streamId: state.streamId, streamCheckedAt: at.toISOString() }
+      ? {
+          title: state.title,
+          game: state.game,
+          gameName: state.game,
+          gameId: state.gameId,
+          startedAt: state.startedAt,
+          streamId: state.streamId,
+          streamCheckedAt: at.toISOString(),
+        }
       : { startedAt: null, streamCheckedAt: at.toISOString() },
   };
 }
@@ -97,7 +112,9 @@ export function streamSourcePatch(state: ChannelStreamState, at: Date): SourceSt
 export function createStreamStatusPoller(options: StreamStatusOptions): StreamStatusPoller {
   const pollMs = options.pollMs ?? DEFAULT_STREAM_POLL_MS;
   const now = options.now ?? Date.now;
-  const tracked = new Map<string, Tracked>(options.channels.map((channel) => [channel.id, { channel: channel.login, channelId: channel.id, online: null, misses: 0 }]));
+  const tracked = new Map<string, Tracked>(
+    options.channels.map((channel) => [channel.id, { channel: channel.login, channelId: channel.id, online: null, misses: 0 }]),
+  );
   let lastError: string | undefined;
   let first = true;
   let stopped = false;
@@ -135,7 +152,15 @@ export function createStreamStatusPoller(options: StreamStatusOptions): StreamSt
       const newStream = Boolean(stream && was === true && state.streamId && stream.id && state.streamId !== stream.id);
       if (stream) {
         state.misses = 0;
-        Object.assign(state, { online: true, title: stream.title, game: stream.gameName, gameId: stream.gameId, viewerCount: stream.viewers, startedAt: stream.startDate.toISOString(), streamId: stream.id });
+        Object.assign(state, {
+          online: true,
+          title: stream.title,
+          game: stream.gameName,
+          gameId: stream.gameId,
+          viewerCount: stream.viewers,
+          startedAt: stream.startDate.toISOString(),
+          streamId: stream.id,
+        });
       } else {
         state.misses += 1;
         // At start-up Helix is believed at once; later a live stream must be missing twice (Helix lags).
@@ -146,13 +171,28 @@ export function createStreamStatusPoller(options: StreamStatusOptions): StreamSt
         Object.assign(state, { online: false, viewerCount: null, startedAt: null });
       }
       state.checkedAt = at.toISOString();
-      await options.store.mergeSource(streamSourcePatch(state, at)).catch((error: unknown) => options.logger.warn({ component: 'stream-status', err: error, channel: state.channel }, 'could not write stream state'));
-      if ((was !== state.online && (state.online || was === true)) || newStream) {
-        options.logger.info({ component: 'stream-status', channel: state.channel, online: state.online }, state.online ? 'stream is live (found by poll)' : 'stream went offline (found by poll)');
-        const envelope = buildPolledStreamEnvelope(state, at);
-        await options.publish(envelope, `stream-poll:${state.channelId}:${state.online ? `online:${state.streamId ?? ''}` : `offline:${at.getTime()}`}`).catch((error: unknown) =>
-          options.logger.warn({ component: 'stream-status', err: error, channel: state.channel }, 'could not publish the stream transition'),
+      await options.store
+        .mergeSource(streamSourcePatch(state, at))
+        .catch((error: unknown) =>
+          options.logger.warn({ component: 'stream-status', err: error, channel: state.channel }, 'could not write stream state'),
         );
+      if ((was !== state.online && (state.online || was === true)) || newStream) {
+        options.logger.info(
+          { component: 'stream-status', channel: state.channel, online: state.online },
+          state.online ? 'stream is live (found by poll)' : 'stream went offline (found by poll)',
+        );
+        const envelope = buildPolledStreamEnvelope(state, at);
+        await options
+          .publish(
+            envelope,
+            `stream-poll:${state.channelId}:${state.online ? `online:${state.streamId ?? ''}` : `offline:${at.getTime()}`}`,
+          )
+          .catch((error: unknown) =>
+            options.logger.warn(
+              { component: 'stream-status', err: error, channel: state.channel },
+              'could not publish the stream transition',
+            ),
+          );
       }
     }
     first = false;
@@ -183,7 +223,11 @@ export function createStreamStatusPoller(options: StreamStatusOptions): StreamSt
       if (!online) Object.assign(state, { viewerCount: null, startedAt: null });
     },
     snapshot() {
-      return { pollMs, ...(lastError ? { lastError } : {}), channels: [...tracked.values()].map(({ misses: _misses, ...state }) => ({ ...state })) };
+      return {
+        pollMs,
+        ...(lastError ? { lastError } : {}),
+        channels: [...tracked.values()].map(({ misses: _misses, ...state }) => ({ ...state })),
+      };
     },
     async stop() {
       stopped = true;

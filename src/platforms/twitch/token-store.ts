@@ -82,7 +82,11 @@ export function toAccessToken(token: OAuthToken): AccessToken {
 }
 
 /** Converts Twurple's AccessToken to the store shape for `id`, keeping the identity fields. */
-export function fromAccessToken(id: string, token: AccessToken, identity: { userId?: string; login?: string }): Omit<OAuthToken, 'version'> {
+export function fromAccessToken(
+  id: string,
+  token: AccessToken,
+  identity: { userId?: string; login?: string },
+): Omit<OAuthToken, 'version'> {
   const obtainedAt = new Date(token.obtainmentTimestamp || Date.now());
   return {
     id,
@@ -185,7 +189,10 @@ export async function loadTwitchAuth(options: LoadAuthProviderOptions): Promise<
     }
   });
   authProvider.onRefreshFailure((userId, error) => {
-    options.logger?.error({ userId, error: safeTwitchErrorMessage(error) }, 'Twitch token refresh failed; re-authorize at /oauth/twitch/start');
+    options.logger?.error(
+      { userId, error: safeTwitchErrorMessage(error) },
+      'Twitch token refresh failed; re-authorize at /oauth/twitch/start',
+    );
   });
 
   return {

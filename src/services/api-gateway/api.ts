@@ -48,11 +48,19 @@ import { BUILTIN_COMMANDS, manageCommand, normalizeName } from '../commands/mana
 import { TEMPLATE_VARIABLES } from '../commands/template.js';
 import { DEFAULT_RULES_FILE, readRulesFile } from '../event-router/load.js';
 import { checkRule } from '../event-router/rules.js';
-import { RuleSchema } from '../event-router/rules.js';
 import { getReaction, listReactions, updateReaction } from '../reactions/manage.js';
 import { ReactionUpdateSchema } from '../reactions/reactions.js';
 import { streamStateOf } from './streams.js';
-import { SESSION, hasApiRole, sessionCookie, tokenFromRequest, type ApiRole, type AuthResult, type Authenticator, type Principal } from './auth.js';
+import {
+  SESSION,
+  hasApiRole,
+  sessionCookie,
+  tokenFromRequest,
+  type ApiRole,
+  type AuthResult,
+  type Authenticator,
+  type Principal,
+} from './auth.js';
 import { aggregateStats, STATS_LIMITS } from './stats.js';
 import { twitchSetup } from './twitch-setup.js';
 import { DEFAULT_TWITCH_OAUTH_SCOPES } from '../oauth-flow/settings.js';
@@ -131,10 +139,19 @@ export interface HealthReport {
 /** `auth=http://auth:8080,finalizer=http://finalizer:8080` → map. */
 export function parseHealthUrls(value: string | undefined): Map<string, string> {
   const out = new Map<string, string>();
-  for (const part of (value ?? '').split(',').map((item) => item.trim()).filter(Boolean)) {
+  for (const part of (value ?? '')
+    .split(',')
+    .map((item) => item.trim())
+    .filter(Boolean)) {
     const eq = part.indexOf('=');
     if (eq <= 0) throw new BitBratError('CONFIG_INVALID', `API_GATEWAY_HEALTH_URLS: "${part}" is not name=url`);
-    out.set(part.slice(0, eq).trim(), part.slice(eq + 1).trim().replace(/\/$/, ''));
+    out.set(
+      part.slice(0, eq).trim(),
+      part
+        .slice(eq + 1)
+        .trim()
+        .replace(/\/$/, ''),
+    );
   }
   return out;
 }
@@ -162,9 +179,15 @@ export function createHealthReporter(root: FastifyInstance, instanceId: string, 
     return value;
   };
   return async () => {
-    const [healthz, readyz] = await Promise.all([root.inject({ method: 'GET', url: '/healthz' }), root.inject({ method: 'GET', url: '/readyz' })]);
+    const [healthz, readyz] = await Promise.all([
+      root.inject({ method: 'GET', url: '/healthz' }),
+      root.inject({ method: 'GET', url: '/readyz' }),
+    ]);
     const local: string[] = (healthz.json() as { services?: string[] }).services ?? [];
-    const components = ((readyz.json() as { components?: Record<string, ComponentHealth> }).components ?? {}) as Record<string, ComponentHealth>;
+    const components = ((readyz.json() as { components?: Record<string, ComponentHealth> }).components ?? {}) as Record<
+      string,
+      ComponentHealth
+    >;
     let names: string[];
     try {
       names = Object.keys(loadArchitecture().services);
@@ -184,7 +207,13 @@ export function createHealthReporter(root: FastifyInstance, instanceId: string, 
         }
         const url = urls.get(name);
         if (url) return await remote(name, url);
-        return { name, state: 'unknown', where: 'elsewhere', components: {}, detail: 'not running in this process; list it in API_GATEWAY_HEALTH_URLS to see its health here' };
+        return {
+          name,
+          state: 'unknown',
+          where: 'elsewhere',
+          components: {},
+          detail: 'not running in this process; list it in API_GATEWAY_HEALTH_URLS to see its health here',
+        };
       }),
     );
     return {
@@ -209,7 +238,13 @@ const isoDate = z
     return Number.isNaN(time) || (time >= MIN_TIME && time <= MAX_TIME);
   }, 'must be between the years 0001 and 9999')
   .transform((value) => new Date(value).toISOString());
-const limit = (max: number, fallback: number) => z.coerce.number({ error: 'must be a number' }).int('must be an integer').min(1, 'must be at least 1').max(max, `must be at most ${max}`).default(fallback);
+const limit = (max: number, fallback: number) =>
+  z.coerce
+    .number({ error: 'must be a number' })
+    .int('must be an integer')
+    .min(1, 'must be at least 1')
+    .max(max, `must be at most ${max}`)
+    .default(fallback);
 const boolFlag = z.enum(['true', 'false', '1', '0']).transform((value) => value === 'true' || value === '1');
 const token = z.string().optional();
 
@@ -227,9 +262,14 @@ const EventsQuerySchema = z
     token,
   })
   .strict()
-  .refine((query) => !query.since || !query.until || query.since <= query.until, { message: 'since must not be after until', path: ['since'] });
+  .refine((query) => !query.since || !query.until || query.since <= query.until, {
+    message: 'since must not be after until',
+    path: ['since'],
+  });
 
-const DeadLettersQuerySchema = z.object({ limit: limit(200, 50), cursor: z.string().min(1).max(500).optional(), includeReplayed: boolFlag.optional(), token }).strict();
+const DeadLettersQuerySchema = z
+  .object({ limit: limit(200, 50), cursor: z.string().min(1).max(500).optional(), includeReplayed: boolFlag.optional(), token })
+  .strict();
 const ReplayBodySchema = z.object({ raw: z.string().min(1).max(1_000_000).optional() }).strict();
 const IdParams = z.object({ id: z.string().min(1).max(200) });
 const NameParams = z.object({ name: z.string().min(1).max(64) });
@@ -242,11 +282,27 @@ const CommandFields = {
   userCooldownSec: z.number().int().min(0).max(86_400),
   enabled: z.boolean(),
 };
-const CommandCreateSchema = z.object({ name: z.string().min(1).max(64), ...CommandFields }).partial({ aliases: true, minRole: true, cooldownSec: true, userCooldownSec: true, enabled: true }).strict();
-const CommandUpdateSchema = z.object({ name: z.string().min(1).max(64), ...CommandFields }).partial().strict();
+const CommandCreateSchema = z
+  .object({ name: z.string().min(1).max(64), ...CommandFields })
+  .partial({ aliases: true, minRole: true, cooldownSec: true, userCooldownSec: true, enabled: true })
+  .strict();
+const CommandUpdateSchema = z
+  .object({ name: z.string().min(1).max(64), ...CommandFields })
+  .partial()
+  .strict();
 const RuleUpdateSchema = z.object({ id: z.string().min(1).max(200).optional() }).loose();
 const SessionBodySchema = z.object({ token: z.string().min(1).max(512) }).strict();
-const StatsQuerySchema = z.object({ hours: z.coerce.number({ error: 'must be a number' }).int('must be a whole number').min(1, 'must be at least 1').max(STATS_LIMITS.maxHours, `must be at most ${STATS_LIMITS.maxHours}`).default(3), token }).strict();
+const StatsQuerySchema = z
+  .object({
+    hours: z.coerce
+      .number({ error: 'must be a number' })
+      .int('must be a whole number')
+      .min(1, 'must be at least 1')
+      .max(STATS_LIMITS.maxHours, `must be at most ${STATS_LIMITS.maxHours}`)
+      .default(3),
+    token,
+  })
+  .strict();
 
 /** What each built-in command does, for the Commands page. */
 const BUILTIN_HELP: Record<(typeof BUILTIN_COMMANDS)[number], string> = {
@@ -263,7 +319,6 @@ const BUILTIN_HELP: Record<(typeof BUILTIN_COMMANDS)[number], string> = {
 };
 
 const SAFE_METHODS = new Set(['GET', 'HEAD', 'OPTIONS']);
-
 
 /** No Origin (same-origin GETs, curl) or an Origin naming this host. */
 function sameOrigin(request: FastifyRequest): boolean {
@@ -290,7 +345,8 @@ export function plainIssue(issue: z.core.$ZodIssue): string {
   if (custom) return `${field}: ${issue.message}`;
   switch (issue.code) {
     case 'too_small':
-      if (issue.origin === 'string') return Number(issue.minimum) <= 1 ? `${field} must not be empty` : `${field} must be at least ${issue.minimum} characters`;
+      if (issue.origin === 'string')
+        return Number(issue.minimum) <= 1 ? `${field} must not be empty` : `${field} must be at least ${issue.minimum} characters`;
       if (issue.origin === 'array') return `${field} needs at least ${issue.minimum} item${Number(issue.minimum) === 1 ? '' : 's'}`;
       return `${field} must be at least ${issue.minimum}`;
     case 'too_big':
@@ -299,7 +355,9 @@ export function plainIssue(issue: z.core.$ZodIssue): string {
       return `${field} must be at most ${issue.maximum}`;
     case 'invalid_type':
       // zod 4 leaves `input` out of issues; its message still says what was received.
-      return /received undefined$/.test(issue.message) ? `${field} is required` : `${field} must be ${issue.expected === 'int' ? 'a whole number' : `a ${issue.expected}`}`;
+      return /received undefined$/.test(issue.message)
+        ? `${field} is required`
+        : `${field} must be ${issue.expected === 'int' ? 'a whole number' : `a ${issue.expected}`}`;
     case 'unrecognized_keys':
       return `${issue.path.length ? `${field} has ` : ''}unknown field${issue.keys.length === 1 ? '' : 's'} ${issue.keys.join(', ')}`;
     case 'invalid_value':
@@ -382,7 +440,8 @@ export function principalOf(request: FastifyRequest): Principal {
 
 function requireRole(request: FastifyRequest, minimum: ApiRole): Principal {
   const principal = principalOf(request);
-  if (!hasApiRole(principal, minimum)) throw new BitBratError('FORBIDDEN', `this needs a ${minimum} or owner token; yours is a ${principal.role} token`);
+  if (!hasApiRole(principal, minimum))
+    throw new BitBratError('FORBIDDEN', `this needs a ${minimum} or owner token; yours is a ${principal.role} token`);
   return principal;
 }
 
@@ -393,7 +452,9 @@ export async function registerApi(scope: FastifyInstance, deps: ApiDeps): Promis
   scope.setErrorHandler((error: any, request, reply) => {
     if (isBitBratError(error) && STATUS[error.code] !== undefined) {
       const problems = error.details?.problems;
-      return reply.status(STATUS[error.code]!).send({ error: error.code, message: error.message, ...(Array.isArray(problems) ? { problems } : {}) });
+      return reply
+        .status(STATUS[error.code]!)
+        .send({ error: error.code, message: error.message, ...(Array.isArray(problems) ? { problems } : {}) });
     }
     if (!isBitBratError(error) && typeof error?.statusCode === 'number' && error.statusCode >= 400 && error.statusCode < 500) {
       return reply.status(error.statusCode === 413 ? 413 : 400).send({ error: 'BAD_REQUEST', message: error.message });
@@ -421,10 +482,14 @@ export async function registerApi(scope: FastifyInstance, deps: ApiDeps): Promis
     if (presented === undefined && cookie !== undefined) {
       result = deps.authenticator().authenticateSession(cookie);
       if (result.ok && !sameOrigin(request)) {
-        return reply.status(403).send({ error: 'FORBIDDEN', message: 'a session cookie is only accepted from the dashboard itself (Origin does not match)' });
+        return reply
+          .status(403)
+          .send({ error: 'FORBIDDEN', message: 'a session cookie is only accepted from the dashboard itself (Origin does not match)' });
       }
       if (result.ok && !isSocket && !SAFE_METHODS.has(request.method) && request.headers['x-bitbrat-csrf'] !== '1') {
-        return reply.status(403).send({ error: 'FORBIDDEN', message: 'a change made with the session cookie needs the x-bitbrat-csrf: 1 header' });
+        return reply
+          .status(403)
+          .send({ error: 'FORBIDDEN', message: 'a change made with the session cookie needs the x-bitbrat-csrf: 1 header' });
       }
       // A stale cookie on a socket falls back to the auth frame, like no credentials at all.
       if (!result.ok && isSocket) return;
@@ -450,7 +515,9 @@ export async function registerApi(scope: FastifyInstance, deps: ApiDeps): Promis
     if (!value) return reply.status(401).send({ error: 'UNAUTHORIZED', message: 'the token is not valid' });
     const principal = deps.authenticator().authenticateSession(value);
     reply.header('set-cookie', cookieHeader(value, SESSION.maxAgeSec, request));
-    return principal.ok ? { role: principal.principal.role, label: principal.principal.label, anonymous: false, instanceId: ctx.instanceId } : undefined;
+    return principal.ok
+      ? { role: principal.principal.role, label: principal.principal.label, anonymous: false, instanceId: ctx.instanceId }
+      : undefined;
   });
 
   scope.get('/api/session', async (request) => {
@@ -498,8 +565,13 @@ export async function registerApi(scope: FastifyInstance, deps: ApiDeps): Promis
 
   scope.delete('/api/twitch/accounts/:identity', async (request, reply) => {
     const principal = requireRole(request, 'owner');
-    const { identity } = validate(z.object({ identity: z.enum(['bot', 'broadcaster'], { error: 'identity must be bot or broadcaster' }) }), request.params, 'path');
-    if (!(await ctx.store.deleteToken(`twitch:${identity}`))) throw new BitBratError('NOT_FOUND', `the ${identity} account is not connected`);
+    const { identity } = validate(
+      z.object({ identity: z.enum(['bot', 'broadcaster'], { error: 'identity must be bot or broadcaster' }) }),
+      request.params,
+      'path',
+    );
+    if (!(await ctx.store.deleteToken(`twitch:${identity}`)))
+      throw new BitBratError('NOT_FOUND', `the ${identity} account is not connected`);
     ctx.logger.info({ identity, by: principal.label }, 'twitch account disconnected');
     return reply.status(204).send();
   });
@@ -536,14 +608,27 @@ export async function registerApi(scope: FastifyInstance, deps: ApiDeps): Promis
     if (!record) throw new BitBratError('NOT_FOUND', `no event with id ${id}`);
     const stalled = await deps.stalled.describe(record);
     const reason = record.final ? noReplyReason(record.final) : undefined;
-    const detail: EventDetail = { ...record, timeline: slipTimeline(record), ...(reason ? { noReplyReason: reason } : {}), ...(stalled ? { stalled } : {}) };
+    const detail: EventDetail = {
+      ...record,
+      timeline: slipTimeline(record),
+      ...(reason ? { noReplyReason: reason } : {}),
+      ...(stalled ? { stalled } : {}),
+    };
     return detail;
   });
 
   scope.get('/api/deadletters', async (request) => {
     const query = validate(DeadLettersQuerySchema, request.query, 'query');
-    const page = await ctx.store.listDeadLetters({ limit: query.limit, ...(query.cursor ? { cursor: query.cursor } : {}), includeReplayed: query.includeReplayed ?? false });
-    return { items: page.items, summaries: page.items.map(summarizeDeadLetter), ...(page.nextCursor ? { nextCursor: page.nextCursor } : {}) };
+    const page = await ctx.store.listDeadLetters({
+      limit: query.limit,
+      ...(query.cursor ? { cursor: query.cursor } : {}),
+      includeReplayed: query.includeReplayed ?? false,
+    });
+    return {
+      items: page.items,
+      summaries: page.items.map(summarizeDeadLetter),
+      ...(page.nextCursor ? { nextCursor: page.nextCursor } : {}),
+    };
   });
 
   scope.get('/api/deadletters/:id', async (request) => {
@@ -565,19 +650,36 @@ export async function registerApi(scope: FastifyInstance, deps: ApiDeps): Promis
       body.raw !== undefined ? { raw: body.raw } : {},
     );
     ctx.logger.info({ deadLetterId: id, topic: result.topic, envelopeId: result.envelopeId, by: principal.label }, 'dead letter replayed');
-    return { id, topic: result.topic, envelopeId: result.envelopeId, replayedAt: result.record.replayedAt, replayCount: result.record.replayCount };
+    return {
+      id,
+      topic: result.topic,
+      envelopeId: result.envelopeId,
+      replayedAt: result.record.replayedAt,
+      replayCount: result.record.replayCount,
+    };
   });
 
   // rules ------------------------------------------------------------------------------------------
 
   const toRecord = (input: unknown, what: string): Omit<RuleRecord, 'updatedAt'> => {
     const checked = checkRule(input, stepsServed());
-    if (!checked.ok) throw new BitBratError('BAD_REQUEST', `invalid ${what}: ${checked.problems.join('; ')}`, { details: { problems: checked.problems } });
+    if (!checked.ok)
+      throw new BitBratError('BAD_REQUEST', `invalid ${what}: ${checked.problems.join('; ')}`, { details: { problems: checked.problems } });
     const rule = checked.rule;
-    return { id: rule.id, priority: rule.priority, enabled: rule.enabled, logic: rule.logic, action: rule.action as Record<string, unknown>, ...(rule.description ? { description: rule.description } : {}) };
+    return {
+      id: rule.id,
+      priority: rule.priority,
+      enabled: rule.enabled,
+      logic: rule.logic,
+      action: rule.action as Record<string, unknown>,
+      ...(rule.description ? { description: rule.description } : {}),
+    };
   };
 
-  scope.get('/api/rules', async () => ({ items: await ctx.store.listRules(), defaults: (await readRulesFile(DEFAULT_RULES_FILE)).rules.map((rule) => rule.id) }));
+  scope.get('/api/rules', async () => ({
+    items: await ctx.store.listRules(),
+    defaults: (await readRulesFile(DEFAULT_RULES_FILE)).rules.map((rule) => rule.id),
+  }));
 
   scope.post('/api/rules/restore-defaults', async (request) => {
     const principal = requireRole(request, 'moderator');
@@ -603,7 +705,10 @@ export async function registerApi(scope: FastifyInstance, deps: ApiDeps): Promis
   scope.post('/api/rules', async (request, reply) => {
     requireRole(request, 'moderator');
     const record = toRecord(request.body, 'rule');
-    if (await ctx.store.getRule(record.id)) return reply.status(409).send({ error: 'CONFLICT', message: `rule ${record.id} already exists; use PUT /api/rules/${record.id} to change it` });
+    if (await ctx.store.getRule(record.id))
+      return reply
+        .status(409)
+        .send({ error: 'CONFLICT', message: `rule ${record.id} already exists; use PUT /api/rules/${record.id} to change it` });
     return reply.status(201).send(await ctx.store.upsertRule(record));
   });
 
@@ -611,7 +716,11 @@ export async function registerApi(scope: FastifyInstance, deps: ApiDeps): Promis
     requireRole(request, 'moderator');
     const { id } = validate(IdParams, request.params, 'path');
     const body = validate(RuleUpdateSchema, request.body, 'rule');
-    if (body.id !== undefined && body.id !== id) throw new BitBratError('BAD_REQUEST', `invalid rule: id "${body.id}" in the body does not match "${id}" in the path (renaming is not supported)`);
+    if (body.id !== undefined && body.id !== id)
+      throw new BitBratError(
+        'BAD_REQUEST',
+        `invalid rule: id "${body.id}" in the body does not match "${id}" in the path (renaming is not supported)`,
+      );
     const record = toRecord({ ...body, id }, 'rule');
     if (!(await ctx.store.getRule(id))) throw new BitBratError('NOT_FOUND', `no rule with id ${id}`);
     return await ctx.store.upsertRule(record);
@@ -634,11 +743,14 @@ export async function registerApi(scope: FastifyInstance, deps: ApiDeps): Promis
 
   scope.get('/api/commands', async () => ({ items: await ctx.store.listCommands() }));
 
-  scope.get('/api/commands/help', async (): Promise<CommandHelp> => ({
-    prefix: ctx.config.COMMAND_PREFIX,
-    builtins: BUILTIN_COMMANDS.map((name) => ({ name, description: BUILTIN_HELP[name] })),
-    variables: Object.entries(TEMPLATE_VARIABLES).map(([name, description]) => ({ name, description })),
-  }));
+  scope.get(
+    '/api/commands/help',
+    async (): Promise<CommandHelp> => ({
+      prefix: ctx.config.COMMAND_PREFIX,
+      builtins: BUILTIN_COMMANDS.map((name) => ({ name, description: BUILTIN_HELP[name] })),
+      variables: Object.entries(TEMPLATE_VARIABLES).map(([name, description]) => ({ name, description })),
+    }),
+  );
 
   scope.get('/api/commands/:name', async (request) => {
     const name = commandName(validate(NameParams, request.params, 'path').name);
@@ -659,7 +771,11 @@ export async function registerApi(scope: FastifyInstance, deps: ApiDeps): Promis
     requireRole(request, 'moderator');
     const name = commandName(validate(NameParams, request.params, 'path').name);
     const body = validate(CommandUpdateSchema, request.body, 'command');
-    if (body.name !== undefined && normalizeName(body.name) !== name) throw new BitBratError('BAD_REQUEST', `invalid command: name "${body.name}" in the body does not match "${name}" in the path (renaming is not supported)`);
+    if (body.name !== undefined && normalizeName(body.name) !== name)
+      throw new BitBratError(
+        'BAD_REQUEST',
+        `invalid command: name "${body.name}" in the body does not match "${name}" in the path (renaming is not supported)`,
+      );
     if (!(await ctx.store.getCommand(name))) throw new BitBratError('NOT_FOUND', `no command !${name}`);
     const result = await manageCommand(ctx.store, 'edit', { ...body, name });
     if (!result.ok) throw new BitBratError(result.code, result.message);
@@ -706,7 +822,12 @@ export async function registerApi(scope: FastifyInstance, deps: ApiDeps): Promis
     if (!slot.ok) return reply.status(429).send({ error: 'RATE_LIMITED', message: slot.reason });
     reply.hijack();
     const response = reply.raw;
-    response.writeHead(200, { 'content-type': 'text/event-stream; charset=utf-8', 'cache-control': 'no-cache, no-transform', connection: 'keep-alive', 'x-accel-buffering': 'no' });
+    response.writeHead(200, {
+      'content-type': 'text/event-stream; charset=utf-8',
+      'cache-control': 'no-cache, no-transform',
+      connection: 'keep-alive',
+      'x-accel-buffering': 'no',
+    });
     let closed = false;
     let unsubscribe: (() => void) | undefined;
     const stream = {
@@ -751,7 +872,8 @@ export function withPlaceholders(sources: SourceState[]): SourceState[] {
       streamStatus: 'unknown',
       metadata: {
         placeholder: true,
-        howToConnect: 'Set TWITCH_CLIENT_ID, TWITCH_CLIENT_SECRET, TWITCH_BOT_USERNAME and TWITCH_CHANNELS, restart, then authorize the bot at /oauth/twitch/start?identity=bot (and the broadcaster at ?identity=broadcaster for EventSub).',
+        howToConnect:
+          'Set TWITCH_CLIENT_ID, TWITCH_CLIENT_SECRET, TWITCH_BOT_USERNAME and TWITCH_CHANNELS, restart, then authorize the bot at /oauth/twitch/start?identity=bot (and the broadcaster at ?identity=broadcaster for EventSub).',
       },
     });
   }
@@ -770,7 +892,8 @@ const ASSETS: Record<string, { file: string; type: string }> = {
 };
 
 const SECURITY_HEADERS = {
-  'content-security-policy': "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'self'",
+  'content-security-policy':
+    "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'self'",
   'x-content-type-options': 'nosniff',
   'referrer-policy': 'no-referrer',
   'cache-control': 'no-cache',

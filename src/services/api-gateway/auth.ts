@@ -74,30 +74,50 @@ export function parseTokenList(list: string | undefined): Array<{ token: string;
   if (!list || list.trim() === '') return [];
   const out: Array<{ token: string; role: ApiRole }> = [];
   const problems: string[] = [];
-  list.split(',').map((part) => part.trim()).filter(Boolean).forEach((entry, index) => {
-    const colon = entry.lastIndexOf(':');
-    const maybeRole = colon > 0 ? entry.slice(colon + 1).trim().toLowerCase() : '';
-    const isKnownRole = (Object.values(ApiRole) as string[]).includes(maybeRole);
-    const token = isKnownRole ? entry.slice(0, colon).trim() : entry;
-    const role = isKnownRole ? (maybeRole as ApiRole) : ApiRole.owner;
-    if (colon > 0 && !isKnownRole && /^[a-z]+$/i.test(entry.slice(colon + 1))) {
-      problems.push(`entry ${index + 1}: unknown role "${entry.slice(colon + 1)}" (use viewer, moderator or owner)`);
-      return;
-    }
-    if (token.length < 8) {
-      problems.push(`entry ${index + 1}: a token must be at least 8 characters`);
-      return;
-    }
-    out.push({ token, role });
-  });
+  list
+    .split(',')
+    .map((part) => part.trim())
+    .filter(Boolean)
+    .forEach((entry, index) => {
+      const colon = entry.lastIndexOf(':');
+      const maybeRole =
+        colon > 0
+          ? entry
+              .slice(colon + 1)
+              .trim()
+              .toLowerCase()
+          : '';
+      const isKnownRole = (Object.values(ApiRole) as string[]).includes(maybeRole);
+      const token = isKnownRole ? entry.slice(0, colon).trim() : entry;
+      const role = isKnownRole ? (maybeRole as ApiRole) : ApiRole.owner;
+      if (colon > 0 && !isKnownRole && /^[a-z]+$/i.test(entry.slice(colon + 1))) {
+        problems.push(`entry ${index + 1}: unknown role "${entry.slice(colon + 1)}" (use viewer, moderator or owner)`);
+        return;
+      }
+      if (token.length < 8) {
+        problems.push(`entry ${index + 1}: a token must be at least 8 characters`);
+        return;
+      }
+      out.push({ token, role });
+    });
   if (problems.length > 0) throw new BitBratError('CONFIG_INVALID', `API_GATEWAY_TOKENS is invalid: ${problems.join('; ')}`);
   return out;
 }
 
-export function createAuthenticator(tokens: Array<{ token: string; role: ApiRole; label?: string }>, allowAnonymous: boolean): Authenticator {
-  const entries: TokenEntry[] = tokens.map((entry, index) => ({ digest: digest(entry.token), role: entry.role, label: entry.label ?? `token#${index + 1}` }));
+export function createAuthenticator(
+  tokens: Array<{ token: string; role: ApiRole; label?: string }>,
+  allowAnonymous: boolean,
+): Authenticator {
+  const entries: TokenEntry[] = tokens.map((entry, index) => ({
+    digest: digest(entry.token),
+    role: entry.role,
+    label: entry.label ?? `token#${index + 1}`,
+  }));
   const ended = new Map<string, number>();
-  const mac = (entry: TokenEntry, body: string) => createHmac('sha256', Buffer.concat([Buffer.from('bitbrat-session\0'), entry.digest])).update(body).digest('base64url');
+  const mac = (entry: TokenEntry, body: string) =>
+    createHmac('sha256', Buffer.concat([Buffer.from('bitbrat-session\0'), entry.digest]))
+      .update(body)
+      .digest('base64url');
   const refuse = (message: string): AuthResult => ({ ok: false, code: 'UNAUTHORIZED', message });
   const find = (token: string): number => {
     const presented = digest(token);
@@ -141,7 +161,11 @@ export function createAuthenticator(tokens: Array<{ token: string; role: ApiRole
     authenticate(token) {
       if (token === undefined || token === '') {
         if (allowAnonymous) return { ok: true, principal: { role: ApiRole.viewer, label: 'anonymous', anonymous: true } };
-        return { ok: false, code: 'UNAUTHORIZED', message: 'a token is required (Authorization: Bearer <token>, ?token=, or an auth frame)' };
+        return {
+          ok: false,
+          code: 'UNAUTHORIZED',
+          message: 'a token is required (Authorization: Bearer <token>, ?token=, or an auth frame)',
+        };
       }
       const presented = digest(token);
       // Compare against every entry so the time taken does not depend on which one matched.

@@ -80,9 +80,20 @@ export const service = defineService<GatewayConfig>({
         if (!app.hasDecorator('websocketServer')) await app.register(websocket, { options: { maxPayload: WS_LIMITS.maxPayloadBytes } });
         const healthUrls = parseHealthUrls(ctx.config.API_GATEWAY_HEALTH_URLS);
         current.health = createHealthReporter(app, ctx.instanceId, healthUrls);
-        current.stalled = createStallWatch({ ctx, stalledAfterMs: ctx.platform.STALLED_AFTER_MS, urls: healthUrls, health: () => current.health!() });
+        current.stalled = createStallWatch({
+          ctx,
+          stalledAfterMs: ctx.platform.STALLED_AFTER_MS,
+          urls: healthUrls,
+          health: () => current.health!(),
+        });
         await registerDashboard(app, PUBLIC_DIR);
-        current.overlays = await registerOverlays(app, { store: () => ctx.store, authenticator: () => current.authenticator!, pollMs: ctx.config.API_GATEWAY_LIVE_POLL_MS, logger: ctx.logger, publicDir: PUBLIC_DIR });
+        current.overlays = await registerOverlays(app, {
+          store: () => ctx.store,
+          authenticator: () => current.authenticator!,
+          pollMs: ctx.config.API_GATEWAY_LIVE_POLL_MS,
+          logger: ctx.logger,
+          publicDir: PUBLIC_DIR,
+        });
         await app.register(async (scope) => {
           await registerApi(scope, {
             ctx,
@@ -157,7 +168,10 @@ async function loadTokens(ctx: ServiceContext<GatewayConfig>, state: GatewayStat
   if (embedded) {
     state.embeddedToken = await ensureEmbeddedToken(dataDir);
     ctx.registerSecret(state.embeddedToken.token);
-    state.authenticator = createAuthenticator([{ token: state.embeddedToken.token, role: 'owner', label: 'embedded' }], ctx.config.API_GATEWAY_ALLOW_ANONYMOUS);
+    state.authenticator = createAuthenticator(
+      [{ token: state.embeddedToken.token, role: 'owner', label: 'embedded' }],
+      ctx.config.API_GATEWAY_ALLOW_ANONYMOUS,
+    );
     return;
   }
   state.authenticator = createAuthenticator(configured, ctx.config.API_GATEWAY_ALLOW_ANONYMOUS);
@@ -172,11 +186,19 @@ function announce(ctx: ServiceContext<GatewayConfig>, state: GatewayState): void
   const port = typeof address === 'object' && address ? address.port : ctx.platform.PORT;
   const host = ctx.platform.HOST === '0.0.0.0' || ctx.platform.HOST === '::' ? '127.0.0.1' : ctx.platform.HOST;
   if (state.embeddedToken) {
-    ctx.logger.info({ tokenFile: state.embeddedToken.file, created: state.embeddedToken.created }, 'api-gateway: using the embedded owner token (bitbrat send reads it from the token file)');
+    ctx.logger.info(
+      { tokenFile: state.embeddedToken.file, created: state.embeddedToken.created },
+      'api-gateway: using the embedded owner token (bitbrat send reads it from the token file)',
+    );
     // Printed, not logged: the logger scrubs the token, and this line is for the person at the console.
-    process.stderr.write(`\nDashboard: http://${host}:${port}/#token=${state.embeddedToken.token}\n  (token kept in ${state.embeddedToken.file}; bitbrat send '!ping' uses it)\n\n`);
+    process.stderr.write(
+      `\nDashboard: http://${host}:${port}/#token=${state.embeddedToken.token}\n  (token kept in ${state.embeddedToken.file}; bitbrat send '!ping' uses it)\n\n`,
+    );
   } else {
-    ctx.logger.info({ url: `http://${host}:${port}/`, tokens: state.authenticator?.tokenCount ?? 0, anonymous: ctx.config.API_GATEWAY_ALLOW_ANONYMOUS }, 'api-gateway: dashboard and API ready');
+    ctx.logger.info(
+      { url: `http://${host}:${port}/`, tokens: state.authenticator?.tokenCount ?? 0, anonymous: ctx.config.API_GATEWAY_ALLOW_ANONYMOUS },
+      'api-gateway: dashboard and API ready',
+    );
   }
 }
 

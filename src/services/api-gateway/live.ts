@@ -56,7 +56,13 @@ export function summarizeEvent(record: EventRecord): EventSummary {
   const payload = external?.payload ?? (envelope && envelope.type !== 'external.chat.message.v1' ? envelope.payload : undefined);
   const detail = payload && JSON.stringify(payload).length <= 2048 ? payload : undefined;
   const reason = final ? noReplyReason(final) : undefined;
-  return { ...rest, ...(slip ? { steps: slip.length } : {}), ...(kind ? { kind } : {}), ...(detail ? { detail } : {}), ...(reason ? { noReplyReason: reason } : {}) };
+  return {
+    ...rest,
+    ...(slip ? { steps: slip.length } : {}),
+    ...(kind ? { kind } : {}),
+    ...(detail ? { detail } : {}),
+    ...(reason ? { noReplyReason: reason } : {}),
+  };
 }
 
 /** Why a finalized chat message got no reply, in words; undefined when it got one or is not chat. */
@@ -67,8 +73,10 @@ export function noReplyReason(envelope: NonNullable<EventRecord['final']>): stri
   const notes = envelope.routingSlip.map((step) => step.notes).filter((note): note is string => Boolean(note));
   if (notes.length) return notes.at(-1);
   const spam = envelope.annotations?.find((annotation) => annotation.kind === 'spam' && annotation.value === true);
-  if (spam) return `marked as spam${Array.isArray(spam.payload?.reasons) && spam.payload.reasons.length ? ` (${spam.payload.reasons.join(', ')})` : ''}`;
-  if (envelope.outcome === 'unrouted' || envelope.routingSlip.length === 0) return 'no rule matched it (not a command or a question to the bot)';
+  if (spam)
+    return `marked as spam${Array.isArray(spam.payload?.reasons) && spam.payload.reasons.length ? ` (${spam.payload.reasons.join(', ')})` : ''}`;
+  if (envelope.outcome === 'unrouted' || envelope.routingSlip.length === 0)
+    return 'no rule matched it (not a command or a question to the bot)';
   // Until steps say why they skipped, the skipping step tells what kind of reason it was.
   const skipped = envelope.routingSlip.filter((step) => step.status === 'SKIP').map((step) => step.id);
   if (skipped.includes('commands')) return 'unknown command, switched off, or on cooldown';
@@ -87,8 +95,12 @@ export function summarizeDeadLetter(record: DeadLetterRecord): DeadLetterSummary
     message: letter.reason.message,
     topic: letter.topic,
     service: letter.service,
-    ...(letter.envelope?.user?.displayName || letter.envelope?.user?.name ? { userName: letter.envelope.user.displayName || letter.envelope.user.name } : {}),
-    ...(letter.envelope?.message?.text ?? (typeof letter.envelope?.payload?.text === 'string' ? letter.envelope.payload.text : undefined) ? { text: (letter.envelope?.message?.text ?? (letter.envelope?.payload?.text as string)).slice(0, 500) } : {}),
+    ...(letter.envelope?.user?.displayName || letter.envelope?.user?.name
+      ? { userName: letter.envelope.user.displayName || letter.envelope.user.name }
+      : {}),
+    ...((letter.envelope?.message?.text ?? (typeof letter.envelope?.payload?.text === 'string' ? letter.envelope.payload.text : undefined))
+      ? { text: String(letter.envelope?.message?.text ?? letter.envelope?.payload?.text ?? '').slice(0, 500) }
+      : {}),
     ...(letter.envelope?.type ? { type: letter.envelope.type } : {}),
     ...(letter.replayTopic ? { replayTopic: letter.replayTopic } : {}),
     ...(letter.envelopeId ? { envelopeId: letter.envelopeId } : {}),
@@ -138,7 +150,8 @@ export function createLiveFeed(options: LiveFeedOptions): LiveFeed {
     }
   };
 
-  const eventKey = (record: EventRecord) => `${record.outcome ?? ''}|${record.finalizedAt ?? ''}|${record.replyDelivered ?? ''}|${record.latencyMs ?? ''}`;
+  const eventKey = (record: EventRecord) =>
+    `${record.outcome ?? ''}|${record.finalizedAt ?? ''}|${record.replyDelivered ?? ''}|${record.latencyMs ?? ''}`;
   const letterKey = (record: DeadLetterRecord) => `${record.replayedAt ?? ''}|${record.replayCount}`;
 
   /** One poll; `quiet` records the state without emitting (the baseline). */
@@ -152,7 +165,12 @@ export function createLiveFeed(options: LiveFeedOptions): LiveFeed {
     ]);
 
     /** The state of `items` by id; emits every item whose key differs from `previous` (unless quiet). */
-    const changes = <T extends { id: string }>(items: T[], previous: Map<string, string>, key: (item: T) => string, message: (item: T) => LiveMessage) => {
+    const changes = <T extends { id: string }>(
+      items: T[],
+      previous: Map<string, string>,
+      key: (item: T) => string,
+      message: (item: T) => LiveMessage,
+    ) => {
       const next = new Map<string, string>();
       for (const item of items) {
         const value = key(item);
@@ -164,9 +182,17 @@ export function createLiveFeed(options: LiveFeedOptions): LiveFeed {
     // Oldest first, so the dashboard prepends in order.
     events = changes([...page.items].reverse(), events, eventKey, (record) => ({ type: 'event', data: summarizeEvent(record) }));
     const docs = [...stored, ...options.extraSources()];
-    sources = changes(docs, sources, (doc) => JSON.stringify(doc), (doc) => ({ type: 'source', data: doc }));
+    sources = changes(
+      docs,
+      sources,
+      (doc) => JSON.stringify(doc),
+      (doc) => ({ type: 'source', data: doc }),
+    );
     sourceDocs = docs;
-    letters = changes([...letterPage.items].reverse(), letters, letterKey, (record) => ({ type: 'deadletter', data: summarizeDeadLetter(record) }));
+    letters = changes([...letterPage.items].reverse(), letters, letterKey, (record) => ({
+      type: 'deadletter',
+      data: summarizeDeadLetter(record),
+    }));
 
     if (report !== undefined) {
       const key = JSON.stringify(report);

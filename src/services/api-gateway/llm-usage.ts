@@ -13,7 +13,11 @@ const UsageQuery = z.object({ top: z.coerce.number().int().min(1).max(100).defau
 export function registerLlmUsage(scope: FastifyInstance, ctx: ServiceContext<UsageCaps>): void {
   scope.get('/api/llm/usage', async (request) => {
     const parsed = UsageQuery.safeParse(request.query);
-    if (!parsed.success) throw new BitBratError('BAD_REQUEST', `invalid query: ${parsed.error.issues.map((issue) => `${issue.path.join('.') || 'query'}: ${issue.message}`).join('; ')}`);
+    if (!parsed.success)
+      throw new BitBratError(
+        'BAD_REQUEST',
+        `invalid query: ${parsed.error.issues.map((issue) => `${issue.path.join('.') || 'query'}: ${issue.message}`).join('; ')}`,
+      );
     return await readUsage(ctx.store, ctx.config, parsed.data.top);
   });
 }

@@ -62,7 +62,14 @@ export interface ModerationApiDeps {
 const ChannelParams = z.object({ channel: z.string().min(1).max(80) });
 const ChannelNameParams = ChannelParams.extend({ name: z.string().min(1).max(32) });
 const QuoteParams = ChannelParams.extend({ number: z.coerce.number().int().min(1).max(1e9) });
-const LogQuery = z.object({ channel: z.string().min(1).max(80).optional(), user: z.string().min(1).max(64).optional(), limit: z.coerce.number().int().min(1).max(500).optional(), token: z.string().optional() }).strict();
+const LogQuery = z
+  .object({
+    channel: z.string().min(1).max(80).optional(),
+    user: z.string().min(1).max(64).optional(),
+    limit: z.coerce.number().int().min(1).max(500).optional(),
+    token: z.string().optional(),
+  })
+  .strict();
 const IdParams = z.object({ id: z.string().min(1).max(200) });
 
 export function registerModerationApi(scope: FastifyInstance, deps: ModerationApiDeps): void {
@@ -70,7 +77,8 @@ export function registerModerationApi(scope: FastifyInstance, deps: ModerationAp
   const store = () => ctx.store;
   const moderator = (request: FastifyRequest): Principal => {
     const principal = deps.principalOf(request);
-    if (!hasApiRole(principal, 'moderator')) throw new BitBratError('FORBIDDEN', `this needs a moderator or owner token; yours is a ${principal.role} token`);
+    if (!hasApiRole(principal, 'moderator'))
+      throw new BitBratError('FORBIDDEN', `this needs a moderator or owner token; yours is a ${principal.role} token`);
     return principal;
   };
   const channelOf = (request: FastifyRequest) => parseChannelKey(validate(ChannelParams, request.params, 'path').channel);
@@ -104,7 +112,13 @@ export function registerModerationApi(scope: FastifyInstance, deps: ModerationAp
 
   scope.get('/api/moderation/log', async (req) => {
     const query = validate(LogQuery, req.query, 'query');
-    return { items: await listLog(store(), { ...(query.channel ? { channel: parseChannelKey(query.channel) } : {}), ...(query.user ? { user: query.user } : {}), ...(query.limit ? { limit: query.limit } : {}) }) };
+    return {
+      items: await listLog(store(), {
+        ...(query.channel ? { channel: parseChannelKey(query.channel) } : {}),
+        ...(query.user ? { user: query.user } : {}),
+        ...(query.limit ? { limit: query.limit } : {}),
+      }),
+    };
   });
   scope.get('/api/moderation/log/:id', async (req) => {
     const { id } = validate(IdParams, req.params, 'path');
@@ -118,7 +132,10 @@ export function registerModerationApi(scope: FastifyInstance, deps: ModerationAp
     const entry = await getLogEntry(store(), id);
     if (!entry) throw new BitBratError('NOT_FOUND', `no moderation action ${id}`);
     if (!entry.undo) throw new BitBratError('BAD_REQUEST', `a ${entry.action} cannot be undone (only timeouts and bans can)`);
-    return reply.status(202).send({ ...(await request(principal, entry.channel, { action: 'undo', logId: id, reason: `undo by ${principal.label}` })), logId: id });
+    return reply.status(202).send({
+      ...(await request(principal, entry.channel, { action: 'undo', logId: id, reason: `undo by ${principal.label}` })),
+      logId: id,
+    });
   });
   scope.post('/api/moderation/:channel/actions', async (req, reply) => {
     const principal = moderator(req);
@@ -160,7 +177,13 @@ export function registerModerationApi(scope: FastifyInstance, deps: ModerationAp
   scope.post('/api/toolkit/:channel/quotes', async (req, reply) => {
     const principal = moderator(req);
     const input = validate(QuoteInputSchema, req.body, 'quote');
-    return reply.status(201).send(await addQuote(store(), channelOf(req), { text: input.text, ...(input.game ? { game: input.game } : {}), addedBy: input.addedBy ?? `api:${principal.label}` }));
+    return reply.status(201).send(
+      await addQuote(store(), channelOf(req), {
+        text: input.text,
+        ...(input.game ? { game: input.game } : {}),
+        addedBy: input.addedBy ?? `api:${principal.label}`,
+      }),
+    );
   });
   scope.get('/api/toolkit/:channel/quotes/:number', async (req) => {
     const { number } = validate(QuoteParams, req.params, 'path');

@@ -68,9 +68,21 @@ export function alertFromEnvelope(envelope: Envelope): OverlayAlert | undefined 
       if (payload.isGift === true) return undefined;
       return { id: envelope.id, kind: 'sub', name: actor, tier: numberOf(payload.tierLevel) ?? 1 };
     case 'channel.subscription.gift':
-      return { id: envelope.id, kind: 'gift', name: payload.isAnonymous === true ? 'Anonymous' : actor, count: numberOf(payload.total) ?? 1, tier: numberOf(payload.tierLevel) ?? 1 };
+      return {
+        id: envelope.id,
+        kind: 'gift',
+        name: payload.isAnonymous === true ? 'Anonymous' : actor,
+        count: numberOf(payload.total) ?? 1,
+        tier: numberOf(payload.tierLevel) ?? 1,
+      };
     case 'channel.cheer':
-      return { id: envelope.id, kind: 'cheer', name: payload.isAnonymous === true ? 'Anonymous' : actor, bits: numberOf(payload.bits) ?? 0, message: typeof payload.message === 'string' ? payload.message : '' };
+      return {
+        id: envelope.id,
+        kind: 'cheer',
+        name: payload.isAnonymous === true ? 'Anonymous' : actor,
+        bits: numberOf(payload.bits) ?? 0,
+        message: typeof payload.message === 'string' ? payload.message : '',
+      };
     case 'channel.raid':
       return { id: envelope.id, kind: 'raid', name: nameOf(payload.fromBroadcaster) ?? actor, viewers: numberOf(payload.viewers) ?? 0 };
     default:
@@ -82,8 +94,15 @@ export function alertFromEnvelope(envelope: Envelope): OverlayAlert | undefined 
 export function chatLineFromRecord(record: EventRecord): OverlayChatLine | undefined {
   if (record.type !== 'external.chat.message.v1' || !record.text) return undefined;
   const envelope = record.ingress?.envelope;
-  const color = typeof envelope?.payload.color === 'string' && /^#[0-9a-f]{6}$/i.test(envelope.payload.color) ? envelope.payload.color : undefined;
-  return { id: record.id, name: envelope?.user.displayName || record.userName || 'someone', text: record.text, platform: record.platform ?? '', ...(color ? { color } : {}) };
+  const color =
+    typeof envelope?.payload.color === 'string' && /^#[0-9a-f]{6}$/i.test(envelope.payload.color) ? envelope.payload.color : undefined;
+  return {
+    id: record.id,
+    name: envelope?.user.displayName || record.userName || 'someone',
+    text: record.text,
+    platform: record.platform ?? '',
+    ...(color ? { color } : {}),
+  };
 }
 
 export interface OverlayOptions {
@@ -105,7 +124,8 @@ const sameKey = (a: string, b: string) => timingSafeEqual(digest(a), digest(b));
 
 const OVERLAY_HEADERS = {
   // Sounds may come from anywhere the streamer points the page at; nothing else leaves the origin.
-  'content-security-policy': "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; media-src 'self' https: http: data:; connect-src 'self'; base-uri 'none'; form-action 'none'",
+  'content-security-policy':
+    "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; media-src 'self' https: http: data:; connect-src 'self'; base-uri 'none'; form-action 'none'",
   'x-content-type-options': 'nosniff',
   'referrer-policy': 'no-referrer',
   'cache-control': 'no-store',
@@ -130,7 +150,9 @@ export async function registerOverlays(app: FastifyInstance, options: OverlayOpt
   };
   const rotateKey = async (): Promise<string> => {
     const key = randomBytes(18).toString('base64url');
-    await options.store().putToken({ id: OVERLAY_KEY_ID, accessToken: key, scopes: ['overlay:read'], obtainedAt: new Date().toISOString() });
+    await options
+      .store()
+      .putToken({ id: OVERLAY_KEY_ID, accessToken: key, scopes: ['overlay:read'], obtainedAt: new Date().toISOString() });
     return key;
   };
   const keyAccepted = async (presented: unknown): Promise<boolean> => {
@@ -183,7 +205,10 @@ export async function registerOverlays(app: FastifyInstance, options: OverlayOpt
   };
 
   const refuse = (reply: FastifyReply) =>
-    reply.status(401).headers({ ...OVERLAY_HEADERS, 'content-type': 'text/plain; charset=utf-8' }).send('This overlay key is not valid (it may have been rotated). Copy the overlay URL again from GET /api/overlay.');
+    reply
+      .status(401)
+      .headers({ ...OVERLAY_HEADERS, 'content-type': 'text/plain; charset=utf-8' })
+      .send('This overlay key is not valid (it may have been rotated). Copy the overlay URL again from GET /api/overlay.');
 
   await app.register(async (scope) => {
     for (const kind of ['alerts', 'chat'] as const) {
@@ -192,17 +217,27 @@ export async function registerOverlays(app: FastifyInstance, options: OverlayOpt
         return reply.headers({ ...OVERLAY_HEADERS, 'content-type': 'text/html; charset=utf-8' }).send(page.replace('{{kind}}', kind));
       });
     }
-    scope.get('/overlay/assets/overlay.js', async (_request, reply) => reply.headers({ ...OVERLAY_HEADERS, 'content-type': 'text/javascript; charset=utf-8' }).send(script));
-    scope.get('/overlay/assets/overlay.css', async (_request, reply) => reply.headers({ ...OVERLAY_HEADERS, 'content-type': 'text/css; charset=utf-8' }).send(style));
+    scope.get('/overlay/assets/overlay.js', async (_request, reply) =>
+      reply.headers({ ...OVERLAY_HEADERS, 'content-type': 'text/javascript; charset=utf-8' }).send(script),
+    );
+    scope.get('/overlay/assets/overlay.css', async (_request, reply) =>
+      reply.headers({ ...OVERLAY_HEADERS, 'content-type': 'text/css; charset=utf-8' }).send(style),
+    );
 
     scope.get('/overlay/feed', async (request, reply) => {
       const query = request.query as Record<string, unknown>;
       const kind: 'alerts' | 'chat' | undefined = query.kind === 'chat' ? 'chat' : query.kind === 'alerts' ? 'alerts' : undefined;
       if (!kind) return reply.status(400).send({ error: 'BAD_REQUEST', message: 'kind must be alerts or chat' });
-      if (!(await keyAccepted(query.key))) return reply.status(401).send({ error: 'UNAUTHORIZED', message: 'the overlay key is not valid' });
+      if (!(await keyAccepted(query.key)))
+        return reply.status(401).send({ error: 'UNAUTHORIZED', message: 'the overlay key is not valid' });
       reply.hijack();
       const response = reply.raw;
-      response.writeHead(200, { 'content-type': 'text/event-stream; charset=utf-8', 'cache-control': 'no-cache, no-transform', connection: 'keep-alive', 'x-accel-buffering': 'no' });
+      response.writeHead(200, {
+        'content-type': 'text/event-stream; charset=utf-8',
+        'cache-control': 'no-cache, no-transform',
+        connection: 'keep-alive',
+        'x-accel-buffering': 'no',
+      });
       let closed = false;
       const client = {
         key: String(query.key),
@@ -242,14 +277,16 @@ export async function registerOverlays(app: FastifyInstance, options: OverlayOpt
     scope.get('/api/overlay', async (request, reply) => {
       const auth = principal(request);
       if (!auth.ok) return reply.status(401).send({ error: auth.code, message: auth.message });
-      if (!hasApiRole(auth.principal, 'moderator')) return reply.status(403).send({ error: 'FORBIDDEN', message: 'the overlay key needs a moderator or owner token' });
+      if (!hasApiRole(auth.principal, 'moderator'))
+        return reply.status(403).send({ error: 'FORBIDDEN', message: 'the overlay key needs a moderator or owner token' });
       return describe(request, (await currentKey(true))!);
     });
 
     scope.post('/api/overlay/key', async (request, reply) => {
       const auth = principal(request);
       if (!auth.ok) return reply.status(401).send({ error: auth.code, message: auth.message });
-      if (!hasApiRole(auth.principal, 'owner')) return reply.status(403).send({ error: 'FORBIDDEN', message: 'rotating the overlay key needs an owner token' });
+      if (!hasApiRole(auth.principal, 'owner'))
+        return reply.status(403).send({ error: 'FORBIDDEN', message: 'rotating the overlay key needs an owner token' });
       const key = await rotateKey();
       options.logger.info({ by: auth.principal.label }, 'overlay key rotated');
       for (const client of [...clients]) if (!sameKey(key, client.key)) client.end();

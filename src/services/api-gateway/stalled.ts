@@ -73,7 +73,10 @@ export function consumersOf(topic: string): string[] {
   } catch {
     return [];
   }
-  const matches = (pattern: string) => (pattern.includes('{instanceId}') ? new RegExp(`^${pattern.replace(/[.]/g, '\\.').replace('{instanceId}', '[^.]+')}$`).test(topic) : pattern === topic);
+  const matches = (pattern: string) =>
+    pattern.includes('{instanceId}')
+      ? new RegExp(`^${pattern.replace(/[.]/g, '\\.').replace('{instanceId}', '[^.]+')}$`).test(topic)
+      : pattern === topic;
   return Object.entries(services)
     .filter(([, manifest]) => manifest.consumes.some(matches))
     .map(([name]) => name);
@@ -83,11 +86,15 @@ export function consumersOf(topic: string): string[] {
 export function causeFrom(consumers: string[], health: ServiceHealth[] | undefined): string | undefined {
   if (consumers.length === 0) return 'no service consumes this topic';
   if (!health) return undefined;
-  const states = consumers.map((name) => health.find((entry) => entry.name === name)).filter((entry): entry is ServiceHealth => Boolean(entry));
+  const states = consumers
+    .map((name) => health.find((entry) => entry.name === name))
+    .filter((entry): entry is ServiceHealth => Boolean(entry));
   const down = states.filter((entry) => entry.state === 'unreachable' || entry.state === 'not_ready');
-  if (down.length > 0 && down.length === states.length) return down.map((entry) => `${entry.name} is ${entry.state === 'unreachable' ? 'unreachable' : 'not ready'}`).join('; ');
+  if (down.length > 0 && down.length === states.length)
+    return down.map((entry) => `${entry.name} is ${entry.state === 'unreachable' ? 'unreachable' : 'not ready'}`).join('; ');
   const unknown = states.filter((entry) => entry.state === 'unknown');
-  if (unknown.length > 0 && unknown.length === states.length) return `${unknown.map((entry) => entry.name).join(', ')} runs elsewhere and its health is not known (set API_GATEWAY_HEALTH_URLS)`;
+  if (unknown.length > 0 && unknown.length === states.length)
+    return `${unknown.map((entry) => entry.name).join(', ')} runs elsewhere and its health is not known (set API_GATEWAY_HEALTH_URLS)`;
   return undefined;
 }
 
@@ -122,7 +129,10 @@ export function createStallWatch(options: StallWatchOptions): StallWatch {
     const now = Date.now();
     const records = await ctx.store.listUnfinalized({ before: new Date(now - options.stalledAfterMs).toISOString(), limit });
     if (records.length === 0) return [];
-    const [remote, health] = await Promise.all([options.urls.size > 0 ? remoteInflight() : Promise.resolve(new Map<string, InflightEntry>()), options.health().catch(() => undefined)]);
+    const [remote, health] = await Promise.all([
+      options.urls.size > 0 ? remoteInflight() : Promise.resolve(new Map<string, InflightEntry>()),
+      options.health().catch(() => undefined),
+    ]);
     return records.map((record) => describe(record, ctx.inflight?.get(record.id) ?? remote.get(record.id), health?.services, now));
   };
 
@@ -134,7 +144,16 @@ export function createStallWatch(options: StallWatchOptions): StallWatch {
     if (fresh.length > 0) {
       const described = await list(Math.min(1_000, stalled.length));
       for (const event of described.filter((entry) => !warned.has(entry.id))) {
-        ctx.logger.warn({ eventId: event.id, correlationId: event.correlationId, step: event.at?.step, cause: event.cause, stalledForMs: event.stalledForMs }, `event stalled${event.at ? ` at ${event.at.step}` : ''}${event.cause ? `: ${event.cause}` : ''}`);
+        ctx.logger.warn(
+          {
+            eventId: event.id,
+            correlationId: event.correlationId,
+            step: event.at?.step,
+            cause: event.cause,
+            stalledForMs: event.stalledForMs,
+          },
+          `event stalled${event.at ? ` at ${event.at.step}` : ''}${event.cause ? `: ${event.cause}` : ''}`,
+        );
       }
     }
     warned.clear();
@@ -148,7 +167,10 @@ export function createStallWatch(options: StallWatchOptions): StallWatch {
       const now = Date.now();
       if (record.finalizedAt || !record.ingress || now - Date.parse(record.receivedAt) < options.stalledAfterMs) return undefined;
       const local = ctx.inflight?.get(record.id);
-      const [remote, health] = await Promise.all([!local && options.urls.size > 0 ? remoteInflight() : Promise.resolve(new Map<string, InflightEntry>()), options.health().catch(() => undefined)]);
+      const [remote, health] = await Promise.all([
+        !local && options.urls.size > 0 ? remoteInflight() : Promise.resolve(new Map<string, InflightEntry>()),
+        options.health().catch(() => undefined),
+      ]);
       return describe(record, local ?? remote.get(record.id), health?.services, now);
     },
     check,
@@ -178,33 +200,69 @@ function describe(record: EventRecord, entry: InflightEntry | undefined, health:
     ...(record.text !== undefined ? { text: record.text } : {}),
     receivedAt: record.receivedAt,
     stalledForMs: now - Date.parse(record.receivedAt),
-    ...(entry ? { at: { step: stepOfTopic(entry.topic), topic: entry.topic, since: new Date(entry.at).toISOString(), publishedBy: entry.by, consumers } } : {}),
+    ...(entry
+      ? {
+          at: {
+            step: stepOfTopic(entry.topic),
+            topic: entry.topic,
+            since: new Date(entry.at).toISOString(),
+            publishedBy: entry.by,
+            consumers,
+          },
+        }
+      : {}),
     ...(cause ? { cause } : {}),
   };
 }
 
 const IdParams = z.object({ id: z.string().min(1).max(200) });
-const ActionBody = z.object({ reason: z.string().max(500).optional() }).strict().optional();
+const ActionBody = z
+  .object({ reason: z.string().max(500).optional() })
+  .strict()
+  .optional();
 
 /** Registers the stalled-events routes in the API scope (after its auth hook). */
-export function registerStalledRoutes(scope: FastifyInstance, deps: { ctx: ServiceContext<{ API_GATEWAY_HEALTH_URLS?: string }>; watch: StallWatch; requireModerator(request: FastifyRequest): { label: string } }): void {
+export function registerStalledRoutes(
+  scope: FastifyInstance,
+  deps: {
+    ctx: ServiceContext<{ API_GATEWAY_HEALTH_URLS?: string }>;
+    watch: StallWatch;
+    requireModerator(request: FastifyRequest): { label: string };
+  },
+): void {
   const { ctx, watch } = deps;
 
   scope.get('/api/events/stalled', async (request) => {
-    const parsed = z.object({ limit: z.coerce.number().int().min(1).max(1000).default(100) }).strict().safeParse(request.query);
-    if (!parsed.success) throw new BitBratError('BAD_REQUEST', `invalid query: ${parsed.error.issues.map((issue) => `${issue.path.join('.') || 'query'}: ${issue.message}`).join('; ')}`);
+    const parsed = z
+      .object({ limit: z.coerce.number().int().min(1).max(1000).default(100) })
+      .strict()
+      .safeParse(request.query);
+    if (!parsed.success)
+      throw new BitBratError(
+        'BAD_REQUEST',
+        `invalid query: ${parsed.error.issues.map((issue) => `${issue.path.join('.') || 'query'}: ${issue.message}`).join('; ')}`,
+      );
     return { items: await watch.list(parsed.data.limit), stalledAfterMs: ctx.platform.STALLED_AFTER_MS };
   });
 
   /** The stalled event (404 unknown; `conflict` when it is finalized after all). */
-  const stalledEnvelope = async (request: FastifyRequest): Promise<{ record: EventRecord; envelope: Envelope; reason?: string } | { conflict: string }> => {
+  const stalledEnvelope = async (
+    request: FastifyRequest,
+  ): Promise<{ record: EventRecord; envelope: Envelope; reason?: string } | { conflict: string }> => {
     const params = IdParams.safeParse(request.params);
     if (!params.success) throw new BitBratError('BAD_REQUEST', 'the event id is missing or too long');
     const body = ActionBody.safeParse(request.body ?? undefined);
-    if (!body.success) throw new BitBratError('BAD_REQUEST', `invalid body: ${body.error.issues.map((issue) => `${issue.path.join('.') || 'body'}: ${issue.message}`).join('; ')}`);
+    if (!body.success)
+      throw new BitBratError(
+        'BAD_REQUEST',
+        `invalid body: ${body.error.issues.map((issue) => `${issue.path.join('.') || 'body'}: ${issue.message}`).join('; ')}`,
+      );
     const record = await ctx.store.getEvent(params.data.id);
     if (!record) throw new BitBratError('NOT_FOUND', `no event ${params.data.id}`);
-    if (record.finalizedAt) return { conflict: `event ${record.id} is finalized (${record.outcome ?? 'done'}); only an event that never finished can be dead-lettered or replayed` };
+    if (record.finalizedAt)
+      return {
+        conflict: `event ${record.id} is finalized (${record.outcome ?? 'done'}); only an event that never finished can be dead-lettered or replayed`,
+      };
     const envelope = record.ingress?.envelope;
     if (!envelope) throw new BitBratError('NOT_FOUND', `event ${record.id} has no ingress envelope to act on`);
     return { record, envelope, ...(body.data?.reason ? { reason: body.data.reason } : {}) };
@@ -212,7 +270,11 @@ export function registerStalledRoutes(scope: FastifyInstance, deps: { ctx: Servi
 
   /** Finalizes the stalled envelope as failed with STALLED, so it stops showing as in flight. */
   const finalizeAsStalled = async (envelope: Envelope, message: string) => {
-    const final: Envelope = { ...envelope, outcome: 'failed', errors: [...(envelope.errors ?? []), { code: 'STALLED', message, service: ctx.name, at: new Date().toISOString(), retryable: false }] };
+    const final: Envelope = {
+      ...envelope,
+      outcome: 'failed',
+      errors: [...(envelope.errors ?? []), { code: 'STALLED', message, service: ctx.name, at: new Date().toISOString(), retryable: false }],
+    };
     if (!final.finalizationDestination) final.finalizationDestination = Topic.finalizer;
     await ctx.publish(Topic.finalizer, final, { msgId: `${envelope.id}:final` });
   };
@@ -222,7 +284,7 @@ export function registerStalledRoutes(scope: FastifyInstance, deps: { ctx: Servi
     const found = await stalledEnvelope(request);
     if ('conflict' in found) return reply.status(409).send({ error: 'CONFLICT', message: found.conflict });
     const { record, envelope, reason } = found;
-    const where = (ctx.inflight?.get(record.id)?.topic) ?? Topic.ingress;
+    const where = ctx.inflight?.get(record.id)?.topic ?? Topic.ingress;
     const message = `dead-lettered by ${principal.label} after stalling${reason ? `: ${reason}` : ''}`;
     const raw = JSON.stringify(envelope);
     const letter: DeadLetter = {
@@ -239,7 +301,10 @@ export function registerStalledRoutes(scope: FastifyInstance, deps: { ctx: Servi
       envelopeId: envelope.id,
       correlationId: envelope.correlationId,
     };
-    await ctx.bus.publish(Topic.deadletter, new TextEncoder().encode(JSON.stringify(letter)), { msgId: letter.id, headers: { 'x-publisher': ctx.name, 'x-deadletter-code': 'STALLED' } });
+    await ctx.bus.publish(Topic.deadletter, new TextEncoder().encode(JSON.stringify(letter)), {
+      msgId: letter.id,
+      headers: { 'x-publisher': ctx.name, 'x-deadletter-code': 'STALLED' },
+    });
     await finalizeAsStalled(envelope, message);
     ctx.logger.warn({ eventId: record.id, by: principal.label }, 'stalled event dead-lettered by an operator');
     return { id: record.id, deadLetterId: letter.id };
@@ -251,7 +316,14 @@ export function registerStalledRoutes(scope: FastifyInstance, deps: { ctx: Servi
     if ('conflict' in found) return reply.status(409).send({ error: 'CONFLICT', message: found.conflict });
     const { record, envelope, reason } = found;
     // A new id: the bus and every consumer deduplicate on the old one (R8), so the same id would be dropped.
-    const copy: Envelope = { ...envelope, id: newId(), timestamp: new Date().toISOString(), routingSlip: [], errors: [], annotations: [...(envelope.annotations ?? [])] };
+    const copy: Envelope = {
+      ...envelope,
+      id: newId(),
+      timestamp: new Date().toISOString(),
+      routingSlip: [],
+      errors: [],
+      annotations: [...(envelope.annotations ?? [])],
+    };
     delete copy.outcome;
     await ctx.publish(Topic.ingress, copy, { msgId: `${copy.id}:replay` });
     await finalizeAsStalled(envelope, `replayed by ${principal.label} as ${copy.id} after stalling${reason ? `: ${reason}` : ''}`);

@@ -49,12 +49,21 @@ export async function aggregateStats(store: Pick<Store, 'listEvents'>, options: 
   const end = Math.floor(now / bucketMs) * bucketMs + bucketMs;
   const start = end - Math.ceil((options.hours * 3_600_000) / bucketMs) * bucketMs;
   const count = (end - start) / bucketMs;
-  const buckets = Array.from({ length: count }, (_, index) => ({ at: start + index * bucketMs, chat: 0, events: 0, latencies: [] as number[] }));
+  const buckets = Array.from({ length: count }, (_, index) => ({
+    at: start + index * bucketMs,
+    chat: 0,
+    events: 0,
+    latencies: [] as number[],
+  }));
   let cursor: string | undefined;
   let read = 0;
   let truncated = false;
   do {
-    const page = await store.listEvents({ since: new Date(start).toISOString(), limit: STATS_LIMITS.pageSize, ...(cursor ? { cursor } : {}) });
+    const page = await store.listEvents({
+      since: new Date(start).toISOString(),
+      limit: STATS_LIMITS.pageSize,
+      ...(cursor ? { cursor } : {}),
+    });
     for (const record of page.items) {
       const index = Math.floor((Date.parse(record.receivedAt) - start) / bucketMs);
       const bucket = buckets[index];
@@ -70,14 +79,23 @@ export async function aggregateStats(store: Pick<Store, 'listEvents'>, options: 
   const out = buckets.map((bucket): StatsBucket => {
     const sorted = bucket.latencies.sort((a, b) => a - b);
     const median = sorted.length ? sorted[Math.floor((sorted.length - 1) / 2)] : undefined;
-    return { at: new Date(bucket.at).toISOString(), chat: bucket.chat, events: bucket.events, replies: sorted.length, ...(median !== undefined ? { latencyMs: Math.round(median) } : {}) };
+    return {
+      at: new Date(bucket.at).toISOString(),
+      chat: bucket.chat,
+      events: bucket.events,
+      replies: sorted.length,
+      ...(median !== undefined ? { latencyMs: Math.round(median) } : {}),
+    };
   });
   return {
     since: new Date(start).toISOString(),
     until: new Date(end).toISOString(),
     bucketMs,
     buckets: out,
-    totals: out.reduce((sum, bucket) => ({ chat: sum.chat + bucket.chat, events: sum.events + bucket.events, replies: sum.replies + bucket.replies }), { chat: 0, events: 0, replies: 0 }),
+    totals: out.reduce(
+      (sum, bucket) => ({ chat: sum.chat + bucket.chat, events: sum.events + bucket.events, replies: sum.replies + bucket.replies }),
+      { chat: 0, events: 0, replies: 0 },
+    ),
     truncated,
   };
 }

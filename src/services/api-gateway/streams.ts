@@ -19,7 +19,7 @@ const text = (value: unknown): string | null => (typeof value === 'string' && va
 
 /** The stream state in a Twitch channel's `sources` document; undefined for other sources and the `twitch:chat` placeholder. */
 export function streamStateOf(source: SourceState | undefined): StreamState | undefined {
-  if (!source || source.platform !== 'twitch' || !source.id.startsWith('twitch:') || source.id === 'twitch:chat') return undefined;
+  if (source?.platform !== 'twitch' || !source.id.startsWith('twitch:') || source.id === 'twitch:chat') return undefined;
   const metadata = source.metadata ?? {};
   const status = source.streamStatus ?? 'unknown';
   const online = status === 'online';

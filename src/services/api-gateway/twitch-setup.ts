@@ -62,12 +62,16 @@ const HOUR_MS = 3_600_000;
 
 function account(identity: 'bot' | 'broadcaster', token: OAuthToken | undefined, wanted: readonly string[], now: number): TwitchAccount {
   if (!token) {
-    const detail = identity === 'bot' ? 'not connected: the bot cannot read or send chat' : 'not connected: follows, subs, cheers, raids and redemptions need the broadcaster';
+    const detail =
+      identity === 'bot'
+        ? 'not connected: the bot cannot read or send chat'
+        : 'not connected: follows, subs, cheers, raids and redemptions need the broadcaster';
     return { identity, connected: false, health: 'missing', detail };
   }
   const expires = token.expiresAt ? Date.parse(token.expiresAt) : Number.NaN;
   const refreshable = Boolean(token.refreshToken);
-  const health = Number.isFinite(expires) && expires <= now ? 'expired' : Number.isFinite(expires) && expires - now < HOUR_MS ? 'expiring' : 'ok';
+  const health =
+    Number.isFinite(expires) && expires <= now ? 'expired' : Number.isFinite(expires) && expires - now < HOUR_MS ? 'expiring' : 'ok';
   const missingScopes = wanted.filter((scope) => !token.scopes.includes(scope));
   const detail =
     health === 'expired'
@@ -81,20 +85,46 @@ function account(identity: 'bot' | 'broadcaster', token: OAuthToken | undefined,
         : missingScopes.length
           ? `working, without ${missingScopes.join(', ')}`
           : 'working';
-  return { identity, connected: true, login: token.login ?? null, scopes: token.scopes, missingScopes, expiresAt: token.expiresAt ?? null, obtainedAt: token.obtainedAt, health, refreshable, detail };
+  return {
+    identity,
+    connected: true,
+    login: token.login ?? null,
+    scopes: token.scopes,
+    missingScopes,
+    expiresAt: token.expiresAt ?? null,
+    obtainedAt: token.obtainedAt,
+    health,
+    refreshable,
+    detail,
+  };
 }
 
 /** The Twitch card's facts from presence checks and stored tokens (pure). */
 export function twitchSetup(input: TwitchSetupInput): TwitchSetup {
   const now = input.now ?? Date.now();
   const missing: MissingSetting[] = [];
-  if (!input.clientId) missing.push({ name: 'TWITCH_CLIENT_ID', why: 'the Twitch application id (dev.twitch.tv → Your Console → Applications)', kind: 'secret' });
+  if (!input.clientId)
+    missing.push({
+      name: 'TWITCH_CLIENT_ID',
+      why: 'the Twitch application id (dev.twitch.tv → Your Console → Applications)',
+      kind: 'secret',
+    });
   if (!input.clientSecret) missing.push({ name: 'TWITCH_CLIENT_SECRET', why: 'the Twitch application secret', kind: 'secret' });
-  if (!input.botUsername) missing.push({ name: 'TWITCH_BOT_USERNAME', why: 'the login of the account the bot chats as', kind: 'environment' });
-  if (input.channels.length === 0) missing.push({ name: 'TWITCH_CHANNELS', why: 'the channels to join, comma-separated', kind: 'environment' });
-  const accounts = [account('bot', input.tokens.bot, input.wantedScopes, now), account('broadcaster', input.tokens.broadcaster, input.wantedScopes, now)];
+  if (!input.botUsername)
+    missing.push({ name: 'TWITCH_BOT_USERNAME', why: 'the login of the account the bot chats as', kind: 'environment' });
+  if (input.channels.length === 0)
+    missing.push({ name: 'TWITCH_CHANNELS', why: 'the channels to join, comma-separated', kind: 'environment' });
+  const accounts = [
+    account('bot', input.tokens.bot, input.wantedScopes, now),
+    account('broadcaster', input.tokens.broadcaster, input.wantedScopes, now),
+  ];
   if (input.botTokenSecret && !accounts[0]!.connected) {
-    accounts[0] = { identity: 'bot', connected: true, health: 'ok', detail: 'given as the TWITCH_ACCESS_TOKEN secret (not through the dashboard)' };
+    accounts[0] = {
+      identity: 'bot',
+      connected: true,
+      health: 'ok',
+      detail: 'given as the TWITCH_ACCESS_TOKEN secret (not through the dashboard)',
+    };
   }
   const appConfigured = input.clientId && input.clientSecret;
   const dead = (entry: TwitchAccount) => entry.health === 'expired' && !entry.refreshable;
@@ -110,5 +140,11 @@ export function twitchSetup(input: TwitchSetupInput): TwitchSetup {
           : dead(accounts[1]!)
             ? 'Connect the broadcaster account again: its token expired.'
             : 'Twitch is set up.';
-  return { appConfigured, missing, accounts, connectUrls: { bot: '/oauth/twitch/start?identity=bot', broadcaster: '/oauth/twitch/start?identity=broadcaster' }, nextStep };
+  return {
+    appConfigured,
+    missing,
+    accounts,
+    connectUrls: { bot: '/oauth/twitch/start?identity=bot', broadcaster: '/oauth/twitch/start?identity=broadcaster' },
+    nextStep,
+  };
 }

@@ -20,7 +20,18 @@
  */
 import type { WebSocket } from 'ws';
 import { z } from 'zod';
-import { EventType, Topic, createEnvelope, instanceEgressTopic, newId, noReplyReason, replyDeadline, textReplies, type Delivery, type Envelope } from '../../core/index.js';
+import {
+  EventType,
+  Topic,
+  createEnvelope,
+  instanceEgressTopic,
+  newId,
+  noReplyReason,
+  replyDeadline,
+  textReplies,
+  type Delivery,
+  type Envelope,
+} from '../../core/index.js';
 import type { Logger } from '../../runtime/logger.js';
 import { CLAIMABLE_ROLES, effectiveChatRole, type Authenticator, type Principal } from './auth.js';
 import { capKey, createConnectionCaps } from './caps.js';
@@ -52,17 +63,23 @@ const ChatFrameSchema = z.object({
   user: z
     .object({
       name: z.string().trim().regex(NAME_RE, 'user.name is 1–64 letters, digits, _ . -'),
-      role: z.enum(CLAIMABLE_ROLES as [string, ...string[]], { error: `user.role must be one of ${CLAIMABLE_ROLES.join(', ')}` }).optional(),
+      role: z
+        .enum(CLAIMABLE_ROLES as [string, ...string[]], { error: `user.role must be one of ${CLAIMABLE_ROLES.join(', ')}` })
+        .optional(),
     })
     .optional(),
   channel: z.string().trim().regex(NAME_RE, 'channel is 1–64 letters, digits, _ . -').optional(),
 });
 
-const ClientFrameSchema = z.discriminatedUnion('type', [
-  z.object({ type: z.literal('auth'), token: z.string().min(1).max(512) }),
-  ChatFrameSchema,
-  z.object({ type: z.literal('ping'), id: z.string().max(100).optional() }),
-], { error: 'type must be one of auth, chat, ping' });
+const ClientFrameSchema = z.discriminatedUnion(
+  'type',
+  [
+    z.object({ type: z.literal('auth'), token: z.string().min(1).max(512) }),
+    ChatFrameSchema,
+    z.object({ type: z.literal('ping'), id: z.string().max(100).optional() }),
+  ],
+  { error: 'type must be one of auth, chat, ping' },
+);
 
 export type ChatFrame = z.infer<typeof ChatFrameSchema>;
 
@@ -116,7 +133,11 @@ const problems = (error: z.ZodError) => error.issues.map((issue) => `${issue.pat
 export function createChatGateway(options: ChatGatewayOptions): ChatGateway {
   const connections = new Set<Connection>();
   const maxConnections = options.limits?.maxConnections ?? WS_LIMITS.maxConnections;
-  const caps = createConnectionCaps({ max: maxConnections, perKey: options.limits?.maxPerToken ?? WS_LIMITS.maxPerToken, what: 'chat connections' });
+  const caps = createConnectionCaps({
+    max: maxConnections,
+    perKey: options.limits?.maxPerToken ?? WS_LIMITS.maxPerToken,
+    what: 'chat connections',
+  });
   const pending = new Map<string, Pending>();
   const counters = { messagesIn: 0, messagesOut: 0, errors: 0, lastMessageAt: undefined as string | undefined };
   const egressTopic = instanceEgressTopic(options.instanceId);
@@ -132,7 +153,10 @@ export function createChatGateway(options: ChatGatewayOptions): ChatGateway {
     const socket = connection.socket;
     if (socket.readyState !== socket.OPEN) return false;
     if (socket.bufferedAmount > WS_LIMITS.maxBufferedBytes) {
-      options.logger.warn({ connectionId: connection.id, bufferedBytes: socket.bufferedAmount }, 'websocket client is not reading; closing it');
+      options.logger.warn(
+        { connectionId: connection.id, bufferedBytes: socket.bufferedAmount },
+        'websocket client is not reading; closing it',
+      );
       socket.close(CloseCode.tryAgainLater, 'client too slow');
       return false;
     }
@@ -213,7 +237,8 @@ export function createChatGateway(options: ChatGatewayOptions): ChatGateway {
     const size = Array.isArray(data) ? data.reduce((sum, part) => sum + part.length, 0) : data.byteLength;
     if (!allow(connection)) return sendError(connection, 'RATE_LIMITED', `at most ${WS_LIMITS.ratePerSec} frames per second`);
     if (isBinary) return sendError(connection, 'BAD_REQUEST', 'frames must be JSON text, not binary');
-    if (size > WS_LIMITS.maxFrameBytes) return sendError(connection, 'BAD_REQUEST', `the frame is ${size} bytes; the limit is ${WS_LIMITS.maxFrameBytes}`);
+    if (size > WS_LIMITS.maxFrameBytes)
+      return sendError(connection, 'BAD_REQUEST', `the frame is ${size} bytes; the limit is ${WS_LIMITS.maxFrameBytes}`);
     const text = Array.isArray(data) ? Buffer.concat(data).toString('utf8') : Buffer.from(data as ArrayBuffer).toString('utf8');
     let json: unknown;
     try {
@@ -222,7 +247,10 @@ export function createChatGateway(options: ChatGatewayOptions): ChatGateway {
       return sendError(connection, 'BAD_REQUEST', 'the frame is not valid JSON');
     }
     const parsed = ClientFrameSchema.safeParse(json);
-    const clientId = json && typeof json === 'object' && typeof (json as { id?: unknown }).id === 'string' ? ((json as { id: string }).id).slice(0, 100) : undefined;
+    const clientId =
+      json && typeof json === 'object' && typeof (json as { id?: unknown }).id === 'string'
+        ? (json as { id: string }).id.slice(0, 100)
+        : undefined;
     if (!parsed.success) return sendError(connection, 'BAD_REQUEST', problems(parsed.error), clientId);
     const frame = parsed.data;
     if (frame.type === 'auth') {
@@ -238,7 +266,8 @@ export function createChatGateway(options: ChatGatewayOptions): ChatGateway {
   return {
     accept(socket, principal, address = 'unknown') {
       // Not yet authenticated sockets count too, so the cap also bounds those waiting for an auth frame.
-      if (connections.size >= maxConnections) return overCap(socket, `the server holds its maximum of ${maxConnections} chat connections; try again later`);
+      if (connections.size >= maxConnections)
+        return overCap(socket, `the server holds its maximum of ${maxConnections} chat connections; try again later`);
       const connection: Connection = { id: newId(), socket, address, tokens: WS_LIMITS.rateBurst, refilledAt: Date.now() };
       connections.add(connection);
       socket.on('message', (data, isBinary) => {
@@ -257,7 +286,10 @@ export function createChatGateway(options: ChatGatewayOptions): ChatGateway {
       if (principal) return authenticated(connection, principal);
       const anonymous = options.authenticator().authenticate(undefined);
       if (anonymous.ok) return authenticated(connection, anonymous.principal);
-      connection.authTimer = setTimeout(() => refuse(connection, `no auth frame within ${WS_LIMITS.authTimeoutMs / 1000} s`), WS_LIMITS.authTimeoutMs);
+      connection.authTimer = setTimeout(
+        () => refuse(connection, `no auth frame within ${WS_LIMITS.authTimeoutMs / 1000} s`),
+        WS_LIMITS.authTimeoutMs,
+      );
       connection.authTimer.unref();
     },
 
@@ -265,7 +297,10 @@ export function createChatGateway(options: ChatGatewayOptions): ChatGateway {
       const at = new Date().toISOString();
       const entry = pending.get(envelope.id) ?? pending.get(envelope.correlationId);
       const destination = entry ? `api-gateway:${options.instanceId}:${entry.connection.id}` : `api-gateway:${options.instanceId}`;
-      const done = (delivery: { delivered: boolean; reason?: string }): Envelope => ({ ...envelope, delivery: { ...delivery, at, destination } satisfies Delivery });
+      const done = (delivery: { delivered: boolean; reason?: string }): Envelope => ({
+        ...envelope,
+        delivery: { ...delivery, at, destination } satisfies Delivery,
+      });
       if (!entry || entry.connection.socket.readyState !== entry.connection.socket.OPEN) {
         return done({ delivered: false, reason: 'CLIENT_GONE' });
       }
@@ -279,15 +314,35 @@ export function createChatGateway(options: ChatGatewayOptions): ChatGateway {
       const replies = textReplies(envelope);
       if (replies.length === 0) {
         const ending = noReplyReason(envelope);
-        send(entry.connection, { type: 'noreply', inReplyTo: entry.messageId, envelopeId: envelope.id, outcome: envelope.outcome ?? 'completed', code: ending.code, reason: ending.reason });
+        send(entry.connection, {
+          type: 'noreply',
+          inReplyTo: entry.messageId,
+          envelopeId: envelope.id,
+          outcome: envelope.outcome ?? 'completed',
+          code: ending.code,
+          reason: ending.reason,
+        });
         return done({ delivered: false, reason: 'NO_REPLY' });
       }
       let sent = 0;
       for (const reply of replies) {
-        if (send(entry.connection, { type: 'reply', inReplyTo: entry.messageId, text: reply.text, envelopeId: envelope.id, candidateId: reply.id })) sent += 1;
+        if (
+          send(entry.connection, {
+            type: 'reply',
+            inReplyTo: entry.messageId,
+            text: reply.text,
+            envelopeId: envelope.id,
+            candidateId: reply.id,
+          })
+        )
+          sent += 1;
       }
       counters.messagesOut += sent;
-      if (sent === 0) return done({ delivered: false, reason: entry.connection.socket.readyState === entry.connection.socket.OPEN ? 'SEND_FAILED' : 'CLIENT_SLOW' });
+      if (sent === 0)
+        return done({
+          delivered: false,
+          reason: entry.connection.socket.readyState === entry.connection.socket.OPEN ? 'SEND_FAILED' : 'CLIENT_SLOW',
+        });
       return done({ delivered: true });
     },
 

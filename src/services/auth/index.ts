@@ -40,8 +40,10 @@ export const service = defineService({
   name: SERVICE,
   needsStore: true,
   setup(ctx) {
-    const touches = createServiceBatcher<TouchUserInput, { user: UserRecord; created: boolean }>(ctx, { size: TOUCH_BATCH_SIZE, delayMs: TOUCH_BATCH_DELAY_MS }, (batch) =>
-      ctx.store.touchUsers(batch),
+    const touches = createServiceBatcher<TouchUserInput, { user: UserRecord; created: boolean }>(
+      ctx,
+      { size: TOUCH_BATCH_SIZE, delayMs: TOUCH_BATCH_DELAY_MS },
+      (batch) => ctx.store.touchUsers(batch),
     );
     return {
       consumers: {
@@ -53,7 +55,10 @@ export const service = defineService({
               // A chat message always comes from a viewer at least: one without a usable user id (e.g. a
               // line without tags) or claiming the system role gets viewer rights, never system's.
               const identity = resolveIdentity(Role.viewer, []);
-              return continueWith({ ...envelope, user: { ...envelope.user, role: identity.role, roles: identity.roles, permissions: identity.permissions } });
+              return continueWith({
+                ...envelope,
+                user: { ...envelope.user, role: identity.role, roles: identity.roles, permissions: identity.permissions },
+              });
             }
             if (envelope.type.startsWith('system.') || !hasRealUser(envelope)) {
               if (!envelope.user.role) envelope.user.role = Role.system;

@@ -21,7 +21,11 @@ function asRecord(value: unknown): Record<string, unknown> | undefined {
  */
 export function badgeNames(badges: unknown): string[] {
   if (!badges) return [];
-  if (typeof badges === 'string') return badges.split(',').map((part) => part.split('/')[0]!.trim().toLowerCase()).filter(Boolean);
+  if (typeof badges === 'string')
+    return badges
+      .split(',')
+      .map((part) => part.split('/')[0]!.trim().toLowerCase())
+      .filter(Boolean);
   if (Array.isArray(badges)) {
     return badges
       .map((badge) => (typeof badge === 'string' ? badge : (asRecord(badge)?.name ?? asRecord(badge)?.id ?? asRecord(badge)?.set_id)))
@@ -53,7 +57,10 @@ export function badgeRole(envelope: Envelope): Role {
   if (flag('isSubscriber') || flag('isSub') || flag('isFounder')) roles.push(Role.subscriber);
   // The channel owner is the broadcaster even when the badge is missing.
   const channelId = envelope.source.channelId;
-  if ((channelId && envelope.user.id === channelId) || (normalizeLogin(envelope.source.channel) !== '' && normalizeLogin(envelope.user.name) === normalizeLogin(envelope.source.channel))) {
+  if (
+    (channelId && envelope.user.id === channelId) ||
+    (normalizeLogin(envelope.source.channel) !== '' && normalizeLogin(envelope.user.name) === normalizeLogin(envelope.source.channel))
+  ) {
     roles.push(Role.broadcaster);
   }
   return highestRole(roles);

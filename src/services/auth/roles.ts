@@ -32,7 +32,7 @@ const RANK: Record<Role, number> = {
 const PREFERENCE: Role[] = [Role.system, Role.broadcaster, Role.moderator, Role.trusted, Role.vip, Role.subscriber, Role.viewer];
 
 export function isRole(value: unknown): value is Role {
-  return typeof value === 'string' && Object.prototype.hasOwnProperty.call(RANK, value);
+  return typeof value === 'string' && Object.hasOwn(RANK, value);
 }
 
 /** Rank of a role; unknown roles rank as viewers. */

@@ -2,7 +2,7 @@ import { z } from 'zod';
 import { createReply, messageText, noReplyNote, stepTopic, withAnnotations, type Envelope } from '../../core/index.js';
 import { env } from '../../runtime/config.js';
 import { continueWith, defineService, skip, type HandlerResult, type ServiceDefinition } from '../../runtime/service.js';
-import type { CommandRecord, Store } from '../../store/index.js';
+import type { CommandRecord } from '../../store/index.js';
 import { Permission, Role, permissionsFor, roleAtLeast } from '../auth/roles.js';
 import { parseCommand } from '../query-analyzer/analyze.js';
 import { findStreamSource } from '../stream-source.js';
@@ -61,16 +61,22 @@ export function createCommandsService(): ServiceDefinition<Config> {
             const store = ctx.store;
             const prefix = ctx.config.COMMAND_PREFIX;
             const text = messageText(envelope) ?? '';
-            const parsed = envelope.message?.command ? { name: envelope.message.command.toLowerCase(), args: envelope.message.args ?? [] } : parseCommand(text, prefix);
+            const parsed = envelope.message?.command
+              ? { name: envelope.message.command.toLowerCase(), args: envelope.message.args ?? [] }
+              : parseCommand(text, prefix);
             // Each way of ending without a reply says why, for a sender waiting on it (the console's noreply).
-            const quiet = (code: string, reason: string): HandlerResult => skip(withAnnotations(envelope, noReplyNote(SERVICE, code, reason)));
+            const quiet = (code: string, reason: string): HandlerResult =>
+              skip(withAnnotations(envelope, noReplyNote(SERVICE, code, reason)));
             if (!parsed) return quiet('not-a-command', `not a command (commands start with ${prefix})`);
 
             const role = envelope.user.role;
             const permissions = envelope.user.permissions ?? permissionsFor([role]);
             const channelKey = `${envelope.source.platform}:${envelope.source.channel.toLowerCase()}`;
             const reply = (message: string): HandlerResult =>
-              continueWith({ ...envelope, candidates: [...(envelope.candidates ?? []), createReply(SERVICE, message, { command: parsed.name })] });
+              continueWith({
+                ...envelope,
+                candidates: [...(envelope.candidates ?? []), createReply(SERVICE, message, { command: parsed.name })],
+              });
             const refuse = async (message: string): Promise<HandlerResult> =>
               (await store.claimKey('cooldown', `refusal:${channelKey}:${envelope.user.id}`, REFUSAL_COOLDOWN_MS))
                 ? reply(message)
@@ -92,7 +98,8 @@ export function createCommandsService(): ServiceDefinition<Config> {
               if (answer !== undefined) return reply(answer);
             } catch (error) {
               // A refusal from the toolkit's records (a giveaway already open, bad input) is told to the moderator.
-              if (isBitBratError(error) && (error.code === 'BAD_REQUEST' || error.code === 'NOT_FOUND')) return reply(`@${userName(envelope)} ${error.message}`);
+              if (isBitBratError(error) && (error.code === 'BAD_REQUEST' || error.code === 'NOT_FOUND'))
+                return reply(`@${userName(envelope)} ${error.message}`);
               throw error;
             }
 
@@ -106,21 +113,33 @@ export function createCommandsService(): ServiceDefinition<Config> {
                 }
                 case 'scene': {
                   const outcome = sceneCommand(envelope, parsed.args, { prefix, stepIndex: handler.stepIndex, source: SERVICE });
-                  return outcome.kind === 'act' ? continueWith(outcome.envelope) : outcome.kind === 'refuse' ? refuse(outcome.message) : reply(outcome.message);
+                  return outcome.kind === 'act'
+                    ? continueWith(outcome.envelope)
+                    : outcome.kind === 'refuse'
+                      ? refuse(outcome.message)
+                      : reply(outcome.message);
                 }
                 case 'help':
                 case 'commands': {
-                  const builtins = BUILTIN_COMMANDS.filter((name) => !MANAGE_COMMANDS.has(name) || permissions.includes(Permission.commandsManage));
-                  const custom = (await store.listCommands()).filter((command) => command.enabled && roleAtLeast(role, command.minRole)).map((command) => command.name);
+                  const builtins = BUILTIN_COMMANDS.filter(
+                    (name) => !MANAGE_COMMANDS.has(name) || permissions.includes(Permission.commandsManage),
+                  );
+                  const custom = (await store.listCommands())
+                    .filter((command) => command.enabled && roleAtLeast(role, command.minRole))
+                    .map((command) => command.name);
                   let list = [...builtins, ...custom].map((name) => `${prefix}${name}`).join(' ');
                   if (list.length > MAX_REPLY_LENGTH - 20) list = `${list.slice(0, MAX_REPLY_LENGTH - 21)}…`;
                   return reply(`Commands: ${list}`);
                 }
                 default: {
-                  if (!permissions.includes(Permission.commandsManage)) return refuse(`@${userName(envelope)} only moderators can manage commands.`);
+                  if (!permissions.includes(Permission.commandsManage))
+                    return refuse(`@${userName(envelope)} only moderators can manage commands.`);
                   const input = parseManageArgs(parsed.args, prefix);
                   if ('error' in input) return reply(`@${userName(envelope)} ${input.error}`);
-                  const result = await manageCommand(store, MANAGE_ACTIONS[parsed.name]!, { ...input.input, createdBy: envelope.user.name });
+                  const result = await manageCommand(store, MANAGE_ACTIONS[parsed.name]!, {
+                    ...input.input,
+                    createdBy: envelope.user.name,
+                  });
                   return reply(result.ok ? result.message : `@${userName(envelope)} ${result.message}`);
                 }
               }
@@ -130,22 +149,43 @@ export function createCommandsService(): ServiceDefinition<Config> {
             if (!command) return quiet('unknown-command', `unknown command ${prefix}${parsed.name}`);
             if (!command.enabled) return quiet('disabled-command', `${prefix}${command.name} is disabled`);
             if (!roleAtLeast(role, command.minRole)) {
-              return refuse(`@${userName(envelope)} ${prefix}${command.name} is for ${ROLE_LABEL[command.minRole] ?? command.minRole} only.`);
+              return refuse(
+                `@${userName(envelope)} ${prefix}${command.name} is for ${ROLE_LABEL[command.minRole] ?? command.minRole} only.`,
+              );
             }
             // Claims live in the store so cooldowns hold across instances; the user's claim goes first so a
             // channel-wide cooldown is not spent on a user who is still cooling down.
             if (!roleAtLeast(role, Role.moderator)) {
-              if (command.userCooldownSec > 0 && !(await store.claimKey('cooldown', `user:${channelKey}:${command.name}:${envelope.user.id}`, command.userCooldownSec * 1000))) {
+              if (
+                command.userCooldownSec > 0 &&
+                !(await store.claimKey(
+                  'cooldown',
+                  `user:${channelKey}:${command.name}:${envelope.user.id}`,
+                  command.userCooldownSec * 1000,
+                ))
+              ) {
                 return quiet('cooldown', `${prefix}${command.name} is on cooldown (${command.userCooldownSec} s per user)`);
               }
-              if (command.cooldownSec > 0 && !(await store.claimKey('cooldown', `command:${channelKey}:${command.name}`, command.cooldownSec * 1000))) {
+              if (
+                command.cooldownSec > 0 &&
+                !(await store.claimKey('cooldown', `command:${channelKey}:${command.name}`, command.cooldownSec * 1000))
+              ) {
                 return quiet('cooldown', `${prefix}${command.name} is on cooldown (${command.cooldownSec} s for the channel)`);
               }
             }
             const count = await store.incrementCommandUse(command.name);
             const stream = needsStream(command.response) ? streamInfo(await findStreamSource(store, envelope.source)) : undefined;
-            const counters = /\{count:/i.test(command.response) ? await readTemplateCounters(store, toolkitChannel, command.response) : undefined;
-            const message = renderTemplate(command.response, { user: userName(envelope), channel: envelope.source.channel.replace(/^#/, ''), args: parsed.args, count, stream, counters });
+            const counters = /\{count:/i.test(command.response)
+              ? await readTemplateCounters(store, toolkitChannel, command.response)
+              : undefined;
+            const message = renderTemplate(command.response, {
+              user: userName(envelope),
+              channel: envelope.source.channel.replace(/^#/, ''),
+              args: parsed.args,
+              count,
+              stream,
+              counters,
+            });
             return message ? reply(message) : quiet('empty-response', `${prefix}${command.name} has an empty response`);
           },
         },

@@ -23,7 +23,18 @@ const MAX_RESPONSE_LENGTH = 450;
 const NAME_RE = /^[\p{L}\p{N}_][\p{L}\p{N}_-]{0,31}$/u;
 
 /** Commands the service answers itself; custom commands and aliases cannot take these names. */
-export const BUILTIN_COMMANDS = ['help', 'commands', 'ping', 'uptime', 'addcom', 'editcom', 'delcom', 'scene', 'quote', 'giveaway'] as const;
+export const BUILTIN_COMMANDS = [
+  'help',
+  'commands',
+  'ping',
+  'uptime',
+  'addcom',
+  'editcom',
+  'delcom',
+  'scene',
+  'quote',
+  'giveaway',
+] as const;
 export type BuiltinCommand = (typeof BUILTIN_COMMANDS)[number];
 export const MANAGE_COMMANDS: ReadonlySet<string> = new Set(['addcom', 'editcom', 'delcom']);
 
@@ -75,8 +86,12 @@ function checkFields(input: CommandInput): string | undefined {
   if (input.minRole !== undefined && (!isRole(input.minRole) || input.minRole === Role.banned || input.minRole === Role.system)) {
     return `unknown role "${input.minRole}" (use viewer, subscriber, vip, trusted, moderator or broadcaster)`;
   }
-  for (const [label, value] of [['cooldown', input.cooldownSec], ['user cooldown', input.userCooldownSec]] as const) {
-    if (value !== undefined && (!Number.isInteger(value) || value < 0 || value > MAX_COOLDOWN_SEC)) return `the ${label} must be whole seconds between 0 and ${MAX_COOLDOWN_SEC}`;
+  for (const [label, value] of [
+    ['cooldown', input.cooldownSec],
+    ['user cooldown', input.userCooldownSec],
+  ] as const) {
+    if (value !== undefined && (!Number.isInteger(value) || value < 0 || value > MAX_COOLDOWN_SEC))
+      return `the ${label} must be whole seconds between 0 and ${MAX_COOLDOWN_SEC}`;
   }
   return undefined;
 }
@@ -100,7 +115,12 @@ function checkAliases(aliases: string[], own: string, existing: CommandRecord[])
 export async function manageCommand(store: Store, action: ManageAction, input: CommandInput = {}): Promise<ManageResult> {
   if (action === 'list') {
     const commands = await store.listCommands();
-    return { ok: true, message: commands.length === 0 ? 'No custom commands.' : `Custom commands: ${commands.map((command) => `!${command.name}`).join(', ')}`, commands };
+    return {
+      ok: true,
+      message:
+        commands.length === 0 ? 'No custom commands.' : `Custom commands: ${commands.map((command) => `!${command.name}`).join(', ')}`,
+      commands,
+    };
   }
   const name = normalizeName(input.name);
   if (!name) return fail(input.name ? `"${input.name}" is not a valid command name` : 'a command name is required');
@@ -136,7 +156,9 @@ export async function manageCommand(store: Store, action: ManageAction, input: C
     return { ok: true, message: `Command !${target.name} deleted.`, command: target };
   }
 
-  const changes = ['response', 'aliases', 'minRole', 'cooldownSec', 'userCooldownSec', 'enabled'].filter((key) => input[key as keyof CommandInput] !== undefined);
+  const changes = ['response', 'aliases', 'minRole', 'cooldownSec', 'userCooldownSec', 'enabled'].filter(
+    (key) => input[key as keyof CommandInput] !== undefined,
+  );
   if (changes.length === 0) return fail('nothing to change: give a new response or options');
   const aliases = input.aliases ? checkAliases(input.aliases, target.name, existing) : { aliases: target.aliases };
   if ('error' in aliases) return fail(aliases.error);
@@ -179,7 +201,10 @@ export function parseManageArgs(args: readonly string[], prefix = '!'): { input:
         break;
       case 'alias':
       case 'aliases':
-        input.aliases = value.split(',').map((alias) => alias.trim()).filter(Boolean);
+        input.aliases = value
+          .split(',')
+          .map((alias) => alias.trim())
+          .filter(Boolean);
         break;
       case 'enabled':
         if (!['true', 'false'].includes(value.toLowerCase())) return { error: '-enabled must be true or false' };

@@ -15,9 +15,14 @@ export type SceneCommandOutcome =
   | { kind: 'act'; envelope: Envelope };
 
 /** What `!scene` does for this envelope; `stepIndex` is the commands step's index in the slip. */
-export function sceneCommand(envelope: Envelope, args: string[], options: { prefix: string; stepIndex: number; source: string }): SceneCommandOutcome {
+export function sceneCommand(
+  envelope: Envelope,
+  args: string[],
+  options: { prefix: string; stepIndex: number; source: string },
+): SceneCommandOutcome {
   const who = envelope.user.displayName || envelope.user.name;
-  if (!roleAtLeast(envelope.user.role || Role.viewer, Role.moderator)) return { kind: 'refuse', message: `@${who} only moderators can switch scenes.` };
+  if (!roleAtLeast(envelope.user.role || Role.viewer, Role.moderator))
+    return { kind: 'refuse', message: `@${who} only moderators can switch scenes.` };
   const scene = args.join(' ').trim();
   if (!scene) return { kind: 'reply', message: `@${who} usage: ${options.prefix}scene <scene name>` };
   const slip = [...envelope.routingSlip];
@@ -25,6 +30,13 @@ export function sceneCommand(envelope: Envelope, args: string[], options: { pref
   slip.splice(at, 0, createStep('obs'));
   return {
     kind: 'act',
-    envelope: { ...envelope, routingSlip: slip, annotations: [...(envelope.annotations ?? []), obsActionAnnotation(options.source, { action: 'switchScene', scene }, { reply: true })] },
+    envelope: {
+      ...envelope,
+      routingSlip: slip,
+      annotations: [
+        ...(envelope.annotations ?? []),
+        obsActionAnnotation(options.source, { action: 'switchScene', scene }, { reply: true }),
+      ],
+    },
   };
 }

@@ -83,7 +83,9 @@ export function renderTemplate(template: string, vars: TemplateVariables): strin
   };
   let out = template
     .replace(/\{(\w+)\}/g, (whole, name: string) => values[name.toLowerCase()] ?? whole)
-    .replace(/\{count:(\w{1,32})\}/gi, (whole, name: string) => (vars.counters?.[name.toLowerCase()] === undefined ? whole : String(vars.counters[name.toLowerCase()])));
+    .replace(/\{count:(\w{1,32})\}/gi, (whole, name: string) =>
+      vars.counters?.[name.toLowerCase()] === undefined ? whole : String(vars.counters[name.toLowerCase()]),
+    );
   if (!/^[/.]/.test(template.trimStart())) out = out.replace(/^[\s/.]+/, '');
   out = out.trim();
   return out.length > MAX_REPLY_LENGTH ? `${out.slice(0, MAX_REPLY_LENGTH - 1)}…` : out;

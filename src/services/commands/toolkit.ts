@@ -57,10 +57,18 @@ export async function toolkitCommand(ctx: ToolkitContext): Promise<ToolkitAnswer
     const [sub, ...rest] = ctx.args;
     if (sub?.toLowerCase() === 'add') {
       if (!moderator && !roleAtLeast(ctx.user.role, Role.vip)) return `${at} only VIPs and moderators can add quotes.`;
-      const text = rest.join(' ').trim().replace(/^"(.*)"$/s, '$1');
+      const text = rest
+        .join(' ')
+        .trim()
+        .replace(/^"(.*)"$/s, '$1');
       if (!text) return `${at} usage: ${ctx.prefix}quote add <text>`;
       if (text.length > 400) return `${at} a quote is at most 400 characters.`;
-      const quote = await addQuote(ctx.store, ctx.channel, { text, ...(ctx.game ? { game: ctx.game } : {}), addedBy: ctx.user.login }, new Date(ctx.now?.() ?? Date.now()).toISOString());
+      const quote = await addQuote(
+        ctx.store,
+        ctx.channel,
+        { text, ...(ctx.game ? { game: ctx.game } : {}), addedBy: ctx.user.login },
+        new Date(ctx.now?.() ?? Date.now()).toISOString(),
+      );
       return `Added quote #${quote.number}.`;
     }
     if (sub?.toLowerCase() === 'del' || sub?.toLowerCase() === 'delete') {
@@ -71,7 +79,8 @@ export async function toolkitCommand(ctx: ToolkitContext): Promise<ToolkitAnswer
     }
     if (sub !== undefined) {
       const number = Number(sub.replace(/^#/, ''));
-      if (!Number.isInteger(number) || number < 1) return `${at} usage: ${ctx.prefix}quote, ${ctx.prefix}quote <number> or ${ctx.prefix}quote add <text>`;
+      if (!Number.isInteger(number) || number < 1)
+        return `${at} usage: ${ctx.prefix}quote, ${ctx.prefix}quote <number> or ${ctx.prefix}quote add <text>`;
       const quote = await getQuote(ctx.store, ctx.channel, number);
       return quote ? formatQuote(quote) : `${at} there is no quote #${number}.`;
     }
@@ -84,7 +93,7 @@ export async function toolkitCommand(ctx: ToolkitContext): Promise<ToolkitAnswer
     const [sub, ...rest] = ctx.args.map((arg) => arg.toLowerCase());
     const current = await currentGiveaway(ctx.store, ctx.channel);
     if (!sub) {
-      if (!current || current.status !== 'open') return 'No giveaway is open right now.';
+      if (current?.status !== 'open') return 'No giveaway is open right now.';
       return `Giveaway open: type ${current.keyword} to enter (closes at ${current.closesAt.slice(11, 16)} UTC).`;
     }
     if (!moderator) return `${at} only moderators can run giveaways.`;
@@ -93,13 +102,21 @@ export async function toolkitCommand(ctx: ToolkitContext): Promise<ToolkitAnswer
       const durationSec = parseDuration(duration) ?? 300;
       const luck = flags.map((flag) => /^luck=(\d+)$/.exec(flag)?.[1]).find(Boolean);
       if (!keyword) return `${at} usage: ${ctx.prefix}giveaway start <keyword> [5m] [luck=2]`;
-      const giveaway = await startGiveaway(ctx.store, ctx.channel, { keyword, durationSec, subscriberLuck: luck ? Number(luck) : 1 }, ctx.user.login, ctx.now?.());
+      const giveaway = await startGiveaway(
+        ctx.store,
+        ctx.channel,
+        { keyword, durationSec, subscriberLuck: luck ? Number(luck) : 1 },
+        ctx.user.login,
+        ctx.now?.(),
+      );
       const minutes = Math.round(durationSec / 60);
       return `Giveaway! Type ${giveaway.keyword} in the next ${minutes >= 1 ? `${minutes} min` : `${durationSec} s`} to enter${giveaway.subscriberLuck > 1 ? ` (subscribers get ${giveaway.subscriberLuck}x luck)` : ''}.`;
     }
     if (sub === 'draw') {
       const { winner, entries } = await drawGiveaway(ctx.store, ctx.channel, (ctx.random ?? Math.random)(), ctx.now?.());
-      return winner ? `The winner is @${winner.login}! (${entries} ${entries === 1 ? 'entry' : 'entries'})` : 'Nobody entered the giveaway.';
+      return winner
+        ? `The winner is @${winner.login}! (${entries} ${entries === 1 ? 'entry' : 'entries'})`
+        : 'Nobody entered the giveaway.';
     }
     if (sub === 'cancel' || sub === 'end') {
       await cancelGiveaway(ctx.store, ctx.channel);
@@ -112,12 +129,18 @@ export async function toolkitCommand(ctx: ToolkitContext): Promise<ToolkitAnswer
   const counter = await getCounter(ctx.store, ctx.channel, ctx.name.replace(/[+\-=]+$/, ''));
   if (!counter) return undefined;
   const op = /([+\-=])$/.exec(ctx.head)?.[1] ?? (ctx.args[0] && /^[+\-=]$/.test(ctx.args[0]) ? ctx.args[0] : undefined);
-  if (!op) return counter.response.replace(/\{count\}/gi, String(await counterValue(ctx.store, ctx.channel, counter.name))).replace(/\{name\}/gi, counter.name);
+  if (!op)
+    return counter.response
+      .replace(/\{count\}/gi, String(await counterValue(ctx.store, ctx.channel, counter.name)))
+      .replace(/\{name\}/gi, counter.name);
   if (!moderator) return null;
   const amountArg = /^[+\-=]$/.test(ctx.args[0] ?? '') ? ctx.args[1] : ctx.args[0];
   const amount = amountArg === undefined ? 1 : Number(amountArg);
-  if (!Number.isInteger(amount) || Math.abs(amount) > 1e6) return `${at} usage: ${ctx.prefix}${counter.name}+ [n], ${ctx.prefix}${counter.name}- [n] or ${ctx.prefix}${counter.name}= <n>`;
+  if (!Number.isInteger(amount) || Math.abs(amount) > 1e6)
+    return `${at} usage: ${ctx.prefix}${counter.name}+ [n], ${ctx.prefix}${counter.name}- [n] or ${ctx.prefix}${counter.name}= <n>`;
   const value =
-    op === '=' ? await setCounter(ctx.store, ctx.channel, counter.name, amountArg === undefined ? 0 : amount) : await addToCounter(ctx.store, ctx.channel, counter.name, op === '+' ? amount : -amount);
+    op === '='
+      ? await setCounter(ctx.store, ctx.channel, counter.name, amountArg === undefined ? 0 : amount)
+      : await addToCounter(ctx.store, ctx.channel, counter.name, op === '+' ? amount : -amount);
   return counter.response.replace(/\{count\}/gi, String(value)).replace(/\{name\}/gi, counter.name);
 }

@@ -22,7 +22,8 @@ import {
 /** The router rule that sends stream events through the `discord` step. */
 export const GO_LIVE_RULE = {
   id: 'discord-go-live',
-  description: 'Stream online/offline go through the discord step: a go-live post in DISCORD_ANNOUNCE_CHANNEL, edited when the stream ends. Added by the discord service when DISCORD_ANNOUNCE_CHANNEL is set; disable it here rather than deleting it.',
+  description:
+    'Stream online/offline go through the discord step: a go-live post in DISCORD_ANNOUNCE_CHANNEL, edited when the stream ends. Added by the discord service when DISCORD_ANNOUNCE_CHANNEL is set; disable it here rather than deleting it.',
   priority: 1100,
   enabled: true,
   logic: { and: [{ '==': [{ var: 'stage' }, 'ingress'] }, { in: [{ var: 'type' }, [EventType.streamOnline, EventType.streamOffline]] }] },
@@ -51,44 +52,81 @@ export interface AnnounceDeps {
 
 const annotate = (envelope: Envelope, label: string, payload: Record<string, unknown>): Envelope => ({
   ...envelope,
-  annotations: [...(envelope.annotations ?? []), { id: newId(), kind: 'discord-announcement', source: 'discord', createdAt: new Date().toISOString(), label, payload }],
+  annotations: [
+    ...(envelope.annotations ?? []),
+    { id: newId(), kind: 'discord-announcement', source: 'discord', createdAt: new Date().toISOString(), label, payload },
+  ],
 });
 
 /** Runs the step for one stream event. */
 export async function announceStreamEvent(envelope: Envelope, deps: AnnounceDeps): Promise<HandlerResult> {
   if (envelope.type !== EventType.streamOnline && envelope.type !== EventType.streamOffline) return skip();
-  if (!deps.channelId) return skip(annotate(envelope, 'not-configured', { hint: 'set DISCORD_ANNOUNCE_CHANNEL (a channel id) to announce go-live in Discord' }));
-  if (!deps.connector) return skip(annotate(envelope, 'not-configured', { hint: 'set the DISCORD_BOT_TOKEN secret to announce go-live in Discord' }));
+  if (!deps.channelId)
+    return skip(
+      annotate(envelope, 'not-configured', { hint: 'set DISCORD_ANNOUNCE_CHANNEL (a channel id) to announce go-live in Discord' }),
+    );
+  if (!deps.connector)
+    return skip(annotate(envelope, 'not-configured', { hint: 'set the DISCORD_BOT_TOKEN secret to announce go-live in Discord' }));
   if (deps.connector.snapshot().status !== 'connected') return failed('NOT_CONNECTED', 'discord is not connected yet', { retryable: true });
 
-  const sourceId = typeof envelope.payload.sourceId === 'string' ? envelope.payload.sourceId : `${envelope.source.platform}:${envelope.source.channel.replace(/^#/, '')}`;
+  const sourceId =
+    typeof envelope.payload.sourceId === 'string'
+      ? envelope.payload.sourceId
+      : `${envelope.source.platform}:${envelope.source.channel.replace(/^#/, '')}`;
   const platform = String(envelope.payload.platform ?? envelope.source.platform);
   const memory = (await deps.store.getSource(sourceId))?.metadata?.discordAnnouncement as AnnouncementMemory | undefined;
   const key = streamKey(envelope);
   const facts = streamFacts(envelope);
   const destination = `discord:${deps.channelId}`;
-  const delivered = (out: Envelope, messageId: string) => ({ ...out, delivery: { delivered: true, at: new Date().toISOString(), destination, platformMessageIds: [messageId] } });
+  const delivered = (out: Envelope, messageId: string) => ({
+    ...out,
+    delivery: { delivered: true, at: new Date().toISOString(), destination, platformMessageIds: [messageId] },
+  });
 
   if (envelope.type === EventType.streamOnline) {
-    if (memory?.streamKey === key) return continueWith(annotate(envelope, 'already-posted', { messageId: memory.messageId, streamKey: key }));
+    if (memory?.streamKey === key)
+      return continueWith(annotate(envelope, 'already-posted', { messageId: memory.messageId, streamKey: key }));
     let messageId: string;
     try {
       const content = renderAnnouncement(deps.template, facts);
-      messageId = (await deps.connector.post(deps.channelId, { content, allowed_mentions: { parse: [] }, nonce: replyNonce(`go-live:${key}`, 0), enforce_nonce: true }, deps.signal)).id;
+      messageId = (
+        await deps.connector.post(
+          deps.channelId,
+          { content, allowed_mentions: { parse: [] }, nonce: replyNonce(`go-live:${key}`, 0), enforce_nonce: true },
+          deps.signal,
+        )
+      ).id;
     } catch (error) {
       return failed('PROVIDER_ERROR', `the go-live post failed: ${discordErrorMessage(error)}`, { retryable: true });
     }
-    const record: AnnouncementMemory = { streamKey: key, channelId: deps.channelId, messageId, postedAt: new Date().toISOString(), endedAt: null, facts };
+    const record: AnnouncementMemory = {
+      streamKey: key,
+      channelId: deps.channelId,
+      messageId,
+      postedAt: new Date().toISOString(),
+      endedAt: null,
+      facts,
+    };
     await deps.store.mergeSource({ id: sourceId, platform, metadata: { discordAnnouncement: record } });
     return continueWith(delivered(annotate(envelope, 'posted', { messageId, streamKey: key }), messageId));
   }
 
-  if (!memory || memory.endedAt) return skip(annotate(envelope, 'nothing-to-edit', { reason: memory ? 'the announcement was already edited' : 'no announcement was posted' }));
+  if (!memory || memory.endedAt)
+    return skip(
+      annotate(envelope, 'nothing-to-edit', { reason: memory ? 'the announcement was already edited' : 'no announcement was posted' }),
+    );
   try {
-    await deps.connector.edit(memory.channelId, memory.messageId, { content: renderAnnouncement(DEFAULT_ENDED_TEMPLATE, memory.facts ?? facts), allowed_mentions: { parse: [] } });
+    await deps.connector.edit(memory.channelId, memory.messageId, {
+      content: renderAnnouncement(DEFAULT_ENDED_TEMPLATE, memory.facts ?? facts),
+      allowed_mentions: { parse: [] },
+    });
   } catch (error) {
     return failed('PROVIDER_ERROR', `editing the go-live post failed: ${discordErrorMessage(error)}`, { retryable: true });
   }
-  await deps.store.mergeSource({ id: sourceId, platform, metadata: { discordAnnouncement: { ...memory, endedAt: new Date().toISOString() } } });
+  await deps.store.mergeSource({
+    id: sourceId,
+    platform,
+    metadata: { discordAnnouncement: { ...memory, endedAt: new Date().toISOString() } },
+  });
   return continueWith(delivered(annotate(envelope, 'edited', { messageId: memory.messageId }), memory.messageId));
 }

@@ -24,9 +24,17 @@ const ConfigSchema = z.object({
   /** REST base for discord.js (its `api` option); the gateway URL is read from `{url}/v10/gateway/bot`. */
   DISCORD_API_URL: env.url().transform((value) => value ?? 'https://discord.com/api'),
   /** Channel ids to listen in; empty: every text channel the bot can read. */
-  DISCORD_CHANNELS: env.csv().refine((ids) => ids.every((id) => SNOWFLAKE.test(id)), 'must be channel ids (numbers; Developer Mode → right-click the channel → Copy Channel ID), not names'),
+  DISCORD_CHANNELS: env
+    .csv()
+    .refine(
+      (ids) => ids.every((id) => SNOWFLAKE.test(id)),
+      'must be channel ids (numbers; Developer Mode → right-click the channel → Copy Channel ID), not names',
+    ),
   /** Channel id for go-live announcements; unset: none. */
-  DISCORD_ANNOUNCE_CHANNEL: z.preprocess((value) => (value === '' ? undefined : value), z.string().regex(SNOWFLAKE, 'must be a channel id (a number), not a name').optional()),
+  DISCORD_ANNOUNCE_CHANNEL: z.preprocess(
+    (value) => (value === '' ? undefined : value),
+    z.string().regex(SNOWFLAKE, 'must be a channel id (a number), not a name').optional(),
+  ),
   /** `{channel}`, `{title}`, `{game}`, `{link}` are filled in. */
   DISCORD_ANNOUNCE_TEMPLATE: env.string(DEFAULT_ANNOUNCE_TEMPLATE),
   /** Role ids or names whose members are moderators (besides everyone with Manage Messages). */
@@ -37,7 +45,8 @@ const ConfigSchema = z.object({
 });
 type Config = z.infer<typeof ConfigSchema>;
 
-const NOT_CONFIGURED = 'discord is not configured: set the DISCORD_BOT_TOKEN secret (a bot token from the Discord Developer Portal) and restart';
+const NOT_CONFIGURED =
+  'discord is not configured: set the DISCORD_BOT_TOKEN secret (a bot token from the Discord Developer Portal) and restart';
 
 /**
  * Discord in and out: guild messages become `external.chat.message.v1` envelopes (platform `discord`)
@@ -61,14 +70,27 @@ export const service = defineService({
 
     const reportHealth = (snapshot: DiscordSnapshot | undefined) => {
       if (!snapshot) return ctx.health.set('discord', true, NOT_CONFIGURED, { configured: false });
-      const why = snapshot.status === 'connected' ? (snapshot.messageContentMissing ? `: ${MESSAGE_CONTENT_FIX}` : '') : snapshot.lastError ? `: ${snapshot.lastError.message}` : '';
+      const why =
+        snapshot.status === 'connected'
+          ? snapshot.messageContentMissing
+            ? `: ${MESSAGE_CONTENT_FIX}`
+            : ''
+          : snapshot.lastError
+            ? `: ${snapshot.lastError.message}`
+            : '';
       // A connected bot without message content still answers mentions: ready, with the fix in the detail.
       ctx.health.set('discord', snapshot.status === 'connected', `discord ${snapshot.status}${why}`, { configured: true });
     };
 
     const publishStatus = () => {
       const snapshot = connector?.snapshot();
-      const hint = !snapshot ? NOT_CONFIGURED : snapshot.status === 'error' ? snapshot.lastError?.message : snapshot.messageContentMissing ? MESSAGE_CONTENT_FIX : undefined;
+      const hint = !snapshot
+        ? NOT_CONFIGURED
+        : snapshot.status === 'error'
+          ? snapshot.lastError?.message
+          : snapshot.messageContentMissing
+            ? MESSAGE_CONTENT_FIX
+            : undefined;
       const common = {
         status: snapshot?.status ?? ('not_configured' as const),
         guilds: snapshot?.guilds.length ?? 0,
@@ -80,11 +102,17 @@ export const service = defineService({
       };
       const guilds = snapshot?.guilds ?? [];
       const envelopes = guilds.length
-        ? guilds.map((guild) => buildDiscordStatusEnvelope({ ...common, guildId: guild.id, guildName: guild.name, channels: guild.channels }))
+        ? guilds.map((guild) =>
+            buildDiscordStatusEnvelope({ ...common, guildId: guild.id, guildName: guild.name, channels: guild.channels }),
+          )
         : [buildDiscordStatusEnvelope(common)];
       status = status.then(async () => {
         for (const envelope of envelopes) {
-          await ctx.publish(Topic.ingress, envelope).catch((error: unknown) => ctx.logger.warn({ err: error, sourceId: envelope.payload.sourceId }, 'could not publish discord status'));
+          await ctx
+            .publish(Topic.ingress, envelope)
+            .catch((error: unknown) =>
+              ctx.logger.warn({ err: error, sourceId: envelope.payload.sourceId }, 'could not publish discord status'),
+            );
         }
       });
       return status;
@@ -120,7 +148,13 @@ export const service = defineService({
         'internal.discord.v1': {
           mode: 'step',
           handle: (envelope: Envelope, handler: HandlerContext) =>
-            announceStreamEvent(envelope, { store: ctx.store, connector, channelId: config.DISCORD_ANNOUNCE_CHANNEL, template: config.DISCORD_ANNOUNCE_TEMPLATE ?? DEFAULT_ANNOUNCE_TEMPLATE, signal: handler.signal }),
+            announceStreamEvent(envelope, {
+              store: ctx.store,
+              connector,
+              channelId: config.DISCORD_ANNOUNCE_CHANNEL,
+              template: config.DISCORD_ANNOUNCE_TEMPLATE ?? DEFAULT_ANNOUNCE_TEMPLATE,
+              signal: handler.signal,
+            }),
         },
       },
 
@@ -138,7 +172,9 @@ export const service = defineService({
         const token = await ctx.secrets.get('DISCORD_BOT_TOKEN');
         ctx.registerSecret(token);
         const tick = () => {
-          void ensureGoLiveRule().catch((error: unknown) => ctx.logger.warn({ err: error }, 'could not add the discord go-live rule; retrying'));
+          void ensureGoLiveRule().catch((error: unknown) =>
+            ctx.logger.warn({ err: error }, 'could not add the discord go-live rule; retrying'),
+          );
           void publishStatus();
         };
         heartbeat = setInterval(tick, config.SOURCE_HEARTBEAT_MS);
@@ -155,7 +191,10 @@ export const service = defineService({
           retryInitialMs: config.DISCORD_RECONNECT_MS,
           logger: ctx.logger.child({ component: 'discord' }),
           onMessage(message) {
-            const envelope = normalizeDiscordMessage(message, { modRoles: config.DISCORD_MOD_ROLES, egressDestination: instanceEgressTopic(ctx.instanceId) });
+            const envelope = normalizeDiscordMessage(message, {
+              modRoles: config.DISCORD_MOD_ROLES,
+              egressDestination: instanceEgressTopic(ctx.instanceId),
+            });
             ingress.push(envelope, `discord:${message.id}`);
           },
           onStateChange(snapshot) {

@@ -73,7 +73,10 @@ export const service = defineService<Config>({
       );
       const decision = applyDecision(envelope, stage, match);
       if (decision.kind === 'loop') {
-        return failed('HANDLER_FAILED', `routing loop: the envelope came back to the router ${decision.visits} times`, { retryable: false, envelope: decision.envelope });
+        return failed('HANDLER_FAILED', `routing loop: the envelope came back to the router ${decision.visits} times`, {
+          retryable: false,
+          envelope: decision.envelope,
+        });
       }
       if (decision.kind === 'handled') return handled(decision.envelope, decision.outcome);
       return continueWith(decision.envelope);

@@ -40,19 +40,23 @@ export async function readRulesFile(path: string, options: ReadRulesOptions = {}
     throw new BitBratError('CONFIG_INVALID', `RULES_FILE ${path} is not valid JSON: ${(error as Error).message}`);
   }
   const list = Array.isArray(json) ? json : (json as { rules?: unknown } | null)?.rules;
-  if (!Array.isArray(list)) throw new BitBratError('CONFIG_INVALID', `RULES_FILE ${path} is invalid: expected { "rules": [...] } or a list of rules`);
+  if (!Array.isArray(list))
+    throw new BitBratError('CONFIG_INVALID', `RULES_FILE ${path} is invalid: expected { "rules": [...] } or a list of rules`);
   const rules: Rule[] = [];
   const rejected: RejectedRule[] = [];
   const ids = new Set<string>();
-  list.forEach((input: unknown, index) => {
+  for (const [index, input] of (list as unknown[]).entries()) {
     const rawId = (input as { id?: unknown } | null)?.id;
     const id = typeof rawId === 'string' ? rawId.slice(0, 100) : '(no id)';
     const checked = checkRule(input, options.knownSteps);
-    if (!checked.ok) return rejected.push({ index, id, problems: checked.problems });
-    if (ids.has(checked.rule.id)) return rejected.push({ index, id, problems: [`rule ${checked.rule.id} is defined twice; the first one is kept`] });
-    ids.add(checked.rule.id);
-    rules.push(checked.rule);
-  });
+    if (!checked.ok) rejected.push({ index, id, problems: checked.problems });
+    else if (ids.has(checked.rule.id))
+      rejected.push({ index, id, problems: [`rule ${checked.rule.id} is defined twice; the first one is kept`] });
+    else {
+      ids.add(checked.rule.id);
+      rules.push(checked.rule);
+    }
+  }
   return { rules, rejected };
 }
 
@@ -66,10 +70,15 @@ export interface SeedRulesOptions extends ReadRulesOptions {
  * instances seeding at once end with the same rules. Invalid rules are reported and skipped. Returns how
  * many rules were written.
  */
-export async function seedRules(store: Pick<Store, 'listRules' | 'upsertRule'>, path: string, options: SeedRulesOptions = {}): Promise<number> {
+export async function seedRules(
+  store: Pick<Store, 'listRules' | 'upsertRule'>,
+  path: string,
+  options: SeedRulesOptions = {},
+): Promise<number> {
   if ((await store.listRules()).length > 0) return 0;
   const { rules, rejected } = await readRulesFile(path, options);
-  for (const bad of rejected) options.logger?.warn({ file: path, index: bad.index, rule: bad.id, problems: bad.problems }, 'skipping invalid rule in the rules file');
+  for (const bad of rejected)
+    options.logger?.warn({ file: path, index: bad.index, rule: bad.id, problems: bad.problems }, 'skipping invalid rule in the rules file');
   for (const rule of rules) {
     const record: Omit<RuleRecord, 'updatedAt'> = {
       id: rule.id,

@@ -1,4 +1,12 @@
-import { createAnnotation, createStep, currentStepIndex, replanSlip, type Annotation, type Envelope, type RoutingStep } from '../../core/index.js';
+import {
+  createAnnotation,
+  createStep,
+  currentStepIndex,
+  replanSlip,
+  type Annotation,
+  type Envelope,
+  type RoutingStep,
+} from '../../core/index.js';
 import type { RuleAction, RuleMatch, Stage } from './rules.js';
 
 const SERVICE = 'event-router';
@@ -26,7 +34,13 @@ function routeAnnotation(stage: Stage, match: RuleMatch | undefined): Annotation
     label: match ? match.rule.id : 'unrouted',
     payload: {
       stage,
-      ...(match ? { rule: match.rule.id, priority: match.rule.priority, slip: (match.action.slip ?? []).map((entry) => (typeof entry === 'string' ? entry : entry.id)) } : {}),
+      ...(match
+        ? {
+            rule: match.rule.id,
+            priority: match.rule.priority,
+            slip: (match.action.slip ?? []).map((entry) => (typeof entry === 'string' ? entry : entry.id)),
+          }
+        : {}),
     },
   });
 }
@@ -42,7 +56,11 @@ function actionAnnotations(action: RuleAction): Annotation[] {
  * step stays as history (R10). No match → `handled` with outcome `unrouted`.
  */
 export function applyDecision(envelope: Envelope, stage: Stage, match: RuleMatch | undefined): RoutingDecision {
-  const out: Envelope = { ...envelope, source: { ...envelope.source }, annotations: [...(envelope.annotations ?? []), routeAnnotation(stage, match)] };
+  const out: Envelope = {
+    ...envelope,
+    source: { ...envelope.source },
+    annotations: [...(envelope.annotations ?? []), routeAnnotation(stage, match)],
+  };
   if (!match) return { kind: 'handled', envelope: out, outcome: 'unrouted' };
   const { action } = match;
   out.annotations!.push(...actionAnnotations(action));

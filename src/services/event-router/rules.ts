@@ -85,8 +85,40 @@ const RULE_ID = /^[A-Za-z0-9][A-Za-z0-9._-]*$/;
 
 /** The JsonLogic operators of json-logic-js that rules may use (`log` writes to the console on every message, so it is left out). */
 const BUILTIN_OPERATORS = [
-  '==', '===', '!=', '!==', '>', '>=', '<', '<=', '!!', '!', '%', 'in', 'cat', 'substr', '+', '*', '-', '/', 'min', 'max', 'merge',
-  'var', 'missing', 'missing_some', 'if', '?:', 'and', 'or', 'filter', 'map', 'reduce', 'all', 'none', 'some',
+  '==',
+  '===',
+  '!=',
+  '!==',
+  '>',
+  '>=',
+  '<',
+  '<=',
+  '!!',
+  '!',
+  '%',
+  'in',
+  'cat',
+  'substr',
+  '+',
+  '*',
+  '-',
+  '/',
+  'min',
+  'max',
+  'merge',
+  'var',
+  'missing',
+  'missing_some',
+  'if',
+  '?:',
+  'and',
+  'or',
+  'filter',
+  'map',
+  'reduce',
+  'all',
+  'none',
+  'some',
 ] as const;
 /** BitBrat's own operators, registered below. */
 const CUSTOM_OPERATORS = ['has_role', 'has_annotation', 'annotation_value', 'regex', 'starts_with', 'lower'] as const;
@@ -117,7 +149,9 @@ export function logicProblems(logic: unknown): string[] {
       break;
     }
     if (Array.isArray(value)) {
-      value.forEach((item, index) => stack.push({ value: item, depth: depth + 1, path: `${path}.${index}` }));
+      value.forEach((item, index) => {
+        stack.push({ value: item, depth: depth + 1, path: `${path}.${index}` });
+      });
       continue;
     }
     const keys = Object.keys(value);
@@ -137,7 +171,8 @@ function regexProblems(args: unknown, path: string): string[] {
   if (!Array.isArray(args) || args.length < 2 || args.length > 3) return [`${path}: regex takes [text, pattern] or [text, pattern, flags]`];
   const [, pattern, flags] = args as unknown[];
   const problems: string[] = [];
-  if (typeof flags === 'string' && /[^gimsuy]/.test(flags)) problems.push(`${path}: regex flags "${flags}" may only use i, m, s (g, u and y are ignored)`);
+  if (typeof flags === 'string' && /[^gimsuy]/.test(flags))
+    problems.push(`${path}: regex flags "${flags}" may only use i, m, s (g, u and y are ignored)`);
   if (typeof pattern === 'string') {
     const error = regexError(pattern);
     if (error) problems.push(`${path}: regex pattern ${JSON.stringify(pattern.slice(0, 80))} is refused: ${error}`);
@@ -154,7 +189,9 @@ function regexError(pattern: string): string | undefined {
   } catch (error) {
     // RE2 runs in linear time because it has no backreferences or lookaround; say so for those.
     const message = error instanceof Error ? error.message : String(error);
-    const hint = /\\[1-9]|\(\?(=|!|<=|<!)/.test(pattern) ? ' (backreferences and lookaround are not supported: rules use a linear-time regex engine)' : '';
+    const hint = /\\[1-9]|\(\?(=|!|<=|<!)/.test(pattern)
+      ? ' (backreferences and lookaround are not supported: rules use a linear-time regex engine)'
+      : '';
     return `${message}${hint}`;
   }
 }
@@ -169,7 +206,10 @@ export function slipProblems(action: RuleAction, knownSteps: readonly string[]):
     const destination = typeof entry === 'string' ? undefined : entry.destination;
     const served = destination !== undefined ? topics.has(destination) : known.has(id);
     if (!served) {
-      const what = destination !== undefined ? `step "${id}" goes to ${destination}, which no service consumes` : `step "${id}" is served by no service`;
+      const what =
+        destination !== undefined
+          ? `step "${id}" goes to ${destination}, which no service consumes`
+          : `step "${id}" is served by no service`;
       problems.push(`action.slip.${index}: ${what}; known steps: ${[...known].sort().join(', ')}`);
     }
   });
@@ -190,7 +230,8 @@ export const RuleSchema = z
     logic: z.unknown().superRefine((logic, ctx) => {
       const problems = logicProblems(logic);
       for (const message of problems) ctx.addIssue({ code: 'custom', message });
-      if (problems.length === 0 && typeof logic !== 'boolean' && !jsonLogic.is_logic(logic)) ctx.addIssue({ code: 'custom', message: 'logic must be a JsonLogic expression or a boolean' });
+      if (problems.length === 0 && typeof logic !== 'boolean' && !jsonLogic.is_logic(logic))
+        ctx.addIssue({ code: 'custom', message: 'logic must be a JsonLogic expression or a boolean' });
     }),
     action: RuleActionSchema,
   })
@@ -198,7 +239,8 @@ export const RuleSchema = z
     // Only measured once the logic is known to be shallow: JSON.stringify recurses.
     if (logicProblems(rule.logic).length > 0) return;
     const chars = JSON.stringify(rule).length;
-    if (chars > RULE_LIMITS.ruleChars) ctx.addIssue({ code: 'custom', message: `the rule is ${chars} characters as JSON; at most ${RULE_LIMITS.ruleChars}`, path: [] });
+    if (chars > RULE_LIMITS.ruleChars)
+      ctx.addIssue({ code: 'custom', message: `the rule is ${chars} characters as JSON; at most ${RULE_LIMITS.ruleChars}`, path: [] });
   });
 export type RuleInput = z.input<typeof RuleSchema>;
 export type Rule = z.output<typeof RuleSchema>;
@@ -209,13 +251,17 @@ export type Rule = z.output<typeof RuleSchema>;
  */
 export function checkRule(input: unknown, knownSteps?: readonly string[]): { ok: true; rule: Rule } | { ok: false; problems: string[] } {
   const parsed = RuleSchema.safeParse(input);
-  if (!parsed.success) return { ok: false, problems: parsed.error.issues.map((issue) => `${issue.path.join('.') || '(rule)'}: ${issue.message}`) };
+  if (!parsed.success)
+    return { ok: false, problems: parsed.error.issues.map((issue) => `${issue.path.join('.') || '(rule)'}: ${issue.message}`) };
   const problems = knownSteps ? slipProblems(parsed.data.action, knownSteps) : [];
   return problems.length > 0 ? { ok: false, problems } : { ok: true, rule: parsed.data };
 }
 
 /** A rules file: `{ "rules": [...] }` or a bare array. */
-export const RulesFileSchema = z.union([z.object({ rules: z.array(RuleSchema) }).loose(), z.array(RuleSchema).transform((rules) => ({ rules }))]);
+export const RulesFileSchema = z.union([
+  z.object({ rules: z.array(RuleSchema) }).loose(),
+  z.array(RuleSchema).transform((rules) => ({ rules })),
+]);
 
 // ------------------------------------------------------------------------------ custom operators
 
@@ -230,7 +276,10 @@ function compileRegex(pattern: string, flags: string): RE2JS | null {
   let compiled = regexCache.get(key);
   if (compiled === undefined) {
     // `g`/`y` make no sense for a yes/no match and RE2 is always Unicode-aware, so only i, m, s count.
-    const bits = (flags.includes('i') ? RE2JS.CASE_INSENSITIVE : 0) | (flags.includes('m') ? RE2JS.MULTILINE : 0) | (flags.includes('s') ? RE2JS.DOTALL : 0);
+    const bits =
+      (flags.includes('i') ? RE2JS.CASE_INSENSITIVE : 0) |
+      (flags.includes('m') ? RE2JS.MULTILINE : 0) |
+      (flags.includes('s') ? RE2JS.DOTALL : 0);
     try {
       compiled = pattern.length > RULE_LIMITS.patternLength ? null : RE2JS.compile(pattern, bits);
     } catch {
@@ -273,11 +322,15 @@ jsonLogic.add_operation('has_role', function (this: unknown, a: unknown, b?: unk
 });
 
 jsonLogic.add_operation('has_annotation', function (this: unknown, kind: unknown, label?: unknown) {
-  return annotationsOf(this).some((annotation) => annotation.kind === kind && (label === undefined || label === null || annotation.label === label));
+  return annotationsOf(this).some(
+    (annotation) => annotation.kind === kind && (label === undefined || label === null || annotation.label === label),
+  );
 });
 
 jsonLogic.add_operation('annotation_value', function (this: unknown, kind: unknown) {
-  const found = annotationsOf(this).filter((annotation) => annotation.kind === kind).at(-1);
+  const found = annotationsOf(this)
+    .filter((annotation) => annotation.kind === kind)
+    .at(-1);
   return found ? (found.value ?? found.score ?? found.label ?? null) : null;
 });
 
@@ -287,14 +340,22 @@ jsonLogic.add_operation('regex', (text: unknown, pattern: unknown, flags?: unkno
   return compiled ? compiled.matcher(text).find() : false;
 });
 
-jsonLogic.add_operation('starts_with', (text: unknown, prefix: unknown) => typeof text === 'string' && typeof prefix === 'string' && text.startsWith(prefix));
+jsonLogic.add_operation(
+  'starts_with',
+  (text: unknown, prefix: unknown) => typeof text === 'string' && typeof prefix === 'string' && text.startsWith(prefix),
+);
 
 jsonLogic.add_operation('lower', (value: unknown) => (typeof value === 'string' ? value.toLowerCase() : ''));
 
 // ------------------------------------------------------------------------------------ evaluation
 
 /** Builds the evaluation data for an envelope at a stage. */
-export function evaluationData(envelope: Envelope, stage: Stage, botName: string, capabilities: { llm: boolean } = { llm: true }): EvaluationData {
+export function evaluationData(
+  envelope: Envelope,
+  stage: Stage,
+  botName: string,
+  capabilities: { llm: boolean } = { llm: true },
+): EvaluationData {
   const annotations = envelope.annotations ?? [];
   const annotationLabels: Record<string, string> = {};
   for (const annotation of annotations) if (annotation.label !== undefined) annotationLabels[annotation.kind] = annotation.label;
@@ -344,7 +405,10 @@ export function compileRules(inputs: readonly unknown[]): RuleSet {
     const parsed = RuleSchema.safeParse(input);
     if (!parsed.success) {
       const id = (input as { id?: unknown } | null)?.id;
-      rejected.push({ id: typeof id === 'string' ? id : '(no id)', error: parsed.error.issues.map((issue) => `${issue.path.join('.') || '(root)'}: ${issue.message}`).join('; ') });
+      rejected.push({
+        id: typeof id === 'string' ? id : '(no id)',
+        error: parsed.error.issues.map((issue) => `${issue.path.join('.') || '(root)'}: ${issue.message}`).join('; '),
+      });
       continue;
     }
     if (parsed.data.enabled) valid.push(parsed.data);
@@ -362,7 +426,11 @@ export interface RuleMatch {
  * The first rule (by priority) whose logic is truthy for the data. A rule whose evaluation throws is
  * treated as not matching and reported through `onError`.
  */
-export function matchRule(ruleSet: RuleSet, data: EvaluationData, onError?: (rule: CompiledRule, error: unknown) => void): RuleMatch | undefined {
+export function matchRule(
+  ruleSet: RuleSet,
+  data: EvaluationData,
+  onError?: (rule: CompiledRule, error: unknown) => void,
+): RuleMatch | undefined {
   for (const rule of ruleSet.rules) {
     let result: unknown;
     current = data;

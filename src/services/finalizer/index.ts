@@ -29,10 +29,14 @@ export const service = defineService<Config>({
   configSchema: ConfigSchema,
   needsStore: true,
   setup(ctx) {
-    const finals = createServiceBatcher<EventRecord, boolean>(ctx, { size: ctx.config.FINALIZER_BATCH_SIZE, delayMs: ctx.config.FINALIZER_BATCH_DELAY_MS }, async (batch) => {
-      const fresh = new Set(await ctx.store.recordFinal(batch));
-      return batch.map((record) => fresh.has(record.id));
-    });
+    const finals = createServiceBatcher<EventRecord, boolean>(
+      ctx,
+      { size: ctx.config.FINALIZER_BATCH_SIZE, delayMs: ctx.config.FINALIZER_BATCH_DELAY_MS },
+      async (batch) => {
+        const fresh = new Set(await ctx.store.recordFinal(batch));
+        return batch.map((record) => fresh.has(record.id));
+      },
+    );
     let retention: NodeJS.Timeout | undefined;
     return {
       consumers: {
@@ -49,12 +53,24 @@ export const service = defineService<Config>({
           async handleRaw(message, handlerCtx) {
             const letter = toDeadLetter(message.data, message.topic);
             try {
-              const inserted = await ctx.store.insertDeadLetter({ id: letter.id, receivedAt: new Date().toISOString(), deadLetter: letter });
-              handlerCtx.logger.warn({ deadLetterId: letter.id, code: letter.reason.code, topic: letter.topic, inserted }, 'dead letter stored');
+              const inserted = await ctx.store.insertDeadLetter({
+                id: letter.id,
+                receivedAt: new Date().toISOString(),
+                deadLetter: letter,
+              });
+              handlerCtx.logger.warn(
+                { deadLetterId: letter.id, code: letter.reason.code, topic: letter.topic, inserted },
+                'dead letter stored',
+              );
             } catch (error) {
               if (!isBadRecord(error)) throw error;
               // Keep the reason and a truncated payload rather than losing the letter or blocking the queue.
-              const truncated = { ...letter, raw: letter.raw.slice(0, 64 * 1024), envelope: undefined, reason: { ...letter.reason, details: { ...letter.reason.details, truncated: true, storeError: error.message } } };
+              const truncated = {
+                ...letter,
+                raw: letter.raw.slice(0, 64 * 1024),
+                envelope: undefined,
+                reason: { ...letter.reason, details: { ...letter.reason.details, truncated: true, storeError: error.message } },
+              };
               await ctx.store.insertDeadLetter({ id: letter.id, receivedAt: new Date().toISOString(), deadLetter: truncated });
             }
           },

@@ -36,12 +36,16 @@ export const service = defineService<Config>({
       platforms: ['twitch'],
       async handle(envelope: Envelope, handler: HandlerContext) {
         const sender = running?.sender ?? unconfiguredSender;
-        const outcome = await traced('twitch chat send', { 'bitbrat.platform': 'twitch', 'messaging.destination.name': envelope.source.channel }, async (span) => {
-          const delivered = await deliverEnvelopeReply(envelope, sender, { signal: handler.signal });
-          if (delivered.failure) span?.fail(delivered.failure.code, delivered.failure.message);
-          span?.setAttributes({ 'bitbrat.reply.parts': delivered.result?.partsSent });
-          return delivered;
-        });
+        const outcome = await traced(
+          'twitch chat send',
+          { 'bitbrat.platform': 'twitch', 'messaging.destination.name': envelope.source.channel },
+          async (span) => {
+            const delivered = await deliverEnvelopeReply(envelope, sender, { signal: handler.signal });
+            if (delivered.failure) span?.fail(delivered.failure.code, delivered.failure.message);
+            span?.setAttributes({ 'bitbrat.reply.parts': delivered.result?.partsSent });
+            return delivered;
+          },
+        );
         metrics.delivery(envelope, outcome);
         if (outcome.failure) return failed(outcome.failure.code, outcome.failure.message, { envelope: outcome.envelope, retryable: false });
         return continueWith(outcome.envelope);
@@ -60,11 +64,17 @@ export const service = defineService<Config>({
         const state: Running = { ingress: createServiceIngress(ctx, 'twitch'), status: Promise.resolve() };
         running = state;
         const [clientId, clientSecret, accessToken, refreshToken, broadcasterAccessToken, broadcasterRefreshToken] = await Promise.all(
-          ['TWITCH_CLIENT_ID', 'TWITCH_CLIENT_SECRET', 'TWITCH_ACCESS_TOKEN', 'TWITCH_REFRESH_TOKEN', 'TWITCH_BROADCASTER_ACCESS_TOKEN', 'TWITCH_BROADCASTER_REFRESH_TOKEN'].map((name) =>
-            ctx.secrets.get(name),
-          ),
+          [
+            'TWITCH_CLIENT_ID',
+            'TWITCH_CLIENT_SECRET',
+            'TWITCH_ACCESS_TOKEN',
+            'TWITCH_REFRESH_TOKEN',
+            'TWITCH_BROADCASTER_ACCESS_TOKEN',
+            'TWITCH_BROADCASTER_REFRESH_TOKEN',
+          ].map((name) => ctx.secrets.get(name)),
         );
-        for (const secret of [clientSecret, accessToken, refreshToken, broadcasterAccessToken, broadcasterRefreshToken]) ctx.registerSecret(secret);
+        for (const secret of [clientSecret, accessToken, refreshToken, broadcasterAccessToken, broadcasterRefreshToken])
+          ctx.registerSecret(secret);
         const auth = createTwitchAuthProvider({
           clientId,
           clientSecret,
@@ -122,7 +132,9 @@ export const service = defineService<Config>({
         state.heartbeat.unref();
 
         if (config.TWITCH_EVENTSUB_ENABLED && (!clientId || !clientSecret)) {
-          ctx.health.set('eventsub', true, 'twitch eventsub is not configured: set the TWITCH_CLIENT_ID and TWITCH_CLIENT_SECRET secrets', { configured: false });
+          ctx.health.set('eventsub', true, 'twitch eventsub is not configured: set the TWITCH_CLIENT_ID and TWITCH_CLIENT_SECRET secrets', {
+            configured: false,
+          });
         } else if (config.TWITCH_EVENTSUB_ENABLED) {
           // In the background: EventSub resolves the broadcaster over Helix, which must not hold up chat.
           // Loaded here, not at start-up: EventSub pulls in Twurple, which an unconfigured platform never needs.

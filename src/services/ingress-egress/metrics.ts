@@ -45,7 +45,8 @@ export function createTwitchMetrics(metrics: RuntimeMetrics) {
     watchQueue(sender: ReplySender) {
       stopCollect?.();
       stopCollect = metrics.onCollect(() => {
-        for (const [channel, queue] of Object.entries(sender.snapshot())) platform.egressQueueDepth.set({ platform: PLATFORM, channel }, queue.queued);
+        for (const [channel, queue] of Object.entries(sender.snapshot()))
+          platform.egressQueueDepth.set({ platform: PLATFORM, channel }, queue.queued);
       });
     },
     stop() {

@@ -28,7 +28,8 @@ export function setupHint(config: Config, hasToken: boolean): string | undefined
   const missing: string[] = [];
   if (config.TWITCH_CHANNELS.length === 0) missing.push('set TWITCH_CHANNELS (comma-separated channel logins)');
   if (!config.TWITCH_BOT_USERNAME) missing.push('set TWITCH_BOT_USERNAME');
-  if (!hasToken) missing.push('connect the bot account: run the OAuth flow at /oauth/twitch/start?identity=bot (or set the TWITCH_ACCESS_TOKEN secret)');
+  if (!hasToken)
+    missing.push('connect the bot account: run the OAuth flow at /oauth/twitch/start?identity=bot (or set the TWITCH_ACCESS_TOKEN secret)');
   return missing.length ? `twitch chat is not configured: ${missing.join('; ')}` : undefined;
 }
 
@@ -40,7 +41,9 @@ export function reportHealth(ctx: Ctx, state: Running, snapshot: TwitchChatSnaps
     return;
   }
   if (snapshot.status === 'connected') {
-    ctx.health.set('twitch', true, `connected to ${snapshot.joinedChannels.map((channel) => `#${channel}`).join(', ')}`, { configured: true });
+    ctx.health.set('twitch', true, `connected to ${snapshot.joinedChannels.map((channel) => `#${channel}`).join(', ')}`, {
+      configured: true,
+    });
     return;
   }
   const why = snapshot.lastError ? `: ${snapshot.lastError.message}` : '';
@@ -77,8 +80,12 @@ export function publishStatus(ctx: Ctx, state: Running): Promise<void> {
   state.status = state.status.then(async () => {
     for (const envelope of envelopes) {
       // The record follows the connection at once; persistence may be behind a backlog of chat on ingress.
-      await ctx.store.mergeSource(sourceStatusPatch(envelope)).catch((error: unknown) => ctx.logger.warn({ err: error, sourceId: envelope.payload.sourceId }, 'could not write source status'));
-      await ctx.publish(Topic.ingress, envelope).catch((error: unknown) => ctx.logger.warn({ err: error, sourceId: envelope.payload.sourceId }, 'could not publish source status'));
+      await ctx.store
+        .mergeSource(sourceStatusPatch(envelope))
+        .catch((error: unknown) => ctx.logger.warn({ err: error, sourceId: envelope.payload.sourceId }, 'could not write source status'));
+      await ctx
+        .publish(Topic.ingress, envelope)
+        .catch((error: unknown) => ctx.logger.warn({ err: error, sourceId: envelope.payload.sourceId }, 'could not publish source status'));
     }
   });
   return state.status;

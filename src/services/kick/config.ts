@@ -9,7 +9,9 @@ const SLUG = /^[A-Za-z0-9_-]{1,64}$/;
 /** The kick service's env. Unset KICK_CHANNELS means Kick is not configured (the service stays ready and says so). */
 export const ConfigSchema = z.object({
   /** Comma-separated channel slugs. */
-  KICK_CHANNELS: env.csv().refine((slugs) => slugs.every((slug) => SLUG.test(slug)), { message: 'must be channel slugs (letters, digits, _ and -), comma-separated' }),
+  KICK_CHANNELS: env.csv().refine((slugs) => slugs.every((slug) => SLUG.test(slug)), {
+    message: 'must be channel slugs (letters, digits, _ and -), comma-separated',
+  }),
   /** The Kick app's client id (https://kick.com/settings/developer). */
   KICK_CLIENT_ID: env.string(),
   /** Default https://api.kick.com. */

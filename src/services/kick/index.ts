@@ -45,7 +45,10 @@ interface ChannelState {
 export function kickSetupHint(config: Pick<Config, 'KICK_CHANNELS' | 'KICK_CLIENT_ID'>, hasToken: boolean): string | undefined {
   const missing: string[] = [];
   if (config.KICK_CHANNELS.length === 0) missing.push('set KICK_CHANNELS (comma-separated channel slugs)');
-  if (!hasToken) missing.push('connect an account at /oauth/kick/start?identity=bot (needs KICK_CLIENT_ID and the KICK_CLIENT_SECRET secret), or set the KICK_ACCESS_TOKEN secret');
+  if (!hasToken)
+    missing.push(
+      'connect an account at /oauth/kick/start?identity=bot (needs KICK_CLIENT_ID and the KICK_CLIENT_SECRET secret), or set the KICK_ACCESS_TOKEN secret',
+    );
   if (!config.KICK_CLIENT_ID) missing.push('set KICK_CLIENT_ID (and the KICK_CLIENT_SECRET secret) so tokens can be refreshed');
   return missing.length > 0 ? `Kick is not configured: ${missing.join('; ')}` : undefined;
 }
@@ -71,7 +74,12 @@ export const service = defineService<Config>({
         buckets: [0.25, 0.5, 1, 2, 5, 10, 30, 60, 120, 300],
         registers: [ctx.metrics.registry],
       });
-    const channels = new Map<string, ChannelState>(config.KICK_CHANNELS.map((slug) => [kickChannelName(slug), { slug: kickChannelName(slug), messagesIn: 0, messagesOut: 0, subscriptions: [], lastLagMs: null, lastEventAt: null }]));
+    const channels = new Map<string, ChannelState>(
+      config.KICK_CHANNELS.map((slug) => [
+        kickChannelName(slug),
+        { slug: kickChannelName(slug), messagesIn: 0, messagesOut: 0, subscriptions: [], lastLagMs: null, lastEventAt: null },
+      ]),
+    );
     const egressTopic = instanceEgressTopic(ctx.instanceId);
     let status: Status = 'not_configured';
     let authStatus: 'valid' | 'missing' | 'invalid' | 'unknown' = 'missing';
@@ -109,13 +117,17 @@ export const service = defineService<Config>({
 
     const reportHealth = () => {
       if (status === 'not_configured') return ctx.health.set('kick', true, hint ?? 'Kick is not configured', { configured: false });
-      if (status === 'connected') return ctx.health.set('kick', true, `Kick webhooks subscribed for ${[...channels.keys()].join(', ')}`, { configured: true });
+      if (status === 'connected')
+        return ctx.health.set('kick', true, `Kick webhooks subscribed for ${[...channels.keys()].join(', ')}`, { configured: true });
       ctx.health.set('kick', false, `Kick ${status}${lastError ? `: ${lastError.message}` : ''}`, { configured: true });
     };
 
     const publishStatus = (): Promise<void> => {
       const at = new Date();
-      const list = channels.size > 0 ? [...channels.values()] : [{ slug: '', messagesIn: 0, messagesOut: 0, subscriptions: [], lastLagMs: null, lastEventAt: null } as ChannelState];
+      const list =
+        channels.size > 0
+          ? [...channels.values()]
+          : [{ slug: '', messagesIn: 0, messagesOut: 0, subscriptions: [], lastLagMs: null, lastEventAt: null } as ChannelState];
       const envelopes = list.map((channel) =>
         buildKickStatusEnvelope({
           slug: channel.slug,
@@ -133,7 +145,10 @@ export const service = defineService<Config>({
         }),
       );
       statusChain = statusChain.then(async () => {
-        for (const envelope of envelopes) await ctx.publish(Topic.ingress, envelope).catch((error: unknown) => ctx.logger.warn({ err: error }, 'could not publish the Kick source status'));
+        for (const envelope of envelopes)
+          await ctx
+            .publish(Topic.ingress, envelope)
+            .catch((error: unknown) => ctx.logger.warn({ err: error }, 'could not publish the Kick source status'));
       });
       return statusChain;
     };
@@ -204,9 +219,14 @@ export const service = defineService<Config>({
         if (unknown.length > 0) recordError('NOT_FOUND', new Error(`Kick has no channel ${unknown.join(', ')}`));
         const ids = [...channels.values()].flatMap((channel) => (channel.broadcasterUserId ? [channel.broadcasterUserId] : []));
         const reconciled = await reconcileKickSubscriptions(events, ids);
-        for (const channel of channels.values()) channel.subscriptions = channel.broadcasterUserId ? (reconciled.active[String(channel.broadcasterUserId)] ?? []) : [];
-        for (const refused of reconciled.errors) recordError('SUBSCRIBE_FAILED', new Error(`Kick refused ${refused.event} for ${refused.broadcasterUserId}: ${refused.error}`));
-        ctx.logger.info({ created: reconciled.created.length, deleted: reconciled.deleted.length, kept: reconciled.kept.length }, 'kick webhook subscriptions reconciled');
+        for (const channel of channels.values())
+          channel.subscriptions = channel.broadcasterUserId ? (reconciled.active[String(channel.broadcasterUserId)] ?? []) : [];
+        for (const refused of reconciled.errors)
+          recordError('SUBSCRIBE_FAILED', new Error(`Kick refused ${refused.event} for ${refused.broadcasterUserId}: ${refused.error}`));
+        ctx.logger.info(
+          { created: reconciled.created.length, deleted: reconciled.deleted.length, kept: reconciled.kept.length },
+          'kick webhook subscriptions reconciled',
+        );
         await loadPublicKey().catch((error: unknown) => recordError('PUBLIC_KEY', error));
         status = reconciled.errors.length === 0 && unknown.length === 0 ? 'connected' : 'error';
         if (status === 'connected') lastError = null;
@@ -227,8 +247,12 @@ export const service = defineService<Config>({
       ackWaitMs: 120_000,
       platforms: ['kick'],
       async handle(envelope: Envelope, handler: HandlerContext) {
-        const outcome = await deliverKickReply(envelope, sender, { signal: handler.signal, notConfigured: hint ?? 'Kick chat is not configured' });
-        if (outcome.envelope.delivery?.delivered) channelState(envelope.source.channel).messagesOut += outcome.envelope.delivery.platformMessageIds?.length ?? 1;
+        const outcome = await deliverKickReply(envelope, sender, {
+          signal: handler.signal,
+          notConfigured: hint ?? 'Kick chat is not configured',
+        });
+        if (outcome.envelope.delivery?.delivered)
+          channelState(envelope.source.channel).messagesOut += outcome.envelope.delivery.platformMessageIds?.length ?? 1;
         if (outcome.failure) return failed(outcome.failure.code, outcome.failure.message, { envelope: outcome.envelope, retryable: false });
         return continueWith(outcome.envelope);
       },
@@ -246,12 +270,17 @@ export const service = defineService<Config>({
           scope.post(KICK_WEBHOOK_PATH, async (request, reply) => {
             const rawBody = Buffer.isBuffer(request.body) ? request.body : Buffer.alloc(0);
             // Unconfigured, nothing is fetched from Kick on a stranger's request.
-            if (!publicKey && status === 'not_configured') return reply.status(503).send({ error: 'NOT_CONFIGURED', message: hint ?? 'Kick is not configured' });
+            if (!publicKey && status === 'not_configured')
+              return reply.status(503).send({ error: 'NOT_CONFIGURED', message: hint ?? 'Kick is not configured' });
             const key = await loadPublicKey().catch((error: unknown) => {
               recordError('PUBLIC_KEY', error);
               return undefined;
             });
-            if (!key) return reply.status(503).send({ error: 'NOT_CONFIGURED', message: 'the Kick webhook public key is not available yet (set KICK_PUBLIC_KEY or let it be fetched from Kick)' });
+            if (!key)
+              return reply.status(503).send({
+                error: 'NOT_CONFIGURED',
+                message: 'the Kick webhook public key is not available yet (set KICK_PUBLIC_KEY or let it be fetched from Kick)',
+              });
             const verdict = verifyKickWebhook({ key, headers: request.headers, rawBody, maxAgeMs: config.KICK_WEBHOOK_MAX_AGE_MS });
             if (!verdict.ok) {
               ctx.logger.warn({ status: verdict.status, reason: verdict.message }, 'kick webhook refused');
@@ -264,17 +293,29 @@ export const service = defineService<Config>({
             } catch {
               return reply.status(400).send({ error: 'BAD_REQUEST', message: 'the body is not JSON' });
             }
-            if (!payload || typeof payload !== 'object' || Array.isArray(payload)) return reply.status(400).send({ error: 'BAD_REQUEST', message: 'the body must be a JSON object' });
+            if (!payload || typeof payload !== 'object' || Array.isArray(payload))
+              return reply.status(400).send({ error: 'BAD_REQUEST', message: 'the body must be a JSON object' });
             // Kick echoes the bot's own chat messages back as webhooks; Twitch chat does not, so they stop here.
             const sender = (payload.sender as { user_id?: unknown } | undefined)?.user_id;
-            if (headers.eventType === 'chat.message.sent' && botUserId !== undefined && String(sender) === botUserId) return reply.status(200).send({ ok: true, ignored: 'own message' });
+            if (headers.eventType === 'chat.message.sent' && botUserId !== undefined && String(sender) === botUserId)
+              return reply.status(200).send({ ok: true, ignored: 'own message' });
             const receivedAt = new Date();
-            const normalized = normalizeKickDelivery(payload, { eventType: headers.eventType, eventVersion: headers.eventVersion, messageId: headers.messageId, receivedAt, sentAt: headers.sentAt, egressDestination: egressTopic });
+            const normalized = normalizeKickDelivery(payload, {
+              eventType: headers.eventType,
+              eventVersion: headers.eventVersion,
+              messageId: headers.messageId,
+              receivedAt,
+              sentAt: headers.sentAt,
+              egressDestination: egressTopic,
+            });
             // Room in the buffer is held before the message id is claimed: a full buffer answers 503 with the
             // id still unclaimed, so Kick's retry of it is taken once there is room again.
             const room = ingress.reserve(normalized.envelopes.length);
             if (!room) {
-              recordError('INGRESS_FULL', new Error(`the ingress buffer is full (INGRESS_BUFFER_MAX=${ctx.platform.INGRESS_BUFFER_MAX}); Kick will retry`));
+              recordError(
+                'INGRESS_FULL',
+                new Error(`the ingress buffer is full (INGRESS_BUFFER_MAX=${ctx.platform.INGRESS_BUFFER_MAX}); Kick will retry`),
+              );
               return reply.status(503).send({ error: 'BUS_UNAVAILABLE', message: 'the event could not be handed to the bus; retry later' });
             }
             // Kick delivers at least once: a message id is processed once, also after a restart (the claim is in the store).
@@ -285,7 +326,9 @@ export const service = defineService<Config>({
               // The store is out: nothing is claimed or queued, so Kick's retry brings the event back.
               room.release();
               recordError('STORE_UNAVAILABLE', error);
-              return reply.status(503).send({ error: 'STORE_UNAVAILABLE', message: 'the event could not be checked for duplicates; retry later' });
+              return reply
+                .status(503)
+                .send({ error: 'STORE_UNAVAILABLE', message: 'the event could not be checked for duplicates; retry later' });
             }
             if (!claimed) {
               room.release();
@@ -300,7 +343,11 @@ export const service = defineService<Config>({
             for (const envelope of normalized.envelopes) {
               if (envelope.type !== 'system.stream.online' && envelope.type !== 'system.stream.offline') continue;
               const payload = envelope.payload as { streamStatus: string; title?: string; startedAt?: string };
-              channel.stream = { online: payload.streamStatus === 'online', ...(payload.title ? { title: payload.title } : {}), ...(payload.startedAt ? { startedAt: payload.startedAt } : {}) };
+              channel.stream = {
+                online: payload.streamStatus === 'online',
+                ...(payload.title ? { title: payload.title } : {}),
+                ...(payload.startedAt ? { startedAt: payload.startedAt } : {}),
+              };
             }
             for (const [index, envelope] of normalized.envelopes.entries()) room.push(envelope, `kick:${headers.messageId}:${index}`);
             return reply.status(200).send({ ok: true });
@@ -309,7 +356,9 @@ export const service = defineService<Config>({
       },
 
       async start() {
-        const [clientSecret, accessToken, refreshToken] = await Promise.all(['KICK_CLIENT_SECRET', 'KICK_ACCESS_TOKEN', 'KICK_REFRESH_TOKEN'].map((name) => ctx.secrets.get(name)));
+        const [clientSecret, accessToken, refreshToken] = await Promise.all(
+          ['KICK_CLIENT_SECRET', 'KICK_ACCESS_TOKEN', 'KICK_REFRESH_TOKEN'].map((name) => ctx.secrets.get(name)),
+        );
         for (const secret of [clientSecret, accessToken, refreshToken]) ctx.registerSecret(secret);
         tokens = createKickTokens({
           store: ctx.store,

@@ -1,5 +1,13 @@
 import { createAnnotation, createReply, messageText, withAnnotations, type Annotation, type Envelope } from '../../core/index.js';
-import { continueWith, failed, handled, skip, type HandlerContext, type HandlerResult, type ServiceContext } from '../../runtime/service.js';
+import {
+  continueWith,
+  failed,
+  handled,
+  skip,
+  type HandlerContext,
+  type HandlerResult,
+  type ServiceContext,
+} from '../../runtime/service.js';
 import { traced } from '../../runtime/tracing.js';
 import { Role } from '../auth/roles.js';
 import { filterReply, redactSecrets, sanitizeUserText, type GuardFlag } from './guard.js';
@@ -61,7 +69,12 @@ function questionText(envelope: Envelope, botName: string): string {
 /**
  * Answers one chat message with the LLM (see the service's doc comment in index.ts for the outcomes).
  */
-export async function answer(ctx: ServiceContext<LlmBotConfig>, state: BotState, envelope: Envelope, hctx: HandlerContext): Promise<HandlerResult> {
+export async function answer(
+  ctx: ServiceContext<LlmBotConfig>,
+  state: BotState,
+  envelope: Envelope,
+  hctx: HandlerContext,
+): Promise<HandlerResult> {
   const config = ctx.config;
   const botName = config.BOT_NAME || 'BitBrat';
   const text = questionText(envelope, botName);
@@ -73,24 +86,34 @@ export async function answer(ctx: ServiceContext<LlmBotConfig>, state: BotState,
 
   // Counted once per message, not again on a retry of the same step.
   if (hctx.attempt <= 1) {
-    const rate = await takeRateSlot(store, requester, { perUser: config.LLM_USER_RATE_PER_MIN, perChannel: config.LLM_CHANNEL_RATE_PER_MIN });
+    const rate = await takeRateSlot(store, requester, {
+      perUser: config.LLM_USER_RATE_PER_MIN,
+      perChannel: config.LLM_CHANNEL_RATE_PER_MIN,
+    });
     if (rate.limited) return handled(withAnnotations(envelope, note('rate-limited', { scope: rate.scope, limitPerMinute: rate.limit })));
   }
   const channelKey = `${requester.platform}:${requester.channel.toLowerCase()}`;
   const budget = await state.budget.check();
   if (budget.exhausted) {
     const out = withAnnotations(envelope, note('budget-exhausted', { spent: budget.spent, budget: config.LLM_DAILY_TOKEN_BUDGET }));
-    if (await store.claimKey('llm-bot:budget-notice', channelKey, BUDGET_NOTICE_EVERY_MS)) out.candidates = [...(out.candidates ?? []), createReply(SERVICE, OUT_OF_WORDS_REPLY, { reason: 'budget-exhausted' })];
+    if (await store.claimKey('llm-bot:budget-notice', channelKey, BUDGET_NOTICE_EVERY_MS))
+      out.candidates = [...(out.candidates ?? []), createReply(SERVICE, OUT_OF_WORDS_REPLY, { reason: 'budget-exhausted' })];
     return handled(out);
   }
 
   const userKey = `${requester.platform}:${requester.userId}`;
   const cap = await checkCaps(store, config, userKey);
   if (cap.capped) {
-    const out = withAnnotations(envelope, note(cap.scope === 'daily-cost' ? 'budget-exhausted' : 'user-capped', { scope: cap.scope, spent: cap.spent, cap: cap.cap }));
+    const out = withAnnotations(
+      envelope,
+      note(cap.scope === 'daily-cost' ? 'budget-exhausted' : 'user-capped', { scope: cap.scope, spent: cap.spent, cap: cap.cap }),
+    );
     if (cap.scope === 'daily-cost') {
-      if (await store.claimKey('llm-bot:budget-notice', channelKey, BUDGET_NOTICE_EVERY_MS)) out.candidates = [...(out.candidates ?? []), createReply(SERVICE, OUT_OF_WORDS_REPLY, { reason: 'budget-exhausted' })];
-    } else if (await store.claimKey('llm-bot:user-cap-notice', `${userKey}:${new Date().toISOString().slice(0, 10)}`, USER_CAP_NOTICE_EVERY_MS)) {
+      if (await store.claimKey('llm-bot:budget-notice', channelKey, BUDGET_NOTICE_EVERY_MS))
+        out.candidates = [...(out.candidates ?? []), createReply(SERVICE, OUT_OF_WORDS_REPLY, { reason: 'budget-exhausted' })];
+    } else if (
+      await store.claimKey('llm-bot:user-cap-notice', `${userKey}:${new Date().toISOString().slice(0, 10)}`, USER_CAP_NOTICE_EVERY_MS)
+    ) {
       const name = envelope.user.displayName || envelope.user.name;
       out.candidates = [...(out.candidates ?? []), createReply(SERVICE, `@${name} ${USER_CAP_REPLY}`, { reason: cap.scope })];
     }
@@ -120,29 +143,45 @@ export async function answer(ctx: ServiceContext<LlmBotConfig>, state: BotState,
   let result;
   try {
     const { generateText, stepCountIs } = await loadAiSdk();
-    result = await traced('llm generate_text', { 'gen_ai.operation.name': 'chat', 'gen_ai.provider.name': provider, 'gen_ai.request.model': modelId }, async (span) => {
-      const generated = await generateText({
-      model,
-      system: prompt.system,
-      messages: buildMessages(memory, { user: speaker, text: input.text }),
-      allowSystemInMessages: false,
-      tools,
-      stopWhen: stepCountIs(MAX_STEPS),
-      maxOutputTokens: MAX_OUTPUT_TOKENS,
-      // Retries belong to the runtime (R4: backoff, attempts recorded on the slip).
-      maxRetries: 0,
-      abortSignal: signal,
-      });
-      span?.setAttributes({ 'gen_ai.usage.input_tokens': generated.totalUsage.inputTokens, 'gen_ai.usage.output_tokens': generated.totalUsage.outputTokens, 'bitbrat.llm.steps': generated.steps.length });
-      return generated;
-    });
+    result = await traced(
+      'llm generate_text',
+      { 'gen_ai.operation.name': 'chat', 'gen_ai.provider.name': provider, 'gen_ai.request.model': modelId },
+      async (span) => {
+        const generated = await generateText({
+          model,
+          system: prompt.system,
+          messages: buildMessages(memory, { user: speaker, text: input.text }),
+          allowSystemInMessages: false,
+          tools,
+          stopWhen: stepCountIs(MAX_STEPS),
+          maxOutputTokens: MAX_OUTPUT_TOKENS,
+          // Retries belong to the runtime (R4: backoff, attempts recorded on the slip).
+          maxRetries: 0,
+          abortSignal: signal,
+        });
+        span?.setAttributes({
+          'gen_ai.usage.input_tokens': generated.totalUsage.inputTokens,
+          'gen_ai.usage.output_tokens': generated.totalUsage.outputTokens,
+          'bitbrat.llm.steps': generated.steps.length,
+        });
+        return generated;
+      },
+    );
   } catch (error) {
     llm.llmRequests.inc({ ...labels, result: signal.aborted ? 'DEADLINE' : (classifyProviderError(error)?.code ?? 'ERROR') });
-    if (signal.aborted) return failed('DEADLINE', `the LLM did not answer within ${timeout.aborted ? `${config.LLM_TIMEOUT_MS} ms (LLM_TIMEOUT_MS)` : 'the step deadline'}`, { retryable: false });
+    if (signal.aborted)
+      return failed(
+        'DEADLINE',
+        `the LLM did not answer within ${timeout.aborted ? `${config.LLM_TIMEOUT_MS} ms (LLM_TIMEOUT_MS)` : 'the step deadline'}`,
+        { retryable: false },
+      );
     const classified = classifyProviderError(error);
     if (!classified) throw error;
     hctx.logger.warn({ code: classified.code, status: classified.status, provider, model: modelId }, 'LLM call failed');
-    return failed(classified.code, redactSecrets(classified.message, [state.apiKey]).text, { retryable: classified.retryable, details: { provider, model: modelId, ...(classified.status ? { status: classified.status } : {}) } });
+    return failed(classified.code, redactSecrets(classified.message, [state.apiKey]).text, {
+      retryable: classified.retryable,
+      details: { provider, model: modelId, ...(classified.status ? { status: classified.status } : {}) },
+    });
   }
 
   if (result.warnings && result.warnings.length > 0) hctx.logger.debug({ warnings: result.warnings }, 'LLM provider warnings');
@@ -157,15 +196,37 @@ export async function answer(ctx: ServiceContext<LlmBotConfig>, state: BotState,
     state.budget.spend(tokens),
     recordUsage(store, config, userKey, { inputTokens, outputTokens: result.totalUsage.outputTokens ?? tokens - inputTokens }),
   ]);
-  const reply = filterReply(result.text, { instructions: prompt.instructions, canary: state.canary, secrets: [state.apiKey], linkAllowlist: state.linkAllowlist, publicTerms: [botName, requester.channel] });
+  const reply = filterReply(result.text, {
+    instructions: prompt.instructions,
+    canary: state.canary,
+    secrets: [state.apiKey],
+    linkAllowlist: state.linkAllowlist,
+    publicTerms: [botName, requester.channel],
+  });
   const flags: GuardFlag[] = [...input.flags, ...reply.flags];
-  const notes = [note(reply.text ? 'answered' : 'empty-reply', { provider, model: modelId, tokens, steps: result.steps.length, ...(audit.length ? { tools: audit } : {}) })];
-  if (flags.length > 0) notes.push({ ...note('guard', { input: input.flags, output: reply.flags, blocked: reply.blocked }), kind: 'prompt-guard' });
+  const notes = [
+    note(reply.text ? 'answered' : 'empty-reply', {
+      provider,
+      model: modelId,
+      tokens,
+      steps: result.steps.length,
+      ...(audit.length ? { tools: audit } : {}),
+    }),
+  ];
+  if (flags.length > 0)
+    notes.push({ ...note('guard', { input: input.flags, output: reply.flags, blocked: reply.blocked }), kind: 'prompt-guard' });
   const out = withAnnotations(envelope, ...notes);
   if (!reply.text) return handled(out);
 
   const at = new Date().toISOString();
-  await store.appendConversation(channelKey, [{ role: 'user', text: input.text, user: speaker, at }, { role: 'assistant', text: reply.text, at }], MEMORY_TURNS);
+  await store.appendConversation(
+    channelKey,
+    [
+      { role: 'user', text: input.text, user: speaker, at },
+      { role: 'assistant', text: reply.text, at },
+    ],
+    MEMORY_TURNS,
+  );
   out.candidates = [...(out.candidates ?? []), createReply(SERVICE, reply.text, { provider, model: modelId, tokens })];
   return continueWith(out);
 }

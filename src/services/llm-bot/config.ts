@@ -6,7 +6,10 @@ import { PricesSchema } from './pricing.js';
 
 /** The llm-bot's env. */
 export const ConfigSchema = z.object({
-  LLM_PROVIDER: z.preprocess((value) => (value === '' ? undefined : value), z.enum(['openai', 'vertex'], { error: 'must be openai or vertex (or unset)' }).optional()),
+  LLM_PROVIDER: z.preprocess(
+    (value) => (value === '' ? undefined : value),
+    z.enum(['openai', 'vertex'], { error: 'must be openai or vertex (or unset)' }).optional(),
+  ),
   LLM_MODEL: env.string(),
   OPENAI_BASE_URL: env.url(),
   LLM_BOT_SYSTEM_PROMPT: env.string(),

@@ -47,7 +47,8 @@ export const CannedReply = {
 
 // ------------------------------------------------------------------------------------------------ input
 
-const INVISIBLE = /[\u0000-\u0008\u000B\u000C\u000E-\u001F\u007F\u00AD\u061C\u180E\u200B-\u200F\u202A-\u202E\u2060-\u2064\u2066-\u206F\uFEFF\uFFF9-\uFFFB]/g;
+const INVISIBLE =
+  /[\u0000-\u0008\u000B\u000C\u000E-\u001F\u007F\u00AD\u061C\u180E\u200B-\u200F\u202A-\u202E\u2060-\u2064\u2066-\u206F\uFEFF\uFFF9-\uFFFB]/g;
 
 /** Chat-template and role markers a model may mistake for a real turn boundary. */
 const ROLE_MARKERS: RegExp[] = [
@@ -160,7 +161,7 @@ export function sanitizeUserText(input: string): InputGuardResult {
   const flags = new Set<GuardFlag>();
   let text = input.normalize('NFKC').replace(INVISIBLE, '').replace(/\r\n?/g, '\n');
   for (const pattern of ROLE_MARKERS) {
-    text = text.replace(pattern, (match: string, lead?: string) => {
+    text = text.replace(pattern, (_match: string, lead?: string) => {
       flags.add(GuardFlag.roleImpersonation);
       return `${typeof lead === 'string' && /^\s*$/.test(lead) ? lead : ''}[filtered]`;
     });
@@ -172,7 +173,10 @@ export function sanitizeUserText(input: string): InputGuardResult {
     });
   }
   // Newlines let a message fake a transcript; chat is one line anyway.
-  text = text.replace(/\s*\n+\s*/g, ' ').replace(/[ \t]{2,}/g, ' ').trim();
+  text = text
+    .replace(/\s*\n+\s*/g, ' ')
+    .replace(/[ \t]{2,}/g, ' ')
+    .trim();
   if (text.length > MAX_INPUT_CHARS) text = `${text.slice(0, MAX_INPUT_CHARS)}…`;
 
   for (const flag of detect(text)) flags.add(flag);
@@ -207,7 +211,19 @@ const SECRET_PATTERNS: RegExp[] = [
 
 /** A small list of slurs; matched as whole words after folding common letter substitutions. */
 const BLOCKED_TERMS = ['nigger', 'nigga', 'faggot', 'fag', 'retard', 'kike', 'chink', 'spic', 'tranny', 'wetback', 'gook', 'coon'];
-const LEET: Record<string, string> = { '0': 'o', '1': 'i', '!': 'i', '3': 'e', '4': 'a', '@': 'a', '5': 's', $: 's', '7': 't', '8': 'b', '9': 'g' };
+const LEET: Record<string, string> = {
+  '0': 'o',
+  '1': 'i',
+  '!': 'i',
+  '3': 'e',
+  '4': 'a',
+  '@': 'a',
+  '5': 's',
+  $: 's',
+  '7': 't',
+  '8': 'b',
+  '9': 'g',
+};
 const BLOCKED_RE = new RegExp(`\\b(?:${BLOCKED_TERMS.join('|')})s?\\b`, 'i');
 
 /** Hosts a reply may link to (and their subdomains). */
@@ -265,7 +281,12 @@ function distinctiveTokens(instructions: string): string[] {
 
 /** The forms a secret could be smuggled out in. */
 function secretForms(secret: string): string[] {
-  const forms = new Set<string>([secret, [...secret].reverse().join(''), Buffer.from(secret).toString('base64').replace(/=+$/, ''), Buffer.from(secret).toString('hex')]);
+  const forms = new Set<string>([
+    secret,
+    [...secret].reverse().join(''),
+    Buffer.from(secret).toString('base64').replace(/=+$/, ''),
+    Buffer.from(secret).toString('hex'),
+  ]);
   // Keys spelled out with separators: "s k - a b c" / "s-k-a-b-c".
   forms.add([...secret].join(' '));
   return [...forms].filter((form) => form.length >= 6);
@@ -343,7 +364,8 @@ function stripMarkdown(text: string): { text: string; changed: boolean } {
   return { text: out, changed: out !== text.replace(/\s*\n+\s*/g, ' ') };
 }
 
-const URL_RE = /\b(?:https?:\/\/|www\.)[^\s<>()]+|\b(?:[a-z0-9-]+\.)+(?:com|net|org|io|gg|tv|co|me|xyz|ru|cn|info|biz|dev|app|link|ly)\b(?:\/[^\s<>()]*)?/gi;
+const URL_RE =
+  /\b(?:https?:\/\/|www\.)[^\s<>()]+|\b(?:[a-z0-9-]+\.)+(?:com|net|org|io|gg|tv|co|me|xyz|ru|cn|info|biz|dev|app|link|ly)\b(?:\/[^\s<>()]*)?/gi;
 
 /** Anything Twitch (or another bot) would run instead of showing: `/ban`, `.timeout`, `\u0001ACTION`. */
 function neutralizeCommand(text: string): { text: string; changed: boolean } {
@@ -373,9 +395,13 @@ export function filterReply(raw: string, options: OutputGuardOptions): OutputGua
   text = md.text.replace(/\s{2,}/g, ' ').trim();
 
   const plain = text.toLowerCase();
-  const squeezedCanary = options.canary ? plain.replace(/[^a-z0-9]/g, '').includes(options.canary.toLowerCase().replace(/[^a-z0-9]/g, '')) : false;
+  const squeezedCanary = options.canary
+    ? plain.replace(/[^a-z0-9]/g, '').includes(options.canary.toLowerCase().replace(/[^a-z0-9]/g, ''))
+    : false;
   const publicTerms = (options.publicTerms ?? []).map((term) => term.toLowerCase());
-  const codeLeak = distinctiveTokens(options.instructions).some((token) => !publicTerms.some((term) => term.includes(token.toLowerCase())) && plain.includes(token.toLowerCase()));
+  const codeLeak = distinctiveTokens(options.instructions).some(
+    (token) => !publicTerms.some((term) => term.includes(token.toLowerCase())) && plain.includes(token.toLowerCase()),
+  );
   if (squeezedCanary || codeLeak || leaksInstructions(text, options.instructions)) {
     return { text: CannedReply.leak, flags: [...flags, GuardFlag.systemPromptLeak], blocked: true };
   }

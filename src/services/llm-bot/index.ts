@@ -11,7 +11,15 @@ import { chooseModel, type ProviderOptions } from './provider.js';
 export * from './guard.js';
 export * from './prompt.js';
 export * from './mcp-platform.js';
-export { createToolbox, McpServerConfigSchema, McpServersSchema, DEFAULT_EXTERNAL_POLICY, type McpServerConfig, type Toolbox, type ToolAuditEntry } from './mcp.js';
+export {
+  createToolbox,
+  McpServerConfigSchema,
+  McpServersSchema,
+  DEFAULT_EXTERNAL_POLICY,
+  type McpServerConfig,
+  type Toolbox,
+  type ToolAuditEntry,
+} from './mcp.js';
 export { chooseModel, classifyProviderError, DEFAULT_MODELS } from './provider.js';
 export { MAX_STEPS, OUT_OF_WORDS_REPLY, USER_CAP_REPLY } from './answer.js';
 export { UsageCapsSchema, readUsage, type UsageCaps, type UsageReport } from './usage.js';
@@ -76,15 +84,32 @@ export function createLlmBotService(options: LlmBotOptions = {}): ServiceDefinit
             },
             options,
           );
-          state = { choice, apiKey, canary: `bb-${randomBytes(6).toString('hex')}`, budget: createBudgetGate(ctx.store, config.LLM_DAILY_TOKEN_BUDGET), linkAllowlist: options.linkAllowlist };
+          state = {
+            choice,
+            apiKey,
+            canary: `bb-${randomBytes(6).toString('hex')}`,
+            budget: createBudgetGate(ctx.store, config.LLM_DAILY_TOKEN_BUDGET),
+            linkAllowlist: options.linkAllowlist,
+          };
           if (!choice.ok) {
             ctx.logger.warn({ reason: choice.reason }, 'LLM not configured; messages for llm-bot are skipped without a reply');
             ctx.health.set('llm', true, choice.reason, { configured: false });
             return;
           }
-          state.platform = await connectPlatformMcp({ store: ctx.store, publish: (topic, envelope) => ctx.publish(topic, envelope), onCall: options.onPlatformToolCall });
-          state.toolbox = await createToolbox({ platform: state.platform.client, servers: config.MCP_SERVERS, logger: ctx.logger, connect: options.connectMcp });
-          ctx.health.set('llm', true, `${choice.provider}:${choice.modelId}, ${state.toolbox.entries.length} tool(s)`, { configured: true });
+          state.platform = await connectPlatformMcp({
+            store: ctx.store,
+            publish: (topic, envelope) => ctx.publish(topic, envelope),
+            onCall: options.onPlatformToolCall,
+          });
+          state.toolbox = await createToolbox({
+            platform: state.platform.client,
+            servers: config.MCP_SERVERS,
+            logger: ctx.logger,
+            connect: options.connectMcp,
+          });
+          ctx.health.set('llm', true, `${choice.provider}:${choice.modelId}, ${state.toolbox.entries.length} tool(s)`, {
+            configured: true,
+          });
           if (state.toolbox.unavailable.length > 0) {
             ctx.health.set('mcp', true, `unavailable: ${state.toolbox.unavailable.map((entry) => entry.server).join(', ')}`);
           }

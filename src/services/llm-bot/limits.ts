@@ -37,7 +37,11 @@ export async function takeRateSlot(
     if (count > limits.perUser) return { limited: true, scope: 'user', limit: limits.perUser, count };
   }
   if (limits.perChannel > 0) {
-    const count = await store.incrementCounter(`llm-bot:rate:channel:${who.platform}:${who.channel.toLowerCase()}:${minute}`, 1, 2 * MINUTE_MS);
+    const count = await store.incrementCounter(
+      `llm-bot:rate:channel:${who.platform}:${who.channel.toLowerCase()}:${minute}`,
+      1,
+      2 * MINUTE_MS,
+    );
     if (count > limits.perChannel) return { limited: true, scope: 'channel', limit: limits.perChannel, count };
   }
   return { limited: false };
@@ -71,7 +75,11 @@ export interface BudgetGate {
  * well under the limit, the check needs no store round trip (the budget is a soft cap; near the limit
  * every check reads the shared counter, so instances stop together within one request each).
  */
-export function createBudgetGate(store: Pick<Store, 'incrementCounter'>, limit: number, options: { staleMs?: number; headroom?: number } = {}): BudgetGate {
+export function createBudgetGate(
+  store: Pick<Store, 'incrementCounter'>,
+  limit: number,
+  options: { staleMs?: number; headroom?: number } = {},
+): BudgetGate {
   const staleMs = options.staleMs ?? 2_000;
   const headroom = options.headroom ?? 0.9;
   let known = { spent: 0, at: Number.NEGATIVE_INFINITY, key: '' };

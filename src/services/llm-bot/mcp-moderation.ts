@@ -29,7 +29,10 @@ export interface ModerationToolOptions {
   onCall?: (event: { tool: string; requester?: Requester; outcome: 'ok' | 'denied' | 'error'; detail?: string }) => void;
 }
 
-const text = (value: unknown, isError = false): CallToolResult => ({ content: [{ type: 'text', text: typeof value === 'string' ? value : JSON.stringify(value) }], ...(isError ? { isError: true } : {}) });
+const text = (value: unknown, isError = false): CallToolResult => ({
+  content: [{ type: 'text', text: typeof value === 'string' ? value : JSON.stringify(value) }],
+  ...(isError ? { isError: true } : {}),
+});
 const login = z.string().min(1).max(64).describe('The login name, with or without @');
 
 /** Adds the moderation tools to the platform server. */
@@ -68,14 +71,27 @@ export function registerModerationTools(server: McpServer, options: ModerationTo
 
   server.registerTool(
     'moderation_delete_last_message',
-    { description: "Moderators only: delete a chatter's most recent chat message in this channel.", inputSchema: { login }, annotations: { destructiveHint: true }, _meta: meta('moderation_delete_last_message') },
+    {
+      description: "Moderators only: delete a chatter's most recent chat message in this channel.",
+      inputSchema: { login },
+      annotations: { destructiveHint: true },
+      _meta: meta('moderation_delete_last_message'),
+    },
     guarded<{ login: string }>('moderation_delete_last_message', async (args, requester) => {
       const name = args.login.replace(/^@/, '').toLowerCase();
-      const page = await options.store.listEvents({ userName: name, channel: requester.channel, type: 'external.chat.message.v1', limit: 1 });
+      const page = await options.store.listEvents({
+        userName: name,
+        channel: requester.channel,
+        type: 'external.chat.message.v1',
+        limit: 1,
+      });
       const last = page.items[0]?.ingress?.envelope;
       const messageId = last?.message?.id ?? (typeof last?.payload.messageId === 'string' ? last.payload.messageId : undefined);
       if (!last || !messageId) return text({ ok: false, reason: `no recent message from ${name} in this channel` }, true);
-      return request({ action: 'delete', messageId, target: { login: name, id: last.user.id }, reason: `asked by ${requester.login}` }, requester);
+      return request(
+        { action: 'delete', messageId, target: { login: name, id: last.user.id }, reason: `asked by ${requester.login}` },
+        requester,
+      );
     }),
   );
 
@@ -83,18 +99,40 @@ export function registerModerationTools(server: McpServer, options: ModerationTo
     'moderation_timeout',
     {
       description: 'Moderators only: time a chatter out for some seconds (600 = 10 minutes), with a reason.',
-      inputSchema: { login, seconds: z.number().int().min(1).max(1_209_600).describe('Duration in seconds'), reason: z.string().max(300).optional() },
+      inputSchema: {
+        login,
+        seconds: z.number().int().min(1).max(1_209_600).describe('Duration in seconds'),
+        reason: z.string().max(300).optional(),
+      },
       annotations: { destructiveHint: true },
       _meta: meta('moderation_timeout'),
     },
     guarded<{ login: string; seconds: number; reason?: string }>('moderation_timeout', async (args, requester) =>
-      request({ action: 'timeout', target: { login: args.login.replace(/^@/, '').toLowerCase() }, durationSec: args.seconds, reason: args.reason ?? `asked by ${requester.login}` }, requester),
+      request(
+        {
+          action: 'timeout',
+          target: { login: args.login.replace(/^@/, '').toLowerCase() },
+          durationSec: args.seconds,
+          reason: args.reason ?? `asked by ${requester.login}`,
+        },
+        requester,
+      ),
     ),
   );
 
   server.registerTool(
     'moderation_shoutout',
-    { description: 'Moderators only: shout out another streamer (a chat message with their last game, and a Twitch shoutout when Twitch allows one).', inputSchema: { login }, _meta: meta('moderation_shoutout') },
-    guarded<{ login: string }>('moderation_shoutout', async (args, requester) => request({ action: 'shoutout', target: { login: args.login.replace(/^@/, '').toLowerCase() }, reason: `asked by ${requester.login}` }, requester)),
+    {
+      description:
+        'Moderators only: shout out another streamer (a chat message with their last game, and a Twitch shoutout when Twitch allows one).',
+      inputSchema: { login },
+      _meta: meta('moderation_shoutout'),
+    },
+    guarded<{ login: string }>('moderation_shoutout', async (args, requester) =>
+      request(
+        { action: 'shoutout', target: { login: args.login.replace(/^@/, '').toLowerCase() }, reason: `asked by ${requester.login}` },
+        requester,
+      ),
+    ),
   );
 }

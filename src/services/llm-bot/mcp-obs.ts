@@ -31,7 +31,10 @@ export interface ObsToolOptions {
   onCall?: (event: { tool: string; requester?: Requester; outcome: 'ok' | 'denied' | 'error'; detail?: string }) => void;
 }
 
-const text = (value: unknown, isError = false): CallToolResult => ({ content: [{ type: 'text', text: typeof value === 'string' ? value : JSON.stringify(value) }], ...(isError ? { isError: true } : {}) });
+const text = (value: unknown, isError = false): CallToolResult => ({
+  content: [{ type: 'text', text: typeof value === 'string' ? value : JSON.stringify(value) }],
+  ...(isError ? { isError: true } : {}),
+});
 
 /** The studio as the OBS service last reported it. */
 async function studio(store: Pick<Store, 'getSource'>): Promise<{ connected: boolean; programScene?: string; scenes: string[] }> {
@@ -83,13 +86,22 @@ export function registerObsTools(server: McpServer, options: ObsToolOptions): vo
 
   server.registerTool(
     'obs_list_scenes',
-    { description: 'OBS: the scenes and which one is live on stream.', inputSchema: {}, annotations: { readOnlyHint: true }, _meta: meta('obs_list_scenes') },
+    {
+      description: 'OBS: the scenes and which one is live on stream.',
+      inputSchema: {},
+      annotations: { readOnlyHint: true },
+      _meta: meta('obs_list_scenes'),
+    },
     guarded<Record<string, never>>('obs_list_scenes', async () => text(await studio(options.store))),
   );
 
   server.registerTool(
     'obs_switch_scene',
-    { description: 'OBS: switch the live (program) scene.', inputSchema: { scene: z.string().min(1).max(200).describe('Scene name, as obs_list_scenes gives it') }, _meta: meta('obs_switch_scene') },
+    {
+      description: 'OBS: switch the live (program) scene.',
+      inputSchema: { scene: z.string().min(1).max(200).describe('Scene name, as obs_list_scenes gives it') },
+      _meta: meta('obs_switch_scene'),
+    },
     guarded<{ scene: string }>('obs_switch_scene', async ({ scene }, requester) => {
       const state = await studio(options.store);
       const match = state.scenes.find((name) => name.toLowerCase() === scene.toLowerCase());
@@ -110,7 +122,10 @@ export function registerObsTools(server: McpServer, options: ObsToolOptions): vo
       _meta: meta('obs_toggle_source'),
     },
     guarded<{ source: string; scene?: string; visible?: boolean }>('obs_toggle_source', async ({ source, scene, visible }, requester) =>
-      request({ action: visible === undefined ? 'toggleSource' : visible ? 'showSource' : 'hideSource', source, ...(scene ? { scene } : {}) }, requester),
+      request(
+        { action: visible === undefined ? 'toggleSource' : visible ? 'showSource' : 'hideSource', source, ...(scene ? { scene } : {}) },
+        requester,
+      ),
     ),
   );
 
@@ -121,6 +136,8 @@ export function registerObsTools(server: McpServer, options: ObsToolOptions): vo
       inputSchema: { source: z.string().min(1).max(200).describe('Text source name'), text: z.string().max(500).describe('The new text') },
       _meta: meta('obs_set_text'),
     },
-    guarded<{ source: string; text: string }>('obs_set_text', async ({ source, text: value }, requester) => request({ action: 'setText', source, text: value }, requester)),
+    guarded<{ source: string; text: string }>('obs_set_text', async ({ source, text: value }, requester) =>
+      request({ action: 'setText', source, text: value }, requester),
+    ),
   );
 }

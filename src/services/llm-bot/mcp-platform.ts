@@ -59,7 +59,10 @@ export function toolAllowed(policy: ToolPolicy | undefined, requester: Pick<Requ
 }
 
 /** Stream state of the requester's channel, for the prompt and the `stream_status` tool. */
-export async function readStreamState(store: Pick<Store, 'getSource' | 'listSources'>, source: { platform: string; channel: string; channelId?: string }): Promise<StreamState | undefined> {
+export async function readStreamState(
+  store: Pick<Store, 'getSource' | 'listSources'>,
+  source: { platform: string; channel: string; channelId?: string },
+): Promise<StreamState | undefined> {
   return streamStateFrom(await findStreamSource(store, source));
 }
 
@@ -74,7 +77,15 @@ export function requesterFrom(meta: Record<string, unknown> | undefined): Reques
   if (!value || typeof value !== 'object') return undefined;
   const r = value as Partial<Requester>;
   if (typeof r.role !== 'string' || typeof r.platform !== 'string') return undefined;
-  return { platform: r.platform, channel: String(r.channel ?? ''), channelId: String(r.channelId ?? ''), userId: String(r.userId ?? ''), login: String(r.login ?? ''), role: r.role, permissions: Array.isArray(r.permissions) ? r.permissions.map(String) : undefined };
+  return {
+    platform: r.platform,
+    channel: String(r.channel ?? ''),
+    channelId: String(r.channelId ?? ''),
+    userId: String(r.userId ?? ''),
+    login: String(r.login ?? ''),
+    role: r.role,
+    permissions: Array.isArray(r.permissions) ? r.permissions.map(String) : undefined,
+  };
 }
 
 /** Policies of the built-in tools. */
@@ -148,7 +159,8 @@ export async function createPlatformMcpServer(options: PlatformMcpOptions): Prom
   server.registerTool(
     'user_info',
     {
-      description: 'What the platform knows about a chatter by login name: when they were first and last seen, how many messages they sent, and their roles.',
+      description:
+        'What the platform knows about a chatter by login name: when they were first and last seen, how many messages they sent, and their roles.',
       inputSchema: { login: z.string().min(1).max(64).describe('The login name, without @') },
       annotations: { readOnlyHint: true },
       _meta: policyMeta('user_info'),
@@ -156,7 +168,15 @@ export async function createPlatformMcpServer(options: PlatformMcpOptions): Prom
     guarded<{ login: string }>('user_info', async ({ login }, requester) => {
       const user = await store.findUserByLogin(requester.platform, login.replace(/^@/, '').toLowerCase());
       if (!user) return text({ found: false, login });
-      return text({ found: true, login: user.login, displayName: user.displayName ?? user.login, firstSeen: user.firstSeen, lastSeen: user.lastSeen, messageCount: user.messageCount, roles: user.roles });
+      return text({
+        found: true,
+        login: user.login,
+        displayName: user.displayName ?? user.login,
+        firstSeen: user.firstSeen,
+        lastSeen: user.lastSeen,
+        messageCount: user.messageCount,
+        roles: user.roles,
+      });
     }),
   );
 
@@ -186,13 +206,16 @@ export async function createPlatformMcpServer(options: PlatformMcpOptions): Prom
       annotations: { destructiveHint: false, idempotentHint: true },
       _meta: policyMeta('set_user_role'),
     },
-    guarded<{ login: string; role: (typeof GRANTABLE_ROLES)[number]; action: 'add' | 'remove' }>('set_user_role', async ({ login, role, action }, requester) => {
-      const user = await store.findUserByLogin(requester.platform, login.replace(/^@/, '').toLowerCase());
-      if (!user) return text({ ok: false, reason: `no user ${login}` }, true);
-      const roles = action === 'add' ? [...new Set([...user.roles, role])] : user.roles.filter((existing) => existing !== role);
-      const updated = await store.setUserRoles(user.id, roles);
-      return text({ ok: true, login: user.login, roles: updated?.roles ?? roles });
-    }),
+    guarded<{ login: string; role: (typeof GRANTABLE_ROLES)[number]; action: 'add' | 'remove' }>(
+      'set_user_role',
+      async ({ login, role, action }, requester) => {
+        const user = await store.findUserByLogin(requester.platform, login.replace(/^@/, '').toLowerCase());
+        if (!user) return text({ ok: false, reason: `no user ${login}` }, true);
+        const roles = action === 'add' ? [...new Set([...user.roles, role])] : user.roles.filter((existing) => existing !== role);
+        const updated = await store.setUserRoles(user.id, roles);
+        return text({ ok: true, login: user.login, roles: updated?.roles ?? roles });
+      },
+    ),
   );
 
   registerObsTools(server, { store, publish: options.publish, requesterFrom, onCall });

@@ -52,25 +52,30 @@ export const McpServerConfigSchema = z
     tools: z.record(z.string(), ToolOverrideSchema).optional(),
     timeoutMs: z.number().int().positive().optional(),
   })
-  .refine((server) => Boolean(server.command) !== Boolean(server.url), { message: 'needs exactly one of command (stdio) or url (streamable HTTP)' });
+  .refine((server) => Boolean(server.command) !== Boolean(server.url), {
+    message: 'needs exactly one of command (stdio) or url (streamable HTTP)',
+  });
 export type McpServerConfig = z.infer<typeof McpServerConfigSchema>;
 
 /** MCP_SERVERS: a JSON array of server configs; empty or unset means none. */
-export const McpServersSchema = z.preprocess((value) => {
-  if (value === undefined || value === '') return [];
-  if (typeof value !== 'string') return value;
-  try {
-    return JSON.parse(value);
-  } catch (error) {
-    return { invalidJson: (error as Error).message };
-  }
-}, z.array(McpServerConfigSchema, { error: 'must be a JSON array of MCP server configs' }).superRefine((servers, ctx) => {
-  const seen = new Set<string>();
-  for (const server of servers) {
-    if (seen.has(server.name)) ctx.addIssue({ code: 'custom', message: `duplicate MCP server name ${server.name}` });
-    seen.add(server.name);
-  }
-}));
+export const McpServersSchema = z.preprocess(
+  (value) => {
+    if (value === undefined || value === '') return [];
+    if (typeof value !== 'string') return value;
+    try {
+      return JSON.parse(value);
+    } catch (error) {
+      return { invalidJson: (error as Error).message };
+    }
+  },
+  z.array(McpServerConfigSchema, { error: 'must be a JSON array of MCP server configs' }).superRefine((servers, ctx) => {
+    const seen = new Set<string>();
+    for (const server of servers) {
+      if (seen.has(server.name)) ctx.addIssue({ code: 'custom', message: `duplicate MCP server name ${server.name}` });
+      seen.add(server.name);
+    }
+  }),
+);
 
 /** One tool as offered to the model. */
 export interface ToolEntry {
@@ -143,19 +148,28 @@ export async function connectMcpServer(config: McpServerConfig, logger?: McpLogg
   let transport;
   if (config.command) {
     const { StdioClientTransport } = await import('@modelcontextprotocol/sdk/client/stdio.js');
-    const stdio = new StdioClientTransport({ command: config.command, args: config.args, env: config.env, cwd: config.cwd, stderr: 'pipe' });
+    const stdio = new StdioClientTransport({
+      command: config.command,
+      args: config.args,
+      env: config.env,
+      cwd: config.cwd,
+      stderr: 'pipe',
+    });
     // Always drained, so a chatty server never blocks on a full pipe.
     let pending = '';
     stdio.stderr?.on('data', (chunk: Buffer) => {
       pending += chunk.toString('utf8');
       const lines = pending.split('\n');
       pending = lines.pop() ?? '';
-      for (const line of lines) if (line.trim()) (logger?.debug ?? logger?.info)?.({ server: config.name, stderr: line.slice(0, 2_000) }, 'MCP server output');
+      for (const line of lines)
+        if (line.trim()) (logger?.debug ?? logger?.info)?.({ server: config.name, stderr: line.slice(0, 2_000) }, 'MCP server output');
     });
     transport = stdio;
   } else {
     const { StreamableHTTPClientTransport } = await import('@modelcontextprotocol/sdk/client/streamableHttp.js');
-    transport = new StreamableHTTPClientTransport(new URL(config.url!), { requestInit: config.headers ? { headers: config.headers } : undefined });
+    transport = new StreamableHTTPClientTransport(new URL(config.url!), {
+      requestInit: config.headers ? { headers: config.headers } : undefined,
+    });
   }
   await client.connect(transport, { timeout: config.timeoutMs ?? DEFAULT_TOOL_TIMEOUT_MS });
   return client;
@@ -202,12 +216,16 @@ export async function createToolbox(options: CreateToolboxOptions): Promise<Tool
       const client = await (options.connect ?? connectMcpServer)(config, options.logger);
       clients.push(client);
       const serverPolicy: ToolPolicy | undefined =
-        config.minRole || config.allowedRoles || config.permission ? { minRole: config.minRole, allowedRoles: config.allowedRoles, permission: config.permission } : undefined;
+        config.minRole || config.allowedRoles || config.permission
+          ? { minRole: config.minRole, allowedRoles: config.allowedRoles, permission: config.permission }
+          : undefined;
       for (const listed of await listAllTools(client)) {
         const override = config.tools?.[listed.name];
         if (override?.enabled === false) continue;
         const toolPolicy: ToolPolicy | undefined =
-          override && (override.minRole || override.allowedRoles || override.permission) ? { minRole: override.minRole, allowedRoles: override.allowedRoles, permission: override.permission } : undefined;
+          override && (override.minRole || override.allowedRoles || override.permission)
+            ? { minRole: override.minRole, allowedRoles: override.allowedRoles, permission: override.permission }
+            : undefined;
         const name = exposedName(config.name, listed.name);
         if (entries.some((entry) => entry.name === name)) {
           options.logger?.warn({ server: config.name, tool: listed.name }, 'duplicate MCP tool name; skipped');
@@ -224,7 +242,10 @@ export async function createToolbox(options: CreateToolboxOptions): Promise<Tool
           timeoutMs: config.timeoutMs ?? DEFAULT_TOOL_TIMEOUT_MS,
         });
       }
-      options.logger?.info({ server: config.name, tools: entries.filter((entry) => entry.server === config.name).map((entry) => entry.name) }, 'MCP server connected');
+      options.logger?.info(
+        { server: config.name, tools: entries.filter((entry) => entry.server === config.name).map((entry) => entry.name) },
+        'MCP server connected',
+      );
     } catch (error) {
       const message = error instanceof Error ? error.message : String(error);
       unavailable.push({ server: config.name, error: message });
@@ -258,12 +279,23 @@ export async function createToolbox(options: CreateToolboxOptions): Promise<Tool
                 { signal: abortSignal, timeout: entry.timeoutMs },
               )) as CallToolResult;
               const output = resultText(result);
-              audit.push({ tool: entry.name, outcome: result.isError ? 'error' : 'ok', ms: Date.now() - started, ...(result.isError ? { detail: output.slice(0, 200) } : {}) });
+              audit.push({
+                tool: entry.name,
+                outcome: result.isError ? 'error' : 'ok',
+                ms: Date.now() - started,
+                ...(result.isError ? { detail: output.slice(0, 200) } : {}),
+              });
               recorded = true;
               if (result.isError) throw new Error(output || `tool ${entry.name} failed`);
               return result.structuredContent ?? output;
             } catch (error) {
-              if (!recorded) audit.push({ tool: entry.name, outcome: 'error', ms: Date.now() - started, detail: (error as Error).message.slice(0, 200) });
+              if (!recorded)
+                audit.push({
+                  tool: entry.name,
+                  outcome: 'error',
+                  ms: Date.now() - started,
+                  detail: (error as Error).message.slice(0, 200),
+                });
               throw error;
             }
           },

@@ -24,7 +24,9 @@ export const PricesSchema = z.preprocess(
       return value;
     }
   },
-  z.record(z.string(), z.object({ input: z.number().min(0), output: z.number().min(0) }), { error: 'must be JSON like {"gpt-4o-mini":{"input":0.15,"output":0.6}} (USD per million tokens)' }),
+  z.record(z.string(), z.object({ input: z.number().min(0), output: z.number().min(0) }), {
+    error: 'must be JSON like {"gpt-4o-mini":{"input":0.15,"output":0.6}} (USD per million tokens)',
+  }),
 );
 
 /** The estimated cost of a request in US dollars; 0 for a model with no known price. */

@@ -49,7 +49,11 @@ export async function chooseModel(settings: ProviderSettings, options: ProviderO
   const modelId = settings.model || DEFAULT_MODELS[settings.provider];
   if (settings.provider === 'openai') {
     if (!settings.apiKey && !settings.openaiBaseUrl) {
-      return { ok: false, reason: 'LLM not configured: LLM_PROVIDER=openai needs the OPENAI_API_KEY secret (or OPENAI_BASE_URL for a local OpenAI-compatible server)' };
+      return {
+        ok: false,
+        reason:
+          'LLM not configured: LLM_PROVIDER=openai needs the OPENAI_API_KEY secret (or OPENAI_BASE_URL for a local OpenAI-compatible server)',
+      };
     }
     await loadAiSdk();
     const { createOpenAI } = await import('@ai-sdk/openai');
@@ -57,7 +61,8 @@ export async function chooseModel(settings: ProviderSettings, options: ProviderO
     const openai = createOpenAI({ baseURL: settings.openaiBaseUrl, apiKey: settings.apiKey ?? 'not-needed', fetch: options.fetch });
     return { ok: true, model: openai.chat(modelId), provider: 'openai', modelId };
   }
-  if (!settings.vertexProject) return { ok: false, reason: 'LLM not configured: LLM_PROVIDER=vertex needs VERTEX_PROJECT (or GOOGLE_CLOUD_PROJECT)' };
+  if (!settings.vertexProject)
+    return { ok: false, reason: 'LLM not configured: LLM_PROVIDER=vertex needs VERTEX_PROJECT (or GOOGLE_CLOUD_PROJECT)' };
   await loadAiSdk();
   const { createVertex: makeVertex } = await import('@ai-sdk/google-vertex');
   const vertex = makeVertex({
@@ -92,10 +97,18 @@ export function classifyProviderError(error: unknown): ClassifiedError | undefin
     const status = cause.statusCode;
     if (status === 429) return { code: 'RATE_LIMITED', message: `provider rate limit: ${cause.message}`, retryable: true, status };
     if (status === undefined) return { code: 'PROVIDER_ERROR', message: `provider unreachable: ${cause.message}`, retryable: true };
-    if (status >= 500 || status === 408 || status === 409) return { code: 'PROVIDER_ERROR', message: `provider error ${status}: ${cause.message}`, retryable: true, status };
-    const hint = status === 401 || status === 403 ? ' (check the API key / credentials)' : status === 404 ? ' (check LLM_MODEL and the base URL)' : '';
-    return { code: 'PROVIDER_ERROR', message: `provider rejected the request (${status})${hint}: ${cause.message}`, retryable: false, status };
+    if (status >= 500 || status === 408 || status === 409)
+      return { code: 'PROVIDER_ERROR', message: `provider error ${status}: ${cause.message}`, retryable: true, status };
+    const hint =
+      status === 401 || status === 403 ? ' (check the API key / credentials)' : status === 404 ? ' (check LLM_MODEL and the base URL)' : '';
+    return {
+      code: 'PROVIDER_ERROR',
+      message: `provider rejected the request (${status})${hint}: ${cause.message}`,
+      retryable: false,
+      status,
+    };
   }
-  if (AISDKError.isInstance(cause)) return { code: 'PROVIDER_ERROR', message: `provider response unusable: ${cause.message}`, retryable: false };
+  if (AISDKError.isInstance(cause))
+    return { code: 'PROVIDER_ERROR', message: `provider response unusable: ${cause.message}`, retryable: false };
   return undefined;
 }

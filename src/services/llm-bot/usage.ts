@@ -61,7 +61,12 @@ const read = (store: Pick<Store, 'incrementCounter'>, key: string) => store.incr
  * Whether `user` may call the model now: the day's cost for everyone, then the user's tokens and cost.
  * Reads only the counters whose cap is set, so with no caps it costs nothing.
  */
-export async function checkCaps(store: Pick<Store, 'incrementCounter'>, caps: UsageCaps, user: string, now = Date.now()): Promise<CapDecision> {
+export async function checkCaps(
+  store: Pick<Store, 'incrementCounter'>,
+  caps: UsageCaps,
+  user: string,
+  now = Date.now(),
+): Promise<CapDecision> {
   const costing = priced(caps);
   if (costing && caps.LLM_DAILY_COST_USD > 0) {
     const spent = await read(store, usageKeys.cost(now));
@@ -79,12 +84,22 @@ export async function checkCaps(store: Pick<Store, 'incrementCounter'>, caps: Us
 }
 
 /** Adds a request's use to the user's tokens and, with prices set, to the user's and the day's cost. */
-export async function recordUsage(store: Pick<Store, 'incrementCounter'>, caps: UsageCaps, user: string, usage: Usage, now = Date.now()): Promise<{ tokens: number; costUsd: number }> {
+export async function recordUsage(
+  store: Pick<Store, 'incrementCounter'>,
+  caps: UsageCaps,
+  user: string,
+  usage: Usage,
+  now = Date.now(),
+): Promise<{ tokens: number; costUsd: number }> {
   const tokens = Math.ceil(usage.inputTokens + usage.outputTokens);
   const cost = costUsd(usage, caps);
   const writes: Array<Promise<number>> = [];
   if (tokens > 0) writes.push(store.incrementCounter(usageKeys.userTokens(now, user), tokens, KEY_TTL_MS));
-  if (cost > 0) writes.push(store.incrementCounter(usageKeys.userCost(now, user), cost, KEY_TTL_MS), store.incrementCounter(usageKeys.cost(now), cost, KEY_TTL_MS));
+  if (cost > 0)
+    writes.push(
+      store.incrementCounter(usageKeys.userCost(now, user), cost, KEY_TTL_MS),
+      store.incrementCounter(usageKeys.cost(now), cost, KEY_TTL_MS),
+    );
   await Promise.all(writes);
   return { tokens, costUsd: cost };
 }
@@ -105,7 +120,12 @@ export interface UsageReport {
 }
 
 /** Today's global spend, the `top` users by tokens (and by cost), and the caps. */
-export async function readUsage(store: Pick<Store, 'incrementCounter' | 'listCounters'>, caps: UsageCaps, top: number, now = Date.now()): Promise<UsageReport> {
+export async function readUsage(
+  store: Pick<Store, 'incrementCounter' | 'listCounters'>,
+  caps: UsageCaps,
+  top: number,
+  now = Date.now(),
+): Promise<UsageReport> {
   const userTokensPrefix = usageKeys.userTokens(now);
   const userCostPrefix = usageKeys.userCost(now);
   const [tokens, cost, byTokens, byCost] = await Promise.all([
@@ -115,7 +135,13 @@ export async function readUsage(store: Pick<Store, 'incrementCounter' | 'listCou
     store.listCounters(userCostPrefix, top),
   ]);
   const users = new Map<string, { user: string; tokens: number; costUsd: number }>();
-  for (const entry of byTokens) if (entry.value > 0) users.set(entry.key.slice(userTokensPrefix.length), { user: entry.key.slice(userTokensPrefix.length), tokens: entry.value, costUsd: 0 });
+  for (const entry of byTokens)
+    if (entry.value > 0)
+      users.set(entry.key.slice(userTokensPrefix.length), {
+        user: entry.key.slice(userTokensPrefix.length),
+        tokens: entry.value,
+        costUsd: 0,
+      });
   // A user in the top by cost but not by tokens still gets their token count (one read each, at most `top`).
   for (const entry of byCost) {
     if (!(entry.value > 0)) continue;

@@ -54,19 +54,59 @@ export const FilterSettingsSchema = z
          * Allowed links: a domain (subdomains included), or a domain and path prefix where `*` is one path
          * segment and `{channel}` the channel's login. Default: Twitch clips and the channel's own links.
          */
-        allow: z.array(z.string().trim().min(1).max(200)).max(FILTER_LIMITS.allowList).default(['clips.twitch.tv', 'twitch.tv/*/clip', 'twitch.tv/{channel}']),
+        allow: z
+          .array(z.string().trim().min(1).max(200))
+          .max(FILTER_LIMITS.allowList)
+          .default(['clips.twitch.tv', 'twitch.tv/*/clip', 'twitch.tv/{channel}']),
       })
       .strict()
       .prefault({}),
-    caps: z.object({ ...base(Role.moderator), minLetters: z.number().int().min(1).max(500).default(15), ratio: z.number().gt(0).max(1).default(0.7) }).strict().prefault({}),
-    symbols: z.object({ ...base(Role.moderator), minChars: z.number().int().min(1).max(500).default(15), ratio: z.number().gt(0).max(1).default(0.5) }).strict().prefault({}),
-    emotes: z.object({ ...base(Role.moderator), max: z.number().int().min(1).max(500).default(15) }).strict().prefault({}),
-    length: z.object({ ...base(Role.moderator), max: z.number().int().min(20).max(2_000).default(400) }).strict().prefault({}),
+    caps: z
+      .object({
+        ...base(Role.moderator),
+        minLetters: z.number().int().min(1).max(500).default(15),
+        ratio: z.number().gt(0).max(1).default(0.7),
+      })
+      .strict()
+      .prefault({}),
+    symbols: z
+      .object({
+        ...base(Role.moderator),
+        minChars: z.number().int().min(1).max(500).default(15),
+        ratio: z.number().gt(0).max(1).default(0.5),
+      })
+      .strict()
+      .prefault({}),
+    emotes: z
+      .object({ ...base(Role.moderator), max: z.number().int().min(1).max(500).default(15) })
+      .strict()
+      .prefault({}),
+    length: z
+      .object({ ...base(Role.moderator), max: z.number().int().min(20).max(2_000).default(400) })
+      .strict()
+      .prefault({}),
     /** The same message `count` times within `windowSec`. */
-    repetition: z.object({ ...base(Role.moderator), count: z.number().int().min(2).max(100).default(3), windowSec: z.number().int().min(1).max(3_600).default(60) }).strict().prefault({}),
+    repetition: z
+      .object({
+        ...base(Role.moderator),
+        count: z.number().int().min(2).max(100).default(3),
+        windowSec: z.number().int().min(1).max(3_600).default(60),
+      })
+      .strict()
+      .prefault({}),
     /** More than `messages` messages within `windowSec`. */
-    flood: z.object({ ...base(Role.moderator), messages: z.number().int().min(2).max(200).default(8), windowSec: z.number().int().min(1).max(600).default(10) }).strict().prefault({}),
-    blockedTerms: z.object({ ...base(Role.moderator), terms: z.array(BlockedTermSchema).max(FILTER_LIMITS.terms).default([]) }).strict().prefault({}),
+    flood: z
+      .object({
+        ...base(Role.moderator),
+        messages: z.number().int().min(2).max(200).default(8),
+        windowSec: z.number().int().min(1).max(600).default(10),
+      })
+      .strict()
+      .prefault({}),
+    blockedTerms: z
+      .object({ ...base(Role.moderator), terms: z.array(BlockedTermSchema).max(FILTER_LIMITS.terms).default([]) })
+      .strict()
+      .prefault({}),
     escalation: z
       .object({
         /** Offences within this window count towards the next step. Default 600 s. */
@@ -92,7 +132,10 @@ export function mergeFilterSettings(current: FilterSettings, patch: Record<strin
   const out: Record<string, unknown> = { ...current };
   for (const [key, value] of Object.entries(patch)) {
     const existing = (current as Record<string, unknown>)[key];
-    out[key] = value && typeof value === 'object' && !Array.isArray(value) && existing && typeof existing === 'object' ? { ...existing, ...value } : value;
+    out[key] =
+      value && typeof value === 'object' && !Array.isArray(value) && existing && typeof existing === 'object'
+        ? { ...existing, ...value }
+        : value;
   }
   return FilterSettingsSchema.parse(out);
 }
@@ -146,7 +189,13 @@ const isWordChar = (char: string | undefined) => !!char && /[\p{L}\p{N}_]/u.test
 export function termPattern(term: Pick<BlockedTerm, 'pattern' | 'kind'>): string {
   if (term.kind === 'regex') return term.pattern;
   const folded = foldLeet(term.pattern);
-  const body = term.kind === 'wildcard' ? folded.split('*').map((piece) => RE2JS.quote(piece)).join('[\\p{L}\\p{N}_]*') : RE2JS.quote(folded).replace(/\\ |\s+/g, '\\s+');
+  const body =
+    term.kind === 'wildcard'
+      ? folded
+          .split('*')
+          .map((piece) => RE2JS.quote(piece))
+          .join('[\\p{L}\\p{N}_]*')
+      : RE2JS.quote(folded).replace(/\\ |\s+/g, '\\s+');
   // \b only where the term itself starts or ends with a word character (`*coin` starts anywhere).
   const start = isWordChar(folded[0]) ? '(?:^|[^\\p{L}\\p{N}_])' : '';
   const end = isWordChar(folded.at(-1)) ? '(?:$|[^\\p{L}\\p{N}_])' : '';
@@ -154,13 +203,20 @@ export function termPattern(term: Pick<BlockedTerm, 'pattern' | 'kind'>): string
 }
 
 function matchesAllowEntry(entry: string, channel: string, host: string, path: string): boolean {
-  const resolved = entry.toLowerCase().replace(/\{channel\}/g, channel).replace(/^https?:\/\//, '').replace(/^\*?\./, '');
+  const resolved = entry
+    .toLowerCase()
+    .replace(/\{channel\}/g, channel)
+    .replace(/^https?:\/\//, '')
+    .replace(/^\*?\./, '');
   const slash = resolved.indexOf('/');
   const domain = (slash === -1 ? resolved : resolved.slice(0, slash)).replace(/^www\./, '');
   const bare = host.replace(/^www\./, '').replace(/:\d+$/, '');
   if (bare !== domain && !bare.endsWith(`.${domain}`)) return false;
   if (slash === -1) return true;
-  const want = resolved.slice(slash + 1).split('/').filter(Boolean);
+  const want = resolved
+    .slice(slash + 1)
+    .split('/')
+    .filter(Boolean);
   const have = path.toLowerCase().split(/[/?#]/).filter(Boolean);
   return want.length <= have.length && want.every((segment, index) => segment === '*' || segment === have[index]);
 }
@@ -197,19 +253,27 @@ export function createFilterCheck(settings: FilterSettings): FilterCheck {
       return [];
     }
   });
-  const applies = (filter: { enabled: boolean; exempt: string }, role: string) => settings.enabled && filter.enabled && !roleAtLeast(role, filter.exempt) && !roleAtLeast(role, Role.broadcaster);
+  const applies = (filter: { enabled: boolean; exempt: string }, role: string) =>
+    settings.enabled && filter.enabled && !roleAtLeast(role, filter.exempt) && !roleAtLeast(role, Role.broadcaster);
 
   return (input) => {
     const { text, role } = input;
     if (applies(settings.blockedTerms, role) && terms.length > 0) {
       const folded = foldLeet(text);
       for (const { term, re } of terms) {
-        if (re.test(term.kind === 'regex' ? text : folded)) return { filter: FilterName.blockedTerms, reason: 'that term is not allowed here', detail: term.pattern, ban: term.ban };
+        if (re.test(term.kind === 'regex' ? text : folded))
+          return { filter: FilterName.blockedTerms, reason: 'that term is not allowed here', detail: term.pattern, ban: term.ban };
       }
     }
     if (applies(settings.links, role)) {
       const blocked = findLinks(text).find(({ host, link }) => !linkAllowed(link, host, settings.links.allow, input.channel));
-      if (blocked) return { filter: FilterName.links, reason: 'no links without a moderator\u2019s !permit', detail: blocked.host, ...(input.permitted ? { permitCovers: true } : {}) };
+      if (blocked)
+        return {
+          filter: FilterName.links,
+          reason: 'no links without a moderator\u2019s !permit',
+          detail: blocked.host,
+          ...(input.permitted ? { permitCovers: true } : {}),
+        };
     }
     if (applies(settings.caps, role)) {
       let letters = 0;
@@ -222,7 +286,8 @@ export function createFilterCheck(settings: FilterSettings): FilterCheck {
         letters += 1;
         if (char === up) upper += 1;
       }
-      if (letters >= settings.caps.minLetters && upper / letters >= settings.caps.ratio) return { filter: FilterName.caps, reason: 'too many capital letters', detail: (upper / letters).toFixed(2) };
+      if (letters >= settings.caps.minLetters && upper / letters >= settings.caps.ratio)
+        return { filter: FilterName.caps, reason: 'too many capital letters', detail: (upper / letters).toFixed(2) };
     }
     if (applies(settings.symbols, role)) {
       let chars = 0;
@@ -232,7 +297,8 @@ export function createFilterCheck(settings: FilterSettings): FilterCheck {
         chars += 1;
         if (!/[\p{L}\p{N}]/u.test(char)) symbols += 1;
       }
-      if (chars >= settings.symbols.minChars && symbols / chars >= settings.symbols.ratio) return { filter: FilterName.symbols, reason: 'too many symbols', detail: (symbols / chars).toFixed(2) };
+      if (chars >= settings.symbols.minChars && symbols / chars >= settings.symbols.ratio)
+        return { filter: FilterName.symbols, reason: 'too many symbols', detail: (symbols / chars).toFixed(2) };
     }
     if (applies(settings.emotes, role)) {
       const count = countEmotes(input.emotes);
@@ -253,13 +319,19 @@ export function createFilterCheck(settings: FilterSettings): FilterCheck {
 
 /** Which filters need per-user history for this role (so the service reads counters only when needed). */
 export function needsHistory(settings: FilterSettings, role: string): { repetition: boolean; flood: boolean } {
-  const on = (filter: { enabled: boolean; exempt: string }) => settings.enabled && filter.enabled && !roleAtLeast(role, filter.exempt) && !roleAtLeast(role, Role.broadcaster);
+  const on = (filter: { enabled: boolean; exempt: string }) =>
+    settings.enabled && filter.enabled && !roleAtLeast(role, filter.exempt) && !roleAtLeast(role, Role.broadcaster);
   return { repetition: on(settings.repetition), flood: on(settings.flood) };
 }
 
 /** A message as the repetition filter compares it: case, spacing and trailing punctuation ignored. */
 export function messageFingerprint(text: string): string {
-  return text.toLowerCase().replace(/\s+/g, ' ').replace(/[\s.!?]+$/u, '').trim().slice(0, 200);
+  return text
+    .toLowerCase()
+    .replace(/\s+/g, ' ')
+    .replace(/[\s.!?]+$/u, '')
+    .trim()
+    .slice(0, 200);
 }
 
 /** What to do about a violation. */
@@ -272,7 +344,8 @@ export type Sanction = { kind: 'delete'; warn: string } | { kind: 'timeout'; sec
  */
 export function sanctionFor(violation: Violation, offence: number, settings: FilterSettings, user: string): Sanction {
   if (violation.ban) return { kind: 'ban' };
-  if (offence <= 1) return { kind: 'delete', warn: settings.escalation.warning.replace(/\{user\}/g, user).replace(/\{reason\}/g, violation.reason) };
+  if (offence <= 1)
+    return { kind: 'delete', warn: settings.escalation.warning.replace(/\{user\}/g, user).replace(/\{reason\}/g, violation.reason) };
   const timeouts = settings.escalation.timeouts;
   return { kind: 'timeout', seconds: timeouts[Math.min(offence - 2, timeouts.length - 1)]! };
 }

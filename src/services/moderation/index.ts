@@ -1,16 +1,45 @@
 import { createHash } from 'node:crypto';
 import { z } from 'zod';
-import { Topic, createAnnotation, createEnvelope, createReply, messageText, stepTopic, type Annotation, type Envelope } from '../../core/index.js';
+import {
+  Topic,
+  createAnnotation,
+  createEnvelope,
+  createReply,
+  messageText,
+  stepTopic,
+  type Annotation,
+  type Envelope,
+} from '../../core/index.js';
 import { env } from '../../runtime/config.js';
 import { defineService, handled, continueWith, skip, type HandlerResult } from '../../runtime/service.js';
 import type { ActionOutcome, ModerationGateway } from '../../platforms/twitch/moderation.js';
 import { Role, roleAtLeast } from '../auth/roles.js';
 import { parseCommand } from '../query-analyzer/analyze.js';
 import { findStreamSource } from '../stream-source.js';
-import { createFilterCheck, messageFingerprint, needsHistory, sanctionFor, type FilterCheck, type FilterSettings, type Violation } from './filters.js';
+import {
+  createFilterCheck,
+  messageFingerprint,
+  needsHistory,
+  sanctionFor,
+  type FilterCheck,
+  type FilterSettings,
+  type Violation,
+} from './filters.js';
 import { runModerationRequest } from './perform.js';
 import { MODERATION_STEP, RESULT_ANNOTATION, requestOf } from './requests.js';
-import { appendLog, channelKey, consumePermit, currentGiveaway, ensureModerationStep, enterGiveaway, getFilterSettings, grantPermit, linesKey, listTimers, type ModerationLogEntry } from './records.js';
+import {
+  appendLog,
+  channelKey,
+  consumePermit,
+  currentGiveaway,
+  ensureModerationStep,
+  enterGiveaway,
+  getFilterSettings,
+  grantPermit,
+  linesKey,
+  listTimers,
+  type ModerationLogEntry,
+} from './records.js';
 import { createTimerRunner, type TimerRunner } from './timers.js';
 
 export * from './filters.js';
@@ -33,7 +62,10 @@ const ACT_CLAIM_MS = 60 * 60_000;
 
 /** Without Twitch app credentials every action is recorded as not permitted, saying what to set. */
 function createUnconfiguredGateway(): ModerationGateway {
-  const refuse = async (): Promise<ActionOutcome> => ({ status: 'not-permitted', error: 'twitch is not configured (TWITCH_CLIENT_ID, TWITCH_CLIENT_SECRET)' });
+  const refuse = async (): Promise<ActionOutcome> => ({
+    status: 'not-permitted',
+    error: 'twitch is not configured (TWITCH_CLIENT_ID, TWITCH_CLIENT_SECRET)',
+  });
   return { deleteMessage: refuse, timeout: refuse, ban: refuse, unban: refuse, shoutout: refuse, lookupChannel: async () => undefined };
 }
 
@@ -68,7 +100,12 @@ export function createModerationService(options: ModerationServiceOptions = {}) 
         const cached = settingsCache.get(channel);
         if (cached && now() - cached.at < CACHE_MS) return cached;
         const settings = await getFilterSettings(ctx.store, channel);
-        const entry = { at: now(), settings, check: createFilterCheck(settings), checkWithoutLinks: createFilterCheck({ ...settings, links: { ...settings.links, enabled: false } }) };
+        const entry = {
+          at: now(),
+          settings,
+          check: createFilterCheck(settings),
+          checkWithoutLinks: createFilterCheck({ ...settings, links: { ...settings.links, enabled: false } }),
+        };
         settingsCache.set(channel, entry);
         return entry;
       };
@@ -86,22 +123,34 @@ export function createModerationService(options: ModerationServiceOptions = {}) 
       const reportRights = async (envelope: Envelope, outcome: ActionOutcome) => {
         if (envelope.source.platform !== 'twitch' || (outcome.status !== 'not-permitted' && outcome.status !== 'done')) return;
         const id = `twitch:${envelope.source.channel.replace(/^#/, '').toLowerCase()}`;
-        const moderation = outcome.status === 'done' ? { permitted: true, at: new Date(now()).toISOString() } : { permitted: false, reason: outcome.error ?? 'not permitted', at: new Date(now()).toISOString() };
+        const moderation =
+          outcome.status === 'done'
+            ? { permitted: true, at: new Date(now()).toISOString() }
+            : { permitted: false, reason: outcome.error ?? 'not permitted', at: new Date(now()).toISOString() };
         await ctx.store.mergeSource({ id, platform: 'twitch', metadata: { moderation } });
         ctx.health.set(`moderation:${id}`, true, moderation.permitted ? undefined : `cannot moderate ${id}: ${moderation.reason}`);
       };
 
-      const note = (fields: { label: string; payload: Record<string, unknown> }): Annotation => createAnnotation(MODERATION_STEP, { kind: RESULT_ANNOTATION, ...fields });
+      const note = (fields: { label: string; payload: Record<string, unknown> }): Annotation =>
+        createAnnotation(MODERATION_STEP, { kind: RESULT_ANNOTATION, ...fields });
 
       const act = async (envelope: Envelope, channel: string, violation: Violation): Promise<HandlerResult> => {
         // A redelivered message (a retry after a store outage, R4) must not act twice or count a second offence.
         if (!(await ctx.store.claimKey('moderation-act', envelope.id, ACT_CLAIM_MS))) {
-          return handled({ ...envelope, annotations: [...(envelope.annotations ?? []), note({ label: 'already-acted', payload: { filter: violation.filter } })] }, 'handled');
+          return handled(
+            {
+              ...envelope,
+              annotations: [...(envelope.annotations ?? []), note({ label: 'already-acted', payload: { filter: violation.filter } })],
+            },
+            'handled',
+          );
         }
         const settings = (await settingsFor(channel)).settings;
         const user = { id: envelope.user.id, login: envelope.user.name.toLowerCase() };
         const display = envelope.user.displayName || envelope.user.name;
-        const offence = violation.ban ? 1 : await ctx.store.incrementCounter(`moderation-offences:${channel}:${user.id}`, 1, settings.escalation.windowSec * 1000);
+        const offence = violation.ban
+          ? 1
+          : await ctx.store.incrementCounter(`moderation-offences:${channel}:${user.id}`, 1, settings.escalation.windowSec * 1000);
         const sanction = sanctionFor(violation, offence, settings, display);
         const broadcaster = { id: envelope.source.channelId ?? '', login: envelope.source.channel.replace(/^#/, '').toLowerCase() };
         const messageId = envelope.message?.id ?? (typeof envelope.payload.messageId === 'string' ? envelope.payload.messageId : undefined);
@@ -130,20 +179,49 @@ export function createModerationService(options: ModerationServiceOptions = {}) 
           offence,
           ...(messageId ? { messageId } : {}),
           messageText: (messageText(envelope) ?? '').slice(0, 500),
-          ...(sanction.kind === 'timeout' ? { durationSec: sanction.seconds, undo: 'untimeout' as const } : sanction.kind === 'ban' ? { undo: 'unban' as const } : {}),
+          ...(sanction.kind === 'timeout'
+            ? { durationSec: sanction.seconds, undo: 'untimeout' as const }
+            : sanction.kind === 'ban'
+              ? { undo: 'unban' as const }
+              : {}),
           correlationId: envelope.correlationId,
         });
-        ctx.logger.info({ channel, user: user.login, filter: violation.filter, action: sanction.kind, status: outcome.status, logId: entry.id }, 'moderation action');
+        ctx.logger.info(
+          { channel, user: user.login, filter: violation.filter, action: sanction.kind, status: outcome.status, logId: entry.id },
+          'moderation action',
+        );
         const out: Envelope = {
           ...envelope,
-          annotations: [...(envelope.annotations ?? []), note({ label: sanction.kind, payload: { filter: violation.filter, offence, status: outcome.status, logId: entry.id, ...(outcome.error ? { error: outcome.error } : {}) } })],
-          candidates: sanction.kind === 'delete' ? [...(envelope.candidates ?? []), createReply(MODERATION_STEP, sanction.warn, { filter: violation.filter })] : envelope.candidates,
+          annotations: [
+            ...(envelope.annotations ?? []),
+            note({
+              label: sanction.kind,
+              payload: {
+                filter: violation.filter,
+                offence,
+                status: outcome.status,
+                logId: entry.id,
+                ...(outcome.error ? { error: outcome.error } : {}),
+              },
+            }),
+          ],
+          candidates:
+            sanction.kind === 'delete'
+              ? [...(envelope.candidates ?? []), createReply(MODERATION_STEP, sanction.warn, { filter: violation.filter })]
+              : envelope.candidates,
         };
         return handled(out, 'handled');
       };
 
       const reply = (envelope: Envelope, text: string, extra: Annotation[] = []): HandlerResult =>
-        handled({ ...envelope, annotations: [...(envelope.annotations ?? []), ...extra], candidates: [...(envelope.candidates ?? []), createReply(MODERATION_STEP, text)] }, 'handled');
+        handled(
+          {
+            ...envelope,
+            annotations: [...(envelope.annotations ?? []), ...extra],
+            candidates: [...(envelope.candidates ?? []), createReply(MODERATION_STEP, text)],
+          },
+          'handled',
+        );
 
       const chatCommand = async (envelope: Envelope, channel: string, name: string, args: string[]): Promise<HandlerResult | undefined> => {
         const role = envelope.user.role;
@@ -164,7 +242,9 @@ export function createModerationService(options: ModerationServiceOptions = {}) 
             { action: 'shoutout', target: { login }, reason: `${ctx.config.COMMAND_PREFIX}so from ${envelope.user.name}` },
             { envelope, channel, by: envelope.user.name.toLowerCase() },
           );
-          return reply(envelope, result.message, [note({ label: 'shoutout', payload: { status: result.status, ...(result.error ? { error: result.error } : {}) } })]);
+          return reply(envelope, result.message, [
+            note({ label: 'shoutout', payload: { status: result.status, ...(result.error ? { error: result.error } : {}) } }),
+          ]);
         }
         return undefined;
       };
@@ -176,15 +256,47 @@ export function createModerationService(options: ModerationServiceOptions = {}) 
             async handle(envelope): Promise<HandlerResult> {
               const request = requestOf(envelope);
               if (request) {
-                if ('error' in request) return handled({ ...envelope, annotations: [...(envelope.annotations ?? []), note({ label: 'refused', payload: { error: `invalid request: ${request.error}` } })] }, 'handled');
+                if ('error' in request)
+                  return handled(
+                    {
+                      ...envelope,
+                      annotations: [
+                        ...(envelope.annotations ?? []),
+                        note({ label: 'refused', payload: { error: `invalid request: ${request.error}` } }),
+                      ],
+                    },
+                    'handled',
+                  );
                 const channel = channelKey(envelope.source.platform, envelope.source.channel);
-                if (!(await ctx.store.claimKey('moderation-act', envelope.id, ACT_CLAIM_MS))) return handled({ ...envelope, annotations: [...(envelope.annotations ?? []), note({ label: 'already-acted', payload: {} })] }, 'handled');
-                const result = await runModerationRequest({ store: ctx.store, gateway: gateway!, now, logger: ctx.logger }, request, { envelope, channel, by: envelope.user.name.toLowerCase() });
+                if (!(await ctx.store.claimKey('moderation-act', envelope.id, ACT_CLAIM_MS)))
+                  return handled(
+                    { ...envelope, annotations: [...(envelope.annotations ?? []), note({ label: 'already-acted', payload: {} })] },
+                    'handled',
+                  );
+                const result = await runModerationRequest({ store: ctx.store, gateway: gateway!, now, logger: ctx.logger }, request, {
+                  envelope,
+                  channel,
+                  by: envelope.user.name.toLowerCase(),
+                });
                 if (result.outcome) await reportRights(envelope, result.outcome);
-                const annotations = [...(envelope.annotations ?? []), note({ label: request.action, payload: { status: result.status, message: result.message, ...(result.logId ? { logId: result.logId } : {}) } })];
+                const annotations = [
+                  ...(envelope.annotations ?? []),
+                  note({
+                    label: request.action,
+                    payload: { status: result.status, message: result.message, ...(result.logId ? { logId: result.logId } : {}) },
+                  }),
+                ];
                 // A shoutout is also a chat message, whoever asked for it.
                 if (request.action === 'shoutout' && result.status !== 'refused' && result.error !== 'unknown user') {
-                  return handled({ ...envelope, source: { ...envelope.source, egressDestination: envelope.source.egressDestination ?? Topic.egress }, annotations, candidates: [...(envelope.candidates ?? []), createReply(MODERATION_STEP, result.message)] }, 'handled');
+                  return handled(
+                    {
+                      ...envelope,
+                      source: { ...envelope.source, egressDestination: envelope.source.egressDestination ?? Topic.egress },
+                      annotations,
+                      candidates: [...(envelope.candidates ?? []), createReply(MODERATION_STEP, result.message)],
+                    },
+                    'handled',
+                  );
                 }
                 return handled({ ...envelope, annotations }, 'handled');
               }
@@ -214,11 +326,24 @@ export function createModerationService(options: ModerationServiceOptions = {}) 
               const history = needsHistory(settings, role);
               const [sameMessageCount, recentMessageCount] = await Promise.all([
                 history.repetition
-                  ? ctx.store.incrementCounter(`moderation-repeat:${channel}:${envelope.user.id}:${createHash('sha1').update(messageFingerprint(text)).digest('hex').slice(0, 16)}`, 1, settings.repetition.windowSec * 1000)
+                  ? ctx.store.incrementCounter(
+                      `moderation-repeat:${channel}:${envelope.user.id}:${createHash('sha1').update(messageFingerprint(text)).digest('hex').slice(0, 16)}`,
+                      1,
+                      settings.repetition.windowSec * 1000,
+                    )
                   : undefined,
-                history.flood ? ctx.store.incrementCounter(`moderation-flood:${channel}:${envelope.user.id}`, 1, settings.flood.windowSec * 1000) : undefined,
+                history.flood
+                  ? ctx.store.incrementCounter(`moderation-flood:${channel}:${envelope.user.id}`, 1, settings.flood.windowSec * 1000)
+                  : undefined,
               ]);
-              const input = { text, role, channel: envelope.source.channel, emotes: envelope.payload.emotes, sameMessageCount, recentMessageCount };
+              const input = {
+                text,
+                role,
+                channel: envelope.source.channel,
+                emotes: envelope.payload.emotes,
+                sameMessageCount,
+                recentMessageCount,
+              };
               let violation = check(input);
               let permitUsed = false;
               if (violation?.filter === 'links' && (await consumePermit(ctx.store, channel, envelope.user.name, now()))) {
@@ -226,19 +351,34 @@ export function createModerationService(options: ModerationServiceOptions = {}) 
                 violation = checkWithoutLinks(input);
               }
               if (violation) return await act(envelope, channel, violation);
-              return continueWith(permitUsed ? { ...envelope, annotations: [...(envelope.annotations ?? []), note({ label: 'permit-used', payload: { user: envelope.user.name } })] } : envelope);
+              return continueWith(
+                permitUsed
+                  ? {
+                      ...envelope,
+                      annotations: [...(envelope.annotations ?? []), note({ label: 'permit-used', payload: { user: envelope.user.name } })],
+                    }
+                  : envelope,
+              );
             },
           },
         },
         async start() {
           if (await ensureModerationStep(ctx.store)) ctx.logger.info('added the moderation step to the chat-enrichment rule');
           if (!gateway) {
-            const [clientId, clientSecret] = await Promise.all([ctx.secrets.get('TWITCH_CLIENT_ID'), ctx.secrets.get('TWITCH_CLIENT_SECRET')]);
+            const [clientId, clientSecret] = await Promise.all([
+              ctx.secrets.get('TWITCH_CLIENT_ID'),
+              ctx.secrets.get('TWITCH_CLIENT_SECRET'),
+            ]);
             ctx.registerSecret(clientSecret);
             // Twurple is loaded only with Twitch configured: an unconfigured platform loads no Twitch SDK.
             gateway =
               clientId && clientSecret
-                ? (await import('../../platforms/twitch/moderation.js')).createTwitchModeration({ clientId, clientSecret, store: ctx.store, logger: ctx.logger })
+                ? (await import('../../platforms/twitch/moderation.js')).createTwitchModeration({
+                    clientId,
+                    clientSecret,
+                    store: ctx.store,
+                    logger: ctx.logger,
+                  })
                 : createUnconfiguredGateway();
           }
           timers = createTimerRunner({
@@ -259,7 +399,10 @@ export function createModerationService(options: ModerationServiceOptions = {}) 
             },
             logger: ctx.logger,
           });
-          tick = setInterval(() => void timers!.tick().catch((error: unknown) => ctx.logger.warn({ error: (error as Error).message }, 'timer tick failed')), ctx.config.MODERATION_TIMER_TICK_MS);
+          tick = setInterval(
+            () => void timers!.tick().catch((error: unknown) => ctx.logger.warn({ error: (error as Error).message }, 'timer tick failed')),
+            ctx.config.MODERATION_TIMER_TICK_MS,
+          );
           tick.unref();
         },
         async stop() {

@@ -25,13 +25,24 @@ export interface PerformResult {
   outcome?: ActionOutcome;
 }
 
-const DONE_WORDS: Record<string, string> = { delete: 'deleted the message', timeout: 'timed out', ban: 'banned', unban: 'unbanned', untimeout: 'lifted the timeout of' };
+const DONE_WORDS: Record<string, string> = {
+  delete: 'deleted the message',
+  timeout: 'timed out',
+  ban: 'banned',
+  unban: 'unbanned',
+  untimeout: 'lifted the timeout of',
+};
 
 /** Runs one request in the envelope's channel; never throws for Twitch's refusals (they are statuses). */
-export async function runModerationRequest(deps: PerformDeps, request: ModerationRequest, where: { envelope: Envelope; channel: string; by: string }): Promise<PerformResult> {
+export async function runModerationRequest(
+  deps: PerformDeps,
+  request: ModerationRequest,
+  where: { envelope: Envelope; channel: string; by: string },
+): Promise<PerformResult> {
   const { store, gateway, now } = deps;
   const { envelope, channel, by } = where;
-  if (!roleAtLeast(envelope.user.role, Role.moderator)) return { status: 'refused', message: `only moderators may ${request.action}`, error: `role ${envelope.user.role} is not a moderator` };
+  if (!roleAtLeast(envelope.user.role, Role.moderator))
+    return { status: 'refused', message: `only moderators may ${request.action}`, error: `role ${envelope.user.role} is not a moderator` };
   const at = () => new Date(now()).toISOString();
   const login = envelope.source.channel.replace(/^#/, '').toLowerCase();
   let broadcaster = { id: envelope.source.channelId ?? '', login };
@@ -44,20 +55,49 @@ export async function runModerationRequest(deps: PerformDeps, request: Moderatio
 
   if (request.action === 'undo') {
     const entry = await getLogEntry(store, request.logId);
-    if (!entry || entry.channel !== channel) return { status: 'failed', message: `no moderation action ${request.logId} in this channel`, error: 'not found' };
+    if (!entry || entry.channel !== channel)
+      return { status: 'failed', message: `no moderation action ${request.logId} in this channel`, error: 'not found' };
     if (!entry.undo) return { status: 'failed', message: `a ${entry.action} cannot be undone`, error: 'not undoable' };
     if (entry.undone?.status === 'done') return { status: 'done', message: `already undone by ${entry.undone.by}`, logId: entry.id };
     const outcome = await gateway.unban(broadcaster, entry.user);
     await markUndone(store, entry, { at: at(), by, status: outcome.status, ...(outcome.error ? { error: outcome.error } : {}) });
-    const logged = await appendLog(store, { ...base, action: entry.undo, status: outcome.status, ...(outcome.error ? { error: outcome.error } : {}), user: entry.user, detail: `undo of ${entry.id}` });
-    return { status: outcome.status, message: outcome.status === 'done' ? `${DONE_WORDS[entry.undo]} ${entry.user.login}` : `could not undo: ${outcome.error}`, ...(outcome.error ? { error: outcome.error } : {}), logId: logged.id, outcome };
+    const logged = await appendLog(store, {
+      ...base,
+      action: entry.undo,
+      status: outcome.status,
+      ...(outcome.error ? { error: outcome.error } : {}),
+      user: entry.user,
+      detail: `undo of ${entry.id}`,
+    });
+    return {
+      status: outcome.status,
+      message: outcome.status === 'done' ? `${DONE_WORDS[entry.undo]} ${entry.user.login}` : `could not undo: ${outcome.error}`,
+      ...(outcome.error ? { error: outcome.error } : {}),
+      logId: logged.id,
+      outcome,
+    };
   }
 
   if (request.action === 'delete') {
     const outcome = await gateway.deleteMessage(broadcaster, request.messageId);
-    const user = request.target ? { id: request.target.id ?? '', login: request.target.login.replace(/^@/, '').toLowerCase() } : { id: '', login: '' };
-    const logged = await appendLog(store, { ...base, action: 'delete', status: outcome.status, ...(outcome.error ? { error: outcome.error } : {}), user, messageId: request.messageId });
-    return { status: outcome.status, message: outcome.status === 'done' ? 'deleted the message' : `could not delete: ${outcome.error}`, ...(outcome.error ? { error: outcome.error } : {}), logId: logged.id, outcome };
+    const user = request.target
+      ? { id: request.target.id ?? '', login: request.target.login.replace(/^@/, '').toLowerCase() }
+      : { id: '', login: '' };
+    const logged = await appendLog(store, {
+      ...base,
+      action: 'delete',
+      status: outcome.status,
+      ...(outcome.error ? { error: outcome.error } : {}),
+      user,
+      messageId: request.messageId,
+    });
+    return {
+      status: outcome.status,
+      message: outcome.status === 'done' ? 'deleted the message' : `could not delete: ${outcome.error}`,
+      ...(outcome.error ? { error: outcome.error } : {}),
+      logId: logged.id,
+      outcome,
+    };
   }
 
   const targetLogin = request.target.login.replace(/^@/, '').toLowerCase();
@@ -69,11 +109,20 @@ export async function runModerationRequest(deps: PerformDeps, request: Moderatio
     const game = target.gameName ? ` They were last playing ${target.gameName}.` : '';
     const text = `Go check out ${target.displayName} at https://twitch.tv/${target.login} !${game}`;
     const outcome = await gateway.shoutout(broadcaster, user);
-    const logged = await appendLog(store, { ...base, action: 'shoutout', status: outcome.status, ...(outcome.error ? { error: outcome.error } : {}), user });
+    const logged = await appendLog(store, {
+      ...base,
+      action: 'shoutout',
+      status: outcome.status,
+      ...(outcome.error ? { error: outcome.error } : {}),
+      user,
+    });
     return { status: outcome.status, message: text, ...(outcome.error ? { error: outcome.error } : {}), logId: logged.id, outcome };
   }
 
-  const outcome = request.action === 'timeout' ? await gateway.timeout(broadcaster, user, request.durationSec, base.reason) : await gateway.ban(broadcaster, user, base.reason);
+  const outcome =
+    request.action === 'timeout'
+      ? await gateway.timeout(broadcaster, user, request.durationSec, base.reason)
+      : await gateway.ban(broadcaster, user, base.reason);
   const logged = await appendLog(store, {
     ...base,
     action: request.action,
@@ -83,5 +132,14 @@ export async function runModerationRequest(deps: PerformDeps, request: Moderatio
     ...(request.action === 'timeout' ? { durationSec: request.durationSec, undo: 'untimeout' as const } : { undo: 'unban' as const }),
   });
   deps.logger.info({ channel, action: request.action, user: user.login, by, status: outcome.status }, 'moderation request');
-  return { status: outcome.status, message: outcome.status === 'done' ? `${DONE_WORDS[request.action]} ${user.login}` : `could not ${request.action} ${user.login}: ${outcome.error}`, ...(outcome.error ? { error: outcome.error } : {}), logId: logged.id, outcome };
+  return {
+    status: outcome.status,
+    message:
+      outcome.status === 'done'
+        ? `${DONE_WORDS[request.action]} ${user.login}`
+        : `could not ${request.action} ${user.login}: ${outcome.error}`,
+    ...(outcome.error ? { error: outcome.error } : {}),
+    logId: logged.id,
+    outcome,
+  };
 }

@@ -31,12 +31,16 @@ export function parseChannelKey(input: string): string {
   const trimmed = input.trim();
   const [platform, channel] = trimmed.includes(':') ? (trimmed.split(':', 2) as [string, string]) : ['twitch', trimmed];
   const login = channel.replace(/^#/, '').toLowerCase();
-  if (!/^[a-z0-9_]{1,40}$/.test(platform) || !/^[\p{L}\p{N}_.-]{1,64}$/u.test(login)) throw new BitBratError('BAD_REQUEST', `"${input}" is not a channel; use a login like streamer or twitch:streamer`);
+  if (!/^[a-z0-9_]{1,40}$/.test(platform) || !/^[\p{L}\p{N}_.-]{1,64}$/u.test(login))
+    throw new BitBratError('BAD_REQUEST', `"${input}" is not a channel; use a login like streamer or twitch:streamer`);
   return `${platform}:${login}`;
 }
 
 const badRequest = (what: string, error: z.ZodError) =>
-  new BitBratError('BAD_REQUEST', `${what}: ${error.issues.map((issue) => `${issue.path.join('.') || '(root)'}: ${issue.message}`).join('; ')}`);
+  new BitBratError(
+    'BAD_REQUEST',
+    `${what}: ${error.issues.map((issue) => `${issue.path.join('.') || '(root)'}: ${issue.message}`).join('; ')}`,
+  );
 
 // -------------------------------------------------------------------------------------- filter settings
 
@@ -50,7 +54,8 @@ export async function getFilterSettings(store: Store, channel: string): Promise<
 
 /** Applies a partial change (one level deep) and stores the result; bad input is a BAD_REQUEST listing every problem. */
 export async function updateFilterSettings(store: Store, channel: string, patch: unknown): Promise<FilterSettings> {
-  if (!patch || typeof patch !== 'object' || Array.isArray(patch)) throw new BitBratError('BAD_REQUEST', 'filter settings: send a JSON object, e.g. {"links": {"allow": ["youtube.com"]}}');
+  if (!patch || typeof patch !== 'object' || Array.isArray(patch))
+    throw new BitBratError('BAD_REQUEST', 'filter settings: send a JSON object, e.g. {"links": {"allow": ["youtube.com"]}}');
   let next: FilterSettings;
   try {
     next = mergeFilterSettings(await getFilterSettings(store, channel), patch as Record<string, unknown>);
@@ -72,7 +77,14 @@ export async function resetFilterSettings(store: Store, channel: string): Promis
 
 // ------------------------------------------------------------------------------------- moderation log
 
-export const ModerationAction = { delete: 'delete', timeout: 'timeout', ban: 'ban', unban: 'unban', untimeout: 'untimeout', shoutout: 'shoutout' } as const;
+export const ModerationAction = {
+  delete: 'delete',
+  timeout: 'timeout',
+  ban: 'ban',
+  unban: 'unban',
+  untimeout: 'untimeout',
+  shoutout: 'shoutout',
+} as const;
 export type ModerationAction = (typeof ModerationAction)[keyof typeof ModerationAction];
 
 /** How an action ended: done on Twitch, refused for lack of rights, failed, or not attempted. */
@@ -121,17 +133,28 @@ export async function getLogEntry(store: Store, id: string): Promise<ModerationL
 }
 
 /** Newest first; `channel` and `user` (login) narrow it. */
-export async function listLog(store: Store, query: { channel?: string; user?: string; limit?: number } = {}): Promise<ModerationLogEntry[]> {
+export async function listLog(
+  store: Store,
+  query: { channel?: string; user?: string; limit?: number } = {},
+): Promise<ModerationLogEntry[]> {
   const limit = Math.max(1, Math.min(500, query.limit ?? 50));
   const narrowed = query.channel !== undefined || query.user !== undefined;
   const docs = await store.listDocs(Collection.log, { descending: true, limit: narrowed ? 1_000 : limit });
   return docs
     .map((doc) => doc.data as unknown as ModerationLogEntry)
-    .filter((entry) => (query.channel === undefined || entry.channel === query.channel) && (query.user === undefined || entry.user.login === query.user.replace(/^@/, '').toLowerCase()))
+    .filter(
+      (entry) =>
+        (query.channel === undefined || entry.channel === query.channel) &&
+        (query.user === undefined || entry.user.login === query.user.replace(/^@/, '').toLowerCase()),
+    )
     .slice(0, limit);
 }
 
-export async function markUndone(store: Store, entry: ModerationLogEntry, undone: NonNullable<ModerationLogEntry['undone']>): Promise<ModerationLogEntry> {
+export async function markUndone(
+  store: Store,
+  entry: ModerationLogEntry,
+  undone: NonNullable<ModerationLogEntry['undone']>,
+): Promise<ModerationLogEntry> {
   const next = { ...entry, undone };
   await store.putDoc(Collection.log, entry.id, next as unknown as Record<string, unknown>);
   return next;
@@ -206,7 +229,10 @@ export async function saveCounter(store: Store, channel: string, input: unknown)
   if (!parsed.success) throw badRequest('counter', parsed.error);
   const { value, ...counter } = parsed.data;
   await store.putDoc(Collection.counters, `${channel}:${counter.name}`, counter);
-  return { ...counter, value: value === undefined ? await counterValue(store, channel, counter.name) : await setCounter(store, channel, counter.name, value) };
+  return {
+    ...counter,
+    value: value === undefined ? await counterValue(store, channel, counter.name) : await setCounter(store, channel, counter.name, value),
+  };
 }
 
 export async function deleteCounter(store: Store, channel: string, name: string): Promise<boolean> {
@@ -236,9 +262,20 @@ export interface Quote {
 
 const quoteId = (channel: string, number: number) => `${channel}:${String(number).padStart(8, '0')}`;
 
-export const QuoteInputSchema = z.object({ text: z.string().trim().min(1).max(400), game: z.string().trim().max(100).optional(), addedBy: z.string().trim().max(64).optional() }).strict();
+export const QuoteInputSchema = z
+  .object({
+    text: z.string().trim().min(1).max(400),
+    game: z.string().trim().max(100).optional(),
+    addedBy: z.string().trim().max(64).optional(),
+  })
+  .strict();
 
-export async function addQuote(store: Store, channel: string, input: { text: string; game?: string; addedBy: string }, at = new Date().toISOString()): Promise<Quote> {
+export async function addQuote(
+  store: Store,
+  channel: string,
+  input: { text: string; game?: string; addedBy: string },
+  at = new Date().toISOString(),
+): Promise<Quote> {
   const number = await store.incrementCounter(`toolkit-quote-seq:${channel}`, 1);
   const quote: Quote = { number, text: input.text, ...(input.game ? { game: input.game } : {}), addedBy: input.addedBy, addedAt: at };
   await store.putDoc(Collection.quotes, quoteId(channel, number), quote as unknown as Record<string, unknown>);
@@ -287,7 +324,9 @@ export interface Timer extends TimerSettings {
 export const linesKey = (channel: string) => `toolkit-lines:${channel}`;
 
 export async function listTimers(store: Store, channel?: string): Promise<Timer[]> {
-  return (await store.listDocs(Collection.timers, { ...(channel ? { prefix: `${channel}:` } : {}), limit: 1_000 })).map((doc) => doc.data as unknown as Timer);
+  return (await store.listDocs(Collection.timers, { ...(channel ? { prefix: `${channel}:` } : {}), limit: 1_000 })).map(
+    (doc) => doc.data as unknown as Timer,
+  );
 }
 
 /** Creates or changes a timer (a change keeps when it last ran). */
@@ -296,13 +335,21 @@ export async function saveTimer(store: Store, channel: string, input: unknown): 
   if (!parsed.success) throw badRequest('timer', parsed.error);
   const id = `${channel}:${parsed.data.name}`;
   const existing = (await store.getDoc(Collection.timers, id))?.data as Timer | undefined;
-  const timer: Timer = { ...parsed.data, channel, ...(existing?.lastRunAt !== undefined ? { lastRunAt: existing.lastRunAt, linesAtLastRun: existing.linesAtLastRun } : {}) };
+  const timer: Timer = {
+    ...parsed.data,
+    channel,
+    ...(existing?.lastRunAt !== undefined ? { lastRunAt: existing.lastRunAt, linesAtLastRun: existing.linesAtLastRun } : {}),
+  };
   await store.putDoc(Collection.timers, id, timer as unknown as Record<string, unknown>);
   return timer;
 }
 
 export async function recordTimerRun(store: Store, timer: Timer, at: number, lines: number): Promise<void> {
-  await store.putDoc(Collection.timers, `${timer.channel}:${timer.name}`, { ...timer, lastRunAt: at, linesAtLastRun: lines } as unknown as Record<string, unknown>);
+  await store.putDoc(Collection.timers, `${timer.channel}:${timer.name}`, {
+    ...timer,
+    lastRunAt: at,
+    linesAtLastRun: lines,
+  } as unknown as Record<string, unknown>);
 }
 
 export async function deleteTimer(store: Store, channel: string, name: string): Promise<boolean> {
@@ -358,14 +405,17 @@ export async function currentGiveaway(store: Store, channel: string): Promise<Gi
 }
 
 export async function listGiveaways(store: Store, channel: string): Promise<Giveaway[]> {
-  return (await store.listDocs(Collection.giveaways, { prefix: `${channel}:`, descending: true, limit: 100 })).map((doc) => doc.data as unknown as Giveaway);
+  return (await store.listDocs(Collection.giveaways, { prefix: `${channel}:`, descending: true, limit: 100 })).map(
+    (doc) => doc.data as unknown as Giveaway,
+  );
 }
 
 export async function startGiveaway(store: Store, channel: string, input: unknown, openedBy: string, now = Date.now()): Promise<Giveaway> {
   const parsed = GiveawayInputSchema.safeParse(input);
   if (!parsed.success) throw badRequest('giveaway', parsed.error);
   const open = await currentGiveaway(store, channel);
-  if (open?.status === 'open' && Date.parse(open.closesAt) > now) throw new BitBratError('BAD_REQUEST', `a giveaway (${open.keyword}) is already open; draw or cancel it first`);
+  if (open?.status === 'open' && Date.parse(open.closesAt) > now)
+    throw new BitBratError('BAD_REQUEST', `a giveaway (${open.keyword}) is already open; draw or cancel it first`);
   const openedAt = new Date(now).toISOString();
   const giveaway: Giveaway = {
     id: `${channel}:${openedAt}`,
@@ -383,15 +433,24 @@ export async function startGiveaway(store: Store, channel: string, input: unknow
 }
 
 /** Records an entry once per user while the giveaway is open; true when newly entered. */
-export async function enterGiveaway(store: Store, giveaway: Giveaway, user: { id: string; login: string; role: string }, now = Date.now()): Promise<boolean> {
+export async function enterGiveaway(
+  store: Store,
+  giveaway: Giveaway,
+  user: { id: string; login: string; role: string },
+  now = Date.now(),
+): Promise<boolean> {
   if (giveaway.status !== 'open' || Date.parse(giveaway.closesAt) <= now) return false;
   const weight = user.role === 'subscriber' || user.role === 'vip' || user.role === 'trusted' ? giveaway.subscriberLuck : 1;
   const entry: GiveawayEntry = { userId: user.id, login: user.login, role: user.role, weight, at: new Date(now).toISOString() };
-  return (await store.createDoc(Collection.entries, `${giveaway.id}|${user.id}`, entry as unknown as Record<string, unknown>)) !== undefined;
+  return (
+    (await store.createDoc(Collection.entries, `${giveaway.id}|${user.id}`, entry as unknown as Record<string, unknown>)) !== undefined
+  );
 }
 
 export async function listEntries(store: Store, giveaway: Giveaway): Promise<GiveawayEntry[]> {
-  return (await store.listDocs(Collection.entries, { prefix: `${giveaway.id}|`, limit: 1_000 })).map((doc) => doc.data as unknown as GiveawayEntry);
+  return (await store.listDocs(Collection.entries, { prefix: `${giveaway.id}|`, limit: 1_000 })).map(
+    (doc) => doc.data as unknown as GiveawayEntry,
+  );
 }
 
 /** A weighted pick (subscriber luck); `random` in [0, 1). Undefined when nobody entered. */
@@ -407,19 +466,31 @@ export function pickWinner(entries: readonly GiveawayEntry[], exclude: ReadonlyS
 }
 
 /** Draws a winner (again, for a redraw: earlier winners are left out) and closes entry. */
-export async function drawGiveaway(store: Store, channel: string, random = Math.random(), now = Date.now()): Promise<{ giveaway: Giveaway; winner?: GiveawayEntry; entries: number }> {
+export async function drawGiveaway(
+  store: Store,
+  channel: string,
+  random = Math.random(),
+  now = Date.now(),
+): Promise<{ giveaway: Giveaway; winner?: GiveawayEntry; entries: number }> {
   const giveaway = await currentGiveaway(store, channel);
   if (!giveaway || giveaway.status === 'cancelled') throw new BitBratError('NOT_FOUND', 'no giveaway to draw; start one first');
   const entries = await listEntries(store, giveaway);
   const winner = pickWinner(entries, new Set(giveaway.winners.map((w) => w.userId)), random);
-  const next: Giveaway = { ...giveaway, status: 'drawn', closesAt: giveaway.status === 'open' ? new Date(Math.min(now, Date.parse(giveaway.closesAt))).toISOString() : giveaway.closesAt, winners: winner ? [...giveaway.winners, { userId: winner.userId, login: winner.login, at: new Date(now).toISOString() }] : giveaway.winners };
+  const next: Giveaway = {
+    ...giveaway,
+    status: 'drawn',
+    closesAt: giveaway.status === 'open' ? new Date(Math.min(now, Date.parse(giveaway.closesAt))).toISOString() : giveaway.closesAt,
+    winners: winner
+      ? [...giveaway.winners, { userId: winner.userId, login: winner.login, at: new Date(now).toISOString() }]
+      : giveaway.winners,
+  };
   await store.putDoc(Collection.giveaways, giveaway.id, next as unknown as Record<string, unknown>);
   return { giveaway: next, ...(winner ? { winner } : {}), entries: entries.length };
 }
 
 export async function cancelGiveaway(store: Store, channel: string): Promise<Giveaway> {
   const giveaway = await currentGiveaway(store, channel);
-  if (!giveaway || giveaway.status !== 'open') throw new BitBratError('NOT_FOUND', 'no open giveaway to cancel');
+  if (giveaway?.status !== 'open') throw new BitBratError('NOT_FOUND', 'no open giveaway to cancel');
   const next: Giveaway = { ...giveaway, status: 'cancelled' };
   await store.putDoc(Collection.giveaways, giveaway.id, next as unknown as Record<string, unknown>);
   return next;

@@ -12,10 +12,28 @@ export const REQUEST_ANNOTATION = 'moderation-request';
 export const RESULT_ANNOTATION = 'moderation-result';
 
 export const ModerationRequestSchema = z.discriminatedUnion('action', [
-  z.object({ action: z.literal('delete'), messageId: z.string().min(1).max(100), target: z.object({ login: z.string().min(1).max(64), id: z.string().max(64).optional() }).optional(), reason: z.string().max(300).default('') }),
-  z.object({ action: z.literal('timeout'), target: z.object({ login: z.string().min(1).max(64), id: z.string().max(64).optional() }), durationSec: z.number().int().min(1).max(1_209_600), reason: z.string().max(300).default('') }),
-  z.object({ action: z.literal('ban'), target: z.object({ login: z.string().min(1).max(64), id: z.string().max(64).optional() }), reason: z.string().max(300).default('') }),
-  z.object({ action: z.literal('shoutout'), target: z.object({ login: z.string().min(1).max(64), id: z.string().max(64).optional() }), reason: z.string().max(300).default('') }),
+  z.object({
+    action: z.literal('delete'),
+    messageId: z.string().min(1).max(100),
+    target: z.object({ login: z.string().min(1).max(64), id: z.string().max(64).optional() }).optional(),
+    reason: z.string().max(300).default(''),
+  }),
+  z.object({
+    action: z.literal('timeout'),
+    target: z.object({ login: z.string().min(1).max(64), id: z.string().max(64).optional() }),
+    durationSec: z.number().int().min(1).max(1_209_600),
+    reason: z.string().max(300).default(''),
+  }),
+  z.object({
+    action: z.literal('ban'),
+    target: z.object({ login: z.string().min(1).max(64), id: z.string().max(64).optional() }),
+    reason: z.string().max(300).default(''),
+  }),
+  z.object({
+    action: z.literal('shoutout'),
+    target: z.object({ login: z.string().min(1).max(64), id: z.string().max(64).optional() }),
+    reason: z.string().max(300).default(''),
+  }),
   /** Undo a logged action (unban a ban, lift a timeout). */
   z.object({ action: z.literal('undo'), logId: z.string().min(1).max(200), reason: z.string().max(300).default('') }),
 ]);
@@ -39,7 +57,15 @@ export function createModerationRequest(request: ModerationRequest, origin: Requ
     user: { id: origin.by.id, name: origin.by.login, displayName: origin.by.login, profileImageUrl: '', role: origin.by.role },
     routingSlip: [createStep(MODERATION_STEP)],
     payload: { via: origin.via },
-    extra: { annotations: [createAnnotation('moderation-request', { kind: REQUEST_ANNOTATION, label: request.action, payload: request as unknown as Record<string, unknown> })] },
+    extra: {
+      annotations: [
+        createAnnotation('moderation-request', {
+          kind: REQUEST_ANNOTATION,
+          label: request.action,
+          payload: request as unknown as Record<string, unknown>,
+        }),
+      ],
+    },
   });
 }
 
@@ -48,5 +74,7 @@ export function requestOf(envelope: Envelope): ModerationRequest | { error: stri
   const annotation = (envelope.annotations ?? []).find((candidate) => candidate.kind === REQUEST_ANNOTATION);
   if (!annotation) return undefined;
   const parsed = ModerationRequestSchema.safeParse(annotation.payload);
-  return parsed.success ? parsed.data : { error: parsed.error.issues.map((issue) => `${issue.path.join('.')}: ${issue.message}`).join('; ') };
+  return parsed.success
+    ? parsed.data
+    : { error: parsed.error.issues.map((issue) => `${issue.path.join('.')}: ${issue.message}`).join('; ') };
 }

@@ -25,7 +25,9 @@ export interface TimerRunner {
 /** Fills `{count:name}` and `{channel}` in a timer's message. */
 export function renderTimerMessage(message: string, channel: string, counters: Record<string, number>): string {
   const out = message
-    .replace(/\{count:([a-z0-9_]{1,32})\}/gi, (whole, name: string) => (counters[name.toLowerCase()] === undefined ? whole : String(counters[name.toLowerCase()])))
+    .replace(/\{count:([a-z0-9_]{1,32})\}/gi, (whole, name: string) =>
+      counters[name.toLowerCase()] === undefined ? whole : String(counters[name.toLowerCase()]),
+    )
     .replace(/\{channel\}/gi, channel.split(':')[1] ?? channel)
     .trim();
   return out.length > MAX_REPLY_LENGTH ? `${out.slice(0, MAX_REPLY_LENGTH - 1)}…` : out;
@@ -47,7 +49,8 @@ export function createTimerRunner(options: TimerRunnerOptions): TimerRunner {
         const at = now();
         if (!timerDue(timer, { now: at, live: await live, lines, since })) continue;
         // Several instances tick; the first to claim this run posts it.
-        if (!(await store.claimKey('toolkit-timer', `${timer.channel}:${timer.name}:${timer.lastRunAt ?? 0}`, timer.intervalMin * 60_000))) continue;
+        if (!(await store.claimKey('toolkit-timer', `${timer.channel}:${timer.name}:${timer.lastRunAt ?? 0}`, timer.intervalMin * 60_000)))
+          continue;
         try {
           const text = renderTimerMessage(timer.message, timer.channel, await readTemplateCounters(store, timer.channel, timer.message));
           await options.send(timer.channel, text);

@@ -6,7 +6,15 @@ import { STATE_TTL_MS, signState, startIdentity, verifyState } from './oauth-sta
 import { parseCallbackQuery } from './callback-query.js';
 import { bindBrowser, browserMatches, clearBinding, loadOwnerAuthenticator, requirePrincipal } from './owner.js';
 import { page, tokenStatus } from './pages.js';
-import { ConfigSchema, TWITCH_AUTHORIZE_URL, loadSettings, redirectUri, requireConfigured, type OAuthFlowConfig, type Settings } from './settings.js';
+import {
+  ConfigSchema,
+  TWITCH_AUTHORIZE_URL,
+  loadSettings,
+  redirectUri,
+  requireConfigured,
+  type OAuthFlowConfig,
+  type Settings,
+} from './settings.js';
 
 export { OAuthRole, STATE_TTL_MS, signState, startIdentity, verifyState, type StateCheck } from './oauth-state.js';
 export { DEFAULT_TWITCH_OAUTH_SCOPES, TWITCH_AUTHORIZE_URL } from './settings.js';
@@ -63,18 +71,26 @@ export const service = defineService<OAuthFlowConfig>({
           const redirect = redirectUri(app, ctx);
           const { clientId, clientSecret, stateSecret } = requireConfigured(await settings(), redirect);
           const state = verifyState(stateSecret, query.state);
-          if (!state.ok) return page(reply, 400, 'Authorization failed', [`Invalid state: ${state.reason}.`, 'Start again from /oauth/twitch/start.']);
+          if (!state.ok)
+            return page(reply, 400, 'Authorization failed', [`Invalid state: ${state.reason}.`, 'Start again from /oauth/twitch/start.']);
           if (!browserMatches(request, state.binding)) {
             ctx.logger.warn({ role: state.role }, 'twitch oauth callback refused: the state was started in another browser');
-            return page(reply, 400, 'Authorization failed', ['This authorization was started in another browser (or its cookie expired).', 'Start again from /oauth/twitch/start in this browser.']);
+            return page(reply, 400, 'Authorization failed', [
+              'This authorization was started in another browser (or its cookie expired).',
+              'Start again from /oauth/twitch/start in this browser.',
+            ]);
           }
           clearBinding(reply);
           if (query.error) {
-            return page(reply, 400, 'Authorization failed', [`Twitch did not authorize the ${state.role} account: ${query.error_description ?? query.error}.`]);
+            return page(reply, 400, 'Authorization failed', [
+              `Twitch did not authorize the ${state.role} account: ${query.error_description ?? query.error}.`,
+            ]);
           }
           if (!query.code) return page(reply, 400, 'Authorization failed', ['The code parameter is missing.']);
           if (!(await ctx.store.claimKey('oauth-state', state.nonce, STATE_TTL_MS))) {
-            return page(reply, 400, 'Authorization failed', ['This authorization link was already used. Start again from /oauth/twitch/start.']);
+            return page(reply, 400, 'Authorization failed', [
+              'This authorization link was already used. Start again from /oauth/twitch/start.',
+            ]);
           }
 
           let token: Awaited<ReturnType<typeof exchangeCode>>;
@@ -87,14 +103,20 @@ export const service = defineService<OAuthFlowConfig>({
           } catch (error) {
             const message = safeTwitchErrorMessage(error);
             ctx.logger.warn({ role: state.role, error: message }, 'twitch oauth code exchange failed');
-            return page(reply, 502, 'Authorization failed', [`Exchanging the code with Twitch failed (${message}).`, 'Start again from /oauth/twitch/start.']);
+            return page(reply, 502, 'Authorization failed', [
+              `Exchanging the code with Twitch failed (${message}).`,
+              'Start again from /oauth/twitch/start.',
+            ]);
           }
           if (!info.userId) return page(reply, 400, 'Authorization failed', ['Twitch returned a token without a user.']);
           ctx.registerSecret(token.accessToken);
           ctx.registerSecret(token.refreshToken ?? undefined);
 
           const obtainedAt = new Date(token.obtainmentTimestamp);
-          const expiresAt = token.expiresIn == null ? (info.expiryDate?.toISOString() ?? null) : new Date(obtainedAt.getTime() + token.expiresIn * 1000).toISOString();
+          const expiresAt =
+            token.expiresIn == null
+              ? (info.expiryDate?.toISOString() ?? null)
+              : new Date(obtainedAt.getTime() + token.expiresIn * 1000).toISOString();
           const scopes = token.scope.length > 0 ? token.scope : info.scopes;
           await ctx.store.putToken({
             id: `twitch:${state.role}`,
@@ -122,7 +144,11 @@ export const service = defineService<OAuthFlowConfig>({
           requirePrincipal(await authenticator(), request, 'viewer');
           const current = await settings();
           const [bot, broadcaster] = await Promise.all([ctx.store.getToken('twitch:bot'), ctx.store.getToken('twitch:broadcaster')]);
-          return { configured: Boolean(current.clientId && current.clientSecret), bot: tokenStatus(bot), broadcaster: tokenStatus(broadcaster) };
+          return {
+            configured: Boolean(current.clientId && current.clientSecret),
+            bot: tokenStatus(bot),
+            broadcaster: tokenStatus(broadcaster),
+          };
         });
       },
     };

@@ -11,7 +11,15 @@ import type { AddressInfo } from 'node:net';
 import type { FastifyInstance } from 'fastify';
 import { BitBratError } from '../../core/index.js';
 import type { ServiceContext } from '../../runtime/service.js';
-import { DEFAULT_KICK_SCOPES, createKickClient, createPkcePair, exchangeKickCode, kickAuthorizeUrl, tokenRecord, KickTokenId } from '../../platforms/kick/index.js';
+import {
+  DEFAULT_KICK_SCOPES,
+  createKickClient,
+  createPkcePair,
+  exchangeKickCode,
+  kickAuthorizeUrl,
+  tokenRecord,
+  KickTokenId,
+} from '../../platforms/kick/index.js';
 import type { Authenticator } from '../api-gateway/auth.js';
 import { OAuthRole, STATE_TTL_MS, startIdentity } from './oauth-state.js';
 import { KICK_BINDING, bindBrowser, browserMatches, clearBinding, requirePrincipal } from './owner.js';
@@ -25,7 +33,13 @@ export type KickStateCheck = { ok: true; role: OAuthRole; nonce: string; binding
 const hmac = (secret: string, text: string) => createHmac('sha256', secret).update(text).digest();
 
 /** `base64url(json).base64url(hmac)` with purpose `kick`, so a Twitch state cannot be replayed here. */
-export function signKickState(secret: string, role: OAuthRole, binding: string, now = Date.now(), ttlMs = STATE_TTL_MS): { state: string; nonce: string } {
+export function signKickState(
+  secret: string,
+  role: OAuthRole,
+  binding: string,
+  now = Date.now(),
+  ttlMs = STATE_TTL_MS,
+): { state: string; nonce: string } {
   const nonce = randomBytes(12).toString('base64url');
   const body = Buffer.from(JSON.stringify({ p: 'kick', r: role, e: now + ttlMs, n: nonce, b: binding })).toString('base64url');
   return { state: `${body}.${hmac(secret, body).toString('base64url')}`, nonce };
@@ -38,14 +52,21 @@ export function verifyKickState(secret: string, state: string | undefined, now =
   if (!body || !signature || extra !== undefined) return { ok: false, reason: 'the state parameter is malformed' };
   const expected = hmac(secret, body);
   const given = Buffer.from(signature, 'base64url');
-  if (given.length !== expected.length || !timingSafeEqual(given, expected)) return { ok: false, reason: 'the state parameter has an invalid signature' };
+  if (given.length !== expected.length || !timingSafeEqual(given, expected))
+    return { ok: false, reason: 'the state parameter has an invalid signature' };
   let parsed: { p?: unknown; r?: unknown; e?: unknown; n?: unknown; b?: unknown };
   try {
     parsed = JSON.parse(Buffer.from(body, 'base64url').toString('utf8')) as typeof parsed;
   } catch {
     return { ok: false, reason: 'the state parameter is malformed' };
   }
-  if (parsed.p !== 'kick' || !Object.values(OAuthRole).includes(parsed.r as OAuthRole) || typeof parsed.e !== 'number' || typeof parsed.n !== 'string' || typeof parsed.b !== 'string') {
+  if (
+    parsed.p !== 'kick' ||
+    !Object.values(OAuthRole).includes(parsed.r as OAuthRole) ||
+    typeof parsed.e !== 'number' ||
+    typeof parsed.n !== 'string' ||
+    typeof parsed.b !== 'string'
+  ) {
     return { ok: false, reason: 'the state parameter is malformed' };
   }
   if (parsed.e < now) return { ok: false, reason: 'the authorization link expired; start again' };
@@ -67,15 +88,25 @@ interface KickSettings {
  * The routes of the Kick flow, registered by the oauth-flow service. `stateSecret` is the service's;
  * `authenticator` is the owner check the Twitch flow uses too.
  */
-export function registerKickOAuth(app: FastifyInstance, ctx: ServiceContext<OAuthFlowConfig>, stateSecret: () => Promise<string | undefined>, authenticator: () => Promise<Authenticator>): void {
+export function registerKickOAuth(
+  app: FastifyInstance,
+  ctx: ServiceContext<OAuthFlowConfig>,
+  stateSecret: () => Promise<string | undefined>,
+  authenticator: () => Promise<Authenticator>,
+): void {
   let loaded: Promise<KickSettings> | undefined;
   const settings = () =>
     (loaded ??= (async () => {
       const clientSecret = await ctx.secrets.get('KICK_CLIENT_SECRET');
       ctx.registerSecret(clientSecret);
-      return { clientId: ctx.config.KICK_CLIENT_ID, clientSecret, scopes: (ctx.config.KICK_OAUTH_SCOPES ?? DEFAULT_KICK_SCOPES).split(/[\s,]+/).filter(Boolean) };
+      return {
+        clientId: ctx.config.KICK_CLIENT_ID,
+        clientSecret,
+        scopes: (ctx.config.KICK_OAUTH_SCOPES ?? DEFAULT_KICK_SCOPES).split(/[\s,]+/).filter(Boolean),
+      };
     })());
-  const requireOwner = async (request: Parameters<typeof requirePrincipal>[1], minimum: 'viewer' | 'owner') => requirePrincipal(await authenticator(), request, minimum, KICK_BINDING);
+  const requireOwner = async (request: Parameters<typeof requirePrincipal>[1], minimum: 'viewer' | 'owner') =>
+    requirePrincipal(await authenticator(), request, minimum, KICK_BINDING);
 
   const redirectUri = () => {
     if (ctx.config.KICK_OAUTH_REDIRECT_URL) return ctx.config.KICK_OAUTH_REDIRECT_URL;
@@ -87,10 +118,17 @@ export function registerKickOAuth(app: FastifyInstance, ctx: ServiceContext<OAut
   const configured = async (): Promise<{ clientId: string; clientSecret: string; secret: string }> => {
     const current = await settings();
     if (!current.clientId || !current.clientSecret) {
-      throw new BitBratError('NOT_CONFIGURED', `Kick OAuth is not configured: create an app at https://kick.com/settings/developer with the redirect URL ${redirectUri()}, then set KICK_CLIENT_ID and the KICK_CLIENT_SECRET secret and restart.`);
+      throw new BitBratError(
+        'NOT_CONFIGURED',
+        `Kick OAuth is not configured: create an app at https://kick.com/settings/developer with the redirect URL ${redirectUri()}, then set KICK_CLIENT_ID and the KICK_CLIENT_SECRET secret and restart.`,
+      );
     }
     const secret = await stateSecret();
-    if (!secret) throw new BitBratError('NOT_CONFIGURED', 'OAUTH_STATE_SECRET is not set; it is required when oauth-flow runs outside the embedded topology.');
+    if (!secret)
+      throw new BitBratError(
+        'NOT_CONFIGURED',
+        'OAUTH_STATE_SECRET is not set; it is required when oauth-flow runs outside the embedded topology.',
+      );
     return { clientId: current.clientId, clientSecret: current.clientSecret, secret };
   };
 
@@ -100,7 +138,14 @@ export function registerKickOAuth(app: FastifyInstance, ctx: ServiceContext<OAut
     const { clientId, secret } = await configured();
     const { state, nonce } = signKickState(secret, role, bindBrowser(request, reply, STATE_TTL_MS, KICK_BINDING));
     const pkce = createPkcePair(kickPkceVerifier(secret, nonce));
-    const url = kickAuthorizeUrl({ authUrl: ctx.config.KICK_AUTH_URL, clientId, redirectUri: redirectUri(), scopes: (await settings()).scopes, state, challenge: pkce.challenge });
+    const url = kickAuthorizeUrl({
+      authUrl: ctx.config.KICK_AUTH_URL,
+      clientId,
+      redirectUri: redirectUri(),
+      scopes: (await settings()).scopes,
+      state,
+      challenge: pkce.challenge,
+    });
     // The start URL may carry ?token=: keep it out of any Referer.
     return reply.header('cache-control', 'no-store').header('referrer-policy', 'no-referrer').redirect(url, 302);
   });
@@ -108,33 +153,53 @@ export function registerKickOAuth(app: FastifyInstance, ctx: ServiceContext<OAut
   app.get('/oauth/kick/callback', async (request, reply) => {
     const query = request.query as Record<string, unknown>;
     for (const name of ['code', 'state', 'error', 'error_description']) {
-      if (query[name] !== undefined && typeof query[name] !== 'string') return page(reply, 400, 'Authorization failed', [`The ${name} parameter must be given once.`]);
+      if (query[name] !== undefined && typeof query[name] !== 'string')
+        return page(reply, 400, 'Authorization failed', [`The ${name} parameter must be given once.`]);
     }
     const { clientId, clientSecret, secret } = await configured();
     const state = verifyKickState(secret, query.state as string | undefined);
-    if (!state.ok) return page(reply, 400, 'Authorization failed', [`Invalid state: ${state.reason}.`, 'Start again from /oauth/kick/start.']);
+    if (!state.ok)
+      return page(reply, 400, 'Authorization failed', [`Invalid state: ${state.reason}.`, 'Start again from /oauth/kick/start.']);
     if (!browserMatches(request, state.binding, KICK_BINDING)) {
       ctx.logger.warn({ role: state.role }, 'kick oauth callback refused: started in another browser');
-      return page(reply, 400, 'Authorization failed', ['This authorization was started in another browser (or its cookie expired).', 'Start again from /oauth/kick/start in this browser.']);
+      return page(reply, 400, 'Authorization failed', [
+        'This authorization was started in another browser (or its cookie expired).',
+        'Start again from /oauth/kick/start in this browser.',
+      ]);
     }
     clearBinding(reply, KICK_BINDING);
-    if (query.error) return page(reply, 400, 'Authorization failed', [`Kick did not authorize the ${state.role} account: ${String(query.error_description ?? query.error)}.`]);
+    if (query.error)
+      return page(reply, 400, 'Authorization failed', [
+        `Kick did not authorize the ${state.role} account: ${String(query.error_description ?? query.error)}.`,
+      ]);
     if (!query.code) return page(reply, 400, 'Authorization failed', ['The code parameter is missing.']);
     if (!(await ctx.store.claimKey('oauth-state', `kick:${state.nonce}`, STATE_TTL_MS))) {
       return page(reply, 400, 'Authorization failed', ['This authorization link was already used. Start again from /oauth/kick/start.']);
     }
     let record: ReturnType<typeof tokenRecord>;
     try {
-      const response = await exchangeKickCode({ authUrl: ctx.config.KICK_AUTH_URL, clientId, clientSecret, code: query.code as string, redirectUri: redirectUri(), verifier: kickPkceVerifier(secret, state.nonce) });
+      const response = await exchangeKickCode({
+        authUrl: ctx.config.KICK_AUTH_URL,
+        clientId,
+        clientSecret,
+        code: query.code as string,
+        redirectUri: redirectUri(),
+        verifier: kickPkceVerifier(secret, state.nonce),
+      });
       ctx.registerSecret(response.access_token);
       ctx.registerSecret(response.refresh_token);
       const client = createKickClient({ apiUrl: ctx.config.KICK_API_URL, accessToken: async () => response.access_token });
       const [user] = await client.getUsers();
-      record = tokenRecord(state.role === 'bot' ? KickTokenId.bot : KickTokenId.broadcaster, response, { ...(user ? { userId: String(user.user_id), login: user.name } : {}) });
+      record = tokenRecord(state.role === 'bot' ? KickTokenId.bot : KickTokenId.broadcaster, response, {
+        ...(user ? { userId: String(user.user_id), login: user.name } : {}),
+      });
     } catch (error) {
       const message = error instanceof Error ? error.message : String(error);
       ctx.logger.warn({ role: state.role, error: message }, 'kick oauth code exchange failed');
-      return page(reply, 502, 'Authorization failed', [`Exchanging the code with Kick failed (${message}).`, 'Start again from /oauth/kick/start.']);
+      return page(reply, 502, 'Authorization failed', [
+        `Exchanging the code with Kick failed (${message}).`,
+        'Start again from /oauth/kick/start.',
+      ]);
     }
     await ctx.store.putToken(record);
     ctx.logger.info({ role: state.role, login: record.login, scopes: record.scopes }, 'kick account authorized');

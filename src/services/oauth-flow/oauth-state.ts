@@ -15,7 +15,9 @@ export type StateCheck = { ok: true; role: OAuthRole; nonce: string; binding: st
  * nonce (`binding`), signed so a callback cannot be forged nor finished in another browser.
  */
 export function signState(secret: string, role: OAuthRole, binding: string, now = Date.now(), ttlMs = STATE_TTL_MS): string {
-  const body = Buffer.from(JSON.stringify({ r: role, e: now + ttlMs, n: randomBytes(12).toString('base64url'), b: binding })).toString('base64url');
+  const body = Buffer.from(JSON.stringify({ r: role, e: now + ttlMs, n: randomBytes(12).toString('base64url'), b: binding })).toString(
+    'base64url',
+  );
   return `${body}.${createHmac('sha256', secret).update(body).digest('base64url')}`;
 }
 
@@ -26,14 +28,21 @@ export function verifyState(secret: string, state: string | undefined, now = Dat
   if (!body || !signature || extra !== undefined) return { ok: false, reason: 'the state parameter is malformed' };
   const expected = createHmac('sha256', secret).update(body).digest();
   const given = Buffer.from(signature, 'base64url');
-  if (given.length !== expected.length || !timingSafeEqual(given, expected)) return { ok: false, reason: 'the state parameter has an invalid signature' };
+  if (given.length !== expected.length || !timingSafeEqual(given, expected))
+    return { ok: false, reason: 'the state parameter has an invalid signature' };
   let parsed: { r?: unknown; e?: unknown; n?: unknown; b?: unknown };
   try {
     parsed = JSON.parse(Buffer.from(body, 'base64url').toString('utf8')) as typeof parsed;
   } catch {
     return { ok: false, reason: 'the state parameter is malformed' };
   }
-  if (!ROLES.includes(parsed.r as OAuthRole) || typeof parsed.e !== 'number' || typeof parsed.n !== 'string' || typeof parsed.b !== 'string') return { ok: false, reason: 'the state parameter is malformed' };
+  if (
+    !ROLES.includes(parsed.r as OAuthRole) ||
+    typeof parsed.e !== 'number' ||
+    typeof parsed.n !== 'string' ||
+    typeof parsed.b !== 'string'
+  )
+    return { ok: false, reason: 'the state parameter is malformed' };
   if (parsed.e < now) return { ok: false, reason: 'the authorization link expired; start again' };
   return { ok: true, role: parsed.r as OAuthRole, nonce: parsed.n, binding: parsed.b };
 }

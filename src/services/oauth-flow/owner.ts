@@ -2,7 +2,16 @@ import { createHash, randomBytes, timingSafeEqual } from 'node:crypto';
 import type { FastifyReply, FastifyRequest } from 'fastify';
 import { BitBratError } from '../../core/index.js';
 import type { ServiceContext } from '../../runtime/service.js';
-import { createAuthenticator, ensureEmbeddedToken, hasApiRole, parseTokenList, sessionCookie, tokenFromRequest, type Authenticator, type Principal } from '../api-gateway/auth.js';
+import {
+  createAuthenticator,
+  ensureEmbeddedToken,
+  hasApiRole,
+  parseTokenList,
+  sessionCookie,
+  tokenFromRequest,
+  type Authenticator,
+  type Principal,
+} from '../api-gateway/auth.js';
 
 /**
  * Which flow a browser binding belongs to: its cookie, seen only by that flow's pages (`path`), and the
@@ -36,7 +45,8 @@ export async function loadOwnerAuthenticator<C>(ctx: ServiceContext<C>): Promise
     ctx.registerSecret(embedded.token);
     return createAuthenticator([{ token: embedded.token, role: 'owner', label: 'embedded' }], false);
   }
-  if (configured.length === 0) ctx.logger.warn('oauth-flow: no API_GATEWAY_TOKENS configured: nobody can start an OAuth flow (Twitch, Kick) or read its status');
+  if (configured.length === 0)
+    ctx.logger.warn('oauth-flow: no API_GATEWAY_TOKENS configured: nobody can start an OAuth flow (Twitch, Kick) or read its status');
   return createAuthenticator(configured, false);
 }
 
@@ -44,14 +54,20 @@ export async function loadOwnerAuthenticator<C>(ctx: ServiceContext<C>): Promise
  * The caller of an OAuth route: a gateway token as `Authorization: Bearer` or, for a browser following a
  * link (it cannot send a header), `?token=`. `minimum` `owner` for starting the flow.
  */
-export function requirePrincipal(authenticator: Authenticator, request: FastifyRequest, minimum: 'viewer' | 'owner', flow: BrowserBinding = TWITCH_BINDING): Principal {
+export function requirePrincipal(
+  authenticator: Authenticator,
+  request: FastifyRequest,
+  minimum: 'viewer' | 'owner',
+  flow: BrowserBinding = TWITCH_BINDING,
+): Principal {
   // A token (header, or a link's `?token=`), else the dashboard's session cookie: a signed-in owner starts
   // the flow from a plain link, with no token in its URL.
   const presented = tokenFromRequest(request.headers, request.query);
   const session = presented === undefined ? sessionCookie(request.headers.cookie) : undefined;
   const result = session !== undefined ? authenticator.authenticateSession(session) : authenticator.authenticate(presented);
   if (!result.ok) throw new BitBratError('UNAUTHORIZED', result.message);
-  if (!hasApiRole(result.principal, minimum)) throw new BitBratError('FORBIDDEN', `connecting a ${flow.platform} account needs an ${minimum} token`);
+  if (!hasApiRole(result.principal, minimum))
+    throw new BitBratError('FORBIDDEN', `connecting a ${flow.platform} account needs an ${minimum} token`);
   return result.principal;
 }
 
@@ -65,7 +81,10 @@ const hash = (nonce: string) => createHash('sha256').update(nonce, 'utf8').diges
 export function bindBrowser(request: FastifyRequest, reply: FastifyReply, maxAgeMs: number, flow: BrowserBinding = TWITCH_BINDING): string {
   const nonce = randomBytes(18).toString('base64url');
   const secure = request.protocol === 'https' ? '; Secure' : '';
-  reply.header('set-cookie', `${flow.cookie}=${nonce}; Path=${flow.path}; Max-Age=${Math.floor(maxAgeMs / 1000)}; HttpOnly; SameSite=Lax${secure}`);
+  reply.header(
+    'set-cookie',
+    `${flow.cookie}=${nonce}; Path=${flow.path}; Max-Age=${Math.floor(maxAgeMs / 1000)}; HttpOnly; SameSite=Lax${secure}`,
+  );
   return hash(nonce);
 }
 

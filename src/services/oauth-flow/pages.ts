@@ -1,7 +1,8 @@
 import type { FastifyReply } from 'fastify';
 import type { OAuthToken } from '../../store/index.js';
 
-const escapeHtml = (text: string) => text.replace(/[&<>"']/g, (char) => ({ '&': '&amp;', '<': '&lt;', '>': '&gt;', '"': '&quot;', "'": '&#39;' })[char]!);
+const escapeHtml = (text: string) =>
+  text.replace(/[&<>"']/g, (char) => ({ '&': '&amp;', '<': '&lt;', '>': '&gt;', '"': '&quot;', "'": '&#39;' })[char]!);
 
 /** The OAuth pages run no script and load nothing: a CSP that allows nothing. */
 export const OAUTH_PAGE_CSP = "default-src 'none'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'";
@@ -16,7 +17,9 @@ export function page(reply: FastifyReply, status: number, title: string, lines: 
     .header('x-content-type-options', 'nosniff')
     .header('referrer-policy', 'no-referrer')
     .type('text/html; charset=utf-8')
-    .send(`<!doctype html>\n<html><head><meta charset="utf-8"><title>BitBrat – ${escapeHtml(title)}</title></head>\n<body><h1>${escapeHtml(title)}</h1>\n${body}\n</body></html>\n`);
+    .send(
+      `<!doctype html>\n<html><head><meta charset="utf-8"><title>BitBrat – ${escapeHtml(title)}</title></head>\n<body><h1>${escapeHtml(title)}</h1>\n${body}\n</body></html>\n`,
+    );
 }
 
 /** What /oauth/twitch/status says about a stored token (never its value). */

@@ -49,7 +49,12 @@ export async function loadSettings(ctx: ServiceContext<OAuthFlowConfig>): Promis
   const stateSecret = configuredStateSecret ?? (embedded ? randomBytes(32).toString('hex') : undefined);
   ctx.registerSecret(clientSecret);
   ctx.registerSecret(stateSecret);
-  return { clientId, clientSecret, stateSecret, scopes: (ctx.config.TWITCH_OAUTH_SCOPES ?? DEFAULT_TWITCH_OAUTH_SCOPES).split(/[\s,]+/).filter(Boolean) };
+  return {
+    clientId,
+    clientSecret,
+    stateSecret,
+    scopes: (ctx.config.TWITCH_OAUTH_SCOPES ?? DEFAULT_TWITCH_OAUTH_SCOPES).split(/[\s,]+/).filter(Boolean),
+  };
 }
 
 /** Where Twitch sends the operator back: OAUTH_REDIRECT_URL, else this server's callback on localhost. */
@@ -70,7 +75,10 @@ export function requireConfigured(current: Settings, redirect: string): { client
     );
   }
   if (!current.stateSecret) {
-    throw new BitBratError('NOT_CONFIGURED', 'OAUTH_STATE_SECRET is not set; it is required when oauth-flow runs outside the embedded topology (any long random string, the same on every instance).');
+    throw new BitBratError(
+      'NOT_CONFIGURED',
+      'OAUTH_STATE_SECRET is not set; it is required when oauth-flow runs outside the embedded topology (any long random string, the same on every instance).',
+    );
   }
   return { clientId: current.clientId, clientSecret: current.clientSecret, stateSecret: current.stateSecret };
 }

@@ -26,7 +26,8 @@ const ConfigSchema = z.object({
 });
 type Config = z.infer<typeof ConfigSchema>;
 
-const NOT_CONFIGURED_HINT = 'OBS is not configured: set OBS_WEBSOCKET_URL (e.g. ws://127.0.0.1:4455) and, when OBS asks for one, the OBS_WEBSOCKET_PASSWORD secret';
+const NOT_CONFIGURED_HINT =
+  'OBS is not configured: set OBS_WEBSOCKET_URL (e.g. ws://127.0.0.1:4455) and, when OBS asks for one, the OBS_WEBSOCKET_PASSWORD secret';
 
 /**
  * OBS Studio: keeps the `obs:studio` source current (program scene, streaming, recording), publishes OBS
@@ -48,7 +49,8 @@ export const service = defineService<Config>({
 
     const reportHealth = (snapshot: ObsSnapshot | undefined) => {
       if (!snapshot) return ctx.health.set('obs', true, NOT_CONFIGURED_HINT, { configured: false });
-      if (snapshot.status === 'connected') return ctx.health.set('obs', true, `connected to OBS (scene "${snapshot.state.programScene ?? '?'}")`, { configured: true });
+      if (snapshot.status === 'connected')
+        return ctx.health.set('obs', true, `connected to OBS (scene "${snapshot.state.programScene ?? '?'}")`, { configured: true });
       // OBS being closed is normal between streams, so that stays ready (saying why); a refused password
       // or an unsupported OBS needs the operator, so that is not ready.
       const why = snapshot.lastError ? `: ${snapshot.lastError.message}` : '';
@@ -65,7 +67,11 @@ export const service = defineService<Config>({
         lastError: snapshot?.lastError ?? null,
         ...(snapshot ? {} : { hint: NOT_CONFIGURED_HINT }),
       });
-      statusChain = statusChain.then(() => ctx.publish(Topic.ingress, envelope).catch((error: unknown) => ctx.logger.warn({ err: error }, 'could not publish the OBS source status')));
+      statusChain = statusChain.then(() =>
+        ctx
+          .publish(Topic.ingress, envelope)
+          .catch((error: unknown) => ctx.logger.warn({ err: error }, 'could not publish the OBS source status')),
+      );
       return statusChain;
     };
 
@@ -75,12 +81,15 @@ export const service = defineService<Config>({
       connector.countAction(result.ok);
       if (result.undo) {
         const undo = result.undo;
-        const timer = setTimeout(() => {
-          undoTimers.delete(timer);
-          void perform(undo).then((undone) => {
-            if (!undone.ok) ctx.logger.warn({ action: undo, result: undone }, 'could not undo a timed OBS action');
-          });
-        }, (action as { durationMs?: number }).durationMs);
+        const timer = setTimeout(
+          () => {
+            undoTimers.delete(timer);
+            void perform(undo).then((undone) => {
+              if (!undone.ok) ctx.logger.warn({ action: undo, result: undone }, 'could not undo a timed OBS action');
+            });
+          },
+          (action as { durationMs?: number }).durationMs,
+        );
         timer.unref();
         undoTimers.add(timer);
       }
@@ -96,7 +105,10 @@ export const service = defineService<Config>({
       for (const item of pending) {
         // A redelivered envelope never reaches here twice for one step attempt: the engine's idempotency
         // key (envelope, step, attempt) acks it untouched (R8), so a toggle is not undone by a redelivery.
-        const result: ObsActionResult = 'invalid' in item ? { ok: false, code: 'INVALID_ACTION', message: `invalid OBS action: ${item.invalid}` } : await perform(item.action);
+        const result: ObsActionResult =
+          'invalid' in item
+            ? { ok: false, code: 'INVALID_ACTION', message: `invalid OBS action: ${item.invalid}` }
+            : await perform(item.action);
         if (!result.ok) ctx.logger.warn({ actionId: item.actionId, code: result.code, message: result.message }, 'OBS action not done');
         annotations.push(obsResultAnnotation(SERVICE, item.actionId, result));
         if (item.reply) candidates.push(createReply(SERVICE, replyText(result), { obs: true }));
@@ -122,7 +134,10 @@ export const service = defineService<Config>({
     return {
       consumers: { [stepTopic(SERVICE)]: step, 'internal.egress.{instanceId}.v1': egress },
       routes(app) {
-        app.get('/_debug/obs', async () => ({ ...(connector?.snapshot() ?? { status: 'not_configured', hint: NOT_CONFIGURED_HINT }), ingest: ingress.snapshot() }));
+        app.get('/_debug/obs', async () => ({
+          ...(connector?.snapshot() ?? { status: 'not_configured', hint: NOT_CONFIGURED_HINT }),
+          ingest: ingress.snapshot(),
+        }));
       },
       async start() {
         const url = ctx.config.OBS_WEBSOCKET_URL;

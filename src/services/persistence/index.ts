@@ -21,10 +21,14 @@ export const service = defineService({
   configSchema: ConfigSchema,
   needsStore: true,
   setup(ctx) {
-    const records = createServiceBatcher<EventRecord, true>(ctx, { size: ctx.config.PERSISTENCE_BATCH_SIZE, delayMs: ctx.config.PERSISTENCE_BATCH_DELAY_MS }, async (batch) => {
-      await ctx.store.recordIngress(batch);
-      return batch.map(() => true as const);
-    });
+    const records = createServiceBatcher<EventRecord, true>(
+      ctx,
+      { size: ctx.config.PERSISTENCE_BATCH_SIZE, delayMs: ctx.config.PERSISTENCE_BATCH_DELAY_MS },
+      async (batch) => {
+        await ctx.store.recordIngress(batch);
+        return batch.map(() => true as const);
+      },
+    );
     return {
       consumers: {
         [Topic.ingress]: {

@@ -21,7 +21,11 @@ export function finalRecord(envelope: Envelope, now = Date.now()): EventRecord {
     final: envelope,
     replyDelivered: envelope.delivery?.delivered ?? false,
     ...(replies.length ? { replyText: replies.map((reply) => reply.text).join('\n') } : {}),
-    errors: (envelope.errors ?? []).map((error) => ({ code: error.code, message: error.message, ...(error.step ? { step: error.step } : {}) })),
+    errors: (envelope.errors ?? []).map((error) => ({
+      code: error.code,
+      message: error.message,
+      ...(error.step ? { step: error.step } : {}),
+    })),
     latencyMs: Math.max(0, (Number.isNaN(deliveredAt) ? now : deliveredAt) - Date.parse(envelope.timestamp)),
   };
 }
@@ -35,12 +39,26 @@ function summary(envelope: Envelope): EventRecord {
     channel: envelope.source.channel,
     userId: envelope.user.id,
     userName: envelope.user.name,
-    ...(envelope.message?.text !== undefined ? { text: envelope.message.text } : typeof envelope.payload?.text === 'string' ? { text: envelope.payload.text } : {}),
+    ...(envelope.message?.text !== undefined
+      ? { text: envelope.message.text }
+      : typeof envelope.payload?.text === 'string'
+        ? { text: envelope.payload.text }
+        : {}),
     receivedAt: envelope.timestamp,
   };
 }
 
-const STATUS_FIELDS = ['displayName', 'status', 'lastError', 'authStatus', 'viewerCount', 'permissions', 'latencyMs', 'metadata', 'streamStatus'] as const;
+const STATUS_FIELDS = [
+  'displayName',
+  'status',
+  'lastError',
+  'authStatus',
+  'viewerCount',
+  'permissions',
+  'latencyMs',
+  'metadata',
+  'streamStatus',
+] as const;
 
 /**
  * The `sources` patch for a system event (seed 002): `system.source.status` carries connector state and
@@ -49,11 +67,13 @@ const STATUS_FIELDS = ['displayName', 'status', 'lastError', 'authStatus', 'view
 export function sourcePatch(envelope: Envelope): SourceState | undefined {
   const payload = envelope.payload as Record<string, unknown>;
   const platform = String(payload.platform ?? envelope.source.platform);
-  const sourceId = typeof payload.sourceId === 'string' ? payload.sourceId : `${platform}:${envelope.source.channel || envelope.source.channelId}`;
+  const sourceId =
+    typeof payload.sourceId === 'string' ? payload.sourceId : `${platform}:${envelope.source.channel || envelope.source.channelId}`;
   const at = envelope.timestamp;
   if (envelope.type === 'system.source.status') {
     const patch: SourceState = { id: sourceId, platform, lastStatusUpdate: at };
-    for (const field of STATUS_FIELDS) if (payload[field] !== undefined) (patch as unknown as Record<string, unknown>)[field] = payload[field];
+    for (const field of STATUS_FIELDS)
+      if (payload[field] !== undefined) (patch as unknown as Record<string, unknown>)[field] = payload[field];
     if (payload.metrics && typeof payload.metrics === 'object') patch.metrics = payload.metrics as SourceState['metrics'];
     return patch;
   }

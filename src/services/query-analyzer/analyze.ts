@@ -108,23 +108,132 @@ export interface Analysis {
 }
 
 const POSITIVE = new Set(
-  'love loved loving lovely like liked likes great awesome amazing nice good cool thanks thank thx ty gg ggs wp pog poggers pogchamp hype hyped wow fun funny best beautiful happy excellent wonderful enjoy enjoyed enjoying fantastic brilliant perfect sweet glad congrats congratulations incredible epic clutch yay lol lmao haha hahaha welcome kind helpful impressive legend goat based'.split(' '),
+  'love loved loving lovely like liked likes great awesome amazing nice good cool thanks thank thx ty gg ggs wp pog poggers pogchamp hype hyped wow fun funny best beautiful happy excellent wonderful enjoy enjoyed enjoying fantastic brilliant perfect sweet glad congrats congratulations incredible epic clutch yay lol lmao haha hahaha welcome kind helpful impressive legend goat based'.split(
+    ' ',
+  ),
 );
 const NEGATIVE = new Set(
-  'hate hated hates bad awful terrible worst sucks suck sucked boring trash garbage stupid dumb ugly annoying sad angry wtf ugh cringe lame horrible disgusting pathetic useless broken lag laggy laggs toxic rip fail failed failing worse disappointing disappointed mad hated idiot noob scam rigged'.split(' '),
+  'hate hated hates bad awful terrible worst sucks suck sucked boring trash garbage stupid dumb ugly annoying sad angry wtf ugh cringe lame horrible disgusting pathetic useless broken lag laggy laggs toxic rip fail failed failing worse disappointing disappointed mad hated idiot noob scam rigged'.split(
+    ' ',
+  ),
 );
-const NEGATORS = new Set(['not', "don't", 'dont', "isn't", 'isnt', "wasn't", 'wasnt', 'never', 'no', "didn't", 'didnt', "doesn't", 'doesnt', "aren't", 'arent', "can't", 'cant', "won't", 'wont']);
+const NEGATORS = new Set([
+  'not',
+  "don't",
+  'dont',
+  "isn't",
+  'isnt',
+  "wasn't",
+  'wasnt',
+  'never',
+  'no',
+  "didn't",
+  'didnt',
+  "doesn't",
+  'doesnt',
+  "aren't",
+  'arent',
+  "can't",
+  'cant',
+  "won't",
+  'wont',
+]);
 const POSITIVE_EMOTICONS = [':)', ':-)', ':d', '<3', ';)', ':p', 'xd'];
 const NEGATIVE_EMOTICONS = [':(', ':-(', ":'(", 'd:', '>:('];
 
-const QUESTION_START = new Set(['what', 'why', 'how', 'when', 'where', 'who', 'whom', 'whose', 'which', "what's", 'whats', "how's", 'hows', "who's", 'whos', "where's", 'wheres', "when's", "why's"]);
+const QUESTION_START = new Set([
+  'what',
+  'why',
+  'how',
+  'when',
+  'where',
+  'who',
+  'whom',
+  'whose',
+  'which',
+  "what's",
+  'whats',
+  "how's",
+  'hows',
+  "who's",
+  'whos',
+  "where's",
+  'wheres',
+  "when's",
+  "why's",
+]);
 /** `is it live`, `are you ok`: a form of "be" followed by a subject. */
 const BE_START = new Set(['is', 'are', 'was', 'were', 'isnt', "isn't", 'arent', "aren't"]);
-const BE_SUBJECTS = new Set(['you', 'u', 'we', 'i', 'it', 'he', 'she', 'they', 'this', 'that', 'there', 'anyone', 'anybody', 'someone', 'somebody', 'the', 'your', 'ur', 'chat', 'stream']);
+const BE_SUBJECTS = new Set([
+  'you',
+  'u',
+  'we',
+  'i',
+  'it',
+  'he',
+  'she',
+  'they',
+  'this',
+  'that',
+  'there',
+  'anyone',
+  'anybody',
+  'someone',
+  'somebody',
+  'the',
+  'your',
+  'ur',
+  'chat',
+  'stream',
+]);
 /** `can you`, `do we`: a modal or "do" followed by a person (not `do it now`, an order). */
-const MODAL_START = new Set(['can', 'could', 'do', 'does', 'did', 'will', 'would', 'should', 'have', 'has', 'may', 'shall', 'cant', "can't", 'dont', "don't", 'wont', "won't"]);
+const MODAL_START = new Set([
+  'can',
+  'could',
+  'do',
+  'does',
+  'did',
+  'will',
+  'would',
+  'should',
+  'have',
+  'has',
+  'may',
+  'shall',
+  'cant',
+  "can't",
+  'dont',
+  "don't",
+  'wont',
+  "won't",
+]);
 const PERSONS = new Set(['you', 'u', 'we', 'i', 'he', 'she', 'they', 'anyone', 'anybody', 'someone', 'somebody', 'ya', 'yall', "y'all"]);
-const GREETINGS = new Set(['hi', 'hello', 'hey', 'heya', 'hiya', 'howdy', 'yo', 'sup', 'wassup', 'hai', 'hallo', 'hola', 'greetings', 'gm', 'o/', 'morning', 'evening', 'afternoon', 'ello', 'heyo', 'hii', 'hiii', 'heyy', 'heyyy']);
+const GREETINGS = new Set([
+  'hi',
+  'hello',
+  'hey',
+  'heya',
+  'hiya',
+  'howdy',
+  'yo',
+  'sup',
+  'wassup',
+  'hai',
+  'hallo',
+  'hola',
+  'greetings',
+  'gm',
+  'o/',
+  'morning',
+  'evening',
+  'afternoon',
+  'ello',
+  'heyo',
+  'hii',
+  'hiii',
+  'heyy',
+  'heyyy',
+]);
 
 /** Top-level domains recognised for bare links like `example.com` (scheme or `www.` links need none). */
 const LINK_TLDS =
@@ -182,7 +291,8 @@ export function countEmotes(emotes: unknown): number {
     }
     return count;
   }
-  if (typeof emotes === 'object') return Object.values(emotes as Record<string, unknown>).reduce((sum: number, value) => sum + ranges(value), 0);
+  if (typeof emotes === 'object')
+    return Object.values(emotes as Record<string, unknown>).reduce((sum: number, value) => sum + ranges(value), 0);
   return 0;
 }
 
@@ -217,7 +327,14 @@ export function createAnalyzer(options: AnalyzerOptions = {}): Analyzer {
   const botName = (options.botName ?? 'bitbrat').toLowerCase();
   const prefix = options.commandPrefix ?? '!';
   const thresholds = { ...DEFAULT_SPAM_THRESHOLDS, ...options.thresholds };
-  const allowlist = (options.linkAllowlist ?? []).map((domain) => domain.trim().toLowerCase().replace(/^\*?\./, '')).filter(Boolean);
+  const allowlist = (options.linkAllowlist ?? [])
+    .map((domain) =>
+      domain
+        .trim()
+        .toLowerCase()
+        .replace(/^\*?\./, ''),
+    )
+    .filter(Boolean);
   const blockWords = new Set<string>();
   const blockPhrases: string[] = [];
   for (const entry of options.blocklist ?? []) {
@@ -244,7 +361,11 @@ export function createAnalyzer(options: AnalyzerOptions = {}): Analyzer {
     const mention = !!mentionRe?.test(text);
     const first = words[0] ?? '';
     const second = words[1] ?? '';
-    const question = text.includes('?') || QUESTION_START.has(first) || (BE_START.has(first) && BE_SUBJECTS.has(second)) || (MODAL_START.has(first) && PERSONS.has(second));
+    const question =
+      text.includes('?') ||
+      QUESTION_START.has(first) ||
+      (BE_START.has(first) && BE_SUBJECTS.has(second)) ||
+      (MODAL_START.has(first) && PERSONS.has(second));
     const greeting = GREETINGS.has(first) || GREETINGS.has(tokens[0] ?? '') || /^good (morning|afternoon|evening|night)\b/.test(lower);
     let intent: Intent = Intent.other;
     let intentScore = 0.5;
@@ -271,7 +392,8 @@ export function createAnalyzer(options: AnalyzerOptions = {}): Analyzer {
     for (const emoticon of NEGATIVE_EMOTICONS) if (lower.includes(emoticon)) negative += 1;
     const hits = positive + negative;
     const sentimentScore = hits === 0 ? 0 : Math.max(-1, Math.min(1, (positive - negative) / Math.sqrt(hits + 1)));
-    const sentiment: Sentiment = sentimentScore >= 0.25 ? Sentiment.positive : sentimentScore <= -0.25 ? Sentiment.negative : Sentiment.neutral;
+    const sentiment: Sentiment =
+      sentimentScore >= 0.25 ? Sentiment.positive : sentimentScore <= -0.25 ? Sentiment.negative : Sentiment.neutral;
 
     // ------------------------------------------------------------------ spam
     const signals: SpamSignal[] = [];
@@ -279,7 +401,8 @@ export function createAnalyzer(options: AnalyzerOptions = {}): Analyzer {
     if (blockWords.size > 0 || blockPhrases.length > 0) {
       const folded = foldLeet(lower);
       const foldedWords = folded.split(/[^\p{L}\p{N}]+/u);
-      const hit = foldedWords.find((word) => blockWords.has(word)) ?? blockPhrases.find((phrase) => folded.replace(/\s+/g, ' ').includes(phrase));
+      const hit =
+        foldedWords.find((word) => blockWords.has(word)) ?? blockPhrases.find((phrase) => folded.replace(/\s+/g, ' ').includes(phrase));
       if (hit) signals.push({ reason: SpamReason.blocklist, weight: 1, detail: hit });
     }
     if (!permissions.includes(Permission.linksPost) && (lower.includes('.') || lower.includes('://'))) {
@@ -360,7 +483,12 @@ export function analysisAnnotations(analysis: Analysis, source = 'query-analyzer
       label: analysis.intent,
       value: analysis.intent,
       score: analysis.intentScore,
-      payload: { signals: analysis.signals, ambiguous: analysis.ambiguous, ...(analysis.classifiedBy ? { classifiedBy: analysis.classifiedBy } : {}), ...(analysis.command ? { command: analysis.command.name, args: analysis.command.args } : {}) },
+      payload: {
+        signals: analysis.signals,
+        ambiguous: analysis.ambiguous,
+        ...(analysis.classifiedBy ? { classifiedBy: analysis.classifiedBy } : {}),
+        ...(analysis.command ? { command: analysis.command.name, args: analysis.command.args } : {}),
+      },
     }),
     annotate({
       kind: 'sentiment',

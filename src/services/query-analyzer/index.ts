@@ -38,7 +38,13 @@ export interface QueryAnalyzerOptions {
 
 export const DEFAULT_CLASSIFIER_TIMEOUT_MS = 500;
 
-async function refine(analysis: Analysis, text: string, classifier: IntentClassifier, timeoutMs: number, parent: AbortSignal): Promise<Analysis> {
+async function refine(
+  analysis: Analysis,
+  text: string,
+  classifier: IntentClassifier,
+  timeoutMs: number,
+  parent: AbortSignal,
+): Promise<Analysis> {
   const controller = new AbortController();
   const abort = () => controller.abort();
   parent.addEventListener('abort', abort, { once: true });
@@ -49,7 +55,10 @@ async function refine(analysis: Analysis, text: string, classifier: IntentClassi
       new Promise<undefined>((resolve) => controller.signal.addEventListener('abort', () => resolve(undefined), { once: true })),
     ]);
     if (!verdict) return analysis;
-    const intent = verdict.intent && verdict.intent !== Intent.command && Object.values(Intent).includes(verdict.intent) ? verdict.intent : analysis.intent;
+    const intent =
+      verdict.intent && verdict.intent !== Intent.command && Object.values(Intent).includes(verdict.intent)
+        ? verdict.intent
+        : analysis.intent;
     const sentiment = verdict.sentiment && Object.values(Sentiment).includes(verdict.sentiment) ? verdict.sentiment : analysis.sentiment;
     return {
       ...analysis,
@@ -78,7 +87,12 @@ export function createQueryAnalyzer(options: QueryAnalyzerOptions = {}): Service
     configSchema: ConfigSchema,
     setup(ctx) {
       const config = ctx.config;
-      const analyze = createAnalyzer({ botName: config.BOT_NAME, commandPrefix: config.COMMAND_PREFIX, linkAllowlist: config.ANALYZER_LINK_ALLOWLIST, blocklist: config.ANALYZER_BLOCKLIST });
+      const analyze = createAnalyzer({
+        botName: config.BOT_NAME,
+        commandPrefix: config.COMMAND_PREFIX,
+        linkAllowlist: config.ANALYZER_LINK_ALLOWLIST,
+        blocklist: config.ANALYZER_BLOCKLIST,
+      });
       return {
         consumers: {
           [stepTopic('query-analyzer')]: {
@@ -95,15 +109,30 @@ export function createQueryAnalyzer(options: QueryAnalyzerOptions = {}): Service
                 emotes: envelope.payload.emotes,
               });
               if (analysis.ambiguous && options.classifier) {
-                analysis = await refine(analysis, text, options.classifier, options.classifierTimeoutMs ?? DEFAULT_CLASSIFIER_TIMEOUT_MS, hctx.signal);
+                analysis = await refine(
+                  analysis,
+                  text,
+                  options.classifier,
+                  options.classifierTimeoutMs ?? DEFAULT_CLASSIFIER_TIMEOUT_MS,
+                  hctx.signal,
+                );
               }
               const out: Envelope = withAnnotations(
-                { ...envelope, message: { ...(envelope.message ?? { text }), text, ...(analysis.command ? { command: analysis.command.name, args: analysis.command.args } : {}) } },
+                {
+                  ...envelope,
+                  message: {
+                    ...(envelope.message ?? { text }),
+                    text,
+                    ...(analysis.command ? { command: analysis.command.name, args: analysis.command.args } : {}),
+                  },
+                },
                 ...analysisAnnotations(analysis),
               );
               // With a moderation step still to come, spam goes on to it so the message is acted on (removed,
               // escalated) and logged; the router's drop-spam rule still keeps it from getting a reply.
-              const moderationAhead = envelope.routingSlip.some((step, index) => index > hctx.stepIndex && step.status === 'PENDING' && step.id === 'moderation');
+              const moderationAhead = envelope.routingSlip.some(
+                (step, index) => index > hctx.stepIndex && step.status === 'PENDING' && step.id === 'moderation',
+              );
               if (!analysis.spam || moderationAhead) return continueWith(out);
               // No moderation step: the message is only suppressed (no reply, nothing further runs).
               ctx.metrics.platform.moderationActions.inc({ platform: envelope.source.platform, action: 'suppressed', reason: 'spam' });

@@ -70,8 +70,16 @@ export const service = defineService<Config>({
             if (name === 'raid' && settings.shoutout === true) {
               const raider = payload.fromBroadcaster as { id?: string; login?: string } | null;
               if (raider?.id) {
-                const result = await shoutouts!.shoutout({ id: envelope.source.channelId ?? '', login: envelope.source.channel }, { id: raider.id, login: raider.login ?? raider.id });
-                extra.push(note(result.sent ? 'shoutout-sent' : 'shoutout-skipped', result.sent ? { to: raider.login } : { to: raider.login, reason: result.reason }));
+                const result = await shoutouts!.shoutout(
+                  { id: envelope.source.channelId ?? '', login: envelope.source.channel },
+                  { id: raider.id, login: raider.login ?? raider.id },
+                );
+                extra.push(
+                  note(
+                    result.sent ? 'shoutout-sent' : 'shoutout-skipped',
+                    result.sent ? { to: raider.login } : { to: raider.login, reason: result.reason },
+                  ),
+                );
               }
             }
             return reply(envelope, name, text, extra);

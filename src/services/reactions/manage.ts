@@ -1,7 +1,17 @@
 /** Reading and changing reactions in the `rules` table (used by the API and the reactions service). */
 import { BitBratError } from '../../core/index.js';
 import type { Store } from '../../store/index.js';
-import { REACTION_NAMES, applyReactionUpdate, defaultReactionRules, isReactionName, reactionFromRule, reactionRule, ruleId, type Reaction, type ReactionUpdate } from './reactions.js';
+import {
+  REACTION_NAMES,
+  applyReactionUpdate,
+  defaultReactionRules,
+  isReactionName,
+  reactionFromRule,
+  reactionRule,
+  ruleId,
+  type Reaction,
+  type ReactionUpdate,
+} from './reactions.js';
 
 /** Every reaction with its current settings. */
 export async function listReactions(store: Pick<Store, 'getRule'>): Promise<Reaction[]> {
@@ -15,7 +25,11 @@ export async function getReaction(store: Pick<Store, 'getRule'>, name: string): 
 }
 
 /** Switches a reaction on or off, rewords it or sets the raid shoutout; writes its rule. */
-export async function updateReaction(store: Pick<Store, 'getRule' | 'upsertRule'>, name: string, update: ReactionUpdate): Promise<Reaction> {
+export async function updateReaction(
+  store: Pick<Store, 'getRule' | 'upsertRule'>,
+  name: string,
+  update: ReactionUpdate,
+): Promise<Reaction> {
   const next = applyReactionUpdate(await getReaction(store, name), update);
   await store.upsertRule(reactionRule(next.name, next));
   return next;

@@ -28,17 +28,42 @@ export interface ReactionDefinition {
 
 /** Every reaction BitBrat ships, with its default wording. */
 export const REACTIONS = {
-  follow: { kind: 'channel.follow', description: 'A new follower', template: 'Thanks for the follow, {user}! Welcome in.', variables: ['user', 'channel'] },
-  subscribe: { kind: 'channel.subscribe', description: 'A new subscription (gifted ones are thanked with the gift)', template: 'Thank you for subscribing, {user}!', variables: ['user', 'tier', 'channel'] },
+  follow: {
+    kind: 'channel.follow',
+    description: 'A new follower',
+    template: 'Thanks for the follow, {user}! Welcome in.',
+    variables: ['user', 'channel'],
+  },
+  subscribe: {
+    kind: 'channel.subscribe',
+    description: 'A new subscription (gifted ones are thanked with the gift)',
+    template: 'Thank you for subscribing, {user}!',
+    variables: ['user', 'tier', 'channel'],
+  },
   resubscribe: {
     kind: 'channel.subscription.message',
     description: 'A resubscription shared in chat, with its message',
     template: '{user} resubscribed for {months} months! {message}',
     variables: ['user', 'tier', 'months', 'streak', 'message', 'channel'],
   },
-  gift: { kind: 'channel.subscription.gift', description: 'Gifted subscriptions: one message per gift, however many subs', template: 'Thank you {user} for gifting {total} {subs}!', variables: ['user', 'total', 'subs', 'tier', 'cumulative', 'channel'] },
-  cheer: { kind: 'channel.cheer', description: 'Bits cheered', template: 'Thanks for the {bits} bits, {user}!', variables: ['user', 'bits', 'message', 'channel'] },
-  raid: { kind: 'channel.raid', description: 'An incoming raid (optionally with a Twitch shoutout)', template: '{raider} is raiding with {viewers} viewers! Welcome, raiders!', variables: ['raider', 'viewers', 'channel'] },
+  gift: {
+    kind: 'channel.subscription.gift',
+    description: 'Gifted subscriptions: one message per gift, however many subs',
+    template: 'Thank you {user} for gifting {total} {subs}!',
+    variables: ['user', 'total', 'subs', 'tier', 'cumulative', 'channel'],
+  },
+  cheer: {
+    kind: 'channel.cheer',
+    description: 'Bits cheered',
+    template: 'Thanks for the {bits} bits, {user}!',
+    variables: ['user', 'bits', 'message', 'channel'],
+  },
+  raid: {
+    kind: 'channel.raid',
+    description: 'An incoming raid (optionally with a Twitch shoutout)',
+    template: '{raider} is raiding with {viewers} viewers! Welcome, raiders!',
+    variables: ['raider', 'viewers', 'channel'],
+  },
 } as const satisfies Record<string, ReactionDefinition>;
 export type ReactionName = keyof typeof REACTIONS;
 
@@ -73,22 +98,36 @@ export function isReactionName(name: string): name is ReactionName {
 export const REACTION_EVENT_TYPES = ['twitch.eventsub.v1', 'kick.event.v1'] as const;
 
 /** The router rule of a reaction with these settings. */
-export function reactionRule(name: ReactionName, settings: { enabled: boolean; template: string; shoutout?: boolean }): Omit<RuleRecord, 'updatedAt'> {
+export function reactionRule(
+  name: ReactionName,
+  settings: { enabled: boolean; template: string; shoutout?: boolean },
+): Omit<RuleRecord, 'updatedAt'> {
   const definition = REACTIONS[name];
-  const payload: Record<string, unknown> = { template: settings.template, ...(name === 'raid' ? { shoutout: settings.shoutout ?? false } : {}) };
+  const payload: Record<string, unknown> = {
+    template: settings.template,
+    ...(name === 'raid' ? { shoutout: settings.shoutout ?? false } : {}),
+  };
   return {
     id: ruleId(name),
     priority: REACTION_RULE_PRIORITY,
     enabled: settings.enabled,
     description: `Chat reaction: ${definition.description.toLowerCase()}. Change it with PUT /api/reactions/${name} or \`bitbrat reactions set ${name}\`.`,
-    logic: { and: [{ '==': [{ var: 'stage' }, 'ingress'] }, { in: [{ var: 'type' }, [...REACTION_EVENT_TYPES]] }, { '==': [{ var: 'kind' }, definition.kind] }] },
+    logic: {
+      and: [
+        { '==': [{ var: 'stage' }, 'ingress'] },
+        { in: [{ var: 'type' }, [...REACTION_EVENT_TYPES]] },
+        { '==': [{ var: 'kind' }, definition.kind] },
+      ],
+    },
     action: { slip: [REACTIONS_STEP], annotate: { kind: REACTION_ANNOTATION, label: name, payload } },
   };
 }
 
 /** The default rule of every reaction (the seed). */
 export function defaultReactionRules(): Array<Omit<RuleRecord, 'updatedAt'>> {
-  return REACTION_NAMES.map((name) => reactionRule(name, { enabled: true, template: REACTIONS[name].template, ...(name === 'raid' ? { shoutout: false } : {}) }));
+  return REACTION_NAMES.map((name) =>
+    reactionRule(name, { enabled: true, template: REACTIONS[name].template, ...(name === 'raid' ? { shoutout: false } : {}) }),
+  );
 }
 
 /** The reaction a stored rule describes (defaults when the rule is missing). */
@@ -124,13 +163,22 @@ export function templateVariables(template: string): string[] {
 
 /** Applies an update to a reaction, refusing unknown variables and a shoutout on anything but raids. */
 export function applyReactionUpdate(current: Reaction, update: ReactionUpdate): Reaction {
-  if (update.shoutout !== undefined && current.name !== 'raid') throw new BitBratError('BAD_REQUEST', `invalid reaction: only the raid reaction has a shoutout setting`);
+  if (update.shoutout !== undefined && current.name !== 'raid')
+    throw new BitBratError('BAD_REQUEST', `invalid reaction: only the raid reaction has a shoutout setting`);
   const template = update.template === null ? current.defaultTemplate : (update.template ?? current.template);
   const unknown = templateVariables(template).filter((variable) => !current.variables.includes(variable));
   if (unknown.length) {
-    throw new BitBratError('BAD_REQUEST', `invalid template: unknown variable${unknown.length > 1 ? 's' : ''} ${unknown.map((name) => `{${name}}`).join(', ')}; ${current.name} can use ${current.variables.map((name) => `{${name}}`).join(', ')}`);
+    throw new BitBratError(
+      'BAD_REQUEST',
+      `invalid template: unknown variable${unknown.length > 1 ? 's' : ''} ${unknown.map((name) => `{${name}}`).join(', ')}; ${current.name} can use ${current.variables.map((name) => `{${name}}`).join(', ')}`,
+    );
   }
-  return { ...current, template, ...(update.enabled !== undefined ? { enabled: update.enabled } : {}), ...(update.shoutout !== undefined ? { shoutout: update.shoutout } : {}) };
+  return {
+    ...current,
+    template,
+    ...(update.enabled !== undefined ? { enabled: update.enabled } : {}),
+    ...(update.shoutout !== undefined ? { shoutout: update.shoutout } : {}),
+  };
 }
 
 const text = (value: unknown): string => (typeof value === 'string' ? value : typeof value === 'number' ? String(value) : '');
@@ -151,10 +199,23 @@ export function reactionVariables(name: ReactionName, envelope: Envelope): Recor
     case 'subscribe':
       return { ...base, tier };
     case 'resubscribe':
-      return { ...base, tier, months: text(payload.cumulativeMonths) || '1', streak: text(payload.streakMonths), message: text(payload.message) };
+      return {
+        ...base,
+        tier,
+        months: text(payload.cumulativeMonths) || '1',
+        streak: text(payload.streakMonths),
+        message: text(payload.message),
+      };
     case 'gift': {
       const total = Number(payload.total) || 1;
-      return { ...base, user: payload.isAnonymous ? 'an anonymous gifter' : user, total: String(total), subs: total === 1 ? 'sub' : 'subs', tier, cumulative: text(payload.cumulativeTotal) };
+      return {
+        ...base,
+        user: payload.isAnonymous ? 'an anonymous gifter' : user,
+        total: String(total),
+        subs: total === 1 ? 'sub' : 'subs',
+        tier,
+        cumulative: text(payload.cumulativeTotal),
+      };
     }
     case 'cheer':
       return { ...base, user: payload.isAnonymous ? 'anonymous cheerer' : user, bits: text(payload.bits), message: text(payload.message) };

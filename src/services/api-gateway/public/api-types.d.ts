@@ -12,7 +12,23 @@ import type { TwitchAccount, TwitchSetup } from '../twitch-setup.js';
 import type { Reaction } from '../../reactions/reactions.js';
 
 export type { Reaction, TwitchAccount, TwitchSetup };
-export type { CommandHelp, CommandRecord, ComponentHealth, DeadLetterSummary, EventDetail, EventSummary, HealthReport, LiveMessage, RuleRecord, ServiceHealth, SessionInfo, SourceState, StatsBucket, StatsSeries, TimelineStep };
+export type {
+  CommandHelp,
+  CommandRecord,
+  ComponentHealth,
+  DeadLetterSummary,
+  EventDetail,
+  EventSummary,
+  HealthReport,
+  LiveMessage,
+  RuleRecord,
+  ServiceHealth,
+  SessionInfo,
+  SourceState,
+  StatsBucket,
+  StatsSeries,
+  TimelineStep,
+};
 
 /** One page of a list endpoint. */
 export interface ListPage<T> {

@@ -127,7 +127,8 @@ function h(tag, attrs = {}, ...children) {
 const time = (iso) => (iso ? new Date(iso).toLocaleTimeString() : '—');
 /** HH:MM:SS.mmm, for step timings. */
 /** @param {string | undefined} iso */
-const preciseTime = (iso) => (iso ? `${new Date(iso).toLocaleTimeString([], { hour12: false })}.${String(new Date(iso).getMilliseconds()).padStart(3, '0')}` : '—');
+const preciseTime = (iso) =>
+  iso ? `${new Date(iso).toLocaleTimeString([], { hour12: false })}.${String(new Date(iso).getMilliseconds()).padStart(3, '0')}` : '—';
 /** @param {string | undefined} iso */
 const dateTime = (iso) => (iso ? new Date(iso).toLocaleString() : '—');
 /** @param {number | undefined} value */
@@ -166,7 +167,12 @@ async function api(method, path, body) {
   /** @type {Record<string, string>} */
   const headers = method === 'GET' ? {} : { ...CSRF };
   if (body !== undefined) headers['content-type'] = 'application/json';
-  const response = await fetch(path, { method, headers, credentials: 'same-origin', body: body === undefined ? undefined : JSON.stringify(body) });
+  const response = await fetch(path, {
+    method,
+    headers,
+    credentials: 'same-origin',
+    body: body === undefined ? undefined : JSON.stringify(body),
+  });
   const text = await response.text();
   let json;
   try {
@@ -234,7 +240,8 @@ function showApp() {
   byTestId('nav').hidden = false;
   byTestId('session').hidden = false;
   byTestId('session-role').textContent = `${me.anonymous ? 'anonymous ' : ''}${me.role}`;
-  for (const button of /** @type {NodeListOf<HTMLButtonElement>} */ (document.querySelectorAll('[data-requires-write]'))) button.disabled = !canWrite();
+  for (const button of /** @type {NodeListOf<HTMLButtonElement>} */ (document.querySelectorAll('[data-requires-write]')))
+    button.disabled = !canWrite();
   show(state.view);
   startLive();
   connectChat();
@@ -243,7 +250,8 @@ function showApp() {
 /** @param {string} view */
 function show(view) {
   state.view = view;
-  for (const section of /** @type {NodeListOf<HTMLElement>} */ (document.querySelectorAll('.view'))) section.hidden = section.dataset.view !== view;
+  for (const section of /** @type {NodeListOf<HTMLElement>} */ (document.querySelectorAll('.view')))
+    section.hidden = section.dataset.view !== view;
   for (const tab of /** @type {NodeListOf<HTMLElement>} */ (document.querySelectorAll('.tab'))) {
     if (tab.dataset.view === view) tab.setAttribute('aria-current', 'page');
     else tab.removeAttribute('aria-current');
@@ -385,7 +393,8 @@ function renderHealth() {
   if (!report) return;
   const stale = Boolean(state.staleSince);
   /** @param {ServiceHealth} service */
-  const notConfigured = (service) => Object.entries(service.components ?? {}).filter(([, component]) => component.ready && component.configured === false);
+  const notConfigured = (service) =>
+    Object.entries(service.components ?? {}).filter(([, component]) => component.ready && component.configured === false);
   const attention = report.services.some((service) => service.state === 'not_ready' || service.state === 'unreachable');
   // Never "all ready" from a report the server can no longer confirm.
   const unseen = report.services.filter((service) => service.state === 'unknown').length;
@@ -406,10 +415,11 @@ function renderHealth() {
       const shown = stale ? 'unknown' : service.state === 'ready' && unset.length ? 'not_configured' : service.state;
       const detail = stale
         ? `last known: ${service.state.replace('_', ' ')}`
-        : service.detail ?? Object.entries(service.components ?? {})
-          .filter(([, component]) => !component.ready || component.configured === false)
-          .map(([name, component]) => `${name}: ${component.detail ?? 'not ready'}`)
-          .join('; ');
+        : (service.detail ??
+          Object.entries(service.components ?? {})
+            .filter(([, component]) => !component.ready || component.configured === false)
+            .map(([name, component]) => `${name}: ${component.detail ?? 'not ready'}`)
+            .join('; '));
       return h(
         'li',
         { testid: `health-service-${service.name}`, dataset: { state: shown } },
@@ -462,11 +472,21 @@ function rates(id) {
   if (!entry?.previous) return undefined;
   const minutes = (entry.current.at - entry.previous.at) / 60_000;
   if (minutes <= 0) return undefined;
-  return { in: Math.max(0, (entry.current.in - entry.previous.in) / minutes), out: Math.max(0, (entry.current.out - entry.previous.out) / minutes) };
+  return {
+    in: Math.max(0, (entry.current.in - entry.previous.in) / minutes),
+    out: Math.max(0, (entry.current.out - entry.previous.out) / minutes),
+  };
 }
 
 /** @type {Record<string, string>} */
-const STATUS_TEXT = { connected: 'connected', disconnected: 'disconnected', connecting: 'connecting', error: 'error', not_configured: 'not configured', unknown: 'unknown' };
+const STATUS_TEXT = {
+  connected: 'connected',
+  disconnected: 'disconnected',
+  connecting: 'connecting',
+  error: 'error',
+  not_configured: 'not configured',
+  unknown: 'unknown',
+};
 
 function renderSources() {
   renderStreams();
@@ -485,37 +505,80 @@ function renderSources() {
         const rate = rates(source.id);
         const metrics = source.metrics ?? {};
         // The Twitch card names exactly what is missing, from the same facts as the Twitch panel.
-        const twitchHelp = source.platform === 'twitch' && status === 'not_configured' && state.twitch ? `${state.twitch.nextStep}${state.twitch.missing.length ? ' See the Twitch panel for what each one is.' : ''}` : null;
-        const help = stale ? `Last known: ${STATUS_TEXT[String(source.status)] ?? source.status} (server unreachable since ${time(state.staleSince)})` : twitchHelp ?? source.metadata?.howToConnect ?? (status === 'not_configured' ? source.metadata?.hint ?? `Not configured: ${source.lastError?.message ?? 'see the Twitch setup below'}` : null);
+        const twitchHelp =
+          source.platform === 'twitch' && status === 'not_configured' && state.twitch
+            ? `${state.twitch.nextStep}${state.twitch.missing.length ? ' See the Twitch panel for what each one is.' : ''}`
+            : null;
+        const help = stale
+          ? `Last known: ${STATUS_TEXT[String(source.status)] ?? source.status} (server unreachable since ${time(state.staleSince)})`
+          : (twitchHelp ??
+            source.metadata?.howToConnect ??
+            (status === 'not_configured'
+              ? (source.metadata?.hint ?? `Not configured: ${source.lastError?.message ?? 'see the Twitch setup below'}`)
+              : null));
         /** @param {number | undefined} value */
         const perMinute = (value) => (value === undefined ? '— /min' : `${value < 10 ? value.toFixed(1) : Math.round(value)} /min`);
         return h(
           'article',
-          { class: `card status-${status}`, testid: `source-card-${source.id}`, dataset: { status, stream }, 'aria-label': `${source.displayName ?? source.id}: ${STATUS_TEXT[status] ?? status}` },
+          {
+            class: `card status-${status}`,
+            testid: `source-card-${source.id}`,
+            dataset: { status, stream },
+            'aria-label': `${source.displayName ?? source.id}: ${STATUS_TEXT[status] ?? status}`,
+          },
           h('header', {}, h('h4', {}, source.displayName ?? source.id), h('span', { class: 'platform' }, source.platform)),
           h(
             'div',
             { class: 'pills' },
             h('span', { class: `pill status ${status}`, testid: 'source-status' }, STATUS_TEXT[status] ?? status),
-            source.platform === 'api' || source.platform === 'discord' ? null : h('span', { class: `pill stream ${stream}`, testid: 'source-stream' }, `stream ${stream}`),
-            source.authStatus && source.authStatus !== 'unknown' ? h('span', { class: `pill auth ${source.authStatus}` }, `auth ${source.authStatus}`) : null,
+            source.platform === 'api' || source.platform === 'discord'
+              ? null
+              : h('span', { class: `pill stream ${stream}`, testid: 'source-stream' }, `stream ${stream}`),
+            source.authStatus && source.authStatus !== 'unknown'
+              ? h('span', { class: `pill auth ${source.authStatus}` }, `auth ${source.authStatus}`)
+              : null,
           ),
           help ? h('p', { class: 'help', testid: 'source-help' }, String(help)) : null,
           h(
             'dl',
             { class: 'metrics' },
-            h('dt', {}, 'In'), h('dd', { testid: 'source-in' }, `${metrics.messagesIn ?? 0} · ${perMinute(rate?.in)}`),
-            h('dt', {}, 'Out'), h('dd', { testid: 'source-out' }, `${metrics.messagesOut ?? 0} · ${perMinute(rate?.out)}`),
-            h('dt', {}, 'Reconnects'), h('dd', { testid: 'source-reconnects' }, String(metrics.reconnects ?? 0)),
-            h('dt', {}, 'Errors'), h('dd', {}, String(metrics.errors ?? 0)),
+            h('dt', {}, 'In'),
+            h('dd', { testid: 'source-in' }, `${metrics.messagesIn ?? 0} · ${perMinute(rate?.in)}`),
+            h('dt', {}, 'Out'),
+            h('dd', { testid: 'source-out' }, `${metrics.messagesOut ?? 0} · ${perMinute(rate?.out)}`),
+            h('dt', {}, 'Reconnects'),
+            h('dd', { testid: 'source-reconnects' }, String(metrics.reconnects ?? 0)),
+            h('dt', {}, 'Errors'),
+            h('dd', {}, String(metrics.errors ?? 0)),
             typeof source.viewerCount === 'number' ? [h('dt', {}, 'Viewers'), h('dd', {}, String(source.viewerCount))] : null,
-            source.platform === 'obs' && source.metadata?.programScene ? [h('dt', {}, 'Scene'), h('dd', { testid: 'source-obs-scene' }, `${source.metadata.programScene}${source.metadata.streaming ? ' · streaming' : ''}${source.metadata.recording ? ' · recording' : ''}`)] : null,
-            source.platform === 'discord' ? [h('dt', {}, 'Guilds'), h('dd', { testid: 'source-guilds' }, String(source.metadata?.guilds ?? 0))] : null,
-            typeof source.latencyMs === 'number' ? [h('dt', {}, 'Latency'), h('dd', { testid: 'source-latency' }, `${source.latencyMs} ms`)] : null,
-            source.platform === 'api' ? [h('dt', {}, 'Clients'), h('dd', {}, String(source.metadata?.clients ?? 0))] : [h('dt', {}, 'Heartbeat'), h('dd', {}, ago(metrics.lastHeartbeat ?? source.lastStatusUpdate))],
+            source.platform === 'obs' && source.metadata?.programScene
+              ? [
+                  h('dt', {}, 'Scene'),
+                  h(
+                    'dd',
+                    { testid: 'source-obs-scene' },
+                    `${source.metadata.programScene}${source.metadata.streaming ? ' · streaming' : ''}${source.metadata.recording ? ' · recording' : ''}`,
+                  ),
+                ]
+              : null,
+            source.platform === 'discord'
+              ? [h('dt', {}, 'Guilds'), h('dd', { testid: 'source-guilds' }, String(source.metadata?.guilds ?? 0))]
+              : null,
+            typeof source.latencyMs === 'number'
+              ? [h('dt', {}, 'Latency'), h('dd', { testid: 'source-latency' }, `${source.latencyMs} ms`)]
+              : null,
+            source.platform === 'api'
+              ? [h('dt', {}, 'Clients'), h('dd', {}, String(source.metadata?.clients ?? 0))]
+              : [h('dt', {}, 'Heartbeat'), h('dd', {}, ago(metrics.lastHeartbeat ?? source.lastStatusUpdate))],
           ),
           source.lastError?.message
-            ? h('p', { class: 'last-error', testid: 'source-last-error' }, h('strong', {}, 'Last error: '), `${source.lastError.code ? `${source.lastError.code}: ` : ''}${source.lastError.message}`, source.lastError.at ? ` (${ago(source.lastError.at)})` : '')
+            ? h(
+                'p',
+                { class: 'last-error', testid: 'source-last-error' },
+                h('strong', {}, 'Last error: '),
+                `${source.lastError.code ? `${source.lastError.code}: ` : ''}${source.lastError.message}`,
+                source.lastError.at ? ` (${ago(source.lastError.at)})` : '',
+              )
             : null,
         );
       }),
@@ -548,9 +611,21 @@ const TYPE_NAMES = {
 
 /** `twitch.eventsub.v1` with kind `channel.raid` → "raid"; unknown types keep their own name. */
 /** @param {{ type?: string, kind?: string }} event */
-const typeName = (event) => TYPE_NAMES[String(event.type === 'twitch.eventsub.v1' || event.type?.endsWith('.event.v1') ? event.kind ?? event.type : event.type)] ?? TYPE_NAMES[String(event.type)] ?? event.type ?? 'event';
+const typeName = (event) =>
+  TYPE_NAMES[String(event.type === 'twitch.eventsub.v1' || event.type?.endsWith('.event.v1') ? (event.kind ?? event.type) : event.type)] ??
+  TYPE_NAMES[String(event.type)] ??
+  event.type ??
+  'event';
 
-const ACTIVITY_KINDS = new Set(['channel.follow', 'channel.subscribe', 'channel.subscription.message', 'channel.subscription.gift', 'channel.cheer', 'channel.raid', 'channel.channel_points_custom_reward_redemption.add']);
+const ACTIVITY_KINDS = new Set([
+  'channel.follow',
+  'channel.subscribe',
+  'channel.subscription.message',
+  'channel.subscription.gift',
+  'channel.cheer',
+  'channel.raid',
+  'channel.channel_points_custom_reward_redemption.add',
+]);
 
 /** chat, activity (a viewer did something: follow, sub, raid…) or system (connections, stream state). */
 /** @param {EventSummary} event */
@@ -562,7 +637,8 @@ function categoryOf(event) {
 }
 
 /** @param {any} value a user object from a platform event payload */
-const person = (value) => (value && typeof value === 'object' ? value.displayName ?? value.name ?? value.login : typeof value === 'string' ? value : undefined);
+const person = (value) =>
+  value && typeof value === 'object' ? (value.displayName ?? value.name ?? value.login) : typeof value === 'string' ? value : undefined;
 
 /** One sentence for a viewer's activity: "RaiderOne raided with 25 viewers". */
 /** @param {EventSummary} event */
@@ -578,7 +654,7 @@ function activityText(event) {
       return detail.isGift ? `${who} received a gifted sub${tier}` : `${who} subscribed${tier}`;
     case 'channel.subscription.message': {
       const months = detail.cumulativeMonths ?? detail.months;
-      return `${who} resubscribed${typeof months === 'number' ? ` for ${months} months` : ''}${tier}${detail.message?.text ?? detail.message ? `: “${detail.message?.text ?? detail.message}”` : ''}`;
+      return `${who} resubscribed${typeof months === 'number' ? ` for ${months} months` : ''}${tier}${(detail.message?.text ?? detail.message) ? `: “${detail.message?.text ?? detail.message}”` : ''}`;
     }
     case 'channel.subscription.gift': {
       const giver = detail.isAnonymous ? 'An anonymous gifter' : who;
@@ -616,7 +692,15 @@ function filters() {
 function isRepeatedStatus(event) {
   if (event.type !== 'system.source.status') return false;
   const key = `${event.channel ?? ''}|${event.platform ?? ''}`;
-  const previous = [...state.events.values()].filter((other) => other.type === event.type && other.id !== event.id && `${other.channel ?? ''}|${other.platform ?? ''}` === key && other.receivedAt < event.receivedAt).sort((a, b) => (a.receivedAt < b.receivedAt ? 1 : -1))[0];
+  const previous = [...state.events.values()]
+    .filter(
+      (other) =>
+        other.type === event.type &&
+        other.id !== event.id &&
+        `${other.channel ?? ''}|${other.platform ?? ''}` === key &&
+        other.receivedAt < event.receivedAt,
+    )
+    .sort((a, b) => (a.receivedAt < b.receivedAt ? 1 : -1))[0];
   return Boolean(previous && previous.kind === event.kind);
 }
 
@@ -669,11 +753,32 @@ function renderEvents() {
         {},
         h(
           'button',
-          { type: 'button', class: 'event-row', testid: `event-row-${event.id}`, dataset: { outcome: event.outcome ?? 'pending', id: event.id, category: categoryOf(event) }, onclick: () => openEvent(event.id), 'aria-label': `Open ${typeName(event)} from ${event.userName ?? 'system'}` },
+          {
+            type: 'button',
+            class: 'event-row',
+            testid: `event-row-${event.id}`,
+            dataset: { outcome: event.outcome ?? 'pending', id: event.id, category: categoryOf(event) },
+            onclick: () => openEvent(event.id),
+            'aria-label': `Open ${typeName(event)} from ${event.userName ?? 'system'}`,
+          },
           h('span', { class: 'time' }, time(event.receivedAt)),
           h('span', { class: 'type', title: event.type, testid: 'event-type' }, typeName(event)),
           h('span', { class: 'user' }, event.userName ?? '—'),
-          h('span', { class: 'text' }, event.text ?? (categoryOf(event) === 'activity' ? activityText(event) : event.type === 'system.source.status' ? `${event.channel ?? event.platform ?? ''} ${String(event.kind ?? '').replace('_', ' ')}` : ''), event.replyText ? h('span', { class: 'reply' }, ` → ${event.replyText}`) : event.noReplyReason ? h('span', { class: 'muted', testid: 'event-noreply' }, ` · no reply: ${event.noReplyReason}`) : null),
+          h(
+            'span',
+            { class: 'text' },
+            event.text ??
+              (categoryOf(event) === 'activity'
+                ? activityText(event)
+                : event.type === 'system.source.status'
+                  ? `${event.channel ?? event.platform ?? ''} ${String(event.kind ?? '').replace('_', ' ')}`
+                  : ''),
+            event.replyText
+              ? h('span', { class: 'reply' }, ` → ${event.replyText}`)
+              : event.noReplyReason
+                ? h('span', { class: 'muted', testid: 'event-noreply' }, ` · no reply: ${event.noReplyReason}`)
+                : null,
+          ),
           h('span', { class: `pill outcome ${outcome.replace(' ', '-')}`, testid: 'event-outcome' }, outcome),
           h('span', { class: 'latency' }, ms(event.latencyMs)),
         ),
@@ -696,16 +801,34 @@ async function openEvent(id) {
   dialog.dataset.eventId = id;
   const facts = [
     ['Id', record.id],
-    ['Type', `${typeName({ ...record, kind: record.final?.externalEvent?.kind ?? record.ingress?.envelope?.externalEvent?.kind })} (${record.type})`],
+    [
+      'Type',
+      `${typeName({ ...record, kind: record.final?.externalEvent?.kind ?? record.ingress?.envelope?.externalEvent?.kind })} (${record.type})`,
+    ],
     ['User', record.userName ?? '—'],
     ['Channel', `${record.platform ?? ''} ${record.channel ?? ''}`.trim() || '—'],
     ['Text', record.text ?? '—'],
-    ['Outcome', record.outcome ?? (record.stalled ? `stalled at ${record.stalled.at?.step ?? 'an unknown step'}${record.stalled.cause ? ` (${record.stalled.cause})` : ''}` : 'in flight')],
-    ['Reply', record.replyText ? `${record.replyText}${record.replyDelivered ? ' (delivered)' : ' (not delivered)'}` : record.final ? `none: ${record.noReplyReason ?? 'no reply was planned'}` : '—'],
+    [
+      'Outcome',
+      record.outcome ??
+        (record.stalled
+          ? `stalled at ${record.stalled.at?.step ?? 'an unknown step'}${record.stalled.cause ? ` (${record.stalled.cause})` : ''}`
+          : 'in flight'),
+    ],
+    [
+      'Reply',
+      record.replyText
+        ? `${record.replyText}${record.replyDelivered ? ' (delivered)' : ' (not delivered)'}`
+        : record.final
+          ? `none: ${record.noReplyReason ?? 'no reply was planned'}`
+          : '—',
+    ],
     ['Received', dateTime(record.receivedAt)],
     ['Latency', ms(record.latencyMs)],
   ];
-  byTestId('event-facts').replaceChildren(...facts.flatMap(([term, value]) => [h('dt', {}, term), h('dd', { testid: `fact-${term.toLowerCase()}` }, value)]));
+  byTestId('event-facts').replaceChildren(
+    ...facts.flatMap(([term, value]) => [h('dt', {}, term), h('dd', { testid: `fact-${term.toLowerCase()}` }, value)]),
+  );
   const delivery = record.final?.delivery;
   const rows = record.timeline.map((step) =>
     h(
@@ -717,7 +840,11 @@ async function openEvent(id) {
       h('td', {}, `${step.attempt}${step.maxAttempts ? ` / ${step.maxAttempts}` : ''}`),
       h('td', {}, `${preciseTime(step.startedAt)} → ${preciseTime(step.endedAt)}`),
       h('td', {}, ms(step.durationMs)),
-      h('td', { class: step.error ? 'error-cell' : 'muted' }, step.error ? `${step.error.code}${step.error.message ? `: ${step.error.message}` : ''}` : step.notes ?? ''),
+      h(
+        'td',
+        { class: step.error ? 'error-cell' : 'muted' },
+        step.error ? `${step.error.code}${step.error.message ? `: ${step.error.message}` : ''}` : (step.notes ?? ''),
+      ),
     ),
   );
   if (delivery) {
@@ -727,7 +854,11 @@ async function openEvent(id) {
         { testid: 'slip-delivery', dataset: { status: delivery.delivered ? 'OK' : 'NOT_DELIVERED' } },
         h('td', {}, ''),
         h('th', { scope: 'row' }, 'egress'),
-        h('td', {}, h('span', { class: `pill step ${delivery.delivered ? 'ok' : 'error'}` }, delivery.delivered ? 'DELIVERED' : 'NOT DELIVERED')),
+        h(
+          'td',
+          {},
+          h('span', { class: `pill step ${delivery.delivered ? 'ok' : 'error'}` }, delivery.delivered ? 'DELIVERED' : 'NOT DELIVERED'),
+        ),
         h('td', {}, ''),
         h('td', {}, `→ ${preciseTime(delivery.at)}`),
         h('td', {}, ''),
@@ -735,11 +866,21 @@ async function openEvent(id) {
       ),
     );
   }
-  if (rows.length === 0) rows.push(h('tr', {}, h('td', { colspan: '7', class: 'muted' }, 'No routing slip (the event was recorded only).')));
+  if (rows.length === 0)
+    rows.push(h('tr', {}, h('td', { colspan: '7', class: 'muted' }, 'No routing slip (the event was recorded only).')));
   $('tbody', byTestId('slip-timeline')).replaceChildren(...rows);
   const errors = record.errors ?? [];
   byTestId('event-errors').replaceChildren(
-    ...(errors.length ? [h('h3', {}, 'Errors'), h('ul', { class: 'errors' }, ...errors.map((error) => h('li', {}, `${error.code}${error.step ? ` at ${error.step}` : ''}: ${error.message ?? ''}`)))] : []),
+    ...(errors.length
+      ? [
+          h('h3', {}, 'Errors'),
+          h(
+            'ul',
+            { class: 'errors' },
+            ...errors.map((error) => h('li', {}, `${error.code}${error.step ? ` at ${error.step}` : ''}: ${error.message ?? ''}`)),
+          ),
+        ]
+      : []),
   );
   if (!dialog.open) dialog.showModal();
 }
@@ -792,7 +933,7 @@ function renderChat() {
             { testid: `chat-line-${event.id}`, dataset: { platform: event.platform ?? '' } },
             h('time', { class: 'muted', datetime: event.receivedAt }, time(event.receivedAt)),
             ' ',
-            h('span', { class: 'platform' }, event.platform === 'api' ? 'console' : event.platform ?? ''),
+            h('span', { class: 'platform' }, event.platform === 'api' ? 'console' : (event.platform ?? '')),
             event.channel ? h('span', { class: 'muted' }, ` #${event.channel}`) : null,
             ' ',
             h('strong', { class: 'chat-user' }, event.userName ?? 'someone'),
@@ -824,7 +965,13 @@ async function loadActivityAndChat() {
 
 /** Why a chat message got no reply, from the outcome alone (the event says more once finalized). */
 /** @param {string} outcome */
-const noReplyText = (outcome) => /** @type {Record<string, string>} */ ({ unrouted: 'no rule matched it (not a command or a question to the bot)', failed: 'the pipeline failed on it', handled: 'it was handled without a reply', completed: 'nothing answered it' })[outcome] ?? String(outcome);
+const noReplyText = (outcome) =>
+  /** @type {Record<string, string>} */ ({
+    unrouted: 'no rule matched it (not a command or a question to the bot)',
+    failed: 'the pipeline failed on it',
+    handled: 'it was handled without a reply',
+    completed: 'nothing answered it',
+  })[outcome] ?? String(outcome);
 
 /**
  * A console message the pipeline finished without answering (no frame comes back for it) gets a line
@@ -834,7 +981,10 @@ const noReplyText = (outcome) => /** @type {Record<string, string>} */ ({ unrout
 function explainConsoleMessage(event) {
   if (!state.consoleSent.has(event.id) || !event.outcome || event.replyText) return;
   state.consoleSent.delete(event.id);
-  consoleLine('info', `no reply: ${event.noReplyReason ?? noReplyText(event.outcome)}`, { testid: 'console-noreply', dataset: { kind: 'info', outcome: event.outcome, envelopeId: event.id } });
+  consoleLine('info', `no reply: ${event.noReplyReason ?? noReplyText(event.outcome)}`, {
+    testid: 'console-noreply',
+    dataset: { kind: 'info', outcome: event.outcome, envelopeId: event.id },
+  });
 }
 
 /** Replaces the console's "no reply" line with the recorded reason once the event is finalized. */
@@ -864,7 +1014,9 @@ async function explainNoReply(envelopeId) {
 /** Twitch sources that know the stream: live or offline, title, game, viewers, uptime. */
 function renderStreams() {
   // `twitch:chat` is the connector's own record before it knows a channel, not a stream.
-  const streams = [...state.sources.values()].filter((source) => source.platform === 'twitch' && source.id !== 'twitch:chat' && !source.metadata?.placeholder);
+  const streams = [...state.sources.values()].filter(
+    (source) => source.platform === 'twitch' && source.id !== 'twitch:chat' && !source.metadata?.placeholder,
+  );
   const panel = byTestId('stream-panel');
   panel.hidden = streams.length === 0;
   const stale = Boolean(state.staleSince);
@@ -880,8 +1032,16 @@ function renderStreams() {
         { class: `stream ${state_}`, testid: `stream-${source.id}`, dataset: { state: state_ } },
         h('span', { class: `pill ${live ? 'live' : state_}`, testid: 'stream-state' }, stale ? 'unknown' : live ? 'LIVE' : state_),
         h('strong', { class: 'channel' }, source.displayName ?? source.id),
-        h('span', { class: 'title', testid: 'stream-title' }, typeof metadata.title === 'string' && metadata.title ? metadata.title : 'no title'),
-        h('span', { class: 'muted', testid: 'stream-game' }, typeof metadata.game === 'string' ? metadata.game : typeof metadata.gameName === 'string' ? metadata.gameName : ''),
+        h(
+          'span',
+          { class: 'title', testid: 'stream-title' },
+          typeof metadata.title === 'string' && metadata.title ? metadata.title : 'no title',
+        ),
+        h(
+          'span',
+          { class: 'muted', testid: 'stream-game' },
+          typeof metadata.game === 'string' ? metadata.game : typeof metadata.gameName === 'string' ? metadata.gameName : '',
+        ),
         live ? h('span', { testid: 'stream-viewers' }, `${source.viewerCount ?? metadata.viewerCount ?? 0} viewers`) : null,
         uptime ? h('span', { testid: 'stream-uptime' }, `up ${uptime}`) : null,
       );
@@ -923,7 +1083,9 @@ function renderTwitch() {
   panel.dataset.state = done ? 'ready' : setup.missing.length ? 'not_configured' : 'needs_account';
   byTestId('twitch-next-step').textContent = setup.nextStep;
   byTestId('twitch-missing').replaceChildren(
-    ...setup.missing.map((setting) => h('li', { testid: `twitch-missing-${setting.name}` }, h('code', {}, setting.name), ` (${setting.kind}): ${setting.why}`)),
+    ...setup.missing.map((setting) =>
+      h('li', { testid: `twitch-missing-${setting.name}` }, h('code', {}, setting.name), ` (${setting.kind}): ${setting.why}`),
+    ),
   );
   const owner = state.me?.role === 'owner';
   byTestId('twitch-accounts').replaceChildren(...setup.accounts.map((account) => twitchAccount(account, setup, owner)));
@@ -937,31 +1099,65 @@ function renderTwitch() {
  */
 function twitchAccount(account, setup, owner) {
   const label = account.identity === 'bot' ? 'Bot account' : 'Broadcaster account';
-  const connect = setup.appConfigured && owner
-    // A plain link: the session cookie goes with it, so no token is put in the URL.
-    ? h('a', { class: 'button', href: setup.connectUrls[account.identity], testid: `twitch-connect-${account.identity}` }, account.connected ? `Reconnect ${account.identity} account` : `Connect ${account.identity} account`)
-    : h('button', { type: 'button', disabled: true, testid: `twitch-connect-${account.identity}`, title: setup.appConfigured ? 'needs an owner sign-in' : 'set TWITCH_CLIENT_ID and TWITCH_CLIENT_SECRET first' }, `Connect ${account.identity} account`);
+  const connect =
+    setup.appConfigured && owner
+      ? // A plain link: the session cookie goes with it, so no token is put in the URL.
+        h(
+          'a',
+          { class: 'button', href: setup.connectUrls[account.identity], testid: `twitch-connect-${account.identity}` },
+          account.connected ? `Reconnect ${account.identity} account` : `Connect ${account.identity} account`,
+        )
+      : h(
+          'button',
+          {
+            type: 'button',
+            disabled: true,
+            testid: `twitch-connect-${account.identity}`,
+            title: setup.appConfigured ? 'needs an owner sign-in' : 'set TWITCH_CLIENT_ID and TWITCH_CLIENT_SECRET first',
+          },
+          `Connect ${account.identity} account`,
+        );
   return h(
     'article',
     { class: `account ${account.health}`, testid: `twitch-account-${account.identity}`, dataset: { health: account.health } },
-    h('header', {}, h('h4', {}, label), h('span', { class: `pill ${account.health === 'ok' ? 'connected' : account.health === 'missing' ? 'not_configured' : 'error'}`, testid: 'twitch-account-health' }, account.connected ? account.health : 'not connected')),
+    h(
+      'header',
+      {},
+      h('h4', {}, label),
+      h(
+        'span',
+        {
+          class: `pill ${account.health === 'ok' ? 'connected' : account.health === 'missing' ? 'not_configured' : 'error'}`,
+          testid: 'twitch-account-health',
+        },
+        account.connected ? account.health : 'not connected',
+      ),
+    ),
     account.login ? h('p', { testid: 'twitch-account-login' }, account.login) : null,
     h('p', { class: 'muted', testid: 'twitch-account-detail' }, account.detail),
     account.expiresAt ? h('p', { class: 'muted' }, `token expires ${dateTime(account.expiresAt)}`) : null,
-    account.scopes?.length ? h('p', { class: 'scopes', testid: 'twitch-account-scopes' }, ...account.scopes.map((scope) => h('code', {}, scope))) : null,
+    account.scopes?.length
+      ? h('p', { class: 'scopes', testid: 'twitch-account-scopes' }, ...account.scopes.map((scope) => h('code', {}, scope)))
+      : null,
     h(
       'div',
       { class: 'buttons' },
       connect,
       account.connected && account.scopes
-        ? deleteButton(`twitch-disconnect-${account.identity}`, `the ${account.identity} account`, async () => {
-            try {
-              await api('DELETE', `/api/twitch/accounts/${account.identity}`);
-              await loadTwitch();
-            } catch (error) {
-              byTestId('twitch-error').textContent = errorText(error);
-            }
-          }, 'Disconnect', owner)
+        ? deleteButton(
+            `twitch-disconnect-${account.identity}`,
+            `the ${account.identity} account`,
+            async () => {
+              try {
+                await api('DELETE', `/api/twitch/accounts/${account.identity}`);
+                await loadTwitch();
+              } catch (error) {
+                byTestId('twitch-error').textContent = errorText(error);
+              }
+            },
+            'Disconnect',
+            owner,
+          )
         : null,
     ),
   );
@@ -984,17 +1180,60 @@ function renderReactions() {
       const form = /** @type {NamedForm} */ (
         h(
           'form',
-          { class: 'editor reaction', testid: `reaction-${reaction.name}`, dataset: { enabled: String(reaction.enabled) }, novalidate: true },
-          h('h3', {}, `${typeName({ type: 'twitch.eventsub.v1', kind: reaction.kind })}`, h('span', { class: 'muted' }, ` — ${reaction.description}`)),
-          h('label', { class: 'inline' }, h('input', { type: 'checkbox', name: 'enabled', checked: reaction.enabled, testid: `reaction-enabled-${reaction.name}` }), ' Say something in chat'),
-          reaction.name === 'raid' ? h('label', { class: 'inline' }, h('input', { type: 'checkbox', name: 'shoutout', checked: reaction.shoutout === true, testid: 'reaction-shoutout-raid' }), ' Also send a Twitch shoutout') : null,
-          h('label', { class: 'wide' }, 'Message', h('textarea', { name: 'template', rows: '2', maxlength: '400', testid: `reaction-template-${reaction.name}` })),
-          h('p', { class: 'wide muted' }, 'Variables: ', ...reaction.variables.flatMap((variable) => [h('code', {}, `{${variable}}`), ' ']), h('span', {}, `Default: “${reaction.defaultTemplate}”`)),
+          {
+            class: 'editor reaction',
+            testid: `reaction-${reaction.name}`,
+            dataset: { enabled: String(reaction.enabled) },
+            novalidate: true,
+          },
+          h(
+            'h3',
+            {},
+            `${typeName({ type: 'twitch.eventsub.v1', kind: reaction.kind })}`,
+            h('span', { class: 'muted' }, ` — ${reaction.description}`),
+          ),
+          h(
+            'label',
+            { class: 'inline' },
+            h('input', { type: 'checkbox', name: 'enabled', checked: reaction.enabled, testid: `reaction-enabled-${reaction.name}` }),
+            ' Say something in chat',
+          ),
+          reaction.name === 'raid'
+            ? h(
+                'label',
+                { class: 'inline' },
+                h('input', { type: 'checkbox', name: 'shoutout', checked: reaction.shoutout === true, testid: 'reaction-shoutout-raid' }),
+                ' Also send a Twitch shoutout',
+              )
+            : null,
+          h(
+            'label',
+            { class: 'wide' },
+            'Message',
+            h('textarea', { name: 'template', rows: '2', maxlength: '400', testid: `reaction-template-${reaction.name}` }),
+          ),
+          h(
+            'p',
+            { class: 'wide muted' },
+            'Variables: ',
+            ...reaction.variables.flatMap((variable) => [h('code', {}, `{${variable}}`), ' ']),
+            h('span', {}, `Default: “${reaction.defaultTemplate}”`),
+          ),
           h(
             'div',
             { class: 'buttons' },
             h('button', { type: 'submit', testid: `reaction-save-${reaction.name}`, disabled: !canWrite() }, 'Save'),
-            h('button', { type: 'button', class: 'secondary', testid: `reaction-reset-${reaction.name}`, disabled: !canWrite(), onclick: () => void saveReaction(reaction.name, { template: null }) }, 'Restore default wording'),
+            h(
+              'button',
+              {
+                type: 'button',
+                class: 'secondary',
+                testid: `reaction-reset-${reaction.name}`,
+                disabled: !canWrite(),
+                onclick: () => void saveReaction(reaction.name, { template: null }),
+              },
+              'Restore default wording',
+            ),
           ),
           h('p', { class: 'error', role: 'alert', testid: `reaction-error-${reaction.name}` }),
           h('p', { class: 'ok', role: 'status', testid: `reaction-status-${reaction.name}` }),
@@ -1073,7 +1312,19 @@ function chart(id, title, unit, values, buckets) {
   const bars = values.flatMap((value, index) => {
     if (typeof value !== 'number' || value <= 0) return [];
     const barHeight = Math.max(2, (value / max) * (height - 6));
-    return [svg('rect', { x: (index * step).toFixed(2), y: (height - barHeight).toFixed(2), width: Math.max(1, step * 0.8).toFixed(2), height: barHeight.toFixed(2), class: 'series' }, svg('title', {}, `${time(buckets[index]?.at)}: ${value}${unit === 'ms' ? ' ms' : '/min'}`))];
+    return [
+      svg(
+        'rect',
+        {
+          x: (index * step).toFixed(2),
+          y: (height - barHeight).toFixed(2),
+          width: Math.max(1, step * 0.8).toFixed(2),
+          height: barHeight.toFixed(2),
+          class: 'series',
+        },
+        svg('title', {}, `${time(buckets[index]?.at)}: ${value}${unit === 'ms' ? ' ms' : '/min'}`),
+      ),
+    ];
   });
   const latest = [...values].reverse().find((value) => typeof value === 'number');
   const total = present.reduce((sum, value) => sum + value, 0);
@@ -1089,7 +1340,13 @@ function chart(id, title, unit, values, buckets) {
       svg('line', { x1: 0, y1: height - 0.5, x2: width, y2: height - 0.5, class: 'axis' }),
       ...(bars.length ? bars : [svg('text', { x: width / 2, y: height / 2, 'text-anchor': 'middle', class: 'empty' }, 'no data yet')]),
     ),
-    h('div', { class: 'chart-scale muted' }, h('span', {}, first ? time(first) : ''), h('span', {}, `max ${max}${unit === 'ms' ? ' ms' : '/min'}`), h('span', {}, 'now')),
+    h(
+      'div',
+      { class: 'chart-scale muted' },
+      h('span', {}, first ? time(first) : ''),
+      h('span', {}, `max ${max}${unit === 'ms' ? ' ms' : '/min'}`),
+      h('span', {}, 'now'),
+    ),
   );
 }
 
@@ -1101,9 +1358,27 @@ function renderCharts() {
   const perMinute = (value) => Math.round((value / per) * 10) / 10;
   byTestId('charts-hours').textContent = String(Math.round((Date.parse(stats.until) - Date.parse(stats.since)) / 3_600_000));
   byTestId('charts').replaceChildren(
-    chart('chat', 'Chat messages per minute', '/min', stats.buckets.map((bucket) => perMinute(bucket.chat)), stats.buckets),
-    chart('events', 'Events per minute', '/min', stats.buckets.map((bucket) => perMinute(bucket.events)), stats.buckets),
-    chart('latency', 'Reply latency', 'ms', stats.buckets.map((bucket) => bucket.latencyMs), stats.buckets),
+    chart(
+      'chat',
+      'Chat messages per minute',
+      '/min',
+      stats.buckets.map((bucket) => perMinute(bucket.chat)),
+      stats.buckets,
+    ),
+    chart(
+      'events',
+      'Events per minute',
+      '/min',
+      stats.buckets.map((bucket) => perMinute(bucket.events)),
+      stats.buckets,
+    ),
+    chart(
+      'latency',
+      'Reply latency',
+      'ms',
+      stats.buckets.map((bucket) => bucket.latencyMs),
+      stats.buckets,
+    ),
   );
 }
 
@@ -1142,22 +1417,61 @@ function renderDeadLetters() {
     ...items.map((item) =>
       h(
         'tr',
-        { testid: `deadletter-row-${item.id}`, class: item.replayedAt ? 'replayed' : '', dataset: { replayed: item.replayedAt ? 'true' : 'false' } },
+        {
+          testid: `deadletter-row-${item.id}`,
+          class: item.replayedAt ? 'replayed' : '',
+          dataset: { replayed: item.replayedAt ? 'true' : 'false' },
+        },
         h('td', { 'data-label': 'Received' }, dateTime(item.receivedAt)),
         h(
           'td',
           { 'data-label': 'From', testid: `deadletter-from-${item.id}` },
           item.userName ? h('strong', {}, item.userName) : h('span', { class: 'muted' }, 'unknown sender'),
-          item.text ? [': ', h('span', { class: 'quote' }, `“${item.text}”`)] : item.type ? h('span', { class: 'muted' }, ` (${typeName(item)})`) : null,
-          item.envelopeId ? h('div', {}, h('button', { type: 'button', class: 'link', testid: `deadletter-open-${item.id}`, onclick: () => openEvent(String(item.envelopeId)) }, 'open event')) : null,
+          item.text
+            ? [': ', h('span', { class: 'quote' }, `“${item.text}”`)]
+            : item.type
+              ? h('span', { class: 'muted' }, ` (${typeName(item)})`)
+              : null,
+          item.envelopeId
+            ? h(
+                'div',
+                {},
+                h(
+                  'button',
+                  {
+                    type: 'button',
+                    class: 'link',
+                    testid: `deadletter-open-${item.id}`,
+                    onclick: () => openEvent(String(item.envelopeId)),
+                  },
+                  'open event',
+                ),
+              )
+            : null,
         ),
         h('td', { 'data-label': 'Reason' }, h('strong', {}, item.code), ' ', h('span', { class: 'muted' }, item.message)),
         h('td', { 'data-label': 'Where' }, `${item.service} @ ${item.topic}`),
-        h('td', { 'data-label': 'State', testid: `deadletter-state-${item.id}` }, item.replayedAt ? h('span', { class: 'pill replayed' }, `replayed ${item.replayCount}× (${ago(item.replayedAt)})`) : h('span', { class: 'pill pending' }, 'pending')),
+        h(
+          'td',
+          { 'data-label': 'State', testid: `deadletter-state-${item.id}` },
+          item.replayedAt
+            ? h('span', { class: 'pill replayed' }, `replayed ${item.replayCount}× (${ago(item.replayedAt)})`)
+            : h('span', { class: 'pill pending' }, 'pending'),
+        ),
         h(
           'td',
           {},
-          h('button', { type: 'button', testid: `deadletter-replay-${item.id}`, disabled: !canWrite(), title: canWrite() ? undefined : 'needs a moderator or owner token', onclick: (/** @type {MouseEvent} */ event) => replay(item.id, /** @type {HTMLButtonElement} */ (event.currentTarget)) }, item.replayedAt ? 'Replay again' : 'Replay'),
+          h(
+            'button',
+            {
+              type: 'button',
+              testid: `deadletter-replay-${item.id}`,
+              disabled: !canWrite(),
+              title: canWrite() ? undefined : 'needs a moderator or owner token',
+              onclick: (/** @type {MouseEvent} */ event) => replay(item.id, /** @type {HTMLButtonElement} */ (event.currentTarget)),
+            },
+            item.replayedAt ? 'Replay again' : 'Replay',
+          ),
         ),
       ),
     ),
@@ -1235,23 +1549,38 @@ function connectChat() {
             line.dataset.envelopeId = frame.envelopeId;
             line.dataset.state = 'sent';
             state.consoleSent.set(frame.envelopeId, line);
-            line.append(' ', h('button', { type: 'button', class: 'link', testid: `console-open-${frame.envelopeId}`, onclick: () => openEvent(frame.envelopeId) }, `as ${frame.role} · open event`));
+            line.append(
+              ' ',
+              h(
+                'button',
+                { type: 'button', class: 'link', testid: `console-open-${frame.envelopeId}`, onclick: () => openEvent(frame.envelopeId) },
+                `as ${frame.role} · open event`,
+              ),
+            );
           }
           break;
         }
         case 'reply':
           state.consoleSent.delete(frame.envelopeId);
-          consoleLine('bot', frame.text, { testid: 'console-reply', dataset: { kind: 'bot', inReplyTo: frame.inReplyTo, envelopeId: frame.envelopeId } });
+          consoleLine('bot', frame.text, {
+            testid: 'console-reply',
+            dataset: { kind: 'bot', inReplyTo: frame.inReplyTo, envelopeId: frame.envelopeId },
+          });
           break;
         case 'noreply': {
           state.consoleSent.delete(frame.envelopeId);
           // The finalized event may have explained it already: say it once, with the server's reason.
-          const explained = document.querySelector(`[data-testid="console-noreply"][data-envelope-id="${CSS.escape(String(frame.envelopeId))}"]`);
+          const explained = document.querySelector(
+            `[data-testid="console-noreply"][data-envelope-id="${CSS.escape(String(frame.envelopeId))}"]`,
+          );
           if (explained) {
             if (frame.reason) explained.textContent = `no reply: ${frame.reason}`;
             break;
           }
-          consoleLine('info', `no reply: ${frame.reason ?? noReplyText(frame.outcome)}`, { testid: 'console-noreply', dataset: { kind: 'info', outcome: frame.outcome, envelopeId: frame.envelopeId } });
+          consoleLine('info', `no reply: ${frame.reason ?? noReplyText(frame.outcome)}`, {
+            testid: 'console-noreply',
+            dataset: { kind: 'info', outcome: frame.outcome, envelopeId: frame.envelopeId },
+          });
           if (!frame.reason && frame.envelopeId) void explainNoReply(frame.envelopeId);
           break;
         }
@@ -1277,7 +1606,10 @@ function connectChat() {
 
   state.chat = {
     send(frame) {
-      const line = consoleLine('user', `${frame.user.name} (${frame.user.role}): ${frame.text}`, { testid: 'console-sent', dataset: { kind: 'user', id: frame.id } });
+      const line = consoleLine('user', `${frame.user.name} (${frame.user.role}): ${frame.text}`, {
+        testid: 'console-sent',
+        dataset: { kind: 'user', id: frame.id },
+      });
       lines.set(frame.id, line);
       const text = JSON.stringify(frame);
       if (ready && socket.readyState === WebSocket.OPEN) socket.send(text);
@@ -1304,7 +1636,15 @@ async function loadRules() {
 }
 
 /** @param {RuleRecord['action']} action */
-const actionSummary = (action) => [action?.slip ? `slip: ${/** @type {Array<string | { id: string }>} */ (action.slip).map((step) => (typeof step === 'string' ? step : step.id)).join(' → ')}` : '', action?.outcome ? `outcome: ${action.outcome}` : ''].filter(Boolean).join('; ');
+const actionSummary = (action) =>
+  [
+    action?.slip
+      ? `slip: ${/** @type {Array<string | { id: string }>} */ (action.slip).map((step) => (typeof step === 'string' ? step : step.id)).join(' → ')}`
+      : '',
+    action?.outcome ? `outcome: ${action.outcome}` : '',
+  ]
+    .filter(Boolean)
+    .join('; ');
 
 /** A delete button that asks for a second click instead of a modal confirm. */
 /**
@@ -1340,7 +1680,9 @@ async function restoreDefaultRules() {
   byTestId('rule-error').textContent = '';
   try {
     const result = /** @type {RestoreResult} */ (await api('POST', '/api/rules/restore-defaults', {}));
-    status.textContent = result.restored.length ? `Restored ${result.restored.join(', ')}; the other default rules were reset.` : 'All default rules were reset to their shipped versions.';
+    status.textContent = result.restored.length
+      ? `Restored ${result.restored.join(', ')}; the other default rules were reset.`
+      : 'All default rules were reset to their shipped versions.';
     await loadRules();
   } catch (error) {
     byTestId('rule-error').textContent = errorText(error);
@@ -1350,7 +1692,9 @@ async function restoreDefaultRules() {
 function renderRules() {
   const present = new Set(state.rules.map((rule) => rule.id));
   const missing = state.defaultRules.filter((id) => !present.has(id));
-  byTestId('rules-missing').textContent = missing.length ? `Missing default rules: ${missing.join(', ')}. Restore them to get the shipped behaviour back.` : 'Every default rule is present. Restoring resets them to their shipped versions; your own rules are kept.';
+  byTestId('rules-missing').textContent = missing.length
+    ? `Missing default rules: ${missing.join(', ')}. Restore them to get the shipped behaviour back.`
+    : 'Every default rule is present. Restoring resets them to their shipped versions; your own rules are kept.';
   byTestId('rules-missing').dataset.missing = String(missing.length);
   const body = $('tbody', byTestId('rules-list'));
   body.replaceChildren(
@@ -1464,9 +1808,22 @@ function renderCommandHelp() {
   const help = state.commandHelp;
   if (!help) return;
   byTestId('builtin-list').replaceChildren(
-    ...help.builtins.map((builtin) => h('li', { testid: `builtin-${builtin.name}` }, h('code', {}, `${help.prefix}${builtin.name}`), ' ', h('span', { class: 'muted' }, builtin.description))),
+    ...help.builtins.map((builtin) =>
+      h(
+        'li',
+        { testid: `builtin-${builtin.name}` },
+        h('code', {}, `${help.prefix}${builtin.name}`),
+        ' ',
+        h('span', { class: 'muted' }, builtin.description),
+      ),
+    ),
   );
-  byTestId('template-variables').replaceChildren(...help.variables.flatMap((variable) => [h('dt', {}, h('code', {}, `{${variable.name}}`)), h('dd', { testid: `variable-${variable.name}` }, variable.description)]));
+  byTestId('template-variables').replaceChildren(
+    ...help.variables.flatMap((variable) => [
+      h('dt', {}, h('code', {}, `{${variable.name}}`)),
+      h('dd', { testid: `variable-${variable.name}` }, variable.description),
+    ]),
+  );
 }
 
 function renderCommands() {
@@ -1480,7 +1837,14 @@ function renderCommands() {
       h(
         'tr',
         { testid: `command-row-${command.name}` },
-        h('th', { scope: 'row' }, `${prefix()}${command.name}`, command.aliases?.length ? h('span', { class: 'muted' }, ` (${command.aliases.map((alias) => `${prefix()}${alias}`).join(', ')})`) : null),
+        h(
+          'th',
+          { scope: 'row' },
+          `${prefix()}${command.name}`,
+          command.aliases?.length
+            ? h('span', { class: 'muted' }, ` (${command.aliases.map((alias) => `${prefix()}${alias}`).join(', ')})`)
+            : null,
+        ),
         h('td', { 'data-label': 'Response' }, command.response),
         h('td', { 'data-label': 'Min role' }, command.minRole),
         h('td', { 'data-label': 'Cooldown' }, `${command.cooldownSec}s / user ${command.userCooldownSec}s`),
@@ -1489,7 +1853,11 @@ function renderCommands() {
         h(
           'td',
           { class: 'actions' },
-          h('button', { type: 'button', class: 'secondary', testid: `command-edit-${command.name}`, onclick: () => editCommand(command) }, 'Edit'),
+          h(
+            'button',
+            { type: 'button', class: 'secondary', testid: `command-edit-${command.name}`, onclick: () => editCommand(command) },
+            'Edit',
+          ),
           deleteButton(`command-delete-${command.name}`, `${prefix()}${command.name}`, async () => {
             try {
               await api('DELETE', `/api/commands/${encodeURIComponent(command.name)}`);
@@ -1537,7 +1905,10 @@ async function saveCommand(event) {
     minRole: form.elements.minRole.value,
     cooldownSec: Number(form.elements.cooldownSec.value),
     userCooldownSec: Number(form.elements.userCooldownSec.value),
-    aliases: form.elements.aliases.value.split(',').map((alias) => alias.trim()).filter(Boolean),
+    aliases: form.elements.aliases.value
+      .split(',')
+      .map((alias) => alias.trim())
+      .filter(Boolean),
     enabled: form.elements.enabled.checked,
   };
   try {
@@ -1556,7 +1927,8 @@ async function saveCommand(event) {
 // --------------------------------------------------------------------------------------------- boot
 
 function boot() {
-  for (const tab of /** @type {NodeListOf<HTMLElement>} */ (document.querySelectorAll('.tab'))) tab.addEventListener('click', () => show(tab.dataset.view ?? 'overview'));
+  for (const tab of /** @type {NodeListOf<HTMLElement>} */ (document.querySelectorAll('.tab')))
+    tab.addEventListener('click', () => show(tab.dataset.view ?? 'overview'));
   byTestId('logout').addEventListener('click', () => signOut());
   byTestId('login-form').addEventListener('submit', async (event) => {
     event.preventDefault();
@@ -1566,7 +1938,9 @@ function boot() {
       return;
     }
     const error = await signIn(token);
-    if (error) byTestId('login-error').textContent = error instanceof ApiError && error.status === 401 ? 'That token is not accepted.' : `Could not sign in: ${error.message}`;
+    if (error)
+      byTestId('login-error').textContent =
+        error instanceof ApiError && error.status === 401 ? 'That token is not accepted.' : `Could not sign in: ${error.message}`;
   });
   formOf('event-filters').addEventListener('submit', (event) => {
     event.preventDefault();
@@ -1581,7 +1955,12 @@ function boot() {
     const text = form.elements.text.value.trim();
     if (!text || !state.chat) return;
     const id = crypto.randomUUID();
-    state.chat.send({ type: 'chat', id, text, user: { name: form.elements.user.value.trim() || 'console', role: form.elements.role.value } });
+    state.chat.send({
+      type: 'chat',
+      id,
+      text,
+      user: { name: form.elements.user.value.trim() || 'console', role: form.elements.role.value },
+    });
     form.elements.text.value = '';
     form.elements.text.focus();
   });
@@ -1600,7 +1979,14 @@ function boot() {
   if (fromUrl) history.replaceState(null, '', location.pathname + location.search);
   void signIn(fromUrl).then((error) => {
     if (!error) return;
-    signOut(fromUrl ? (error instanceof ApiError && error.status === 401 ? 'That token is not accepted.' : `Could not sign in: ${error.message}`) : '', false);
+    signOut(
+      fromUrl
+        ? error instanceof ApiError && error.status === 401
+          ? 'That token is not accepted.'
+          : `Could not sign in: ${error.message}`
+        : '',
+      false,
+    );
   });
   setInterval(() => state.me && state.sources.size && renderSources(), 10_000);
   setInterval(() => state.me && !state.staleSince && state.view === 'overview' && void loadStats(), 60_000);

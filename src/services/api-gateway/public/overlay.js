@@ -15,7 +15,9 @@ const TEMPLATES = {
 
 /** Fills `{field}` from the alert; unknown fields stay as written. */
 function render(template, alert) {
-  return template.replace(/\{(\w+)\}/g, (whole, field) => (alert[field] === undefined || alert[field] === null ? whole : String(alert[field])));
+  return template.replace(/\{(\w+)\}/g, (whole, field) =>
+    alert[field] === undefined || alert[field] === null ? whole : String(alert[field]),
+  );
 }
 
 // ---------------------------------------------------------------------------------------------- alerts
