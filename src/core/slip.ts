@@ -1,3 +1,4 @@
+// Rule numbers (R1–R11) in this file refer to docs/slip-rules.md.
 import type { Candidate, Envelope, RoutingStep } from './envelope.js';
 
 /** Default attempts per step (R4). */

@@ -1,3 +1,4 @@
+// Rule numbers (R1–R11) in this file refer to docs/slip-rules.md.
 import type { InflightTracker } from './inflight.js';
 import { createHash } from 'node:crypto';
 import { setMaxListeners } from 'node:events';

@@ -1,3 +1,4 @@
+// Rule numbers (R1–R11) in this file refer to docs/slip-rules.md.
 import type { FastifyInstance } from 'fastify';
 import { createBus, type CreateBusOptions, type MessageBus, type Subscription } from '../bus/index.js';
 import { BitBratError, Topic, type Envelope } from '../core/index.js';

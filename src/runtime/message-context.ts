@@ -2,6 +2,7 @@
  * Per-message state for the slip engine: the handler context (topic, envelope, step, attempt), its log
  * scope, and the step's deadline signal (R9).
  */
+// Rule numbers (R1–R11) in this file refer to docs/slip-rules.md.
 import { DEFAULT_MAX_ATTEMPTS, type Envelope, type RoutingStep } from '../core/index.js';
 import { lazyChild, type Logger } from './logger.js';
 import { DeadlineError } from './slip-policy.js';

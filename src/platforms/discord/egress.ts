@@ -6,6 +6,7 @@
  * (R9) is checked before anything goes out and aborts a request still waiting. Every outcome is a
  * value recorded on the envelope's `delivery`.
  */
+// Rule numbers (R1–R11) in this file refer to docs/slip-rules.md.
 import { createHash } from 'node:crypto';
 import { DeliveryReason, ErrorCode, replyDeadline, selectReply, type Envelope } from '../../core/index.js';
 

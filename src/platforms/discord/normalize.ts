@@ -2,6 +2,7 @@
  * Discord wire values → envelopes. Pure: takes what the client read off a MESSAGE_CREATE (and the
  * guild's cached roles) so it is testable without a socket.
  */
+// Rule numbers (R1–R11) in this file refer to docs/slip-rules.md.
 import { EventType, Topic, createEnvelope, type Envelope } from '../../core/index.js';
 
 /** Default reply deadline for Discord chat (R9), as for Twitch chat. */

@@ -4,6 +4,7 @@
  * sliding window and, when Kick answers 429, paused for its `Retry-After` and tried again, all within the
  * reply's deadline (R9). Every outcome is a value recorded on the envelope's `delivery`.
  */
+// Rule numbers (R1–R11) in this file refer to docs/slip-rules.md.
 import { DeliveryReason, ErrorCode, replyDeadline, selectReply, type Envelope } from '../../core/index.js';
 import { KickApiError } from './client.js';
 import { kickChannelName } from './normalize.js';

@@ -6,6 +6,7 @@
  * kept in `payload.kickEventType`. `livestream.status.updated` becomes `system.stream.online` / `offline`
  * for the `kick:<slug>` source.
  */
+// Rule numbers (R1–R11) in this file refer to docs/slip-rules.md.
 import { EventType, SYSTEM_USER, Topic, createEnvelope, type Envelope, type EnvelopeUser } from '../../core/index.js';
 import {
   KickEventType,

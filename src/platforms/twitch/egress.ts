@@ -4,6 +4,7 @@
  * 100 per 30 s where the bot is moderator or broadcaster), with a bounded queue and the reply deadline
  * (R9) checked before anything is sent. Every outcome is a value recorded on the envelope's `delivery`.
  */
+// Rule numbers (R1–R11) in this file refer to docs/slip-rules.md.
 import { DeliveryReason, ErrorCode, replyDeadline, selectReply, type Envelope } from '../../core/index.js';
 import { channelName } from './normalize.js';
 

@@ -2,6 +2,7 @@
  * Twitch IRC chat line → `external.chat.message.v1` envelope, exactly as seed 003 §3/§13 lays it out.
  * Pure: takes the parsed wire values (channel, login, text, IRCv3 tags) so it is testable without a socket.
  */
+// Rule numbers (R1–R11) in this file refer to docs/slip-rules.md.
 import { EventType, Topic, createEnvelope, wellFormedText, type Envelope } from '../../core/index.js';
 import type { SourceState } from '../../store/index.js';
 

@@ -10,6 +10,7 @@
  *   POST /api/events/:id/replay            moderator+: a copy (new id, same correlation) back to ingress;
  *                                          the stalled one is finalized as failed, naming the copy
  */
+// Rule numbers (R1–R11) in this file refer to docs/slip-rules.md.
 import { createHash } from 'node:crypto';
 import type { FastifyInstance, FastifyRequest } from 'fastify';
 import { z } from 'zod';

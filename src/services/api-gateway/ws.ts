@@ -18,6 +18,7 @@
  * Caps: at most 200 connections in all and 20 per token (or per address for anonymous viewers); one more
  * gets a RATE_LIMITED error frame and close 1013. 300 sockets on one token once pushed reply p99 to 7 s.
  */
+// Rule numbers (R1–R11) in this file refer to docs/slip-rules.md.
 import type { WebSocket } from 'ws';
 import { z } from 'zod';
 import {

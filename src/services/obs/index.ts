@@ -1,3 +1,4 @@
+// Rule numbers (R1–R11) in this file refer to docs/slip-rules.md.
 import { z } from 'zod';
 import { createReply, instanceEgressTopic, stepTopic, Topic, type Envelope } from '../../core/index.js';
 import { env } from '../../runtime/config.js';
