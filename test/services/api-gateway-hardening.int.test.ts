@@ -60,6 +60,23 @@ describe('API response headers', () => {
     }
   });
 
+  it('accept a token in the URL only for GET requests, never for a change', async () => {
+    expect((await fetch(`${base}/api/me?token=${token}`)).status).toBe(200);
+    const change = await fetch(`${base}/api/commands?token=${token}`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json' },
+      body: JSON.stringify({ name: 'hi', response: 'hello' }),
+    });
+    expect(change.status).toBe(400);
+    expect(((await change.json()) as { message: string }).message).toMatch(/GET requests only/);
+    const withHeader = await fetch(`${base}/api/commands`, {
+      method: 'POST',
+      headers: { authorization: `Bearer ${token}`, 'content-type': 'application/json' },
+      body: JSON.stringify({ name: 'hi', response: 'hello' }),
+    });
+    expect(withHeader.status).toBe(201);
+  });
+
   it('let the dashboard connect to its own origin only', async () => {
     const response = await fetch(`${base}/`);
     const csp = response.headers.get('content-security-policy') ?? '';

@@ -475,6 +475,15 @@ export async function registerApi(scope: FastifyInstance, deps: ApiDeps): Promis
     // Signing in is how a cookie is obtained; its route checks the token itself.
     // Asking whether one is signed in must not fail (a 401 is a console error on every fresh visit).
     if (request.routeOptions.url === '/api/session' && (request.method === 'POST' || request.method === 'GET')) return;
+    // A token in the URL lands in histories and logs: it is accepted only where a browser cannot send a
+    // header (a link, an EventSource, a WebSocket: all GET). Changes need the header or the session cookie.
+    const inUrl = typeof (request.query as Record<string, unknown> | undefined)?.token === 'string';
+    if (inUrl && !SAFE_METHODS.has(request.method)) {
+      return reply.status(400).send({
+        error: 'BAD_REQUEST',
+        message: 'a token in the URL is accepted for GET requests only; send it in the Authorization: Bearer header',
+      });
+    }
     const presented = tokenFromRequest(request.headers, request.query);
     const isSocket = request.routeOptions.url === '/ws/v1';
     const cookie = presented === undefined ? sessionCookie(request.headers.cookie) : undefined;
