@@ -652,9 +652,19 @@ describe('dashboard: activity, chat, charts, honest state', () => {
     await page.goto(`${base}/#token=${OWNER}`);
     await page.getByTestId('live-status').and(page.locator('[data-state="connected"]')).waitFor();
     expect(await page.getByTestId('stale-banner').isHidden()).toBe(true);
+    // The server keeps sending updates, so the page turns live again soon after: record what it showed the
+    // moment the silence was noticed instead of racing the next update.
+    await page.evaluate(() => {
+      const banner = document.querySelector('[data-testid="stale-banner"]') as HTMLElement;
+      const overall = document.querySelector('[data-testid="health-overall"]') as HTMLElement;
+      const seen = ((window as unknown as { staleSeen?: string[] }).staleSeen = [] as string[]);
+      new MutationObserver(() => {
+        if (!banner.hidden && seen.length === 0) seen.push(overall.textContent ?? '');
+      }).observe(document.body, { subtree: true, attributes: true, childList: true, characterData: true });
+    });
     await page.clock.fastForward(60_000);
-    await page.getByTestId('stale-banner').waitFor({ state: 'visible' });
-    expect(await page.getByTestId('health-overall').textContent()).toBe('unknown (server unreachable)');
+    const seen = await page.waitForFunction(() => (window as unknown as { staleSeen: string[] }).staleSeen[0]);
+    expect(await seen.jsonValue()).toBe('unknown (server unreachable)');
     await page.screenshot({ path: path.join(SCREENSHOTS, '16-state-silent-desktop.png'), fullPage: true });
     // The retry (after its back-off) reconnects and the page is live again.
     await page.clock.fastForward(2_000);
