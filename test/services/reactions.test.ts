@@ -102,6 +102,14 @@ describe('rendering a reaction', () => {
     expect(renderReaction(REACTIONS.gift.template, one)).toBe('Thank you an anonymous gifter for gifting 1 sub!');
   });
 
+  it('fills channel counters ({count:name}) as commands and timers do, and leaves an unknown counter as written', () => {
+    const updated = applyReactionUpdate(reactionFromRule('follow', undefined), {
+      template: 'Welcome {user}! Deaths so far: {count:Deaths}, wins: {count:wins}',
+    });
+    const variables = reactionVariables('follow', eventsub('channel.follow', {}));
+    expect(renderReaction(updated.template, variables, { deaths: 7 })).toBe('Welcome Fan! Deaths so far: 7, wins: {count:wins}');
+  });
+
   it('names the raiding channel and its viewers', () => {
     const variables = reactionVariables(
       'raid',

@@ -5,6 +5,7 @@ import { env } from '../../runtime/config.js';
 import { continueWith, defineService, skip, type HandlerResult } from '../../runtime/service.js';
 import { createShoutoutSender, type ShoutoutSender } from '../../platforms/twitch/shoutout.js';
 import { ensureReactionRules } from './manage.js';
+import { channelKey as toolkitChannelKey, readTemplateCounters } from '../moderation/records.js';
 import { REACTION_ANNOTATION, REACTIONS_STEP, isReactionName, reactionVariables, renderReaction, type ReactionName } from './reactions.js';
 
 export * from './reactions.js';
@@ -63,7 +64,10 @@ export const service = defineService<Config>({
               if (!first) return quiet(envelope, 'suppressed', { why: 'another follow was thanked moments ago' });
             }
             const template = typeof settings.template === 'string' ? settings.template : '';
-            const text = renderReaction(template, reactionVariables(name, envelope));
+            const counters = /\{count:/i.test(template)
+              ? await readTemplateCounters(ctx.store, toolkitChannelKey(envelope.source.platform, envelope.source.channel), template)
+              : undefined;
+            const text = renderReaction(template, reactionVariables(name, envelope), counters);
             if (!text) return skip();
 
             const extra: Annotation[] = [];

@@ -225,9 +225,15 @@ export function reactionVariables(name: ReactionName, envelope: Envelope): Recor
 }
 
 /** Renders a template; a variable without a value becomes empty, and runs of spaces collapse. */
-export function renderReaction(template: string, variables: Record<string, string>): string {
-  return template
-    .replace(/\{([a-zA-Z_]+)\}/g, (whole, key: string) => (Object.hasOwn(variables, key) ? variables[key]! : whole))
-    .replace(/\s{2,}/g, ' ')
-    .trim();
+export function renderReaction(template: string, variables: Record<string, string>, counters: Record<string, number> = {}): string {
+  return (
+    template
+      .replace(/\{([a-zA-Z_]+)\}/g, (whole, key: string) => (Object.hasOwn(variables, key) ? variables[key]! : whole))
+      // Channel counters (`{count:deaths}`), as in commands and timers; an unknown counter's placeholder stays.
+      .replace(/\{count:([a-z0-9_]{1,32})\}/gi, (whole, name: string) =>
+        Object.hasOwn(counters, name.toLowerCase()) ? String(counters[name.toLowerCase()]) : whole,
+      )
+      .replace(/\s{2,}/g, ' ')
+      .trim()
+  );
 }
