@@ -165,6 +165,12 @@ describe('moderation over Helix', () => {
       detail: 'spam.example.com',
       messageText: 'again: spam.example.com/x',
     });
+    // Each action taken is counted for the dashboards: bitbrat_moderation_actions_total{platform,action,reason}.
+    const counted = (await host.metrics.platform.moderationActions.get()).values.filter((value) => value.labels.reason === 'links');
+    expect(Object.fromEntries(counted.map((value) => [`${value.labels.platform}/${value.labels.action}`, value.value]))).toMatchObject({
+      'twitch/delete': 1,
+      'twitch/timeout': 2,
+    });
   });
 
   it('leaves subscribers’ links, Twitch clips and moderators alone', async () => {

@@ -166,6 +166,12 @@ export function createModerationService(options: ModerationServiceOptions = {}) 
               ? await helix.timeout(broadcaster, user, sanction.seconds, reason)
               : await helix.ban(broadcaster, user, reason);
         await reportRights(envelope, outcome);
+        if (outcome.status === 'done')
+          ctx.metrics.platform.moderationActions.inc({
+            platform: envelope.source.platform,
+            action: sanction.kind,
+            reason: violation.filter,
+          });
         const entry: ModerationLogEntry = await appendLog(ctx.store, {
           channel,
           at: new Date(now()).toISOString(),
@@ -243,6 +249,8 @@ export function createModerationService(options: ModerationServiceOptions = {}) 
             { action: 'shoutout', target: { login }, reason: `${ctx.config.COMMAND_PREFIX}so from ${envelope.user.name}` },
             { envelope, channel, by: envelope.user.name.toLowerCase() },
           );
+          if (result.status === 'done')
+            ctx.metrics.platform.moderationActions.inc({ platform: envelope.source.platform, action: 'shoutout', reason: 'requested' });
           return reply(envelope, result.message, [
             note({ label: 'shoutout', payload: { status: result.status, ...(result.error ? { error: result.error } : {}) } }),
           ]);
@@ -280,6 +288,12 @@ export function createModerationService(options: ModerationServiceOptions = {}) 
                   by: envelope.user.name.toLowerCase(),
                 });
                 if (result.outcome) await reportRights(envelope, result.outcome);
+                if (result.status === 'done')
+                  ctx.metrics.platform.moderationActions.inc({
+                    platform: envelope.source.platform,
+                    action: request.action,
+                    reason: 'requested',
+                  });
                 const annotations = [
                   ...(envelope.annotations ?? []),
                   note({
