@@ -46,7 +46,7 @@ import type { ServiceContext } from '../../runtime/service.js';
 import type { EventRecord, RuleRecord, SourceState } from '../../store/index.js';
 import { BUILTIN_COMMANDS, manageCommand, normalizeName } from '../commands/manage.js';
 import { TEMPLATE_VARIABLES } from '../commands/template.js';
-import { DEFAULT_RULES_FILE, readRulesFile } from '../event-router/load.js';
+import { DEFAULT_RULES_FILE, readRulesFile, ruleRecordOf } from '../event-router/load.js';
 import { checkRule } from '../event-router/rules.js';
 import { getReaction, listReactions, updateReaction } from '../reactions/manage.js';
 import { ReactionUpdateSchema } from '../reactions/reactions.js';
@@ -666,15 +666,7 @@ export async function registerApi(scope: FastifyInstance, deps: ApiDeps): Promis
     const checked = checkRule(input, stepsServed());
     if (!checked.ok)
       throw new BitBratError('BAD_REQUEST', `invalid ${what}: ${checked.problems.join('; ')}`, { details: { problems: checked.problems } });
-    const rule = checked.rule;
-    return {
-      id: rule.id,
-      priority: rule.priority,
-      enabled: rule.enabled,
-      logic: rule.logic,
-      action: rule.action as Record<string, unknown>,
-      ...(rule.description ? { description: rule.description } : {}),
-    };
+    return ruleRecordOf(checked.rule);
   };
 
   scope.get('/api/rules', async () => ({
