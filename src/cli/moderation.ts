@@ -14,7 +14,7 @@ import {
   deleteTimer,
   drawGiveaway,
   getFilterSettings,
-  getLogEntry,
+  getUndoableLogEntry,
   listCounters,
   listGiveaways,
   listLog,
@@ -27,7 +27,7 @@ import {
   startGiveaway,
   updateFilterSettings,
 } from '../services/moderation/records.js';
-import { MODERATION_STEP, createModerationRequest } from '../services/moderation/requests.js';
+import { MODERATION_STEP, channelOfKey, createModerationRequest } from '../services/moderation/requests.js';
 import { apiTarget, callApiOrReport, cliConfig, openBus, openStore } from './context.js';
 import { parseFlags } from './flags.js';
 
@@ -117,13 +117,10 @@ function moderationOperation(positionals: string[], values: Record<string, unkno
       method: 'POST',
       route: `/api/moderation/log/${enc(arg)}/undo`,
       async direct(store, env) {
-        const entry = await getLogEntry(store, arg);
-        if (!entry) throw new BitBratError('NOT_FOUND', `no moderation action ${arg}`);
-        if (!entry.undo) throw new BitBratError('BAD_REQUEST', `a ${entry.action} cannot be undone`);
-        const [platform, login] = entry.channel.split(':', 2) as [string, string];
+        const entry = await getUndoableLogEntry(store, arg);
         const envelope = createModerationRequest(
           { action: 'undo', logId: arg, reason: 'undo from the CLI' },
-          { platform, channel: `#${login}`, by: { id: 'cli', login: 'cli', role: 'broadcaster' }, via: 'cli' },
+          { ...channelOfKey(entry.channel), by: { id: 'cli', login: 'cli', role: 'broadcaster' }, via: 'cli' },
         );
         const bus = await openBus(cliConfig(env));
         try {

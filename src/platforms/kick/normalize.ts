@@ -103,6 +103,16 @@ function broadcasterOf(payload: Raw): { slug: string; id: string; ref: KickUserR
   return { slug: ref?.login ?? '', id: ref?.id ?? '', ref };
 }
 
+/** The envelope source of a delivery to `broadcaster`'s channel (replies go to the delivery's egress topic). */
+function kickSource(broadcaster: { slug: string; id: string }, delivery: KickDelivery) {
+  return {
+    platform: 'kick',
+    channel: broadcaster.slug,
+    channelId: broadcaster.id,
+    egressDestination: delivery.egressDestination ?? Topic.egress,
+  };
+}
+
 /** A chat message as an ingress envelope, threaded replies kept (`message.replyToMessageId`). */
 export function normalizeKickChat(event: KickChatMessageEvent, delivery: KickDelivery): Envelope {
   const broadcaster = broadcasterOf(event as unknown as Raw);
@@ -113,12 +123,7 @@ export function normalizeKickChat(event: KickChatMessageEvent, delivery: KickDel
   const envelope = createEnvelope({
     type: EventType.chatMessage,
     timestamp: delivery.receivedAt,
-    source: {
-      platform: 'kick',
-      channel: broadcaster.slug,
-      channelId: broadcaster.id,
-      egressDestination: delivery.egressDestination ?? Topic.egress,
-    },
+    source: kickSource(broadcaster, delivery),
     user: envelopeUser(sender),
     payload: {
       text,
@@ -199,12 +204,7 @@ export function normalizeKickEvent(eventType: string, raw: Raw, delivery: KickDe
   return createEnvelope({
     type: KICK_EVENT_ENVELOPE_TYPE,
     timestamp: delivery.receivedAt,
-    source: {
-      platform: 'kick',
-      channel: broadcaster.slug,
-      channelId: broadcaster.id,
-      egressDestination: delivery.egressDestination ?? Topic.egress,
-    },
+    source: kickSource(broadcaster, delivery),
     user: envelopeUser(actor, anonymous),
     payload: full,
     extra: {

@@ -88,6 +88,24 @@ export function safeAuthErrorMessage(error: unknown): string {
   return message.split('\n')[0]!.replace(/(https?:\/\/[^\s?]+)\?\S*/g, '$1?…');
 }
 
+/** One token source per stored token id (bot, broadcaster), in that order, logging refresh problems only. */
+export function createStoredTokenSources(
+  options: Pick<TwitchAuthOptions, 'clientId' | 'clientSecret' | 'store'> & {
+    logger: Pick<NonNullable<TwitchAuthOptions['logger']>, 'warn'>;
+  },
+  tokenIds: readonly string[],
+): TwitchAuthProvider[] {
+  return tokenIds.map((tokenId) =>
+    createTwitchAuthProvider({
+      clientId: options.clientId,
+      clientSecret: options.clientSecret,
+      store: options.store,
+      tokenId,
+      logger: { warn: options.logger.warn, info: () => undefined },
+    }),
+  );
+}
+
 /** Creates the bot's token source for chat (store first, then secrets). */
 export function createTwitchAuthProvider(options: TwitchAuthOptions): TwitchAuthProvider {
   const tokenId = options.tokenId ?? BOT_TOKEN_ID;

@@ -73,6 +73,12 @@ export async function identify(source: TwitchAuthProvider, clientId: string): Pr
   return { userId: info.userId, login: info.userName, scopes: info.scopes, provider };
 }
 
+/** The identities `sources` hold now, in their order; a source without a token, or whose token does not validate, is left out. */
+export async function heldIdentities(sources: readonly TwitchAuthProvider[], clientId: string): Promise<HeldIdentity[]> {
+  const identities = await Promise.all(sources.map((source) => identify(source, clientId).catch(() => undefined)));
+  return identities.filter((identity): identity is HeldIdentity => identity !== undefined);
+}
+
 /**
  * One AuthProvider over several accounts: a request made as a user gets that user's token from the
  * provider holding it. Scopes are Twitch's to check (it answers 403), so none are checked here.

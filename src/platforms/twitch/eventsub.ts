@@ -185,6 +185,11 @@ function tierLevel(tier: unknown): number | null {
   return value === null ? null : Math.round(value / 1000);
 }
 
+/** What every subscription notification carries: whose channel, who (null when anonymous) and the tier, raw and as 1–3. */
+function subscriptionFields(raw: Raw, user: TwitchUserRef | null) {
+  return { broadcaster: userRef(raw, 'broadcaster_user'), user, tier: str(raw.tier), tierLevel: tierLevel(raw.tier) };
+}
+
 const NORMALIZERS: Record<EventSubKind, (raw: Raw) => NormalizedEventSub> = {
   'channel.follow': (raw) => {
     const user = userRef(raw, 'user');
@@ -226,10 +231,7 @@ const NORMALIZERS: Record<EventSubKind, (raw: Raw) => NormalizedEventSub> = {
     return {
       actor: user ?? undefined,
       payload: {
-        broadcaster: userRef(raw, 'broadcaster_user'),
-        user,
-        tier: str(raw.tier),
-        tierLevel: tierLevel(raw.tier),
+        ...subscriptionFields(raw, user),
         isGift: raw.is_gift === true,
       },
     };
@@ -240,12 +242,9 @@ const NORMALIZERS: Record<EventSubKind, (raw: Raw) => NormalizedEventSub> = {
     return {
       actor: anonymous ? 'anonymous' : (user ?? undefined),
       payload: {
-        broadcaster: userRef(raw, 'broadcaster_user'),
-        user,
+        ...subscriptionFields(raw, user),
         isAnonymous: anonymous,
         total: num(raw.total) ?? 0,
-        tier: str(raw.tier),
-        tierLevel: tierLevel(raw.tier),
         cumulativeTotal: num(raw.cumulative_total),
       },
     };
@@ -256,10 +255,7 @@ const NORMALIZERS: Record<EventSubKind, (raw: Raw) => NormalizedEventSub> = {
     return {
       actor: user ?? undefined,
       payload: {
-        broadcaster: userRef(raw, 'broadcaster_user'),
-        user,
-        tier: str(raw.tier),
-        tierLevel: tierLevel(raw.tier),
+        ...subscriptionFields(raw, user),
         message: str(message.text) ?? '',
         cumulativeMonths: num(raw.cumulative_months),
         streakMonths: num(raw.streak_months),

@@ -11,8 +11,8 @@
  */
 import { ApiClient } from '@twurple/api';
 import type { Store } from '../../store/index.js';
-import { createTwitchAuthProvider } from './auth.js';
-import { createIdentityAuthProvider, identify, type HeldIdentity } from './connect-eventsub.js';
+import { createStoredTokenSources } from './auth.js';
+import { createIdentityAuthProvider, heldIdentities, type HeldIdentity } from './connect-eventsub.js';
 import { createShoutoutSender } from './shoutout.js';
 import { TwitchTokenId, safeTwitchErrorMessage } from './token-store.js';
 
@@ -73,15 +73,7 @@ const statusOf = (error: unknown): number | undefined => {
 
 /** The gateway over Helix with the stored bot and broadcaster tokens. */
 export function createTwitchModeration(options: TwitchModerationOptions): ModerationGateway {
-  const sources = [TwitchTokenId.bot, TwitchTokenId.broadcaster].map((tokenId) =>
-    createTwitchAuthProvider({
-      clientId: options.clientId,
-      clientSecret: options.clientSecret,
-      store: options.store,
-      tokenId,
-      logger: { warn: options.logger.warn, info: () => undefined },
-    }),
-  );
+  const sources = createStoredTokenSources(options, [TwitchTokenId.bot, TwitchTokenId.broadcaster]);
   const shoutouts = createShoutoutSender({
     clientId: options.clientId,
     clientSecret: options.clientSecret,
@@ -94,9 +86,7 @@ export function createTwitchModeration(options: TwitchModerationOptions): Modera
     if (!options.clientId || !options.clientSecret)
       return { status: 'not-permitted', error: 'twitch is not configured (TWITCH_CLIENT_ID, TWITCH_CLIENT_SECRET)' };
     const clientId = options.clientId;
-    const identities = (await Promise.all(sources.map((source) => identify(source, clientId).catch(() => undefined)))).filter(
-      (identity): identity is HeldIdentity => identity !== undefined,
-    );
+    const identities = await heldIdentities(sources, clientId);
     if (identities.length === 0)
       return { status: 'not-permitted', error: 'no Twitch token is connected (connect the bot through the OAuth flow)' };
     return { api: new ApiClient({ authProvider: createIdentityAuthProvider(clientId, identities) }), identities };

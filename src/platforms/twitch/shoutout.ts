@@ -4,8 +4,7 @@
  * instances never send one Twitch would refuse, and a refusal is a value, never thrown.
  */
 import type { Store } from '../../store/index.js';
-import { createTwitchAuthProvider } from './auth.js';
-import type { HeldIdentity } from './connect-eventsub.js';
+import { createStoredTokenSources } from './auth.js';
 import { TwitchTokenId, safeTwitchErrorMessage } from './token-store.js';
 
 /** Twitch's shoutout cooldowns. */
@@ -25,15 +24,7 @@ export function createShoutoutSender(options: {
   store: Store;
   logger: { warn: (obj: unknown, msg?: string) => void };
 }): ShoutoutSender {
-  const sources = [TwitchTokenId.broadcaster, TwitchTokenId.bot].map((tokenId) =>
-    createTwitchAuthProvider({
-      clientId: options.clientId,
-      clientSecret: options.clientSecret,
-      store: options.store,
-      tokenId,
-      logger: { warn: options.logger.warn, info: () => undefined },
-    }),
-  );
+  const sources = createStoredTokenSources(options, [TwitchTokenId.broadcaster, TwitchTokenId.bot]);
   return {
     async shoutout(from, to) {
       if (!options.clientId || !options.clientSecret)
@@ -41,13 +32,11 @@ export function createShoutoutSender(options: {
       if (from.id === to.id) return { sent: false, reason: 'a channel cannot shout itself out' };
       const clientId = options.clientId;
       // Twurple comes with the first shoutout, not at start-up: most channels never send one.
-      const [{ ApiClient }, { createIdentityAuthProvider, identify }] = await Promise.all([
+      const [{ ApiClient }, { createIdentityAuthProvider, heldIdentities }] = await Promise.all([
         import('@twurple/api'),
         import('./connect-eventsub.js'),
       ]);
-      const identities = (await Promise.all(sources.map((source) => identify(source, clientId).catch(() => undefined)))).filter(
-        (identity): identity is HeldIdentity => identity !== undefined,
-      );
+      const identities = await heldIdentities(sources, clientId);
       const moderator =
         identities.find((identity) => identity.userId === from.id) ??
         identities.find((identity) => identity.scopes.includes('moderator:manage:shoutouts'));

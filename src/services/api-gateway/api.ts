@@ -46,11 +46,12 @@ import type { ServiceContext } from '../../runtime/service.js';
 import type { EventRecord, RuleRecord, SourceState } from '../../store/index.js';
 import { BUILTIN_COMMANDS, manageCommand, normalizeName } from '../commands/manage.js';
 import { TEMPLATE_VARIABLES } from '../commands/template.js';
-import { DEFAULT_RULES_FILE, readRulesFile } from '../event-router/load.js';
+import { DEFAULT_RULES_FILE, readRulesFile, ruleRecordOf } from '../event-router/load.js';
 import { checkRule } from '../event-router/rules.js';
 import { getReaction, listReactions, updateReaction } from '../reactions/manage.js';
 import { ReactionUpdateSchema } from '../reactions/reactions.js';
 import { streamStateOf } from './streams.js';
+import { openSse } from './sse.js';
 import {
   SESSION,
   hasApiRole,
@@ -674,15 +675,7 @@ export async function registerApi(scope: FastifyInstance, deps: ApiDeps): Promis
     const checked = checkRule(input, stepsServed());
     if (!checked.ok)
       throw new BitBratError('BAD_REQUEST', `invalid ${what}: ${checked.problems.join('; ')}`, { details: { problems: checked.problems } });
-    const rule = checked.rule;
-    return {
-      id: rule.id,
-      priority: rule.priority,
-      enabled: rule.enabled,
-      logic: rule.logic,
-      action: rule.action as Record<string, unknown>,
-      ...(rule.description ? { description: rule.description } : {}),
-    };
+    return ruleRecordOf(checked.rule);
   };
 
   scope.get('/api/rules', async () => ({
@@ -829,41 +822,22 @@ export async function registerApi(scope: FastifyInstance, deps: ApiDeps): Promis
   scope.get('/api/live', async (request, reply) => {
     const slot = liveCaps.acquire(capKey(principalOf(request), request.ip));
     if (!slot.ok) return reply.status(429).send({ error: 'RATE_LIMITED', message: slot.reason });
-    reply.hijack();
-    const response = reply.raw;
-    response.writeHead(200, {
-      'content-type': 'text/event-stream; charset=utf-8',
-      'cache-control': 'no-cache, no-transform',
-      connection: 'keep-alive',
-      'x-accel-buffering': 'no',
-    });
-    let closed = false;
     let unsubscribe: (() => void) | undefined;
-    const stream = {
-      end() {
-        if (closed) return;
-        closed = true;
-        clearInterval(heartbeat);
+    const stream = openSse(reply, {
+      // A viewer that stops reading is dropped rather than buffered without bound; the page reconnects.
+      maxBuffered: 1024 * 1024,
+      overflow: 'end',
+      onEnd() {
         unsubscribe?.();
         slot.release();
         deps.streams.delete(stream);
-        response.end();
       },
-    };
-    const write = (event: string, data: unknown) => {
-      if (closed) return;
-      // A viewer that stops reading is dropped rather than buffered without bound; the page reconnects.
-      if (response.writableLength > 1024 * 1024) return stream.end();
-      response.write(`event: ${event}\ndata: ${JSON.stringify(data)}\n\n`);
-    };
-    const heartbeat = setInterval(() => !closed && response.write(': keep-alive\n\n'), 15_000);
-    heartbeat.unref();
+    });
+    const write = stream.send;
     deps.streams.add(stream);
-    // The response's 'close' fires when the client goes away (or we end it).
-    response.on('close', () => stream.end());
     write('hello', { instanceId: ctx.instanceId, pollMs: ctx.config.API_GATEWAY_LIVE_POLL_MS });
     unsubscribe = await deps.live.subscribe((message) => write(message.type, message.data));
-    if (closed) return unsubscribe();
+    if (stream.closed) return unsubscribe();
     write('sources', withPlaceholders(deps.live.sources()));
     write('health', await deps.health().catch(() => undefined));
   });

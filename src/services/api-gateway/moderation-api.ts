@@ -25,7 +25,7 @@ import type { FastifyInstance, FastifyRequest } from 'fastify';
 import { z } from 'zod';
 import { BitBratError, stepTopic } from '../../core/index.js';
 import type { ServiceContext } from '../../runtime/service.js';
-import { MODERATION_STEP, ModerationRequestSchema, createModerationRequest } from '../moderation/requests.js';
+import { MODERATION_STEP, ModerationRequestSchema, channelOfKey, createModerationRequest } from '../moderation/requests.js';
 import {
   QuoteInputSchema,
   addQuote,
@@ -38,6 +38,7 @@ import {
   getFilterSettings,
   getLogEntry,
   getQuote,
+  getUndoableLogEntry,
   listCounters,
   listEntries,
   listGiveaways,
@@ -87,10 +88,8 @@ export function registerModerationApi(scope: FastifyInstance, deps: ModerationAp
   /** Publishes a moderation request to the moderation step and answers 202 with what to follow. */
   const request = async (principal: Principal, channel: string, payload: unknown) => {
     const parsed = validate(ModerationRequestSchema, payload, 'moderation request');
-    const [platform, login] = channel.split(':', 2) as [string, string];
     const envelope = createModerationRequest(parsed, {
-      platform,
-      channel: `#${login}`,
+      ...channelOfKey(channel),
       by: { id: `api:${principal.label}`, login: `api:${principal.label}`, role: principal.role === 'owner' ? 'broadcaster' : 'moderator' },
       via: 'api',
     });
@@ -129,9 +128,7 @@ export function registerModerationApi(scope: FastifyInstance, deps: ModerationAp
   scope.post('/api/moderation/log/:id/undo', async (req, reply) => {
     const principal = moderator(req);
     const { id } = validate(IdParams, req.params, 'path');
-    const entry = await getLogEntry(store(), id);
-    if (!entry) throw new BitBratError('NOT_FOUND', `no moderation action ${id}`);
-    if (!entry.undo) throw new BitBratError('BAD_REQUEST', `a ${entry.action} cannot be undone (only timeouts and bans can)`);
+    const entry = await getUndoableLogEntry(store(), id);
     return reply.status(202).send({
       ...(await request(principal, entry.channel, { action: 'undo', logId: id, reason: `undo by ${principal.label}` })),
       logId: id,

@@ -22,6 +22,7 @@ import type { Envelope } from '../../core/index.js';
 import type { Logger } from '../../runtime/logger.js';
 import type { EventRecord, Store } from '../../store/index.js';
 import { hasApiRole, tokenFromRequest, type Authenticator } from './auth.js';
+import { openSse } from './sse.js';
 
 /** Token-store id of the overlay key. */
 export const OVERLAY_KEY_ID = 'overlay:key';
@@ -230,38 +231,17 @@ export async function registerOverlays(app: FastifyInstance, options: OverlayOpt
       if (!kind) return reply.status(400).send({ error: 'BAD_REQUEST', message: 'kind must be alerts or chat' });
       if (!(await keyAccepted(query.key)))
         return reply.status(401).send({ error: 'UNAUTHORIZED', message: 'the overlay key is not valid' });
-      reply.hijack();
-      const response = reply.raw;
-      response.writeHead(200, {
-        'content-type': 'text/event-stream; charset=utf-8',
-        'cache-control': 'no-cache, no-transform',
-        connection: 'keep-alive',
-        'x-accel-buffering': 'no',
+      const stream = openSse(reply, {
+        maxBuffered: 256 * 1024,
+        overflow: 'drop',
+        // The page retries after 2 s when the platform restarts (EventSource does this by itself).
+        retryMs: 2000,
+        onEnd: () => clients.delete(client),
       });
-      let closed = false;
-      const client = {
-        key: String(query.key),
-        kind,
-        send(event: string, data: unknown) {
-          if (closed || response.writableLength > 256 * 1024) return;
-          response.write(`event: ${event}\ndata: ${JSON.stringify(data)}\n\n`);
-        },
-        end() {
-          if (closed) return;
-          closed = true;
-          clearInterval(heartbeat);
-          clients.delete(client);
-          response.end();
-        },
-      };
-      const heartbeat = setInterval(() => !closed && response.write(': keep-alive\n\n'), 15_000);
-      heartbeat.unref();
-      response.on('close', () => client.end());
-      // The page retries after 2 s when the platform restarts (EventSource does this by itself).
-      response.write('retry: 2000\n\n');
+      const client = { key: String(query.key), kind, send: stream.send, end: stream.end };
       // Learn what already happened before saying hello, so an event right after it is never taken for old.
       if (!seen) await tick().catch((error: unknown) => options.logger.warn({ err: error }, 'overlay feed baseline failed'));
-      if (closed) return;
+      if (stream.closed) return;
       clients.add(client);
       client.send('hello', { kind });
       if (!timer) schedule();

@@ -60,6 +60,18 @@ export async function readRulesFile(path: string, options: ReadRulesOptions = {}
   return { rules, rejected };
 }
 
+/** The stored form of a checked rule (the store stamps `updatedAt`). */
+export function ruleRecordOf(rule: Rule): Omit<RuleRecord, 'updatedAt'> {
+  return {
+    id: rule.id,
+    priority: rule.priority,
+    enabled: rule.enabled,
+    logic: rule.logic,
+    action: rule.action as Record<string, unknown>,
+    ...(rule.description ? { description: rule.description } : {}),
+  };
+}
+
 export interface SeedRulesOptions extends ReadRulesOptions {
   /** Told about each rule of the file that was skipped. */
   logger?: Pick<Logger, 'warn'>;
@@ -80,15 +92,7 @@ export async function seedRules(
   for (const bad of rejected)
     options.logger?.warn({ file: path, index: bad.index, rule: bad.id, problems: bad.problems }, 'skipping invalid rule in the rules file');
   for (const rule of rules) {
-    const record: Omit<RuleRecord, 'updatedAt'> = {
-      id: rule.id,
-      priority: rule.priority,
-      enabled: rule.enabled,
-      logic: rule.logic,
-      action: rule.action as Record<string, unknown>,
-      ...(rule.description ? { description: rule.description } : {}),
-    };
-    await store.upsertRule(record);
+    await store.upsertRule(ruleRecordOf(rule));
   }
   return rules.length;
 }

@@ -12,7 +12,7 @@ import { stepTopic, type Envelope } from '../../core/index.js';
 import type { Store } from '../../store/types.js';
 import { Permission, Role } from '../auth/roles.js';
 import { MODERATION_STEP, createModerationRequest, type ModerationRequest } from '../moderation/requests.js';
-import { POLICY_META_KEY, toolAllowed, type Requester, type ToolPolicy } from './mcp-platform.js';
+import { createToolGuard, toolText as text, type Requester, type ToolCallEvent, type ToolPolicy } from './mcp-platform.js';
 
 /** Policies of the moderation tools: moderators (with users:moderate) and up. */
 export const MODERATION_TOOL_POLICIES = {
@@ -20,41 +20,19 @@ export const MODERATION_TOOL_POLICIES = {
   moderation_timeout: { minRole: Role.moderator, permission: Permission.usersModerate },
   moderation_shoutout: { minRole: Role.moderator },
 } as const satisfies Record<string, ToolPolicy>;
-type ModerationToolName = keyof typeof MODERATION_TOOL_POLICIES;
 
 export interface ModerationToolOptions {
   store: Pick<Store, 'listEvents'>;
   publish?: (topic: string, envelope: Envelope) => Promise<void>;
   requesterFrom(meta: Record<string, unknown> | undefined): Requester | undefined;
-  onCall?: (event: { tool: string; requester?: Requester; outcome: 'ok' | 'denied' | 'error'; detail?: string }) => void;
+  onCall?: (event: ToolCallEvent) => void;
 }
 
-const text = (value: unknown, isError = false): CallToolResult => ({
-  content: [{ type: 'text', text: typeof value === 'string' ? value : JSON.stringify(value) }],
-  ...(isError ? { isError: true } : {}),
-});
 const login = z.string().min(1).max(64).describe('The login name, with or without @');
 
 /** Adds the moderation tools to the platform server. */
 export function registerModerationTools(server: McpServer, options: ModerationToolOptions): void {
-  const guarded = <A>(name: ModerationToolName, run: (args: A, requester: Requester) => Promise<CallToolResult>) => {
-    return async (args: A, extra: { _meta?: Record<string, unknown> }): Promise<CallToolResult> => {
-      const requester = options.requesterFrom(extra._meta);
-      if (!toolAllowed(MODERATION_TOOL_POLICIES[name], requester)) {
-        options.onCall?.({ tool: name, requester, outcome: 'denied' });
-        return text(`forbidden: ${name} is not available to ${requester ? `role ${requester.role}` : 'an unknown requester'}`, true);
-      }
-      try {
-        const result = await run(args, requester!);
-        options.onCall?.({ tool: name, requester, outcome: result.isError ? 'error' : 'ok' });
-        return result;
-      } catch (error) {
-        options.onCall?.({ tool: name, requester, outcome: 'error', detail: (error as Error).message });
-        return text(`error: ${(error as Error).message}`, true);
-      }
-    };
-  };
-  const meta = (name: ModerationToolName) => ({ [POLICY_META_KEY]: MODERATION_TOOL_POLICIES[name] });
+  const { guarded, meta } = createToolGuard(MODERATION_TOOL_POLICIES, options.requesterFrom, options.onCall);
 
   const request = async (action: ModerationRequest, requester: Requester): Promise<CallToolResult> => {
     if (!options.publish) return text({ ok: false, reason: 'moderation is not available in this process' }, true);

@@ -12,7 +12,7 @@ import { createEnvelope, createStep, stepTopic, type Envelope } from '../../core
 import { OBS_SOURCE_ID, obsActionAnnotation, type ObsAction } from '../../platforms/obs/index.js';
 import type { Store } from '../../store/types.js';
 import { Role } from '../auth/roles.js';
-import { POLICY_META_KEY, toolAllowed, type Requester, type ToolPolicy } from './mcp-platform.js';
+import { createToolGuard, toolText as text, type Requester, type ToolCallEvent, type ToolPolicy } from './mcp-platform.js';
 
 /** Policies of the OBS tools: moderator and up. */
 export const OBS_TOOL_POLICIES = {
@@ -21,20 +21,14 @@ export const OBS_TOOL_POLICIES = {
   obs_toggle_source: { minRole: Role.moderator },
   obs_set_text: { minRole: Role.moderator },
 } as const satisfies Record<string, ToolPolicy>;
-type ObsToolName = keyof typeof OBS_TOOL_POLICIES;
 
 export interface ObsToolOptions {
   store: Pick<Store, 'getSource'>;
   /** Publishes an envelope to a topic; without it the action tools say OBS control is unavailable. */
   publish?: (topic: string, envelope: Envelope) => Promise<void>;
   requesterFrom(meta: Record<string, unknown> | undefined): Requester | undefined;
-  onCall?: (event: { tool: string; requester?: Requester; outcome: 'ok' | 'denied' | 'error'; detail?: string }) => void;
+  onCall?: (event: ToolCallEvent) => void;
 }
-
-const text = (value: unknown, isError = false): CallToolResult => ({
-  content: [{ type: 'text', text: typeof value === 'string' ? value : JSON.stringify(value) }],
-  ...(isError ? { isError: true } : {}),
-});
 
 /** The studio as the OBS service last reported it. */
 async function studio(store: Pick<Store, 'getSource'>): Promise<{ connected: boolean; programScene?: string; scenes: string[] }> {
@@ -49,24 +43,7 @@ async function studio(store: Pick<Store, 'getSource'>): Promise<{ connected: boo
 
 /** Adds the OBS tools to the platform server. */
 export function registerObsTools(server: McpServer, options: ObsToolOptions): void {
-  const guarded = <A>(name: ObsToolName, run: (args: A, requester: Requester) => Promise<CallToolResult>) => {
-    return async (args: A, extra: { _meta?: Record<string, unknown> }): Promise<CallToolResult> => {
-      const requester = options.requesterFrom(extra._meta);
-      if (!toolAllowed(OBS_TOOL_POLICIES[name], requester)) {
-        options.onCall?.({ tool: name, requester, outcome: 'denied' });
-        return text(`forbidden: ${name} is not available to ${requester ? `role ${requester.role}` : 'an unknown requester'}`, true);
-      }
-      try {
-        const result = await run(args, requester!);
-        options.onCall?.({ tool: name, requester, outcome: result.isError ? 'error' : 'ok' });
-        return result;
-      } catch (error) {
-        options.onCall?.({ tool: name, requester, outcome: 'error', detail: (error as Error).message });
-        return text(`error: ${(error as Error).message}`, true);
-      }
-    };
-  };
-  const meta = (name: ObsToolName) => ({ [POLICY_META_KEY]: OBS_TOOL_POLICIES[name] });
+  const { guarded, meta } = createToolGuard(OBS_TOOL_POLICIES, options.requesterFrom, options.onCall);
 
   /** Asks the OBS service to perform `action` for `requester`. */
   const request = async (action: ObsAction, requester: Requester): Promise<CallToolResult> => {

@@ -66,10 +66,51 @@ export async function readStreamState(
   return streamStateFrom(await findStreamSource(store, source));
 }
 
-const text = (value: unknown, isError = false): CallToolResult => ({
+/** A tool result whose text is `value` (JSON unless already a string), marked as an error when `isError`. */
+export const toolText = (value: unknown, isError = false): CallToolResult => ({
   content: [{ type: 'text', text: typeof value === 'string' ? value : JSON.stringify(value) }],
   ...(isError ? { isError: true } : {}),
 });
+const text = toolText;
+
+/** What one platform tool call came to (audit, tests). */
+export interface ToolCallEvent {
+  tool: string;
+  requester?: Requester;
+  outcome: 'ok' | 'denied' | 'error';
+  detail?: string;
+}
+
+/**
+ * The server-side gate shared by every group of platform tools: `guarded(name, run)` wraps a handler so
+ * each call re-checks the requester against `policies[name]`, reports the outcome to `onCall` and turns a
+ * thrown error into an error result; `meta(name)` is the `_meta` a tool lists its policy in.
+ */
+export function createToolGuard<N extends string>(
+  policies: Record<N, ToolPolicy>,
+  requesterOf: (meta: Record<string, unknown> | undefined) => Requester | undefined,
+  onCall?: (event: ToolCallEvent) => void,
+) {
+  const guarded = <A>(name: N, run: (args: A, requester: Requester) => Promise<CallToolResult>) => {
+    return async (args: A, extra: { _meta?: Record<string, unknown> }): Promise<CallToolResult> => {
+      const requester = requesterOf(extra._meta);
+      if (!toolAllowed(policies[name], requester)) {
+        onCall?.({ tool: name, requester, outcome: 'denied' });
+        return text(`forbidden: ${name} is not available to ${requester ? `role ${requester.role}` : 'an unknown requester'}`, true);
+      }
+      try {
+        const result = await run(args, requester!);
+        onCall?.({ tool: name, requester, outcome: result.isError ? 'error' : 'ok' });
+        return result;
+      } catch (error) {
+        onCall?.({ tool: name, requester, outcome: 'error', detail: (error as Error).message });
+        return text(`error: ${(error as Error).message}`, true);
+      }
+    };
+  };
+  const meta = (name: N) => ({ [POLICY_META_KEY]: policies[name] });
+  return { guarded, meta };
+}
 
 /** The requester an llm-bot tool call names in its `_meta`. */
 export function requesterFrom(meta: Record<string, unknown> | undefined): Requester | undefined {
@@ -104,7 +145,7 @@ export interface PlatformMcpOptions {
   /** Publishes to the bus (the OBS tools ask the obs service through it). */
   publish?: (topic: string, envelope: Envelope) => Promise<void>;
   /** Called after each tool call with what happened (audit, tests). */
-  onCall?: (event: { tool: string; requester?: Requester; outcome: 'ok' | 'denied' | 'error'; detail?: string }) => void;
+  onCall?: (event: ToolCallEvent) => void;
 }
 
 /** Builds the platform MCP server (not connected). */
@@ -113,25 +154,7 @@ export async function createPlatformMcpServer(options: PlatformMcpOptions): Prom
   const { store, onCall } = options;
   const server = new McpServer({ name: 'bitbrat-platform', version: '1.0.0' });
 
-  /** Wraps a handler with the server-side policy check and audit. */
-  const guarded = <A>(name: keyof typeof PLATFORM_TOOL_POLICIES, run: (args: A, requester: Requester) => Promise<CallToolResult>) => {
-    return async (args: A, extra: { _meta?: Record<string, unknown> }): Promise<CallToolResult> => {
-      const requester = requesterFrom(extra._meta);
-      if (!toolAllowed(PLATFORM_TOOL_POLICIES[name], requester)) {
-        onCall?.({ tool: name, requester, outcome: 'denied' });
-        return text(`forbidden: ${name} is not available to ${requester ? `role ${requester.role}` : 'an unknown requester'}`, true);
-      }
-      try {
-        const result = await run(args, requester!);
-        onCall?.({ tool: name, requester, outcome: result.isError ? 'error' : 'ok' });
-        return result;
-      } catch (error) {
-        onCall?.({ tool: name, requester, outcome: 'error', detail: (error as Error).message });
-        return text(`error: ${(error as Error).message}`, true);
-      }
-    };
-  };
-  const policyMeta = (name: keyof typeof PLATFORM_TOOL_POLICIES) => ({ [POLICY_META_KEY]: PLATFORM_TOOL_POLICIES[name] });
+  const { guarded, meta: policyMeta } = createToolGuard(PLATFORM_TOOL_POLICIES, requesterFrom, onCall);
 
   server.registerTool(
     'stream_status',

@@ -253,8 +253,7 @@ export function createFilterCheck(settings: FilterSettings): FilterCheck {
       return [];
     }
   });
-  const applies = (filter: { enabled: boolean; exempt: string }, role: string) =>
-    settings.enabled && filter.enabled && !roleAtLeast(role, filter.exempt) && !roleAtLeast(role, Role.broadcaster);
+  const applies = (filter: { enabled: boolean; exempt: string }, role: string) => filterApplies(settings, filter, role);
 
   return (input) => {
     const { text, role } = input;
@@ -317,10 +316,17 @@ export function createFilterCheck(settings: FilterSettings): FilterCheck {
   };
 }
 
+/**
+ * Whether `filter` checks a chatter of `role`: filtering on, the filter on, the role below its exemption
+ * level, and never the broadcaster. The checker and needsHistory both ask here, so they cannot disagree.
+ */
+function filterApplies(settings: FilterSettings, filter: { enabled: boolean; exempt: string }, role: string): boolean {
+  return settings.enabled && filter.enabled && !roleAtLeast(role, filter.exempt) && !roleAtLeast(role, Role.broadcaster);
+}
+
 /** Which filters need per-user history for this role (so the service reads counters only when needed). */
 export function needsHistory(settings: FilterSettings, role: string): { repetition: boolean; flood: boolean } {
-  const on = (filter: { enabled: boolean; exempt: string }) =>
-    settings.enabled && filter.enabled && !roleAtLeast(role, filter.exempt) && !roleAtLeast(role, Role.broadcaster);
+  const on = (filter: { enabled: boolean; exempt: string }) => filterApplies(settings, filter, role);
   return { repetition: on(settings.repetition), flood: on(settings.flood) };
 }
 

@@ -132,6 +132,14 @@ export async function getLogEntry(store: Store, id: string): Promise<ModerationL
   return (await store.getDoc<Record<string, unknown>>(Collection.log, id))?.data as ModerationLogEntry | undefined;
 }
 
+/** The log entry `id`, checked before an undo is asked for: NOT_FOUND when there is none, BAD_REQUEST when its action has no undo. */
+export async function getUndoableLogEntry(store: Store, id: string): Promise<ModerationLogEntry> {
+  const entry = await getLogEntry(store, id);
+  if (!entry) throw new BitBratError('NOT_FOUND', `no moderation action ${id}`);
+  if (!entry.undo) throw new BitBratError('BAD_REQUEST', `a ${entry.action} cannot be undone (only timeouts and bans can)`);
+  return entry;
+}
+
 /** Newest first; `channel` and `user` (login) narrow it. */
 export async function listLog(
   store: Store,

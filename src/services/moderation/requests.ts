@@ -49,6 +49,12 @@ export interface RequestOrigin {
   via: string;
 }
 
+/** The platform and `#login` channel of a channel key (`platform:login`, as `parseChannelKey` gives it). */
+export function channelOfKey(channelKey: string): Pick<RequestOrigin, 'platform' | 'channel'> {
+  const [platform, login] = channelKey.split(':', 2) as [string, string];
+  return { platform, channel: `#${login}` };
+}
+
 /** The envelope that carries a request to the moderation step. */
 export function createModerationRequest(request: ModerationRequest, origin: RequestOrigin): Envelope {
   return createEnvelope({

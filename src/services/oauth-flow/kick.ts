@@ -6,7 +6,7 @@
  * The PKCE verifier never leaves the server: it is derived from the state secret and the state's nonce,
  * and only its S256 challenge goes to Kick. Tokens are stored encrypted as `kick:<identity>`.
  */
-import { createHmac, randomBytes, timingSafeEqual } from 'node:crypto';
+import { createHmac } from 'node:crypto';
 import type { AddressInfo } from 'node:net';
 import type { FastifyInstance } from 'fastify';
 import { BitBratError } from '../../core/index.js';
@@ -21,18 +21,18 @@ import {
   KickTokenId,
 } from '../../platforms/kick/index.js';
 import type { Authenticator } from '../api-gateway/auth.js';
-import { OAuthRole, STATE_TTL_MS, startIdentity } from './oauth-state.js';
+import { type OAuthRole, STATE_TTL_MS, signStateWithNonce, startIdentity, verifyState, type StateCheck } from './oauth-state.js';
 import { KICK_BINDING, bindBrowser, browserMatches, clearBinding, requirePrincipal } from './owner.js';
 import { page, tokenStatus } from './pages.js';
 import type { OAuthFlowConfig } from './settings.js';
 
 export { KICK_SESSION_COOKIE } from './owner.js';
 
-export type KickStateCheck = { ok: true; role: OAuthRole; nonce: string; binding: string } | { ok: false; reason: string };
+export type KickStateCheck = StateCheck;
 
 const hmac = (secret: string, text: string) => createHmac('sha256', secret).update(text).digest();
 
-/** `base64url(json).base64url(hmac)` with purpose `kick`, so a Twitch state cannot be replayed here. */
+/** A signed state with purpose `kick`, so a Twitch state cannot be replayed here. */
 export function signKickState(
   secret: string,
   role: OAuthRole,
@@ -40,37 +40,12 @@ export function signKickState(
   now = Date.now(),
   ttlMs = STATE_TTL_MS,
 ): { state: string; nonce: string } {
-  const nonce = randomBytes(12).toString('base64url');
-  const body = Buffer.from(JSON.stringify({ p: 'kick', r: role, e: now + ttlMs, n: nonce, b: binding })).toString('base64url');
-  return { state: `${body}.${hmac(secret, body).toString('base64url')}`, nonce };
+  return signStateWithNonce(secret, role, binding, now, ttlMs, 'kick');
 }
 
 /** Checks a state made by signKickState: signature, purpose, shape and expiry. */
 export function verifyKickState(secret: string, state: string | undefined, now = Date.now()): KickStateCheck {
-  if (!state) return { ok: false, reason: 'the state parameter is missing' };
-  const [body, signature, extra] = state.split('.');
-  if (!body || !signature || extra !== undefined) return { ok: false, reason: 'the state parameter is malformed' };
-  const expected = hmac(secret, body);
-  const given = Buffer.from(signature, 'base64url');
-  if (given.length !== expected.length || !timingSafeEqual(given, expected))
-    return { ok: false, reason: 'the state parameter has an invalid signature' };
-  let parsed: { p?: unknown; r?: unknown; e?: unknown; n?: unknown; b?: unknown };
-  try {
-    parsed = JSON.parse(Buffer.from(body, 'base64url').toString('utf8')) as typeof parsed;
-  } catch {
-    return { ok: false, reason: 'the state parameter is malformed' };
-  }
-  if (
-    parsed.p !== 'kick' ||
-    !Object.values(OAuthRole).includes(parsed.r as OAuthRole) ||
-    typeof parsed.e !== 'number' ||
-    typeof parsed.n !== 'string' ||
-    typeof parsed.b !== 'string'
-  ) {
-    return { ok: false, reason: 'the state parameter is malformed' };
-  }
-  if (parsed.e < now) return { ok: false, reason: 'the authorization link expired; start again' };
-  return { ok: true, role: parsed.r as OAuthRole, nonce: parsed.n, binding: parsed.b };
+  return verifyState(secret, state, now, 'kick');
 }
 
 /** The PKCE verifier of a state's nonce: 43 base64url characters only this server can compute. */

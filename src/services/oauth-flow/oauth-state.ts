@@ -12,17 +12,30 @@ export type StateCheck = { ok: true; role: OAuthRole; nonce: string; binding: st
 
 /**
  * `base64url(json).base64url(hmac)`: the role, an expiry and the hash of the starting browser's cookie
- * nonce (`binding`), signed so a callback cannot be forged nor finished in another browser.
+ * nonce (`binding`), signed so a callback cannot be forged nor finished in another browser. A `purpose`
+ * (Kick's flow) is signed in too, so a state of another flow is refused where that purpose is required.
  */
-export function signState(secret: string, role: OAuthRole, binding: string, now = Date.now(), ttlMs = STATE_TTL_MS): string {
-  const body = Buffer.from(JSON.stringify({ r: role, e: now + ttlMs, n: randomBytes(12).toString('base64url'), b: binding })).toString(
-    'base64url',
-  );
-  return `${body}.${createHmac('sha256', secret).update(body).digest('base64url')}`;
+export function signStateWithNonce(
+  secret: string,
+  role: OAuthRole,
+  binding: string,
+  now = Date.now(),
+  ttlMs = STATE_TTL_MS,
+  purpose?: string,
+): { state: string; nonce: string } {
+  const nonce = randomBytes(12).toString('base64url');
+  const fields = { ...(purpose ? { p: purpose } : {}), r: role, e: now + ttlMs, n: nonce, b: binding };
+  const body = Buffer.from(JSON.stringify(fields)).toString('base64url');
+  return { state: `${body}.${createHmac('sha256', secret).update(body).digest('base64url')}`, nonce };
 }
 
-/** Checks a `state` made by signState: signature, shape and expiry. */
-export function verifyState(secret: string, state: string | undefined, now = Date.now()): StateCheck {
+/** The Twitch flow's state (signStateWithNonce without a purpose). */
+export function signState(secret: string, role: OAuthRole, binding: string, now = Date.now(), ttlMs = STATE_TTL_MS): string {
+  return signStateWithNonce(secret, role, binding, now, ttlMs).state;
+}
+
+/** Checks a `state` made by signStateWithNonce: signature, purpose (when one is required), shape and expiry. */
+export function verifyState(secret: string, state: string | undefined, now = Date.now(), purpose?: string): StateCheck {
   if (!state) return { ok: false, reason: 'the state parameter is missing' };
   const [body, signature, extra] = state.split('.');
   if (!body || !signature || extra !== undefined) return { ok: false, reason: 'the state parameter is malformed' };
@@ -30,13 +43,14 @@ export function verifyState(secret: string, state: string | undefined, now = Dat
   const given = Buffer.from(signature, 'base64url');
   if (given.length !== expected.length || !timingSafeEqual(given, expected))
     return { ok: false, reason: 'the state parameter has an invalid signature' };
-  let parsed: { r?: unknown; e?: unknown; n?: unknown; b?: unknown };
+  let parsed: { p?: unknown; r?: unknown; e?: unknown; n?: unknown; b?: unknown };
   try {
     parsed = JSON.parse(Buffer.from(body, 'base64url').toString('utf8')) as typeof parsed;
   } catch {
     return { ok: false, reason: 'the state parameter is malformed' };
   }
   if (
+    (purpose !== undefined && parsed.p !== purpose) ||
     !ROLES.includes(parsed.r as OAuthRole) ||
     typeof parsed.e !== 'number' ||
     typeof parsed.n !== 'string' ||
