@@ -934,18 +934,26 @@ export async function startFakeTwitch(options: FakeTwitchOptions = {}): Promise<
     });
   });
 
-  await new Promise<void>((resolve, reject) => {
-    server.once('error', reject);
-    server.listen(0, '127.0.0.1', () => resolve());
-  });
-  const port = (server.address() as AddressInfo).port;
-  // `localhost` may resolve to ::1 on some machines; answer there too when IPv6 loopback exists.
+  // Twurple reaches the fake as `localhost:<port>`, which may resolve to ::1: the fake answers on both
+  // loopbacks with the same port. When ::1 already has that port (another test process's server), the pair
+  // is given up and tried again on a new port; a client reaching someone else's server would hang.
   const server6 = createServer((request, response) => server.emit('request', request, response));
   server6.on('upgrade', (request, socket, head) => server.emit('upgrade', request, socket, head));
-  await new Promise<void>((resolve) => {
-    server6.once('error', () => resolve());
-    server6.listen(port, '::1', () => resolve());
-  });
+  let port = 0;
+  for (let attempt = 1; ; attempt += 1) {
+    await new Promise<void>((resolve, reject) => {
+      server.once('error', reject);
+      server.listen(0, '127.0.0.1', () => resolve());
+    });
+    port = (server.address() as AddressInfo).port;
+    const bound = await new Promise<'ok' | 'taken' | 'no-ipv6'>((resolve) => {
+      server6.once('error', (error: NodeJS.ErrnoException) => resolve(error.code === 'EADDRINUSE' ? 'taken' : 'no-ipv6'));
+      server6.listen(port, '::1', () => resolve('ok'));
+    });
+    if (bound !== 'taken') break;
+    await new Promise<void>((resolve) => server.close(() => resolve()));
+    if (attempt >= 20) throw new Error('fake twitch: found no port free on both 127.0.0.1 and ::1');
+  }
 
   const fake: FakeTwitch = {
     port,
@@ -1095,7 +1103,13 @@ export async function startFakeTwitch(options: FakeTwitchOptions = {}): Promise<
       for (;;) {
         const value = predicate();
         if (value) return value as never;
-        if (Date.now() - started > timeoutMs) throw new Error(`fake twitch: timed out after ${timeoutMs} ms waiting for ${what}`);
+        if (Date.now() - started > timeoutMs) {
+          // What the fake saw last says where a client stopped (useful when a test times out).
+          const last = requests.slice(-8).map((request) => `${request.method} ${request.path} → ${request.status}`);
+          throw new Error(
+            `fake twitch: timed out after ${timeoutMs} ms waiting for ${what}; last requests: ${last.join(', ') || 'none'}; sessions: ${sessions.length}`,
+          );
+        }
         await new Promise((resolve) => setTimeout(resolve, 10));
       }
     },

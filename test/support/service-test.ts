@@ -2,7 +2,7 @@
  * The frame service tests share: one embedded store per test file, and after each test its host, bus and
  * fakes stopped in that order (the host first, so nothing publishes to a closed bus).
  */
-import { afterAll, afterEach, beforeAll } from 'vitest';
+import { afterAll, afterEach, beforeAll, beforeEach } from 'vitest';
 import { createMemoryBus, type MemoryBus, type MessageBus } from '../../src/bus/index.js';
 import { Topic } from '../../src/core/index.js';
 import { loadArchitecture, type Host } from '../../src/runtime/index.js';
@@ -10,17 +10,29 @@ import type { ServiceDefinition } from '../../src/runtime/service.js';
 import { createStore, type Store } from '../../src/store/index.js';
 import { collect, startTestHost } from './harness.js';
 
-/** Opens an embedded (PGlite, in memory) store before the file's tests and closes it after them. */
-export function useEmbeddedStore(opened: (store: Store) => void): void {
+/**
+ * Opens an embedded (PGlite, in memory) store before the file's tests and closes it after them; with
+ * `perTest`, a fresh one for every test. Connector tests want that: a token refresh still finishing for the
+ * previous test's host could otherwise write that test's tokens over the next one's.
+ */
+export function useEmbeddedStore(opened: (store: Store) => void, options: { perTest?: boolean } = {}): void {
   let store: Store | undefined;
-  beforeAll(async () => {
+  const open = async () => {
     store = await createStore({ driver: 'pglite', dataDir: 'memory://', embedded: true });
     await store.init();
     opened(store);
-  });
-  afterAll(async () => {
+  };
+  const close = async () => {
     await store?.close();
-  });
+    store = undefined;
+  };
+  if (options.perTest) {
+    beforeEach(open);
+    afterEach(close);
+  } else {
+    beforeAll(open);
+    afterAll(close);
+  }
 }
 
 /** What one test started; any part may be unset (the test failed before starting it). */
