@@ -12,7 +12,6 @@ import { randomUUID } from 'node:crypto';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { Duplex } from 'node:stream';
 import { WebSocketServer, type WebSocket } from 'ws';
-import { freePort } from '../support/ports.js';
 
 export interface FakeUserState {
   /** Raw `badges` tag, e.g. `moderator/1` or `vip/1`. Default: none. */
@@ -515,7 +514,8 @@ export class FakeTwitchIrc {
 
 /** Starts a fake Twitch IRC server on 127.0.0.1 (a free port unless given). */
 export async function startFakeTwitchIrc(options: FakeTwitchIrcOptions = {}): Promise<FakeTwitchIrc> {
-  const fake = new FakeTwitchIrc({ ...options, port: options.port ?? (await freePort()) });
+  // Port 0: the OS picks at listen time (a port probed free first can be taken by another test process meanwhile).
+  const fake = new FakeTwitchIrc({ ...options, port: options.port ?? 0 });
   await fake.start();
   return fake;
 }
