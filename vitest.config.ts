@@ -9,7 +9,7 @@ export default defineConfig({
     hookTimeout: 120_000,
     pool: 'forks',
     // One test file at a time: the whole-service Twitch tests interfered with each other when two files ran
-    // in parallel processes (see the EventSub tests); on 2 cores a run takes about 10 minutes instead of 6.
+    // in parallel processes (see the EventSub tests); on 2 cores a run takes about 9 minutes instead of 6.
     maxWorkers: 1,
     reporters: ['default'],
   },
