@@ -151,9 +151,11 @@ describe('default chat reactions, from EventSub to a PRIVMSG', () => {
 
 describe('changing reactions', () => {
   it('uses a reworded template and stays silent for a reaction switched off', async () => {
-    await updateReaction(store, 'cheer', { template: '{bits} bits from {user}, wow! {message}' });
+    // Follow first, cheer second: the router reloads the whole rule table at once every RULES_RELOAD_MS,
+    // so once a cheer shows the new wording the reload that brought it also holds the follow switched off.
+    // (The other order let a reload land between the two writes, and the follow still got its thanks.)
     await updateReaction(store, 'follow', { enabled: false });
-    // The router reloads rules within RULES_RELOAD_MS; wait until a cheer shows the new wording.
+    await updateReaction(store, 'cheer', { template: '{bits} bits from {user}, wow! {message}' });
     const user = fan();
     await waitFor(
       async () => {
