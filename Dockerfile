@@ -1,21 +1,25 @@
 # syntax=docker/dockerfile:1
 # One image for every BitBrat service: `bitbrat service <name>` runs one service (compose, Cloud Run),
-# the default `bitbrat start` runs them all in one process. TypeScript runs through tsx, which is a
-# runtime dependency (bin/bitbrat.js registers it), so there is no compile step.
+# the default `bitbrat start` runs them all in one process. The sources are compiled into dist/ (the same
+# transform tsx applies), so a container starts without transpiling; bin/bitbrat.js runs dist/ while it
+# matches src/ and falls back to the sources through tsx otherwise.
 
 # --- build: install every dependency from the lock file, then drop the dev ones -------------------
 FROM node:24-slim AS build
 WORKDIR /app
 ENV NODE_ENV=development
 COPY package.json package-lock.json ./
+# npm ci runs the prepare script (scripts/build.mjs), which finds no src/ yet and compiles nothing.
+COPY bin ./bin
+COPY scripts ./scripts
 RUN npm ci --no-audit --no-fund
 COPY tsconfig.json architecture.yaml ./
-COPY bin ./bin
 COPY src ./src
 COPY config ./config
 COPY schemas ./schemas
-# Fail the image build on type errors, then keep only what runs in production.
+# Fail the image build on type errors, compile, then keep only what runs in production.
 RUN npx tsc --noEmit -p tsconfig.json \
+ && node scripts/build.mjs \
  && npm prune --omit=dev --no-audit --no-fund
 
 # --- runtime: production dependencies and the sources only, as the unprivileged `node` user ---------
@@ -28,7 +32,8 @@ WORKDIR /app
 COPY --from=build --chown=node:node /app/node_modules ./node_modules
 COPY --chown=node:node package.json package-lock.json architecture.yaml ./
 COPY --chown=node:node bin ./bin
-COPY --chown=node:node src ./src
+COPY --from=build --chown=node:node /app/src ./src
+COPY --from=build --chown=node:node /app/dist ./dist
 COPY --chown=node:node config ./config
 COPY --chown=node:node schemas ./schemas
 RUN mkdir -p /app/data && chown node:node /app/data

@@ -3,7 +3,8 @@
  * in a fresh data directory, started once (the first start initializes the database), stopped, started
  * again (the warm start), then left idle. Reports the time from spawn to a ready `/readyz` for both
  * starts and the resident set (VmRSS from /proc) once the warm process has settled, plus the peak.
- * Runs the process with the same Node flags as `npm start`.
+ * Runs the process with the same Node flags as `npm start`, from the compiled build when dist/ matches src/
+ * (as after `npm install`), and once more warm from the sources through tsx for comparison.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { mkdtemp, readFile, rm } from 'node:fs/promises';
@@ -11,9 +12,11 @@ import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { compiledEntry } from '../bin/compiled.js';
 import { SERVICE_NODE_FLAGS } from '../src/runtime/node-flags.js';
 import { round } from './stats.js';
 
+const ROOT = fileURLToPath(new URL('..', import.meta.url));
 const BIN = fileURLToPath(new URL('../bin/bitbrat.js', import.meta.url));
 /** How long the warm process is left alone before its RSS is read: timers and lazy work settle by then. */
 const IDLE_MS = 5_000;
@@ -53,11 +56,12 @@ interface Started {
 }
 
 /** Spawns the platform and resolves once `/readyz` answers 200. */
-async function startPlatform(dataDir: string, port: number, node: string): Promise<Started> {
+async function startPlatform(dataDir: string, port: number, node: string, fromSource = false): Promise<Started> {
   const began = performance.now();
   const child = spawn(node, [...SERVICE_NODE_FLAGS, BIN, 'start'], {
     env: {
       ...process.env,
+      BITBRAT_FROM_SOURCE: fromSource ? '1' : '',
       DATA_DIR: dataDir,
       PORT: String(port),
       HOST: '127.0.0.1',
@@ -115,9 +119,17 @@ export async function benchFootprint(): Promise<Record<string, unknown>> {
     await new Promise((resolve) => setTimeout(resolve, IDLE_MS));
     const idle = await residentMb(warm.child.pid!);
     await stopPlatform(warm);
+    // The same warm start from the TypeScript sources through tsx, as an edited checkout runs: the ratio
+    // to the compiled start is what the build saves.
+    const source = await startPlatform(dataDir, await freePort(), node, true);
+    const sourceCpu = await cpuMs(source.child.pid!);
+    const sourceRss = await residentMb(source.child.pid!);
+    await stopPlatform(source);
     return {
       scenario: 'footprint',
       node: version,
+      // `compiled` when dist/ matches src/ (npm install builds it), else `source`.
+      runs: compiledEntry(ROOT) ? 'compiled' : 'source',
       firstStartMs: first.readyMs,
       warmStartMs: warm.readyMs,
       idleRssMb: idle.rss,
@@ -129,6 +141,9 @@ export async function benchFootprint(): Promise<Record<string, unknown>> {
       warmReadyRssMb: readyRss.rss,
       warmPeakRssMb: idle.peak,
       idleAfterMs: IDLE_MS,
+      warmStartFromSourceMs: source.readyMs,
+      warmStartFromSourceCpuMs: sourceCpu,
+      warmReadyFromSourceRssMb: sourceRss.rss,
     };
   } finally {
     await rm(dataDir, { recursive: true, force: true });

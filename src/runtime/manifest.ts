@@ -32,8 +32,21 @@ export const ArchitectureSchema = z.object({
 export type ServiceManifest = z.infer<typeof ServiceManifestSchema>;
 export type Architecture = z.infer<typeof ArchitectureSchema>;
 
-/** The repository root (where architecture.yaml lives). */
-export const PROJECT_ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
+const HERE = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
+
+/** True when this is the compiled build in dist/src/ (bin/bitbrat.js runs it when it matches src/). */
+export const COMPILED = path.basename(HERE) === 'dist';
+
+/** The repository root (where architecture.yaml lives), from the sources or from the compiled build. */
+export const PROJECT_ROOT = COMPILED ? path.dirname(HERE) : HERE;
+
+/**
+ * The file that runs for a source path the manifest names (`src/…/index.ts`): the source itself, or its
+ * compiled twin `dist/src/…/index.js` when this process runs the build.
+ */
+export function runnableFile(sourcePath: string): string {
+  return COMPILED ? path.join(PROJECT_ROOT, 'dist', sourcePath.replace(/\.ts$/, '.js')) : path.join(PROJECT_ROOT, sourcePath);
+}
 
 let cached: Architecture | undefined;
 

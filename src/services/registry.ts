@@ -1,8 +1,7 @@
 import { existsSync } from 'node:fs';
-import path from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { BitBratError } from '../core/index.js';
-import { PROJECT_ROOT, loadArchitecture, serviceManifest, type Architecture } from '../runtime/manifest.js';
+import { loadArchitecture, runnableFile, serviceManifest, type Architecture } from '../runtime/manifest.js';
 import type { ServiceDefinition } from '../runtime/service.js';
 
 /** Every service name in the manifest, in manifest order. */
@@ -13,7 +12,7 @@ export function serviceNames(architecture: Architecture = loadArchitecture()): s
 /** Loads a service's definition from the entry file the manifest names. */
 export async function loadService(name: string, architecture: Architecture = loadArchitecture()): Promise<ServiceDefinition> {
   const manifest = serviceManifest(name, architecture);
-  const file = path.join(PROJECT_ROOT, manifest.entry);
+  const file = runnableFile(manifest.entry);
   if (!existsSync(file)) throw new BitBratError('UNKNOWN_SERVICE', `service "${name}" has no entry file at ${manifest.entry}`);
   const module = (await import(pathToFileURL(file).href)) as { default?: ServiceDefinition; service?: ServiceDefinition };
   const definition = module.default ?? module.service;

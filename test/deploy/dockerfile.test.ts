@@ -86,6 +86,7 @@ const runtime = parsed.at(-1)!;
 const packageJson = JSON.parse(readFileSync(path.join(PROJECT_ROOT, 'package.json'), 'utf8')) as {
   dependencies: Record<string, string>;
   devDependencies: Record<string, string>;
+  scripts: Record<string, string>;
 };
 
 describe('the Dockerfile', () => {
@@ -115,10 +116,10 @@ describe('the Dockerfile', () => {
     ).toBe(true);
   });
 
-  it('keeps tsx (which runs the TypeScript sources) as a production dependency, since dev dependencies are pruned', () => {
+  it('keeps tsx (which runs the TypeScript sources when dist/ does not match them) as a production dependency, since dev dependencies are pruned', () => {
     expect(packageJson.dependencies.tsx).toBeDefined();
     expect(packageJson.devDependencies.tsx).toBeUndefined();
-    expect(readFileSync(path.join(PROJECT_ROOT, 'bin', 'bitbrat.js'), 'utf8')).toMatch(/from 'tsx\/esm\/api'/);
+    expect(readFileSync(path.join(PROJECT_ROOT, 'bin', 'bitbrat.js'), 'utf8')).toMatch(/import\('tsx\/esm\/api'\)/);
     for (const [name] of Object.entries(packageJson.dependencies)) expect(packageJson.devDependencies[name], name).toBeUndefined();
   });
 
@@ -139,9 +140,38 @@ describe('the Dockerfile', () => {
   it('copies everything the services read at run time: the manifest, the sources, bin, config and schemas', () => {
     const copied = runtime.instructions
       .filter((instruction) => instruction.keyword === 'COPY')
-      .flatMap((instruction) => copyParts(instruction.args).sources);
-    for (const needed of ['architecture.yaml', 'package.json', 'bin', 'src', 'config', 'schemas']) expect(copied, needed).toContain(needed);
+      .flatMap((instruction) => copyParts(instruction.args).sources.map((source) => source.replace(/^\/app\//, '')));
+    for (const needed of ['architecture.yaml', 'package.json', 'bin', 'src', 'dist', 'config', 'schemas'])
+      expect(copied, needed).toContain(needed);
     expect(statSync(path.join(PROJECT_ROOT, 'config', 'rules.default.json')).isFile()).toBe(true);
+  });
+
+  it('compiles the sources into dist/ in the build stage, and the runtime takes src/ and dist/ from that same stage', () => {
+    const build = parsed[0]!.instructions;
+    const at = (predicate: (instruction: Instruction) => boolean) => build.findIndex(predicate);
+    const copiesOf = (source: string) =>
+      at((instruction) => instruction.keyword === 'COPY' && copyParts(instruction.args).sources.includes(source));
+    const npmCi = at((instruction) => instruction.keyword === 'RUN' && /\bnpm ci\b/.test(instruction.args));
+    const compile = at((instruction) => instruction.keyword === 'RUN' && /node scripts\/build\.mjs/.test(instruction.args));
+    // npm ci runs the prepare script, which needs scripts/ and bin/ in place (and finds no src/ yet).
+    expect(copiesOf('scripts')).toBeGreaterThanOrEqual(0);
+    expect(copiesOf('scripts')).toBeLessThan(npmCi);
+    expect(copiesOf('bin')).toBeLessThan(npmCi);
+    expect(compile).toBeGreaterThan(copiesOf('src'));
+    // src/ and dist/ come from the same stage, so the build's record of its sources matches them in the image.
+    for (const source of ['/app/src', '/app/dist']) {
+      expect(
+        runtime.instructions.some(
+          (instruction) =>
+            instruction.keyword === 'COPY' &&
+            instruction.args.includes('--from=build') &&
+            copyParts(instruction.args).sources.includes(source),
+        ),
+        source,
+      ).toBe(true);
+    }
+    expect(packageJson.scripts.prepare).toBe('node scripts/build.mjs');
+    expect(packageJson.dependencies.esbuild).toBeDefined();
   });
 
   it('runs as the unprivileged node user with a /readyz health check and the bitbrat entry point', () => {
@@ -166,7 +196,7 @@ describe('the Dockerfile', () => {
 
   it('keeps local state and secrets out of the build context', () => {
     const patterns = dockerignorePatterns();
-    for (const path of ['node_modules', 'data', '.git', 'deploy', '.env']) expect(patterns, path).toContain(path);
+    for (const path of ['node_modules', 'dist', 'data', '.git', 'deploy', '.env']) expect(patterns, path).toContain(path);
   });
 });
 

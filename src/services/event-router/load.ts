@@ -1,12 +1,13 @@
 import { readFile } from 'node:fs/promises';
-import { fileURLToPath } from 'node:url';
+import path from 'node:path';
 import { BitBratError } from '../../core/index.js';
 import type { RuleRecord, Store } from '../../store/index.js';
 import type { Logger } from '../../runtime/logger.js';
+import { PROJECT_ROOT } from '../../runtime/manifest.js';
 import { checkRule, type Rule } from './rules.js';
 
 /** The rules shipped with BitBrat, used when RULES_FILE is not set. */
-export const DEFAULT_RULES_FILE = fileURLToPath(new URL('../../../config/rules.default.json', import.meta.url));
+export const DEFAULT_RULES_FILE = path.join(PROJECT_ROOT, 'config', 'rules.default.json');
 
 /** A rule of a rules file that was not loaded, and why. */
 export interface RejectedRule {
