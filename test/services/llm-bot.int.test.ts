@@ -354,6 +354,7 @@ describe('the llm-bot service', () => {
       dailyCostUsd: dayBefore + 1.5 * perAnswer,
       userDailyTokens: 0,
       userDailyCostUsd: 0.0005,
+      model: 'gpt-test',
       pricePerMTok: { input: 2, output: 10 },
     });
     const mine = report.topUsers.filter((entry: { user: string }) =>
@@ -366,6 +367,24 @@ describe('the llm-bot service', () => {
     }
     expect((await host!.app.inject({ method: 'GET', url: '/api/llm/usage' })).statusCode).toBe(401);
     expect((await host!.app.inject({ method: 'GET', url: '/api/llm/usage?top=0', headers })).statusCode).toBe(400);
+  });
+
+  it('caps with the same per-model price the cost metric uses (LLM_PRICES), with no LLM_PRICE_* set', async () => {
+    const channel = unique('chan');
+    const payer = unique('payer');
+    fake.reply({ text: 'Priced by the table.', usage: { input: 120, output: 30 } });
+    const { ask } = await start(
+      openaiEnv({ LLM_PRICES: '{"gpt-test":{"input":2,"output":10}}', LLM_USER_DAILY_COST_USD: '0.0005', LLM_DAILY_TOKEN_BUDGET: '0' }),
+    );
+    const metric = async () =>
+      (await host!.metrics.platform.llmCostUsd.get()).values.find((value) => value.labels.model === 'gpt-test')?.value ?? 0;
+    const before = await metric();
+    expect(replyOf(await ask(chat({ text: 'q', channel, login: payer })))).toBe('Priced by the table.');
+    // 120 × $2 + 30 × $10 per million tokens, in the metric and in the user's counter alike.
+    expect((await metric()) - before).toBeCloseTo(0.00054, 12);
+    expect(await store.incrementCounter(usageKeys.userCost(Date.now(), `twitch:u-${payer}`), 0)).toBeCloseTo(0.00054, 12);
+    const capped = await ask(chat({ text: 'again', channel, login: payer }));
+    expect(capped.annotations!.find((a) => a.label === 'user-capped')!.payload).toMatchObject({ scope: 'user-cost', cap: 0.0005 });
   });
 
   it('refuses a negative or non-numeric price or cap at start-up, naming each', async () => {

@@ -192,11 +192,9 @@ export async function answer(
   llm.llmRequests.inc({ ...labels, result: 'ok' });
   llm.llmTokens.inc({ ...labels, direction: 'input' }, inputTokens);
   llm.llmTokens.inc({ ...labels, direction: 'output' }, outputTokens);
-  llm.llmCostUsd.inc(labels, costUsd(config.LLM_PRICES, modelId, inputTokens, outputTokens));
-  await Promise.all([
-    state.budget.spend(tokens),
-    recordUsage(store, config, userKey, { inputTokens, outputTokens: result.totalUsage.outputTokens ?? tokens - inputTokens }),
-  ]);
+  const usage = { model: modelId, inputTokens, outputTokens: result.totalUsage.outputTokens ?? tokens - inputTokens };
+  llm.llmCostUsd.inc(labels, costUsd(config, modelId, usage));
+  await Promise.all([state.budget.spend(tokens), recordUsage(store, config, userKey, usage)]);
   const reply = filterReply(result.text, {
     instructions: prompt.instructions,
     canary: state.canary,

@@ -2,15 +2,9 @@ import { z } from 'zod';
 import { env } from '../../runtime/config.js';
 import { McpServersSchema } from './mcp.js';
 import { UsageCapsSchema } from './usage.js';
-import { PricesSchema } from './pricing.js';
 
 /** The llm-bot's env. */
 export const ConfigSchema = z.object({
-  LLM_PROVIDER: z.preprocess(
-    (value) => (value === '' ? undefined : value),
-    z.enum(['openai', 'vertex'], { error: 'must be openai or vertex (or unset)' }).optional(),
-  ),
-  LLM_MODEL: env.string(),
   OPENAI_BASE_URL: env.url(),
   LLM_BOT_SYSTEM_PROMPT: env.string(),
   BOT_NAME: env.string('BitBrat'),
@@ -21,8 +15,7 @@ export const ConfigSchema = z.object({
   VERTEX_PROJECT: env.string(),
   VERTEX_LOCATION: env.string('us-central1'),
   VERTEX_BASE_URL: env.url(),
+  /** The caps and the prices (LLM_PROVIDER, LLM_MODEL, LLM_PRICES, LLM_PRICE_*), shared with api-gateway. */
   ...UsageCapsSchema.shape,
-  /** Per-model prices for the cost metric (USD per million tokens), over the built-in list. */
-  LLM_PRICES: PricesSchema,
 });
 export type LlmBotConfig = z.infer<typeof ConfigSchema>;

@@ -43,8 +43,8 @@ export interface LlmBotOptions extends ProviderOptions {
  * - over the per-user or per-channel minute limit → `handled`, no reply, label `rate-limited`;
  * - daily token budget or daily cost cap (LLM_DAILY_COST_USD) spent → `handled`, label `budget-exhausted`;
  *   the channel is told "I'm out of words for today" at most once per 10 minutes, otherwise no reply;
- * - the user's own daily tokens or cost spent (LLM_USER_DAILY_TOKENS / LLM_USER_DAILY_COST_USD, priced by
- *   LLM_PRICE_INPUT/OUTPUT_PER_MTOK) → `handled`, label `user-capped`; the user is told once per UTC day;
+ * - the user's own daily tokens or cost spent (LLM_USER_DAILY_TOKENS / LLM_USER_DAILY_COST_USD, priced as in
+ *   pricing.ts: LLM_PRICE_INPUT/OUTPUT_PER_MTOK, LLM_PRICES, the list) → `handled`, label `user-capped`; the user is told once per UTC day;
  * - answered → `continue` with a reply candidate (≤ 450 chars, plain text, guarded — see guard.ts);
  * - provider 5xx/network → retryable PROVIDER_ERROR (429 → RATE_LIMITED); other 4xx → permanent;
  *   past LLM_TIMEOUT_MS or the step deadline → DEADLINE.

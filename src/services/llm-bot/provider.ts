@@ -8,8 +8,9 @@ import type { createVertex } from '@ai-sdk/google-vertex';
 import type { LanguageModel } from 'ai';
 import type { ErrorCode } from '../../core/index.js';
 
-export const DEFAULT_MODELS = { openai: 'gpt-4o-mini', vertex: 'gemini-2.5-flash' } as const;
-export type LlmProvider = keyof typeof DEFAULT_MODELS;
+import { DEFAULT_MODELS, type LlmProvider } from './pricing.js';
+
+export { DEFAULT_MODELS, type LlmProvider };
 
 export interface ProviderSettings {
   provider?: LlmProvider;

@@ -8,6 +8,7 @@ import { z } from 'zod';
 import { env } from '../../runtime/config.js';
 import type { Store } from '../../store/types.js';
 import { budgetKey } from './limits.js';
+import { configuredModel, costUsd, modelPrice, PricingSchema } from './pricing.js';
 
 const DAY_MS = 86_400_000;
 const KEY_TTL_MS = 2 * DAY_MS;
@@ -22,10 +23,8 @@ export const UsageCapsSchema = z.object({
   LLM_USER_DAILY_COST_USD: env.number(0, { min: 0 }),
   /** US dollars all users together may cost per UTC day; 0 = unlimited (needs prices). */
   LLM_DAILY_COST_USD: env.number(0, { min: 0 }),
-  /** Price of the configured model (LLM_MODEL) per million input tokens; 0 = cost not tracked. */
-  LLM_PRICE_INPUT_PER_MTOK: env.number(0, { min: 0 }),
-  /** Price of the configured model per million output tokens; 0 = cost not tracked. */
-  LLM_PRICE_OUTPUT_PER_MTOK: env.number(0, { min: 0 }),
+  /** What the model's tokens cost (see pricing.ts): the cost caps and the cost metric use the same price. */
+  ...PricingSchema.shape,
 });
 export type UsageCaps = z.infer<typeof UsageCapsSchema>;
 
@@ -49,12 +48,8 @@ export const usageKeys = {
   cost: (now: number) => `llm-bot:cost:${day(now)}`,
 };
 
-/** Dollars for one request at the configured prices (0 when no price is set). */
-export function costUsd(usage: Usage, caps: Pick<UsageCaps, 'LLM_PRICE_INPUT_PER_MTOK' | 'LLM_PRICE_OUTPUT_PER_MTOK'>): number {
-  return (usage.inputTokens * caps.LLM_PRICE_INPUT_PER_MTOK + usage.outputTokens * caps.LLM_PRICE_OUTPUT_PER_MTOK) / 1_000_000;
-}
-
-const priced = (caps: UsageCaps) => caps.LLM_PRICE_INPUT_PER_MTOK > 0 || caps.LLM_PRICE_OUTPUT_PER_MTOK > 0;
+/** Whether the configured model has a price, so that cost is tracked and the cost caps apply. */
+const priced = (caps: UsageCaps) => modelPrice(caps) !== undefined;
 const read = (store: Pick<Store, 'incrementCounter'>, key: string) => store.incrementCounter(key, 0, KEY_TTL_MS);
 
 /**
@@ -83,16 +78,16 @@ export async function checkCaps(
   return { capped: false };
 }
 
-/** Adds a request's use to the user's tokens and, with prices set, to the user's and the day's cost. */
+/** Adds a request's use to the user's tokens and, when the model has a price, to the user's and the day's cost. */
 export async function recordUsage(
   store: Pick<Store, 'incrementCounter'>,
   caps: UsageCaps,
   user: string,
-  usage: Usage,
+  usage: Usage & { model?: string },
   now = Date.now(),
 ): Promise<{ tokens: number; costUsd: number }> {
   const tokens = Math.ceil(usage.inputTokens + usage.outputTokens);
-  const cost = costUsd(usage, caps);
+  const cost = costUsd(caps, usage.model ?? configuredModel(caps), usage);
   const writes: Array<Promise<number>> = [];
   if (tokens > 0) writes.push(store.incrementCounter(usageKeys.userTokens(now, user), tokens, KEY_TTL_MS));
   if (cost > 0)
@@ -115,7 +110,9 @@ export interface UsageReport {
     dailyCostUsd: number;
     userDailyTokens: number;
     userDailyCostUsd: number;
-    pricePerMTok: { input: number; output: number };
+    /** The configured model and its price; null when no price is known (cost is not tracked). */
+    model: string | null;
+    pricePerMTok: { input: number; output: number } | null;
   };
 }
 
@@ -162,7 +159,8 @@ export async function readUsage(
       dailyCostUsd: caps.LLM_DAILY_COST_USD,
       userDailyTokens: caps.LLM_USER_DAILY_TOKENS,
       userDailyCostUsd: caps.LLM_USER_DAILY_COST_USD,
-      pricePerMTok: { input: caps.LLM_PRICE_INPUT_PER_MTOK, output: caps.LLM_PRICE_OUTPUT_PER_MTOK },
+      model: configuredModel(caps) ?? null,
+      pricePerMTok: modelPrice(caps) ?? null,
     },
   };
 }
