@@ -54,6 +54,7 @@ import { streamStateOf } from './streams.js';
 import { openSse } from './sse.js';
 import {
   SESSION,
+  saveEndedSession,
   hasApiRole,
   sessionCookie,
   tokenFromRequest,
@@ -540,7 +541,13 @@ export async function registerApi(scope: FastifyInstance, deps: ApiDeps): Promis
 
   scope.delete('/api/session', async (request, reply) => {
     const cookie = sessionCookie(request.headers.cookie);
-    if (cookie) deps.authenticator().endSession(cookie);
+    const ended = cookie ? deps.authenticator().endSession(cookie) : undefined;
+    // Kept in the store too, so the cookie stays refused after a restart and in other processes; the
+    // browser's cookie is cleared and this process refuses it even when the store cannot be written.
+    if (ended)
+      await saveEndedSession(ctx.store, ended).catch((error) =>
+        ctx.logger.warn({ err: error }, 'api-gateway: the sign-out is not stored; a copy of the cookie works again after a restart'),
+      );
     reply.header('set-cookie', cookieHeader('', 0, request));
     return reply.status(204).send();
   });

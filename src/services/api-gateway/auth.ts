@@ -16,6 +16,7 @@ import { ensurePrivateDir } from '../../store/index.js';
 import path from 'node:path';
 import { BitBratError } from '../../core/index.js';
 import { Role, isRole, roleRank } from '../auth/roles.js';
+import { MAX_DOC_LIST, type Store } from '../../store/types.js';
 
 export const ApiRole = { viewer: 'viewer', moderator: 'moderator', owner: 'owner' } as const;
 export type ApiRole = (typeof ApiRole)[keyof typeof ApiRole];
@@ -48,15 +49,27 @@ export interface Authenticator {
   issueSession(token: string, now?: number): string | undefined;
   /** Checks a session cookie value: its token must still be configured, it must be unexpired and not ended. */
   authenticateSession(value: string | undefined, now?: number): AuthResult;
-  /** Ends a session (sign-out): the value is refused from then on, even before it expires. */
-  endSession(value: string): void;
+  /**
+   * Ends a session (sign-out): the value is refused from then on, even before it expires. Returns the ended
+   * session's id and expiry (ms) to keep in the store, or undefined for a value that was no live session.
+   */
+  endSession(value: string): EndedSession | undefined;
+  /** Takes sessions ended elsewhere (another process, before a restart) as ended here too. */
+  restoreEnded(sessions: Iterable<EndedSession>): void;
+}
+
+/** A session ended before its expiry: its id and when it would have expired (ms since the epoch). */
+export interface EndedSession {
+  id: string;
+  until: number;
 }
 
 /**
  * Dashboard sessions. The cookie is `<id>.<expires>.<tokenIndex>.<mac>`, the MAC keyed by a digest of the
  * token it was issued for, so a session survives a gateway restart (nothing to store) and dies with its
  * token when the token is removed from the configuration. Sign-out clears the cookie and remembers the
- * ended id until it would have expired.
+ * ended id until it would have expired, in memory and in the store (ENDED_SESSIONS), so a copied cookie
+ * stays refused after a restart and by the other processes that read sessions (oauth-flow).
  */
 /** Ended sessions remembered at once; beyond it the oldest is forgotten (its cookie was cleared at sign-out). */
 const MAX_ENDED_SESSIONS = 10_000;
@@ -151,12 +164,20 @@ export function createAuthenticator(
     },
     endSession(value) {
       // Only a genuine, live session is remembered, so forged cookies cannot grow the list.
-      if (!this.authenticateSession(value).ok) return;
+      if (!this.authenticateSession(value).ok) return undefined;
       const [id, expires] = value.split('.') as [string, string];
+      const session = { id, until: Number(expires) * 1000 };
+      this.restoreEnded([session]);
+      return session;
+    },
+    restoreEnded(sessions) {
       const now = Date.now();
       for (const [key, until] of ended) if (until <= now) ended.delete(key);
-      if (ended.size >= MAX_ENDED_SESSIONS) ended.delete(ended.keys().next().value!);
-      ended.set(id, Number(expires) * 1000);
+      for (const session of sessions) {
+        if (session.until <= now || ended.has(session.id)) continue;
+        if (ended.size >= MAX_ENDED_SESSIONS) ended.delete(ended.keys().next().value!);
+        ended.set(session.id, session.until);
+      }
     },
     authenticate(token) {
       if (token === undefined || token === '') {
@@ -255,4 +276,29 @@ export async function ensureEmbeddedToken(dataDir: string): Promise<{ token: str
   }
   await chmod(file, 0o600);
   return { token, file, created: true };
+}
+
+/** The store collection of ended sessions: id = the session id, `until` = when the cookie would have expired. */
+export const ENDED_SESSIONS = 'ended-sessions';
+
+/** Remembers a signed-out session in the store until it would have expired. */
+export async function saveEndedSession(store: Pick<Store, 'putDoc'>, session: EndedSession): Promise<void> {
+  await store.putDoc(ENDED_SESSIONS, session.id, { until: session.until });
+}
+
+/**
+ * Loads the sessions ended anywhere (this process before a restart, another gateway, the dashboard while
+ * oauth-flow runs apart) into `authenticator`, and deletes the records of those past their expiry.
+ * Returns how many are in force.
+ */
+export async function syncEndedSessions(
+  store: Pick<Store, 'listDocs' | 'deleteDoc'>,
+  authenticator: Authenticator,
+  now = Date.now(),
+): Promise<number> {
+  const docs = await store.listDocs<{ until: number }>(ENDED_SESSIONS, { limit: MAX_DOC_LIST });
+  const live = docs.filter((doc) => typeof doc.data.until === 'number' && doc.data.until > now);
+  await Promise.all(docs.filter((doc) => !live.includes(doc)).map((doc) => store.deleteDoc(ENDED_SESSIONS, doc.id)));
+  authenticator.restoreEnded(live.map((doc) => ({ id: doc.id, until: doc.data.until })));
+  return live.length;
 }

@@ -6,7 +6,7 @@ import { env } from '../../runtime/config.js';
 import { continueWith, defineService, type ServiceContext } from '../../runtime/service.js';
 import type { SourceState } from '../../store/index.js';
 import { createHealthReporter, parseHealthUrls, registerApi, registerDashboard, type GatewayConfig, type HealthReport } from './api.js';
-import { createAuthenticator, ensureEmbeddedToken, parseTokenList, type Authenticator } from './auth.js';
+import { createAuthenticator, ensureEmbeddedToken, parseTokenList, syncEndedSessions, type Authenticator } from './auth.js';
 import { createLiveFeed, type LiveFeed } from './live.js';
 import { registerOverlays, type Overlays } from './overlay.js';
 import { WS_LIMITS, createChatGateway, type ChatGateway } from './ws.js';
@@ -14,8 +14,12 @@ import { UsageCapsSchema } from '../llm-bot/usage.js';
 import { createStallWatch, type StallWatch } from './stalled.js';
 
 export * from './auth.js';
+
 export { slipTimeline, withPlaceholders, type HealthReport, type ServiceHealth, type TimelineStep } from './api.js';
 export { WS_LIMITS, CloseCode } from './ws.js';
+
+/** How often a gateway reads the sessions signed out through other gateways. */
+const ENDED_SESSIONS_SYNC_MS = 60_000;
 
 const ConfigSchema = z.object({
   /** Requests without a token are let in as viewers. A wrong token is still refused. */
@@ -61,6 +65,7 @@ export const service = defineService<GatewayConfig>({
     // Built on first use (routes, before start): the chat gateway runs a sweeper timer from creation.
     let gateway: GatewayState | undefined;
     const state = (): GatewayState => (gateway ??= createGatewayState(ctx));
+    let endedSync: NodeJS.Timeout | undefined;
     return {
       consumers: {
         'internal.egress.{instanceId}.v1': {
@@ -111,8 +116,20 @@ export const service = defineService<GatewayConfig>({
       async start() {
         announce(ctx, state());
         state().stalled?.start();
+        // Sessions signed out before a restart or through another gateway stay refused (see auth.ts).
+        const authenticator = state().authenticator;
+        if (authenticator) {
+          const sync = () =>
+            syncEndedSessions(ctx.store, authenticator).catch((error) =>
+              ctx.logger.warn({ err: error }, 'api-gateway: could not read the signed-out sessions; trying again later'),
+            );
+          await sync();
+          endedSync = setInterval(sync, ENDED_SESSIONS_SYNC_MS);
+          endedSync.unref();
+        }
       },
       async stop() {
+        clearInterval(endedSync);
         if (!gateway) return;
         gateway.stalled?.stop();
         gateway.live.stop();

@@ -1,5 +1,6 @@
 import type { exchangeCode, getTokenInfo } from '@twurple/auth';
 import { defineService } from '../../runtime/service.js';
+import { syncEndedSessions } from '../api-gateway/auth.js';
 import { safeTwitchErrorMessage } from '../../platforms/twitch/token-store.js';
 import { registerKickOAuth } from './kick.js';
 import { STATE_TTL_MS, signState, startIdentity, verifyState } from './oauth-state.js';
@@ -35,7 +36,13 @@ export const service = defineService<OAuthFlowConfig>({
     let loaded: Promise<Settings> | undefined;
     const settings = () => (loaded ??= loadSettings(ctx));
     let owners: ReturnType<typeof loadOwnerAuthenticator> | undefined;
-    const authenticator = () => (owners ??= loadOwnerAuthenticator(ctx));
+    // Each use first takes in the sessions signed out on the dashboard (in the store, see api-gateway/auth.ts),
+    // so a signed-out cookie cannot start an OAuth flow; the OAuth routes are used rarely.
+    const authenticator = async () => {
+      const current = await (owners ??= loadOwnerAuthenticator(ctx));
+      await syncEndedSessions(ctx.store, current);
+      return current;
+    };
     return {
       consumers: {},
 
