@@ -25,6 +25,7 @@ import { wellFormedDeep } from '../core/builders.js';
 import { BitBratError } from '../core/errors.js';
 import { loadTokenCipher, type TokenCipher } from './crypto.js';
 import { checkDocKey, compact, decodeCursor, docLimit, dedupe, encodeCursor, pageSize, parseQueryTime } from './common.js';
+import { mergeSourceState } from './sources.js';
 import type {
   DocQuery,
   DocRecord,
@@ -191,25 +192,6 @@ async function withTimeout<T>(promise: Promise<T>, ms: number, message: string):
   } finally {
     clearTimeout(timer);
   }
-}
-
-function deepMerge(base: unknown, patch: unknown): unknown {
-  if (!isObject(base) || !isObject(patch)) return patch;
-  const result: Record<string, unknown> = { ...base };
-  for (const [key, value] of Object.entries(patch))
-    result[key] = isObject(value) && isObject(result[key]) ? deepMerge(result[key], value) : value;
-  return result;
-}
-
-/** Same rules as the SQL drivers: top-level fields replace (null clears); metrics/permissions/metadata merge deeply. */
-export function mergeSourceState(existing: SourceState | undefined, patch: SourceState): SourceState {
-  const clean = plain(patch);
-  if (!existing) return clean;
-  const result: Record<string, unknown> = { ...existing, ...clean };
-  for (const key of ['metrics', 'permissions', 'metadata'] as const) {
-    if (isObject(existing[key]) && isObject(clean[key])) result[key] = deepMerge(existing[key], clean[key]);
-  }
-  return result as unknown as SourceState;
 }
 
 // ------------------------------------------------------------------------------------------ mapping
@@ -708,7 +690,7 @@ class FirestoreStore implements Store {
       const ref = this.#col('sources').doc(docId(patch.id));
       return await this.#transaction(db, ref.path, async (tx) => {
         const existing = (await tx.get(ref)).data() as SourceState | undefined;
-        const merged = mergeSourceState(existing, patch);
+        const merged = mergeSourceState(existing, plain(patch));
         assertDocumentSize(ref.path, merged);
         tx.set(ref, merged);
         return merged;

@@ -19,6 +19,7 @@ import {
   parseQueryTime,
 } from './common.js';
 import type { TokenCipher } from './crypto.js';
+import { STALE_SOURCE_FIELDS, sqlList } from './sources.js';
 import type {
   CommandRecord,
   ConversationTurn,
@@ -263,6 +264,38 @@ CREATE TABLE documents (
   updated_at timestamptz NOT NULL DEFAULT now(),
   PRIMARY KEY (collection, id)
 );
+`,
+  },
+  {
+    version: 5,
+    name: 'stale-source-status',
+    // Two writers record a connection's status: the connector directly and persistence from the bus, which
+    // may be behind. A status (or stream state) older than the one recorded changes none of its fields; the
+    // timestamps are ISO-8601 UTC, so they compare as text (in the C collation). Same rule: STALE_SOURCE_FIELDS.
+    sql: `
+CREATE OR REPLACE FUNCTION bitbrat_merge_source(a jsonb, b jsonb) RETURNS jsonb LANGUAGE plpgsql IMMUTABLE AS $fn$
+DECLARE
+  result jsonb;
+  k text;
+BEGIN
+  IF a IS NULL THEN
+    RETURN b;
+  END IF;
+  IF b ? 'lastStatusUpdate' AND a ? 'lastStatusUpdate' AND (b ->> 'lastStatusUpdate') COLLATE "C" < (a ->> 'lastStatusUpdate') COLLATE "C" THEN
+    b := b - ARRAY[${sqlList(STALE_SOURCE_FIELDS.status)}];
+  END IF;
+  IF b ? 'lastStreamUpdate' AND a ? 'lastStreamUpdate' AND (b ->> 'lastStreamUpdate') COLLATE "C" < (a ->> 'lastStreamUpdate') COLLATE "C" THEN
+    b := b - ARRAY[${sqlList(STALE_SOURCE_FIELDS.stream)}];
+  END IF;
+  result := a || b;
+  FOREACH k IN ARRAY ARRAY['metrics', 'permissions', 'metadata'] LOOP
+    IF jsonb_typeof(a -> k) = 'object' AND jsonb_typeof(b -> k) = 'object' THEN
+      result := result || jsonb_build_object(k, bitbrat_jsonb_deep_merge(a -> k, b -> k));
+    END IF;
+  END LOOP;
+  RETURN result;
+END
+$fn$;
 `,
   },
 ];

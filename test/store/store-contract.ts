@@ -427,6 +427,58 @@ export function describeStoreContract(name: string, factory: StoreFactory): void
         expect(await store.getSource(`twitch:${uid('none')}`)).toBeUndefined();
       });
 
+      it('keeps the newer status and stream state when an older one arrives late, and still takes the rest of the patch', async () => {
+        const id = `twitch:${uid('late')}`;
+        const newer: SourceState = {
+          id,
+          platform: 'twitch',
+          status: 'connected',
+          lastStatusUpdate: '2035-02-01T10:00:05.000Z',
+          lastError: null,
+          metrics: { messagesIn: 20 },
+          streamStatus: 'online',
+          lastStreamUpdate: '2035-02-01T10:00:05.000Z',
+          viewerCount: 30,
+          metadata: { title: 'Live now' },
+        };
+        await store.mergeSource(newer);
+        // The bus delivers an older status and an older offline after the direct write.
+        const afterLate = await store.mergeSource({
+          id,
+          platform: 'twitch',
+          displayName: 'Streamer',
+          status: 'connecting',
+          lastStatusUpdate: '2035-02-01T10:00:01.000Z',
+          lastError: { message: 'was reconnecting' },
+          metrics: { messagesIn: 3 },
+        });
+        expect(afterLate).toEqual({ ...newer, displayName: 'Streamer' });
+        const afterOldStream = await store.mergeSource({
+          id,
+          platform: 'twitch',
+          streamStatus: 'offline',
+          lastStreamUpdate: '2035-02-01T09:59:00.000Z',
+          viewerCount: null,
+          metadata: { startedAt: null },
+        });
+        expect(afterOldStream).toEqual({ ...newer, displayName: 'Streamer' });
+        // A newer one (and one without a timestamp) applies as before.
+        const current = await store.mergeSource({
+          id,
+          platform: 'twitch',
+          status: 'error',
+          lastStatusUpdate: '2035-02-01T10:00:09.000Z',
+          metrics: { errors: 1 },
+        });
+        expect(current).toMatchObject({
+          status: 'error',
+          lastStatusUpdate: '2035-02-01T10:00:09.000Z',
+          metrics: { messagesIn: 20, errors: 1 },
+        });
+        expect((await store.mergeSource({ id, platform: 'twitch', status: 'disconnected' })).status).toBe('disconnected');
+        expect(await store.getSource(id)).toMatchObject({ status: 'disconnected', streamStatus: 'online', viewerCount: 30 });
+      });
+
       it('loses no field when writers merge concurrently', async () => {
         const id = `discord:${uid('guild')}`;
         await Promise.all(
