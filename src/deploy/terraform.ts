@@ -1,4 +1,5 @@
 import type { DeployModel, DeployService, GeneratedFile } from './index.js';
+import { FIRESTORE_INDEXES } from '../store/firestore-indexes.js';
 
 /**
  * Terraform (JSON syntax, `*.tf.json`) for Google Cloud, generated from the manifest:
@@ -222,6 +223,20 @@ export function renderTerraform(model: DeployModel): { files: GeneratedFile[]; w
             depends_on: [apiDependency('firestore')],
           },
         },
+        google_firestore_index: Object.fromEntries(
+          FIRESTORE_INDEXES.map((index) => [
+            `${index.collection}_${index.fields
+              .filter((field) => field.field !== '__name__')
+              .map((field) => field.field.replace(/[A-Z]/g, (letter) => `_${letter.toLowerCase()}`))
+              .join('_')}`,
+            {
+              database: ref('google_firestore_database.main.name'),
+              collection: index.collection,
+              query_scope: 'COLLECTION',
+              fields: index.fields.map((field) => ({ field_path: field.field, order: field.order })),
+            },
+          ]),
+        ),
       },
     }),
   );

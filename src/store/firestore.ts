@@ -598,6 +598,7 @@ class FirestoreStore implements Store {
     });
   }
 
+  // The filtered queries below need composite indexes in production Firestore: FIRESTORE_INDEXES lists them.
   async listUnfinalized(query: { before: string; limit?: number }): Promise<EventRecord[]> {
     return await this.#run(async () => {
       const snapshot = await this.#col('events')

@@ -12,6 +12,7 @@ import { composeSecretName } from '../../src/deploy/compose.js';
 import { CLOUD_RUN_OMITTED_ENV, subscriptionResourceName, tfName } from '../../src/deploy/terraform.js';
 import { loadArchitecture, PROJECT_ROOT, type Architecture } from '../../src/runtime/manifest.js';
 import { requireServer } from '../support/wait.js';
+import { FIRESTORE_INDEXES } from '../../src/store/firestore-indexes.js';
 
 const run = promisify(execFile);
 const architecture = loadArchitecture();
@@ -395,6 +396,28 @@ describe('generated deployment files', () => {
         .sort();
       expect(secretIds).toEqual([...new Set(services.flatMap(([name]) => secretsOf(name)))].sort());
       expect(resourcesOf(tf, 'google_firestore_database')).toHaveLength(1);
+      // Production Firestore refuses a query without its composite index (the emulator does not): each is declared.
+      const indexes = resourcesOf(tf, 'google_firestore_index').map(([, index]) => ({
+        collection: index.collection,
+        fields: (index.fields as Array<{ field_path: string; order: string }>).map((field) => ({
+          field: field.field_path,
+          order: field.order,
+        })),
+        database: index.database,
+      }));
+      expect(indexes.map(({ collection, fields }) => ({ collection, fields }))).toEqual(
+        FIRESTORE_INDEXES.map((index) => ({ collection: index.collection, fields: index.fields })),
+      );
+      expect(new Set(indexes.map((index) => index.database))).toEqual(new Set(['${google_firestore_database.main.name}']));
+      expect(indexes).toContainEqual(
+        expect.objectContaining({
+          collection: 'events',
+          fields: [
+            { field: 'finalizedAt', order: 'ASCENDING' },
+            { field: 'receivedAt', order: 'ASCENDING' },
+          ],
+        }),
+      );
       expect(resourcesOf(tf, 'google_compute_network')).toHaveLength(1);
       expect(resourcesOf(tf, 'google_vpc_access_connector')).toHaveLength(1);
       expect(resourcesOf(tf, 'google_compute_subnetwork').map(([, subnet]) => subnet.purpose ?? 'PRIVATE')).toContain(
