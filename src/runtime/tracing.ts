@@ -173,10 +173,16 @@ export function tracedCall<T>(
 
 /**
  * The OpenTelemetry HTTP client attributes of a request to `url`: `http.request.method`, `server.address`,
- * `server.port` and `url.full` without the query string (it may name users).
+ * `server.port` and `url.full` without the query string (it may name users). A `url` that does not parse
+ * gives the method alone: describing a call never fails it.
  */
 export function httpClientAttributes(method: string, url: string | URL): SpanAttributes {
-  const parsed = typeof url === 'string' ? new URL(url) : url;
+  let parsed: URL;
+  try {
+    parsed = typeof url === 'string' ? new URL(url) : url;
+  } catch {
+    return { 'http.request.method': method.toUpperCase() };
+  }
   const port = parsed.port ? Number(parsed.port) : parsed.protocol === 'https:' ? 443 : parsed.protocol === 'http:' ? 80 : undefined;
   return {
     'http.request.method': method.toUpperCase(),

@@ -353,5 +353,6 @@ describe('tracedCall, the spans of a connector’s API calls', () => {
       'server.address': '::1',
       'server.port': 8080,
     });
+    expect(httpClientAttributes('get', 'not a url')).toEqual({ 'http.request.method': 'GET' });
   });
 });

@@ -359,8 +359,10 @@ function traceRest(rest: Client['rest'], tracing: Tracing): void {
       {
         attributes: () => {
           const base = `${rest.options.api.replace(/\/+$/, '')}/v${rest.options.version}`;
-          const { 'url.full': _full, ...http } = httpClientAttributes(request.method, `${base}${route}`);
-          return { ...http, 'url.template': `${new URL(base).pathname}${route}`, 'bitbrat.platform': 'discord' };
+          const { 'url.full': full, ...http } = httpClientAttributes(request.method, `${base}${route}`);
+          // Built from the route with its ids as :id, so not the URL called: its path is the url.template.
+          const template = typeof full === 'string' ? new URL(full).pathname : undefined;
+          return { ...http, 'url.template': template, 'bitbrat.platform': 'discord' };
         },
         describeError: (error) => ({
           type: String(statusOf(error) ?? (error instanceof Error ? error.name : 'Error')),
