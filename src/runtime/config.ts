@@ -13,6 +13,15 @@ export function readEnv(): Record<string, string | undefined> {
   return { ...process.env };
 }
 
+/**
+ * The port of Twurple's mock API when TWURPLE_MOCK_API_PORT is set (tests, `twitch mock-api`). Twurple
+ * reads the variable itself on every call; this reads it the same way, so a span names the server the
+ * call went to.
+ */
+export function twurpleMockApiPort(): string | undefined {
+  return process.env.TWURPLE_MOCK_API_PORT || undefined;
+}
+
 const emptyToUndefined = (value: unknown) => (value === '' ? undefined : value);
 
 /** Environment helpers: strings from env coerced to typed values, '' treated as unset. */

@@ -188,6 +188,7 @@ export async function createHost(options: HostOptions): Promise<Host> {
         engine.publishEnvelope(topic, envelope, publishOptions?.msgId),
       inflight,
       registerSecret: (value) => scrubber.add(value),
+      ...(tracing ? { tracing } : {}),
     };
     return { definition, ctx, engine, subscriptions: [], started: false };
   };

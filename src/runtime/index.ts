@@ -9,5 +9,17 @@ export * from './secrets.js';
 export * from './service.js';
 export * from './engine.js';
 export * from './host.js';
-export { traced, currentSpan, createTracing, parseTraceparent, type Tracing, type RuntimeSpan, type SpanAttributes } from './tracing.js';
+export {
+  traced,
+  tracedCall,
+  httpClientAttributes,
+  currentSpan,
+  createTracing,
+  parseTraceparent,
+  type Tracing,
+  type RuntimeSpan,
+  type SpanAttributes,
+  type SpanKind,
+  type TracedCallOptions,
+} from './tracing.js';
 export { loadTracingConfig, type TracingConfig } from './tracing-config.js';

@@ -76,6 +76,16 @@ function wrap(span: Span): RuntimeSpan {
       span.setAttribute('error.type', code);
       span.setStatus({ code: SpanStatusCode.ERROR, message: message ? `${code}: ${message}` : code });
     },
+    recordException: (error, message) => {
+      const type = error instanceof Error ? error.name : typeof error;
+      // Only the frames: the stack's first lines repeat the error's own message, which the caller may have chosen not to show.
+      const frames = error instanceof Error && error.stack ? error.stack.split('\n').filter((line) => /^\s+at /.test(line)) : [];
+      span.recordException({
+        name: type,
+        message: message ?? (error instanceof Error ? error.message : String(error)),
+        ...(frames.length ? { stack: `${type}: ${message ?? ''}\n${frames.join('\n')}` } : {}),
+      });
+    },
     end: () => span.end(),
   };
 }

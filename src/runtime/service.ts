@@ -9,6 +9,7 @@ import type { SecretsProvider } from './secrets.js';
 import type { HealthRegistry } from './health.js';
 import type { InflightView } from './inflight.js';
 import type { Store } from '../store/index.js';
+import type { Tracing } from './tracing.js';
 
 /** What a handler returns; the runtime applies the routing-slip rules to it (docs/slip-rules.md). */
 export type HandlerResult =
@@ -123,6 +124,12 @@ export interface ServiceContext<C = Record<string, unknown>> {
   registerSecret(value: string | undefined): void;
   /** Where this process's engines last sent each envelope (absent outside a host). */
   readonly inflight?: InflightView;
+  /**
+   * The host's tracer; undefined when tracing is off. Connectors pass it to `tracedCall` (or to their
+   * platform client) so their API calls are spans even outside a message: as roots there, as children of
+   * the message's span inside one.
+   */
+  readonly tracing?: Tracing;
 }
 
 /** What a service's `setup` returns: its consumers, and optional routes, start and stop hooks. */

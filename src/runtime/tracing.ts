@@ -26,6 +26,12 @@ export interface RuntimeSpan {
   rename(name: string): void;
   /** Marks the span as failed with a stable error code. */
   fail(code: string, message?: string): void;
+  /**
+   * Records an `exception` event: the error's class as `exception.type`, `message` (default the error's
+   * message) as `exception.message`, and the stack's frames. The message is what the caller chose to
+   * show; the error's own message is not copied from the stack.
+   */
+  recordException(error: unknown, message?: string): void;
   end(): void;
 }
 
@@ -78,21 +84,45 @@ function errorCode(error: unknown): string {
   return error instanceof Error ? error.name : 'ERROR';
 }
 
-/**
- * Runs `fn` as a child span of the current message's span: a call out to Twitch, the LLM or the store.
- * Outside a traced message (tracing off, or code not running for a message) it only calls `fn`.
- * A synchronous `fn` stays synchronous.
- */
-export function traced<T>(name: string, attributes: SpanAttributes, fn: (span: RuntimeSpan | undefined) => T): T {
-  const active = activeSpan.getStore();
-  if (!active) return fn(undefined);
-  const span = active.tracing.startSpan(name, { kind: 'client', parent: active.span, attributes });
+const describeByDefault = (error: unknown) => ({
+  type: errorCode(error),
+  message: error instanceof Error ? error.message : String(error),
+});
+
+/** How `tracedCall` makes its span. */
+export interface TracedCallOptions {
+  /** Default `client`: a call out to another system. */
+  kind?: SpanKind;
+  /** The span's attributes; a function is only called when a span is made, so building them costs nothing with tracing off. */
+  attributes?: SpanAttributes | (() => SpanAttributes);
+  /**
+   * What a thrown or rejected error is recorded as: `error.type` and the status and exception message.
+   * Default: the error's `code` (or class name) and its message. Keep tokens and personal data out.
+   */
+  describeError?: (error: unknown) => { type: string; message: string };
+}
+
+/** Runs `fn` in a new span under `parent` (or as a root), ends it, and records a failure on it. */
+function runSpan<T>(
+  tracing: Tracing,
+  parent: RuntimeSpan | undefined,
+  name: string,
+  options: TracedCallOptions,
+  fn: (span: RuntimeSpan | undefined) => T,
+): T {
+  const attributes = typeof options.attributes === 'function' ? options.attributes() : options.attributes;
+  const span = tracing.startSpan(name, { kind: options.kind ?? 'client', ...(parent ? { parent } : {}), attributes });
+  const failWith = (error: unknown) => {
+    const { type, message } = (options.describeError ?? describeByDefault)(error);
+    span.fail(type, message);
+    span.recordException(error, message);
+    span.end();
+  };
   let result: T;
   try {
-    result = activeSpan.run({ tracing: active.tracing, span }, () => fn(span));
+    result = activeSpan.run({ tracing, span }, () => fn(span));
   } catch (error) {
-    span.fail(errorCode(error), error instanceof Error ? error.message : String(error));
-    span.end();
+    failWith(error);
     throw error;
   }
   if (!isThenable(result)) {
@@ -105,11 +135,61 @@ export function traced<T>(name: string, attributes: SpanAttributes, fn: (span: R
       return value;
     },
     (error: unknown) => {
-      span.fail(errorCode(error), error instanceof Error ? error.message : String(error));
-      span.end();
+      failWith(error);
       throw error;
     },
   ) as T;
+}
+
+/**
+ * Runs `fn` as a child span of the current message's span: a call out to Twitch, the LLM or the store.
+ * Outside a traced message (tracing off, or code not running for a message) it only calls `fn`.
+ * A synchronous `fn` stays synchronous.
+ */
+export function traced<T>(name: string, attributes: SpanAttributes, fn: (span: RuntimeSpan | undefined) => T): T {
+  const active = activeSpan.getStore();
+  if (!active) return fn(undefined);
+  return runSpan(active.tracing, active.span, name, { attributes }, fn);
+}
+
+/**
+ * Runs `fn` as a span for a connector's call to its platform's API, made for a message or not: the child
+ * of the current message's span when there is one, else a new root span on `tracing` (the host's tracer,
+ * `ServiceContext.tracing`), so start-up lookups, subscriptions and polls are traced too. With tracing off
+ * (`tracing` undefined and no message span) it only calls `fn`: no attributes are built and the result is
+ * returned as is. A synchronous `fn` stays synchronous. Spans default to kind `client`.
+ */
+export function tracedCall<T>(
+  tracing: Tracing | undefined,
+  name: string,
+  options: TracedCallOptions,
+  fn: (span: RuntimeSpan | undefined) => T,
+): T {
+  const active = activeSpan.getStore();
+  if (active) return runSpan(active.tracing, active.span, name, options, fn);
+  if (!tracing) return fn(undefined);
+  return runSpan(tracing, undefined, name, options, fn);
+}
+
+/**
+ * The OpenTelemetry HTTP client attributes of a request to `url`: `http.request.method`, `server.address`,
+ * `server.port` and `url.full` without the query string (it may name users). A `url` that does not parse
+ * gives the method alone: describing a call never fails it.
+ */
+export function httpClientAttributes(method: string, url: string | URL): SpanAttributes {
+  let parsed: URL;
+  try {
+    parsed = typeof url === 'string' ? new URL(url) : url;
+  } catch {
+    return { 'http.request.method': method.toUpperCase() };
+  }
+  const port = parsed.port ? Number(parsed.port) : parsed.protocol === 'https:' ? 443 : parsed.protocol === 'http:' ? 80 : undefined;
+  return {
+    'http.request.method': method.toUpperCase(),
+    'server.address': parsed.hostname.replace(/^\[(.*)\]$/, '$1'),
+    'server.port': port,
+    'url.full': `${parsed.origin}${parsed.pathname}`,
+  };
 }
 
 /**

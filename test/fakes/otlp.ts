@@ -23,6 +23,8 @@ export interface ReceivedSpan {
   attributes: Record<string, AttributeValue>;
   /** 0 unset, 1 ok, 2 error. */
   status: { code: number; message: string };
+  /** The span's events, e.g. `exception` with `exception.type`, `exception.message`, `exception.stacktrace`. */
+  events: Array<{ name: string; attributes: Record<string, AttributeValue> }>;
   resource: Record<string, AttributeValue>;
   /** How the request carrying it was encoded. */
   encoding: 'protobuf' | 'json';
@@ -146,6 +148,7 @@ function decodeSpan(buf: Buffer, resource: Record<string, AttributeValue>): Rece
     kind: 0,
     attributes: {},
     status: { code: 0, message: '' },
+    events: [],
     resource,
     encoding: 'protobuf',
   };
@@ -158,6 +161,17 @@ function decodeSpan(buf: Buffer, resource: Record<string, AttributeValue>): Rece
     else if (field === 9 && wire === 2) {
       const [key, value] = decodeKeyValue(r.bytes());
       span.attributes[key] = value;
+    } else if (field === 11 && wire === 2) {
+      const event = new Reader(r.bytes());
+      const decoded: ReceivedSpan['events'][number] = { name: '', attributes: {} };
+      for (const item of event.fields()) {
+        if (item.field === 2 && item.wire === 2) decoded.name = event.bytes().toString('utf8');
+        else if (item.field === 3 && item.wire === 2) {
+          const [key, value] = decodeKeyValue(event.bytes());
+          decoded.attributes[key] = value;
+        } else event.skip(item.wire);
+      }
+      span.events.push(decoded);
     } else if (field === 15 && wire === 2) {
       const status = new Reader(r.bytes());
       for (const item of status.fields()) {
@@ -249,6 +263,10 @@ export function decodeTracesJson(body: unknown): ReceivedSpan[] {
           kind: Number(span.kind ?? 0),
           attributes: jsonAttributes(span.attributes as JsonKeyValue[] | undefined),
           status: { code: Number(status.code ?? 0), message: String(status.message ?? '') },
+          events: ((span.events ?? []) as Array<{ name?: string; attributes?: JsonKeyValue[] }>).map((event) => ({
+            name: String(event.name ?? ''),
+            attributes: jsonAttributes(event.attributes),
+          })),
           resource,
           encoding: 'json',
         });

@@ -15,8 +15,11 @@ import {
   refreshKickToken,
   revokeKickToken,
 } from '../../src/platforms/kick/index.js';
+import { loadTracingConfig } from '../../src/runtime/tracing-config.js';
+import { createTracing } from '../../src/runtime/tracing.js';
 import { createStore, type Store } from '../../src/store/index.js';
 import { startFakeKick, type FakeKick } from '../fakes/kick.js';
+import { startFakeOtlpCollector } from '../fakes/otlp.js';
 
 const TOKEN_KEY = { get: async (name: string) => (name === 'TOKEN_ENCRYPTION_KEY' ? 'b'.repeat(64) : undefined) };
 const EVENTS = [
@@ -98,6 +101,43 @@ describe('the Kick client against the fake Kick', () => {
       .sendChat({ broadcasterUserId: 1001, content: 'y'.repeat(501) })
       .catch((error: unknown) => error);
     expect(refused).toMatchObject({ status: 400, message: expect.stringContaining('500 characters') });
+  });
+
+  it('with a tracer, makes each call a client span named after its path with Kick’s status, and a refusal an error span', async () => {
+    const collector = await startFakeOtlpCollector();
+    const tracing = (await createTracing(loadTracingConfig({ OTEL_EXPORTER_OTLP_ENDPOINT: collector.url, OTEL_BSP_SCHEDULE_DELAY: '20' }), {
+      service: 'kick-test',
+      instanceId: 'kick-1',
+    }))!;
+    try {
+      const { accessToken } = fake.issueToken(2002);
+      const client = createKickClient({ apiUrl: fake.url, accessToken: async () => accessToken, tracing });
+      await client.getUsers([1001]);
+      await expect(client.sendChat({ broadcasterUserId: 1001, content: 'y'.repeat(501) })).rejects.toBeInstanceOf(KickApiError);
+      await tracing.flush();
+      const spans = await collector.waitFor((all) => all.length >= 2);
+      const users = spans.find((span) => span.name === 'kick.api GET /public/v1/users')!;
+      const url = new URL(fake.url);
+      expect(users).toMatchObject({ kind: 3, parentSpanId: '', status: { code: 0 } });
+      expect(users.attributes).toEqual({
+        'http.request.method': 'GET',
+        'server.address': url.hostname,
+        'server.port': Number(url.port),
+        'url.full': `${fake.url}/public/v1/users`,
+        'http.response.status_code': 200,
+        'bitbrat.platform': 'kick',
+      });
+      const chat = spans.find((span) => span.name === 'kick.api POST /public/v1/chat')!;
+      expect(chat.status.code).toBe(2);
+      expect(chat.attributes).toMatchObject({ 'error.type': '400', 'http.response.status_code': 400 });
+      expect(chat.events.find((event) => event.name === 'exception')?.attributes).toMatchObject({
+        'exception.type': 'KickApiError',
+        'exception.message': expect.stringContaining('500 characters'),
+      });
+    } finally {
+      await tracing.shutdown();
+      await collector.close();
+    }
   });
 
   it('exchanges a code only with the verifier of its challenge (PKCE S256), refreshes with rotation and revokes', async () => {

@@ -5,90 +5,18 @@
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createMemoryBus, type MemoryBus } from '../../src/bus/index.js';
-import { createEnvelope, normalizeTraceId, Topic, type Envelope } from '../../src/core/index.js';
-import { continueWith, defineService, type Host, type ServiceDefinition } from '../../src/runtime/index.js';
-import authService from '../../src/services/auth/index.js';
-import { createCommandsService } from '../../src/services/commands/index.js';
-import eventRouter from '../../src/services/event-router/index.js';
-import finalizer from '../../src/services/finalizer/index.js';
-import persistence from '../../src/services/persistence/index.js';
-import moderation from '../../src/services/moderation/index.js';
-import { createQueryAnalyzer } from '../../src/services/query-analyzer/index.js';
+import { normalizeTraceId, Topic } from '../../src/core/index.js';
+import type { Host } from '../../src/runtime/index.js';
 import { createStore, type Store } from '../../src/store/index.js';
-import { startFakeOtlpCollector, type FakeOtlpCollector, type ReceivedSpan } from '../fakes/otlp.js';
-import { createLogSink, startTestHost, testArchitecture } from '../support/harness.js';
+import { startFakeOtlpCollector, type FakeOtlpCollector } from '../fakes/otlp.js';
+import { createLogSink, startTestHost } from '../support/harness.js';
+import { chatEnvelope, pingPipeline, pipelineArchitecture, waitForFinalRecord } from '../support/pipeline.js';
+import { PING_SERVICES, PING_STEPS, stepOutcomes, wholeTrace } from '../support/traces.js';
 import { waitFor } from '../support/wait.js';
 
-/** Stands in for a platform's egress; logs a line, so the test can see a handler's log carry the ids. */
-const egress = defineService({
-  name: 'test-egress',
-  setup: () => ({
-    consumers: {
-      [Topic.egress]: {
-        mode: 'stage',
-        next: 'finalization',
-        handle: async (envelope, hctx) => {
-          hctx.logger.info({ reply: envelope.candidates?.[0]?.text }, 'delivering the reply');
-          return continueWith({ ...envelope, delivery: { delivered: true, at: new Date().toISOString(), destination: 'test' } });
-        },
-      },
-    },
-  }),
-});
-
-/** A chat source (as a platform connector is): publishes from outside any consumed message. */
-const chatSource = defineService({ name: 'chat-source', setup: () => ({ consumers: {} }) });
-
-const SERVICES: ServiceDefinition[] = [
-  chatSource,
-  authService,
-  eventRouter,
-  createQueryAnalyzer(),
-  moderation,
-  createCommandsService(),
-  persistence,
-  finalizer,
-  egress,
-];
-const ARCHITECTURE = testArchitecture([
-  { name: 'chat-source', consumes: [] },
-  { name: 'auth', consumes: [Topic.ingress] },
-  { name: 'event-router', consumes: [Topic.authenticated, Topic.router] },
-  { name: 'query-analyzer', consumes: ['internal.query-analyzer.v1'] },
-  { name: 'moderation', consumes: ['internal.moderation.v1'] },
-  { name: 'commands', consumes: ['internal.commands.v1'] },
-  { name: 'persistence', consumes: [Topic.ingress] },
-  { name: 'finalizer', consumes: [Topic.finalizer, Topic.deadletter] },
-  { name: 'test-egress', consumes: [Topic.egress] },
-]);
-
-let counter = 0;
-function ping(): Envelope {
-  counter += 1;
-  return createEnvelope({
-    type: 'external.chat.message.v1',
-    source: { platform: 'twitch', channel: 'streamer', channelId: '1000', egressDestination: Topic.egress },
-    user: { id: `id-viewer${counter}`, name: `viewer${counter}`, displayName: `viewer${counter}`, profileImageUrl: '', role: '' },
-    payload: { text: '!ping', messageId: `m${counter}`, badges: [], isMod: false, isSubscriber: false, emotes: [] },
-    extra: { message: { id: `m${counter}`, text: '!ping' } },
-  });
-}
-
-/** The spans of one trace, once the finalizer's span and every parent they name have arrived. */
-function wholeTrace(collector: FakeOtlpCollector, traceId: string) {
-  return collector
-    .waitFor((spans) => {
-      const mine = spans.filter((span) => span.traceId === traceId);
-      const ids = new Set(mine.map((span) => span.spanId));
-      return (
-        mine.some((span) => span.attributes['bitbrat.service'] === 'finalizer' && span.name.includes(Topic.finalizer)) &&
-        mine.every((span) => span.parentSpanId === '' || ids.has(span.parentSpanId))
-      );
-    })
-    .then((spans) => spans.filter((span) => span.traceId === traceId));
-}
-
-const stepSpans = (spans: ReceivedSpan[]) => spans.filter((span) => span.attributes['bitbrat.step'] !== undefined);
+const SERVICES = pingPipeline();
+const ARCHITECTURE = pipelineArchitecture(SERVICES);
+const ping = () => chatEnvelope('!ping');
 
 describe.each([
   { protocol: 'http/protobuf', encoding: 'protobuf' },
@@ -138,32 +66,10 @@ describe.each([
     expect(roots.map((span) => span.name)).toEqual([`chat-source publish ${Topic.ingress}`]);
     expect(roots[0]!.kind).toBe(4);
     const services = new Set(spans.map((span) => span.attributes['bitbrat.service']));
-    for (const service of [
-      'chat-source',
-      'auth',
-      'persistence',
-      'event-router',
-      'query-analyzer',
-      'moderation',
-      'commands',
-      'test-egress',
-      'finalizer',
-    ])
-      expect(services).toContain(service);
+    for (const service of PING_SERVICES) expect(services).toContain(service);
 
-    // A span per step, with its service, attempt and outcome; the router runs twice (R10 re-plan).
-    const steps = stepSpans(spans).map(
-      (span) =>
-        `${span.attributes['bitbrat.service']}/${span.attributes['bitbrat.step']}#${span.attributes['bitbrat.attempt']}:${span.attributes['bitbrat.outcome']}`,
-    );
-    expect(steps.sort()).toEqual(
-      [
-        'commands/commands#1:continue',
-        'event-router/router#1:continue',
-        'moderation/moderation#1:continue',
-        'query-analyzer/query-analyzer#1:continue',
-      ].sort(),
-    );
+    // A span per step, with its service, attempt and outcome.
+    expect(stepOutcomes(spans)).toEqual(PING_STEPS);
     const commands = spans.find((span) => span.attributes['bitbrat.step'] === 'commands')!;
     expect(commands.name).toBe('commands commands');
     expect(commands.kind).toBe(5);
@@ -259,13 +165,7 @@ describe('tracing with a collector that never answers', () => {
     try {
       const envelope = ping();
       await host.context('chat-source').publish(Topic.ingress, envelope);
-      const record = await waitFor(
-        async () => {
-          const found = await store.getEvent(envelope.id);
-          return found?.outcome ? found : undefined;
-        },
-        { timeoutMs: 20_000, message: 'the final record of the !ping' },
-      );
+      const record = await waitForFinalRecord(store, envelope.id);
       expect(record.outcome).toBe('completed');
       expect(sockets.size).toBeGreaterThan(0);
     } finally {

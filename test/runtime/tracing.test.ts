@@ -6,21 +6,33 @@ import { loadTracingConfig, tracesUrl } from '../../src/runtime/tracing-config.j
 import {
   createTracing,
   currentSpan,
+  httpClientAttributes,
   parseTraceparent,
   runInSpan,
   traced,
+  tracedCall,
   type RuntimeSpan,
   type StartSpanOptions,
   type Tracing,
 } from '../../src/runtime/tracing.js';
 
+interface Recorded {
+  name: string;
+  options: StartSpanOptions;
+  attributes: Record<string, unknown>;
+  failed?: string;
+  failure?: string;
+  exceptions: Array<{ error: unknown; message?: string }>;
+  ended: boolean;
+}
+
 /** A Tracing that records what it was asked, for testing the runtime side without the SDK. */
 function recordingTracing() {
-  const started: Array<{ name: string; options: StartSpanOptions; failed?: string; ended: boolean }> = [];
+  const started: Recorded[] = [];
   let next = 0;
   const tracing: Tracing = {
     startSpan(name, options = {}) {
-      const entry: { name: string; options: StartSpanOptions; failed?: string; ended: boolean } = { name, options, ended: false };
+      const entry: Recorded = { name, options, attributes: { ...options.attributes }, exceptions: [], ended: false };
       started.push(entry);
       next += 1;
       const spanId = next.toString(16).padStart(16, '0');
@@ -28,12 +40,18 @@ function recordingTracing() {
         traceId: 'a'.repeat(32),
         spanId,
         traceparent: `00-${'a'.repeat(32)}-${spanId}-01`,
-        setAttributes: () => undefined,
+        setAttributes: (attributes) => {
+          Object.assign(entry.attributes, attributes);
+        },
         rename: (renamed) => {
           entry.name = renamed;
         },
-        fail: (code) => {
+        fail: (code, message) => {
           entry.failed = code;
+          entry.failure = message;
+        },
+        recordException: (error, message) => {
+          entry.exceptions.push({ error, message });
         },
         end: () => {
           entry.ended = true;
@@ -201,5 +219,140 @@ describe('the runtime side of tracing', () => {
       ['throws', 'STORE_UNAVAILABLE', true],
       ['rejects', 'DEADLINE', true],
     ]);
+  });
+
+  it('records a failure of traced work as an exception event too', async () => {
+    const { tracing, started } = recordingTracing();
+    const error = Object.assign(new Error('store down'), { code: 'STORE_UNAVAILABLE' });
+    await expect(
+      runInSpan(tracing, tracing.startSpan('step'), () => traced('store getUser', {}, async () => Promise.reject(error))),
+    ).rejects.toBe(error);
+    expect(started[1]).toMatchObject({
+      failed: 'STORE_UNAVAILABLE',
+      failure: 'store down',
+      exceptions: [{ error, message: 'store down' }],
+    });
+  });
+});
+
+describe('tracedCall, the spans of a connector’s API calls', () => {
+  it('does no work with tracing off: the work is called with no span, attributes are never built, its value comes back as is', async () => {
+    let built = 0;
+    const options = {
+      attributes: () => {
+        built += 1;
+        return { 'http.request.method': 'GET' };
+      },
+      describeError: () => {
+        built += 1;
+        return { type: 'x', message: 'x' };
+      },
+    };
+    const spans: Array<RuntimeSpan | undefined> = [];
+    const promise = Promise.resolve('live');
+    expect(
+      tracedCall(undefined, 'twitch.helix GET /streams', options, (span) => {
+        spans.push(span);
+        return promise;
+      }),
+    ).toBe(promise);
+    expect(tracedCall(undefined, 'sync', options, () => 7)).toBe(7);
+    const error = new Error('refused');
+    const rejected = Promise.reject(error);
+    expect(tracedCall(undefined, 'rejects', options, () => rejected)).toBe(rejected);
+    await expect(rejected).rejects.toBe(error);
+    expect(() =>
+      tracedCall(undefined, 'throws', options, () => {
+        throw error;
+      }),
+    ).toThrow(error);
+    expect(spans).toEqual([undefined]);
+    expect(built).toBe(0);
+    expect(currentSpan()).toBeUndefined();
+  });
+
+  it('makes a root client span on the given tracer outside a message, current while the work runs', async () => {
+    const { tracing, started } = recordingTracing();
+    const value = await tracedCall(
+      tracing,
+      'twitch.helix GET /streams',
+      { attributes: () => ({ 'bitbrat.platform': 'twitch' }) },
+      async (span) => {
+        expect(span).toBeDefined();
+        expect(currentSpan()).toBe(span);
+        span!.setAttributes({ 'http.response.status_code': 200 });
+        return 'live';
+      },
+    );
+    expect(value).toBe('live');
+    expect(started).toHaveLength(1);
+    expect(started[0]).toMatchObject({
+      name: 'twitch.helix GET /streams',
+      options: { kind: 'client' },
+      attributes: { 'bitbrat.platform': 'twitch', 'http.response.status_code': 200 },
+      ended: true,
+    });
+    expect(started[0]!.options.parent).toBeUndefined();
+    expect(currentSpan()).toBeUndefined();
+  });
+
+  it('makes a child of the message’s span inside a message, on the message’s tracer', async () => {
+    const host = recordingTracing();
+    const message = recordingTracing();
+    const parent = message.tracing.startSpan('moderation moderation');
+    await runInSpan(message.tracing, parent, () =>
+      tracedCall(host.tracing, 'twitch.helix DELETE /moderation/chat', {}, async (span) => {
+        expect(currentSpan()).toBe(span);
+      }),
+    );
+    expect(host.started).toEqual([]);
+    expect(message.started[1]).toMatchObject({
+      name: 'twitch.helix DELETE /moderation/chat',
+      options: { kind: 'client', parent },
+      ended: true,
+    });
+  });
+
+  it('keeps synchronous work synchronous and takes another kind when asked', () => {
+    const { tracing, started } = recordingTracing();
+    expect(tracedCall(tracing, 'obs request', { kind: 'internal' }, () => 'now')).toBe('now');
+    expect(started[0]).toMatchObject({ options: { kind: 'internal' }, ended: true });
+  });
+
+  it('marks a failed call as an error with the described type and message, records the exception and rethrows it as is', async () => {
+    const { tracing, started } = recordingTracing();
+    const error = Object.assign(new Error('Encountered HTTP status code 403 ... URL: https://api.twitch.tv/helix/x?secret'), {
+      statusCode: 403,
+    });
+    const describeError = (failure: unknown) => ({
+      type: String((failure as { statusCode: number }).statusCode),
+      message: 'Twitch answered HTTP 403',
+    });
+    await expect(
+      tracedCall(tracing, 'twitch.helix POST /moderation/bans', { describeError }, async () => Promise.reject(error)),
+    ).rejects.toBe(error);
+    expect(() =>
+      tracedCall(tracing, 'sync', {}, () => {
+        throw Object.assign(new Error('bad'), { code: 'CONFIG_INVALID' });
+      }),
+    ).toThrow('bad');
+    expect(started.map((entry) => [entry.name, entry.failed, entry.failure, entry.exceptions.map((e) => e.message), entry.ended])).toEqual([
+      ['twitch.helix POST /moderation/bans', '403', 'Twitch answered HTTP 403', ['Twitch answered HTTP 403'], true],
+      ['sync', 'CONFIG_INVALID', 'bad', ['bad'], true],
+    ]);
+  });
+
+  it('describes an HTTP request in OpenTelemetry’s terms, without the query string', () => {
+    expect(httpClientAttributes('get', 'https://api.twitch.tv/helix/users?login=someone')).toEqual({
+      'http.request.method': 'GET',
+      'server.address': 'api.twitch.tv',
+      'server.port': 443,
+      'url.full': 'https://api.twitch.tv/helix/users',
+    });
+    expect(httpClientAttributes('POST', new URL('http://[::1]:8080/public/v1/chat'))).toMatchObject({
+      'server.address': '::1',
+      'server.port': 8080,
+    });
+    expect(httpClientAttributes('get', 'not a url')).toEqual({ 'http.request.method': 'GET' });
   });
 });

@@ -4,7 +4,15 @@
  */
 import { describe, expect, it } from 'vitest';
 import { createMemoryBus, type MessageBus } from '../../src/bus/index.js';
-import { createEnvelope, createReply, createStep, instanceEgressTopic, Topic, type Envelope } from '../../src/core/index.js';
+import {
+  createEnvelope,
+  createReply,
+  createStep,
+  instanceEgressTopic,
+  normalizeTraceId,
+  Topic,
+  type Envelope,
+} from '../../src/core/index.js';
 import { loadArchitecture, type Host } from '../../src/runtime/index.js';
 import authService from '../../src/services/auth/index.js';
 import { createCommandsService } from '../../src/services/commands/index.js';
@@ -19,6 +27,7 @@ import type { ServiceDefinition } from '../../src/runtime/service.js';
 import type { Store } from '../../src/store/index.js';
 import { startFakeDiscord, type FakeDiscord, type FakeDiscordOptions } from '../fakes/discord.js';
 import { startFakeOpenAI } from '../fakes/openai.js';
+import { startFakeOtlpCollector } from '../fakes/otlp.js';
 import { collect, startTestHost } from '../support/harness.js';
 import { stopAfterEach, useEmbeddedStore } from '../support/service-test.js';
 import { createRefusingBus, type RefusingBus } from '../support/refusing-bus.js';
@@ -244,6 +253,49 @@ describe('discord messages in and out', () => {
     expect(final.delivery).toMatchObject({ delivered: true, destination: `discord:${CHANNEL}`, platformMessageIds: [reply.id] });
     expect(observer.envelopes(Topic.finalizer).filter((value: Envelope) => value.message?.id === messageId)).toHaveLength(1);
     expect(fake!.posted).toHaveLength(1);
+  });
+
+  it('with tracing on, makes every REST call a client span: the login’s a root span, the reply a child in the message’s trace', async () => {
+    const collector = await startFakeOtlpCollector();
+    try {
+      const observer = await start({
+        services: pipeline(),
+        env: { OTEL_EXPORTER_OTLP_ENDPOINT: collector.url, OTEL_BSP_SCHEDULE_DELAY: '20' },
+      });
+      await waitFor(() => fake!.connections() > 0 && statuses(observer).some((envelope) => envelope.payload.status === 'connected'));
+      const messageId = fake!.sendMessage({ author: VIEWER, content: '!ping' });
+      const final: Envelope = await observer.waitFor(Topic.finalizer, (value: Envelope) => value.message?.id === messageId);
+      const traceId = normalizeTraceId(final.traceId);
+      const reply = `discord.rest POST /channels/:id/messages`;
+      // The egress span ends after the REST call it made, so may come in a later export: wait for both.
+      const spans = await collector.waitFor((all) => {
+        const sent = all.find((span) => span.name === reply && span.traceId === traceId);
+        return (
+          Boolean(sent && all.some((span) => span.spanId === sent.parentSpanId)) &&
+          all.some((span) => span.name === 'discord.rest GET /gateway/bot')
+        );
+      });
+      const login = spans.find((span) => span.name === 'discord.rest GET /gateway/bot')!;
+      expect(login).toMatchObject({ kind: 3, parentSpanId: '', status: { code: 0 } });
+      expect(login.attributes).toMatchObject({
+        'http.request.method': 'GET',
+        'server.address': new URL(fake!.apiUrl).hostname,
+        'url.template': `${new URL(fake!.apiUrl).pathname.replace(/\/+$/, '')}/v10/gateway/bot`,
+        'http.response.status_code': 200,
+        'bitbrat.platform': 'discord',
+      });
+      const sent = spans.find((span) => span.name === reply && span.traceId === traceId)!;
+      const parent = spans.find((span) => span.spanId === sent.parentSpanId);
+      expect(parent?.attributes['bitbrat.service']).toBe('discord');
+      expect(sent).toMatchObject({ kind: 3, status: { code: 0 } });
+      expect(sent.attributes['http.response.status_code']).toBe(200);
+      // The channel id stays out of the name and the attributes.
+      expect(JSON.stringify(sent.attributes)).not.toContain(CHANNEL);
+    } finally {
+      await host?.stop();
+      host = undefined;
+      await collector.close();
+    }
   });
 
   it('answers a question to the bot with the LLM, as a Discord reply', async () => {

@@ -26,6 +26,7 @@ import { createQueryAnalyzer } from '../../src/services/query-analyzer/index.js'
 import { createStore, type Store } from '../../src/store/index.js';
 import { startFakeKick, type FakeKick } from '../fakes/kick.js';
 import { collect, startTestHost } from '../support/harness.js';
+import { waitForComponent, waitForSource } from '../support/pipeline.js';
 import { createRefusingBus, type RefusingBus } from '../support/refusing-bus.js';
 import { waitFor } from '../support/wait.js';
 
@@ -265,10 +266,7 @@ describe('the kick service with the fake Kick', () => {
 
   it('puts livestream.status.updated on the kick:streamer source, as /api/sources shows it', async () => {
     // The status heartbeat carries the stream state read from GET /channels at start.
-    await waitFor(async () => {
-      const source = await store.getSource('kick:streamer');
-      return source?.status === 'connected' && source.streamStatus === 'offline' ? true : undefined;
-    });
+    await waitForSource(store, 'kick:streamer', (source) => source.status === 'connected' && source.streamStatus === 'offline');
     const offline = await host.app.inject({ method: 'GET', url: '/api/sources' });
     expect(offline.json().items.find((source: { id: string }) => source.id === 'kick:streamer')).toMatchObject({
       platform: 'kick',
@@ -282,7 +280,7 @@ describe('the kick service with the fake Kick', () => {
       payload: { broadcaster: BROADCASTER, is_live: true, title: 'Kick speedruns', started_at: startedAt, ended_at: null },
     });
     expect(sent.status).toBe(200);
-    await waitFor(async () => ((await store.getSource('kick:streamer'))?.streamStatus === 'online' ? true : undefined));
+    await waitForSource(store, 'kick:streamer', (source) => source.streamStatus === 'online');
     const sources = (await host.app.inject({ method: 'GET', url: '/api/sources' })).json().items as Array<{
       id: string;
       streamStatus?: string;
@@ -393,11 +391,7 @@ describe('the kick service with the fake Kick', () => {
     await waitFor(() =>
       fake.requestsTo('/public/v1/events/subscriptions', 'GET').length >= 2 && host.app.server.listening ? true : undefined,
     );
-    await waitFor(async () =>
-      (await host.app.inject({ method: 'GET', url: '/readyz' })).json().components['kick.kick']?.detail?.includes('subscribed')
-        ? true
-        : undefined,
-    );
+    await waitForComponent(host, 'kick.kick', (component) => Boolean(component.detail?.includes('subscribed')));
     const afterRestart = await fake.deliver(webhookUrl(host), { type: 'channel.followed', messageId: 'repeat-1', payload });
     expect(afterRestart.status).toBe(200);
     expect(JSON.parse(afterRestart.body)).toEqual({ ok: true, duplicate: true });
@@ -492,12 +486,7 @@ describe('the kick service without Kick configured', () => {
         obtainedAt: new Date().toISOString(),
         userId: '2002',
       });
-      await waitFor(async () =>
-        (await host.app.inject({ method: 'GET', url: '/readyz' })).json().components['kick.kick']?.configured === true &&
-        fake.subscriptions.length === 6
-          ? true
-          : undefined,
-      );
+      await waitForComponent(host, 'kick.kick', (component) => component.configured === true && fake.subscriptions.length === 6);
       expect(fake.subscriptions.every((sub) => sub.broadcaster_user_id === 1010)).toBe(true);
     } finally {
       await host.stop();

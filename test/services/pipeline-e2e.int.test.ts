@@ -5,109 +5,30 @@
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createMemoryBus, type MemoryBus } from '../../src/bus/index.js';
-import { createEnvelope, Topic, type Envelope } from '../../src/core/index.js';
-import { continueWith, defineService, type Host, type ServiceDefinition } from '../../src/runtime/index.js';
-import authService from '../../src/services/auth/index.js';
-import { createCommandsService } from '../../src/services/commands/index.js';
-import eventRouter from '../../src/services/event-router/index.js';
-import finalizer from '../../src/services/finalizer/index.js';
+import { Topic, type Envelope } from '../../src/core/index.js';
+import type { Host } from '../../src/runtime/index.js';
 import { createLlmBotService } from '../../src/services/llm-bot/index.js';
-import persistence from '../../src/services/persistence/index.js';
-import { createQueryAnalyzer } from '../../src/services/query-analyzer/index.js';
-import { createModerationService } from '../../src/services/moderation/index.js';
 import { createStore, type EventRecord, type Store } from '../../src/store/index.js';
 import { startFakeOpenAI, type FakeOpenAI } from '../fakes/openai.js';
-import { collect, startTestHost, testArchitecture } from '../support/harness.js';
-import { waitFor } from '../support/wait.js';
+import { collect, startTestHost } from '../support/harness.js';
+import { chatEnvelope as chat, pingPipeline, pipelineArchitecture, waitForFinalRecord as finalRecord } from '../support/pipeline.js';
 
 const API_KEY = 'sk-e2e-test-key-0123456789';
-
-/** Stands in for a platform's egress: "delivers" the reply, then the runtime finalizes. */
-const egress = defineService({
-  name: 'test-egress',
-  setup: () => ({
-    consumers: {
-      [Topic.egress]: {
-        mode: 'stage',
-        next: 'finalization',
-        handle: async (envelope) =>
-          continueWith({ ...envelope, delivery: { delivered: true, at: new Date().toISOString(), destination: 'test' } }),
-      },
-    },
-  }),
-});
-
-function services(llm: boolean): ServiceDefinition[] {
-  return [
-    authService,
-    eventRouter,
-    createQueryAnalyzer(),
-    createModerationService(),
-    createCommandsService(),
-    ...(llm ? [createLlmBotService()] : []),
-    persistence,
-    finalizer,
-    egress,
-  ];
-}
-
-function architectureFor(list: ServiceDefinition[]) {
-  const consumes: Record<string, string[]> = {
-    auth: [Topic.ingress],
-    'event-router': [Topic.authenticated, Topic.router],
-    'query-analyzer': ['internal.query-analyzer.v1'],
-    moderation: ['internal.moderation.v1'],
-    commands: ['internal.commands.v1'],
-    'llm-bot': ['internal.llm-bot.v1'],
-    persistence: [Topic.ingress],
-    finalizer: [Topic.finalizer, Topic.deadletter],
-    'test-egress': [Topic.egress],
-  };
-  return testArchitecture(list.map((service) => ({ name: service.name, consumes: consumes[service.name]! })));
-}
-
-let counter = 0;
-function chat(text: string, user: { login: string; badges?: string[] } = { login: 'viewer_vic' }): Envelope {
-  counter += 1;
-  return createEnvelope({
-    type: 'external.chat.message.v1',
-    source: { platform: 'twitch', channel: 'streamer', channelId: '1000', egressDestination: Topic.egress },
-    user: { id: `id-${user.login}`, name: user.login, displayName: user.login, profileImageUrl: '', role: '' },
-    payload: {
-      text,
-      messageId: `m${counter}`,
-      badges: user.badges ?? [],
-      isMod: (user.badges ?? []).includes('moderator'),
-      isSubscriber: false,
-      emotes: [],
-    },
-    extra: { message: { id: `m${counter}`, text }, qos: { maxResponseMs: 30_000 } },
-  });
-}
 
 async function start(store: Store, env: Record<string, string>, llm: boolean) {
   const bus = createMemoryBus();
   await bus.connect();
   const observer = await collect(bus, [Topic.egress, Topic.finalizer, Topic.deadletter]);
-  const list = services(llm);
+  const list = pingPipeline(llm ? [createLlmBotService()] : []);
   const host = await startTestHost({
     services: list,
     bus,
     env: { BOT_NAME: 'bitbrat', ...env },
-    architecture: architectureFor(list),
+    architecture: pipelineArchitecture(list),
     extra: { store },
   });
   return { bus, observer, host };
 }
-
-const finalRecord = (store: Store, id: string) =>
-  waitFor(
-    async () => {
-      const record = await store.getEvent(id);
-      return record?.outcome ? record : undefined;
-    },
-    { timeoutMs: 20_000, message: `the final record of ${id}` },
-  );
 
 const steps = (record: EventRecord) => record.final!.routingSlip.map((step) => `${step.id}:${step.status}`);
 

@@ -6,6 +6,7 @@
  * `start`.
  */
 import type { Client, Message } from 'discord.js';
+import { httpClientAttributes, tracedCall, type Tracing } from '../../runtime/tracing.js';
 import type { DiscordChatMessage } from './normalize.js';
 import type { DiscordMessageBody, DiscordTransport } from './egress.js';
 
@@ -51,6 +52,12 @@ export interface DiscordConnectorOptions {
   onMessage(message: DiscordChatMessage): void;
   onStateChange(snapshot: DiscordSnapshot): void;
   logger: { info(obj: object, msg?: string): void; warn(obj: object, msg?: string): void; debug(obj: object, msg?: string): void };
+  /**
+   * The host's tracer: every REST call discord.js makes (the login's, the replies, the go-live posts) is
+   * then a client span `discord.rest <METHOD> <route>`, a root outside a message and a child of the
+   * message's span inside one.
+   */
+  tracing?: Tracing;
 }
 
 export interface DiscordConnector extends DiscordTransport {
@@ -202,6 +209,7 @@ export function createDiscordConnector(options: DiscordConnectorOptions): Discor
       intents: [GatewayIntentBits.Guilds, GatewayIntentBits.GuildMessages, GatewayIntentBits.MessageContent],
       rest: { api: options.apiUrl },
     });
+    if (options.tracing) traceRest(current.rest, options.tracing);
     client = current;
     let readyOnce = false;
     status = 'connecting';
@@ -318,5 +326,59 @@ export function createDiscordConnector(options: DiscordConnectorOptions): Discor
       const channel = client?.channels.cache.get(channelId);
       return channel && 'guildId' in channel ? (channel.guildId ?? undefined) : undefined;
     },
+  };
+}
+
+/**
+ * A route as a low-cardinality template without secrets: every segment that is not a plain word (ids,
+ * webhook and interaction tokens, emoji) becomes `:id`. `/channels/123/messages` → `/channels/:id/messages`.
+ */
+export function discordRouteTemplate(route: string): string {
+  return route
+    .split('?')[0]!
+    .split('/')
+    .map((segment) => (segment === '' || /^@?[a-z][a-z-]*$/.test(segment) ? segment : ':id'))
+    .join('/');
+}
+
+/**
+ * Wraps `rest.queueRequest`, the public method every discord.js REST call (get, post, patch, … and the
+ * client's own) goes through, so each is a span with Discord's status.
+ */
+function traceRest(rest: Client['rest'], tracing: Tracing): void {
+  const queueRequest = rest.queueRequest.bind(rest);
+  const statusOf = (error: unknown) => {
+    const status = (error as { status?: unknown } | undefined)?.status;
+    return typeof status === 'number' ? status : undefined;
+  };
+  rest.queueRequest = (request) => {
+    const route = discordRouteTemplate(request.fullRoute);
+    return tracedCall(
+      tracing,
+      `discord.rest ${request.method} ${route}`,
+      {
+        attributes: () => {
+          const base = `${rest.options.api.replace(/\/+$/, '')}/v${rest.options.version}`;
+          const { 'url.full': full, ...http } = httpClientAttributes(request.method, `${base}${route}`);
+          // Built from the route with its ids as :id, so not the URL called: its path is the url.template.
+          const template = typeof full === 'string' ? new URL(full).pathname : undefined;
+          return { ...http, 'url.template': template, 'bitbrat.platform': 'discord' };
+        },
+        describeError: (error) => ({
+          type: String(statusOf(error) ?? (error instanceof Error ? error.name : 'Error')),
+          message: error instanceof Error ? error.message : String(error),
+        }),
+      },
+      async (span) => {
+        try {
+          const response = await queueRequest(request);
+          span?.setAttributes({ 'http.response.status_code': response.status });
+          return response;
+        } catch (error) {
+          span?.setAttributes({ 'http.response.status_code': statusOf(error) });
+          throw error;
+        }
+      },
+    );
   };
 }

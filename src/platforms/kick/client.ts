@@ -4,6 +4,7 @@
  * Base URLs come from config (`KICK_API_URL`, `KICK_AUTH_URL`) so tests reach the fake.
  */
 import { createHash, randomBytes } from 'node:crypto';
+import { httpClientAttributes, tracedCall, type Tracing } from '../../runtime/tracing.js';
 import type { KickChannel, KickChatSent, KickEventSubscription, KickSubscriptionCreated, KickTokenResponse, KickUser } from './wire.js';
 
 export const DEFAULT_KICK_API_URL = 'https://api.kick.com';
@@ -31,6 +32,11 @@ export interface KickClientOptions {
   /** Called on a 401: refresh and return the new token, or undefined to give up. Called at most once per request. */
   onUnauthorized?(staleToken: string): Promise<string | undefined>;
   fetch?: typeof fetch;
+  /**
+   * The host's tracer: each call is then a client span `kick.api <METHOD> <path>` (a root outside a
+   * message, a child of the message's span inside one).
+   */
+  tracing?: Tracing;
 }
 
 /** The API calls BitBrat makes. */
@@ -84,14 +90,28 @@ export function createKickClient(options: KickClientOptions): KickClient {
   const base = trimSlash(options.apiUrl ?? DEFAULT_KICK_API_URL);
   const doFetch = options.fetch ?? fetch;
 
-  const call = async <T>(
-    method: string,
-    path: string,
-    init: { query?: Array<[string, string]>; body?: unknown; auth?: boolean } = {},
-  ): Promise<T> => {
+  const { tracing } = options;
+  type CallInit = { query?: Array<[string, string]>; body?: unknown; auth?: boolean };
+
+  /** One API call; Kick's paths hold no ids (those go in the query), so the path names the span. */
+  const call = <T>(method: string, path: string, init: CallInit = {}): Promise<T> =>
+    tracedCall(
+      tracing,
+      `kick.api ${method} ${path}`,
+      {
+        attributes: () => ({ ...httpClientAttributes(method, `${base}${path}`), 'bitbrat.platform': 'kick' }),
+        describeError: (error) => ({
+          type: error instanceof KickApiError ? String(error.status) : error instanceof Error ? error.name : 'Error',
+          message: error instanceof Error ? error.message : String(error),
+        }),
+      },
+      (span) => send<T>(method, path, init, (status) => span?.setAttributes({ 'http.response.status_code': status })),
+    );
+
+  const send = async <T>(method: string, path: string, init: CallInit, onStatus: (status: number) => void): Promise<T> => {
     const url = new URL(`${base}${path}`);
     for (const [key, value] of init.query ?? []) url.searchParams.append(key, value);
-    const send = async (token: string | undefined) =>
+    const request = async (token: string | undefined) =>
       await doFetch(url, {
         method,
         headers: {
@@ -103,11 +123,12 @@ export function createKickClient(options: KickClientOptions): KickClient {
         signal: AbortSignal.timeout(15_000),
       });
     const token = init.auth === false ? undefined : await options.accessToken();
-    let response = await send(token);
+    let response = await request(token);
     if (response.status === 401 && token && options.onUnauthorized) {
       const fresh = await options.onUnauthorized(token);
-      if (fresh) response = await send(fresh);
+      if (fresh) response = await request(fresh);
     }
+    onStatus(response.status);
     if (!response.ok) throw await failure(response);
     if (response.status === 204) return undefined as T;
     const text = await response.text();

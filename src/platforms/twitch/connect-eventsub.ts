@@ -4,13 +4,14 @@
  * the right token per type, keep stream state current with a Helix poll, and report all of it as the
  * `eventsub` health component.
  */
-import { ApiClient } from '@twurple/api';
 import { getTokenInfo, type AuthProvider } from '@twurple/auth';
 import type { Envelope } from '../../core/index.js';
+import type { Tracing } from '../../runtime/tracing.js';
 import type { Store } from '../../store/index.js';
 import { createTwitchAuthProvider, type TwitchAuthProvider } from './auth.js';
 import { startEventSub, type EventSubHandle, type EventSubLogger, type EventSubSnapshot, type EventSubState } from './eventsub.js';
 import { CONNECT_BROADCASTER_HINT, describeEventSubPlan, planEventSub, type EventSubPlan, type TwitchIdentity } from './eventsub-plan.js';
+import { createHelixClient } from './helix.js';
 import { channelName, twitchSourceId } from './normalize.js';
 import { createStreamStatusPoller, type StreamStatusPoller } from './stream-status.js';
 import { TwitchTokenId, safeTwitchErrorMessage } from './token-store.js';
@@ -38,6 +39,8 @@ export interface ConnectEventSubOptions {
   streamPollMs: number;
   /** How often a missing bot or broadcaster token is looked for in the store (the OAuth flow may add one). Default 30 000. */
   rescanMs?: number;
+  /** The host's tracer: every Helix call (the channel lookup, the subscriptions, the stream poll) is then a span. */
+  tracing?: Tracing;
 }
 
 export interface TwitchEventSubConnection {
@@ -206,7 +209,7 @@ async function connectOnce(options: ConnectEventSubOptions, onNewToken: () => vo
       return { stop: async () => stopWatching(), snapshot: () => ({ status: 'not_configured' }), refreshStreams: async () => undefined };
     }
 
-    const apiClient = new ApiClient({ authProvider: createIdentityAuthProvider(clientId, identities) });
+    const apiClient = createHelixClient({ authProvider: createIdentityAuthProvider(clientId, identities), tracing: options.tracing });
     const logins = options.channels.map((channel) => channelName(channel));
     const users = await apiClient.users.getUsersByNames(logins);
     const channels = users.map((user) => ({ id: user.id, login: user.name }));

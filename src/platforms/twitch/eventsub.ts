@@ -11,7 +11,7 @@
  * method and normalizes from the raw wire payload there. Twurple's typed handlers are registered only to
  * create the subscriptions.
  */
-import { ApiClient, type HelixEventSubSubscription } from '@twurple/api';
+import type { ApiClient, HelixEventSubSubscription } from '@twurple/api';
 import type { AuthProvider } from '@twurple/auth';
 import { EventSubSubscription, type EventSubBase } from '@twurple/eventsub-base';
 import { EventSubWsListener } from '@twurple/eventsub-ws';
@@ -24,7 +24,9 @@ import {
   type EnvelopeUser,
   SYSTEM_USER,
 } from '../../core/index.js';
+import type { Tracing } from '../../runtime/tracing.js';
 import type { Store } from '../../store/index.js';
+import { createHelixClient } from './helix.js';
 import { safeTwitchErrorMessage } from './token-store.js';
 import { channelName } from './normalize.js';
 
@@ -91,6 +93,8 @@ export interface EventSubOptions {
   apiClient?: ApiClient;
   /** Used to build an ApiClient when `apiClient` is not given. */
   authProvider?: AuthProvider;
+  /** The host's tracer, for the ApiClient built from `authProvider` (one given as `apiClient` is used as it is). */
+  tracing?: Tracing;
   /** Informational; must match the auth provider's client id when both are given. */
   clientId?: string;
   /** The broadcaster's user id; looked up from `broadcasterLogin` over Helix when missing. */
@@ -501,7 +505,7 @@ export async function startEventSub(options: EventSubOptions): Promise<EventSubH
   const streamInfoTimeoutMs = options.streamInfoTimeoutMs ?? DEFAULT_STREAM_INFO_TIMEOUT_MS;
   if (!options.apiClient && !options.authProvider)
     throw new BitBratError('NOT_CONFIGURED', 'startEventSub needs an apiClient or an authProvider');
-  const apiClient = options.apiClient ?? new ApiClient({ authProvider: options.authProvider! });
+  const apiClient = options.apiClient ?? createHelixClient({ authProvider: options.authProvider!, tracing: options.tracing });
   if (options.clientId && options.authProvider && options.authProvider.clientId !== options.clientId) {
     logger.warn({ component: 'eventsub' }, 'clientId does not match the auth provider; using the auth provider');
   }

@@ -9,10 +9,12 @@
  * a moderator) become `not-permitted`, 429 `rate-limited`; Twurple's rate limiter follows the
  * `Ratelimit-*` headers, so bursts wait for the bucket rather than being refused.
  */
-import { ApiClient } from '@twurple/api';
+import type { ApiClient } from '@twurple/api';
+import type { Tracing } from '../../runtime/tracing.js';
 import type { Store } from '../../store/index.js';
 import { createStoredTokenSources } from './auth.js';
 import { createIdentityAuthProvider, heldIdentities, type HeldIdentity } from './connect-eventsub.js';
+import { createHelixClient } from './helix.js';
 import { createShoutoutSender } from './shoutout.js';
 import { TwitchTokenId, safeTwitchErrorMessage } from './token-store.js';
 
@@ -54,6 +56,8 @@ export interface TwitchModerationOptions {
   clientSecret?: string;
   store: Store;
   logger: { warn: (obj: unknown, msg?: string) => void };
+  /** The host's tracer: each Helix call is then a span, a child of the message's span that asked for it. */
+  tracing?: Tracing;
 }
 
 /** A Helix error as an outcome. */
@@ -79,6 +83,7 @@ export function createTwitchModeration(options: TwitchModerationOptions): Modera
     clientSecret: options.clientSecret,
     store: options.store,
     logger: options.logger,
+    tracing: options.tracing,
   });
 
   // Tokens are read on every call: one the OAuth flow stores after start-up counts at once.
@@ -89,7 +94,10 @@ export function createTwitchModeration(options: TwitchModerationOptions): Modera
     const identities = await heldIdentities(sources, clientId);
     if (identities.length === 0)
       return { status: 'not-permitted', error: 'no Twitch token is connected (connect the bot through the OAuth flow)' };
-    return { api: new ApiClient({ authProvider: createIdentityAuthProvider(clientId, identities) }), identities };
+    return {
+      api: createHelixClient({ authProvider: createIdentityAuthProvider(clientId, identities), tracing: options.tracing }),
+      identities,
+    };
   };
 
   /** Runs `fn` as the bot (or else the channel's broadcaster) holding `scope`. */

@@ -3,6 +3,7 @@
  * and the same target at most once every 60 minutes. The limits are claimed in the store first, so several
  * instances never send one Twitch would refuse, and a refusal is a value, never thrown.
  */
+import type { Tracing } from '../../runtime/tracing.js';
 import type { Store } from '../../store/index.js';
 import { createStoredTokenSources } from './auth.js';
 import { TwitchTokenId, safeTwitchErrorMessage } from './token-store.js';
@@ -23,6 +24,8 @@ export function createShoutoutSender(options: {
   clientSecret?: string;
   store: Store;
   logger: { warn: (obj: unknown, msg?: string) => void };
+  /** The host's tracer: the Helix calls are then spans. */
+  tracing?: Tracing;
 }): ShoutoutSender {
   const sources = createStoredTokenSources(options, [TwitchTokenId.broadcaster, TwitchTokenId.bot]);
   return {
@@ -32,8 +35,8 @@ export function createShoutoutSender(options: {
       if (from.id === to.id) return { sent: false, reason: 'a channel cannot shout itself out' };
       const clientId = options.clientId;
       // Twurple comes with the first shoutout, not at start-up: most channels never send one.
-      const [{ ApiClient }, { createIdentityAuthProvider, heldIdentities }] = await Promise.all([
-        import('@twurple/api'),
+      const [{ createHelixClient }, { createIdentityAuthProvider, heldIdentities }] = await Promise.all([
+        import('./helix.js'),
         import('./connect-eventsub.js'),
       ]);
       const identities = await heldIdentities(sources, clientId);
@@ -49,7 +52,7 @@ export function createShoutoutSender(options: {
         return { sent: false, reason: 'Twitch allows one shoutout every 2 minutes' };
       if (!(await options.store.claimKey('twitch-shoutout', `target:${from.id}:${to.id}`, SHOUTOUT_LIMITS.perTargetMs)))
         return { sent: false, reason: `#${to.login} was shouted out within the last 60 minutes` };
-      const apiClient = new ApiClient({ authProvider: createIdentityAuthProvider(clientId, identities) });
+      const apiClient = createHelixClient({ authProvider: createIdentityAuthProvider(clientId, identities), tracing: options.tracing });
       try {
         await apiClient.asUser(moderator.userId, async (ctx) => await ctx.chat.shoutoutUser(from.id, to.id));
         return { sent: true, moderatorId: moderator.userId };

@@ -190,6 +190,7 @@ export const service = defineService({
           channels: config.DISCORD_CHANNELS,
           retryInitialMs: config.DISCORD_RECONNECT_MS,
           logger: ctx.logger.child({ component: 'discord' }),
+          tracing: ctx.tracing,
           onMessage(message) {
             const envelope = normalizeDiscordMessage(message, {
               modRoles: config.DISCORD_MOD_ROLES,

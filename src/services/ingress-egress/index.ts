@@ -156,6 +156,7 @@ export const service = defineService<Config>({
                 registerSecret: (value) => ctx.registerSecret(value),
                 streamPollMs: config.STREAM_POLL_MS,
                 rescanMs: config.SOURCE_HEARTBEAT_MS,
+                tracing: ctx.tracing,
               }),
             )
             .then((handle) => {

@@ -166,6 +166,7 @@ export const service = defineService<Config>({
       let using: KickTokenId = prefer;
       return createKickClient({
         apiUrl: config.KICK_API_URL,
+        tracing: ctx.tracing,
         async accessToken() {
           const token = (await tokens!.accessToken(prefer)) ?? (await tokens!.accessToken(other));
           using = (await tokens!.get(prefer)) ? prefer : other;
@@ -178,7 +179,7 @@ export const service = defineService<Config>({
 
     const loadPublicKey = async (): Promise<KeyObject | undefined> => {
       if (publicKey) return publicKey;
-      const anonymous = createKickClient({ apiUrl: config.KICK_API_URL, accessToken: async () => '' });
+      const anonymous = createKickClient({ apiUrl: config.KICK_API_URL, accessToken: async () => '', tracing: ctx.tracing });
       publicKey = parseKickPublicKey(await anonymous.getPublicKey());
       return publicKey;
     };

@@ -393,6 +393,7 @@ export function createModerationService(options: ModerationServiceOptions = {}) 
                     clientSecret,
                     store: ctx.store,
                     logger: ctx.logger,
+                    tracing: ctx.tracing,
                   })
                 : createUnconfiguredGateway();
           }

@@ -163,7 +163,11 @@ export function registerKickOAuth(
       });
       ctx.registerSecret(response.access_token);
       ctx.registerSecret(response.refresh_token);
-      const client = createKickClient({ apiUrl: ctx.config.KICK_API_URL, accessToken: async () => response.access_token });
+      const client = createKickClient({
+        apiUrl: ctx.config.KICK_API_URL,
+        accessToken: async () => response.access_token,
+        tracing: ctx.tracing,
+      });
       const [user] = await client.getUsers();
       record = tokenRecord(state.role === 'bot' ? KickTokenId.bot : KickTokenId.broadcaster, response, {
         ...(user ? { userId: String(user.user_id), login: user.name } : {}),

@@ -93,7 +93,7 @@ export const service = defineService<Config>({
       async start() {
         const [clientId, clientSecret] = await Promise.all([ctx.secrets.get('TWITCH_CLIENT_ID'), ctx.secrets.get('TWITCH_CLIENT_SECRET')]);
         ctx.registerSecret(clientSecret);
-        shoutouts = createShoutoutSender({ clientId, clientSecret, store: ctx.store, logger: ctx.logger });
+        shoutouts = createShoutoutSender({ clientId, clientSecret, store: ctx.store, logger: ctx.logger, tracing: ctx.tracing });
         const added = await ensureReactionRules(ctx.store);
         if (added) ctx.logger.info({ added }, 'added the default reaction rules');
       },
