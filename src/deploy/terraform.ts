@@ -113,6 +113,12 @@ export function renderTerraform(model: DeployModel): { files: GeneratedFile[]; w
       description: 'Per-service settings from the manifest, e.g. { "ingress-egress" = { TWITCH_CHANNELS = "mychannel" } }.',
       default: {},
     },
+    otel: {
+      type: 'map(string)',
+      description:
+        'OpenTelemetry settings of every service, e.g. { OTEL_EXPORTER_OTLP_ENDPOINT = "http://localhost:4318" }; service_env overrides them per service.',
+      default: {},
+    },
     domains: { type: 'list(string)', description: 'Domains of the external HTTPS load balancer (Google-managed certificate).' },
     internal_domain: {
       type: 'string',
@@ -413,6 +419,8 @@ export function renderTerraform(model: DeployModel): { files: GeneratedFile[]; w
     for (const name of service.env) {
       if (service.secrets.includes(name) || name in CLOUD_RUN_OMITTED_ENV) continue;
       if (name in platformEnv) env.push({ name, value: platformEnv[name] });
+      else if (name.startsWith('OTEL_'))
+        env.push({ name, value: ref(`try(var.service_env[${quote(service.name)}][${quote(name)}], var.otel[${quote(name)}], "")`) });
       else env.push({ name, value: ref(`try(var.service_env[${quote(service.name)}][${quote(name)}], "")`) });
     }
     for (const secret of service.secrets) {

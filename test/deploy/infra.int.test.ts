@@ -315,6 +315,10 @@ describe('generated deployment files', () => {
         }
         expect(env.get('MESSAGE_BUS_DRIVER')?.value).toBe('pubsub');
         expect(env.get('STORE_DRIVER')?.value).toBe('firestore');
+        // Tracing is set once for every service (var.otel), and per service where service_env says otherwise.
+        expect(env.get('OTEL_EXPORTER_OTLP_ENDPOINT')?.value).toBe(
+          `\${try(var.service_env["${name}"]["OTEL_EXPORTER_OTLP_ENDPOINT"], var.otel["OTEL_EXPORTER_OTLP_ENDPOINT"], "")}`,
+        );
         for (const secret of secretsOf(name)) {
           expect(env.get(secret)?.value, `${name} ${secret} must come from Secret Manager`).toBeUndefined();
           expect(env.get(secret)?.value_source[0].secret_key_ref[0].secret).toBe(
@@ -323,6 +327,7 @@ describe('generated deployment files', () => {
         }
       }
       expect(Object.keys(tf.resources.google_cloud_run_v2_service!)).toHaveLength(services.length);
+      expect(tf.variables.otel).toMatchObject({ type: 'map(string)', default: {} });
       expect(tf.resources.google_cloud_run_v2_service!['ingress_egress']!.template[0].scaling[0].max_instance_count).toBe(1);
     });
 
