@@ -8,9 +8,9 @@ export default defineConfig({
     testTimeout: 60_000,
     hookTimeout: 120_000,
     pool: 'forks',
-    // One test file at a time: the whole-service Twitch tests interfered with each other when two files ran
-    // in parallel processes (see the EventSub tests); on 2 cores a run takes about 9 minutes instead of 6.
-    maxWorkers: 1,
+    // Two test files at a time, one per core (vitest's default would be one); integration suites start
+    // real servers, so no more than that.
+    maxWorkers: 2,
     reporters: ['default'],
   },
 });

@@ -2,8 +2,7 @@
  * Twitch through ingress-egress against the fake Twitch (OAuth, Helix, EventSub WebSocket) and the fake IRC,
  * with the real Twurple clients: EventSub started from environment tokens alone, and stream state that stays
  * current (Helix polled every STREAM_POLL_MS, the source record following the chat connection at once).
- * Waits are on the fake, the store and the bus, never on sleeps. One file, so the two parts never run at the
- * same time in two processes (each starts its own Twitch world and hosts).
+ * Waits are on the fake, the store and the bus, never on sleeps.
  */
 import { describe, expect, it } from 'vitest';
 import { ApiClient } from '@twurple/api';

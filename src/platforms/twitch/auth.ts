@@ -5,6 +5,7 @@
  * token back to the store so other processes (and the next start) see it.
  */
 import { createHash } from 'node:crypto';
+import { createRefreshingAuthProvider } from './refreshing-provider.js';
 import { persistTokenWithCas } from './token-store.js';
 // Twurple is loaded when a token is built, so a platform without Twitch configured never loads it.
 import type { AccessToken, AuthProvider } from '@twurple/auth';
@@ -146,7 +147,7 @@ export function createTwitchAuthProvider(options: TwitchAuthOptions): TwitchAuth
     options.registerSecret?.(token.accessToken);
     if (token.refreshToken) options.registerSecret?.(token.refreshToken);
     const canRefresh = Boolean(options.clientId && options.clientSecret && token.refreshToken);
-    const { RefreshingAuthProvider, StaticAuthProvider } = await import('@twurple/auth');
+    const { StaticAuthProvider } = await import('@twurple/auth');
     if (!canRefresh) {
       // Without a secret and a refresh token there is nothing to refresh with; Twurple validates the token.
       const provider = new StaticAuthProvider(
@@ -156,7 +157,8 @@ export function createTwitchAuthProvider(options: TwitchAuthOptions): TwitchAuth
       );
       return { provider, source: token.source, refreshable: false, login: token.login, userId: token.userId };
     }
-    const provider = new RefreshingAuthProvider({ clientId: options.clientId!, clientSecret: options.clientSecret! });
+    // Chat and EventSub share this provider: one refresh at a time, or the second spends a rotated refresh token.
+    const provider = await createRefreshingAuthProvider({ clientId: options.clientId!, clientSecret: options.clientSecret! });
     const login = token.login;
     provider.onRefresh((userId, refreshed) => {
       options.registerSecret?.(refreshed.accessToken);

@@ -6,6 +6,7 @@
 // Twurple is loaded when tokens are loaded, so a platform without Twitch configured never loads it.
 import type { AccessToken, RefreshingAuthProvider } from '@twurple/auth';
 import type { OAuthToken, Store } from '../../store/index.js';
+import { createRefreshingAuthProvider } from './refreshing-provider.js';
 
 /** Store ids of the two Twitch identities. */
 export const TwitchTokenId = { bot: 'twitch:bot', broadcaster: 'twitch:broadcaster' } as const;
@@ -128,8 +129,8 @@ export async function persistTokenWithCas(
  * without a user id are validated once to learn it.
  */
 export async function loadTwitchAuth(options: LoadAuthProviderOptions): Promise<LoadedTwitchAuth> {
-  const { RefreshingAuthProvider, getTokenInfo } = await import('@twurple/auth');
-  const authProvider = new RefreshingAuthProvider({ clientId: options.clientId, clientSecret: options.clientSecret });
+  const { getTokenInfo } = await import('@twurple/auth');
+  const authProvider = await createRefreshingAuthProvider({ clientId: options.clientId, clientSecret: options.clientSecret });
   const users: LoadedTwitchAuth['users'] = {};
   /** Twitch user id → store ids holding that user's token (bot and broadcaster may be one account). */
   const idsByUser = new Map<string, string[]>();
