@@ -10,16 +10,36 @@ import type { ServiceDefinition } from '../../src/runtime/service.js';
 import { createStore, type Store } from '../../src/store/index.js';
 import { collect, startTestHost } from './harness.js';
 
+/** Secrets that hold only TOKEN_ENCRYPTION_KEY: `char` 64 times (a hex digit makes a valid key). */
+export const tokenKeySecrets = (char: string) => ({
+  get: async (name: string) => (name === 'TOKEN_ENCRYPTION_KEY' ? char.repeat(64) : undefined),
+});
+
+/**
+ * An embedded (PGlite) store, initialised: in memory unless `dataDir` names a folder; with `tokenKey`, it
+ * encrypts OAuth tokens with the key `tokenKeySecrets(tokenKey)` holds.
+ */
+export async function openEmbeddedStore(options: { dataDir?: string; tokenKey?: string } = {}): Promise<Store> {
+  const store = await createStore({
+    driver: 'pglite',
+    dataDir: options.dataDir ?? 'memory://',
+    embedded: true,
+    ...(options.tokenKey ? { secrets: tokenKeySecrets(options.tokenKey) } : {}),
+  });
+  await store.init();
+  return store;
+}
+
 /**
  * Opens an embedded (PGlite, in memory) store before the file's tests and closes it after them; with
  * `perTest`, a fresh one for every test. Connector tests want that: a token refresh still finishing for the
- * previous test's host could otherwise write that test's tokens over the next one's.
+ * previous test's host could otherwise write that test's tokens over the next one's. `tokenKey` as for
+ * `openEmbeddedStore`.
  */
-export function useEmbeddedStore(opened: (store: Store) => void, options: { perTest?: boolean } = {}): void {
+export function useEmbeddedStore(opened: (store: Store) => void, options: { perTest?: boolean; tokenKey?: string } = {}): void {
   let store: Store | undefined;
   const open = async () => {
-    store = await createStore({ driver: 'pglite', dataDir: 'memory://', embedded: true });
-    await store.init();
+    store = await openEmbeddedStore({ tokenKey: options.tokenKey });
     opened(store);
   };
   const close = async () => {
@@ -100,6 +120,45 @@ export function useServiceHost(options: {
     get host() {
       if (!host) throw new Error('no host was started in this test');
       return host;
+    },
+  };
+}
+
+/** Hosts a test starts with `start`; whatever is still running after the test is stopped. */
+export interface TestHosts {
+  /** Starts the services on a fresh memory bus with the file's store, the base env and `env` over it. */
+  start(env?: Record<string, string | undefined>): Promise<Host>;
+  /** Stops one of them now (the test wants it gone before it ends). */
+  stop(host: Host): Promise<void>;
+}
+
+/**
+ * Services a test may start several times with different env, each on its own memory bus with the file's
+ * store; after each test every host it started and did not stop is stopped.
+ */
+export function useTestHosts(options: {
+  services: ServiceDefinition[];
+  store: () => Store;
+  env: () => Record<string, string | undefined>;
+}): TestHosts {
+  const running: Host[] = [];
+  afterEach(async () => {
+    for (const host of running.splice(0)) await host.stop();
+  });
+  return {
+    async start(env = {}) {
+      const host = await startTestHost({
+        services: options.services,
+        bus: createMemoryBus(),
+        env: { ...options.env(), ...env },
+        extra: { store: options.store() },
+      });
+      running.push(host);
+      return host;
+    },
+    async stop(host) {
+      running.splice(running.indexOf(host), 1);
+      await host.stop();
     },
   };
 }
