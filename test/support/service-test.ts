@@ -55,6 +55,25 @@ export function useEmbeddedStore(opened: (store: Store) => void, options: { perT
   }
 }
 
+/** Something a test started: stopped (a host, a fake) or closed (a bus, a store) when the test is done. */
+export type Releasable = { stop(): Promise<unknown> } | { close(): Promise<unknown> } | undefined;
+
+/** Stops or closes each of `items` in turn (unset ones skipped): a host before its bus, a bus before its store. */
+export async function release(...items: Releasable[]): Promise<void> {
+  for (const item of items) {
+    if (!item) continue;
+    if ('stop' in item) await item.stop();
+    else await item.close();
+  }
+}
+
+/** After the file's (or the describe block's) tests: `release` of what `started()` names, in that order. */
+export function releaseAfterAll(started: () => Releasable[]): void {
+  afterAll(async () => {
+    await release(...started());
+  });
+}
+
 /** What one test started; any part may be unset (the test failed before starting it). */
 export interface Started {
   host?: Host;
