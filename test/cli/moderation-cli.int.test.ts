@@ -1,38 +1,29 @@
 /** `bitbrat moderation` and `bitbrat toolkit` against a running api-gateway (loopback, port 0). */
-import { afterAll, afterEach, beforeAll, describe, expect, it, vi } from 'vitest';
-import { createMemoryBus, type MemoryBus } from '../../src/bus/index.js';
+import { afterEach, beforeAll, describe, expect, it, vi } from 'vitest';
 import { moderationCommand, toolkitCommand } from '../../src/cli/moderation.js';
-import type { Host } from '../../src/runtime/index.js';
 import { service as gateway } from '../../src/services/api-gateway/index.js';
 import { appendLog } from '../../src/services/moderation/index.js';
-import { createStore, type Store } from '../../src/store/index.js';
-import { startTestHost } from '../support/harness.js';
+import type { Store } from '../../src/store/index.js';
+import { startOnMemoryBus, type MemoryBusHost } from '../support/harness.js';
+import { releaseAfterAll, useEmbeddedStore } from '../support/service-test.js';
 
 const MODERATOR = 'moderator-token-01';
 
-let bus: MemoryBus;
 let store: Store;
-let host: Host;
+let running: MemoryBusHost;
 let base: string;
 
+useEmbeddedStore((opened) => (store = opened));
 beforeAll(async () => {
-  bus = createMemoryBus();
-  await bus.connect();
-  store = await createStore({ driver: 'pglite', dataDir: 'memory://', embedded: true });
-  host = await startTestHost({
+  running = await startOnMemoryBus({
     services: [gateway],
-    bus,
     listen: true,
     env: { INSTANCE_ID: 'modcli', HOST: '127.0.0.1', API_GATEWAY_TOKENS: `${MODERATOR}:moderator` },
     extra: { store },
   });
-  base = `http://127.0.0.1:${host.port}`;
+  base = `http://127.0.0.1:${running.host.port}`;
 });
-afterAll(async () => {
-  await host?.stop();
-  await bus?.close();
-  await store?.close();
-});
+releaseAfterAll(() => [running?.host, running?.bus]);
 afterEach(() => {
   vi.restoreAllMocks();
 });

@@ -2,12 +2,12 @@ import { once } from 'node:events';
 import { mkdtemp, readFile, rm, stat } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { beforeAll, describe, expect, it } from 'vitest';
 import WebSocket from 'ws';
-import { createMemoryBus, type MemoryBus } from '../../src/bus/index.js';
+import type { MemoryBus } from '../../src/bus/index.js';
 import { createEnvelope, createReply, instanceEgressTopic, type DeadLetter, type Envelope } from '../../src/core/index.js';
 import { knownSteps, loadArchitecture, type Host } from '../../src/runtime/index.js';
-import { createStore, type Store } from '../../src/store/index.js';
+import type { Store } from '../../src/store/index.js';
 import { service as auth } from '../../src/services/auth/index.js';
 import { service as eventRouter } from '../../src/services/event-router/index.js';
 import { service as queryAnalyzer } from '../../src/services/query-analyzer/index.js';
@@ -23,7 +23,8 @@ import {
   service as gateway,
 } from '../../src/services/api-gateway/index.js';
 import { sendCommand } from '../../src/cli/send.js';
-import { collect, startTestHost } from '../support/harness.js';
+import { collect, startOnMemoryBus } from '../support/harness.js';
+import { releaseAfterAll, useEmbeddedStore } from '../support/service-test.js';
 import { waitFor } from '../support/wait.js';
 
 const OWNER = 'owner-token-0001';
@@ -36,12 +37,10 @@ let store: Store;
 let host: Host;
 let base: string;
 
+useEmbeddedStore((opened) => (store = opened));
 beforeAll(async () => {
-  bus = createMemoryBus();
-  store = await createStore({ driver: 'pglite', dataDir: 'memory://', embedded: true });
-  host = await startTestHost({
+  ({ bus, host } = await startOnMemoryBus({
     services: [auth, eventRouter, queryAnalyzer, moderation, commands, persistence, finalizer, gateway],
-    bus,
     listen: true,
     architecture: loadArchitecture(),
     env: {
@@ -54,14 +53,10 @@ beforeAll(async () => {
       LLM_PROVIDER: 'openai',
     },
     extra: { store },
-  });
+  }));
   base = `http://127.0.0.1:${host.port}`;
 });
-
-afterAll(async () => {
-  await host?.stop();
-  await store?.close();
-});
+releaseAfterAll(() => [host, bus]);
 
 // ------------------------------------------------------------------------------------------ helpers
 
