@@ -1,38 +1,35 @@
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { createMemoryBus, type MemoryBus } from '../../src/bus/index.js';
-import { createEnvelope, createStep, Topic, type Envelope } from '../../src/core/index.js';
+import { beforeAll, describe, expect, it } from 'vitest';
+import type { MemoryBus } from '../../src/bus/index.js';
+import { createStep, Topic, type Envelope } from '../../src/core/index.js';
 import type { Host } from '../../src/runtime/index.js';
 import { createQueryAnalyzer } from '../../src/services/query-analyzer/index.js';
-import { collect, startTestHost } from '../support/harness.js';
+import { chatEnvelope } from '../support/envelopes.js';
+import { startOnMemoryBus, type Observer } from '../support/harness.js';
+import { releaseAfterAll } from '../support/service-test.js';
 
 const TOPIC = 'internal.query-analyzer.v1';
 
-function chat(text: string): Envelope {
-  return createEnvelope({
-    type: 'external.chat.message.v1',
+const chat = (text: string): Envelope =>
+  chatEnvelope({
+    text,
     source: { platform: 'twitch', channel: 'modchan', channelId: 'modchan-id' },
-    user: { id: 'u-1', name: 'someone', displayName: 'someone', profileImageUrl: '', role: 'viewer' },
-    payload: { text },
+    user: { id: 'u-1', name: 'someone' },
     routingSlip: [createStep('query-analyzer')],
-    extra: { message: { text } },
   });
-}
 
 describe('moderation actions in /metrics', () => {
   let bus: MemoryBus;
   let host: Host;
-  let observer: Awaited<ReturnType<typeof collect>>;
+  let observer: Observer;
 
   beforeAll(async () => {
-    bus = createMemoryBus();
-    await bus.connect();
-    observer = await collect(bus, [Topic.finalizer, 'internal.router.v1']);
-    host = await startTestHost({ services: [createQueryAnalyzer()], bus, env: { ANALYZER_BLOCKLIST: 'buy followers' } });
+    ({ bus, host, observer } = await startOnMemoryBus({
+      services: [createQueryAnalyzer()],
+      observe: [Topic.finalizer, 'internal.router.v1'],
+      env: { ANALYZER_BLOCKLIST: 'buy followers' },
+    }));
   });
-  afterAll(async () => {
-    await host?.stop();
-    await bus?.close();
-  });
+  releaseAfterAll(() => [host, bus]);
 
   const analyse = async (envelope: Envelope) => {
     await bus.publish(TOPIC, new TextEncoder().encode(JSON.stringify(envelope)));
