@@ -3,8 +3,8 @@
  * auth, the router's reaction rules and the reactions service, and comes out as a PRIVMSG on the fake
  * IRC server, recorded by the finalizer. Real Twurple clients, memory bus, PGlite.
  */
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { createMemoryBus, type MemoryBus } from '../../src/bus/index.js';
+import { beforeAll, describe, expect, it } from 'vitest';
+import type { MemoryBus } from '../../src/bus/index.js';
 import { loadArchitecture, type Host } from '../../src/runtime/index.js';
 import authService from '../../src/services/auth/index.js';
 import { service as eventRouter } from '../../src/services/event-router/index.js';
@@ -12,8 +12,9 @@ import finalizer from '../../src/services/finalizer/index.js';
 import ingressEgress from '../../src/services/ingress-egress/index.js';
 import persistence from '../../src/services/persistence/index.js';
 import reactions, { updateReaction } from '../../src/services/reactions/index.js';
-import { createStore, type EventRecord, type Store } from '../../src/store/index.js';
-import { startTestHost } from '../support/harness.js';
+import type { EventRecord, Store } from '../../src/store/index.js';
+import { startOnMemoryBus } from '../support/harness.js';
+import { openEmbeddedStore, releaseAfterAll } from '../support/service-test.js';
 import { BOT, OTHER, STREAMER, startTwitchWorld, type TwitchWorld } from '../support/twitch-world.js';
 import { waitFor } from '../support/wait.js';
 
@@ -30,14 +31,11 @@ let bus: MemoryBus;
 let host: Host;
 
 beforeAll(async () => {
-  store = await createStore({ driver: 'pglite', dataDir: 'memory://', embedded: true });
-  await store.init();
+  store = await openEmbeddedStore();
   world = await startTwitchWorld();
   world.api.setStream(STREAMER.id, { title: 'Speedrun', gameName: 'Celeste', viewerCount: 12 });
-  bus = createMemoryBus();
-  host = await startTestHost({
+  ({ bus, host } = await startOnMemoryBus({
     services: [ingressEgress, authService, eventRouter, reactions, persistence, finalizer],
-    bus,
     env: {
       ...world.env(world.broadcasterEnv()),
       INSTANCE_ID: 'reactions-e2e',
@@ -47,17 +45,12 @@ beforeAll(async () => {
     },
     architecture: loadArchitecture(),
     extra: { store },
-  });
+  }));
   await world.api.waitFor(() => world.api.activeSubscriptions().length === 10, 20_000, 'all subscriptions of the broadcaster');
   await world.irc.waitFor(() => world.irc.joinedClients(STREAMER.login) > 0, 15_000);
 }, 60_000);
 
-afterAll(async () => {
-  await host?.stop();
-  await bus?.close();
-  await world?.stop();
-  await store?.close();
-});
+releaseAfterAll(() => [host, bus, world, store]);
 
 /** Sends a notification and waits for its final record. */
 async function notify(type: string, version: string, event: Record<string, unknown>): Promise<EventRecord> {
