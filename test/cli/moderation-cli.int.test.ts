@@ -1,29 +1,27 @@
 /** `bitbrat moderation` and `bitbrat toolkit` against a running api-gateway (loopback, port 0). */
-import { afterEach, beforeAll, describe, expect, it, vi } from 'vitest';
+import { afterEach, describe, expect, it, vi } from 'vitest';
 import { moderationCommand, toolkitCommand } from '../../src/cli/moderation.js';
 import { service as gateway } from '../../src/services/api-gateway/index.js';
 import { appendLog } from '../../src/services/moderation/index.js';
 import type { Store } from '../../src/store/index.js';
-import { startOnMemoryBus, type MemoryBusHost } from '../support/harness.js';
-import { releaseAfterAll, useEmbeddedStore } from '../support/service-test.js';
+import { useStoreAndServices } from '../support/service-test.js';
 
 const MODERATOR = 'moderator-token-01';
 
 let store: Store;
-let running: MemoryBusHost;
 let base: string;
 
-useEmbeddedStore((opened) => (store = opened));
-beforeAll(async () => {
-  running = await startOnMemoryBus({
+useStoreAndServices(
+  () => ({
     services: [gateway],
     listen: true,
     env: { INSTANCE_ID: 'modcli', HOST: '127.0.0.1', API_GATEWAY_TOKENS: `${MODERATOR}:moderator` },
-    extra: { store },
-  });
-  base = `http://127.0.0.1:${running.host.port}`;
-});
-releaseAfterAll(() => [running?.host, running?.bus]);
+  }),
+  (running) => {
+    store = running.store;
+    base = `http://127.0.0.1:${running.host.port}`;
+  },
+);
 afterEach(() => {
   vi.restoreAllMocks();
 });

@@ -23,8 +23,8 @@ import {
   service as gateway,
 } from '../../src/services/api-gateway/index.js';
 import { sendCommand } from '../../src/cli/send.js';
-import { collect, startOnMemoryBus } from '../support/harness.js';
-import { releaseAfterAll, useEmbeddedStore } from '../support/service-test.js';
+import { collect } from '../support/harness.js';
+import { useStoreAndServices } from '../support/service-test.js';
 import { waitFor } from '../support/wait.js';
 
 const OWNER = 'owner-token-0001';
@@ -37,9 +37,8 @@ let store: Store;
 let host: Host;
 let base: string;
 
-useEmbeddedStore((opened) => (store = opened));
-beforeAll(async () => {
-  ({ bus, host } = await startOnMemoryBus({
+useStoreAndServices(
+  () => ({
     services: [auth, eventRouter, queryAnalyzer, moderation, commands, persistence, finalizer, gateway],
     listen: true,
     architecture: loadArchitecture(),
@@ -52,11 +51,12 @@ beforeAll(async () => {
       // The router believes an LLM is configured, but this host runs no llm-bot: questions never come back.
       LLM_PROVIDER: 'openai',
     },
-    extra: { store },
-  }));
-  base = `http://127.0.0.1:${host.port}`;
-});
-releaseAfterAll(() => [host, bus]);
+  }),
+  (running) => {
+    ({ bus, store, host } = running);
+    base = `http://127.0.0.1:${host.port}`;
+  },
+);
 
 // ------------------------------------------------------------------------------------------ helpers
 

@@ -2,34 +2,32 @@
  * The moderation and toolkit API, in-process (fastify inject, no socket): filters, the log and undo,
  * timers, counters, quotes and giveaways, with clear 4xx answers for bad input and missing rights.
  */
-import { beforeAll, describe, expect, it } from 'vitest';
-import type { MemoryBus } from '../../src/bus/index.js';
+import { describe, expect, it } from 'vitest';
 import type { Envelope } from '../../src/core/index.js';
 import type { Host } from '../../src/runtime/index.js';
 import { service as gateway } from '../../src/services/api-gateway/index.js';
 import { appendLog, enterGiveaway, currentGiveaway, requestOf, type ModerationLogEntry } from '../../src/services/moderation/index.js';
 import type { Store } from '../../src/store/index.js';
-import { startOnMemoryBus, type Observer } from '../support/harness.js';
-import { releaseAfterAll, useEmbeddedStore } from '../support/service-test.js';
+import type { Observer } from '../support/harness.js';
+import { useStoreAndServices } from '../support/service-test.js';
 
 const MODERATOR = 'moderator-token-01';
 const VIEWER = 'viewer-token-0001';
 
-let bus: MemoryBus;
 let store: Store;
 let host: Host;
 let observer: Observer;
 
-useEmbeddedStore((opened) => (store = opened));
-beforeAll(async () => {
-  ({ bus, host, observer } = await startOnMemoryBus({
+useStoreAndServices(
+  () => ({
     services: [gateway],
     observe: ['internal.moderation.v1'],
     env: { INSTANCE_ID: 'modapi', API_GATEWAY_TOKENS: `${MODERATOR}:moderator,${VIEWER}:viewer` },
-    extra: { store },
-  }));
-});
-releaseAfterAll(() => [host, bus]);
+  }),
+  (running) => {
+    ({ store, host, observer } = running);
+  },
+);
 
 async function call(method: 'GET' | 'PUT' | 'POST' | 'DELETE', url: string, options: { token?: string; body?: unknown } = {}) {
   const response = await host.app.inject({

@@ -8,7 +8,7 @@ import { Topic } from '../../src/core/index.js';
 import { loadArchitecture, type Host } from '../../src/runtime/index.js';
 import type { ServiceDefinition } from '../../src/runtime/service.js';
 import { createStore, type Store } from '../../src/store/index.js';
-import { collect, startTestHost } from './harness.js';
+import { collect, startOnMemoryBus, startTestHost, type MemoryBusHost, type TestHostOptions } from './harness.js';
 
 /** Secrets that hold only TOKEN_ENCRYPTION_KEY: `char` 64 times (a hex digit makes a valid key). */
 export const tokenKeySecrets = (char: string) => ({
@@ -71,6 +71,31 @@ export async function release(...items: Releasable[]): Promise<void> {
 export function releaseAfterAll(started: () => Releasable[]): void {
   afterAll(async () => {
     await release(...started());
+  });
+}
+
+/** The services a file's tests share, on their own memory bus with an embedded store. */
+export type StoreAndServices = MemoryBusHost & { store: Store };
+
+/**
+ * Before the file's (or the describe block's) tests: an embedded store, then the services on their own
+ * memory bus with that store (`options()` as for `startOnMemoryBus`, asked for once the store is open);
+ * `started` receives all of it and may seed the store. After the tests: host, bus and store released.
+ */
+export function useStoreAndServices(
+  options: () => Omit<TestHostOptions, 'bus'> & { observe?: string[] },
+  started: (running: StoreAndServices) => void | Promise<void>,
+): void {
+  let running: StoreAndServices | undefined;
+  let store: Store | undefined;
+  beforeAll(async () => {
+    store = await openEmbeddedStore();
+    const wanted = options();
+    running = { ...(await startOnMemoryBus({ ...wanted, extra: { ...wanted.extra, store } })), store };
+    await started(running);
+  });
+  afterAll(async () => {
+    await release(running?.host, running?.bus, store);
   });
 }
 
