@@ -8,7 +8,7 @@ import { stepTopic } from '../core/index.js';
 import type { Store } from '../store/index.js';
 import * as records from '../services/moderation/records.js';
 import { MODERATION_STEP, channelOfKey, createModerationRequest } from '../services/moderation/requests.js';
-import { apiTarget, callApiOrReport, cliConfig, openBus, openStore } from './context.js';
+import { API_FLAGS, apiTarget, callApiOrReport, cliConfig, openBus, openStore } from './context.js';
 import { parseFlags } from './flags.js';
 
 export const MODERATION_USAGE = `bitbrat moderation filters <channel> [--set '{"links":{"allow":["youtube.com"]}}'] [--reset]
@@ -28,8 +28,7 @@ interface Operation {
 }
 
 const FLAGS = {
-  url: { type: 'string' },
-  token: { type: 'string' },
+  ...API_FLAGS,
   set: { type: 'string' },
   reset: { type: 'boolean' },
   channel: { type: 'string' },
