@@ -197,3 +197,17 @@ export async function startOnMemoryBus(options: Omit<TestHostOptions, 'bus'> & {
   const host = await startTestHost({ ...hostOptions, bus });
   return { bus, observer, host };
 }
+
+/** The host's /readyz: its status code and its body (the readiness of every component). */
+export async function readyz(host: Host): Promise<{ status: number; body: any }> {
+  const response = await host.app.inject({ method: 'GET', url: '/readyz' });
+  return { status: response.statusCode, body: response.json() };
+}
+
+/** Waits until the host's /readyz answers 200 (every service ready, every connector connected). */
+export async function waitUntilReady(host: Host, options: { timeoutMs?: number; message?: string } = {}): Promise<void> {
+  await waitFor(async () => (await readyz(host)).status === 200, {
+    timeoutMs: options.timeoutMs ?? 15_000,
+    message: options.message ?? '/readyz to answer 200',
+  });
+}
