@@ -11,17 +11,17 @@ const MODERATOR = 'moderator-token-01';
 let store: Store;
 let base: string;
 
-useStoreAndServices(
-  () => ({
+useStoreAndServices({
+  host: () => ({
     services: [gateway],
     listen: true,
     env: { INSTANCE_ID: 'modcli', HOST: '127.0.0.1', API_GATEWAY_TOKENS: `${MODERATOR}:moderator` },
   }),
-  (running) => {
+  started: (running) => {
     store = running.store;
     base = `http://127.0.0.1:${running.host.port}`;
   },
-);
+});
 afterEach(() => {
   vi.restoreAllMocks();
 });

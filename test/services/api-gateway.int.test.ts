@@ -37,8 +37,8 @@ let store: Store;
 let host: Host;
 let base: string;
 
-useStoreAndServices(
-  () => ({
+useStoreAndServices({
+  host: () => ({
     services: [auth, eventRouter, queryAnalyzer, moderation, commands, persistence, finalizer, gateway],
     listen: true,
     architecture: loadArchitecture(),
@@ -52,11 +52,11 @@ useStoreAndServices(
       LLM_PROVIDER: 'openai',
     },
   }),
-  (running) => {
+  started: (running) => {
     ({ bus, store, host } = running);
     base = `http://127.0.0.1:${host.port}`;
   },
-);
+});
 
 // ------------------------------------------------------------------------------------------ helpers
 

@@ -18,16 +18,16 @@ let store: Store;
 let host: Host;
 let observer: Observer;
 
-useStoreAndServices(
-  () => ({
+useStoreAndServices({
+  host: () => ({
     services: [gateway],
     observe: ['internal.moderation.v1'],
     env: { INSTANCE_ID: 'modapi', API_GATEWAY_TOKENS: `${MODERATOR}:moderator,${VIEWER}:viewer` },
   }),
-  (running) => {
+  started: (running) => {
     ({ store, host, observer } = running);
   },
-);
+});
 
 async function call(method: 'GET' | 'PUT' | 'POST' | 'DELETE', url: string, options: { token?: string; body?: unknown } = {}) {
   const response = await host.app.inject({

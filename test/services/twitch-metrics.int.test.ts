@@ -42,8 +42,8 @@ describe('Twitch metrics in /metrics', () => {
     await fake?.stop();
     restoreTwurple?.();
   });
-  useStoreAndServices(
-    () => ({
+  useStoreAndServices({
+    host: () => ({
       services: [service],
       observe: ['internal.ingress.v1', 'internal.finalizer.v1'],
       architecture: loadArchitecture(),
@@ -58,11 +58,11 @@ describe('Twitch metrics in /metrics', () => {
         SOURCE_HEARTBEAT_MS: '200',
       },
     }),
-    async (started) => {
+    started: async (started) => {
       running = started;
       await waitUntilReady(running.host, { message: 'readyz after joining' });
     },
-  );
+  });
 
   const chat = async (text: string) => {
     const id = fake.sendChat({ channel: CHANNEL, user: 'viewer', text });

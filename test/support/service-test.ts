@@ -78,21 +78,23 @@ export function releaseAfterAll(started: () => Releasable[]): void {
 export type StoreAndServices = MemoryBusHost & { store: Store };
 
 /**
- * Before the file's (or the describe block's) tests: an embedded store, then the services on their own
- * memory bus with that store (`options()` as for `startOnMemoryBus`, asked for once the store is open);
- * `started` receives all of it and may seed the store. After the tests: host, bus and store released.
+ * Before the file's (or the describe block's) tests: an embedded store, filled by `seed` when given, then
+ * the services on their own memory bus with that store (`host()` as for `startOnMemoryBus`, asked for once
+ * the store is open); `started` receives all of it. After the tests: host, bus and store released.
  */
-export function useStoreAndServices(
-  options: () => Omit<TestHostOptions, 'bus'> & { observe?: string[] },
-  started: (running: StoreAndServices) => void | Promise<void>,
-): void {
+export function useStoreAndServices(setup: {
+  seed?: (store: Store) => Promise<unknown>;
+  host: () => Omit<TestHostOptions, 'bus'> & { observe?: string[] };
+  started: (running: StoreAndServices) => void | Promise<void>;
+}): void {
   let running: StoreAndServices | undefined;
   let store: Store | undefined;
   beforeAll(async () => {
     store = await openEmbeddedStore();
-    const wanted = options();
-    running = { ...(await startOnMemoryBus({ ...wanted, extra: { ...wanted.extra, store } })), store };
-    await started(running);
+    await setup.seed?.(store);
+    const options = setup.host();
+    running = { ...(await startOnMemoryBus({ ...options, extra: { ...options.extra, store } })), store };
+    await setup.started(running);
   });
   afterAll(async () => {
     await release(running?.host, running?.bus, store);
