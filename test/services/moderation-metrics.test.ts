@@ -1,10 +1,8 @@
 import { beforeAll, describe, expect, it } from 'vitest';
-import type { MemoryBus } from '../../src/bus/index.js';
 import { createStep, Topic, type Envelope } from '../../src/core/index.js';
-import type { Host } from '../../src/runtime/index.js';
 import { createQueryAnalyzer } from '../../src/services/query-analyzer/index.js';
 import { chatEnvelope } from '../support/envelopes.js';
-import { startOnMemoryBus, type Observer } from '../support/harness.js';
+import { startOnMemoryBus, type MemoryBusHost } from '../support/harness.js';
 import { releaseAfterAll } from '../support/service-test.js';
 
 const TOPIC = 'internal.query-analyzer.v1';
@@ -18,31 +16,29 @@ const chat = (text: string): Envelope =>
   });
 
 describe('moderation actions in /metrics', () => {
-  let bus: MemoryBus;
-  let host: Host;
-  let observer: Observer;
+  let running: MemoryBusHost;
 
   beforeAll(async () => {
-    ({ bus, host, observer } = await startOnMemoryBus({
+    running = await startOnMemoryBus({
       services: [createQueryAnalyzer()],
       observe: [Topic.finalizer, 'internal.router.v1'],
       env: { ANALYZER_BLOCKLIST: 'buy followers' },
-    }));
+    });
   });
-  releaseAfterAll(() => [host, bus]);
+  releaseAfterAll(() => [running?.host, running?.bus]);
 
   const analyse = async (envelope: Envelope) => {
-    await bus.publish(TOPIC, new TextEncoder().encode(JSON.stringify(envelope)));
-    await observer.waitFor(Topic.finalizer, (value) => value.id === envelope.id);
+    await running.bus.publish(TOPIC, new TextEncoder().encode(JSON.stringify(envelope)));
+    await running.observer.waitFor(Topic.finalizer, (value) => value.id === envelope.id);
   };
   const suppressed = async () =>
-    (await host.metrics.platform.moderationActions.get()).values.find((value) => value.labels.action === 'suppressed')?.value ?? 0;
+    (await running.host.metrics.platform.moderationActions.get()).values.find((value) => value.labels.action === 'suppressed')?.value ?? 0;
 
   it('counts a suppressed spam message per platform and reason, and nothing for a clean one', async () => {
     await analyse(chat('nice run today'));
     expect(await suppressed()).toBe(0);
     await analyse(chat('BUY FOLLOWERS NOW at cheap-viewers.xyz'));
-    const values = (await host.metrics.platform.moderationActions.get()).values;
+    const values = (await running.host.metrics.platform.moderationActions.get()).values;
     expect(values).toEqual([expect.objectContaining({ labels: { platform: 'twitch', action: 'suppressed', reason: 'spam' }, value: 1 })]);
   });
 });

@@ -4,7 +4,7 @@
  * fake records the exact Helix calls, the warning comes back as a PRIVMSG, and the moderation log is in
  * the store. Memory bus, PGlite.
  */
-import { beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { MemoryBus } from '../../src/bus/index.js';
 import { stepTopic } from '../../src/core/index.js';
 import { loadArchitecture, type Host } from '../../src/runtime/index.js';
@@ -28,8 +28,7 @@ import persistence from '../../src/services/persistence/index.js';
 import queryAnalyzer from '../../src/services/query-analyzer/index.js';
 import type { EventRecord, Store } from '../../src/store/index.js';
 import type { RecordedRequest } from '../fakes/twitch-api.js';
-import { startOnMemoryBus } from '../support/harness.js';
-import { openEmbeddedStore, releaseAfterAll } from '../support/service-test.js';
+import { useStoreAndServices } from '../support/service-test.js';
 import { BOT, OTHER, STREAMER, startTwitchWorld, type TwitchWorld } from '../support/twitch-world.js';
 import { waitFor } from '../support/wait.js';
 
@@ -51,16 +50,21 @@ let host: Host;
 let clockOffsetMs = 0;
 
 beforeAll(async () => {
-  store = await openEmbeddedStore();
   world = await startTwitchWorld({ botScopes: BOT_SCOPES, channels: [STREAMER.login, OTHER.login] });
   // The bot moderates the streamer's channel, not the other one.
   world.api.addModerator(STREAMER.id, BOT.id);
   world.api.setStream(STREAMER.id, { title: 'Speedrun', gameName: 'Celeste' });
   world.api.setChannel(OTHER.id, { title: 'Cozy', gameName: 'Stardew Valley' });
-  await updateFilterSettings(store, `twitch:${STREAMER.login}`, {
-    blockedTerms: { terms: [{ pattern: 'scamcoin', ban: true }, { pattern: 'meanie' }] },
-  });
-  ({ bus, host } = await startOnMemoryBus({
+});
+afterAll(async () => {
+  await world?.stop();
+});
+useStoreAndServices({
+  seed: (opened) =>
+    updateFilterSettings(opened, `twitch:${STREAMER.login}`, {
+      blockedTerms: { terms: [{ pattern: 'scamcoin', ban: true }, { pattern: 'meanie' }] },
+    }),
+  host: () => ({
     services: [
       ingressEgress,
       authService,
@@ -79,12 +83,12 @@ beforeAll(async () => {
       MODERATION_TIMER_TICK_MS: '100',
     },
     architecture: loadArchitecture(),
-    extra: { store },
-  }));
-  await world.irc.waitFor(() => world.irc.joinedClients(STREAMER.login) > 0 && world.irc.joinedClients(OTHER.login) > 0, 15_000);
-}, 60_000);
-
-releaseAfterAll(() => [host, bus, world, store]);
+  }),
+  started: async (running) => {
+    ({ store, bus, host } = running);
+    await world.irc.waitFor(() => world.irc.joinedClients(STREAMER.login) > 0 && world.irc.joinedClients(OTHER.login) > 0, 15_000);
+  },
+});
 
 /** Chat from `user` in a channel; resolves with the message id once its final record is written. */
 async function chat(

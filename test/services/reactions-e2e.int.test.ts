@@ -3,9 +3,8 @@
  * auth, the router's reaction rules and the reactions service, and comes out as a PRIVMSG on the fake
  * IRC server, recorded by the finalizer. Real Twurple clients, memory bus, PGlite.
  */
-import { beforeAll, describe, expect, it } from 'vitest';
-import type { MemoryBus } from '../../src/bus/index.js';
-import { loadArchitecture, type Host } from '../../src/runtime/index.js';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { loadArchitecture } from '../../src/runtime/index.js';
 import authService from '../../src/services/auth/index.js';
 import { service as eventRouter } from '../../src/services/event-router/index.js';
 import finalizer from '../../src/services/finalizer/index.js';
@@ -13,8 +12,7 @@ import ingressEgress from '../../src/services/ingress-egress/index.js';
 import persistence from '../../src/services/persistence/index.js';
 import reactions, { updateReaction } from '../../src/services/reactions/index.js';
 import type { EventRecord, Store } from '../../src/store/index.js';
-import { startOnMemoryBus } from '../support/harness.js';
-import { openEmbeddedStore, releaseAfterAll } from '../support/service-test.js';
+import { useStoreAndServices } from '../support/service-test.js';
 import { BOT, OTHER, STREAMER, startTwitchWorld, type TwitchWorld } from '../support/twitch-world.js';
 import { waitFor } from '../support/wait.js';
 
@@ -27,14 +25,16 @@ const fan = () => {
 
 let store: Store;
 let world: TwitchWorld;
-let bus: MemoryBus;
-let host: Host;
 
 beforeAll(async () => {
-  store = await openEmbeddedStore();
   world = await startTwitchWorld();
   world.api.setStream(STREAMER.id, { title: 'Speedrun', gameName: 'Celeste', viewerCount: 12 });
-  ({ bus, host } = await startOnMemoryBus({
+});
+afterAll(async () => {
+  await world?.stop();
+});
+useStoreAndServices({
+  host: () => ({
     services: [ingressEgress, authService, eventRouter, reactions, persistence, finalizer],
     env: {
       ...world.env(world.broadcasterEnv()),
@@ -44,13 +44,13 @@ beforeAll(async () => {
       REACTIONS_FOLLOW_WINDOW_MS: '0',
     },
     architecture: loadArchitecture(),
-    extra: { store },
-  }));
-  await world.api.waitFor(() => world.api.activeSubscriptions().length === 10, 20_000, 'all subscriptions of the broadcaster');
-  await world.irc.waitFor(() => world.irc.joinedClients(STREAMER.login) > 0, 15_000);
-}, 60_000);
-
-releaseAfterAll(() => [host, bus, world, store]);
+  }),
+  started: async (running) => {
+    store = running.store;
+    await world.api.waitFor(() => world.api.activeSubscriptions().length === 10, 20_000, 'all subscriptions of the broadcaster');
+    await world.irc.waitFor(() => world.irc.joinedClients(STREAMER.login) > 0, 15_000);
+  },
+});
 
 /** Sends a notification and waits for its final record. */
 async function notify(type: string, version: string, event: Record<string, unknown>): Promise<EventRecord> {
