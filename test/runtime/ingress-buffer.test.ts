@@ -1,5 +1,5 @@
 import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
-import { createEnvelope, Topic, type Envelope } from '../../src/core/index.js';
+import { Topic, type Envelope } from '../../src/core/index.js';
 import { createIngressBuffer, createServiceIngress, INGRESS_RETRY_MAX_MS } from '../../src/runtime/ingress-buffer.js';
 import { createRuntimeMetrics } from '../../src/runtime/metrics.js';
 import { chatEnvelope } from '../support/envelopes.js';
