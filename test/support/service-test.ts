@@ -115,9 +115,7 @@ export interface Started {
 export function stopAfterEach(started: () => Started, reset?: () => void | Promise<void>): void {
   afterEach(async () => {
     const { host, bus, fakes = [] } = started();
-    await host?.stop();
-    await bus?.close();
-    for (const fake of fakes) await fake?.stop();
+    await release(host, bus, ...fakes);
     await reset?.();
   });
 }
