@@ -10,32 +10,16 @@ import { createOpenAI } from '@ai-sdk/openai';
 import { generateText } from 'ai';
 import { createMemoryBus } from '../src/bus/index.js';
 import { createEnvelope, createStep, Topic, type Envelope } from '../src/core/index.js';
-import { createHost, type Architecture } from '../src/runtime/index.js';
+import { createHost } from '../src/runtime/index.js';
 import { createLlmBotService } from '../src/services/llm-bot/index.js';
 import { createStore } from '../src/store/index.js';
 import { startFakeOpenAI } from '../test/fakes/openai.js';
+import { testArchitecture } from '../test/support/harness.js';
 import { percentile, round } from './stats.js';
 
 const LLM_TOPIC = 'internal.llm-bot.v1';
 
-const architecture: Architecture = {
-  version: 1,
-  name: 'bench',
-  defaults: { port: 0, health: [], env: [], secrets: [] },
-  services: {
-    'llm-bot': {
-      description: '',
-      entry: 'bench',
-      consumes: [LLM_TOPIC],
-      publishes: [],
-      paths: [],
-      env: [],
-      secrets: [],
-      scaling: { min: 1, max: 1 },
-      expose: false,
-    },
-  },
-};
+const architecture = testArchitecture([{ name: 'llm-bot', consumes: [LLM_TOPIC] }]);
 
 const QUESTIONS = [
   'what game is this?',

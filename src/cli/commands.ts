@@ -1,7 +1,7 @@
 import { BitBratError } from '../core/index.js';
 import { manageCommand, parseManageArgs, type ManageAction } from '../services/commands/manage.js';
 import type { CommandRecord } from '../store/index.js';
-import { apiTarget, callApiOrReport, cliConfig, openStore } from './context.js';
+import { API_FLAGS, apiTarget, callApiOrReport, cliConfig, openStore } from './context.js';
 import { parseFlags } from './flags.js';
 
 const ACTIONS: Record<string, ManageAction> = { list: 'list', add: 'add', edit: 'edit', delete: 'delete', del: 'delete' };
@@ -15,12 +15,7 @@ export async function commandsCommand(args: string[], env: Record<string, string
   // Options like -cd=5 belong to the command syntax, so only --json/--url/--token are flags here.
   const flagArgs = args.filter((arg) => arg.startsWith('--'));
   const rest = args.filter((arg) => !arg.startsWith('--'));
-  const { values } = parseFlags(
-    'commands',
-    flagArgs,
-    { json: { type: 'boolean' }, url: { type: 'string' }, token: { type: 'string' } },
-    false,
-  );
+  const { values } = parseFlags('commands', flagArgs, { json: { type: 'boolean' }, ...API_FLAGS }, false);
   const [sub, ...words] = rest;
   const action = sub ? ACTIONS[sub] : undefined;
   if (!action)

@@ -32,6 +32,9 @@ export async function openBus(config: Readonly<PlatformConfig>): Promise<Message
   return bus;
 }
 
+/** The flags of a command that goes through the running platform's API: where it listens, and the token. */
+export const API_FLAGS = { url: { type: 'string' }, token: { type: 'string' } } as const;
+
 /** The running platform's API: `--url`/API_URL or http://HOST:PORT, with `--token`/API_TOKEN or the embedded token file. */
 export async function apiTarget(
   config: Readonly<PlatformConfig>,

@@ -2,7 +2,7 @@ import { readFile } from 'node:fs/promises';
 import { BitBratError } from '../core/index.js';
 import { replayDeadLetter } from '../ops/dlq.js';
 import type { DeadLetterRecord } from '../store/index.js';
-import { apiTarget, callApiOrReport, cliConfig, openBus, openStore } from './context.js';
+import { API_FLAGS, apiTarget, callApiOrReport, cliConfig, openBus, openStore } from './context.js';
 import { parseFlags } from './flags.js';
 
 /**
@@ -16,8 +16,7 @@ export async function dlqCommand(args: string[], env: Record<string, string | un
     all: { type: 'boolean' },
     json: { type: 'boolean' },
     'raw-file': { type: 'string' },
-    url: { type: 'string' },
-    token: { type: 'string' },
+    ...API_FLAGS,
   });
   const [sub, id] = positionals;
   if (sub !== 'list' && sub !== 'replay') throw new BitBratError('BAD_REQUEST', 'bitbrat dlq: use "dlq list" or "dlq replay <id>"');

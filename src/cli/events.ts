@@ -1,5 +1,5 @@
 import { BitBratError } from '../core/index.js';
-import { apiTarget, callApiOrReport, cliConfig } from './context.js';
+import { API_FLAGS, apiTarget, callApiOrReport, cliConfig } from './context.js';
 import { parseFlags } from './flags.js';
 
 /** What `GET /api/events/stalled` lists (see src/services/api-gateway/stalled.ts). */
@@ -24,8 +24,7 @@ export async function eventsCommand(args: string[], env: Record<string, string |
     limit: { type: 'string' },
     json: { type: 'boolean' },
     reason: { type: 'string' },
-    url: { type: 'string' },
-    token: { type: 'string' },
+    ...API_FLAGS,
   });
   const [sub, id] = positionals;
   if (sub !== 'stalled' && sub !== 'dead-letter' && sub !== 'replay') {

@@ -38,6 +38,12 @@ Configuration comes from environment variables; see README.md.`;
 
 type Handler = (args: string[]) => Promise<number>;
 
+/** A command whose module is loaded only when it runs; it gets the arguments and the environment. */
+const loaded =
+  (load: () => Promise<(args: string[], env: Record<string, string | undefined>) => Promise<number>>): Handler =>
+  async (args) =>
+    await (await load())(args, readEnv());
+
 const commands: Record<string, Handler> = {
   async start(args) {
     const { values, positionals } = parseFlags('start', args, { services: { type: 'string' } }, false);
@@ -58,46 +64,16 @@ const commands: Record<string, Handler> = {
     const { runPlatform } = await import('./start.js');
     return await runPlatform({ services: [positionals[0]!], env: readEnv(), single: true });
   },
-  async send(args) {
-    const { sendCommand } = await import('./send.js');
-    return await sendCommand(args, readEnv());
-  },
-  async dlq(args) {
-    const { dlqCommand } = await import('./dlq.js');
-    return await dlqCommand(args, readEnv());
-  },
-  async events(args) {
-    const { eventsCommand } = await import('./events.js');
-    return await eventsCommand(args, readEnv());
-  },
-  async commands(args) {
-    const { commandsCommand } = await import('./commands.js');
-    return await commandsCommand(args, readEnv());
-  },
-  async reactions(args) {
-    const { reactionsCommand } = await import('./reactions.js');
-    return await reactionsCommand(args, readEnv());
-  },
-  async moderation(args) {
-    const { moderationCommand } = await import('./moderation.js');
-    return await moderationCommand(args, readEnv());
-  },
-  async toolkit(args) {
-    const { toolkitCommand } = await import('./moderation.js');
-    return await toolkitCommand(args, readEnv());
-  },
-  async infra(args) {
-    const { infraCommand } = await import('./infra.js');
-    return await infraCommand(args);
-  },
-  async up(args) {
-    const { upCommand } = await import('./up.js');
-    return await upCommand(args, readEnv());
-  },
-  async down(args) {
-    const { downCommand } = await import('./up.js');
-    return await downCommand(args, readEnv());
-  },
+  send: loaded(async () => (await import('./send.js')).sendCommand),
+  dlq: loaded(async () => (await import('./dlq.js')).dlqCommand),
+  events: loaded(async () => (await import('./events.js')).eventsCommand),
+  commands: loaded(async () => (await import('./commands.js')).commandsCommand),
+  reactions: loaded(async () => (await import('./reactions.js')).reactionsCommand),
+  moderation: loaded(async () => (await import('./moderation.js')).moderationCommand),
+  toolkit: loaded(async () => (await import('./moderation.js')).toolkitCommand),
+  infra: loaded(async () => (await import('./infra.js')).infraCommand),
+  up: loaded(async () => (await import('./up.js')).upCommand),
+  down: loaded(async () => (await import('./up.js')).downCommand),
   async schema(args) {
     const { positionals, values } = parseFlags('schema', args, { check: { type: 'boolean' } });
     if (positionals[0] !== 'write')

@@ -6,29 +6,9 @@
 import { BitBratError } from '../core/index.js';
 import { stepTopic } from '../core/index.js';
 import type { Store } from '../store/index.js';
-import {
-  addQuote,
-  cancelGiveaway,
-  deleteCounter,
-  deleteQuote,
-  deleteTimer,
-  drawGiveaway,
-  getFilterSettings,
-  getUndoableLogEntry,
-  listCounters,
-  listGiveaways,
-  listLog,
-  listQuotes,
-  listTimers,
-  parseChannelKey,
-  resetFilterSettings,
-  saveCounter,
-  saveTimer,
-  startGiveaway,
-  updateFilterSettings,
-} from '../services/moderation/records.js';
+import * as records from '../services/moderation/records.js';
 import { MODERATION_STEP, channelOfKey, createModerationRequest } from '../services/moderation/requests.js';
-import { apiTarget, callApiOrReport, cliConfig, openBus, openStore } from './context.js';
+import { API_FLAGS, apiTarget, callApiOrReport, cliConfig, openBus, openStore } from './context.js';
 import { parseFlags } from './flags.js';
 
 export const MODERATION_USAGE = `bitbrat moderation filters <channel> [--set '{"links":{"allow":["youtube.com"]}}'] [--reset]
@@ -48,8 +28,7 @@ interface Operation {
 }
 
 const FLAGS = {
-  url: { type: 'string' },
-  token: { type: 'string' },
+  ...API_FLAGS,
   set: { type: 'string' },
   reset: { type: 'boolean' },
   channel: { type: 'string' },
@@ -85,23 +64,31 @@ function parseJson(text: string): unknown {
 function moderationOperation(positionals: string[], values: Record<string, unknown>): Operation {
   const [sub, arg] = positionals;
   if (sub === 'filters' && arg) {
-    const channel = parseChannelKey(arg);
+    const channel = records.parseChannelKey(arg);
     if (values.reset)
-      return { method: 'DELETE', route: `/api/moderation/${enc(channel)}/filters`, direct: (store) => resetFilterSettings(store, channel) };
+      return {
+        method: 'DELETE',
+        route: `/api/moderation/${enc(channel)}/filters`,
+        direct: (store) => records.resetFilterSettings(store, channel),
+      };
     if (typeof values.set === 'string') {
       const patch = parseJson(values.set);
       return {
         method: 'PUT',
         route: `/api/moderation/${enc(channel)}/filters`,
         body: patch,
-        direct: (store) => updateFilterSettings(store, channel, patch),
+        direct: (store) => records.updateFilterSettings(store, channel, patch),
       };
     }
-    return { method: 'GET', route: `/api/moderation/${enc(channel)}/filters`, direct: (store) => getFilterSettings(store, channel) };
+    return {
+      method: 'GET',
+      route: `/api/moderation/${enc(channel)}/filters`,
+      direct: (store) => records.getFilterSettings(store, channel),
+    };
   }
   if (sub === 'log') {
     const query = {
-      ...(values.channel ? { channel: parseChannelKey(String(values.channel)) } : {}),
+      ...(values.channel ? { channel: records.parseChannelKey(String(values.channel)) } : {}),
       ...(values.user ? { user: String(values.user) } : {}),
       ...(values.limit ? { limit: int('limit', String(values.limit)) } : {}),
     };
@@ -109,7 +96,7 @@ function moderationOperation(positionals: string[], values: Record<string, unkno
     return {
       method: 'GET',
       route: `/api/moderation/log${search ? `?${search}` : ''}`,
-      direct: async (store) => ({ items: await listLog(store, query) }),
+      direct: async (store) => ({ items: await records.listLog(store, query) }),
     };
   }
   if (sub === 'undo' && arg) {
@@ -117,7 +104,7 @@ function moderationOperation(positionals: string[], values: Record<string, unkno
       method: 'POST',
       route: `/api/moderation/log/${enc(arg)}/undo`,
       async direct(store, env) {
-        const entry = await getUndoableLogEntry(store, arg);
+        const entry = await records.getUndoableLogEntry(store, arg);
         const envelope = createModerationRequest(
           { action: 'undo', logId: arg, reason: 'undo from the CLI' },
           { ...channelOfKey(entry.channel), by: { id: 'cli', login: 'cli', role: 'broadcaster' }, via: 'cli' },
@@ -135,79 +122,83 @@ function moderationOperation(positionals: string[], values: Record<string, unkno
   throw new BitBratError('BAD_REQUEST', `bitbrat moderation: use\n${MODERATION_USAGE}`);
 }
 
+/** What `toolkit timers|counters <channel> set <name>` sends, from the flags. */
+const SET_BODY: Record<records.NamedRecords, (name: string, values: Record<string, unknown>) => Record<string, unknown>> = {
+  timers: (name, values) => ({
+    name,
+    message: values.message,
+    ...(values.every ? { intervalMin: int('every', String(values.every)) } : {}),
+    ...(values.lines ? { minLines: int('lines', String(values.lines)) } : {}),
+    enabled: !values.off,
+  }),
+  counters: (name, values) => ({
+    name,
+    ...(values.response ? { response: values.response } : {}),
+    ...(values.value !== undefined ? { value: int('value', String(values.value)) } : {}),
+  }),
+};
+
 function toolkitOperation(positionals: string[], values: Record<string, unknown>): Operation {
   const [kind, rawChannel, action, name, ...rest] = positionals;
   if (!kind || !rawChannel) throw new BitBratError('BAD_REQUEST', `bitbrat toolkit: use\n${TOOLKIT_USAGE}`);
-  const channel = parseChannelKey(rawChannel);
+  const channel = records.parseChannelKey(rawChannel);
   const base = `/api/toolkit/${enc(channel)}`;
   const need = (what: string) => {
     if (!name) throw new BitBratError('BAD_REQUEST', `bitbrat toolkit ${kind} ${action}: give the ${what}`);
     return name;
   };
-  if (kind === 'timers') {
-    if (!action) return { method: 'GET', route: `${base}/timers`, direct: async (store) => ({ items: await listTimers(store, channel) }) };
+  if (kind === 'timers' || kind === 'counters') {
+    const named = records.NAMED_RECORDS[kind];
+    if (!action) return { method: 'GET', route: `${base}/${kind}`, direct: async (store) => ({ items: await named.list(store, channel) }) };
     if (action === 'delete')
       return {
         method: 'DELETE',
-        route: `${base}/timers/${enc(need('timer name'))}`,
-        direct: (store) => deleteTimer(store, channel, name!),
+        route: `${base}/${kind}/${enc(need(`${named.noun} name`))}`,
+        direct: (store) => named.remove(store, channel, name!),
       };
     if (action === 'set') {
-      const body = {
-        name: need('timer name'),
-        message: values.message,
-        ...(values.every ? { intervalMin: int('every', String(values.every)) } : {}),
-        ...(values.lines ? { minLines: int('lines', String(values.lines)) } : {}),
-        enabled: !values.off,
-      };
-      return { method: 'PUT', route: `${base}/timers/${enc(name!)}`, body, direct: (store) => saveTimer(store, channel, body) };
-    }
-  }
-  if (kind === 'counters') {
-    if (!action)
-      return { method: 'GET', route: `${base}/counters`, direct: async (store) => ({ items: await listCounters(store, channel) }) };
-    if (action === 'delete')
-      return {
-        method: 'DELETE',
-        route: `${base}/counters/${enc(need('counter name'))}`,
-        direct: (store) => deleteCounter(store, channel, name!),
-      };
-    if (action === 'set') {
-      const body = {
-        name: need('counter name'),
-        ...(values.response ? { response: values.response } : {}),
-        ...(values.value !== undefined ? { value: int('value', String(values.value)) } : {}),
-      };
-      return { method: 'PUT', route: `${base}/counters/${enc(name!)}`, body, direct: (store) => saveCounter(store, channel, body) };
+      const body = SET_BODY[kind](need(`${named.noun} name`), values);
+      return { method: 'PUT', route: `${base}/${kind}/${enc(name!)}`, body, direct: (store) => named.save(store, channel, body) };
     }
   }
   if (kind === 'quotes') {
-    if (!action) return { method: 'GET', route: `${base}/quotes`, direct: async (store) => ({ items: await listQuotes(store, channel) }) };
+    if (!action)
+      return { method: 'GET', route: `${base}/quotes`, direct: async (store) => ({ items: await records.listQuotes(store, channel) }) };
     if (action === 'add') {
       const text = [name, ...rest].filter(Boolean).join(' ');
       if (!text) throw new BitBratError('BAD_REQUEST', 'bitbrat toolkit quotes add: give the quote text');
       const body = { text, ...(values.game ? { game: String(values.game) } : {}) };
-      return { method: 'POST', route: `${base}/quotes`, body, direct: (store) => addQuote(store, channel, { ...body, addedBy: 'cli' }) };
+      return {
+        method: 'POST',
+        route: `${base}/quotes`,
+        body,
+        direct: (store) => records.addQuote(store, channel, { ...body, addedBy: 'cli' }),
+      };
     }
     if (action === 'delete') {
       const number = int('number', need('quote number'))!;
-      return { method: 'DELETE', route: `${base}/quotes/${number}`, direct: (store) => deleteQuote(store, channel, number) };
+      return { method: 'DELETE', route: `${base}/quotes/${number}`, direct: (store) => records.deleteQuote(store, channel, number) };
     }
   }
   if (kind === 'giveaway') {
     if (!action)
-      return { method: 'GET', route: `${base}/giveaways`, direct: async (store) => ({ items: await listGiveaways(store, channel) }) };
+      return {
+        method: 'GET',
+        route: `${base}/giveaways`,
+        direct: async (store) => ({ items: await records.listGiveaways(store, channel) }),
+      };
     if (action === 'start') {
       const body = {
         keyword: need('keyword'),
         ...(values.seconds ? { durationSec: int('seconds', String(values.seconds)) } : {}),
         ...(values.luck ? { subscriberLuck: int('luck', String(values.luck)) } : {}),
       };
-      return { method: 'POST', route: `${base}/giveaways`, body, direct: (store) => startGiveaway(store, channel, body, 'cli') };
+      return { method: 'POST', route: `${base}/giveaways`, body, direct: (store) => records.startGiveaway(store, channel, body, 'cli') };
     }
-    if (action === 'draw') return { method: 'POST', route: `${base}/giveaways/draw`, direct: (store) => drawGiveaway(store, channel) };
+    if (action === 'draw')
+      return { method: 'POST', route: `${base}/giveaways/draw`, direct: (store) => records.drawGiveaway(store, channel) };
     if (action === 'cancel')
-      return { method: 'POST', route: `${base}/giveaways/cancel`, direct: (store) => cancelGiveaway(store, channel) };
+      return { method: 'POST', route: `${base}/giveaways/cancel`, direct: (store) => records.cancelGiveaway(store, channel) };
   }
   throw new BitBratError('BAD_REQUEST', `bitbrat toolkit: use\n${TOOLKIT_USAGE}`);
 }

@@ -1,7 +1,7 @@
 import { BitBratError } from '../core/index.js';
 import { listReactions, updateReaction } from '../services/reactions/manage.js';
 import type { Reaction, ReactionUpdate } from '../services/reactions/reactions.js';
-import { apiTarget, callApiOrReport, cliConfig, openStore } from './context.js';
+import { API_FLAGS, apiTarget, callApiOrReport, cliConfig, openStore } from './context.js';
 import { parseFlags } from './flags.js';
 
 const USAGE =
@@ -15,8 +15,7 @@ const USAGE =
 export async function reactionsCommand(args: string[], env: Record<string, string | undefined>): Promise<number> {
   const { values, positionals } = parseFlags('reactions', args, {
     json: { type: 'boolean' },
-    url: { type: 'string' },
-    token: { type: 'string' },
+    ...API_FLAGS,
     on: { type: 'boolean' },
     off: { type: 'boolean' },
     template: { type: 'string' },

@@ -1,7 +1,7 @@
 import { randomUUID } from 'node:crypto';
 import WebSocket from 'ws';
 import { BitBratError } from '../core/index.js';
-import { apiTarget, cliConfig } from './context.js';
+import { API_FLAGS, apiTarget, cliConfig } from './context.js';
 import { parseFlags } from './flags.js';
 
 /** Exit codes of `bitbrat send`. */
@@ -28,8 +28,7 @@ export async function sendCommand(
     user: { type: 'string' },
     role: { type: 'string' },
     channel: { type: 'string' },
-    url: { type: 'string' },
-    token: { type: 'string' },
+    ...API_FLAGS,
     timeout: { type: 'string' },
   });
   const text = positionals.join(' ').trim();

@@ -1,5 +1,5 @@
 import { randomBytes, randomUUID } from 'node:crypto';
-import type { Candidate, Envelope, EnvelopeSource, EnvelopeUser, RoutingStep } from './envelope.js';
+import { EventType, type Candidate, type Envelope, type EnvelopeSource, type EnvelopeUser, type RoutingStep } from './envelope.js';
 import { Topic, stepTopic } from './topics.js';
 
 /** A new unique id (UUID v4). */
@@ -138,4 +138,40 @@ export function createStep(id: string, options: Partial<RoutingStep> = {}): Rout
 /** A text reply candidate. */
 export function createReply(source: string, text: string, metadata?: Record<string, unknown>): Candidate {
   return { id: newId(), kind: 'text', source, createdAt: new Date().toISOString(), text, ...(metadata ? { metadata } : {}) };
+}
+
+/** What every connector's source status says; persistence merges the payload into the `sources` document. */
+export interface SourceStatusInput {
+  /** When the status was taken: the envelope's time and the heartbeat in the metrics. */
+  at: Date;
+  /** The channel the source is (its platform is the payload's `platform`). */
+  source: EnvelopeSource;
+  sourceId: string;
+  displayName: string;
+  status: string;
+  authStatus: string;
+  /** The connector's counters; `lastHeartbeat` is added. */
+  metrics: Record<string, unknown>;
+  lastError: { code: string; message: string; at: string } | null;
+  /** The platform's own fields (latency, stream state, `metadata`). */
+  details: Record<string, unknown>;
+}
+
+/** A `system.source.status` envelope for internal.ingress.v1. */
+export function createSourceStatus(input: SourceStatusInput): Envelope {
+  return createEnvelope({
+    type: EventType.sourceStatus,
+    timestamp: input.at,
+    source: input.source,
+    payload: {
+      sourceId: input.sourceId,
+      platform: input.source.platform,
+      displayName: input.displayName,
+      status: input.status,
+      authStatus: input.authStatus,
+      metrics: { ...input.metrics, lastHeartbeat: input.at.toISOString() },
+      lastError: input.lastError,
+      ...input.details,
+    },
+  });
 }

@@ -24,6 +24,15 @@ export function twurpleMockApiPort(): string | undefined {
 
 const emptyToUndefined = (value: unknown) => (value === '' ? undefined : value);
 
+interface Bounds {
+  min?: number;
+  max?: number;
+}
+
+/** A number from env (`number` coerces and checks its kind) within `bounds`, `fallback` when unset. */
+const bounded = (number: z.ZodCoercedNumber, fallback: number, bounds: Required<Bounds>) =>
+  z.preprocess(emptyToUndefined, number.min(bounds.min).max(bounds.max).default(fallback));
+
 /** Environment helpers: strings from env coerced to typed values, '' treated as unset. */
 export const env = {
   string: (fallback?: string) =>
@@ -31,27 +40,17 @@ export const env = {
       ? z.preprocess(emptyToUndefined, z.string().optional())
       : z.preprocess(emptyToUndefined, z.string().default(fallback)),
   requiredString: () => z.preprocess(emptyToUndefined, z.string({ error: 'is required' }).min(1)),
-  int: (fallback: number, options: { min?: number; max?: number } = {}) =>
-    z.preprocess(
-      emptyToUndefined,
-      z.coerce
-        .number({ error: 'must be a number' })
-        .int('must be an integer')
-        .min(options.min ?? Number.MIN_SAFE_INTEGER)
-        .max(options.max ?? Number.MAX_SAFE_INTEGER)
-        .default(fallback),
-    ),
+  int: (fallback: number, options: Bounds = {}) =>
+    bounded(z.coerce.number({ error: 'must be a number' }).int('must be an integer'), fallback, {
+      min: options.min ?? Number.MIN_SAFE_INTEGER,
+      max: options.max ?? Number.MAX_SAFE_INTEGER,
+    }),
   /** A decimal number (prices, amounts of money). */
-  number: (fallback: number, options: { min?: number; max?: number } = {}) =>
-    z.preprocess(
-      emptyToUndefined,
-      z.coerce
-        .number({ error: 'must be a number' })
-        .finite('must be a finite number')
-        .min(options.min ?? -Number.MAX_VALUE)
-        .max(options.max ?? Number.MAX_VALUE)
-        .default(fallback),
-    ),
+  number: (fallback: number, options: Bounds = {}) =>
+    bounded(z.coerce.number({ error: 'must be a number' }).finite('must be a finite number'), fallback, {
+      min: options.min ?? -Number.MAX_VALUE,
+      max: options.max ?? Number.MAX_VALUE,
+    }),
   bool: (fallback: boolean) =>
     z.preprocess(
       (value) => {

@@ -124,37 +124,21 @@ export function createRuntimeMetrics(options: { defaultMetrics?: boolean } = {})
   const labelNames = ['service', 'topic'] as const;
   const refreshers = new Set<() => void>();
   const registers = [registry];
+  /** A counter or gauge on this registry (`labels`: its label names). */
+  const counter = <T extends string>(name: string, help: string, labels: readonly T[]) =>
+    new Counter<T>({ name, help, labelNames: labels, registers });
+  const gauge = <T extends string>(name: string, help: string, labels: readonly T[]) =>
+    new Gauge<T>({ name, help, labelNames: labels, registers });
   const platform: PlatformMetrics = {
-    chatReceived: new Counter({
-      name: 'bitbrat_chat_messages_received_total',
-      help: 'Chat messages received from a platform.',
-      labelNames: ['platform', 'channel'] as const,
-      registers,
-    }),
-    chatSent: new Counter({
-      name: 'bitbrat_chat_messages_sent_total',
-      help: 'Chat messages sent to a platform.',
-      labelNames: ['platform', 'channel'] as const,
-      registers,
-    }),
-    connectorReconnects: new Counter({
-      name: 'bitbrat_connector_reconnects_total',
-      help: 'Platform connector reconnects after a lost connection.',
-      labelNames: ['platform'] as const,
-      registers,
-    }),
-    connectorConnected: new Gauge({
-      name: 'bitbrat_connector_connected',
-      help: '1 while the platform connector is connected.',
-      labelNames: ['platform'] as const,
-      registers,
-    }),
-    eventsubNotifications: new Counter({
-      name: 'bitbrat_eventsub_notifications_total',
-      help: 'Twitch EventSub notifications received.',
-      labelNames: ['subscription_type'] as const,
-      registers,
-    }),
+    chatReceived: counter('bitbrat_chat_messages_received_total', 'Chat messages received from a platform.', ['platform', 'channel']),
+    chatSent: counter('bitbrat_chat_messages_sent_total', 'Chat messages sent to a platform.', ['platform', 'channel']),
+    connectorReconnects: counter('bitbrat_connector_reconnects_total', 'Platform connector reconnects after a lost connection.', [
+      'platform',
+    ]),
+    connectorConnected: gauge('bitbrat_connector_connected', '1 while the platform connector is connected.', ['platform']),
+    eventsubNotifications: counter('bitbrat_eventsub_notifications_total', 'Twitch EventSub notifications received.', [
+      'subscription_type',
+    ]),
     egressQueueDepth: new Gauge({
       name: 'bitbrat_egress_queue_depth',
       help: 'Replies waiting in a channel egress queue.',
@@ -164,42 +148,15 @@ export function createRuntimeMetrics(options: { defaultMetrics?: boolean } = {})
         for (const refresh of refreshers) refresh();
       },
     }),
-    egressReplies: new Counter({
-      name: 'bitbrat_egress_replies_total',
-      help: 'Replies by delivery result (delivered or the failure code).',
-      labelNames: ['platform', 'result'] as const,
-      registers,
-    }),
-    egressRateLimited: new Counter({
-      name: 'bitbrat_egress_rate_limited_total',
-      help: 'Replies refused with RATE_LIMITED.',
-      labelNames: ['platform', 'channel'] as const,
-      registers,
-    }),
-    llmRequests: new Counter({
-      name: 'bitbrat_llm_requests_total',
-      help: 'LLM requests by result.',
-      labelNames: ['provider', 'model', 'result'] as const,
-      registers,
-    }),
-    llmTokens: new Counter({
-      name: 'bitbrat_llm_tokens_total',
-      help: 'LLM tokens used, by direction (input, output).',
-      labelNames: ['provider', 'model', 'direction'] as const,
-      registers,
-    }),
-    llmCostUsd: new Counter({
-      name: 'bitbrat_llm_cost_usd_total',
-      help: 'Estimated LLM spend in US dollars.',
-      labelNames: ['provider', 'model'] as const,
-      registers,
-    }),
-    moderationActions: new Counter({
-      name: 'bitbrat_moderation_actions_total',
-      help: 'Moderation actions taken.',
-      labelNames: ['platform', 'action', 'reason'] as const,
-      registers,
-    }),
+    egressReplies: counter('bitbrat_egress_replies_total', 'Replies by delivery result (delivered or the failure code).', [
+      'platform',
+      'result',
+    ]),
+    egressRateLimited: counter('bitbrat_egress_rate_limited_total', 'Replies refused with RATE_LIMITED.', ['platform', 'channel']),
+    llmRequests: counter('bitbrat_llm_requests_total', 'LLM requests by result.', ['provider', 'model', 'result']),
+    llmTokens: counter('bitbrat_llm_tokens_total', 'LLM tokens used, by direction (input, output).', ['provider', 'model', 'direction']),
+    llmCostUsd: counter('bitbrat_llm_cost_usd_total', 'Estimated LLM spend in US dollars.', ['provider', 'model']),
+    moderationActions: counter('bitbrat_moderation_actions_total', 'Moderation actions taken.', ['platform', 'action', 'reason']),
   };
   return {
     platform,
@@ -220,30 +177,14 @@ export function createRuntimeMetrics(options: { defaultMetrics?: boolean } = {})
       labelNames,
       registers: [registry],
     }),
-    failed: new Counter({
-      name: 'bitbrat_messages_failed_total',
-      help: 'Handler failures (by error code).',
-      labelNames: ['service', 'topic', 'code'] as const,
-      registers: [registry],
-    }),
-    retried: new Counter({
-      name: 'bitbrat_messages_retried_total',
-      help: 'Retryable failures redelivered after a backoff.',
-      labelNames,
-      registers: [registry],
-    }),
-    deadLettered: new Counter({
-      name: 'bitbrat_messages_deadlettered_total',
-      help: 'Messages sent to the dead-letter topic (by reason).',
-      labelNames: ['service', 'topic', 'code'] as const,
-      registers: [registry],
-    }),
-    duplicates: new Counter({
-      name: 'bitbrat_messages_duplicate_total',
-      help: 'Redelivered duplicates recognised and skipped.',
-      labelNames,
-      registers: [registry],
-    }),
+    failed: counter('bitbrat_messages_failed_total', 'Handler failures (by error code).', ['service', 'topic', 'code']),
+    retried: counter('bitbrat_messages_retried_total', 'Retryable failures redelivered after a backoff.', labelNames),
+    deadLettered: counter('bitbrat_messages_deadlettered_total', 'Messages sent to the dead-letter topic (by reason).', [
+      'service',
+      'topic',
+      'code',
+    ]),
+    duplicates: counter('bitbrat_messages_duplicate_total', 'Redelivered duplicates recognised and skipped.', labelNames),
     handlerSeconds: new Histogram({
       name: 'bitbrat_handler_duration_seconds',
       help: 'Handler latency.',
@@ -257,12 +198,11 @@ export function createRuntimeMetrics(options: { defaultMetrics?: boolean } = {})
       registers: [registry],
     }),
     busMaxBytes: new Gauge({ name: 'bitbrat_bus_max_bytes', help: 'Size limit of that storage (0: none).', registers: [registry] }),
-    ingressLost: new Counter({
-      name: 'bitbrat_ingress_lost_total',
-      help: 'Ingress messages lost by a connector (by reason: buffer_full, shutdown).',
-      labelNames: ['service', 'platform', 'reason'] as const,
-      registers: [registry],
-    }),
+    ingressLost: counter('bitbrat_ingress_lost_total', 'Ingress messages lost by a connector (by reason: buffer_full, shutdown).', [
+      'service',
+      'platform',
+      'reason',
+    ]),
     eventsStalled: new Gauge({
       name: 'bitbrat_events_stalled',
       help: 'Events received but not finalized within STALLED_AFTER_MS.',

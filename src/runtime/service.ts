@@ -102,6 +102,36 @@ export interface RawConsumer {
 
 export type Consumer = EnvelopeConsumer | RawConsumer;
 
+/** What a chat platform's delivery of a reply reports: the envelope with its `delivery`, and why it failed. */
+export interface ReplyDeliveryOutcome {
+  envelope: Envelope;
+  /** Set when the stage must be recorded as failed: the code for errors[]. */
+  failure?: { code: string; message: string };
+}
+
+/**
+ * The egress stage of a chat platform: `deliver` sends the envelope's reply and records `delivery`, then
+ * the envelope goes on to finalization. A reply that could not go out fails the stage (errors[] and outcome
+ * failed, not retried) with the envelope's delivery saying why. A reply may wait for the platform's rate
+ * limits up to its deadline, so the bus does not redeliver it for two minutes.
+ */
+export function chatEgressStage(
+  platform: string,
+  deliver: (envelope: Envelope, handler: HandlerContext) => Promise<ReplyDeliveryOutcome>,
+): EnvelopeConsumer {
+  return {
+    mode: 'stage',
+    next: 'finalization',
+    ackWaitMs: 120_000,
+    platforms: [platform],
+    async handle(envelope, handler) {
+      const outcome = await deliver(envelope, handler);
+      if (outcome.failure) return failed(outcome.failure.code, outcome.failure.message, { envelope: outcome.envelope, retryable: false });
+      return continueWith(outcome.envelope);
+    },
+  };
+}
+
 /** Everything a service gets from the host. */
 export interface ServiceContext<C = Record<string, unknown>> {
   readonly name: string;

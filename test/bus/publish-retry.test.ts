@@ -23,6 +23,13 @@ async function fullTopic(): Promise<{ bus: MessageBus; attempts: () => number }>
   return { bus, attempts: () => attempts };
 }
 
+/** What `promise` rejects with (undefined when it resolves). */
+const rejectionOf = (promise: Promise<unknown>): Promise<unknown> =>
+  promise.then(
+    () => undefined,
+    (error: unknown) => error,
+  );
+
 afterEach(() => {
   vi.useRealTimers();
 });
@@ -31,22 +38,18 @@ describe('publish retries', () => {
   it('retries with doubling, capped delays and, when they run out, fails with PUBLISH_FAILED naming the attempts and the last cause', async () => {
     vi.useFakeTimers();
     const { bus, attempts } = await fullTopic();
-    const first = await bus.publish('full', encoder.encode('refused')).then(
-      () => undefined,
-      (error: unknown) => error,
-    );
+    const first = await rejectionOf(bus.publish('full', encoder.encode('refused')));
     expect(first).toMatchObject({ code: 'PUBLISH_FAILED', retryable: true });
     const delays: number[] = [];
-    const outcome = retryFailedPublish(
-      bus,
-      'full',
-      encoder.encode('refused'),
-      undefined,
-      { maxRetries: 4, baseDelayMs: 100, maxDelayMs: 500, onRetry: (_error, _attempt, delayMs) => delays.push(delayMs) },
-      first,
-    ).then(
-      () => undefined,
-      (error: unknown) => error,
+    const outcome = rejectionOf(
+      retryFailedPublish(
+        bus,
+        'full',
+        encoder.encode('refused'),
+        undefined,
+        { maxRetries: 4, baseDelayMs: 100, maxDelayMs: 500, onRetry: (_error, _attempt, delayMs) => delays.push(delayMs) },
+        first,
+      ),
     );
     await vi.runAllTimersAsync();
     const error = (await outcome) as BitBratError;
@@ -66,16 +69,15 @@ describe('publish retries', () => {
     const { bus, attempts } = await fullTopic();
     const fatal = new BitBratError('CONFIG_INVALID', 'no such topic', { retryable: false });
     const delays: number[] = [];
-    const error = await retryFailedPublish(
-      bus,
-      'full',
-      encoder.encode('x'),
-      undefined,
-      { maxRetries: 5, onRetry: (_error, _attempt, delayMs) => delays.push(delayMs) },
-      fatal,
-    ).then(
-      () => undefined,
-      (thrown: unknown) => thrown as BitBratError,
+    const error = await rejectionOf(
+      retryFailedPublish(
+        bus,
+        'full',
+        encoder.encode('x'),
+        undefined,
+        { maxRetries: 5, onRetry: (_error, _attempt, delayMs) => delays.push(delayMs) },
+        fatal,
+      ),
     );
     expect(attempts()).toBe(0);
     expect(delays).toEqual([]);

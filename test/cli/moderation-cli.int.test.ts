@@ -1,37 +1,26 @@
 /** `bitbrat moderation` and `bitbrat toolkit` against a running api-gateway (loopback, port 0). */
-import { afterAll, afterEach, beforeAll, describe, expect, it, vi } from 'vitest';
-import { createMemoryBus, type MemoryBus } from '../../src/bus/index.js';
+import { afterEach, describe, expect, it, vi } from 'vitest';
 import { moderationCommand, toolkitCommand } from '../../src/cli/moderation.js';
-import type { Host } from '../../src/runtime/index.js';
 import { service as gateway } from '../../src/services/api-gateway/index.js';
 import { appendLog } from '../../src/services/moderation/index.js';
-import { createStore, type Store } from '../../src/store/index.js';
-import { startTestHost } from '../support/harness.js';
+import type { Store } from '../../src/store/index.js';
+import { useStoreAndServices } from '../support/service-test.js';
 
 const MODERATOR = 'moderator-token-01';
 
-let bus: MemoryBus;
 let store: Store;
-let host: Host;
 let base: string;
 
-beforeAll(async () => {
-  bus = createMemoryBus();
-  await bus.connect();
-  store = await createStore({ driver: 'pglite', dataDir: 'memory://', embedded: true });
-  host = await startTestHost({
+useStoreAndServices({
+  host: () => ({
     services: [gateway],
-    bus,
     listen: true,
     env: { INSTANCE_ID: 'modcli', HOST: '127.0.0.1', API_GATEWAY_TOKENS: `${MODERATOR}:moderator` },
-    extra: { store },
-  });
-  base = `http://127.0.0.1:${host.port}`;
-});
-afterAll(async () => {
-  await host?.stop();
-  await bus?.close();
-  await store?.close();
+  }),
+  started: (running) => {
+    store = running.store;
+    base = `http://127.0.0.1:${running.host.port}`;
+  },
 });
 afterEach(() => {
   vi.restoreAllMocks();

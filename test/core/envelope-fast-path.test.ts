@@ -13,6 +13,7 @@ import {
   fastValidateEnvelope,
   validateEnvelope,
 } from '../../src/core/index.js';
+import { sameShape } from '../support/same-shape.js';
 
 /**
  * validateEnvelope's fast path, derived from EnvelopeSchema, must accept exactly what zod accepts (it
@@ -119,26 +120,6 @@ function mutate(base: Record<string, unknown>): unknown {
     }
   }
   return copy;
-}
-
-/** Same keys in the same order, same prototypes, same leaves. */
-function sameShape(a: unknown, b: unknown, at = ''): string | undefined {
-  if (typeof a !== typeof b) return `${at}: ${typeof a} vs ${typeof b}`;
-  if (a === null || typeof a !== 'object') return Object.is(a, b) ? undefined : `${at}: ${String(a)} vs ${String(b)}`;
-  if (Object.getPrototypeOf(a) !== Object.getPrototypeOf(b)) return `${at}: prototype`;
-  const keysA = Reflect.ownKeys(a);
-  const keysB = Reflect.ownKeys(b as object);
-  if (keysA.length !== keysB.length || keysA.some((key, index) => key !== keysB[index]))
-    return `${at}: keys ${keysA.map(String)} vs ${keysB.map(String)}`;
-  for (const key of keysA) {
-    const difference = sameShape(
-      (a as Record<PropertyKey, unknown>)[key],
-      (b as Record<PropertyKey, unknown>)[key],
-      `${at}.${String(key)}`,
-    );
-    if (difference) return difference;
-  }
-  return undefined;
 }
 
 const fixtureNames = readdirSync(path.join(root, 'test', 'fixtures')).filter((name) => name.endsWith('.json'));

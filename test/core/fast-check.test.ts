@@ -1,32 +1,13 @@
 import { describe, expect, it } from 'vitest';
 import { z } from 'zod';
 import { DEFER, deriveFastCheck, type DeriveOptions } from '../../src/core/index.js';
+import { sameShape } from '../support/same-shape.js';
 
 /**
  * The check derived from a zod schema must accept exactly what zod accepts, build the same value, and
  * leave everything else (every refusal included) to zod. Each construct the walker supports gets a
  * small schema here, and a constraint added to a schema must show up in the check derived from it.
  */
-
-/** Same keys in the same order, same prototypes, same leaves. */
-function sameShape(a: unknown, b: unknown, at = ''): string | undefined {
-  if (typeof a !== typeof b) return `${at}: ${typeof a} vs ${typeof b}`;
-  if (a === null || typeof a !== 'object') return Object.is(a, b) ? undefined : `${at}: ${String(a)} vs ${String(b)}`;
-  if (Object.getPrototypeOf(a) !== Object.getPrototypeOf(b)) return `${at}: prototype`;
-  const keysA = Reflect.ownKeys(a);
-  const keysB = Reflect.ownKeys(b as object);
-  if (keysA.length !== keysB.length || keysA.some((key, index) => key !== keysB[index]))
-    return `${at}: keys ${keysA.map(String)} vs ${keysB.map(String)}`;
-  for (const key of keysA) {
-    const difference = sameShape(
-      (a as Record<PropertyKey, unknown>)[key],
-      (b as Record<PropertyKey, unknown>)[key],
-      `${at}.${String(key)}`,
-    );
-    if (difference) return difference;
-  }
-  return undefined;
-}
 
 /** Both modes: straight-line code and the closure fallback used where eval is unavailable. */
 const modes: Array<[string, DeriveOptions]> = [

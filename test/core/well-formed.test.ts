@@ -1,5 +1,6 @@
 import { describe, expect, it } from 'vitest';
-import { createEnvelope, validateEnvelope, wellFormedDeep, wellFormedText } from '../../src/core/index.js';
+import { validateEnvelope, wellFormedDeep, wellFormedText } from '../../src/core/index.js';
+import { chatEnvelope } from '../support/envelopes.js';
 
 describe('well-formed text', () => {
   it('replaces NUL and lone surrogates with U+FFFD and keeps surrogate pairs', () => {
@@ -18,12 +19,11 @@ describe('well-formed text', () => {
   });
 
   it('makes every string of a built envelope well-formed, so a console or platform message can be recorded', () => {
-    const envelope = createEnvelope({
-      type: 'external.chat.message.v1',
+    const envelope = chatEnvelope({
+      text: 'hi\u0000there \uDC00',
       source: { platform: 'api', channel: 'con\u0000sole', channelId: 'console' },
-      user: { id: 'u', name: 'eve\uD800', displayName: 'Eve', profileImageUrl: '', role: 'viewer' },
-      payload: { text: 'hi\u0000there \uDC00' },
-      extra: { message: { id: 'm1', text: 'hi\u0000there \uDC00' } },
+      user: { id: 'u', name: 'eve\uD800', displayName: 'Eve' },
+      messageId: 'm1',
     });
     expect(envelope.payload.text).toBe('hi\uFFFDthere \uFFFD');
     expect(envelope.message?.text).toBe('hi\uFFFDthere \uFFFD');

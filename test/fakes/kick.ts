@@ -152,6 +152,18 @@ export async function startFakeKick(options: FakeKickOptions = {}): Promise<Fake
   const oauthError = (res: ServerResponse, status: number, error: string, description: string) =>
     sendJson(res, status, { error, error_description: description });
 
+  /** Answers a token grant with a fresh pair for `userId`, as Kick's token endpoint does. */
+  const grantTokens = (res: ServerResponse, userId: number, scope: string) => {
+    const issued = issueToken(userId, scope);
+    return sendJson(res, 200, {
+      access_token: issued.accessToken,
+      token_type: 'Bearer',
+      refresh_token: issued.refreshToken,
+      expires_in: options.expiresIn ?? 7200,
+      scope,
+    });
+  };
+
   const handleToken = (res: ServerResponse, form: URLSearchParams) => {
     if (form.get('client_id') !== clientId || form.get('client_secret') !== clientSecret)
       return oauthError(res, 401, 'invalid_client', 'client authentication failed');
@@ -165,14 +177,7 @@ export async function startFakeKick(options: FakeKickOptions = {}): Promise<Fake
       if (!/^[A-Za-z0-9._~-]{43,128}$/.test(verifier) || base64url(createHash('sha256').update(verifier).digest()) !== code.challenge) {
         return oauthError(res, 400, 'invalid_grant', 'code_verifier does not match the code_challenge');
       }
-      const issued = issueToken(code.userId, code.scope);
-      return sendJson(res, 200, {
-        access_token: issued.accessToken,
-        token_type: 'Bearer',
-        refresh_token: issued.refreshToken,
-        expires_in: options.expiresIn ?? 7200,
-        scope: code.scope,
-      });
+      return grantTokens(res, code.userId, code.scope);
     }
     if (grant === 'refresh_token') {
       const old = refreshTokens.get(form.get('refresh_token') ?? '');
@@ -180,14 +185,7 @@ export async function startFakeKick(options: FakeKickOptions = {}): Promise<Fake
       if (!old || !previous) return oauthError(res, 400, 'invalid_grant', 'unknown refresh token');
       refreshTokens.delete(form.get('refresh_token')!);
       tokens.delete(old);
-      const issued = issueToken(previous.userId, previous.scope);
-      return sendJson(res, 200, {
-        access_token: issued.accessToken,
-        token_type: 'Bearer',
-        refresh_token: issued.refreshToken,
-        expires_in: options.expiresIn ?? 7200,
-        scope: previous.scope,
-      });
+      return grantTokens(res, previous.userId, previous.scope);
     }
     return oauthError(res, 400, 'unsupported_grant_type', `grant_type ${grant ?? '(none)'} is not supported`);
   };

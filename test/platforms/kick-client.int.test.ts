@@ -17,19 +17,11 @@ import {
 } from '../../src/platforms/kick/index.js';
 import { loadTracingConfig } from '../../src/runtime/tracing-config.js';
 import { createTracing } from '../../src/runtime/tracing.js';
-import { createStore, type Store } from '../../src/store/index.js';
+import type { Store } from '../../src/store/index.js';
 import { startFakeKick, type FakeKick } from '../fakes/kick.js';
 import { startFakeOtlpCollector } from '../fakes/otlp.js';
-
-const TOKEN_KEY = { get: async (name: string) => (name === 'TOKEN_ENCRYPTION_KEY' ? 'b'.repeat(64) : undefined) };
-const EVENTS = [
-  'chat.message.sent',
-  'channel.followed',
-  'channel.subscription.new',
-  'channel.subscription.renewal',
-  'channel.subscription.gifts',
-  'livestream.status.updated',
-];
+import { KICK_EVENTS, seedKickStreamer } from '../support/kick.js';
+import { openEmbeddedStore } from '../support/service-test.js';
 
 describe('the Kick client against the fake Kick', () => {
   let fake: FakeKick;
@@ -37,22 +29,14 @@ describe('the Kick client against the fake Kick', () => {
 
   beforeAll(async () => {
     fake = await startFakeKick();
-    fake.users.set(1001, { user_id: 1001, name: 'Streamer' });
-    fake.users.set(2002, { user_id: 2002, name: 'BratBot' });
-    fake.channels.set('streamer', {
-      broadcaster_user_id: 1001,
-      slug: 'streamer',
-      stream_title: 'Speedruns',
-      stream: { is_live: true, start_time: '2025-01-01T00:00:00Z', viewer_count: 42 },
-    });
+    seedKickStreamer(fake, { is_live: true, start_time: '2025-01-01T00:00:00Z', viewer_count: 42 });
     fake.channels.set('friend', {
       broadcaster_user_id: 1003,
       slug: 'friend',
       stream_title: '',
       stream: { is_live: false, start_time: '0001-01-01T00:00:00Z', viewer_count: 0 },
     });
-    store = await createStore({ driver: 'pglite', dataDir: 'memory://', embedded: true, secrets: TOKEN_KEY });
-    await store.init();
+    store = await openEmbeddedStore({ tokenKey: 'b' });
   });
   afterAll(async () => {
     await store?.close();
@@ -144,49 +128,28 @@ describe('the Kick client against the fake Kick', () => {
     fake.loginAs(1001);
     const pkce = createPkcePair();
     const redirectUri = 'http://localhost:9/oauth/kick/callback';
-    const authorize = await fetch(
-      kickAuthorizeUrl({
-        authUrl: fake.url,
-        clientId: fake.clientId,
-        redirectUri,
-        scopes: ['user:read', 'events:subscribe'],
-        state: 'st',
-        challenge: pkce.challenge,
-      }),
-      { redirect: 'manual' },
-    );
-    expect(authorize.status).toBe(302);
-    const code = new URL(authorize.headers.get('location')!).searchParams.get('code')!;
-    const wrong = await exchangeKickCode({
-      authUrl: fake.url,
-      clientId: fake.clientId,
-      clientSecret: fake.clientSecret,
-      code,
-      redirectUri,
-      verifier: createPkcePair().verifier,
-    }).catch((error: unknown) => error);
+    /** Kick's authorize step for the logged-in user: the code it redirects back with. */
+    const authorize = async () => {
+      const response = await fetch(
+        kickAuthorizeUrl({
+          authUrl: fake.url,
+          clientId: fake.clientId,
+          redirectUri,
+          scopes: ['user:read', 'events:subscribe'],
+          state: 'st',
+          challenge: pkce.challenge,
+        }),
+        { redirect: 'manual' },
+      );
+      expect(response.status).toBe(302);
+      return new URL(response.headers.get('location')!).searchParams.get('code')!;
+    };
+    const exchange = (code: string, verifier: string) =>
+      exchangeKickCode({ authUrl: fake.url, clientId: fake.clientId, clientSecret: fake.clientSecret, code, redirectUri, verifier });
+    const wrong = await exchange(await authorize(), createPkcePair().verifier).catch((error: unknown) => error);
     expect(wrong).toMatchObject({ status: 400, message: expect.stringContaining('code_verifier') });
 
-    const again = await fetch(
-      kickAuthorizeUrl({
-        authUrl: fake.url,
-        clientId: fake.clientId,
-        redirectUri,
-        scopes: ['user:read', 'events:subscribe'],
-        state: 'st',
-        challenge: pkce.challenge,
-      }),
-      { redirect: 'manual' },
-    );
-    const code2 = new URL(again.headers.get('location')!).searchParams.get('code')!;
-    const tokens = await exchangeKickCode({
-      authUrl: fake.url,
-      clientId: fake.clientId,
-      clientSecret: fake.clientSecret,
-      code: code2,
-      redirectUri,
-      verifier: pkce.verifier,
-    });
+    const tokens = await exchange(await authorize(), pkce.verifier);
     expect(tokens).toMatchObject({ token_type: 'Bearer', scope: 'user:read events:subscribe', expires_in: 7200 });
     const refreshed = await refreshKickToken({
       authUrl: fake.url,
@@ -266,14 +229,14 @@ describe('the Kick client against the fake Kick', () => {
     const first = await reconcileKickSubscriptions(client, [1001]);
     expect(first.kept).toHaveLength(1);
     expect(first.deleted).toHaveLength(2);
-    expect(first.created.map((entry) => entry.event).sort()).toEqual(EVENTS.filter((event) => event !== 'chat.message.sent').sort());
-    expect(first.active['1001']!.sort()).toEqual([...EVENTS].sort());
+    expect(first.created.map((entry) => entry.event).sort()).toEqual(KICK_EVENTS.filter((event) => event !== 'chat.message.sent').sort());
+    expect(first.active['1001']!.sort()).toEqual([...KICK_EVENTS].sort());
     expect(fake.subscriptions.map((sub) => `${sub.broadcaster_user_id}:${sub.event}`).sort()).toEqual(
-      EVENTS.map((event) => `1001:${event}`).sort(),
+      KICK_EVENTS.map((event) => `1001:${event}`).sort(),
     );
     expect(fake.requestsTo('/public/v1/events/subscriptions', 'POST').at(-1)!.body).toContain('"method":"webhook"');
     const second = await reconcileKickSubscriptions(client, [1001]);
     expect(second).toMatchObject({ created: [], deleted: [] });
-    expect(second.kept).toHaveLength(EVENTS.length);
+    expect(second.kept).toHaveLength(KICK_EVENTS.length);
   });
 });

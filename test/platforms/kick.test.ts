@@ -20,6 +20,7 @@ import {
 } from '../../src/platforms/kick/index.js';
 import { kickPkceVerifier, signKickState, verifyKickState } from '../../src/services/oauth-flow/kick.js';
 import { kickSetupHint } from '../../src/services/kick/index.js';
+import { KICK_BROADCASTER as BROADCASTER, kickViewer } from '../support/kick.js';
 
 const { publicKey, privateKey } = generateKeyPairSync('rsa', { modulusLength: 2048 });
 const PEM = publicKey.export({ type: 'spki', format: 'pem' }).toString();
@@ -39,30 +40,13 @@ function signed(body: string, options: { messageId?: string; timestamp?: string;
   } as Record<string, string>;
 }
 
-const BROADCASTER = {
-  is_anonymous: false,
-  user_id: 1001,
-  username: 'Streamer',
-  is_verified: true,
-  profile_picture: '',
-  channel_slug: 'streamer',
-  identity: null,
-};
-const VIEWER = {
-  is_anonymous: false,
-  user_id: 3003,
-  username: 'Viewer_Vic',
-  is_verified: false,
-  profile_picture: '',
-  channel_slug: 'viewer_vic',
-  identity: {
-    username_color: '#FF5733',
-    badges: [
-      { text: 'Moderator', type: 'moderator' },
-      { text: 'Subscriber', type: 'subscriber', count: 3 },
-    ],
-  },
-};
+const VIEWER = kickViewer({
+  username_color: '#FF5733',
+  badges: [
+    { text: 'Moderator', type: 'moderator' },
+    { text: 'Subscriber', type: 'subscriber', count: 3 },
+  ],
+});
 
 describe('Kick webhook verification', () => {
   const body = JSON.stringify({ message_id: 'm1', content: 'hi' });

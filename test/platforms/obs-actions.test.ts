@@ -12,6 +12,7 @@ import {
 import { buildEventSubEnvelope } from '../../src/platforms/twitch/eventsub.js';
 import { alertFromEnvelope } from '../../src/services/api-gateway/overlay.js';
 import { sceneCommand } from '../../src/services/commands/scene.js';
+import { EVENTSUB_BROADCASTER, EVENTSUB_EVENTS } from '../support/eventsub-events.js';
 
 const chat = (role: string): Envelope =>
   createEnvelope({
@@ -28,7 +29,7 @@ const eventsub = (kind: string, event: Record<string, unknown>) =>
     version: '1',
     event,
     receivedAt: new Date(),
-    broadcaster: { id: '1', login: 'streamer' },
+    broadcaster: { id: EVENTSUB_BROADCASTER.id, login: EVENTSUB_BROADCASTER.login },
   });
 
 describe('OBS actions in an envelope', () => {
@@ -74,66 +75,18 @@ describe('OBS actions in an envelope', () => {
 });
 
 describe('alerts for the overlay', () => {
-  const b = { broadcaster_user_id: '1', broadcaster_user_login: 'streamer', broadcaster_user_name: 'Streamer' };
-
   it('maps follows, subs, gifts, cheers and raids to alerts with the names and numbers the templates use', () => {
-    expect(alertFromEnvelope(eventsub('channel.follow', { user_id: '2', user_login: 'fan', user_name: 'Fan', ...b }))).toMatchObject({
-      kind: 'follow',
-      name: 'Fan',
-    });
-    expect(
-      alertFromEnvelope(
-        eventsub('channel.subscribe', { user_id: '3', user_login: 'sub', user_name: 'Sub', ...b, tier: '3000', is_gift: false }),
-      ),
-    ).toMatchObject({ kind: 'sub', name: 'Sub', tier: 3 });
-    expect(
-      alertFromEnvelope(
-        eventsub('channel.subscription.gift', {
-          user_id: null,
-          user_login: null,
-          user_name: null,
-          ...b,
-          total: 5,
-          tier: '1000',
-          is_anonymous: true,
-        }),
-      ),
-    ).toMatchObject({ kind: 'gift', name: 'Anonymous', count: 5, tier: 1 });
-    expect(
-      alertFromEnvelope(
-        eventsub('channel.cheer', {
-          is_anonymous: false,
-          user_id: '4',
-          user_login: 'ch',
-          user_name: 'Ch',
-          ...b,
-          message: 'Cheer50',
-          bits: 50,
-        }),
-      ),
-    ).toMatchObject({ kind: 'cheer', name: 'Ch', bits: 50, message: 'Cheer50' });
-    expect(
-      alertFromEnvelope(
-        eventsub('channel.raid', {
-          from_broadcaster_user_id: '5',
-          from_broadcaster_user_login: 'r',
-          from_broadcaster_user_name: 'R',
-          to_broadcaster_user_id: '1',
-          to_broadcaster_user_login: 'streamer',
-          to_broadcaster_user_name: 'Streamer',
-          viewers: 9,
-        }),
-      ),
-    ).toMatchObject({ kind: 'raid', name: 'R', viewers: 9 });
+    const alertFor = (kind: string) => alertFromEnvelope(eventsub(kind, EVENTSUB_EVENTS[kind]!));
+    expect(alertFor('channel.follow')).toMatchObject({ kind: 'follow', name: 'Fan_One' });
+    expect(alertFor('channel.subscribe')).toMatchObject({ kind: 'sub', name: 'Subber', tier: 2 });
+    expect(alertFor('channel.subscription.gift')).toMatchObject({ kind: 'gift', name: 'Anonymous', count: 5, tier: 1 });
+    expect(alertFor('channel.cheer')).toMatchObject({ kind: 'cheer', name: 'Cheerer', bits: 100, message: 'Cheer100 great run' });
+    expect(alertFor('channel.raid')).toMatchObject({ kind: 'raid', name: 'Raider', viewers: 37 });
   });
 
   it('shows no alert for a gifted sub (its gift event already does), a channel update or a chat message', () => {
-    expect(
-      alertFromEnvelope(
-        eventsub('channel.subscribe', { user_id: '3', user_login: 'sub', user_name: 'Sub', ...b, tier: '1000', is_gift: true }),
-      ),
-    ).toBeUndefined();
-    expect(alertFromEnvelope(eventsub('channel.update', { ...b, title: 'x' }))).toBeUndefined();
+    expect(alertFromEnvelope(eventsub('channel.subscribe', { ...EVENTSUB_EVENTS['channel.subscribe'], is_gift: true }))).toBeUndefined();
+    expect(alertFromEnvelope(eventsub('channel.update', EVENTSUB_EVENTS['channel.update']!))).toBeUndefined();
     expect(alertFromEnvelope(chat('viewer'))).toBeUndefined();
   });
 });

@@ -1,15 +1,15 @@
 import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
-import { createEnvelope, Topic, type Envelope } from '../../src/core/index.js';
+import { Topic, type Envelope } from '../../src/core/index.js';
 import { createIngressBuffer, createServiceIngress, INGRESS_RETRY_MAX_MS } from '../../src/runtime/ingress-buffer.js';
 import { createRuntimeMetrics } from '../../src/runtime/metrics.js';
+import { chatEnvelope } from '../support/envelopes.js';
 
 const chat = (text: string): Envelope =>
-  createEnvelope({
-    type: 'external.chat.message.v1',
+  chatEnvelope({
+    text,
     source: { platform: 'twitch', channel: 'chan', channelId: 'chan-id' },
-    user: { id: 'u1', name: 'viewer', displayName: 'viewer', profileImageUrl: '', role: 'viewer' },
-    payload: { text },
-    extra: { message: { id: `m-${text}`, text } },
+    user: { id: 'u1', name: 'viewer' },
+    messageId: `m-${text}`,
   });
 
 const textOf = (envelope: Envelope) => (envelope.payload as { text: string }).text;
@@ -29,6 +29,23 @@ function flakyBus() {
     },
   };
   return bus;
+}
+
+/**
+ * A buffer of `max` messages in front of a bus that is down; each message it loses is recorded in `lost`
+ * as `entry` makes it from the envelope and the reason.
+ */
+function bufferWhileDown<T>(max: number, entry: (envelope: Envelope, reason: string) => T) {
+  const bus = flakyBus();
+  const lost: T[] = [];
+  const buffer = createIngressBuffer({
+    publish: bus.publish,
+    max,
+    logger: quietLogger(),
+    onLost: (envelope, reason) => lost.push(entry(envelope, reason)),
+  });
+  bus.down = true;
+  return { bus, lost, buffer };
 }
 
 describe('the ingress buffer', () => {
@@ -57,15 +74,7 @@ describe('the ingress buffer', () => {
   });
 
   it('counts every message over the bound as lost, naming the reason, and keeps the ones it holds', async () => {
-    const bus = flakyBus();
-    const lost: Array<{ text: string; reason: string }> = [];
-    const buffer = createIngressBuffer({
-      publish: bus.publish,
-      max: 2,
-      logger: quietLogger(),
-      onLost: (envelope, reason) => lost.push({ text: textOf(envelope), reason }),
-    });
-    bus.down = true;
+    const { bus, lost, buffer } = bufferWhileDown(2, (envelope, reason) => ({ text: textOf(envelope), reason }));
     for (const text of ['a', 'b', 'c', 'd']) buffer.push(chat(text));
     expect(lost).toEqual([
       { text: 'c', reason: 'buffer_full' },
@@ -79,15 +88,7 @@ describe('the ingress buffer', () => {
   });
 
   it('holds room for a sender that retries, refuses it without a loss when the room is not there, and gives unused room back', async () => {
-    const bus = flakyBus();
-    const lost: string[] = [];
-    const buffer = createIngressBuffer({
-      publish: bus.publish,
-      max: 3,
-      logger: quietLogger(),
-      onLost: (envelope) => lost.push(textOf(envelope)),
-    });
-    bus.down = true;
+    const { bus, lost, buffer } = bufferWhileDown(3, (envelope) => textOf(envelope));
     buffer.push(chat('a'));
     const held = buffer.reserve(2);
     expect(held).toBeDefined();
@@ -113,15 +114,7 @@ describe('the ingress buffer', () => {
   });
 
   it('on close, flushes what it can within the bound and counts the rest as lost', async () => {
-    const bus = flakyBus();
-    const lost: string[] = [];
-    const buffer = createIngressBuffer({
-      publish: bus.publish,
-      max: 10,
-      logger: quietLogger(),
-      onLost: (envelope, reason) => lost.push(`${textOf(envelope)}:${reason}`),
-    });
-    bus.down = true;
+    const { lost, buffer } = bufferWhileDown(10, (envelope, reason) => `${textOf(envelope)}:${reason}`);
     buffer.push(chat('x'));
     buffer.push(chat('y'));
     const closing = buffer.close(1_000);

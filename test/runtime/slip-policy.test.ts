@@ -35,6 +35,20 @@ function envelopeWith(slip: string[], options: { egress?: boolean; reply?: boole
   return envelope;
 }
 
+/** Where a finished envelope goes next: the topic, and the suffix of the message id that keeps a redelivery single. */
+const HAND_ON = {
+  egress: { topic: Topic.egress, key: 'egress' },
+  finalization: { topic: Topic.finalizer, key: 'final' },
+} as const;
+/** The publish order that hands `envelope` on to egress or the finalizer with `outcome`. */
+const handOn = (hop: keyof typeof HAND_ON, envelope: Envelope, outcome: string) => ({
+  action: 'publish',
+  hop,
+  topic: HAND_ON[hop].topic,
+  msgId: `${envelope.id}:${HAND_ON[hop].key}`,
+  outcome,
+});
+
 /** The envelope after step `done` of its slip ran (marked OK), as the engine hands it to nextHop. */
 function after(envelope: Envelope, done: number, kind: 'continue' | 'skip' | 'handled' = 'continue'): Envelope {
   recordSuccess(envelope, done, kind, NOW);
@@ -76,35 +90,17 @@ describe('step mode', () => {
 
   it('continue on the last step with a reply and an egress destination goes to egress as completed', () => {
     const envelope = after(envelopeWith(['a'], { egress: true, reply: true }), 0);
-    expect(hop({ mode: 'step', envelope, stepIndex: 0 })).toEqual({
-      action: 'publish',
-      hop: 'egress',
-      topic: Topic.egress,
-      msgId: `${envelope.id}:egress`,
-      outcome: 'completed',
-    });
+    expect(hop({ mode: 'step', envelope, stepIndex: 0 })).toEqual(handOn('egress', envelope, 'completed'));
   });
 
   it('continue on the last step without a reply is finalized as completed even when there is an egress destination', () => {
     const envelope = after(envelopeWith(['a'], { egress: true }), 0);
-    expect(hop({ mode: 'step', envelope, stepIndex: 0 })).toEqual({
-      action: 'publish',
-      hop: 'finalization',
-      topic: Topic.finalizer,
-      msgId: `${envelope.id}:final`,
-      outcome: 'completed',
-    });
+    expect(hop({ mode: 'step', envelope, stepIndex: 0 })).toEqual(handOn('finalization', envelope, 'completed'));
   });
 
   it('skip on the last step without a reply goes to egress when the sender waits to hear the ending (qos.reportEnding)', () => {
     const envelope = after({ ...envelopeWith(['a'], { egress: true }), qos: { reportEnding: true } }, 0, 'skip');
-    expect(hop({ mode: 'step', envelope, stepIndex: 0, result: { kind: 'skip' } })).toEqual({
-      action: 'publish',
-      hop: 'egress',
-      topic: Topic.egress,
-      msgId: `${envelope.id}:egress`,
-      outcome: 'completed',
-    });
+    expect(hop({ mode: 'step', envelope, stepIndex: 0, result: { kind: 'skip' } })).toEqual(handOn('egress', envelope, 'completed'));
     // Without an egress destination there is nobody to tell: finalized as before.
     const nowhere = after({ ...envelopeWith(['a']), qos: { reportEnding: true } }, 0, 'skip');
     expect(hop({ mode: 'step', envelope: nowhere, stepIndex: 0, result: { kind: 'skip' } })).toMatchObject({
@@ -115,13 +111,7 @@ describe('step mode', () => {
 
   it('a recorded failure goes to egress as failed when the sender waits to hear the ending, but never from the egress stage itself', () => {
     const envelope = { ...envelopeWith(['a'], { egress: true }), qos: { reportEnding: true } };
-    expect(failureHop('step', envelope, 0, 'internal.a.v1', 'X', 'x')).toEqual({
-      action: 'publish',
-      hop: 'egress',
-      topic: Topic.egress,
-      msgId: `${envelope.id}:egress`,
-      outcome: 'failed',
-    });
+    expect(failureHop('step', envelope, 0, 'internal.a.v1', 'X', 'x')).toEqual(handOn('egress', envelope, 'failed'));
     expect(failureHop('stage', envelope, -1, Topic.egress, 'X', 'x')).toMatchObject({ action: 'publish', hop: 'finalization' });
     expect(failureHop('step', envelopeWith(['a'], { egress: true }), 0, 'internal.a.v1', 'X', 'x')).toMatchObject({
       action: 'publish',
@@ -350,30 +340,32 @@ describe('failures (R4/R5)', () => {
     expect(envelope.delivery).toBeUndefined();
   });
 
-  it('a failure outside a step is recorded on the envelope without a step', () => {
-    const envelope = envelopeWith([]);
+  /** Records a first, not retried failure of `service` that ran outside any step (a stage or a sink). */
+  const failOutsideStep = (
+    envelope: Envelope,
+    service: string,
+    failure: { code: string; message: string },
+    extra: { deliveryTopic?: string } = {},
+  ) =>
     recordFailure(envelope, {
-      failure: { kind: 'failed', code: 'FORBIDDEN', message: 'no' },
+      failure: { kind: 'failed', ...failure },
       exhausted: false,
       attempt: 1,
-      service: 'svc',
+      service,
       stepIndex: -1,
       now: NOW,
+      ...extra,
     });
+
+  it('a failure outside a step is recorded on the envelope without a step', () => {
+    const envelope = envelopeWith([]);
+    failOutsideStep(envelope, 'svc', { code: 'FORBIDDEN', message: 'no' });
     expect(envelope.errors).toEqual([{ code: 'FORBIDDEN', message: 'no', service: 'svc', at: NOW, retryable: false }]);
   });
 
   it('the egress stage records an undelivered reply with the failure code', () => {
     const envelope = envelopeWith([]);
-    recordFailure(envelope, {
-      failure: { kind: 'failed', code: 'DEADLINE', message: 'late' },
-      exhausted: false,
-      attempt: 1,
-      service: 'egress',
-      stepIndex: -1,
-      now: NOW,
-      deliveryTopic: Topic.egress,
-    });
+    failOutsideStep(envelope, 'egress', { code: 'DEADLINE', message: 'late' }, { deliveryTopic: Topic.egress });
     expect(envelope.delivery).toEqual({ delivered: false, at: NOW, destination: Topic.egress, reason: 'DEADLINE' });
   });
 

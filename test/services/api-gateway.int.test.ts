@@ -2,12 +2,12 @@ import { once } from 'node:events';
 import { mkdtemp, readFile, rm, stat } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { beforeAll, describe, expect, it } from 'vitest';
 import WebSocket from 'ws';
-import { createMemoryBus, type MemoryBus } from '../../src/bus/index.js';
+import type { MemoryBus } from '../../src/bus/index.js';
 import { createEnvelope, createReply, instanceEgressTopic, type DeadLetter, type Envelope } from '../../src/core/index.js';
 import { knownSteps, loadArchitecture, type Host } from '../../src/runtime/index.js';
-import { createStore, type Store } from '../../src/store/index.js';
+import type { Store } from '../../src/store/index.js';
 import { service as auth } from '../../src/services/auth/index.js';
 import { service as eventRouter } from '../../src/services/event-router/index.js';
 import { service as queryAnalyzer } from '../../src/services/query-analyzer/index.js';
@@ -23,7 +23,8 @@ import {
   service as gateway,
 } from '../../src/services/api-gateway/index.js';
 import { sendCommand } from '../../src/cli/send.js';
-import { collect, startTestHost } from '../support/harness.js';
+import { collect } from '../support/harness.js';
+import { useStoreAndServices } from '../support/service-test.js';
 import { waitFor } from '../support/wait.js';
 
 const OWNER = 'owner-token-0001';
@@ -36,12 +37,9 @@ let store: Store;
 let host: Host;
 let base: string;
 
-beforeAll(async () => {
-  bus = createMemoryBus();
-  store = await createStore({ driver: 'pglite', dataDir: 'memory://', embedded: true });
-  host = await startTestHost({
+useStoreAndServices({
+  host: () => ({
     services: [auth, eventRouter, queryAnalyzer, moderation, commands, persistence, finalizer, gateway],
-    bus,
     listen: true,
     architecture: loadArchitecture(),
     env: {
@@ -53,14 +51,11 @@ beforeAll(async () => {
       // The router believes an LLM is configured, but this host runs no llm-bot: questions never come back.
       LLM_PROVIDER: 'openai',
     },
-    extra: { store },
-  });
-  base = `http://127.0.0.1:${host.port}`;
-});
-
-afterAll(async () => {
-  await host?.stop();
-  await store?.close();
+  }),
+  started: (running) => {
+    ({ bus, store, host } = running);
+    base = `http://127.0.0.1:${host.port}`;
+  },
 });
 
 // ------------------------------------------------------------------------------------------ helpers

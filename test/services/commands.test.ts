@@ -1,8 +1,5 @@
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { createMemoryBus, type MessageBus } from '../../src/bus/index.js';
-import { createEnvelope, createStep, Topic, type Envelope } from '../../src/core/index.js';
-import type { Host } from '../../src/runtime/index.js';
-import { permissionsFor } from '../../src/services/auth/roles.js';
+import { beforeAll, describe, expect, it } from 'vitest';
+import { Topic, type Envelope } from '../../src/core/index.js';
 import {
   createCommandsService,
   formatDuration,
@@ -11,17 +8,11 @@ import {
   renderTemplate,
   streamInfo,
 } from '../../src/services/commands/index.js';
-import { createStore, type Store } from '../../src/store/index.js';
-import { collect, startTestHost } from '../support/harness.js';
-import { waitFor } from '../support/wait.js';
+import type { Store } from '../../src/store/index.js';
+import { sayToCommands, type Chatter } from '../support/commands.js';
+import { startOnMemoryBus, type MemoryBusHost } from '../support/harness.js';
+import { releaseAfterAll, useEmbeddedStore } from '../support/service-test.js';
 
-const encoder = new TextEncoder();
-
-interface Chatter {
-  id: string;
-  name: string;
-  role: string;
-}
 const viewer: Chatter = { id: 'v1', name: 'alice', role: 'viewer' };
 const viewer2: Chatter = { id: 'v2', name: 'bob', role: 'viewer' };
 const viewer3: Chatter = { id: 'v3', name: 'carl', role: 'viewer' };
@@ -87,16 +78,15 @@ describe('command helpers (pure)', () => {
 
 describe('the commands service', () => {
   let store: Store;
-  let bus: MessageBus;
-  let host: Host;
-  let observer: Awaited<ReturnType<typeof collect>>;
+  let running: MemoryBusHost;
 
+  useEmbeddedStore((opened) => (store = opened));
   beforeAll(async () => {
-    store = await createStore({ driver: 'pglite', dataDir: 'memory://', embedded: true });
-    bus = createMemoryBus();
-    await bus.connect();
-    observer = await collect(bus, [Topic.egress, Topic.finalizer, Topic.deadletter]);
-    host = await startTestHost({ services: [createCommandsService()], bus, extra: { store } });
+    running = await startOnMemoryBus({
+      services: [createCommandsService()],
+      observe: [Topic.egress, Topic.finalizer, Topic.deadletter],
+      extra: { store },
+    });
     const startedAt = new Date(Date.now() - (83 * 60 + 10) * 1000).toISOString();
     await store.mergeSource({
       id: 'twitch:streamer',
@@ -107,11 +97,7 @@ describe('the commands service', () => {
     });
     await store.mergeSource({ id: 'twitch:quiet', platform: 'twitch', streamStatus: 'offline' });
   });
-  afterAll(async () => {
-    await host?.stop();
-    await bus?.close();
-    await store?.close();
-  });
+  releaseAfterAll(() => [running?.host, running?.bus]);
 
   /** Sends a chat line as the commands step and returns the reply (undefined when there is none). */
   async function say(
@@ -120,30 +106,12 @@ describe('the commands service', () => {
     channel = 'streamer',
     platform = 'twitch',
   ): Promise<{ reply?: string; envelope: Envelope }> {
-    const envelope = createEnvelope({
-      type: 'external.chat.message.v1',
-      source: { platform, channel, channelId: '1', egressDestination: Topic.egress },
-      user: {
-        id: who.id,
-        name: who.name,
-        displayName: who.name[0]!.toUpperCase() + who.name.slice(1),
-        profileImageUrl: '',
-        role: who.role,
-        permissions: permissionsFor([who.role]),
-      },
-      payload: { text },
-      routingSlip: [createStep('commands')],
-      extra: { message: { text } },
+    const out = await sayToCommands(running.bus, running.observer, {
+      text,
+      who,
+      displayName: who.name[0]!.toUpperCase() + who.name.slice(1),
+      source: { platform, channel, channelId: '1' },
     });
-    await bus.publish('internal.commands.v1', encoder.encode(JSON.stringify(envelope)));
-    const out = await waitFor(
-      () =>
-        observer.received.find((item) => item.value.id === envelope.id && item.topic !== Topic.deadletter)?.value as Envelope | undefined,
-      {
-        timeoutMs: 15_000,
-        message: `the outcome of ${text}`,
-      },
-    );
     return { reply: out.candidates?.[0]?.text, envelope: out };
   }
 
@@ -151,7 +119,7 @@ describe('the commands service', () => {
     const { reply, envelope } = await say('!ping');
     expect(reply).toBe('pong');
     expect(envelope.routingSlip[0]?.status).toBe('OK');
-    expect(observer.envelopes(Topic.egress).some((value) => value.id === envelope.id)).toBe(true);
+    expect(running.observer.envelopes(Topic.egress).some((value) => value.id === envelope.id)).toBe(true);
   });
 
   it('answers !uptime from the stream state: live with the duration, or offline', async () => {
@@ -245,13 +213,7 @@ describe('the commands service', () => {
 
 describe('manageCommand (the CLI entry point)', () => {
   let store: Store;
-  beforeAll(async () => {
-    store = await createStore({ driver: 'pglite', dataDir: 'memory://', embedded: true });
-    await store.init();
-  });
-  afterAll(async () => {
-    await store?.close();
-  });
+  useEmbeddedStore((opened) => (store = opened));
 
   it('adds with defaults, lists, edits only what is given, and deletes', async () => {
     const added = await manageCommand(store, 'add', { name: '!Discord', response: 'join us at discord.gg/x' });

@@ -11,7 +11,7 @@ import { reconnectDelayMs } from '../../src/platforms/twitch/chat.js';
 import service from '../../src/services/ingress-egress/index.js';
 import { createStore, type Store } from '../../src/store/index.js';
 import { startFakeTwitchIrc, type FakeTwitchIrc } from '../fakes/twitch-irc.js';
-import { collect, startTestHost } from '../support/harness.js';
+import { collect, readyz, startTestHost } from '../support/harness.js';
 import { waitFor } from '../support/wait.js';
 
 const TOKEN = 'secret-chat-token-abc123';
@@ -20,11 +20,6 @@ const CHANNEL = 'mychan';
 const INSTANCE = 'ie-test-1';
 
 const encoder = new TextEncoder();
-
-async function readyz(host: Host): Promise<{ status: number; body: any }> {
-  const response = await host.app.inject({ method: 'GET', url: '/readyz' });
-  return { status: response.statusCode, body: response.json() };
-}
 
 async function debug(host: Host): Promise<{ text: string; body: any }> {
   const response = await host.app.inject({ method: 'GET', url: '/_debug/twitch' });

@@ -23,41 +23,17 @@ import moderation from '../../src/services/moderation/index.js';
 import persistence from '../../src/services/persistence/index.js';
 import reactions from '../../src/services/reactions/index.js';
 import { createQueryAnalyzer } from '../../src/services/query-analyzer/index.js';
-import { createStore, type Store } from '../../src/store/index.js';
+import type { Store } from '../../src/store/index.js';
 import { startFakeKick, type FakeKick } from '../fakes/kick.js';
 import { collect, startTestHost } from '../support/harness.js';
+import { KICK_BROADCASTER as BROADCASTER, KICK_EVENTS, kickViewer, seedKickStreamer, staleKickSubscription } from '../support/kick.js';
 import { waitForComponent, waitForSource } from '../support/pipeline.js';
 import { createRefusingBus, type RefusingBus } from '../support/refusing-bus.js';
+import { openEmbeddedStore, useEmbeddedStore } from '../support/service-test.js';
 import { waitFor } from '../support/wait.js';
 
-const TOKEN_KEY = { get: async (name: string) => (name === 'TOKEN_ENCRYPTION_KEY' ? 'c'.repeat(64) : undefined) };
 const INSTANCE = 'kick-test-1';
-const BROADCASTER = {
-  is_anonymous: false,
-  user_id: 1001,
-  username: 'Streamer',
-  is_verified: true,
-  profile_picture: '',
-  channel_slug: 'streamer',
-  identity: null,
-};
-const VIEWER = {
-  is_anonymous: false,
-  user_id: 3003,
-  username: 'Viewer_Vic',
-  is_verified: false,
-  profile_picture: '',
-  channel_slug: 'viewer_vic',
-  identity: { username_color: '#00FF00', badges: [] },
-};
-const EVENTS = [
-  'chat.message.sent',
-  'channel.followed',
-  'channel.subscription.new',
-  'channel.subscription.renewal',
-  'channel.subscription.gifts',
-  'livestream.status.updated',
-];
+const VIEWER = kickViewer({ username_color: '#00FF00', badges: [] });
 
 /** The shipped rules: the reaction rules answer Kick's follows and subs as they do Twitch's. */
 async function rulesFile(_dir: string): Promise<string> {
@@ -121,16 +97,8 @@ describe('the kick service with the fake Kick', () => {
     dir = await mkdtemp(path.join(tmpdir(), 'bitbrat-kick-'));
     rules = await rulesFile(dir);
     fake = await startFakeKick();
-    fake.users.set(1001, { user_id: 1001, name: 'Streamer' });
-    fake.users.set(2002, { user_id: 2002, name: 'BratBot' });
-    fake.channels.set('streamer', {
-      broadcaster_user_id: 1001,
-      slug: 'streamer',
-      stream_title: 'Speedruns',
-      stream: { is_live: false, start_time: '0001-01-01T00:00:00Z', viewer_count: 0 },
-    });
-    store = await createStore({ driver: 'pglite', dataDir: 'memory://', embedded: true, secrets: TOKEN_KEY });
-    await store.init();
+    seedKickStreamer(fake, { is_live: false, start_time: '0001-01-01T00:00:00Z', viewer_count: 0 });
+    store = await openEmbeddedStore({ tokenKey: 'c' });
     const broadcaster = fake.issueToken(1001);
     await store.putToken({
       id: 'kick:broadcaster',
@@ -144,36 +112,9 @@ describe('the kick service with the fake Kick', () => {
     seedToken = fake.issueToken(2002).accessToken;
     // Left over from an earlier configuration: another channel, and a duplicate.
     fake.subscriptions.push(
-      {
-        id: 'old-1',
-        app_id: fake.clientId,
-        broadcaster_user_id: 1003,
-        event: 'channel.followed',
-        version: 1,
-        method: 'webhook',
-        created_at: '',
-        updated_at: '',
-      },
-      {
-        id: 'old-2',
-        app_id: fake.clientId,
-        broadcaster_user_id: 1001,
-        event: 'chat.message.sent',
-        version: 1,
-        method: 'webhook',
-        created_at: '',
-        updated_at: '',
-      },
-      {
-        id: 'old-3',
-        app_id: fake.clientId,
-        broadcaster_user_id: 1001,
-        event: 'chat.message.sent',
-        version: 1,
-        method: 'webhook',
-        created_at: '',
-        updated_at: '',
-      },
+      staleKickSubscription(fake, 'old-1', 1003, 'channel.followed'),
+      staleKickSubscription(fake, 'old-2', 1001, 'chat.message.sent'),
+      staleKickSubscription(fake, 'old-3', 1001, 'chat.message.sent'),
     );
     bus = createMemoryBus();
     await bus.connect();
@@ -197,7 +138,7 @@ describe('the kick service with the fake Kick', () => {
 
   it('reconciles the webhook subscriptions at start: every event for the channel once, the stale ones deleted', () => {
     expect(fake.subscriptions.map((sub) => `${sub.broadcaster_user_id}:${sub.event}`).sort()).toEqual(
-      EVENTS.map((event) => `1001:${event}`).sort(),
+      KICK_EVENTS.map((event) => `1001:${event}`).sort(),
     );
     expect(fake.subscriptions.some((sub) => sub.id === 'old-1')).toBe(false);
     // Subscriptions are made with the broadcaster's token.
@@ -272,7 +213,7 @@ describe('the kick service with the fake Kick', () => {
       platform: 'kick',
       status: 'connected',
       streamStatus: 'offline',
-      metadata: { subscriptions: expect.arrayContaining(EVENTS) },
+      metadata: { subscriptions: expect.arrayContaining(KICK_EVENTS) },
     });
     const startedAt = new Date(Date.now() - 60_000).toISOString();
     const sent = await fake.deliver(webhookUrl(host), {
@@ -403,13 +344,7 @@ describe('the kick service with the fake Kick', () => {
 
 describe('the kick service without Kick configured', () => {
   let store: Store;
-  beforeAll(async () => {
-    store = await createStore({ driver: 'pglite', dataDir: 'memory://', embedded: true, secrets: TOKEN_KEY });
-    await store.init();
-  });
-  afterAll(async () => {
-    await store?.close();
-  });
+  useEmbeddedStore((opened) => (store = opened), { tokenKey: 'c' });
 
   it('stays ready, says what to set, and publishes a not_configured kick source', async () => {
     const bus = createMemoryBus();

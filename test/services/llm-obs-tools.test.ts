@@ -1,76 +1,38 @@
 /** The LLM's OBS tools on the built-in platform MCP server: offered to and usable by moderators and up only. */
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import type { Envelope } from '../../src/core/index.js';
+import { describe, expect, it } from 'vitest';
 import { pendingActions } from '../../src/platforms/obs/index.js';
-import {
-  POLICY_META_KEY,
-  REQUESTER_META_KEY,
-  connectPlatformMcp,
-  toolAllowed,
-  type PlatformMcp,
-  type Requester,
-} from '../../src/services/llm-bot/index.js';
+import type { Requester } from '../../src/services/llm-bot/index.js';
 import { OBS_TOOL_POLICIES } from '../../src/services/llm-bot/mcp-obs.js';
-import { createStore, type Store } from '../../src/store/index.js';
+import { expectModeratorTools, requesterAs, resultText, usePlatformMcp } from '../support/platform-mcp.js';
 
-const person = (role: string): Requester => ({
-  platform: 'twitch',
-  channel: 'streamer',
-  channelId: '1000',
-  userId: `u-${role}`,
-  login: `${role}_login`,
-  role,
-});
+const person = (role: string): Requester => requesterAs(role, { channel: 'streamer' });
 
 describe('the OBS tools for the LLM', () => {
-  let store: Store;
-  let platform: PlatformMcp;
-  const published: Array<{ topic: string; envelope: Envelope }> = [];
-  const calls: string[] = [];
-
-  beforeAll(async () => {
-    store = await createStore({ driver: 'pglite', dataDir: 'memory://', embedded: true });
-    await store.init();
+  const mcp = usePlatformMcp(async (store) => {
     await store.mergeSource({
       id: 'obs:studio',
       platform: 'obs',
       status: 'connected',
       metadata: { programScene: 'Main', streaming: true, recording: false, scenes: ['Main', 'BRB', 'Ending'] },
     });
-    platform = await connectPlatformMcp({
-      store,
-      publish: async (topic, envelope) => {
-        published.push({ topic, envelope });
-      },
-      onCall: (event) => calls.push(`${event.tool}:${event.outcome}`),
-    });
   });
-
-  afterAll(async () => {
-    await platform?.close();
-    await store?.close();
-  });
-
-  const call = (name: string, args: Record<string, unknown>, requester?: Requester) =>
-    platform.client.callTool({ name, arguments: args, ...(requester ? { _meta: { [REQUESTER_META_KEY]: requester } } : {}) });
-  const body = (result: Awaited<ReturnType<typeof call>>) => JSON.parse((result.content as Array<{ text: string }>)[0]!.text);
+  const { published, calls, call } = mcp;
+  const body = (result: Awaited<ReturnType<typeof call>>) => JSON.parse(resultText(result));
 
   it('lists the four OBS tools, each declaring a moderator-and-up policy that viewers, subscribers and VIPs fail', async () => {
-    const tools = (await platform.client.listTools()).tools.filter((tool) => tool.name.startsWith('obs_'));
-    expect(tools.map((tool) => tool.name).sort()).toEqual(['obs_list_scenes', 'obs_set_text', 'obs_switch_scene', 'obs_toggle_source']);
-    for (const tool of tools) {
-      const policy = tool._meta?.[POLICY_META_KEY] as { minRole: string };
-      expect(policy).toEqual(OBS_TOOL_POLICIES[tool.name as keyof typeof OBS_TOOL_POLICIES]);
-      for (const role of ['viewer', 'subscriber', 'vip', 'banned']) expect(toolAllowed(policy, person(role))).toBe(false);
-      for (const role of ['moderator', 'broadcaster']) expect(toolAllowed(policy, person(role))).toBe(true);
-    }
+    await expectModeratorTools(mcp.platform, {
+      prefix: 'obs_',
+      names: ['obs_list_scenes', 'obs_set_text', 'obs_switch_scene', 'obs_toggle_source'],
+      policies: OBS_TOOL_POLICIES,
+      requester: person,
+    });
   });
 
   it('refuses a viewer and a call without a requester, and asks OBS for nothing', async () => {
     calls.length = 0;
     const asViewer = await call('obs_switch_scene', { scene: 'BRB' }, person('viewer'));
     expect(asViewer.isError).toBe(true);
-    expect((asViewer.content as Array<{ text: string }>)[0]!.text).toBe('forbidden: obs_switch_scene is not available to role viewer');
+    expect(resultText(asViewer)).toBe('forbidden: obs_switch_scene is not available to role viewer');
     const anonymous = await call('obs_set_text', { source: 'Now Playing', text: 'hacked' });
     expect(anonymous.isError).toBe(true);
     const listing = await call('obs_list_scenes', {}, person('subscriber'));

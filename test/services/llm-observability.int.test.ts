@@ -4,55 +4,40 @@
  * (with its token usage) under the llm-bot step's span, exported to the fake OTLP collector.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { createMemoryBus, type MemoryBus } from '../../src/bus/index.js';
-import { createEnvelope, createStep, normalizeTraceId, Topic, type Envelope } from '../../src/core/index.js';
-import type { Host } from '../../src/runtime/index.js';
+import { createStep, normalizeTraceId, Topic, type Envelope } from '../../src/core/index.js';
 import { permissionsFor } from '../../src/services/auth/roles.js';
 import { createLlmBotService } from '../../src/services/llm-bot/index.js';
-import { createStore, type Store } from '../../src/store/index.js';
 import { startFakeOpenAI, type FakeOpenAI } from '../fakes/openai.js';
 import { startFakeOtlpCollector, type FakeOtlpCollector } from '../fakes/otlp.js';
-import { collect, startTestHost } from '../support/harness.js';
+import { chatEnvelope } from '../support/envelopes.js';
+import { release, useStoreAndServices, type StoreAndServices } from '../support/service-test.js';
 
 const LLM_TOPIC = 'internal.llm-bot.v1';
 
-function question(text: string): Envelope {
-  return createEnvelope({
-    type: 'external.chat.message.v1',
+const question = (text: string): Envelope =>
+  chatEnvelope({
+    text,
     source: { platform: 'twitch', channel: 'llmchan', channelId: 'llmchan-id' },
-    user: {
-      id: 'u-alice',
-      name: 'alice',
-      displayName: 'alice',
-      profileImageUrl: '',
-      role: 'viewer',
-      permissions: permissionsFor(['viewer']),
-    },
-    payload: { text },
+    user: { id: 'u-alice', name: 'alice', permissions: permissionsFor(['viewer']) },
     routingSlip: [createStep('llm-bot')],
-    extra: { message: { text } },
   });
-}
 
 describe('llm-bot metrics and spans', () => {
-  let store: Store;
   let fake: FakeOpenAI;
   let collector: FakeOtlpCollector;
-  let bus: MemoryBus;
-  let host: Host;
-  let observer: Awaited<ReturnType<typeof collect>>;
+  let running: StoreAndServices;
 
   beforeAll(async () => {
-    store = await createStore({ driver: 'pglite', dataDir: 'memory://', embedded: true, secrets: { get: async () => undefined } });
-    await store.init();
     fake = await startFakeOpenAI();
     collector = await startFakeOtlpCollector();
-    bus = createMemoryBus();
-    await bus.connect();
-    observer = await collect(bus, [Topic.finalizer]);
-    host = await startTestHost({
+  });
+  afterAll(async () => {
+    await release(fake, collector);
+  });
+  useStoreAndServices({
+    host: () => ({
       services: [createLlmBotService()],
-      bus,
+      observe: [Topic.finalizer],
       env: {
         LLM_PROVIDER: 'openai',
         LLM_MODEL: 'gpt-test',
@@ -66,25 +51,20 @@ describe('llm-bot metrics and spans', () => {
         OTEL_EXPORTER_OTLP_ENDPOINT: collector.url,
         OTEL_BSP_SCHEDULE_DELAY: '50',
       },
-      extra: { store },
-    });
-  }, 60_000);
-  afterAll(async () => {
-    await host?.stop();
-    await bus?.close();
-    await fake?.stop();
-    await collector?.close();
-    await store?.close();
+    }),
+    started: (started) => {
+      running = started;
+    },
   });
 
   it('counts tokens, requests and the cost per model, and traces the call under the step with its usage', async () => {
     fake.reply({ text: 'An answer worth 150 tokens.', usage: { input: 120, output: 30 } });
     const envelope = question('@BratBot what is on today?');
-    await bus.publish(LLM_TOPIC, new TextEncoder().encode(JSON.stringify(envelope)));
-    const final: Envelope = await observer.waitFor(Topic.finalizer, (value) => value.id === envelope.id, 20_000);
+    await running.bus.publish(LLM_TOPIC, new TextEncoder().encode(JSON.stringify(envelope)));
+    const final: Envelope = await running.observer.waitFor(Topic.finalizer, (value) => value.id === envelope.id, 20_000);
     expect(final.outcome).toBe('completed');
 
-    const llm = host.metrics.platform;
+    const llm = running.host.metrics.platform;
     expect((await llm.llmTokens.get()).values.map((value) => [value.labels.direction, value.labels.model, value.value])).toEqual(
       expect.arrayContaining([
         ['input', 'gpt-test', 120],

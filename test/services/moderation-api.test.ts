@@ -2,39 +2,31 @@
  * The moderation and toolkit API, in-process (fastify inject, no socket): filters, the log and undo,
  * timers, counters, quotes and giveaways, with clear 4xx answers for bad input and missing rights.
  */
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { createMemoryBus, type MemoryBus } from '../../src/bus/index.js';
+import { describe, expect, it } from 'vitest';
 import type { Envelope } from '../../src/core/index.js';
 import type { Host } from '../../src/runtime/index.js';
 import { service as gateway } from '../../src/services/api-gateway/index.js';
-import { appendLog, enterGiveaway, currentGiveaway, requestOf } from '../../src/services/moderation/index.js';
-import { createStore, type Store } from '../../src/store/index.js';
-import { collect, startTestHost } from '../support/harness.js';
+import { appendLog, enterGiveaway, currentGiveaway, requestOf, type ModerationLogEntry } from '../../src/services/moderation/index.js';
+import type { Store } from '../../src/store/index.js';
+import type { Observer } from '../support/harness.js';
+import { useStoreAndServices } from '../support/service-test.js';
 
 const MODERATOR = 'moderator-token-01';
 const VIEWER = 'viewer-token-0001';
 
-let bus: MemoryBus;
 let store: Store;
 let host: Host;
-let observer: Awaited<ReturnType<typeof collect>>;
+let observer: Observer;
 
-beforeAll(async () => {
-  bus = createMemoryBus();
-  await bus.connect();
-  store = await createStore({ driver: 'pglite', dataDir: 'memory://', embedded: true });
-  observer = await collect(bus, ['internal.moderation.v1']);
-  host = await startTestHost({
+useStoreAndServices({
+  host: () => ({
     services: [gateway],
-    bus,
+    observe: ['internal.moderation.v1'],
     env: { INSTANCE_ID: 'modapi', API_GATEWAY_TOKENS: `${MODERATOR}:moderator,${VIEWER}:viewer` },
-    extra: { store },
-  });
-});
-afterAll(async () => {
-  await host?.stop();
-  await bus?.close();
-  await store?.close();
+  }),
+  started: (running) => {
+    ({ store, host, observer } = running);
+  },
 });
 
 async function call(method: 'GET' | 'PUT' | 'POST' | 'DELETE', url: string, options: { token?: string; body?: unknown } = {}) {
@@ -87,35 +79,30 @@ describe('the moderation API', () => {
   });
 
   it('lists the log newest first, filters it, and asks the moderation step to undo a timeout', async () => {
-    const older = await appendLog(store, {
-      channel: 'twitch:streamer',
-      at: '2030-01-01T00:00:00.000Z',
-      action: 'delete',
-      status: 'done',
-      user: { id: 'u1', login: 'alice' },
-      by: 'bot',
-      reason: 'links',
-      filter: 'links',
-    });
-    const timeout = await appendLog(store, {
-      channel: 'twitch:streamer',
+    /** Logs an action by the bot against alice in the streamer's channel (what `entry` does not say otherwise). */
+    const logged = (entry: Pick<ModerationLogEntry, 'at' | 'action'> & Partial<Omit<ModerationLogEntry, 'id'>>) =>
+      appendLog(store, {
+        channel: 'twitch:streamer',
+        status: 'done',
+        user: { id: 'u1', login: 'alice' },
+        by: 'bot',
+        reason: 'links',
+        ...entry,
+      });
+    const older = await logged({ at: '2030-01-01T00:00:00.000Z', action: 'delete', filter: 'links' });
+    const timeout = await logged({
       at: '2030-01-01T00:01:00.000Z',
       action: 'timeout',
-      status: 'done',
-      user: { id: 'u1', login: 'alice' },
-      by: 'bot',
-      reason: 'links',
       filter: 'links',
       durationSec: 10,
       undo: 'untimeout',
     });
-    await appendLog(store, {
+    await logged({
       channel: 'twitch:other',
       at: '2030-01-01T00:02:00.000Z',
       action: 'ban',
       status: 'not-permitted',
       user: { id: 'u2', login: 'bob' },
-      by: 'bot',
       reason: 'term',
       undo: 'unban',
     });

@@ -5,7 +5,7 @@
  * the store. Memory bus, PGlite.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { createMemoryBus, type MemoryBus } from '../../src/bus/index.js';
+import type { MemoryBus } from '../../src/bus/index.js';
 import { stepTopic } from '../../src/core/index.js';
 import { loadArchitecture, type Host } from '../../src/runtime/index.js';
 import authService from '../../src/services/auth/index.js';
@@ -26,9 +26,9 @@ import {
 import { DEFAULT_TWITCH_OAUTH_SCOPES } from '../../src/services/oauth-flow/index.js';
 import persistence from '../../src/services/persistence/index.js';
 import queryAnalyzer from '../../src/services/query-analyzer/index.js';
-import { createStore, type EventRecord, type Store } from '../../src/store/index.js';
+import type { EventRecord, Store } from '../../src/store/index.js';
 import type { RecordedRequest } from '../fakes/twitch-api.js';
-import { startTestHost } from '../support/harness.js';
+import { useStoreAndServices } from '../support/service-test.js';
 import { BOT, OTHER, STREAMER, startTwitchWorld, type TwitchWorld } from '../support/twitch-world.js';
 import { waitFor } from '../support/wait.js';
 
@@ -50,18 +50,21 @@ let host: Host;
 let clockOffsetMs = 0;
 
 beforeAll(async () => {
-  store = await createStore({ driver: 'pglite', dataDir: 'memory://', embedded: true });
-  await store.init();
   world = await startTwitchWorld({ botScopes: BOT_SCOPES, channels: [STREAMER.login, OTHER.login] });
   // The bot moderates the streamer's channel, not the other one.
   world.api.addModerator(STREAMER.id, BOT.id);
   world.api.setStream(STREAMER.id, { title: 'Speedrun', gameName: 'Celeste' });
   world.api.setChannel(OTHER.id, { title: 'Cozy', gameName: 'Stardew Valley' });
-  await updateFilterSettings(store, `twitch:${STREAMER.login}`, {
-    blockedTerms: { terms: [{ pattern: 'scamcoin', ban: true }, { pattern: 'meanie' }] },
-  });
-  bus = createMemoryBus();
-  host = await startTestHost({
+});
+afterAll(async () => {
+  await world?.stop();
+});
+useStoreAndServices({
+  seed: (opened) =>
+    updateFilterSettings(opened, `twitch:${STREAMER.login}`, {
+      blockedTerms: { terms: [{ pattern: 'scamcoin', ban: true }, { pattern: 'meanie' }] },
+    }),
+  host: () => ({
     services: [
       ingressEgress,
       authService,
@@ -72,7 +75,6 @@ beforeAll(async () => {
       persistence,
       finalizer,
     ],
-    bus,
     env: {
       ...world.env(),
       INSTANCE_ID: 'moderation-e2e',
@@ -81,16 +83,11 @@ beforeAll(async () => {
       MODERATION_TIMER_TICK_MS: '100',
     },
     architecture: loadArchitecture(),
-    extra: { store },
-  });
-  await world.irc.waitFor(() => world.irc.joinedClients(STREAMER.login) > 0 && world.irc.joinedClients(OTHER.login) > 0, 15_000);
-}, 60_000);
-
-afterAll(async () => {
-  await host?.stop();
-  await bus?.close();
-  await world?.stop();
-  await store?.close();
+  }),
+  started: async (running) => {
+    ({ store, bus, host } = running);
+    await world.irc.waitFor(() => world.irc.joinedClients(STREAMER.login) > 0 && world.irc.joinedClients(OTHER.login) > 0, 15_000);
+  },
 });
 
 /** Chat from `user` in a channel; resolves with the message id once its final record is written. */

@@ -3,16 +3,14 @@
  * start it, the state is signed and bound to the starting browser and used once, and the code exchange
  * succeeds only with the verifier whose challenge went to Kick. Tokens land encrypted in the store.
  */
-import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
-import { createMemoryBus } from '../../src/bus/index.js';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Host } from '../../src/runtime/index.js';
 import oauthFlow from '../../src/services/oauth-flow/index.js';
 import { KICK_SESSION_COOKIE } from '../../src/services/oauth-flow/kick.js';
-import { createStore, type Store } from '../../src/store/index.js';
+import type { Store } from '../../src/store/index.js';
 import { startFakeKick, type FakeKick } from '../fakes/kick.js';
-import { startTestHost } from '../support/harness.js';
+import { openEmbeddedStore, useTestHosts } from '../support/service-test.js';
 
-const TOKEN_KEY = { get: async (name: string) => (name === 'TOKEN_ENCRYPTION_KEY' ? 'd'.repeat(64) : undefined) };
 const OWNER = 'owner-token-0123456789';
 const VIEWER = 'viewer-token-0123456789';
 const REDIRECT = 'http://localhost:8080/oauth/kick/callback';
@@ -20,43 +18,31 @@ const REDIRECT = 'http://localhost:8080/oauth/kick/callback';
 describe('oauth-flow: Kick authorization code flow with PKCE', () => {
   let fake: FakeKick;
   let store: Store;
-  const hosts: Host[] = [];
 
   beforeAll(async () => {
     fake = await startFakeKick();
     fake.users.set(2002, { user_id: 2002, name: 'BratBot' });
     fake.users.set(1001, { user_id: 1001, name: 'Streamer' });
-    store = await createStore({ driver: 'pglite', dataDir: 'memory://', embedded: true, secrets: TOKEN_KEY });
-    await store.init();
+    store = await openEmbeddedStore({ tokenKey: 'd' });
   });
   afterAll(async () => {
     await store?.close();
     await fake?.stop();
   });
-  afterEach(async () => {
-    for (const host of hosts.splice(0)) await host.stop();
+  const { start: host } = useTestHosts({
+    services: [oauthFlow],
+    store: () => store,
+    env: () => ({
+      KICK_CLIENT_ID: fake.clientId,
+      KICK_CLIENT_SECRET: fake.clientSecret,
+      KICK_AUTH_URL: fake.url,
+      KICK_API_URL: fake.url,
+      KICK_OAUTH_REDIRECT_URL: REDIRECT,
+      OAUTH_STATE_SECRET: 'state-secret-for-kick-tests',
+      API_GATEWAY_TOKENS: `${OWNER}:owner,${VIEWER}:viewer`,
+      DATA_DIR: 'memory://',
+    }),
   });
-
-  async function host(env: Record<string, string | undefined> = {}): Promise<Host> {
-    const started = await startTestHost({
-      services: [oauthFlow],
-      bus: createMemoryBus(),
-      env: {
-        KICK_CLIENT_ID: fake.clientId,
-        KICK_CLIENT_SECRET: fake.clientSecret,
-        KICK_AUTH_URL: fake.url,
-        KICK_API_URL: fake.url,
-        KICK_OAUTH_REDIRECT_URL: REDIRECT,
-        OAUTH_STATE_SECRET: 'state-secret-for-kick-tests',
-        API_GATEWAY_TOKENS: `${OWNER}:owner,${VIEWER}:viewer`,
-        DATA_DIR: 'memory://',
-        ...env,
-      },
-      extra: { store },
-    });
-    hosts.push(started);
-    return started;
-  }
 
   /** Starts as the owner; returns Kick's authorize URL and the binding cookie. */
   async function start(running: Host, identity: 'bot' | 'broadcaster') {

@@ -2,17 +2,15 @@ import { mkdtemp, readFile, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { PGlite } from '@electric-sql/pglite';
-import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
-import { createMemoryBus } from '../../src/bus/index.js';
+import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import type { Host } from '../../src/runtime/index.js';
 import oauthFlow, { DEFAULT_TWITCH_OAUTH_SCOPES, signState, verifyState } from '../../src/services/oauth-flow/index.js';
 import { loadTwitchAuth, persistTokenWithCas } from '../../src/platforms/twitch/token-store.js';
-import { createStore, type OAuthToken, type Store } from '../../src/store/index.js';
+import type { OAuthToken, Store } from '../../src/store/index.js';
 import { startFakeTwitch, useFakeTwitch, type FakeTwitch } from '../fakes/twitch-api.js';
-import { startTestHost } from '../support/harness.js';
+import { openEmbeddedStore, useTestHosts } from '../support/service-test.js';
 import { createAuthenticator, parseTokenList, SESSION } from '../../src/services/api-gateway/auth.js';
 
-const TOKEN_KEY = { get: async (name: string) => (name === 'TOKEN_ENCRYPTION_KEY' ? 'a'.repeat(64) : undefined) };
 const STATE_SECRET = 'state-secret-for-tests';
 const REDIRECT = 'http://localhost:8080/oauth/twitch/callback';
 const STREAMER = { id: '1001', login: 'streamer', displayName: 'Streamer' };
@@ -30,7 +28,6 @@ describe('oauth-flow service (Twitch authorization code flow against the fake)',
   let restoreEnv: () => void;
   let dataDir: string;
   let store: Store;
-  const hosts: Host[] = [];
 
   beforeAll(async () => {
     fake = await startFakeTwitch();
@@ -38,8 +35,7 @@ describe('oauth-flow service (Twitch authorization code flow against the fake)',
     fake.addUser(STREAMER);
     fake.addUser(BOT);
     dataDir = await mkdtemp(join(tmpdir(), 'bitbrat-oauth-'));
-    store = await createStore({ driver: 'pglite', dataDir, embedded: true, secrets: TOKEN_KEY });
-    await store.init();
+    store = await openEmbeddedStore({ dataDir, tokenKey: 'a' });
   });
   afterAll(async () => {
     await store?.close();
@@ -47,27 +43,18 @@ describe('oauth-flow service (Twitch authorization code flow against the fake)',
     await fake?.stop();
     if (dataDir) await rm(dataDir, { recursive: true, force: true });
   });
-  afterEach(async () => {
-    for (const host of hosts.splice(0)) await host.stop();
+  const hosts = useTestHosts({
+    services: [oauthFlow],
+    store: () => store,
+    env: () => ({
+      TWITCH_CLIENT_ID: fake.clientId,
+      TWITCH_CLIENT_SECRET: fake.clientSecret,
+      OAUTH_STATE_SECRET: STATE_SECRET,
+      OAUTH_REDIRECT_URL: REDIRECT,
+      API_GATEWAY_TOKENS: `${OWNER_TOKEN}:owner,${VIEWER_TOKEN}:viewer`,
+    }),
   });
-
-  async function host(env: Record<string, string | undefined> = {}): Promise<Host> {
-    const started = await startTestHost({
-      services: [oauthFlow],
-      bus: createMemoryBus(),
-      env: {
-        TWITCH_CLIENT_ID: fake.clientId,
-        TWITCH_CLIENT_SECRET: fake.clientSecret,
-        OAUTH_STATE_SECRET: STATE_SECRET,
-        OAUTH_REDIRECT_URL: REDIRECT,
-        API_GATEWAY_TOKENS: `${OWNER_TOKEN}:owner,${VIEWER_TOKEN}:viewer`,
-        ...env,
-      },
-      extra: { store },
-    });
-    hosts.push(started);
-    return started;
-  }
+  const host = hosts.start;
 
   async function startFlow(app: Host['app'], identity: string, param: 'identity' | 'role' = 'identity') {
     return (await startFlowInBrowser(app, identity, param)).location;
@@ -217,8 +204,7 @@ describe('oauth-flow service (Twitch authorization code flow against the fake)',
     expect(replay.body).toMatch(/already used/);
 
     // At rest the row holds ciphertext only: read it with PGlite directly.
-    hosts.splice(hosts.indexOf(started), 1);
-    await started.stop();
+    await hosts.stop(started);
     await store.close();
     const raw = await PGlite.create(join(dataDir, 'pglite'));
     const { rows } = await raw.query<{ access_token: string; refresh_token: string }>(
@@ -228,8 +214,7 @@ describe('oauth-flow service (Twitch authorization code flow against the fake)',
     expect(rows[0]!.access_token.startsWith('enc:v1:')).toBe(true);
     expect(rows[0]!.access_token).not.toContain(token.accessToken);
     expect(rows[0]!.refresh_token).not.toContain(token.refreshToken!);
-    store = await createStore({ driver: 'pglite', dataDir, embedded: true, secrets: TOKEN_KEY });
-    await store.init();
+    store = await openEmbeddedStore({ dataDir, tokenKey: 'a' });
     expect((await store.getToken('twitch:broadcaster'))!.accessToken).toBe(token.accessToken);
   });
 

@@ -4,9 +4,8 @@
  */
 import { readFile } from 'node:fs/promises';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { createMemoryBus, type MessageBus } from '../../src/bus/index.js';
 import { createEnvelope, Topic, type Envelope } from '../../src/core/index.js';
-import { loadArchitecture, type Host } from '../../src/runtime/index.js';
+import { loadArchitecture } from '../../src/runtime/index.js';
 import authService from '../../src/services/auth/index.js';
 import { createCommandsService } from '../../src/services/commands/index.js';
 import { service as eventRouter } from '../../src/services/event-router/index.js';
@@ -16,9 +15,8 @@ import { buildEventSubEnvelope } from '../../src/platforms/twitch/eventsub.js';
 import obsService from '../../src/services/obs/index.js';
 import { createQueryAnalyzer } from '../../src/services/query-analyzer/index.js';
 import { createModerationService } from '../../src/services/moderation/index.js';
-import { createStore, type Store } from '../../src/store/index.js';
 import { startFakeObs, type FakeObs } from '../fakes/obs.js';
-import { collect, startTestHost } from '../support/harness.js';
+import { useStoreAndServices, type StoreAndServices } from '../support/service-test.js';
 import { waitFor } from '../support/wait.js';
 
 const encoder = new TextEncoder();
@@ -37,55 +35,50 @@ function chat(text: string, badges: string[]): Envelope {
 
 describe('!scene from chat', () => {
   let fake: FakeObs;
-  let store: Store;
-  let bus: MessageBus;
-  let host: Host;
-  let observer: Awaited<ReturnType<typeof collect>>;
+  let running: StoreAndServices;
 
   beforeAll(async () => {
     fake = await startFakeObs();
-    store = await createStore({ driver: 'pglite', dataDir: 'memory://', embedded: true });
-    await store.init();
+  });
+  afterAll(async () => {
+    await fake?.stop();
+  });
+  useStoreAndServices({
     // The shipped rules plus the raid example from config/examples (the one README documents).
-    await seedRules(store, DEFAULT_RULES_FILE);
-    const example = RuleSchema.parse(
-      JSON.parse(await readFile(new URL('../../config/examples/obs-raid-rule.json', import.meta.url), 'utf8')),
-    );
-    await store.upsertRule({
-      id: example.id,
-      priority: example.priority,
-      enabled: example.enabled,
-      logic: example.logic,
-      action: example.action as Record<string, unknown>,
-    });
-    bus = createMemoryBus();
-    await bus.connect();
-    observer = await collect(bus, [Topic.egress, Topic.finalizer, Topic.deadletter]);
-    host = await startTestHost({
+    seed: async (store) => {
+      await seedRules(store, DEFAULT_RULES_FILE);
+      const example = RuleSchema.parse(
+        JSON.parse(await readFile(new URL('../../config/examples/obs-raid-rule.json', import.meta.url), 'utf8')),
+      );
+      await store.upsertRule({
+        id: example.id,
+        priority: example.priority,
+        enabled: example.enabled,
+        logic: example.logic,
+        action: example.action as Record<string, unknown>,
+      });
+    },
+    host: () => ({
       services: [authService, eventRouter, createQueryAnalyzer(), createModerationService(), createCommandsService(), obsService],
-      bus,
+      observe: [Topic.egress, Topic.finalizer, Topic.deadletter],
       architecture: loadArchitecture(),
       env: { INSTANCE_ID: 'scene-test', OBS_WEBSOCKET_URL: fake.url },
-      extra: { store },
-    });
-    await fake.waitFor(() => fake.identifiedSessions === 1 && fake.requestsOf('GetRecordStatus').length === 1);
-    await waitFor(
-      async () => ((await host.app.inject({ method: 'GET', url: '/_debug/obs' })).json().status === 'connected' ? true : undefined),
-      { message: 'OBS connected' },
-    );
-  });
-
-  afterAll(async () => {
-    await host?.stop();
-    await bus?.close();
-    await store?.close();
-    await fake?.stop();
+    }),
+    started: async (started) => {
+      running = started;
+      await fake.waitFor(() => fake.identifiedSessions === 1 && fake.requestsOf('GetRecordStatus').length === 1);
+      await waitFor(
+        async () =>
+          (await running.host.app.inject({ method: 'GET', url: '/_debug/obs' })).json().status === 'connected' ? true : undefined,
+        { message: 'OBS connected' },
+      );
+    },
   });
 
   const say = async (text: string, badges: string[]): Promise<Envelope> => {
     const envelope = chat(text, badges);
-    await bus.publish(Topic.ingress, encoder.encode(JSON.stringify(envelope)));
-    return (await observer.waitFor(Topic.egress, (value) => value.id === envelope.id)) as Envelope;
+    await running.bus.publish(Topic.ingress, encoder.encode(JSON.stringify(envelope)));
+    return (await running.observer.waitFor(Topic.egress, (value) => value.id === envelope.id)) as Envelope;
   };
 
   it('switches the scene for a moderator and tells chat, with the obs step in the slip', async () => {
@@ -100,7 +93,7 @@ describe('!scene from chat', () => {
       'obs:OK',
     ]);
     // OBS's own event about the switch comes back through the pipeline and is recorded.
-    const event = (await observer.waitFor(
+    const event = (await running.observer.waitFor(
       Topic.finalizer,
       (value) =>
         value.type === 'obs.event.v1' &&
@@ -155,11 +148,12 @@ describe('!scene from chat', () => {
     });
     await say('!scene Main', ['moderator']);
     await waitFor(
-      async () => ((await host.app.inject({ method: 'GET', url: '/_debug/obs' })).json().state.programScene === 'Main' ? true : undefined),
+      async () =>
+        (await running.host.app.inject({ method: 'GET', url: '/_debug/obs' })).json().state.programScene === 'Main' ? true : undefined,
       { message: 'program scene Main' },
     );
-    await bus.publish(Topic.ingress, encoder.encode(JSON.stringify(raid)));
-    const final = (await observer.waitFor(Topic.finalizer, (value) => value.id === raid.id)) as Envelope;
+    await running.bus.publish(Topic.ingress, encoder.encode(JSON.stringify(raid)));
+    const final = (await running.observer.waitFor(Topic.finalizer, (value) => value.id === raid.id)) as Envelope;
     expect(final.routingSlip.map((step) => `${step.id}:${step.status}`)).toEqual(['obs:OK']);
     expect(final.annotations?.find((annotation) => annotation.kind === 'obs.result')).toMatchObject({
       value: true,

@@ -71,43 +71,25 @@ describe('persistence and finalizer services', () => {
   });
 
   it('merges source status and stream events into the sources document without losing fields', async () => {
-    await send(
-      bus,
-      Topic.ingress,
-      system('system.source.status', {
-        sourceId: 'twitch:streamer',
-        platform: 'twitch',
-        displayName: 'streamer',
-        status: 'connected',
-        authStatus: 'valid',
-        permissions: { moderator: true },
-        metrics: { messagesIn: 5, reconnects: 1, lastHeartbeat: '2026-11-25T10:00:00.000Z' },
-      }),
-    );
+    /** Puts a system event about the twitch:streamer source on ingress. */
+    const aboutStreamer = (type: string, payload: Record<string, unknown> = {}) =>
+      send(bus, Topic.ingress, system(type, { sourceId: 'twitch:streamer', platform: 'twitch', ...payload }));
+    await aboutStreamer('system.source.status', {
+      displayName: 'streamer',
+      status: 'connected',
+      authStatus: 'valid',
+      permissions: { moderator: true },
+      metrics: { messagesIn: 5, reconnects: 1, lastHeartbeat: '2026-11-25T10:00:00.000Z' },
+    });
     await waitFor(async () => (await store.getSource('twitch:streamer'))?.status === 'connected');
-    await send(
-      bus,
-      Topic.ingress,
-      system('system.stream.online', {
-        sourceId: 'twitch:streamer',
-        platform: 'twitch',
-        title: 'Speedrun',
-        game: 'Celeste',
-        viewerCount: 17,
-        startedAt: '2026-11-25T09:00:00.000Z',
-      }),
-    );
+    await aboutStreamer('system.stream.online', {
+      title: 'Speedrun',
+      game: 'Celeste',
+      viewerCount: 17,
+      startedAt: '2026-11-25T09:00:00.000Z',
+    });
     await waitFor(async () => (await store.getSource('twitch:streamer'))?.streamStatus === 'online');
-    await send(
-      bus,
-      Topic.ingress,
-      system('system.source.status', {
-        sourceId: 'twitch:streamer',
-        platform: 'twitch',
-        status: 'connected',
-        metrics: { messagesOut: 3, errors: 0 },
-      }),
-    );
+    await aboutStreamer('system.source.status', { status: 'connected', metrics: { messagesOut: 3, errors: 0 } });
     const source = await waitFor(async () => {
       const current = await store.getSource('twitch:streamer');
       return current?.metrics?.messagesOut === 3 ? current : undefined;
@@ -126,7 +108,7 @@ describe('persistence and finalizer services', () => {
     });
     expect(source.lastStatusUpdate).toBeTruthy();
     expect(source.lastStreamUpdate).toBeTruthy();
-    await send(bus, Topic.ingress, system('system.stream.offline', { sourceId: 'twitch:streamer', platform: 'twitch' }));
+    await aboutStreamer('system.stream.offline');
     const offline = await waitFor(async () => {
       const current = await store.getSource('twitch:streamer');
       return current?.streamStatus === 'offline' ? current : undefined;

@@ -6,9 +6,8 @@
  * tool never runs; and the attacker's text never lands in the system message.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { createMemoryBus, type MessageBus } from '../../src/bus/index.js';
+import type { MessageBus } from '../../src/bus/index.js';
 import { createEnvelope, createStep, Topic, type Envelope } from '../../src/core/index.js';
-import type { Host } from '../../src/runtime/index.js';
 import { permissionsFor } from '../../src/services/auth/roles.js';
 import { createToolbox, type ToolAuditEntry } from '../../src/services/llm-bot/mcp.js';
 import { connectPlatformMcp, REQUESTER_META_KEY, type Requester } from '../../src/services/llm-bot/mcp-platform.js';
@@ -24,9 +23,10 @@ import {
   truncateReply,
   type GuardFlag,
 } from '../../src/services/llm-bot/index.js';
-import { createStore, type Store } from '../../src/store/index.js';
+import type { Store } from '../../src/store/index.js';
 import { startFakeOpenAI, type FakeOpenAI, type FakeReply, type RecordedRequest } from '../fakes/openai.js';
-import { collect, startTestHost } from '../support/harness.js';
+import type { Observer } from '../support/harness.js';
+import { useStoreAndServices } from '../support/service-test.js';
 
 const encoder = new TextEncoder();
 const API_KEY = 'sk-proj-Zq8xW2vN5tB7mK3pL9rS4dF6gH1jC0aE';
@@ -64,26 +64,25 @@ describe('prompt-injection defences', () => {
   let store: Store;
   let fake: FakeOpenAI;
   let bus: MessageBus;
-  let host: Host;
-  let observer: Awaited<ReturnType<typeof collect>>;
+  let observer: Observer;
   const platformCalls: Array<{ tool: string; outcome: string; role?: string }> = [];
   const victim = 'innocent_bob';
 
   beforeAll(async () => {
-    store = await createStore({ driver: 'pglite', dataDir: 'memory://', embedded: true, secrets: { get: async () => undefined } });
-    await store.init();
-    await store.touchUser({ platform: 'twitch', userId: 'u-victim', login: victim, at: new Date().toISOString() });
     fake = await startFakeOpenAI();
-    bus = createMemoryBus();
-    await bus.connect();
-    observer = await collect(bus, [Topic.finalizer, Topic.deadletter]);
-    host = await startTestHost({
+  });
+  afterAll(async () => {
+    await fake?.stop();
+  });
+  useStoreAndServices({
+    seed: (opened) => opened.touchUser({ platform: 'twitch', userId: 'u-victim', login: victim, at: new Date().toISOString() }),
+    host: () => ({
       services: [
         createLlmBotService({
           onPlatformToolCall: (event) => platformCalls.push({ tool: event.tool, outcome: event.outcome, role: event.requester?.role }),
         }),
       ],
-      bus,
+      observe: [Topic.finalizer, Topic.deadletter],
       env: {
         LLM_PROVIDER: 'openai',
         LLM_MODEL: 'gpt-compromised',
@@ -95,14 +94,10 @@ describe('prompt-injection defences', () => {
         LLM_USER_RATE_PER_MIN: '0',
         LLM_CHANNEL_RATE_PER_MIN: '0',
       },
-      extra: { store },
-    });
-  });
-  afterAll(async () => {
-    await host?.stop();
-    await bus?.close();
-    await fake?.stop();
-    await store?.close();
+    }),
+    started: (running) => {
+      ({ store, bus, observer } = running);
+    },
   });
 
   const ask = async (text: string, options: { role?: string; channel?: string; login?: string } = {}) => {

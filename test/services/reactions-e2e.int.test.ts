@@ -4,16 +4,15 @@
  * IRC server, recorded by the finalizer. Real Twurple clients, memory bus, PGlite.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { createMemoryBus, type MemoryBus } from '../../src/bus/index.js';
-import { loadArchitecture, type Host } from '../../src/runtime/index.js';
+import { loadArchitecture } from '../../src/runtime/index.js';
 import authService from '../../src/services/auth/index.js';
 import { service as eventRouter } from '../../src/services/event-router/index.js';
 import finalizer from '../../src/services/finalizer/index.js';
 import ingressEgress from '../../src/services/ingress-egress/index.js';
 import persistence from '../../src/services/persistence/index.js';
 import reactions, { updateReaction } from '../../src/services/reactions/index.js';
-import { createStore, type EventRecord, type Store } from '../../src/store/index.js';
-import { startTestHost } from '../support/harness.js';
+import type { EventRecord, Store } from '../../src/store/index.js';
+import { useStoreAndServices } from '../support/service-test.js';
 import { BOT, OTHER, STREAMER, startTwitchWorld, type TwitchWorld } from '../support/twitch-world.js';
 import { waitFor } from '../support/wait.js';
 
@@ -26,18 +25,17 @@ const fan = () => {
 
 let store: Store;
 let world: TwitchWorld;
-let bus: MemoryBus;
-let host: Host;
 
 beforeAll(async () => {
-  store = await createStore({ driver: 'pglite', dataDir: 'memory://', embedded: true });
-  await store.init();
   world = await startTwitchWorld();
   world.api.setStream(STREAMER.id, { title: 'Speedrun', gameName: 'Celeste', viewerCount: 12 });
-  bus = createMemoryBus();
-  host = await startTestHost({
+});
+afterAll(async () => {
+  await world?.stop();
+});
+useStoreAndServices({
+  host: () => ({
     services: [ingressEgress, authService, eventRouter, reactions, persistence, finalizer],
-    bus,
     env: {
       ...world.env(world.broadcasterEnv()),
       INSTANCE_ID: 'reactions-e2e',
@@ -46,17 +44,12 @@ beforeAll(async () => {
       REACTIONS_FOLLOW_WINDOW_MS: '0',
     },
     architecture: loadArchitecture(),
-    extra: { store },
-  });
-  await world.api.waitFor(() => world.api.activeSubscriptions().length === 10, 20_000, 'all subscriptions of the broadcaster');
-  await world.irc.waitFor(() => world.irc.joinedClients(STREAMER.login) > 0, 15_000);
-}, 60_000);
-
-afterAll(async () => {
-  await host?.stop();
-  await bus?.close();
-  await world?.stop();
-  await store?.close();
+  }),
+  started: async (running) => {
+    store = running.store;
+    await world.api.waitFor(() => world.api.activeSubscriptions().length === 10, 20_000, 'all subscriptions of the broadcaster');
+    await world.irc.waitFor(() => world.irc.joinedClients(STREAMER.login) > 0, 15_000);
+  },
 });
 
 /** Sends a notification and waits for its final record. */

@@ -1,7 +1,7 @@
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { eventsCommand } from '../../src/cli/events.js';
 import { createMemoryBus, type MemoryBus } from '../../src/bus/index.js';
-import { createEnvelope, Topic, type Envelope } from '../../src/core/index.js';
+import { Topic, type Envelope } from '../../src/core/index.js';
 import { loadArchitecture, type Host } from '../../src/runtime/index.js';
 import { createStore, type Store } from '../../src/store/index.js';
 import { service as auth } from '../../src/services/auth/index.js';
@@ -9,6 +9,7 @@ import { service as eventRouter } from '../../src/services/event-router/index.js
 import { service as persistence } from '../../src/services/persistence/index.js';
 import { service as finalizer } from '../../src/services/finalizer/index.js';
 import { service as gateway } from '../../src/services/api-gateway/index.js';
+import { chatEnvelope } from '../support/envelopes.js';
 import { collect, createLogSink, startTestHost } from '../support/harness.js';
 import { freePort } from '../support/ports.js';
 import { waitFor } from '../support/wait.js';
@@ -67,12 +68,11 @@ const api = async (method: 'GET' | 'POST', url: string, token = MODERATOR, paylo
 };
 
 async function sendChat(text: string): Promise<Envelope> {
-  const envelope = createEnvelope({
-    type: 'external.chat.message.v1',
+  const envelope = chatEnvelope({
+    text,
     source: { platform: 'twitch', channel: 'stallchan', channelId: 'stallchan-id' },
-    user: { id: `u-${text.length}`, name: 'viewer', displayName: 'viewer', profileImageUrl: '', role: 'viewer' },
-    payload: { text },
-    extra: { message: { id: `m-${Math.random().toString(36).slice(2)}`, text } },
+    user: { id: `u-${text.length}`, name: 'viewer' },
+    messageId: `m-${Math.random().toString(36).slice(2)}`,
   });
   await bus.publish(Topic.ingress, encoder.encode(JSON.stringify(envelope)));
   return envelope;
@@ -247,12 +247,11 @@ describe('stalled events in a split deployment', () => {
       extra: { store: splitStore },
     });
     try {
-      const envelope = createEnvelope({
-        type: 'external.chat.message.v1',
+      const envelope = chatEnvelope({
+        text: 'anyone home?',
         source: { platform: 'twitch', channel: 'splitchan', channelId: 'splitchan-id' },
-        user: { id: 'u-split', name: 'viewer', displayName: 'viewer', profileImageUrl: '', role: 'viewer' },
-        payload: { text: 'anyone home?' },
-        extra: { message: { id: 'm-split', text: 'anyone home?' } },
+        user: { id: 'u-split', name: 'viewer' },
+        messageId: 'm-split',
       });
       await sharedBus.publish(Topic.ingress, encoder.encode(JSON.stringify(envelope)));
       const list = async () =>

@@ -2,11 +2,8 @@
  * The streamer toolkit: counters, quotes and giveaways through the commands service, the records on the
  * embedded store, and timers under an injected clock.
  */
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { createMemoryBus, type MessageBus } from '../../src/bus/index.js';
-import { createEnvelope, createStep, Topic, type Envelope } from '../../src/core/index.js';
-import type { Host } from '../../src/runtime/index.js';
-import { permissionsFor } from '../../src/services/auth/roles.js';
+import { beforeAll, describe, expect, it } from 'vitest';
+import { Topic } from '../../src/core/index.js';
 import { createCommandsService, manageCommand, renderTemplate } from '../../src/services/commands/index.js';
 import { parseDuration } from '../../src/services/commands/toolkit.js';
 import {
@@ -25,11 +22,11 @@ import {
   getFilterSettings,
   ensureModerationStep,
 } from '../../src/services/moderation/index.js';
-import { createStore, type Store } from '../../src/store/index.js';
-import { collect, startTestHost } from '../support/harness.js';
-import { waitFor } from '../support/wait.js';
+import type { Store } from '../../src/store/index.js';
+import { sayToCommands } from '../support/commands.js';
+import { startOnMemoryBus, type MemoryBusHost } from '../support/harness.js';
+import { releaseAfterAll, useEmbeddedStore } from '../support/service-test.js';
 
-const encoder = new TextEncoder();
 const CHANNEL = 'twitch:streamer';
 const viewer = { id: 'v1', name: 'alice', role: 'viewer' };
 const _subscriber = { id: 's1', name: 'sam', role: 'subscriber' };
@@ -37,24 +34,17 @@ const moderator = { id: 'm1', name: 'mia', role: 'moderator' };
 
 let store: Store;
 
-beforeAll(async () => {
-  store = await createStore({ driver: 'pglite', dataDir: 'memory://', embedded: true });
-  await store.init();
-});
-afterAll(async () => {
-  await store?.close();
-});
+useEmbeddedStore((opened) => (store = opened));
 
 describe('toolkit commands in chat', () => {
-  let bus: MessageBus;
-  let host: Host;
-  let observer: Awaited<ReturnType<typeof collect>>;
+  let running: MemoryBusHost;
 
   beforeAll(async () => {
-    bus = createMemoryBus();
-    await bus.connect();
-    observer = await collect(bus, [Topic.egress, Topic.finalizer, Topic.deadletter]);
-    host = await startTestHost({ services: [createCommandsService()], bus, extra: { store } });
+    running = await startOnMemoryBus({
+      services: [createCommandsService()],
+      observe: [Topic.egress, Topic.finalizer, Topic.deadletter],
+      extra: { store },
+    });
     await store.mergeSource({
       id: 'twitch:streamer',
       platform: 'twitch',
@@ -62,33 +52,14 @@ describe('toolkit commands in chat', () => {
       metadata: { startedAt: new Date().toISOString(), game: 'Celeste' },
     });
   });
-  afterAll(async () => {
-    await host?.stop();
-    await bus?.close();
-  });
+  releaseAfterAll(() => [running?.host, running?.bus]);
 
   async function say(text: string, who = viewer): Promise<string | undefined> {
-    const envelope = createEnvelope({
-      type: 'external.chat.message.v1',
-      source: { platform: 'twitch', channel: '#streamer', channelId: '1001', egressDestination: Topic.egress },
-      user: {
-        id: who.id,
-        name: who.name,
-        displayName: who.name,
-        profileImageUrl: '',
-        role: who.role,
-        permissions: permissionsFor([who.role]),
-      },
-      payload: { text },
-      routingSlip: [createStep('commands')],
-      extra: { message: { text } },
+    const out = await sayToCommands(running.bus, running.observer, {
+      text,
+      who,
+      source: { platform: 'twitch', channel: '#streamer', channelId: '1001' },
     });
-    await bus.publish('internal.commands.v1', encoder.encode(JSON.stringify(envelope)));
-    const out = await waitFor(
-      () =>
-        observer.received.find((item) => item.value.id === envelope.id && item.topic !== Topic.deadletter)?.value as Envelope | undefined,
-      { timeoutMs: 15_000, message: `the outcome of ${text}` },
-    );
     return out.candidates?.[0]?.text;
   }
 

@@ -19,8 +19,9 @@ import persistence from '../../src/services/persistence/index.js';
 import queryAnalyzer from '../../src/services/query-analyzer/index.js';
 import moderation from '../../src/services/moderation/index.js';
 import { createStore, type EventRecord, type Store } from '../../src/store/index.js';
+import { useFakeTwitch } from '../fakes/twitch-api.js';
 import { startFakeTwitchIrc, type FakeTwitchIrc } from '../fakes/twitch-irc.js';
-import { startTestHost } from '../support/harness.js';
+import { startTestHost, waitUntilReady } from '../support/harness.js';
 import { startNatsServer, type NatsServerHandle } from '../support/nats-server.js';
 import { dropSchema, uniqueSchema } from '../support/pg-server.js';
 import { runPostgresUrl } from '../support/run-postgres.js';
@@ -42,11 +43,12 @@ function describeTwitchChatEndToEnd(name: string, topology: () => Promise<Topolo
     let fake: FakeTwitchIrc;
     let setup: Topology;
     let host: Host;
+    let restoreTwurple: (() => void) | undefined;
 
     beforeAll(async () => {
       fake = await startFakeTwitchIrc({ acceptTokens: [TOKEN] });
       // Twurple validates chat tokens against id.twitch.tv; this sends /auth/* to the fake instead.
-      process.env.TWURPLE_MOCK_API_PORT = String(fake.port);
+      restoreTwurple = useFakeTwitch(fake);
       setup = await topology();
       await setup.store.init();
       host = await startTestHost({
@@ -64,17 +66,14 @@ function describeTwitchChatEndToEnd(name: string, topology: () => Promise<Topolo
         },
         extra: { store: setup.store },
       });
-      await waitFor(async () => (await host.app.inject({ url: '/readyz' })).statusCode === 200, {
-        timeoutMs: 30_000,
-        message: 'every service ready and the channel joined',
-      });
+      await waitUntilReady(host, { timeoutMs: 30_000, message: 'every service ready and the channel joined' });
     }, 120_000);
 
     afterAll(async () => {
       await host?.stop();
       await setup?.cleanup();
       await fake?.stop();
-      delete process.env.TWURPLE_MOCK_API_PORT;
+      restoreTwurple?.();
     });
 
     it('answers !ping with a threaded PRIVMSG "pong" and records the whole path', async () => {

@@ -4,13 +4,13 @@
  * replies by result including RATE_LIMITED, and the egress queue depth.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { createMemoryBus, type MemoryBus } from '../../src/bus/index.js';
 import { createReply, type Envelope } from '../../src/core/index.js';
-import { loadArchitecture, type Host } from '../../src/runtime/index.js';
+import { loadArchitecture } from '../../src/runtime/index.js';
 import service from '../../src/services/ingress-egress/index.js';
-import { createStore, type Store } from '../../src/store/index.js';
+import { useFakeTwitch } from '../fakes/twitch-api.js';
 import { startFakeTwitchIrc, type FakeTwitchIrc } from '../fakes/twitch-irc.js';
-import { collect, startTestHost } from '../support/harness.js';
+import { waitUntilReady } from '../support/harness.js';
+import { useStoreAndServices, type StoreAndServices } from '../support/service-test.js';
 import { waitFor } from '../support/wait.js';
 
 const TOKEN = 'metrics-chat-token-0123456';
@@ -30,22 +30,22 @@ function sample(text: string, name: string, labels: Record<string, string> = {})
 
 describe('Twitch metrics in /metrics', () => {
   let fake: FakeTwitchIrc;
-  let store: Store;
-  let bus: MemoryBus;
-  let host: Host;
-  let observed: Awaited<ReturnType<typeof collect>>;
-  const scrape = async () => (await host.app.inject({ method: 'GET', url: '/metrics' })).body;
+  let restoreTwurple: (() => void) | undefined;
+  let running: StoreAndServices;
+  const scrape = async () => (await running.host.app.inject({ method: 'GET', url: '/metrics' })).body;
 
   beforeAll(async () => {
     fake = await startFakeTwitchIrc({ acceptTokens: [TOKEN] });
-    process.env.TWURPLE_MOCK_API_PORT = String(fake.port);
-    store = await createStore({ driver: 'pglite', dataDir: 'memory://', embedded: true });
-    await store.init();
-    bus = createMemoryBus();
-    observed = await collect(bus, ['internal.ingress.v1', 'internal.finalizer.v1']);
-    host = await startTestHost({
+    restoreTwurple = useFakeTwitch(fake);
+  });
+  afterAll(async () => {
+    await fake?.stop();
+    restoreTwurple?.();
+  });
+  useStoreAndServices({
+    host: () => ({
       services: [service],
-      bus,
+      observe: ['internal.ingress.v1', 'internal.finalizer.v1'],
       architecture: loadArchitecture(),
       env: {
         INSTANCE_ID: 'metrics-1',
@@ -57,31 +57,23 @@ describe('Twitch metrics in /metrics', () => {
         IRC_RECONNECT_MAX_MS: '300',
         SOURCE_HEARTBEAT_MS: '200',
       },
-      extra: { store },
-    });
-    await waitFor(async () => (await host.app.inject({ method: 'GET', url: '/readyz' })).statusCode === 200, {
-      timeoutMs: 15_000,
-      message: 'readyz after joining',
-    });
-  }, 60_000);
-  afterAll(async () => {
-    await host?.stop();
-    await bus?.close();
-    await store?.close();
-    await fake?.stop();
-    delete process.env.TWURPLE_MOCK_API_PORT;
+    }),
+    started: async (started) => {
+      running = started;
+      await waitUntilReady(running.host, { message: 'readyz after joining' });
+    },
   });
 
   const chat = async (text: string) => {
     const id = fake.sendChat({ channel: CHANNEL, user: 'viewer', text });
-    return (await observed.waitFor('internal.ingress.v1', (value) => value.payload?.messageId === id)) as Envelope;
+    return (await running.observer.waitFor('internal.ingress.v1', (value) => value.payload?.messageId === id)) as Envelope;
   };
   const reply = async (incoming: Envelope, text: string) => {
-    await bus.publish(
+    await running.bus.publish(
       'internal.egress.v1',
       new TextEncoder().encode(JSON.stringify({ ...incoming, candidates: [createReply('commands', text)] })),
     );
-    return (await observed.waitFor('internal.finalizer.v1', (value) => value.id === incoming.id)) as Envelope;
+    return (await running.observer.waitFor('internal.finalizer.v1', (value) => value.id === incoming.id)) as Envelope;
   };
 
   it('shows the connection as connected and counts received and sent chat messages per channel', async () => {

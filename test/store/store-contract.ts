@@ -5,7 +5,7 @@
 import { randomUUID } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createEnvelope, createStep, isBitBratError, wellFormedText, type DeadLetter, type Envelope } from '../../src/core/index.js';
-import type { EventRecord, OAuthToken, SourceState, Store } from '../../src/store/index.js';
+import type { CommandRecord, EventRecord, OAuthToken, SourceState, Store } from '../../src/store/index.js';
 
 export interface StoreFactory {
   create(): Promise<Store>;
@@ -763,44 +763,35 @@ export function describeStoreContract(name: string, factory: StoreFactory): void
     });
 
     describe('commands', () => {
+      /** A command for anyone, without cooldowns, with what `changes` says instead. */
+      const command = (name: string, changes: Partial<Omit<CommandRecord, 'name' | 'updatedAt'>> = {}) => ({
+        name,
+        response: 'HYPE',
+        aliases: [] as string[],
+        minRole: 'viewer',
+        cooldownSec: 0,
+        userCooldownSec: 0,
+        enabled: true,
+        ...changes,
+      });
+
       it('creates, reads, updates (keeping uses), lists and deletes', async () => {
         const name = uid('lurk');
-        const saved = await store.upsertCommand({
-          name: name.toUpperCase(),
+        const lurk = {
           response: 'Enjoy the lurk, {user}!',
           aliases: ['afk'],
-          minRole: 'viewer',
           cooldownSec: 30,
           userCooldownSec: 60,
-          enabled: true,
           createdBy: 'owner',
-        });
-        expect(saved).toEqual({
-          name,
-          response: 'Enjoy the lurk, {user}!',
-          aliases: ['afk'],
-          minRole: 'viewer',
-          cooldownSec: 30,
-          userCooldownSec: 60,
-          enabled: true,
-          uses: 0,
-          createdBy: 'owner',
-          updatedAt: saved.updatedAt,
-        });
+        };
+        const saved = await store.upsertCommand(command(name.toUpperCase(), lurk));
+        expect(saved).toEqual({ ...command(name, lurk), uses: 0, updatedAt: saved.updatedAt });
         expect(await store.getCommand(name)).toEqual(saved);
         expect(await store.incrementCommandUse(name)).toBe(1);
-        const updated = await store.upsertCommand({
-          name,
-          response: 'bye',
-          aliases: [],
-          minRole: 'moderator',
-          cooldownSec: 0,
-          userCooldownSec: 0,
-          enabled: false,
-        });
+        const updated = await store.upsertCommand(command(name, { response: 'bye', minRole: 'moderator', enabled: false }));
         expect(updated).toMatchObject({ response: 'bye', minRole: 'moderator', enabled: false, uses: 1, createdBy: 'owner' });
         expect((await store.upsertCommand({ ...updated, uses: 7 })).uses).toBe(7);
-        expect((await store.listCommands()).some((command) => command.name === name)).toBe(true);
+        expect((await store.listCommands()).some((listed) => listed.name === name)).toBe(true);
         expect(await store.deleteCommand(name)).toBe(true);
         expect(await store.deleteCommand(name)).toBe(false);
         expect(await store.getCommand(name)).toBeUndefined();
@@ -809,15 +800,7 @@ export function describeStoreContract(name: string, factory: StoreFactory): void
 
       it('counts 20 concurrent uses exactly', async () => {
         const name = uid('hype');
-        await store.upsertCommand({
-          name,
-          response: 'HYPE',
-          aliases: [],
-          minRole: 'viewer',
-          cooldownSec: 0,
-          userCooldownSec: 0,
-          enabled: true,
-        });
+        await store.upsertCommand(command(name));
         const counts = await Promise.all(Array.from({ length: 20 }, () => store.incrementCommandUse(name)));
         expect([...counts].sort((a, b) => a - b)).toEqual(Array.from({ length: 20 }, (_, index) => index + 1));
         expect((await store.getCommand(name))?.uses).toBe(20);

@@ -1,5 +1,5 @@
 import { Writable } from 'node:stream';
-import { createMemoryBus, type MessageBus, type BusMessage } from '../../src/bus/index.js';
+import { createMemoryBus, type BusMessage, type MemoryBus, type MessageBus } from '../../src/bus/index.js';
 import { BitBratError, type DeadLetter, type Envelope } from '../../src/core/index.js';
 import {
   createEnvSecretsProvider,
@@ -145,15 +145,21 @@ export async function collect(bus: MessageBus, topics: string[], group = `observ
   };
 }
 
-/** A host for test services on the given bus, not listening on a port unless asked. */
-export async function startTestHost(options: {
+/** What `collect` returns: everything received on the observed topics, and ways to wait for and read it. */
+export type Observer = Awaited<ReturnType<typeof collect>>;
+
+/** How `startTestHost` starts a host. */
+export interface TestHostOptions {
   services: ServiceDefinition[];
   bus: MessageBus;
   env?: Record<string, string | undefined>;
   architecture?: Architecture;
   listen?: boolean;
   extra?: Partial<HostOptions>;
-}): Promise<Host> {
+}
+
+/** A host for test services on the given bus, not listening on a port unless asked. */
+export async function startTestHost(options: TestHostOptions): Promise<Host> {
   const { services, architecture } = options.architecture
     ? { services: options.services, architecture: options.architecture }
     : derivedArchitecture(options.services);
@@ -170,4 +176,38 @@ export async function startTestHost(options: {
   });
   await host.start();
   return host;
+}
+
+/** A host on its own memory bus, and an observer of that bus. */
+export interface MemoryBusHost {
+  bus: MemoryBus;
+  observer: Observer;
+  host: Host;
+}
+
+/**
+ * Connects a fresh memory bus, subscribes an observer to `observe` (before anything is published), then
+ * starts the host on that bus (the other options as for `startTestHost`).
+ */
+export async function startOnMemoryBus(options: Omit<TestHostOptions, 'bus'> & { observe?: string[] }): Promise<MemoryBusHost> {
+  const { observe = [], ...hostOptions } = options;
+  const bus = createMemoryBus();
+  await bus.connect();
+  const observer = await collect(bus, observe);
+  const host = await startTestHost({ ...hostOptions, bus });
+  return { bus, observer, host };
+}
+
+/** The host's /readyz: its status code and its body (the readiness of every component). */
+export async function readyz(host: Host): Promise<{ status: number; body: any }> {
+  const response = await host.app.inject({ method: 'GET', url: '/readyz' });
+  return { status: response.statusCode, body: response.json() };
+}
+
+/** Waits until the host's /readyz answers 200 (every service ready, every connector connected). */
+export async function waitUntilReady(host: Host, options: { timeoutMs?: number; message?: string } = {}): Promise<void> {
+  await waitFor(async () => (await readyz(host)).status === 200, {
+    timeoutMs: options.timeoutMs ?? 15_000,
+    message: options.message ?? '/readyz to answer 200',
+  });
 }

@@ -3,7 +3,7 @@
  * guild's cached roles) so it is testable without a socket.
  */
 // Rule numbers (R1–R11) in this file refer to docs/slip-rules.md.
-import { EventType, Topic, createEnvelope, type Envelope } from '../../core/index.js';
+import { EventType, Topic, createEnvelope, createSourceStatus, type Envelope } from '../../core/index.js';
 
 /** Default reply deadline for Discord chat (R9), as for Twitch chat. */
 export const DEFAULT_DISCORD_MAX_RESPONSE_MS = 30_000;
@@ -126,21 +126,17 @@ export interface DiscordStatusInput {
 
 /** A `system.source.status` envelope for internal.ingress.v1 (persistence merges it into `sources`). */
 export function buildDiscordStatusEnvelope(input: DiscordStatusInput): Envelope {
-  const at = input.at ?? new Date();
-  return createEnvelope({
-    type: EventType.sourceStatus,
-    timestamp: at,
+  return createSourceStatus({
+    at: input.at ?? new Date(),
     source: { platform: 'discord', channel: input.guildName ?? '', channelId: input.guildId ?? '' },
-    routingSlip: [],
-    payload: {
-      sourceId: discordSourceId(input.guildId),
-      platform: 'discord',
-      displayName: input.guildName ? `Discord · ${input.guildName}` : 'Discord bot',
-      status: input.status,
-      metrics: { ...input.metrics, lastHeartbeat: at.toISOString() },
-      authStatus: input.authStatus,
+    sourceId: discordSourceId(input.guildId),
+    displayName: input.guildName ? `Discord · ${input.guildName}` : 'Discord bot',
+    status: input.status,
+    authStatus: input.authStatus,
+    metrics: input.metrics,
+    lastError: input.lastError,
+    details: {
       latencyMs: input.latencyMs,
-      lastError: input.lastError,
       metadata: {
         guilds: input.guilds,
         // The bot-level card stands in until a server is known; the dashboard hides it beside real ones.

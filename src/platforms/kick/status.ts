@@ -3,7 +3,7 @@
  * `sources`). "Connected" means the webhook subscriptions exist and a token works; the last webhook's lag
  * and arrival time are in the metadata, so a streamer can see when Kick's delivery falls behind.
  */
-import { EventType, createEnvelope, type Envelope } from '../../core/index.js';
+import { createSourceStatus, type Envelope } from '../../core/index.js';
 import { kickChannelName, kickSourceId } from './normalize.js';
 
 export type KickConnectionStatus = 'connected' | 'connecting' | 'disconnected' | 'error' | 'not_configured';
@@ -31,20 +31,17 @@ export interface KickStatusInput {
 
 /** The `system.source.status` envelope for one Kick channel. */
 export function buildKickStatusEnvelope(input: KickStatusInput): Envelope {
-  const at = input.at ?? new Date();
   const slug = kickChannelName(input.slug);
-  return createEnvelope({
-    type: EventType.sourceStatus,
-    timestamp: at,
+  return createSourceStatus({
+    at: input.at ?? new Date(),
     source: { platform: 'kick', channel: slug, channelId: input.broadcasterUserId ?? '' },
-    payload: {
-      sourceId: kickSourceId(slug),
-      platform: 'kick',
-      displayName: slug || 'kick chat',
-      status: input.status,
-      authStatus: input.authStatus,
-      metrics: { ...input.metrics, lastHeartbeat: at.toISOString() },
-      lastError: input.lastError,
+    sourceId: kickSourceId(slug),
+    displayName: slug || 'kick chat',
+    status: input.status,
+    authStatus: input.authStatus,
+    metrics: input.metrics,
+    lastError: input.lastError,
+    details: {
       latencyMs: input.lastLagMs ?? null,
       ...(input.stream
         ? {

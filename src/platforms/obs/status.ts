@@ -3,7 +3,7 @@
  * `sources`), with the program scene, the scene list and the streaming and recording state in its
  * metadata. (There is no token to manage: the obs-websocket password is a plain secret.)
  */
-import { EventType, createEnvelope, type Envelope } from '../../core/index.js';
+import { createSourceStatus, type Envelope } from '../../core/index.js';
 import { OBS_CHANNEL, OBS_SOURCE_ID, type ObsStudioState } from './normalize.js';
 
 export interface ObsStatusInput {
@@ -20,26 +20,22 @@ export interface ObsStatusInput {
 
 /** The `system.source.status` envelope for the OBS source (persistence merges it into `sources`). */
 export function buildObsStatusEnvelope(input: ObsStatusInput): Envelope {
-  const at = input.at ?? new Date();
-  return createEnvelope({
-    type: EventType.sourceStatus,
-    timestamp: at,
+  return createSourceStatus({
+    at: input.at ?? new Date(),
     source: { platform: 'obs', channel: OBS_CHANNEL, channelId: '' },
-    payload: {
-      sourceId: OBS_SOURCE_ID,
-      platform: 'obs',
-      displayName: 'OBS Studio',
-      status: input.status,
-      authStatus: input.authStatus,
-      metrics: {
-        messagesIn: input.metrics.events,
-        messagesOut: input.metrics.actions,
-        errors: input.metrics.errors,
-        reconnects: input.metrics.reconnects,
-        ...(input.metrics.lost ? { lost: input.metrics.lost } : {}),
-        lastHeartbeat: at.toISOString(),
-      },
-      lastError: input.lastError,
+    sourceId: OBS_SOURCE_ID,
+    displayName: 'OBS Studio',
+    status: input.status,
+    authStatus: input.authStatus,
+    metrics: {
+      messagesIn: input.metrics.events,
+      messagesOut: input.metrics.actions,
+      errors: input.metrics.errors,
+      reconnects: input.metrics.reconnects,
+      ...(input.metrics.lost ? { lost: input.metrics.lost } : {}),
+    },
+    lastError: input.lastError,
+    details: {
       metadata: {
         programScene: input.state.programScene ?? null,
         streaming: input.state.streaming ?? null,

@@ -31,24 +31,19 @@ import {
   addQuote,
   cancelGiveaway,
   currentGiveaway,
-  deleteCounter,
   deleteQuote,
-  deleteTimer,
   drawGiveaway,
   getFilterSettings,
   getLogEntry,
   getQuote,
   getUndoableLogEntry,
-  listCounters,
   listEntries,
   listGiveaways,
   listLog,
   listQuotes,
-  listTimers,
+  NAMED_RECORDS,
   parseChannelKey,
   resetFilterSettings,
-  saveCounter,
-  saveTimer,
   startGiveaway,
   updateFilterSettings,
 } from '../moderation/records.js';
@@ -144,31 +139,20 @@ export function registerModerationApi(scope: FastifyInstance, deps: ModerationAp
 
   // toolkit ------------------------------------------------------------------------------------------
 
-  scope.get('/api/toolkit/:channel/timers', async (req) => ({ items: await listTimers(store(), channelOf(req)) }));
-  scope.put('/api/toolkit/:channel/timers/:name', async (req) => {
-    moderator(req);
-    const { name } = validate(ChannelNameParams, req.params, 'path');
-    return await saveTimer(store(), channelOf(req), { ...(body(req) as object), name });
-  });
-  scope.delete('/api/toolkit/:channel/timers/:name', async (req, reply) => {
-    moderator(req);
-    const { name } = validate(ChannelNameParams, req.params, 'path');
-    if (!(await deleteTimer(store(), channelOf(req), name))) throw new BitBratError('NOT_FOUND', `no timer ${name}`);
-    return reply.status(204).send();
-  });
-
-  scope.get('/api/toolkit/:channel/counters', async (req) => ({ items: await listCounters(store(), channelOf(req)) }));
-  scope.put('/api/toolkit/:channel/counters/:name', async (req) => {
-    moderator(req);
-    const { name } = validate(ChannelNameParams, req.params, 'path');
-    return await saveCounter(store(), channelOf(req), { ...(body(req) as object), name });
-  });
-  scope.delete('/api/toolkit/:channel/counters/:name', async (req, reply) => {
-    moderator(req);
-    const { name } = validate(ChannelNameParams, req.params, 'path');
-    if (!(await deleteCounter(store(), channelOf(req), name))) throw new BitBratError('NOT_FOUND', `no counter ${name}`);
-    return reply.status(204).send();
-  });
+  for (const [kind, records] of Object.entries(NAMED_RECORDS)) {
+    scope.get(`/api/toolkit/:channel/${kind}`, async (req) => ({ items: await records.list(store(), channelOf(req)) }));
+    scope.put(`/api/toolkit/:channel/${kind}/:name`, async (req) => {
+      moderator(req);
+      const { name } = validate(ChannelNameParams, req.params, 'path');
+      return await records.save(store(), channelOf(req), { ...(body(req) as object), name });
+    });
+    scope.delete(`/api/toolkit/:channel/${kind}/:name`, async (req, reply) => {
+      moderator(req);
+      const { name } = validate(ChannelNameParams, req.params, 'path');
+      if (!(await records.remove(store(), channelOf(req), name))) throw new BitBratError('NOT_FOUND', `no ${records.noun} ${name}`);
+      return reply.status(204).send();
+    });
+  }
 
   scope.get('/api/toolkit/:channel/quotes', async (req) => ({ items: await listQuotes(store(), channelOf(req)) }));
   scope.post('/api/toolkit/:channel/quotes', async (req, reply) => {

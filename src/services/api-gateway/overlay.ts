@@ -62,6 +62,8 @@ export function alertFromEnvelope(envelope: Envelope): OverlayAlert | undefined 
   if (envelope.type !== 'twitch.eventsub.v1' || !event) return undefined;
   const payload = event.payload as Payload;
   const actor = nameOf(payload.user) ?? (envelope.user.displayName || envelope.user.name || 'Someone');
+  /** Who gave (gifts, bits): Twitch marks an anonymous giver, whose name the alert must not show. */
+  const giver = payload.isAnonymous === true ? 'Anonymous' : actor;
   switch (event.kind) {
     case 'channel.follow':
       return { id: envelope.id, kind: 'follow', name: actor };
@@ -69,18 +71,12 @@ export function alertFromEnvelope(envelope: Envelope): OverlayAlert | undefined 
       if (payload.isGift === true) return undefined;
       return { id: envelope.id, kind: 'sub', name: actor, tier: numberOf(payload.tierLevel) ?? 1 };
     case 'channel.subscription.gift':
-      return {
-        id: envelope.id,
-        kind: 'gift',
-        name: payload.isAnonymous === true ? 'Anonymous' : actor,
-        count: numberOf(payload.total) ?? 1,
-        tier: numberOf(payload.tierLevel) ?? 1,
-      };
+      return { id: envelope.id, kind: 'gift', name: giver, count: numberOf(payload.total) ?? 1, tier: numberOf(payload.tierLevel) ?? 1 };
     case 'channel.cheer':
       return {
         id: envelope.id,
         kind: 'cheer',
-        name: payload.isAnonymous === true ? 'Anonymous' : actor,
+        name: giver,
         bits: numberOf(payload.bits) ?? 0,
         message: typeof payload.message === 'string' ? payload.message : '',
       };

@@ -2,7 +2,7 @@ import { z } from 'zod';
 import { Topic, instanceEgressTopic, type Envelope } from '../../core/index.js';
 import { env } from '../../runtime/config.js';
 import { createServiceIngress } from '../../runtime/ingress-buffer.js';
-import { continueWith, defineService, failed, type HandlerContext, type ServiceContext } from '../../runtime/service.js';
+import { chatEgressStage, defineService, type HandlerContext, type ServiceContext } from '../../runtime/service.js';
 import {
   buildDiscordStatusEnvelope,
   createDiscordConnector,
@@ -130,17 +130,7 @@ export const service = defineService({
       ruleEnsured = true;
     };
 
-    const egress = {
-      mode: 'stage' as const,
-      next: 'finalization',
-      ackWaitMs: 120_000,
-      platforms: ['discord'],
-      async handle(envelope: Envelope, handler: HandlerContext) {
-        const outcome = await deliverDiscordReply(envelope, connector, { signal: handler.signal });
-        if (outcome.failure) return failed(outcome.failure.code, outcome.failure.message, { envelope: outcome.envelope, retryable: false });
-        return continueWith(outcome.envelope);
-      },
-    };
+    const egress = chatEgressStage('discord', (envelope, handler) => deliverDiscordReply(envelope, connector, { signal: handler.signal }));
 
     return {
       consumers: {

@@ -1,5 +1,5 @@
-import { Topic, type Envelope } from '../../core/index.js';
-import { continueWith, defineService, failed, type HandlerContext } from '../../runtime/service.js';
+import { Topic } from '../../core/index.js';
+import { chatEgressStage, defineService } from '../../runtime/service.js';
 import { createServiceIngress } from '../../runtime/ingress-buffer.js';
 import { traced } from '../../runtime/tracing.js';
 import { createTwitchAuthProvider } from '../../platforms/twitch/auth.js';
@@ -26,31 +26,21 @@ export const service = defineService<Config>({
     let running: Running | undefined;
     const unconfiguredSender = createUnconfiguredSender();
     const metrics = createTwitchMetrics(ctx.metrics);
-    // Deliver, record `delivery`, and hand on to finalization; a reply that could not go out fails the
-    // stage (errors[] + outcome failed) with the envelope's delivery saying why.
-    const egress = {
-      mode: 'stage' as const,
-      next: 'finalization',
-      // A reply may wait for the rate limiter up to its deadline; keep the bus from redelivering meanwhile.
-      ackWaitMs: 120_000,
-      platforms: ['twitch'],
-      async handle(envelope: Envelope, handler: HandlerContext) {
-        const sender = running?.sender ?? unconfiguredSender;
-        const outcome = await traced(
-          'twitch chat send',
-          { 'bitbrat.platform': 'twitch', 'messaging.destination.name': envelope.source.channel },
-          async (span) => {
-            const delivered = await deliverEnvelopeReply(envelope, sender, { signal: handler.signal });
-            if (delivered.failure) span?.fail(delivered.failure.code, delivered.failure.message);
-            span?.setAttributes({ 'bitbrat.reply.parts': delivered.result?.partsSent });
-            return delivered;
-          },
-        );
-        metrics.delivery(envelope, outcome);
-        if (outcome.failure) return failed(outcome.failure.code, outcome.failure.message, { envelope: outcome.envelope, retryable: false });
-        return continueWith(outcome.envelope);
-      },
-    };
+    const egress = chatEgressStage('twitch', async (envelope, handler) => {
+      const sender = running?.sender ?? unconfiguredSender;
+      const outcome = await traced(
+        'twitch chat send',
+        { 'bitbrat.platform': 'twitch', 'messaging.destination.name': envelope.source.channel },
+        async (span) => {
+          const delivered = await deliverEnvelopeReply(envelope, sender, { signal: handler.signal });
+          if (delivered.failure) span?.fail(delivered.failure.code, delivered.failure.message);
+          span?.setAttributes({ 'bitbrat.reply.parts': delivered.result?.partsSent });
+          return delivered;
+        },
+      );
+      metrics.delivery(envelope, outcome);
+      return outcome;
+    });
     return {
       consumers: { [Topic.egress]: egress, 'internal.egress.{instanceId}.v1': egress },
 

@@ -1,8 +1,8 @@
 import type { KeyObject } from 'node:crypto';
 import { Histogram } from 'prom-client';
-import { Topic, instanceEgressTopic, type Envelope } from '../../core/index.js';
+import { Topic, instanceEgressTopic } from '../../core/index.js';
 import { createServiceIngress } from '../../runtime/ingress-buffer.js';
-import { continueWith, defineService, failed, type EnvelopeConsumer, type HandlerContext } from '../../runtime/service.js';
+import { chatEgressStage, defineService } from '../../runtime/service.js';
 import {
   KickTokenId,
   buildKickStatusEnvelope,
@@ -241,23 +241,15 @@ export const service = defineService<Config>({
       await publishStatus();
     };
 
-    const egress: EnvelopeConsumer = {
-      mode: 'stage',
-      next: 'finalization',
-      // A reply may wait for Kick's limits up to its deadline; keep the bus from redelivering meanwhile.
-      ackWaitMs: 120_000,
-      platforms: ['kick'],
-      async handle(envelope: Envelope, handler: HandlerContext) {
-        const outcome = await deliverKickReply(envelope, sender, {
-          signal: handler.signal,
-          notConfigured: hint ?? 'Kick chat is not configured',
-        });
-        if (outcome.envelope.delivery?.delivered)
-          channelState(envelope.source.channel).messagesOut += outcome.envelope.delivery.platformMessageIds?.length ?? 1;
-        if (outcome.failure) return failed(outcome.failure.code, outcome.failure.message, { envelope: outcome.envelope, retryable: false });
-        return continueWith(outcome.envelope);
-      },
-    };
+    const egress = chatEgressStage('kick', async (envelope, handler) => {
+      const outcome = await deliverKickReply(envelope, sender, {
+        signal: handler.signal,
+        notConfigured: hint ?? 'Kick chat is not configured',
+      });
+      if (outcome.envelope.delivery?.delivered)
+        channelState(envelope.source.channel).messagesOut += outcome.envelope.delivery.platformMessageIds?.length ?? 1;
+      return outcome;
+    });
 
     return {
       consumers: { 'internal.egress.{instanceId}.v1': egress },

@@ -8,11 +8,11 @@
 import type { McpServer } from '@modelcontextprotocol/sdk/server/mcp.js';
 import type { CallToolResult } from '@modelcontextprotocol/sdk/types.js';
 import { z } from 'zod';
-import { stepTopic, type Envelope } from '../../core/index.js';
+import { stepTopic } from '../../core/index.js';
 import type { Store } from '../../store/types.js';
 import { Permission, Role } from '../auth/roles.js';
 import { MODERATION_STEP, createModerationRequest, type ModerationRequest } from '../moderation/requests.js';
-import { createToolGuard, toolText as text, type Requester, type ToolCallEvent, type ToolPolicy } from './mcp-platform.js';
+import { createToolGuard, toolText as text, type Requester, type ToolGroupOptions, type ToolPolicy } from './mcp-platform.js';
 
 /** Policies of the moderation tools: moderators (with users:moderate) and up. */
 export const MODERATION_TOOL_POLICIES = {
@@ -21,11 +21,8 @@ export const MODERATION_TOOL_POLICIES = {
   moderation_shoutout: { minRole: Role.moderator },
 } as const satisfies Record<string, ToolPolicy>;
 
-export interface ModerationToolOptions {
+export interface ModerationToolOptions extends ToolGroupOptions {
   store: Pick<Store, 'listEvents'>;
-  publish?: (topic: string, envelope: Envelope) => Promise<void>;
-  requesterFrom(meta: Record<string, unknown> | undefined): Requester | undefined;
-  onCall?: (event: ToolCallEvent) => void;
 }
 
 const login = z.string().min(1).max(64).describe('The login name, with or without @');

@@ -8,11 +8,11 @@
 import type { McpServer } from '@modelcontextprotocol/sdk/server/mcp.js';
 import type { CallToolResult } from '@modelcontextprotocol/sdk/types.js';
 import { z } from 'zod';
-import { createEnvelope, createStep, stepTopic, type Envelope } from '../../core/index.js';
+import { createEnvelope, createStep, stepTopic } from '../../core/index.js';
 import { OBS_SOURCE_ID, obsActionAnnotation, type ObsAction } from '../../platforms/obs/index.js';
 import type { Store } from '../../store/types.js';
 import { Role } from '../auth/roles.js';
-import { createToolGuard, toolText as text, type Requester, type ToolCallEvent, type ToolPolicy } from './mcp-platform.js';
+import { createToolGuard, toolText as text, type Requester, type ToolGroupOptions, type ToolPolicy } from './mcp-platform.js';
 
 /** Policies of the OBS tools: moderator and up. */
 export const OBS_TOOL_POLICIES = {
@@ -22,12 +22,8 @@ export const OBS_TOOL_POLICIES = {
   obs_set_text: { minRole: Role.moderator },
 } as const satisfies Record<string, ToolPolicy>;
 
-export interface ObsToolOptions {
+export interface ObsToolOptions extends ToolGroupOptions {
   store: Pick<Store, 'getSource'>;
-  /** Publishes an envelope to a topic; without it the action tools say OBS control is unavailable. */
-  publish?: (topic: string, envelope: Envelope) => Promise<void>;
-  requesterFrom(meta: Record<string, unknown> | undefined): Requester | undefined;
-  onCall?: (event: ToolCallEvent) => void;
 }
 
 /** The studio as the OBS service last reported it. */

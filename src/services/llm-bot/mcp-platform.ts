@@ -81,6 +81,14 @@ export interface ToolCallEvent {
   detail?: string;
 }
 
+/** What a group of platform tools (OBS, moderation) gets from the platform server, besides its store. */
+export interface ToolGroupOptions {
+  /** Publishes an envelope to a topic; without it the tools that ask another service say they are unavailable. */
+  publish?: (topic: string, envelope: Envelope) => Promise<void>;
+  requesterFrom(meta: Record<string, unknown> | undefined): Requester | undefined;
+  onCall?: (event: ToolCallEvent) => void;
+}
+
 /**
  * The server-side gate shared by every group of platform tools: `guarded(name, run)` wraps a handler so
  * each call re-checks the requester against `policies[name]`, reports the outcome to `onCall` and turns a

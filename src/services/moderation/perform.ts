@@ -6,7 +6,7 @@ import type { Envelope } from '../../core/index.js';
 import type { ActionOutcome, ModerationGateway } from '../../platforms/twitch/moderation.js';
 import type { Store } from '../../store/index.js';
 import { Role, roleAtLeast } from '../auth/roles.js';
-import { appendLog, getLogEntry, markUndone } from './records.js';
+import { appendLog, getLogEntry, markUndone, type ModerationLogEntry } from './records.js';
 import type { ModerationRequest } from './requests.js';
 
 export interface PerformDeps {
@@ -52,6 +52,17 @@ export async function runModerationRequest(
     broadcaster = { id: found.id, login };
   }
   const base = { channel, at: at(), by, reason: request.reason || `requested by ${by}`, correlationId: envelope.correlationId };
+  /** Logs the action with how it went; the result carries `message`, the error when any, and the log id. */
+  const settle = async (
+    outcome: ActionOutcome,
+    entry: Pick<ModerationLogEntry, 'action' | 'user'> & Partial<ModerationLogEntry>,
+    message: string,
+  ): Promise<PerformResult> => {
+    const error = outcome.error ? { error: outcome.error } : {};
+    const { action, ...rest } = entry;
+    const logged = await appendLog(store, { ...base, action, status: outcome.status, ...error, ...rest });
+    return { status: outcome.status, message, ...error, logId: logged.id, outcome };
+  };
 
   if (request.action === 'undo') {
     const entry = await getLogEntry(store, request.logId);
@@ -61,21 +72,11 @@ export async function runModerationRequest(
     if (entry.undone?.status === 'done') return { status: 'done', message: `already undone by ${entry.undone.by}`, logId: entry.id };
     const outcome = await gateway.unban(broadcaster, entry.user);
     await markUndone(store, entry, { at: at(), by, status: outcome.status, ...(outcome.error ? { error: outcome.error } : {}) });
-    const logged = await appendLog(store, {
-      ...base,
-      action: entry.undo,
-      status: outcome.status,
-      ...(outcome.error ? { error: outcome.error } : {}),
-      user: entry.user,
-      detail: `undo of ${entry.id}`,
-    });
-    return {
-      status: outcome.status,
-      message: outcome.status === 'done' ? `${DONE_WORDS[entry.undo]} ${entry.user.login}` : `could not undo: ${outcome.error}`,
-      ...(outcome.error ? { error: outcome.error } : {}),
-      logId: logged.id,
+    return await settle(
       outcome,
-    };
+      { action: entry.undo, user: entry.user, detail: `undo of ${entry.id}` },
+      outcome.status === 'done' ? `${DONE_WORDS[entry.undo]} ${entry.user.login}` : `could not undo: ${outcome.error}`,
+    );
   }
 
   if (request.action === 'delete') {
@@ -83,21 +84,11 @@ export async function runModerationRequest(
     const user = request.target
       ? { id: request.target.id ?? '', login: request.target.login.replace(/^@/, '').toLowerCase() }
       : { id: '', login: '' };
-    const logged = await appendLog(store, {
-      ...base,
-      action: 'delete',
-      status: outcome.status,
-      ...(outcome.error ? { error: outcome.error } : {}),
-      user,
-      messageId: request.messageId,
-    });
-    return {
-      status: outcome.status,
-      message: outcome.status === 'done' ? 'deleted the message' : `could not delete: ${outcome.error}`,
-      ...(outcome.error ? { error: outcome.error } : {}),
-      logId: logged.id,
+    return await settle(
       outcome,
-    };
+      { action: 'delete', user, messageId: request.messageId },
+      outcome.status === 'done' ? 'deleted the message' : `could not delete: ${outcome.error}`,
+    );
   }
 
   const targetLogin = request.target.login.replace(/^@/, '').toLowerCase();
@@ -109,37 +100,24 @@ export async function runModerationRequest(
     const game = target.gameName ? ` They were last playing ${target.gameName}.` : '';
     const text = `Go check out ${target.displayName} at https://twitch.tv/${target.login} !${game}`;
     const outcome = await gateway.shoutout(broadcaster, user);
-    const logged = await appendLog(store, {
-      ...base,
-      action: 'shoutout',
-      status: outcome.status,
-      ...(outcome.error ? { error: outcome.error } : {}),
-      user,
-    });
-    return { status: outcome.status, message: text, ...(outcome.error ? { error: outcome.error } : {}), logId: logged.id, outcome };
+    return await settle(outcome, { action: 'shoutout', user }, text);
   }
 
   const outcome =
     request.action === 'timeout'
       ? await gateway.timeout(broadcaster, user, request.durationSec, base.reason)
       : await gateway.ban(broadcaster, user, base.reason);
-  const logged = await appendLog(store, {
-    ...base,
-    action: request.action,
-    status: outcome.status,
-    ...(outcome.error ? { error: outcome.error } : {}),
-    user,
-    ...(request.action === 'timeout' ? { durationSec: request.durationSec, undo: 'untimeout' as const } : { undo: 'unban' as const }),
-  });
-  deps.logger.info({ channel, action: request.action, user: user.login, by, status: outcome.status }, 'moderation request');
-  return {
-    status: outcome.status,
-    message:
-      outcome.status === 'done'
-        ? `${DONE_WORDS[request.action]} ${user.login}`
-        : `could not ${request.action} ${user.login}: ${outcome.error}`,
-    ...(outcome.error ? { error: outcome.error } : {}),
-    logId: logged.id,
+  const result = await settle(
     outcome,
-  };
+    {
+      action: request.action,
+      user,
+      ...(request.action === 'timeout' ? { durationSec: request.durationSec, undo: 'untimeout' as const } : { undo: 'unban' as const }),
+    },
+    outcome.status === 'done'
+      ? `${DONE_WORDS[request.action]} ${user.login}`
+      : `could not ${request.action} ${user.login}: ${outcome.error}`,
+  );
+  deps.logger.info({ channel, action: request.action, user: user.login, by, status: outcome.status }, 'moderation request');
+  return result;
 }

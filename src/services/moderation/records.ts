@@ -364,6 +364,21 @@ export async function deleteTimer(store: Store, channel: string, name: string): 
   return await store.deleteDoc(Collection.timers, `${channel}:${name.toLowerCase()}`);
 }
 
+/** A toolkit record kept by name in a channel: what it is called, and how to list, save and delete it. */
+export interface NamedRecordKind {
+  readonly noun: string;
+  list(store: Store, channel: string): Promise<unknown[]>;
+  save(store: Store, channel: string, input: unknown): Promise<unknown>;
+  remove(store: Store, channel: string, name: string): Promise<boolean>;
+}
+
+/** Timers and counters: listed, saved and deleted by name alike (the API and the CLI serve both the same way). */
+export const NAMED_RECORDS = {
+  timers: { noun: 'timer', list: listTimers, save: saveTimer, remove: deleteTimer },
+  counters: { noun: 'counter', list: listCounters, save: saveCounter, remove: deleteCounter },
+} as const satisfies Record<string, NamedRecordKind>;
+export type NamedRecords = keyof typeof NAMED_RECORDS;
+
 /**
  * Whether a timer is due: on, the stream live, its interval passed since it last ran (or since `since`,
  * when the runner started, for a timer that never ran), and enough chat since then.
