@@ -72,6 +72,28 @@ export interface Migration {
 export const MIGRATION_LOCK_KEY = 0x0b17b4a7;
 
 /** Ordered, append-only: never edit a migration that has shipped, add a new one. */
+/**
+ * The body of `bitbrat_merge_source`: top-level fields replace, metrics/permissions/metadata merge deeply;
+ * `before` runs first (migration 5 drops a stale status there).
+ */
+function mergeSourceBody(before: string): string {
+  return `DECLARE
+  result jsonb;
+  k text;
+BEGIN
+  IF a IS NULL THEN
+    RETURN b;
+  END IF;${before}
+  result := a || b;
+  FOREACH k IN ARRAY ARRAY['metrics', 'permissions', 'metadata'] LOOP
+    IF jsonb_typeof(a -> k) = 'object' AND jsonb_typeof(b -> k) = 'object' THEN
+      result := result || jsonb_build_object(k, bitbrat_jsonb_deep_merge(a -> k, b -> k));
+    END IF;
+  END LOOP;
+  RETURN result;
+END`;
+}
+
 export const MIGRATIONS: readonly Migration[] = [
   {
     version: 1,
@@ -214,21 +236,7 @@ $fn$;
 
 -- Source documents: top-level fields replace (lastError: null clears), metrics/permissions/metadata merge deeply.
 CREATE FUNCTION bitbrat_merge_source(a jsonb, b jsonb) RETURNS jsonb LANGUAGE plpgsql IMMUTABLE AS $fn$
-DECLARE
-  result jsonb;
-  k text;
-BEGIN
-  IF a IS NULL THEN
-    RETURN b;
-  END IF;
-  result := a || b;
-  FOREACH k IN ARRAY ARRAY['metrics', 'permissions', 'metadata'] LOOP
-    IF jsonb_typeof(a -> k) = 'object' AND jsonb_typeof(b -> k) = 'object' THEN
-      result := result || jsonb_build_object(k, bitbrat_jsonb_deep_merge(a -> k, b -> k));
-    END IF;
-  END LOOP;
-  RETURN result;
-END
+${mergeSourceBody('')}
 $fn$;
 `,
   },
@@ -274,27 +282,13 @@ CREATE TABLE documents (
     // timestamps are ISO-8601 UTC, so they compare as text (in the C collation). Same rule: STALE_SOURCE_FIELDS.
     sql: `
 CREATE OR REPLACE FUNCTION bitbrat_merge_source(a jsonb, b jsonb) RETURNS jsonb LANGUAGE plpgsql IMMUTABLE AS $fn$
-DECLARE
-  result jsonb;
-  k text;
-BEGIN
-  IF a IS NULL THEN
-    RETURN b;
-  END IF;
+${mergeSourceBody(`
   IF b ? 'lastStatusUpdate' AND a ? 'lastStatusUpdate' AND (b ->> 'lastStatusUpdate') COLLATE "C" < (a ->> 'lastStatusUpdate') COLLATE "C" THEN
     b := b - ARRAY[${sqlList(STALE_SOURCE_FIELDS.status)}];
   END IF;
   IF b ? 'lastStreamUpdate' AND a ? 'lastStreamUpdate' AND (b ->> 'lastStreamUpdate') COLLATE "C" < (a ->> 'lastStreamUpdate') COLLATE "C" THEN
     b := b - ARRAY[${sqlList(STALE_SOURCE_FIELDS.stream)}];
-  END IF;
-  result := a || b;
-  FOREACH k IN ARRAY ARRAY['metrics', 'permissions', 'metadata'] LOOP
-    IF jsonb_typeof(a -> k) = 'object' AND jsonb_typeof(b -> k) = 'object' THEN
-      result := result || jsonb_build_object(k, bitbrat_jsonb_deep_merge(a -> k, b -> k));
-    END IF;
-  END LOOP;
-  RETURN result;
-END
+  END IF;`)}
 $fn$;
 `,
   },

@@ -7,7 +7,7 @@ import { afterAll, describe, expect, it } from 'vitest';
 import { compiledEntry } from '../../bin/compiled.js';
 import { build } from '../../scripts/build.mjs';
 import { freePort } from '../support/ports.js';
-import { waitFor } from '../support/wait.js';
+import { spawnBitbrat } from '../support/bitbrat-process.js';
 
 const ROOT = path.resolve('.');
 const made: string[] = [];
@@ -75,19 +75,15 @@ describe('the compiled build', () => {
     const traceFile = path.join(dataDir, 'packages.txt');
     const port = await freePort();
     const register = path.join(ROOT, 'test', 'support', 'module-trace', 'register.mjs');
-    const child = spawn(process.execPath, ['--import', register, path.join(root, 'bin', 'bitbrat.js'), 'start'], {
-      env: { ...process.env, LOG_LEVEL: 'info', LOG_FORMAT: 'json', PORT: String(port), DATA_DIR: dataDir, MODULE_TRACE_FILE: traceFile },
-      stdio: ['ignore', 'pipe', 'pipe'],
-    });
-    let output = '';
-    child.stdout.on('data', (chunk) => (output += chunk));
-    child.stderr.on('data', (chunk) => (output += chunk));
+    const platform = spawnBitbrat(
+      path.join(root, 'bin', 'bitbrat.js'),
+      ['start'],
+      { LOG_LEVEL: 'info', LOG_FORMAT: 'json', PORT: String(port), DATA_DIR: dataDir, MODULE_TRACE_FILE: traceFile },
+      ['--import', register],
+    );
     try {
-      await waitFor(async () => (await fetch(`http://127.0.0.1:${port}/readyz`).catch(() => undefined))?.status === 200, {
-        timeoutMs: 90_000,
-        intervalMs: 250,
-        message: `the compiled platform to be ready; output: ${output.slice(-2000)}`,
-      });
+      await platform.ready(port, 'the compiled platform');
+      const output = platform.output();
       // The default rules came from config/ at the project root, not from a path inside dist/.
       expect(output).toContain(path.join(root, 'config', 'rules.default.json'));
       expect(output).toMatch(/"msg":"seeded routing rules"/);
@@ -100,9 +96,7 @@ describe('the compiled build', () => {
       expect(loaded).not.toContain('tsx');
       expect(loaded).not.toContain('esbuild');
     } finally {
-      const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)));
-      child.kill('SIGTERM');
-      expect(await exited).toBe(0);
+      expect(await platform.stop()).toBe(0);
     }
   }, 120_000);
 

@@ -11,6 +11,7 @@ import { sql } from '../support/pg-server.js';
 import { runPostgresUrl } from '../support/run-postgres.js';
 import { freePort, freePortBlock } from '../support/ports.js';
 import { waitFor } from '../support/wait.js';
+import { spawnBitbrat } from '../support/bitbrat-process.js';
 
 const BIN = path.resolve('bin/bitbrat.js');
 
@@ -103,21 +104,14 @@ describe('bitbrat CLI', () => {
     // Every npm package the process loads is written to a file: with nothing configured, no platform or cloud SDK may be among them.
     const traceFile = path.join(dataDir, 'packages.txt');
     const register = path.join(import.meta.dirname, '..', 'support', 'module-trace', 'register.mjs');
-    const child = spawn(process.execPath, ['--import', register, BIN, 'start'], {
-      env: { ...process.env, LOG_LEVEL: 'info', PORT: String(port), DATA_DIR: dataDir, MODULE_TRACE_FILE: traceFile },
-      stdio: ['ignore', 'pipe', 'pipe'],
-    });
-    let output = '';
-    child.stdout.on('data', (chunk) => (output += chunk));
-    child.stderr.on('data', (chunk) => (output += chunk));
+    const platform = spawnBitbrat(
+      BIN,
+      ['start'],
+      { LOG_LEVEL: 'info', PORT: String(port), DATA_DIR: dataDir, MODULE_TRACE_FILE: traceFile },
+      ['--import', register],
+    );
     try {
-      const ready = await waitFor(
-        async () => {
-          const response = await fetch(`http://127.0.0.1:${port}/readyz`).catch(() => undefined);
-          return response?.status === 200 ? ((await response.json()) as { components: Record<string, { ready: boolean }> }) : undefined;
-        },
-        { timeoutMs: 90_000, intervalMs: 250, message: `bitbrat start to be ready; output: ${output.slice(-2000)}` },
-      );
+      const ready = await platform.ready(port);
       const services = Object.keys(loadArchitecture().services);
       expect(services).toEqual(
         expect.arrayContaining([
@@ -145,12 +139,10 @@ describe('bitbrat CLI', () => {
       const sdks =
         /^(@twurple\/|@google-cloud\/|@ai-sdk\/|ai$|@modelcontextprotocol\/|discord\.js$|@discordjs\/|obs-websocket-js$|@opentelemetry\/sdk|@opentelemetry\/exporter|pg$|@nats-io\/|pino-pretty$)/;
       expect(loaded.filter((name) => sdks.test(name))).toEqual([]);
-      const exited = new Promise<number | null>((resolve) => child.on('exit', (code) => resolve(code)));
-      child.kill('SIGTERM');
-      expect(await exited).toBe(0);
-      expect(output).toContain('stopped');
+      expect(await platform.stop()).toBe(0);
+      expect(platform.output()).toContain('stopped');
     } finally {
-      child.kill('SIGKILL');
+      await platform.stop('SIGKILL');
       await rm(dataDir, { recursive: true, force: true });
     }
   }, 150_000);
@@ -161,19 +153,9 @@ describe('bitbrat commands and dlq against a running platform (embedded store, t
     const dataDir = await mkdtemp(path.join(tmpdir(), 'bitbrat-ops-'));
     const port = await freePort();
     const env = { PORT: String(port), DATA_DIR: dataDir };
-    const child = spawn(process.execPath, [BIN, 'start'], {
-      env: { ...process.env, LOG_LEVEL: 'warn', ...env },
-      stdio: ['ignore', 'pipe', 'pipe'],
-    });
-    let output = '';
-    child.stdout.on('data', (chunk) => (output += chunk));
-    child.stderr.on('data', (chunk) => (output += chunk));
+    const platform = spawnBitbrat(BIN, ['start'], { LOG_LEVEL: 'warn', ...env });
     try {
-      await waitFor(async () => (await fetch(`http://127.0.0.1:${port}/readyz`).catch(() => undefined))?.status === 200, {
-        timeoutMs: 90_000,
-        intervalMs: 250,
-        message: `ready; output: ${output.slice(-1500)}`,
-      });
+      await platform.ready(port);
       const add = await run(['commands', 'add', '!discord', '-cd=0', 'Join', 'us', 'at', 'example.org/{user}'], env);
       expect(add.stderr).toBe('');
       expect(add.code).toBe(0);
@@ -202,8 +184,7 @@ describe('bitbrat commands and dlq against a running platform (embedded store, t
       expect(missing.code).toBe(1);
       expect(missing.stderr).toContain('404');
     } finally {
-      child.kill('SIGTERM');
-      await new Promise((resolve) => child.on('exit', resolve));
+      await platform.stop();
       await rm(dataDir, { recursive: true, force: true });
     }
   }, 180_000);
