@@ -372,19 +372,20 @@ export async function startFakeTwitch(options: FakeTwitchOptions = {}): Promise<
       if (params.client_id !== clientId) return send(400, { status: 400, message: 'invalid client' });
       if (params.client_secret !== clientSecret) return send(403, { status: 403, message: 'invalid client secret' });
       const grant = params.grant_type;
+      const tokenResponse = (token: { accessToken: string; refreshToken?: string; scopes: string[] }) => ({
+        access_token: token.accessToken,
+        refresh_token: token.refreshToken,
+        expires_in: tokenLifetime,
+        scope: token.scopes,
+        token_type: 'bearer',
+      });
       if (grant === 'refresh_token') {
         const previous = params.refresh_token ? refreshIndex.get(params.refresh_token) : undefined;
         if (!previous?.refreshToken) return send(400, { status: 400, message: 'Invalid refresh token' });
         previous.valid = false;
         if (rotateRefreshTokens) refreshIndex.delete(previous.refreshToken);
         const next = mintToken(previous.userId, previous.scopes, tokenLifetime, rotateRefreshTokens ? undefined : previous.refreshToken);
-        return send(200, {
-          access_token: next.accessToken,
-          refresh_token: next.refreshToken,
-          expires_in: tokenLifetime,
-          scope: next.scopes,
-          token_type: 'bearer',
-        });
+        return send(200, tokenResponse(next));
       }
       if (grant === 'authorization_code') {
         const code = params.code ? codes.get(params.code) : undefined;
@@ -393,13 +394,7 @@ export async function startFakeTwitch(options: FakeTwitchOptions = {}): Promise<
           return send(400, { status: 400, message: 'Parameter redirect_uri does not match registered URI' });
         codes.delete(params.code!);
         const next = mintToken(code.userId, code.scopes);
-        return send(200, {
-          access_token: next.accessToken,
-          refresh_token: next.refreshToken,
-          expires_in: tokenLifetime,
-          scope: next.scopes,
-          token_type: 'bearer',
-        });
+        return send(200, tokenResponse(next));
       }
       if (grant === 'client_credentials') {
         const next = mintToken(undefined, []);

@@ -15,6 +15,7 @@ import { loadTracingConfig } from '../../src/runtime/tracing-config.js';
 import { createTracing, runInSpan, tracedCall, type Tracing } from '../../src/runtime/tracing.js';
 import { startFakeOtlpCollector, type FakeOtlpCollector, type ReceivedSpan } from '../fakes/otlp.js';
 import { BOT, OTHER, STREAMER, startTwitchWorld, type TwitchWorld } from '../support/twitch-world.js';
+import { helixCallAttributes } from '../support/traces.js';
 
 let world: TwitchWorld;
 let collector: FakeOtlpCollector;
@@ -55,12 +56,7 @@ describe('the traced Helix client', () => {
     const [span] = await spansNamed('twitch.helix GET /users');
     expect(span).toMatchObject({ kind: 3, parentSpanId: '', status: { code: 0 } });
     expect(span!.attributes).toMatchObject({
-      'http.request.method': 'GET',
-      'server.address': 'localhost',
-      'server.port': world.api.port,
-      'url.full': `http://localhost:${world.api.port}/mock/users`,
-      'http.response.status_code': 200,
-      'bitbrat.platform': 'twitch',
+      ...helixCallAttributes(world.api.port, '/users'),
       'bitbrat.twitch.api': 'helix',
       'bitbrat.twitch.token_user_id': BOT.id,
     });

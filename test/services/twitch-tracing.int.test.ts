@@ -22,6 +22,7 @@ import { startTestHost } from '../support/harness.js';
 import { waitForComponent } from '../support/pipeline.js';
 import { BOT, OTHER, STREAMER, startTwitchWorld, type TwitchWorld } from '../support/twitch-world.js';
 import { waitFor } from '../support/wait.js';
+import { helixCallAttributes } from '../support/traces.js';
 
 const BOT_SCOPES = ['chat:read', 'chat:edit', 'moderator:manage:chat_messages', 'moderator:manage:banned_users'];
 
@@ -101,14 +102,7 @@ describe('Helix spans of the Twitch platform', () => {
 
     const [lookup] = named(spans, 'twitch.helix GET /users');
     expect(lookup).toMatchObject({ kind: 3, parentSpanId: '', status: { code: 0 } });
-    expect(lookup!.attributes).toMatchObject({
-      'http.request.method': 'GET',
-      'server.address': 'localhost',
-      'server.port': world.api.port,
-      'url.full': `http://localhost:${world.api.port}/mock/users`,
-      'http.response.status_code': 200,
-      'bitbrat.platform': 'twitch',
-    });
+    expect(lookup!.attributes).toMatchObject(helixCallAttributes(world.api.port, '/users'));
     expect(lookup!.resource['service.name']).toBe('bitbrat-twitch');
 
     const subscriptions = named(spans, 'twitch.helix POST /eventsub/subscriptions');

@@ -58,3 +58,13 @@ export const PING_STEPS = [
   'moderation/moderation#1:continue',
   'query-analyzer/query-analyzer#1:continue',
 ].sort();
+
+/** What a Helix span's attributes say about a successful call to `path` on the fake Twitch API at `port`. */
+export const helixCallAttributes = (port: number, path: string, method = 'GET') => ({
+  'http.request.method': method,
+  'server.address': 'localhost',
+  'server.port': port,
+  'url.full': `http://localhost:${port}/mock${path}`,
+  'http.response.status_code': 200,
+  'bitbrat.platform': 'twitch',
+});
