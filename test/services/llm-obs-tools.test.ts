@@ -1,21 +1,26 @@
 /** The LLM's OBS tools on the built-in platform MCP server: offered to and usable by moderators and up only. */
 import { describe, expect, it } from 'vitest';
-import { pendingActions } from '../../src/platforms/obs/index.js';
+import { obsResultAnnotation, pendingActions, type ObsActionResult } from '../../src/platforms/obs/index.js';
 import type { Requester } from '../../src/services/llm-bot/index.js';
 import { OBS_TOOL_POLICIES } from '../../src/services/llm-bot/mcp-obs.js';
 import { expectModeratorTools, requesterAs, resultText, usePlatformMcp } from '../support/platform-mcp.js';
+import { waitFor } from '../support/wait.js';
 
 const person = (role: string): Requester => requesterAs(role, { channel: 'streamer' });
 
 describe('the OBS tools for the LLM', () => {
-  const mcp = usePlatformMcp(async (store) => {
-    await store.mergeSource({
-      id: 'obs:studio',
-      platform: 'obs',
-      status: 'connected',
-      metadata: { programScene: 'Main', streaming: true, recording: false, scenes: ['Main', 'BRB', 'Ending'] },
-    });
-  });
+  const mcp = usePlatformMcp(
+    async (store) => {
+      await store.mergeSource({
+        id: 'obs:studio',
+        platform: 'obs',
+        status: 'connected',
+        metadata: { programScene: 'Main', streaming: true, recording: false, scenes: ['Main', 'BRB', 'Ending'] },
+      });
+    },
+    // Nothing here performs the actions: a short wait for OBS's answer keeps the tests quick.
+    { obsConfirmWithinMs: 300 },
+  );
   const { published, calls, call } = mcp;
   const body = (result: Awaited<ReturnType<typeof call>>) => JSON.parse(resultText(result));
 
@@ -71,5 +76,55 @@ describe('the OBS tools for the LLM', () => {
     expect(result.isError).toBe(true);
     expect(body(result)).toEqual({ ok: false, reason: 'there is no scene "Nope"', scenes: ['Main', 'BRB', 'Ending'] });
     expect(published).toEqual([]);
+  });
+
+  /** Answers the next published OBS request as the obs service and finalizer would, with `result`. */
+  const answerNextRequest = async (result: ObsActionResult) => {
+    const envelope = await waitFor(() => published.at(-1)?.envelope, { timeoutMs: 5_000, message: 'an OBS request' });
+    const action = envelope.annotations!.find((annotation) => annotation.kind === 'obs.action')!;
+    await mcp.store.recordFinal([
+      {
+        id: envelope.id,
+        correlationId: envelope.correlationId,
+        type: envelope.type,
+        receivedAt: envelope.timestamp,
+        outcome: 'completed',
+        final: { ...envelope, annotations: [...envelope.annotations!, obsResultAnnotation('obs', action.id, result)] },
+      },
+    ]);
+  };
+
+  it('tells the model what OBS answered: done, or refused with OBS’s reason', async () => {
+    published.length = 0;
+    const [done] = await Promise.all([
+      call('obs_switch_scene', { scene: 'Ending' }, person('moderator')),
+      answerNextRequest({ ok: true, message: 'switched to Ending' }),
+    ]);
+    expect(done.isError).toBeFalsy();
+    expect(body(done)).toEqual({ ok: true, done: { action: 'switchScene', scene: 'Ending' } });
+
+    published.length = 0;
+    const [refused] = await Promise.all([
+      call('obs_toggle_source', { source: 'Nope', visible: false }, person('moderator')),
+      answerNextRequest({ ok: false, code: 'UNKNOWN_SOURCE', message: 'there is no source "Nope" in scene "Main"' }),
+    ]);
+    expect(refused.isError).toBe(true);
+    expect(body(refused)).toEqual({
+      ok: false,
+      requested: { action: 'hideSource', source: 'Nope' },
+      reason: 'there is no source "Nope" in scene "Main"',
+    });
+  });
+
+  it('says the action was asked for when OBS has not answered within the wait', async () => {
+    published.length = 0;
+    const result = await call('obs_set_text', { source: 'Now Playing', text: 'Lo-fi' }, person('moderator'));
+    expect(result.isError).toBeFalsy();
+    expect(body(result)).toEqual({
+      ok: true,
+      requested: { action: 'setText', source: 'Now Playing', text: 'Lo-fi' },
+      note: 'asked OBS; it has not answered yet',
+    });
+    expect(published).toHaveLength(1);
   });
 });

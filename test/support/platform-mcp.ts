@@ -10,6 +10,7 @@ import {
   connectPlatformMcp,
   toolAllowed,
   type PlatformMcp,
+  type PlatformMcpOptions,
   type Requester,
   type ToolPolicy,
 } from '../../src/services/llm-bot/index.js';
@@ -36,6 +37,8 @@ export interface PlatformMcpFixture {
   readonly published: Array<{ topic: string; envelope: Envelope }>;
   /** `<tool>:<outcome>` of every call, in order; a test may empty it. */
   readonly calls: string[];
+  /** The embedded store the server reads (set once the file's `beforeAll` ran). */
+  readonly store: Store;
   /** Calls a tool as `requester` (without one: as nobody). */
   call(name: string, args: Record<string, unknown>, requester?: Requester): ReturnType<PlatformMcp['client']['callTool']>;
 }
@@ -44,7 +47,10 @@ export interface PlatformMcpFixture {
  * Before the file's tests: an embedded store that `seed` fills, and the platform MCP server over it; after
  * them both closed.
  */
-export function usePlatformMcp(seed: (store: Store) => Promise<void>): PlatformMcpFixture {
+export function usePlatformMcp(
+  seed: (store: Store) => Promise<void>,
+  options: Pick<PlatformMcpOptions, 'obsConfirmWithinMs'> = {},
+): PlatformMcpFixture {
   let store: Store | undefined;
   let platform: PlatformMcp | undefined;
   const published: PlatformMcpFixture['published'] = [];
@@ -58,6 +64,7 @@ export function usePlatformMcp(seed: (store: Store) => Promise<void>): PlatformM
       store,
       publish: async (topic, envelope) => void published.push({ topic, envelope }),
       onCall: (event) => calls.push(`${event.tool}:${event.outcome}`),
+      ...options,
     });
   });
 
@@ -73,6 +80,10 @@ export function usePlatformMcp(seed: (store: Store) => Promise<void>): PlatformM
   return {
     get platform() {
       return connected();
+    },
+    get store() {
+      if (!store) throw new Error('the store is not open yet');
+      return store;
     },
     published,
     calls,

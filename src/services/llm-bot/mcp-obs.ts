@@ -3,7 +3,8 @@
  * show/hide a source, set a text source's text. Moderators and up only (each tool's policy in `_meta`,
  * re-checked on every call). The llm-bot may run in another process than the OBS connection, so the
  * tools read the studio from the `obs:studio` source and ask for changes by publishing an envelope that
- * carries an `obs.action` and the `obs` step (recorded by the finalizer like any other envelope).
+ * carries an `obs.action` and the `obs` step (recorded by the finalizer like any other envelope); an action
+ * tool then waits a moment for that record, to tell the model whether OBS did it and why not.
  */
 import type { McpServer } from '@modelcontextprotocol/sdk/server/mcp.js';
 import type { CallToolResult } from '@modelcontextprotocol/sdk/types.js';
@@ -23,7 +24,40 @@ export const OBS_TOOL_POLICIES = {
 } as const satisfies Record<string, ToolPolicy>;
 
 export interface ObsToolOptions extends ToolGroupOptions {
-  store: Pick<Store, 'getSource'>;
+  store: Pick<Store, 'getSource' | 'getEvent'>;
+  /** How long an action tool waits for OBS's answer before it says the action was asked for (default 3 s). */
+  confirmWithinMs?: number;
+}
+
+/** How often an action tool looks for the finalized request while it waits. */
+const CONFIRM_POLL_MS = 100;
+
+/**
+ * OBS's answer to one action, from the finalizer's record of the request envelope (the obs service adds a
+ * result annotation `<actionId>-result`); undefined while the request is not finalized.
+ */
+async function obsAnswer(
+  store: Pick<Store, 'getEvent'>,
+  envelopeId: string,
+  actionId: string,
+): Promise<{ ok: boolean; code?: string; message?: string } | undefined> {
+  const record = await store.getEvent(envelopeId).catch(() => undefined);
+  if (!record?.outcome) return undefined;
+  const result = record.final?.annotations?.find((annotation) => annotation.id === `${actionId}-result`);
+  if (!result) {
+    const error = record.errors?.[0];
+    return {
+      ok: false,
+      code: error?.code ?? record.outcome,
+      message: error?.message ?? `the request ended ${record.outcome} without an answer from OBS`,
+    };
+  }
+  const payload = (result.payload ?? {}) as { code?: string; message?: string };
+  return {
+    ok: result.value === true,
+    ...(payload.code ? { code: payload.code } : {}),
+    ...(payload.message ? { message: payload.message } : {}),
+  };
 }
 
 /** The studio as the OBS service last reported it. */
@@ -46,15 +80,24 @@ export function registerObsTools(server: McpServer, options: ObsToolOptions): vo
     if (!options.publish) return text({ ok: false, reason: 'OBS control is not available in this process' }, true);
     const state = await studio(options.store);
     if (!state.connected) return text({ ok: false, reason: 'OBS is not connected' }, true);
+    const annotation = obsActionAnnotation('llm-bot', action);
     const envelope = createEnvelope({
       type: 'obs.action.request.v1',
       source: { platform: requester.platform, channel: requester.channel, channelId: requester.channelId },
       user: { id: requester.userId, name: requester.login, displayName: requester.login, profileImageUrl: '', role: requester.role },
       routingSlip: [createStep('obs')],
-      extra: { annotations: [obsActionAnnotation('llm-bot', action)] },
+      extra: { annotations: [annotation] },
     });
     await options.publish(stepTopic('obs'), envelope);
-    return text({ ok: true, requested: action, note: 'OBS performs this in a moment' });
+    // Wait for OBS's answer, so the model says what happened rather than what it asked for.
+    const deadline = Date.now() + (options.confirmWithinMs ?? 3_000);
+    for (;;) {
+      const answer = await obsAnswer(options.store, envelope.id, annotation.id);
+      if (answer?.ok) return text({ ok: true, done: action });
+      if (answer) return text({ ok: false, requested: action, reason: answer.message ?? answer.code ?? 'OBS did not do it' }, true);
+      if (Date.now() >= deadline) return text({ ok: true, requested: action, note: 'asked OBS; it has not answered yet' });
+      await new Promise((resolve) => setTimeout(resolve, CONFIRM_POLL_MS));
+    }
   };
 
   server.registerTool(

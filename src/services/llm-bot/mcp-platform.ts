@@ -154,6 +154,8 @@ export interface PlatformMcpOptions {
   publish?: (topic: string, envelope: Envelope) => Promise<void>;
   /** Called after each tool call with what happened (audit, tests). */
   onCall?: (event: ToolCallEvent) => void;
+  /** How long an OBS action tool waits for OBS's answer (default 3 s). */
+  obsConfirmWithinMs?: number;
 }
 
 /** Builds the platform MCP server (not connected). */
@@ -249,7 +251,7 @@ export async function createPlatformMcpServer(options: PlatformMcpOptions): Prom
     ),
   );
 
-  registerObsTools(server, { store, publish: options.publish, requesterFrom, onCall });
+  registerObsTools(server, { store, publish: options.publish, requesterFrom, onCall, confirmWithinMs: options.obsConfirmWithinMs });
   registerModerationTools(server, { store, publish: options.publish, requesterFrom, onCall });
   return server;
 }
