@@ -1,38 +1,42 @@
 /** The LLM's moderation tools on the built-in platform MCP server: offered to and usable by moderators and up only. */
 import { describe, expect, it } from 'vitest';
-import { createEnvelope } from '../../src/core/index.js';
+import { createAnnotation, createEnvelope } from '../../src/core/index.js';
 import type { Requester } from '../../src/services/llm-bot/index.js';
 import { MODERATION_TOOL_POLICIES } from '../../src/services/llm-bot/mcp-moderation.js';
-import { requestOf } from '../../src/services/moderation/requests.js';
-import { expectModeratorTools, requesterAs, resultText, usePlatformMcp } from '../support/platform-mcp.js';
+import { RESULT_ANNOTATION, requestOf } from '../../src/services/moderation/requests.js';
+import { answerNextRequest, expectModeratorTools, requesterAs, resultText, usePlatformMcp } from '../support/platform-mcp.js';
 
 const person = (role: string): Requester =>
   requesterAs(role, { permissions: role === 'moderator' || role === 'broadcaster' ? ['users:moderate'] : [] });
 
 describe('the moderation tools for the LLM', () => {
-  const mcp = usePlatformMcp(async (store) => {
-    const chat = createEnvelope({
-      type: 'external.chat.message.v1',
-      source: { platform: 'twitch', channel: '#streamer', channelId: '1000' },
-      user: { id: 'u-troll', name: 'troll', displayName: 'Troll', profileImageUrl: '', role: 'viewer' },
-      payload: { text: 'rude words', messageId: 'msg-42' },
-      extra: { message: { id: 'msg-42', text: 'rude words' } },
-    });
-    await store.recordIngress([
-      {
-        id: chat.id,
-        correlationId: chat.id,
-        type: chat.type,
-        platform: 'twitch',
-        channel: '#streamer',
-        userId: 'u-troll',
-        userName: 'troll',
-        text: 'rude words',
-        receivedAt: new Date().toISOString(),
-        ingress: { envelope: chat },
-      },
-    ]);
-  });
+  const mcp = usePlatformMcp(
+    async (store) => {
+      const chat = createEnvelope({
+        type: 'external.chat.message.v1',
+        source: { platform: 'twitch', channel: '#streamer', channelId: '1000' },
+        user: { id: 'u-troll', name: 'troll', displayName: 'Troll', profileImageUrl: '', role: 'viewer' },
+        payload: { text: 'rude words', messageId: 'msg-42' },
+        extra: { message: { id: 'msg-42', text: 'rude words' } },
+      });
+      await store.recordIngress([
+        {
+          id: chat.id,
+          correlationId: chat.id,
+          type: chat.type,
+          platform: 'twitch',
+          channel: '#streamer',
+          userId: 'u-troll',
+          userName: 'troll',
+          text: 'rude words',
+          receivedAt: new Date().toISOString(),
+          ingress: { envelope: chat },
+        },
+      ]);
+      // Nothing here performs the requests: a short wait for the moderation service's answer keeps the tests quick.
+    },
+    { confirmWithinMs: 300 },
+  );
   const { published, calls, call } = mcp;
 
   it('lists the three tools, each with a policy that viewers, subscribers and VIPs fail', async () => {
@@ -78,5 +82,31 @@ describe('the moderation tools for the LLM', () => {
     const result = await call('moderation_delete_last_message', { login: 'nobody' }, person('moderator'));
     expect(result.isError).toBe(true);
     expect(resultText(result)).toMatch(/no recent message from nobody/);
+  });
+
+  it('tells the model what the moderation service answered: done, or why not', async () => {
+    const answer = (status: string, message: string) =>
+      answerNextRequest(mcp, () =>
+        createAnnotation('moderation', { kind: RESULT_ANNOTATION, label: 'timeout', payload: { status, message } }),
+      );
+    published.length = 0;
+    const [done] = await Promise.all([
+      call('moderation_timeout', { login: 'troll', seconds: 600 }, person('moderator')),
+      answer('done', 'timed out troll for 600 s'),
+    ]);
+    expect(done.isError).toBeFalsy();
+    expect(JSON.parse(resultText(done))).toEqual({ ok: true, action: 'timeout', status: 'done', message: 'timed out troll for 600 s' });
+    published.length = 0;
+    const [refused] = await Promise.all([
+      call('moderation_timeout', { login: 'troll', seconds: 600 }, person('moderator')),
+      answer('not-permitted', 'the bot is not a moderator in this channel'),
+    ]);
+    expect(refused.isError).toBe(true);
+    expect(JSON.parse(resultText(refused))).toEqual({
+      ok: false,
+      action: 'timeout',
+      status: 'not-permitted',
+      message: 'the bot is not a moderator in this channel',
+    });
   });
 });

@@ -3,8 +3,7 @@ import { describe, expect, it } from 'vitest';
 import { obsResultAnnotation, pendingActions, type ObsActionResult } from '../../src/platforms/obs/index.js';
 import type { Requester } from '../../src/services/llm-bot/index.js';
 import { OBS_TOOL_POLICIES } from '../../src/services/llm-bot/mcp-obs.js';
-import { expectModeratorTools, requesterAs, resultText, usePlatformMcp } from '../support/platform-mcp.js';
-import { waitFor } from '../support/wait.js';
+import { answerNextRequest, expectModeratorTools, requesterAs, resultText, usePlatformMcp } from '../support/platform-mcp.js';
 
 const person = (role: string): Requester => requesterAs(role, { channel: 'streamer' });
 
@@ -19,7 +18,7 @@ describe('the OBS tools for the LLM', () => {
       });
     },
     // Nothing here performs the actions: a short wait for OBS's answer keeps the tests quick.
-    { obsConfirmWithinMs: 300 },
+    { confirmWithinMs: 300 },
   );
   const { published, calls, call } = mcp;
   const body = (result: Awaited<ReturnType<typeof call>>) => JSON.parse(resultText(result));
@@ -78,27 +77,17 @@ describe('the OBS tools for the LLM', () => {
     expect(published).toEqual([]);
   });
 
-  /** Answers the next published OBS request as the obs service and finalizer would, with `result`. */
-  const answerNextRequest = async (result: ObsActionResult) => {
-    const envelope = await waitFor(() => published.at(-1)?.envelope, { timeoutMs: 5_000, message: 'an OBS request' });
-    const action = envelope.annotations!.find((annotation) => annotation.kind === 'obs.action')!;
-    await mcp.store.recordFinal([
-      {
-        id: envelope.id,
-        correlationId: envelope.correlationId,
-        type: envelope.type,
-        receivedAt: envelope.timestamp,
-        outcome: 'completed',
-        final: { ...envelope, annotations: [...envelope.annotations!, obsResultAnnotation('obs', action.id, result)] },
-      },
-    ]);
-  };
+  /** Answers the next OBS request as the obs service would, with `result`. */
+  const answerWith = (result: ObsActionResult) =>
+    answerNextRequest(mcp, (envelope) =>
+      obsResultAnnotation('obs', envelope.annotations!.find((annotation) => annotation.kind === 'obs.action')!.id, result),
+    );
 
   it('tells the model what OBS answered: done, or refused with OBS’s reason', async () => {
     published.length = 0;
     const [done] = await Promise.all([
       call('obs_switch_scene', { scene: 'Ending' }, person('moderator')),
-      answerNextRequest({ ok: true, message: 'switched to Ending' }),
+      answerWith({ ok: true, message: 'switched to Ending' }),
     ]);
     expect(done.isError).toBeFalsy();
     expect(body(done)).toEqual({ ok: true, done: { action: 'switchScene', scene: 'Ending' } });
@@ -106,7 +95,7 @@ describe('the OBS tools for the LLM', () => {
     published.length = 0;
     const [refused] = await Promise.all([
       call('obs_toggle_source', { source: 'Nope', visible: false }, person('moderator')),
-      answerNextRequest({ ok: false, code: 'UNKNOWN_SOURCE', message: 'there is no source "Nope" in scene "Main"' }),
+      answerWith({ ok: false, code: 'UNKNOWN_SOURCE', message: 'there is no source "Nope" in scene "Main"' }),
     ]);
     expect(refused.isError).toBe(true);
     expect(body(refused)).toEqual({

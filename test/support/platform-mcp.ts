@@ -3,7 +3,7 @@
  * test file, what its tools publish and every call's outcome recorded, and calls made as a given requester.
  */
 import { afterAll, beforeAll, expect } from 'vitest';
-import type { Envelope } from '../../src/core/index.js';
+import type { Annotation, Envelope } from '../../src/core/index.js';
 import {
   POLICY_META_KEY,
   REQUESTER_META_KEY,
@@ -15,6 +15,7 @@ import {
   type ToolPolicy,
 } from '../../src/services/llm-bot/index.js';
 import { createStore, type Store } from '../../src/store/index.js';
+import { waitFor } from './wait.js';
 
 /** A requester of `role` in the streamer's Twitch channel: id `u-<role>`, login `<role>_login`. */
 export const requesterAs = (role: string, extra: Partial<Requester> = {}): Requester => ({
@@ -49,7 +50,7 @@ export interface PlatformMcpFixture {
  */
 export function usePlatformMcp(
   seed: (store: Store) => Promise<void>,
-  options: Pick<PlatformMcpOptions, 'obsConfirmWithinMs'> = {},
+  options: Pick<PlatformMcpOptions, 'confirmWithinMs'> = {},
 ): PlatformMcpFixture {
   let store: Store | undefined;
   let platform: PlatformMcp | undefined;
@@ -109,4 +110,22 @@ export async function expectModeratorTools(
     for (const role of ['viewer', 'subscriber', 'vip', 'banned']) expect(toolAllowed(policy, options.requester(role))).toBe(false);
     for (const role of ['moderator', 'broadcaster']) expect(toolAllowed(policy, options.requester(role))).toBe(true);
   }
+}
+
+/**
+ * Finalizes the next request the tools publish as the service performing it and the finalizer would: the
+ * request envelope, with the annotation `answer` makes for it, recorded as completed.
+ */
+export async function answerNextRequest(fixture: PlatformMcpFixture, answer: (envelope: Envelope) => Annotation): Promise<void> {
+  const envelope = await waitFor(() => fixture.published.at(-1)?.envelope, { timeoutMs: 5_000, message: 'a published request' });
+  await fixture.store.recordFinal([
+    {
+      id: envelope.id,
+      correlationId: envelope.correlationId,
+      type: envelope.type,
+      receivedAt: envelope.timestamp,
+      outcome: 'completed',
+      final: { ...envelope, annotations: [...(envelope.annotations ?? []), answer(envelope)] },
+    },
+  ]);
 }

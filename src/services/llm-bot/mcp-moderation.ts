@@ -11,8 +11,15 @@ import { z } from 'zod';
 import { stepTopic } from '../../core/index.js';
 import type { Store } from '../../store/types.js';
 import { Permission, Role } from '../auth/roles.js';
-import { MODERATION_STEP, createModerationRequest, type ModerationRequest } from '../moderation/requests.js';
-import { createToolGuard, toolText as text, type Requester, type ToolGroupOptions, type ToolPolicy } from './mcp-platform.js';
+import { MODERATION_STEP, RESULT_ANNOTATION, createModerationRequest, type ModerationRequest } from '../moderation/requests.js';
+import {
+  awaitFinalRecord,
+  createToolGuard,
+  toolText as text,
+  type Requester,
+  type ToolGroupOptions,
+  type ToolPolicy,
+} from './mcp-platform.js';
 
 /** Policies of the moderation tools: moderators (with users:moderate) and up. */
 export const MODERATION_TOOL_POLICIES = {
@@ -22,7 +29,7 @@ export const MODERATION_TOOL_POLICIES = {
 } as const satisfies Record<string, ToolPolicy>;
 
 export interface ModerationToolOptions extends ToolGroupOptions {
-  store: Pick<Store, 'listEvents'>;
+  store: Pick<Store, 'listEvents' | 'getEvent'>;
 }
 
 const login = z.string().min(1).max(64).describe('The login name, with or without @');
@@ -41,7 +48,14 @@ export function registerModerationTools(server: McpServer, options: ModerationTo
       via: 'llm',
     });
     await options.publish(stepTopic(MODERATION_STEP), envelope);
-    return text({ ok: true, requested: action.action, note: 'the moderation service performs this in a moment and logs it' });
+    // Wait for the moderation service's answer (its result annotation), so the model says what happened.
+    const record = await awaitFinalRecord(options.store, envelope.id, options.confirmWithinMs);
+    const result = record?.final?.annotations?.find((annotation) => annotation.kind === RESULT_ANNOTATION);
+    if (!record || !result)
+      return text({ ok: true, requested: action.action, note: 'the moderation service performs this in a moment and logs it' });
+    const answer = (result.payload ?? {}) as { status?: string; message?: string };
+    const done = answer.status === 'done';
+    return text({ ok: done, action: action.action, status: answer.status, ...(answer.message ? { message: answer.message } : {}) }, !done);
   };
 
   server.registerTool(

@@ -11,9 +11,16 @@ import type { CallToolResult } from '@modelcontextprotocol/sdk/types.js';
 import { z } from 'zod';
 import { createEnvelope, createStep, stepTopic } from '../../core/index.js';
 import { OBS_SOURCE_ID, obsActionAnnotation, type ObsAction } from '../../platforms/obs/index.js';
-import type { Store } from '../../store/types.js';
+import type { EventRecord, Store } from '../../store/types.js';
 import { Role } from '../auth/roles.js';
-import { createToolGuard, toolText as text, type Requester, type ToolGroupOptions, type ToolPolicy } from './mcp-platform.js';
+import {
+  awaitFinalRecord,
+  createToolGuard,
+  toolText as text,
+  type Requester,
+  type ToolGroupOptions,
+  type ToolPolicy,
+} from './mcp-platform.js';
 
 /** Policies of the OBS tools: moderator and up. */
 export const OBS_TOOL_POLICIES = {
@@ -25,39 +32,17 @@ export const OBS_TOOL_POLICIES = {
 
 export interface ObsToolOptions extends ToolGroupOptions {
   store: Pick<Store, 'getSource' | 'getEvent'>;
-  /** How long an action tool waits for OBS's answer before it says the action was asked for (default 3 s). */
-  confirmWithinMs?: number;
 }
 
-/** How often an action tool looks for the finalized request while it waits. */
-const CONFIRM_POLL_MS = 100;
-
-/**
- * OBS's answer to one action, from the finalizer's record of the request envelope (the obs service adds a
- * result annotation `<actionId>-result`); undefined while the request is not finalized.
- */
-async function obsAnswer(
-  store: Pick<Store, 'getEvent'>,
-  envelopeId: string,
-  actionId: string,
-): Promise<{ ok: boolean; code?: string; message?: string } | undefined> {
-  const record = await store.getEvent(envelopeId).catch(() => undefined);
-  if (!record?.outcome) return undefined;
+/** OBS's answer to one action in the finalized request (the obs service adds `<actionId>-result`). */
+function obsAnswer(record: EventRecord, actionId: string): { ok: boolean; reason?: string } {
   const result = record.final?.annotations?.find((annotation) => annotation.id === `${actionId}-result`);
   if (!result) {
     const error = record.errors?.[0];
-    return {
-      ok: false,
-      code: error?.code ?? record.outcome,
-      message: error?.message ?? `the request ended ${record.outcome} without an answer from OBS`,
-    };
+    return { ok: false, reason: error?.message ?? error?.code ?? `the request ended ${record.outcome} without an answer from OBS` };
   }
   const payload = (result.payload ?? {}) as { code?: string; message?: string };
-  return {
-    ok: result.value === true,
-    ...(payload.code ? { code: payload.code } : {}),
-    ...(payload.message ? { message: payload.message } : {}),
-  };
+  return { ok: result.value === true, reason: payload.message ?? payload.code };
 }
 
 /** The studio as the OBS service last reported it. */
@@ -90,14 +75,12 @@ export function registerObsTools(server: McpServer, options: ObsToolOptions): vo
     });
     await options.publish(stepTopic('obs'), envelope);
     // Wait for OBS's answer, so the model says what happened rather than what it asked for.
-    const deadline = Date.now() + (options.confirmWithinMs ?? 3_000);
-    for (;;) {
-      const answer = await obsAnswer(options.store, envelope.id, annotation.id);
-      if (answer?.ok) return text({ ok: true, done: action });
-      if (answer) return text({ ok: false, requested: action, reason: answer.message ?? answer.code ?? 'OBS did not do it' }, true);
-      if (Date.now() >= deadline) return text({ ok: true, requested: action, note: 'asked OBS; it has not answered yet' });
-      await new Promise((resolve) => setTimeout(resolve, CONFIRM_POLL_MS));
-    }
+    const record = await awaitFinalRecord(options.store, envelope.id, options.confirmWithinMs);
+    if (!record) return text({ ok: true, requested: action, note: 'asked OBS; it has not answered yet' });
+    const answer = obsAnswer(record, annotation.id);
+    return answer.ok
+      ? text({ ok: true, done: action })
+      : text({ ok: false, requested: action, reason: answer.reason ?? 'OBS did not do it' }, true);
   };
 
   server.registerTool(

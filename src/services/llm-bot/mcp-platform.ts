@@ -13,7 +13,7 @@ import type { McpServer } from '@modelcontextprotocol/sdk/server/mcp.js';
 import type { CallToolResult } from '@modelcontextprotocol/sdk/types.js';
 import { z } from 'zod';
 import type { Envelope } from '../../core/index.js';
-import type { Store } from '../../store/types.js';
+import type { EventRecord, Store } from '../../store/types.js';
 import { registerObsTools } from './mcp-obs.js';
 import { registerModerationTools } from './mcp-moderation.js';
 import { Permission, Role, roleAtLeast } from '../auth/roles.js';
@@ -87,6 +87,29 @@ export interface ToolGroupOptions {
   publish?: (topic: string, envelope: Envelope) => Promise<void>;
   requesterFrom(meta: Record<string, unknown> | undefined): Requester | undefined;
   onCall?: (event: ToolCallEvent) => void;
+  /** How long a tool that asks another service waits for its answer before saying it asked (default 3 s). */
+  confirmWithinMs?: number;
+}
+
+/** How often a tool looks for the finalized request while it waits for the answer. */
+const CONFIRM_POLL_MS = 100;
+
+/**
+ * Waits up to `withinMs` for the finalizer's record of a request envelope a tool published (the service that
+ * performs it annotates its answer there); undefined when the request is not finalized by then.
+ */
+export async function awaitFinalRecord(
+  store: Pick<Store, 'getEvent'>,
+  envelopeId: string,
+  withinMs = 3_000,
+): Promise<EventRecord | undefined> {
+  const deadline = Date.now() + withinMs;
+  for (;;) {
+    const record = await store.getEvent(envelopeId).catch(() => undefined);
+    if (record?.outcome) return record;
+    if (Date.now() >= deadline) return undefined;
+    await new Promise((resolve) => setTimeout(resolve, CONFIRM_POLL_MS));
+  }
 }
 
 /**
@@ -154,8 +177,8 @@ export interface PlatformMcpOptions {
   publish?: (topic: string, envelope: Envelope) => Promise<void>;
   /** Called after each tool call with what happened (audit, tests). */
   onCall?: (event: ToolCallEvent) => void;
-  /** How long an OBS action tool waits for OBS's answer (default 3 s). */
-  obsConfirmWithinMs?: number;
+  /** How long an OBS or moderation tool waits for the service's answer (default 3 s). */
+  confirmWithinMs?: number;
 }
 
 /** Builds the platform MCP server (not connected). */
@@ -251,8 +274,9 @@ export async function createPlatformMcpServer(options: PlatformMcpOptions): Prom
     ),
   );
 
-  registerObsTools(server, { store, publish: options.publish, requesterFrom, onCall, confirmWithinMs: options.obsConfirmWithinMs });
-  registerModerationTools(server, { store, publish: options.publish, requesterFrom, onCall });
+  const group = { store, publish: options.publish, requesterFrom, onCall, confirmWithinMs: options.confirmWithinMs };
+  registerObsTools(server, group);
+  registerModerationTools(server, group);
   return server;
 }
 
