@@ -45,6 +45,3 @@ export function mergeSourceState(existing: SourceState | undefined, patch: Sourc
   }
   return result as unknown as SourceState;
 }
-
-/** A list of SQL string literals. */
-export const sqlList = (values: readonly string[]): string => values.map((value) => `'${value.replace(/'/g, "''")}'`).join(', ');

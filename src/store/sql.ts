@@ -19,7 +19,7 @@ import {
   parseQueryTime,
 } from './common.js';
 import type { TokenCipher } from './crypto.js';
-import { STALE_SOURCE_FIELDS, sqlList } from './sources.js';
+import { STALE_SOURCE_FIELDS } from './sources.js';
 import type {
   CommandRecord,
   ConversationTurn,
@@ -72,6 +72,9 @@ export interface Migration {
 export const MIGRATION_LOCK_KEY = 0x0b17b4a7;
 
 /** Ordered, append-only: never edit a migration that has shipped, add a new one. */
+/** A list of SQL string literals, for the field names migrations write into a function. */
+const sqlList = (values: readonly string[]): string => values.map((value) => `'${value.replace(/'/g, "''")}'`).join(', ');
+
 /**
  * The body of `bitbrat_merge_source`: top-level fields replace, metrics/permissions/metadata merge deeply;
  * `before` runs first (migration 5 drops a stale status there).
